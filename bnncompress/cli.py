@@ -1,0 +1,294 @@
+"""The ``bnncompress`` command line: a thin layer over the Python API.
+
+Every error raised for bad input (a :class:`~bnncompress.BnnCompressError`, or a file the
+system refuses) is printed as one line on stderr with exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import BnnCompressError, OptionError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Compress Bayesian neural networks by their posterior uncertainty (Variational Bayesian Quantization).",
+)
+_err = Console(stderr=True)
+_out = Console()
+
+
+def _fails_cleanly(command):
+    """Turn bad-input errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BnnCompressError as exc:
+            _err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            _err.print(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=True,
+        disable=quiet or not _err.is_terminal,
+    )
+
+
+class Method(str, Enum):
+    vbq = "vbq"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class UnpackFormat(str, Enum):
+    word2vec = "word2vec"
+    pt = "pt"
+    npz = "npz"
+
+
+@app.command()
+@_fails_cleanly
+def pack(
+    source: Annotated[
+        Path, typer.Argument(help="Posterior: Pyro param store or guide state dict (.pt), .npz, .safetensors.")
+    ],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Archive to write [default: SOURCE with .bnc].")
+    ] = None,
+    vocab: Annotated[Optional[Path], typer.Option(help="Vocabulary file, one word per line in row order.")] = None,
+    bits: Annotated[Optional[float], typer.Option(help="Target payload bits per weight (searches lambda).")] = None,
+    lam: Annotated[
+        Optional[float], typer.Option("--lam", help="Rate-distortion trade-off lambda (larger = smaller).")
+    ] = None,
+    method: Annotated[Method, typer.Option(help="Quantization method.")] = Method.vbq,
+    tensor: Annotated[
+        Optional[list[str]], typer.Option("--tensor", "-t", help="Pack only this tensor (repeatable).")
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where to quantize.")] = Device.auto,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+) -> None:
+    """Quantize a posterior by its uncertainty and write one compressed archive."""
+    from .packing import default_output
+    from .packing import pack as pack_posterior
+
+    output = output or default_output(source)
+    with _progress(quiet) as bar:
+        task = bar.add_task("packing", total=None)
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        result = pack_posterior(
+            source,
+            output,
+            vocab=vocab,
+            bits=bits,
+            lam=lam,
+            method=method.value,
+            tensors=tensor,
+            device=device.value,
+            progress=report,
+        )
+    for warning in result.warnings:
+        _err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    if result.target_missed:
+        _err.print(
+            f"warning: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from "
+            f"--bits {bits:g}; this posterior is too small to hit it more closely",
+            markup=False,
+        )
+    if not quiet:
+        target = f" (target {bits:g})" if bits is not None else ""
+        _out.print(
+            f"wrote {result.path}: {result.num_weights:,} weights, {result.file_bytes:,} bytes, "
+            f"payload {result.payload_bits_per_weight:.3f} bits/weight{target}, "
+            f"file {result.file_bits_per_weight:.3f} bits/weight, lambda {result.lam:.4g}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+@_fails_cleanly
+def info(
+    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to describe.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show each tensor's shape and size: payload and file bits per weight, ratio vs float32."""
+    from .loader import load
+
+    summary = load(archive).info()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{archive}  ({summary['total']['file_bytes']:,} bytes)")
+    for col in ("tensor", "shape", "method", "lambda", "payload bits/w", "file bits/w", "ratio vs float32"):
+        table.add_column(col, justify="left" if col in ("tensor", "method") else "right", no_wrap=col == "tensor")
+    for t in summary["tensors"]:
+        lam = "" if t["lam"] is None else f"{t['lam']:.4g}"
+        table.add_row(
+            t["name"],
+            " x ".join(map(str, t["shape"])),
+            t["method"],
+            lam,
+            f"{t['payload_bits_per_weight']:.3f}",
+            f"{t['file_bits_per_weight']:.3f}",
+            f"{t['ratio_vs_float32']:.1f}x",
+        )
+    tot = summary["total"]
+    table.add_row(
+        "total",
+        f"{tot['num_weights']:,}",
+        "",
+        "",
+        f"{tot['payload_bits_per_weight']:.3f}",
+        f"{tot['file_bits_per_weight']:.3f}",
+        f"{tot['ratio_vs_float32']:.1f}x",
+        style="bold",
+    )
+    _out.print(table)
+    vocab = f"{summary['vocab_words']:,} words ({summary['vocab_bytes']:,} bytes)" if summary["vocab_words"] else "none"
+    _out.print(
+        f"vocab: {vocab}\nsource: {summary['source']}\nformat version {summary['format_version']}, "
+        f"written by bnncompress {summary['tool_version']}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+@_fails_cleanly
+def unpack(
+    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to decode.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    format: Annotated[
+        Optional[UnpackFormat],
+        typer.Option(
+            help="word2vec (text vectors of one tensor), pt (torch state_dict) or npz [default: from the suffix]."
+        ),
+    ] = None,
+    tensor: Annotated[
+        Optional[str], typer.Option("--tensor", "-t", help="Tensor for word2vec [default: word vectors].")
+    ] = None,
+    binary: Annotated[bool, typer.Option(help="word2vec: write the binary format.")] = False,
+) -> None:
+    """Decode an archive to word2vec vectors, a torch state_dict (.pt) or numpy arrays (.npz)."""
+    import numpy as np
+
+    from .files import atomic_output
+    from .loader import load
+
+    fmt = format.value if format else _format_from_suffix(output)
+    a = load(archive)
+    with atomic_output(output) as tmp:
+        if fmt == "word2vec":
+            a.to_keyed_vectors(tensor).save_word2vec_format(str(tmp), binary=binary)
+        elif fmt == "pt":
+            import torch
+
+            torch.save(a.state_dict(), tmp)
+        else:
+            arrays = {name: np.asarray(a[name]) for name in a.names}
+            if a.vocab is not None:
+                arrays["vocab"] = np.asarray(a.vocab, dtype=str)
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+    _out.print(f"wrote {output} ({fmt})", markup=False, highlight=False)
+
+
+def _format_from_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    formats = {".txt": "word2vec", ".vec": "word2vec", ".w2v": "word2vec", ".pt": "pt", ".pth": "pt", ".npz": "npz"}
+    if suffix not in formats:
+        raise OptionError(f"cannot tell the format from '{path.name}'; add --format word2vec, pt or npz")
+    return formats[suffix]
+
+
+@app.command()
+@_fails_cleanly
+def train(
+    corpus: Annotated[Path, typer.Argument(help="UTF-8 text; one sentence or document per line.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Posterior file to write (.pt).")],
+    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 50,
+    vocab_size: Annotated[int, typer.Option(help="Keep this many most frequent words.")] = 5000,
+    min_count: Annotated[int, typer.Option(help="Drop words rarer than this.")] = 2,
+    window: Annotated[int, typer.Option(help="Context window (words each side).")] = 5,
+    negatives: Annotated[int, typer.Option(help="Noise words per pair.")] = 5,
+    epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 2048,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.02,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train a Bayesian skip-gram (Pyro, AutoNormal) and write its posterior with the vocabulary."""
+    from .models.skipgram import SkipGramConfig, read_corpus, save_posterior, train_skipgram
+
+    config = SkipGramConfig(
+        dim=dim,
+        vocab_size=vocab_size,
+        min_count=min_count,
+        window=window,
+        negatives=negatives,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device.value,
+    )
+    config.validate()
+    sentences = read_corpus(corpus)
+    with _progress(quiet) as bar:
+        task = bar.add_task("training", total=None)
+
+        def report(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, description=f"training (loss/pair {loss:.3f})")
+
+        result = train_skipgram(sentences, config, progress=report)
+    save_posterior(output, result)
+    if not quiet:
+        _out.print(
+            f"wrote {output}: {len(result.vocab)} words x {dim} dims, {result.num_pairs:,} pairs, "
+            f"final loss/pair {result.losses[-1]:.4f}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Loading an archive back as a point-estimate model: numpy, torch and gensim views."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import coding
+from .archive import ArchiveContents, TensorRecord, read_archive
+from .errors import ArchiveError, OptionError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from gensim.models import KeyedVectors
+
+_NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Size accounting for one tensor of an archive (what ``bnncompress info`` shows)."""
+
+    name: str
+    shape: tuple[int, ...]
+    method: str
+    num_weights: int
+    payload_bytes: int
+    file_bytes: float
+
+    @property
+    def payload_bits_per_weight(self) -> float:
+        return 8.0 * self.payload_bytes / self.num_weights
+
+    @property
+    def file_bits_per_weight(self) -> float:
+        return 8.0 * self.file_bytes / self.num_weights
+
+    @property
+    def ratio_vs_float32(self) -> float:
+        return 32.0 / self.file_bits_per_weight
+
+
+class Archive:
+    """A loaded archive: dequantized point estimates by tensor name, plus the vocabulary.
+
+    Tensors are decoded on first access and cached. Open one with :func:`bnncompress.load`.
+
+    Example:
+        >>> import bnncompress, numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny.bnc")
+        >>> rng = np.random.default_rng(0)
+        >>> _ = bnncompress.pack({"w": (rng.normal(size=(50, 4)), np.full((50, 4), 0.05))}, path, lam=0.1)
+        >>> a = bnncompress.load(path)
+        >>> a.names, a["w"].shape, a["w"].dtype
+        (['w'], (50, 4), dtype('float32'))
+    """
+
+    def __init__(self, contents: ArchiveContents):
+        self._contents = contents
+        self._records = {t.name: t for t in contents.tensors}
+        self._cache: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Archive:
+        """Read and validate ``path`` (checksums included); decoding happens on access."""
+        return cls(read_archive(path))
+
+    # ------------------------------------------------------------------ contents
+    @property
+    def names(self) -> list[str]:
+        """Tensor names in archive order (the model's sample-site names)."""
+        return list(self._records)
+
+    @property
+    def vocab(self) -> list[str] | None:
+        """The vocabulary (row labels of 2-D tensors with that many rows), or None."""
+        return self._contents.vocab
+
+    @property
+    def source(self) -> str:
+        return self._contents.source
+
+    @property
+    def path(self) -> os.PathLike:
+        return self._contents.path
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def __iter__(self):
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self._contents.path)!r}, tensors={self.names})"
+
+    def record(self, name: str) -> TensorRecord:
+        try:
+            return self._records[name]
+        except KeyError:
+            raise OptionError(f"no tensor named {name!r} in the archive; available: {', '.join(self.names)}") from None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
+        if name not in self._cache:
+            rec = self.record(name)
+            try:
+                symbols = coding.decode(rec.words, rec.counts, rec.num_weights)
+            except (ValueError, RuntimeError) as exc:
+                raise ArchiveError(f"tensor '{name}' does not decode ({exc}); the archive is corrupt") from None
+            if len(rec.grid) and int(symbols.max(initial=0)) >= len(rec.grid):
+                raise ArchiveError(f"tensor '{name}' decodes to symbols outside its grid; the archive is corrupt")
+            values = rec.grid[symbols].reshape(rec.shape).astype(_NUMPY_DTYPES[rec.dtype], copy=False)
+            values.flags.writeable = False
+            self._cache[name] = values
+        return self._cache[name]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All tensors as ``{name: numpy array}``."""
+        return {n: self[n] for n in self.names}
+
+    # ------------------------------------------------------------------ accounting
+    @property
+    def file_bytes(self) -> int:
+        return self._contents.file_bytes
+
+    @property
+    def payload_bytes(self) -> int:
+        return self._contents.payload_bytes
+
+    @property
+    def vocab_bytes(self) -> int:
+        """Bytes the (gzip-compressed) vocabulary occupies in the file."""
+        return self._contents.vocab_bytes
+
+    @property
+    def num_weights(self) -> int:
+        return self._contents.num_weights
+
+    def tensor_info(self) -> list[TensorInfo]:
+        """Per-tensor sizes; the file's bytes beyond the payloads are shared in proportion to size."""
+        total = max(self.num_weights, 1)
+        shared = self.file_bytes - self.payload_bytes
+        return [
+            TensorInfo(
+                r.name,
+                r.shape,
+                r.method,
+                r.num_weights,
+                r.payload_bytes,
+                r.payload_bytes + shared * r.num_weights / total,
+            )
+            for r in self._records.values()
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-ready summary: per tensor and in total (what ``bnncompress info --json`` prints)."""
+        n = max(self.num_weights, 1)
+        return {
+            "path": str(self.path),
+            "format_version": self._contents.format_version,
+            "tool_version": self._contents.tool_version,
+            "source": self.source,
+            "vocab_words": len(self.vocab) if self.vocab is not None else None,
+            "vocab_bytes": self.vocab_bytes,
+            "tensors": [
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "method": t.method,
+                    "lam": self._records[t.name].params.get("lam"),
+                    "num_weights": t.num_weights,
+                    "payload_bytes": t.payload_bytes,
+                    "payload_bits_per_weight": t.payload_bits_per_weight,
+                    "file_bits_per_weight": t.file_bits_per_weight,
+                    "ratio_vs_float32": t.ratio_vs_float32,
+                }
+                for t in self.tensor_info()
+            ],
+            "total": {
+                "num_weights": self.num_weights,
+                "payload_bytes": self.payload_bytes,
+                "file_bytes": self.file_bytes,
+                "payload_bits_per_weight": 8.0 * self.payload_bytes / n,
+                "file_bits_per_weight": 8.0 * self.file_bytes / n,
+                "ratio_vs_float32": 32.0 * n / (8.0 * self.file_bytes),
+            },
+        }
+
+    # ------------------------------------------------------------------ conversions
+    def _vocab_for(self, name: str) -> list[str]:
+        arr = self[name]
+        if self.vocab is None:
+            raise OptionError(f"the archive has no vocabulary; pack it with --vocab to get word vectors for '{name}'")
+        if arr.ndim != 2 or arr.shape[0] != len(self.vocab):
+            raise OptionError(
+                f"tensor '{name}' has shape {arr.shape}, which the {len(self.vocab)}-word vocabulary does not label"
+            )
+        return self.vocab
+
+    def default_embedding_name(self) -> str:
+        """``word_vectors`` if present, else the first 2-D tensor the vocabulary labels."""
+        if "word_vectors" in self._records:
+            return "word_vectors"
+        n_words = len(self.vocab) if self.vocab is not None else -1
+        for r in self._records.values():
+            if len(r.shape) == 2 and r.shape[0] == n_words:
+                return r.name
+        for r in self._records.values():
+            if len(r.shape) == 2:
+                return r.name
+        raise OptionError("the archive has no 2-D tensor to use as an embedding; name one with --tensor")
+
+    def to_keyed_vectors(self, name: str | None = None) -> KeyedVectors:
+        """The tensor ``name`` (default: word vectors) as gensim ``KeyedVectors`` keyed by the vocabulary."""
+        from gensim.models import KeyedVectors
+
+        name = name or self.default_embedding_name()
+        words = self._vocab_for(name)
+        vectors = np.asarray(self[name], dtype=np.float32)
+        kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
+        kv.add_vectors(words, vectors)
+        return kv
+
+    def to_embedding(self, name: str | None = None, freeze: bool = True) -> torch.nn.Embedding:
+        """The 2-D tensor ``name`` as ``torch.nn.Embedding.from_pretrained``."""
+        import torch
+
+        name = name or self.default_embedding_name()
+        arr = self[name]
+        if arr.ndim != 2:
+            raise OptionError(f"tensor '{name}' has shape {arr.shape}; an embedding needs a 2-D tensor")
+        return torch.nn.Embedding.from_pretrained(torch.tensor(arr), freeze=freeze)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{name: torch.Tensor}`` in the original dtypes (bfloat16 restored)."""
+        import torch
+
+        out = {}
+        for name in self.names:
+            t = torch.tensor(self[name])
+            if self._records[name].dtype == "bfloat16":
+                t = t.to(torch.bfloat16)
+            out[name] = t
+        return out
+
+
+def load(path: str | os.PathLike) -> Archive:
+    """Open a bnncompress archive.
+
+    Example:
+        >>> a = load("small.bnc")                         # doctest: +SKIP
+        >>> a["word_vectors"].shape, len(a.vocab)         # doctest: +SKIP
+        ((5000, 50), 5000)
+    """
+    return Archive.open(path)

@@ -1,0 +1,143 @@
+"""The pack pipeline: posterior source -> quantizer -> entropy coder -> archive."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import coding
+from .archive import TensorRecord, write_archive
+from .errors import OptionError
+from .posterior import Posterior, read_posterior
+from .quantizers import DEFAULT_METHOD, get_quantizer
+from .quantizers.vbq import DEFAULT_MAX_LEVEL
+from .ratecontrol import BITS_TOLERANCE, DEFAULT_LAMBDA, find_lambda
+
+#: Called as progress(stage, done, total) while packing.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """What a pack achieved: where it wrote, the lambda used, and the sizes."""
+
+    path: Path
+    lam: float
+    num_weights: int
+    payload_bytes: int
+    file_bytes: int
+    target_bits: float | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def payload_bits_per_weight(self) -> float:
+        return 8.0 * self.payload_bytes / self.num_weights
+
+    @property
+    def file_bits_per_weight(self) -> float:
+        return 8.0 * self.file_bytes / self.num_weights
+
+    @property
+    def target_missed(self) -> bool:
+        """True if ``--bits`` was given and the payload is not within 2% of it."""
+        if self.target_bits is None:
+            return False
+        return abs(self.payload_bits_per_weight - self.target_bits) > BITS_TOLERANCE * self.target_bits
+
+
+def default_output(source: str | os.PathLike) -> Path:
+    """``embeddings.pt`` -> ``embeddings.bnc``."""
+    return Path(source).with_suffix(".bnc")
+
+
+def pack(
+    source: Any,
+    output: str | os.PathLike | None = None,
+    *,
+    vocab: str | os.PathLike | Iterable[str] | None = None,
+    bits: float | None = None,
+    lam: float | None = None,
+    method: str = DEFAULT_METHOD,
+    tensors: Sequence[str] | None = None,
+    device: str = "auto",
+    max_level: int = DEFAULT_MAX_LEVEL,
+    progress: Progress | None = None,
+) -> PackResult:
+    """Quantize a posterior by its uncertainty, entropy-code it, and write one archive.
+
+    ``source`` is a posterior file, a live Pyro guide, ``{name: (loc, scale)}`` or a
+    :class:`~bnncompress.posterior.Posterior`. Give ``bits`` (payload bits per weight, found
+    by searching lambda) or ``lam``; with neither, ``DEFAULT_LAMBDA`` is used. ``tensors``
+    selects which tensors to pack (default: all).
+
+    Example:
+        >>> import bnncompress, numpy as np, tempfile, os
+        >>> rng = np.random.default_rng(0)
+        >>> post = {"w": (rng.normal(size=(200, 50)), rng.uniform(0.01, 1, size=(200, 50)))}
+        >>> r = bnncompress.pack(post, os.path.join(tempfile.mkdtemp(), "w.bnc"), bits=2.0)
+        >>> abs(r.payload_bits_per_weight - 2.0) < 0.04
+        True
+    """
+    if bits is not None and lam is not None:
+        raise OptionError("give either bits or lam, not both")
+    if output is None:
+        if not isinstance(source, (str, os.PathLike)):
+            raise OptionError("an output path is needed when the source is not a file")
+        output = default_output(source)
+    report = progress or (lambda stage, done, total: None)
+
+    report("reading posterior", 0, 1)
+    posterior: Posterior = read_posterior(source, vocab=vocab)
+    if tensors:
+        posterior = posterior.select(tensors)
+    report("reading posterior", 1, 1)
+
+    quantizer = get_quantizer(method, max_level=max_level, device=device)
+    names = posterior.names
+    fitted = [quantizer.fit(posterior.tensors[n]) for n in names]
+    if bits is not None:
+        report("searching lambda", 0, 1)
+        lam = find_lambda(fitted, bits)
+        report("searching lambda", 1, 1)
+    elif lam is None:
+        lam = DEFAULT_LAMBDA
+    if not (lam >= 0):
+        raise OptionError(f"lambda must be >= 0, got {lam}")
+
+    records = []
+    for i, (name, f) in enumerate(zip(names, fitted)):
+        report("quantizing and coding", i, len(names))
+        q = f.quantize(lam)
+        t = posterior.tensors[name]
+        records.append(
+            TensorRecord(
+                name=name,
+                shape=t.shape,
+                dtype=t.dtype,
+                method=quantizer.name,
+                params=q.params,
+                coder=coding.CODER_ID,
+                grid=q.grid,
+                counts=q.counts,
+                words=coding.encode(q.symbols, q.counts),
+            )
+        )
+    report("quantizing and coding", len(names), len(names))
+
+    from . import __version__
+
+    report("writing archive", 0, 1)
+    file_bytes = write_archive(output, records, posterior.vocab, posterior.source, __version__)
+    report("writing archive", 1, 1)
+    return PackResult(
+        path=Path(output),
+        lam=float(lam),
+        num_weights=posterior.num_weights,
+        payload_bytes=sum(r.payload_bytes for r in records),
+        file_bytes=file_bytes,
+        target_bits=bits,
+        warnings=tuple(posterior.warnings),
+    )

@@ -1,0 +1,493 @@
+"""Posterior sources: everything that yields a mean-field Gaussian N(loc, scale²) per weight.
+
+A :class:`Posterior` maps tensor names (the model's sample-site names, e.g.
+``word_vectors``) to a :class:`TensorPosterior` holding ``loc`` and ``scale`` arrays,
+plus an optional vocabulary. :func:`read_posterior` builds one from any supported source,
+detected by content, never by file name:
+
+- a file written by ``pyro.get_param_store().save(path)`` (AutoNormal pairs
+  ``<guide>.locs.X`` / ``<guide>.scales.X``; AutoDiagonalNormal's flat ``<guide>.loc`` /
+  ``<guide>.scale``), values unconstrained and mapped through their stored constraints;
+- ``torch.save(guide.state_dict())`` of an AutoNormal or AutoDiagonalNormal guide;
+- a plain dict in .pt / .npz / .safetensors, ``{name: {"loc": T, "scale": T}}`` or flat
+  ``name.loc`` / ``name.scale`` keys, with an optional ``"vocab"`` list of words;
+- in Python: a live AutoNormal / AutoDiagonalNormal guide, or ``{name: (loc, scale)}``.
+
+Pickled .pt files are read with ``torch.load(weights_only=True)`` and an allow-list of
+exactly the constraint classes Pyro stores; anything else pickled is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PosteriorError
+
+#: Name given to the single flat tensor of an AutoDiagonalNormal guide read without its model.
+FLAT_LATENT_NAME = "latent"
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class TensorPosterior:
+    """The Gaussian posterior of one tensor: ``N(loc, scale**2)`` elementwise.
+
+    ``loc`` and ``scale`` are float32 numpy arrays of the same shape; ``dtype`` is the
+    floating-point type the tensor had in its source (restored when it is loaded back).
+    """
+
+    loc: np.ndarray
+    scale: np.ndarray
+    dtype: str = "float32"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.loc.shape)
+
+    @property
+    def size(self) -> int:
+        return int(self.loc.size)
+
+
+@dataclass
+class Posterior:
+    """Named Gaussian posteriors plus an optional vocabulary (row labels of 2-D tensors).
+
+    Example:
+        >>> import numpy as np
+        >>> p = read_posterior({"w": (np.zeros((3, 2)), np.ones((3, 2)))}, vocab=["a", "b", "c"])
+        >>> p.names, p.vocab_tensors, p.num_weights
+        (['w'], ['w'], 6)
+    """
+
+    tensors: dict[str, TensorPosterior]
+    vocab: list[str] | None = None
+    source: str = "python objects"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    @property
+    def num_weights(self) -> int:
+        return sum(t.size for t in self.tensors.values())
+
+    @property
+    def vocab_tensors(self) -> list[str]:
+        """Names of the 2-D tensors whose rows the vocabulary labels."""
+        if self.vocab is None:
+            return []
+        return [n for n, t in self.tensors.items() if len(t.shape) == 2 and t.shape[0] == len(self.vocab)]
+
+    def select(self, names: Iterable[str]) -> Posterior:
+        """The same posterior restricted to ``names`` (in that order)."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.tensors]
+        if unknown:
+            raise PosteriorError(
+                f"no tensor named {', '.join(map(repr, unknown))} in {self.source}; available: {', '.join(self.names)}"
+            )
+        vocab = self.vocab
+        if vocab is not None and not any(
+            len(self.tensors[n].shape) == 2 and self.tensors[n].shape[0] == len(vocab) for n in names
+        ):
+            vocab = None
+        return Posterior({n: self.tensors[n] for n in names}, vocab, self.source, list(self.warnings))
+
+
+def read_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None = None) -> Posterior:
+    """Read a posterior from a file path, a live Pyro guide, a mapping, or a :class:`Posterior`.
+
+    ``vocab`` is a file with one word per line (row order) or a list of words; it overrides
+    a vocabulary stored in the source. It must match the first dimension of at least one
+    2-D tensor.
+
+    Example:
+        >>> import numpy as np
+        >>> p = read_posterior({"w": (np.zeros(4), np.full(4, 0.1))})
+        >>> p.tensors["w"].scale.tolist()
+        [0.10000000149011612, 0.10000000149011612, 0.10000000149011612, 0.10000000149011612]
+    """
+    if isinstance(source, Posterior):
+        posterior = Posterior(dict(source.tensors), source.vocab, source.source, list(source.warnings))
+    elif isinstance(source, (str, os.PathLike)):
+        posterior = _read_file(Path(source))
+    elif _is_pyro_guide(source):
+        posterior = _from_live_guide(source)
+    elif isinstance(source, Mapping):
+        posterior = _from_mapping(source, "python dict")
+    else:
+        raise PosteriorError(
+            f"cannot read a posterior from a {type(source).__name__}; pass a file path, "
+            "a Pyro AutoNormal/AutoDiagonalNormal guide, or a dict {name: (loc, scale)}"
+        )
+    if vocab is not None:
+        posterior.vocab = read_vocab(vocab)
+    if posterior.vocab is not None:
+        _check_vocab(posterior)
+    return posterior
+
+
+def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
+    """Read and validate a vocabulary: a file with one word per line, or an iterable of words."""
+    if isinstance(vocab, (str, os.PathLike)):
+        path = Path(vocab)
+        if not path.is_file():
+            raise PosteriorError(f"vocabulary file '{path}' does not exist; pass a file with one word per line")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise PosteriorError(f"vocabulary file '{path}' is not UTF-8 text ({exc.reason})") from None
+        words = text.splitlines()
+        where = f"vocabulary file '{path}'"
+    else:
+        words = [str(w) for w in vocab]
+        where = "vocabulary"
+    return validate_words(words, where)
+
+
+def validate_words(words: list[str], where: str) -> list[str]:
+    """Check a word list: non-empty, no empty entries, no line breaks, no duplicates."""
+    if not words:
+        raise PosteriorError(f"{where} is empty; it needs one word per row of the embedding")
+    for i, w in enumerate(words):
+        if not w or w.strip() != w or "\n" in w or "\r" in w:
+            raise PosteriorError(
+                f"{where} has an empty word or one with surrounding whitespace at line {i + 1} ({w!r}); "
+                "remove it so that line numbers match rows"
+            )
+    if len(set(words)) != len(words):
+        seen: set[str] = set()
+        dup = next(w for w in words if w in seen or seen.add(w))
+        raise PosteriorError(f"{where} lists the word {dup!r} more than once; each row needs a unique word")
+    return words
+
+
+def _check_vocab(posterior: Posterior) -> None:
+    if not posterior.vocab_tensors:
+        shapes = ", ".join(f"{n} {t.shape}" for n, t in posterior.tensors.items())
+        raise PosteriorError(
+            f"vocabulary has {len(posterior.vocab or [])} words but no 2-D tensor has that many rows "
+            f"({shapes}); pass the vocabulary the model was trained with"
+        )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _read_file(path: Path) -> Posterior:
+    if not path.exists():
+        raise PosteriorError(f"posterior file '{path}' does not exist")
+    if not path.is_file():
+        raise PosteriorError(f"'{path}' is not a file; pass a posterior file (.pt, .npz or .safetensors)")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    size = path.stat().st_size
+    if head.startswith(_HDF5_MAGIC):
+        raise PosteriorError(
+            f"'{path}' is an HDF5 file (a bnncompress archive?), not a posterior; "
+            "pack a .pt, .npz or .safetensors posterior"
+        )
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = zf.namelist()
+        except zipfile.BadZipFile:
+            raise PosteriorError(f"'{path}' looks like a zip archive but is corrupt or truncated") from None
+        if any(m.endswith("data.pkl") for m in members):
+            return _from_mapping(_torch_load(path), f"'{path.name}'")
+        if members and all(m.endswith(".npy") for m in members):
+            return _read_npz(path)
+        raise PosteriorError(f"'{path}' is a zip archive but neither a torch .pt file nor a numpy .npz file")
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
+        return _from_mapping(_torch_load(path), f"'{path.name}'")
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return _read_safetensors(path)
+    raise PosteriorError(
+        f"'{path}' is not a known posterior format; expected a Pyro param store or state dict (.pt), "
+        "a .npz or a .safetensors file"
+    )
+
+
+def _allowed_constraint_classes() -> list[type]:
+    """Exactly the constraint classes Pyro's param store pickles for guide parameters."""
+    import pyro.distributions.constraints as pc
+    import torch.distributions.constraints as tc
+
+    names = ("_Real", "_GreaterThan", "_GreaterThanEq", "_Interval", "_HalfOpenInterval", "_LessThan")
+    classes = [getattr(tc, n) for n in names if hasattr(tc, n)]
+    classes += [getattr(pc, n) for n in ("_SoftplusPositive",) if hasattr(pc, n)]
+    return classes
+
+
+def _torch_load(path: Path) -> Any:
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_allowed_constraint_classes()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise PosteriorError(
+            f"'{path}' contains pickled objects that are not allowed ({detail or 'refused by the safe loader'}); "
+            "bnncompress only reads tensors, plain containers and Pyro constraints — re-save the "
+            "posterior with pyro.get_param_store().save() or as a dict of tensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PosteriorError(f"cannot read '{path}' as a torch file ({msg}); is it truncated or corrupt?") from None
+
+
+def _read_npz(path: Path) -> Posterior:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise PosteriorError(f"cannot read '{path}' as .npz without pickle ({exc}); store plain arrays") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise PosteriorError(f"cannot read '{path}' as .npz ({exc}); is it truncated or corrupt?") from None
+    if "vocab" in data:
+        data["vocab"] = [str(w) for w in data["vocab"].tolist()]
+    return _from_mapping(data, f"'{path.name}' (npz)")
+
+
+def _read_safetensors(path: Path) -> Posterior:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as st:
+            meta = st.metadata() or {}
+            data: dict[str, Any] = {k: st.get_tensor(k) for k in st.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise PosteriorError(f"cannot read '{path}' as safetensors ({exc})") from None
+    if "vocab" in meta:
+        raw = meta["vocab"]
+        try:
+            words = json.loads(raw) if raw.lstrip().startswith("[") else raw.split("\n")
+        except json.JSONDecodeError:
+            raise PosteriorError(f"'{path}': metadata 'vocab' is not a JSON list of words") from None
+        data["vocab"] = words
+    return _from_mapping(data, f"'{path.name}' (safetensors)")
+
+
+# ----------------------------------------------------------------------- structures
+
+
+def _from_mapping(obj: Any, where: str) -> Posterior:
+    """Interpret a loaded container: param store, guide state dict, or plain loc/scale dict."""
+    if not isinstance(obj, Mapping):
+        raise PosteriorError(f"{where} holds a {type(obj).__name__}, not a dict of posterior tensors")
+    obj = dict(obj)
+    vocab = obj.pop("vocab", None)
+    if vocab is not None:
+        if not isinstance(vocab, (list, tuple)) or not all(isinstance(w, str) for w in vocab):
+            raise PosteriorError(f"{where}: 'vocab' must be a list of strings, found {type(vocab).__name__}")
+        vocab = validate_words(list(vocab), f"vocabulary in {where}")
+    warnings: list[str] = []
+    if "params" in obj and "constraints" in obj and isinstance(obj["params"], Mapping):
+        pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where)
+    elif any(_is_state_dict_key(k) for k in obj):
+        pairs, kind = _pairs_from_guide_state_dict(obj, where)
+    else:
+        pairs, kind = _pairs_from_plain(obj, where)
+    if FLAT_LATENT_NAME in pairs and kind.startswith("Pyro"):
+        warnings.append(
+            "AutoDiagonalNormal posterior read without its model: packed as one flat tensor "
+            f"'{FLAT_LATENT_NAME}' (all sample sites concatenated)"
+        )
+    tensors = {name: _make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
+    return Posterior(tensors, vocab, f"{kind}: {where}", warnings)
+
+
+def _is_state_dict_key(key: Any) -> bool:
+    return isinstance(key, str) and (
+        (key.startswith(("locs.", "scales.")) and key.endswith("_unconstrained")) or key == "scale_unconstrained"
+    )
+
+
+def _pairs_from_param_store(params: Mapping, constraints: Any, where: str) -> tuple[dict, str]:
+    from torch.distributions import biject_to
+
+    constraints = constraints if isinstance(constraints, Mapping) else {}
+
+    def constrained(key: str) -> Any:
+        value = params[key]
+        if key in constraints:
+            try:
+                value = biject_to(constraints[key])(value)
+            except NotImplementedError:
+                raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
+        return value
+
+    pairs: dict[str, tuple[Any, Any]] = {}
+    guides: set[str] = set()
+    for key in params:
+        if not isinstance(key, str):
+            continue
+        for marker in (".locs.",):
+            if marker in key:
+                prefix, site = key.split(marker, 1)
+                scale_key = f"{prefix}.scales.{site}"
+                if scale_key not in params:
+                    raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
+                pairs[site] = (constrained(key), constrained(scale_key))
+                guides.add(prefix)
+        if key.endswith(".loc") and key[: -len(".loc")] + ".scale" in params:
+            prefix = key[: -len(".loc")]
+            if f"{prefix}.cov_factor" in params:
+                raise PosteriorError(
+                    f"{where}: '{prefix}' is an AutoLowRankMultivariateNormal guide, which this version "
+                    "does not read; use AutoNormal or AutoDiagonalNormal"
+                )
+            pairs[FLAT_LATENT_NAME] = (constrained(key), constrained(prefix + ".scale"))
+            guides.add(prefix)
+    if not pairs:
+        sample = ", ".join(list(map(str, params))[:5])
+        raise PosteriorError(
+            f"{where} is a Pyro param store without AutoNormal/AutoDiagonalNormal parameters "
+            f"(found: {sample}); save the guide's parameters after training"
+        )
+    return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
+
+
+def _pairs_from_guide_state_dict(sd: Mapping, where: str) -> tuple[dict, str]:
+    import torch.nn.functional as F
+
+    pairs: dict[str, tuple[Any, Any]] = {}
+    for key in sd:
+        if isinstance(key, str) and key.startswith("locs.") and key.endswith("_unconstrained"):
+            site = key[len("locs.") : -len("_unconstrained")]
+            scale_key = f"scales.{site}_unconstrained"
+            if scale_key not in sd:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
+            pairs[site] = (sd[key], F.softplus(_as_tensor(sd[scale_key])))
+    if "scale_unconstrained" in sd and "loc" in sd:
+        pairs[FLAT_LATENT_NAME] = (sd["loc"], F.softplus(_as_tensor(sd["scale_unconstrained"])))
+    if not pairs:
+        raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
+    return pairs, "Pyro guide state dict"
+
+
+def _pairs_from_plain(obj: Mapping, where: str) -> tuple[dict, str]:
+    pairs: dict[str, tuple[Any, Any]] = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise PosteriorError(f"{where}: keys must be tensor names (strings), found {key!r}")
+        if isinstance(value, Mapping):
+            if set(value) != {"loc", "scale"}:
+                raise PosteriorError(
+                    f"{where}: entry '{key}' must have exactly the keys 'loc' and 'scale', found {sorted(value)}"
+                )
+            pairs[key] = (value["loc"], value["scale"])
+        elif isinstance(value, tuple) and len(value) == 2:
+            pairs[key] = value
+        elif key.endswith(".loc"):
+            name = key[: -len(".loc")]
+            if name + ".scale" not in obj:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{name}.scale'")
+            pairs[name] = (value, obj[name + ".scale"])
+        elif key.endswith(".scale"):
+            if key[: -len(".scale")] + ".loc" not in obj:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{key[: -len('.scale')]}.loc'")
+        else:
+            raise PosteriorError(
+                f"{where}: cannot tell what '{key}' is; expected a Pyro param store, a guide state dict, "
+                "{name: {'loc': T, 'scale': T}} or flat 'name.loc' / 'name.scale' keys"
+            )
+    if not pairs:
+        raise PosteriorError(f"{where} contains no posterior tensors")
+    return pairs, "loc/scale dict"
+
+
+def _as_tensor(x: Any) -> Any:
+    import torch
+
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def _to_numpy(name: str, what: str, value: Any, where: str) -> tuple[np.ndarray, str]:
+    try:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            dtype = str(value.dtype).removeprefix("torch.")
+            if dtype not in _FLOAT_DTYPES:
+                raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; it must be floating point")
+            return value.to(dtype=torch.float32, device="cpu").numpy(), dtype
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    arr = np.asarray(value)
+    dtype = str(arr.dtype)
+    if dtype not in _FLOAT_DTYPES:
+        raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; it must be floating point")
+    return np.ascontiguousarray(arr, dtype=np.float32), dtype
+
+
+def _make_tensor(name: str, loc: Any, scale: Any, where: str) -> TensorPosterior:
+    loc_arr, dtype = _to_numpy(name, "loc", loc, where)
+    scale_arr, _ = _to_numpy(name, "scale", scale, where)
+    if loc_arr.shape != scale_arr.shape:
+        raise PosteriorError(
+            f"{where}: loc of '{name}' has shape {loc_arr.shape} but scale has {scale_arr.shape}; they must match"
+        )
+    if loc_arr.size == 0:
+        raise PosteriorError(f"{where}: tensor '{name}' is empty (shape {loc_arr.shape})")
+    bad = int(np.count_nonzero(~np.isfinite(loc_arr)))
+    if bad:
+        raise PosteriorError(f"{where}: loc of '{name}' has {bad} NaN/inf values; means must be finite")
+    bad = int(np.count_nonzero(~(np.isfinite(scale_arr) & (scale_arr > 0))))
+    if bad:
+        raise PosteriorError(
+            f"{where}: scale of '{name}' has {bad} NaN/inf or non-positive values; scales must be finite and > 0"
+        )
+    return TensorPosterior(loc_arr, scale_arr, dtype)
+
+
+# ---------------------------------------------------------------------- live guides
+
+
+def _is_pyro_guide(obj: Any) -> bool:
+    try:
+        from pyro.infer.autoguide import AutoGuide
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, AutoGuide)
+
+
+def _from_live_guide(guide: Any) -> Posterior:
+    import torch
+    from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+
+    name = type(guide).__name__
+    if isinstance(guide, AutoNormal):
+        if not hasattr(guide, "locs"):
+            raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
+        sites = [k[len("locs.") : -len("_unconstrained")] for k, _ in guide.named_parameters() if k.startswith("locs.")]
+        pairs = {}
+        with torch.no_grad():
+            for site in sites:
+                pairs[site] = guide._get_loc_and_scale(site)
+    elif isinstance(guide, AutoDiagonalNormal):
+        if not hasattr(guide, "loc"):
+            raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
+        with torch.no_grad():
+            pairs = {FLAT_LATENT_NAME: (guide.loc, guide.scale)}
+    else:
+        raise PosteriorError(f"cannot pack a {name} guide; use AutoNormal or AutoDiagonalNormal")
+    tensors = {n: _make_tensor(n, loc, scale, f"{name} guide") for n, (loc, scale) in pairs.items()}
+    return Posterior(tensors, None, f"live {name} guide")

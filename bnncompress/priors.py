@@ -1,0 +1,50 @@
+"""Quantization priors: the distribution whose quantiles place a quantizer's grid.
+
+VBQ (Yang et al. 2020) maps each weight through the CDF F of a prior fitted to the
+posterior means and picks grid points at binary fractions of (0, 1); the reconstruction
+value of a fraction xi is F^-1(xi).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+
+_CHUNK = 1 << 18
+
+
+@dataclass(frozen=True)
+class GaussianPrior:
+    """N(mean, std²) fitted to a tensor's posterior means.
+
+    Example:
+        >>> p = GaussianPrior.fit(np.array([-1.0, 1.0]))
+        >>> (p.mean, p.std), p.ppf(np.array([0.5])).tolist()
+        ((0.0, 1.0), [0.0])
+    """
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, loc: np.ndarray) -> GaussianPrior:
+        """Moment-match the means; a constant tensor gets a tiny positive width."""
+        flat = np.asarray(loc).reshape(-1)
+        mean = float(np.mean(flat, dtype=np.float64))
+        # two-pass variance in float64, in chunks: no full-size float64 temporaries
+        sq = sum(
+            float(np.sum((flat[i : i + _CHUNK].astype(np.float64) - mean) ** 2)) for i in range(0, len(flat), _CHUNK)
+        )
+        std = (sq / len(flat)) ** 0.5
+        if not std > 0:
+            std = max(abs(mean), 1.0) * 1e-6
+        return cls(mean, std)
+
+    def ppf(self, xi: np.ndarray) -> np.ndarray:
+        """Inverse CDF (quantile function), in float64."""
+        return self.mean + self.std * ndtri(np.asarray(xi, dtype=np.float64))
+
+    def to_dict(self) -> dict:
+        return {"kind": "gaussian", "mean": self.mean, "std": self.std}

@@ -1,0 +1,136 @@
+"""Rate control: choose lambda so that the payload lands on a target number of bits per weight.
+
+The payload counts everything needed to rebuild the values: the entropy-coded words, the
+entropy model tables and the grids. One lambda is shared by all tensors of an archive (the
+VBQ objective is a sum over weights), and the target is the total over all of them.
+
+Large posteriors are searched on an evenly spaced subsample of weights first; the full
+posterior is then quantized at that lambda and the search continues on it only if the
+subsample's estimate missed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .coding import information_bits
+from .errors import RateControlError
+from .quantizers import FittedQuantizer
+
+#: Lambda used when neither --lam nor --bits is given (see the README for what it keeps).
+DEFAULT_LAMBDA = 0.05
+#: --bits lands within this relative tolerance of the target (payload bits per weight).
+BITS_TOLERANCE = 0.02
+_AIM = 0.01  # search until this close, leaving room for the real coder's rounding
+_LAM_RANGE = (1e-6, 1e4)
+_SAMPLE_WEIGHTS = 1 << 17
+_TABLE_BITS_PER_SYMBOL = 64  # one float32 grid value + one uint32 count
+_CODER_BITS_PER_TENSOR = 64  # ANS flushes up to two words
+
+
+def estimate_payload_bits(
+    fitted: Sequence[FittedQuantizer], lam: float, samples: Sequence[np.ndarray] | None = None
+) -> float:
+    """Estimated payload bits per weight at ``lam``, from all weights or from ``samples``
+    (flat positions per tensor; their information content is scaled up to the full size)."""
+    bits = 0.0
+    weights = 0
+    for i, f in enumerate(fitted):
+        indices = f.assign_all(lam) if samples is None else f.assign(lam, samples[i])
+        counts = np.bincount(indices, minlength=len(f.grid))
+        table = _TABLE_BITS_PER_SYMBOL * np.count_nonzero(counts) + _CODER_BITS_PER_TENSOR
+        bits += information_bits(counts) * (f.num_weights / len(indices)) + table
+        weights += f.num_weights
+    return bits / weights
+
+
+def find_lambda(fitted: Sequence[FittedQuantizer], target_bits: float) -> float:
+    """The lambda whose payload is closest to ``target_bits`` per weight (within 1% where
+    the posterior allows). Raises :class:`RateControlError` for unreachable targets.
+
+    Example:
+        >>> import numpy as np
+        >>> from bnncompress.posterior import TensorPosterior
+        >>> from bnncompress.quantizers import VBQ
+        >>> rng = np.random.default_rng(0)
+        >>> t = TensorPosterior(rng.normal(size=20000).astype(np.float32), np.full(20000, 0.1, np.float32))
+        >>> f = VBQ(device="cpu").fit(t)
+        >>> round(estimate_payload_bits([f], find_lambda([f], 3.0)), 1)
+        3.0
+    """
+    if not (target_bits > 0 and math.isfinite(target_bits)):
+        raise RateControlError(f"--bits must be a positive number, got {target_bits}")
+    total = sum(f.num_weights for f in fitted)
+    samples = None
+    if total > 4 * _SAMPLE_WEIGHTS:
+        samples = [
+            np.linspace(0, f.num_weights - 1, max(1, f.num_weights * _SAMPLE_WEIGHTS // total)).astype(np.int64)
+            for f in fitted
+        ]
+
+    def excess(u: float, on_samples: bool) -> float:
+        return estimate_payload_bits(fitted, math.exp(u), samples if on_samples else None) - target_bits
+
+    lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
+    g_lo, g_hi = excess(lo, samples is not None), excess(hi, samples is not None)
+    if g_lo < -BITS_TOLERANCE * target_bits:
+        raise RateControlError(
+            f"--bits {target_bits:g} is more than this method reaches on this posterior "
+            f"(about {g_lo + target_bits:.2f} bits/weight at most); ask for fewer bits"
+        )
+    if g_hi > BITS_TOLERANCE * target_bits:
+        raise RateControlError(
+            f"--bits {target_bits:g} is below the smallest payload this posterior packs to "
+            f"(about {g_hi + target_bits:.4f} bits/weight); ask for more bits"
+        )
+    aim = _AIM * target_bits
+    if samples is None:
+        return math.exp(_solve(lambda u: excess(u, False), lo, hi, g_lo, g_hi, aim))
+
+    guess = _solve(lambda u: excess(u, True), lo, hi, g_lo, g_hi, aim / 4)
+    g = excess(guess, False)
+    if abs(g) <= aim:
+        return math.exp(guess)
+    # The subsample missed: bracket the root on the full posterior, widening from the guess.
+    step = 0.1 if g > 0 else -0.1
+    u, g_u = guess, g
+    while True:
+        v = min(max(u + step, lo), hi)
+        g_v = excess(v, False)
+        if abs(g_v) <= aim:
+            return math.exp(v)
+        if (g_v > 0) != (g > 0) or v in (lo, hi):
+            break
+        u, g_u, step = v, g_v, step * 2
+    a, b, g_a, g_b = (u, v, g_u, g_v) if u < v else (v, u, g_v, g_u)
+    return math.exp(_solve(lambda w: excess(w, False), a, b, g_a, g_b, aim))
+
+
+def _solve(g, a: float, b: float, ga: float, gb: float, tol: float, max_iter: int = 60) -> float:
+    """Root of a decreasing function g on [a, b] with g(a) >= 0 >= g(b) (Illinois regula falsi,
+    every third step a bisection to guard against slow convergence on a step function)."""
+    best_u, best_g = (a, ga) if abs(ga) < abs(gb) else (b, gb)
+    side = 0
+    for i in range(max_iter):
+        if abs(best_g) <= tol or b - a < 1e-9:
+            break
+        u = (a + b) / 2 if i % 3 == 2 or ga == gb else b - gb * (b - a) / (gb - ga)
+        if not a < u < b:
+            u = (a + b) / 2
+        gu = g(u)
+        if abs(gu) < abs(best_g):
+            best_u, best_g = u, gu
+        if gu > 0:
+            a, ga = u, gu
+            if side == -1:
+                gb /= 2
+            side = -1
+        else:
+            b, gb = u, gu
+            if side == 1:
+                ga /= 2
+            side = 1
+    return best_u

@@ -1,0 +1,79 @@
+"""Shared fixtures: small real posteriors written by real Pyro code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gensim
+import numpy as np
+import pytest
+
+LEE = Path(os.path.dirname(gensim.__file__)) / "test" / "test_data" / "lee_background.cor"
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny Bayesian skip-gram trained for a few steps on real English text (gensim's Lee corpus)."""
+    import pyro
+    import torch
+
+    from bnncompress.models import SkipGramConfig, read_corpus, save_posterior, train_skipgram
+
+    d = tmp_path_factory.mktemp("trained")
+    sentences = read_corpus(LEE)[:60]
+    cfg = SkipGramConfig(
+        dim=8, vocab_size=300, min_count=2, window=2, negatives=2, epochs=1, batch_size=2048, device="cpu"
+    )
+    result = train_skipgram(sentences, cfg)
+    paths = {
+        "param_store": d / "param_store.pt",
+        "with_vocab": d / "with_vocab.pt",
+        "state_dict": d / "state_dict.pt",
+        "vocab": d / "vocab.txt",
+    }
+    pyro.get_param_store().save(paths["param_store"])
+    save_posterior(paths["with_vocab"], result)
+    torch.save(result.guide.state_dict(), paths["state_dict"])
+    paths["vocab"].write_text("\n".join(result.vocab) + "\n")
+    return {"paths": paths, "result": result, "vocab": result.vocab}
+
+
+@pytest.fixture(scope="session")
+def diagonal_files(tmp_path_factory):
+    """Param store and state dict of a trained AutoDiagonalNormal guide (a tiny Bayesian regression)."""
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoDiagonalNormal
+
+    d = tmp_path_factory.mktemp("diag")
+    x = torch.randn(50, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(50)
+
+    def model(x, y):
+        w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(x @ w + b, 0.1), obs=y)
+
+    pyro.clear_param_store()
+    guide = AutoDiagonalNormal(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(20):
+        svi.step(x, y)
+    pyro.get_param_store().save(d / "diag_store.pt")
+    torch.save(guide.state_dict(), d / "diag_sd.pt")
+    return {"store": d / "diag_store.pt", "state_dict": d / "diag_sd.pt", "guide": guide}
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """A 2000 x 50 posterior shaped like a skip-gram's: frequent rows sharp, rare rows near the prior."""
+    rng = np.random.default_rng(0)
+    rows, dim = 2000, 50
+    row_scale = np.exp(np.linspace(np.log(0.02), np.log(0.8), rows))[:, None]
+    scale = (row_scale * np.exp(0.2 * rng.normal(size=(rows, dim)))).astype(np.float32)
+    loc = (rng.normal(size=(rows, dim)) * np.sqrt(np.maximum(1 - scale**2, 0.01))).astype(np.float32)
+    return loc, scale

@@ -1,0 +1,123 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import bnncompress
+from bnncompress import ArchiveError
+from bnncompress.archive import FORMAT_VERSION
+from bnncompress.posterior import TensorPosterior
+from bnncompress.quantizers import VBQ
+
+
+@pytest.fixture()
+def packed(tmp_path, synthetic):
+    loc, scale = synthetic
+    vocab = [f"w{i}" for i in range(loc.shape[0])]
+    post = {"word_vectors": (loc, scale), "bias": (loc[:, 0].copy(), scale[:, 0].copy())}
+    path = tmp_path / "a.bnc"
+    result = bnncompress.pack(post, path, vocab=vocab, lam=0.05, device="cpu")
+    return path, result, post, vocab
+
+
+def test_round_trip_is_bit_exact(packed):
+    path, _, post, vocab = packed
+    a = bnncompress.load(path)
+    assert a.names == ["word_vectors", "bias"] and a.vocab == vocab
+    for name, (loc, scale) in post.items():
+        expected = VBQ(device="cpu").fit(TensorPosterior(loc, scale)).quantize(0.05).values().reshape(loc.shape)
+        np.testing.assert_array_equal(a[name], expected)
+
+
+def test_file_size_is_payload_plus_bounded_overhead(packed):
+    path, result, _, _ = packed
+    a = bnncompress.load(path)
+    size = path.stat().st_size
+    assert size == result.file_bytes == a.file_bytes
+    assert a.payload_bytes == result.payload_bytes
+    overhead = size - a.payload_bytes - a.vocab_bytes
+    assert 0 < overhead <= 16 * 1024 + 0.01 * size
+    info = a.info()
+    assert info["total"]["payload_bits_per_weight"] == pytest.approx(8 * a.payload_bytes / a.num_weights)
+    assert sum(t["payload_bytes"] for t in info["tensors"]) == a.payload_bytes
+
+
+def test_conversions(packed):
+    path, _, _, vocab = packed
+    a = bnncompress.load(path)
+    kv = a.to_keyed_vectors()
+    np.testing.assert_array_equal(kv[vocab[5]], a["word_vectors"][5])
+    emb = a.to_embedding("word_vectors")
+    assert isinstance(emb, torch.nn.Embedding) and emb.weight.shape == (len(vocab), 50)
+    sd = a.state_dict()
+    assert set(sd) == {"word_vectors", "bias"} and sd["bias"].dtype == torch.float32
+
+
+def test_original_dtype_is_restored(tmp_path):
+    post = {
+        "h": (torch.randn(100, 3, dtype=torch.float64), torch.full((100, 3), 0.1, dtype=torch.float64)),
+        "b": (torch.randn(64).to(torch.bfloat16), torch.full((64,), 0.1).to(torch.bfloat16)),
+    }
+    bnncompress.pack(post, tmp_path / "d.bnc", lam=0.1)
+    a = bnncompress.load(tmp_path / "d.bnc")
+    assert a["h"].dtype == np.float64 and a.state_dict()["b"].dtype == torch.bfloat16
+
+
+def _corrupt(path, offset_from_end=None, truncate=None):
+    data = bytearray(path.read_bytes())
+    if truncate is not None:
+        data = data[:truncate]
+    else:
+        data[-offset_from_end] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_payload_byte_fails_the_checksum(packed):
+    path = packed[0]
+    with h5py.File(path, "r") as f:
+        offset = f["tensors/0000/words"].id.get_offset()
+    data = bytearray(path.read_bytes())
+    data[offset + 100] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="checksum"):
+        bnncompress.load(path)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_archive(packed, keep):
+    path = packed[0]
+    _corrupt(path, truncate=int(path.stat().st_size * keep))
+    with pytest.raises(ArchiveError):
+        bnncompress.load(path)
+
+
+def test_unknown_version_and_altered_attributes(packed, tmp_path):
+    path = packed[0]
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
+    with pytest.raises(ArchiveError, match="upgrade bnncompress"):
+        bnncompress.load(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+        f["tensors/0001"].attrs["shape"] = np.array([1999], dtype=np.int64)
+    with pytest.raises(ArchiveError, match="checksum"):
+        bnncompress.load(path)
+
+
+def test_not_an_archive(tmp_path):
+    (tmp_path / "x.bnc").write_text("nope")
+    with pytest.raises(ArchiveError, match="not a bnncompress archive"):
+        bnncompress.load(tmp_path / "x.bnc")
+    with pytest.raises(ArchiveError, match="does not exist"):
+        bnncompress.load(tmp_path / "missing.bnc")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(ArchiveError, match="not a bnncompress archive"):
+        bnncompress.load(tmp_path / "other.h5")
+
+
+def test_same_input_gives_identical_bytes(tmp_path, synthetic):
+    loc, scale = synthetic
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "1.bnc", lam=0.1)
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "2.bnc", lam=0.1)
+    assert (tmp_path / "1.bnc").read_bytes() == (tmp_path / "2.bnc").read_bytes()
