@@ -112,6 +112,8 @@ def write_archive(
             f.attrs["format_version"] = np.int64(FORMAT_VERSION)
             f.attrs["tool_version"] = tool_version
             f.attrs["source"] = source
+            f.attrs["num_tensors"] = np.int64(len(tensors))
+            f.attrs["has_vocab"] = np.int64(vocab is not None)
             if vocab is not None:
                 raw = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
                 ds = f.create_dataset(
@@ -204,9 +206,15 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     tool_version = _attr(f, "tool_version", str, where)
     max_items = file_bytes  # no stored array can have more elements than the file has bytes
 
+    num_tensors = _attr(f, "num_tensors", int, where)
+    has_vocab = _attr(f, "has_vocab", int, where)
+    if has_vocab not in (0, 1) or has_vocab != ("vocab" in f):
+        raise ArchiveError(
+            f"{where}: the vocabulary is {'missing' if has_vocab else 'unexpected'}; the archive is damaged"
+        )
     vocab = None
     vocab_bytes = 0
-    if "vocab" in f:
+    if has_vocab:
         vw = f"{where}, vocab"
         raw = _dataset(f, "vocab", ("uint8",), vw, 64 * max_items)
         if hashlib.sha256(raw.tobytes()).hexdigest() != _attr(f["vocab"], "sha256", str, vw):
@@ -221,8 +229,11 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     if group is None:
         raise ArchiveError(f"{where}: group 'tensors' is missing; the archive is damaged")
     keys = sorted(group.keys())
-    if keys != [f"{i:04d}" for i in range(len(keys))]:
-        raise ArchiveError(f"{where}: tensor groups are not numbered 0000, 0001, ...; the archive is damaged")
+    if keys != [f"{i:04d}" for i in range(num_tensors)]:
+        raise ArchiveError(
+            f"{where}: expected {num_tensors} tensor groups numbered from 0000, found {len(keys)}; "
+            "the archive is damaged"
+        )
     for key in keys:
         tensors.append(_read_tensor(group[key], f"{where}, tensor {key}", max_items))
     names = [t.name for t in tensors]

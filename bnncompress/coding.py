@@ -44,10 +44,21 @@ def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int) -> np.ndarra
 
     if len(counts) <= 1:
         return np.zeros(num_symbols, dtype=np.int32)
+    # The coded size can never be below the information content of the symbols the counts
+    # describe; checking this first refuses absurd declared sizes before allocating.
+    if information_bits(counts) > 32 * len(words) * 1.001 + 96:
+        raise ValueError(f"the entropy model describes more information than {len(words)} coded words can hold")
     coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
-    symbols = coder.decode(_model(counts), num_symbols)
+    try:
+        symbols = coder.decode(_model(counts), num_symbols)
+    except BaseException as exc:  # constriction reports malformed input as a Rust panic
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
+            raise
+        raise ValueError(f"the coded words do not decode ({type(exc).__name__})") from None
     if not coder.is_empty():
         raise ValueError("coded words left over after decoding")
+    if not np.array_equal(np.bincount(symbols, minlength=len(counts)), counts):
+        raise ValueError("the decoded symbols do not match the entropy model's counts")
     return symbols
 
 

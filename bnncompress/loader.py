@@ -109,6 +109,7 @@ class Archive:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
         if name not in self._cache:
             rec = self.record(name)
+            _check_fits_in_memory(rec)
             try:
                 symbols = coding.decode(rec.words, rec.counts, rec.num_weights)
             except (ValueError, RuntimeError) as exc:
@@ -248,6 +249,20 @@ class Archive:
                 t = t.to(torch.bfloat16)
             out[name] = t
         return out
+
+
+def _check_fits_in_memory(rec: TensorRecord) -> None:
+    """Refuse to decode a tensor whose declared size exceeds this machine's memory."""
+    needed = rec.num_weights * (4 + np.dtype(_NUMPY_DTYPES[rec.dtype]).itemsize)
+    try:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if needed > available:
+        raise ArchiveError(
+            f"tensor '{rec.name}' declares {rec.num_weights:,} weights ({needed / 2**30:.1f} GiB to decode), "
+            f"more than this machine's {available / 2**30:.1f} GiB of memory"
+        )
 
 
 def load(path: str | os.PathLike) -> Archive:

@@ -1,0 +1,201 @@
+"""Property-based fuzzing of the archive reader.
+
+Every damaged archive either loads to exactly the original values or raises
+``BnnCompressError``: never another exception, a crash, a hang, a silently wrong value, or
+a memory blow-up from a declared size. Crafted archives (checksums recomputed after the
+change, as an attacker would) must never raise anything but ``BnnCompressError`` either.
+
+The default run tries a few hundred cases; the long run is
+
+    HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_fuzz_archive.py --hypothesis-show-statistics
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import strategies as st
+
+import bnncompress
+from bnncompress import BnnCompressError
+from bnncompress.archive import TensorRecord
+
+settings.register_profile(
+    "default-fuzz", max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "fuzz", max_examples=5_000, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+PROFILE = "fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "default-fuzz"
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("fuzz") / "orig.bnc"
+    post = {
+        "word_vectors": (rng.normal(size=(40, 6)), rng.uniform(0.01, 0.5, size=(40, 6))),
+        "fc.bias": (rng.normal(size=7), np.full(7, 0.05)),
+    }
+    bnncompress.pack(post, path, vocab=[f"w{i}" for i in range(40)], lam=0.05)
+    a = bnncompress.load(path)
+    return path.read_bytes(), {n: a[n].copy() for n in a.names}, a.vocab
+
+
+def load_all(path):
+    a = bnncompress.load(path)
+    return {n: a[n] for n in a.names}, a.vocab
+
+
+def check_exact_or_error(path, expected, vocab):
+    try:
+        values, got_vocab = load_all(path)
+    except BnnCompressError:
+        return "error"
+    assert got_vocab == vocab
+    assert set(values) == set(expected)
+    for name, arr in expected.items():
+        np.testing.assert_array_equal(values[name], arr)
+    return "exact"
+
+
+@settings(settings.get_profile(PROFILE))
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), min_size=1, max_size=8))
+def test_bit_flips(tmp_path, original, flips):
+    data, expected, vocab = original
+    buf = bytearray(data)
+    for where, bit in flips:
+        buf[int(where * len(buf))] ^= 1 << bit
+    path = tmp_path / "flipped.bnc"
+    path.write_bytes(bytes(buf))
+    check_exact_or_error(path, expected, vocab)
+
+
+@settings(settings.get_profile(PROFILE))
+@given(keep=st.integers(0, 20_000))
+def test_truncations(tmp_path, original, keep):
+    data, expected, vocab = original
+    path = tmp_path / "truncated.bnc"
+    path.write_bytes(data[: keep % len(data)])
+    with pytest.raises(BnnCompressError):
+        load_all(path)
+
+
+def _objects(f):
+    found = []
+    f.visititems(lambda name, obj: found.append(name))
+    return ["/"] + sorted(found)
+
+
+_values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True),
+    st.text(st.characters(exclude_characters="\x00"), max_size=20),
+    st.binary(max_size=20).map(lambda b: np.void(b) if b else b""),
+    st.lists(st.integers(-(2**40), 2**40), max_size=4).map(lambda v: np.asarray(v, dtype=np.int64)),
+    st.just(np.asarray([2**62, 2**62], dtype=np.int64)),
+    st.just(json.dumps({"lam": 1})),
+)
+
+
+@settings(settings.get_profile(PROFILE))
+@given(
+    action=st.sampled_from(["del_attr", "set_attr", "del_obj", "replace_dataset"]),
+    pick=st.integers(0, 10_000),
+    value=_values,
+    data_kind=st.sampled_from(["u1", "u4", "u8", "i4", "f4", "f8"]),
+    length=st.integers(0, 300),
+)
+def test_altered_attributes_and_datasets(tmp_path, original, action, pick, value, data_kind, length):
+    data, expected, vocab = original
+    path = tmp_path / "altered.bnc"
+    path.write_bytes(data)
+    try:
+        _alter(path, action, pick, value, data_kind, length)
+    except (ValueError, TypeError, OSError):
+        reject()  # h5py itself refused to write this change
+    check_exact_or_error(path, expected, vocab)
+
+
+def _alter(path, action, pick, value, data_kind, length):
+    with h5py.File(path, "r+") as f:
+        names = _objects(f)
+        obj = f[names[pick % len(names)]]
+        keys = list(obj.attrs)
+        if action == "del_attr" and keys:
+            del obj.attrs[keys[pick % len(keys)]]
+        elif action == "set_attr" and keys:
+            obj.attrs[keys[pick % len(keys)]] = value
+        elif action == "del_obj" and obj.name != "/":
+            del f[obj.name]
+        elif action == "replace_dataset" and isinstance(obj, h5py.Dataset):
+            name = obj.name
+            del f[name]
+            f[name] = np.random.default_rng(pick).integers(0, 255, size=length).astype(data_kind)
+
+
+def _rewrite_tensor(path, index, **changes):
+    """Change fields of one tensor and recompute its checksum, as a forger would."""
+    with h5py.File(path, "r+") as f:
+        g = f[f"tensors/{index:04d}"]
+        fields = {
+            "name": g.attrs["name"],
+            "shape": tuple(int(s) for s in g.attrs["shape"]),
+            "dtype": g.attrs["dtype"],
+            "method": g.attrs["method"],
+            "params": json.loads(g.attrs["params"]),
+            "coder": g.attrs["coder"],
+            "grid": g["grid"][()],
+            "counts": g["counts"][()],
+            "words": g["words"][()],
+        }
+        fields.update(changes)
+        rec = TensorRecord(**fields)
+        g.attrs["shape"] = np.asarray(rec.shape, dtype=np.int64)
+        for key in ("grid", "counts", "words"):
+            del g[key]
+            g[key] = getattr(rec, key)
+        g.attrs["sha256"] = rec.checksum()
+
+
+@settings(settings.get_profile(PROFILE))
+@given(
+    index=st.integers(0, 1),
+    shape=st.one_of(
+        st.lists(st.integers(0, 2**20), max_size=3).map(tuple),
+        st.just((2**39,)),
+        st.just((2**20, 2**20)),
+        st.just((2**31 + 5,)),
+    ),
+    counts=st.one_of(st.none(), st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=6)),
+    words=st.one_of(st.none(), st.lists(st.integers(0, 2**32 - 1), max_size=40)),
+    grid=st.one_of(st.none(), st.lists(st.floats(allow_nan=True, width=32), max_size=6)),
+    fit_counts=st.booleans(),
+)
+def test_forged_archives_fail_cleanly(tmp_path, original, index, shape, counts, words, grid, fit_counts):
+    data, _, _ = original
+    path = tmp_path / "forged.bnc"
+    path.write_bytes(data)
+    changes = {"shape": shape}
+    if counts is not None:
+        changes["counts"] = np.asarray(counts, dtype=np.uint32)
+    if fit_counts:  # make the counts add up so that decoding is attempted
+        n = int(np.prod(shape, dtype=np.float64))
+        k = max(1, len(counts or [1, 1]))
+        c = np.full(k, n // k, dtype=np.uint64)
+        c[0] += n - int(c.sum())
+        changes["counts"] = c
+    if words is not None:
+        changes["words"] = np.asarray(words, dtype=np.uint32)
+    if grid is not None:
+        changes["grid"] = np.asarray(grid, dtype=np.float32)
+    _rewrite_tensor(path, index, **changes)
+    try:
+        load_all(path)
+    except BnnCompressError:
+        pass
