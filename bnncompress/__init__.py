@@ -16,15 +16,16 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from .errors import ArchiveError, BnnCompressError, OptionError, PosteriorError, RateControlError
+from .errors import ArchiveError, BnnCompressError, ModelMismatchError, OptionError, PosteriorError, RateControlError
 from .loader import Archive, load
 from .packing import PackResult, pack
-from .posterior import Posterior, TensorPosterior, read_posterior
+from .posterior import Posterior, TensorPosterior, ivon_posterior, read_posterior
 
 __all__ = [
     "Archive",
     "ArchiveError",
     "BnnCompressError",
+    "ModelMismatchError",
     "OptionError",
     "PackResult",
     "Posterior",
@@ -32,6 +33,7 @@ __all__ = [
     "RateControlError",
     "TensorPosterior",
     "__version__",
+    "ivon_posterior",
     "load",
     "pack",
     "read_posterior",

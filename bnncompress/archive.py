@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 _MAX_WEIGHTS = 1 << 40  # refuse absurd declared sizes before allocating anything
+_MAX_EXPANSION = 1024  # gzip-compressed datasets (manifest, vocab) expand at most this much
+_GZIP = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,6 @@ class ArchiveContents:
     format_version: int
     file_bytes: int
     vocab_bytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def payload_bytes(self) -> int:
@@ -94,6 +95,17 @@ class ArchiveContents:
     @property
     def num_weights(self) -> int:
         return sum(t.num_weights for t in self.tensors)
+
+
+def _fixed(text: str) -> np.bytes_:
+    """A fixed-length string attribute: stored in the (checksummed) object header, not in
+    HDF5's unchecksummed global heap, whose corruption can hang libhdf5."""
+    return np.bytes_(text.encode("utf-8"))
+
+
+def _gzip_bytes(f: Any, name: str, raw: bytes) -> None:
+    data = np.frombuffer(raw, dtype=np.uint8)
+    f.create_dataset(name, data=data, chunks=(max(1, len(data)),), **_GZIP)
 
 
 def write_archive(
@@ -106,34 +118,46 @@ def write_archive(
     """Write an archive atomically (temporary file + rename); returns the file size in bytes."""
     import h5py
 
+    big_counts = any(len(t.counts) and int(t.counts.max()) > np.iinfo(np.uint32).max for t in tensors)
+    counts_dtype = np.dtype("<u8" if big_counts else "<u4")
+    entries, offsets = [], {"words": 0, "grid": 0, "counts": 0}
+    for t in tensors:
+        t = TensorRecord(**{**t.__dict__, "counts": t.counts.astype(counts_dtype)})
+        entry = {
+            "name": t.name,
+            "shape": list(t.shape),
+            "dtype": t.dtype,
+            "method": t.method,
+            "params": t.params,
+            "coder": t.coder,
+            "sha256": t.checksum(),
+        }
+        for key in ("words", "grid", "counts"):
+            entry[key] = [offsets[key], len(getattr(t, key))]
+            offsets[key] += len(getattr(t, key))
+        entries.append(entry)
+    manifest = {"source": source, "tool_version": tool_version, "tensors": entries, "vocab": None}
+    vocab_raw = None
+    if vocab is not None:
+        vocab_raw = "\n".join(vocab).encode("utf-8")
+        manifest["vocab"] = {"num_words": len(vocab), "sha256": hashlib.sha256(vocab_raw).hexdigest()}
+    manifest_raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    def concat(key: str, dtype: str) -> np.ndarray:
+        parts = [np.asarray(getattr(t, key)).astype(dtype) for t in tensors]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
-            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format"] = _fixed(FORMAT_NAME)
             f.attrs["format_version"] = np.int64(FORMAT_VERSION)
-            f.attrs["tool_version"] = tool_version
-            f.attrs["source"] = source
-            f.attrs["num_tensors"] = np.int64(len(tensors))
-            f.attrs["has_vocab"] = np.int64(vocab is not None)
-            if vocab is not None:
-                raw = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
-                ds = f.create_dataset(
-                    "vocab", data=raw, chunks=(max(1, len(raw)),), compression="gzip", compression_opts=9
-                )
-                ds.attrs["num_words"] = np.int64(len(vocab))
-                ds.attrs["sha256"] = hashlib.sha256(raw.tobytes()).hexdigest()
-            group = f.create_group("tensors")
-            for i, t in enumerate(tensors):
-                g = group.create_group(f"{i:04d}")
-                g.attrs["name"] = t.name
-                g.attrs["shape"] = np.asarray(t.shape, dtype=np.int64)
-                g.attrs["dtype"] = t.dtype
-                g.attrs["method"] = t.method
-                g.attrs["params"] = json.dumps(t.params, sort_keys=True)
-                g.attrs["coder"] = t.coder
-                g.attrs["sha256"] = t.checksum()
-                g.create_dataset("grid", data=t.grid.astype("<f4"))
-                g.create_dataset("counts", data=t.counts)
-                g.create_dataset("words", data=t.words.astype("<u4"))
+            f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())
+            _gzip_bytes(f, "manifest", manifest_raw)
+            if vocab_raw is not None:
+                _gzip_bytes(f, "vocab", vocab_raw)
+            f.create_dataset("words", data=concat("words", "<u4"))
+            f.create_dataset("grid", data=concat("grid", "<f4"))
+            f.create_dataset("counts", data=concat("counts", counts_dtype.str))
     return Path(path).stat().st_size
 
 
@@ -162,27 +186,16 @@ def read_archive(path: str | os.PathLike) -> ArchiveContents:
         ) from None
 
 
-def _attr(obj: Any, key: str, kind: type, where: str) -> Any:
-    if key not in obj.attrs:
+def _root_attr(f: Any, key: str, where: str) -> Any:
+    if key not in f.attrs:
         raise ArchiveError(f"{where}: attribute '{key}' is missing; the archive is damaged")
-    value = obj.attrs[key]
-    if kind is str:
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "strict")
-        if not isinstance(value, str):
-            raise ArchiveError(f"{where}: attribute '{key}' should be a string, found {type(value).__name__}")
-        return value
-    if kind is int:
-        if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
-            raise ArchiveError(f"{where}: attribute '{key}' should be an integer, found {value!r}")
-        return int(value)
-    raise TypeError(kind)  # pragma: no cover
+    return f.attrs[key]
 
 
-def _dataset(group: Any, key: str, dtypes: tuple[str, ...], where: str, max_items: int) -> np.ndarray:
+def _dataset(f: Any, key: str, dtypes: tuple[str, ...], where: str, max_items: int) -> np.ndarray:
     import h5py
 
-    ds = group.get(key)
+    ds = f.get(key)
     if not isinstance(ds, h5py.Dataset):
         raise ArchiveError(f"{where}: dataset '{key}' is missing; the archive is damaged")
     if ds.ndim != 1 or ds.dtype.kind not in "uif" or ds.dtype.name not in dtypes:
@@ -194,85 +207,93 @@ def _dataset(group: Any, key: str, dtypes: tuple[str, ...], where: str, max_item
 
 def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     where = f"archive '{path}'"
-    if f.attrs.get("format") not in (FORMAT_NAME, FORMAT_NAME.encode()):
+    fmt = f.attrs.get("format")
+    if not isinstance(fmt, bytes) or fmt != FORMAT_NAME.encode():
         raise ArchiveError(f"'{path}' is an HDF5 file but not a bnncompress archive")
-    version = _attr(f, "format_version", int, where)
-    if version not in READABLE_VERSIONS:
+    version = _root_attr(f, "format_version", where)
+    if not isinstance(version, (int, np.integer)) or isinstance(version, bool):
+        raise ArchiveError(f"{where}: attribute 'format_version' should be an integer, found {version!r}")
+    if int(version) not in READABLE_VERSIONS:
         raise ArchiveError(
-            f"{where} has format version {version}; this bnncompress reads versions "
+            f"{where} has format version {int(version)}; this bnncompress reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))} — upgrade bnncompress"
         )
-    source = _attr(f, "source", str, where)
-    tool_version = _attr(f, "tool_version", str, where)
-    max_items = file_bytes  # no stored array can have more elements than the file has bytes
+    expected_sha = _root_attr(f, "manifest_sha256", where)
+    raw = _dataset(f, "manifest", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, 1 << 30)).tobytes()
+    if not isinstance(expected_sha, bytes) or hashlib.sha256(raw).hexdigest().encode() != expected_sha:
+        raise ArchiveError(f"{where}: manifest checksum mismatch; the archive is corrupt")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArchiveError(f"{where}: the manifest is not valid JSON; the archive is damaged") from None
+    _require(manifest, dict, "manifest", where)
+    source = _require(manifest.get("source"), str, "manifest 'source'", where)
+    tool_version = _require(manifest.get("tool_version"), str, "manifest 'tool_version'", where)
+    entries = _require(manifest.get("tensors"), list, "manifest 'tensors'", where)
 
-    num_tensors = _attr(f, "num_tensors", int, where)
-    has_vocab = _attr(f, "has_vocab", int, where)
-    if has_vocab not in (0, 1) or has_vocab != ("vocab" in f):
-        raise ArchiveError(
-            f"{where}: the vocabulary is {'missing' if has_vocab else 'unexpected'}; the archive is damaged"
-        )
-    vocab = None
-    vocab_bytes = 0
-    if has_vocab:
-        vw = f"{where}, vocab"
-        raw = _dataset(f, "vocab", ("uint8",), vw, 64 * max_items)
-        if hashlib.sha256(raw.tobytes()).hexdigest() != _attr(f["vocab"], "sha256", str, vw):
-            raise ArchiveError(f"{vw}: checksum mismatch; the archive is corrupt")
-        vocab = raw.tobytes().decode("utf-8").split("\n")
-        if len(vocab) != _attr(f["vocab"], "num_words", int, vw):
-            raise ArchiveError(f"{vw}: word count does not match its header; the archive is corrupt")
+    vocab, vocab_bytes = None, 0
+    vinfo = manifest.get("vocab")
+    if vinfo is not None:
+        _require(vinfo, dict, "manifest 'vocab'", where)
+        vraw = _dataset(f, "vocab", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, 1 << 34)).tobytes()
+        if hashlib.sha256(vraw).hexdigest() != vinfo.get("sha256"):
+            raise ArchiveError(f"{where}: vocabulary checksum mismatch; the archive is corrupt")
+        vocab = vraw.decode("utf-8").split("\n")
+        if len(vocab) != vinfo.get("num_words"):
+            raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
         vocab_bytes = int(f["vocab"].id.get_storage_size())
+    elif "vocab" in f:
+        raise ArchiveError(f"{where}: a vocabulary is stored but the manifest has none; the archive is damaged")
 
-    tensors = []
-    group = f.get("tensors")
-    if group is None:
-        raise ArchiveError(f"{where}: group 'tensors' is missing; the archive is damaged")
-    keys = sorted(group.keys())
-    if keys != [f"{i:04d}" for i in range(num_tensors)]:
-        raise ArchiveError(
-            f"{where}: expected {num_tensors} tensor groups numbered from 0000, found {len(keys)}; "
-            "the archive is damaged"
-        )
-    for key in keys:
-        tensors.append(_read_tensor(group[key], f"{where}, tensor {key}", max_items))
+    arrays = {
+        "words": _dataset(f, "words", ("uint32",), where, file_bytes),
+        "grid": _dataset(f, "grid", ("float32",), where, file_bytes),
+        "counts": _dataset(f, "counts", ("uint32", "uint64"), where, file_bytes),
+    }
+    tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}") for i, entry in enumerate(entries)]
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise ArchiveError(f"{where}: two tensors share a name; the archive is damaged")
-    return ArchiveContents(path, tensors, vocab, source, tool_version, version, file_bytes, vocab_bytes)
+    return ArchiveContents(path, tensors, vocab, source, tool_version, int(version), file_bytes, vocab_bytes)
 
 
-def _read_tensor(g: Any, where: str, max_items: int) -> TensorRecord:
-    name = _attr(g, "name", str, where)
-    where = f"{where} ('{name}')"
-    shape_attr = g.attrs.get("shape")
-    shape_arr = np.asarray(shape_attr) if shape_attr is not None else None
-    if shape_arr is None or shape_arr.ndim != 1 or shape_arr.dtype.kind not in "iu" or (shape_arr < 0).any():
+def _require(value: Any, kind: type, what: str, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ArchiveError(
-            f"{where}: attribute 'shape' should be a list of non-negative integers, found {shape_attr!r}"
+            f"{where}: {what} should be {kind.__name__}, found {type(value).__name__}; the archive is damaged"
         )
-    shape = tuple(int(s) for s in shape_arr)
+    return value
+
+
+def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> TensorRecord:
+    _require(entry, dict, "entry", where)
+    name = _require(entry.get("name"), str, "'name'", where)
+    where = f"{where} ('{name}')"
+    shape = _require(entry.get("shape"), list, "'shape'", where)
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise ArchiveError(f"{where}: 'shape' should be a list of non-negative integers, found {shape!r}")
     if np.prod([float(s) for s in shape]) > _MAX_WEIGHTS:
-        raise ArchiveError(f"{where}: declared shape {shape} is absurdly large; the archive is damaged")
-    dtype = _attr(g, "dtype", str, where)
+        raise ArchiveError(f"{where}: declared shape {tuple(shape)} is absurdly large; the archive is damaged")
+    dtype = _require(entry.get("dtype"), str, "'dtype'", where)
     if dtype not in _DTYPES:
         raise ArchiveError(f"{where}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    try:
-        params = json.loads(_attr(g, "params", str, where))
-    except json.JSONDecodeError:
-        raise ArchiveError(f"{where}: attribute 'params' is not valid JSON; the archive is damaged") from None
+    slices = {}
+    for key, arr in arrays.items():
+        span = entry.get(key)
+        ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) and v >= 0 for v in span)
+        if not ok or span[0] + span[1] > len(arr):
+            raise ArchiveError(f"{where}: '{key}' span {span!r} lies outside the stored data; the archive is damaged")
+        slices[key] = arr[span[0] : span[0] + span[1]]
     record = TensorRecord(
         name=name,
-        shape=shape,
+        shape=tuple(shape),
         dtype=dtype,
-        method=_attr(g, "method", str, where),
-        params=params,
-        coder=_attr(g, "coder", str, where),
-        grid=_dataset(g, "grid", ("float32",), where, max_items),
-        counts=_dataset(g, "counts", ("uint32", "uint64"), where, max_items),
-        words=_dataset(g, "words", ("uint32",), where, max_items),
+        method=_require(entry.get("method"), str, "'method'", where),
+        params=_require(entry.get("params"), dict, "'params'", where),
+        coder=_require(entry.get("coder"), str, "'coder'", where),
+        **slices,
     )
-    if record.checksum() != _attr(g, "sha256", str, where):
+    if record.checksum() != entry.get("sha256"):
         raise ArchiveError(f"{where}: checksum mismatch; the archive is corrupt")
     if len(record.grid) != len(record.counts) or (record.num_weights > 0 and len(record.counts) == 0):
         raise ArchiveError(f"{where}: grid and entropy model disagree in size; the archive is damaged")

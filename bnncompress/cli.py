@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -151,7 +152,7 @@ def info(
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"{archive}  ({summary['total']['file_bytes']:,} bytes)")
+    table = Table(title=escape(f"{archive}  ({summary['total']['file_bytes']:,} bytes)"))
     for col in ("tensor", "shape", "method", "lambda", "payload bits/w", "file bits/w", "ratio vs float32"):
         table.add_column(col, justify="left" if col in ("tensor", "method") else "right", no_wrap=col == "tensor")
     for t in summary["tensors"]:
@@ -212,6 +213,10 @@ def unpack(
     a = load(archive)
     with atomic_output(output) as tmp:
         if fmt == "word2vec":
+            if a.vocab is not None and any(len(w.split()) != 1 for w in a.vocab):
+                raise OptionError(
+                    "the vocabulary has words containing whitespace, which word2vec files cannot hold; use --format npz"
+                )
             a.to_keyed_vectors(tensor).save_word2vec_format(str(tmp), binary=binary)
         elif fmt == "pt":
             import torch

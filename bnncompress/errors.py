@@ -26,3 +26,7 @@ class RateControlError(BnnCompressError):
 
 class OptionError(BnnCompressError):
     """An option has a value that cannot be used (unknown method, device, format...)."""
+
+
+class ModelMismatchError(BnnCompressError):
+    """An archive's tensors do not fit the parameters of the module they are loaded into."""

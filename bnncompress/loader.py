@@ -10,7 +10,7 @@ import numpy as np
 
 from . import coding
 from .archive import ArchiveContents, TensorRecord, read_archive
-from .errors import ArchiveError, OptionError
+from .errors import ArchiveError, ModelMismatchError, OptionError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -174,7 +174,7 @@ class Archive:
                     "name": t.name,
                     "shape": list(t.shape),
                     "method": t.method,
-                    "lam": self._records[t.name].params.get("lam"),
+                    "lam": self._records[t.name].params.get("lam"),  # as stored; may be absent
                     "num_weights": t.num_weights,
                     "payload_bytes": t.payload_bytes,
                     "payload_bits_per_weight": t.payload_bits_per_weight,
@@ -237,6 +237,46 @@ class Archive:
         if arr.ndim != 2:
             raise OptionError(f"tensor '{name}' has shape {arr.shape}; an embedding needs a 2-D tensor")
         return torch.nn.Embedding.from_pretrained(torch.tensor(arr), freeze=freeze)
+
+    def load_into(self, module: torch.nn.Module, strict: bool = True, prefix: str = "") -> torch.nn.Module:
+        """Copy every tensor into the parameter of ``module`` with the same name and return ``module``.
+
+        Archive names are the posterior's site names (``fc1.weight``); ``prefix`` is removed
+        from them first (e.g. ``"net."`` for TyXe). With ``strict`` (the default) every
+        archive tensor must have a parameter and every parameter a tensor, else
+        :class:`~bnncompress.ModelMismatchError` lists the missing and unexpected names; shapes
+        must always match.
+
+        Example:
+            >>> net = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+            >>> bnncompress.load("mlp.bnc").load_into(net)   # doctest: +SKIP
+        """
+        import torch
+
+        names = {(n[len(prefix) :] if prefix and n.startswith(prefix) else n): n for n in self.names}
+        params = dict(module.named_parameters())
+        missing = sorted(set(params) - set(names))
+        unexpected = sorted(set(names) - set(params))
+        shapes = [
+            f"{n}: archive {tuple(self.record(names[n]).shape)} vs module {tuple(params[n].shape)}"
+            for n in sorted(set(names) & set(params))
+            if tuple(self.record(names[n]).shape) != tuple(params[n].shape)
+        ]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing from the archive: {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"not in the module: {', '.join(unexpected)}")
+        if shapes:
+            problems.append(f"shape mismatch: {'; '.join(shapes)}")
+        if problems:
+            raise ModelMismatchError(f"cannot load the archive into {type(module).__name__}: {'; '.join(problems)}")
+        with torch.no_grad():
+            for short, full in names.items():
+                if short in params:
+                    p = params[short]
+                    p.copy_(torch.as_tensor(np.asarray(self[full])).to(dtype=p.dtype, device=p.device))
+        return module
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """``{name: torch.Tensor}`` in the original dtypes (bfloat16 restored)."""

@@ -50,7 +50,10 @@ class PackResult:
 
 def default_output(source: str | os.PathLike) -> Path:
     """``embeddings.pt`` -> ``embeddings.bnc``."""
-    return Path(source).with_suffix(".bnc")
+    path = Path(source)
+    if not path.name or path.is_dir():
+        raise OptionError(f"'{source}' is not a posterior file; pass a file such as embeddings.pt")
+    return path.with_suffix(".bnc")
 
 
 def pack(
@@ -87,6 +90,8 @@ def pack(
         if not isinstance(source, (str, os.PathLike)):
             raise OptionError("an output path is needed when the source is not a file")
         output = default_output(source)
+    if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
+        raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
     report = progress or (lambda stage, done, total: None)
 
     report("reading posterior", 0, 1)

@@ -9,9 +9,15 @@ detected by content, never by file name:
   ``<guide>.locs.X`` / ``<guide>.scales.X``; AutoDiagonalNormal's flat ``<guide>.loc`` /
   ``<guide>.scale``), values unconstrained and mapped through their stored constraints;
 - ``torch.save(guide.state_dict())`` of an AutoNormal or AutoDiagonalNormal guide;
+- AutoLowRankMultivariateNormal (marginal standard deviations; a warning says that the
+  correlations are dropped) and TyXe's guides (suffix names ``<guide>.<site>.loc``);
+- a bayesian-torch model's state dict (``L.mu_weight`` / ``L.rho_weight``, scale =
+  softplus(rho), named ``L.weight`` like the layer it replaces);
+- ``{"mean": state_dict, "variance": state_dict}`` (e.g. from IVON; see :func:`ivon_posterior`);
 - a plain dict in .pt / .npz / .safetensors, ``{name: {"loc": T, "scale": T}}`` or flat
   ``name.loc`` / ``name.scale`` keys, with an optional ``"vocab"`` list of words;
-- in Python: a live AutoNormal / AutoDiagonalNormal guide, or ``{name: (loc, scale)}``.
+- in Python: a live AutoNormal / AutoDiagonalNormal / AutoLowRankMultivariateNormal guide
+  (continuous guides are split into their sample sites), or ``{name: (loc, scale)}``.
 
 Pickled .pt files are read with ``torch.load(weights_only=True)`` and an allow-list of
 exactly the constraint classes Pyro stores; anything else pickled is refused before it runs.
@@ -104,7 +110,10 @@ class Posterior:
         if vocab is not None and not any(
             len(self.tensors[n].shape) == 2 and self.tensors[n].shape[0] == len(vocab) for n in names
         ):
-            vocab = None
+            raise PosteriorError(
+                f"the vocabulary ({len(vocab)} words) labels none of the selected tensors "
+                f"({', '.join(names)}); select a tensor it labels or drop the vocabulary"
+            )
         return Posterior({n: self.tensors[n] for n in names}, vocab, self.source, list(self.warnings))
 
 
@@ -148,10 +157,12 @@ def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
         if not path.is_file():
             raise PosteriorError(f"vocabulary file '{path}' does not exist; pass a file with one word per line")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise PosteriorError(f"vocabulary file '{path}' is not UTF-8 text ({exc.reason})") from None
-        words = text.splitlines()
+        words = [w.removesuffix("\r") for w in text.split("\n")]
+        if words and words[-1] == "":
+            words.pop()  # the final newline
         where = f"vocabulary file '{path}'"
     else:
         words = [str(w) for w in vocab]
@@ -205,7 +216,7 @@ def _read_file(path: Path) -> Posterior:
         try:
             with zipfile.ZipFile(path) as zf:
                 members = zf.namelist()
-        except zipfile.BadZipFile:
+        except Exception:  # zipfile raises many kinds on damaged input
             raise PosteriorError(f"'{path}' looks like a zip archive but is corrupt or truncated") from None
         if any(m.endswith("data.pkl") for m in members):
             return _from_mapping(_torch_load(path), f"'{path.name}'")
@@ -223,13 +234,16 @@ def _read_file(path: Path) -> Posterior:
 
 
 def _allowed_constraint_classes() -> list[type]:
-    """Exactly the constraint classes Pyro's param store pickles for guide parameters."""
+    """The constraint classes of torch and Pyro: what Pyro's param store pickles beside tensors.
+    They hold only numbers and other constraints, so unpickling them runs no user code."""
     import pyro.distributions.constraints as pc
     import torch.distributions.constraints as tc
 
-    names = ("_Real", "_GreaterThan", "_GreaterThanEq", "_Interval", "_HalfOpenInterval", "_LessThan")
-    classes = [getattr(tc, n) for n in names if hasattr(tc, n)]
-    classes += [getattr(pc, n) for n in ("_SoftplusPositive",) if hasattr(pc, n)]
+    classes = []
+    for module in (tc, pc):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, tc.Constraint):
+                classes.append(value)
     return classes
 
 
@@ -247,7 +261,7 @@ def _torch_load(path: Path) -> Any:
             "bnncompress only reads tensors, plain containers and Pyro constraints — re-save the "
             "posterior with pyro.get_param_store().save() or as a dict of tensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # a damaged file makes torch raise almost anything
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PosteriorError(f"cannot read '{path}' as a torch file ({msg}); is it truncated or corrupt?") from None
 
@@ -258,7 +272,7 @@ def _read_npz(path: Path) -> Posterior:
             data = {k: npz[k] for k in npz.files}
     except ValueError as exc:
         raise PosteriorError(f"cannot read '{path}' as .npz without pickle ({exc}); store plain arrays") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except Exception as exc:  # a damaged archive makes numpy/zipfile raise almost anything
         raise PosteriorError(f"cannot read '{path}' as .npz ({exc}); is it truncated or corrupt?") from None
     if "vocab" in data:
         data["vocab"] = [str(w) for w in data["vocab"].tolist()]
@@ -299,9 +313,13 @@ def _from_mapping(obj: Any, where: str) -> Posterior:
         vocab = validate_words(list(vocab), f"vocabulary in {where}")
     warnings: list[str] = []
     if "params" in obj and "constraints" in obj and isinstance(obj["params"], Mapping):
-        pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where)
+        pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where, warnings)
     elif any(_is_state_dict_key(k) for k in obj):
-        pairs, kind = _pairs_from_guide_state_dict(obj, where)
+        pairs, kind = _pairs_from_guide_state_dict(obj, where, warnings)
+    elif any(isinstance(k, str) and k.rsplit(".", 1)[-1] in _BAYESIAN_TORCH_MU for k in obj):
+        pairs, kind = _pairs_from_bayesian_torch(obj, where)
+    elif set(obj) == {"mean", "variance"} and all(isinstance(v, Mapping) for v in obj.values()):
+        pairs, kind = _pairs_from_mean_variance(obj["mean"], obj["variance"], where)
     else:
         pairs, kind = _pairs_from_plain(obj, where)
     if FLAT_LATENT_NAME in pairs and kind.startswith("Pyro"):
@@ -319,7 +337,9 @@ def _is_state_dict_key(key: Any) -> bool:
     )
 
 
-def _pairs_from_param_store(params: Mapping, constraints: Any, where: str) -> tuple[dict, str]:
+def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warnings: list[str]) -> tuple[dict, str]:
+    """AutoNormal (``G.locs.X`` / ``G.scales.X``), TyXe-style suffixes (``G.X.loc`` / ``G.X.scale``),
+    and the flat ``G.loc`` / ``G.scale`` of AutoDiagonalNormal and AutoLowRankMultivariateNormal."""
     from torch.distributions import biject_to
 
     constraints = constraints if isinstance(constraints, Mapping) else {}
@@ -328,7 +348,7 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str) -> tu
         value = params[key]
         if key in constraints:
             try:
-                value = biject_to(constraints[key])(value)
+                value = biject_to(constraints[key])(_as_tensor(value))
             except NotImplementedError:
                 raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
         return value
@@ -338,33 +358,50 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str) -> tu
     for key in params:
         if not isinstance(key, str):
             continue
-        for marker in (".locs.",):
-            if marker in key:
-                prefix, site = key.split(marker, 1)
-                scale_key = f"{prefix}.scales.{site}"
-                if scale_key not in params:
-                    raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
-                pairs[site] = (constrained(key), constrained(scale_key))
-                guides.add(prefix)
-        if key.endswith(".loc") and key[: -len(".loc")] + ".scale" in params:
+        if ".locs." in key:  # AutoNormal: <guide>.locs.<site>; site names may contain dots
+            prefix, site = key.split(".locs.", 1)
+            scale_key = f"{prefix}.scales.{site}"
+            if scale_key not in params:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
+            pairs[site] = (constrained(key), constrained(scale_key))
+            guides.add(prefix)
+        elif key.endswith(".loc") and key[: -len(".loc")] + ".scale_tril" in params:
             prefix = key[: -len(".loc")]
-            if f"{prefix}.cov_factor" in params:
-                raise PosteriorError(
-                    f"{where}: '{prefix}' is an AutoLowRankMultivariateNormal guide, which this version "
-                    "does not read; use AutoNormal or AutoDiagonalNormal"
-                )
-            pairs[FLAT_LATENT_NAME] = (constrained(key), constrained(prefix + ".scale"))
+            tril = _as_tensor(constrained(prefix + ".scale_tril"))
+            pairs[FLAT_LATENT_NAME] = (constrained(key), (tril**2).sum(-1).sqrt())
+            warnings.append(f"'{prefix}' {_NOT_MEAN_FIELD}")
+            guides.add(prefix)
+        elif key.endswith(".loc") and key[: -len(".loc")] + ".scale" in params:
+            prefix = key[: -len(".loc")]
+            scale = constrained(prefix + ".scale")
+            if "." in prefix:  # TyXe: <guide>.<site>.loc
+                guide, site = prefix.split(".", 1)
+                pairs[site] = (constrained(key), scale)
+                guides.add(guide)
+                continue
+            if f"{prefix}.cov_factor" in params:  # low-rank: keep the marginal standard deviations
+                cov_factor = _as_tensor(constrained(f"{prefix}.cov_factor"))
+                scale = _as_tensor(scale) * (1 + (cov_factor**2).sum(-1)).sqrt()
+                warnings.append(f"'{prefix}' {_NOT_MEAN_FIELD}")
+            pairs[FLAT_LATENT_NAME] = (constrained(key), scale)
             guides.add(prefix)
     if not pairs:
         sample = ", ".join(list(map(str, params))[:5])
         raise PosteriorError(
-            f"{where} is a Pyro param store without AutoNormal/AutoDiagonalNormal parameters "
+            f"{where} is a Pyro param store without guide loc/scale parameters "
             f"(found: {sample}); save the guide's parameters after training"
         )
     return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
 
 
-def _pairs_from_guide_state_dict(sd: Mapping, where: str) -> tuple[dict, str]:
+_NOT_MEAN_FIELD = "is not mean-field: packing its marginal standard deviations drops the correlations between weights"
+
+
+def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -> tuple[dict, str]:
+    """``torch.save(guide.state_dict())`` of AutoNormal (``locs.X_unconstrained``), or of a
+    continuous guide: AutoDiagonalNormal, AutoLowRankMultivariateNormal (``cov_factor``) and
+    AutoMultivariateNormal (``scale_tril_unconstrained``), read as one flat tensor."""
+    import torch
     import torch.nn.functional as F
 
     pairs: dict[str, tuple[Any, Any]] = {}
@@ -375,11 +412,57 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str) -> tuple[dict, str]:
             if scale_key not in sd:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
             pairs[site] = (sd[key], F.softplus(_as_tensor(sd[scale_key])))
-    if "scale_unconstrained" in sd and "loc" in sd:
-        pairs[FLAT_LATENT_NAME] = (sd["loc"], F.softplus(_as_tensor(sd["scale_unconstrained"])))
+    if "loc" in sd and "scale_unconstrained" in sd:
+        scale = F.softplus(_as_tensor(sd["scale_unconstrained"]))
+        if "cov_factor" in sd:
+            scale = scale * (1 + (_as_tensor(sd["cov_factor"]) ** 2).sum(-1)).sqrt()
+            warnings.append(f"the low-rank multivariate normal guide {_NOT_MEAN_FIELD}")
+        pairs[FLAT_LATENT_NAME] = (sd["loc"], scale)
+    elif "loc" in sd and "scale_tril_unconstrained" in sd:
+        raw = _as_tensor(sd["scale_tril_unconstrained"])
+        tril = raw.tril(-1) + torch.diag_embed(F.softplus(raw.diagonal(dim1=-2, dim2=-1)))
+        pairs[FLAT_LATENT_NAME] = (sd["loc"], (tril**2).sum(-1).sqrt())
+        warnings.append(f"the multivariate normal guide {_NOT_MEAN_FIELD}")
     if not pairs:
         raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
     return pairs, "Pyro guide state dict"
+
+
+_BAYESIAN_TORCH_MU = {"mu_weight": "weight", "mu_kernel": "weight", "mu_bias": "bias"}
+
+
+def _pairs_from_bayesian_torch(sd: Mapping, where: str) -> tuple[dict, str]:
+    """bayesian-torch layers: ``L.mu_weight`` / ``L.rho_weight`` (``mu_kernel`` for convolutions),
+    scale = softplus(rho); named ``L.weight`` / ``L.bias`` like the deterministic layer they replace."""
+    import torch.nn.functional as F
+
+    pairs: dict[str, tuple[Any, Any]] = {}
+    for key in sd:
+        if not isinstance(key, str):
+            continue
+        prefix, _, leaf = key.rpartition(".")
+        if leaf not in _BAYESIAN_TORCH_MU:
+            continue
+        rho_key = f"{prefix}.rho_{leaf[3:]}" if prefix else f"rho_{leaf[3:]}"
+        if rho_key not in sd:
+            raise PosteriorError(f"{where}: '{key}' has no matching '{rho_key}'")
+        name = f"{prefix}.{_BAYESIAN_TORCH_MU[leaf]}" if prefix else _BAYESIAN_TORCH_MU[leaf]
+        pairs[name] = (sd[key], F.softplus(_as_tensor(sd[rho_key])))
+    return pairs, "bayesian-torch state dict"
+
+
+def _pairs_from_mean_variance(means: Mapping, variances: Mapping, where: str) -> tuple[dict, str]:
+    """Two state dicts with the same keys: posterior means and variances (scale = sqrt(variance))."""
+    if set(means) != set(variances):
+        diff = sorted(set(means) ^ set(variances))
+        raise PosteriorError(f"{where}: 'mean' and 'variance' must have the same tensor names; differ in {diff[:5]}")
+    pairs = {}
+    for name in means:
+        var = _as_tensor(variances[name])
+        if var.is_floating_point() and bool((var < 0).any()):
+            raise PosteriorError(f"{where}: variance of '{name}' has negative values; variances must be >= 0")
+        pairs[name] = (means[name], var.sqrt() if var.is_floating_point() else var)
+    return pairs, "mean/variance state dicts"
 
 
 def _pairs_from_plain(obj: Mapping, where: str) -> tuple[dict, str]:
@@ -431,11 +514,14 @@ def _to_numpy(name: str, what: str, value: Any, where: str) -> tuple[np.ndarray,
             return value.to(dtype=torch.float32, device="cpu").numpy(), dtype
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    arr = np.asarray(value)
-    dtype = str(arr.dtype)
-    if dtype not in _FLOAT_DTYPES:
-        raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; it must be floating point")
-    return np.ascontiguousarray(arr, dtype=np.float32), dtype
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise PosteriorError(f"{where}: {what} of '{name}' is not an array ({exc})") from None
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
+        raise PosteriorError(f"{where}: {what} of '{name}' has dtype {arr.dtype}; it must be floating point")
+    dtype = arr.dtype.newbyteorder("=").name
+    return np.asarray(arr, dtype=np.float32, order="C").reshape(arr.shape), dtype
 
 
 def _make_tensor(name: str, loc: Any, scale: Any, where: str) -> TensorPosterior:
@@ -471,23 +557,62 @@ def _is_pyro_guide(obj: Any) -> bool:
 
 def _from_live_guide(guide: Any) -> Posterior:
     import torch
-    from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+    from pyro.infer.autoguide import AutoContinuous, AutoDiagonalNormal, AutoNormal
 
     name = type(guide).__name__
-    if isinstance(guide, AutoNormal):
-        if not hasattr(guide, "locs"):
-            raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
-        sites = [k[len("locs.") : -len("_unconstrained")] for k, _ in guide.named_parameters() if k.startswith("locs.")]
-        pairs = {}
-        with torch.no_grad():
-            for site in sites:
-                pairs[site] = guide._get_loc_and_scale(site)
-    elif isinstance(guide, AutoDiagonalNormal):
-        if not hasattr(guide, "loc"):
-            raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
-        with torch.no_grad():
-            pairs = {FLAT_LATENT_NAME: (guide.loc, guide.scale)}
-    else:
-        raise PosteriorError(f"cannot pack a {name} guide; use AutoNormal or AutoDiagonalNormal")
+    warnings: list[str] = []
+    if getattr(guide, "prototype_trace", None) is None:
+        raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
+    with torch.no_grad():
+        if isinstance(guide, AutoNormal):
+            sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
+            pairs = {site: guide._get_loc_and_scale(site) for site in sites}
+        elif isinstance(guide, AutoContinuous) and hasattr(guide, "get_posterior"):
+            posterior = guide.get_posterior()
+            if not hasattr(posterior, "variance") or posterior.mean.dim() != 1:
+                raise PosteriorError(f"cannot read a diagonal from the {name} guide's posterior")
+            loc, scale = posterior.mean, posterior.variance.sqrt()
+            if not isinstance(guide, AutoDiagonalNormal):
+                warnings.append(f"the {name} guide {_NOT_MEAN_FIELD}")
+            locs = {site["name"]: value for site, value in guide._unpack_latent(loc)}
+            scales = {site["name"]: value for site, value in guide._unpack_latent(scale)}
+            pairs = {site: (locs[site], scales[site]) for site in locs}
+        elif hasattr(guide, "get_loc") and hasattr(guide, "get_scale"):  # TyXe's AutoNormal
+            sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
+            pairs = {site: (guide.get_loc(site), guide.get_scale(site)) for site in sites}
+        else:
+            raise PosteriorError(
+                f"cannot pack a {name} guide; use AutoNormal, AutoDiagonalNormal or AutoLowRankMultivariateNormal"
+            )
     tensors = {n: _make_tensor(n, loc, scale, f"{name} guide") for n, (loc, scale) in pairs.items()}
-    return Posterior(tensors, None, f"live {name} guide")
+    return Posterior(tensors, None, f"live {name} guide", warnings)
+
+
+def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
+    """The Gaussian posterior an IVON optimizer (ivon-opt) holds for ``model``'s parameters.
+
+    Means are the parameters; scale = 1 / sqrt(ess * (hess + weight_decay)) per weight, as
+    defined by IVON (Shen et al., 2024). Names are ``model.named_parameters()`` names.
+
+    Example:
+        >>> import torch, ivon                                          # doctest: +SKIP
+        >>> opt = ivon.IVON(model.parameters(), lr=0.1, ess=len(data))  # doctest: +SKIP
+        >>> bnncompress.pack(ivon_posterior(model, opt), "model.bnc")   # doctest: +SKIP
+    """
+    import torch
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    pairs = {}
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            if "hess" not in group or "ess" not in group:
+                raise PosteriorError("the optimizer is not IVON: its parameter groups have no 'hess' and 'ess'")
+            scale = 1.0 / torch.sqrt(group["ess"] * (group["hess"] + group["weight_decay"]))
+            offset = 0
+            for p in group["params"]:
+                if id(p) not in names:
+                    raise PosteriorError("the IVON optimizer holds a parameter that is not in the model")
+                pairs[names[id(p)]] = (p.detach(), scale[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+    tensors = {n: _make_tensor(n, loc, scale, "IVON optimizer") for n, (loc, scale) in pairs.items()}
+    return Posterior(tensors, None, "IVON optimizer state")

@@ -25,7 +25,7 @@ DEFAULT_LAMBDA = 0.05
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
 BITS_TOLERANCE = 0.02
 _AIM = 0.01  # search until this close, leaving room for the real coder's rounding
-_LAM_RANGE = (1e-6, 1e4)
+_LAM_RANGE = (1e-8, 1e12)
 _SAMPLE_WEIGHTS = 1 << 17
 _TABLE_BITS_PER_SYMBOL = 64  # one float32 grid value + one uint32 count
 _CODER_BITS_PER_TENSOR = 64  # ANS flushes up to two words
@@ -41,7 +41,8 @@ def estimate_payload_bits(
     for i, f in enumerate(fitted):
         indices = f.assign_all(lam) if samples is None else f.assign(lam, samples[i])
         counts = np.bincount(indices, minlength=len(f.grid))
-        table = _TABLE_BITS_PER_SYMBOL * np.count_nonzero(counts) + _CODER_BITS_PER_TENSOR
+        used = int(np.count_nonzero(counts))
+        table = _TABLE_BITS_PER_SYMBOL * used + (_CODER_BITS_PER_TENSOR if used > 1 else 0)
         bits += information_bits(counts) * (f.num_weights / len(indices)) + table
         weights += f.num_weights
     return bits / weights

@@ -12,6 +12,8 @@ The default run tries a few hundred cases; the long run is
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 
 import bnncompress
 from bnncompress import BnnCompressError
-from bnncompress.archive import TensorRecord
+from bnncompress.archive import read_archive, write_archive
 
 settings.register_profile(
     "default-fuzz", max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -140,27 +142,73 @@ def _alter(path, action, pick, value, data_kind, length):
 
 
 def _rewrite_tensor(path, index, **changes):
-    """Change fields of one tensor and recompute its checksum, as a forger would."""
+    """Change fields of one tensor and write the archive again with every checksum
+    recomputed, as a forger would."""
+    contents = read_archive(path)
+    records = list(contents.tensors)
+    records[index] = dataclasses.replace(records[index], **changes)
+    write_archive(path, records, contents.vocab, contents.source, contents.tool_version)
+
+
+def _rewrite_manifest(path, edit):
+    """Edit the manifest JSON and recompute its checksum (tensor checksums stay as they were)."""
     with h5py.File(path, "r+") as f:
-        g = f[f"tensors/{index:04d}"]
-        fields = {
-            "name": g.attrs["name"],
-            "shape": tuple(int(s) for s in g.attrs["shape"]),
-            "dtype": g.attrs["dtype"],
-            "method": g.attrs["method"],
-            "params": json.loads(g.attrs["params"]),
-            "coder": g.attrs["coder"],
-            "grid": g["grid"][()],
-            "counts": g["counts"][()],
-            "words": g["words"][()],
-        }
-        fields.update(changes)
-        rec = TensorRecord(**fields)
-        g.attrs["shape"] = np.asarray(rec.shape, dtype=np.int64)
-        for key in ("grid", "counts", "words"):
-            del g[key]
-            g[key] = getattr(rec, key)
-        g.attrs["sha256"] = rec.checksum()
+        manifest = json.loads(f["manifest"][()].tobytes())
+        edit(manifest)
+        raw = json.dumps(manifest).encode()
+        del f["manifest"]
+        f["manifest"] = np.frombuffer(raw, dtype=np.uint8)
+        f.attrs["manifest_sha256"] = np.bytes_(hashlib.sha256(raw).hexdigest().encode())
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(settings.get_profile(PROFILE))
+@given(
+    index=st.integers(0, 1),
+    field=st.sampled_from(
+        [
+            "name",
+            "shape",
+            "dtype",
+            "method",
+            "params",
+            "coder",
+            "sha256",
+            "words",
+            "grid",
+            "counts",
+            "<source>",
+            "<tensors>",
+            "<vocab>",
+            "<tool_version>",
+        ]
+    ),
+    value=_json_values,
+)
+def test_forged_manifests_fail_cleanly(tmp_path, original, index, field, value):
+    data, _, _ = original
+    path = tmp_path / "forged.bnc"
+    path.write_bytes(data)
+
+    def edit(manifest):
+        if field.startswith("<"):
+            manifest[field[1:-1]] = value
+        else:
+            manifest["tensors"][index][field] = value
+
+    _rewrite_manifest(path, edit)
+    try:
+        a = bnncompress.load(path)
+        a.info()
+        load_all(path)
+    except BnnCompressError:
+        pass
 
 
 @settings(settings.get_profile(PROFILE))

@@ -35,15 +35,19 @@ def test_guide_state_dict_and_live_guide_agree(trained):
     assert a.vocab == trained["vocab"]
 
 
-def test_auto_diagonal_normal_is_one_flat_tensor(diagonal_files):
+def test_auto_diagonal_normal_file_is_flat_and_live_guide_is_split(diagonal_files):
     store = read_posterior(diagonal_files["store"])
     sd = read_posterior(diagonal_files["state_dict"])
     live = read_posterior(diagonal_files["guide"])
-    assert store.names == sd.names == live.names == [FLAT_LATENT_NAME]
+    assert store.names == sd.names == [FLAT_LATENT_NAME]
     assert store.tensors[FLAT_LATENT_NAME].shape == (4,)
     np.testing.assert_allclose(store.tensors[FLAT_LATENT_NAME].scale, sd.tensors[FLAT_LATENT_NAME].scale, rtol=1e-6)
-    np.testing.assert_allclose(live.tensors[FLAT_LATENT_NAME].scale, sd.tensors[FLAT_LATENT_NAME].scale, rtol=1e-6)
     assert any("flat" in w for w in store.warnings)
+    # the live guide knows its sites: w (3 weights) then b (a scalar), in the flat vector's order
+    assert live.names == ["w", "b"] and live.tensors["w"].shape == (3,) and live.tensors["b"].shape == ()
+    flat = store.tensors[FLAT_LATENT_NAME]
+    np.testing.assert_allclose(live.tensors["w"].scale, flat.scale[:3], rtol=1e-6)
+    np.testing.assert_allclose(live.tensors["b"].loc, flat.loc[3], rtol=1e-6)
 
 
 @pytest.mark.parametrize("layout", ["nested", "flat"])

@@ -176,7 +176,11 @@ def train_skipgram(
         epoch_loss = 0.0
         for start in range(0, n_pairs, batch):
             idx = order[start : start + batch]
-            noise = torch.multinomial(noise_dist, len(idx) * config.negatives, replacement=True).view(len(idx), -1)
+            noise = (
+                torch.multinomial(noise_dist, len(idx) * config.negatives, replacement=True).view(len(idx), -1)
+                if config.negatives
+                else torch.zeros(len(idx), 0, dtype=torch.long, device=device)
+            )
             loss = svi.step(centers[idx], contexts[idx], noise, idx)
             epoch_loss += loss
             step += 1

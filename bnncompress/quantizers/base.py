@@ -92,6 +92,6 @@ def compact(indices: np.ndarray, grid: np.ndarray, params: dict[str, Any]) -> Qu
     return QuantizedTensor(
         symbols=remap[indices],
         grid=np.ascontiguousarray(grid[used], dtype=np.float32),
-        counts=counts[used].astype(np.uint32),
+        counts=counts[used].astype(np.uint32 if counts.max(initial=0) <= np.iinfo(np.uint32).max else np.uint64),
         params=params,
     )
