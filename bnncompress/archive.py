@@ -31,6 +31,26 @@ _MAX_EXPANSION = 1024  # gzip-compressed datasets (manifest, vocab) expand at mo
 _GZIP = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
 
 
+class BitsPerWeight:
+    """Size ratios for anything with ``num_weights``, ``payload_bytes`` and ``file_bytes``."""
+
+    num_weights: int
+    payload_bytes: int
+    file_bytes: float
+
+    @property
+    def payload_bits_per_weight(self) -> float:
+        return 8.0 * self.payload_bytes / self.num_weights
+
+    @property
+    def file_bits_per_weight(self) -> float:
+        return 8.0 * self.file_bytes / self.num_weights
+
+    @property
+    def ratio_vs_float32(self) -> float:
+        return 32.0 / self.file_bits_per_weight
+
+
 @dataclass(frozen=True)
 class TensorRecord:
     """Everything the archive stores for one tensor.
@@ -56,7 +76,12 @@ class TensorRecord:
     @property
     def payload_bytes(self) -> int:
         """Coded words + entropy-model table + grid: everything needed to rebuild the values."""
-        return int(self.words.nbytes + self.counts.nbytes + self.grid.nbytes)
+        return int(self.words.nbytes + self.table_bytes)
+
+    @property
+    def table_bytes(self) -> int:
+        """The entropy-model table and the grid: the part of the payload that is not coded words."""
+        return int(self.counts.nbytes + self.grid.nbytes)
 
     def checksum(self) -> str:
         """SHA-256 over the metadata and the three payload arrays."""

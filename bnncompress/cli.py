@@ -38,13 +38,18 @@ def _fails_cleanly(command):
         try:
             return command(*args, **kwargs)
         except BnnCompressError as exc:
-            _err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"error: {exc}", _err)
             raise typer.Exit(2) from None
         except OSError as exc:
-            _err.print(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", markup=False, soft_wrap=True)
+            _say(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", _err)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _say(text: str, to: Console = _out) -> None:
+    """Print plain text: no rich markup or highlighting (file and tensor names may contain brackets)."""
+    to.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _progress(quiet: bool) -> Progress:
@@ -120,22 +125,19 @@ def pack(
             progress=report,
         )
     for warning in result.warnings:
-        _err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+        _say(f"warning: {warning}", _err)
     if result.target_missed:
-        _err.print(
+        _say(
             f"warning: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from "
             f"--bits {bits:g}; this posterior is too small to hit it more closely",
-            markup=False,
+            _err,
         )
     if not quiet:
         target = f" (target {bits:g})" if bits is not None else ""
-        _out.print(
+        _say(
             f"wrote {result.path}: {result.num_weights:,} weights, {result.file_bytes:,} bytes, "
             f"payload {result.payload_bits_per_weight:.3f} bits/weight{target}, "
-            f"file {result.file_bits_per_weight:.3f} bits/weight, lambda {result.lam:.4g}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+            f"file {result.file_bits_per_weight:.3f} bits/weight, lambda {result.lam:.4g}"
         )
 
 
@@ -179,11 +181,9 @@ def info(
     )
     _out.print(table)
     vocab = f"{summary['vocab_words']:,} words ({summary['vocab_bytes']:,} bytes)" if summary["vocab_words"] else "none"
-    _out.print(
+    _say(
         f"vocab: {vocab}\nsource: {summary['source']}\nformat version {summary['format_version']}, "
-        f"written by bnncompress {summary['tool_version']}",
-        markup=False,
-        highlight=False,
+        f"written by bnncompress {summary['tool_version']}"
     )
 
 
@@ -228,7 +228,7 @@ def unpack(
                 arrays["vocab"] = np.asarray(a.vocab, dtype=str)
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
-    _out.print(f"wrote {output} ({fmt})", markup=False, highlight=False)
+    _say(f"wrote {output} ({fmt})")
 
 
 def _format_from_suffix(path: Path) -> str:
@@ -282,11 +282,9 @@ def train(
         result = train_skipgram(sentences, config, progress=report)
     save_posterior(output, result)
     if not quiet:
-        _out.print(
+        _say(
             f"wrote {output}: {len(result.vocab)} words x {dim} dims, {result.num_pairs:,} pairs, "
-            f"final loss/pair {result.losses[-1]:.4f}",
-            markup=False,
-            highlight=False,
+            f"final loss/pair {result.losses[-1]:.4f}"
         )
 
 

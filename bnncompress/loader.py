@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import coding
-from .archive import ArchiveContents, TensorRecord, read_archive
+from .archive import ArchiveContents, BitsPerWeight, TensorRecord, read_archive
 from .errors import ArchiveError, ModelMismatchError, OptionError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +20,7 @@ _NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.flo
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(BitsPerWeight):
     """Size accounting for one tensor of an archive (what ``bnncompress info`` shows)."""
 
     name: str
@@ -29,18 +29,6 @@ class TensorInfo:
     num_weights: int
     payload_bytes: int
     file_bytes: float
-
-    @property
-    def payload_bits_per_weight(self) -> float:
-        return 8.0 * self.payload_bytes / self.num_weights
-
-    @property
-    def file_bits_per_weight(self) -> float:
-        return 8.0 * self.file_bytes / self.num_weights
-
-    @property
-    def ratio_vs_float32(self) -> float:
-        return 32.0 / self.file_bits_per_weight
 
 
 class Archive:
@@ -54,8 +42,8 @@ class Archive:
         >>> rng = np.random.default_rng(0)
         >>> _ = bnncompress.pack({"w": (rng.normal(size=(50, 4)), np.full((50, 4), 0.05))}, path, lam=0.1)
         >>> a = bnncompress.load(path)
-        >>> a.names, a["w"].shape, a["w"].dtype
-        (['w'], (50, 4), dtype('float32'))
+        >>> a.names, a["w"].shape, a["w"].dtype  # float64 in, float64 out
+        (['w'], (50, 4), dtype('float64'))
     """
 
     def __init__(self, contents: ArchiveContents):
@@ -177,6 +165,7 @@ class Archive:
                     "lam": self._records[t.name].params.get("lam"),  # as stored; may be absent
                     "num_weights": t.num_weights,
                     "payload_bytes": t.payload_bytes,
+                    "table_bytes": self._records[t.name].table_bytes,
                     "payload_bits_per_weight": t.payload_bits_per_weight,
                     "file_bits_per_weight": t.file_bits_per_weight,
                     "ratio_vs_float32": t.ratio_vs_float32,
@@ -186,6 +175,7 @@ class Archive:
             "total": {
                 "num_weights": self.num_weights,
                 "payload_bytes": self.payload_bytes,
+                "table_bytes": sum(r.table_bytes for r in self._records.values()),
                 "file_bytes": self.file_bytes,
                 "payload_bits_per_weight": 8.0 * self.payload_bytes / n,
                 "file_bits_per_weight": 8.0 * self.file_bytes / n,
@@ -248,6 +238,7 @@ class Archive:
         must always match.
 
         Example:
+            >>> import torch
             >>> net = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
             >>> bnncompress.load("mlp.bnc").load_into(net)   # doctest: +SKIP
         """
@@ -275,7 +266,7 @@ class Archive:
             for short, full in names.items():
                 if short in params:
                     p = params[short]
-                    p.copy_(torch.as_tensor(np.asarray(self[full])).to(dtype=p.dtype, device=p.device))
+                    p.copy_(torch.tensor(self[full]).to(dtype=p.dtype, device=p.device))
         return module
 
     def state_dict(self) -> dict[str, torch.Tensor]:

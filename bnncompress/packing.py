@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import coding
-from .archive import TensorRecord, write_archive
+from .archive import BitsPerWeight, TensorRecord, write_archive
 from .errors import OptionError
 from .posterior import Posterior, read_posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
@@ -21,7 +21,7 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class PackResult:
+class PackResult(BitsPerWeight):
     """What a pack achieved: where it wrote, the lambda used, and the sizes."""
 
     path: Path
@@ -31,14 +31,6 @@ class PackResult:
     file_bytes: int
     target_bits: float | None
     warnings: tuple[str, ...] = ()
-
-    @property
-    def payload_bits_per_weight(self) -> float:
-        return 8.0 * self.payload_bytes / self.num_weights
-
-    @property
-    def file_bits_per_weight(self) -> float:
-        return 8.0 * self.file_bytes / self.num_weights
 
     @property
     def target_missed(self) -> bool:

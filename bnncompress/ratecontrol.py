@@ -76,22 +76,34 @@ def find_lambda(fitted: Sequence[FittedQuantizer], target_bits: float) -> float:
         return estimate_payload_bits(fitted, math.exp(u), samples if on_samples else None) - target_bits
 
     lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
-    g_lo, g_hi = excess(lo, samples is not None), excess(hi, samples is not None)
-    if g_lo < -BITS_TOLERANCE * target_bits:
-        raise RateControlError(
-            f"--bits {target_bits:g} is more than this method reaches on this posterior "
-            f"(about {g_lo + target_bits:.2f} bits/weight at most); ask for fewer bits"
-        )
-    if g_hi > BITS_TOLERANCE * target_bits:
-        raise RateControlError(
-            f"--bits {target_bits:g} is below the smallest payload this posterior packs to "
-            f"(about {g_hi + target_bits:.4f} bits/weight); ask for more bits"
-        )
+    on_samples = samples is not None
+    # Bracket the root by walking out from lambda = 1 in steps of e^2.5 (most targets take 1-3 steps).
+    u, g = 0.0, excess(0.0, on_samples)
+    step = 2.5 if g > 0 else -2.5
+    while True:
+        v = min(max(u + step, lo), hi)
+        g_v = excess(v, on_samples)
+        if (g_v > 0) != (g > 0):
+            break
+        if v in (lo, hi):
+            if g_v < -BITS_TOLERANCE * target_bits:
+                raise RateControlError(
+                    f"--bits {target_bits:g} is more than this method reaches on this posterior "
+                    f"(about {g_v + target_bits:.2f} bits/weight at most); ask for fewer bits"
+                )
+            if g_v > BITS_TOLERANCE * target_bits:
+                raise RateControlError(
+                    f"--bits {target_bits:g} is below the smallest payload this posterior packs to "
+                    f"(about {g_v + target_bits:.4f} bits/weight); ask for more bits"
+                )
+            return math.exp(v)  # the extreme itself is within tolerance
+        u, g = v, g_v
+    a, b, g_a, g_b = (u, v, g, g_v) if u < v else (v, u, g_v, g)
     aim = _AIM * target_bits
     if samples is None:
-        return math.exp(_solve(lambda u: excess(u, False), lo, hi, g_lo, g_hi, aim))
+        return math.exp(_solve(lambda u: excess(u, False), a, b, g_a, g_b, aim))
 
-    guess = _solve(lambda u: excess(u, True), lo, hi, g_lo, g_hi, aim / 4)
+    guess = _solve(lambda u: excess(u, True), a, b, g_a, g_b, aim / 4)
     g = excess(guess, False)
     if abs(g) <= aim:
         return math.exp(guess)
