@@ -70,7 +70,9 @@ class FittedQuantizer(ABC):
 
     def quantize(self, lam: float) -> QuantizedTensor:
         """Assign every weight and compact the grid to the values that are used."""
-        return compact(self.assign_all(lam), self.grid, {**self.params, "lam": float(lam)})
+        indices = self.assign_all(lam)
+        self._last_assignment = None  # the symbols are renumbered in place below
+        return compact(indices, self.grid, {**self.params, "lam": float(lam)}, in_place=True)
 
 
 class Quantizer(ABC):
@@ -83,14 +85,15 @@ class Quantizer(ABC):
         """Do the rate-independent work for one tensor."""
 
 
-def compact(indices: np.ndarray, grid: np.ndarray, params: dict[str, Any]) -> QuantizedTensor:
-    """Keep only the grid values that ``indices`` use, and renumber the symbols to match."""
+def compact(indices: np.ndarray, grid: np.ndarray, params: dict[str, Any], in_place: bool = False) -> QuantizedTensor:
+    """Keep only the grid values that ``indices`` use, and renumber the symbols to match
+    (overwriting ``indices`` with the symbols if ``in_place``, to save memory)."""
     counts = np.bincount(indices, minlength=len(grid))
     used = np.flatnonzero(counts)
     remap = np.zeros(len(grid), dtype=np.int32)
     remap[used] = np.arange(len(used), dtype=np.int32)
     return QuantizedTensor(
-        symbols=remap[indices],
+        symbols=np.take(remap, indices, out=indices if in_place and indices.dtype == np.int32 else None),
         grid=np.ascontiguousarray(grid[used], dtype=np.float32),
         counts=counts[used].astype(np.uint32 if counts.max(initial=0) <= np.iinfo(np.uint32).max else np.uint64),
         params=params,
