@@ -231,8 +231,8 @@ class Archive:
     def load_into(self, module: torch.nn.Module, strict: bool = True, prefix: str = "") -> torch.nn.Module:
         """Copy every tensor into the parameter of ``module`` with the same name and return ``module``.
 
-        Archive names are the posterior's site names (``fc1.weight``); ``prefix`` is removed
-        from them first (e.g. ``"net."`` for TyXe). With ``strict`` (the default) every
+        Archive names are the posterior's site names (``fc1.weight``); with ``prefix`` (e.g.
+        ``"net."`` for TyXe) only names that start with it are used, without it. With ``strict`` (the default) every
         archive tensor must have a parameter and every parameter a tensor, else
         :class:`~bnncompress.ModelMismatchError` lists the missing and unexpected names; shapes
         must always match.
@@ -244,10 +244,10 @@ class Archive:
         """
         import torch
 
-        names = {(n[len(prefix) :] if prefix and n.startswith(prefix) else n): n for n in self.names}
+        names = {n[len(prefix) :]: n for n in self.names if n.startswith(prefix)}
         params = dict(module.named_parameters())
         missing = sorted(set(params) - set(names))
-        unexpected = sorted(set(names) - set(params))
+        unexpected = sorted(set(names) - set(params)) + sorted(n for n in self.names if not n.startswith(prefix))
         shapes = [
             f"{n}: archive {tuple(self.record(names[n]).shape)} vs module {tuple(params[n].shape)}"
             for n in sorted(set(names) & set(params))

@@ -339,22 +339,26 @@ def _is_state_dict_key(key: Any) -> bool:
 
 def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warnings: list[str]) -> tuple[dict, str]:
     """AutoNormal (``G.locs.X`` / ``G.scales.X``), TyXe-style suffixes (``G.X.loc`` / ``G.X.scale``),
-    and the flat ``G.loc`` / ``G.scale`` of AutoDiagonalNormal and AutoLowRankMultivariateNormal."""
-    from torch.distributions import biject_to
+    and the flat ``G.loc`` / ``G.scale`` of continuous guides (AutoDiagonalNormal; low-rank
+    ``cov_factor`` and full ``scale_tril`` give marginal scales), also inside AutoGuideList
+    (``AutoGuideList.1.loc``). Parameters that fit none of these are ignored with a warning."""
+    from torch.distributions import transform_to
 
     constraints = constraints if isinstance(constraints, Mapping) else {}
 
-    def constrained(key: str) -> Any:
+    def constrained(key: str) -> Any:  # as Pyro's param store does: transform_to(constraint)
         value = params[key]
         if key in constraints:
             try:
-                value = biject_to(constraints[key])(_as_tensor(value))
+                value = transform_to(constraints[key])(_as_tensor(value))
             except NotImplementedError:
                 raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
         return value
 
     pairs: dict[str, tuple[Any, Any]] = {}
+    flat: dict[str, tuple[Any, Any]] = {}
     guides: set[str] = set()
+    used: set[str] = set()
     for key in params:
         if not isinstance(key, str):
             continue
@@ -365,31 +369,46 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
                 raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
             pairs[site] = (constrained(key), constrained(scale_key))
             guides.add(prefix)
-        elif key.endswith(".loc") and key[: -len(".loc")] + ".scale_tril" in params:
-            prefix = key[: -len(".loc")]
-            tril = _as_tensor(constrained(prefix + ".scale_tril"))
-            pairs[FLAT_LATENT_NAME] = (constrained(key), (tril**2).sum(-1).sqrt())
+            used |= {key, scale_key}
+            continue
+        if not (key.endswith(".loc") and key[: -len(".loc")] + ".scale" in params):
+            continue
+        prefix = key[: -len(".loc")]
+        guide, _, rest = prefix.partition(".")
+        loc, scale = constrained(key), _as_tensor(constrained(prefix + ".scale"))
+        if rest and not rest.isdigit():  # TyXe: <guide>.<site>.loc
+            pairs[rest] = (loc, scale)
+            guides.add(guide)
+            used |= {key, prefix + ".scale"}
+            continue
+        if _as_tensor(loc).dim() != 1 or tuple(scale.shape) != tuple(_as_tensor(loc).shape):
+            continue  # not a continuous guide's flat vector (e.g. a user's pyro.param); reported below
+        if f"{prefix}.scale_tril" in params:  # AutoMultivariateNormal: scale[:, None] * scale_tril
+            tril = _as_tensor(constrained(f"{prefix}.scale_tril"))
+            scale = scale * (tril**2).sum(-1).sqrt()
             warnings.append(f"'{prefix}' {_NOT_MEAN_FIELD}")
-            guides.add(prefix)
-        elif key.endswith(".loc") and key[: -len(".loc")] + ".scale" in params:
-            prefix = key[: -len(".loc")]
-            scale = constrained(prefix + ".scale")
-            if "." in prefix:  # TyXe: <guide>.<site>.loc
-                guide, site = prefix.split(".", 1)
-                pairs[site] = (constrained(key), scale)
-                guides.add(guide)
-                continue
-            if f"{prefix}.cov_factor" in params:  # low-rank: keep the marginal standard deviations
-                cov_factor = _as_tensor(constrained(f"{prefix}.cov_factor"))
-                scale = _as_tensor(scale) * (1 + (cov_factor**2).sum(-1)).sqrt()
-                warnings.append(f"'{prefix}' {_NOT_MEAN_FIELD}")
-            pairs[FLAT_LATENT_NAME] = (constrained(key), scale)
-            guides.add(prefix)
+            used.add(f"{prefix}.scale_tril")
+        elif f"{prefix}.cov_factor" in params:  # AutoLowRankMultivariateNormal
+            cov_factor = _as_tensor(constrained(f"{prefix}.cov_factor"))
+            scale = scale * (1 + (cov_factor**2).sum(-1)).sqrt()
+            warnings.append(f"'{prefix}' {_NOT_MEAN_FIELD}")
+            used.add(f"{prefix}.cov_factor")
+        flat[prefix] = (loc, scale)
+        guides.add(prefix)
+        used |= {key, prefix + ".scale"}
+    for prefix, pair in flat.items():  # one flat guide is "latent"; several are "<guide>.latent"
+        pairs[FLAT_LATENT_NAME if len(flat) == 1 else f"{prefix}.{FLAT_LATENT_NAME}"] = pair
     if not pairs:
         sample = ", ".join(list(map(str, params))[:5])
         raise PosteriorError(
             f"{where} is a Pyro param store without guide loc/scale parameters "
             f"(found: {sample}); save the guide's parameters after training"
+        )
+    ignored = [k for k in params if k not in used]
+    if ignored:
+        warnings.append(
+            f"ignored {len(ignored)} parameter(s) that are not guide loc/scale pairs: "
+            f"{', '.join(map(str, ignored[:5]))}{' ...' if len(ignored) > 5 else ''}"
         )
     return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
 
@@ -401,8 +420,9 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
     """``torch.save(guide.state_dict())`` of AutoNormal (``locs.X_unconstrained``), or of a
     continuous guide: AutoDiagonalNormal, AutoLowRankMultivariateNormal (``cov_factor``) and
     AutoMultivariateNormal (``scale_tril_unconstrained``), read as one flat tensor."""
-    import torch
     import torch.nn.functional as F
+    from pyro.distributions import constraints
+    from torch.distributions import transform_to
 
     pairs: dict[str, tuple[Any, Any]] = {}
     for key in sd:
@@ -413,16 +433,16 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
                 raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
             pairs[site] = (sd[key], F.softplus(_as_tensor(sd[scale_key])))
     if "loc" in sd and "scale_unconstrained" in sd:
+        # AutoDiagonalNormal / AutoLowRank / AutoMultivariateNormal all store a softplus-positive scale
         scale = F.softplus(_as_tensor(sd["scale_unconstrained"]))
-        if "cov_factor" in sd:
+        if "scale_tril_unconstrained" in sd:  # AutoMultivariateNormal: scale[:, None] * unit lower Cholesky
+            tril = transform_to(constraints.unit_lower_cholesky)(_as_tensor(sd["scale_tril_unconstrained"]))
+            scale = scale * (tril**2).sum(-1).sqrt()
+            warnings.append(f"the multivariate normal guide {_NOT_MEAN_FIELD}")
+        elif "cov_factor" in sd:
             scale = scale * (1 + (_as_tensor(sd["cov_factor"]) ** 2).sum(-1)).sqrt()
             warnings.append(f"the low-rank multivariate normal guide {_NOT_MEAN_FIELD}")
         pairs[FLAT_LATENT_NAME] = (sd["loc"], scale)
-    elif "loc" in sd and "scale_tril_unconstrained" in sd:
-        raw = _as_tensor(sd["scale_tril_unconstrained"])
-        tril = raw.tril(-1) + torch.diag_embed(F.softplus(raw.diagonal(dim1=-2, dim2=-1)))
-        pairs[FLAT_LATENT_NAME] = (sd["loc"], (tril**2).sum(-1).sqrt())
-        warnings.append(f"the multivariate normal guide {_NOT_MEAN_FIELD}")
     if not pairs:
         raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
     return pairs, "Pyro guide state dict"

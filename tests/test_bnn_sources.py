@@ -205,3 +205,52 @@ def test_mean_variance_errors(tmp_path):
     torch.save({"mean": {"a": torch.zeros(2)}, "variance": {"a": -torch.ones(2)}}, tmp_path / "y.pt")
     with pytest.raises(PosteriorError, match="negative"):
         read_posterior(tmp_path / "y.pt")
+
+
+def test_multivariate_normal_files_use_marginal_scales(tmp_path):
+    from pyro.infer.autoguide import AutoMultivariateNormal
+
+    _, guide = _train(AutoMultivariateNormal)
+    pyro.get_param_store().save(tmp_path / "mvn_store.pt")
+    torch.save(guide.state_dict(), tmp_path / "mvn_sd.pt")
+    expected = guide.get_posterior().variance.sqrt().detach().numpy()
+    for path in ("mvn_store.pt", "mvn_sd.pt"):
+        post = read_posterior(tmp_path / path)
+        np.testing.assert_allclose(post.tensors["latent"].scale, expected, rtol=1e-5)
+        assert any("not mean-field" in w for w in post.warnings)
+
+
+def test_guide_list_and_stray_params(tmp_path):
+    from pyro.infer.autoguide import AutoGuideList
+    from pyro.infer.autoguide.initialization import init_to_median
+
+    pyro.clear_param_store()
+    model = BayesNet()
+    guide = AutoGuideList(model)
+    guide.append(AutoNormal(pyro.poutine.block(model, expose=["fc1.weight", "fc1.bias"])))
+    guide.append(
+        AutoDiagonalNormal(pyro.poutine.block(model, hide=["fc1.weight", "fc1.bias"]), init_loc_fn=init_to_median)
+    )
+    guide(torch.randn(4, 4), torch.randint(0, 3, (4,)))
+    pyro.param("noise.loc", torch.tensor(0.5))
+    pyro.param("noise.scale", torch.tensor(1.0))
+    pyro.get_param_store().save(tmp_path / "list.pt")
+    post = read_posterior(tmp_path / "list.pt")
+    assert sorted(post.names) == ["fc1.bias", "fc1.weight", "latent"]
+    assert post.tensors["latent"].shape == (8 * 3 + 3,)
+    assert any("ignored 2 parameter(s)" in w and "noise.loc" in w for w in post.warnings)
+
+
+def test_load_into_prefix_uses_only_prefixed_names(tmp_path):
+    rng = np.random.default_rng(0)
+    post = {
+        "net.weight": (rng.normal(size=(3, 2)), np.full((3, 2), 0.1)),
+        "weight": (rng.normal(size=(3, 2)), np.full((3, 2), 0.1)),
+        "net.bias": (rng.normal(size=3), np.full(3, 0.1)),
+    }
+    bnncompress.pack(post, tmp_path / "p.bnc", lam=0.01)
+    a = bnncompress.load(tmp_path / "p.bnc")
+    with pytest.raises(ModelMismatchError, match="not in the module: weight"):
+        a.load_into(torch.nn.Linear(2, 3), prefix="net.")
+    layer = a.load_into(torch.nn.Linear(2, 3), prefix="net.", strict=False)
+    np.testing.assert_array_equal(layer.weight.detach().numpy(), a["net.weight"].astype(np.float32))

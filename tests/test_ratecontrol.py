@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 import bnncompress
@@ -21,3 +22,11 @@ def test_unreachable_targets(tmp_path, synthetic):
     with pytest.raises(RateControlError, match="positive"):
         bnncompress.pack({"a": (loc, scale)}, tmp_path / "r.bnc", bits=-1)
     assert not (tmp_path / "r.bnc").exists()
+
+
+def test_small_posteriors_land_within_two_percent(tmp_path):
+    rng = np.random.default_rng(0)
+    post = {"w": (rng.normal(size=2000), rng.uniform(0.01, 1, 2000)), "b": (rng.normal(size=20), np.full(20, 0.1))}
+    for bits in (1.0, 2.0, 3.0):
+        r = bnncompress.pack(post, tmp_path / "s.bnc", bits=bits)
+        assert r.payload_bits_per_weight == pytest.approx(bits, rel=0.02), bits
