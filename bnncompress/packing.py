@@ -89,7 +89,7 @@ def pack(
     report("reading posterior", 0, 1)
     posterior: Posterior = read_posterior(source, vocab=vocab)
     if tensors:
-        posterior = posterior.select(tensors)
+        posterior = posterior.select(tensors, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
 
     quantizer = get_quantizer(method, max_level=max_level, device=device)

@@ -98,23 +98,27 @@ class Posterior:
             return []
         return [n for n, t in self.tensors.items() if len(t.shape) == 2 and t.shape[0] == len(self.vocab)]
 
-    def select(self, names: Iterable[str]) -> Posterior:
-        """The same posterior restricted to ``names`` (in that order)."""
+    def select(self, names: Iterable[str], require_vocab: bool = False) -> Posterior:
+        """The same posterior restricted to ``names`` (in that order). A vocabulary that labels
+        none of them is dropped with a warning, or refused if ``require_vocab`` (it was asked for)."""
         names = list(names)
         unknown = [n for n in names if n not in self.tensors]
         if unknown:
             raise PosteriorError(
                 f"no tensor named {', '.join(map(repr, unknown))} in {self.source}; available: {', '.join(self.names)}"
             )
-        vocab = self.vocab
+        vocab, warnings = self.vocab, list(self.warnings)
         if vocab is not None and not any(
             len(self.tensors[n].shape) == 2 and self.tensors[n].shape[0] == len(vocab) for n in names
         ):
-            raise PosteriorError(
-                f"the vocabulary ({len(vocab)} words) labels none of the selected tensors "
-                f"({', '.join(names)}); select a tensor it labels or drop the vocabulary"
-            )
-        return Posterior({n: self.tensors[n] for n in names}, vocab, self.source, list(self.warnings))
+            if require_vocab:
+                raise PosteriorError(
+                    f"the vocabulary ({len(vocab)} words) labels none of the selected tensors "
+                    f"({', '.join(names)}); select a tensor it labels or drop the vocabulary"
+                )
+            warnings.append("the stored vocabulary labels none of the selected tensors; it is not packed")
+            vocab = None
+        return Posterior({n: self.tensors[n] for n in names}, vocab, self.source, warnings)
 
 
 def read_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None = None) -> Posterior:

@@ -139,3 +139,13 @@ def test_malicious_pickle_never_runs(tmp_path, via):
     with pytest.raises(PosteriorError):
         read_posterior(path)
     assert not marker.exists()
+
+
+def test_selecting_tensors_the_vocab_does_not_label():
+    post = read_posterior(
+        {"emb": (np.zeros((3, 2)), np.ones((3, 2))), "b": (np.zeros(4), np.ones(4))}, vocab=["a", "b", "c"]
+    )
+    kept = post.select(["b"])
+    assert kept.vocab is None and any("not packed" in w for w in kept.warnings)
+    with pytest.raises(PosteriorError, match="labels none of the selected tensors"):
+        post.select(["b"], require_vocab=True)
