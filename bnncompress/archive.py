@@ -56,7 +56,9 @@ class TensorRecord:
     """Everything the archive stores for one tensor.
 
     ``grid[symbols]`` reshaped to ``shape`` is the point estimate, where ``symbols`` are the
-    ``num_weights`` values decoded from ``words`` with the categorical model ``counts``.
+    ``num_weights`` values decoded from ``words`` with the categorical model ``counts``. The
+    symbols are coded in blocks of ``block_rows`` rows; block ``b`` is
+    ``words[offsets[b]:offsets[b + 1]]``.
     """
 
     name: str
@@ -68,15 +70,31 @@ class TensorRecord:
     grid: np.ndarray
     counts: np.ndarray
     words: np.ndarray
+    block_rows: int
+    offsets: np.ndarray
 
     @property
     def num_weights(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
+    def row_size(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+    @property
+    def block_size(self) -> int:
+        """Symbols per block (the last block may be shorter)."""
+        return self.block_rows * self.row_size
+
+    @property
     def payload_bytes(self) -> int:
-        """Coded words + entropy-model table + grid: everything needed to rebuild the values."""
-        return int(self.words.nbytes + self.table_bytes)
+        """Coded words + jump table + entropy-model table + grid: everything needed to rebuild the values."""
+        return int(self.words.nbytes + self.jump_table_bytes + self.table_bytes)
+
+    @property
+    def jump_table_bytes(self) -> int:
+        """The stored block offsets: the first (0) and the last (all words) are implied."""
+        return 8 * max(len(self.offsets) - 2, 0)
 
     @property
     def table_bytes(self) -> int:
@@ -87,10 +105,20 @@ class TensorRecord:
         """SHA-256 over the metadata and the three payload arrays."""
         h = hashlib.sha256()
         header = json.dumps(
-            [self.name, list(self.shape), self.dtype, self.method, self.params, self.coder, str(self.counts.dtype)],
+            [
+                self.name,
+                list(self.shape),
+                self.dtype,
+                self.method,
+                self.params,
+                self.coder,
+                str(self.counts.dtype),
+                self.block_rows,
+            ],
             sort_keys=True,
         )
         h.update(header.encode())
+        h.update(np.ascontiguousarray(self.offsets.astype("<u8")).tobytes())
         for arr in (
             self.words.astype("<u4"),
             self.counts.astype(self.counts.dtype.newbyteorder("<")),
@@ -145,7 +173,7 @@ def write_archive(
 
     big_counts = any(len(t.counts) and int(t.counts.max()) > np.iinfo(np.uint32).max for t in tensors)
     counts_dtype = np.dtype("<u8" if big_counts else "<u4")
-    entries, offsets = [], {"words": 0, "grid": 0, "counts": 0}
+    entries, starts = [], {"words": 0, "grid": 0, "counts": 0, "offsets": 0}
     for t in tensors:
         t = TensorRecord(**{**t.__dict__, "counts": t.counts.astype(counts_dtype)})
         entry = {
@@ -156,10 +184,12 @@ def write_archive(
             "params": t.params,
             "coder": t.coder,
             "sha256": t.checksum(),
+            "block_rows": t.block_rows,
         }
-        for key in ("words", "grid", "counts"):
-            entry[key] = [offsets[key], len(getattr(t, key))]
-            offsets[key] += len(getattr(t, key))
+        for key in starts:
+            length = max(len(t.offsets) - 2, 0) if key == "offsets" else len(getattr(t, key))
+            entry[key] = [starts[key], length]
+            starts[key] += length
         entries.append(entry)
     manifest = {"source": source, "tool_version": tool_version, "tensors": entries, "vocab": None}
     vocab_raw = None
@@ -169,7 +199,7 @@ def write_archive(
     manifest_raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     def concat(key: str, dtype: str) -> np.ndarray:
-        parts = [np.asarray(getattr(t, key)).astype(dtype) for t in tensors]
+        parts = [np.asarray(t.offsets[1:-1] if key == "offsets" else getattr(t, key)).astype(dtype) for t in tensors]
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     with atomic_output(path) as tmp:
@@ -183,6 +213,7 @@ def write_archive(
             f.create_dataset("words", data=concat("words", "<u4"))
             f.create_dataset("grid", data=concat("grid", "<f4"))
             f.create_dataset("counts", data=concat("counts", counts_dtype.str))
+            f.create_dataset("offsets", data=concat("offsets", "<u8"))
     return Path(path).stat().st_size
 
 
@@ -274,6 +305,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         "words": _dataset(f, "words", ("uint32",), where, file_bytes),
         "grid": _dataset(f, "grid", ("float32",), where, file_bytes),
         "counts": _dataset(f, "counts", ("uint32", "uint64"), where, file_bytes),
+        "offsets": _dataset(f, "offsets", ("uint64",), where, file_bytes),
     }
     tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}") for i, entry in enumerate(entries)]
     names = [t.name for t in tensors]
@@ -309,6 +341,10 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> Tenso
         if not ok or span[0] + span[1] > len(arr):
             raise ArchiveError(f"{where}: '{key}' span {span!r} lies outside the stored data; the archive is damaged")
         slices[key] = arr[span[0] : span[0] + span[1]]
+    slices["offsets"] = np.concatenate([[0], slices["offsets"], [len(slices["words"])]]).astype(np.uint64)
+    block_rows = _require(entry.get("block_rows"), int, "'block_rows'", where)
+    if block_rows < 1:
+        raise ArchiveError(f"{where}: 'block_rows' should be at least 1, found {block_rows}")
     record = TensorRecord(
         name=name,
         shape=tuple(shape),
@@ -316,10 +352,20 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> Tenso
         method=_require(entry.get("method"), str, "'method'", where),
         params=_require(entry.get("params"), dict, "'params'", where),
         coder=_require(entry.get("coder"), str, "'coder'", where),
+        block_rows=block_rows,
         **slices,
     )
     if record.checksum() != entry.get("sha256"):
         raise ArchiveError(f"{where}: checksum mismatch; the archive is corrupt")
+    rows = shape[0] if shape else 1
+    offsets = record.offsets
+    if (
+        len(offsets) != -(-rows // block_rows) + 1
+        or offsets[0] != 0
+        or int(offsets[-1]) != len(record.words)
+        or np.any(np.diff(offsets.astype(np.int64)) < 0)
+    ):
+        raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
     if len(record.grid) != len(record.counts) or (record.num_weights > 0 and len(record.counts) == 0):
         raise ArchiveError(f"{where}: grid and entropy model disagree in size; the archive is damaged")
     if int(record.counts.sum(dtype=np.uint64)) != record.num_weights:

@@ -3,6 +3,9 @@
 Each tensor's symbols are coded with one categorical entropy model whose table is the
 symbol counts (stored in the archive). Encoder and decoder build the model from the same
 integer counts, so decoding is bit-exact. A one-symbol alphabet needs no coded words.
+
+The symbols are cut into blocks of whole rows, each coded as its own ANS stream, with a
+jump table of word offsets: one row (a word vector) is decoded by decoding its block only.
 """
 
 from __future__ import annotations
@@ -20,7 +23,67 @@ def _model(counts: np.ndarray):
     return constriction.stream.model.Categorical(probabilities / probabilities.sum(), perfect=False)
 
 
-def encode(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
+#: Rows are grouped into blocks of about this many symbols (one block decodes in ~1-2 ms).
+BLOCK_SYMBOLS = 1 << 16
+
+
+def block_rows_for(shape: tuple[int, ...]) -> int:
+    """Rows per block for a tensor of ``shape`` (rows = first dimension)."""
+    row_size = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    return max(1, BLOCK_SYMBOLS // max(row_size, 1))
+
+
+def num_blocks(shape: tuple[int, ...], block_rows: int) -> int:
+    rows = shape[0] if shape else 1
+    return -(-rows // block_rows)
+
+
+def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encode ``symbols`` in blocks of ``block_size``: all words, and the jump table
+    (uint64 word offsets, one more than there are blocks).
+
+    Example:
+        >>> s = np.array([0, 1, 1, 2, 1, 0], dtype=np.int32)
+        >>> words, offsets = encode_blocks(s, np.array([2, 3, 1]), 4)
+        >>> decode_blocks(words, offsets, np.array([2, 3, 1]), 6, 4).tolist()
+        [0, 1, 1, 2, 1, 0]
+    """
+    starts = range(0, len(symbols), block_size)
+    if len(counts) <= 1:
+        return np.zeros(0, dtype=np.uint32), np.zeros(len(starts) + 1, dtype=np.uint64)
+    model = _model(counts)
+    parts = [encode(symbols[i : i + block_size], counts, model) for i in starts]
+    offsets = np.zeros(len(parts) + 1, dtype=np.uint64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return (np.concatenate(parts) if parts else np.zeros(0, np.uint32)), offsets
+
+
+def decode_blocks(
+    words: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    num_symbols: int,
+    block_size: int,
+    blocks: list[int] | None = None,
+) -> np.ndarray:
+    """Decode all blocks (checking that their histogram equals ``counts``), or only ``blocks``
+    (their symbols concatenated, in the order given)."""
+    everything = blocks is None
+    blocks = list(range(len(offsets) - 1)) if everything else blocks
+    sizes = [min(block_size, num_symbols - b * block_size) for b in blocks]
+    if len(counts) <= 1:
+        return np.zeros(sum(sizes), dtype=np.int32)
+    if information_bits(counts) > 32 * len(words) * 1.001 + 96 * max(len(offsets) - 1, 1):
+        raise ValueError(f"the entropy model describes more information than {len(words)} coded words can hold")
+    model = _model(counts)
+    parts = [decode(words[int(offsets[b]) : int(offsets[b + 1])], counts, n, model) for b, n in zip(blocks, sizes)]
+    symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    if everything and not np.array_equal(np.bincount(symbols, minlength=len(counts)), counts):
+        raise ValueError("the decoded symbols do not match the entropy model's counts")
+    return symbols
+
+
+def encode(symbols: np.ndarray, counts: np.ndarray, model=None) -> np.ndarray:
     """ANS-encode ``symbols`` (int32 indices into ``counts``) into uint32 words.
 
     Example:
@@ -34,31 +97,26 @@ def encode(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
     if len(counts) <= 1:
         return np.zeros(0, dtype=np.uint32)
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(np.ascontiguousarray(symbols, dtype=np.int32), _model(counts))
+    coder.encode_reverse(np.ascontiguousarray(symbols, dtype=np.int32), model or _model(counts))
     return coder.get_compressed()
 
 
-def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int) -> np.ndarray:
-    """Decode ``num_symbols`` int32 symbols from ``words`` with the model given by ``counts``."""
+def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int, model=None) -> np.ndarray:
+    """Decode ``num_symbols`` int32 symbols from ``words`` with the model given by ``counts``
+    (one ANS stream; :func:`decode_blocks` checks sizes and the histogram)."""
     import constriction
 
     if len(counts) <= 1:
         return np.zeros(num_symbols, dtype=np.int32)
-    # The coded size can never be below the information content of the symbols the counts
-    # describe; checking this first refuses absurd declared sizes before allocating.
-    if information_bits(counts) > 32 * len(words) * 1.001 + 96:
-        raise ValueError(f"the entropy model describes more information than {len(words)} coded words can hold")
     coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
     try:
-        symbols = coder.decode(_model(counts), num_symbols)
+        symbols = coder.decode(model or _model(counts), num_symbols)
     except BaseException as exc:  # constriction reports malformed input as a Rust panic
         if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
             raise
         raise ValueError(f"the coded words do not decode ({type(exc).__name__})") from None
     if not coder.is_empty():
         raise ValueError("coded words left over after decoding")
-    if not np.array_equal(np.bincount(symbols, minlength=len(counts)), counts):
-        raise ValueError("the decoded symbols do not match the entropy model's counts")
     return symbols
 
 

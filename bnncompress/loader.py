@@ -93,21 +93,66 @@ class Archive:
         except KeyError:
             raise OptionError(f"no tensor named {name!r} in the archive; available: {', '.join(self.names)}") from None
 
+    def _decode(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
+        """Symbols of all blocks (histogram-checked) or of ``blocks`` only."""
+        try:
+            symbols = coding.decode_blocks(rec.words, rec.offsets, rec.counts, rec.num_weights, rec.block_size, blocks)
+        except (ValueError, RuntimeError) as exc:
+            raise ArchiveError(f"tensor '{rec.name}' does not decode ({exc}); the archive is corrupt") from None
+        if len(rec.grid) and int(symbols.max(initial=0)) >= len(rec.grid):
+            raise ArchiveError(f"tensor '{rec.name}' decodes to symbols outside its grid; the archive is corrupt")
+        return symbols
+
     def __getitem__(self, name: str) -> np.ndarray:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
         if name not in self._cache:
             rec = self.record(name)
             _check_fits_in_memory(rec)
-            try:
-                symbols = coding.decode(rec.words, rec.counts, rec.num_weights)
-            except (ValueError, RuntimeError) as exc:
-                raise ArchiveError(f"tensor '{name}' does not decode ({exc}); the archive is corrupt") from None
-            if len(rec.grid) and int(symbols.max(initial=0)) >= len(rec.grid):
-                raise ArchiveError(f"tensor '{name}' decodes to symbols outside its grid; the archive is corrupt")
-            values = rec.grid[symbols].reshape(rec.shape).astype(_NUMPY_DTYPES[rec.dtype], copy=False)
+            values = rec.grid[self._decode(rec)].reshape(rec.shape).astype(_NUMPY_DTYPES[rec.dtype], copy=False)
             values.flags.writeable = False
             self._cache[name] = values
         return self._cache[name]
+
+    def rows(self, name: str, indices) -> np.ndarray:
+        """Rows ``indices`` of tensor ``name``, decoding only the blocks that hold them.
+
+        Example:
+            >>> a = load("small.bnc")                    # doctest: +SKIP
+            >>> a.rows("word_vectors", [0, 17]).shape    # doctest: +SKIP
+            (2, 50)
+        """
+        rec = self.record(name)
+        if name in self._cache:
+            return self._cache[name][indices]
+        n_rows = rec.shape[0] if rec.shape else 1
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < -n_rows or idx.max() >= n_rows):
+            raise OptionError(f"row index out of range for '{name}' with {n_rows} rows")
+        idx = np.where(idx < 0, idx + n_rows, idx)
+        blocks = sorted(set((idx // rec.block_rows).reshape(-1).tolist()))
+        symbols = self._decode(rec, blocks)
+        row_shape = rec.shape[1:]
+        out = np.empty(idx.shape + tuple(row_shape), dtype=_NUMPY_DTYPES[rec.dtype])
+        starts = {b: k for k, b in enumerate(blocks)}
+        block_rows_decoded = [min(rec.block_rows, n_rows - b * rec.block_rows) for b in blocks]
+        first_row = np.cumsum([0] + block_rows_decoded[:-1])
+        decoded = rec.grid[symbols].reshape((-1,) + tuple(row_shape))
+        for pos, r in np.ndenumerate(idx):
+            b = int(r) // rec.block_rows
+            out[pos] = decoded[first_row[starts[b]] + int(r) - b * rec.block_rows]
+        return out
+
+    def vector(self, word: str, name: str | None = None) -> np.ndarray:
+        """The row of ``word`` in tensor ``name`` (default: the word vectors), decoding one block."""
+        if self.vocab is None:
+            raise OptionError("the archive has no vocabulary; use rows(name, indices)")
+        if not hasattr(self, "_word_index"):
+            self._word_index = {w: i for i, w in enumerate(self.vocab)}
+        if word not in self._word_index:
+            raise OptionError(f"{word!r} is not in the archive's vocabulary")
+        name = name or self.default_embedding_name()
+        self._vocab_for_shape(name)
+        return self.rows(name, [self._word_index[word]])[0]
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All tensors as ``{name: numpy array}``."""
@@ -184,13 +229,13 @@ class Archive:
         }
 
     # ------------------------------------------------------------------ conversions
-    def _vocab_for(self, name: str) -> list[str]:
-        arr = self[name]
+    def _vocab_for_shape(self, name: str) -> list[str]:
+        shape = tuple(self.record(name).shape)
         if self.vocab is None:
             raise OptionError(f"the archive has no vocabulary; pack it with --vocab to get word vectors for '{name}'")
-        if arr.ndim != 2 or arr.shape[0] != len(self.vocab):
+        if len(shape) != 2 or shape[0] != len(self.vocab):
             raise OptionError(
-                f"tensor '{name}' has shape {arr.shape}, which the {len(self.vocab)}-word vocabulary does not label"
+                f"tensor '{name}' has shape {shape}, which the {len(self.vocab)}-word vocabulary does not label"
             )
         return self.vocab
 
@@ -212,7 +257,7 @@ class Archive:
         from gensim.models import KeyedVectors
 
         name = name or self.default_embedding_name()
-        words = self._vocab_for(name)
+        words = self._vocab_for_shape(name)
         vectors = np.asarray(self[name], dtype=np.float32)
         kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
         kv.add_vectors(words, vectors)

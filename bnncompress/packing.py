@@ -109,6 +109,10 @@ def pack(
         report("quantizing and coding", i, len(names))
         q = f.quantize(lam)
         t = posterior.tensors[name]
+        block_rows = coding.block_rows_for(t.shape)
+        words, offsets = coding.encode_blocks(
+            q.symbols, q.counts, block_rows * (t.size // max(t.shape[0], 1) if t.shape else 1)
+        )
         records.append(
             TensorRecord(
                 name=name,
@@ -119,7 +123,9 @@ def pack(
                 coder=coding.CODER_ID,
                 grid=q.grid,
                 counts=q.counts,
-                words=coding.encode(q.symbols, q.counts),
+                words=words,
+                block_rows=block_rows,
+                offsets=offsets,
             )
         )
     report("quantizing and coding", len(names), len(names))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .coding import information_bits
+from .coding import block_rows_for, information_bits, num_blocks
 from .errors import RateControlError
 from .quantizers import FittedQuantizer
 
@@ -28,7 +28,8 @@ _AIM = 0.01  # search until this close, leaving room for the real coder's roundi
 _LAM_RANGE = (1e-8, 1e12)
 _SAMPLE_WEIGHTS = 1 << 17
 _TABLE_BITS_PER_SYMBOL = 64  # one float32 grid value + one uint32 count
-_CODER_BITS_PER_TENSOR = 40  # ANS's final state: 34-42 bits measured per tensor
+_CODER_BITS_PER_BLOCK = 40  # ANS's final state: 34-42 bits measured per coded block
+_JUMP_BITS_PER_BLOCK = 64  # one uint64 word offset per block after the first
 
 
 def estimate_payload_bits(
@@ -42,7 +43,12 @@ def estimate_payload_bits(
         indices = f.assign_all(lam) if samples is None else f.assign(lam, samples[i])
         counts = np.bincount(indices, minlength=len(f.grid))
         used = int(np.count_nonzero(counts))
-        table = _TABLE_BITS_PER_SYMBOL * used + (_CODER_BITS_PER_TENSOR if used > 1 else 0)
+        blocks = num_blocks(f.shape, block_rows_for(f.shape))
+        table = (
+            _TABLE_BITS_PER_SYMBOL * used
+            + _JUMP_BITS_PER_BLOCK * (blocks - 1)
+            + (_CODER_BITS_PER_BLOCK * blocks if used > 1 else 0)
+        )
         bits += information_bits(counts) * (f.num_weights / len(indices)) + table
         weights += f.num_weights
     return bits / weights

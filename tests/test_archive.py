@@ -131,3 +131,29 @@ def test_same_input_gives_identical_bytes(tmp_path, synthetic):
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "1.bnc", lam=0.1)
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "2.bnc", lam=0.1)
     assert (tmp_path / "1.bnc").read_bytes() == (tmp_path / "2.bnc").read_bytes()
+
+
+def test_rows_and_vector_decode_only_their_blocks(packed, monkeypatch):
+    from bnncompress import coding
+
+    path, _, _, vocab = packed
+    full = bnncompress.load(path)["word_vectors"]
+    a = bnncompress.load(path)
+    assert (
+        a.record("word_vectors").block_rows == coding.BLOCK_SYMBOLS // 50 and len(a.record("word_vectors").offsets) == 3
+    )
+    decoded_blocks = []
+    real = coding.decode_blocks
+
+    def spy(*args, **kwargs):
+        decoded_blocks.append(args[5] if len(args) > 5 else kwargs.get("blocks"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(coding, "decode_blocks", spy)
+    np.testing.assert_array_equal(a.vector(vocab[1500]), full[1500])
+    np.testing.assert_array_equal(a.rows("word_vectors", [3, 1999, -1, 3]), full[[3, 1999, -1, 3]])
+    assert decoded_blocks == [[1], [0, 1]]
+    with pytest.raises(bnncompress.OptionError, match="out of range"):
+        a.rows("word_vectors", [2000])
+    with pytest.raises(bnncompress.OptionError, match="not in the archive's vocabulary"):
+        a.vector("no-such-word")

@@ -41,9 +41,10 @@ class QuantizedTensor:
 class FittedQuantizer(ABC):
     """A quantizer fitted to one tensor: a full candidate ``grid`` and a way to pick from it.
 
-    ``loc`` and ``scale`` are the tensor's flat posterior parameters.
+    ``loc`` and ``scale`` are the tensor's flat posterior parameters, ``shape`` its shape.
     """
 
+    shape: tuple[int, ...]
     loc: np.ndarray
     scale: np.ndarray
     grid: np.ndarray

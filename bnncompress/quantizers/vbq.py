@@ -57,6 +57,7 @@ class VBQ(Quantizer):
 
 class FittedVBQ(FittedQuantizer):
     def __init__(self, tensor: TensorPosterior, prior: GaussianPrior, max_level: int, device: str):
+        self.shape = tensor.shape
         self.loc = tensor.loc.reshape(-1)
         self.scale = tensor.scale.reshape(-1)
         self.max_level = max_level
