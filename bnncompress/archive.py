@@ -150,6 +150,12 @@ class ArchiveContents:
         return sum(t.num_weights for t in self.tensors)
 
 
+def common_counts_dtype(tensors: list[TensorRecord]) -> np.dtype:
+    """The narrowest unsigned type that holds every tensor's counts (one dataset holds them all)."""
+    width = max([t.counts.dtype.itemsize for t in tensors] + [1])
+    return np.dtype(f"<u{width}")
+
+
 def _fixed(text: str) -> np.bytes_:
     """A fixed-length string attribute: stored in the (checksummed) object header, not in
     HDF5's unchecksummed global heap, whose corruption can hang libhdf5."""
@@ -171,8 +177,7 @@ def write_archive(
     """Write an archive atomically (temporary file + rename); returns the file size in bytes."""
     import h5py
 
-    big_counts = any(len(t.counts) and int(t.counts.max()) > np.iinfo(np.uint32).max for t in tensors)
-    counts_dtype = np.dtype("<u8" if big_counts else "<u4")
+    counts_dtype = common_counts_dtype(tensors)
     entries, starts = [], {"words": 0, "grid": 0, "counts": 0, "offsets": 0}
     for t in tensors:
         t = TensorRecord(**{**t.__dict__, "counts": t.counts.astype(counts_dtype)})
@@ -304,7 +309,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     arrays = {
         "words": _dataset(f, "words", ("uint32",), where, file_bytes),
         "grid": _dataset(f, "grid", ("float32",), where, file_bytes),
-        "counts": _dataset(f, "counts", ("uint32", "uint64"), where, file_bytes),
+        "counts": _dataset(f, "counts", ("uint8", "uint16", "uint32", "uint64"), where, file_bytes),
         "offsets": _dataset(f, "offsets", ("uint64",), where, file_bytes),
     }
     tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}") for i, entry in enumerate(entries)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import coding
-from .archive import BitsPerWeight, TensorRecord, write_archive
+from .archive import BitsPerWeight, TensorRecord, common_counts_dtype, write_archive
 from .errors import OptionError
 from .posterior import Posterior, read_posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
@@ -128,6 +129,8 @@ def pack(
                 offsets=offsets,
             )
         )
+    counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
+    records = [dataclasses.replace(r, counts=r.counts.astype(counts_dtype)) for r in records]
     report("quantizing and coding", len(names), len(names))
 
     from . import __version__

@@ -27,7 +27,7 @@ BITS_TOLERANCE = 0.02
 _AIM = 0.01  # search until this close, leaving room for the real coder's rounding
 _LAM_RANGE = (1e-8, 1e12)
 _SAMPLE_WEIGHTS = 1 << 17
-_TABLE_BITS_PER_SYMBOL = 64  # one float32 grid value + one uint32 count
+_GRID_BITS_PER_SYMBOL = 32  # one float32 grid value (+ one count, as wide as the largest tensor needs)
 _CODER_BITS_PER_BLOCK = 40  # ANS's final state: 34-42 bits measured per coded block
 _JUMP_BITS_PER_BLOCK = 64  # one uint64 word offset per block after the first
 
@@ -39,13 +39,14 @@ def estimate_payload_bits(
     (flat positions per tensor; their information content is scaled up to the full size)."""
     bits = 0.0
     weights = 0
+    count_bits = 8 * np.min_scalar_type(max(f.num_weights for f in fitted)).itemsize
     for i, f in enumerate(fitted):
         indices = f.assign_all(lam) if samples is None else f.assign(lam, samples[i])
         counts = np.bincount(indices, minlength=len(f.grid))
         used = int(np.count_nonzero(counts))
         blocks = num_blocks(f.shape, block_rows_for(f.shape))
         table = (
-            _TABLE_BITS_PER_SYMBOL * used
+            (_GRID_BITS_PER_SYMBOL + count_bits) * used
             + _JUMP_BITS_PER_BLOCK * (blocks - 1)
             + (_CODER_BITS_PER_BLOCK * blocks if used > 1 else 0)
         )

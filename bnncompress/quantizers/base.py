@@ -96,6 +96,6 @@ def compact(indices: np.ndarray, grid: np.ndarray, params: dict[str, Any], in_pl
     return QuantizedTensor(
         symbols=np.take(remap, indices, out=indices if in_place and indices.dtype == np.int32 else None),
         grid=np.ascontiguousarray(grid[used], dtype=np.float32),
-        counts=counts[used].astype(np.uint32 if counts.max(initial=0) <= np.iinfo(np.uint32).max else np.uint64),
+        counts=counts[used].astype(np.min_scalar_type(max(int(counts.max(initial=0)), 1))),  # uint8 .. uint64
         params=params,
     )
