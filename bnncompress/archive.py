@@ -7,6 +7,7 @@ a numeric array, a string, or a JSON document.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .coding import num_blocks, row_size
 from .errors import ArchiveError
 from .files import atomic_output
 
@@ -78,13 +80,9 @@ class TensorRecord:
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
-    def row_size(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
-
-    @property
     def block_size(self) -> int:
         """Symbols per block (the last block may be shorter)."""
-        return self.block_rows * self.row_size
+        return self.block_rows * row_size(self.shape)
 
     @property
     def payload_bytes(self) -> int:
@@ -180,7 +178,7 @@ def write_archive(
     counts_dtype = common_counts_dtype(tensors)
     entries, starts = [], {"words": 0, "grid": 0, "counts": 0, "offsets": 0}
     for t in tensors:
-        t = TensorRecord(**{**t.__dict__, "counts": t.counts.astype(counts_dtype)})
+        t = dataclasses.replace(t, counts=t.counts.astype(counts_dtype))
         entry = {
             "name": t.name,
             "shape": list(t.shape),
@@ -362,10 +360,9 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> Tenso
     )
     if record.checksum() != entry.get("sha256"):
         raise ArchiveError(f"{where}: checksum mismatch; the archive is corrupt")
-    rows = shape[0] if shape else 1
     offsets = record.offsets
     if (
-        len(offsets) != -(-rows // block_rows) + 1
+        len(offsets) != num_blocks(record.shape, block_rows) + 1
         or offsets[0] != 0
         or int(offsets[-1]) != len(record.words)
         or np.any(np.diff(offsets.astype(np.int64)) < 0)

@@ -27,15 +27,23 @@ def _model(counts: np.ndarray):
 BLOCK_SYMBOLS = 1 << 16
 
 
+def num_rows(shape: tuple[int, ...]) -> int:
+    """Rows of a tensor: its first dimension (a 0-d tensor is one row)."""
+    return shape[0] if shape else 1
+
+
+def row_size(shape: tuple[int, ...]) -> int:
+    """Symbols per row: the product of all dimensions after the first."""
+    return int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+
+
 def block_rows_for(shape: tuple[int, ...]) -> int:
-    """Rows per block for a tensor of ``shape`` (rows = first dimension)."""
-    row_size = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-    return max(1, BLOCK_SYMBOLS // max(row_size, 1))
+    """Rows per block for a tensor of ``shape``."""
+    return max(1, BLOCK_SYMBOLS // max(row_size(shape), 1))
 
 
 def num_blocks(shape: tuple[int, ...], block_rows: int) -> int:
-    rows = shape[0] if shape else 1
-    return -(-rows // block_rows)
+    return -(-num_rows(shape) // block_rows)
 
 
 def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -124,23 +124,16 @@ class Archive:
         rec = self.record(name)
         if name in self._cache:
             return self._cache[name][indices]
-        n_rows = rec.shape[0] if rec.shape else 1
+        n_rows = coding.num_rows(rec.shape)
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < -n_rows or idx.max() >= n_rows):
             raise OptionError(f"row index out of range for '{name}' with {n_rows} rows")
         idx = np.where(idx < 0, idx + n_rows, idx)
-        blocks = sorted(set((idx // rec.block_rows).reshape(-1).tolist()))
-        symbols = self._decode(rec, blocks)
-        row_shape = rec.shape[1:]
-        out = np.empty(idx.shape + tuple(row_shape), dtype=_NUMPY_DTYPES[rec.dtype])
-        starts = {b: k for k, b in enumerate(blocks)}
-        block_rows_decoded = [min(rec.block_rows, n_rows - b * rec.block_rows) for b in blocks]
-        first_row = np.cumsum([0] + block_rows_decoded[:-1])
-        decoded = rec.grid[symbols].reshape((-1,) + tuple(row_shape))
-        for pos, r in np.ndenumerate(idx):
-            b = int(r) // rec.block_rows
-            out[pos] = decoded[first_row[starts[b]] + int(r) - b * rec.block_rows]
-        return out
+        block_of = idx // rec.block_rows
+        blocks = np.unique(block_of)  # sorted; only the tensor's last block can be short, and it sorts last
+        decoded = rec.grid[self._decode(rec, blocks.tolist())].reshape((-1,) + tuple(rec.shape[1:]))
+        position = np.searchsorted(blocks, block_of) * rec.block_rows + idx - block_of * rec.block_rows
+        return decoded[position].astype(_NUMPY_DTYPES[rec.dtype], copy=False)
 
     def vector(self, word: str, name: str | None = None) -> np.ndarray:
         """The row of ``word`` in tensor ``name`` (default: the word vectors), decoding one block."""

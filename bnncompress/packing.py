@@ -111,9 +111,7 @@ def pack(
         q = f.quantize(lam)
         t = posterior.tensors[name]
         block_rows = coding.block_rows_for(t.shape)
-        words, offsets = coding.encode_blocks(
-            q.symbols, q.counts, block_rows * (t.size // max(t.shape[0], 1) if t.shape else 1)
-        )
+        words, offsets = coding.encode_blocks(q.symbols, q.counts, block_rows * coding.row_size(t.shape))
         records.append(
             TensorRecord(
                 name=name,
