@@ -17,9 +17,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 from .errors import ArchiveError, BnnCompressError, ModelMismatchError, OptionError, PosteriorError, RateControlError
+from .evaluation import evaluate
 from .loader import Archive, load
 from .packing import PackResult, pack
 from .posterior import Posterior, TensorPosterior, ivon_posterior, read_posterior
+from .sweep import sweep
 
 __all__ = [
     "Archive",
@@ -33,8 +35,10 @@ __all__ = [
     "RateControlError",
     "TensorPosterior",
     "__version__",
+    "evaluate",
     "ivon_posterior",
     "load",
     "pack",
     "read_posterior",
+    "sweep",
 ]

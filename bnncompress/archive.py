@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from .coding import num_blocks, row_size
+from .coding import num_blocks, num_rows, row_size
 from .errors import ArchiveError
 from .files import atomic_output
 
 FORMAT_NAME = "bnncompress"
-#: The version this code writes; it reads every version in READABLE_VERSIONS.
-FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+#: The newest version this code writes (version 1 unless a tensor is product-quantized); it
+#: reads every version in READABLE_VERSIONS.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -58,9 +59,13 @@ class TensorRecord:
     """Everything the archive stores for one tensor.
 
     ``grid[symbols]`` reshaped to ``shape`` is the point estimate, where ``symbols`` are the
-    ``num_weights`` values decoded from ``words`` with the categorical model ``counts``. The
+    ``num_symbols`` values decoded from ``words`` with the categorical model ``counts``. The
     symbols are coded in blocks of ``block_rows`` rows; block ``b`` is
     ``words[offsets[b]:offsets[b + 1]]``.
+
+    A product-quantized tensor (``subvectors = M > 0``, format version 2) has M symbols per
+    row, one per sub-vector of ``row_size / M`` values, and ``grid`` holds M codebooks of
+    ``len(counts)`` sub-vectors each; see :meth:`dequantize`.
     """
 
     name: str
@@ -74,15 +79,33 @@ class TensorRecord:
     words: np.ndarray
     block_rows: int
     offsets: np.ndarray
+    subvectors: int = 0
 
     @property
     def num_weights(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
+    def symbols_per_row(self) -> int:
+        return self.subvectors or row_size(self.shape)
+
+    @property
+    def num_symbols(self) -> int:
+        return num_rows(self.shape) * self.symbols_per_row if self.subvectors else self.num_weights
+
+    @property
     def block_size(self) -> int:
         """Symbols per block (the last block may be shorter)."""
-        return self.block_rows * row_size(self.shape)
+        return self.block_rows * self.symbols_per_row
+
+    def dequantize(self, symbols: np.ndarray) -> np.ndarray:
+        """Values of decoded ``symbols`` (whole rows), flat float32: ``grid[symbols]``, or for
+        product quantization sub-vector ``m`` of a row = codebook ``m``'s entry ``symbol``."""
+        if not self.subvectors:
+            return self.grid[symbols]
+        m, k = self.subvectors, len(self.counts)
+        books = self.grid.reshape(m, k, -1)
+        return books[np.arange(m), symbols.reshape(-1, m)].reshape(-1)
 
     @property
     def payload_bytes(self) -> int:
@@ -189,6 +212,8 @@ def write_archive(
             "sha256": t.checksum(),
             "block_rows": t.block_rows,
         }
+        if t.subvectors:
+            entry["subvectors"] = t.subvectors
         for key in starts:
             length = max(len(t.offsets) - 2, 0) if key == "offsets" else len(getattr(t, key))
             entry[key] = [starts[key], length]
@@ -208,7 +233,7 @@ def write_archive(
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
             f.attrs["format"] = _fixed(FORMAT_NAME)
-            f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+            f.attrs["format_version"] = np.int64(2 if any(t.subvectors for t in tensors) else 1)
             f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())
             _gzip_bytes(f, "manifest", manifest_raw)
             if vocab_raw is not None:
@@ -310,7 +335,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         "counts": _dataset(f, "counts", ("uint8", "uint16", "uint32", "uint64"), where, file_bytes),
         "offsets": _dataset(f, "offsets", ("uint64",), where, file_bytes),
     }
-    tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}") for i, entry in enumerate(entries)]
+    tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}", int(version)) for i, entry in enumerate(entries)]
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise ArchiveError(f"{where}: two tensors share a name; the archive is damaged")
@@ -325,7 +350,7 @@ def _require(value: Any, kind: type, what: str, where: str) -> Any:
     return value
 
 
-def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> TensorRecord:
+def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version: int) -> TensorRecord:
     _require(entry, dict, "entry", where)
     name = _require(entry.get("name"), str, "'name'", where)
     where = f"{where} ('{name}')"
@@ -348,6 +373,9 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> Tenso
     block_rows = _require(entry.get("block_rows"), int, "'block_rows'", where)
     if block_rows < 1:
         raise ArchiveError(f"{where}: 'block_rows' should be at least 1, found {block_rows}")
+    subvectors = _require(entry.get("subvectors", 0), int, "'subvectors'", where)
+    if subvectors and (version < 2 or subvectors < 0 or len(shape) < 2 or row_size(tuple(shape)) % subvectors):
+        raise ArchiveError(f"{where}: 'subvectors' {subvectors} does not divide the rows; the archive is damaged")
     record = TensorRecord(
         name=name,
         shape=tuple(shape),
@@ -356,6 +384,7 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> Tenso
         params=_require(entry.get("params"), dict, "'params'", where),
         coder=_require(entry.get("coder"), str, "'coder'", where),
         block_rows=block_rows,
+        subvectors=subvectors,
         **slices,
     )
     if record.checksum() != entry.get("sha256"):
@@ -368,8 +397,11 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str) -> Tenso
         or np.any(np.diff(offsets.astype(np.int64)) < 0)
     ):
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
-    if len(record.grid) != len(record.counts) or (record.num_weights > 0 and len(record.counts) == 0):
+    values_per_symbol = row_size(record.shape) if subvectors else 1
+    if len(record.grid) != len(record.counts) * values_per_symbol or (
+        record.num_weights > 0 and len(record.counts) == 0
+    ):
         raise ArchiveError(f"{where}: grid and entropy model disagree in size; the archive is damaged")
-    if int(record.counts.sum(dtype=np.uint64)) != record.num_weights:
+    if int(record.counts.sum(dtype=np.uint64)) != record.num_symbols:
         raise ArchiveError(f"{where}: entropy model counts do not add up to the tensor size; the archive is damaged")
     return record

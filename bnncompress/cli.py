@@ -65,8 +65,23 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
-class Method(str, Enum):
-    vbq = "vbq"
+from .quantizers import DEFAULT_METHOD, METHODS  # noqa: E402  (light: numba loads on first use)
+
+Method = Enum("Method", [(m.replace("-", "_"), m) for m in METHODS], type=str)
+
+
+def _parse_options(pairs: list[str] | None) -> dict:
+    """``["prune=0.1", "centroids=false"]`` -> ``{"prune": 0.1, "centroids": False}``."""
+    options: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
 
 
 class Device(str, Enum):
@@ -95,7 +110,11 @@ def pack(
     lam: Annotated[
         Optional[float], typer.Option("--lam", help="Rate-distortion trade-off lambda (larger = smaller).")
     ] = None,
-    method: Annotated[Method, typer.Option(help="Quantization method.")] = Method.vbq,
+    method: Annotated[Method, typer.Option(help="Quantization method.")] = Method(DEFAULT_METHOD),
+    option: Annotated[
+        Optional[list[str]],
+        typer.Option("--option", help="Method option KEY=VALUE, e.g. prune=0.1 for weighted-kmeans (repeatable)."),
+    ] = None,
     tensor: Annotated[
         Optional[list[str]], typer.Option("--tensor", "-t", help="Pack only this tensor (repeatable).")
     ] = None,
@@ -120,6 +139,7 @@ def pack(
             bits=bits,
             lam=lam,
             method=method.value,
+            options=_parse_options(option),
             tensors=tensor,
             device=device.value,
             progress=report,
@@ -129,7 +149,7 @@ def pack(
     if result.target_missed:
         _say(
             f"warning: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from "
-            f"--bits {bits:g}; this posterior is too small to hit it more closely",
+            f"--bits {bits:g}: the rates this method reaches on this posterior are too coarse to hit it more closely",
             _err,
         )
     if not quiet:
@@ -237,6 +257,89 @@ def _format_from_suffix(path: Path) -> str:
     if suffix not in formats:
         raise OptionError(f"cannot tell the format from '{path.name}'; add --format word2vec, pt or npz")
     return formats[suffix]
+
+
+@app.command("eval")
+@_fails_cleanly
+def eval_(
+    source: Annotated[
+        Path, typer.Argument(help="Archive (.bnc), posterior file (evaluates its means), or word2vec/GloVe vectors.")
+    ],
+    tensor: Annotated[Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor to evaluate.")] = None,
+    restrict_vocab: Annotated[
+        Optional[int], typer.Option(help="Use only the first N words (most frequent first).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Score word vectors on analogies (questions-words) and similarity (WordSim353, SimLex-999) with gensim."""
+    from .evaluation import evaluate, format_table
+
+    result = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        _say(format_table(result))
+
+
+def _number_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise OptionError(f"{what} takes comma-separated numbers, e.g. 0.75,1,2; got {text!r}") from None
+
+
+@app.command()
+@_fails_cleanly
+def sweep(
+    source: Annotated[Path, typer.Argument(help="Posterior file with a vocabulary (e.g. from bnncompress train).")],
+    methods: Annotated[
+        str, typer.Option(help=f"Comma-separated methods, from: {', '.join(METHODS)}.")
+    ] = ",".join(m for m in METHODS if m != "float16"),
+    bits: Annotated[str, typer.Option(help="Comma-separated payload rates (bits/weight).")] = "0.75,1,1.5,2,3",
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path("results.csv"),
+    plot: Annotated[
+        Optional[Path], typer.Option(help="Figure path; one PNG per metric (rd.png -> rd-analogy.png, ...).")
+    ] = None,
+    tensor: Annotated[Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor.")] = None,
+    restrict_vocab: Annotated[Optional[int], typer.Option(help="Evaluate on the first N words only.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+) -> None:
+    """Pack with each method at each rate, evaluate every archive, write a CSV (and figures)."""
+    from .sweep import plot_paths
+    from .sweep import sweep as run_sweep
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    with _progress(quiet) as bar:
+        task = bar.add_task("sweeping", total=None)
+        rows = run_sweep(
+            source,
+            names,
+            _number_list(bits, "--bits"),
+            tensor=tensor,
+            restrict_vocab=restrict_vocab,
+            csv_path=output,
+            plot_path=plot,
+            progress=lambda done, total, label: bar.update(task, description=label, completed=done, total=total),
+        )
+    if quiet:
+        return
+    from .evaluation import METRICS
+
+    table = Table(title=escape(str(output)))
+    for col in ("method", "target", "payload bits/w", "file bits/w", *METRICS):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        if "payload_bits" not in r:
+            continue
+        target = "" if r["target_bits"] is None else f"{r['target_bits']:g}"
+        table.add_row(r["method"], target, f"{r['payload_bits']:.3f}", f"{r['file_bits']:.3f}",
+                      *(f"{r[m]:.4f}" for m in METRICS))
+    _out.print(table)
+    for r in rows:
+        if r.get("note"):
+            _say(f"note: {r['method']} @ {r['target_bits']:g} bits: {r['note']}", _err)
+    written = [str(output)] + ([str(p) for p in plot_paths(plot).values()] if plot else [])
+    _say("wrote " + ", ".join(written))
 
 
 @app.command()

@@ -96,10 +96,10 @@ class Archive:
     def _decode(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
         """Symbols of all blocks (histogram-checked) or of ``blocks`` only."""
         try:
-            symbols = coding.decode_blocks(rec.words, rec.offsets, rec.counts, rec.num_weights, rec.block_size, blocks)
+            symbols = coding.decode_blocks(rec.words, rec.offsets, rec.counts, rec.num_symbols, rec.block_size, blocks)
         except (ValueError, RuntimeError) as exc:
             raise ArchiveError(f"tensor '{rec.name}' does not decode ({exc}); the archive is corrupt") from None
-        if len(rec.grid) and int(symbols.max(initial=0)) >= len(rec.grid):
+        if len(rec.counts) and int(symbols.max(initial=0)) >= len(rec.counts):
             raise ArchiveError(f"tensor '{rec.name}' decodes to symbols outside its grid; the archive is corrupt")
         return symbols
 
@@ -108,7 +108,7 @@ class Archive:
         if name not in self._cache:
             rec = self.record(name)
             _check_fits_in_memory(rec)
-            values = rec.grid[self._decode(rec)].reshape(rec.shape).astype(_NUMPY_DTYPES[rec.dtype], copy=False)
+            values = rec.dequantize(self._decode(rec)).reshape(rec.shape).astype(_NUMPY_DTYPES[rec.dtype], copy=False)
             values.flags.writeable = False
             self._cache[name] = values
         return self._cache[name]
@@ -131,7 +131,7 @@ class Archive:
         idx = np.where(idx < 0, idx + n_rows, idx)
         block_of = idx // rec.block_rows
         blocks = np.unique(block_of)  # sorted; only the tensor's last block can be short, and it sorts last
-        decoded = rec.grid[self._decode(rec, blocks.tolist())].reshape((-1,) + tuple(rec.shape[1:]))
+        decoded = rec.dequantize(self._decode(rec, blocks.tolist())).reshape((-1,) + tuple(rec.shape[1:]))
         position = np.searchsorted(blocks, block_of) * rec.block_rows + idx - block_of * rec.block_rows
         return decoded[position].astype(_NUMPY_DTYPES[rec.dtype], copy=False)
 

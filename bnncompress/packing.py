@@ -15,7 +15,7 @@ from .errors import OptionError
 from .posterior import Posterior, read_posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
 from .quantizers.vbq import DEFAULT_MAX_LEVEL
-from .ratecontrol import BITS_TOLERANCE, DEFAULT_LAMBDA, find_lambda
+from .ratecontrol import BITS_TOLERANCE, find_lambda
 
 #: Called as progress(stage, done, total) while packing.
 Progress = Callable[[str, int, int], None]
@@ -60,14 +60,17 @@ def pack(
     tensors: Sequence[str] | None = None,
     device: str = "auto",
     max_level: int = DEFAULT_MAX_LEVEL,
+    options: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
     """Quantize a posterior by its uncertainty, entropy-code it, and write one archive.
 
     ``source`` is a posterior file, a live Pyro guide, ``{name: (loc, scale)}`` or a
     :class:`~bnncompress.posterior.Posterior`. Give ``bits`` (payload bits per weight, found
-    by searching lambda) or ``lam``; with neither, ``DEFAULT_LAMBDA`` is used. ``tensors``
-    selects which tensors to pack (default: all).
+    by searching lambda) or ``lam``; with neither, the method's ``default_lam`` is used.
+    ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-direction``),
+    ``options`` its keyword options (e.g. ``{"prune": 0.1}`` for ``weighted-kmeans``).
+    ``tensors`` selects which tensors to pack (default: all).
 
     Example:
         >>> import bnncompress, numpy as np, tempfile, os
@@ -93,15 +96,17 @@ def pack(
         posterior = posterior.select(tensors, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
 
-    quantizer = get_quantizer(method, max_level=max_level, device=device)
+    quantizer = get_quantizer(method, max_level=max_level, device=device, **(options or {}))
     names = posterior.names
     fitted = [quantizer.fit(posterior.tensors[n]) for n in names]
+    if bits is not None and quantizer.fixed_rate:
+        raise OptionError(f"method {method!r} has a fixed rate; drop --bits (and --lam)")
     if bits is not None:
         report("searching lambda", 0, 1)
         lam = find_lambda(fitted, bits)
         report("searching lambda", 1, 1)
     elif lam is None:
-        lam = DEFAULT_LAMBDA
+        lam = quantizer.default_lam
     if not (lam >= 0):
         raise OptionError(f"lambda must be >= 0, got {lam}")
 
@@ -111,7 +116,8 @@ def pack(
         q = f.quantize(lam)
         t = posterior.tensors[name]
         block_rows = coding.block_rows_for(t.shape)
-        words, offsets = coding.encode_blocks(q.symbols, q.counts, block_rows * coding.row_size(t.shape))
+        per_row = q.subvectors or coding.row_size(t.shape)
+        words, offsets = coding.encode_blocks(q.symbols, q.counts, block_rows * per_row)
         records.append(
             TensorRecord(
                 name=name,
@@ -125,6 +131,7 @@ def pack(
                 words=words,
                 block_rows=block_rows,
                 offsets=offsets,
+                subvectors=q.subvectors,
             )
         )
     counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact

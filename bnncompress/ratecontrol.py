@@ -20,8 +20,6 @@ from .coding import block_rows_for, information_bits, num_blocks
 from .errors import RateControlError
 from .quantizers import FittedQuantizer
 
-#: Lambda used when neither --lam nor --bits is given (see the README for what it keeps).
-DEFAULT_LAMBDA = 0.05
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
 BITS_TOLERANCE = 0.02
 _AIM = 0.01  # search until this close, leaving room for the real coder's rounding
@@ -42,15 +40,15 @@ def estimate_payload_bits(
     count_bits = 8 * np.min_scalar_type(max(f.num_weights for f in fitted)).itemsize
     for i, f in enumerate(fitted):
         indices = f.assign_all(lam) if samples is None else f.assign(lam, samples[i])
-        counts = np.bincount(indices, minlength=len(f.grid))
+        counts = np.bincount(indices)
         used = int(np.count_nonzero(counts))
         blocks = num_blocks(f.shape, block_rows_for(f.shape))
         table = (
-            (_GRID_BITS_PER_SYMBOL + count_bits) * used
+            (_GRID_BITS_PER_SYMBOL * f.values_per_symbol + count_bits) * used
             + _JUMP_BITS_PER_BLOCK * (blocks - 1)
             + (_CODER_BITS_PER_BLOCK * blocks if used > 1 else 0)
         )
-        bits += information_bits(counts) * (f.num_weights / len(indices)) + table
+        bits += information_bits(counts) * (f.num_symbols / max(len(indices), 1)) + table
         weights += f.num_weights
     return bits / weights
 

@@ -16,7 +16,7 @@ def packed(tmp_path, synthetic):
     vocab = [f"w{i}" for i in range(loc.shape[0])]
     post = {"word_vectors": (loc, scale), "bias": (loc[:, 0].copy(), scale[:, 0].copy())}
     path = tmp_path / "a.bnc"
-    result = bnncompress.pack(post, path, vocab=vocab, lam=0.05, device="cpu")
+    result = bnncompress.pack(post, path, vocab=vocab, lam=0.05, method="vbq", device="cpu")
     return path, result, post, vocab
 
 

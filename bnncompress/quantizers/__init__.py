@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from ..errors import OptionError
 from .base import FittedQuantizer, QuantizedTensor, Quantizer, compact
+from .entropy_constrained import EntropyConstrainedVBQ, VBQDirection
+from .float16 import Float16
+from .kmeans import KMeans, WeightedKMeans
+from .pq import ProductQuantization
+from .uniform import Uniform
 from .vbq import VBQ
 
-#: Method name -> quantizer class. ``vbq`` is the default.
-METHODS: dict[str, type[Quantizer]] = {VBQ.name: VBQ}
-DEFAULT_METHOD = VBQ.name
+#: Method name -> quantizer class; the first is the default.
+METHODS: dict[str, type[Quantizer]] = {
+    cls.name: cls for cls in (VBQDirection, VBQ, EntropyConstrainedVBQ, Uniform, KMeans, WeightedKMeans, ProductQuantization, Float16)
+}
+DEFAULT_METHOD = VBQDirection.name
 
 
 def get_quantizer(method: str = DEFAULT_METHOD, **options) -> Quantizer:
@@ -17,7 +24,10 @@ def get_quantizer(method: str = DEFAULT_METHOD, **options) -> Quantizer:
         cls = METHODS[method]
     except KeyError:
         raise OptionError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}") from None
-    return cls(**options)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise OptionError(f"method {method!r} does not take these options: {exc}") from None
 
 
 __all__ = [
@@ -27,6 +37,13 @@ __all__ = [
     "QuantizedTensor",
     "Quantizer",
     "VBQ",
+    "VBQDirection",
+    "EntropyConstrainedVBQ",
+    "Uniform",
+    "KMeans",
+    "WeightedKMeans",
+    "Float16",
+    "ProductQuantization",
     "compact",
     "get_quantizer",
 ]

@@ -32,10 +32,16 @@ class QuantizedTensor:
     grid: np.ndarray
     counts: np.ndarray
     params: dict[str, Any]
+    #: 0 for scalar quantization; M for product quantization (M symbols per row, ``grid`` =
+    #: M codebooks of ``len(counts)`` sub-vectors, see ``TensorRecord.dequantize``).
+    subvectors: int = 0
 
     def values(self) -> np.ndarray:
         """The dequantized point estimate, flat float32."""
-        return self.grid[self.symbols]
+        if not self.subvectors:
+            return self.grid[self.symbols]
+        books = self.grid.reshape(self.subvectors, len(self.counts), -1)
+        return books[np.arange(self.subvectors), self.symbols.reshape(-1, self.subvectors)].reshape(-1)
 
 
 class FittedQuantizer(ABC):
@@ -54,10 +60,24 @@ class FittedQuantizer(ABC):
     def num_weights(self) -> int:
         return int(self.loc.shape[0])
 
+    @property
+    def num_symbols(self) -> int:
+        """How many symbols :meth:`assign_all` returns (one per weight for scalar methods)."""
+        return self.num_weights
+
+    #: Grid values stored per symbol of the alphabet (product quantization: one per sub-vector
+    #: codebook entry across all codebooks).
+    values_per_symbol: int = 1
+
     @abstractmethod
     def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
-        """Indices into ``self.grid`` (int32, flat) for every weight, or for the flat
-        positions in ``sample`` only."""
+        """Indices into :meth:`grid_at` ``(lam)`` (int32, flat) for every weight, or for the
+        flat positions in ``sample`` only (their grid may then differ from the full one)."""
+
+    def grid_at(self, lam: float) -> np.ndarray:
+        """The reconstruction values that :meth:`assign_all` ``(lam)`` indexes. Methods whose
+        grid depends on the rate (uniform steps, k-means centroids) override this."""
+        return self.grid
 
     def assign_all(self, lam: float) -> np.ndarray:
         """:meth:`assign` for every weight, remembering the last result (rate control then
@@ -72,14 +92,19 @@ class FittedQuantizer(ABC):
     def quantize(self, lam: float) -> QuantizedTensor:
         """Assign every weight and compact the grid to the values that are used."""
         indices = self.assign_all(lam)
+        grid = self.grid_at(lam)
         self._last_assignment = None  # the symbols are renumbered in place below
-        return compact(indices, self.grid, {**self.params, "lam": float(lam)}, in_place=True)
+        return compact(indices, grid, {**self.params, "lam": float(lam)}, in_place=True)
 
 
 class Quantizer(ABC):
     """A quantization method. Subclasses set ``name`` and implement :meth:`fit`."""
 
     name: ClassVar[str]
+    #: ``lam`` used when neither ``lam`` nor ``bits`` is given.
+    default_lam: ClassVar[float] = 0.05
+    #: True for methods without a rate knob (``lam`` is ignored; ``--bits`` cannot be met).
+    fixed_rate: ClassVar[bool] = False
 
     @abstractmethod
     def fit(self, tensor: TensorPosterior) -> FittedQuantizer:

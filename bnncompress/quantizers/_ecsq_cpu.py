@@ -1,0 +1,56 @@
+"""Entropy-constrained scalar assignment as a numba kernel for the CPU, parallel over weights.
+
+For each weight x with distortion weight w, pick the candidate value v_k (sorted ascending)
+minimising ``w (v_k - x)² + lam * cost_k``. The search walks outwards from x's position among
+the values and stops on each side once the distortion alone can no longer win (the smallest
+cost is a lower bound on every candidate's rate term).
+"""
+
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def assign_ecsq(loc, weight, values, costs, lam, out):  # pragma: no cover - compiled
+    n = values.shape[0]
+    min_cost = np.inf
+    for k in range(n):
+        min_cost = min(min_cost, costs[k])
+    floor = lam * min_cost
+    for i in numba.prange(loc.shape[0]):
+        x = np.float64(loc[i])
+        w = np.float64(weight[i])
+        lo = 0
+        hi = n
+        while lo < hi:  # p = number of values <= x
+            mid = (lo + hi) >> 1
+            if values[mid] <= loc[i]:
+                lo = mid + 1
+            else:
+                hi = mid
+        p = lo
+        best = np.inf
+        best_k = 0
+        k = p - 1
+        while k >= 0:
+            d = np.float64(values[k]) - x
+            dist = w * d * d
+            if dist + floor >= best:
+                break
+            c = dist + lam * costs[k]
+            if c < best:
+                best = c
+                best_k = k
+            k -= 1
+        k = p
+        while k < n:
+            d = np.float64(values[k]) - x
+            dist = w * d * d
+            if dist + floor >= best:
+                break
+            c = dist + lam * costs[k]
+            if c < best:
+                best = c
+                best_k = k
+            k += 1
+        out[i] = best_k

@@ -1,0 +1,135 @@
+"""k-means weight sharing (Deep Compression) and importance-weighted k-means (Gao et al. 2019).
+
+The means are clustered into ``k`` shared values by Lloyd's algorithm in one dimension; each
+weight is stored as the index of its nearest centroid, entropy-coded. ``weighted-kmeans``
+weights every weight's squared error by an importance (default ``1 / scale²``, the
+posterior's precision): centroid = sum(I w) / sum(I). Its ``prune`` option first sets the
+fraction ``prune`` of weights with the smallest ``I w²`` to exactly zero (Gao et al.'s
+importance-based pruning). The rate knob is the number of clusters, ``k = 64 / lam``.
+
+Lloyd runs on a fine weighted histogram of the means (2^14 bins, each bin at its weighted
+mean), so each iteration costs O(bins log k) whatever the tensor's size.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import OptionError
+from ..posterior import TensorPosterior
+from .base import FittedQuantizer, Quantizer
+
+_BINS = 1 << 14
+_MAX_K = 4096
+_ITERATIONS = 60
+
+
+def clusters_for(lam: float) -> int:
+    """The number of clusters at rate knob ``lam`` (larger lam, fewer clusters)."""
+    if not (lam > 0 and np.isfinite(lam)):
+        raise OptionError(f"lambda must be a finite number > 0 for k-means, got {lam}")
+    return int(min(_MAX_K, max(1, 64.0 / lam)))
+
+
+def weighted_lloyd(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """Sorted centroids of a weighted 1-D k-means (at most ``k``; empty clusters are dropped).
+
+    Example:
+        >>> weighted_lloyd(np.array([0.0, 0.1, 5.0, 5.2]), np.ones(4), 2).round(2).tolist()
+        [0.05, 5.1]
+    """
+    order = np.argsort(x, kind="stable")
+    x, w = x[order], w[order]
+    cum = np.cumsum(w)
+    centroids = np.unique(x[np.searchsorted(cum, (np.arange(k) + 0.5) / k * cum[-1]).clip(0, len(x) - 1)])
+    for _ in range(_ITERATIONS):
+        cell = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
+        total = np.bincount(cell, weights=w, minlength=len(centroids))
+        moved = np.bincount(cell, weights=w * x, minlength=len(centroids))
+        keep = total > 0
+        new = np.sort(moved[keep] / total[keep])
+        if len(new) == len(centroids) and np.allclose(new, centroids, rtol=0, atol=1e-12 * (1 + abs(x).max())):
+            break
+        centroids = new
+    return centroids
+
+
+class KMeans(Quantizer):
+    """Cluster the means into ``64 / lam`` shared values (scale-agnostic).
+
+    Example:
+        >>> import numpy as np
+        >>> from bnncompress.posterior import TensorPosterior
+        >>> t = TensorPosterior(np.array([0.0, 0.1, 5.0, 5.2], np.float32), np.ones(4, np.float32))
+        >>> [round(float(v), 2) for v in KMeans().fit(t).quantize(lam=32).values()]  # k = 2
+        [0.05, 0.05, 5.1, 5.1]
+    """
+
+    name: ClassVar[str] = "kmeans"
+    default_lam: ClassVar[float] = 1.0
+    weighted: ClassVar[bool] = False
+
+    def __init__(self, prune: float = 0.0, **_ignored):
+        if not 0.0 <= prune < 1.0:
+            raise OptionError(f"prune must be a fraction in [0, 1), got {prune}")
+        self.prune = float(prune)
+
+    def fit(self, tensor: TensorPosterior) -> FittedKMeans:
+        loc = tensor.loc.reshape(-1)
+        scale = tensor.scale.reshape(-1)
+        importance = (1.0 / scale.astype(np.float64) ** 2) if self.weighted else np.ones(len(loc))
+        return FittedKMeans(tensor, importance, self.prune)
+
+
+class WeightedKMeans(KMeans):
+    """k-means with each squared error weighted by the posterior precision ``1 / scale²``
+    (Gao et al. 2019's importance-weighted k-means); ``prune`` as in :class:`KMeans`."""
+
+    name: ClassVar[str] = "weighted-kmeans"
+    weighted: ClassVar[bool] = True
+
+
+class FittedKMeans(FittedQuantizer):
+    def __init__(self, tensor: TensorPosterior, importance: np.ndarray, prune: float):
+        self.shape = tensor.shape
+        self.loc = tensor.loc.reshape(-1)
+        self.scale = tensor.scale.reshape(-1)
+        self.pruned = np.zeros(len(self.loc), dtype=bool)
+        if prune > 0:
+            saliency = importance * self.loc.astype(np.float64) ** 2
+            self.pruned[np.argsort(saliency, kind="stable")[: int(prune * len(self.loc))]] = True
+        x = self.loc[~self.pruned].astype(np.float64)
+        w = importance[~self.pruned]
+        # Fine weighted histogram: each non-empty bin becomes one point at its weighted mean.
+        if len(x):
+            edges = np.linspace(x.min(), x.max(), _BINS + 1)
+            b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, _BINS - 1)
+            mass = np.bincount(b, weights=w, minlength=_BINS)
+            nz = mass > 0
+            self._points = np.bincount(b, weights=w * x, minlength=_BINS)[nz] / mass[nz]
+            self._mass = mass[nz]
+        else:
+            self._points = self._mass = np.zeros(0)
+        self._centroids: dict[int, np.ndarray] = {}
+        self.grid = np.zeros(1, np.float32)
+        self.params = {"prune": prune, "importance": "inverse-variance" if importance.std() else "uniform"}
+
+    def grid_at(self, lam: float) -> np.ndarray:
+        k = clusters_for(lam)
+        if k not in self._centroids:
+            c = weighted_lloyd(self._points, self._mass, k) if len(self._points) else np.zeros(0)
+            if self.pruned.any():
+                c = np.union1d(c, [0.0])
+            self._centroids[k] = c.astype(np.float32)
+        return self._centroids[k]
+
+    def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
+        grid = self.grid_at(lam)
+        loc = self.loc if sample is None else self.loc[sample]
+        nearest = np.searchsorted((grid[1:].astype(np.float64) + grid[:-1]) / 2, loc).astype(np.int32)
+        if self.pruned.any():
+            pruned = self.pruned if sample is None else self.pruned[sample]
+            nearest[pruned] = int(np.searchsorted(grid, 0.0))
+        return nearest

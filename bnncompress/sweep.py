@@ -1,0 +1,174 @@
+"""Rate–distortion sweeps: pack a posterior with every method at every rate, evaluate each archive.
+
+Each point is a real archive written by :func:`bnncompress.pack` (so its payload and file
+sizes are what a user gets) and scored by :func:`bnncompress.evaluate`. The posterior's
+means, uncompressed, are the reference row (``method = "uncompressed"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError, RateControlError
+from .evaluation import METRICS, evaluate
+from .posterior import read_posterior
+from .quantizers import METHODS
+
+#: CSV columns, in order (the metric columns follow ``target_bits`` .. ``file_bits``).
+COLUMNS = ("method", "target_bits", "payload_bits", "file_bits", *METRICS, "pack_seconds", "note")
+
+
+def sweep(
+    source: str | os.PathLike,
+    methods: Sequence[str],
+    bits: Sequence[float],
+    tensor: str | None = None,
+    restrict_vocab: int | None = None,
+    csv_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Pack ``source`` with each method at each payload rate in ``bits``, evaluate, return the rows.
+
+    Methods with a fixed rate (``float16``) are packed once. Targets a method cannot reach are
+    kept as rows with a ``note`` and no scores. Writes ``csv_path`` and, if ``plot_path`` is
+    given, one figure per metric (``rd.png`` -> ``rd-analogy.png``, ``rd-ws353.png``, ...).
+
+    Example:
+        >>> import tempfile, os
+        >>> rows = sweep("data/example.pt", ["uniform"], [2.0], restrict_vocab=2000)
+        >>> [r["method"] for r in rows], round(rows[1]["payload_bits"], 1)
+        (['uncompressed', 'uniform'], 2.0)
+    """
+    from . import pack
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise OptionError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
+    if not methods or not bits:
+        raise OptionError("give at least one method and one rate")
+    if any(not (b > 0 and math.isfinite(b)) for b in bits):
+        raise OptionError("every rate in --bits must be a positive number")
+    posterior = read_posterior(source)
+    if posterior.vocab is None:
+        raise OptionError(f"'{source}' has no vocabulary; a sweep evaluates word vectors")
+    if tensor is None:
+        tensor = "word_vectors" if "word_vectors" in posterior.names else posterior.names[0]
+    posterior = posterior.select([tensor], require_vocab=True)
+
+    jobs: list[tuple[str, float | None]] = []
+    for m in methods:
+        jobs += [(m, None)] if METHODS[m].fixed_rate else [(m, float(b)) for b in bits]
+    total = len(jobs) + 1
+    report = progress or (lambda done, total, label: None)
+    rows: list[dict[str, Any]] = []
+
+    report(0, total, "uncompressed")
+    means = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
+    rows.append({"method": "uncompressed", "target_bits": None, "payload_bits": 32.0, "file_bits": 32.0,
+                 **{k: means[k] for k in METRICS}, "pack_seconds": 0.0, "note": ""})
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "sweep.bnc"
+        for i, (method, target) in enumerate(jobs, start=1):
+            label = method if target is None else f"{method} @ {target:g} bits"
+            report(i, total, label)
+            row: dict[str, Any] = {"method": method, "target_bits": target, "note": ""}
+            start = time.perf_counter()
+            try:
+                result = pack(posterior, archive, bits=target, method=method)
+            except RateControlError as exc:
+                rows.append({**row, "note": str(exc)})
+                continue
+            row["pack_seconds"] = time.perf_counter() - start
+            row["payload_bits"] = result.payload_bits_per_weight
+            row["file_bits"] = result.file_bits_per_weight
+            if result.target_missed:
+                row["note"] = f"target missed: {result.payload_bits_per_weight:.3f} bits/weight"
+            scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
+            rows.append({**row, **{k: scores[k] for k in METRICS}})
+    report(total, total, "done")
+    if csv_path is not None:
+        write_csv(rows, csv_path)
+    if plot_path is not None:
+        plot(rows, plot_path)
+    return rows
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """One line per point, columns :data:`COLUMNS`."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def write_markdown(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """The sweep as a Markdown table (method x rate x metric)."""
+    head = ["method", "target bits", "payload bits/w", "file bits/w", *METRICS, "pack s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["method"] != "uncompressed" and "payload_bits" not in r:
+            continue
+        cells = [r["method"], "" if r["target_bits"] is None else f"{r['target_bits']:g}",
+                 f"{r['payload_bits']:.3f}", f"{r['file_bits']:.3f}", *(f"{r[m]:.4f}" for m in METRICS),
+                 f"{r['pack_seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def plot_paths(plot_path: str | os.PathLike) -> dict[str, Path]:
+    """Where :func:`plot` writes each metric's figure."""
+    p = Path(plot_path)
+    return {m: p.with_name(f"{p.stem}-{m}{p.suffix or '.png'}") for m in METRICS}
+
+
+def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[str, Path]:
+    """One rate–distortion figure per metric: score against payload bits per weight, one line
+    per method, the uncompressed score as a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = plot_paths(plot_path)
+    reference = next((r for r in rows if r["method"] == "uncompressed"), None)
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "uncompressed"))
+    titles = {"analogy": "analogy accuracy (questions-words)", "ws353": "WordSim353 Spearman",
+              "simlex": "SimLex-999 Spearman"}
+    targets = [r["target_bits"] for r in rows if r["target_bits"] is not None]
+    right = 1.1 * max(targets) if targets else None
+    for metric, path in paths.items():
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for method in methods:
+            pts = sorted((r["payload_bits"], r[metric]) for r in rows if r["method"] == method and metric in r)
+            if len(pts) == 1 and right is not None and pts[0][0] > right:  # a fixed-rate reference off the axis
+                ax.axhline(pts[0][1], color="gray", linestyle=":", linewidth=1,
+                           label=f"{method} ({pts[0][0]:.1f} bits/w)")
+            elif pts:
+                ax.plot(*zip(*pts), marker="o", markersize=3.5, label=method)
+        if reference is not None:
+            ax.axhline(reference[metric], color="black", linestyle="--", linewidth=1, label="uncompressed")
+        ax.set_xlim(0, right)
+        ax.set_xlabel("payload bits per weight (real archive)")
+        ax.set_ylabel(metric)
+        ax.set_title(titles[metric])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return paths
