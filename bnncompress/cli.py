@@ -68,6 +68,7 @@ def _progress(quiet: bool) -> Progress:
 from .quantizers import DEFAULT_METHOD, METHODS  # noqa: E402  (light: numba loads on first use)
 
 Method = Enum("Method", [(m.replace("-", "_"), m) for m in METHODS], type=str)
+_DEFAULT_METHOD = Method(DEFAULT_METHOD)
 
 
 def _parse_options(pairs: list[str] | None) -> dict:
@@ -110,7 +111,7 @@ def pack(
     lam: Annotated[
         Optional[float], typer.Option("--lam", help="Rate-distortion trade-off lambda (larger = smaller).")
     ] = None,
-    method: Annotated[Method, typer.Option(help="Quantization method.")] = Method(DEFAULT_METHOD),
+    method: Annotated[Method, typer.Option(help="Quantization method.")] = _DEFAULT_METHOD,
     option: Annotated[
         Optional[list[str]],
         typer.Option("--option", help="Method option KEY=VALUE, e.g. prune=0.1 for weighted-kmeans (repeatable)."),
@@ -292,9 +293,9 @@ def _number_list(text: str, what: str) -> list[float]:
 @_fails_cleanly
 def sweep(
     source: Annotated[Path, typer.Argument(help="Posterior file with a vocabulary (e.g. from bnncompress train).")],
-    methods: Annotated[
-        str, typer.Option(help=f"Comma-separated methods, from: {', '.join(METHODS)}.")
-    ] = ",".join(m for m in METHODS if m != "float16"),
+    methods: Annotated[str, typer.Option(help=f"Comma-separated methods, from: {', '.join(METHODS)}.")] = ",".join(
+        m for m in METHODS if m != "float16"
+    ),
     bits: Annotated[str, typer.Option(help="Comma-separated payload rates (bits/weight).")] = "0.75,1,1.5,2,3",
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path("results.csv"),
     plot: Annotated[
@@ -305,7 +306,7 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
 ) -> None:
     """Pack with each method at each rate, evaluate every archive, write a CSV (and figures)."""
-    from .sweep import plot_paths
+    from .sweep import plot_paths, score_text
     from .sweep import sweep as run_sweep
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -332,8 +333,13 @@ def sweep(
         if "payload_bits" not in r:
             continue
         target = "" if r["target_bits"] is None else f"{r['target_bits']:g}"
-        table.add_row(r["method"], target, f"{r['payload_bits']:.3f}", f"{r['file_bits']:.3f}",
-                      *(f"{r[m]:.4f}" for m in METRICS))
+        table.add_row(
+            r["method"],
+            target,
+            f"{r['payload_bits']:.3f}",
+            f"{r['file_bits']:.3f}",
+            *(score_text(r[m]) for m in METRICS),
+        )
     _out.print(table)
     for r in rows:
         if r.get("note"):

@@ -69,7 +69,9 @@ def _posterior_means(path: Path, tensor: str | None):
             raise OptionError(f"no tensor of '{path}' has one row per vocabulary word")
         tensor = "word_vectors" if "word_vectors" in names else names[0]
     elif tensor not in names:
-        raise OptionError(f"tensor {tensor!r} is not a word-vector tensor of '{path}'; choose one of: {', '.join(names)}")
+        raise OptionError(
+            f"tensor {tensor!r} is not a word-vector tensor of '{path}'; choose one of: {', '.join(names)}"
+        )
     loc = posterior.tensors[tensor].loc
     kv = KeyedVectors(vector_size=loc.shape[1], count=0, dtype=np.float32)
     kv.add_vectors(posterior.vocab, loc.reshape(len(posterior.vocab), -1))
@@ -88,7 +90,9 @@ def _plain_vectors(path: Path):
         no_header = len(first) != 2  # GloVe text files have no "count dim" line
         return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=no_header)
     except (ValueError, UnicodeDecodeError, EOFError) as exc:
-        raise OptionError(f"'{path}' is not word2vec or GloVe vectors ({exc}); pass an archive or a posterior") from None
+        raise OptionError(
+            f"'{path}' is not word2vec or GloVe vectors ({exc}); pass an archive or a posterior"
+        ) from None
 
 
 def evaluate(
@@ -103,7 +107,8 @@ def evaluate(
     posterior file or word2vec/GloVe vectors. ``restrict_vocab`` limits the vocabulary to the
     first N words (gensim's convention; default: all). Returns ``{"analogy": float, "ws353": float,
     "simlex": float, "<metric>_missing": skipped questions or pairs, "<metric>_total": all of
-    them, "analogy_sections": {section: accuracy}, "vocab_size": int}``.
+    them, "analogy_sections": {section: accuracy}, "vocab_size": int}``. A score is ``None`` when
+    too few questions or pairs have all their words in the vocabulary to compute it.
 
     Example:
         >>> import bnncompress
@@ -123,25 +128,32 @@ def evaluate(
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # gensim logs every skipped question at INFO
     try:
+        known = {w.lower() for w in kv.index_to_key[:limit]}
         for metric in metrics:
             path = dataset_path(metric)
+            lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
             if metric == "analogy":
-                total = sum(1 for line in open(path, encoding="utf-8") if line.strip() and not line.startswith(":"))
+                items = [w for w in lines if w and not w[0].startswith(":")]
+            else:
+                items = [w[:2] for w in lines if w and not w[0].startswith("#")]
+            answerable = sum(all(x.lower() in known for x in item) for item in items)
+            result[f"{metric}_missing"] = len(items) - answerable
+            result[f"{metric}_total"] = len(items)
+            if answerable < (1 if metric == "analogy" else 3):  # gensim needs something to score
+                result[metric] = None
+                if metric == "analogy":
+                    result["analogy_sections"] = {}
+            elif metric == "analogy":
                 score, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=limit)
-                answered = sum(len(s["correct"]) + len(s["incorrect"]) for s in sections[:-1])
-                result["analogy"] = float(score) if answered else 0.0
+                result["analogy"] = float(score)
                 result["analogy_sections"] = {
                     s["section"]: len(s["correct"]) / max(1, len(s["correct"]) + len(s["incorrect"]))
                     for s in sections[:-1]
                 }
             else:
-                total = sum(1 for line in open(path, encoding="utf-8") if line.strip() and not line.startswith("#"))
-                _, spearman, oov_percent = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
-                answered = total - round(oov_percent * total / 100)
+                _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
                 value = float(spearman[0])
-                result[metric] = value if np.isfinite(value) else 0.0
-            result[f"{metric}_missing"] = total - answered
-            result[f"{metric}_total"] = total
+                result[metric] = value if np.isfinite(value) else None
     finally:
         quiet.setLevel(level)
     return result
@@ -153,10 +165,10 @@ def format_table(result: dict[str, Any], sections: bool = True) -> str:
     for metric in METRICS:
         if metric in result:
             missing = f"{result[metric + '_missing']}/{result[metric + '_total']}"
-            lines.append(f"{metric:<36} {result[metric]:>7.4f} {missing:>14}")
+            score = "n/a" if result[metric] is None else f"{result[metric]:.4f}"
+            lines.append(f"{metric:<36} {score:>7} {missing:>14}")
     if sections and "analogy_sections" in result:
         for name, acc in result["analogy_sections"].items():
             lines.append(f"  analogy: {name:<26} {acc:>7.4f}")
     lines.append(f"vocabulary used: {result['vocab_size']} words")
     return "\n".join(lines)
-

@@ -96,7 +96,7 @@ def pack(
         posterior = posterior.select(tensors, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
 
-    quantizer = get_quantizer(method, max_level=max_level, device=device, **(options or {}))
+    quantizer = get_quantizer(method, device=device, max_level=max_level, **(options or {}))
     names = posterior.names
     fitted = [quantizer.fit(posterior.tensors[n]) for n in names]
     if bits is not None and quantizer.fixed_rate:

@@ -72,8 +72,17 @@ def sweep(
 
     report(0, total, "uncompressed")
     means = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
-    rows.append({"method": "uncompressed", "target_bits": None, "payload_bits": 32.0, "file_bits": 32.0,
-                 **{k: means[k] for k in METRICS}, "pack_seconds": 0.0, "note": ""})
+    rows.append(
+        {
+            "method": "uncompressed",
+            "target_bits": None,
+            "payload_bits": 32.0,
+            "file_bits": 32.0,
+            **{k: means[k] for k in METRICS},
+            "pack_seconds": 0.0,
+            "note": "",
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "sweep.bnc"
         for i, (method, target) in enumerate(jobs, start=1):
@@ -123,11 +132,21 @@ def write_markdown(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> N
     for r in rows:
         if r["method"] != "uncompressed" and "payload_bits" not in r:
             continue
-        cells = [r["method"], "" if r["target_bits"] is None else f"{r['target_bits']:g}",
-                 f"{r['payload_bits']:.3f}", f"{r['file_bits']:.3f}", *(f"{r[m]:.4f}" for m in METRICS),
-                 f"{r['pack_seconds']:.1f}"]
+        cells = [
+            r["method"],
+            "" if r["target_bits"] is None else f"{r['target_bits']:g}",
+            f"{r['payload_bits']:.3f}",
+            f"{r['file_bits']:.3f}",
+            *(score_text(r[m]) for m in METRICS),
+            f"{r['pack_seconds']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def score_text(value: float | None) -> str:
+    """A score for a table: four decimals, or ``n/a`` where it could not be computed."""
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def plot_paths(plot_path: str | os.PathLike) -> dict[str, Path]:
@@ -139,7 +158,10 @@ def plot_paths(plot_path: str | os.PathLike) -> dict[str, Path]:
 def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[str, Path]:
     """One rate–distortion figure per metric: score against payload bits per weight, one line
     per method, the uncompressed score as a horizontal line."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise OptionError("--plot needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -147,20 +169,26 @@ def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[s
     paths = plot_paths(plot_path)
     reference = next((r for r in rows if r["method"] == "uncompressed"), None)
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "uncompressed"))
-    titles = {"analogy": "analogy accuracy (questions-words)", "ws353": "WordSim353 Spearman",
-              "simlex": "SimLex-999 Spearman"}
+    titles = {
+        "analogy": "analogy accuracy (questions-words)",
+        "ws353": "WordSim353 Spearman",
+        "simlex": "SimLex-999 Spearman",
+    }
     targets = [r["target_bits"] for r in rows if r["target_bits"] is not None]
     right = 1.1 * max(targets) if targets else None
     for metric, path in paths.items():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for method in methods:
-            pts = sorted((r["payload_bits"], r[metric]) for r in rows if r["method"] == method and metric in r)
+            pts = sorted(
+                (r["payload_bits"], r[metric]) for r in rows if r["method"] == method and r.get(metric) is not None
+            )
             if len(pts) == 1 and right is not None and pts[0][0] > right:  # a fixed-rate reference off the axis
-                ax.axhline(pts[0][1], color="gray", linestyle=":", linewidth=1,
-                           label=f"{method} ({pts[0][0]:.1f} bits/w)")
+                ax.axhline(
+                    pts[0][1], color="gray", linestyle=":", linewidth=1, label=f"{method} ({pts[0][0]:.1f} bits/w)"
+                )
             elif pts:
                 ax.plot(*zip(*pts), marker="o", markersize=3.5, label=method)
-        if reference is not None:
+        if reference is not None and reference[metric] is not None:
             ax.axhline(reference[metric], color="black", linestyle="--", linewidth=1, label="uncompressed")
         ax.set_xlim(0, right)
         ax.set_xlabel("payload bits per weight (real archive)")

@@ -122,8 +122,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16384)
-    parser.add_argument("--methods", default="default,vbq,uniform,kmeans,weighted-kmeans,vbq-empirical,pq,float16")
-    parser.add_argument("--bits", default="0.5,0.75,1,1.5,2,2.5,3,4")
+    parser.add_argument(
+        "--methods", default="vbq-direction,vbq,uniform,vbq-empirical,kmeans,weighted-kmeans,pq,float16"
+    )
+    parser.add_argument("--bits", default="0.5,0.75,1,1.5,2,2.5,3")
     args = parser.parse_args()
     if args.stage in ("all", "corpus") and (args.stage == "corpus" or not CORPUS.exists()):
         if shutil.which("apt-get") is None:

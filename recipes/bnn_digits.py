@@ -128,8 +128,15 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(NETWORKS), default="mlp")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--bits", default="1,1.5,2,3,4", help="comma-separated payload bits per weight")
+    parser.add_argument(
+        "--methods", default="vbq-direction,vbq,vbq-empirical,uniform,weighted-kmeans", help="comma-separated methods"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the .md and .png")
     args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS or METHODS[m].fixed_rate]
+    if unknown:
+        parser.error(f"--methods: {unknown[0]!r} is not a method with a rate knob ({', '.join(METHODS)})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     net_cls = NETWORKS[args.model]
@@ -141,7 +148,7 @@ def main() -> None:
     base_acc, base_ll = evaluate(posterior_mean_net(net_cls, guide), xte, yte)
     rows = [("posterior mean", "", 32.0, 32.0, base_acc, base_ll, 0.0)]
     with tempfile.TemporaryDirectory() as tmp:
-        for method in METHODS:
+        for method in methods:
             for bits in [float(b) for b in args.bits.split(",")]:
                 path = Path(tmp) / f"{method}-{bits}.bnc"
                 result = bnncompress.pack(guide, path, bits=bits, method=method)
@@ -183,7 +190,7 @@ def plot(rows, base_acc: float, base_ll: float, path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, col, base, label in ((axes[0], 4, base_acc, "test accuracy"), (axes[1], 5, base_ll, "test log-likelihood")):
-        for method in METHODS:
+        for method in dict.fromkeys(r[0] for r in rows if r[1]):
             pts = [(r[2], r[col]) for r in rows if r[0] == method]
             ax.plot(*zip(*pts), marker="o", label=method)
         ax.axhline(base, color="gray", linestyle="--", label="posterior mean (32 bits)")

@@ -44,8 +44,16 @@ def original(tmp_path_factory):
         "word_vectors": (rng.normal(size=(40, 6)), rng.uniform(0.01, 0.5, size=(40, 6))),
         "fc.bias": (rng.normal(size=7), np.full(7, 0.05)),
     }
-    bnncompress.pack(post, path, vocab=[f"w{i}" for i in range(40)], lam=0.05)
+    vocab = [f"w{i}" for i in range(40)]
+    bnncompress.pack(post, path, vocab=vocab, lam=0.05, method="vbq")
+    # A product-quantized tensor too (format version 2): merged into the same archive.
+    pq_path = path.with_name("pq.bnc")
+    bnncompress.pack({"pq_vectors": (rng.normal(size=(40, 6)), np.ones((40, 6)))}, pq_path, vocab=vocab, lam=1.0,
+                     method="pq")
+    scalar, product = read_archive(path), read_archive(pq_path)
+    write_archive(path, scalar.tensors + product.tensors, vocab, scalar.source, scalar.tool_version)
     a = bnncompress.load(path)
+    assert a.record("pq_vectors").subvectors > 0
     return path.read_bytes(), {n: a[n].copy() for n in a.names}, a.vocab
 
 
@@ -170,9 +178,10 @@ _json_values = st.recursive(
 
 @settings(settings.get_profile(PROFILE))
 @given(
-    index=st.integers(0, 1),
+    index=st.integers(0, 2),
     field=st.sampled_from(
         [
+            "subvectors",
             "name",
             "shape",
             "dtype",
@@ -213,7 +222,8 @@ def test_forged_manifests_fail_cleanly(tmp_path, original, index, field, value):
 
 @settings(settings.get_profile(PROFILE))
 @given(
-    index=st.integers(0, 1),
+    index=st.integers(0, 2),
+    subvectors=st.sampled_from([None, 0, 1, 2, 3, 5]),
     shape=st.one_of(
         st.lists(st.integers(0, 2**20), max_size=3).map(tuple),
         st.just((2**39,)),
@@ -225,11 +235,13 @@ def test_forged_manifests_fail_cleanly(tmp_path, original, index, field, value):
     grid=st.one_of(st.none(), st.lists(st.floats(allow_nan=True, width=32), max_size=6)),
     fit_counts=st.booleans(),
 )
-def test_forged_archives_fail_cleanly(tmp_path, original, index, shape, counts, words, grid, fit_counts):
+def test_forged_archives_fail_cleanly(tmp_path, original, index, subvectors, shape, counts, words, grid, fit_counts):
     data, _, _ = original
     path = tmp_path / "forged.bnc"
     path.write_bytes(data)
     changes = {"shape": shape}
+    if subvectors is not None:
+        changes["subvectors"] = subvectors
     if counts is not None:
         changes["counts"] = np.asarray(counts, dtype=np.uint32)
     if fit_counts:  # make the counts add up so that decoding is attempted

@@ -29,7 +29,7 @@ from ..devices import resolve_device
 from ..errors import OptionError
 from ..posterior import TensorPosterior
 from ..priors import GaussianPrior
-from .base import FittedQuantizer, Quantizer
+from .base import Quantizer
 from .vbq import DEFAULT_MAX_LEVEL, FittedVBQ
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
@@ -81,10 +81,22 @@ class EntropyConstrainedVBQ(Quantizer):
             rms = np.maximum(rms, _ROW_FLOOR * max(float(np.median(rms)), 1e-30))
             variance = variance.reshape(len(rms), -1) * (rms[:, None] / s) ** (2 * self.row_weight)
         effective_scale = np.sqrt(variance).reshape(-1).astype(np.float32)
-        params = {"trust": self.trust, "row_weight": self.row_weight, "iterations": self.iterations,
-                  "centroids": self.centroids}
-        return FittedEntropyConstrained(tensor, effective_scale, prior, self.max_level, resolve_device(self.device), params,
-                                        self.iterations, self.centroids)
+        params = {
+            "trust": self.trust,
+            "row_weight": self.row_weight,
+            "iterations": self.iterations,
+            "centroids": self.centroids,
+        }
+        return FittedEntropyConstrained(
+            tensor,
+            effective_scale,
+            prior,
+            self.max_level,
+            resolve_device(self.device),
+            params,
+            self.iterations,
+            self.centroids,
+        )
 
 
 class VBQDirection(EntropyConstrainedVBQ):
@@ -93,14 +105,30 @@ class VBQDirection(EntropyConstrainedVBQ):
 
     name: ClassVar[str] = "vbq-direction"
 
-    def __init__(self, trust: float = 0.5, row_weight: float = 1.0, iterations: int = 3, centroids: bool = True,
-                 max_level: int = DEFAULT_MAX_LEVEL, device: str = "auto"):
+    def __init__(
+        self,
+        trust: float = 0.75,
+        row_weight: float = 0.75,
+        iterations: int = 3,
+        centroids: bool = True,
+        max_level: int = DEFAULT_MAX_LEVEL,
+        device: str = "auto",
+    ):
         super().__init__(trust, row_weight, iterations, centroids, max_level, device)
 
 
 class FittedEntropyConstrained(FittedVBQ):
-    def __init__(self, tensor: TensorPosterior, effective_scale: np.ndarray, prior: GaussianPrior, max_level: int,
-                 device: str, params: dict[str, Any], iterations: int, centroids: bool):
+    def __init__(
+        self,
+        tensor: TensorPosterior,
+        effective_scale: np.ndarray,
+        prior: GaussianPrior,
+        max_level: int,
+        device: str,
+        params: dict[str, Any],
+        iterations: int,
+        centroids: bool,
+    ):
         super().__init__(TensorPosterior(tensor.loc, effective_scale.reshape(tensor.shape)), prior, max_level, device)
         self.scale = tensor.scale.reshape(-1)  # the posterior's own; the search uses the effective one
         self.effective_scale = effective_scale
@@ -121,8 +149,9 @@ class FittedEntropyConstrained(FittedVBQ):
             used = np.flatnonzero(counts)
             if self.centroids:
                 total = np.bincount(indices, weights=weight, minlength=len(values))[used]
-                values = (np.bincount(indices, weights=weight * loc.astype(np.float64), minlength=len(values))[used]
-                          / total).astype(np.float32)
+                values = (
+                    np.bincount(indices, weights=weight * loc.astype(np.float64), minlength=len(values))[used] / total
+                ).astype(np.float32)
                 order = np.argsort(values, kind="stable")
                 values, used = values[order], used[order]
             else:

@@ -25,9 +25,6 @@ class Float16(Quantizer):
     default_lam: ClassVar[float] = 0.0
     fixed_rate: ClassVar[bool] = True
 
-    def __init__(self, **_ignored):
-        pass
-
     def fit(self, tensor: TensorPosterior) -> FittedFloat16:
         return FittedFloat16(tensor)
 

@@ -44,6 +44,11 @@ def weighted_lloyd(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     x, w = x[order], w[order]
     cum = np.cumsum(w)
     centroids = np.unique(x[np.searchsorted(cum, (np.arange(k) + 0.5) / k * cum[-1]).clip(0, len(x) - 1)])
+    if len(centroids) < k:  # heavy points took several quantiles: add evenly spread distinct values
+        distinct = np.unique(x)
+        spread = distinct[np.linspace(0, len(distinct) - 1, min(k, len(distinct))).round().astype(int)]
+        extra = np.setdiff1d(spread, centroids)[: k - len(centroids)]
+        centroids = np.union1d(centroids, extra)
     for _ in range(_ITERATIONS):
         cell = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x)
         total = np.bincount(cell, weights=w, minlength=len(centroids))
@@ -71,7 +76,7 @@ class KMeans(Quantizer):
     default_lam: ClassVar[float] = 1.0
     weighted: ClassVar[bool] = False
 
-    def __init__(self, prune: float = 0.0, **_ignored):
+    def __init__(self, prune: float = 0.0):
         if not 0.0 <= prune < 1.0:
             raise OptionError(f"prune must be a fraction in [0, 1), got {prune}")
         self.prune = float(prune)

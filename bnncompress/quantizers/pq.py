@@ -42,7 +42,7 @@ class ProductQuantization(Quantizer):
     name: ClassVar[str] = "pq"
     default_lam: ClassVar[float] = 2.0
 
-    def __init__(self, seed: int = 1234, **_ignored):
+    def __init__(self, seed: int = 1234):
         self.seed = int(seed)
 
     def fit(self, tensor: TensorPosterior) -> FittedQuantizer:
@@ -93,7 +93,10 @@ class FittedPQ(FittedQuantizer):
         """(M, K, D/M) float32 centroids for the configuration at ``lam``."""
         key = self.config(lam)
         if key not in self._books:
-            import faiss
+            try:
+                import faiss
+            except ImportError:
+                raise OptionError("method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval])") from None
 
             m, nbits = key
             pq = faiss.ProductQuantizer(self.dim, m, nbits)

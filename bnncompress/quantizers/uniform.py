@@ -34,9 +34,6 @@ class Uniform(Quantizer):
     name: ClassVar[str] = "uniform"
     default_lam: ClassVar[float] = 0.1
 
-    def __init__(self, **_ignored):
-        pass
-
     def fit(self, tensor: TensorPosterior) -> FittedUniform:
         return FittedUniform(tensor)
 

@@ -1,0 +1,53 @@
+"""The trust / row_weight table of docs/METHODS.md: vbq-direction settings against the anchors.
+
+    python recipes/tune_vbq_direction.py          # needs recipes/work/skipgram.pt (analogy_benchmark.py)
+
+Each setting is packed at each rate with --bits rate control and scored with gensim's evaluators
+(analogy / WordSim353 / SimLex-999, restrict_vocab 20000); ~15 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import bnncompress
+from bnncompress.posterior import read_posterior
+
+SETTINGS = [
+    ("vbq", {}),
+    ("uniform", {}),
+    ("vbq-direction", {"trust": 1.0, "row_weight": 1.0}),
+    ("vbq-direction", {"trust": 0.75, "row_weight": 1.0}),
+    ("vbq-direction", {"trust": 0.75, "row_weight": 0.75}),
+    ("vbq-direction", {"trust": 0.75, "row_weight": 0.5}),
+    ("vbq-direction", {"trust": 0.5, "row_weight": 1.0}),
+    ("vbq-direction", {"trust": 0.5, "row_weight": 0.0}),
+    ("vbq-direction", {"trust": 0.25, "row_weight": 1.0}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--posterior", default=str(Path(__file__).parent / "work" / "skipgram.pt"))
+    parser.add_argument("--bits", default="0.75,1.5,2.5")
+    parser.add_argument("--restrict-vocab", type=int, default=20000)
+    args = parser.parse_args()
+    posterior = read_posterior(args.posterior).select(["word_vectors"], require_vocab=True)
+    rates = [float(b) for b in args.bits.split(",")]
+    print("| method | options | " + " | ".join(f"{b:g} bits" for b in rates) + " |")
+    print("|---|---|" + "---|" * len(rates))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.bnc"
+        for method, options in SETTINGS:
+            cells = []
+            for bits in rates:
+                bnncompress.pack(posterior, path, bits=bits, method=method, options=options)
+                s = bnncompress.evaluate(path, restrict_vocab=args.restrict_vocab)
+                cells.append(f"{s['analogy']:.4f} / {s['ws353']:.3f} / {s['simlex']:.3f}")
+            print(f"| {method} | {options or ''} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""`bnncompress sweep`: every method at every rate, a CSV and one figure per metric."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from bnncompress.cli import app
+from bnncompress.sweep import COLUMNS, plot_paths, sweep
+
+runner = CliRunner()
+EXAMPLE = Path(__file__).parents[1] / "data" / "example.pt"
+
+
+def test_sweep_writes_csv_rows_for_every_method_and_rate(tmp_path):
+    rows = sweep(
+        EXAMPLE,
+        ["uniform", "vbq-direction", "float16"],
+        [1.0, 3.0],
+        restrict_vocab=2000,
+        csv_path=tmp_path / "r.csv",
+        plot_path=tmp_path / "rd.png",
+    )
+    got = [(r["method"], r["target_bits"]) for r in rows]
+    assert got == [
+        ("uncompressed", None),
+        ("uniform", 1.0),
+        ("uniform", 3.0),
+        ("vbq-direction", 1.0),
+        ("vbq-direction", 3.0),
+        ("float16", None),
+    ]
+    with open(tmp_path / "r.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert tuple(table[0]) == COLUMNS and len(table) == 6
+    for line in table[1:]:
+        assert float(line["file_bits"]) > float(line["payload_bits"]) > 0
+        assert line["ws353"] != "" and float(line["pack_seconds"]) > 0
+    assert abs(float(table[1]["payload_bits"]) - 1.0) < 0.05
+    for path in plot_paths(tmp_path / "rd.png").values():
+        assert path.stat().st_size > 10_000
+
+
+def test_cli_sweep_and_unreachable_targets_noted(tmp_path, trained):
+    out = tmp_path / "s.csv"
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            str(trained["paths"]["with_vocab"]),
+            "--methods",
+            "uniform,vbq",
+            "--bits",
+            "2,1000",
+            "-o",
+            str(out),
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    unreachable = [r for r in table if r["target_bits"] == "1000"]
+    assert len(unreachable) == 2 and all("more than this method reaches" in r["note"] for r in unreachable)
+    assert (tmp_path / "p-simlex.png").exists()
+
+
+def test_cli_sweep_rejects_bad_lists(trained):
+    for args, message in ((["--methods", "nope"], "unknown method"), (["--bits", "1,x"], "comma-separated numbers")):
+        result = runner.invoke(app, ["sweep", str(trained["paths"]["with_vocab"]), *args])
+        assert result.exit_code == 2 and message in result.output
