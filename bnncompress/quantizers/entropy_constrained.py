@@ -129,9 +129,8 @@ class FittedEntropyConstrained(FittedVBQ):
         iterations: int,
         centroids: bool,
     ):
-        super().__init__(TensorPosterior(tensor.loc, effective_scale.reshape(tensor.shape)), prior, max_level, device)
-        self.scale = tensor.scale.reshape(-1)  # the posterior's own; the search uses the effective one
-        self.effective_scale = effective_scale
+        super().__init__(tensor, prior, max_level, device)
+        self.search_scale = effective_scale
         self.weight = (0.5 / effective_scale.astype(np.float64) ** 2).astype(np.float32)
         self.iterations, self.centroids = iterations, centroids
         self.params = {**self.params, **params}
@@ -140,7 +139,7 @@ class FittedEntropyConstrained(FittedVBQ):
     def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
         from ._ecsq_cpu import assign_ecsq
 
-        indices = self._vbq_assign(lam, sample)
+        indices = FittedVBQ.assign(self, lam, sample)  # pass 0: VBQ with the effective scales
         loc = self.loc if sample is None else self.loc[sample]
         weight = self.weight if sample is None else self.weight[sample]
         values = self.grid
@@ -162,13 +161,6 @@ class FittedEntropyConstrained(FittedVBQ):
         if sample is None:
             self._grids[lam] = values
         return indices
-
-    def _vbq_assign(self, lam: float, sample: np.ndarray | None) -> np.ndarray:
-        saved, self.scale = self.scale, self.effective_scale
-        try:
-            return FittedVBQ.assign(self, lam, sample)
-        finally:
-            self.scale = saved
 
     def grid_at(self, lam: float) -> np.ndarray:
         if lam not in self._grids:

@@ -60,6 +60,7 @@ class FittedVBQ(FittedQuantizer):
         self.shape = tensor.shape
         self.loc = tensor.loc.reshape(-1)
         self.scale = tensor.scale.reshape(-1)
+        self.search_scale = self.scale  # the scale in the objective (tempered by vbq-direction)
         self.max_level = max_level
         self.device = device
         fractions = np.arange(1, 2 ** (max_level + 1)) / 2.0 ** (max_level + 1)
@@ -69,7 +70,7 @@ class FittedVBQ(FittedQuantizer):
     def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
         if not (lam >= 0 and np.isfinite(lam)):
             raise OptionError(f"lambda must be a finite number >= 0, got {lam}")
-        loc, scale = self.loc, self.scale
+        loc, scale = self.loc, self.search_scale
         if sample is not None:
             loc, scale = loc[sample], scale[sample]
         if self.device == "cpu":
