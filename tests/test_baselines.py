@@ -187,3 +187,14 @@ def test_cli_method_and_options(tmp_path, posterior):
             args += ["--method", "weighted-kmeans"]
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_vbq_direction_cap_limits_the_effective_scales(posterior):
+    loc, scale = (np.asarray(x, np.float32) for x in posterior["word_vectors"])
+    t = TensorPosterior(loc, scale)
+    capped = get_quantizer("vbq-direction", device="cpu", trust=1.0, row_weight=0.0, cap=0.1).fit(t)
+    s = capped.params["prior"]["std"]
+    assert capped.search_scale.max() <= 0.1 * s * (1 + 1e-6)
+    assert np.array_equal(capped.search_scale, np.minimum(scale.reshape(-1), np.float32(0.1 * s)))
+    with pytest.raises(bnncompress.OptionError, match="cap must be"):
+        get_quantizer("vbq-direction", cap=-1)

@@ -16,6 +16,8 @@ The distortion weight ``w`` is what distinguishes the methods here:
   that of the weight's row. ``trust < 1`` tempers the posterior's scales, so uncertain
   rare-word rows are no longer sent wholesale to the prior median, and the row factor
   measures errors relative to each row's length: what cosine similarity and analogies use.
+  ``cap > 0`` (off by default) also limits every effective scale to ``cap * s``, so no weight is
+  treated as less certain than that: a similarity-first setting.
   See docs/METHODS.md for the reasoning and the measurements that set the defaults.
 """
 
@@ -58,16 +60,20 @@ class EntropyConstrainedVBQ(Quantizer):
         centroids: bool = False,
         max_level: int = DEFAULT_MAX_LEVEL,
         device: str = "auto",
+        cap: float = 0.0,
     ):
         if not 0.0 <= trust <= 1.0:
             raise OptionError(f"trust must be between 0 and 1, got {trust}")
         if not 0.0 <= row_weight <= 2.0:
             raise OptionError(f"row_weight must be between 0 and 2, got {row_weight}")
+        if not cap >= 0:
+            raise OptionError(f"cap must be >= 0 (0 = no cap), got {cap}")
         if not 0 <= iterations <= 20:
             raise OptionError(f"iterations must be between 0 and 20, got {iterations}")
         self.trust, self.row_weight = float(trust), float(row_weight)
         self.iterations, self.centroids = int(iterations), bool(centroids)
         self.max_level, self.device = int(max_level), device
+        self.cap = float(cap)
 
     def fit(self, tensor: TensorPosterior) -> FittedEntropyConstrained:
         loc = tensor.loc.reshape(-1)
@@ -75,6 +81,8 @@ class EntropyConstrainedVBQ(Quantizer):
         s = prior.std
         scale = tensor.scale.reshape(-1).astype(np.float64)
         variance = scale ** (2 * self.trust) * s ** (2 * (1 - self.trust))
+        if self.cap > 0:
+            variance = np.minimum(variance, (self.cap * s) ** 2)
         if self.row_weight and len(tensor.shape) > 1:
             rows = tensor.loc.reshape(tensor.shape[0], -1).astype(np.float64)
             rms = np.sqrt(np.mean((rows - prior.mean) ** 2, axis=1))
@@ -86,6 +94,7 @@ class EntropyConstrainedVBQ(Quantizer):
             "row_weight": self.row_weight,
             "iterations": self.iterations,
             "centroids": self.centroids,
+            "cap": self.cap,
         }
         return FittedEntropyConstrained(
             tensor,
@@ -113,8 +122,9 @@ class VBQDirection(EntropyConstrainedVBQ):
         centroids: bool = True,
         max_level: int = DEFAULT_MAX_LEVEL,
         device: str = "auto",
+        cap: float = 0.0,
     ):
-        super().__init__(trust, row_weight, iterations, centroids, max_level, device)
+        super().__init__(trust, row_weight, iterations, centroids, max_level, device, cap)
 
 
 class FittedEntropyConstrained(FittedVBQ):
