@@ -158,6 +158,16 @@ def decode_blocks_into(
         )
 
 
+_encode_blocks_serial = numba.njit(cache=True, nogil=True)(encode_blocks_into.py_func)
+_decode_blocks_serial = numba.njit(cache=True, nogil=True)(decode_blocks_into.py_func)
+
+
+def _parallel(parallel_kernel, serial_kernel):
+    """The prange kernel, or its serial twin where numba may use one thread only (a Dask
+    worker thread): no thread pool to start, and safe under any numba threading layer."""
+    return parallel_kernel if numba.get_num_threads() > 1 else serial_kernel
+
+
 def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
     """All words and the uint64 jump table, as :func:`bnncompress.coding.encode_blocks`."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32)
@@ -165,7 +175,7 @@ def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> t
     cdf = quantized_cdf(counts)
     scratch = np.empty(n_blocks * (block_size + 2), dtype=np.uint32)
     lengths = np.zeros(n_blocks, dtype=np.int64)
-    encode_blocks_into(symbols, block_size, cdf, scratch, lengths)
+    _parallel(encode_blocks_into, _encode_blocks_serial)(symbols, block_size, cdf, scratch, lengths)
     offsets = np.zeros(n_blocks + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
     words = np.empty(int(offsets[-1]), dtype=np.uint32)
@@ -200,7 +210,8 @@ def decode_blocks(
         stop = start + int(sizes[g : g + group].sum())
         hist = np.zeros((len(part), len(counts)), dtype=np.int64)
         status = np.zeros(len(part), dtype=np.int8)
-        decode_blocks_into(words, offsets, part, block_size, num_symbols, cdf, table, out[start:stop], hist, status)
+        decode = _parallel(decode_blocks_into, _decode_blocks_serial)
+        decode(words, offsets, part, block_size, num_symbols, cdf, table, out[start:stop], hist, status)
         if np.any(status == BAD_FIRST_WORD):
             raise ValueError("the coded words do not decode (a block ends in a zero word)")
         if np.any(status == WORDS_LEFT):

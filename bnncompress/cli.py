@@ -85,7 +85,11 @@ class UnpackFormat(str, Enum):
 @_fails_cleanly
 def pack(
     source: Annotated[
-        Path, typer.Argument(help="Posterior: Pyro param store or guide state dict (.pt), .npz, .safetensors.")
+        Path,
+        typer.Argument(
+            help="Posterior: Pyro param store or guide state dict (.pt), .npz, .safetensors, HDF5, "
+            "or a directory of NAME.loc.npy / NAME.scale.npy."
+        ),
     ],
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Archive to write [default: SOURCE with .bnc].")
@@ -101,6 +105,20 @@ def pack(
     ] = None,
     device: Annotated[Device, typer.Option(help="Where to quantize.")] = Device.auto,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    stream: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--stream/--no-stream",
+            help="Read and pack block by block with bounded memory "
+            "[default: .npy directories, safetensors and HDF5 posteriors of 64M+ weights].",
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Pack on a local Dask cluster of this many worker processes.")
+    ] = None,
+    scheduler: Annotated[
+        Optional[str], typer.Option(help="Pack on the Dask cluster at this scheduler address (tcp://HOST:PORT).")
+    ] = None,
 ) -> None:
     """Quantize a posterior by its uncertainty and write one compressed archive."""
     from .packing import default_output
@@ -123,6 +141,9 @@ def pack(
             tensors=tensor,
             device=device.value,
             progress=report,
+            stream=stream,
+            workers=workers,
+            scheduler=scheduler,
         )
     for warning in result.warnings:
         _say(f"warning: {warning}", _err)

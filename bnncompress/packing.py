@@ -42,11 +42,21 @@ class PackResult(BitsPerWeight):
 
 
 def default_output(source: str | os.PathLike) -> Path:
-    """``embeddings.pt`` -> ``embeddings.bnc``."""
+    """``embeddings.pt`` -> ``embeddings.bnc``; a directory of .npy files ``big/`` -> ``big.bnc``."""
     path = Path(source)
+    if path.is_dir() and path.name:
+        return path.with_name(path.name + ".bnc")
     if not path.name or path.is_dir():
         raise OptionError(f"'{source}' is not a posterior file; pass a file such as embeddings.pt")
     return path.with_suffix(".bnc")
+
+
+def _should_stream(source: Any, method: str) -> bool:
+    if method != DEFAULT_METHOD or not isinstance(source, (str, os.PathLike)):
+        return False
+    from .streaming import is_large
+
+    return is_large(source)
 
 
 def pack(
@@ -61,6 +71,9 @@ def pack(
     device: str = "auto",
     max_level: int = DEFAULT_MAX_LEVEL,
     progress: Progress | None = None,
+    stream: bool | None = None,
+    workers: int | None = None,
+    scheduler: Any = None,
 ) -> PackResult:
     """Quantize a posterior by its uncertainty, entropy-code it, and write one archive.
 
@@ -68,6 +81,11 @@ def pack(
     :class:`~bnncompress.posterior.Posterior`. Give ``bits`` (payload bits per weight, found
     by searching lambda) or ``lam``; with neither, ``DEFAULT_LAMBDA`` is used. ``tensors``
     selects which tensors to pack (default: all).
+
+    ``stream`` packs block by block with bounded memory (default: for .npy-directory,
+    safetensors and HDF5 posteriors of at least ``streaming.STREAM_WEIGHTS`` weights);
+    ``workers`` (a local Dask cluster of that many processes) or ``scheduler`` (a Dask
+    scheduler address or ``distributed.Client``) run its tasks on Dask. All write the same bytes.
 
     Example:
         >>> import bnncompress, numpy as np, tempfile, os
@@ -86,6 +104,12 @@ def pack(
     if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
         raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
     report = progress or (lambda stage, done, total: None)
+    if stream or workers is not None or scheduler is not None or (stream is None and _should_stream(source, method)):
+        from .streaming import pack_blockwise
+
+        return pack_blockwise(
+            source, output, vocab, bits, lam, method, tensors, device, max_level, report, workers, scheduler
+        )
 
     report("reading posterior", 0, 1)
     posterior: Posterior = read_posterior(source, vocab=vocab)

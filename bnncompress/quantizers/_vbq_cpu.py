@@ -18,7 +18,8 @@ def assign_cpu(loc, scale, grid, max_level, lam, out):
     lo, hi = float(grid[0]), float(grid[-1])
     buckets = min(max(8192, 4 * len(grid)), 1 << 22)  # a few grid values per bucket at most, near the mean
     inv = buckets / (hi - lo) if hi > lo else 0.0
-    _assign(loc, scale, grid, max_level, lam, out, _bucket_starts(grid, lo, inv, buckets), lo, inv)
+    kernel = _assign if numba.get_num_threads() > 1 else _assign_serial  # e.g. one per Dask worker thread
+    kernel(loc, scale, grid, max_level, lam, out, _bucket_starts(grid, lo, inv, buckets), lo, inv)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -77,3 +78,6 @@ def _assign(loc, scale, grid, max_level, lam, out, starts, lo, inv_width):  # pr
                     best = cost
                     best_m = m_right
         out[i] = best_m - 1
+
+
+_assign_serial = numba.njit(cache=True, nogil=True)(_assign.py_func)
