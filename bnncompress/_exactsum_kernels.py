@@ -19,12 +19,12 @@ def sum_float32(bits, acc):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def sum_squared_deviations(values, center, hi, lo):  # pragma: no cover - compiled
-    """hi[e], lo[e] += halves of the mantissa of (float64(v) - center) ** 2, by exponent e."""
+def sum_squares(values, hi, lo):  # pragma: no cover - compiled
+    """hi[e], lo[e] += halves of the mantissa of float64(v) ** 2 (exact for float32 v), by exponent e."""
     out = np.empty(1, dtype=np.float64)
     bits = out.view(np.uint64)
     for i in range(values.shape[0]):
-        d = np.float64(values[i]) - center
+        d = np.float64(values[i])
         out[0] = d * d
         b = bits[0]
         e = np.int64((b >> np.uint64(52)) & np.uint64(0x7FF))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import OptionError
+from .streaming import _single_threaded  # Dask runs one task per worker thread, too
 
 
 def _import_distributed():
@@ -28,14 +29,6 @@ def _import_distributed():
             "--workers and --scheduler need Dask; install it with: pip install 'bnncompress[dask]'"
         ) from None
     return distributed
-
-
-def _single_threaded(fn: Callable, *args: Any) -> Any:
-    """Run a task with numba on one thread: Dask runs one task per worker thread."""
-    import numba
-
-    numba.set_num_threads(1)
-    return fn(*args)
 
 
 class DaskExecutor:

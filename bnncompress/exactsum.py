@@ -48,14 +48,14 @@ class ExactSum:
         return cls(acc[0] - acc[1], np.zeros(256, np.int64), _F32_LOW - 1, 0, len(flat))
 
     @classmethod
-    def of_squared_deviations(cls, values: np.ndarray, center: float) -> ExactSum:
-        """The exact sum of ``(float64(v) - center) ** 2`` (each term rounded to float64)."""
-        from ._exactsum_kernels import sum_squared_deviations
+    def of_squares(cls, values: np.ndarray) -> ExactSum:
+        """The exact sum of the squares of float32 ``values`` (each square is exact in float64)."""
+        from ._exactsum_kernels import sum_squares
 
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
         hi = np.zeros(2048, dtype=np.int64)
         lo = np.zeros(2048, dtype=np.int64)
-        sum_squared_deviations(flat, float(center), hi, lo)
+        sum_squares(flat, hi, lo)
         return cls(hi, lo, _F64_LOW - 1, _SPLIT, len(flat))
 
     def __add__(self, other: ExactSum) -> ExactSum:

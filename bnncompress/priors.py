@@ -32,16 +32,19 @@ class GaussianPrior:
     def fit(cls, loc: np.ndarray) -> GaussianPrior:
         """Moment-match the (float32) means; a constant tensor gets a tiny positive width.
 
-        Both moments are exact sums rounded once (:mod:`bnncompress.exactsum`), so a prior
-        fitted block by block (:meth:`from_sums`) is the same to the last bit."""
+        Mean and variance are computed exactly from exact sums and rounded once
+        (:mod:`bnncompress.exactsum`), so a prior fitted block by block (:meth:`from_sums`)
+        is the same to the last bit, in one pass."""
         flat = np.asarray(loc).reshape(-1)
-        mean = ExactSum.of_float32(flat).mean()
-        return cls.from_sums(mean, ExactSum.of_squared_deviations(flat, mean))
+        return cls.from_sums(ExactSum.of_float32(flat), ExactSum.of_squares(flat))
 
     @classmethod
-    def from_sums(cls, mean: float, squared_deviations: ExactSum) -> GaussianPrior:
-        """The prior from the means' mean and the exact sum of their squared deviations from it."""
-        std = (squared_deviations.value() / max(squared_deviations.count, 1)) ** 0.5
+    def from_sums(cls, total: ExactSum, squares: ExactSum) -> GaussianPrior:
+        """The prior from the exact sum of the means and of their squares."""
+        n = max(total.count, 1)
+        s = total.exact()
+        mean = float(s / n)
+        std = float(max(squares.exact() - s * s / n, 0) / n) ** 0.5
         if not std > 0:
             std = max(abs(mean), 1.0) * 1e-6
         return cls(mean, std)

@@ -4,17 +4,17 @@ A posterior larger than memory is packed without ever holding it: each tensor is
 :class:`RowSource` that reads a range of rows from disk, and the pack runs as a few passes
 of independent *tasks*, each a range of whole coding blocks (``TASK_SYMBOLS`` weights):
 
-1. the exact sum of the means (for the prior's mean),
-2. the exact sum of squared deviations (its spread), gathering the rate-control subsample,
-3. ``--bits``: lambda is searched on the subsample; each check on the full posterior is
+1. exact sums of the means and of their squares (the prior), gathering the rate-control
+   subsample,
+2. ``--bits``: lambda is searched on the subsample; each check on the full posterior is
    one pass of histograms (assign + count),
-4. one pass of histograms at the chosen lambda (the entropy model), unless step 3 made it,
-5. one pass that assigns, renumbers and entropy-codes each block.
+3. one pass of histograms at the chosen lambda (the entropy model), unless step 2 made it,
+4. one pass that assigns, renumbers and entropy-codes each block.
 
 Every reduction is exact (integer histograms, :mod:`bnncompress.exactsum`) and every block
 is coded on its own, so the archive is byte-identical to an in-memory pack of the same
-posterior, whichever executor runs the tasks: this process (numba kernels on all cores,
-:class:`LocalExecutor`) or a Dask cluster (:mod:`bnncompress.distributed`). Memory is
+posterior, whichever executor runs the tasks: threads of this process, one task per core
+(:class:`LocalExecutor`), or a Dask cluster (:mod:`bnncompress.distributed`). Memory is
 bounded by a few tasks' arrays plus the coded words.
 
 Streamable inputs (detected by content, see :func:`open_sources`):
@@ -347,32 +347,47 @@ def read_in_memory(path: str | os.PathLike) -> Posterior:
 
 
 class LocalExecutor:
-    """Runs tasks one after another in this process; the kernels use every core."""
+    """Runs tasks on ``threads`` threads of this process (default: one per core), each task
+    single-threaded; reading files and the numba kernels release the GIL, so tasks overlap
+    I/O and computing. At most ``threads + 1`` tasks are in flight (bounded memory)."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = max(1, threads or os.cpu_count() or 1)
 
     def scatter(self, obj: Any) -> Any:
         return obj
 
     def map(self, fn: Callable, tasks: Sequence[tuple]) -> Iterator[Any]:
-        for args in tasks:
-            yield fn(*args)
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            pending: deque = deque()
+            for args in tasks:
+                pending.append(pool.submit(_single_threaded, fn, *args))
+                if len(pending) > self.threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
+def _single_threaded(fn: Callable, *args: Any) -> Any:
+    """Run a task with numba on one thread (the executor runs one task per core)."""
+    import numba
+
+    numba.set_num_threads(1)
+    return fn(*args)
 
 
 # --------------------------------------------------------------------------- tasks (run on workers)
 
 
-def _task_sum(source: RowSource, start: int, stop: int):
-    from .exactsum import ExactSum
-
-    loc, _ = source.read(start, stop)
-    return ExactSum.of_float32(loc)
-
-
-def _task_deviations(source: RowSource, start: int, stop: int, mean: float, positions: np.ndarray):
+def _task_moments(source: RowSource, start: int, stop: int, positions: np.ndarray):
     from .exactsum import ExactSum
 
     loc, scale = source.read(start, stop)
     local = positions - start * source.row_size
-    return ExactSum.of_squared_deviations(loc, mean), loc[local], scale[local]
+    return ExactSum.of_float32(loc), ExactSum.of_squares(loc), loc[local], scale[local]
 
 
 def _fitted(loc: np.ndarray, scale: np.ndarray, prior, max_level: int, device: str):
@@ -444,28 +459,23 @@ def _fit_priors(sources: list[RowSource], handles: list[Any], executor, sample_p
     from .priors import GaussianPrior
 
     priors, samples = [], []
-    done, total = 0, 2 * sum(len(task_ranges(s)) for s in sources)
+    done, total = 0, sum(len(task_ranges(s)) for s in sources)
     for source, handle, positions in zip(sources, handles, sample_positions):
-        ranges = task_ranges(source)
-        sums = None
-        for part in executor.map(_task_sum, [(handle, a, b) for a, b in ranges]):
-            sums = part if sums is None else sums + part
-            done += 1
-            report("fitting priors", done, total)
-        mean = sums.mean()
         rs = source.row_size
         args = []
-        for a, b in ranges:
+        for a, b in task_ranges(source):
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
-            args.append((handle, a, b, mean, positions[lo:hi]))
-        deviations, locs, scales = None, [], []
-        for dev, loc, scale in executor.map(_task_deviations, args):
-            deviations = dev if deviations is None else deviations + dev
+            args.append((handle, a, b, positions[lo:hi]))
+        sums = squares = None
+        locs, scales = [], []
+        for part_sum, part_squares, loc, scale in executor.map(_task_moments, args):
+            sums = part_sum if sums is None else sums + part_sum
+            squares = part_squares if squares is None else squares + part_squares
             locs.append(loc)
             scales.append(scale)
             done += 1
             report("fitting priors", done, total)
-        priors.append(GaussianPrior.from_sums(mean, deviations))
+        priors.append(GaussianPrior.from_sums(sums, squares))
         samples.append((positions, np.concatenate(locs), np.concatenate(scales)))
     return priors, samples
 
