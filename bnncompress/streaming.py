@@ -45,6 +45,9 @@ from .posterior import Posterior, TensorPosterior, read_vocab, validate_words
 STREAM_WEIGHTS = 1 << 26
 #: Weights per task (rounded to whole coding blocks): ~16 MiB of float32 loc + scale.
 TASK_SYMBOLS = 1 << 21
+#: A local pack keeps the grid indices of its last full histogram pass (uint16: 2 bytes per
+#: weight) within this budget, and codes from them instead of quantizing a second time.
+SYMBOL_CACHE_BYTES = 1 << 29
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _SAFETENSORS_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "bfloat16"}
@@ -353,6 +356,7 @@ class LocalExecutor:
 
     def __init__(self, threads: int | None = None):
         self.threads = max(1, threads or os.cpu_count() or 1)
+        self.cache_bytes = SYMBOL_CACHE_BYTES  # results stay in this process: symbols can be kept
 
     def scatter(self, obj: Any) -> Any:
         return obj
@@ -397,10 +401,16 @@ def _fitted(loc: np.ndarray, scale: np.ndarray, prior, max_level: int, device: s
     return FittedVBQ(TensorPosterior(loc, scale), prior, max_level, resolve_device(device))
 
 
-def _task_histogram(source: RowSource, start: int, stop: int, prior, max_level: int, device: str, lam: float):
+def _task_histogram(source: RowSource, start: int, stop: int, prior, max_level: int, device: str, lam: float, keep):
     loc, scale = source.read(start, stop)
     f = _fitted(loc, scale, prior, max_level, device)
-    return np.bincount(f.assign(lam), minlength=len(f.grid))
+    indices = f.assign(lam)
+    return np.bincount(indices, minlength=len(f.grid)), (indices.astype(np.uint16) if keep else None)
+
+
+def _task_encode_kept(indices, remap, counts, block_size):
+    words, offsets = coding.encode_blocks(np.take(remap, indices), counts, block_size)
+    return words, np.diff(offsets)
 
 
 def _task_encode(source, start, stop, prior, max_level, device, lam, remap, counts, block_size):
@@ -435,6 +445,7 @@ class BlockwiseVBQ:
         self.grid, self.params = template.grid, template.params
         self.sample_positions, self.sample_loc, self.sample_scale = samples
         self._histograms: dict[float, np.ndarray] = {}
+        self.kept: tuple[float, list[np.ndarray]] | None = None  # (lam, grid indices per task)
 
     def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
         if sample is None or not np.array_equal(sample, self.sample_positions):
@@ -447,12 +458,25 @@ class BlockwiseVBQ:
             indices = self.assign(lam, sample)
             return np.bincount(indices, minlength=len(self.grid)), len(indices)
         if lam not in self._histograms:
-            args = [(self.handle, a, b, self.prior, self.max_level, self.device, lam) for a, b in self.ranges]
+            self.release()
+            keep = len(self.grid) <= 1 << 16 and 2 * self.num_weights <= getattr(self.executor, "cache_bytes", 0)
+            args = [(self.handle, a, b, self.prior, self.max_level, self.device, lam, keep) for a, b in self.ranges]
             total = np.zeros(len(self.grid), dtype=np.int64)
-            for h in self.executor.map(_task_histogram, args):
+            kept = []
+            for h, indices in self.executor.map(_task_histogram, args):
                 total += h
+                kept.append(indices)
             self._histograms[lam] = total
+            if keep:
+                self.kept = (lam, kept)
+                self.executor.cache_bytes -= 2 * self.num_weights
         return self._histograms[lam], self.num_weights
+
+    def release(self) -> None:
+        """Drop the kept grid indices and return their bytes to the executor's budget."""
+        if self.kept is not None:
+            self.kept = None
+            self.executor.cache_bytes += 2 * self.num_weights
 
 
 def _fit_priors(sources: list[RowSource], handles: list[Any], executor, sample_positions, report):
@@ -531,16 +555,22 @@ def quantize_and_code(
             words = np.zeros(0, dtype=np.uint32)
             offsets = np.zeros(coding.num_blocks(f.shape, block_rows) + 1, dtype=np.uint64)
         else:
-            args = [
-                (f.handle, a, b, f.prior, max_level, device, lam, remap, used_counts, block_size) for a, b in f.ranges
-            ]
+            if f.kept is not None and f.kept[0] == lam:  # code the indices of the histogram pass
+                task, args = _task_encode_kept, [(kept, remap, used_counts, block_size) for kept in f.kept[1]]
+            else:
+                task = _task_encode
+                args = [
+                    (f.handle, a, b, f.prior, max_level, device, lam, remap, used_counts, block_size)
+                    for a, b in f.ranges
+                ]
             parts, lengths = [], []
-            for words_part, lengths_part in executor.map(_task_encode, args):
+            for words_part, lengths_part in executor.map(task, args):
                 parts.append(words_part)
                 lengths.append(lengths_part)
             words = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
             offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.uint64)
             np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        f.release()
         records.append(
             TensorRecord(
                 name=name,

@@ -90,18 +90,22 @@ def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks
 def test_streaming_reads_one_task_at_a_time(tmp_path, big, small_tasks, monkeypatch):
     loc, scale = big
     src = write_npy_dir(tmp_path / "post", {"w": (loc, scale)})
-    largest = []
+    reads = []
     real = streaming.FileSource._read
 
     def spy(self, start, stop):
-        largest.append((stop - start) * self.row_size)
+        reads.append((stop - start) * self.row_size)
         return real(self, start, stop)
 
     monkeypatch.setattr(streaming.FileSource, "_read", spy)
-    bnncompress.pack(src, tmp_path / "a.bnc", stream=True, bits=2.0)
-    assert (
-        max(largest) <= 2 * streaming.TASK_SYMBOLS and sum(largest) == 3 * loc.size
-    )  # prior, histogram at the guess, coding
+    bnncompress.pack(src, tmp_path / "kept.bnc", stream=True, bits=2.0)
+    assert max(reads) <= 2 * streaming.TASK_SYMBOLS
+    assert sum(reads) == 2 * loc.size  # the prior, the histogram at lambda (its indices are then coded)
+    reads.clear()
+    monkeypatch.setattr(streaming, "SYMBOL_CACHE_BYTES", 0)
+    bnncompress.pack(src, tmp_path / "requantized.bnc", stream=True, bits=2.0)
+    assert sum(reads) == 3 * loc.size  # without room to keep the indices, coding quantizes again
+    assert (tmp_path / "kept.bnc").read_bytes() == (tmp_path / "requantized.bnc").read_bytes()
 
 
 def test_in_memory_posterior_streams_and_reads_like_files(tmp_path, synthetic, small_tasks):

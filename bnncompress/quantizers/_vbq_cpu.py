@@ -62,8 +62,9 @@ def _assign(loc, scale, grid, max_level, lam, out, starts, lo, inv_width):  # pr
             penalty = lam * r
             if penalty >= best:
                 break
-            step = 1 << (max_level - r)
-            m_left = step * (2 * ((p - step) // (2 * step)) + 1)
+            shift = max_level - r
+            step = 1 << shift
+            m_left = (((p - step) >> (shift + 1)) << (shift + 1)) + step  # step * (2 * floor((p - step) / 2step) + 1)
             if m_left >= 1:
                 d = np.float64(grid[m_left - 1]) - x
                 cost = d * d * inv + penalty
