@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
+import constriction  # imported with bnncompress (~2 ms) rather than on an archive's first row lookup
 import numpy as np
 
 #: Identifies this coding scheme in archives (see docs/FORMAT.md).
@@ -26,7 +27,6 @@ CODER_ID = "constriction-ans-categorical"
 
 
 def _model(counts: np.ndarray):
-    import constriction
 
     probabilities = np.asarray(counts, dtype=np.float64)
     return constriction.stream.model.Categorical(probabilities / probabilities.sum(), perfect=False)
@@ -132,7 +132,6 @@ def encode(symbols: np.ndarray, counts: np.ndarray, model=None) -> np.ndarray:
         >>> decode(words, np.array([1, 2, 1]), 4).tolist()
         [0, 1, 1, 2]
     """
-    import constriction
 
     if len(counts) <= 1:
         return np.zeros(0, dtype=np.uint32)
@@ -144,7 +143,6 @@ def encode(symbols: np.ndarray, counts: np.ndarray, model=None) -> np.ndarray:
 def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int, model=None) -> np.ndarray:
     """Decode ``num_symbols`` int32 symbols from ``words`` with the model given by ``counts``
     (one ANS stream; :func:`decode_blocks` checks sizes and the histogram)."""
-    import constriction
 
     if len(counts) <= 1:
         return np.zeros(num_symbols, dtype=np.int32)
