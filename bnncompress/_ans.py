@@ -33,6 +33,17 @@ _LOOKUP_SHIFT = np.uint64(PRECISION - _LOOKUP_BITS)
 OK, BAD_FIRST_WORD, WORDS_LEFT = 0, 1, 2
 
 
+def serial_twin(kernel, name: str):
+    """A non-parallel njit compile of a ``parallel=True`` kernel (``prange`` runs as ``range``),
+    under its own name so that numba's on-disk caches of the two never overwrite each other."""
+    import types
+
+    f = kernel.py_func
+    twin = types.FunctionType(f.__code__.replace(co_name=name, co_qualname=name), f.__globals__, name, f.__defaults__)
+    twin.__qualname__ = name
+    return numba.njit(cache=True, nogil=True)(twin)
+
+
 def quantized_cdf(counts: np.ndarray) -> np.ndarray:
     """constriction's 24-bit CDF for ``Categorical(counts / counts.sum(), perfect=False)``:
     ``K + 1`` uint64 values from 0 to 2**24 (symbol k has ``cdf[k + 1] - cdf[k] >= 1``)."""
@@ -158,8 +169,8 @@ def decode_blocks_into(
         )
 
 
-_encode_blocks_serial = numba.njit(cache=True, nogil=True)(encode_blocks_into.py_func)
-_decode_blocks_serial = numba.njit(cache=True, nogil=True)(decode_blocks_into.py_func)
+_encode_blocks_serial = serial_twin(encode_blocks_into, "_encode_blocks_serial")
+_decode_blocks_serial = serial_twin(decode_blocks_into, "_decode_blocks_serial")
 
 
 def _parallel(parallel_kernel, serial_kernel):

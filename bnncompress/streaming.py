@@ -398,7 +398,8 @@ def _fitted(loc: np.ndarray, scale: np.ndarray, prior, max_level: int, device: s
     from .devices import resolve_device
     from .quantizers.vbq import FittedVBQ
 
-    return FittedVBQ(TensorPosterior(loc, scale), prior, max_level, resolve_device(device))
+    device = device if device == "cpu" else resolve_device(device)  # "cpu" needs no torch import
+    return FittedVBQ(TensorPosterior(loc, scale), prior, max_level, device)
 
 
 def _task_histogram(source: RowSource, start: int, stop: int, prior, max_level: int, device: str, lam: float, keep):

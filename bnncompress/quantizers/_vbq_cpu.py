@@ -12,6 +12,8 @@ whatever the table says; this is about 3x faster than a binary search at 2 bits/
 import numba
 import numpy as np
 
+from .._ans import serial_twin
+
 
 def assign_cpu(loc, scale, grid, max_level, lam, out):
     """Write into ``out`` the VBQ grid index of every weight (see :mod:`.vbq`)."""
@@ -81,4 +83,4 @@ def _assign(loc, scale, grid, max_level, lam, out, starts, lo, inv_width):  # pr
         out[i] = best_m - 1
 
 
-_assign_serial = numba.njit(cache=True, nogil=True)(_assign.py_func)
+_assign_serial = serial_twin(_assign, "_assign_serial")
