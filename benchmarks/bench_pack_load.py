@@ -168,11 +168,37 @@ def _run(case: str, tmp: str, repeat: int, dask_dir: Path | None = None) -> dict
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
+def _table1(tmp: str, repeat: int) -> None:
+    n = ROWS * DIM
+    posterior_f32 = 2 * 4 * n  # loc and scale
+    make_posterior(Path(tmp) / "posterior.pt")
+    rows = [_run(case, tmp, repeat) for case in ("pack-default", "pack-2bits", "load-2bits")]
+    lookup = _run("lookup", tmp, 1)
+    print(f"\nposterior {ROWS} x {DIM} = {n:,} weights; float32 loc+scale = {posterior_f32 / 2**20:.1f} MiB")
+    print(
+        f"| {'case':<13} | {'seconds':>8} | {'M weights/s':>11} | {'peak extra MiB':>14} | {'x posterior':>11} | "
+        f"{'payload bits/w':>14} |"
+    )
+    print(f"|{'-' * 15}|{'-' * 10}|{'-' * 13}|{'-' * 16}|{'-' * 13}|{'-' * 16}|")
+    for r in rows:
+        bits = f"{r['payload_bits']:.3f}" if "payload_bits" in r else ""
+        print(
+            f"| {r['case']:<13} | {r['seconds']:>8.4f} | {n / r['seconds'] / 1e6:>11.1f} | "
+            f"{r['peak_extra_bytes'] / 2**20:>14.1f} | {r['peak_extra_bytes'] / posterior_f32:>11.2f} | "
+            f"{bits:>14} |"
+        )
+    print(
+        f"first lookup (one row, fresh process): {lookup['first_lookup_s'] * 1e3:.2f} ms "
+        f"after load() took {lookup['open_s'] * 1e3:.1f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dask-rows", type=int, default=400_000, help="rows of the Dask posterior (x 100)")
     parser.add_argument("--no-dask", action="store_true", help="skip table 2")
+    parser.add_argument("--no-table1", action="store_true", help="skip table 1")
     parser.add_argument("--large", action="store_true", help="also pack a 200M-weight posterior from disk")
     parser.add_argument("--large-dir", type=Path, help="where to write (or reuse) the 1.6 GB posterior")
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -183,29 +209,9 @@ def main() -> None:
         print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat, args.dask_dir)))
         return
     print(f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
-    n = ROWS * DIM
-    posterior_f32 = 2 * 4 * n  # loc and scale
     with tempfile.TemporaryDirectory() as tmp:
-        make_posterior(Path(tmp) / "posterior.pt")
-        rows = [_run(case, tmp, args.repeat) for case in ("pack-default", "pack-2bits", "load-2bits")]
-        lookup = _run("lookup", tmp, 1)
-        print(f"\nposterior {ROWS} x {DIM} = {n:,} weights; float32 loc+scale = {posterior_f32 / 2**20:.1f} MiB")
-        print(
-            f"| {'case':<13} | {'seconds':>8} | {'M weights/s':>11} | {'peak extra MiB':>14} | {'x posterior':>11} | "
-            f"{'payload bits/w':>14} |"
-        )
-        print(f"|{'-' * 15}|{'-' * 10}|{'-' * 13}|{'-' * 16}|{'-' * 13}|{'-' * 16}|")
-        for r in rows:
-            bits = f"{r['payload_bits']:.3f}" if "payload_bits" in r else ""
-            print(
-                f"| {r['case']:<13} | {r['seconds']:>8.4f} | {n / r['seconds'] / 1e6:>11.1f} | "
-                f"{r['peak_extra_bytes'] / 2**20:>14.1f} | {r['peak_extra_bytes'] / posterior_f32:>11.2f} | "
-                f"{bits:>14} |"
-            )
-        print(
-            f"first lookup (one row, fresh process): {lookup['first_lookup_s'] * 1e3:.2f} ms "
-            f"after load() took {lookup['open_s'] * 1e3:.1f} ms"
-        )
+        if not args.no_table1:
+            _table1(tmp, args.repeat)
 
         if not args.no_dask:
             dask_dir = Path(tmp) / "dask_posterior"

@@ -35,7 +35,11 @@ class DaskExecutor:
     """Runs the blockwise pack's tasks on a ``distributed.Client``'s workers, results in order."""
 
     def __init__(self, client: Any):
+        from .streaming import SYMBOL_CACHE_BYTES
+
         self.client = client
+        workers = client.scheduler_info().get("workers", {})
+        self.cache_bytes = SYMBOL_CACHE_BYTES * max(len(workers), 1)  # kept indices stay on the workers
 
     def scatter(self, obj: Any) -> Any:
         return self.client.scatter(obj, broadcast=False, hash=False)
@@ -48,6 +52,18 @@ class DaskExecutor:
                 futures[i] = None  # lets the cluster forget the result
         finally:
             self.client.cancel([f for f in futures if f is not None])
+
+    def map_split(self, fn: Callable, tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
+        """Tasks return ``(result, kept)``: ``result`` comes here, ``kept`` stays on its worker
+        as a future that later tasks take as an argument (Dask runs them where it lies)."""
+        import operator
+
+        futures = [self.client.submit(_single_threaded, fn, *args, pure=False) for args in tasks]
+        for i in range(len(futures)):
+            result = self.client.submit(operator.getitem, futures[i], 0, pure=False)
+            kept = self.client.submit(operator.getitem, futures[i], 1, pure=False)
+            futures[i] = None
+            yield result.result(), kept
 
 
 @contextlib.contextmanager

@@ -45,8 +45,8 @@ from .posterior import Posterior, TensorPosterior, read_vocab, validate_words
 STREAM_WEIGHTS = 1 << 26
 #: Weights per task (rounded to whole coding blocks): ~16 MiB of float32 loc + scale.
 TASK_SYMBOLS = 1 << 21
-#: A local pack keeps the grid indices of its last full histogram pass (uint16: 2 bytes per
-#: weight) within this budget, and codes from them instead of quantizing a second time.
+#: A pack keeps the grid indices of its last full histogram pass (uint16: 2 bytes per weight)
+#: within this budget (per Dask worker), and codes them instead of quantizing a second time.
 SYMBOL_CACHE_BYTES = 1 << 29
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -374,6 +374,11 @@ class LocalExecutor:
             while pending:
                 yield pending.popleft().result()
 
+    def map_split(self, fn: Callable, tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
+        """Like :meth:`map` for tasks returning ``(result, kept)``: yields ``result`` and a
+        handle to ``kept`` that later tasks may take as an argument (here: ``kept`` itself)."""
+        return self.map(fn, tasks)
+
 
 def _single_threaded(fn: Callable, *args: Any) -> Any:
     """Run a task with numba on one thread (the executor runs one task per core)."""
@@ -464,7 +469,7 @@ class BlockwiseVBQ:
             args = [(self.handle, a, b, self.prior, self.max_level, self.device, lam, keep) for a, b in self.ranges]
             total = np.zeros(len(self.grid), dtype=np.int64)
             kept = []
-            for h, indices in self.executor.map(_task_histogram, args):
+            for h, indices in self.executor.map_split(_task_histogram, args):
                 total += h
                 kept.append(indices)
             self._histograms[lam] = total
