@@ -12,7 +12,7 @@ is the first `Archive.rows` call on a freshly loaded archive in a fresh process 
 
 Table 2 (--dask-rows x 100 posterior as a directory of .npy files): a streamed pack at
 2 bits/weight in this process, then on a local dask.distributed cluster of 1 and of 2
-single-threaded worker processes (cluster started before timing; best of --repeat).
+single-threaded worker processes (cluster started before timing; best of 2 after a warm-up).
 
 Table 3 (--large): 2,000,000 x 100 = 200M weights, generated on disk as memory-mapped
 .npy files (1.6 GB, never held in memory), packed with `bnncompress pack DIR --bits 2` in
@@ -196,7 +196,7 @@ def _table1(tmp: str, repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--dask-rows", type=int, default=400_000, help="rows of the Dask posterior (x 100)")
+    parser.add_argument("--dask-rows", type=int, default=1_000_000, help="rows of the Dask posterior (x 100)")
     parser.add_argument("--no-dask", action="store_true", help="skip table 2")
     parser.add_argument("--no-table1", action="store_true", help="skip table 1")
     parser.add_argument("--large", action="store_true", help="also pack a 200M-weight posterior from disk")
@@ -217,7 +217,7 @@ def main() -> None:
             dask_dir = Path(tmp) / "dask_posterior"
             make_npy_dir(dask_dir, args.dask_rows)
             m = args.dask_rows * DIM
-            cases = [_run(c, tmp, min(args.repeat, 3), dask_dir) for c in ("stream-local", "dask-1", "dask-2")]
+            cases = [_run(c, tmp, min(args.repeat, 2), dask_dir) for c in ("stream-local", "dask-1", "dask-2")]
             print(f"\nDask: {args.dask_rows} x {DIM} = {m:,} weights (.npy directory), --bits 2")
             print(f"| {'case':<13} | {'seconds':>8} | {'M weights/s':>11} | {'cluster start s':>15} | {'speedup':>7} |")
             print(f"|{'-' * 15}|{'-' * 10}|{'-' * 13}|{'-' * 17}|{'-' * 9}|")

@@ -35,9 +35,10 @@ class DaskExecutor:
     """Runs the blockwise pack's tasks on a ``distributed.Client``'s workers, results in order."""
 
     def __init__(self, client: Any):
-        from .streaming import SYMBOL_CACHE_BYTES
+        from .streaming import SYMBOL_CACHE_BYTES, TASK_SYMBOLS
 
         self.client = client
+        self.task_symbols = 4 * TASK_SYMBOLS  # fewer, larger tasks: scheduling costs a few ms each
         workers = client.scheduler_info().get("workers", {})
         self.cache_bytes = SYMBOL_CACHE_BYTES * max(len(workers), 1)  # kept indices stay on the workers
 

@@ -430,10 +430,12 @@ def _task_encode(source, start, stop, prior, max_level, device, lam, remap, coun
 # --------------------------------------------------------------------------- the blockwise pack
 
 
-def task_ranges(source: RowSource) -> list[tuple[int, int]]:
-    """Row ranges of the tasks: whole coding blocks, about TASK_SYMBOLS weights each."""
+def task_ranges(source: RowSource, executor: Any = None) -> list[tuple[int, int]]:
+    """Row ranges of the tasks: whole coding blocks, about TASK_SYMBOLS weights each (or
+    the executor's ``task_symbols``: Dask pays a few ms of scheduling per task)."""
+    symbols = getattr(executor, "task_symbols", TASK_SYMBOLS)
     block_rows = coding.block_rows_for(source.shape)
-    rows_per_task = block_rows * max(1, TASK_SYMBOLS // max(block_rows * source.row_size, 1))
+    rows_per_task = block_rows * max(1, symbols // max(block_rows * source.row_size, 1))
     return [(a, min(a + rows_per_task, source.num_rows)) for a in range(0, source.num_rows, rows_per_task)]
 
 
@@ -446,7 +448,7 @@ class BlockwiseVBQ:
         self.max_level, self.device, self.executor = max_level, device, executor
         self.shape = source.shape
         self.num_weights = source.size
-        self.ranges = task_ranges(source)
+        self.ranges = task_ranges(source, executor)
         template = _fitted(np.zeros(1, np.float32), np.ones(1, np.float32), prior, max_level, "cpu")
         self.grid, self.params = template.grid, template.params
         self.sample_positions, self.sample_loc, self.sample_scale = samples
@@ -489,11 +491,11 @@ def _fit_priors(sources: list[RowSource], handles: list[Any], executor, sample_p
     from .priors import GaussianPrior
 
     priors, samples = [], []
-    done, total = 0, sum(len(task_ranges(s)) for s in sources)
+    done, total = 0, sum(len(task_ranges(s, executor)) for s in sources)
     for source, handle, positions in zip(sources, handles, sample_positions):
         rs = source.row_size
         args = []
-        for a, b in task_ranges(source):
+        for a, b in task_ranges(source, executor):
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
             args.append((handle, a, b, positions[lo:hi]))
         sums = squares = None
