@@ -1,13 +1,26 @@
-"""Pack and load throughput and peak memory on a 20000 x 100 posterior.
+"""Pack and load throughput, first-lookup latency, peak memory, and Dask 1 vs 2 workers.
 
-    python benchmarks/bench_pack_load.py            # prints a table (about a minute)
+    python benchmarks/bench_pack_load.py             # the tables below (about 2 minutes)
+    python benchmarks/bench_pack_load.py --large     # + a 200M-weight posterior streamed from disk (minutes)
 
-The posterior is synthetic but shaped like a Bayesian skip-gram's (frequent rows sharp,
-rare rows near the prior N(0, 1)); it is written as a .pt file of {name: {loc, scale}} and
-packed from disk, as `bnncompress pack` would. Each case runs in a fresh process so that
-peak memory (ru_maxrss above the process's resident size just before the case) is its own;
-timings are the best of --repeat runs after one warm-up run. Goals (issue: Core): pack >= 10 M
-weights/s, load >= 30 M weights/s, peak memory <= 4x the posterior's float32 size.
+Table 1 (20000 x 100 posterior, as a .pt file of {name: {loc, scale}}, packed from disk as
+`bnncompress pack` would): the posterior is synthetic but shaped like a Bayesian
+skip-gram's (frequent rows sharp, rare rows near the prior N(0, 1)). Each case runs in a
+fresh process so that peak memory (ru_maxrss above the process's resident size just before
+the case) is its own; timings are the best of --repeat runs after one warm-up run. "lookup"
+is the first `Archive.rows` call on a freshly loaded archive in a fresh process (one block).
+
+Table 2 (--dask-rows x 100 posterior as a directory of .npy files): a streamed pack at
+2 bits/weight in this process, then on a local dask.distributed cluster of 1 and of 2
+single-threaded worker processes (cluster started before timing; best of 2 after a warm-up).
+
+Table 3 (--large): 2,000,000 x 100 = 200M weights, generated on disk as memory-mapped
+.npy files (1.6 GB, never held in memory), packed with `bnncompress pack DIR --bits 2` in
+a fresh process; reports the wall time and that process's peak RSS (ru_maxrss, total).
+
+Goals (issue 5, this 2-core machine): pack >= 20 M weights/s and load >= 50 M weights/s at
+2 bits/weight; first lookup <= 5 ms; 200M-weight pack with peak RSS <= 1.5 GB; Dask 2
+workers >= 1.7x 1 worker. Check `uptime` first: other work on the machine skews every number.
 """
 
 from __future__ import annotations
@@ -23,17 +36,44 @@ import time
 from pathlib import Path
 
 ROWS, DIM = 20000, 100
+LARGE_ROWS = 2_000_000
+
+
+def _skipgram_like(rng, rows: int, first_row: int, total_rows: int):
+    import numpy as np
+
+    row = np.arange(first_row, first_row + rows)
+    row_scale = np.exp(np.log(0.02) + (np.log(0.8) - np.log(0.02)) * row / max(total_rows - 1, 1))[:, None]
+    scale = (row_scale * np.exp(0.2 * rng.normal(size=(rows, DIM)))).astype(np.float32)
+    loc = (rng.normal(size=(rows, DIM)) * np.sqrt(np.maximum(1 - scale**2, 0.01))).astype(np.float32)
+    return loc, scale
 
 
 def make_posterior(path: Path) -> None:
     import numpy as np
     import torch
 
-    rng = np.random.default_rng(0)
-    row_scale = np.exp(np.linspace(np.log(0.02), np.log(0.8), ROWS))[:, None]
-    scale = (row_scale * np.exp(0.2 * rng.normal(size=(ROWS, DIM)))).astype(np.float32)
-    loc = (rng.normal(size=(ROWS, DIM)) * np.sqrt(np.maximum(1 - scale**2, 0.01))).astype(np.float32)
+    loc, scale = _skipgram_like(np.random.default_rng(0), ROWS, 0, ROWS)
     torch.save({"word_vectors": {"loc": torch.from_numpy(loc), "scale": torch.from_numpy(scale)}}, path)
+
+
+def make_npy_dir(path: Path, rows: int, chunk: int = 50_000) -> None:
+    """NAME.loc.npy / NAME.scale.npy written chunk by chunk through memory maps (bounded memory)."""
+    import numpy as np
+
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    maps = [
+        np.lib.format.open_memmap(path / f"word_vectors.{k}.npy", "w+", np.float32, (rows, DIM))
+        for k in ("loc", "scale")
+    ]
+    for a in range(0, rows, chunk):
+        loc, scale = _skipgram_like(rng, min(chunk, rows - a), a, rows)
+        maps[0][a : a + len(loc)] = loc
+        maps[1][a : a + len(loc)] = scale
+        for m in maps:
+            m.flush()
+    del maps
 
 
 def _rss_bytes() -> int:
@@ -41,11 +81,45 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_case(case: str, workdir: Path, repeat: int) -> dict:
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _best(op, repeat: int, warm_up: bool = True) -> tuple[float, object]:
+    if warm_up:
+        op()  # numba's cached kernels are loaded, files are in the page cache
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = op()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None) -> dict:
     """Runs inside a fresh process: one case, timed, with its peak memory."""
     import bnncompress
 
     source, archive = workdir / "posterior.pt", workdir / f"{case}.bnc"
+    if case == "lookup":
+        start = time.perf_counter()
+        a = bnncompress.load(workdir / "load-2bits.bnc")
+        opened = time.perf_counter()
+        a.rows("word_vectors", [12345])
+        first = time.perf_counter()
+        return {"case": case, "open_s": opened - start, "first_lookup_s": first - opened}
+    if case.startswith("dask-") or case == "stream-local":
+        return _dask_case(case, dask_dir, workdir, repeat)
+    if case == "large":
+        start = time.perf_counter()
+        r = bnncompress.pack(dask_dir, workdir / "large.bnc", bits=2.0)
+        seconds = time.perf_counter() - start
+        return {
+            "case": case,
+            "seconds": seconds,
+            "peak_bytes": _peak_bytes(),
+            "payload_bits": r.payload_bits_per_weight,
+        }
     kwargs = {"pack-default": {"lam": None}, "pack-2bits": {"bits": 2.0}}.get(case)
     if kwargs is not None:
 
@@ -58,41 +132,49 @@ def run_case(case: str, workdir: Path, repeat: int) -> dict:
             a = bnncompress.load(archive)
             return [a[n] for n in a.names]
 
-    op()  # warm-up: numba's cached kernel is loaded, files are in the page cache
-    times = []
+    op()  # warm-up, before the resident size is taken
     before = _rss_bytes()
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = op()
-        times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = {"case": case, "seconds": min(times), "peak_extra_bytes": max(0, peak - before)}
+    seconds, result = _best(op, repeat, warm_up=False)
+    out = {"case": case, "seconds": seconds, "peak_extra_bytes": max(0, _peak_bytes() - before)}
     if kwargs is not None:
         out["payload_bits"] = result.payload_bits_per_weight
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.case:
-        print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat)))
-        return
+def _dask_case(case: str, npy_dir: Path, workdir: Path, repeat: int) -> dict:
+    import bnncompress
+
+    archive = workdir / f"{case}.bnc"
+    if case == "stream-local":
+        seconds, _ = _best(lambda: bnncompress.pack(npy_dir, archive, bits=2.0, stream=True), repeat)
+        return {"case": case, "seconds": seconds}
+    import distributed
+
+    workers = int(case.split("-")[1])
+    start = time.perf_counter()
+    with (
+        distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as c,
+        distributed.Client(c) as client,
+    ):
+        startup = time.perf_counter() - start
+        seconds, _ = _best(lambda: bnncompress.pack(npy_dir, archive, bits=2.0, scheduler=client), repeat)
+    return {"case": case, "seconds": seconds, "startup_s": startup}
+
+
+def _run(case: str, tmp: str, repeat: int, dask_dir: Path | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--case", case, "--workdir", tmp, "--repeat", str(repeat)]
+    if dask_dir is not None:
+        cmd += ["--dask-dir", str(dask_dir)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
+def _table1(tmp: str, repeat: int) -> None:
     n = ROWS * DIM
     posterior_f32 = 2 * 4 * n  # loc and scale
-    with tempfile.TemporaryDirectory() as tmp:
-        make_posterior(Path(tmp) / "posterior.pt")
-        rows = []
-        for case in ("pack-default", "pack-2bits", "load-2bits"):
-            cmd = [sys.executable, __file__, "--case", case, "--workdir", tmp, "--repeat", str(args.repeat)]
-            rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
-    print(
-        f"posterior {ROWS} x {DIM} = {n:,} weights; float32 loc+scale = {posterior_f32 / 2**20:.1f} MiB; "
-        f"{os.cpu_count()} CPUs"
-    )
+    make_posterior(Path(tmp) / "posterior.pt")
+    rows = [_run(case, tmp, repeat) for case in ("pack-default", "pack-2bits", "load-2bits")]
+    lookup = _run("lookup", tmp, 1)
+    print(f"\nposterior {ROWS} x {DIM} = {n:,} weights; float32 loc+scale = {posterior_f32 / 2**20:.1f} MiB")
     print(
         f"| {'case':<13} | {'seconds':>8} | {'M weights/s':>11} | {'peak extra MiB':>14} | {'x posterior':>11} | "
         f"{'payload bits/w':>14} |"
@@ -102,8 +184,67 @@ def main() -> None:
         bits = f"{r['payload_bits']:.3f}" if "payload_bits" in r else ""
         print(
             f"| {r['case']:<13} | {r['seconds']:>8.4f} | {n / r['seconds'] / 1e6:>11.1f} | "
-            f"{r['peak_extra_bytes'] / 2**20:>14.1f} | {r['peak_extra_bytes'] / posterior_f32:>11.2f} | {bits:>14} |"
+            f"{r['peak_extra_bytes'] / 2**20:>14.1f} | {r['peak_extra_bytes'] / posterior_f32:>11.2f} | "
+            f"{bits:>14} |"
         )
+    print(
+        f"first lookup (one row, fresh process): {lookup['first_lookup_s'] * 1e3:.2f} ms "
+        f"after load() took {lookup['open_s'] * 1e3:.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--dask-rows", type=int, default=1_000_000, help="rows of the Dask posterior (x 100)")
+    parser.add_argument("--no-dask", action="store_true", help="skip table 2")
+    parser.add_argument("--no-table1", action="store_true", help="skip table 1")
+    parser.add_argument("--large", action="store_true", help="also pack a 200M-weight posterior from disk")
+    parser.add_argument("--large-dir", type=Path, help="where to write (or reuse) the 1.6 GB posterior")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--dask-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat, args.dask_dir)))
+        return
+    print(f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_table1:
+            _table1(tmp, args.repeat)
+
+        if not args.no_dask:
+            dask_dir = Path(tmp) / "dask_posterior"
+            make_npy_dir(dask_dir, args.dask_rows)
+            m = args.dask_rows * DIM
+            cases = [_run(c, tmp, min(args.repeat, 2), dask_dir) for c in ("stream-local", "dask-1", "dask-2")]
+            print(f"\nDask: {args.dask_rows} x {DIM} = {m:,} weights (.npy directory), --bits 2")
+            print(f"| {'case':<13} | {'seconds':>8} | {'M weights/s':>11} | {'cluster start s':>15} | {'speedup':>7} |")
+            print(f"|{'-' * 15}|{'-' * 10}|{'-' * 13}|{'-' * 17}|{'-' * 9}|")
+            one = cases[1]["seconds"]
+            for r in cases:
+                start = f"{r['startup_s']:.1f}" if "startup_s" in r else ""
+                speedup = f"{one / r['seconds']:.2f}x" if r["case"].startswith("dask") else ""
+                print(
+                    f"| {r['case']:<13} | {r['seconds']:>8.3f} | {m / r['seconds'] / 1e6:>11.1f} | {start:>15} | "
+                    f"{speedup:>7} |"
+                )
+
+        if args.large:
+            large_dir = args.large_dir or Path(tmp) / "large_posterior"
+            if not (large_dir / "word_vectors.scale.npy").exists():
+                start = time.perf_counter()
+                make_npy_dir(large_dir, LARGE_ROWS)
+                print(f"\nwrote {large_dir} in {time.perf_counter() - start:.0f} s")
+            r = _run("large", tmp, 1, large_dir)
+            big = LARGE_ROWS * DIM
+            print(
+                f"\nlarge: {LARGE_ROWS:,} x {DIM} = {big:,} weights ({2 * 4 * big / 1e9:.1f} GB of float32 "
+                f"loc+scale on disk), streamed, --bits 2: {r['seconds']:.1f} s ({big / r['seconds'] / 1e6:.1f} M "
+                f"weights/s), peak RSS {r['peak_bytes'] / 2**30:.2f} GiB ({r['peak_bytes'] / 1e9:.2f} GB), "
+                f"payload {r['payload_bits']:.3f} bits/weight"
+            )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

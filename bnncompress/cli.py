@@ -68,7 +68,6 @@ def _progress(quiet: bool) -> Progress:
 from .quantizers import DEFAULT_METHOD, METHODS  # noqa: E402  (light: numba loads on first use)
 
 Method = Enum("Method", [(m.replace("-", "_"), m) for m in METHODS], type=str)
-_DEFAULT_METHOD = Method(DEFAULT_METHOD)
 
 
 def _parse_options(pairs: list[str] | None) -> dict:
@@ -101,7 +100,11 @@ class UnpackFormat(str, Enum):
 @_fails_cleanly
 def pack(
     source: Annotated[
-        Path, typer.Argument(help="Posterior: Pyro param store or guide state dict (.pt), .npz, .safetensors.")
+        Path,
+        typer.Argument(
+            help="Posterior: Pyro param store or guide state dict (.pt), .npz, .safetensors, HDF5, "
+            "or a directory of NAME.loc.npy / NAME.scale.npy."
+        ),
     ],
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Archive to write [default: SOURCE with .bnc].")
@@ -111,7 +114,10 @@ def pack(
     lam: Annotated[
         Optional[float], typer.Option("--lam", help="Rate-distortion trade-off lambda (larger = smaller).")
     ] = None,
-    method: Annotated[Method, typer.Option(help="Quantization method.")] = _DEFAULT_METHOD,
+    method: Annotated[
+        Optional[Method],
+        typer.Option(help=f"Quantization method [default: {DEFAULT_METHOD}; vbq for streamed packs]."),
+    ] = None,
     option: Annotated[
         Optional[list[str]],
         typer.Option("--option", help="Method option KEY=VALUE, e.g. prune=0.1 for weighted-kmeans (repeatable)."),
@@ -121,6 +127,20 @@ def pack(
     ] = None,
     device: Annotated[Device, typer.Option(help="Where to quantize.")] = Device.auto,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    stream: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--stream/--no-stream",
+            help="Read and pack block by block with bounded memory "
+            "[default: .npy directories, safetensors and HDF5 posteriors of 64M+ weights].",
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Pack on a local Dask cluster of this many worker processes.")
+    ] = None,
+    scheduler: Annotated[
+        Optional[str], typer.Option(help="Pack on the Dask cluster at this scheduler address (tcp://HOST:PORT).")
+    ] = None,
 ) -> None:
     """Quantize a posterior by its uncertainty and write one compressed archive."""
     from .packing import default_output
@@ -139,11 +159,14 @@ def pack(
             vocab=vocab,
             bits=bits,
             lam=lam,
-            method=method.value,
+            method=method.value if method else None,
             options=_parse_options(option),
             tensors=tensor,
             device=device.value,
             progress=report,
+            stream=stream,
+            workers=workers,
+            scheduler=scheduler,
         )
     for warning in result.warnings:
         _say(f"warning: {warning}", _err)

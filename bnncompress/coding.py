@@ -6,10 +6,20 @@ integer counts, so decoding is bit-exact. A one-symbol alphabet needs no coded w
 
 The symbols are cut into blocks of whole rows, each coded as its own ANS stream, with a
 jump table of word offsets: one row (a word vector) is decoded by decoding its block only.
+
+Blocks are coded by :mod:`bnncompress._ans`, numba kernels that produce exactly
+constriction's words and symbols but release the GIL and code blocks on all cores. Small
+decodes (a few rows) use constriction itself when numba is not loaded yet, so that a first
+lookup does not wait for numba's import. ``BNNCOMPRESS_CODER=constriction`` forces
+constriction everywhere (the reference the kernels are tested against).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
+import constriction  # imported with bnncompress (~2 ms) rather than on an archive's first row lookup
 import numpy as np
 
 #: Identifies this coding scheme in archives (see docs/FORMAT.md).
@@ -17,7 +27,6 @@ CODER_ID = "constriction-ans-categorical"
 
 
 def _model(counts: np.ndarray):
-    import constriction
 
     probabilities = np.asarray(counts, dtype=np.float64)
     return constriction.stream.model.Categorical(probabilities / probabilities.sum(), perfect=False)
@@ -25,6 +34,21 @@ def _model(counts: np.ndarray):
 
 #: Rows are grouped into blocks of about this many symbols (one block decodes in ~1-2 ms).
 BLOCK_SYMBOLS = 1 << 16
+
+
+#: Decodes of at least this many symbols use the numba kernels even before numba is imported.
+NUMBA_DECODE_SYMBOLS = 1 << 18
+
+
+def _kernels(num_symbols: int | None = None):
+    """The numba coder module, or None where constriction should code (see the module doc)."""
+    if os.environ.get("BNNCOMPRESS_CODER", "") == "constriction":
+        return None
+    if num_symbols is not None and num_symbols < NUMBA_DECODE_SYMBOLS and "bnncompress._ans" not in sys.modules:
+        return None
+    from . import _ans
+
+    return _ans
 
 
 def num_rows(shape: tuple[int, ...]) -> int:
@@ -59,6 +83,9 @@ def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> t
     starts = range(0, len(symbols), block_size)
     if len(counts) <= 1:
         return np.zeros(0, dtype=np.uint32), np.zeros(len(starts) + 1, dtype=np.uint64)
+    kernels = _kernels()
+    if kernels is not None:
+        return kernels.encode_blocks(symbols, counts, block_size)
     model = _model(counts)
     parts = [encode(symbols[i : i + block_size], counts, model) for i in starts]
     offsets = np.zeros(len(parts) + 1, dtype=np.uint64)
@@ -83,10 +110,15 @@ def decode_blocks(
         return np.zeros(sum(sizes), dtype=np.int32)
     if information_bits(counts) > 32 * len(words) * 1.001 + 96 * max(len(offsets) - 1, 1):
         raise ValueError(f"the entropy model describes more information than {len(words)} coded words can hold")
-    model = _model(counts)
-    parts = [decode(words[int(offsets[b]) : int(offsets[b + 1])], counts, n, model) for b, n in zip(blocks, sizes)]
-    symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    if everything and not np.array_equal(np.bincount(symbols, minlength=len(counts)), counts):
+    kernels = _kernels(sum(sizes))
+    if kernels is not None:
+        symbols, histogram = kernels.decode_blocks(words, offsets, counts, num_symbols, block_size, np.array(blocks))
+    else:
+        model = _model(counts)
+        parts = [decode(words[int(offsets[b]) : int(offsets[b + 1])], counts, n, model) for b, n in zip(blocks, sizes)]
+        symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        histogram = np.bincount(symbols, minlength=len(counts)) if everything else None
+    if everything and not np.array_equal(histogram, counts):
         raise ValueError("the decoded symbols do not match the entropy model's counts")
     return symbols
 
@@ -100,7 +132,6 @@ def encode(symbols: np.ndarray, counts: np.ndarray, model=None) -> np.ndarray:
         >>> decode(words, np.array([1, 2, 1]), 4).tolist()
         [0, 1, 1, 2]
     """
-    import constriction
 
     if len(counts) <= 1:
         return np.zeros(0, dtype=np.uint32)
@@ -112,7 +143,6 @@ def encode(symbols: np.ndarray, counts: np.ndarray, model=None) -> np.ndarray:
 def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int, model=None) -> np.ndarray:
     """Decode ``num_symbols`` int32 symbols from ``words`` with the model given by ``counts``
     (one ANS stream; :func:`decode_blocks` checks sizes and the histogram)."""
-    import constriction
 
     if len(counts) <= 1:
         return np.zeros(num_symbols, dtype=np.int32)

@@ -42,11 +42,25 @@ class PackResult(BitsPerWeight):
 
 
 def default_output(source: str | os.PathLike) -> Path:
-    """``embeddings.pt`` -> ``embeddings.bnc``."""
+    """``embeddings.pt`` -> ``embeddings.bnc``; a directory of .npy files ``big/`` -> ``big.bnc``."""
     path = Path(source)
+    if path.is_dir() and path.name:
+        return path.with_name(path.name + ".bnc")
     if not path.name or path.is_dir():
         raise OptionError(f"'{source}' is not a posterior file; pass a file such as embeddings.pt")
     return path.with_suffix(".bnc")
+
+
+#: The method of streamed and Dask packs (the others need a whole tensor in memory).
+STREAM_METHOD = "vbq"
+
+
+def _should_stream(source: Any, method: str | None) -> bool:
+    if method not in (None, STREAM_METHOD) or not isinstance(source, (str, os.PathLike)):
+        return False
+    from .streaming import is_large
+
+    return is_large(source)
 
 
 def pack(
@@ -56,21 +70,30 @@ def pack(
     vocab: str | os.PathLike | Iterable[str] | None = None,
     bits: float | None = None,
     lam: float | None = None,
-    method: str = DEFAULT_METHOD,
+    method: str | None = None,
     tensors: Sequence[str] | None = None,
     device: str = "auto",
     max_level: int = DEFAULT_MAX_LEVEL,
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    stream: bool | None = None,
+    workers: int | None = None,
+    scheduler: Any = None,
 ) -> PackResult:
     """Quantize a posterior by its uncertainty, entropy-code it, and write one archive.
 
     ``source`` is a posterior file, a live Pyro guide, ``{name: (loc, scale)}`` or a
     :class:`~bnncompress.posterior.Posterior`. Give ``bits`` (payload bits per weight, found
     by searching lambda) or ``lam``; with neither, the method's ``default_lam`` is used.
-    ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-direction``),
-    ``options`` its keyword options (e.g. ``{"prune": 0.1}`` for ``weighted-kmeans``).
+    ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-direction``;
+    ``vbq`` for streamed packs), ``options`` its keyword options (e.g. ``{"prune": 0.1}`` for
+    ``weighted-kmeans``).
     ``tensors`` selects which tensors to pack (default: all).
+
+    ``stream`` packs block by block with bounded memory (default: for .npy-directory,
+    safetensors and HDF5 posteriors of at least ``streaming.STREAM_WEIGHTS`` weights);
+    ``workers`` (a local Dask cluster of that many processes) or ``scheduler`` (a Dask
+    scheduler address or ``distributed.Client``) run its tasks on Dask. All write the same bytes.
 
     Example:
         >>> import bnncompress, numpy as np, tempfile, os
@@ -89,6 +112,18 @@ def pack(
     if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
         raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
     report = progress or (lambda stage, done, total: None)
+    if stream or workers is not None or scheduler is not None or (stream is None and _should_stream(source, method)):
+        from .streaming import pack_blockwise
+
+        if options:
+            raise OptionError("streamed and Dask packs take no --option (they use method 'vbq')")
+        note = () if method else (f"streamed pack: method {STREAM_METHOD} ({DEFAULT_METHOD} needs whole tensors)",)
+        method = method or STREAM_METHOD
+        result = pack_blockwise(
+            source, output, vocab, bits, lam, method, tensors, device, max_level, report, workers, scheduler
+        )
+        return dataclasses.replace(result, warnings=result.warnings + note)
+    method = method or DEFAULT_METHOD
 
     report("reading posterior", 0, 1)
     posterior: Posterior = read_posterior(source, vocab=vocab)

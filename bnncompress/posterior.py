@@ -206,16 +206,19 @@ def _check_vocab(posterior: Posterior) -> None:
 def _read_file(path: Path) -> Posterior:
     if not path.exists():
         raise PosteriorError(f"posterior file '{path}' does not exist")
+    if path.is_dir() and any(path.glob("*.loc.npy")):  # NAME.loc.npy / NAME.scale.npy pairs
+        from .streaming import read_in_memory
+
+        return read_in_memory(path)
     if not path.is_file():
         raise PosteriorError(f"'{path}' is not a file; pass a posterior file (.pt, .npz or .safetensors)")
     with open(path, "rb") as fh:
         head = fh.read(16)
     size = path.stat().st_size
-    if head.startswith(_HDF5_MAGIC):
-        raise PosteriorError(
-            f"'{path}' is an HDF5 file (a bnncompress archive?), not a posterior; "
-            "pack a .pt, .npz or .safetensors posterior"
-        )
+    if head.startswith(_HDF5_MAGIC):  # loc/scale datasets; a bnncompress archive is refused there
+        from .streaming import read_in_memory
+
+        return read_in_memory(path)
     if head.startswith(_ZIP_MAGIC):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -227,10 +230,11 @@ def _read_file(path: Path) -> Posterior:
         if members and all(m.endswith(".npy") for m in members):
             return _read_npz(path)
         raise PosteriorError(f"'{path}' is a zip archive but neither a torch .pt file nor a numpy .npz file")
-    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
-        return _from_mapping(_torch_load(path), f"'{path.name}'")
+    # safetensors first: a header of 128 + 256k bytes starts with 0x80, like a legacy pickle
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return _read_safetensors(path)
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
+        return _from_mapping(_torch_load(path), f"'{path.name}'")
     raise PosteriorError(
         f"'{path}' is not a known posterior format; expected a Pyro param store or state dict (.pt), "
         "a .npz or a .safetensors file"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
-_CHUNK = 1 << 18
+from .exactsum import ExactSum
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,21 @@ class GaussianPrior:
 
     @classmethod
     def fit(cls, loc: np.ndarray) -> GaussianPrior:
-        """Moment-match the means; a constant tensor gets a tiny positive width."""
+        """Moment-match the (float32) means; a constant tensor gets a tiny positive width.
+
+        Mean and variance are computed exactly from exact sums and rounded once
+        (:mod:`bnncompress.exactsum`), so a prior fitted block by block (:meth:`from_sums`)
+        is the same to the last bit, in one pass."""
         flat = np.asarray(loc).reshape(-1)
-        mean = float(np.mean(flat, dtype=np.float64))
-        # two-pass variance in float64, in chunks: no full-size float64 temporaries
-        sq = sum(
-            float(np.sum((flat[i : i + _CHUNK].astype(np.float64) - mean) ** 2)) for i in range(0, len(flat), _CHUNK)
-        )
-        std = (sq / len(flat)) ** 0.5
+        return cls.from_sums(ExactSum.of_float32(flat), ExactSum.of_squares(flat))
+
+    @classmethod
+    def from_sums(cls, total: ExactSum, squares: ExactSum) -> GaussianPrior:
+        """The prior from the exact sum of the means and of their squares."""
+        n = max(total.count, 1)
+        s = total.exact()
+        mean = float(s / n)
+        std = float(max(squares.exact() - s * s / n, 0) / n) ** 0.5
         if not std > 0:
             std = max(abs(mean), 1.0) * 1e-6
         return cls(mean, std)

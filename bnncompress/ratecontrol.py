@@ -39,8 +39,7 @@ def estimate_payload_bits(
     weights = 0
     count_bits = 8 * np.min_scalar_type(max(f.num_weights for f in fitted)).itemsize
     for i, f in enumerate(fitted):
-        indices = f.assign_all(lam) if samples is None else f.assign(lam, samples[i])
-        counts = np.bincount(indices)
+        counts, counted = _histogram(f, lam, None if samples is None else samples[i])
         used = int(np.count_nonzero(counts))
         blocks = num_blocks(f.shape, block_rows_for(f.shape))
         table = (
@@ -48,9 +47,26 @@ def estimate_payload_bits(
             + _JUMP_BITS_PER_BLOCK * (blocks - 1)
             + (_CODER_BITS_PER_BLOCK * blocks if used > 1 else 0)
         )
-        bits += information_bits(counts) * (f.num_symbols / max(len(indices), 1)) + table
+        bits += information_bits(counts) * (f.num_symbols / max(counted, 1)) + table
         weights += f.num_weights
     return bits / weights
+
+
+def _histogram(f: FittedQuantizer, lam: float, sample: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Counts of each grid index at ``lam`` (of all weights, or of ``sample``) and how many were
+    counted; a fit that never holds all weights at once (streaming) counts them itself."""
+    if hasattr(f, "histogram"):
+        return f.histogram(lam, sample)
+    indices = f.assign_all(lam) if sample is None else f.assign(lam, sample)
+    return np.bincount(indices), len(indices)
+
+
+def sample_positions(sizes: Sequence[int]) -> list[np.ndarray] | None:
+    """The flat positions of the rate-control subsample in each tensor, or None to search on all weights."""
+    total = sum(sizes)
+    if total <= 4 * _SAMPLE_WEIGHTS:
+        return None
+    return [np.linspace(0, n - 1, max(1, n * _SAMPLE_WEIGHTS // total)).astype(np.int64) for n in sizes]
 
 
 def find_lambda(fitted: Sequence[FittedQuantizer], target_bits: float) -> float:
@@ -69,13 +85,7 @@ def find_lambda(fitted: Sequence[FittedQuantizer], target_bits: float) -> float:
     """
     if not (target_bits > 0 and math.isfinite(target_bits)):
         raise RateControlError(f"--bits must be a positive number, got {target_bits}")
-    total = sum(f.num_weights for f in fitted)
-    samples = None
-    if total > 4 * _SAMPLE_WEIGHTS:
-        samples = [
-            np.linspace(0, f.num_weights - 1, max(1, f.num_weights * _SAMPLE_WEIGHTS // total)).astype(np.int64)
-            for f in fitted
-        ]
+    samples = sample_positions([f.num_weights for f in fitted])
 
     def excess(u: float, on_samples: bool) -> float:
         return estimate_payload_bits(fitted, math.exp(u), samples if on_samples else None) - target_bits

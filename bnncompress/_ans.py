@@ -1,0 +1,235 @@
+"""constriction's ANS coder re-implemented as numba kernels, parallel over row blocks.
+
+The archive's coded words are defined by constriction (docs/FORMAT.md): an ``AnsCoder``
+(32-bit words, 64-bit state) with ``Categorical(p, perfect=False)`` models, i.e. a 24-bit
+fixed-point CDF made by constriction's ``fast_quantized_cdf``. constriction holds the GIL,
+so its coders cannot run on two cores of one process. These kernels compute exactly the
+same CDF, the same words when encoding and the same symbols when decoding (checked against
+constriction in tests/test_parallel_coding.py), release the GIL, and code the independent
+blocks of a tensor in parallel (numba ``prange``).
+
+Kept in its own module so that importing bnncompress does not import numba;
+:mod:`bnncompress.coding` decides when to use it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+PRECISION = 24
+_LOOKUP_BITS = 12  # the decoder finds a symbol by a 4096-entry table and a short forward scan
+
+_U32_MASK = np.uint64(0xFFFFFFFF)
+_Q_MASK = np.uint64((1 << PRECISION) - 1)
+_WORD_BITS = np.uint64(32)
+_PRECISION = np.uint64(PRECISION)
+_FLUSH_SHIFT = np.uint64(64 - PRECISION)
+_REFILL_BELOW = np.uint64(1 << 32)
+_LOOKUP_SHIFT = np.uint64(PRECISION - _LOOKUP_BITS)
+
+#: Status codes of the decode kernel.
+OK, BAD_FIRST_WORD, WORDS_LEFT = 0, 1, 2
+
+
+def serial_twin(kernel, name: str):
+    """A non-parallel njit compile of a ``parallel=True`` kernel (``prange`` runs as ``range``),
+    under its own name so that numba's on-disk caches of the two never overwrite each other."""
+    import types
+
+    f = kernel.py_func
+    twin = types.FunctionType(f.__code__.replace(co_name=name, co_qualname=name), f.__globals__, name, f.__defaults__)
+    twin.__qualname__ = name
+    return numba.njit(cache=True, nogil=True)(twin)
+
+
+def quantized_cdf(counts: np.ndarray) -> np.ndarray:
+    """constriction's 24-bit CDF for ``Categorical(counts / counts.sum(), perfect=False)``:
+    ``K + 1`` uint64 values from 0 to 2**24 (symbol k has ``cdf[k + 1] - cdf[k] >= 1``)."""
+    probabilities = np.asarray(counts, dtype=np.float64)
+    return _fast_quantized_cdf(probabilities / probabilities.sum())
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_quantized_cdf(p):  # pragma: no cover - compiled
+    # constriction::stream::model::categorical::fast_quantized_cdf, for f64 probabilities:
+    # left[i] = floor(sum(p[:i]) * (2^24 - K) / sum(p)) + i, sums left to right in f64.
+    k = p.shape[0]
+    normalization = 0.0
+    for i in range(k):
+        normalization += p[i]
+    scale = float((1 << PRECISION) - k) / normalization
+    cdf = np.empty(k + 1, dtype=np.uint64)
+    cumulative = 0.0
+    for i in range(k):
+        cdf[i] = np.uint64(np.int64(cumulative * scale) + i)
+        cumulative += p[i]
+    cdf[k] = np.uint64(1 << PRECISION)
+    return cdf
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup_table(cdf):  # pragma: no cover - compiled
+    """table[j] = the symbol whose interval holds quantile j << _LOOKUP_SHIFT."""
+    table = np.empty(1 << _LOOKUP_BITS, dtype=np.int32)
+    s = 0
+    for j in range(1 << _LOOKUP_BITS):
+        q = np.uint64(j) << _LOOKUP_SHIFT
+        while cdf[s + 1] <= q:
+            s += 1
+        table[j] = s
+    return table
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _encode_stream(symbols, start, stop, cdf, out):  # pragma: no cover - compiled
+    """Encode symbols[start:stop] in reverse (so they decode forwards) into ``out``; returns
+    the number of words. Matches constriction's AnsCoder.encode_reverse + get_compressed."""
+    state = np.uint64(0)
+    n = 0
+    for i in range(stop - 1, start - 1, -1):
+        s = symbols[i]
+        left = cdf[s]
+        prob = cdf[s + 1] - left
+        if (state >> _FLUSH_SHIFT) >= prob:
+            out[n] = np.uint32(state & _U32_MASK)
+            n += 1
+            state = state >> _WORD_BITS
+        state = ((state // prob) << _PRECISION) | (left + state % prob)
+    low = np.uint32(state & _U32_MASK)
+    high = np.uint32(state >> _WORD_BITS)
+    if high != 0:
+        out[n] = low
+        out[n + 1] = high
+        n += 2
+    elif low != 0:
+        out[n] = low
+        n += 1
+    return n
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def encode_blocks_into(symbols, block_size, cdf, scratch, lengths):  # pragma: no cover - compiled
+    """Encode each block of ``block_size`` symbols into its own stretch of ``scratch``
+    (``block_size + 2`` words per block); ``lengths[b]`` receives block b's word count."""
+    n = symbols.shape[0]
+    capacity = block_size + 2
+    for b in prange(lengths.shape[0]):
+        start = b * block_size
+        stop = min(start + block_size, n)
+        lengths[b] = _encode_stream(symbols, start, stop, cdf, scratch[b * capacity : (b + 1) * capacity])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _decode_stream(words, wstart, wstop, cdf, table, out, ostart, n, hist):  # pragma: no cover - compiled
+    """Decode ``n`` symbols from words[wstart:wstop] into out[ostart:], counting them in
+    ``hist``. Returns OK, or an error code for words constriction would refuse or leave over."""
+    pos = wstop
+    state = np.uint64(0)
+    if pos > wstart:  # constriction's read_initial_state: the last word must not be zero
+        pos -= 1
+        state = np.uint64(words[pos])
+        if state == 0:
+            return BAD_FIRST_WORD
+        if pos > wstart:
+            pos -= 1
+            state = (state << _WORD_BITS) | np.uint64(words[pos])
+    for i in range(n):
+        q = state & _Q_MASK
+        s = table[q >> _LOOKUP_SHIFT]
+        while cdf[s + 1] <= q:
+            s += 1
+        out[ostart + i] = s
+        hist[s] += 1
+        left = cdf[s]
+        state = (state >> _PRECISION) * (cdf[s + 1] - left) + (q - left)
+        if state < _REFILL_BELOW and pos > wstart:
+            pos -= 1
+            state = (state << _WORD_BITS) | np.uint64(words[pos])
+    if state != 0 or pos != wstart:
+        return WORDS_LEFT
+    return OK
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def decode_blocks_into(
+    words, offsets, blocks, block_size, num_symbols, cdf, table, out, hist, status
+):  # pragma: no cover - compiled
+    """Decode ``blocks`` (indices into the jump table ``offsets``) one after another into
+    ``out``; block i's symbol histogram goes to hist[i] and its status to status[i]."""
+    starts = np.empty(blocks.shape[0] + 1, dtype=np.int64)
+    starts[0] = 0
+    for i in range(blocks.shape[0]):
+        starts[i + 1] = starts[i] + min(block_size, num_symbols - blocks[i] * block_size)
+    for i in prange(blocks.shape[0]):
+        b = blocks[i]
+        status[i] = _decode_stream(
+            words, offsets[b], offsets[b + 1], cdf, table, out, starts[i], starts[i + 1] - starts[i], hist[i]
+        )
+
+
+_encode_blocks_serial = serial_twin(encode_blocks_into, "_encode_blocks_serial")
+_decode_blocks_serial = serial_twin(decode_blocks_into, "_decode_blocks_serial")
+
+
+def _parallel(parallel_kernel, serial_kernel):
+    """The prange kernel, or its serial twin where numba may use one thread only (a Dask
+    worker thread): no thread pool to start, and safe under any numba threading layer."""
+    return parallel_kernel if numba.get_num_threads() > 1 else serial_kernel
+
+
+def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """All words and the uint64 jump table, as :func:`bnncompress.coding.encode_blocks`."""
+    symbols = np.ascontiguousarray(symbols, dtype=np.int32)
+    n_blocks = -(-len(symbols) // block_size)
+    cdf = quantized_cdf(counts)
+    scratch = np.empty(n_blocks * (block_size + 2), dtype=np.uint32)
+    lengths = np.zeros(n_blocks, dtype=np.int64)
+    _parallel(encode_blocks_into, _encode_blocks_serial)(symbols, block_size, cdf, scratch, lengths)
+    offsets = np.zeros(n_blocks + 1, dtype=np.uint64)
+    np.cumsum(lengths, out=offsets[1:])
+    words = np.empty(int(offsets[-1]), dtype=np.uint32)
+    for b in range(n_blocks):  # compact the blocks' stretches (a memcpy each)
+        start = b * (block_size + 2)
+        words[int(offsets[b]) : int(offsets[b + 1])] = scratch[start : start + lengths[b]]
+    return words, offsets
+
+
+def decode_blocks(
+    words: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    num_symbols: int,
+    block_size: int,
+    blocks: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symbols of ``blocks`` (concatenated in that order) and their histogram; raises
+    ValueError where constriction would refuse the words or leave some over."""
+    blocks = np.ascontiguousarray(blocks, dtype=np.int64)
+    words = np.ascontiguousarray(words, dtype=np.uint32)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    cdf = quantized_cdf(counts)
+    table = _lookup_table(cdf)
+    sizes = np.minimum(block_size, num_symbols - blocks * block_size)
+    out = np.empty(int(sizes.sum()), dtype=np.int32)
+    histogram = np.zeros(len(counts), dtype=np.int64)
+    group = max(1, _GROUP_ENTRIES // max(len(counts), 1))  # bounds the per-block histograms
+    start = 0
+    for g in range(0, len(blocks), group):
+        part = blocks[g : g + group]
+        stop = start + int(sizes[g : g + group].sum())
+        hist = np.zeros((len(part), len(counts)), dtype=np.int64)
+        status = np.zeros(len(part), dtype=np.int8)
+        decode = _parallel(decode_blocks_into, _decode_blocks_serial)
+        decode(words, offsets, part, block_size, num_symbols, cdf, table, out[start:stop], hist, status)
+        if np.any(status == BAD_FIRST_WORD):
+            raise ValueError("the coded words do not decode (a block ends in a zero word)")
+        if np.any(status == WORDS_LEFT):
+            raise ValueError("coded words left over after decoding")
+        histogram += hist.sum(axis=0)
+        start = stop
+    return out, histogram
+
+
+_GROUP_ENTRIES = 1 << 20

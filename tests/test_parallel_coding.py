@@ -1,0 +1,91 @@
+"""The numba block coder is constriction, bit for bit: same model, same words, same symbols."""
+
+import numpy as np
+import pytest
+
+from bnncompress import _ans, coding
+
+
+def _constriction_cdf(counts):
+    """Read constriction's fixed-point CDF back: one symbol k on an empty coder leaves state = cdf[k]."""
+    import constriction
+
+    model = coding._model(counts)
+    left = []
+    for k in range(len(counts)):
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(np.array([k], np.int32), model)
+        words = coder.get_compressed()
+        left.append(int(words[0]) if len(words) else 0)
+    return np.array(left + [1 << 24], dtype=np.uint64)
+
+
+def _count_tables(rng):
+    yield np.array([1, 1])
+    yield np.array([10**12, 1, 1])
+    for k in (2, 3, 17, 300, 2047):
+        yield rng.integers(1, 1000, k)
+        yield np.maximum(1, (rng.pareto(0.5, k) * 10).astype(np.int64))
+        yield rng.integers(1, 2**40, k)
+
+
+def test_quantized_cdf_is_constrictions():
+    rng = np.random.default_rng(0)
+    for counts in _count_tables(rng):
+        np.testing.assert_array_equal(_ans.quantized_cdf(counts), _constriction_cdf(counts))
+
+
+def _reference(monkeypatch):
+    monkeypatch.setenv("BNNCOMPRESS_CODER", "constriction")
+
+
+def test_blocks_encode_to_constrictions_words_and_decode_back(monkeypatch):
+    rng = np.random.default_rng(1)
+    for i, counts in enumerate(_count_tables(rng)):
+        n = int(rng.integers(1, 20000))
+        symbols = rng.choice(len(counts), size=n, p=counts / counts.sum()).astype(np.int32)
+        block = int(rng.integers(1, 5000))
+        words, offsets = _ans.encode_blocks(symbols, counts, block)
+        with monkeypatch.context() as m:
+            _reference(m)
+            ref_words, ref_offsets = coding.encode_blocks(symbols, counts, block)
+            ref_symbols = np.concatenate(  # blocks in reverse order: any order is allowed
+                [
+                    coding.decode(words[int(offsets[b]) : int(offsets[b + 1])], counts, min(block, n - b * block))
+                    for b in range(len(offsets) - 1)
+                ][::-1]
+            )
+        np.testing.assert_array_equal(words, ref_words, err_msg=f"case {i}")
+        np.testing.assert_array_equal(offsets, ref_offsets)
+        decoded, histogram = _ans.decode_blocks(words, offsets, counts, n, block, np.arange(len(offsets) - 1)[::-1])
+        np.testing.assert_array_equal(decoded, ref_symbols)
+        np.testing.assert_array_equal(histogram, np.bincount(symbols, minlength=len(counts)))
+        order = np.concatenate([symbols[b * block : (b + 1) * block] for b in range(len(offsets) - 1)][::-1])
+        np.testing.assert_array_equal(decoded, order)
+
+
+def test_kernels_and_constriction_decode_archives_alike(monkeypatch):
+    counts = np.array([5000, 3000, 2000])
+    rng = np.random.default_rng(2)
+    symbols = rng.choice(3, size=10000, p=counts / 10000).astype(np.int32)
+    counts = np.bincount(symbols, minlength=3)
+    words, offsets = coding.encode_blocks(symbols, counts, 1000)
+    for coder in ("numba", "constriction"):
+        monkeypatch.setenv("BNNCOMPRESS_CODER", coder)
+        np.testing.assert_array_equal(coding.decode_blocks(words, offsets, counts, 10000, 1000), symbols)
+        np.testing.assert_array_equal(
+            coding.decode_blocks(words, offsets, counts, 10000, 1000, [3]), symbols[3000:4000]
+        )
+
+
+@pytest.mark.parametrize("use_kernels", [True, False])
+def test_malformed_words_raise_value_error(monkeypatch, use_kernels):
+    if not use_kernels:
+        _reference(monkeypatch)
+    counts = np.array([7, 1, 2])
+    symbols = np.array([0, 0, 2, 0, 1, 0, 2, 0, 0, 0], dtype=np.int32)
+    words, offsets = coding.encode_blocks(symbols, counts, 10)
+    with pytest.raises(ValueError, match="left over"):  # one word too many
+        coding.decode_blocks(np.r_[np.uint32(5), words], np.array([0, len(words) + 1], np.uint64), counts, 10, 10)
+    with pytest.raises(ValueError):  # a stream may not end in a zero word
+        coding.decode_blocks(np.r_[words, np.uint32(0)], np.array([0, len(words) + 1], np.uint64), counts, 10, 10)

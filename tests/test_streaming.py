@@ -1,0 +1,189 @@
+"""Streaming (block by block), parallel and Dask packs write the bytes an in-memory pack writes."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import bnncompress
+from bnncompress import PosteriorError, streaming
+from bnncompress.exactsum import ExactSum
+
+
+@pytest.fixture()
+def small_tasks(monkeypatch):
+    """Tasks of ~64K weights, so that even a small posterior streams in many tasks."""
+    monkeypatch.setattr(streaming, "TASK_SYMBOLS", 1 << 16)
+
+
+@pytest.fixture(scope="module")
+def big(synthetic):
+    """600,000 weights of the skip-gram-shaped posterior: more than rate control's subsample threshold."""
+    loc, scale = synthetic
+    return np.tile(loc, (6, 1)), np.tile(scale, (6, 1))
+
+
+def write_npy_dir(path, tensors, vocab=None):
+    path.mkdir()
+    for name, (loc, scale) in tensors.items():
+        np.save(path / f"{name}.loc.npy", loc)
+        np.save(path / f"{name}.scale.npy", scale)
+    if vocab is not None:
+        (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return path
+
+
+def write_hdf5(path, tensors, vocab=None):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for name, (loc, scale) in tensors.items():
+            g = f.create_group(name)
+            g.create_dataset("loc", data=loc, chunks=True, compression="gzip")  # chunked: read by slicing
+            g.create_dataset("scale", data=scale)
+        if vocab is not None:
+            f.create_dataset("vocab", data=np.array(vocab, dtype="S"))
+    return path
+
+
+def write_safetensors(path, tensors, vocab=None):
+    import json
+
+    from safetensors.numpy import save_file
+
+    flat = {
+        f"{n}.{k}": np.ascontiguousarray(v)
+        for n, (loc, scale) in tensors.items()
+        for k, v in (("loc", loc), ("scale", scale))
+    }
+    save_file(flat, str(path), metadata={"vocab": json.dumps(vocab)} if vocab else None)
+    return path
+
+
+WRITERS = {"npy": (write_npy_dir, "post"), "hdf5": (write_hdf5, "post.h5"), "safetensors": (write_safetensors, "p.st")}
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+@pytest.mark.parametrize("rate", [{"bits": 2.0}, {"lam": 0.05}], ids=["bits2", "lam"])
+def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks, kind, rate):
+    loc, scale = big
+    tensors = {
+        "word_vectors": (loc, scale),
+        "bias": (loc[:10, :3].astype(np.float16), scale[:10, :3].astype(np.float16)),
+    }
+    vocab = [f"w{i}" for i in range(len(loc))]
+    write, name = WRITERS[kind]
+    src = write(tmp_path / name, tensors, vocab)
+    a = bnncompress.pack(src, tmp_path / "memory.bnc", method="vbq", stream=False, **rate)
+    b = bnncompress.pack(src, tmp_path / "stream.bnc", stream=True, **rate)
+    assert (tmp_path / "memory.bnc").read_bytes() == (tmp_path / "stream.bnc").read_bytes()
+    assert a.lam == b.lam
+    archive = bnncompress.load(tmp_path / "stream.bnc")
+    assert archive.vocab == vocab and archive["bias"].dtype == np.float16 and archive.names == ["bias", "word_vectors"]
+    if "bits" in rate:
+        assert abs(b.payload_bits_per_weight - 2.0) < 0.04
+
+
+def test_streaming_reads_one_task_at_a_time(tmp_path, big, small_tasks, monkeypatch):
+    loc, scale = big
+    src = write_npy_dir(tmp_path / "post", {"w": (loc, scale)})
+    reads = []
+    real = streaming.FileSource._read
+
+    def spy(self, start, stop):
+        reads.append((stop - start) * self.row_size)
+        return real(self, start, stop)
+
+    monkeypatch.setattr(streaming.FileSource, "_read", spy)
+    bnncompress.pack(src, tmp_path / "kept.bnc", stream=True, bits=2.0)
+    assert max(reads) <= 2 * streaming.TASK_SYMBOLS
+    assert sum(reads) == 2 * loc.size  # the prior, the histogram at lambda (its indices are then coded)
+    reads.clear()
+    monkeypatch.setattr(streaming, "SYMBOL_CACHE_BYTES", 0)
+    bnncompress.pack(src, tmp_path / "requantized.bnc", stream=True, bits=2.0)
+    assert sum(reads) == 3 * loc.size  # without room to keep the indices, coding quantizes again
+    assert (tmp_path / "kept.bnc").read_bytes() == (tmp_path / "requantized.bnc").read_bytes()
+
+
+def test_in_memory_posterior_streams_and_reads_like_files(tmp_path, synthetic, small_tasks):
+    loc, scale = synthetic
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "a.bnc", method="vbq", bits=2.5)
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "b.bnc", bits=2.5, stream=True)
+    assert (tmp_path / "a.bnc").read_bytes() == (tmp_path / "b.bnc").read_bytes()
+    for kind, (write, name) in WRITERS.items():
+        p = bnncompress.read_posterior(write(tmp_path / name, {"w": (loc, scale)}))
+        np.testing.assert_array_equal(p.tensors["w"].loc, loc, err_msg=kind)
+        np.testing.assert_array_equal(p.tensors["w"].scale, scale, err_msg=kind)
+
+
+def test_bad_values_in_a_streamed_file_name_the_tensor_and_write_nothing(tmp_path, synthetic, small_tasks):
+    loc, scale = synthetic
+    scale = scale.copy()
+    scale[1500, 3] = 0.0
+    src = write_npy_dir(tmp_path / "post", {"emb": (loc, scale)})
+    with pytest.raises(PosteriorError, match="scale of 'emb' has 1 NaN/inf or non-positive"):
+        bnncompress.pack(src, tmp_path / "out.bnc", stream=True)
+    assert not (tmp_path / "out.bnc").exists()
+    (tmp_path / "lonely").mkdir()
+    np.save(tmp_path / "lonely" / "x.loc.npy", loc)
+    with pytest.raises(PosteriorError, match="no matching 'x.scale.npy'"):
+        bnncompress.pack(tmp_path / "lonely", tmp_path / "out.bnc", stream=True)
+    bnncompress.pack({"w": (loc, np.abs(scale) + 0.1)}, tmp_path / "archive.bnc", lam=0.1)
+    with pytest.raises(PosteriorError, match="is a bnncompress archive"):
+        bnncompress.pack(tmp_path / "archive.bnc", tmp_path / "out.bnc")
+
+
+def test_exact_sums_do_not_depend_on_the_split():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_cauchy(size=10007) * 10.0 ** rng.integers(-30, 30, size=10007)).astype(np.float32)
+    whole = ExactSum.of_float32(x)
+    parts = ExactSum.of_float32(x[:5000]) + ExactSum.of_float32(x[5000:9999]) + ExactSum.of_float32(x[9999:])
+    assert whole.exact() == parts.exact() == sum(Fraction(float(v)) for v in x)
+    squares = ExactSum.of_squares(x[::-1])
+    assert squares.exact() == (ExactSum.of_squares(x[:3]) + ExactSum.of_squares(x[3:])).exact()
+    assert squares.exact() == sum(Fraction(float(v)) ** 2 for v in x)
+
+
+# ------------------------------------------------------------------------------ Dask
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def test_dask_pack_is_byte_identical_to_local_pack(tmp_path, big, small_tasks, client):
+    loc, scale = big
+    src = write_npy_dir(tmp_path / "post", {"word_vectors": (loc, scale), "b": (loc[:5, :5], scale[:5, :5])})
+    bnncompress.pack(src, tmp_path / "local.bnc", method="vbq", bits=2.0, stream=False)
+    bnncompress.pack(src, tmp_path / "dask.bnc", bits=2.0, scheduler=client)
+    assert (tmp_path / "local.bnc").read_bytes() == (tmp_path / "dask.bnc").read_bytes()
+    # a posterior in memory is scattered to the workers once
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_local.bnc", method="vbq", lam=0.3)
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_dask.bnc", lam=0.3, scheduler=client)
+    assert (tmp_path / "mem_local.bnc").read_bytes() == (tmp_path / "mem_dask.bnc").read_bytes()
+
+
+def test_cli_workers_starts_a_local_cluster(tmp_path, synthetic):
+    pytest.importorskip("distributed")
+    from bnncompress.cli import app
+
+    loc, scale = synthetic
+    src = write_npy_dir(tmp_path / "emb", {"word_vectors": (loc, scale)})
+    runner = CliRunner()
+    r = runner.invoke(app, ["pack", str(src), "--bits", "2", "--workers", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    bnncompress.pack(src, tmp_path / "local.bnc", method="vbq", bits=2.0)
+    assert (tmp_path / "emb.bnc").read_bytes() == (tmp_path / "local.bnc").read_bytes()
+    r = runner.invoke(app, ["pack", str(src), "--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "-o", "x.bnc"])
+    assert r.exit_code == 2 and "not both" in r.output
+    r = runner.invoke(app, ["pack", str(src), "--workers", "1", "--method", "vbq", "--no-stream", "--lam", "-1"])
+    assert r.exit_code == 2 and "lambda" in r.output
