@@ -195,7 +195,8 @@ def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[s
         ax.set_ylabel(metric)
         ax.set_title(titles[metric])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)

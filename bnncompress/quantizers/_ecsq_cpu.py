@@ -54,3 +54,18 @@ def assign_ecsq(loc, weight, values, costs, lam, out):  # pragma: no cover - com
                 best_k = k
             k += 1
         out[i] = best_k
+
+
+@numba.njit(cache=True, nogil=True)
+def cell_stats(indices, weight, loc, n_cells):  # pragma: no cover - compiled
+    """Per cell: how many weights, the sum of their weights and of weight * loc (one pass)."""
+    counts = np.zeros(n_cells, np.int64)
+    total = np.zeros(n_cells, np.float64)
+    moment = np.zeros(n_cells, np.float64)
+    for i in range(indices.shape[0]):
+        k = indices[i]
+        w = np.float64(weight[i])
+        counts[k] += 1
+        total[k] += w
+        moment[k] += w * np.float64(loc[i])
+    return counts, total, moment

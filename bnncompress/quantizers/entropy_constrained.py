@@ -147,20 +147,17 @@ class FittedEntropyConstrained(FittedVBQ):
         self._grids: dict[float, np.ndarray] = {}
 
     def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
-        from ._ecsq_cpu import assign_ecsq
+        from ._ecsq_cpu import assign_ecsq, cell_stats
 
         indices = FittedVBQ.assign(self, lam, sample)  # pass 0: VBQ with the effective scales
         loc = self.loc if sample is None else self.loc[sample]
         weight = self.weight if sample is None else self.weight[sample]
         values = self.grid
         for _ in range(self.iterations):
-            counts = np.bincount(indices, minlength=len(values))
+            counts, total, moment = cell_stats(indices, weight, loc, len(values))
             used = np.flatnonzero(counts)
             if self.centroids:
-                total = np.bincount(indices, weights=weight, minlength=len(values))[used]
-                values = (
-                    np.bincount(indices, weights=weight * loc.astype(np.float64), minlength=len(values))[used] / total
-                ).astype(np.float32)
+                values = (moment[used] / total[used]).astype(np.float32)
                 order = np.argsort(values, kind="stable")
                 values, used = values[order], used[order]
             else:
