@@ -15,7 +15,7 @@ from .errors import OptionError
 from .posterior import Posterior, read_posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
 from .quantizers.vbq import DEFAULT_MAX_LEVEL
-from .ratecontrol import BITS_TOLERANCE, find_lambda
+from .ratecontrol import BITS_TOLERANCE, choose_lambda
 
 #: Called as progress(stage, done, total) while packing.
 Progress = Callable[[str, int, int], None]
@@ -136,14 +136,7 @@ def pack(
     fitted = [quantizer.fit(posterior.tensors[n]) for n in names]
     if bits is not None and quantizer.fixed_rate:
         raise OptionError(f"method {method!r} has a fixed rate; drop --bits (and --lam)")
-    if bits is not None:
-        report("searching lambda", 0, 1)
-        lam = find_lambda(fitted, bits)
-        report("searching lambda", 1, 1)
-    elif lam is None:
-        lam = quantizer.default_lam
-    if not (lam >= 0):
-        raise OptionError(f"lambda must be >= 0, got {lam}")
+    lam = choose_lambda(fitted, bits, lam, quantizer.default_lam, report)
 
     records = []
     for i, (name, f) in enumerate(zip(names, fitted)):

@@ -12,12 +12,12 @@ subsample's estimate missed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .coding import block_rows_for, information_bits, num_blocks
-from .errors import RateControlError
+from .errors import OptionError, RateControlError
 from .quantizers import FittedQuantizer
 
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
@@ -67,6 +67,25 @@ def sample_positions(sizes: Sequence[int]) -> list[np.ndarray] | None:
     if total <= 4 * _SAMPLE_WEIGHTS:
         return None
     return [np.linspace(0, n - 1, max(1, n * _SAMPLE_WEIGHTS // total)).astype(np.int64) for n in sizes]
+
+
+def choose_lambda(
+    fitted: Sequence[FittedQuantizer],
+    bits: float | None,
+    lam: float | None,
+    default_lam: float,
+    report: Callable[[str, int, int], None],
+) -> float:
+    """The lambda a pack uses: searched for ``bits``, else ``lam``, else ``default_lam``."""
+    if bits is not None:
+        report("searching lambda", 0, 1)
+        lam = find_lambda(fitted, bits)
+        report("searching lambda", 1, 1)
+    elif lam is None:
+        lam = default_lam
+    if not (lam >= 0):
+        raise OptionError(f"lambda must be >= 0, got {lam}")
+    return lam
 
 
 def find_lambda(fitted: Sequence[FittedQuantizer], target_bits: float) -> float:

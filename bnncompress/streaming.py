@@ -528,7 +528,7 @@ def quantize_and_code(
     :class:`RowSource`) block by block; returns the archive's records and the lambda used."""
     from .archive import TensorRecord
     from .quantizers.vbq import VBQ
-    from .ratecontrol import find_lambda, sample_positions
+    from .ratecontrol import choose_lambda, sample_positions
 
     names = posterior.names
     sources: list[RowSource] = [posterior.tensors[n] for n in names]
@@ -541,14 +541,7 @@ def quantize_and_code(
     fitted = [
         BlockwiseVBQ(s, h, p, max_level, device, executor, x) for s, h, p, x in zip(sources, handles, priors, samples)
     ]
-    if bits is not None:
-        report("searching lambda", 0, 1)
-        lam = find_lambda(fitted, bits)
-        report("searching lambda", 1, 1)
-    elif lam is None:
-        lam = VBQ.default_lam
-    if not (lam >= 0):
-        raise OptionError(f"lambda must be >= 0, got {lam}")
+    lam = choose_lambda(fitted, bits, lam, VBQ.default_lam, report)
 
     records = []
     for i, (name, f) in enumerate(zip(names, fitted)):

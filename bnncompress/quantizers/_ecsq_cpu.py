@@ -31,28 +31,18 @@ def assign_ecsq(loc, weight, values, costs, lam, out):  # pragma: no cover - com
         p = lo
         best = np.inf
         best_k = 0
-        k = p - 1
-        while k >= 0:
-            d = np.float64(values[k]) - x
-            dist = w * d * d
-            if dist + floor >= best:
-                break
-            c = dist + lam * costs[k]
-            if c < best:
-                best = c
-                best_k = k
-            k -= 1
-        k = p
-        while k < n:
-            d = np.float64(values[k]) - x
-            dist = w * d * d
-            if dist + floor >= best:
-                break
-            c = dist + lam * costs[k]
-            if c < best:
-                best = c
-                best_k = k
-            k += 1
+        for step in (-1, 1):  # walk left from p - 1, then right from p
+            k = p - 1 if step < 0 else p
+            while 0 <= k < n:
+                d = np.float64(values[k]) - x
+                dist = w * d * d
+                if dist + floor >= best:
+                    break
+                c = dist + lam * costs[k]
+                if c < best:
+                    best = c
+                    best_k = k
+                k += step
         out[i] = best_k
 
 
