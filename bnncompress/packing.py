@@ -162,12 +162,23 @@ def pack(
                 subvectors=q.subvectors,
             )
         )
-    counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
-    records = [dataclasses.replace(r, counts=r.counts.astype(counts_dtype)) for r in records]
     report("quantizing and coding", len(names), len(names))
+    return write_packed(output, records, posterior, lam, bits, report)
 
+
+def write_packed(
+    output: str | os.PathLike,
+    records: list[TensorRecord],
+    posterior: Posterior,
+    lam: float,
+    bits: float | None,
+    report: Progress,
+) -> PackResult:
+    """Write a pack's records as an archive and say what it achieved (in-memory and streamed packs)."""
     from . import __version__
 
+    counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
+    records = [dataclasses.replace(r, counts=r.counts.astype(counts_dtype)) for r in records]
     report("writing archive", 0, 1)
     file_bytes = write_archive(output, records, posterior.vocab, posterior.source, __version__)
     report("writing archive", 1, 1)

@@ -627,9 +627,6 @@ def pack_blockwise(source, output, vocab, bits, lam, method, tensors, device, ma
     """:func:`bnncompress.pack`, block by block (see the module doc); called by it."""
     import contextlib
 
-    from . import __version__
-    from .archive import common_counts_dtype, write_archive
-    from .packing import PackResult
     from .quantizers import VBQ, get_quantizer
 
     if method != VBQ.name:
@@ -655,17 +652,6 @@ def pack_blockwise(source, output, vocab, bits, lam, method, tensors, device, ma
         records, lam = quantize_and_code(
             posterior, bits=bits, lam=lam, max_level=max_level, device=device, executor=executor, report=report
         )
-    counts_dtype = common_counts_dtype(records)
-    records = [dataclasses.replace(r, counts=r.counts.astype(counts_dtype)) for r in records]
-    report("writing archive", 0, 1)
-    file_bytes = write_archive(output, records, posterior.vocab, posterior.source, __version__)
-    report("writing archive", 1, 1)
-    return PackResult(
-        path=Path(output),
-        lam=float(lam),
-        num_weights=posterior.num_weights,
-        payload_bytes=sum(r.payload_bytes for r in records),
-        file_bytes=file_bytes,
-        target_bits=bits,
-        warnings=tuple(posterior.warnings),
-    )
+    from .packing import write_packed
+
+    return write_packed(output, records, posterior, lam, bits, report)
