@@ -16,7 +16,15 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from .errors import ArchiveError, BnnCompressError, ModelMismatchError, OptionError, PosteriorError, RateControlError
+from .errors import (
+    ArchiveError,
+    BnnCompressError,
+    ModelMismatchError,
+    OptionError,
+    PosteriorError,
+    QualityWarning,
+    RateControlError,
+)
 from .evaluation import evaluate
 from .loader import Archive, load
 from .packing import PackResult, pack
@@ -32,6 +40,7 @@ __all__ = [
     "PackResult",
     "Posterior",
     "PosteriorError",
+    "QualityWarning",
     "RateControlError",
     "TensorPosterior",
     "__version__",

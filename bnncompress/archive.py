@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ import numpy as np
 
 from .coding import num_blocks, num_rows, row_size
 from .errors import ArchiveError
-from .files import atomic_output
+from .files import write_bytes
+from .hdf5checks import GZIP, plain_dataset
+from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
 #: The newest version this code writes (version 1 unless a tensor is product-quantized); it
@@ -194,8 +197,23 @@ def write_archive(
     vocab: list[str] | None,
     source: str,
     tool_version: str,
+    force: bool = True,
 ) -> int:
-    """Write an archive atomically (temporary file + rename); returns the file size in bytes."""
+    """Write an archive; returns the file size in bytes.
+
+    The HDF5 file is built in memory (:func:`archive_image`) and validated as
+    :func:`read_archive` would before a byte of it is written; then it is written to a
+    temporary file, read back, and renamed over ``path`` (:func:`bnncompress.files.write_bytes`),
+    so a write error never leaves a partial or corrupt archive at ``path``.
+    """
+    image = archive_image(tensors, vocab, source, tool_version)
+    _read_image(image, Path(path))  # what is written must read back: checksums, sizes, manifest
+    write_bytes(path, image, force=force)
+    return len(image)
+
+
+def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: str, tool_version: str) -> bytes:
+    """The bytes of an archive file holding ``tensors`` (unvalidated; see :func:`write_archive`)."""
     import h5py
 
     counts_dtype = common_counts_dtype(tensors)
@@ -230,19 +248,19 @@ def write_archive(
         parts = [np.asarray(t.offsets[1:-1] if key == "offsets" else getattr(t, key)).astype(dtype) for t in tensors]
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
-            f.attrs["format"] = _fixed(FORMAT_NAME)
-            f.attrs["format_version"] = np.int64(2 if any(t.subvectors for t in tensors) else 1)
-            f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())
-            _gzip_bytes(f, "manifest", manifest_raw)
-            if vocab_raw is not None:
-                _gzip_bytes(f, "vocab", vocab_raw)
-            f.create_dataset("words", data=concat("words", "<u4"))
-            f.create_dataset("grid", data=concat("grid", "<f4"))
-            f.create_dataset("counts", data=concat("counts", counts_dtype.str))
-            f.create_dataset("offsets", data=concat("offsets", "<u8"))
-    return Path(path).stat().st_size
+    with h5py.File("archive.bnc", "w", driver="core", backing_store=False, libver=("v110", "v110")) as f:
+        f.attrs["format"] = _fixed(FORMAT_NAME)
+        f.attrs["format_version"] = np.int64(2 if any(t.subvectors for t in tensors) else 1)
+        f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())
+        _gzip_bytes(f, "manifest", manifest_raw)
+        if vocab_raw is not None:
+            _gzip_bytes(f, "vocab", vocab_raw)
+        f.create_dataset("words", data=concat("words", "<u4"))
+        f.create_dataset("grid", data=concat("grid", "<f4"))
+        f.create_dataset("counts", data=concat("counts", counts_dtype.str))
+        f.create_dataset("offsets", data=concat("offsets", "<u8"))
+        f.flush()
+        return f.id.get_file_image()
 
 
 def read_archive(path: str | os.PathLike) -> ArchiveContents:
@@ -258,8 +276,19 @@ def read_archive(path: str | os.PathLike) -> ArchiveContents:
         if fh.read(8) != HDF5_MAGIC:
             raise ArchiveError(f"'{path}' is not a bnncompress archive (not an HDF5 file)")
     file_bytes = path.stat().st_size
+    return _read_hdf5(lambda: h5py.File(path, "r"), path, file_bytes)
+
+
+def _read_image(image: bytes, path: Path) -> ArchiveContents:
+    """Validate an archive held in memory (the writer checks its own output this way)."""
+    import h5py
+
+    return _read_hdf5(lambda: h5py.File(io.BytesIO(image), "r"), path, len(image))
+
+
+def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:
     try:
-        with h5py.File(path, "r") as f:
+        with opener() as f:
             return _read_open_file(f, path, file_bytes)
     except ArchiveError:
         raise
@@ -277,16 +306,17 @@ def _root_attr(f: Any, key: str, where: str) -> Any:
 
 
 def _dataset(f: Any, key: str, dtypes: tuple[str, ...], where: str, max_items: int) -> np.ndarray:
-    import h5py
-
-    ds = f.get(key)
-    if not isinstance(ds, h5py.Dataset):
+    ds = plain_dataset(f, key, f"{where}: dataset '{key}'", ArchiveError, GZIP if key in _GZIPPED else ())
+    if ds is None:
         raise ArchiveError(f"{where}: dataset '{key}' is missing; the archive is damaged")
     if ds.ndim != 1 or ds.dtype.kind not in "uif" or ds.dtype.name not in dtypes:
         raise ArchiveError(f"{where}: dataset '{key}' should be 1-D {'/'.join(dtypes)}, found {ds.dtype} {ds.shape}")
     if ds.shape[0] > max_items:
         raise ArchiveError(f"{where}: dataset '{key}' declares {ds.shape[0]} items, more than the file can hold")
     return ds[()]
+
+
+_GZIPPED = ("manifest", "vocab")
 
 
 def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
@@ -322,7 +352,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         vraw = _dataset(f, "vocab", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, 1 << 34)).tobytes()
         if hashlib.sha256(vraw).hexdigest() != vinfo.get("sha256"):
             raise ArchiveError(f"{where}: vocabulary checksum mismatch; the archive is corrupt")
-        vocab = vraw.decode("utf-8").split("\n")
+        vocab = validate_words(vraw.decode("utf-8").split("\n"), f"{where}: the vocabulary", ArchiveError)
         if len(vocab) != vinfo.get("num_words"):
             raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
         vocab_bytes = int(f["vocab"].id.get_storage_size())
@@ -397,6 +427,8 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
         or np.any(np.diff(offsets.astype(np.int64)) < 0)
     ):
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
+    if not np.all(np.isfinite(record.grid)):
+        raise ArchiveError(f"{where}: the grid holds NaN or infinite values; the archive is damaged")
     values_per_symbol = row_size(record.shape) if subvectors else 1
     if len(record.grid) != len(record.counts) * values_per_symbol or (
         record.num_weights > 0 and len(record.counts) == 0

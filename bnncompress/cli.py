@@ -47,6 +47,11 @@ def _fails_cleanly(command):
     return wrapper
 
 
+def _refuse_existing(output: Path, force: bool) -> None:
+    if not force and (output.exists() or output.is_symlink()):
+        raise OptionError(f"'{output}' already exists; pass --force to overwrite it")
+
+
 def _say(text: str, to: Console = _out) -> None:
     """Print plain text: no rich markup or highlighting (file and tensor names may contain brackets)."""
     to.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -141,12 +146,14 @@ def pack(
     scheduler: Annotated[
         Optional[str], typer.Option(help="Pack on the Dask cluster at this scheduler address (tcp://HOST:PORT).")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
 ) -> None:
     """Quantize a posterior by its uncertainty and write one compressed archive."""
     from .packing import default_output
     from .packing import pack as pack_posterior
 
     output = output or default_output(source)
+    _refuse_existing(output, force)
     with _progress(quiet) as bar:
         task = bar.add_task("packing", total=None)
 
@@ -246,6 +253,7 @@ def unpack(
         Optional[str], typer.Option("--tensor", "-t", help="Tensor for word2vec [default: word vectors].")
     ] = None,
     binary: Annotated[bool, typer.Option(help="word2vec: write the binary format.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
 ) -> None:
     """Decode an archive to word2vec vectors, a torch state_dict (.pt) or numpy arrays (.npz)."""
     import numpy as np
@@ -254,6 +262,9 @@ def unpack(
     from .loader import load
 
     fmt = format.value if format else _format_from_suffix(output)
+    if output.resolve() == archive.resolve():
+        raise OptionError(f"the output '{output}' is the archive itself; choose another output path")
+    _refuse_existing(output, force)
     a = load(archive)
     with atomic_output(output) as tmp:
         if fmt == "word2vec":

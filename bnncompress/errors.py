@@ -30,3 +30,8 @@ class OptionError(BnnCompressError):
 
 class ModelMismatchError(BnnCompressError):
     """An archive's tensors do not fit the parameters of the module they are loaded into."""
+
+
+class QualityWarning(UserWarning):
+    """A pack succeeded but some values are poorly kept: a tensor collapsed to one value, rows
+    collapsed to zero, or weights more certain than the quantization grid resolves."""

@@ -1,22 +1,75 @@
-"""Crash-safe output files: write to a temporary file beside the target, then rename."""
+"""Crash-safe output files: write a temporary file beside the target, check it, then rename.
+
+Every output (archives, unpacked vectors, trained posteriors) goes through
+:func:`atomic_output`, so a failed, interrupted or killed command never leaves a partial
+file where the user expects a result, and never replaces a good file with a bad one:
+
+- the destination must be absent or a regular file (a device, FIFO, directory or symbolic
+  link is refused), and an existing one is replaced only with ``force``;
+- the temporary file gets the destination's permission bits (or the umask's for a new file);
+- every write error (``No space left on device`` ...) is raised as an :class:`OSError`
+  naming the destination; the temporary file is then removed and the destination untouched;
+- the finished temporary file is fsynced and, if the caller gives a ``verify`` function,
+  checked before it is renamed over the destination;
+- temporary files are named ``.NAME.HOST.PID.XXXX.bnctmp``: one left behind by a killed
+  process (SIGKILL cannot be caught) is removed by the next write to the same destination.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import socket
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OptionError
 
+TEMP_SUFFIX = ".bnctmp"
+
+
+def check_output_path(path: str | os.PathLike, force: bool = True) -> Path:
+    """Check that ``path`` can be written as a regular file; return it as a Path.
+
+    Raises :class:`OptionError` if its directory is missing, or it exists and is not a
+    regular file, or it exists and ``force`` is False.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> check_output_path(pathlib.Path(tempfile.mkdtemp()) / "new.bnc", force=False).name
+        'new.bnc'
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise OptionError(f"output directory '{directory}' does not exist; create it first")
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return target
+    if stat.S_ISDIR(st.st_mode):
+        raise OptionError(f"output '{target}' is a directory; give a file name")
+    if stat.S_ISLNK(st.st_mode):
+        raise OptionError(f"output '{target}' is a symbolic link; give the path of a regular file")
+    if not stat.S_ISREG(st.st_mode):
+        raise OptionError(f"output '{target}' exists and is not a regular file (a device or pipe); choose another path")
+    if not force:
+        raise OptionError(f"output '{target}' already exists; pass force=True (--force) to overwrite it")
+    return target
+
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, *, force: bool = True, verify: Callable[[Path], None] | None = None
+) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s directory; on success it replaces ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was, so a
-    failed or interrupted command never leaves a partial output behind.
+    ``verify(tmp)`` (optional) runs on the finished, fsynced temporary file and must raise if
+    it is not what was meant to be written. On any exception (a write error, a failed check,
+    KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was.
 
     Example:
         >>> import tempfile, pathlib
@@ -26,28 +79,121 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         >>> target.read_text()
         'done'
     """
-    target = Path(path)
+    target = check_output_path(path, force)
     directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise OptionError(f"output directory '{directory}' does not exist; create it first")
-    if target.is_dir():
-        raise OptionError(f"output '{target}' is a directory; give a file name")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    remove_stale_temporaries(target)
+    prefix = f".{target.name}.{_host()}.{os.getpid()}."
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise _named(exc, target) from None
     os.close(fd)
     tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            os.chmod(tmp, _mode_for(target))
+            yield tmp
+            _fsync(tmp)
+        except OSError as exc:
+            if exc.filename not in (None, str(tmp), tmp):
+                raise  # about another file (e.g. an input the caller read)
+            raise _named(exc, target) from None
+        if verify is not None:
+            verify(tmp)
+        try:
+            check_output_path(target, force)  # still a regular file (or absent) right before the rename
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _named(exc, target) from None
         _fsync_directory(directory)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    finally:
+        with contextlib.suppress(OSError):
             tmp.unlink()
-        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically, checking every write and reading it back before the rename.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "blob"
+        >>> write_bytes(target, b"abc"); target.read_bytes()
+        b'abc'
+    """
+
+    def same_bytes(tmp: Path) -> None:
+        with open(tmp, "rb") as fh:
+            if fh.read() != data:
+                raise OSError(errno.EIO, "the written file does not read back as written", str(path))
+
+    with atomic_output(path, force=force, verify=same_bytes) as tmp:
+        with open(tmp, "wb") as fh:
+            view = memoryview(data)
+            while view:
+                view = view[fh.write(view) :]
+            fh.flush()
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove temporary files of ``target`` left by processes of this host that no longer run."""
+    directory = target.parent if str(target.parent) else Path(".")
+    removed = []
+    host = _host()
+    try:
+        candidates = list(directory.glob(f".{_glob_escape(target.name)}.*{TEMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        parts = candidate.name[len(target.name) + 2 : -len(TEMP_SUFFIX)].split(".")
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "-") or "host"
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def _mode_for(target: Path) -> int:
+    """The destination's permission bits, or those a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _named(exc: OSError, target: Path) -> OSError:
+    """The same OS error, naming the destination instead of the temporary file."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(target))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -108,7 +108,7 @@ class Archive:
         if name not in self._cache:
             rec = self.record(name)
             _check_fits_in_memory(rec)
-            values = rec.dequantize(self._decode(rec)).reshape(rec.shape).astype(_NUMPY_DTYPES[rec.dtype], copy=False)
+            values = _restore_dtype(rec.dequantize(self._decode(rec)).reshape(rec.shape), rec.dtype)
             values.flags.writeable = False
             self._cache[name] = values
         return self._cache[name]
@@ -133,7 +133,7 @@ class Archive:
         blocks = np.unique(block_of)  # sorted; only the tensor's last block can be short, and it sorts last
         decoded = rec.dequantize(self._decode(rec, blocks.tolist())).reshape((-1,) + tuple(rec.shape[1:]))
         position = np.searchsorted(blocks, block_of) * rec.block_rows + idx - block_of * rec.block_rows
-        return decoded[position].astype(_NUMPY_DTYPES[rec.dtype], copy=False)
+        return _restore_dtype(decoded[position], rec.dtype)
 
     def vector(self, word: str, name: str | None = None) -> np.ndarray:
         """The row of ``word`` in tensor ``name`` (default: the word vectors), decoding one block."""
@@ -318,6 +318,16 @@ class Archive:
                 t = t.to(torch.bfloat16)
             out[name] = t
         return out
+
+
+def _restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values in the tensor's original dtype; values beyond float16's range (possible
+    only for grid points just past its largest finite value) are clipped, never made infinite."""
+    target = np.dtype(_NUMPY_DTYPES[dtype])
+    if target == np.float16:
+        limit = float(np.finfo(np.float16).max)
+        values = np.asarray(np.clip(values, -limit, limit))
+    return values.astype(target, copy=False)
 
 
 def _check_fits_in_memory(rec: TensorRecord) -> None:

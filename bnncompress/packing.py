@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import coding
 from .archive import BitsPerWeight, TensorRecord, common_counts_dtype, write_archive
-from .errors import OptionError
-from .posterior import Posterior, read_posterior
+from .errors import OptionError, QualityWarning
+from .files import check_output_path
+from .posterior import Posterior, TensorPosterior, read_posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
 from .quantizers.vbq import DEFAULT_MAX_LEVEL
 from .ratecontrol import BITS_TOLERANCE, choose_lambda
@@ -79,6 +83,7 @@ def pack(
     stream: bool | None = None,
     workers: int | None = None,
     scheduler: Any = None,
+    force: bool = True,
 ) -> PackResult:
     """Quantize a posterior by its uncertainty, entropy-code it, and write one archive.
 
@@ -111,6 +116,7 @@ def pack(
         output = default_output(source)
     if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
         raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
+    check_output_path(output, force)  # before any work
     report = progress or (lambda stage, done, total: None)
     if stream or workers is not None or scheduler is not None or (stream is None and _should_stream(source, method)):
         from .streaming import pack_blockwise
@@ -120,7 +126,7 @@ def pack(
         note = () if method else (f"streamed pack: method {STREAM_METHOD} ({DEFAULT_METHOD} needs whole tensors)",)
         method = method or STREAM_METHOD
         result = pack_blockwise(
-            source, output, vocab, bits, lam, method, tensors, device, max_level, report, workers, scheduler
+            source, output, vocab, bits, lam, method, tensors, device, max_level, report, workers, scheduler, force
         )
         return dataclasses.replace(result, warnings=result.warnings + note)
     method = method or DEFAULT_METHOD
@@ -138,11 +144,12 @@ def pack(
         raise OptionError(f"method {method!r} has a fixed rate; drop --bits (and --lam)")
     lam = choose_lambda(fitted, bits, lam, quantizer.default_lam, report)
 
-    records = []
+    records, notes = [], []
     for i, (name, f) in enumerate(zip(names, fitted)):
         report("quantizing and coding", i, len(names))
         q = f.quantize(lam)
         t = posterior.tensors[name]
+        notes += quality_notes(name, t, q.values())
         block_rows = coding.block_rows_for(t.shape)
         per_row = q.subvectors or coding.row_size(t.shape)
         words, offsets = coding.encode_blocks(q.symbols, q.counts, block_rows * per_row)
@@ -163,7 +170,45 @@ def pack(
             )
         )
     report("quantizing and coding", len(names), len(names))
-    return write_packed(output, records, posterior, lam, bits, report)
+    result = write_packed(output, records, posterior, lam, bits, report, force)
+    for note in notes:
+        warnings.warn(note, QualityWarning, stacklevel=2)
+    return dataclasses.replace(result, warnings=result.warnings + tuple(notes))
+
+
+#: Weights with scales below this fraction of their tensor's RMS are expected to be kept within their scale.
+CERTAIN_FRACTION = 1e-3
+
+
+def quality_notes(name: str, tensor: TensorPosterior, values: np.ndarray) -> list[str]:
+    """One-line notes on what a quantization lost that a user would not expect: a tensor of
+    several distinct means collapsed to one value, rows collapsed to a constant vector, or weights whose
+    posterior is very certain (scale below CERTAIN_FRACTION of the tensor's RMS) not kept
+    within their scale."""
+    loc, scale = tensor.loc.reshape(-1), tensor.scale.reshape(-1)
+    values = values.reshape(-1)
+    notes = []
+    if len(loc) > 1 and values.min() == values.max() and loc.min() != loc.max():
+        notes.append(f"tensor '{name}': all {len(loc):,} weights were quantized to one value ({values[0]:.4g})")
+    elif len(tensor.shape) == 2 and tensor.shape[0] > 1 and tensor.shape[1] > 1:
+        rows, means = values.reshape(tensor.shape[0], -1), tensor.loc.reshape(tensor.shape[0], -1)
+        flat = (rows.min(axis=1) == rows.max(axis=1)) & (means.min(axis=1) != means.max(axis=1))
+        if flat.any():
+            notes.append(
+                f"tensor '{name}': {int(flat.sum()):,} of {tensor.shape[0]:,} rows were quantized to a constant "
+                "vector (their direction is lost); use more --bits"
+            )
+    rms = float(np.sqrt(np.mean(np.square(loc, dtype=np.float64))))
+    certain = scale.astype(np.float64) < CERTAIN_FRACTION * rms
+    if certain.any():
+        err = np.abs(values[certain].astype(np.float64) - loc[certain])
+        missed = err > scale[certain].astype(np.float64)
+        if missed.any():
+            notes.append(
+                f"tensor '{name}': {int(missed.sum()):,} very certain weights (scale < {CERTAIN_FRACTION:g} x RMS) "
+                f"are not kept within their scale (largest error {err.max():.3g}); use a finer rate (more --bits)"
+            )
+    return notes
 
 
 def write_packed(
@@ -173,6 +218,7 @@ def write_packed(
     lam: float,
     bits: float | None,
     report: Progress,
+    force: bool = True,
 ) -> PackResult:
     """Write a pack's records as an archive and say what it achieved (in-memory and streamed packs)."""
     from . import __version__
@@ -180,7 +226,7 @@ def write_packed(
     counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
     records = [dataclasses.replace(r, counts=r.counts.astype(counts_dtype)) for r in records]
     report("writing archive", 0, 1)
-    file_bytes = write_archive(output, records, posterior.vocab, posterior.source, __version__)
+    file_bytes = write_archive(output, records, posterior.vocab, posterior.source, __version__, force)
     report("writing archive", 1, 1)
     return PackResult(
         path=Path(output),

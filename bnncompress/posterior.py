@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PosteriorError
+from .vocabulary import read_vocab, validate_words
 
 #: Name given to the single flat tensor of an AutoDiagonalNormal guide read without its model.
 FLAT_LATENT_NAME = "latent"
@@ -152,43 +153,6 @@ def read_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
     if posterior.vocab is not None:
         _check_vocab(posterior)
     return posterior
-
-
-def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
-    """Read and validate a vocabulary: a file with one word per line, or an iterable of words."""
-    if isinstance(vocab, (str, os.PathLike)):
-        path = Path(vocab)
-        if not path.is_file():
-            raise PosteriorError(f"vocabulary file '{path}' does not exist; pass a file with one word per line")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise PosteriorError(f"vocabulary file '{path}' is not UTF-8 text ({exc.reason})") from None
-        words = [w.removesuffix("\r") for w in text.split("\n")]
-        if words and words[-1] == "":
-            words.pop()  # the final newline
-        where = f"vocabulary file '{path}'"
-    else:
-        words = [str(w) for w in vocab]
-        where = "vocabulary"
-    return validate_words(words, where)
-
-
-def validate_words(words: list[str], where: str) -> list[str]:
-    """Check a word list: non-empty, no empty entries, no line breaks, no duplicates."""
-    if not words:
-        raise PosteriorError(f"{where} is empty; it needs one word per row of the embedding")
-    for i, w in enumerate(words):
-        if not w or w.strip() != w or "\n" in w or "\r" in w:
-            raise PosteriorError(
-                f"{where} has an empty word or one with surrounding whitespace at line {i + 1} ({w!r}); "
-                "remove it so that line numbers match rows"
-            )
-    if len(set(words)) != len(words):
-        seen: set[str] = set()
-        dup = next(w for w in words if w in seen or seen.add(w))
-        raise PosteriorError(f"{where} lists the word {dup!r} more than once; each row needs a unique word")
-    return words
 
 
 def _check_vocab(posterior: Posterior) -> None:

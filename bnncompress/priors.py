@@ -30,7 +30,7 @@ class GaussianPrior:
 
     @classmethod
     def fit(cls, loc: np.ndarray) -> GaussianPrior:
-        """Moment-match the (float32) means; a constant tensor gets a tiny positive width.
+        """Moment-match the (float32) means; a constant tensor gets a tiny positive width (1e-6 of its value).
 
         Mean and variance are computed exactly from exact sums and rounded once
         (:mod:`bnncompress.exactsum`), so a prior fitted block by block (:meth:`from_sums`)
@@ -45,8 +45,8 @@ class GaussianPrior:
         s = total.exact()
         mean = float(s / n)
         std = float(max(squares.exact() - s * s / n, 0) / n) ** 0.5
-        if not std > 0:
-            std = max(abs(mean), 1.0) * 1e-6
+        if not std > 0:  # a constant tensor: a grid of width 1e-6 relative to its value
+            std = abs(mean) * 1e-6 if mean else 1e-6
         return cls(mean, std)
 
     def ppf(self, xi: np.ndarray) -> np.ndarray:

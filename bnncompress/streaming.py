@@ -39,6 +39,7 @@ import numpy as np
 
 from . import coding
 from .errors import OptionError, PosteriorError
+from .hdf5checks import LOSSLESS, check_local_dataset, plain_dataset
 from .posterior import Posterior, TensorPosterior, read_vocab, validate_words
 
 #: Posterior files with at least this many weights are streamed when ``stream`` is left to auto.
@@ -295,17 +296,20 @@ def _hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
         if "format" in f.attrs and f.attrs["format"] == b"bnncompress":
             raise PosteriorError(f"'{path}' is a bnncompress archive, not a posterior")
 
-        def visit(key: str, obj: Any) -> None:
-            if not isinstance(obj, h5py.Dataset):
-                return
-            for leaf in ("loc", "scale"):
-                for sep in ("/", "."):
-                    if key.endswith(sep + leaf):
-                        found.setdefault(key[: -len(leaf) - 1], {})[leaf] = obj
-
-        f.visititems(visit)
-        if "vocab" in f and isinstance(f["vocab"], h5py.Dataset):
-            vocab = validate_words([w.decode() if isinstance(w, bytes) else str(w) for w in f["vocab"][()]], where)
+        links: list[tuple[str, Any]] = []
+        f.visititems_links(lambda key, link: links.append((key, link)))  # h5py callbacks must not raise
+        for key, link in links:  # before reading anything: no data from other files
+            if not isinstance(link, h5py.HardLink):
+                raise PosteriorError(f"{where}: '{key}' is a link to elsewhere ({type(link).__name__}); refusing it")
+        for key, _ in links:
+            obj = f[key]
+            leaf = next((x for x in ("loc", "scale") if key.endswith(("/" + x, "." + x))), None)
+            if leaf is not None and isinstance(obj, h5py.Dataset):
+                check_local_dataset(obj, f"{where}: dataset '{key}'", PosteriorError, LOSSLESS)
+                found.setdefault(key[: -len(leaf) - 1], {})[leaf] = obj
+        words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
+        if words is not None:
+            vocab = validate_words(_decode_words(words[()], where), where)
         sources: dict[str, RowSource] = {}
         for name in sorted(found):
             pair = found[name]
@@ -318,6 +322,13 @@ def _hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
     if not sources:
         raise PosteriorError(f"{where} holds no NAME/loc and NAME/scale datasets")
     return sources, vocab, f"HDF5 loc/scale datasets: {where}"
+
+
+def _decode_words(raw: Any, where: str) -> list[str]:
+    try:
+        return [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in np.asarray(raw).reshape(-1)]
+    except UnicodeDecodeError:
+        raise PosteriorError(f"{where}: the vocabulary is not UTF-8 text") from None
 
 
 def open_sources(path: str | os.PathLike) -> tuple[dict[str, RowSource], list[str] | None, str] | None:
@@ -623,7 +634,9 @@ def is_large(source: Any) -> bool:
     return opened is not None and sum(s.size for s in opened[0].values()) >= STREAM_WEIGHTS
 
 
-def pack_blockwise(source, output, vocab, bits, lam, method, tensors, device, max_level, report, workers, scheduler):
+def pack_blockwise(
+    source, output, vocab, bits, lam, method, tensors, device, max_level, report, workers, scheduler, force=True
+):
     """:func:`bnncompress.pack`, block by block (see the module doc); called by it."""
     import contextlib
 
@@ -654,4 +667,4 @@ def pack_blockwise(source, output, vocab, bits, lam, method, tensors, device, ma
         )
     from .packing import write_packed
 
-    return write_packed(output, records, posterior, lam, bits, report)
+    return write_packed(output, records, posterior, lam, bits, report, force)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import bnncompress
 from bnncompress import BnnCompressError
-from bnncompress.archive import read_archive, write_archive
+from bnncompress.archive import archive_image, read_archive, write_archive
 
 settings.register_profile(
     "default-fuzz", max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -48,8 +48,9 @@ def original(tmp_path_factory):
     bnncompress.pack(post, path, vocab=vocab, lam=0.05, method="vbq")
     # A product-quantized tensor too (format version 2): merged into the same archive.
     pq_path = path.with_name("pq.bnc")
-    bnncompress.pack({"pq_vectors": (rng.normal(size=(40, 6)), np.ones((40, 6)))}, pq_path, vocab=vocab, lam=1.0,
-                     method="pq")
+    bnncompress.pack(
+        {"pq_vectors": (rng.normal(size=(40, 6)), np.ones((40, 6)))}, pq_path, vocab=vocab, lam=1.0, method="pq"
+    )
     scalar, product = read_archive(path), read_archive(pq_path)
     write_archive(path, scalar.tensors + product.tensors, vocab, scalar.source, scalar.tool_version)
     a = bnncompress.load(path)
@@ -155,7 +156,7 @@ def _rewrite_tensor(path, index, **changes):
     contents = read_archive(path)
     records = list(contents.tensors)
     records[index] = dataclasses.replace(records[index], **changes)
-    write_archive(path, records, contents.vocab, contents.source, contents.tool_version)
+    path.write_bytes(archive_image(records, contents.vocab, contents.source, contents.tool_version))
 
 
 def _rewrite_manifest(path, edit):

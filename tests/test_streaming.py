@@ -185,5 +185,5 @@ def test_cli_workers_starts_a_local_cluster(tmp_path, synthetic):
     assert (tmp_path / "emb.bnc").read_bytes() == (tmp_path / "local.bnc").read_bytes()
     r = runner.invoke(app, ["pack", str(src), "--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "-o", "x.bnc"])
     assert r.exit_code == 2 and "not both" in r.output
-    r = runner.invoke(app, ["pack", str(src), "--workers", "1", "--method", "vbq", "--no-stream", "--lam", "-1"])
+    r = runner.invoke(app, ["pack", str(src), "--workers", "1", "--method", "vbq", "--no-stream", "--lam", "-1", "-f"])
     assert r.exit_code == 2 and "lambda" in r.output

@@ -35,6 +35,22 @@ from .base import Quantizer
 from .vbq import DEFAULT_MAX_LEVEL, FittedVBQ
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_HUGE = 1e30
+
+
+def distortion_weights(scale: np.ndarray) -> np.ndarray:
+    """``1 / (2 scale²)`` as float64: rounded to float32 where float32 holds it (as archives have
+    always been made), exact float64 where it would overflow or vanish in float32.
+
+    Example:
+        >>> distortion_weights(np.array([1.0, 1e-30], np.float32)).tolist()
+        [0.5, 4.999999968289231e+59]
+    """
+    exact = 0.5 / np.asarray(scale, dtype=np.float64) ** 2
+    with np.errstate(over="ignore"):
+        rounded = exact.astype(np.float32).astype(np.float64)
+    return np.where(np.isfinite(rounded) & ((rounded > 0) | (exact == 0)), rounded, exact)
 
 
 class EntropyConstrainedVBQ(Quantizer):
@@ -88,7 +104,8 @@ class EntropyConstrainedVBQ(Quantizer):
             rms = np.sqrt(np.mean((rows - prior.mean) ** 2, axis=1))
             rms = np.maximum(rms, _ROW_FLOOR * max(float(np.median(rms)), 1e-30))
             variance = variance.reshape(len(rms), -1) * (rms[:, None] / s) ** (2 * self.row_weight)
-        effective_scale = np.sqrt(variance).reshape(-1).astype(np.float32)
+        # float32 as before, but never 0 or inf: a constant tensor or scales of 1e-38 / 1e38 stay finite
+        effective_scale = np.clip(np.sqrt(variance).reshape(-1), _F32_TINY, _F32_HUGE).astype(np.float32)
         params = {
             "trust": self.trust,
             "row_weight": self.row_weight,
@@ -141,7 +158,7 @@ class FittedEntropyConstrained(FittedVBQ):
     ):
         super().__init__(tensor, prior, max_level, device)
         self.search_scale = effective_scale
-        self.weight = (0.5 / effective_scale.astype(np.float64) ** 2).astype(np.float32)
+        self.weight = distortion_weights(effective_scale)
         self.iterations, self.centroids = iterations, centroids
         self.params = {**self.params, **params}
         self._grids: dict[float, np.ndarray] = {}

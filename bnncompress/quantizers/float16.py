@@ -6,8 +6,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import OptionError
 from ..posterior import TensorPosterior
 from .base import FittedQuantizer, Quantizer
+
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class Float16(Quantizer):
@@ -34,6 +37,12 @@ class FittedFloat16(FittedQuantizer):
         self.shape = tensor.shape
         self.loc = tensor.loc.reshape(-1)
         self.scale = tensor.scale.reshape(-1)
+        largest = float(np.abs(self.loc).max())
+        if largest > _FLOAT16_MAX:
+            raise OptionError(
+                f"method 'float16' cannot hold values beyond +-{_FLOAT16_MAX:g} (this tensor has {largest:.3g}); "
+                "use another method"
+            )
         self.grid = np.unique(self.loc.astype(np.float16)).astype(np.float32)
         self.params = {}
 

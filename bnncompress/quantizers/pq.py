@@ -71,6 +71,11 @@ class FittedPQ(FittedQuantizer):
                 if (1 << nbits) <= self.rows:
                     configs.append((m * nbits / self.dim + 32.0 * (1 << nbits) * self.dim / n, m, nbits))
         self.configs = sorted(configs)
+        # FAISS works in float32: squared distances of values beyond ~1e15 overflow and abort it,
+        # below ~1e-15 they vanish. Scale by a power of two (exact) into [2^-40, 2^40]; 0 for usual values.
+        largest = float(np.abs(self.loc).max())
+        exponent = int(np.ceil(np.log2(largest))) if largest > 0 else 0
+        self.shift = exponent - 40 if exponent > 40 else (exponent + 40 if exponent < -40 else 0)
         self._books: dict[tuple[int, int], np.ndarray] = {}
 
     @property
@@ -102,8 +107,9 @@ class FittedPQ(FittedQuantizer):
             pq = faiss.ProductQuantizer(self.dim, m, nbits)
             pq.cp.seed = self.seed
             pq.cp.min_points_per_centroid = 1  # small tensors: train anyway, without faiss's warning
-            pq.train(np.ascontiguousarray(self.matrix, dtype=np.float32))
-            self._books[key] = faiss.vector_to_array(pq.centroids).reshape(m, 1 << nbits, -1).astype(np.float32)
+            pq.train(np.ascontiguousarray(self.matrix * np.float32(2.0**-self.shift), dtype=np.float32))
+            books = faiss.vector_to_array(pq.centroids).reshape(m, 1 << nbits, -1).astype(np.float32)
+            self._books[key] = books * np.float32(2.0**self.shift)
         return self._books[key]
 
     @property
@@ -116,9 +122,11 @@ class FittedPQ(FittedQuantizer):
         self._m = m
         rows = np.arange(self.rows) if sample is None else np.unique(np.asarray(sample) // self.dim)
         codes = np.empty((len(rows), m), dtype=np.int32)
+        books = books * np.float32(2.0**-self.shift)
         norms = np.einsum("mkd,mkd->mk", books, books)
         for start in range(0, len(rows), _ROW_CHUNK):
             x = self.matrix[rows[start : start + _ROW_CHUNK]].reshape(-1, m, sub).astype(np.float32)
+            x *= np.float32(2.0**-self.shift)
             dist = norms[None] - 2 * np.einsum("rmd,mkd->rmk", x, books)
             codes[start : start + _ROW_CHUNK] = dist.argmin(axis=2)
         return codes.reshape(-1)

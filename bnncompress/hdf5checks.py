@@ -1,0 +1,60 @@
+"""Checks that an HDF5 object holds only its own file's bytes, made before any data is read.
+
+HDF5 can take a dataset's bytes from elsewhere: external raw storage (any local file, even a
+FIFO), virtual datasets (other HDF5 files), and external or soft links. A posterior or
+archive received from someone else could use them to pull local files into an archive that is
+then shared, or to hang a reader. bnncompress never writes them and refuses them on reading.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: A dataset may declare at most this many bytes per stored byte (gzip of very repetitive data).
+MAX_EXPANSION = 1024
+#: HDF5 filter ids: deflate (gzip) only, as archives use it; and the lossless filters posteriors may use.
+GZIP = (1,)
+LOSSLESS = (1, 2, 3, 32000)  # deflate, shuffle, fletcher32, h5py's lzf
+
+
+def plain_dataset(group: Any, key: str, what: str, error: type[Exception], filters: tuple[int, ...] = ()) -> Any:
+    """``group[key]`` if it is a dataset reached by a hard link, else None if absent; refuses
+    external and soft links (without following them) and anything :func:`check_local_dataset` refuses."""
+    import h5py
+
+    link = group.get(key, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise error(f"{what} is a link to elsewhere ({type(link).__name__}); refusing to follow it")
+    obj = group[key]
+    if not isinstance(obj, h5py.Dataset):
+        return None
+    check_local_dataset(obj, what, error, filters)
+    return obj
+
+
+def check_local_dataset(ds: Any, what: str, error: type[Exception], filters: tuple[int, ...] = ()) -> None:
+    """Refuse a dataset whose bytes could come from outside its own file (external raw storage,
+    a virtual dataset), that needs an HDF5 filter not in ``filters`` (e.g. :data:`GZIP`), or
+    whose declared size is not backed by stored bytes (never written, or absurdly compressed)."""
+    from h5py import h5d
+
+    plist = ds.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout == getattr(h5d, "VIRTUAL", 3) or plist.get_external_count() > 0:
+        raise error(f"{what} takes its data from another file (external storage or a virtual dataset); refusing it")
+    if layout not in (h5d.CONTIGUOUS, h5d.CHUNKED, h5d.COMPACT):
+        raise error(f"{what} has an unknown HDF5 storage layout ({layout}); refusing it")
+    used = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if any(code not in filters for code in used):
+        raise error(f"{what} uses HDF5 filters {used} that are not allowed here; store it without them")
+    declared = int(ds.size) * int(ds.dtype.itemsize)
+    if declared == 0 or layout == h5d.COMPACT:
+        return
+    stored = int(ds.id.get_storage_size())
+    if stored == 0:
+        raise error(f"{what} declares {declared:,} bytes but none are stored (never written); refusing it")
+    limit = MAX_EXPANSION if used else 1
+    if stored * limit < declared:
+        raise error(f"{what} declares {declared:,} bytes but only {stored:,} are stored; refusing it")

@@ -1,0 +1,164 @@
+"""Hostile conditions: full disks, files that pull in other files' bytes, odd output paths."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import bnncompress
+from bnncompress import ArchiveError, OptionError, PosteriorError
+from bnncompress.files import TEMP_SUFFIX, remove_stale_temporaries
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "data", "example.pt")
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(TEMP_SUFFIX))
+
+
+def _limit_file_size(limit):
+    def apply():  # runs in the child: writes past `limit` bytes fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("limit", [4096, 60_000, 110_000])
+def test_a_failed_write_never_replaces_a_good_archive(tmp_path, limit):
+    good = tmp_path / "out.bnc"
+    bnncompress.pack(EXAMPLE, good, lam=5.0)
+    before = good.read_bytes()
+    cmd = [sys.executable, "-m", "bnncompress.cli", "pack", EXAMPLE, "-o", str(good), "--bits", "2", "--force"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limit_file_size(limit))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(good) in lines[0], proc.stderr
+    assert good.read_bytes() == before  # untouched, and it still loads
+    bnncompress.load(good)
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_full_tmpfs_leaves_the_old_archive(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=136k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        good = mount / "out.bnc"
+        bnncompress.pack(EXAMPLE, tmp_path / "first.bnc", bits=2.0)
+        good.write_bytes((tmp_path / "first.bnc").read_bytes())
+        before = good.read_bytes()
+        with pytest.raises(OSError) as err:
+            bnncompress.pack(EXAMPLE, good, bits=2.1)
+        assert err.value.filename == str(good) and "No space left" in err.value.strerror
+        assert good.read_bytes() == before and _leftovers(mount) == []
+    finally:
+        subprocess.run(["umount", str(mount)])
+
+
+def _posterior_h5(path, kind, other):
+    with h5py.File(other, "w") as g:
+        g["w/loc"] = np.full((4, 2), 7.0, np.float32)
+    secret = path.parent / "secret.bin"
+    secret.write_bytes(b"root:x:0:0:root:/root" * 4)
+    with h5py.File(path, "w") as f:
+        if kind == "external storage":
+            f.create_dataset("w/loc", shape=(4, 2), dtype=np.float32, external=[(str(secret), 0, 32)])
+        elif kind == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=(4, 2), dtype=np.float32)
+            layout[:] = h5py.VirtualSource(str(other), "w/loc", shape=(4, 2))
+            f.create_virtual_dataset("w/loc", layout)
+        elif kind == "external link":
+            f["w/loc"] = h5py.ExternalLink(str(other), "w/loc")
+        elif kind == "soft link":
+            f["elsewhere/loc"] = np.ones((4, 2), np.float32)
+            f["w/loc"] = h5py.SoftLink("/elsewhere/loc")
+        elif kind == "vocab link":
+            f["w/loc"] = np.ones((4, 2), np.float32)
+            f["vocab"] = h5py.ExternalLink(str(other), "w/loc")
+        elif kind == "never written":
+            f.create_dataset("w/loc", shape=(1 << 40, 2), dtype=np.float32, chunks=(1 << 16, 2))
+            f.create_dataset("w/scale", shape=(1 << 40, 2), dtype=np.float32, chunks=(1 << 16, 2))
+            return
+        f["w/scale"] = np.ones((4, 2), np.float32)
+
+
+@pytest.mark.parametrize(
+    "kind", ["external storage", "virtual dataset", "external link", "soft link", "vocab link", "never written"]
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_posteriors_cannot_pull_in_other_files(tmp_path, kind, stream):
+    path = tmp_path / "post.h5"
+    _posterior_h5(path, kind, tmp_path / "other.h5")
+    with pytest.raises(PosteriorError, match="refusing|never written"):
+        bnncompress.pack(path, tmp_path / "out.bnc", stream=stream)
+    assert not (tmp_path / "out.bnc").exists()
+
+
+def test_archives_cannot_pull_in_other_files(tmp_path):
+    path = tmp_path / "a.bnc"
+    rng = np.random.default_rng(0)
+    bnncompress.pack({"w": (rng.normal(size=(40, 4)), np.full((40, 4), 0.1))}, path, lam=0.1)
+    raw = tmp_path / "words.bin"
+    with h5py.File(path, "r+") as f:  # the same bytes, but stored in another file
+        words = f["words"][()]
+        raw.write_bytes(words.astype("<u4").tobytes())
+        del f["words"]
+        f.create_dataset("words", shape=words.shape, dtype="<u4", external=[(str(raw), 0, words.nbytes)])
+    with pytest.raises(ArchiveError, match="another file"):
+        bnncompress.load(path)
+
+
+def test_overwriting_keeps_the_destinations_permissions(tmp_path):
+    out = tmp_path / "private.bnc"
+    out.write_bytes(b"old")
+    out.chmod(0o600)
+    bnncompress.pack({"w": (np.zeros((3, 2)), np.ones((3, 2)))}, out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    bnncompress.load(out)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
+def test_only_regular_files_are_replaced(tmp_path, kind):
+    out = tmp_path / "out.bnc"
+    if kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "symlink":
+        (tmp_path / "target").write_bytes(b"keep")
+        out.symlink_to(tmp_path / "target")
+    else:
+        out.mkdir()
+    with pytest.raises(OptionError):
+        bnncompress.pack({"w": (np.zeros((3, 2)), np.ones((3, 2)))}, out)
+    assert kind != "symlink" or (tmp_path / "target").read_bytes() == b"keep"
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
+    out = tmp_path / "out.bnc"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    import socket
+
+    host = socket.gethostname().replace(".", "-")
+    stale = tmp_path / f".out.bnc.{host}.{pid}.abcd{TEMP_SUFFIX}"
+    mine = tmp_path / f".out.bnc.{host}.{os.getpid()}.efgh{TEMP_SUFFIX}"
+    other_host = tmp_path / f".out.bnc.elsewhere.{pid}.ijkl{TEMP_SUFFIX}"
+    for p in (stale, mine, other_host):
+        p.write_bytes(b"partial")
+    assert remove_stale_temporaries(out) == [stale]
+    assert mine.exists() and other_host.exists()
+
+
+@pytest.mark.parametrize("word", ["a\x00", "\ud800", "tab\tword", "bell\x07"])
+def test_vocabulary_words_must_be_printable_text(tmp_path, word):
+    with pytest.raises(PosteriorError, match="control character|surrogate"):
+        bnncompress.pack({"w": (np.zeros((2, 2)), np.ones((2, 2)))}, tmp_path / "o.bnc", vocab=[word, "b"])

@@ -1,0 +1,110 @@
+"""Every method on any finite posterior packs to finite values, within bounds, or says why not.
+
+Property-based (hypothesis): shapes from 0-d to 2-D, constant and varied means from 1e-30 to
+1e30, scales from the smallest normal float32 to 1e38, float16 / bfloat16 / float32 / float64
+inputs. The long run is
+
+    HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_numerics.py
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bnncompress
+from bnncompress import BnnCompressError, QualityWarning
+from bnncompress.packing import CERTAIN_FRACTION
+from bnncompress.quantizers import METHODS
+
+settings.register_profile(
+    "default-numerics", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "fuzz-numerics", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+PROFILE = "fuzz-numerics" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "default-numerics"
+
+_TORCH_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+@st.composite
+def posteriors(draw):
+    shape = draw(st.sampled_from([(), (1,), (1, 1), (7,), (3, 5), (40, 8), (64, 3)]))
+    dtype = draw(st.sampled_from(list(_TORCH_DTYPES)))
+    big = 6e4 if dtype == "float16" else 1e30
+    small = 1e-4 if dtype == "float16" else 1e-30
+    magnitude = draw(st.sampled_from([small, 1e-3, 1.0, 3.5, 1e4, big]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    kind = draw(st.sampled_from(["constant", "normal", "zeros", "two values"]))
+    n = int(np.prod(shape))
+    if kind == "constant":
+        loc = np.full(n, magnitude * draw(st.sampled_from([1.0, -1.0])))
+    elif kind == "zeros":
+        loc = np.zeros(n)
+    elif kind == "two values":
+        loc = np.where(rng.random(n) < 0.5, -magnitude, magnitude)
+    else:
+        loc = rng.normal(size=n) * magnitude / 4
+    tiny = float(np.finfo(np.float16).tiny) if dtype == "float16" else 1.2e-38
+    huge = 6e4 if dtype == "float16" else 1e38
+    scale_kind = draw(st.sampled_from(["tiny", "huge", "small", "typical", "log-uniform"]))
+    if scale_kind == "log-uniform":
+        scale = np.exp(rng.uniform(np.log(tiny), np.log(huge), size=n))
+    else:
+        value = {"tiny": tiny, "huge": huge, "small": 1e-3 * magnitude, "typical": 0.1 * magnitude}[scale_kind]
+        scale = np.full(n, max(value, tiny))
+    t = _TORCH_DTYPES[dtype]
+    loc_t = torch.tensor(loc.reshape(shape), dtype=t)
+    scale_t = torch.tensor(scale.reshape(shape), dtype=t).clamp(min=tiny)
+    return loc_t, scale_t, dtype
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@settings(settings.get_profile(PROFILE))
+@given(data=posteriors(), use_bits=st.booleans())
+def test_every_method_packs_any_finite_posterior_to_finite_values(tmp_path, method, data, use_bits):
+    loc_t, scale_t, dtype = data
+    out = tmp_path / "w.bnc"
+    options = {"bits": 2.0} if use_bits and method != "float16" else {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = bnncompress.pack({"w": (loc_t, scale_t)}, out, method=method, device="cpu", **options)
+        except BnnCompressError as exc:  # only a rate that cannot be reached, or float16's range, may refuse
+            assert (use_bits and "bits" in str(exc)) or (method == "float16" and "beyond" in str(exc)), exc
+            return
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    values = bnncompress.load(out)["w"]
+    assert values.shape == tuple(loc_t.shape)
+    restored = np.asarray(values, dtype=np.float64)
+    assert np.all(np.isfinite(restored)), f"{method} produced non-finite values"
+    loc = loc_t.to(torch.float64).numpy().reshape(-1)
+    scale = scale_t.to(torch.float64).numpy().reshape(-1)
+    # FAISS splits k-means clusters of identical points by moving centroids 1/1024 apart (relative)
+    relative = 2.0**-9 if method == "pq" else 1e-3
+    spread = 4 * float(loc.std()) + relative * float(np.abs(loc).max(initial=0)) + 1e-7
+    assert restored.min() >= loc.min() - spread and restored.max() <= loc.max() + spread
+    rms = float(np.sqrt(np.mean(loc**2)))
+    certain = scale < CERTAIN_FRACTION * rms
+    err = np.abs(restored.reshape(-1) - loc)
+    kept = np.all(err[certain] <= scale[certain] + 2 * np.abs(loc[certain]) * _eps(dtype))
+    warned = any("not kept within their scale" in m for m in result.warnings)
+    assert kept or warned, f"{method}: certain weights lost precision without a warning"
+    assert warned == any(issubclass(w.category, QualityWarning) and "within" in str(w.message) for w in caught)
+
+
+def _eps(dtype: str) -> float:
+    """Relative rounding of the source dtype (restoring the dtype may round once more)."""
+    return {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-24}[dtype]
