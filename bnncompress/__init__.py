@@ -9,17 +9,12 @@ Example:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("bnncompress")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
-
+from ._version import __version__
 from .errors import (
     ArchiveError,
     BnnCompressError,
     ModelMismatchError,
+    NotFoundError,
     OptionError,
     PosteriorError,
     QualityWarning,
@@ -28,7 +23,8 @@ from .errors import (
 from .evaluation import evaluate
 from .loader import Archive, load
 from .packing import PackResult, pack
-from .posterior import Posterior, TensorPosterior, ivon_posterior, read_posterior
+from .posterior import Posterior, TensorPosterior
+from .sources import ivon_posterior, read_posterior
 from .sweep import sweep
 
 __all__ = [
@@ -36,6 +32,7 @@ __all__ = [
     "ArchiveError",
     "BnnCompressError",
     "ModelMismatchError",
+    "NotFoundError",
     "OptionError",
     "PackResult",
     "Posterior",

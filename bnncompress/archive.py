@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .coding import num_blocks, num_rows, row_size
+from .coding import dequantize, num_blocks, num_rows, row_size
 from .errors import ArchiveError
 from .files import write_bytes
-from .hdf5checks import GZIP, plain_dataset
+from .hdf5checks import GZIP, HDF5_MAGIC, plain_dataset
 from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
@@ -29,7 +29,6 @@ FORMAT_NAME = "bnncompress"
 #: reads every version in READABLE_VERSIONS.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 _MAX_WEIGHTS = 1 << 40  # refuse absurd declared sizes before allocating anything
@@ -101,14 +100,13 @@ class TensorRecord:
         """Symbols per block (the last block may be shorter)."""
         return self.block_rows * self.symbols_per_row
 
+    def with_counts_dtype(self, dtype: np.dtype) -> TensorRecord:
+        """The same record with its counts stored as ``dtype`` (one dataset holds every tensor's counts)."""
+        return dataclasses.replace(self, counts=self.counts.astype(dtype))
+
     def dequantize(self, symbols: np.ndarray) -> np.ndarray:
-        """Values of decoded ``symbols`` (whole rows), flat float32: ``grid[symbols]``, or for
-        product quantization sub-vector ``m`` of a row = codebook ``m``'s entry ``symbol``."""
-        if not self.subvectors:
-            return self.grid[symbols]
-        m, k = self.subvectors, len(self.counts)
-        books = self.grid.reshape(m, k, -1)
-        return books[np.arange(m), symbols.reshape(-1, m)].reshape(-1)
+        """Values of decoded ``symbols`` (whole rows), flat float32 (:func:`bnncompress.coding.dequantize`)."""
+        return dequantize(self.grid, symbols, len(self.counts), self.subvectors)
 
     @property
     def payload_bytes(self) -> int:
@@ -261,6 +259,20 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         f.create_dataset("offsets", data=concat("offsets", "<u8"))
         f.flush()
         return f.id.get_file_image()
+
+
+def is_archive(path: str | os.PathLike) -> bool:
+    """True if ``path`` is an HDF5 file whose root says it is a bnncompress archive (reads only that)."""
+    import h5py
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != HDF5_MAGIC:
+                return False
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT_NAME.encode()
+    except Exception:  # unreadable or damaged: not an archive we can recognise
+        return False
 
 
 def read_archive(path: str | os.PathLike) -> ArchiveContents:

@@ -1,18 +1,22 @@
-"""The ``bnncompress`` command line: a thin layer over the Python API.
+"""The ``bnncompress`` command line: argument parsing and printing over the Python API.
 
 Every error raised for bad input (a :class:`~bnncompress.BnnCompressError`, or a file the
-system refuses) is printed as one line on stderr with exit code 2, without a traceback.
+system refuses) is printed as one line on stderr with exit code 2, without a traceback; the
+API's parameter names in messages become this command line's flags. SIGINT and SIGTERM
+remove any temporary file and exit with 130 and 143.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,14 +24,18 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from .errors import BnnCompressError, OptionError
+from .quantizers import DEFAULT_METHOD, METHODS
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Compress Bayesian neural networks by their posterior uncertainty (Variational Bayesian Quantization).",
 )
 _err = Console(stderr=True)
 _out = Console()
+#: API parameter -> flag, where the flag is not just --NAME.
+_FLAGS = {"options": "--option KEY=VALUE", "stream=False": "--no-stream", "force=True": "--force", "format": "--format"}
 
 
 def _fails_cleanly(command):
@@ -38,7 +46,7 @@ def _fails_cleanly(command):
         try:
             return command(*args, **kwargs)
         except BnnCompressError as exc:
-            _say(f"error: {exc}", _err)
+            _say(f"error: {exc.render(_FLAGS, prefix='--')}", _err)
             raise typer.Exit(2) from None
         except OSError as exc:
             _say(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", _err)
@@ -70,9 +78,8 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
-from .quantizers import DEFAULT_METHOD, METHODS  # noqa: E402  (light: numba loads on first use)
-
 Method = Enum("Method", [(m.replace("-", "_"), m) for m in METHODS], type=str)
+_DEFAULT_METHOD = Method(DEFAULT_METHOD)
 
 
 def _parse_options(pairs: list[str] | None) -> dict:
@@ -84,7 +91,7 @@ def _parse_options(pairs: list[str] | None) -> dict:
             raise OptionError(f"--option takes KEY=VALUE, got {pair!r}")
         try:
             options[key.replace("-", "_")] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             options[key.replace("-", "_")] = value
     return options
 
@@ -112,23 +119,25 @@ def pack(
         ),
     ],
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Archive to write [default: SOURCE with .bnc].")
+        Optional[Path], typer.Option("--output", "-o", help="Archive to write (default: SOURCE with .bnc).")
     ] = None,
     vocab: Annotated[Optional[Path], typer.Option(help="Vocabulary file, one word per line in row order.")] = None,
     bits: Annotated[Optional[float], typer.Option(help="Target payload bits per weight (searches lambda).")] = None,
     lam: Annotated[
-        Optional[float], typer.Option("--lam", help="Rate-distortion trade-off lambda (larger = smaller).")
+        Optional[float],
+        typer.Option(
+            "--lam",
+            help="Rate-distortion trade-off lambda, larger = smaller (default: the method's own, "
+            f"{METHODS[DEFAULT_METHOD].default_lam:g} for {DEFAULT_METHOD}).",
+        ),
     ] = None,
-    method: Annotated[
-        Optional[Method],
-        typer.Option(help=f"Quantization method [default: {DEFAULT_METHOD}; vbq for streamed packs]."),
-    ] = None,
+    method: Annotated[Method, typer.Option(help="Quantization method.")] = _DEFAULT_METHOD,
     option: Annotated[
         Optional[list[str]],
         typer.Option("--option", help="Method option KEY=VALUE, e.g. prune=0.1 for weighted-kmeans (repeatable)."),
     ] = None,
     tensor: Annotated[
-        Optional[list[str]], typer.Option("--tensor", "-t", help="Pack only this tensor (repeatable).")
+        Optional[list[str]], typer.Option("--tensor", "-t", help="Pack only this tensor (repeatable; default: all).")
     ] = None,
     device: Annotated[Device, typer.Option(help="Where to quantize.")] = Device.auto,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
@@ -137,7 +146,7 @@ def pack(
         typer.Option(
             "--stream/--no-stream",
             help="Read and pack block by block with bounded memory "
-            "[default: .npy directories, safetensors and HDF5 posteriors of 64M+ weights].",
+            "(default: .npy directories, safetensors and HDF5 posteriors of 64M+ weights).",
         ),
     ] = None,
     workers: Annotated[
@@ -149,11 +158,16 @@ def pack(
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
 ) -> None:
     """Quantize a posterior by its uncertainty and write one compressed archive."""
+    from .executors import check_scheduler_address, check_workers
     from .packing import default_output
     from .packing import pack as pack_posterior
 
     output = output or default_output(source)
     _refuse_existing(output, force)
+    if workers is not None:
+        check_workers(workers)
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
     with _progress(quiet) as bar:
         task = bar.add_task("packing", total=None)
 
@@ -166,7 +180,7 @@ def pack(
             vocab=vocab,
             bits=bits,
             lam=lam,
-            method=method.value if method else None,
+            method=method.value,
             options=_parse_options(option),
             tensors=tensor,
             device=device.value,
@@ -246,52 +260,25 @@ def unpack(
     format: Annotated[
         Optional[UnpackFormat],
         typer.Option(
-            help="word2vec (text vectors of one tensor), pt (torch state_dict) or npz [default: from the suffix]."
+            help="word2vec (text vectors of one tensor), pt (torch state_dict) or npz (default: from the suffix)."
         ),
     ] = None,
     tensor: Annotated[
-        Optional[str], typer.Option("--tensor", "-t", help="Tensor for word2vec [default: word vectors].")
+        Optional[str], typer.Option("--tensor", "-t", help="Tensor for word2vec (default: the word vectors).")
     ] = None,
     binary: Annotated[bool, typer.Option(help="word2vec: write the binary format.")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
 ) -> None:
     """Decode an archive to word2vec vectors, a torch state_dict (.pt) or numpy arrays (.npz)."""
-    import numpy as np
-
-    from .files import atomic_output
+    from .export import format_from_suffix
     from .loader import load
 
-    fmt = format.value if format else _format_from_suffix(output)
+    fmt = format.value if format else format_from_suffix(output)
     if output.resolve() == archive.resolve():
         raise OptionError(f"the output '{output}' is the archive itself; choose another output path")
     _refuse_existing(output, force)
-    a = load(archive)
-    with atomic_output(output) as tmp:
-        if fmt == "word2vec":
-            if a.vocab is not None and any(len(w.split()) != 1 for w in a.vocab):
-                raise OptionError(
-                    "the vocabulary has words containing whitespace, which word2vec files cannot hold; use --format npz"
-                )
-            a.to_keyed_vectors(tensor).save_word2vec_format(str(tmp), binary=binary)
-        elif fmt == "pt":
-            import torch
-
-            torch.save(a.state_dict(), tmp)
-        else:
-            arrays = {name: np.asarray(a[name]) for name in a.names}
-            if a.vocab is not None:
-                arrays["vocab"] = np.asarray(a.vocab, dtype=str)
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-    _say(f"wrote {output} ({fmt})")
-
-
-def _format_from_suffix(path: Path) -> str:
-    suffix = path.suffix.lower()
-    formats = {".txt": "word2vec", ".vec": "word2vec", ".w2v": "word2vec", ".pt": "pt", ".pth": "pt", ".npz": "npz"}
-    if suffix not in formats:
-        raise OptionError(f"cannot tell the format from '{path.name}'; add --format word2vec, pt or npz")
-    return formats[suffix]
+    written = load(archive).export(output, fmt, tensor=tensor, binary=binary)
+    _say(f"wrote {output} ({written})")
 
 
 @app.command("eval")
@@ -432,9 +419,34 @@ def train(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="bnncompress", standalone_mode=False)  # returns typer.Exit's code
+    except _Terminated:
+        _say("terminated", _err)
+        sys.exit(143)
+    except KeyboardInterrupt:
+        _say("interrupted", _err)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that temporary files are removed on the way out."""
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

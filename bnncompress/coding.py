@@ -51,6 +51,21 @@ def _kernels(num_symbols: int | None = None):
     return _ans
 
 
+def dequantize(grid: np.ndarray, symbols: np.ndarray, alphabet: int, subvectors: int = 0) -> np.ndarray:
+    """Values of decoded ``symbols`` (whole rows, flat): ``grid[symbols]``, or for product
+    quantization (``subvectors`` = M symbols per row, ``grid`` = M codebooks of ``alphabet``
+    sub-vectors) sub-vector ``m`` of a row = codebook ``m``'s entry ``symbol``.
+
+    Example:
+        >>> dequantize(np.array([0.5, 1.5], np.float32), np.array([1, 0, 1]), 2).tolist()
+        [1.5, 0.5, 1.5]
+    """
+    if not subvectors:
+        return grid[symbols]
+    books = grid.reshape(subvectors, alphabet, -1)
+    return books[np.arange(subvectors), symbols.reshape(-1, subvectors)].reshape(-1)
+
+
 def num_rows(shape: tuple[int, ...]) -> int:
     """Rows of a tensor: its first dimension (a 0-d tensor is one row)."""
     return shape[0] if shape else 1

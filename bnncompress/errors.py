@@ -1,15 +1,42 @@
-"""The errors bnncompress raises for bad input.
+"""The errors bnncompress raises for bad input, and its warning category.
 
 Every error caused by a user's file, option or archive derives from
-:class:`BnnCompressError`, so callers (and the CLI) can catch one class. Messages are
-one sentence: what was wrong, and what to do about it.
+:class:`BnnCompressError`, so callers (and the CLI) can catch one class. Messages are one
+sentence: what was wrong, and what to do about it. A message names the parameters a caller
+can change as ``«name»``: ``str(error)`` shows the Python keyword (``bits``), the CLI shows its
+flag (``--bits``) through :meth:`BnnCompressError.render`.
+
+Example:
+    >>> e = OptionError("give either «bits» or «lam», not both")
+    >>> str(e), e.render({"lam": "--lam"}, prefix="--")
+    ('give either bits or lam, not both', 'give either --bits or --lam, not both')
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
+_PARAMETER = re.compile(r"«([^»]+)»")
+
 
 class BnnCompressError(Exception):
     """Base class of every error bnncompress raises for bad input."""
+
+    def __str__(self) -> str:
+        return self.render({})
+
+    def render(self, names: Mapping[str, str], prefix: str = "") -> str:
+        """The message with each ``«parameter»`` shown as ``names[parameter]``, or as
+        ``prefix + parameter`` (underscores as dashes when a prefix is given)."""
+
+        def show(match: re.Match) -> str:
+            key = match.group(1)
+            if key in names:
+                return names[key]
+            return prefix + key.replace("_", "-") if prefix else key
+
+        return _PARAMETER.sub(show, super().__str__())
 
 
 class PosteriorError(BnnCompressError):
@@ -28,10 +55,17 @@ class OptionError(BnnCompressError):
     """An option has a value that cannot be used (unknown method, device, format...)."""
 
 
+class NotFoundError(OptionError, KeyError):
+    """A tensor name or word that an archive does not have (a ``KeyError``, as in a dict)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return self.render({})
+
+
 class ModelMismatchError(BnnCompressError):
     """An archive's tensors do not fit the parameters of the module they are loaded into."""
 
 
 class QualityWarning(UserWarning):
     """A pack succeeded but some values are poorly kept: a tensor collapsed to one value, rows
-    collapsed to zero, or weights more certain than the quantization grid resolves."""
+    collapsed to a constant vector, or weights more certain than the quantization grid resolves."""

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OptionError
+from .archive import is_archive
+from .errors import OptionError, PosteriorError
+from .loader import Archive, load
+from .sources import detect, read_posterior
 
 #: Metric name -> gensim test-data file.
 DATASETS = {"analogy": "questions-words.txt", "ws353": "wordsim353.tsv", "simlex": "simlex999.txt"}
@@ -35,34 +38,30 @@ def keyed_vectors(source: Any, tensor: str | None = None):
     file (its means), plain word vectors (word2vec text or binary, GloVe text) or KeyedVectors."""
     from gensim.models import KeyedVectors
 
-    from .loader import Archive
-
     if isinstance(source, KeyedVectors):
         return source
     if isinstance(source, Archive):
         return source.to_keyed_vectors(tensor)
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise OptionError(f"'{source}' does not exist; pass an archive, a posterior file or word vectors")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head.startswith(b"\x89HDF"):
-        from .loader import load
-
+    if path.is_file() and is_archive(path):
         return load(path).to_keyed_vectors(tensor)
-    if head.startswith(b"PK") or path.suffix in (".pt", ".pth", ".npz", ".safetensors"):
-        return _posterior_means(path, tensor)
-    return _plain_vectors(path)
+    try:
+        detect(path)
+    except PosteriorError:
+        if not path.is_file():
+            raise
+        return _plain_vectors(path)  # not a posterior: word vectors, or an error saying what it should be
+    return _posterior_means(path, tensor)
 
 
 def _posterior_means(path: Path, tensor: str | None):
     from gensim.models import KeyedVectors
 
-    from .posterior import read_posterior
-
     posterior = read_posterior(path)
     if posterior.vocab is None:
-        raise OptionError(f"'{path}' has no vocabulary; pass --vocab when packing, or evaluate word vectors")
+        raise OptionError(f"'{path}' has no vocabulary; pass «vocab» when packing, or evaluate word vectors")
     names = [n for n in posterior.names if posterior.tensors[n].shape[:1] == (len(posterior.vocab),)]
     if tensor is None:
         if not names:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The first 8 bytes of every HDF5 file.
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: A dataset may declare at most this many bytes per stored byte (gzip of very repetitive data).
 MAX_EXPANSION = 1024
 #: HDF5 filter ids: deflate (gzip) only, as archives use it; and the lossless filters posteriors may use.

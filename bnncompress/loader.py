@@ -10,7 +10,8 @@ import numpy as np
 
 from . import coding
 from .archive import ArchiveContents, BitsPerWeight, TensorRecord, read_archive
-from .errors import ArchiveError, ModelMismatchError, OptionError
+from .errors import ArchiveError, ModelMismatchError, NotFoundError, OptionError
+from .export import export_archive
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -91,7 +92,8 @@ class Archive:
         try:
             return self._records[name]
         except KeyError:
-            raise OptionError(f"no tensor named {name!r} in the archive; available: {', '.join(self.names)}") from None
+            names = ", ".join(self.names)
+            raise NotFoundError(f"no tensor named {name!r} in the archive; available: {names}") from None
 
     def _decode(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
         """Symbols of all blocks (histogram-checked) or of ``blocks`` only."""
@@ -142,7 +144,7 @@ class Archive:
         if not hasattr(self, "_word_index"):
             self._word_index = {w: i for i, w in enumerate(self.vocab)}
         if word not in self._word_index:
-            raise OptionError(f"{word!r} is not in the archive's vocabulary")
+            raise NotFoundError(f"{word!r} is not in the archive's vocabulary")
         name = name or self.default_embedding_name()
         self._vocab_for_shape(name)
         return self.rows(name, [self._word_index[word]])[0]
@@ -225,7 +227,7 @@ class Archive:
     def _vocab_for_shape(self, name: str) -> list[str]:
         shape = tuple(self.record(name).shape)
         if self.vocab is None:
-            raise OptionError(f"the archive has no vocabulary; pack it with --vocab to get word vectors for '{name}'")
+            raise OptionError(f"the archive has no vocabulary; pack it with «vocab» to get word vectors for '{name}'")
         if len(shape) != 2 or shape[0] != len(self.vocab):
             raise OptionError(
                 f"tensor '{name}' has shape {shape}, which the {len(self.vocab)}-word vocabulary does not label"
@@ -243,7 +245,7 @@ class Archive:
         for r in self._records.values():
             if len(r.shape) == 2:
                 return r.name
-        raise OptionError("the archive has no 2-D tensor to use as an embedding; name one with --tensor")
+        raise OptionError("the archive has no 2-D tensor to use as an embedding; name one with «tensor»")
 
     def to_keyed_vectors(self, name: str | None = None) -> KeyedVectors:
         """The tensor ``name`` (default: word vectors) as gensim ``KeyedVectors`` keyed by the vocabulary."""
@@ -306,6 +308,24 @@ class Archive:
                     p = params[short]
                     p.copy_(torch.tensor(self[full]).to(dtype=p.dtype, device=p.device))
         return module
+
+    def export(
+        self,
+        path: str | os.PathLike,
+        format: str | None = None,
+        tensor: str | None = None,
+        binary: bool = False,
+        force: bool = True,
+    ) -> str:
+        """Write the point estimate as word2vec vectors of one tensor (``format="word2vec"``,
+        text or ``binary``), a torch state_dict (``"pt"``) or numpy arrays (``"npz"``, with the
+        vocabulary as ``vocab``); ``format`` defaults to the suffix of ``path``. Returns the format.
+
+        Example:
+            >>> bnncompress.load("small.bnc").export("vectors.txt")   # doctest: +SKIP
+            'word2vec'
+        """
+        return export_archive(self, path, format, tensor, binary, force)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """``{name: torch.Tensor}`` in the original dtypes (bfloat16 restored)."""

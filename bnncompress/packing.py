@@ -1,4 +1,8 @@
-"""The pack pipeline: posterior source -> quantizer -> entropy coder -> archive."""
+"""``pack``: read a posterior, run the pipeline on the right executor, write one archive.
+
+In memory, streamed from a file, or on Dask: the same pipeline (:mod:`bnncompress.pipeline`)
+with a different row source and executor, so every route writes the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from . import coding
+from ._version import __version__
 from .archive import BitsPerWeight, TensorRecord, common_counts_dtype, write_archive
 from .errors import OptionError, QualityWarning
+from .executors import executor_for
 from .files import check_output_path
-from .posterior import Posterior, TensorPosterior, read_posterior
+from .pipeline import CERTAIN_FRACTION, quantize_and_code
+from .posterior import Posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
-from .quantizers.vbq import DEFAULT_MAX_LEVEL
-from .ratecontrol import BITS_TOLERANCE, choose_lambda
+from .ratecontrol import BITS_TOLERANCE, check_bits, check_lambda
+from .sources import is_large, open_posterior
+from .sources.rows import ArraySource
+
+__all__ = ["CERTAIN_FRACTION", "PackResult", "default_output", "pack"]
 
 #: Called as progress(stage, done, total) while packing.
 Progress = Callable[[str, int, int], None]
@@ -27,7 +34,7 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class PackResult(BitsPerWeight):
-    """What a pack achieved: where it wrote, the lambda used, and the sizes."""
+    """What a pack achieved: where it wrote, the lambda used, the sizes, and any warnings."""
 
     path: Path
     lam: float
@@ -39,7 +46,7 @@ class PackResult(BitsPerWeight):
 
     @property
     def target_missed(self) -> bool:
-        """True if ``--bits`` was given and the payload is not within 2% of it."""
+        """True if ``bits`` was given and the payload is not within 2% of it."""
         if self.target_bits is None:
             return False
         return abs(self.payload_bits_per_weight - self.target_bits) > BITS_TOLERANCE * self.target_bits
@@ -55,18 +62,6 @@ def default_output(source: str | os.PathLike) -> Path:
     return path.with_suffix(".bnc")
 
 
-#: The method of streamed and Dask packs (the others need a whole tensor in memory).
-STREAM_METHOD = "vbq"
-
-
-def _should_stream(source: Any, method: str | None) -> bool:
-    if method not in (None, STREAM_METHOD) or not isinstance(source, (str, os.PathLike)):
-        return False
-    from .streaming import is_large
-
-    return is_large(source)
-
-
 def pack(
     source: Any,
     output: str | os.PathLike | None = None,
@@ -75,10 +70,9 @@ def pack(
     bits: float | None = None,
     lam: float | None = None,
     method: str | None = None,
+    options: dict[str, Any] | None = None,
     tensors: Sequence[str] | None = None,
     device: str = "auto",
-    max_level: int = DEFAULT_MAX_LEVEL,
-    options: dict[str, Any] | None = None,
     progress: Progress | None = None,
     stream: bool | None = None,
     workers: int | None = None,
@@ -90,15 +84,15 @@ def pack(
     ``source`` is a posterior file, a live Pyro guide, ``{name: (loc, scale)}`` or a
     :class:`~bnncompress.posterior.Posterior`. Give ``bits`` (payload bits per weight, found
     by searching lambda) or ``lam``; with neither, the method's ``default_lam`` is used.
-    ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-direction``;
-    ``vbq`` for streamed packs), ``options`` its keyword options (e.g. ``{"prune": 0.1}`` for
-    ``weighted-kmeans``).
+    ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-direction``),
+    ``options`` its keyword options (e.g. ``{"prune": 0.1}`` for ``weighted-kmeans``).
     ``tensors`` selects which tensors to pack (default: all).
 
-    ``stream`` packs block by block with bounded memory (default: for .npy-directory,
-    safetensors and HDF5 posteriors of at least ``streaming.STREAM_WEIGHTS`` weights);
-    ``workers`` (a local Dask cluster of that many processes) or ``scheduler`` (a Dask
-    scheduler address or ``distributed.Client``) run its tasks on Dask. All write the same bytes.
+    ``stream`` reads the posterior block by block with bounded memory (default: for
+    .npy-directory, safetensors and HDF5 posteriors of at least ``sources.STREAM_WEIGHTS``
+    weights); ``workers`` (a local Dask cluster of that many processes) or ``scheduler`` (a
+    Dask scheduler address or ``distributed.Client``) run the tasks on Dask. All write the
+    same bytes. ``force=False`` refuses to replace an existing ``output``.
 
     Example:
         >>> import bnncompress, numpy as np, tempfile, os
@@ -108,107 +102,52 @@ def pack(
         >>> abs(r.payload_bits_per_weight - 2.0) < 0.04
         True
     """
-    if bits is not None and lam is not None:
-        raise OptionError("give either bits or lam, not both")
-    if output is None:
-        if not isinstance(source, (str, os.PathLike)):
-            raise OptionError("an output path is needed when the source is not a file")
-        output = default_output(source)
-    if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
-        raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
-    check_output_path(output, force)  # before any work
-    report = progress or (lambda stage, done, total: None)
-    if stream or workers is not None or scheduler is not None or (stream is None and _should_stream(source, method)):
-        from .streaming import pack_blockwise
-
-        if options:
-            raise OptionError("streamed and Dask packs take no --option (they use method 'vbq')")
-        note = () if method else (f"streamed pack: method {STREAM_METHOD} ({DEFAULT_METHOD} needs whole tensors)",)
-        method = method or STREAM_METHOD
-        result = pack_blockwise(
-            source, output, vocab, bits, lam, method, tensors, device, max_level, report, workers, scheduler, force
+    output = _check_request(source, output, bits, lam, force)
+    quantizer = get_quantizer(method or DEFAULT_METHOD, device=device, **(options or {}))
+    if bits is not None and quantizer.fixed_rate:
+        raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no bits or lam")
+    lazy = bool(stream) or workers is not None or scheduler is not None or (stream is None and is_large(source))
+    if lazy and not quantizer.blockwise:
+        raise OptionError(
+            f"method {quantizer.name!r} needs whole tensors in memory: it cannot stream or run on Dask; "
+            "choose another method, or stream=False without workers or scheduler"
         )
-        return dataclasses.replace(result, warnings=result.warnings + note)
-    method = method or DEFAULT_METHOD
-
+    report = progress or (lambda stage, done, total: None)
     report("reading posterior", 0, 1)
-    posterior: Posterior = read_posterior(source, vocab=vocab)
+    posterior = open_posterior(source, vocab=vocab)
+    if not lazy:  # read it whole now (what the user asked for, and faster for small files)
+        posterior = Posterior(
+            {n: ArraySource(n, t.to_tensor(), posterior.source) for n, t in posterior.tensors.items()},
+            posterior.vocab,
+            posterior.source,
+            posterior.warnings,
+        )
     if tensors:
         posterior = posterior.select(tensors, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
-
-    quantizer = get_quantizer(method, device=device, max_level=max_level, **(options or {}))
-    names = posterior.names
-    fitted = [quantizer.fit(posterior.tensors[n]) for n in names]
-    if bits is not None and quantizer.fixed_rate:
-        raise OptionError(f"method {method!r} has a fixed rate; drop --bits (and --lam)")
-    lam = choose_lambda(fitted, bits, lam, quantizer.default_lam, report)
-
-    records, notes = [], []
-    for i, (name, f) in enumerate(zip(names, fitted)):
-        report("quantizing and coding", i, len(names))
-        q = f.quantize(lam)
-        t = posterior.tensors[name]
-        notes += quality_notes(name, t, q.values())
-        block_rows = coding.block_rows_for(t.shape)
-        per_row = q.subvectors or coding.row_size(t.shape)
-        words, offsets = coding.encode_blocks(q.symbols, q.counts, block_rows * per_row)
-        records.append(
-            TensorRecord(
-                name=name,
-                shape=t.shape,
-                dtype=t.dtype,
-                method=quantizer.name,
-                params=q.params,
-                coder=coding.CODER_ID,
-                grid=q.grid,
-                counts=q.counts,
-                words=words,
-                block_rows=block_rows,
-                offsets=offsets,
-                subvectors=q.subvectors,
-            )
-        )
-    report("quantizing and coding", len(names), len(names))
+    with executor_for(workers, scheduler) as executor:
+        records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
     result = write_packed(output, records, posterior, lam, bits, report, force)
     for note in notes:
         warnings.warn(note, QualityWarning, stacklevel=2)
     return dataclasses.replace(result, warnings=result.warnings + tuple(notes))
 
 
-#: Weights with scales below this fraction of their tensor's RMS are expected to be kept within their scale.
-CERTAIN_FRACTION = 1e-3
-
-
-def quality_notes(name: str, tensor: TensorPosterior, values: np.ndarray) -> list[str]:
-    """One-line notes on what a quantization lost that a user would not expect: a tensor of
-    several distinct means collapsed to one value, rows collapsed to a constant vector, or weights whose
-    posterior is very certain (scale below CERTAIN_FRACTION of the tensor's RMS) not kept
-    within their scale."""
-    loc, scale = tensor.loc.reshape(-1), tensor.scale.reshape(-1)
-    values = values.reshape(-1)
-    notes = []
-    if len(loc) > 1 and values.min() == values.max() and loc.min() != loc.max():
-        notes.append(f"tensor '{name}': all {len(loc):,} weights were quantized to one value ({values[0]:.4g})")
-    elif len(tensor.shape) == 2 and tensor.shape[0] > 1 and tensor.shape[1] > 1:
-        rows, means = values.reshape(tensor.shape[0], -1), tensor.loc.reshape(tensor.shape[0], -1)
-        flat = (rows.min(axis=1) == rows.max(axis=1)) & (means.min(axis=1) != means.max(axis=1))
-        if flat.any():
-            notes.append(
-                f"tensor '{name}': {int(flat.sum()):,} of {tensor.shape[0]:,} rows were quantized to a constant "
-                "vector (their direction is lost); use more --bits"
-            )
-    rms = float(np.sqrt(np.mean(np.square(loc, dtype=np.float64))))
-    certain = scale.astype(np.float64) < CERTAIN_FRACTION * rms
-    if certain.any():
-        err = np.abs(values[certain].astype(np.float64) - loc[certain])
-        missed = err > scale[certain].astype(np.float64)
-        if missed.any():
-            notes.append(
-                f"tensor '{name}': {int(missed.sum()):,} very certain weights (scale < {CERTAIN_FRACTION:g} x RMS) "
-                f"are not kept within their scale (largest error {err.max():.3g}); use a finer rate (more --bits)"
-            )
-    return notes
+def _check_request(source: Any, output: Any, bits: float | None, lam: float | None, force: bool) -> Path:
+    """Everything about the request that can be checked before reading: the output path too."""
+    if bits is not None and lam is not None:
+        raise OptionError("give either bits or lam, not both")
+    if bits is not None:
+        check_bits(bits)
+    if lam is not None:
+        check_lambda(lam)
+    if output is None:
+        if not isinstance(source, (str, os.PathLike)):
+            raise OptionError("an output path is needed when the source is not a file")
+        output = default_output(source)
+    if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
+        raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
+    return check_output_path(output, force)
 
 
 def write_packed(
@@ -220,18 +159,16 @@ def write_packed(
     report: Progress,
     force: bool = True,
 ) -> PackResult:
-    """Write a pack's records as an archive and say what it achieved (in-memory and streamed packs)."""
-    from . import __version__
-
+    """Write a pack's records as an archive and say what it achieved."""
     counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
-    records = [dataclasses.replace(r, counts=r.counts.astype(counts_dtype)) for r in records]
+    records = [r.with_counts_dtype(counts_dtype) for r in records]
     report("writing archive", 0, 1)
     file_bytes = write_archive(output, records, posterior.vocab, posterior.source, __version__, force)
     report("writing archive", 1, 1)
     return PackResult(
         path=Path(output),
         lam=float(lam),
-        num_weights=posterior.num_weights,
+        num_weights=sum(r.num_weights for r in records),
         payload_bytes=sum(r.payload_bytes for r in records),
         file_bytes=file_bytes,
         target_bits=bits,

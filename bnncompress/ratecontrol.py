@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from .coding import block_rows_for, information_bits, num_blocks
 from .errors import OptionError, RateControlError
-from .quantizers import FittedQuantizer
 
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
 BITS_TOLERANCE = 0.02
@@ -30,35 +30,38 @@ _CODER_BITS_PER_BLOCK = 40  # ANS's final state: 34-42 bits measured per coded b
 _JUMP_BITS_PER_BLOCK = 64  # one uint64 word offset per block after the first
 
 
-def estimate_payload_bits(
-    fitted: Sequence[FittedQuantizer], lam: float, samples: Sequence[np.ndarray] | None = None
-) -> float:
-    """Estimated payload bits per weight at ``lam``, from all weights or from ``samples``
-    (flat positions per tensor; their information content is scaled up to the full size)."""
+class RateModel(Protocol):
+    """One tensor as rate control sees it (:class:`bnncompress.pipeline.TensorJob`)."""
+
+    shape: tuple[int, ...]
+    num_weights: int
+    values_per_symbol: int
+
+    def histogram(self, lam: float, on_sample: bool = False) -> tuple[np.ndarray, int]:
+        """Counts of every grid index at ``lam`` (of all weights, or of the subsample) and how many were counted."""
+
+    def num_symbols(self, lam: float) -> int:
+        """Symbols of the whole tensor at ``lam`` (one per weight, or per sub-vector)."""
+
+
+def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: bool = False) -> float:
+    """Estimated payload bits per weight at ``lam``, from all weights or from the subsample
+    (whose information content is scaled up to the full size)."""
     bits = 0.0
     weights = 0
-    count_bits = 8 * np.min_scalar_type(max(f.num_weights for f in fitted)).itemsize
-    for i, f in enumerate(fitted):
-        counts, counted = _histogram(f, lam, None if samples is None else samples[i])
+    count_bits = 8 * np.min_scalar_type(max(t.num_weights for t in tensors)).itemsize
+    for t in tensors:
+        counts, counted = t.histogram(lam, on_sample)
         used = int(np.count_nonzero(counts))
-        blocks = num_blocks(f.shape, block_rows_for(f.shape))
+        blocks = num_blocks(t.shape, block_rows_for(t.shape))
         table = (
-            (_GRID_BITS_PER_SYMBOL * f.values_per_symbol + count_bits) * used
+            (_GRID_BITS_PER_SYMBOL * t.values_per_symbol + count_bits) * used
             + _JUMP_BITS_PER_BLOCK * (blocks - 1)
             + (_CODER_BITS_PER_BLOCK * blocks if used > 1 else 0)
         )
-        bits += information_bits(counts) * (f.num_symbols / max(counted, 1)) + table
-        weights += f.num_weights
+        bits += information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table
+        weights += t.num_weights
     return bits / weights
-
-
-def _histogram(f: FittedQuantizer, lam: float, sample: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """Counts of each grid index at ``lam`` (of all weights, or of ``sample``) and how many were
-    counted; a fit that never holds all weights at once (streaming) counts them itself."""
-    if hasattr(f, "histogram"):
-        return f.histogram(lam, sample)
-    indices = f.assign_all(lam) if sample is None else f.assign(lam, sample)
-    return np.bincount(indices), len(indices)
 
 
 def sample_positions(sizes: Sequence[int]) -> list[np.ndarray] | None:
@@ -70,47 +73,49 @@ def sample_positions(sizes: Sequence[int]) -> list[np.ndarray] | None:
 
 
 def choose_lambda(
-    fitted: Sequence[FittedQuantizer],
+    tensors: Sequence[RateModel],
     bits: float | None,
     lam: float | None,
     default_lam: float,
+    has_sample: bool,
     report: Callable[[str, int, int], None],
 ) -> float:
     """The lambda a pack uses: searched for ``bits``, else ``lam``, else ``default_lam``."""
     if bits is not None:
         report("searching lambda", 0, 1)
-        lam = find_lambda(fitted, bits)
+        lam = find_lambda(tensors, bits, has_sample)
         report("searching lambda", 1, 1)
     elif lam is None:
         lam = default_lam
-    if not (lam >= 0):
-        raise OptionError(f"lambda must be >= 0, got {lam}")
+    check_lambda(lam)
     return lam
 
 
-def find_lambda(fitted: Sequence[FittedQuantizer], target_bits: float) -> float:
+def check_lambda(lam: float) -> None:
+    """lambda must be a finite number >= 0."""
+    if not (isinstance(lam, (int, float)) and 0 <= lam < math.inf):
+        raise OptionError(f"lambda must be a finite number >= 0, got {lam}")
+
+
+def check_bits(bits: float) -> None:
+    """A target rate must be a positive, finite number of bits per weight."""
+    if not (isinstance(bits, (int, float)) and 0 < bits < math.inf):
+        raise RateControlError(f"the target rate must be a positive number of bits per weight, got {bits}")
+
+
+def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bool = False) -> float:
     """The lambda whose payload is closest to ``target_bits`` per weight (within 1% where
     the posterior allows). Raises :class:`RateControlError` for unreachable targets.
 
-    Example:
-        >>> import numpy as np
-        >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import VBQ
-        >>> rng = np.random.default_rng(0)
-        >>> t = TensorPosterior(rng.normal(size=20000).astype(np.float32), np.full(20000, 0.1, np.float32))
-        >>> f = VBQ(device="cpu").fit(t)
-        >>> round(estimate_payload_bits([f], find_lambda([f], 3.0)), 1)
-        3.0
+    ``has_sample``: the tensors have a rate-control subsample to search on first.
     """
-    if not (target_bits > 0 and math.isfinite(target_bits)):
-        raise RateControlError(f"--bits must be a positive number, got {target_bits}")
-    samples = sample_positions([f.num_weights for f in fitted])
+    check_bits(target_bits)
 
     def excess(u: float, on_samples: bool) -> float:
-        return estimate_payload_bits(fitted, math.exp(u), samples if on_samples else None) - target_bits
+        return estimate_payload_bits(tensors, math.exp(u), on_samples) - target_bits
 
     lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
-    on_samples = samples is not None
+    on_samples = has_sample
     # Bracket the root by walking out from lambda = 1 in steps of e^2.5 (most targets take 1-3 steps).
     u, g = 0.0, excess(0.0, on_samples)
     step = 2.5 if g > 0 else -2.5
@@ -121,25 +126,25 @@ def find_lambda(fitted: Sequence[FittedQuantizer], target_bits: float) -> float:
             break
         if v in (lo, hi):
             if on_samples:  # never call a target unreachable from a subsample: walk again on everything
-                samples, on_samples = None, False
+                on_samples = False
                 u, g = 0.0, excess(0.0, False)
                 step = 2.5 if g > 0 else -2.5
                 continue
             if g_v < -BITS_TOLERANCE * target_bits:
                 raise RateControlError(
-                    f"--bits {target_bits:g} is more than this method reaches on this posterior "
+                    f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
                     f"(about {g_v + target_bits:.2f} bits/weight at most); ask for fewer bits"
                 )
             if g_v > BITS_TOLERANCE * target_bits:
                 raise RateControlError(
-                    f"--bits {target_bits:g} is below the smallest payload this posterior packs to "
+                    f"a target of {target_bits:g} bits/weight is below the smallest payload this posterior packs to "
                     f"(about {g_v + target_bits:.4f} bits/weight); ask for more bits"
                 )
             return math.exp(v)  # the extreme itself is within tolerance
         u, g = v, g_v
     a, b, g_a, g_b = (u, v, g, g_v) if u < v else (v, u, g_v, g)
     aim = _AIM * target_bits
-    if samples is None:
+    if not on_samples:
         return math.exp(_solve(lambda u: excess(u, False), a, b, g_a, g_b, aim))
 
     guess = _solve(lambda u: excess(u, True), a, b, g_a, g_b, aim / 4)

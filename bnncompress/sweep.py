@@ -18,8 +18,9 @@ from typing import Any
 
 from .errors import OptionError, RateControlError
 from .evaluation import METRICS, evaluate
-from .posterior import read_posterior
+from .packing import pack
 from .quantizers import METHODS
+from .sources import read_posterior
 
 #: CSV columns, in order (the metric columns follow ``target_bits`` .. ``file_bits``).
 COLUMNS = ("method", "target_bits", "payload_bits", "file_bits", *METRICS, "pack_seconds", "note")
@@ -47,15 +48,13 @@ def sweep(
         >>> [r["method"] for r in rows], round(rows[1]["payload_bits"], 1)
         (['uncompressed', 'uniform'], 2.0)
     """
-    from . import pack
-
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise OptionError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
     if not methods or not bits:
         raise OptionError("give at least one method and one rate")
     if any(not (b > 0 and math.isfinite(b)) for b in bits):
-        raise OptionError("every rate in --bits must be a positive number")
+        raise OptionError("every rate in «bits» must be a positive number")
     posterior = read_posterior(source)
     if posterior.vocab is None:
         raise OptionError(f"'{source}' has no vocabulary; a sweep evaluates word vectors")

@@ -1,4 +1,5 @@
-"""Streaming (block by block), parallel and Dask packs write the bytes an in-memory pack writes."""
+"""One pipeline: in-memory, streamed (block by block) and Dask packs write the same bytes, for every method
+that works block by block; the others refuse the streamed and Dask routes in one line."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import pytest
 from typer.testing import CliRunner
 
 import bnncompress
-from bnncompress import PosteriorError, streaming
+from bnncompress import OptionError, PosteriorError, executors
 from bnncompress.exactsum import ExactSum
+from bnncompress.quantizers import METHODS
+from bnncompress.sources.rows import FileSource
+
+BLOCKWISE = sorted(m for m, cls in METHODS.items() if cls.blockwise)
+WHOLE_TENSOR = sorted(m for m, cls in METHODS.items() if not cls.blockwise)
 
 
 @pytest.fixture()
 def small_tasks(monkeypatch):
     """Tasks of ~64K weights, so that even a small posterior streams in many tasks."""
-    monkeypatch.setattr(streaming, "TASK_SYMBOLS", 1 << 16)
+    monkeypatch.setattr(executors.LocalExecutor, "task_symbols", 1 << 16)
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +72,18 @@ def write_safetensors(path, tensors, vocab=None):
 WRITERS = {"npy": (write_npy_dir, "post"), "hdf5": (write_hdf5, "post.h5"), "safetensors": (write_safetensors, "p.st")}
 
 
+def test_the_blockwise_methods_include_the_default_and_the_anchors():
+    assert {"vbq-direction", "vbq", "vbq-empirical", "uniform", "float16"} <= set(BLOCKWISE)
+    assert set(WHOLE_TENSOR) == {"kmeans", "weighted-kmeans", "pq"}
+
+
 @pytest.mark.parametrize("kind", sorted(WRITERS))
-@pytest.mark.parametrize("rate", [{"bits": 2.0}, {"lam": 0.05}], ids=["bits2", "lam"])
-def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks, kind, rate):
+@pytest.mark.parametrize("method", BLOCKWISE)
+@pytest.mark.parametrize("rate", [{"bits": 2.0}, {"lam": None}], ids=["bits2", "default-lam"])
+def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks, kind, method, rate):
     loc, scale = big
+    if "bits" in rate and method == "float16":
+        rate = {}
     tensors = {
         "word_vectors": (loc, scale),
         "bias": (loc[:10, :3].astype(np.float16), scale[:10, :3].astype(np.float16)),
@@ -77,8 +91,8 @@ def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks
     vocab = [f"w{i}" for i in range(len(loc))]
     write, name = WRITERS[kind]
     src = write(tmp_path / name, tensors, vocab)
-    a = bnncompress.pack(src, tmp_path / "memory.bnc", method="vbq", stream=False, **rate)
-    b = bnncompress.pack(src, tmp_path / "stream.bnc", stream=True, **rate)
+    a = bnncompress.pack(src, tmp_path / "memory.bnc", method=method, stream=False, **rate)
+    b = bnncompress.pack(src, tmp_path / "stream.bnc", method=method, stream=True, **rate)
     assert (tmp_path / "memory.bnc").read_bytes() == (tmp_path / "stream.bnc").read_bytes()
     assert a.lam == b.lam
     archive = bnncompress.load(tmp_path / "stream.bnc")
@@ -87,30 +101,39 @@ def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks
         assert abs(b.payload_bits_per_weight - 2.0) < 0.04
 
 
+@pytest.mark.parametrize("method", WHOLE_TENSOR)
+def test_whole_tensor_methods_refuse_to_stream_in_one_line(tmp_path, synthetic, method):
+    src = write_npy_dir(tmp_path / "post", {"w": synthetic})
+    for route in ({"stream": True}, {"workers": 1}):
+        with pytest.raises(OptionError, match="needs whole tensors in memory"):
+            bnncompress.pack(src, tmp_path / "out.bnc", method=method, **route)
+    assert not (tmp_path / "out.bnc").exists()
+
+
 def test_streaming_reads_one_task_at_a_time(tmp_path, big, small_tasks, monkeypatch):
     loc, scale = big
     src = write_npy_dir(tmp_path / "post", {"w": (loc, scale)})
     reads = []
-    real = streaming.FileSource._read
+    real = FileSource._read
 
     def spy(self, start, stop):
         reads.append((stop - start) * self.row_size)
         return real(self, start, stop)
 
-    monkeypatch.setattr(streaming.FileSource, "_read", spy)
-    bnncompress.pack(src, tmp_path / "kept.bnc", stream=True, bits=2.0)
-    assert max(reads) <= 2 * streaming.TASK_SYMBOLS
+    monkeypatch.setattr(FileSource, "_read", spy)
+    bnncompress.pack(src, tmp_path / "kept.bnc", stream=True, bits=2.0, method="vbq")
+    assert max(reads) <= 2 * executors.LocalExecutor.task_symbols
     assert sum(reads) == 2 * loc.size  # the prior, the histogram at lambda (its indices are then coded)
     reads.clear()
-    monkeypatch.setattr(streaming, "SYMBOL_CACHE_BYTES", 0)
-    bnncompress.pack(src, tmp_path / "requantized.bnc", stream=True, bits=2.0)
+    monkeypatch.setattr(executors, "KEEP_BYTES", 0)
+    bnncompress.pack(src, tmp_path / "requantized.bnc", stream=True, bits=2.0, method="vbq")
     assert sum(reads) == 3 * loc.size  # without room to keep the indices, coding quantizes again
     assert (tmp_path / "kept.bnc").read_bytes() == (tmp_path / "requantized.bnc").read_bytes()
 
 
 def test_in_memory_posterior_streams_and_reads_like_files(tmp_path, synthetic, small_tasks):
     loc, scale = synthetic
-    bnncompress.pack({"w": (loc, scale)}, tmp_path / "a.bnc", method="vbq", bits=2.5)
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "a.bnc", bits=2.5)
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "b.bnc", bits=2.5, stream=True)
     assert (tmp_path / "a.bnc").read_bytes() == (tmp_path / "b.bnc").read_bytes()
     for kind, (write, name) in WRITERS.items():
@@ -160,15 +183,17 @@ def client():
         yield c
 
 
-def test_dask_pack_is_byte_identical_to_local_pack(tmp_path, big, small_tasks, client):
+@pytest.mark.parametrize("method", BLOCKWISE)
+def test_dask_pack_is_byte_identical_to_local_pack(tmp_path, big, small_tasks, client, method):
     loc, scale = big
+    rate = {} if method == "float16" else {"bits": 2.0}
     src = write_npy_dir(tmp_path / "post", {"word_vectors": (loc, scale), "b": (loc[:5, :5], scale[:5, :5])})
-    bnncompress.pack(src, tmp_path / "local.bnc", method="vbq", bits=2.0, stream=False)
-    bnncompress.pack(src, tmp_path / "dask.bnc", bits=2.0, scheduler=client)
+    bnncompress.pack(src, tmp_path / "local.bnc", method=method, stream=False, **rate)
+    bnncompress.pack(src, tmp_path / "dask.bnc", method=method, scheduler=client, **rate)
     assert (tmp_path / "local.bnc").read_bytes() == (tmp_path / "dask.bnc").read_bytes()
     # a posterior in memory is scattered to the workers once
-    bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_local.bnc", method="vbq", lam=0.3)
-    bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_dask.bnc", lam=0.3, scheduler=client)
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_local.bnc", method=method)
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_dask.bnc", method=method, scheduler=client)
     assert (tmp_path / "mem_local.bnc").read_bytes() == (tmp_path / "mem_dask.bnc").read_bytes()
 
 
@@ -181,7 +206,7 @@ def test_cli_workers_starts_a_local_cluster(tmp_path, synthetic):
     runner = CliRunner()
     r = runner.invoke(app, ["pack", str(src), "--bits", "2", "--workers", "1", "-q"])
     assert r.exit_code == 0, r.output
-    bnncompress.pack(src, tmp_path / "local.bnc", method="vbq", bits=2.0)
+    bnncompress.pack(src, tmp_path / "local.bnc", bits=2.0)
     assert (tmp_path / "emb.bnc").read_bytes() == (tmp_path / "local.bnc").read_bytes()
     r = runner.invoke(app, ["pack", str(src), "--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "-o", "x.bnc"])
     assert r.exit_code == 2 and "not both" in r.output

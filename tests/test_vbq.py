@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bnncompress.posterior import TensorPosterior
-from bnncompress.quantizers import VBQ, get_quantizer
+from bnncompress.quantizers import VBQ, fit_in_memory, get_quantizer
 from bnncompress.quantizers.vbq import assign_torch
 from bnncompress.ratecontrol import estimate_payload_bits
 
@@ -20,7 +20,9 @@ def levels(indices: np.ndarray, max_level: int) -> np.ndarray:
 
 
 def fit(loc, scale, **kw):
-    return VBQ(device="cpu", **kw).fit(TensorPosterior(np.asarray(loc, np.float32), np.asarray(scale, np.float32)))
+    return fit_in_memory(
+        VBQ(device="cpu", **kw), TensorPosterior(np.asarray(loc, np.float32), np.asarray(scale, np.float32))
+    )
 
 
 def test_small_lambda_stays_within_a_small_multiple_of_scale(synthetic):
@@ -28,11 +30,11 @@ def test_small_lambda_stays_within_a_small_multiple_of_scale(synthetic):
     f = fit(loc, scale)
     err = np.abs(f.quantize(1e-10).values() - f.loc)
     # lam -> 0 picks the nearest grid point; the grid's local spacing is the only limit
-    p = np.clip(np.searchsorted(f.grid, f.loc), 1, len(f.grid) - 1)
-    nearest = np.minimum(np.abs(f.grid[p] - f.loc), np.abs(f.grid[p - 1] - f.loc))
+    p = np.clip(np.searchsorted(f.fitted.candidates, f.loc), 1, len(f.fitted.candidates) - 1)
+    nearest = np.minimum(np.abs(f.fitted.candidates[p] - f.loc), np.abs(f.fitted.candidates[p - 1] - f.loc))
     assert np.all(err <= nearest + 1e-6)
-    inside = (f.loc > f.grid[0]) & (f.loc < f.grid[-1])
-    fine = inside & (f.grid[p] - f.grid[p - 1] <= f.scale)
+    inside = (f.loc > f.fitted.candidates[0]) & (f.loc < f.fitted.candidates[-1])
+    fine = inside & (f.fitted.candidates[p] - f.fitted.candidates[p - 1] <= f.scale)
     assert fine.mean() > 0.9 and np.all(err[fine] <= 0.5 * f.scale[fine])
     assert np.median(err / f.scale) < 0.05
 
@@ -66,10 +68,10 @@ def test_objective_is_minimised_over_all_candidates():
     rng = np.random.default_rng(7)
     loc, scale = rng.normal(size=300), np.exp(rng.normal(-1.5, 1.0, size=300))
     f = fit(loc, scale, max_level=6)
-    lvl = levels(np.arange(len(f.grid)), 6)
+    lvl = levels(np.arange(len(f.fitted.candidates)), 6)
     for lam in (0.003, 0.05, 0.7):
         got = f.assign(lam)
-        cost = (f.grid[None, :].astype(np.float64) - loc.astype(np.float32)[:, None]) ** 2 / (
+        cost = (f.fitted.candidates[None, :].astype(np.float64) - loc.astype(np.float32)[:, None]) ** 2 / (
             2 * scale.astype(np.float32)[:, None].astype(np.float64) ** 2
         ) + lam * lvl[None, :]
         best = cost.min(axis=1)
@@ -82,7 +84,9 @@ def test_torch_path_matches_cpu_kernel(synthetic):
     f = fit(loc, scale)
     for lam in (1e-4, 0.02, 0.3, 5.0):
         ref = f.assign(lam)
-        got = assign_torch(torch.from_numpy(f.loc), torch.from_numpy(f.scale), torch.from_numpy(f.grid), 10, lam)
+        got = assign_torch(
+            torch.from_numpy(f.loc), torch.from_numpy(f.scale), torch.from_numpy(f.fitted.candidates), 10, lam
+        )
         np.testing.assert_array_equal(got.numpy(), ref)
 
 
@@ -91,7 +95,9 @@ def test_cuda_matches_cpu(synthetic):
     loc, scale = synthetic
     t = TensorPosterior(loc, scale)
     for lam in (0.01, 0.3):
-        np.testing.assert_array_equal(VBQ(device="cuda").fit(t).assign(lam), VBQ(device="cpu").fit(t).assign(lam))
+        np.testing.assert_array_equal(
+            fit_in_memory(VBQ(device="cuda"), t).assign(lam), fit_in_memory(VBQ(device="cpu"), t).assign(lam)
+        )
 
 
 def test_unknown_method_is_an_option_error():

@@ -29,10 +29,9 @@ import numpy as np
 
 from ..devices import resolve_device
 from ..errors import OptionError
-from ..posterior import TensorPosterior
 from ..priors import GaussianPrior
-from .base import Quantizer
-from .vbq import DEFAULT_MAX_LEVEL, FittedVBQ
+from .base import Block, Rows
+from .vbq import DEFAULT_MAX_LEVEL, VBQ, FittedVBQ, fit_prior, vbq_assign
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _F32_TINY = float(np.finfo(np.float32).tiny)
@@ -53,15 +52,15 @@ def distortion_weights(scale: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(rounded) & ((rounded > 0) | (exact == 0)), rounded, exact)
 
 
-class EntropyConstrainedVBQ(Quantizer):
+class EntropyConstrainedVBQ(VBQ):
     """VBQ followed by ``iterations`` passes with the empirical distribution as prior.
 
     Example:
-        >>> import numpy as np
         >>> from bnncompress.posterior import TensorPosterior
+        >>> from bnncompress.quantizers import fit_in_memory
         >>> rng = np.random.default_rng(0)
         >>> t = TensorPosterior(rng.normal(size=(100, 20)).astype(np.float32), np.full((100, 20), 0.3, np.float32))
-        >>> q = EntropyConstrainedVBQ(device="cpu").fit(t).quantize(lam=0.5)
+        >>> q = fit_in_memory(EntropyConstrainedVBQ(device="cpu"), t).quantize(lam=0.5)
         >>> len(q.grid) < 20, float(np.abs(q.values() - t.loc.reshape(-1)).mean()) < 0.3
         (True, True)
     """
@@ -78,51 +77,39 @@ class EntropyConstrainedVBQ(Quantizer):
         device: str = "auto",
         cap: float = 0.0,
     ):
+        super().__init__(max_level, device)
         if not 0.0 <= trust <= 1.0:
             raise OptionError(f"trust must be between 0 and 1, got {trust}")
         if not 0.0 <= row_weight <= 2.0:
             raise OptionError(f"row_weight must be between 0 and 2, got {row_weight}")
-        if not cap >= 0:
-            raise OptionError(f"cap must be >= 0 (0 = no cap), got {cap}")
-        if not 0 <= iterations <= 20:
-            raise OptionError(f"iterations must be between 0 and 20, got {iterations}")
+        if not (isinstance(cap, (int, float)) and 0 <= cap < float("inf")):
+            raise OptionError(f"cap must be a number >= 0 (0 = no cap), got {cap!r}")
+        if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 20):
+            raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
+        if not isinstance(centroids, (bool, np.bool_)):
+            raise OptionError(f"centroids must be true or false, got {centroids!r}")
         self.trust, self.row_weight = float(trust), float(row_weight)
         self.iterations, self.centroids = int(iterations), bool(centroids)
-        self.max_level, self.device = int(max_level), device
         self.cap = float(cap)
 
-    def fit(self, tensor: TensorPosterior) -> FittedEntropyConstrained:
-        loc = tensor.loc.reshape(-1)
-        prior = GaussianPrior.fit(loc)
-        s = prior.std
-        scale = tensor.scale.reshape(-1).astype(np.float64)
-        variance = scale ** (2 * self.trust) * s ** (2 * (1 - self.trust))
-        if self.cap > 0:
-            variance = np.minimum(variance, (self.cap * s) ** 2)
-        if self.row_weight and len(tensor.shape) > 1:
-            rows = tensor.loc.reshape(tensor.shape[0], -1).astype(np.float64)
-            rms = np.sqrt(np.mean((rows - prior.mean) ** 2, axis=1))
-            rms = np.maximum(rms, _ROW_FLOOR * max(float(np.median(rms)), 1e-30))
-            variance = variance.reshape(len(rms), -1) * (rms[:, None] / s) ** (2 * self.row_weight)
-        # float32 as before, but never 0 or inf: a constant tensor or scales of 1e-38 / 1e38 stay finite
-        effective_scale = np.clip(np.sqrt(variance).reshape(-1), _F32_TINY, _F32_HUGE).astype(np.float32)
-        params = {
+    def options(self) -> dict[str, Any]:
+        return {
+            "max_level": self.max_level,
             "trust": self.trust,
             "row_weight": self.row_weight,
             "iterations": self.iterations,
             "centroids": self.centroids,
             "cap": self.cap,
         }
-        return FittedEntropyConstrained(
-            tensor,
-            effective_scale,
-            prior,
-            self.max_level,
-            resolve_device(self.device),
-            params,
-            self.iterations,
-            self.centroids,
-        )
+
+    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedEntropyConstrained:
+        prior = fit_prior(stats)
+        row_rms, floor = None, 0.0
+        if self.row_weight and len(shape) > 1:  # a second pass: each row's RMS about the prior mean
+            row_rms = np.concatenate(rows.map(_row_rms, prior.mean))
+            floor = _ROW_FLOOR * max(float(np.median(row_rms)), 1e-30)
+            row_rms = np.maximum(row_rms, floor)
+        return FittedEntropyConstrained(shape, prior, self, resolve_device(self.device), row_rms, floor)
 
 
 class VBQDirection(EntropyConstrainedVBQ):
@@ -144,34 +131,60 @@ class VBQDirection(EntropyConstrainedVBQ):
         super().__init__(trust, row_weight, iterations, centroids, max_level, device, cap)
 
 
+def _row_rms(block: Block, mean: float) -> np.ndarray:
+    rows = block.loc.reshape(-1, block.row_size).astype(np.float64)
+    return np.sqrt(np.mean((rows - mean) ** 2, axis=1))
+
+
 class FittedEntropyConstrained(FittedVBQ):
+    """State at a rate: ``("vbq", lam)`` for the VBQ pass, ``("ecsq", lam, values, costs)`` after refinements."""
+
     def __init__(
         self,
-        tensor: TensorPosterior,
-        effective_scale: np.ndarray,
+        shape: tuple[int, ...],
         prior: GaussianPrior,
-        max_level: int,
+        method: EntropyConstrainedVBQ,
         device: str,
-        params: dict[str, Any],
-        iterations: int,
-        centroids: bool,
+        row_rms: np.ndarray | None,
+        row_floor: float,
     ):
-        super().__init__(tensor, prior, max_level, device)
-        self.search_scale = effective_scale
-        self.weight = distortion_weights(effective_scale)
-        self.iterations, self.centroids = iterations, centroids
-        self.params = {**self.params, **params}
-        self._grids: dict[float, np.ndarray] = {}
+        super().__init__(shape, prior, method.max_level, device)
+        self.options = method.options()
+        self.trust, self.row_weight, self.cap = method.trust, method.row_weight, method.cap
+        self.iterations, self.centroids = method.iterations, method.centroids
+        self.row_floor = row_floor  # rows shorter than this are weighted as this long
+        self._row_rms = row_rms  # whole-tensor array: kept on the driver until the sample takes its rows
 
-    def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
-        from ._ecsq_cpu import assign_ecsq, cell_stats
+    def prepare_sample(self, sample: Block | None) -> Block | None:
+        row_rms, self._row_rms = self._row_rms, None  # never shipped to workers with the fitted state
+        if sample is None or row_rms is None:
+            return sample
+        extra = {"row_rms": row_rms[sample.row_index()]}
+        return Block(sample.loc, sample.scale, sample.row_size, positions=sample.positions, extra=extra)
 
-        indices = FittedVBQ.assign(self, lam, sample)  # pass 0: VBQ with the effective scales
-        loc = self.loc if sample is None else self.loc[sample]
-        weight = self.weight if sample is None else self.weight[sample]
-        values = self.grid
+    def search_scale(self, block: Block) -> np.ndarray:
+        """The effective scale: tempered (``trust``), capped, and relative to the row's RMS (``row_weight``)."""
+        s = self.prior.std
+        variance = block.scale.astype(np.float64) ** (2 * self.trust) * s ** (2 * (1 - self.trust))
+        if self.cap > 0:
+            variance = np.minimum(variance, (self.cap * s) ** 2)
+        if self.row_weight and len(self.shape) > 1:
+            if "row_rms" in block.extra:
+                rms = block.extra["row_rms"]
+            else:
+                rms = np.repeat(np.maximum(_row_rms(block, self.prior.mean), self.row_floor), block.row_size)
+            variance = variance * (rms / s) ** (2 * self.row_weight)
+        # float32 as before, but never 0 or inf: a constant tensor or scales of 1e-38 / 1e38 stay finite
+        return np.clip(np.sqrt(variance), _F32_TINY, _F32_HUGE).astype(np.float32)
+
+    def at(self, lam: float, rows: Rows) -> tuple:
+        """VBQ with the effective scales, then ``iterations`` passes, each replacing the rate term by
+        the empirical code length ``-log2 P(value)`` of the previous pass (and, with ``centroids``,
+        every used value by the weighted mean of the weights assigned to it)."""
+        state: tuple = ("vbq", float(lam))
+        values = self.candidates
         for _ in range(self.iterations):
-            counts, total, moment = cell_stats(indices, weight, loc, len(values))
+            counts, total, moment = _reduce_cells(rows.map(_cell_stats, self, state))
             used = np.flatnonzero(counts)
             if self.centroids:
                 values = (moment[used] / total[used]).astype(np.float32)
@@ -179,14 +192,44 @@ class FittedEntropyConstrained(FittedVBQ):
                 values, used = values[order], used[order]
             else:
                 values = values[used]
-            costs = -np.log2(counts[used] / len(indices))
-            indices = np.empty(len(loc), dtype=np.int32)
-            assign_ecsq(loc, weight, values, costs, float(lam), indices)
-        if sample is None:
-            self._grids[lam] = values
-        return indices
+            costs = -np.log2(counts[used] / counts.sum())
+            state = ("ecsq", float(lam), values, costs)
+        return state
 
-    def grid_at(self, lam: float) -> np.ndarray:
-        if lam not in self._grids:
-            self.assign_all(lam)
-        return self._grids[lam]
+    def assign(self, block: Block, state: tuple) -> np.ndarray:
+        if state[0] == "vbq":
+            return vbq_assign(
+                block.loc, self.search_scale(block), self.candidates, self.max_level, state[1], self.device
+            )
+        from ._ecsq_cpu import assign_ecsq  # numba: imported on first use
+
+        _, lam, values, costs = state
+        out = np.empty(len(block.loc), dtype=np.int32)
+        assign_ecsq(block.loc, distortion_weights(self.search_scale(block)), values, costs, lam, out)
+        return out
+
+    def grid(self, state: tuple) -> np.ndarray:
+        return self.candidates if state[0] == "vbq" else state[2]
+
+    def params(self, state: tuple) -> dict[str, Any]:
+        return {**super().params(state), **{k: v for k, v in self.options.items() if k != "max_level"}}
+
+
+def _cell_stats(block: Block, fitted: FittedEntropyConstrained, state: tuple):
+    """How many weights of the block each grid value got, the sum of their distortion weights and
+    of weight x mean (for the empirical prior and the centroids)."""
+    from ._ecsq_cpu import cell_stats
+
+    indices = fitted.assign(block, state)
+    weight = distortion_weights(fitted.search_scale(block))
+    return cell_stats(indices, weight, block.loc, len(fitted.grid(state)))
+
+
+def _reduce_cells(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum the blocks' cell statistics in block order (the same bits on every route)."""
+    counts, total, moment = (np.array(a, copy=True) for a in parts[0])
+    for c, t, m in parts[1:]:
+        counts += c
+        total += t
+        moment += m
+    return counts, total, moment

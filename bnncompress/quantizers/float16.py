@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import OptionError
-from ..posterior import TensorPosterior
-from .base import FittedQuantizer, Quantizer
+from .base import Block, FittedQuantizer, Quantizer, Rows
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -17,10 +16,10 @@ class Float16(Quantizer):
     """Round every mean to the nearest float16, then entropy-code the values like any grid.
 
     Example:
-        >>> import numpy as np
         >>> from bnncompress.posterior import TensorPosterior
+        >>> from bnncompress.quantizers import fit_in_memory
         >>> t = TensorPosterior(np.array([0.1, 0.1, 1 / 3], np.float32), np.ones(3, np.float32))
-        >>> Float16().fit(t).quantize(lam=0).values().tolist()
+        >>> fit_in_memory(Float16(), t).quantize(lam=0).values().tolist()
         [0.0999755859375, 0.0999755859375, 0.333251953125]
     """
 
@@ -28,24 +27,28 @@ class Float16(Quantizer):
     default_lam: ClassVar[float] = 0.0
     fixed_rate: ClassVar[bool] = True
 
-    def fit(self, tensor: TensorPosterior) -> FittedFloat16:
-        return FittedFloat16(tensor)
-
-
-class FittedFloat16(FittedQuantizer):
-    def __init__(self, tensor: TensorPosterior):
-        self.shape = tensor.shape
-        self.loc = tensor.loc.reshape(-1)
-        self.scale = tensor.scale.reshape(-1)
-        largest = float(np.abs(self.loc).max())
+    def statistics(self, block: Block) -> np.ndarray:
+        largest = float(np.abs(block.loc).max(initial=0))
         if largest > _FLOAT16_MAX:
             raise OptionError(
                 f"method 'float16' cannot hold values beyond +-{_FLOAT16_MAX:g} (this tensor has {largest:.3g}); "
                 "use another method"
             )
-        self.grid = np.unique(self.loc.astype(np.float16)).astype(np.float32)
-        self.params = {}
+        return np.unique(block.loc.astype(np.float16))
 
-    def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
-        loc = self.loc if sample is None else self.loc[sample]
-        return np.searchsorted(self.grid, loc.astype(np.float16).astype(np.float32)).astype(np.int32)
+    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedFloat16:
+        return FittedFloat16(shape, np.unique(np.concatenate(stats)).astype(np.float32))
+
+
+class FittedFloat16(FittedQuantizer):
+    def __init__(self, shape: tuple[int, ...], values: np.ndarray):
+        self.shape, self.values = shape, values
+
+    def assign(self, block: Block, state: Any) -> np.ndarray:
+        return np.searchsorted(self.values, block.loc.astype(np.float16).astype(np.float32)).astype(np.int32)
+
+    def grid(self, state: Any) -> np.ndarray:
+        return self.values
+
+    def params(self, state: Any) -> dict[str, Any]:
+        return {}

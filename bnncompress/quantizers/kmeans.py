@@ -8,18 +8,18 @@ fraction ``prune`` of weights with the smallest ``I w²`` to exactly zero (Gao e
 importance-based pruning). The rate knob is the number of clusters, ``k = 64 / lam``.
 
 Lloyd runs on a fine weighted histogram of the means (2^14 bins, each bin at its weighted
-mean), so each iteration costs O(bins log k) whatever the tensor's size.
+mean), so each iteration costs O(bins log k) whatever the tensor's size. Pruning ranks all
+weights of a tensor, so these methods need the whole tensor in memory (no streaming or Dask).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import OptionError
-from ..posterior import TensorPosterior
-from .base import FittedQuantizer, Quantizer
+from .base import Block, FittedQuantizer, Quantizer, Rows
 
 _BINS = 1 << 14
 _MAX_K = 4096
@@ -65,27 +65,34 @@ class KMeans(Quantizer):
     """Cluster the means into ``64 / lam`` shared values (scale-agnostic).
 
     Example:
-        >>> import numpy as np
         >>> from bnncompress.posterior import TensorPosterior
+        >>> from bnncompress.quantizers import fit_in_memory
         >>> t = TensorPosterior(np.array([0.0, 0.1, 5.0, 5.2], np.float32), np.ones(4, np.float32))
-        >>> [round(float(v), 2) for v in KMeans().fit(t).quantize(lam=32).values()]  # k = 2
+        >>> [round(float(v), 2) for v in fit_in_memory(KMeans(), t).quantize(lam=32).values()]  # k = 2
         [0.05, 0.05, 5.1, 5.1]
     """
 
     name: ClassVar[str] = "kmeans"
     default_lam: ClassVar[float] = 1.0
+    blockwise: ClassVar[bool] = False
     weighted: ClassVar[bool] = False
 
     def __init__(self, prune: float = 0.0):
-        if not 0.0 <= prune < 1.0:
-            raise OptionError(f"prune must be a fraction in [0, 1), got {prune}")
+        if not (isinstance(prune, (int, float)) and 0.0 <= prune < 1.0):
+            raise OptionError(f"prune must be a fraction in [0, 1), got {prune!r}")
         self.prune = float(prune)
 
-    def fit(self, tensor: TensorPosterior) -> FittedKMeans:
-        loc = tensor.loc.reshape(-1)
-        scale = tensor.scale.reshape(-1)
+    def options(self) -> dict[str, Any]:
+        return {"prune": self.prune}
+
+    def statistics(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        return block.loc, block.scale
+
+    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedKMeans:
+        loc = np.concatenate([s[0] for s in stats])
+        scale = np.concatenate([s[1] for s in stats])
         importance = (1.0 / scale.astype(np.float64) ** 2) if self.weighted else np.ones(len(loc))
-        return FittedKMeans(tensor, importance, self.prune)
+        return FittedKMeans(shape, loc, importance, self.prune)
 
 
 class WeightedKMeans(KMeans):
@@ -97,15 +104,15 @@ class WeightedKMeans(KMeans):
 
 
 class FittedKMeans(FittedQuantizer):
-    def __init__(self, tensor: TensorPosterior, importance: np.ndarray, prune: float):
-        self.shape = tensor.shape
-        self.loc = tensor.loc.reshape(-1)
-        self.scale = tensor.scale.reshape(-1)
-        self.pruned = np.zeros(len(self.loc), dtype=bool)
+    """State at a rate: the sorted centroids."""
+
+    def __init__(self, shape: tuple[int, ...], loc: np.ndarray, importance: np.ndarray, prune: float):
+        self.shape = shape
+        self.pruned = np.zeros(len(loc), dtype=bool)
         if prune > 0:
-            saliency = importance * self.loc.astype(np.float64) ** 2
-            self.pruned[np.argsort(saliency, kind="stable")[: int(prune * len(self.loc))]] = True
-        x = self.loc[~self.pruned].astype(np.float64)
+            saliency = importance * loc.astype(np.float64) ** 2
+            self.pruned[np.argsort(saliency, kind="stable")[: int(prune * len(loc))]] = True
+        x = loc[~self.pruned].astype(np.float64)
         w = importance[~self.pruned]
         # Fine weighted histogram: each non-empty bin becomes one point at its weighted mean.
         if len(x):
@@ -118,10 +125,9 @@ class FittedKMeans(FittedQuantizer):
         else:
             self._points = self._mass = np.zeros(0)
         self._centroids: dict[int, np.ndarray] = {}
-        self.grid = np.zeros(1, np.float32)
-        self.params = {"prune": prune, "importance": "inverse-variance" if importance.std() else "uniform"}
+        self._params = {"prune": prune, "importance": "inverse-variance" if importance.std() else "uniform"}
 
-    def grid_at(self, lam: float) -> np.ndarray:
+    def at(self, lam: float, rows: Rows) -> np.ndarray:
         k = clusters_for(lam)
         if k not in self._centroids:
             c = weighted_lloyd(self._points, self._mass, k) if len(self._points) else np.zeros(0)
@@ -130,11 +136,19 @@ class FittedKMeans(FittedQuantizer):
             self._centroids[k] = c.astype(np.float32)
         return self._centroids[k]
 
-    def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
-        grid = self.grid_at(lam)
-        loc = self.loc if sample is None else self.loc[sample]
-        nearest = np.searchsorted((grid[1:].astype(np.float64) + grid[:-1]) / 2, loc).astype(np.int32)
+    def assign(self, block: Block, state: np.ndarray) -> np.ndarray:
+        nearest = np.searchsorted((state[1:].astype(np.float64) + state[:-1]) / 2, block.loc).astype(np.int32)
         if self.pruned.any():
-            pruned = self.pruned if sample is None else self.pruned[sample]
-            nearest[pruned] = int(np.searchsorted(grid, 0.0))
+            where = (
+                block.positions
+                if block.positions is not None
+                else slice(block.first_row * block.row_size, block.first_row * block.row_size + len(block.loc))
+            )
+            nearest[self.pruned[where]] = int(np.searchsorted(state, 0.0))
         return nearest
+
+    def grid(self, state: np.ndarray) -> np.ndarray:
+        return state
+
+    def params(self, state: np.ndarray) -> dict[str, Any]:
+        return dict(self._params)

@@ -7,19 +7,19 @@ symbols and the codebooks are stored (and counted) in the payload. Scale-agnosti
 
 The rate knob picks a configuration (M, nbits): ``lam`` asks for about ``8 / lam`` bits per
 weight, codebooks included, and the largest configuration within that is used, so only a
-discrete set of rates exists; ``--bits`` lands on the nearest one.
+discrete set of rates exists; ``--bits`` lands on the nearest one. Codebooks are trained on
+the whole tensor, so this method needs it in memory (no streaming or Dask).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..coding import num_rows, row_size
 from ..errors import OptionError
-from ..posterior import TensorPosterior
-from .base import FittedQuantizer, QuantizedTensor, Quantizer
+from .base import Block, FittedQuantizer, Quantizer, Rows
 from .kmeans import KMeans
 
 _MAX_NBITS = 8
@@ -30,40 +30,66 @@ class ProductQuantization(Quantizer):
     """FAISS product quantization of each row's means (needs tensors with rows of >= 2 values).
 
     Example:
-        >>> import numpy as np
         >>> from bnncompress.posterior import TensorPosterior
+        >>> from bnncompress.quantizers import fit_in_memory
         >>> rng = np.random.default_rng(0)
         >>> t = TensorPosterior(rng.normal(size=(2000, 8)).astype(np.float32), np.ones((2000, 8), np.float32))
-        >>> q = ProductQuantization().fit(t).quantize(lam=2.0)  # at most about 4 bits per weight, codebooks included
+        >>> q = fit_in_memory(ProductQuantization(), t).quantize(lam=2.0)  # at most ~4 bits/weight, codebooks included
         >>> q.subvectors, q.symbols.shape
         (2, (4000,))
     """
 
     name: ClassVar[str] = "pq"
     default_lam: ClassVar[float] = 2.0
+    blockwise: ClassVar[bool] = False
 
-    def __init__(self, seed: int = 1234):
+    def __init__(self, seed: int = 1234):  # DEFAULT_SEED
+        if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**31):
+            raise OptionError(f"seed must be an integer from 0 to 2^31 - 1, got {seed!r}")
         self.seed = int(seed)
 
-    def fit(self, tensor: TensorPosterior) -> FittedQuantizer:
+    def options(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def statistics(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        return block.loc, block.scale
+
+    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         """Product-quantize a tensor of rows; tensors without rows to cut (biases, scalars, a
         single row) get k-means weight sharing instead, PQ's one-dimensional special case."""
-        if len(tensor.shape) < 2 or row_size(tensor.shape) < 2 or num_rows(tensor.shape) < 2:
-            fitted = KMeans().fit(tensor)
-            fitted.params["fallback"] = "kmeans"
-            return fitted
-        return FittedPQ(tensor, self.seed)
+        if len(shape) < 2 or row_size(shape) < 2 or num_rows(shape) < 2:
+            return _KMeansFallback(shape, KMeans().fit(shape, stats, rows))
+        return FittedPQ(shape, np.concatenate([s[0] for s in stats]), self.seed)
+
+
+DEFAULT_SEED = 1234
+
+
+class _KMeansFallback(FittedQuantizer):
+    def __init__(self, shape: tuple[int, ...], kmeans: FittedQuantizer):
+        self.shape, self.kmeans = shape, kmeans
+
+    def at(self, lam: float, rows: Rows) -> Any:
+        return self.kmeans.at(lam, rows)
+
+    def assign(self, block: Block, state: Any) -> np.ndarray:
+        return self.kmeans.assign(block, state)
+
+    def grid(self, state: Any) -> np.ndarray:
+        return self.kmeans.grid(state)
+
+    def params(self, state: Any) -> dict[str, Any]:
+        return {**self.kmeans.params(state), "fallback": "kmeans"}
 
 
 class FittedPQ(FittedQuantizer):
-    def __init__(self, tensor: TensorPosterior, seed: int):
-        self.shape = tensor.shape
-        self.loc = tensor.loc.reshape(-1)
-        self.scale = tensor.scale.reshape(-1)
-        self.rows, self.dim = num_rows(self.shape), row_size(self.shape)
+    """State at a rate: ``(M, nbits, codebooks)``."""
+
+    def __init__(self, shape: tuple[int, ...], loc: np.ndarray, seed: int):
+        self.shape = shape
+        self.rows, self.dim = num_rows(shape), row_size(shape)
+        self.matrix = loc.reshape(self.rows, self.dim)
         self.seed = seed
-        self.grid = np.zeros(1, np.float32)
-        self.params = {}
         n = self.rows * self.dim
         configs = []
         for m in (m for m in range(1, self.dim + 1) if self.dim % m == 0):
@@ -73,14 +99,14 @@ class FittedPQ(FittedQuantizer):
         self.configs = sorted(configs)
         # FAISS works in float32: squared distances of values beyond ~1e15 overflow and abort it,
         # below ~1e-15 they vanish. Scale by a power of two (exact) into [2^-40, 2^40]; 0 for usual values.
-        largest = float(np.abs(self.loc).max())
+        largest = float(np.abs(loc).max())
         exponent = int(np.ceil(np.log2(largest))) if largest > 0 else 0
         self.shift = exponent - 40 if exponent > 40 else (exponent + 40 if exponent < -40 else 0)
         self._books: dict[tuple[int, int], np.ndarray] = {}
 
     @property
-    def matrix(self) -> np.ndarray:
-        return self.loc.reshape(self.rows, self.dim)
+    def values_per_symbol(self) -> int:  # type: ignore[override]  # a code stores a sub-vector in each codebook
+        return self.dim
 
     def config(self, lam: float) -> tuple[int, int]:
         if not (lam > 0 and np.isfinite(lam)):
@@ -90,62 +116,48 @@ class FittedPQ(FittedQuantizer):
         _, m, nbits = fitting[-1] if fitting else self.configs[0]
         return m, nbits
 
-    @property
-    def values_per_symbol(self) -> int:  # every code stores one sub-vector in each of the M codebooks
-        return self.dim
-
-    def codebooks(self, lam: float) -> np.ndarray:
-        """(M, K, D/M) float32 centroids for the configuration at ``lam``."""
+    def at(self, lam: float, rows: Rows) -> tuple[int, int, np.ndarray]:
         key = self.config(lam)
         if key not in self._books:
-            try:
-                import faiss
-            except ImportError:
-                raise OptionError("method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval])") from None
+            self._books[key] = self._train(*key)
+        return (*key, self._books[key])
 
-            m, nbits = key
-            pq = faiss.ProductQuantizer(self.dim, m, nbits)
-            pq.cp.seed = self.seed
-            pq.cp.min_points_per_centroid = 1  # small tensors: train anyway, without faiss's warning
-            pq.train(np.ascontiguousarray(self.matrix * np.float32(2.0**-self.shift), dtype=np.float32))
-            books = faiss.vector_to_array(pq.centroids).reshape(m, 1 << nbits, -1).astype(np.float32)
-            self._books[key] = books * np.float32(2.0**self.shift)
-        return self._books[key]
+    def _train(self, m: int, nbits: int) -> np.ndarray:
+        """(M, K, D/M) float32 centroids."""
+        try:
+            import faiss
+        except ImportError:
+            raise OptionError("method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval])") from None
+        pq = faiss.ProductQuantizer(self.dim, m, nbits)
+        pq.cp.seed = self.seed
+        pq.cp.min_points_per_centroid = 1  # small tensors: train anyway, without faiss's warning
+        pq.train(np.ascontiguousarray(self.matrix * np.float32(2.0**-self.shift), dtype=np.float32))
+        books = faiss.vector_to_array(pq.centroids).reshape(m, 1 << nbits, -1).astype(np.float32)
+        return books * np.float32(2.0**self.shift)
 
-    @property
-    def num_symbols(self) -> int:
-        return self.rows * self._m
+    def subvectors(self, state: tuple) -> int:
+        return state[0]
 
-    def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
-        books = self.codebooks(lam)
-        m, k, sub = books.shape
-        self._m = m
-        rows = np.arange(self.rows) if sample is None else np.unique(np.asarray(sample) // self.dim)
-        codes = np.empty((len(rows), m), dtype=np.int32)
+    def assign(self, block: Block, state: tuple) -> np.ndarray:
+        m, _, books = state
+        sub = books.shape[2]
+        if block.positions is None:
+            x_rows = block.loc.reshape(-1, self.dim)
+        else:
+            x_rows = self.matrix[np.unique(block.positions // self.dim)]
         books = books * np.float32(2.0**-self.shift)
         norms = np.einsum("mkd,mkd->mk", books, books)
-        for start in range(0, len(rows), _ROW_CHUNK):
-            x = self.matrix[rows[start : start + _ROW_CHUNK]].reshape(-1, m, sub).astype(np.float32)
+        codes = np.empty((len(x_rows), m), dtype=np.int32)
+        for start in range(0, len(x_rows), _ROW_CHUNK):
+            x = x_rows[start : start + _ROW_CHUNK].reshape(-1, m, sub).astype(np.float32)
             x *= np.float32(2.0**-self.shift)
             dist = norms[None] - 2 * np.einsum("rmd,mkd->rmk", x, books)
             codes[start : start + _ROW_CHUNK] = dist.argmin(axis=2)
         return codes.reshape(-1)
 
-    def grid_at(self, lam: float) -> np.ndarray:
-        return self.codebooks(lam).reshape(-1)
+    def grid(self, state: tuple) -> np.ndarray:
+        return state[2].reshape(-1)
 
-    def quantize(self, lam: float) -> QuantizedTensor:
-        books = self.codebooks(lam)
-        m, nbits = self.config(lam)
-        codes = self.assign(lam)
-        counts = np.bincount(codes, minlength=books.shape[1])
-        used = np.flatnonzero(counts)
-        remap = np.zeros(books.shape[1], dtype=np.int32)
-        remap[used] = np.arange(len(used), dtype=np.int32)
-        return QuantizedTensor(
-            symbols=remap[codes],
-            grid=np.ascontiguousarray(books[:, used, :]).reshape(-1),
-            counts=counts[used].astype(np.min_scalar_type(max(int(counts.max(initial=0)), 1))),
-            params={"subvectors": m, "nbits": nbits, "lam": float(lam)},
-            subvectors=m,
-        )
+    def params(self, state: tuple) -> dict[str, Any]:
+        seed = {} if self.seed == DEFAULT_SEED else {"seed": self.seed}  # archives of the default seed as before
+        return {"subvectors": state[0], "nbits": state[1], **seed}

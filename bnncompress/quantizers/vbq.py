@@ -13,19 +13,22 @@ All levels together form the grid m / 2^(R+1), m = 1 .. 2^(R+1) - 1, of which le
 the odd multiples of 2^(R-r). The neighbours of F(loc) are found by integer arithmetic on
 the position of loc among the grid values, so no device-dependent CDF evaluation decides a
 symbol: the CPU (numba) and GPU (torch) kernels return identical indices.
+
+Passes: the prior from exact sums of the means and their squares (one pass), then one
+assignment pass per rate.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..devices import resolve_device
 from ..errors import OptionError
-from ..posterior import TensorPosterior
+from ..exactsum import ExactSum
 from ..priors import GaussianPrior
-from .base import FittedQuantizer, Quantizer
+from .base import Block, FittedQuantizer, Quantizer, Rows
 
 DEFAULT_MAX_LEVEL = 10
 
@@ -34,65 +37,86 @@ class VBQ(Quantizer):
     """VBQ with a Gaussian quantization prior fitted to each tensor's means.
 
     Example:
-        >>> import numpy as np
         >>> from bnncompress.posterior import TensorPosterior
+        >>> from bnncompress.quantizers import fit_in_memory
         >>> t = TensorPosterior(np.array([0.0, 1.0, 2.0], np.float32), np.array([1e-3, 1e-3, 10.0], np.float32))
-        >>> q = VBQ(device="cpu").fit(t).quantize(lam=0.1)
-        >>> q.values().round(2).tolist()  # the uncertain third weight goes to the prior median
+        >>> fit_in_memory(VBQ(device="cpu"), t).quantize(lam=0.1).values().round(2).tolist()  # the uncertain third
         [0.0, 1.0, 1.0]
     """
 
-    name = "vbq"
+    name: ClassVar[str] = "vbq"
 
     def __init__(self, max_level: int = DEFAULT_MAX_LEVEL, device: str = "auto"):
-        if not 1 <= max_level <= 20:
-            raise OptionError(f"max_level must be between 1 and 20, got {max_level}")
+        if not (isinstance(max_level, (int, np.integer)) and 1 <= max_level <= 20):
+            raise OptionError(f"max_level must be an integer from 1 to 20, got {max_level!r}")
         self.max_level = int(max_level)
         self.device = device
 
-    def fit(self, tensor: TensorPosterior) -> FittedVBQ:
-        prior = GaussianPrior.fit(tensor.loc)
-        return FittedVBQ(tensor, prior, self.max_level, resolve_device(self.device))
+    def options(self) -> dict[str, Any]:
+        return {"max_level": self.max_level}
+
+    def statistics(self, block: Block) -> tuple[ExactSum, ExactSum]:
+        return ExactSum.of_float32(block.loc), ExactSum.of_squares(block.loc)
+
+    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedVBQ:
+        return FittedVBQ(shape, fit_prior(stats), self.max_level, resolve_device(self.device))
+
+
+def fit_prior(stats: list[tuple[ExactSum, ExactSum]]) -> GaussianPrior:
+    """The Gaussian prior from blocks' exact sums of the means and of their squares."""
+    total, squares = stats[0]
+    for s, q in stats[1:]:
+        total, squares = total + s, squares + q
+    return GaussianPrior.from_sums(total, squares)
 
 
 class FittedVBQ(FittedQuantizer):
-    def __init__(self, tensor: TensorPosterior, prior: GaussianPrior, max_level: int, device: str):
-        self.shape = tensor.shape
-        self.loc = tensor.loc.reshape(-1)
-        self.scale = tensor.scale.reshape(-1)
-        self.search_scale = self.scale  # the scale in the objective (tempered by vbq-direction)
+    """VBQ's candidate grid for one tensor; ``search_scale(block)`` is the scale in the objective."""
+
+    def __init__(self, shape: tuple[int, ...], prior: GaussianPrior, max_level: int, device: str):
+        self.shape = shape
+        self.prior = prior
         self.max_level = max_level
         self.device = device
         fractions = np.arange(1, 2 ** (max_level + 1)) / 2.0 ** (max_level + 1)
-        self.grid = prior.ppf(fractions).astype(np.float32)
-        self.params: dict[str, Any] = {"max_level": max_level, "prior": prior.to_dict()}
+        self.candidates = prior.ppf(fractions).astype(np.float32)
 
-    def assign(self, lam: float, sample: np.ndarray | None = None) -> np.ndarray:
-        if not (lam >= 0 and np.isfinite(lam)):
-            raise OptionError(f"lambda must be a finite number >= 0, got {lam}")
-        loc, scale = self.loc, self.search_scale
-        if sample is not None:
-            loc, scale = loc[sample], scale[sample]
-        if self.device == "cpu":
-            from ._vbq_cpu import assign_cpu  # compiled by numba on first use, then cached
+    def search_scale(self, block: Block) -> np.ndarray:
+        return block.scale
 
-            out = np.empty(loc.shape, dtype=np.int32)
-            assign_cpu(loc, scale, self.grid, self.max_level, float(lam), out)
-            return out
-        import torch
-
-        dev = torch.device(self.device)
-        return (
-            assign_torch(
-                torch.from_numpy(loc).to(dev),
-                torch.from_numpy(scale).to(dev),
-                torch.from_numpy(self.grid).to(dev),
-                self.max_level,
-                float(lam),
-            )
-            .cpu()
-            .numpy()
+    def assign(self, block: Block, state: Any) -> np.ndarray:
+        return vbq_assign(
+            block.loc, self.search_scale(block), self.candidates, self.max_level, float(state), self.device
         )
+
+    def grid(self, state: Any) -> np.ndarray:
+        return self.candidates
+
+    def params(self, state: Any) -> dict[str, Any]:
+        return {"max_level": self.max_level, "prior": self.prior.to_dict()}
+
+
+def vbq_assign(loc: np.ndarray, scale: np.ndarray, grid: np.ndarray, max_level: int, lam: float, device: str):
+    """VBQ's grid index of every weight (numba on the CPU, torch elsewhere; identical results)."""
+    if not (lam >= 0 and np.isfinite(lam)):
+        raise OptionError(f"lambda must be a finite number >= 0, got {lam}")
+    if device == "cpu":
+        from ._vbq_cpu import assign_cpu  # numba: imported on first use, not with bnncompress
+
+        out = np.empty(loc.shape, dtype=np.int32)
+        assign_cpu(loc, scale, grid, max_level, lam, out)
+        return out
+    import torch
+
+    dev = torch.device(device)
+    indices = assign_torch(
+        torch.from_numpy(np.ascontiguousarray(loc)).to(dev),
+        torch.from_numpy(np.ascontiguousarray(scale)).to(dev),
+        torch.from_numpy(grid).to(dev),
+        max_level,
+        lam,
+    )
+    return indices.cpu().numpy()
 
 
 def assign_torch(loc, scale, grid, max_level: int, lam: float):

@@ -1,0 +1,179 @@
+"""Where the pack's tasks run: threads of this process, or a Dask cluster, behind one interface.
+
+A *task* is a module-level function and its arguments (a range of whole coding blocks of one
+tensor, see :mod:`bnncompress.pipeline`). An :class:`Executor` runs many tasks and yields
+their results in submission order; results that later tasks need again (the grid indices of
+a histogram pass, coded in the final pass) can stay where they were computed
+(:meth:`Executor.map_keep`). Every task runs numba single-threaded: the executor runs one
+task per core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from .errors import OptionError
+
+#: Weights per task (rounded to whole coding blocks): ~16 MiB of float32 loc + scale.
+TASK_SYMBOLS = 1 << 21
+#: Results kept for a later task (uint16 grid indices: 2 bytes per weight), per process or worker.
+KEEP_BYTES = 1 << 29
+
+
+class Executor(Protocol):
+    """What the pipeline needs from an executor."""
+
+    #: Parallel slots (threads or worker processes): the pipeline makes at least 2 tasks per slot.
+    slots: int
+    #: Largest task, in weights.
+    task_symbols: int
+    #: Bytes of kept results (``map_keep``) this executor can hold.
+    keep_bytes: int
+
+    def scatter(self, obj: Any) -> Any:
+        """A handle to ``obj`` that tasks may take as an argument (sent once to a cluster)."""
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
+        """``fn(*args)`` for every ``args`` in ``tasks``, yielded in order."""
+
+    def map_keep(self, fn: Callable[..., tuple[Any, Any]], tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
+        """Tasks return ``(result, kept)``: yields ``result`` and a handle to ``kept`` that later
+        tasks may take as an argument (here or on the worker that holds it)."""
+
+
+class LocalExecutor:
+    """Runs tasks on ``threads`` threads of this process (default: one per core), each task
+    single-threaded; reading files and the numba kernels release the GIL, so tasks overlap
+    I/O and computing. At most ``threads + 1`` tasks are in flight (bounded memory)."""
+
+    task_symbols = TASK_SYMBOLS
+
+    def __init__(self, threads: int | None = None):
+        self.slots = max(1, threads or os.cpu_count() or 1)
+        self.keep_bytes = KEEP_BYTES
+
+    def scatter(self, obj: Any) -> Any:
+        return obj
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
+        if len(tasks) == 1:  # one task: run it here, numba on every core
+            yield fn(*tasks[0])
+            return
+        with ThreadPoolExecutor(self.slots) as pool:
+            pending: deque = deque()
+            for args in tasks:
+                pending.append(pool.submit(single_threaded, fn, *args))
+                if len(pending) > self.slots:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def map_keep(self, fn: Callable[..., tuple[Any, Any]], tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
+        return self.map(fn, tasks)
+
+
+def single_threaded(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a task with numba on one thread (the executor runs one task per core)."""
+    import numba
+
+    previous = numba.get_num_threads()  # the setting is per thread: restore it for the caller
+    numba.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
+class DaskExecutor:
+    """Runs tasks on a ``distributed.Client``'s workers, results in order."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        workers = client.scheduler_info().get("workers", {})
+        self.slots = max(len(workers), 1)
+        self.task_symbols = 4 * TASK_SYMBOLS  # fewer, larger tasks: scheduling costs a few ms each
+        self.keep_bytes = KEEP_BYTES * self.slots  # kept results stay on the workers
+
+    def scatter(self, obj: Any) -> Any:
+        return self.client.scatter(obj, broadcast=False, hash=False)
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
+        futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
+        try:
+            for i in range(len(futures)):
+                yield futures[i].result()
+                futures[i] = None  # lets the cluster forget the result
+        finally:
+            self.client.cancel([f for f in futures if f is not None])
+
+    def map_keep(self, fn: Callable[..., tuple[Any, Any]], tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
+        futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
+        for i in range(len(futures)):
+            result = self.client.submit(operator.getitem, futures[i], 0, pure=False)
+            kept = self.client.submit(operator.getitem, futures[i], 1, pure=False)
+            futures[i] = None
+            yield result.result(), kept
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise OptionError("packing on Dask needs it installed: pip install 'bnncompress[dask]'") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[Executor]:
+    """Threads of this process (neither given), a new local Dask cluster of ``workers``
+    single-threaded processes, or the cluster at ``scheduler`` (an address or a ``distributed.Client``)."""
+    if workers is None and scheduler is None:
+        yield LocalExecutor()
+        return
+    if scheduler is not None and workers is not None:
+        raise OptionError("give either workers (a local cluster) or scheduler (an existing one), not both")
+    distributed = _import_distributed()
+    if isinstance(scheduler, distributed.Client):
+        yield DaskExecutor(scheduler)
+        return
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
+        try:
+            client = distributed.Client(str(scheduler), timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise OptionError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+        with client:
+            yield DaskExecutor(client)
+        return
+    check_workers(workers)
+    with (
+        distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as c,
+        distributed.Client(c) as client,
+    ):
+        yield DaskExecutor(client)
+
+
+def check_workers(workers: Any) -> None:
+    """A local cluster needs 1 to 1024 worker processes."""
+    if not (isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= 1024):
+        raise OptionError(f"workers must be an integer from 1 to 1024, got {workers!r}")
+
+
+def check_scheduler_address(address: Any) -> None:
+    """A Dask scheduler address: ``tcp://HOST:PORT`` (or tls://, inproc://, ucx://), or ``HOST:PORT``."""
+    text = str(address)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    host, colon, port = rest.rpartition(":")
+    ok = scheme in ("tcp", "tls", "inproc", "ucx", "ws", "wss") and (
+        scheme == "inproc" or (colon and host and port.isdigit() and 0 < int(port) < 65536)
+    )
+    if not ok:
+        raise OptionError(f"scheduler {text!r} is not a Dask scheduler address; give tcp://HOST:PORT")

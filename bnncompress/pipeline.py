@@ -1,0 +1,360 @@
+"""The one pack pipeline: posterior rows -> quantizer passes -> entropy coder -> archive records.
+
+Every tensor is processed in its archive coding blocks (whole rows), grouped into tasks of
+about ``executor.task_symbols`` weights that an executor runs (:mod:`bnncompress.executors`):
+
+1. statistics of each block (:meth:`Quantizer.statistics`), the rate-control subsample and the
+   exact sum of squares; the quantizer is fitted on the driver (it may map more passes);
+2. rate control: lambda is searched on the subsample, each check on all weights is one
+   histogram pass (plus the passes the method makes at that rate);
+3. one pass that entropy-codes each block at the chosen lambda, from the grid indices the
+   last histogram pass kept (within a memory budget), or by assigning them again.
+
+A tensor in memory, one streamed from a file, and one read by Dask workers differ only in
+their row source and executor: the archive bytes are the same, because every block is
+coded on its own and everything reduced across blocks is exact or combined in block order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import coding
+from .archive import TensorRecord
+from .coding import dequantize
+from .exactsum import ExactSum
+from .executors import Executor
+from .quantizers import Block, FittedQuantizer, Quantizer, SampleRows, narrow_counts, used_grid
+from .ratecontrol import choose_lambda, sample_positions
+from .sources.rows import ArraySource, RowSource
+
+#: Called as progress(stage, done, total) while packing.
+Progress = Callable[[str, int, int], None]
+#: Weights with scales below this fraction of their tensor's RMS are expected to be kept within their scale.
+CERTAIN_FRACTION = 1e-3
+
+
+def quantize_and_code(
+    tensors: dict[str, RowSource],
+    quantizer: Quantizer,
+    executor: Executor,
+    bits: float | None,
+    lam: float | None,
+    report: Progress,
+) -> tuple[list[TensorRecord], float, list[str]]:
+    """Quantize and entropy-code every tensor; the archive's records, the lambda used, and
+    one-line notes on values a user would not expect to lose (see :func:`quality_notes`)."""
+    names = list(tensors)
+    positions = sample_positions([tensors[n].size for n in names]) if bits is not None else None
+    budget = KeepBudget(executor.keep_bytes)
+    jobs = []
+    for i, name in enumerate(names):
+        report("fitting", i, len(names))
+        sample = None if positions is None else positions[i]
+        jobs.append(TensorJob(name, tensors[name], quantizer, executor, budget, sample))
+    report("fitting", len(names), len(names))
+    lam = choose_lambda(jobs, bits, lam, quantizer.default_lam, positions is not None, report)
+    records, notes = [], []
+    for i, job in enumerate(jobs):
+        report("quantizing and coding", i, len(jobs))
+        record, quality = job.code(lam)
+        records.append(record)
+        notes += quality_notes(job.name, job.source.shape, quality)
+    report("quantizing and coding", len(jobs), len(jobs))
+    return records, float(lam), notes
+
+
+class KeepBudget:
+    """Bytes of grid indices the pack may keep between a histogram pass and the coding pass."""
+
+    def __init__(self, available: int):
+        self.available = available
+
+
+class BlockRows:
+    """One tensor's coding blocks, mapped over an executor in tasks of whole blocks (a ``Rows``)."""
+
+    def __init__(self, source: RowSource, handle: Any, executor: Executor):
+        self.shape = source.shape
+        self.handle, self.executor = handle, executor
+        self.block_rows = coding.block_rows_for(source.shape)
+        block_symbols = self.block_rows * source.row_size
+        n_blocks = coding.num_blocks(source.shape, self.block_rows)
+        per_task = max(1, min(executor.task_symbols // max(block_symbols, 1), -(-n_blocks // (2 * executor.slots))))
+        step = per_task * self.block_rows
+        self.ranges = [(a, min(a + step, source.num_rows)) for a in range(0, source.num_rows, step)]
+
+    def tasks(self, *args: Any) -> list[tuple]:
+        return [(self.handle, a, b, self.block_rows, *args) for a, b in self.ranges]
+
+    def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        out: list[Any] = []
+        for part in self.executor.map(_map_task, self.tasks(fn, args)):
+            out.extend(part)
+        return out
+
+
+def _blocks(source: RowSource, start: int, stop: int, block_rows: int) -> list[Block]:
+    """The coding blocks of rows ``start:stop`` (whole blocks), read with one read."""
+    loc, scale = source.read(start, stop)
+    rs = source.row_size
+    blocks = []
+    for a in range(start, stop, block_rows):
+        span = slice((a - start) * rs, (min(a + block_rows, stop) - start) * rs)
+        blocks.append(Block(loc[span], scale[span], rs, a))
+    return blocks
+
+
+def _map_task(source: RowSource, start: int, stop: int, block_rows: int, fn: Callable[..., Any], args: tuple) -> list:
+    return [fn(block, *args) for block in _blocks(source, start, stop, block_rows)]
+
+
+def _statistics_task(source, start, stop, block_rows, quantizer: Quantizer, positions: np.ndarray):
+    """Pass 1 of a task: the quantizer's statistics per block, the exact sum of squares, the sample values."""
+    blocks = _blocks(source, start, stop, block_rows)
+    stats = [quantizer.statistics(b) for b in blocks]
+    squares = ExactSum.of_squares(np.concatenate([b.loc for b in blocks]))
+    local = positions - start * source.row_size
+    loc = np.concatenate([b.loc for b in blocks])[local]
+    scale = np.concatenate([b.scale for b in blocks])[local]
+    return stats, squares, loc, scale
+
+
+@dataclass
+class Quality:
+    """What a histogram pass saw of the quantized values (reduced over blocks)."""
+
+    values_min: float = np.inf
+    values_max: float = -np.inf
+    loc_min: float = np.inf
+    loc_max: float = -np.inf
+    flat_rows: int = 0
+    certain_missed: int = 0
+    largest_error: float = 0.0
+
+    def add(self, other: Quality) -> None:
+        self.values_min, self.values_max = (
+            min(self.values_min, other.values_min),
+            max(self.values_max, other.values_max),
+        )
+        self.loc_min, self.loc_max = min(self.loc_min, other.loc_min), max(self.loc_max, other.loc_max)
+        self.flat_rows += other.flat_rows
+        self.certain_missed += other.certain_missed
+        self.largest_error = max(self.largest_error, other.largest_error)
+
+
+def _block_quality(block: Block, values: np.ndarray, rows_matter: bool, certain_below: float) -> Quality:
+    q = Quality(float(values.min()), float(values.max()), float(block.loc.min()), float(block.loc.max()))
+    if rows_matter:
+        v, m = values.reshape(-1, block.row_size), block.loc.reshape(-1, block.row_size)
+        q.flat_rows = int(np.count_nonzero((v.min(axis=1) == v.max(axis=1)) & (m.min(axis=1) != m.max(axis=1))))
+    certain = block.scale.astype(np.float64) < certain_below
+    if certain.any():
+        err = np.abs(values[certain].astype(np.float64) - block.loc[certain])
+        missed = err > block.scale[certain].astype(np.float64)
+        q.certain_missed = int(missed.sum())
+        q.largest_error = float(err.max())
+    return q
+
+
+def _histogram_task(
+    source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, alphabet: int, keep: bool, check: tuple
+):
+    """Counts of every grid index over a task's blocks, what the values lost, and (if ``keep``) the indices."""
+    grid = fitted.grid(state)
+    sub = fitted.subvectors(state)
+    counts = np.zeros(alphabet, dtype=np.int64)
+    quality, kept = Quality(), []
+    for block in _blocks(source, start, stop, block_rows):
+        indices = fitted.assign(block, state)
+        counts += np.bincount(indices, minlength=alphabet)
+        quality.add(_block_quality(block, dequantize(grid, indices, alphabet, sub), *check))
+        if keep:
+            kept.append(indices.astype(np.uint16))
+    return (counts, quality), (np.concatenate(kept) if keep else None)
+
+
+def _encode_task(source, start, stop, block_rows, fitted, state, remap, counts, block_size):
+    symbols = np.concatenate([fitted.assign(b, state) for b in _blocks(source, start, stop, block_rows)])
+    np.take(remap, symbols, out=symbols)
+    words, offsets = coding.encode_blocks(symbols, counts, block_size)
+    return words, np.diff(offsets)
+
+
+def _encode_kept_task(indices: np.ndarray, remap: np.ndarray, counts: np.ndarray, block_size: int):
+    words, offsets = coding.encode_blocks(np.take(remap, indices), counts, block_size)
+    return words, np.diff(offsets)
+
+
+class TensorJob:
+    """One tensor through the pipeline: fitted on creation; histograms at any lambda (cached);
+    coded at the chosen one. Implements :class:`~bnncompress.ratecontrol.RateModel`."""
+
+    def __init__(
+        self,
+        name: str,
+        source: RowSource,
+        quantizer: Quantizer,
+        executor: Executor,
+        budget: KeepBudget,
+        positions: np.ndarray | None,
+    ):
+        self.name, self.source, self.executor, self.budget = name, source, executor, budget
+        self.quantizer_name = quantizer.name
+        self.shape, self.num_weights = source.shape, source.size
+        handle = executor.scatter(source) if isinstance(source, ArraySource) else source  # files: workers read them
+        self.rows = BlockRows(source, handle, executor)
+        self._fit(quantizer, np.zeros(0, np.int64) if positions is None else positions)
+        self._states: dict[tuple[float, bool], Any] = {}
+        self._histograms: dict[tuple[float, bool], tuple[np.ndarray, int, Quality | None]] = {}
+        self._kept: tuple[float, list[Any], int] | None = None  # lambda, indices per task, bytes
+
+    def _fit(self, quantizer: Quantizer, positions: np.ndarray) -> None:
+        rs = self.source.row_size
+        args = []
+        for a, b in self.rows.ranges:
+            lo, hi = np.searchsorted(positions, [a * rs, b * rs])
+            args.append((quantizer, positions[lo:hi]))
+        stats, squares, locs, scales = [], None, [], []
+        for part, sq, loc, scale in self.executor.map(
+            _statistics_task, [t + a for t, a in zip(self.rows.tasks(), args)]
+        ):
+            stats += part
+            squares = sq if squares is None else squares + sq
+            locs.append(loc)
+            scales.append(scale)
+        self.rms = float(np.sqrt(squares.mean()))
+        self.fitted = quantizer.fit(self.shape, stats, self.rows)
+        sample = None
+        if len(positions):
+            sample = Block(np.concatenate(locs), np.concatenate(scales), rs, positions=positions)
+        sample = self.fitted.prepare_sample(sample)
+        self.sample = None if sample is None else SampleRows(self.shape, sample)
+
+    @property
+    def values_per_symbol(self) -> int:
+        return self.fitted.values_per_symbol
+
+    def state(self, lam: float, on_sample: bool = False) -> Any:
+        key = (lam, on_sample)
+        if key not in self._states:
+            self._states[key] = self.fitted.at(lam, self.sample if on_sample else self.rows)
+        return self._states[key]
+
+    def alphabet(self, state: Any) -> int:
+        return len(self.fitted.grid(state)) // self.fitted.values_per_symbol
+
+    def num_symbols(self, lam: float) -> int:
+        """Symbols of the whole tensor at ``lam`` (from whichever state at ``lam`` exists: no extra passes)."""
+        state = next((s for (at, _), s in self._states.items() if at == lam), None)
+        return self.fitted.num_symbols(self.state(lam) if state is None else state)
+
+    def histogram(self, lam: float, on_sample: bool = False) -> tuple[np.ndarray, int]:
+        """Counts of every grid index at ``lam`` and how many symbols were counted."""
+        on_sample = on_sample and self.sample is not None
+        key = (lam, on_sample)
+        if key not in self._histograms:
+            self._histograms[key] = self._sample_histogram(lam) if on_sample else self._full_histogram(lam)
+        counts, counted, _ = self._histograms[key]
+        return counts, counted
+
+    def _sample_histogram(self, lam: float) -> tuple[np.ndarray, int, None]:
+        state = self.state(lam, True)
+        indices = self.fitted.assign(self.sample.block, state)
+        return np.bincount(indices, minlength=self.alphabet(state)), len(indices), None
+
+    def _full_histogram(self, lam: float) -> tuple[np.ndarray, int, Quality]:
+        self.release()
+        state = self.state(lam)
+        alphabet = self.alphabet(state)
+        n = self.fitted.num_symbols(state)
+        keep = alphabet <= 1 << 16 and 2 * n <= self.budget.available
+        rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
+        check = (rows_matter, CERTAIN_FRACTION * self.rms)
+        counts, quality, kept = np.zeros(alphabet, dtype=np.int64), Quality(), []
+        for (c, q), k in self.executor.map_keep(
+            _histogram_task, self.rows.tasks(self.fitted, state, alphabet, keep, check)
+        ):
+            counts += c
+            quality.add(q)
+            kept.append(k)
+        if keep:
+            self._kept = (lam, kept, 2 * n)
+            self.budget.available -= 2 * n
+        return counts, n, quality
+
+    def release(self) -> None:
+        """Drop kept grid indices and return their bytes to the budget."""
+        if self._kept is not None:
+            self.budget.available += self._kept[2]
+            self._kept = None
+
+    def code(self, lam: float) -> tuple[TensorRecord, Quality]:
+        """Entropy-code the tensor at ``lam``: its archive record and what the values lost."""
+        counts, _ = self.histogram(lam)
+        quality = self._histograms[(lam, False)][2]
+        state = self.state(lam)
+        used = np.flatnonzero(counts)
+        remap = np.zeros(len(counts), dtype=np.int32)
+        remap[used] = np.arange(len(used), dtype=np.int32)
+        used_counts = narrow_counts(counts[used])
+        sub = self.fitted.subvectors(state)
+        block_size = self.rows.block_rows * (sub or self.source.row_size)
+        if len(used) <= 1:
+            words = np.zeros(0, dtype=np.uint32)
+            offsets = np.zeros(coding.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64)
+        else:
+            if self._kept is not None and self._kept[0] == lam:  # code the indices of the histogram pass
+                parts = self.executor.map(
+                    _encode_kept_task, [(k, remap, used_counts, block_size) for k in self._kept[1]]
+                )
+            else:
+                parts = self.executor.map(
+                    _encode_task, self.rows.tasks(self.fitted, state, remap, used_counts, block_size)
+                )
+            words_parts, lengths = zip(*parts)
+            words = np.concatenate(words_parts)
+            offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.uint64)
+            np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        self.release()
+        record = TensorRecord(
+            name=self.name,
+            shape=self.shape,
+            dtype=self.source.dtype,
+            method=self.quantizer_name,
+            params={**self.fitted.params(state), "lam": float(lam)},
+            coder=coding.CODER_ID,
+            grid=used_grid(self.fitted.grid(state), used, len(counts), sub),
+            counts=used_counts,
+            words=words,
+            block_rows=self.rows.block_rows,
+            offsets=offsets,
+            subvectors=sub,
+        )
+        return record, quality
+
+
+def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:
+    """One-line notes on what a quantization lost that a user would not expect: a tensor of
+    several distinct means collapsed to one value, rows collapsed to a constant vector, or
+    weights whose posterior is very certain (scale below CERTAIN_FRACTION of the tensor's RMS)
+    not kept within their scale."""
+    notes = []
+    size = int(np.prod(shape, dtype=np.int64))
+    if size > 1 and q.values_min == q.values_max and q.loc_min != q.loc_max:
+        notes.append(f"tensor '{name}': all {size:,} weights were quantized to one value ({q.values_min:.4g})")
+    elif q.flat_rows:
+        notes.append(
+            f"tensor '{name}': {q.flat_rows:,} of {shape[0]:,} rows were quantized to a constant vector "
+            "(their direction is lost); use more bits"
+        )
+    if q.certain_missed:
+        notes.append(
+            f"tensor '{name}': {q.certain_missed:,} very certain weights (scale < {CERTAIN_FRACTION:g} x RMS) "
+            f"are not kept within their scale (largest error {q.largest_error:.3g}); use more bits"
+        )
+    return notes

@@ -1,0 +1,272 @@
+"""Posteriors in dict-like containers: Pyro param stores, guide state dicts, bayesian-torch and
+IVON-style state dicts, and plain ``{name: {"loc", "scale"}}`` dicts, from .pt files or Python.
+
+Pickled .pt files are read with ``torch.load(weights_only=True)`` and an allow-list of
+exactly the constraint classes Pyro stores; anything else pickled is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PosteriorError
+from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
+from ..vocabulary import validate_words
+
+NOT_MEAN_FIELD = "is not mean-field: packing its marginal standard deviations drops the correlations between weights"
+
+
+def _allowed_constraint_classes() -> list[type]:
+    """The constraint classes of torch and Pyro: what Pyro's param store pickles beside tensors.
+    They hold only numbers and other constraints, so unpickling them runs no user code."""
+    import pyro.distributions.constraints as pc
+    import torch.distributions.constraints as tc
+
+    classes = []
+    for module in (tc, pc):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, tc.Constraint):
+                classes.append(value)
+    return classes
+
+
+def torch_load(path: Path) -> Any:
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_allowed_constraint_classes()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise PosteriorError(
+            f"'{path}' contains pickled objects that are not allowed ({detail or 'refused by the safe loader'}); "
+            "bnncompress only reads tensors, plain containers and Pyro constraints — re-save the "
+            "posterior with pyro.get_param_store().save() or as a dict of tensors"
+        ) from None
+    except Exception as exc:  # a damaged file makes torch raise almost anything
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PosteriorError(f"cannot read '{path}' as a torch file ({msg}); is it truncated or corrupt?") from None
+
+
+def from_mapping(obj: Any, where: str) -> Posterior:
+    """Interpret a loaded container: param store, guide state dict, or plain loc/scale dict."""
+    if not isinstance(obj, Mapping):
+        raise PosteriorError(f"{where} holds a {type(obj).__name__}, not a dict of posterior tensors")
+    obj = dict(obj)
+    vocab = obj.pop("vocab", None)
+    if vocab is not None:
+        if not isinstance(vocab, (list, tuple)) or not all(isinstance(w, str) for w in vocab):
+            raise PosteriorError(f"{where}: 'vocab' must be a list of strings, found {type(vocab).__name__}")
+        vocab = validate_words(list(vocab), f"vocabulary in {where}")
+    warnings: list[str] = []
+    if "params" in obj and "constraints" in obj and isinstance(obj["params"], Mapping):
+        pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where, warnings)
+    elif any(_is_state_dict_key(k) for k in obj):
+        pairs, kind = _pairs_from_guide_state_dict(obj, where, warnings)
+    elif any(isinstance(k, str) and k.rsplit(".", 1)[-1] in _BAYESIAN_TORCH_MU for k in obj):
+        pairs, kind = _pairs_from_bayesian_torch(obj, where)
+    elif set(obj) == {"mean", "variance"} and all(isinstance(v, Mapping) for v in obj.values()):
+        pairs, kind = _pairs_from_mean_variance(obj["mean"], obj["variance"], where)
+    else:
+        pairs, kind = _pairs_from_plain(obj, where)
+    if FLAT_LATENT_NAME in pairs and kind.startswith("Pyro"):
+        warnings.append(
+            "AutoDiagonalNormal posterior read without its model: packed as one flat tensor "
+            f"'{FLAT_LATENT_NAME}' (all sample sites concatenated)"
+        )
+    tensors = {name: make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
+    return Posterior(tensors, vocab, f"{kind}: {where}", warnings)
+
+
+def _is_state_dict_key(key: Any) -> bool:
+    return isinstance(key, str) and (
+        (key.startswith(("locs.", "scales.")) and key.endswith("_unconstrained")) or key == "scale_unconstrained"
+    )
+
+
+def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warnings: list[str]) -> tuple[dict, str]:
+    """AutoNormal (``G.locs.X`` / ``G.scales.X``), TyXe-style suffixes (``G.X.loc`` / ``G.X.scale``),
+    and the flat ``G.loc`` / ``G.scale`` of continuous guides (AutoDiagonalNormal; low-rank
+    ``cov_factor`` and full ``scale_tril`` give marginal scales), also inside AutoGuideList
+    (``AutoGuideList.1.loc``). Parameters that fit none of these are ignored with a warning."""
+    from torch.distributions import transform_to
+
+    constraints = constraints if isinstance(constraints, Mapping) else {}
+
+    def constrained(key: str) -> Any:  # as Pyro's param store does: transform_to(constraint)
+        value = params[key]
+        if key in constraints:
+            try:
+                value = transform_to(constraints[key])(_as_tensor(value))
+            except NotImplementedError:
+                raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
+        return value
+
+    pairs: dict[str, tuple[Any, Any]] = {}
+    flat: dict[str, tuple[Any, Any]] = {}
+    guides: set[str] = set()
+    used: set[str] = set()
+    for key in params:
+        if not isinstance(key, str):
+            continue
+        if ".locs." in key:  # AutoNormal: <guide>.locs.<site>; site names may contain dots
+            prefix, site = key.split(".locs.", 1)
+            scale_key = f"{prefix}.scales.{site}"
+            if scale_key not in params:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
+            pairs[site] = (constrained(key), constrained(scale_key))
+            guides.add(prefix)
+            used |= {key, scale_key}
+            continue
+        if not (key.endswith(".loc") and key[: -len(".loc")] + ".scale" in params):
+            continue
+        prefix = key[: -len(".loc")]
+        guide, _, rest = prefix.partition(".")
+        loc, scale = constrained(key), _as_tensor(constrained(prefix + ".scale"))
+        if rest and not rest.isdigit():  # TyXe: <guide>.<site>.loc
+            pairs[rest] = (loc, scale)
+            guides.add(guide)
+            used |= {key, prefix + ".scale"}
+            continue
+        if _as_tensor(loc).dim() != 1 or tuple(scale.shape) != tuple(_as_tensor(loc).shape):
+            continue  # not a continuous guide's flat vector (e.g. a user's pyro.param); reported below
+        if f"{prefix}.scale_tril" in params:  # AutoMultivariateNormal: scale[:, None] * scale_tril
+            tril = _as_tensor(constrained(f"{prefix}.scale_tril"))
+            scale = scale * (tril**2).sum(-1).sqrt()
+            warnings.append(f"'{prefix}' {NOT_MEAN_FIELD}")
+            used.add(f"{prefix}.scale_tril")
+        elif f"{prefix}.cov_factor" in params:  # AutoLowRankMultivariateNormal
+            cov_factor = _as_tensor(constrained(f"{prefix}.cov_factor"))
+            scale = scale * (1 + (cov_factor**2).sum(-1)).sqrt()
+            warnings.append(f"'{prefix}' {NOT_MEAN_FIELD}")
+            used.add(f"{prefix}.cov_factor")
+        flat[prefix] = (loc, scale)
+        guides.add(prefix)
+        used |= {key, prefix + ".scale"}
+    for prefix, pair in flat.items():  # one flat guide is "latent"; several are "<guide>.latent"
+        pairs[FLAT_LATENT_NAME if len(flat) == 1 else f"{prefix}.{FLAT_LATENT_NAME}"] = pair
+    if not pairs:
+        sample = ", ".join(list(map(str, params))[:5])
+        raise PosteriorError(
+            f"{where} is a Pyro param store without guide loc/scale parameters "
+            f"(found: {sample}); save the guide's parameters after training"
+        )
+    ignored = [k for k in params if k not in used]
+    if ignored:
+        warnings.append(
+            f"ignored {len(ignored)} parameter(s) that are not guide loc/scale pairs: "
+            f"{', '.join(map(str, ignored[:5]))}{' ...' if len(ignored) > 5 else ''}"
+        )
+    return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
+
+
+def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -> tuple[dict, str]:
+    """``torch.save(guide.state_dict())`` of AutoNormal (``locs.X_unconstrained``), or of a
+    continuous guide: AutoDiagonalNormal, AutoLowRankMultivariateNormal (``cov_factor``) and
+    AutoMultivariateNormal (``scale_tril_unconstrained``), read as one flat tensor."""
+    import torch.nn.functional as F
+    from pyro.distributions import constraints
+    from torch.distributions import transform_to
+
+    pairs: dict[str, tuple[Any, Any]] = {}
+    for key in sd:
+        if isinstance(key, str) and key.startswith("locs.") and key.endswith("_unconstrained"):
+            site = key[len("locs.") : -len("_unconstrained")]
+            scale_key = f"scales.{site}_unconstrained"
+            if scale_key not in sd:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
+            pairs[site] = (sd[key], F.softplus(_as_tensor(sd[scale_key])))
+    if "loc" in sd and "scale_unconstrained" in sd:
+        # AutoDiagonalNormal / AutoLowRank / AutoMultivariateNormal all store a softplus-positive scale
+        scale = F.softplus(_as_tensor(sd["scale_unconstrained"]))
+        if "scale_tril_unconstrained" in sd:  # AutoMultivariateNormal: scale[:, None] * unit lower Cholesky
+            tril = transform_to(constraints.unit_lower_cholesky)(_as_tensor(sd["scale_tril_unconstrained"]))
+            scale = scale * (tril**2).sum(-1).sqrt()
+            warnings.append(f"the multivariate normal guide {NOT_MEAN_FIELD}")
+        elif "cov_factor" in sd:
+            scale = scale * (1 + (_as_tensor(sd["cov_factor"]) ** 2).sum(-1)).sqrt()
+            warnings.append(f"the low-rank multivariate normal guide {NOT_MEAN_FIELD}")
+        pairs[FLAT_LATENT_NAME] = (sd["loc"], scale)
+    if not pairs:
+        raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
+    return pairs, "Pyro guide state dict"
+
+
+_BAYESIAN_TORCH_MU = {"mu_weight": "weight", "mu_kernel": "weight", "mu_bias": "bias"}
+
+
+def _pairs_from_bayesian_torch(sd: Mapping, where: str) -> tuple[dict, str]:
+    """bayesian-torch layers: ``L.mu_weight`` / ``L.rho_weight`` (``mu_kernel`` for convolutions),
+    scale = softplus(rho); named ``L.weight`` / ``L.bias`` like the deterministic layer they replace."""
+    import torch.nn.functional as F
+
+    pairs: dict[str, tuple[Any, Any]] = {}
+    for key in sd:
+        if not isinstance(key, str):
+            continue
+        prefix, _, leaf = key.rpartition(".")
+        if leaf not in _BAYESIAN_TORCH_MU:
+            continue
+        rho_key = f"{prefix}.rho_{leaf[3:]}" if prefix else f"rho_{leaf[3:]}"
+        if rho_key not in sd:
+            raise PosteriorError(f"{where}: '{key}' has no matching '{rho_key}'")
+        name = f"{prefix}.{_BAYESIAN_TORCH_MU[leaf]}" if prefix else _BAYESIAN_TORCH_MU[leaf]
+        pairs[name] = (sd[key], F.softplus(_as_tensor(sd[rho_key])))
+    return pairs, "bayesian-torch state dict"
+
+
+def _pairs_from_mean_variance(means: Mapping, variances: Mapping, where: str) -> tuple[dict, str]:
+    """Two state dicts with the same keys: posterior means and variances (scale = sqrt(variance))."""
+    if set(means) != set(variances):
+        diff = sorted(set(means) ^ set(variances))
+        raise PosteriorError(f"{where}: 'mean' and 'variance' must have the same tensor names; differ in {diff[:5]}")
+    pairs = {}
+    for name in means:
+        var = _as_tensor(variances[name])
+        if var.is_floating_point() and bool((var < 0).any()):
+            raise PosteriorError(f"{where}: variance of '{name}' has negative values; variances must be >= 0")
+        pairs[name] = (means[name], var.sqrt() if var.is_floating_point() else var)
+    return pairs, "mean/variance state dicts"
+
+
+def _pairs_from_plain(obj: Mapping, where: str) -> tuple[dict, str]:
+    pairs: dict[str, tuple[Any, Any]] = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise PosteriorError(f"{where}: keys must be tensor names (strings), found {key!r}")
+        if isinstance(value, Mapping):
+            if set(value) != {"loc", "scale"}:
+                raise PosteriorError(
+                    f"{where}: entry '{key}' must have exactly the keys 'loc' and 'scale', found {sorted(value)}"
+                )
+            pairs[key] = (value["loc"], value["scale"])
+        elif isinstance(value, tuple) and len(value) == 2:
+            pairs[key] = value
+        elif key.endswith(".loc"):
+            name = key[: -len(".loc")]
+            if name + ".scale" not in obj:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{name}.scale'")
+            pairs[name] = (value, obj[name + ".scale"])
+        elif key.endswith(".scale"):
+            if key[: -len(".scale")] + ".loc" not in obj:
+                raise PosteriorError(f"{where}: '{key}' has no matching '{key[: -len('.scale')]}.loc'")
+        else:
+            raise PosteriorError(
+                f"{where}: cannot tell what '{key}' is; expected a Pyro param store, a guide state dict, "
+                "{name: {'loc': T, 'scale': T}} or flat 'name.loc' / 'name.scale' keys"
+            )
+    if not pairs:
+        raise PosteriorError(f"{where} contains no posterior tensors")
+    return pairs, "loc/scale dict"
+
+
+def _as_tensor(x: Any) -> Any:
+    import torch
+
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))

@@ -1,0 +1,81 @@
+"""Posteriors of live objects: Pyro autoguides (AutoNormal, AutoDiagonalNormal,
+AutoLowRankMultivariateNormal, TyXe's), and IVON optimizers (:func:`ivon_posterior`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import PosteriorError
+from ..posterior import Posterior, make_tensor
+from .containers import NOT_MEAN_FIELD
+
+
+def is_pyro_guide(obj: Any) -> bool:
+    try:
+        from pyro.infer.autoguide import AutoGuide
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, AutoGuide)
+
+
+def from_live_guide(guide: Any) -> Posterior:
+    import torch
+    from pyro.infer.autoguide import AutoContinuous, AutoDiagonalNormal, AutoNormal
+
+    name = type(guide).__name__
+    warnings: list[str] = []
+    if getattr(guide, "prototype_trace", None) is None:
+        raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
+    with torch.no_grad():
+        if isinstance(guide, AutoNormal):
+            sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
+            pairs = {site: guide._get_loc_and_scale(site) for site in sites}
+        elif isinstance(guide, AutoContinuous) and hasattr(guide, "get_posterior"):
+            posterior = guide.get_posterior()
+            if not hasattr(posterior, "variance") or posterior.mean.dim() != 1:
+                raise PosteriorError(f"cannot read a diagonal from the {name} guide's posterior")
+            loc, scale = posterior.mean, posterior.variance.sqrt()
+            if not isinstance(guide, AutoDiagonalNormal):
+                warnings.append(f"the {name} guide {NOT_MEAN_FIELD}")
+            locs = {site["name"]: value for site, value in guide._unpack_latent(loc)}
+            scales = {site["name"]: value for site, value in guide._unpack_latent(scale)}
+            pairs = {site: (locs[site], scales[site]) for site in locs}
+        elif hasattr(guide, "get_loc") and hasattr(guide, "get_scale"):  # TyXe's AutoNormal
+            sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
+            pairs = {site: (guide.get_loc(site), guide.get_scale(site)) for site in sites}
+        else:
+            raise PosteriorError(
+                f"cannot pack a {name} guide; use AutoNormal, AutoDiagonalNormal or AutoLowRankMultivariateNormal"
+            )
+    tensors = {n: make_tensor(n, loc, scale, f"{name} guide") for n, (loc, scale) in pairs.items()}
+    return Posterior(tensors, None, f"live {name} guide", warnings)
+
+
+def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
+    """The Gaussian posterior an IVON optimizer (ivon-opt) holds for ``model``'s parameters.
+
+    Means are the parameters; scale = 1 / sqrt(ess * (hess + weight_decay)) per weight, as
+    defined by IVON (Shen et al., 2024). Names are ``model.named_parameters()`` names.
+
+    Example:
+        >>> import torch, ivon                                          # doctest: +SKIP
+        >>> opt = ivon.IVON(model.parameters(), lr=0.1, ess=len(data))  # doctest: +SKIP
+        >>> bnncompress.pack(ivon_posterior(model, opt), "model.bnc")   # doctest: +SKIP
+    """
+    import torch
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    pairs = {}
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            if "hess" not in group or "ess" not in group:
+                raise PosteriorError("the optimizer is not IVON: its parameter groups have no 'hess' and 'ess'")
+            scale = 1.0 / torch.sqrt(group["ess"] * (group["hess"] + group["weight_decay"]))
+            offset = 0
+            for p in group["params"]:
+                if id(p) not in names:
+                    raise PosteriorError("the IVON optimizer holds a parameter that is not in the model")
+                pairs[names[id(p)]] = (p.detach(), scale[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+    tensors = {n: make_tensor(n, loc, scale, "IVON optimizer") for n, (loc, scale) in pairs.items()}
+    return Posterior(tensors, None, "IVON optimizer state")

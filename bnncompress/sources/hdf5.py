@@ -1,0 +1,92 @@
+"""Posteriors in HDF5 files: datasets ``NAME/loc`` and ``NAME/scale`` (or ``NAME.loc`` /
+``NAME.scale``), any layout h5py reads (chunked and compressed too), and an optional ``vocab``
+dataset of strings. Read by rows, so they stream.
+
+Only the file's own bytes are read: external and soft links, external raw storage and
+virtual datasets are refused before any data is read (:mod:`bnncompress.hdf5checks`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PosteriorError
+from ..hdf5checks import LOSSLESS, check_local_dataset, plain_dataset
+from ..vocabulary import validate_words
+from .rows import RowSource, check_pair
+
+_OPEN_FILES: dict[str, Any] = {}  # one read-only h5py handle per file, per process (Dask workers too)
+
+
+@dataclasses.dataclass
+class HDF5Source(RowSource):
+    """loc and scale as two datasets of an HDF5 file."""
+
+    name: str
+    path: str
+    loc_key: str
+    scale_key: str
+    shape: tuple[int, ...]
+    where: str
+    dtype: str = "float32"
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        import h5py
+
+        f = _OPEN_FILES.get(self.path)
+        if f is None:
+            f = _OPEN_FILES[self.path] = h5py.File(self.path, "r")
+        if not self.shape:
+            return f[self.loc_key][()], f[self.scale_key][()]
+        return f[self.loc_key][start:stop], f[self.scale_key][start:stop]
+
+
+def open_hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
+    """The loc/scale dataset pairs of an HDF5 posterior (headers only), its vocabulary and a description."""
+    import h5py
+
+    where = f"HDF5 file '{path.name}'"
+    found: dict[str, dict[str, Any]] = {}
+    vocab = None
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") == b"bnncompress":
+            raise PosteriorError(f"'{path}' is a bnncompress archive, not a posterior")
+        links: list[tuple[str, Any]] = []
+        f.visititems_links(lambda key, link: links.append((key, link)))  # h5py callbacks must not raise
+        for key, link in links:  # before reading anything: no data from other files
+            if not isinstance(link, h5py.HardLink):
+                raise PosteriorError(f"{where}: '{key}' is a link to elsewhere ({type(link).__name__}); refusing it")
+        for key, _ in links:
+            obj = f[key]
+            leaf = next((x for x in ("loc", "scale") if key.endswith(("/" + x, "." + x))), None)
+            if leaf is not None and isinstance(obj, h5py.Dataset):
+                check_local_dataset(obj, f"{where}: dataset '{key}'", PosteriorError, LOSSLESS)
+                found.setdefault(key[: -len(leaf) - 1], {})[leaf] = obj
+        words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
+        if words is not None:
+            vocab = validate_words(_decode_words(words, where), f"vocabulary in {where}")
+        sources: dict[str, RowSource] = {}
+        for name in sorted(found):
+            pair = found[name]
+            if set(pair) != {"loc", "scale"}:
+                missing = ({"loc", "scale"} - set(pair)).pop()
+                raise PosteriorError(f"{where}: '{name}' has no matching '{missing}' dataset")
+            loc, scale = pair["loc"], pair["scale"]
+            dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
+            sources[name] = HDF5Source(name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype)
+    if not sources:
+        raise PosteriorError(f"{where} holds no NAME/loc and NAME/scale datasets")
+    return sources, vocab, f"HDF5 loc/scale datasets: {where}"
+
+
+def _decode_words(dataset: Any, where: str) -> list[str]:
+    if dataset.dtype.kind not in "SUO":
+        raise PosteriorError(f"{where}: dataset 'vocab' must hold strings, found {dataset.dtype}")
+    try:
+        return [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in np.asarray(dataset[()]).reshape(-1)]
+    except UnicodeDecodeError:
+        raise PosteriorError(f"{where}: the vocabulary is not UTF-8 text") from None
