@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import coding
-from .archive import ArchiveContents, BitsPerWeight, TensorRecord, read_archive
+from .archive import read_archive
 from .errors import ArchiveError, ModelMismatchError, NotFoundError, OptionError
 from .export import export_archive
+from .records import ArchiveContents, BitsPerWeight, TensorRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .archive import BitsPerWeight, TensorRecord, common_counts_dtype, write_archive
+from .archive import write_archive
 from .errors import OptionError, QualityWarning
 from .executors import executor_for
 from .files import check_output_path
@@ -23,6 +23,7 @@ from .pipeline import CERTAIN_FRACTION, quantize_and_code
 from .posterior import Posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
 from .ratecontrol import BITS_TOLERANCE, check_bits, check_lambda
+from .records import BitsPerWeight, TensorRecord, common_counts_dtype
 from .sources import is_large, open_posterior
 from .sources.rows import ArraySource
 

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from . import coding
-from .archive import TensorRecord
 from .coding import dequantize
 from .exactsum import ExactSum
 from .executors import Executor
 from .quantizers import Block, FittedQuantizer, Quantizer, SampleRows, narrow_counts, used_grid
 from .ratecontrol import choose_lambda, sample_positions
+from .records import TensorRecord
 from .sources.rows import ArraySource, RowSource
 
 #: Called as progress(stage, done, total) while packing.

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import resolve_device
 from ..errors import OptionError
 from ..files import atomic_output
 
@@ -146,7 +147,6 @@ def train_skipgram(
     from pyro.infer import SVI, Trace_ELBO
     from pyro.infer.autoguide import AutoNormal, init_to_value
 
-    from ..devices import resolve_device
 
     config.validate()
     device = torch.device(resolve_device(config.device))

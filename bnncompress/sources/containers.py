@@ -136,17 +136,7 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
             continue
         if _as_tensor(loc).dim() != 1 or tuple(scale.shape) != tuple(_as_tensor(loc).shape):
             continue  # not a continuous guide's flat vector (e.g. a user's pyro.param); reported below
-        if f"{prefix}.scale_tril" in params:  # AutoMultivariateNormal: scale[:, None] * scale_tril
-            tril = _as_tensor(constrained(f"{prefix}.scale_tril"))
-            scale = scale * (tril**2).sum(-1).sqrt()
-            warnings.append(f"'{prefix}' {NOT_MEAN_FIELD}")
-            used.add(f"{prefix}.scale_tril")
-        elif f"{prefix}.cov_factor" in params:  # AutoLowRankMultivariateNormal
-            cov_factor = _as_tensor(constrained(f"{prefix}.cov_factor"))
-            scale = scale * (1 + (cov_factor**2).sum(-1)).sqrt()
-            warnings.append(f"'{prefix}' {NOT_MEAN_FIELD}")
-            used.add(f"{prefix}.cov_factor")
-        flat[prefix] = (loc, scale)
+        flat[prefix] = (loc, _marginal_scale(prefix, scale, params, constrained, warnings, used))
         guides.add(prefix)
         used |= {key, prefix + ".scale"}
     for prefix, pair in flat.items():  # one flat guide is "latent"; several are "<guide>.latent"
@@ -164,6 +154,23 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
             f"{', '.join(map(str, ignored[:5]))}{' ...' if len(ignored) > 5 else ''}"
         )
     return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
+
+
+def _marginal_scale(prefix: str, scale: Any, params: Mapping, constrained: Any, warnings: list, used: set) -> Any:
+    """A continuous guide's marginal scales: AutoMultivariateNormal ``scale[:, None] * scale_tril``,
+    AutoLowRankMultivariateNormal ``scale`` and ``cov_factor`` (with a warning), else ``scale``."""
+    if f"{prefix}.scale_tril" in params:
+        tril = _as_tensor(constrained(f"{prefix}.scale_tril"))
+        scale = scale * (tril**2).sum(-1).sqrt()
+        used.add(f"{prefix}.scale_tril")
+    elif f"{prefix}.cov_factor" in params:
+        cov_factor = _as_tensor(constrained(f"{prefix}.cov_factor"))
+        scale = scale * (1 + (cov_factor**2).sum(-1)).sqrt()
+        used.add(f"{prefix}.cov_factor")
+    else:
+        return scale
+    warnings.append(f"'{prefix}' {NOT_MEAN_FIELD}")
+    return scale
 
 
 def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -> tuple[dict, str]:

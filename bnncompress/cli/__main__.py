@@ -1,0 +1,5 @@
+"""``python -m bnncompress.cli``: the command line."""
+
+from . import main
+
+main()

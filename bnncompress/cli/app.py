@@ -1,0 +1,135 @@
+"""The ``bnncompress`` command line's shared parts: the typer app, output, and error handling.
+
+Every error raised for bad input (a :class:`~bnncompress.BnnCompressError`, or a file the
+system refuses) is printed as one line on stderr with exit code 2, without a traceback; the
+API's parameter names in messages become this command line's flags. SIGINT and SIGTERM
+remove any temporary file and exit with 130 and 143.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ..errors import BnnCompressError, OptionError
+from ..quantizers import DEFAULT_METHOD, METHODS
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Compress Bayesian neural networks by their posterior uncertainty (Variational Bayesian Quantization).",
+)
+err = Console(stderr=True)
+out = Console()
+#: API parameter -> flag, where the flag is not just --NAME.
+_FLAGS = {"options": "--option KEY=VALUE", "stream=False": "--no-stream", "force=True": "--force", "format": "--format"}
+
+
+def fails_cleanly(command):
+    """Turn bad-input errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BnnCompressError as exc:
+            say(f"error: {exc.render(_FLAGS, prefix='--')}", err)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            say(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", err)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def refuse_existing(output: Path, force: bool) -> None:
+    if not force and (output.exists() or output.is_symlink()):
+        raise OptionError(f"'{output}' already exists; pass --force to overwrite it")
+
+
+def say(text: str, to: Console = out) -> None:
+    """Print plain text: no rich markup or highlighting (file and tensor names may contain brackets)."""
+    to.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_bar(quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
+    )
+
+
+Method = Enum("Method", [(m.replace("-", "_"), m) for m in METHODS], type=str)
+DEFAULT_METHOD_CHOICE = Method(DEFAULT_METHOD)
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """``["prune=0.1", "centroids=false"]`` -> ``{"prune": 0.1, "centroids": False}``."""
+    options: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except (json.JSONDecodeError, RecursionError):
+            options[key.replace("-", "_")] = value
+    return options
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class UnpackFormat(str, Enum):
+    word2vec = "word2vec"
+    pt = "pt"
+    npz = "npz"
+
+
+def main() -> None:
+    """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="bnncompress", standalone_mode=False)  # returns typer.Exit's code
+    except _Terminated:
+        say("terminated", err)
+        sys.exit(143)
+    except KeyboardInterrupt:
+        say("interrupted", err)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that temporary files are removed on the way out."""

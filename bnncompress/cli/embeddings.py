@@ -1,0 +1,150 @@
+"""``bnncompress eval``, ``sweep`` and ``train``: word-embedding quality and Bayesian skip-gram posteriors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import OptionError
+from ..evaluation import METRICS, evaluate, format_table
+from ..models.skipgram import SkipGramConfig, read_corpus, save_posterior, train_skipgram
+from ..quantizers import METHODS
+from ..sweep import plot_paths, score_text
+from ..sweep import sweep as _sweep
+from .app import Device, app, err, fails_cleanly, out, progress_bar, say
+
+
+@app.command("eval")
+@fails_cleanly
+def eval_(
+    source: Annotated[
+        Path, typer.Argument(help="Archive (.bnc), posterior file (evaluates its means), or word2vec/GloVe vectors.")
+    ],
+    tensor: Annotated[Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor to evaluate.")] = None,
+    restrict_vocab: Annotated[
+        Optional[int], typer.Option(help="Use only the first N words (most frequent first).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Score word vectors on analogies (questions-words) and similarity (WordSim353, SimLex-999) with gensim."""
+
+    result = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        say(format_table(result))
+
+
+def _number_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise OptionError(f"{what} takes comma-separated numbers, e.g. 0.75,1,2; got {text!r}") from None
+
+
+@app.command()
+@fails_cleanly
+def sweep(
+    source: Annotated[Path, typer.Argument(help="Posterior file with a vocabulary (e.g. from bnncompress train).")],
+    methods: Annotated[str, typer.Option(help=f"Comma-separated methods, from: {', '.join(METHODS)}.")] = ",".join(
+        m for m in METHODS if m != "float16"
+    ),
+    bits: Annotated[str, typer.Option(help="Comma-separated payload rates (bits/weight).")] = "0.75,1,1.5,2,3",
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path("results.csv"),
+    plot: Annotated[
+        Optional[Path], typer.Option(help="Figure path; one PNG per metric (rd.png -> rd-analogy.png, ...).")
+    ] = None,
+    tensor: Annotated[Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor.")] = None,
+    restrict_vocab: Annotated[Optional[int], typer.Option(help="Evaluate on the first N words only.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+) -> None:
+    """Pack with each method at each rate, evaluate every archive, write a CSV (and figures)."""
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    with progress_bar(quiet) as bar:
+        task = bar.add_task("sweeping", total=None)
+        rows = _sweep(
+            source,
+            names,
+            _number_list(bits, "--bits"),
+            tensor=tensor,
+            restrict_vocab=restrict_vocab,
+            csv_path=output,
+            plot_path=plot,
+            progress=lambda done, total, label: bar.update(task, description=label, completed=done, total=total),
+        )
+    if quiet:
+        return
+
+    table = Table(title=escape(str(output)))
+    for col in ("method", "target", "payload bits/w", "file bits/w", *METRICS):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        if "payload_bits" not in r:
+            continue
+        target = "" if r["target_bits"] is None else f"{r['target_bits']:g}"
+        table.add_row(
+            r["method"],
+            target,
+            f"{r['payload_bits']:.3f}",
+            f"{r['file_bits']:.3f}",
+            *(score_text(r[m]) for m in METRICS),
+        )
+    out.print(table)
+    for r in rows:
+        if r.get("note"):
+            say(f"note: {r['method']} @ {r['target_bits']:g} bits: {r['note']}", err)
+    written = [str(output)] + ([str(p) for p in plot_paths(plot).values()] if plot else [])
+    say("wrote " + ", ".join(written))
+
+
+@app.command()
+@fails_cleanly
+def train(
+    corpus: Annotated[Path, typer.Argument(help="UTF-8 text; one sentence or document per line.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Posterior file to write (.pt).")],
+    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 50,
+    vocab_size: Annotated[int, typer.Option(help="Keep this many most frequent words.")] = 5000,
+    min_count: Annotated[int, typer.Option(help="Drop words rarer than this.")] = 2,
+    window: Annotated[int, typer.Option(help="Context window (words each side).")] = 5,
+    negatives: Annotated[int, typer.Option(help="Noise words per pair.")] = 5,
+    epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 2048,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.02,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train a Bayesian skip-gram (Pyro, AutoNormal) and write its posterior with the vocabulary."""
+    config = SkipGramConfig(
+        dim=dim,
+        vocab_size=vocab_size,
+        min_count=min_count,
+        window=window,
+        negatives=negatives,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device.value,
+    )
+    config.validate()
+    sentences = read_corpus(corpus)
+    with progress_bar(quiet) as bar:
+        task = bar.add_task("training", total=None)
+
+        def report(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, description=f"training (loss/pair {loss:.3f})")
+
+        result = train_skipgram(sentences, config, progress=report)
+    save_posterior(output, result)
+    if not quiet:
+        say(
+            f"wrote {output}: {len(result.vocab)} words x {dim} dims, {result.num_pairs:,} pairs, "
+            f"final loss/pair {result.losses[-1]:.4f}"
+        )

@@ -1,0 +1,161 @@
+"""What an archive stores for each tensor (:class:`TensorRecord`), and size accounting.
+
+A record is the pipeline's output and the archive's unit: the coded words, the block jump
+table, the entropy model's counts, the grid, and how they were made. It knows its checksum
+and how many payload bytes it costs; it does not know how it is stored in a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .coding import dequantize, num_rows, row_size
+
+
+class BitsPerWeight:
+    """Size ratios for anything with ``num_weights``, ``payload_bytes`` and ``file_bytes``."""
+
+    num_weights: int
+    payload_bytes: int
+    file_bytes: float
+
+    @property
+    def payload_bits_per_weight(self) -> float:
+        return 8.0 * self.payload_bytes / self.num_weights
+
+    @property
+    def file_bits_per_weight(self) -> float:
+        return 8.0 * self.file_bytes / self.num_weights
+
+    @property
+    def ratio_vs_float32(self) -> float:
+        return 32.0 / self.file_bits_per_weight
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """Everything the archive stores for one tensor.
+
+    ``grid[symbols]`` reshaped to ``shape`` is the point estimate, where ``symbols`` are the
+    ``num_symbols`` values decoded from ``words`` with the categorical model ``counts``. The
+    symbols are coded in blocks of ``block_rows`` rows; block ``b`` is
+    ``words[offsets[b]:offsets[b + 1]]``.
+
+    A product-quantized tensor (``subvectors = M > 0``, format version 2) has M symbols per
+    row, one per sub-vector of ``row_size / M`` values, and ``grid`` holds M codebooks of
+    ``len(counts)`` sub-vectors each; see :meth:`dequantize`.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    method: str
+    params: dict[str, Any]
+    coder: str
+    grid: np.ndarray
+    counts: np.ndarray
+    words: np.ndarray
+    block_rows: int
+    offsets: np.ndarray
+    subvectors: int = 0
+
+    @property
+    def num_weights(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def symbols_per_row(self) -> int:
+        return self.subvectors or row_size(self.shape)
+
+    @property
+    def num_symbols(self) -> int:
+        return num_rows(self.shape) * self.symbols_per_row if self.subvectors else self.num_weights
+
+    @property
+    def block_size(self) -> int:
+        """Symbols per block (the last block may be shorter)."""
+        return self.block_rows * self.symbols_per_row
+
+    def with_counts_dtype(self, dtype: np.dtype) -> TensorRecord:
+        """The same record with its counts stored as ``dtype`` (one dataset holds every tensor's counts)."""
+        return dataclasses.replace(self, counts=self.counts.astype(dtype))
+
+    def dequantize(self, symbols: np.ndarray) -> np.ndarray:
+        """Values of decoded ``symbols`` (whole rows), flat float32 (:func:`bnncompress.coding.dequantize`)."""
+        return dequantize(self.grid, symbols, len(self.counts), self.subvectors)
+
+    @property
+    def payload_bytes(self) -> int:
+        """Coded words + jump table + entropy-model table + grid: everything needed to rebuild the values."""
+        return int(self.words.nbytes + self.jump_table_bytes + self.table_bytes)
+
+    @property
+    def jump_table_bytes(self) -> int:
+        """The stored block offsets: the first (0) and the last (all words) are implied."""
+        return 8 * max(len(self.offsets) - 2, 0)
+
+    @property
+    def table_bytes(self) -> int:
+        """The entropy-model table and the grid: the part of the payload that is not coded words."""
+        return int(self.counts.nbytes + self.grid.nbytes)
+
+    def checksum(self) -> str:
+        """SHA-256 over the metadata and the three payload arrays."""
+        h = hashlib.sha256()
+        header = json.dumps(
+            [
+                self.name,
+                list(self.shape),
+                self.dtype,
+                self.method,
+                self.params,
+                self.coder,
+                str(self.counts.dtype),
+                self.block_rows,
+            ],
+            sort_keys=True,
+        )
+        h.update(header.encode())
+        h.update(np.ascontiguousarray(self.offsets.astype("<u8")).tobytes())
+        for arr in (
+            self.words.astype("<u4"),
+            self.counts.astype(self.counts.dtype.newbyteorder("<")),
+            self.grid.astype("<f4"),
+        ):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class ArchiveContents:
+    """A validated archive as read from disk (still entropy-coded)."""
+
+    path: Path
+    tensors: list[TensorRecord]
+    vocab: list[str] | None
+    source: str
+    tool_version: str
+    format_version: int
+    file_bytes: int
+    vocab_bytes: int = 0
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.payload_bytes for t in self.tensors)
+
+    @property
+    def num_weights(self) -> int:
+        return sum(t.num_weights for t in self.tensors)
+
+
+def common_counts_dtype(tensors: list[TensorRecord]) -> np.dtype:
+    """The narrowest unsigned type that holds every tensor's counts (one dataset holds them all)."""
+    width = max([t.counts.dtype.itemsize for t in tensors] + [1])
+    return np.dtype(f"<u{width}")

@@ -1,0 +1,130 @@
+"""The package's shape: layers without import cycles, small modules, and lazy imports only of leaves.
+
+The import graph counts every import of a bnncompress module, at module level or inside a
+function (importing ``a.b.c`` also imports the packages ``a.b``; the root package is left
+out, since every module is imported through it). A cycle is a strongly connected set of
+more than one module, or a module importing itself.
+
+    python tests/test_architecture.py /path/to/bnncompress   # prints modules, edges, cycles
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "bnncompress"
+#: numba kernel modules: imported inside functions so that ``import bnncompress`` does not import numba.
+LAZY_LEAVES = {"bnncompress._ans", "bnncompress._vbq_cpu", "bnncompress._ecsq_cpu", "bnncompress._exactsum_kernels"}
+MAX_MODULE_LINES = 400
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _kernel_name(name: str) -> str:
+    """``bnncompress.quantizers._vbq_cpu`` and ``bnncompress._vbq_cpu`` are the same kind of leaf."""
+    return "bnncompress." + name.rsplit(".", 1)[-1]
+
+
+def imports(root: Path = PACKAGE) -> dict[str, list[tuple[str, bool]]]:
+    """module -> [(imported package module, inside a function?)] for every module under ``root``."""
+    modules = {_module_name(p, root): p for p in root.rglob("*.py")}
+    graph: dict[str, list[tuple[str, bool]]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = []
+        tree = ast.parse(path.read_text())
+        local = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)}
+        typing_only = {id(n) for i in ast.walk(tree) if isinstance(i, ast.If) and "TYPE_CHECKING" in ast.dump(i.test) for n in ast.walk(i)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("bnncompress")]
+            else:
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                if not base.startswith("bnncompress"):
+                    continue
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for target in targets:
+                while target not in modules and "." in target:
+                    target = target.rpartition(".")[0]
+                parts = target.split(".")
+                for i in range(2, len(parts) + 1):  # the packages on the way are imported too ...
+                    step = ".".join(parts[:i])
+                    ancestor = name.startswith(step + ".")  # ... but the importer's own are already there
+                    if step != name and step in modules and (step == target or not ancestor):
+                        found.append((step, id(node) in local))
+        graph[name] = sorted(set(found))
+    return graph
+
+
+def cycles(graph: dict[str, list[tuple[str, bool]]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), over all imports."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w, _ in graph.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    assert cycles(imports()) == []
+
+
+def test_function_local_imports_are_only_of_numba_kernel_leaves():
+    graph = imports()
+    lazy = {(m, t) for m, edges in graph.items() for t, inside in edges if inside}
+    assert {(m, t) for m, t in lazy if _kernel_name(t) not in LAZY_LEAVES} == set()
+    for leaf in {t for _, t in lazy}:  # the leaves import no other package module (but the coder's helpers)
+        assert {t for t, _ in graph[leaf]} <= {"bnncompress._ans", "bnncompress.quantizers"}, leaf
+
+
+def test_modules_stay_small():
+    long = {p.name: n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE
+    g = imports(root)
+    edges = sum(len(v) for v in g.values())
+    lazy = sum(inside for v in g.values() for _, inside in v)
+    found = cycles(g)
+    print(f"{len(g)} modules, {edges} import edges ({lazy} inside functions), {len(found)} cycles")
+    for c in found:
+        print(f"  cycle of {len(c)}: {' '.join(c)}")
