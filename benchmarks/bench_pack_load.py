@@ -96,7 +96,7 @@ def _best(op, repeat: int, warm_up: bool = True) -> tuple[float, object]:
     return min(times), result
 
 
-def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None) -> dict:
+def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None, method: str | None = None) -> dict:
     """Runs inside a fresh process: one case, timed, with its peak memory."""
     import bnncompress
 
@@ -109,10 +109,10 @@ def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None) -> di
         first = time.perf_counter()
         return {"case": case, "open_s": opened - start, "first_lookup_s": first - opened}
     if case.startswith("dask-") or case == "stream-local":
-        return _dask_case(case, dask_dir, workdir, repeat)
+        return _dask_case(case, dask_dir, workdir, repeat, method)
     if case == "large":
         start = time.perf_counter()
-        r = bnncompress.pack(dask_dir, workdir / "large.bnc", bits=2.0)
+        r = bnncompress.pack(dask_dir, workdir / "large.bnc", bits=2.0, **({"method": method} if method else {}))
         seconds = time.perf_counter() - start
         return {
             "case": case,
@@ -123,7 +123,7 @@ def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None) -> di
     kwargs = {
         "pack-default": {"lam": None},  # default method (vbq-direction), default lambda
         "pack-2bits": {"bits": 2.0},  # default method at 2 bits/weight
-        "vbq-2bits": {"bits": 2.0, "method": "vbq"},  # VBQ as published (what streamed packs use)
+        "vbq-2bits": {"bits": 2.0, "method": "vbq"},  # VBQ as published
     }.get(case)
     if kwargs is not None:
 
@@ -145,12 +145,13 @@ def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None) -> di
     return out
 
 
-def _dask_case(case: str, npy_dir: Path, workdir: Path, repeat: int) -> dict:
+def _dask_case(case: str, npy_dir: Path, workdir: Path, repeat: int, method: str | None) -> dict:
     import bnncompress
 
     archive = workdir / f"{case}.bnc"
+    kw = {"bits": 2.0, **({"method": method} if method else {})}
     if case == "stream-local":
-        seconds, _ = _best(lambda: bnncompress.pack(npy_dir, archive, bits=2.0, stream=True), repeat)
+        seconds, _ = _best(lambda: bnncompress.pack(npy_dir, archive, stream=True, **kw), repeat)
         return {"case": case, "seconds": seconds}
     import distributed
 
@@ -161,14 +162,16 @@ def _dask_case(case: str, npy_dir: Path, workdir: Path, repeat: int) -> dict:
         distributed.Client(c) as client,
     ):
         startup = time.perf_counter() - start
-        seconds, _ = _best(lambda: bnncompress.pack(npy_dir, archive, bits=2.0, scheduler=client), repeat)
+        seconds, _ = _best(lambda: bnncompress.pack(npy_dir, archive, scheduler=client, **kw), repeat)
     return {"case": case, "seconds": seconds, "startup_s": startup}
 
 
-def _run(case: str, tmp: str, repeat: int, dask_dir: Path | None = None) -> dict:
+def _run(case: str, tmp: str, repeat: int, dask_dir: Path | None = None, method: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--workdir", tmp, "--repeat", str(repeat)]
     if dask_dir is not None:
         cmd += ["--dask-dir", str(dask_dir)]
+    if method:
+        cmd += ["--method", method]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
@@ -205,12 +208,13 @@ def main() -> None:
     parser.add_argument("--no-table1", action="store_true", help="skip table 1")
     parser.add_argument("--large", action="store_true", help="also pack a 200M-weight posterior from disk")
     parser.add_argument("--large-dir", type=Path, help="where to write (or reuse) the 1.6 GB posterior")
+    parser.add_argument("--method", help="method of the Dask and large packs (default: the default method)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--dask-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat, args.dask_dir)))
+        print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat, args.dask_dir, args.method)))
         return
     print(f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,8 +225,11 @@ def main() -> None:
             dask_dir = Path(tmp) / "dask_posterior"
             make_npy_dir(dask_dir, args.dask_rows)
             m = args.dask_rows * DIM
-            cases = [_run(c, tmp, min(args.repeat, 2), dask_dir) for c in ("stream-local", "dask-1", "dask-2")]
-            print(f"\nDask: {args.dask_rows} x {DIM} = {m:,} weights (.npy directory), --bits 2")
+            cases = [
+                _run(c, tmp, min(args.repeat, 2), dask_dir, args.method) for c in ("stream-local", "dask-1", "dask-2")
+            ]
+            label = args.method or "the default method"
+            print(f"\nDask: {args.dask_rows} x {DIM} = {m:,} weights (.npy directory), --bits 2, {label}")
             print(f"| {'case':<13} | {'seconds':>8} | {'M weights/s':>11} | {'cluster start s':>15} | {'speedup':>7} |")
             print(f"|{'-' * 15}|{'-' * 10}|{'-' * 13}|{'-' * 17}|{'-' * 9}|")
             one = cases[1]["seconds"]
@@ -240,7 +247,7 @@ def main() -> None:
                 start = time.perf_counter()
                 make_npy_dir(large_dir, LARGE_ROWS)
                 print(f"\nwrote {large_dir} in {time.perf_counter() - start:.0f} s")
-            r = _run("large", tmp, 1, large_dir)
+            r = _run("large", tmp, 1, large_dir, args.method)
             big = LARGE_ROWS * DIM
             print(
                 f"\nlarge: {LARGE_ROWS:,} x {DIM} = {big:,} weights ({2 * 4 * big / 1e9:.1f} GB of float32 "

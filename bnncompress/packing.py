@@ -19,7 +19,7 @@ from .archive import write_archive
 from .errors import OptionError, QualityWarning
 from .executors import executor_for
 from .files import check_output_path
-from .pipeline import CERTAIN_FRACTION, quantize_and_code
+from .pipeline import quantize_and_code
 from .posterior import Posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
 from .ratecontrol import BITS_TOLERANCE, check_bits, check_lambda
@@ -27,7 +27,7 @@ from .records import BitsPerWeight, TensorRecord, common_counts_dtype
 from .sources import is_large, open_posterior
 from .sources.rows import ArraySource
 
-__all__ = ["CERTAIN_FRACTION", "PackResult", "default_output", "pack"]
+__all__ = ["PackResult", "default_output", "pack"]
 
 #: Called as progress(stage, done, total) while packing.
 Progress = Callable[[str, int, int], None]

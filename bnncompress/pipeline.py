@@ -3,8 +3,8 @@
 Every tensor is processed in its archive coding blocks (whole rows), grouped into tasks of
 about ``executor.task_symbols`` weights that an executor runs (:mod:`bnncompress.executors`):
 
-1. statistics of each block (:meth:`Quantizer.statistics`), the rate-control subsample and the
-   exact sum of squares; the quantizer is fitted on the driver (it may map more passes);
+1. statistics of each block (:meth:`Quantizer.statistics`) and the rate-control subsample;
+   the quantizer is fitted on the driver (it may map more passes);
 2. rate control: lambda is searched on the subsample, each check on all weights is one
    histogram pass (plus the passes the method makes at that rate);
 3. one pass that entropy-codes each block at the chosen lambda, from the grid indices the
@@ -25,7 +25,6 @@ import numpy as np
 
 from . import coding
 from .coding import dequantize
-from .exactsum import ExactSum
 from .executors import Executor
 from .quantizers import Block, FittedQuantizer, Quantizer, SampleRows, narrow_counts, used_grid
 from .ratecontrol import choose_lambda, sample_positions
@@ -34,7 +33,8 @@ from .sources.rows import ArraySource, RowSource
 
 #: Called as progress(stage, done, total) while packing.
 Progress = Callable[[str, int, int], None]
-#: Weights with scales below this fraction of their tensor's RMS are expected to be kept within their scale.
+#: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
+#: whole rows) are expected to be kept within their scale.
 CERTAIN_FRACTION = 1e-3
 
 
@@ -101,7 +101,10 @@ class BlockRows:
 def _blocks(source: RowSource, start: int, stop: int, block_rows: int) -> list[Block]:
     """The coding blocks of rows ``start:stop`` (whole blocks), read with one read."""
     loc, scale = source.read(start, stop)
-    rs = source.row_size
+    return _split(loc, scale, start, stop, block_rows, source.row_size)
+
+
+def _split(loc: np.ndarray, scale: np.ndarray, start: int, stop: int, block_rows: int, rs: int) -> list[Block]:
     blocks = []
     for a in range(start, stop, block_rows):
         span = slice((a - start) * rs, (min(a + block_rows, stop) - start) * rs)
@@ -114,14 +117,11 @@ def _map_task(source: RowSource, start: int, stop: int, block_rows: int, fn: Cal
 
 
 def _statistics_task(source, start, stop, block_rows, quantizer: Quantizer, positions: np.ndarray):
-    """Pass 1 of a task: the quantizer's statistics per block, the exact sum of squares, the sample values."""
-    blocks = _blocks(source, start, stop, block_rows)
-    stats = [quantizer.statistics(b) for b in blocks]
-    squares = ExactSum.of_squares(np.concatenate([b.loc for b in blocks]))
+    """Pass 1 of a task: the quantizer's statistics per block, and the sample values at ``positions``."""
+    loc, scale = source.read(start, stop)
+    stats = [quantizer.statistics(b) for b in _split(loc, scale, start, stop, block_rows, source.row_size)]
     local = positions - start * source.row_size
-    loc = np.concatenate([b.loc for b in blocks])[local]
-    scale = np.concatenate([b.scale for b in blocks])[local]
-    return stats, squares, loc, scale
+    return stats, loc[local], scale[local]
 
 
 @dataclass
@@ -147,8 +147,10 @@ class Quality:
         self.largest_error = max(self.largest_error, other.largest_error)
 
 
-def _block_quality(block: Block, values: np.ndarray, rows_matter: bool, certain_below: float) -> Quality:
+def _block_quality(block: Block, values: np.ndarray, rows_matter: bool, certain_fraction: float) -> Quality:
+    """:func:`count_and_check`'s checks, in numpy (for product quantization)."""
     q = Quality(float(values.min()), float(values.max()), float(block.loc.min()), float(block.loc.max()))
+    certain_below = certain_fraction * float(np.sqrt(np.mean(np.square(block.loc, dtype=np.float64))))
     if rows_matter:
         v, m = values.reshape(-1, block.row_size), block.loc.reshape(-1, block.row_size)
         q.flat_rows = int(np.count_nonzero((v.min(axis=1) == v.max(axis=1)) & (m.min(axis=1) != m.max(axis=1))))
@@ -165,16 +167,24 @@ def _histogram_task(
     source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, alphabet: int, keep: bool, check: tuple
 ):
     """Counts of every grid index over a task's blocks, what the values lost, and (if ``keep``) the indices."""
+    from ._pipeline_kernels import count_and_check  # numba: imported on first use
+
     grid = fitted.grid(state)
     sub = fitted.subvectors(state)
     counts = np.zeros(alphabet, dtype=np.int64)
+    stats = np.array([np.inf, -np.inf, np.inf, -np.inf, 0, 0, 0], dtype=np.float64)
     quality, kept = Quality(), []
     for block in _blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
-        counts += np.bincount(indices, minlength=alphabet)
-        quality.add(_block_quality(block, dequantize(grid, indices, alphabet, sub), *check))
+        if sub:  # product quantization: codes per sub-vector (in memory only; numpy is enough)
+            counts += np.bincount(indices, minlength=alphabet)
+            quality.add(_block_quality(block, dequantize(grid, indices, alphabet, sub), *check))
+        else:
+            count_and_check(indices, grid, block.loc, block.scale, block.row_size, check[0], check[1], counts, stats)
         if keep:
             kept.append(indices.astype(np.uint16))
+    if not sub:
+        quality.add(Quality(*stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6])))
     return (counts, quality), (np.concatenate(kept) if keep else None)
 
 
@@ -219,15 +229,11 @@ class TensorJob:
         for a, b in self.rows.ranges:
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
             args.append((quantizer, positions[lo:hi]))
-        stats, squares, locs, scales = [], None, [], []
-        for part, sq, loc, scale in self.executor.map(
-            _statistics_task, [t + a for t, a in zip(self.rows.tasks(), args)]
-        ):
+        stats, locs, scales = [], [], []
+        for part, loc, scale in self.executor.map(_statistics_task, [t + a for t, a in zip(self.rows.tasks(), args)]):
             stats += part
-            squares = sq if squares is None else squares + sq
             locs.append(loc)
             scales.append(scale)
-        self.rms = float(np.sqrt(squares.mean()))
         self.fitted = quantizer.fit(self.shape, stats, self.rows)
         sample = None
         if len(positions):
@@ -274,7 +280,7 @@ class TensorJob:
         n = self.fitted.num_symbols(state)
         keep = alphabet <= 1 << 16 and 2 * n <= self.budget.available
         rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
-        check = (rows_matter, CERTAIN_FRACTION * self.rms)
+        check = (rows_matter, CERTAIN_FRACTION)
         counts, quality, kept = np.zeros(alphabet, dtype=np.int64), Quality(), []
         for (c, q), k in self.executor.map_keep(
             _histogram_task, self.rows.tasks(self.fitted, state, alphabet, keep, check)
@@ -341,7 +347,7 @@ class TensorJob:
 def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:
     """One-line notes on what a quantization lost that a user would not expect: a tensor of
     several distinct means collapsed to one value, rows collapsed to a constant vector, or
-    weights whose posterior is very certain (scale below CERTAIN_FRACTION of the tensor's RMS)
+    weights whose posterior is very certain (scale below CERTAIN_FRACTION of their block's RMS)
     not kept within their scale."""
     notes = []
     size = int(np.prod(shape, dtype=np.int64))

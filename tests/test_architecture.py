@@ -16,7 +16,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bnncompress"
 #: numba kernel modules: imported inside functions so that ``import bnncompress`` does not import numba.
-LAZY_LEAVES = {"bnncompress._ans", "bnncompress._vbq_cpu", "bnncompress._ecsq_cpu", "bnncompress._exactsum_kernels"}
+LAZY_LEAVES = {
+    "bnncompress._ans",
+    "bnncompress._vbq_cpu",
+    "bnncompress._ecsq_cpu",
+    "bnncompress._exactsum_kernels",
+    "bnncompress._pipeline_kernels",
+}
 MAX_MODULE_LINES = 400
 
 
@@ -40,8 +46,15 @@ def imports(root: Path = PACKAGE) -> dict[str, list[tuple[str, bool]]]:
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found = []
         tree = ast.parse(path.read_text())
-        local = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)}
-        typing_only = {id(n) for i in ast.walk(tree) if isinstance(i, ast.If) and "TYPE_CHECKING" in ast.dump(i.test) for n in ast.walk(i)}
+        local = {
+            id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+        }
+        typing_only = {
+            id(n)
+            for i in ast.walk(tree)
+            if isinstance(i, ast.If) and "TYPE_CHECKING" in ast.dump(i.test)
+            for n in ast.walk(i)
+        }
         for node in ast.walk(tree):
             if id(node) in typing_only or not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import bnncompress
 from bnncompress import BnnCompressError, QualityWarning
-from bnncompress.packing import CERTAIN_FRACTION
+from bnncompress.pipeline import CERTAIN_FRACTION
 from bnncompress.quantizers import METHODS
 
 settings.register_profile(

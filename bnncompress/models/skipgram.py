@@ -147,7 +147,6 @@ def train_skipgram(
     from pyro.infer import SVI, Trace_ELBO
     from pyro.infer.autoguide import AutoNormal, init_to_value
 
-
     config.validate()
     device = torch.device(resolve_device(config.device))
     rng = np.random.default_rng(config.seed)

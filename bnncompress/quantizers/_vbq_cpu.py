@@ -15,13 +15,20 @@ import numpy as np
 from .._ans import serial_twin
 
 
-def assign_cpu(loc, scale, grid, max_level, lam, out):
-    """Write into ``out`` the VBQ grid index of every weight (see :mod:`.vbq`)."""
+def bucket_table(grid):
+    """The bucket table :func:`assign_cpu` starts its search from: (starts, lo, 1 / bucket width)."""
     lo, hi = float(grid[0]), float(grid[-1])
     buckets = min(max(8192, 4 * len(grid)), 1 << 22)  # a few grid values per bucket at most, near the mean
     inv = buckets / (hi - lo) if hi > lo else 0.0
+    return _bucket_starts(grid, lo, inv, buckets), lo, inv
+
+
+def assign_cpu(loc, scale, grid, max_level, lam, out, table=None):
+    """Write into ``out`` the VBQ grid index of every weight (see :mod:`.vbq`); ``table`` is
+    :func:`bucket_table` ``(grid)``, made here if not given."""
+    starts, lo, inv = bucket_table(grid) if table is None else table
     kernel = _assign if numba.get_num_threads() > 1 else _assign_serial  # e.g. one per Dask worker thread
-    kernel(loc, scale, grid, max_level, lam, out, _bucket_starts(grid, lo, inv, buckets), lo, inv)
+    kernel(loc, scale, grid, max_level, lam, out, starts, lo, inv)
 
 
 @numba.njit(cache=True, nogil=True)

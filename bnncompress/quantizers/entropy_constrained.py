@@ -23,6 +23,7 @@ The distortion weight ``w`` is what distinguishes the methods here:
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,11 +32,13 @@ from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
 from .base import Block, Rows
-from .vbq import DEFAULT_MAX_LEVEL, VBQ, FittedVBQ, fit_prior, vbq_assign
+from .vbq import DEFAULT_MAX_LEVEL, VBQ, FittedVBQ, fit_prior
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _F32_TINY = float(np.finfo(np.float32).tiny)
 _F32_HUGE = 1e30
+#: Effective scales and weights kept per process (12 bytes per weight), so that passes reuse them.
+CACHE_BYTES = 1 << 28
 
 
 def distortion_weights(scale: np.ndarray) -> np.ndarray:
@@ -154,15 +157,52 @@ class FittedEntropyConstrained(FittedVBQ):
         self.iterations, self.centroids = method.iterations, method.centroids
         self.row_floor = row_floor  # rows shorter than this are weighted as this long
         self._row_rms = row_rms  # whole-tensor array: kept on the driver until the sample takes its rows
+        self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
 
     def prepare_sample(self, sample: Block | None) -> Block | None:
         row_rms, self._row_rms = self._row_rms, None  # never shipped to workers with the fitted state
-        if sample is None or row_rms is None:
-            return sample
-        extra = {"row_rms": row_rms[sample.row_index()]}
-        return Block(sample.loc, sample.scale, sample.row_size, positions=sample.positions, extra=extra)
+        if sample is None:
+            return None
+        extra = {} if row_rms is None else {"row_rms": row_rms[sample.row_index()]}
+        sample = Block(sample.loc, sample.scale, sample.row_size, positions=sample.positions, extra=extra)
+        scale = self._effective_scale(sample)  # computed once: every rate-control check uses them
+        sample.extra.update(search_scale=scale, weight=distortion_weights(scale))
+        return sample
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to a Dask worker: without this process's cache
+        state = dict(self.__dict__)
+        state["_cache"], state["_lock"], state["_cached_bytes"] = {}, None, 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def search_scale(self, block: Block) -> np.ndarray:
+        return self.effective(block)[0]
+
+    def effective(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """The block's effective scales (float32) and distortion weights ``1 / (2 scale²)`` (float64),
+        computed once per block in this process (within :data:`CACHE_BYTES`): every pass at every
+        rate needs them."""
+        if "search_scale" in block.extra:
+            return block.extra["search_scale"], block.extra["weight"]
+        key = (block.first_row, len(block.loc)) if block.is_rows else None
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        scale = self._effective_scale(block)
+        found = (scale, distortion_weights(scale))
+        if key is not None:
+            with self._lock:
+                if self._cached_bytes + 12 * len(scale) <= CACHE_BYTES:
+                    self._cache[key] = found
+                    self._cached_bytes += 12 * len(scale)
+        return found
+
+    def _effective_scale(self, block: Block) -> np.ndarray:
         """The effective scale: tempered (``trust``), capped, and relative to the row's RMS (``row_weight``)."""
         s = self.prior.std
         variance = block.scale.astype(np.float64) ** (2 * self.trust) * s ** (2 * (1 - self.trust))
@@ -198,14 +238,12 @@ class FittedEntropyConstrained(FittedVBQ):
 
     def assign(self, block: Block, state: tuple) -> np.ndarray:
         if state[0] == "vbq":
-            return vbq_assign(
-                block.loc, self.search_scale(block), self.candidates, self.max_level, state[1], self.device
-            )
+            return self.vbq(block, state[1])
         from ._ecsq_cpu import assign_ecsq  # numba: imported on first use
 
         _, lam, values, costs = state
         out = np.empty(len(block.loc), dtype=np.int32)
-        assign_ecsq(block.loc, distortion_weights(self.search_scale(block)), values, costs, lam, out)
+        assign_ecsq(block.loc, self.effective(block)[1], values, costs, lam, out)
         return out
 
     def grid(self, state: tuple) -> np.ndarray:
@@ -221,8 +259,7 @@ def _cell_stats(block: Block, fitted: FittedEntropyConstrained, state: tuple):
     from ._ecsq_cpu import cell_stats
 
     indices = fitted.assign(block, state)
-    weight = distortion_weights(fitted.search_scale(block))
-    return cell_stats(indices, weight, block.loc, len(fitted.grid(state)))
+    return cell_stats(indices, fitted.effective(block)[1], block.loc, len(fitted.grid(state)))
 
 
 def _reduce_cells(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

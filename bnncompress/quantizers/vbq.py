@@ -80,14 +80,22 @@ class FittedVBQ(FittedQuantizer):
         self.device = device
         fractions = np.arange(1, 2 ** (max_level + 1)) / 2.0 ** (max_level + 1)
         self.candidates = prior.ppf(fractions).astype(np.float32)
+        self._table: tuple | None = None  # the CPU kernel's bucket table of the candidates
 
     def search_scale(self, block: Block) -> np.ndarray:
         return block.scale
 
     def assign(self, block: Block, state: Any) -> np.ndarray:
-        return vbq_assign(
-            block.loc, self.search_scale(block), self.candidates, self.max_level, float(state), self.device
-        )
+        return self.vbq(block, float(state))
+
+    def vbq(self, block: Block, lam: float) -> np.ndarray:
+        """VBQ's search over the candidates with the block's search scales."""
+        if self.device == "cpu" and self._table is None:
+            from ._vbq_cpu import bucket_table  # numba: imported on first use
+
+            self._table = bucket_table(self.candidates)  # once per tensor, not per block
+        scale = self.search_scale(block)
+        return vbq_assign(block.loc, scale, self.candidates, self.max_level, lam, self.device, self._table)
 
     def grid(self, state: Any) -> np.ndarray:
         return self.candidates
@@ -96,7 +104,15 @@ class FittedVBQ(FittedQuantizer):
         return {"max_level": self.max_level, "prior": self.prior.to_dict()}
 
 
-def vbq_assign(loc: np.ndarray, scale: np.ndarray, grid: np.ndarray, max_level: int, lam: float, device: str):
+def vbq_assign(
+    loc: np.ndarray,
+    scale: np.ndarray,
+    grid: np.ndarray,
+    max_level: int,
+    lam: float,
+    device: str,
+    table: tuple | None = None,
+) -> np.ndarray:
     """VBQ's grid index of every weight (numba on the CPU, torch elsewhere; identical results)."""
     if not (lam >= 0 and np.isfinite(lam)):
         raise OptionError(f"lambda must be a finite number >= 0, got {lam}")
@@ -104,7 +120,7 @@ def vbq_assign(loc: np.ndarray, scale: np.ndarray, grid: np.ndarray, max_level: 
         from ._vbq_cpu import assign_cpu  # numba: imported on first use, not with bnncompress
 
         out = np.empty(loc.shape, dtype=np.int32)
-        assign_cpu(loc, scale, grid, max_level, lam, out)
+        assign_cpu(loc, scale, grid, max_level, lam, out, table)
         return out
     import torch
 

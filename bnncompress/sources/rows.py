@@ -47,7 +47,10 @@ class RowSource:
         loc, scale = as_float32(loc), as_float32(scale)
         if len(loc) != (stop - start) * self.row_size or len(scale) != len(loc):
             raise PosteriorError(f"{self.where}: '{self.name}' holds fewer values than its shape says; it is truncated")
-        check_values(self.name, self.where, loc, scale)
+        from .._pipeline_kernels import count_invalid  # numba: imported on first use
+
+        if any(count_invalid(loc, scale)):  # one pass; the error says how many
+            check_values(self.name, self.where, loc, scale)
         return loc, scale
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
