@@ -2,7 +2,10 @@
 
 The archive's coded words are defined by constriction (docs/FORMAT.md): an ``AnsCoder``
 (32-bit words, 64-bit state) with ``Categorical(p, perfect=False)`` models, i.e. a 24-bit
-fixed-point CDF made by constriction's ``fast_quantized_cdf``. constriction holds the GIL,
+fixed-point CDF made by constriction's ``fast_quantized_cdf``. A tensor has one model, or
+one per column (``counts`` of shape (M, K)): symbol i of a block then uses model ``i mod M``
+(blocks hold whole rows of M symbols), as constriction's ``Categorical(perfect=False)`` model
+family does with a row of probabilities per symbol. constriction holds the GIL,
 so its coders cannot run on two cores of one process. These kernels compute exactly the
 same CDF, the same words when encoding and the same symbols when decoding (checked against
 constriction in tests/test_parallel_coding.py), release the GIL, and code the independent
@@ -51,6 +54,12 @@ def quantized_cdf(counts: np.ndarray) -> np.ndarray:
     return _fast_quantized_cdf(probabilities / probabilities.sum())
 
 
+def quantized_cdfs(counts: np.ndarray) -> np.ndarray:
+    """One CDF per model: ``counts`` of shape (K,) or (M, K) -> uint64 (M, K + 1)."""
+    counts = np.asarray(counts).reshape(-1, np.shape(counts)[-1])
+    return np.stack([quantized_cdf(c) for c in counts])
+
+
 @numba.njit(cache=True, nogil=True)
 def _fast_quantized_cdf(p):  # pragma: no cover - compiled
     # constriction::stream::model::categorical::fast_quantized_cdf, for f64 probabilities:
@@ -83,20 +92,24 @@ def _lookup_table(cdf):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _encode_stream(symbols, start, stop, cdf, out):  # pragma: no cover - compiled
+def _encode_stream(symbols, start, stop, cdfs, out):  # pragma: no cover - compiled
     """Encode symbols[start:stop] in reverse (so they decode forwards) into ``out``; returns
-    the number of words. Matches constriction's AnsCoder.encode_reverse + get_compressed."""
+    the number of words. Symbol i uses model (i - start) mod M. Matches constriction's
+    AnsCoder.encode_reverse + get_compressed."""
+    period = cdfs.shape[0]
     state = np.uint64(0)
     n = 0
+    m = (stop - 1 - start) % period
     for i in range(stop - 1, start - 1, -1):
         s = symbols[i]
-        left = cdf[s]
-        prob = cdf[s + 1] - left
+        left = cdfs[m, s]
+        prob = cdfs[m, s + 1] - left
         if (state >> _FLUSH_SHIFT) >= prob:
             out[n] = np.uint32(state & _U32_MASK)
             n += 1
             state = state >> _WORD_BITS
         state = ((state // prob) << _PRECISION) | (left + state % prob)
+        m = m - 1 if m > 0 else period - 1
     low = np.uint32(state & _U32_MASK)
     high = np.uint32(state >> _WORD_BITS)
     if high != 0:
@@ -110,7 +123,7 @@ def _encode_stream(symbols, start, stop, cdf, out):  # pragma: no cover - compil
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def encode_blocks_into(symbols, block_size, cdf, scratch, lengths):  # pragma: no cover - compiled
+def encode_blocks_into(symbols, block_size, cdfs, scratch, lengths):  # pragma: no cover - compiled
     """Encode each block of ``block_size`` symbols into its own stretch of ``scratch``
     (``block_size + 2`` words per block); ``lengths[b]`` receives block b's word count."""
     n = symbols.shape[0]
@@ -118,13 +131,15 @@ def encode_blocks_into(symbols, block_size, cdf, scratch, lengths):  # pragma: n
     for b in prange(lengths.shape[0]):
         start = b * block_size
         stop = min(start + block_size, n)
-        lengths[b] = _encode_stream(symbols, start, stop, cdf, scratch[b * capacity : (b + 1) * capacity])
+        lengths[b] = _encode_stream(symbols, start, stop, cdfs, scratch[b * capacity : (b + 1) * capacity])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _decode_stream(words, wstart, wstop, cdf, table, out, ostart, n, hist):  # pragma: no cover - compiled
-    """Decode ``n`` symbols from words[wstart:wstop] into out[ostart:], counting them in
-    ``hist``. Returns OK, or an error code for words constriction would refuse or leave over."""
+def _decode_stream(words, wstart, wstop, cdfs, tables, out, ostart, n, hist):  # pragma: no cover - compiled
+    """Decode ``n`` symbols from words[wstart:wstop] into out[ostart:] (symbol i with model
+    i mod M), counting them in ``hist[model]``. Returns OK, or an error code for words
+    constriction would refuse or leave over."""
+    period = cdfs.shape[0]
     pos = wstop
     state = np.uint64(0)
     if pos > wstart:  # constriction's read_initial_state: the last word must not be zero
@@ -135,18 +150,20 @@ def _decode_stream(words, wstart, wstop, cdf, table, out, ostart, n, hist):  # p
         if pos > wstart:
             pos -= 1
             state = (state << _WORD_BITS) | np.uint64(words[pos])
+    m = 0
     for i in range(n):
         q = state & _Q_MASK
-        s = table[q >> _LOOKUP_SHIFT]
-        while cdf[s + 1] <= q:
+        s = tables[m, q >> _LOOKUP_SHIFT]
+        while cdfs[m, s + 1] <= q:
             s += 1
         out[ostart + i] = s
-        hist[s] += 1
-        left = cdf[s]
-        state = (state >> _PRECISION) * (cdf[s + 1] - left) + (q - left)
+        hist[m, s] += 1
+        left = cdfs[m, s]
+        state = (state >> _PRECISION) * (cdfs[m, s + 1] - left) + (q - left)
         if state < _REFILL_BELOW and pos > wstart:
             pos -= 1
             state = (state << _WORD_BITS) | np.uint64(words[pos])
+        m = m + 1 if m + 1 < period else 0
     if state != 0 or pos != wstart:
         return WORDS_LEFT
     return OK
@@ -154,7 +171,7 @@ def _decode_stream(words, wstart, wstop, cdf, table, out, ostart, n, hist):  # p
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def decode_blocks_into(
-    words, offsets, blocks, block_size, num_symbols, cdf, table, out, hist, status
+    words, offsets, blocks, block_size, num_symbols, cdfs, tables, out, hist, status
 ):  # pragma: no cover - compiled
     """Decode ``blocks`` (indices into the jump table ``offsets``) one after another into
     ``out``; block i's symbol histogram goes to hist[i] and its status to status[i]."""
@@ -165,7 +182,7 @@ def decode_blocks_into(
     for i in prange(blocks.shape[0]):
         b = blocks[i]
         status[i] = _decode_stream(
-            words, offsets[b], offsets[b + 1], cdf, table, out, starts[i], starts[i + 1] - starts[i], hist[i]
+            words, offsets[b], offsets[b + 1], cdfs, tables, out, starts[i], starts[i + 1] - starts[i], hist[i]
         )
 
 
@@ -183,10 +200,10 @@ def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> t
     """All words and the uint64 jump table, as :func:`bnncompress.coding.encode_blocks`."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32)
     n_blocks = -(-len(symbols) // block_size)
-    cdf = quantized_cdf(counts)
+    cdfs = quantized_cdfs(counts)
     scratch = np.empty(n_blocks * (block_size + 2), dtype=np.uint32)
     lengths = np.zeros(n_blocks, dtype=np.int64)
-    _parallel(encode_blocks_into, _encode_blocks_serial)(symbols, block_size, cdf, scratch, lengths)
+    _parallel(encode_blocks_into, _encode_blocks_serial)(symbols, block_size, cdfs, scratch, lengths)
     offsets = np.zeros(n_blocks + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
     words = np.empty(int(offsets[-1]), dtype=np.uint32)
@@ -204,32 +221,33 @@ def decode_blocks(
     block_size: int,
     blocks: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Symbols of ``blocks`` (concatenated in that order) and their histogram; raises
-    ValueError where constriction would refuse the words or leave some over."""
+    """Symbols of ``blocks`` (concatenated in that order) and their histogram (the shape of
+    ``counts``); raises ValueError where constriction would refuse the words or leave some over."""
     blocks = np.ascontiguousarray(blocks, dtype=np.int64)
     words = np.ascontiguousarray(words, dtype=np.uint32)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-    cdf = quantized_cdf(counts)
-    table = _lookup_table(cdf)
+    cdfs = quantized_cdfs(counts)
+    tables = np.stack([_lookup_table(cdf) for cdf in cdfs])
     sizes = np.minimum(block_size, num_symbols - blocks * block_size)
     out = np.empty(int(sizes.sum()), dtype=np.int32)
-    histogram = np.zeros(len(counts), dtype=np.int64)
-    group = max(1, _GROUP_ENTRIES // max(len(counts), 1))  # bounds the per-block histograms
+    models, alphabet = cdfs.shape[0], cdfs.shape[1] - 1
+    histogram = np.zeros((models, alphabet), dtype=np.int64)
+    group = max(1, _GROUP_ENTRIES // max(models * alphabet, 1))  # bounds the per-block histograms
     start = 0
     for g in range(0, len(blocks), group):
         part = blocks[g : g + group]
         stop = start + int(sizes[g : g + group].sum())
-        hist = np.zeros((len(part), len(counts)), dtype=np.int64)
+        hist = np.zeros((len(part), models, alphabet), dtype=np.int64)
         status = np.zeros(len(part), dtype=np.int8)
         decode = _parallel(decode_blocks_into, _decode_blocks_serial)
-        decode(words, offsets, part, block_size, num_symbols, cdf, table, out[start:stop], hist, status)
+        decode(words, offsets, part, block_size, num_symbols, cdfs, tables, out[start:stop], hist, status)
         if np.any(status == BAD_FIRST_WORD):
             raise ValueError("the coded words do not decode (a block ends in a zero word)")
         if np.any(status == WORDS_LEFT):
             raise ValueError("coded words left over after decoding")
         histogram += hist.sum(axis=0)
         start = stop
-    return out, histogram
+    return out, histogram.reshape(np.shape(counts))
 
 
 _GROUP_ENTRIES = 1 << 20

@@ -21,14 +21,21 @@ def count_invalid(loc, scale):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def count_and_check(
-    indices, grid, loc, scale, row_size, rows_matter, certain_fraction, counts, stats
-):  # pragma: no cover
-    """counts[k] += occurrences of grid index k; ``stats`` accumulates, over whole rows of values
-    ``grid[indices]``: [min value, max value, min loc, max loc, rows that became constant while
-    their means were not, certain weights (scale < certain_fraction x the block's RMS) not kept
-    within their scale, their largest error]."""
-    n = indices.shape[0]
+def count_symbols(indices, counts):  # pragma: no cover - compiled
+    """counts[i mod M, indices[i]] += 1 for (M, K) counts (whole rows of symbols)."""
+    models = counts.shape[0]
+    m = 0
+    for i in range(indices.shape[0]):
+        counts[m, indices[i]] += 1
+        m = m + 1 if m + 1 < models else 0
+
+
+@numba.njit(cache=True, nogil=True)
+def check_values(values, loc, scale, row_size, rows_matter, certain_fraction, stats):  # pragma: no cover
+    """Accumulate in ``stats``, over whole rows of quantized ``values``: [min value, max value, min loc,
+    max loc, rows that became constant while their means were not, certain weights (scale <
+    certain_fraction x the block's RMS) not kept within their scale, their largest error]."""
+    n = values.shape[0]
     squares = 0.0
     for i in range(n):
         x = np.float64(loc[i])
@@ -40,9 +47,7 @@ def count_and_check(
         llo = np.inf
         lhi = -np.inf
         for i in range(r, min(r + row_size, n)):
-            k = indices[i]
-            counts[k] += 1
-            v = np.float64(grid[k])
+            v = np.float64(values[i])
             x = np.float64(loc[i])
             vlo = min(vlo, v)
             vhi = max(vhi, v)

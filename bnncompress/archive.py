@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .coding import num_blocks, row_size
+from .coding import num_blocks, num_rows, row_size
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, plain_dataset
@@ -25,10 +25,10 @@ from .records import ArchiveContents, TensorRecord, common_counts_dtype
 from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
-#: The newest version this code writes (version 1 unless a tensor is product-quantized); it
-#: reads every version in READABLE_VERSIONS.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: The newest version this code writes (the oldest that holds an archive's tensors, see
+#: :func:`format_version`); it reads every version in READABLE_VERSIONS.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 _MAX_WEIGHTS = 1 << 40  # refuse absurd declared sizes before allocating anything
@@ -73,7 +73,7 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
     import h5py
 
     counts_dtype = common_counts_dtype(tensors)
-    entries, starts = [], {"words": 0, "grid": 0, "counts": 0, "offsets": 0}
+    entries, starts = [], {"words": 0, "grid": 0, "counts": 0, "offsets": 0, "mean": 0, "rotation": 0}
     for t in tensors:
         t = dataclasses.replace(t, counts=t.counts.astype(counts_dtype))
         entry = {
@@ -88,8 +88,13 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         }
         if t.subvectors:
             entry["subvectors"] = t.subvectors
+        if t.models:
+            entry["models"] = t.models
         for key in starts:
-            length = max(len(t.offsets) - 2, 0) if key == "offsets" else len(getattr(t, key))
+            array = getattr(t, key)
+            if array is None:  # a transform's arrays are optional
+                continue
+            length = max(len(t.offsets) - 2, 0) if key == "offsets" else len(array)
             entry[key] = [starts[key], length]
             starts[key] += length
         entries.append(entry)
@@ -101,12 +106,13 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
     manifest_raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     def concat(key: str, dtype: str) -> np.ndarray:
-        parts = [np.asarray(t.offsets[1:-1] if key == "offsets" else getattr(t, key)).astype(dtype) for t in tensors]
+        arrays = [t.offsets[1:-1] if key == "offsets" else getattr(t, key) for t in tensors]
+        parts = [np.asarray(a).astype(dtype) for a in arrays if a is not None]
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     with h5py.File("archive.bnc", "w", driver="core", backing_store=False, libver=("v110", "v110")) as f:
         f.attrs["format"] = _fixed(FORMAT_NAME)
-        f.attrs["format_version"] = np.int64(2 if any(t.subvectors for t in tensors) else 1)
+        f.attrs["format_version"] = np.int64(format_version(tensors))
         f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())
         _gzip_bytes(f, "manifest", manifest_raw)
         if vocab_raw is not None:
@@ -115,8 +121,18 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         f.create_dataset("grid", data=concat("grid", "<f4"))
         f.create_dataset("counts", data=concat("counts", counts_dtype.str))
         f.create_dataset("offsets", data=concat("offsets", "<u8"))
+        if format_version(tensors) >= 3:
+            f.create_dataset("means", data=concat("mean", "<f4"))
+            f.create_dataset("rotations", data=concat("rotation", "<f2"))
         f.flush()
         return f.id.get_file_image()
+
+
+def format_version(tensors: list[TensorRecord]) -> int:
+    """The oldest version that holds ``tensors``: 3 with per-column models, 2 with product quantization, else 1."""
+    if any(t.models for t in tensors):
+        return 3
+    return 2 if any(t.subvectors for t in tensors) else 1
 
 
 def is_archive(path: str | os.PathLike) -> bool:
@@ -235,6 +251,9 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         "counts": _dataset(f, "counts", ("uint8", "uint16", "uint32", "uint64"), where, file_bytes),
         "offsets": _dataset(f, "offsets", ("uint64",), where, file_bytes),
     }
+    if int(version) >= 3:
+        arrays["mean"] = _dataset(f, "means", ("float32",), where, file_bytes)
+        arrays["rotation"] = _dataset(f, "rotations", ("float16",), where, file_bytes)
     tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}", int(version)) for i, entry in enumerate(entries)]
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
@@ -262,20 +281,16 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     dtype = _require(entry.get("dtype"), str, "'dtype'", where)
     if dtype not in _DTYPES:
         raise ArchiveError(f"{where}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    slices = {}
-    for key, arr in arrays.items():
-        span = entry.get(key)
-        ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) and v >= 0 for v in span)
-        if not ok or span[0] + span[1] > len(arr):
-            raise ArchiveError(f"{where}: '{key}' span {span!r} lies outside the stored data; the archive is damaged")
-        slices[key] = arr[span[0] : span[0] + span[1]]
-    slices["offsets"] = np.concatenate([[0], slices["offsets"], [len(slices["words"])]]).astype(np.uint64)
+    slices = _slices(entry, arrays, where)
     block_rows = _require(entry.get("block_rows"), int, "'block_rows'", where)
     if block_rows < 1:
         raise ArchiveError(f"{where}: 'block_rows' should be at least 1, found {block_rows}")
     subvectors = _require(entry.get("subvectors", 0), int, "'subvectors'", where)
     if subvectors and (version < 2 or subvectors < 0 or len(shape) < 2 or row_size(tuple(shape)) % subvectors):
         raise ArchiveError(f"{where}: 'subvectors' {subvectors} does not divide the rows; the archive is damaged")
+    models = _require(entry.get("models", 0), int, "'models'", where)
+    if models and (version < 3 or subvectors or models != row_size(tuple(shape))):
+        raise ArchiveError(f"{where}: 'models' {models} is not one per column; the archive is damaged")
     record = TensorRecord(
         name=name,
         shape=tuple(shape),
@@ -285,6 +300,7 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
         coder=_require(entry.get("coder"), str, "'coder'", where),
         block_rows=block_rows,
         subvectors=subvectors,
+        models=models,
         **slices,
     )
     if record.checksum() != entry.get("sha256"):
@@ -299,11 +315,51 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
     if not np.all(np.isfinite(record.grid)):
         raise ArchiveError(f"{where}: the grid holds NaN or infinite values; the archive is damaged")
+    if models:
+        _check_models(record, where)
+        return record
     values_per_symbol = row_size(record.shape) if subvectors else 1
     if len(record.grid) != len(record.counts) * values_per_symbol or (
         record.num_weights > 0 and len(record.counts) == 0
     ):
         raise ArchiveError(f"{where}: grid and entropy model disagree in size; the archive is damaged")
+    if record.mean is not None or record.rotation is not None:
+        raise ArchiveError(f"{where}: a transform without per-column models; the archive is damaged")
     if int(record.counts.sum(dtype=np.uint64)) != record.num_symbols:
         raise ArchiveError(f"{where}: entropy model counts do not add up to the tensor size; the archive is damaged")
     return record
+
+
+def _slices(entry: dict, arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray | None]:
+    """The tensor's slice of every dataset (a transform's ``mean`` and ``rotation`` may be absent)."""
+    slices: dict[str, np.ndarray | None] = {}
+    for key, arr in arrays.items():
+        span = entry.get(key)
+        if span is None and key in ("mean", "rotation"):
+            slices[key] = None
+            continue
+        ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) and v >= 0 for v in span)
+        if not ok or span[0] + span[1] > len(arr):
+            raise ArchiveError(f"{where}: '{key}' span {span!r} lies outside the stored data; the archive is damaged")
+        slices[key] = arr[span[0] : span[0] + span[1]]
+    slices["offsets"] = np.concatenate([[0], slices["offsets"], [len(slices["words"])]]).astype(np.uint64)
+    return slices
+
+
+def _check_models(record: TensorRecord, where: str) -> None:
+    """Per-column models: D tables of K counts, each adding up to the rows; one grid value per
+    counted symbol; a D-vector of means (and a D x D rotation, if any), all finite."""
+    d, rows = record.models, num_rows(record.shape)
+    if len(record.counts) == 0 or len(record.counts) % d:
+        raise ArchiveError(f"{where}: the entropy models' tables do not split into {d} columns; the archive is damaged")
+    table = record.model_counts.astype(np.uint64)
+    if np.any(table.sum(axis=1) != rows):
+        raise ArchiveError(f"{where}: a column's counts do not add up to the rows; the archive is damaged")
+    if len(record.grid) != int(np.count_nonzero(table)):
+        raise ArchiveError(f"{where}: grid and entropy models disagree in size; the archive is damaged")
+    if record.mean is None or len(record.mean) != d or not np.all(np.isfinite(record.mean)):
+        raise ArchiveError(f"{where}: the transform's means are missing or invalid; the archive is damaged")
+    if record.rotation is not None and (len(record.rotation) != d * d or not np.all(np.isfinite(record.rotation))):
+        raise ArchiveError(
+            f"{where}: the transform's rotation is not a finite {d} x {d} matrix; the archive is damaged"
+        )

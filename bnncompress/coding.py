@@ -27,9 +27,25 @@ CODER_ID = "constriction-ans-categorical"
 
 
 def _model(counts: np.ndarray):
-
+    """constriction's model for a 1-D table of counts."""
     probabilities = np.asarray(counts, dtype=np.float64)
     return constriction.stream.model.Categorical(probabilities / probabilities.sum(), perfect=False)
+
+
+def _constriction(counts: np.ndarray, num_symbols: int) -> tuple:
+    """``(model, params)`` for constriction's coders: one model for 1-D counts; for (M, K) counts
+    the ``Categorical(perfect=False)`` family with one probability row per symbol (symbol i: row i mod M)."""
+    if np.ndim(counts) == 1:
+        return (_model(counts),)
+    p = np.asarray(counts, dtype=np.float64)
+    p = p / p.sum(axis=1, keepdims=True)
+    rows = np.resize(np.arange(len(p)), num_symbols)
+    return constriction.stream.model.Categorical(perfect=False), np.ascontiguousarray(p[rows])
+
+
+def alphabet_size(counts: np.ndarray) -> int:
+    """Symbols per model (the last dimension of the counts table)."""
+    return int(np.shape(counts)[-1])
 
 
 #: Rows are grouped into blocks of about this many symbols (one block decodes in ~1-2 ms).
@@ -66,6 +82,19 @@ def dequantize(grid: np.ndarray, symbols: np.ndarray, alphabet: int, subvectors:
     return books[np.arange(subvectors), symbols.reshape(-1, subvectors)].reshape(-1)
 
 
+def inverse_transform(y_hat: np.ndarray, mean: np.ndarray, rotation: np.ndarray | None) -> np.ndarray:
+    """Rows of a transform-coded tensor: ``x_hat = y_hat Rᵀ + mean`` (float64 products, rounded
+    once to float32); ``rotation`` (D x D) None for no rotation.
+
+    Example:
+        >>> inverse_transform(np.array([[1.0, 0.0]]), np.array([0.5, 0.5], np.float32), np.eye(2)).tolist()
+        [[1.5, 0.5]]
+    """
+    if rotation is None:
+        return (y_hat.astype(np.float64) + mean).astype(np.float32)
+    return (y_hat.astype(np.float64) @ rotation.astype(np.float64).T + mean).astype(np.float32)
+
+
 def num_rows(shape: tuple[int, ...]) -> int:
     """Rows of a tensor: its first dimension (a 0-d tensor is one row)."""
     return shape[0] if shape else 1
@@ -96,13 +125,12 @@ def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> t
         [0, 1, 1, 2, 1, 0]
     """
     starts = range(0, len(symbols), block_size)
-    if len(counts) <= 1:
+    if alphabet_size(counts) <= 1:
         return np.zeros(0, dtype=np.uint32), np.zeros(len(starts) + 1, dtype=np.uint64)
     kernels = _kernels()
     if kernels is not None:
         return kernels.encode_blocks(symbols, counts, block_size)
-    model = _model(counts)
-    parts = [encode(symbols[i : i + block_size], counts, model) for i in starts]
+    parts = [encode(symbols[i : i + block_size], counts) for i in starts]
     offsets = np.zeros(len(parts) + 1, dtype=np.uint64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
     return (np.concatenate(parts) if parts else np.zeros(0, np.uint32)), offsets
@@ -121,7 +149,7 @@ def decode_blocks(
     everything = blocks is None
     blocks = list(range(len(offsets) - 1)) if everything else blocks
     sizes = [min(block_size, num_symbols - b * block_size) for b in blocks]
-    if len(counts) <= 1:
+    if alphabet_size(counts) <= 1:
         return np.zeros(sum(sizes), dtype=np.int32)
     if information_bits(counts) > 32 * len(words) * 1.001 + 96 * max(len(offsets) - 1, 1):
         raise ValueError(f"the entropy model describes more information than {len(words)} coded words can hold")
@@ -129,17 +157,27 @@ def decode_blocks(
     if kernels is not None:
         symbols, histogram = kernels.decode_blocks(words, offsets, counts, num_symbols, block_size, np.array(blocks))
     else:
-        model = _model(counts)
-        parts = [decode(words[int(offsets[b]) : int(offsets[b + 1])], counts, n, model) for b, n in zip(blocks, sizes)]
+        parts = [decode(words[int(offsets[b]) : int(offsets[b + 1])], counts, n) for b, n in zip(blocks, sizes)]
         symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-        histogram = np.bincount(symbols, minlength=len(counts)) if everything else None
+        histogram = symbol_histogram(symbols, counts) if everything else None
     if everything and not np.array_equal(histogram, counts):
         raise ValueError("the decoded symbols do not match the entropy model's counts")
     return symbols
 
 
-def encode(symbols: np.ndarray, counts: np.ndarray, model=None) -> np.ndarray:
-    """ANS-encode ``symbols`` (int32 indices into ``counts``) into uint32 words.
+def symbol_histogram(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Occurrences of each symbol of each model, in the shape of ``counts`` (whole rows of symbols)."""
+    k = alphabet_size(counts)
+    if np.ndim(counts) == 1:
+        return np.bincount(symbols, minlength=k)
+    models = len(counts)
+    cells = np.resize(np.arange(models) * k, len(symbols)) + symbols
+    return np.bincount(cells, minlength=models * k).reshape(models, k)
+
+
+def encode(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ANS-encode ``symbols`` (int32 indices into ``counts``, or into row ``i mod M`` of (M, K)
+    counts) into uint32 words, with constriction.
 
     Example:
         >>> s = np.array([0, 1, 1, 2], dtype=np.int32)
@@ -147,23 +185,25 @@ def encode(symbols: np.ndarray, counts: np.ndarray, model=None) -> np.ndarray:
         >>> decode(words, np.array([1, 2, 1]), 4).tolist()
         [0, 1, 1, 2]
     """
-
-    if len(counts) <= 1:
+    if alphabet_size(counts) <= 1:
         return np.zeros(0, dtype=np.uint32)
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(np.ascontiguousarray(symbols, dtype=np.int32), model or _model(counts))
+    coder.encode_reverse(np.ascontiguousarray(symbols, dtype=np.int32), *_constriction(counts, len(symbols)))
     return coder.get_compressed()
 
 
-def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int, model=None) -> np.ndarray:
-    """Decode ``num_symbols`` int32 symbols from ``words`` with the model given by ``counts``
+def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int) -> np.ndarray:
+    """Decode ``num_symbols`` int32 symbols from ``words`` with the model(s) given by ``counts``
     (one ANS stream; :func:`decode_blocks` checks sizes and the histogram)."""
-
-    if len(counts) <= 1:
+    if alphabet_size(counts) <= 1:
         return np.zeros(num_symbols, dtype=np.int32)
     coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
     try:
-        symbols = coder.decode(model or _model(counts), num_symbols)
+        symbols = (
+            coder.decode(*_constriction(counts, num_symbols))
+            if np.ndim(counts) > 1
+            else coder.decode(_model(counts), num_symbols)
+        )
     except BaseException as exc:  # constriction reports malformed input as a Rust panic
         if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
             raise
@@ -174,10 +214,12 @@ def decode(words: np.ndarray, counts: np.ndarray, num_symbols: int, model=None) 
 
 
 def information_bits(counts: np.ndarray) -> float:
-    """The empirical information content sum_k c_k log2(N / c_k): what the coder will need,
-    to within a fraction of a percent plus one or two words."""
-    c = np.asarray(counts, dtype=np.float64)
-    c = c[c > 0]
-    if len(c) <= 1:
-        return 0.0
-    return float(np.sum(c * np.log2(c.sum() / c)))
+    """The empirical information content sum_k c_k log2(N / c_k), summed over models (rows of
+    (M, K) counts): what the coder will need, to within a fraction of a percent plus a few words."""
+    table = np.asarray(counts, dtype=np.float64).reshape(-1, np.shape(counts)[-1])
+    total = 0.0
+    for c in table:
+        c = c[c > 0]
+        if len(c) > 1:
+            total += float(np.sum(c * np.log2(c.sum() / c)))
+    return total

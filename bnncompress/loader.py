@@ -96,22 +96,23 @@ class Archive:
             names = ", ".join(self.names)
             raise NotFoundError(f"no tensor named {name!r} in the archive; available: {names}") from None
 
-    def _decode(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
-        """Symbols of all blocks (histogram-checked) or of ``blocks`` only."""
+    def _values(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
+        """Values of all blocks (symbols histogram-checked) or of ``blocks`` only, flat float32."""
+        table = rec.model_counts
         try:
-            symbols = coding.decode_blocks(rec.words, rec.offsets, rec.counts, rec.num_symbols, rec.block_size, blocks)
+            symbols = coding.decode_blocks(rec.words, rec.offsets, table, rec.num_symbols, rec.block_size, blocks)
+            if len(rec.counts) and int(symbols.max(initial=0)) >= coding.alphabet_size(table):
+                raise ValueError("symbols outside the grid")
+            return rec.dequantize(symbols)
         except (ValueError, RuntimeError) as exc:
             raise ArchiveError(f"tensor '{rec.name}' does not decode ({exc}); the archive is corrupt") from None
-        if len(rec.counts) and int(symbols.max(initial=0)) >= len(rec.counts):
-            raise ArchiveError(f"tensor '{rec.name}' decodes to symbols outside its grid; the archive is corrupt")
-        return symbols
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
         if name not in self._cache:
             rec = self.record(name)
             _check_fits_in_memory(rec)
-            values = _restore_dtype(rec.dequantize(self._decode(rec)).reshape(rec.shape), rec.dtype)
+            values = _restore_dtype(self._values(rec).reshape(rec.shape), rec.dtype)
             values.flags.writeable = False
             self._cache[name] = values
         return self._cache[name]
@@ -136,7 +137,7 @@ class Archive:
         ordered = np.sort(block_of)  # (np.unique would import numpy.ma, 40 ms, on a first lookup)
         blocks = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if ordered.size else ordered
         # sorted; only the tensor's last block can be short, and it sorts last
-        decoded = rec.dequantize(self._decode(rec, blocks.tolist())).reshape((-1,) + tuple(rec.shape[1:]))
+        decoded = self._values(rec, blocks.tolist()).reshape((-1,) + tuple(rec.shape[1:]))
         position = np.searchsorted(blocks, block_of) * rec.block_rows + idx - block_of * rec.block_rows
         return _restore_dtype(decoded[position], rec.dtype)
 

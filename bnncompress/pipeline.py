@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from . import coding
-from .coding import dequantize
 from .executors import Executor
 from .quantizers import Block, FittedQuantizer, Quantizer, SampleRows, narrow_counts, used_grid
 from .ratecontrol import choose_lambda, sample_positions
@@ -50,6 +49,8 @@ def quantize_and_code(
     one-line notes on values a user would not expect to lose (see :func:`quality_notes`)."""
     names = list(tensors)
     positions = sample_positions([tensors[n].size for n in names]) if bits is not None else None
+    if positions is not None and quantizer.whole_row_samples:
+        positions = [whole_rows(p, tensors[n].row_size) for p, n in zip(positions, names)]
     budget = KeepBudget(executor.keep_bytes)
     jobs = []
     for i, name in enumerate(names):
@@ -66,6 +67,13 @@ def quantize_and_code(
         notes += quality_notes(job.name, job.source.shape, quality)
     report("quantizing and coding", len(jobs), len(jobs))
     return records, float(lam), notes
+
+
+def whole_rows(positions: np.ndarray, row_size: int) -> np.ndarray:
+    """Flat positions of whole rows, about as many values as ``positions``, evenly spread."""
+    rows = np.unique(positions // row_size)
+    keep = rows[np.linspace(0, len(rows) - 1, max(1, len(positions) // row_size)).astype(np.int64)]
+    return (np.unique(keep)[:, None] * row_size + np.arange(row_size)[None, :]).reshape(-1)
 
 
 class KeepBudget:
@@ -147,57 +155,67 @@ class Quality:
         self.largest_error = max(self.largest_error, other.largest_error)
 
 
-def _block_quality(block: Block, values: np.ndarray, rows_matter: bool, certain_fraction: float) -> Quality:
-    """:func:`count_and_check`'s checks, in numpy (for product quantization)."""
-    q = Quality(float(values.min()), float(values.max()), float(block.loc.min()), float(block.loc.max()))
-    certain_below = certain_fraction * float(np.sqrt(np.mean(np.square(block.loc, dtype=np.float64))))
-    if rows_matter:
-        v, m = values.reshape(-1, block.row_size), block.loc.reshape(-1, block.row_size)
-        q.flat_rows = int(np.count_nonzero((v.min(axis=1) == v.max(axis=1)) & (m.min(axis=1) != m.max(axis=1))))
-    certain = block.scale.astype(np.float64) < certain_below
-    if certain.any():
-        err = np.abs(values[certain].astype(np.float64) - block.loc[certain])
-        missed = err > block.scale[certain].astype(np.float64)
-        q.certain_missed = int(missed.sum())
-        q.largest_error = float(err.max())
-    return q
-
-
 def _histogram_task(
-    source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, alphabet: int, keep: bool, check: tuple
+    source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, shape: tuple, keep: bool, check: tuple
 ):
-    """Counts of every grid index over a task's blocks, what the values lost, and (if ``keep``) the indices."""
-    from ._pipeline_kernels import count_and_check  # numba: imported on first use
+    """Counts of every grid index (``shape``: (models, alphabet)) over a task's blocks, what the
+    reconstructed values lost, and (if ``keep``) the indices."""
+    from ._pipeline_kernels import check_values, count_symbols  # numba: imported on first use
 
-    grid = fitted.grid(state)
-    sub = fitted.subvectors(state)
-    counts = np.zeros(alphabet, dtype=np.int64)
+    counts = np.zeros(shape, dtype=np.int64)
     stats = np.array([np.inf, -np.inf, np.inf, -np.inf, 0, 0, 0], dtype=np.float64)
-    quality, kept = Quality(), []
+    kept = []
     for block in _blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
-        if sub:  # product quantization: codes per sub-vector (in memory only; numpy is enough)
-            counts += np.bincount(indices, minlength=alphabet)
-            quality.add(_block_quality(block, dequantize(grid, indices, alphabet, sub), *check))
-        else:
-            count_and_check(indices, grid, block.loc, block.scale, block.row_size, check[0], check[1], counts, stats)
+        count_symbols(indices, counts)
+        values = fitted.reconstruct(block, indices, state)
+        check_values(values, block.loc, block.scale, block.row_size, check[0], check[1], stats)
         if keep:
             kept.append(indices.astype(np.uint16))
-    if not sub:
-        quality.add(Quality(*stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6])))
+    quality = Quality(*stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6]))
     return (counts, quality), (np.concatenate(kept) if keep else None)
+
+
+def _renumber(indices: np.ndarray, remap: np.ndarray) -> np.ndarray:
+    """The symbols of grid indices: ``remap[i mod M, index]`` for (M, K) ``remap``."""
+    models, alphabet = remap.shape
+    if models == 1:
+        return np.take(remap[0], indices)
+    return np.take(remap.reshape(-1), np.resize(np.arange(models) * alphabet, len(indices)) + indices)
 
 
 def _encode_task(source, start, stop, block_rows, fitted, state, remap, counts, block_size):
     symbols = np.concatenate([fitted.assign(b, state) for b in _blocks(source, start, stop, block_rows)])
-    np.take(remap, symbols, out=symbols)
-    words, offsets = coding.encode_blocks(symbols, counts, block_size)
+    words, offsets = coding.encode_blocks(_renumber(symbols, remap), counts, block_size)
     return words, np.diff(offsets)
 
 
 def _encode_kept_task(indices: np.ndarray, remap: np.ndarray, counts: np.ndarray, block_size: int):
-    words, offsets = coding.encode_blocks(np.take(remap, indices), counts, block_size)
+    words, offsets = coding.encode_blocks(_renumber(indices, remap), counts, block_size)
     return words, np.diff(offsets)
+
+
+def compact_models(counts: np.ndarray, grid: np.ndarray, subvectors: int = 0) -> tuple:
+    """Keep the used symbols of every model: ``(remap (M, K), counts (M, K') or (K',), grid)``.
+    One model: the used grid values (or codebook entries); per-column models: each column's used
+    symbols numbered from 0, tables padded with zero counts to the widest column, and the grid
+    holding the used values column after column."""
+    table = counts.reshape(-1, counts.shape[-1])
+    models, alphabet = table.shape
+    used = table > 0
+    remap = np.zeros((models, alphabet), dtype=np.int32)
+    if models == 1:
+        kept = np.flatnonzero(used[0])
+        remap[0, kept] = np.arange(len(kept), dtype=np.int32)
+        return remap, narrow_counts(table[0, kept]), used_grid(grid, kept, alphabet, subvectors)
+    width = int(used.sum(axis=1).max(initial=1))
+    compact = np.zeros((models, width), dtype=np.int64)
+    for m in range(models):
+        kept = np.flatnonzero(used[m])
+        remap[m, kept] = np.arange(len(kept), dtype=np.int32)
+        compact[m, : len(kept)] = table[m, kept]
+    values = grid.reshape(models, alphabet)[used].astype(np.float32)  # row-major: column after column
+    return remap, narrow_counts(compact), np.ascontiguousarray(values)
 
 
 class TensorJob:
@@ -251,8 +269,15 @@ class TensorJob:
             self._states[key] = self.fitted.at(lam, self.sample if on_sample else self.rows)
         return self._states[key]
 
-    def alphabet(self, state: Any) -> int:
-        return len(self.fitted.grid(state)) // self.fitted.values_per_symbol
+    def table_shape(self, state: Any) -> tuple[int, int]:
+        """(models, alphabet) of the histograms at ``state``."""
+        models = self.fitted.models(state)
+        return models, len(self.fitted.grid(state)) // self.fitted.values_per_symbol // models
+
+    @property
+    def side_bits(self) -> int:
+        """Bits of the arrays the decoder needs besides the grid (a transform's means and rotation)."""
+        return 8 * sum(a.nbytes for a in self.fitted.side_arrays().values())
 
     def num_symbols(self, lam: float) -> int:
         """Symbols of the whole tensor at ``lam`` (from whichever state at ``lam`` exists: no extra passes)."""
@@ -269,21 +294,25 @@ class TensorJob:
         return counts, counted
 
     def _sample_histogram(self, lam: float) -> tuple[np.ndarray, int, None]:
+        from ._pipeline_kernels import count_symbols  # numba: imported on first use
+
         state = self.state(lam, True)
         indices = self.fitted.assign(self.sample.block, state)
-        return np.bincount(indices, minlength=self.alphabet(state)), len(indices), None
+        counts = np.zeros(self.table_shape(state), dtype=np.int64)
+        count_symbols(indices, counts)
+        return (counts if len(counts) > 1 else counts[0]), len(indices), None
 
     def _full_histogram(self, lam: float) -> tuple[np.ndarray, int, Quality]:
         self.release()
         state = self.state(lam)
-        alphabet = self.alphabet(state)
+        shape = self.table_shape(state)
         n = self.fitted.num_symbols(state)
-        keep = alphabet <= 1 << 16 and 2 * n <= self.budget.available
+        keep = shape[1] <= 1 << 16 and 2 * n <= self.budget.available
         rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
         check = (rows_matter, CERTAIN_FRACTION)
-        counts, quality, kept = np.zeros(alphabet, dtype=np.int64), Quality(), []
+        counts, quality, kept = np.zeros(shape, dtype=np.int64), Quality(), []
         for (c, q), k in self.executor.map_keep(
-            _histogram_task, self.rows.tasks(self.fitted, state, alphabet, keep, check)
+            _histogram_task, self.rows.tasks(self.fitted, state, shape, keep, check)
         ):
             counts += c
             quality.add(q)
@@ -291,7 +320,7 @@ class TensorJob:
         if keep:
             self._kept = (lam, kept, 2 * n)
             self.budget.available -= 2 * n
-        return counts, n, quality
+        return (counts if len(counts) > 1 else counts[0]), n, quality
 
     def release(self) -> None:
         """Drop kept grid indices and return their bytes to the budget."""
@@ -304,29 +333,16 @@ class TensorJob:
         counts, _ = self.histogram(lam)
         quality = self._histograms[(lam, False)][2]
         state = self.state(lam)
-        used = np.flatnonzero(counts)
-        remap = np.zeros(len(counts), dtype=np.int32)
-        remap[used] = np.arange(len(used), dtype=np.int32)
-        used_counts = narrow_counts(counts[used])
         sub = self.fitted.subvectors(state)
+        remap, table, grid = compact_models(counts, self.fitted.grid(state), sub)
         block_size = self.rows.block_rows * (sub or self.source.row_size)
-        if len(used) <= 1:
+        if table.shape[-1] <= 1:
             words = np.zeros(0, dtype=np.uint32)
             offsets = np.zeros(coding.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64)
         else:
-            if self._kept is not None and self._kept[0] == lam:  # code the indices of the histogram pass
-                parts = self.executor.map(
-                    _encode_kept_task, [(k, remap, used_counts, block_size) for k in self._kept[1]]
-                )
-            else:
-                parts = self.executor.map(
-                    _encode_task, self.rows.tasks(self.fitted, state, remap, used_counts, block_size)
-                )
-            words_parts, lengths = zip(*parts)
-            words = np.concatenate(words_parts)
-            offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.uint64)
-            np.cumsum(np.concatenate(lengths), out=offsets[1:])
+            words, offsets = self._encode(lam, state, remap, table, block_size)
         self.release()
+        side = self.fitted.side_arrays()
         record = TensorRecord(
             name=self.name,
             shape=self.shape,
@@ -334,14 +350,27 @@ class TensorJob:
             method=self.quantizer_name,
             params={**self.fitted.params(state), "lam": float(lam)},
             coder=coding.CODER_ID,
-            grid=used_grid(self.fitted.grid(state), used, len(counts), sub),
-            counts=used_counts,
+            grid=grid,
+            counts=table.reshape(-1),
             words=words,
             block_rows=self.rows.block_rows,
             offsets=offsets,
             subvectors=sub,
+            models=len(table) if table.ndim == 2 else 0,
+            mean=side.get("mean"),
+            rotation=side.get("rotation"),
         )
         return record, quality
+
+    def _encode(self, lam: float, state: Any, remap: np.ndarray, table: np.ndarray, block_size: int) -> tuple:
+        if self._kept is not None and self._kept[0] == lam:  # code the indices of the histogram pass
+            parts = self.executor.map(_encode_kept_task, [(k, remap, table, block_size) for k in self._kept[1]])
+        else:
+            parts = self.executor.map(_encode_task, self.rows.tasks(self.fitted, state, remap, table, block_size))
+        words_parts, lengths = zip(*parts)
+        offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.uint64)
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        return np.concatenate(words_parts), offsets
 
 
 def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .coding import block_rows_for, information_bits, num_blocks
+from .coding import block_rows_for, information_bits, num_blocks, num_rows
 from .errors import OptionError, RateControlError
 
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
@@ -36,9 +36,11 @@ class RateModel(Protocol):
     shape: tuple[int, ...]
     num_weights: int
     values_per_symbol: int
+    side_bits: int  # a transform's arrays
 
     def histogram(self, lam: float, on_sample: bool = False) -> tuple[np.ndarray, int]:
-        """Counts of every grid index at ``lam`` (of all weights, or of the subsample) and how many were counted."""
+        """Counts of every grid index at ``lam`` (of all weights, or of the subsample; (models, K) for
+        per-column models) and how many were counted."""
 
     def num_symbols(self, lam: float) -> int:
         """Symbols of the whole tensor at ``lam`` (one per weight, or per sub-vector)."""
@@ -53,11 +55,18 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
     for t in tensors:
         counts, counted = t.histogram(lam, on_sample)
         used = int(np.count_nonzero(counts))
+        # one model: a count per used symbol; per-column models: tables as wide as the widest column,
+        # of counts up to the number of rows
+        entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
+        entry_bits = count_bits if counts.ndim == 1 else 8 * np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
+        coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
         table = (
-            (_GRID_BITS_PER_SYMBOL * t.values_per_symbol + count_bits) * used
+            _GRID_BITS_PER_SYMBOL * t.values_per_symbol * used
+            + entry_bits * entries
             + _JUMP_BITS_PER_BLOCK * (blocks - 1)
-            + (_CODER_BITS_PER_BLOCK * blocks if used > 1 else 0)
+            + (_CODER_BITS_PER_BLOCK * blocks if coded else 0)
+            + t.side_bits
         )
         bits += information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table
         weights += t.num_weights
@@ -151,7 +160,10 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
     g = excess(guess, False)
     if abs(g) <= aim:
         return math.exp(guess)
-    # The subsample missed: bracket the root on the full posterior, widening from the guess.
+    guess, g = _offset_corrected(excess, guess, g, a, b, aim)
+    if abs(g) <= aim:
+        return math.exp(guess)
+    # Still missed: bracket the root on the full posterior, widening from the guess.
     step = 0.1 if g > 0 else -0.1
     u, g_u = guess, g
     while True:
@@ -164,6 +176,28 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
         u, g_u, step = v, g_v, step * 2
     a, b, g_a, g_b = (u, v, g_u, g_v) if u < v else (v, u, g_v, g_u)
     return math.exp(_solve(lambda w: excess(w, False), a, b, g_a, g_b, aim))
+
+
+def _offset_corrected(excess, guess: float, g: float, a: float, b: float, aim: float) -> tuple[float, float]:
+    """The subsample's rate curve, shifted by how far it missed at the guess, re-solved on the
+    subsample (cheap), then checked on everything; twice at most. Returns the last point tried."""
+    for _ in range(2):
+        offset = g - excess(guess, True)  # full minus subsample at the guess
+
+        def shifted(u: float, offset: float = offset) -> float:
+            return excess(u, True) + offset
+
+        g_a, g_b = shifted(a), shifted(b)
+        if not (g_a > 0 > g_b):
+            break
+        nxt = _solve(shifted, a, b, g_a, g_b, aim / 4)
+        g_next = excess(nxt, False)
+        if abs(g_next) >= abs(g):
+            break
+        guess, g = nxt, g_next
+        if abs(g) <= aim:
+            break
+    return guess, g
 
 
 def _solve(g, a: float, b: float, ga: float, gb: float, tol: float, max_iter: int = 60) -> float:

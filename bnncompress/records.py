@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .coding import dequantize, num_rows, row_size
+from .coding import dequantize, inverse_transform, num_rows, row_size
 
 
 class BitsPerWeight:
@@ -51,6 +51,11 @@ class TensorRecord:
     A product-quantized tensor (``subvectors = M > 0``, format version 2) has M symbols per
     row, one per sub-vector of ``row_size / M`` values, and ``grid`` holds M codebooks of
     ``len(counts)`` sub-vectors each; see :meth:`dequantize`.
+
+    A transform-coded tensor (format version 3) has ``models = D`` entropy models, one per
+    column (``counts`` is D tables of K counts, flattened; zeros pad a column's table), ``grid``
+    holds the values of the counted symbols, column after column, and the point estimate is
+    ``y_hat @ rotation.T + mean`` (``rotation``: D x D float16, absent = no rotation).
     """
 
     name: str
@@ -65,6 +70,9 @@ class TensorRecord:
     block_rows: int
     offsets: np.ndarray
     subvectors: int = 0
+    models: int = 0
+    mean: np.ndarray | None = None
+    rotation: np.ndarray | None = None
 
     @property
     def num_weights(self) -> int:
@@ -87,9 +95,27 @@ class TensorRecord:
         """The same record with its counts stored as ``dtype`` (one dataset holds every tensor's counts)."""
         return dataclasses.replace(self, counts=self.counts.astype(dtype))
 
+    @property
+    def model_counts(self) -> np.ndarray:
+        """The entropy models' tables: (K,) counts, or (models, K) for per-column models."""
+        return self.counts.reshape(self.models, -1) if self.models else self.counts
+
     def dequantize(self, symbols: np.ndarray) -> np.ndarray:
-        """Values of decoded ``symbols`` (whole rows), flat float32 (:func:`bnncompress.coding.dequantize`)."""
-        return dequantize(self.grid, symbols, len(self.counts), self.subvectors)
+        """Values of decoded ``symbols`` (whole rows), flat float32 (:func:`bnncompress.coding.dequantize`,
+        then the inverse transform)."""
+        if not self.models:
+            return dequantize(self.grid, symbols, len(self.counts), self.subvectors)
+        table = self.model_counts
+        position = (np.cumsum(table.reshape(-1) > 0) - 1).reshape(table.shape)  # symbol -> its grid value
+        position[table == 0] = -1
+        cells = position[np.resize(np.arange(self.models), len(symbols)), symbols]
+        if cells.size and int(cells.min()) < 0:
+            raise ValueError("a decoded symbol has no count in its column's model")
+        y_hat = self.grid[cells].reshape(-1, self.models)
+        if self.mean is None:
+            return y_hat.reshape(-1)
+        rotation = None if self.rotation is None else self.rotation.reshape(self.models, self.models)
+        return inverse_transform(y_hat, self.mean, rotation).reshape(-1)
 
     @property
     def payload_bytes(self) -> int:
@@ -103,26 +129,26 @@ class TensorRecord:
 
     @property
     def table_bytes(self) -> int:
-        """The entropy-model table and the grid: the part of the payload that is not coded words."""
-        return int(self.counts.nbytes + self.grid.nbytes)
+        """The entropy-model tables, the grid and a transform's arrays: the payload that is not coded words."""
+        side = sum(a.nbytes for a in (self.mean, self.rotation) if a is not None)
+        return int(self.counts.nbytes + self.grid.nbytes + side)
 
     def checksum(self) -> str:
         """SHA-256 over the metadata and the three payload arrays."""
         h = hashlib.sha256()
-        header = json.dumps(
-            [
-                self.name,
-                list(self.shape),
-                self.dtype,
-                self.method,
-                self.params,
-                self.coder,
-                str(self.counts.dtype),
-                self.block_rows,
-            ],
-            sort_keys=True,
-        )
-        h.update(header.encode())
+        fields = [
+            self.name,
+            list(self.shape),
+            self.dtype,
+            self.method,
+            self.params,
+            self.coder,
+            str(self.counts.dtype),
+            self.block_rows,
+        ]
+        if self.models:  # format version 3: the number of models; the transform's arrays follow the grid
+            fields.append(self.models)
+        h.update(json.dumps(fields, sort_keys=True).encode())
         h.update(np.ascontiguousarray(self.offsets.astype("<u8")).tobytes())
         for arr in (
             self.words.astype("<u4"),
@@ -130,6 +156,10 @@ class TensorRecord:
             self.grid.astype("<f4"),
         ):
             h.update(np.ascontiguousarray(arr).tobytes())
+        if self.mean is not None:
+            h.update(np.ascontiguousarray(self.mean.astype("<f4")).tobytes())
+        if self.rotation is not None:
+            h.update(np.ascontiguousarray(self.rotation.astype("<f2")).tobytes())
         return h.hexdigest()
 
 

@@ -51,10 +51,16 @@ def original(tmp_path_factory):
     bnncompress.pack(
         {"pq_vectors": (rng.normal(size=(40, 6)), np.ones((40, 6)))}, pq_path, vocab=vocab, lam=1.0, method="pq"
     )
-    scalar, product = read_archive(path), read_archive(pq_path)
-    write_archive(path, scalar.tensors + product.tensors, vocab, scalar.source, scalar.tool_version)
+    # And a transform-coded tensor (format version 3: per-column models, means, a float16 rotation).
+    tc_path = path.with_name("tc.bnc")
+    tc = rng.normal(size=(700, 4)) @ rng.normal(size=(4, 4))
+    bnncompress.pack({"tc_vectors": (tc, np.full((700, 4), 0.1))}, tc_path, lam=0.05, method="vbq-transform")
+    scalar, product, transformed = read_archive(path), read_archive(pq_path), read_archive(tc_path)
+    tensors = scalar.tensors + product.tensors + transformed.tensors
+    write_archive(path, tensors, vocab, scalar.source, scalar.tool_version)
     a = bnncompress.load(path)
     assert a.record("pq_vectors").subvectors > 0
+    assert a.record("tc_vectors").models == 4 and a.record("tc_vectors").rotation is not None
     return path.read_bytes(), {n: a[n].copy() for n in a.names}, a.vocab
 
 
@@ -179,10 +185,13 @@ _json_values = st.recursive(
 
 @settings(settings.get_profile(PROFILE))
 @given(
-    index=st.integers(0, 2),
+    index=st.integers(0, 3),
     field=st.sampled_from(
         [
             "subvectors",
+            "models",
+            "mean",
+            "rotation",
             "name",
             "shape",
             "dtype",
@@ -223,7 +232,7 @@ def test_forged_manifests_fail_cleanly(tmp_path, original, index, field, value):
 
 @settings(settings.get_profile(PROFILE))
 @given(
-    index=st.integers(0, 2),
+    index=st.integers(0, 3),
     subvectors=st.sampled_from([None, 0, 1, 2, 3, 5]),
     shape=st.one_of(
         st.lists(st.integers(0, 2**20), max_size=3).map(tuple),

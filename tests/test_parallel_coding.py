@@ -89,3 +89,33 @@ def test_malformed_words_raise_value_error(monkeypatch, use_kernels):
         coding.decode_blocks(np.r_[np.uint32(5), words], np.array([0, len(words) + 1], np.uint64), counts, 10, 10)
     with pytest.raises(ValueError):  # a stream may not end in a zero word
         coding.decode_blocks(np.r_[words, np.uint32(0)], np.array([0, len(words) + 1], np.uint64), counts, 10, 10)
+
+
+def test_per_column_models_are_constrictions_model_family(monkeypatch):
+    """(M, K) counts: symbol i of a block uses row i mod M, as constriction's Categorical family
+    with one probability row per symbol (zero counts pad columns to a common alphabet)."""
+    rng = np.random.default_rng(7)
+    for models, k, rows in ((1, 5, 300), (3, 4, 200), (16, 9, 517), (7, 2, 1000)):
+        counts = np.zeros((models, k), dtype=np.int64)
+        symbols = np.empty(rows * models, dtype=np.int32)
+        for m in range(models):
+            used = rng.integers(1, k + 1)
+            p = rng.dirichlet(np.ones(used))
+            column = rng.choice(used, size=rows, p=p)
+            symbols[m::models] = column
+            counts[m] = np.bincount(column, minlength=k)
+        block = models * int(rng.integers(1, 60))
+        words, offsets = _ans.encode_blocks(symbols, counts, block)
+        with monkeypatch.context() as m:
+            _reference(m)
+            ref_words, ref_offsets = coding.encode_blocks(symbols, counts, block)
+            ref = coding.decode_blocks(ref_words, ref_offsets, counts, len(symbols), block)
+        np.testing.assert_array_equal(words, ref_words)
+        np.testing.assert_array_equal(offsets, ref_offsets)
+        np.testing.assert_array_equal(ref, symbols)
+        decoded, histogram = _ans.decode_blocks(
+            words, offsets, counts, len(symbols), block, np.arange(len(offsets) - 1)
+        )
+        np.testing.assert_array_equal(decoded, symbols)
+        np.testing.assert_array_equal(histogram, counts)
+        assert coding.information_bits(counts) <= 32 * len(words) + 64 * (len(offsets) - 1)

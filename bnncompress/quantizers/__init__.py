@@ -33,6 +33,7 @@ from .entropy_constrained import EntropyConstrainedVBQ, VBQDirection
 from .float16 import Float16
 from .kmeans import KMeans, WeightedKMeans
 from .pq import ProductQuantization
+from .transform import TransformVBQ
 from .uniform import Uniform
 from .vbq import VBQ
 
@@ -50,7 +51,17 @@ def register_quantizer(cls: type[Quantizer]) -> type[Quantizer]:
     return cls
 
 
-for _cls in (VBQDirection, VBQ, EntropyConstrainedVBQ, Uniform, KMeans, WeightedKMeans, ProductQuantization, Float16):
+for _cls in (
+    VBQDirection,
+    TransformVBQ,
+    VBQ,
+    EntropyConstrainedVBQ,
+    Uniform,
+    KMeans,
+    WeightedKMeans,
+    ProductQuantization,
+    Float16,
+):
     register_quantizer(_cls)
 DEFAULT_METHOD = VBQDirection.name
 
@@ -114,6 +125,7 @@ __all__ = [
     "VBQ",
     "VBQDirection",
     "EntropyConstrainedVBQ",
+    "TransformVBQ",
     "Uniform",
     "KMeans",
     "WeightedKMeans",

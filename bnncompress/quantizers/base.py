@@ -87,9 +87,13 @@ class QuantizedTensor:
     counts: np.ndarray
     params: dict[str, Any]
     subvectors: int = 0
+    #: For per-column models and transforms: the decoded point estimate (``grid`` is then (models, K)).
+    reconstructed: np.ndarray | None = None
 
     def values(self) -> np.ndarray:
         """The dequantized point estimate, flat float32."""
+        if self.reconstructed is not None:
+            return self.reconstructed
         return dequantize(self.grid, self.symbols, len(self.counts), self.subvectors)
 
 
@@ -110,6 +114,23 @@ class FittedQuantizer(ABC):
 
     def num_symbols(self, state: Any) -> int:
         return num_rows(self.shape) * (self.subvectors(state) or row_size(self.shape))
+
+    def models(self, state: Any) -> int:
+        """Entropy models: 1, or one per column (symbol i of a row uses model i)."""
+        return 1
+
+    def side_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays besides the grid that the decoder needs (a transform's means and rotation)."""
+        return {}
+
+    def reconstruct(self, block: Block, indices: np.ndarray, state: Any) -> np.ndarray:
+        """The values the decoder will produce for ``indices`` of ``block`` (flat float32)."""
+        grid = self.grid(state)
+        alphabet = len(grid) // self.values_per_symbol // self.models(state)
+        if self.models(state) > 1:
+            cells = np.resize(np.arange(self.models(state)) * alphabet, len(indices)) + indices
+            return grid[cells]
+        return dequantize(grid, indices, alphabet, self.subvectors(state))
 
     def prepare_sample(self, sample: Block | None) -> Block | None:
         """Called once on the driver, right after fitting, with the rate-control sample (or None):
@@ -147,6 +168,8 @@ class Quantizer(ABC):
     fixed_rate: ClassVar[bool] = False
     #: False for methods that need a whole tensor in memory (they do not stream or run on Dask).
     blockwise: ClassVar[bool] = True
+    #: True for methods whose rate-control subsample must be whole rows (a rotation mixes a row's values).
+    whole_row_samples: ClassVar[bool] = False
 
     def options(self) -> dict[str, Any]:
         """The constructor keywords that rebuild this quantizer (stored in archives)."""
@@ -216,6 +239,10 @@ class TensorRows:
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         return [fn(block, *args) for block in self.blocks()]
 
+    def block_offsets(self) -> dict[int, int]:
+        """First row of each block -> its first flat position."""
+        return {b.first_row: b.first_row * self._row_size for b in self.blocks()}
+
 
 class SampleRows:
     """A rate-control sample as :class:`Rows`: one block of scattered weights."""
@@ -260,10 +287,19 @@ class InMemoryFit:
     def num_symbols(self, lam: float) -> int:
         return self.fitted.num_symbols(self.state(lam))
 
+    @property
+    def side_bits(self) -> int:
+        return 8 * sum(a.nbytes for a in self.fitted.side_arrays().values())
+
     def histogram(self, lam: float, on_sample: bool = False) -> tuple[np.ndarray, int]:
         """Counts of every grid index at ``lam`` and how many symbols were counted (rate control's view)."""
-        indices = self.assign(lam)
-        return np.bincount(indices, minlength=len(self.grid_at(lam)) // self.values_per_symbol), len(indices)
+        indices, state = self.assign(lam), self.state(lam)
+        models = self.fitted.models(state)
+        alphabet = len(self.grid_at(lam)) // self.values_per_symbol // models
+        if models == 1:
+            return np.bincount(indices, minlength=alphabet), len(indices)
+        cells = np.resize(np.arange(models) * alphabet, len(indices)) + indices
+        return np.bincount(cells, minlength=models * alphabet).reshape(models, alphabet), len(indices)
 
     def state(self, lam: float) -> Any:
         if lam not in self._states:
@@ -284,11 +320,21 @@ class InMemoryFit:
         state = self.state(lam)
         params = {**self.fitted.params(state), "lam": float(lam)}
         f = self.fitted
+        if f.models(state) > 1:
+            indices = self.assign(lam)
+            values = np.concatenate(self.rows.map(_reconstruct, f, state, indices, self.rows.block_offsets()))
+            counts, _ = self.histogram(lam)
+            return QuantizedTensor(indices, f.grid(state).reshape(len(counts), -1), counts, params, 0, values)
         return compact(self.assign(lam), f.grid(state), params, f.subvectors(state), f.values_per_symbol, in_place=True)
 
 
 def _assign(block: Block, fitted: FittedQuantizer, state: Any) -> np.ndarray:
     return fitted.assign(block, state)
+
+
+def _reconstruct(block: Block, fitted: FittedQuantizer, state: Any, indices: np.ndarray, starts: dict) -> np.ndarray:
+    start = starts[block.first_row]
+    return fitted.reconstruct(block, indices[start : start + len(block.loc)], state)
 
 
 def fit_in_memory(quantizer: Quantizer, tensor: TensorPosterior) -> InMemoryFit:

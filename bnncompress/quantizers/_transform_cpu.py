@@ -1,0 +1,145 @@
+"""numba kernels of the transform-coding method (:mod:`.transform`): block statistics, the
+rotation, and entropy-constrained assignment with one set of values per column.
+
+Every kernel is sequential in a fixed order, so a block gives the same bits wherever it is
+processed (the pipeline's routes must write identical archives). Kept in its own module so
+that importing bnncompress does not import numba.
+"""
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def gram(loc, d, sums, products):  # pragma: no cover - compiled
+    """sums[i] += column sums, products[i, j] += sum of x_i x_j (float64, rows in order)."""
+    rows = loc.shape[0] // d
+    for r in range(rows):
+        base = r * d
+        for i in range(d):
+            xi = np.float64(loc[base + i])
+            sums[i] += xi
+            for j in range(i, d):
+                products[i, j] += xi * np.float64(loc[base + j])
+
+
+@numba.njit(cache=True, nogil=True)
+def rotate(loc, scale, mean, rotation, trust, sd, row_factor, y, w):  # pragma: no cover - compiled
+    """Per row: y = (x - mean) @ R, rotated variance v_j = sum_i R_ij^2 scale_i^2, and the
+    distortion weight w = 1 / (2 v^trust sd^(2 (1 - trust)) row_factor) (float64; each sum
+    over i in increasing order, the inner loop over j contiguous so that it vectorises)."""
+    d = mean.shape[0]
+    rows = loc.shape[0] // d
+    floor = 1e-300
+    squared = rotation * rotation
+    acc = np.empty(d, np.float64)
+    var = np.empty(d, np.float64)
+    tempered = sd ** (2.0 * (1.0 - trust))
+    for r in range(rows):
+        base = r * d
+        acc[:] = 0.0
+        var[:] = 0.0
+        for i in range(d):
+            xi = np.float64(loc[base + i]) - mean[i]
+            si = np.float64(scale[base + i])
+            si = si * si
+            for j in range(d):
+                acc[j] += xi * rotation[i, j]
+                var[j] += squared[i, j] * si
+        for j in range(d):
+            y[base + j] = acc[j]
+            eff = max(var[j], floor) ** trust * tempered * row_factor[r]
+            w[base + j] = 0.5 / max(eff, floor)
+
+
+@numba.njit(cache=True, nogil=True)
+def rotated_ranges(loc, mean, rotation, low, high):  # pragma: no cover - compiled
+    """low[j], high[j] = running minimum and maximum of column j of (x - mean) @ R (as :func:`rotate`)."""
+    d = mean.shape[0]
+    acc = np.empty(d, np.float64)
+    for r in range(loc.shape[0] // d):
+        base = r * d
+        acc[:] = 0.0
+        for i in range(d):
+            xi = np.float64(loc[base + i]) - mean[i]
+            for j in range(d):
+                acc[j] += xi * rotation[i, j]
+        for j in range(d):
+            low[j] = min(low[j], acc[j])
+            high[j] = max(high[j], acc[j])
+
+
+@numba.njit(cache=True, nogil=True)
+def round_to_cells(y, step, first, cells, out):  # pragma: no cover - compiled
+    """out[i] = the nearest cell of column j = i mod d: rint(y / step_j) - first_j, clipped to the column's cells."""
+    d = step.shape[0]
+    for r in range(y.shape[0] // d):
+        for j in range(d):
+            i = r * d + j
+            k = np.int64(np.rint(y[i] / step[j])) - first[j]
+            out[i] = min(max(k, 0), cells[j] - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def cell_stats(indices, w, y, d, width):  # pragma: no cover - compiled
+    """Per (column, cell): how many weights, the sum of their weights and of weight x y."""
+    counts = np.zeros((d, width), np.int64)
+    total = np.zeros((d, width), np.float64)
+    moment = np.zeros((d, width), np.float64)
+    for r in range(indices.shape[0] // d):
+        for j in range(d):
+            i = r * d + j
+            k = indices[i]
+            counts[j, k] += 1
+            total[j, k] += w[i]
+            moment[j, k] += w[i] * y[i]
+    return counts, total, moment
+
+
+@numba.njit(cache=True, nogil=True)
+def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, out):  # pragma: no cover - compiled
+    """For each weight (column j = i mod d) the cell minimising ``w (value - y)² + lam * cost``
+    among column j's ``sizes[j]`` values (sorted ascending); out = that value's cell id
+    ``cells[j, k]``. Walks outwards from y's position and stops once the distortion plus the
+    smallest cost still ahead (``below[j, k]`` = min of costs[j, :k + 1], ``above[j, k]`` = min of
+    costs[j, k:]) cannot beat the best found."""
+    d = values.shape[0]
+    for r in range(y.shape[0] // d):
+        for j in range(d):
+            i = r * d + j
+            n = sizes[j]
+            x = y[i]
+            wi = w[i]
+            lo = 0
+            hi = n
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if values[j, mid] <= x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            best = np.inf
+            best_k = 0
+            k = lo - 1
+            while k >= 0:  # left
+                dv = values[j, k] - x
+                dist = wi * dv * dv
+                if dist + lam * below[j, k] >= best:
+                    break
+                c = dist + lam * costs[j, k]
+                if c < best:
+                    best = c
+                    best_k = k
+                k -= 1
+            k = lo
+            while k < n:  # right
+                dv = values[j, k] - x
+                dist = wi * dv * dv
+                if dist + lam * above[j, k] >= best:
+                    break
+                c = dist + lam * costs[j, k]
+                if c < best:
+                    best = c
+                    best_k = k
+                k += 1
+            out[i] = cells[j, best_k]

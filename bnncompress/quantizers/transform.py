@@ -1,0 +1,331 @@
+"""Transform coding with VBQ inside: decorrelate each tensor, then quantize by uncertainty with one
+entropy model per dimension (``vbq-transform``, see docs/METHODS.md).
+
+For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first dimension):
+
+1. **Transform**: remove the column means m and rotate by R, the eigenvectors of the means'
+   covariance (PCA / Karhunen–Loève), ``y = (x - m) R``. R is stored as float16 and the
+   encoder rotates with exactly the float16 matrix the decoder uses; the decoder computes
+   ``x_hat = y_hat Rᵀ + m``. Tensors where it does not pay (1-D, fewer than 4 d rows, d > 1024,
+   or a coding gain below the matrix's cost) keep R = I and only remove the means.
+2. **Posterior in the rotated basis**: coordinate j of a row has variance
+   ``v_j = sum_i R_ij² scale_i²`` (exact for a mean-field posterior).
+3. **Distortion weight** (as ``vbq-direction``): ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``
+   with s the RMS of the centered means and r the row's RMS: confident coordinates get fine
+   values, uncertain ones coarse ones, errors relative to each row's length.
+4. **Entropy-constrained quantization per column**: every column has its own values and its
+   own entropy model. A uniform grid of step ``step * sqrt(2 lam) * s`` seeds the values; then
+   ``iterations`` passes each set every column's rate term to its empirical code length
+   ``-log2 P_j(value)`` and (``centroids``) every value to the weighted mean of the
+   coordinates assigned to it, and re-assign every coordinate to the value minimising
+   ``w (value - y)² + lam * (-log2 P_j(value))``. One lambda spreads the bits over all columns:
+   low-variance columns get few or no bits (reverse water-filling).
+
+Passes: column sums and the Gram matrix (exact per block, summed in block order), then the
+rows' RMS and the rotated columns' ranges, then ``1 + iterations`` passes per rate.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..coding import inverse_transform, num_rows, row_size
+from ..errors import OptionError
+from .base import Block, FittedQuantizer, Quantizer, Rows
+
+_ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
+_MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
+_MAX_ROTATED = 1024  # wider rows are not rotated (the d x d matrix and the product grow as d²)
+CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per process (16 bytes per weight)
+
+
+class TransformVBQ(Quantizer):
+    """PCA rotation + per-column entropy models + uncertainty-weighted entropy-constrained quantization.
+
+    Example:
+        >>> from bnncompress.posterior import TensorPosterior
+        >>> from bnncompress.quantizers import fit_in_memory
+        >>> rng = np.random.default_rng(0)
+        >>> loc = (rng.normal(size=(2000, 8)) @ rng.normal(size=(8, 8))).astype(np.float32)
+        >>> f = fit_in_memory(TransformVBQ(), TensorPosterior(loc, np.full((2000, 8), 0.1, np.float32)))
+        >>> f.fitted.rotated, float(np.abs(f.quantize(0.01).values() - loc.reshape(-1)).mean()) < 0.2
+        (True, True)
+    """
+
+    name: ClassVar[str] = "vbq-transform"
+    default_lam: ClassVar[float] = 0.1
+    whole_row_samples: ClassVar[bool] = True  # the rotation mixes a row's values
+
+    def __init__(
+        self,
+        transform: str = "auto",
+        trust: float = 0.75,
+        row_weight: float = 0.75,
+        iterations: int = 3,
+        centroids: bool = True,
+        step: float = 0.5,
+    ):
+        if transform not in ("auto", "pca", "none"):
+            raise OptionError(f"transform must be auto, pca or none, got {transform!r}")
+        if not (isinstance(trust, (int, float)) and 0.0 <= trust <= 1.0):
+            raise OptionError(f"trust must be between 0 and 1, got {trust!r}")
+        if not (isinstance(row_weight, (int, float)) and 0.0 <= row_weight <= 2.0):
+            raise OptionError(f"row_weight must be between 0 and 2, got {row_weight!r}")
+        if not (
+            isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) and 0 <= iterations <= 20
+        ):
+            raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
+        if not isinstance(centroids, (bool, np.bool_)):
+            raise OptionError(f"centroids must be true or false, got {centroids!r}")
+        if not (isinstance(step, (int, float)) and 0.01 <= step <= 10):
+            raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
+        self.transform, self.trust, self.row_weight = transform, float(trust), float(row_weight)
+        self.iterations, self.centroids, self.step = int(iterations), bool(centroids), float(step)
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "transform": self.transform,
+            "trust": self.trust,
+            "row_weight": self.row_weight,
+            "iterations": self.iterations,
+            "centroids": self.centroids,
+            "step": self.step,
+        }
+
+    def statistics(self, block: Block) -> tuple[np.ndarray, np.ndarray, int]:
+        from ._transform_cpu import gram  # numba: imported on first use
+
+        d = block.row_size
+        sums = np.zeros(d, np.float64)
+        products = np.zeros((d, d), np.float64) if d <= _MAX_ROTATED else np.zeros((0, 0), np.float64)
+        if d <= _MAX_ROTATED:
+            gram(block.loc, d, sums, products)
+        else:
+            sums += block.loc.reshape(-1, d).sum(axis=0, dtype=np.float64)
+        return sums, products, block.num_rows
+
+    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedTransform:
+        d, n = row_size(shape), num_rows(shape)
+        sums, products = np.array(stats[0][0]), np.array(stats[0][1])
+        for s, p, _ in stats[1:]:  # in block order: the same bits on every route
+            sums += s
+            products += p
+        mean = (sums / n).astype(np.float32)
+        rotation = np.eye(d, dtype=np.float16)
+        spread = (
+            float(np.sqrt(max(np.trace(products) / n - float(np.dot(sums, sums)) / n**2, 0.0) / d))
+            if d <= _MAX_ROTATED
+            else 0.0
+        )
+        if d <= _MAX_ROTATED:
+            m64 = sums / n
+            cov = np.triu(products) / n
+            cov = cov + np.triu(cov, 1).T - np.outer(m64, m64)
+            values, vectors = np.linalg.eigh(cov)
+            order = np.argsort(values)[::-1]
+            if self._pays_off(np.diag(cov), values[order], n, d):
+                rotation = vectors[:, order].astype(np.float16)
+        fitted = FittedTransform(shape, mean, rotation, self)
+        fitted.fit_rows(rows, spread)
+        return fitted
+
+    def _pays_off(self, column_variance: np.ndarray, eigenvalues: np.ndarray, n: int, d: int) -> bool:
+        """Rotate if asked to, or (auto) if the float16 matrix costs at most 0.1 bits per weight
+        (``16 d / n``; at least 160 rows per column) and the high-rate coding gain of decorrelating,
+        ``n/2 sum_j log2(var_j / eigenvalue_j)`` bits, is at least half its 16 d² bits. (The gain
+        at low rates, where low-variance directions get no bits at all, is larger than that.)"""
+        if self.transform != "auto":
+            return self.transform == "pca" and d >= 2
+        if d < 2 or n < 160 * d:
+            return False
+        tiny = 1e-12 * max(float(column_variance.max()), 1e-300)
+        gain = 0.5 * n * float(np.sum(np.log2(np.maximum(column_variance, tiny) / np.maximum(eigenvalues, tiny))))
+        return gain >= 0.5 * 16 * d * d
+
+
+class FittedTransform(FittedQuantizer):
+    """State at a rate: ``(lam, steps, firsts, cells)`` for the seeding grid, then after each refinement
+    ``(lam, values, costs, below, above, sizes, cell_ids, width)`` with every column's values (d x width)
+    and the running minima of their costs from either side."""
+
+    def __init__(self, shape: tuple[int, ...], mean: np.ndarray, rotation: np.ndarray, method: TransformVBQ):
+        self.shape = shape
+        self.d = row_size(shape)
+        self.mean = mean
+        self.rotation = rotation  # float16: what the archive stores and the decoder uses
+        self.rotated = not np.array_equal(rotation, np.eye(self.d, dtype=np.float16))
+        self.options = method.options()
+        self.trust, self.row_weight = method.trust, method.row_weight
+        self.iterations, self.centroids, self.step = method.iterations, method.centroids, method.step
+        self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
+
+    def fit_rows(self, rows: Rows, spread: float) -> None:
+        """The second pass: the RMS of the centered means (when the Gram matrix was too wide for
+        it), the median row RMS (the floor of row lengths) and the rotated columns' ranges."""
+        self.sd, self.row_floor = max(spread, 1e-30), 0.0
+        parts = rows.map(_row_pass, self.mean, self.rotation)
+        rms = np.concatenate([p[0] for p in parts])
+        if not spread > 0:
+            self.sd = max(float(np.sqrt(np.mean(rms**2))), 1e-30)
+        self.row_floor = _ROW_FLOOR * max(float(np.median(rms)), 1e-30)
+        self.low = np.min([p[1] for p in parts], axis=0)
+        self.high = np.max([p[2] for p in parts], axis=0)
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to a Dask worker: without this process's cache
+        state = dict(self.__dict__)
+        state["_cache"], state["_lock"], state["_cached_bytes"] = {}, None, 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def models(self, state: Any) -> int:
+        return self.d
+
+    def side_arrays(self) -> dict[str, np.ndarray]:
+        """What the decoder needs besides the grid: the means and the float16 rotation (none for
+        one column: its mean is added to the grid values)."""
+        if self.d == 1:
+            return {}
+        return {"mean": self.mean, "rotation": self.rotation.reshape(-1)} if self.rotated else {"mean": self.mean}
+
+    def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """The block's rotated coordinates y and distortion weights w (float64), once per block per process."""
+        key = (block.first_row, len(block.loc)) if block.is_rows else ("sample", id(block))
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        from ._transform_cpu import rotate  # numba: imported on first use
+
+        rms = _centered_row_rms(block.loc, self.mean)
+        factor = (
+            (np.maximum(rms, self.row_floor) / self.sd) ** (2 * self.row_weight)
+            if self.row_weight
+            else np.ones(len(rms))
+        )
+        y = np.empty(len(block.loc), np.float64)
+        w = np.empty(len(block.loc), np.float64)
+        mean, rotation = self.mean.astype(np.float64), self.rotation.astype(np.float64)
+        rotate(block.loc, block.scale, mean, rotation, self.trust, self.sd, factor, y, w)  # whole rows (samples too)
+        found = (y, w)
+        with self._lock:
+            if self._cached_bytes + 16 * len(y) <= CACHE_BYTES:
+                self._cache[key] = found
+                self._cached_bytes += 16 * len(y)
+        return found
+
+    def _seed(self, lam: float) -> tuple:
+        """The seeding grid at ``lam``: per column a step, its first cell and number of cells."""
+        if not (lam > 0 and np.isfinite(lam)):
+            raise OptionError(f"lambda must be a finite number > 0 for {TransformVBQ.name}, got {lam}")
+        span = np.maximum(self.high - self.low, 0.0)
+        steps = np.maximum(np.maximum(self.step * np.sqrt(2 * lam) * self.sd, span / (_MAX_CELLS - 2)), 1e-30)
+        firsts = np.floor(self.low / steps).astype(np.int64)
+        cells = (np.ceil(self.high / steps).astype(np.int64) - firsts + 1).clip(1, _MAX_CELLS)
+        return (float(lam), steps, firsts, cells)
+
+    def at(self, lam: float, rows: Rows) -> tuple:
+        """The seeding grid, then ``iterations`` entropy-constrained refinements over ``rows``."""
+        state = self._seed(lam)
+        width = int(state[3].max())
+        for _ in range(self.iterations):
+            counts, total, moment = _reduce(rows.map(_cell_stats, self, state, width))
+            state = self._refined(state, counts, total, moment)
+        return state
+
+    def _refined(self, state: tuple, counts: np.ndarray, total: np.ndarray, moment: np.ndarray) -> tuple:
+        lam = state[0]
+        centers = self.grid(state).reshape(self.d, -1)
+        width = counts.shape[1]
+        values = np.zeros((self.d, width))
+        costs = np.full((self.d, width), np.inf)
+        cell_ids = np.zeros((self.d, width), np.int64)
+        sizes = np.zeros(self.d, np.int64)
+        for j in range(self.d):
+            used = np.flatnonzero(counts[j])
+            v = moment[j, used] / np.maximum(total[j, used], 1e-300) if self.centroids else centers[j, used]
+            v = v.astype(np.float32).astype(np.float64)  # the values are stored as float32
+            order = np.argsort(v, kind="stable")
+            sizes[j] = len(used)
+            values[j, : len(used)] = v[order]
+            costs[j, : len(used)] = -np.log2(counts[j, used[order]] / counts[j].sum())
+            cell_ids[j, : len(used)] = used[order]
+        below = np.minimum.accumulate(costs, axis=1)  # padding costs are inf: never the minimum
+        above = np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1]
+        return (lam, values, costs, below, above, sizes, cell_ids, width)
+
+    def assign(self, block: Block, state: tuple) -> np.ndarray:
+        from ._transform_cpu import assign_columns, round_to_cells  # numba: imported on first use
+
+        y, w = self.coordinates(block)
+        out = np.empty(len(y), np.int32)
+        if len(state) == 4:
+            _, steps, firsts, cells = state
+            round_to_cells(y, steps, firsts, cells, out)
+        else:
+            lam, values, costs, below, above, sizes, cell_ids, _ = state
+            assign_columns(y, w, values, costs, below, above, sizes, cell_ids, lam, out)
+        return out
+
+    def grid(self, state: tuple) -> np.ndarray:
+        """Every column's value of every cell (d x width, flat; cells no coordinate uses are 0). With
+        one column the mean is added: its values are the weights themselves."""
+        if len(state) == 4:
+            _, steps, firsts, cells = state
+            width = int(cells.max())
+            grid = ((firsts[:, None] + np.arange(width)[None, :]) * steps[:, None]).astype(np.float32)
+        else:
+            _, values, _, _, _, sizes, cell_ids, width = state
+            grid = np.zeros((self.d, width), np.float32)
+            for j in range(self.d):
+                grid[j, cell_ids[j, : sizes[j]]] = values[j, : sizes[j]]
+        if self.d == 1:
+            grid = (grid.astype(np.float64) + np.float64(self.mean[0])).astype(np.float32)
+        return grid.reshape(-1)
+
+    def reconstruct(self, block: Block, indices: np.ndarray, state: tuple) -> np.ndarray:
+        if self.d == 1:  # one column, one model: the grid holds the values themselves
+            return self.grid(state)[indices]
+        grid = self.grid(state).reshape(self.d, -1)
+        y_hat = grid[np.resize(np.arange(self.d), len(indices)), indices].reshape(-1, self.d)
+        return inverse_transform(y_hat, self.mean, self.rotation if self.rotated else None).reshape(-1)
+
+    def params(self, state: tuple) -> dict[str, Any]:
+        return {**self.options, "rotated": self.rotated}
+
+
+def _centered_row_rms(loc: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    rows = loc.reshape(-1, len(mean)).astype(np.float64)
+    return np.sqrt(np.mean((rows - mean) ** 2, axis=1))
+
+
+def _row_pass(block: Block, mean: np.ndarray, rotation: np.ndarray) -> tuple:
+    """Each row's RMS about the means, and the ranges of the rotated columns (for the grid's cells)."""
+    from ._transform_cpu import rotated_ranges  # numba: imported on first use
+
+    low, high = np.full(len(mean), np.inf), np.full(len(mean), -np.inf)
+    rotated_ranges(block.loc, mean.astype(np.float64), rotation.astype(np.float64), low, high)
+    return _centered_row_rms(block.loc, mean), low, high
+
+
+def _cell_stats(block: Block, fitted: FittedTransform, state: tuple, width: int) -> tuple:
+    from ._transform_cpu import cell_stats  # numba: imported on first use
+
+    y, w = fitted.coordinates(block)
+    return cell_stats(fitted.assign(block, state), w, y, fitted.d, width)
+
+
+def _reduce(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum the blocks' cell statistics in block order (the same bits on every route)."""
+    counts, total, moment = (np.array(a, copy=True) for a in parts[0])
+    for c, t, m in parts[1:]:
+        counts += c
+        total += t
+        moment += m
+    return counts, total, moment
