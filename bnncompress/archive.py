@@ -90,6 +90,8 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
             entry["subvectors"] = t.subvectors
         if t.models:
             entry["models"] = t.models
+        if t.raw:
+            entry["raw"] = True
         for key in starts:
             array = getattr(t, key)
             if array is None:  # a transform's arrays are optional
@@ -121,8 +123,9 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         f.create_dataset("grid", data=concat("grid", "<f4"))
         f.create_dataset("counts", data=concat("counts", counts_dtype.str))
         f.create_dataset("offsets", data=concat("offsets", "<u8"))
-        if format_version(tensors) >= 3:
+        if any(t.mean is not None for t in tensors):  # only archives with transform-coded tensors
             f.create_dataset("means", data=concat("mean", "<f4"))
+        if any(t.rotation is not None for t in tensors):
             f.create_dataset("rotations", data=concat("rotation", "<f2"))
         f.flush()
         return f.id.get_file_image()
@@ -130,7 +133,7 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
 
 def format_version(tensors: list[TensorRecord]) -> int:
     """The oldest version that holds ``tensors``: 3 with per-column models, 2 with product quantization, else 1."""
-    if any(t.models for t in tensors):
+    if any(t.models or t.raw for t in tensors):
         return 3
     return 2 if any(t.subvectors for t in tensors) else 1
 
@@ -251,9 +254,10 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         "counts": _dataset(f, "counts", ("uint8", "uint16", "uint32", "uint64"), where, file_bytes),
         "offsets": _dataset(f, "offsets", ("uint64",), where, file_bytes),
     }
-    if int(version) >= 3:
-        arrays["mean"] = _dataset(f, "means", ("float32",), where, file_bytes)
-        arrays["rotation"] = _dataset(f, "rotations", ("float16",), where, file_bytes)
+    if int(version) >= 3:  # optional datasets: absent when no tensor has a transform (or a rotation)
+        for key, name, dtype in (("mean", "means", "float32"), ("rotation", "rotations", "float16")):
+            present = f.get(name, getlink=True) is not None
+            arrays[key] = _dataset(f, name, (dtype,), where, file_bytes) if present else np.zeros(0, dtype)
     tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}", int(version)) for i, entry in enumerate(entries)]
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
@@ -291,6 +295,9 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     models = _require(entry.get("models", 0), int, "'models'", where)
     if models and (version < 3 or subvectors or models != row_size(tuple(shape))):
         raise ArchiveError(f"{where}: 'models' {models} is not one per column; the archive is damaged")
+    raw = _require(entry.get("raw", False), bool, "'raw'", where)
+    if raw and (version < 3 or subvectors or models):
+        raise ArchiveError(f"{where}: a raw tensor with models or sub-vectors; the archive is damaged")
     record = TensorRecord(
         name=name,
         shape=tuple(shape),
@@ -301,6 +308,7 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
         block_rows=block_rows,
         subvectors=subvectors,
         models=models,
+        raw=raw,
         **slices,
     )
     if record.checksum() != entry.get("sha256"):
@@ -315,6 +323,12 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
     if not np.all(np.isfinite(record.grid)):
         raise ArchiveError(f"{where}: the grid holds NaN or infinite values; the archive is damaged")
+    if raw:
+        if len(record.grid) != record.num_weights or len(record.counts) or len(record.words):
+            raise ArchiveError(f"{where}: a raw tensor must hold exactly its values; the archive is damaged")
+        if record.mean is not None or record.rotation is not None:
+            raise ArchiveError(f"{where}: a raw tensor with a transform; the archive is damaged")
+        return record
     if models:
         _check_models(record, where)
         return record

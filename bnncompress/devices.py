@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from .errors import OptionError
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str = "auto") -> str:
-    """Return ``"cpu"`` or ``"cuda"`` for a requested device name.
+    """Return ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``) for a requested device name.
+
+    ``auto`` imports torch (about 2 s) only where a GPU could be there: when torch is already
+    loaded or an NVIDIA driver is installed.
 
     Example:
         >>> resolve_device("cpu")
         'cpu'
     """
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise OptionError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "cpu":
+        return device
+    if device == "auto" and "torch" not in sys.modules and not _nvidia_driver():
+        return "cpu"
     import torch
 
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise OptionError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OptionError(f"device {device!r} was requested but torch sees no CUDA GPU; use --device cpu")
+    if not torch.cuda.is_available():
+        raise OptionError(f"device {device!r} was requested but torch sees no CUDA GPU; use «device» cpu")
     return device
+
+
+def _nvidia_driver() -> bool:
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")

@@ -120,7 +120,7 @@ def evaluate(
         raise OptionError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(DATASETS)}")
     kv = keyed_vectors(source, tensor)
     if restrict_vocab is not None and restrict_vocab < 1:
-        raise OptionError(f"--restrict-vocab must be at least 1, got {restrict_vocab}")
+        raise OptionError(f"«restrict_vocab» must be at least 1, got {restrict_vocab}")
     limit = min(restrict_vocab or len(kv), len(kv))
     result: dict[str, Any] = {"vocab_size": limit}
     quiet = logging.getLogger("gensim.models.keyedvectors")

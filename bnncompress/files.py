@@ -57,7 +57,7 @@ def check_output_path(path: str | os.PathLike, force: bool = True) -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise OptionError(f"output '{target}' exists and is not a regular file (a device or pipe); choose another path")
     if not force:
-        raise OptionError(f"output '{target}' already exists; pass force=True (--force) to overwrite it")
+        raise OptionError(f"output '{target}' already exists; pass «force=True» to overwrite it")
     return target
 
 

@@ -98,6 +98,8 @@ class Archive:
 
     def _values(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
         """Values of all blocks (symbols histogram-checked) or of ``blocks`` only, flat float32."""
+        if rec.raw:
+            return rec.raw_values(blocks)
         table = rec.model_counts
         try:
             symbols = coding.decode_blocks(rec.words, rec.offsets, table, rec.num_symbols, rec.block_size, blocks)

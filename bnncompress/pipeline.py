@@ -18,17 +18,17 @@ coded on its own and everything reduced across blocks is exact or combined in bl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import coding
 from .executors import Executor
-from .quantizers import Block, FittedQuantizer, Quantizer, SampleRows, narrow_counts, used_grid
+from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions
 from .records import TensorRecord
 from .sources.rows import ArraySource, RowSource
+from .tasks import Quality, compact_models, encode_kept_task, encode_task, histogram_task, map_task, statistics_task
 
 #: Called as progress(stage, done, total) while packing.
 Progress = Callable[[str, int, int], None]
@@ -101,121 +101,9 @@ class BlockRows:
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         out: list[Any] = []
-        for part in self.executor.map(_map_task, self.tasks(fn, args)):
+        for part in self.executor.map(map_task, self.tasks(fn, args)):
             out.extend(part)
         return out
-
-
-def _blocks(source: RowSource, start: int, stop: int, block_rows: int) -> list[Block]:
-    """The coding blocks of rows ``start:stop`` (whole blocks), read with one read."""
-    loc, scale = source.read(start, stop)
-    return _split(loc, scale, start, stop, block_rows, source.row_size)
-
-
-def _split(loc: np.ndarray, scale: np.ndarray, start: int, stop: int, block_rows: int, rs: int) -> list[Block]:
-    blocks = []
-    for a in range(start, stop, block_rows):
-        span = slice((a - start) * rs, (min(a + block_rows, stop) - start) * rs)
-        blocks.append(Block(loc[span], scale[span], rs, a))
-    return blocks
-
-
-def _map_task(source: RowSource, start: int, stop: int, block_rows: int, fn: Callable[..., Any], args: tuple) -> list:
-    return [fn(block, *args) for block in _blocks(source, start, stop, block_rows)]
-
-
-def _statistics_task(source, start, stop, block_rows, quantizer: Quantizer, positions: np.ndarray):
-    """Pass 1 of a task: the quantizer's statistics per block, and the sample values at ``positions``."""
-    loc, scale = source.read(start, stop)
-    stats = [quantizer.statistics(b) for b in _split(loc, scale, start, stop, block_rows, source.row_size)]
-    local = positions - start * source.row_size
-    return stats, loc[local], scale[local]
-
-
-@dataclass
-class Quality:
-    """What a histogram pass saw of the quantized values (reduced over blocks)."""
-
-    values_min: float = np.inf
-    values_max: float = -np.inf
-    loc_min: float = np.inf
-    loc_max: float = -np.inf
-    flat_rows: int = 0
-    certain_missed: int = 0
-    largest_error: float = 0.0
-
-    def add(self, other: Quality) -> None:
-        self.values_min, self.values_max = (
-            min(self.values_min, other.values_min),
-            max(self.values_max, other.values_max),
-        )
-        self.loc_min, self.loc_max = min(self.loc_min, other.loc_min), max(self.loc_max, other.loc_max)
-        self.flat_rows += other.flat_rows
-        self.certain_missed += other.certain_missed
-        self.largest_error = max(self.largest_error, other.largest_error)
-
-
-def _histogram_task(
-    source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, shape: tuple, keep: bool, check: tuple
-):
-    """Counts of every grid index (``shape``: (models, alphabet)) over a task's blocks, what the
-    reconstructed values lost, and (if ``keep``) the indices."""
-    from ._pipeline_kernels import check_values, count_symbols  # numba: imported on first use
-
-    counts = np.zeros(shape, dtype=np.int64)
-    stats = np.array([np.inf, -np.inf, np.inf, -np.inf, 0, 0, 0], dtype=np.float64)
-    kept = []
-    for block in _blocks(source, start, stop, block_rows):
-        indices = fitted.assign(block, state)
-        count_symbols(indices, counts)
-        values = fitted.reconstruct(block, indices, state)
-        check_values(values, block.loc, block.scale, block.row_size, check[0], check[1], stats)
-        if keep:
-            kept.append(indices.astype(np.uint16))
-    quality = Quality(*stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6]))
-    return (counts, quality), (np.concatenate(kept) if keep else None)
-
-
-def _renumber(indices: np.ndarray, remap: np.ndarray) -> np.ndarray:
-    """The symbols of grid indices: ``remap[i mod M, index]`` for (M, K) ``remap``."""
-    models, alphabet = remap.shape
-    if models == 1:
-        return np.take(remap[0], indices)
-    return np.take(remap.reshape(-1), np.resize(np.arange(models) * alphabet, len(indices)) + indices)
-
-
-def _encode_task(source, start, stop, block_rows, fitted, state, remap, counts, block_size):
-    symbols = np.concatenate([fitted.assign(b, state) for b in _blocks(source, start, stop, block_rows)])
-    words, offsets = coding.encode_blocks(_renumber(symbols, remap), counts, block_size)
-    return words, np.diff(offsets)
-
-
-def _encode_kept_task(indices: np.ndarray, remap: np.ndarray, counts: np.ndarray, block_size: int):
-    words, offsets = coding.encode_blocks(_renumber(indices, remap), counts, block_size)
-    return words, np.diff(offsets)
-
-
-def compact_models(counts: np.ndarray, grid: np.ndarray, subvectors: int = 0) -> tuple:
-    """Keep the used symbols of every model: ``(remap (M, K), counts (M, K') or (K',), grid)``.
-    One model: the used grid values (or codebook entries); per-column models: each column's used
-    symbols numbered from 0, tables padded with zero counts to the widest column, and the grid
-    holding the used values column after column."""
-    table = counts.reshape(-1, counts.shape[-1])
-    models, alphabet = table.shape
-    used = table > 0
-    remap = np.zeros((models, alphabet), dtype=np.int32)
-    if models == 1:
-        kept = np.flatnonzero(used[0])
-        remap[0, kept] = np.arange(len(kept), dtype=np.int32)
-        return remap, narrow_counts(table[0, kept]), used_grid(grid, kept, alphabet, subvectors)
-    width = int(used.sum(axis=1).max(initial=1))
-    compact = np.zeros((models, width), dtype=np.int64)
-    for m in range(models):
-        kept = np.flatnonzero(used[m])
-        remap[m, kept] = np.arange(len(kept), dtype=np.int32)
-        compact[m, : len(kept)] = table[m, kept]
-    values = grid.reshape(models, alphabet)[used].astype(np.float32)  # row-major: column after column
-    return remap, narrow_counts(compact), np.ascontiguousarray(values)
 
 
 class TensorJob:
@@ -248,7 +136,7 @@ class TensorJob:
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
             args.append((quantizer, positions[lo:hi]))
         stats, locs, scales = [], [], []
-        for part, loc, scale in self.executor.map(_statistics_task, [t + a for t, a in zip(self.rows.tasks(), args)]):
+        for part, loc, scale in self.executor.map(statistics_task, [t + a for t, a in zip(self.rows.tasks(), args)]):
             stats += part
             locs.append(loc)
             scales.append(scale)
@@ -312,7 +200,7 @@ class TensorJob:
         check = (rows_matter, CERTAIN_FRACTION)
         counts, quality, kept = np.zeros(shape, dtype=np.int64), Quality(), []
         for (c, q), k in self.executor.map_keep(
-            _histogram_task, self.rows.tasks(self.fitted, state, shape, keep, check)
+            histogram_task, self.rows.tasks(self.fitted, state, shape, keep, check)
         ):
             counts += c
             quality.add(q)
@@ -342,6 +230,8 @@ class TensorJob:
         else:
             words, offsets = self._encode(lam, state, remap, table, block_size)
         self.release()
+        if 4 * self.num_weights <= 4 * len(grid) + table.nbytes + words.nbytes + 8 * max(len(offsets) - 2, 0):
+            return self._raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
         side = self.fitted.side_arrays()
         record = TensorRecord(
             name=self.name,
@@ -362,11 +252,28 @@ class TensorJob:
         )
         return record, quality
 
+    def _raw_record(self, lam: float) -> TensorRecord:
+        values = self.source.to_tensor().loc.reshape(-1).astype(np.float32)
+        return TensorRecord(
+            name=self.name,
+            shape=self.shape,
+            dtype=self.source.dtype,
+            method=self.quantizer_name,
+            params={"lam": float(lam), "stored": "raw float32: smaller than its code"},
+            coder=coding.CODER_ID,
+            grid=values,
+            counts=np.zeros(0, np.uint8),
+            words=np.zeros(0, np.uint32),
+            block_rows=self.rows.block_rows,
+            offsets=np.zeros(coding.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64),
+            raw=True,
+        )
+
     def _encode(self, lam: float, state: Any, remap: np.ndarray, table: np.ndarray, block_size: int) -> tuple:
         if self._kept is not None and self._kept[0] == lam:  # code the indices of the histogram pass
-            parts = self.executor.map(_encode_kept_task, [(k, remap, table, block_size) for k in self._kept[1]])
+            parts = self.executor.map(encode_kept_task, [(k, remap, table, block_size) for k in self._kept[1]])
         else:
-            parts = self.executor.map(_encode_task, self.rows.tasks(self.fitted, state, remap, table, block_size))
+            parts = self.executor.map(encode_task, self.rows.tasks(self.fitted, state, remap, table, block_size))
         words_parts, lengths = zip(*parts)
         offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.uint64)
         np.cumsum(np.concatenate(lengths), out=offsets[1:])

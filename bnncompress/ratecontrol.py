@@ -68,7 +68,8 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
             + (_CODER_BITS_PER_BLOCK * blocks if coded else 0)
             + t.side_bits
         )
-        bits += information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table
+        coded_bits = information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table
+        bits += min(coded_bits, 32.0 * t.num_weights)  # a tensor is never stored larger than float32
         weights += t.num_weights
     return bits / weights
 

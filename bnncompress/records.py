@@ -52,6 +52,9 @@ class TensorRecord:
     row, one per sub-vector of ``row_size / M`` values, and ``grid`` holds M codebooks of
     ``len(counts)`` sub-vectors each; see :meth:`dequantize`.
 
+    A raw tensor (``raw``, format version 3) holds its values in ``grid`` (float32, row-major),
+    with no counts and no coded words: tensors too small to gain from coding.
+
     A transform-coded tensor (format version 3) has ``models = D`` entropy models, one per
     column (``counts`` is D tables of K counts, flattened; zeros pad a column's table), ``grid``
     holds the values of the counted symbols, column after column, and the point estimate is
@@ -73,6 +76,8 @@ class TensorRecord:
     models: int = 0
     mean: np.ndarray | None = None
     rotation: np.ndarray | None = None
+    #: Stored as plain float32 values in ``grid`` (format version 3): what a tiny tensor costs least as.
+    raw: bool = False
 
     @property
     def num_weights(self) -> int:
@@ -99,6 +104,13 @@ class TensorRecord:
     def model_counts(self) -> np.ndarray:
         """The entropy models' tables: (K,) counts, or (models, K) for per-column models."""
         return self.counts.reshape(self.models, -1) if self.models else self.counts
+
+    def raw_values(self, blocks: list[int] | None = None) -> np.ndarray:
+        """A raw tensor's values: all, or those of ``blocks`` (concatenated in that order)."""
+        if blocks is None:
+            return self.grid
+        size = self.block_rows * row_size(self.shape)
+        return np.concatenate([self.grid[b * size : (b + 1) * size] for b in blocks] or [np.zeros(0, np.float32)])
 
     def dequantize(self, symbols: np.ndarray) -> np.ndarray:
         """Values of decoded ``symbols`` (whole rows), flat float32 (:func:`bnncompress.coding.dequantize`,
@@ -148,6 +160,8 @@ class TensorRecord:
         ]
         if self.models:  # format version 3: the number of models; the transform's arrays follow the grid
             fields.append(self.models)
+        if self.raw:  # format version 3: values stored as they are
+            fields.append("raw")
         h.update(json.dumps(fields, sort_keys=True).encode())
         h.update(np.ascontiguousarray(self.offsets.astype("<u8")).tobytes())
         for arr in (

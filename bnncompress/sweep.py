@@ -160,7 +160,7 @@ def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[s
     try:
         import matplotlib
     except ImportError:
-        raise OptionError("--plot needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
+        raise OptionError("«plot» needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

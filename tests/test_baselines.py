@@ -34,6 +34,8 @@ def test_round_trip_equals_the_quantizer_output(tmp_path, posterior, method):
     for name, (loc, scale) in posterior.items():
         fitted = fit_in_memory(quantizer, TensorPosterior(np.asarray(loc, np.float32), np.asarray(scale, np.float32)))
         expected = fitted.quantize(result.lam).values().reshape(np.shape(loc))
+        if a.record(name).raw:  # smaller as its float32 values than as its code: stored exactly
+            expected = np.asarray(loc, np.float32)
         np.testing.assert_array_equal(a[name], expected.astype(a[name].dtype))
         assert a.tensor_info()[a.names.index(name)].method == method
     assert result.payload_bits_per_weight < 32

@@ -53,8 +53,8 @@ def original(tmp_path_factory):
     )
     # And a transform-coded tensor (format version 3: per-column models, means, a float16 rotation).
     tc_path = path.with_name("tc.bnc")
-    tc = rng.normal(size=(700, 4)) @ rng.normal(size=(4, 4))
-    bnncompress.pack({"tc_vectors": (tc, np.full((700, 4), 0.1))}, tc_path, lam=0.05, method="vbq-transform")
+    tc = rng.normal(size=(1100, 4)) @ rng.normal(size=(4, 4))
+    bnncompress.pack({"tc_vectors": (tc, np.full((1100, 4), 0.1))}, tc_path, lam=0.05, method="vbq-transform")
     scalar, product, transformed = read_archive(path), read_archive(pq_path), read_archive(tc_path)
     tensors = scalar.tensors + product.tensors + transformed.tensors
     write_archive(path, tensors, vocab, scalar.source, scalar.tool_version)

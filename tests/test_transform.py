@@ -51,8 +51,10 @@ def test_the_rotation_decorrelates_and_pays_for_itself(tmp_path, correlated):
     assert sizes["pca"][1] < 0.8 * sizes["none"][1], sizes
     auto = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, scale)).fitted
     assert auto.rotated  # 2,000 rows >= 160 per column, and the gain is large
+    middle = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc[:1100], scale[:1100])).fitted
+    assert not middle.rotated and middle.models(None) == 8  # per-column models, too few rows for the matrix
     small = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc[:100], scale[:100])).fitted
-    assert not small.rotated  # too few rows to pay for the matrix
+    assert small.params(("vbq", 1.0))["fallback"] == "one model"  # too few rows for per-column tables
 
 
 def test_payload_counts_the_means_and_the_rotation(tmp_path, correlated):

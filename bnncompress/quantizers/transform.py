@@ -6,8 +6,10 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
 1. **Transform**: remove the column means m and rotate by R, the eigenvectors of the means'
    covariance (PCA / Karhunen–Loève), ``y = (x - m) R``. R is stored as float16 and the
    encoder rotates with exactly the float16 matrix the decoder uses; the decoder computes
-   ``x_hat = y_hat Rᵀ + m``. Tensors where it does not pay (1-D, fewer than 4 d rows, d > 1024,
-   or a coding gain below the matrix's cost) keep R = I and only remove the means.
+   ``x_hat = y_hat Rᵀ + m``. Tensors where it does not pay (fewer than 160 rows per column,
+   d > 1024, or a coding gain below the matrix's cost) keep R = I and only remove the means.
+   Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows) are
+   quantized as ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``).
 2. **Posterior in the rotated basis**: coordinate j of a row has variance
    ``v_j = sum_i R_ij² scale_i²`` (exact for a mean-field posterior).
 3. **Distortion weight** (as ``vbq-direction``): ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``
@@ -35,10 +37,12 @@ import numpy as np
 from ..coding import inverse_transform, num_rows, row_size
 from ..errors import OptionError
 from .base import Block, FittedQuantizer, Quantizer, Rows
+from .entropy_constrained import VBQDirection
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
 _MAX_ROTATED = 1024  # wider rows are not rotated (the d x d matrix and the product grow as d²)
+_MIN_ROWS, _MIN_ROWS_PER_COLUMN = 1024, 32  # fewer rows: one entropy model (per-column tables cost too much)
 CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per process (16 bytes per weight)
 
 
@@ -95,7 +99,7 @@ class TransformVBQ(Quantizer):
             "step": self.step,
         }
 
-    def statistics(self, block: Block) -> tuple[np.ndarray, np.ndarray, int]:
+    def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
 
         d = block.row_size
@@ -105,10 +109,19 @@ class TransformVBQ(Quantizer):
             gram(block.loc, d, sums, products)
         else:
             sums += block.loc.reshape(-1, d).sum(axis=0, dtype=np.float64)
-        return sums, products, block.num_rows
+        return sums, products, self._single.statistics(block)  # the latter for a small tensor's one model
 
-    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedTransform:
+    @property
+    def _single(self) -> VBQDirection:
+        """What a tensor too small for per-column models gets: one entropy model, same distortion."""
+        return VBQDirection(self.trust, self.row_weight, self.iterations, self.centroids, device="cpu")
+
+    def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         d, n = row_size(shape), num_rows(shape)
+        if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d):  # per-column tables would cost too much
+            fitted = self._single.fit(shape, [s[2] for s in stats], rows)
+            fitted.options = {**self.options(), "fallback": "one model"}
+            return fitted
         sums, products = np.array(stats[0][0]), np.array(stats[0][1])
         for s, p, _ in stats[1:]:  # in block order: the same bits on every route
             sums += s
@@ -189,10 +202,7 @@ class FittedTransform(FittedQuantizer):
         return self.d
 
     def side_arrays(self) -> dict[str, np.ndarray]:
-        """What the decoder needs besides the grid: the means and the float16 rotation (none for
-        one column: its mean is added to the grid values)."""
-        if self.d == 1:
-            return {}
+        """What the decoder needs besides the grid: the means and the float16 rotation."""
         return {"mean": self.mean, "rotation": self.rotation.reshape(-1)} if self.rotated else {"mean": self.mean}
 
     def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -274,8 +284,7 @@ class FittedTransform(FittedQuantizer):
         return out
 
     def grid(self, state: tuple) -> np.ndarray:
-        """Every column's value of every cell (d x width, flat; cells no coordinate uses are 0). With
-        one column the mean is added: its values are the weights themselves."""
+        """Every column's value of every cell (d x width, flat; cells no coordinate uses are 0)."""
         if len(state) == 4:
             _, steps, firsts, cells = state
             width = int(cells.max())
@@ -285,13 +294,9 @@ class FittedTransform(FittedQuantizer):
             grid = np.zeros((self.d, width), np.float32)
             for j in range(self.d):
                 grid[j, cell_ids[j, : sizes[j]]] = values[j, : sizes[j]]
-        if self.d == 1:
-            grid = (grid.astype(np.float64) + np.float64(self.mean[0])).astype(np.float32)
         return grid.reshape(-1)
 
     def reconstruct(self, block: Block, indices: np.ndarray, state: tuple) -> np.ndarray:
-        if self.d == 1:  # one column, one model: the grid holds the values themselves
-            return self.grid(state)[indices]
         grid = self.grid(state).reshape(self.d, -1)
         y_hat = grid[np.resize(np.arange(self.d), len(indices)), indices].reshape(-1, self.d)
         return inverse_transform(y_hat, self.mean, self.rotation if self.rotated else None).reshape(-1)

@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     rng = np.random.default_rng(2020)
-    rows = 700 if FORMAT_VERSION >= 3 else 30  # version 3: enough rows (160 per column) to be rotated
+    rows = 1100 if FORMAT_VERSION >= 3 else 30  # version 3: enough rows for per-column models and a rotation
     mixing = rng.normal(size=(4, 4))
     posterior = {
         "word_vectors": (rng.normal(size=(rows, 4)) @ mixing, rng.uniform(0.01, 1.0, size=(rows, 4))),

@@ -1,0 +1,130 @@
+"""The pipeline's tasks: module-level functions over a range of whole coding blocks of one
+tensor, run where the executor runs them (threads of this process, or Dask workers).
+
+Each task reads its rows with one read (:func:`blocks`) and returns small results — statistics,
+symbol counts, coded words — that :mod:`bnncompress.pipeline` reduces in block order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import coding
+from .quantizers import Block, FittedQuantizer, Quantizer, narrow_counts, used_grid
+from .sources.rows import RowSource
+
+
+def blocks(source: RowSource, start: int, stop: int, block_rows: int) -> list[Block]:
+    """The coding blocks of rows ``start:stop`` (whole blocks), read with one read."""
+    loc, scale = source.read(start, stop)
+    return split(loc, scale, start, stop, block_rows, source.row_size)
+
+
+def split(loc: np.ndarray, scale: np.ndarray, start: int, stop: int, block_rows: int, rs: int) -> list[Block]:
+    blocks = []
+    for a in range(start, stop, block_rows):
+        span = slice((a - start) * rs, (min(a + block_rows, stop) - start) * rs)
+        blocks.append(Block(loc[span], scale[span], rs, a))
+    return blocks
+
+
+def map_task(source: RowSource, start: int, stop: int, block_rows: int, fn: Callable[..., Any], args: tuple) -> list:
+    return [fn(block, *args) for block in blocks(source, start, stop, block_rows)]
+
+
+def statistics_task(source, start, stop, block_rows, quantizer: Quantizer, positions: np.ndarray):
+    """Pass 1 of a task: the quantizer's statistics per block, and the sample values at ``positions``."""
+    loc, scale = source.read(start, stop)
+    stats = [quantizer.statistics(b) for b in split(loc, scale, start, stop, block_rows, source.row_size)]
+    local = positions - start * source.row_size
+    return stats, loc[local], scale[local]
+
+
+@dataclass
+class Quality:
+    """What a histogram pass saw of the quantized values (reduced over blocks)."""
+
+    values_min: float = np.inf
+    values_max: float = -np.inf
+    loc_min: float = np.inf
+    loc_max: float = -np.inf
+    flat_rows: int = 0
+    certain_missed: int = 0
+    largest_error: float = 0.0
+
+    def add(self, other: Quality) -> None:
+        self.values_min, self.values_max = (
+            min(self.values_min, other.values_min),
+            max(self.values_max, other.values_max),
+        )
+        self.loc_min, self.loc_max = min(self.loc_min, other.loc_min), max(self.loc_max, other.loc_max)
+        self.flat_rows += other.flat_rows
+        self.certain_missed += other.certain_missed
+        self.largest_error = max(self.largest_error, other.largest_error)
+
+
+def histogram_task(
+    source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, shape: tuple, keep: bool, check: tuple
+):
+    """Counts of every grid index (``shape``: (models, alphabet)) over a task's blocks, what the
+    reconstructed values lost, and (if ``keep``) the indices."""
+    from ._pipeline_kernels import check_values, count_symbols  # numba: imported on first use
+
+    counts = np.zeros(shape, dtype=np.int64)
+    stats = np.array([np.inf, -np.inf, np.inf, -np.inf, 0, 0, 0], dtype=np.float64)
+    kept = []
+    for block in blocks(source, start, stop, block_rows):
+        indices = fitted.assign(block, state)
+        count_symbols(indices, counts)
+        values = fitted.reconstruct(block, indices, state)
+        check_values(values, block.loc, block.scale, block.row_size, check[0], check[1], stats)
+        if keep:
+            kept.append(indices.astype(np.uint16))
+    quality = Quality(*stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6]))
+    return (counts, quality), (np.concatenate(kept) if keep else None)
+
+
+def renumber(indices: np.ndarray, remap: np.ndarray) -> np.ndarray:
+    """The symbols of grid indices: ``remap[i mod M, index]`` for (M, K) ``remap``."""
+    models, alphabet = remap.shape
+    if models == 1:
+        return np.take(remap[0], indices)
+    return np.take(remap.reshape(-1), np.resize(np.arange(models) * alphabet, len(indices)) + indices)
+
+
+def encode_task(source, start, stop, block_rows, fitted, state, remap, counts, block_size):
+    symbols = np.concatenate([fitted.assign(b, state) for b in blocks(source, start, stop, block_rows)])
+    words, offsets = coding.encode_blocks(renumber(symbols, remap), counts, block_size)
+    return words, np.diff(offsets)
+
+
+def encode_kept_task(indices: np.ndarray, remap: np.ndarray, counts: np.ndarray, block_size: int):
+    words, offsets = coding.encode_blocks(renumber(indices, remap), counts, block_size)
+    return words, np.diff(offsets)
+
+
+def compact_models(counts: np.ndarray, grid: np.ndarray, subvectors: int = 0) -> tuple:
+    """Keep the used symbols of every model: ``(remap (M, K), counts (M, K') or (K',), grid)``.
+    One model: the used grid values (or codebook entries); per-column models: each column's used
+    symbols numbered from 0, tables padded with zero counts to the widest column, and the grid
+    holding the used values column after column."""
+    table = counts.reshape(-1, counts.shape[-1])
+    models, alphabet = table.shape
+    used = table > 0
+    remap = np.zeros((models, alphabet), dtype=np.int32)
+    if models == 1:
+        kept = np.flatnonzero(used[0])
+        remap[0, kept] = np.arange(len(kept), dtype=np.int32)
+        return remap, narrow_counts(table[0, kept]), used_grid(grid, kept, alphabet, subvectors)
+    width = int(used.sum(axis=1).max(initial=1))
+    compact = np.zeros((models, width), dtype=np.int64)
+    for m in range(models):
+        kept = np.flatnonzero(used[m])
+        remap[m, kept] = np.arange(len(kept), dtype=np.int32)
+        compact[m, : len(kept)] = table[m, kept]
+    values = grid.reshape(models, alphabet)[used].astype(np.float32)  # row-major: column after column
+    return remap, narrow_counts(compact), np.ascontiguousarray(values)
