@@ -85,7 +85,7 @@ def pack(
     ``source`` is a posterior file, a live Pyro guide, ``{name: (loc, scale)}`` or a
     :class:`~bnncompress.posterior.Posterior`. Give ``bits`` (payload bits per weight, found
     by searching lambda) or ``lam``; with neither, the method's ``default_lam`` is used.
-    ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-direction``),
+    ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-transform``),
     ``options`` its keyword options (e.g. ``{"prune": 0.1}`` for ``weighted-kmeans``).
     ``tensors`` selects which tensors to pack (default: all).
 

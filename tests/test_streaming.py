@@ -73,7 +73,7 @@ WRITERS = {"npy": (write_npy_dir, "post"), "hdf5": (write_hdf5, "post.h5"), "saf
 
 
 def test_the_blockwise_methods_include_the_default_and_the_anchors():
-    assert {"vbq-direction", "vbq", "vbq-empirical", "uniform", "float16"} <= set(BLOCKWISE)
+    assert {"vbq-transform", "vbq-direction", "vbq", "vbq-empirical", "uniform", "float16"} <= set(BLOCKWISE)
     assert set(WHOLE_TENSOR) == {"kmeans", "weighted-kmeans", "pq"}
 
 

@@ -52,8 +52,8 @@ def register_quantizer(cls: type[Quantizer]) -> type[Quantizer]:
 
 
 for _cls in (
-    VBQDirection,
     TransformVBQ,
+    VBQDirection,
     VBQ,
     EntropyConstrainedVBQ,
     Uniform,
@@ -63,7 +63,7 @@ for _cls in (
     Float16,
 ):
     register_quantizer(_cls)
-DEFAULT_METHOD = VBQDirection.name
+DEFAULT_METHOD = TransformVBQ.name
 
 
 def option_names(method: str) -> list[str]:
