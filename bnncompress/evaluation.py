@@ -10,6 +10,7 @@ gensim; here they are counted and reported next to each score.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +37,31 @@ def dataset_path(name: str) -> Path:
 def keyed_vectors(source: Any, tensor: str | None = None):
     """gensim ``KeyedVectors`` from an archive (path or :class:`~bnncompress.Archive`), a posterior
     file (its means), plain word vectors (word2vec text or binary, GloVe text) or KeyedVectors."""
+    return _keyed_vectors(source, tensor)[0]
+
+
+def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
+    """The vectors and which tensor they are (or what kind of file)."""
     from gensim.models import KeyedVectors
 
     if isinstance(source, KeyedVectors):
-        return source
+        return source, "word vectors"
     if isinstance(source, Archive):
-        return source.to_keyed_vectors(tensor)
+        name = tensor or source.default_embedding_name()
+        return source.to_keyed_vectors(name), name
     path = Path(source)
     if not path.exists():
         raise OptionError(f"'{source}' does not exist; pass an archive, a posterior file or word vectors")
     if path.is_file() and is_archive(path):
-        return load(path).to_keyed_vectors(tensor)
+        archive = load(path)
+        name = tensor or archive.default_embedding_name()
+        return archive.to_keyed_vectors(name), name
     try:
         detect(path)
     except PosteriorError:
         if not path.is_file():
             raise
-        return _plain_vectors(path)  # not a posterior: word vectors, or an error saying what it should be
+        return _plain_vectors(path), "word vectors"  # not a posterior: word vectors, or an error saying so
     return _posterior_means(path, tensor)
 
 
@@ -74,7 +83,7 @@ def _posterior_means(path: Path, tensor: str | None):
     loc = posterior.tensors[tensor].loc
     kv = KeyedVectors(vector_size=loc.shape[1], count=0, dtype=np.float32)
     kv.add_vectors(posterior.vocab, loc.reshape(len(posterior.vocab), -1))
-    return kv
+    return kv, f"{tensor} (posterior means)"
 
 
 def _plain_vectors(path: Path):
@@ -118,56 +127,68 @@ def evaluate(
     unknown = [m for m in metrics if m not in DATASETS]
     if unknown:
         raise OptionError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(DATASETS)}")
-    kv = keyed_vectors(source, tensor)
     if restrict_vocab is not None and restrict_vocab < 1:
         raise OptionError(f"«restrict_vocab» must be at least 1, got {restrict_vocab}")
+    kv, described = _keyed_vectors(source, tensor)
     limit = min(restrict_vocab or len(kv), len(kv))
-    result: dict[str, Any] = {"vocab_size": limit}
+    zero = int(np.count_nonzero(~np.any(kv.vectors[:limit], axis=1)))
+    result: dict[str, Any] = {"tensor": described, "vocab_size": limit, "zero_vectors": zero}
     quiet = logging.getLogger("gensim.models.keyedvectors")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # gensim logs every skipped question at INFO
     try:
-        known = {w.lower() for w in kv.index_to_key[:limit]}
-        for metric in metrics:
-            path = dataset_path(metric)
-            lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
-            if metric == "analogy":
-                items = [w for w in lines if w and not w[0].startswith(":")]
-            else:
-                items = [w[:2] for w in lines if w and not w[0].startswith("#")]
-            answerable = sum(all(x.lower() in known for x in item) for item in items)
-            result[f"{metric}_missing"] = len(items) - answerable
-            result[f"{metric}_total"] = len(items)
-            if answerable < (1 if metric == "analogy" else 3):  # gensim needs something to score
-                result[metric] = None
-                if metric == "analogy":
-                    result["analogy_sections"] = {}
-            elif metric == "analogy":
-                score, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=limit)
-                result["analogy"] = float(score)
-                result["analogy_sections"] = {
-                    s["section"]: len(s["correct"]) / max(1, len(s["correct"]) + len(s["incorrect"]))
-                    for s in sections[:-1]
-                }
-            else:
-                _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
-                value = float(spearman[0])
-                result[metric] = value if np.isfinite(value) else None
+        with warnings.catch_warnings():
+            # all-zero vectors (coarse quantization) have no direction: gensim divides by their
+            # zero norm and warns; they are counted in "zero_vectors" instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            known = {w.lower() for w in kv.index_to_key[:limit]}
+            for metric in metrics:
+                result.update(_score(kv, metric, limit, known))
     finally:
         quiet.setLevel(level)
     return result
 
 
+def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
+    """One metric through gensim's evaluator, with the questions or pairs it had to skip."""
+    path = dataset_path(metric)
+    lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+    if metric == "analogy":
+        items = [w for w in lines if w and not w[0].startswith(":")]
+    else:
+        items = [w[:2] for w in lines if w and not w[0].startswith("#")]
+    answerable = sum(all(x.lower() in known for x in item) for item in items)
+    out: dict[str, Any] = {f"{metric}_missing": len(items) - answerable, f"{metric}_total": len(items)}
+    if answerable < (1 if metric == "analogy" else 3):  # gensim needs something to score
+        out[metric] = None
+        if metric == "analogy":
+            out["analogy_sections"] = {}
+    elif metric == "analogy":
+        score, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=limit)
+        out["analogy"] = float(score)
+        out["analogy_sections"] = {
+            s["section"]: len(s["correct"]) / max(1, len(s["correct"]) + len(s["incorrect"])) for s in sections[:-1]
+        }
+    else:
+        _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
+        value = float(spearman[0])
+        out[metric] = value if np.isfinite(value) else None
+    return out
+
+
 def format_table(result: dict[str, Any], sections: bool = True) -> str:
-    """A plain-text table of :func:`evaluate`'s result."""
-    lines = [f"{'metric':<36} {'score':>7} {'missing':>14}"]
+    """A plain-text table of :func:`evaluate`'s result (at most 60 columns wide)."""
+    names = [f"analogy: {n}" for n in result.get("analogy_sections", {})] if sections else []
+    width = max([len(m) for m in METRICS] + [len(n) + 2 for n in names] + [6])
+    lines = [f"{'metric':<{width}} {'score':>7} {'missing':>13}"]
     for metric in METRICS:
         if metric in result:
             missing = f"{result[metric + '_missing']}/{result[metric + '_total']}"
             score = "n/a" if result[metric] is None else f"{result[metric]:.4f}"
-            lines.append(f"{metric:<36} {score:>7} {missing:>14}")
-    if sections and "analogy_sections" in result:
-        for name, acc in result["analogy_sections"].items():
-            lines.append(f"  analogy: {name:<26} {acc:>7.4f}")
-    lines.append(f"vocabulary used: {result['vocab_size']} words")
+            lines.append(f"{metric:<{width}} {score:>7} {missing:>13}")
+    for name, acc in zip(names, result.get("analogy_sections", {}).values()):
+        lines.append(f"  {name:<{width - 2}} {acc:>7.4f}")
+    lines.append(f"tensor: {result.get('tensor', 'word vectors')}; vocabulary used: {result['vocab_size']:,} words")
+    if result.get("zero_vectors"):
+        lines.append(f"{result['zero_vectors']:,} of these vectors are all zeros (no direction): they match nothing")
     return "\n".join(lines)

@@ -12,12 +12,14 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError, RateControlError
+from .errors import OptionError, QualityWarning, RateControlError
 from .evaluation import METRICS, evaluate
+from .files import atomic_output, check_output_path
 from .packing import pack
 from .quantizers import METHODS
 from .sources import read_posterior
@@ -35,12 +37,14 @@ def sweep(
     csv_path: str | os.PathLike | None = None,
     plot_path: str | os.PathLike | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    force: bool = True,
 ) -> list[dict[str, Any]]:
     """Pack ``source`` with each method at each payload rate in ``bits``, evaluate, return the rows.
 
     Methods with a fixed rate (``float16``) are packed once. Targets a method cannot reach are
     kept as rows with a ``note`` and no scores. Writes ``csv_path`` and, if ``plot_path`` is
-    given, one figure per metric (``rd.png`` -> ``rd-analogy.png``, ``rd-ws353.png``, ...).
+    given, one figure per metric (``rd.png`` -> ``rd-analogy.png``, ``rd-ws353.png``, ...); every
+    output path is checked before the work starts (``force=False``: refuse existing files).
 
     Example:
         >>> import tempfile, os
@@ -55,6 +59,7 @@ def sweep(
         raise OptionError("give at least one method and one rate")
     if any(not (b > 0 and math.isfinite(b)) for b in bits):
         raise OptionError("every rate in «bits» must be a positive number")
+    _check_outputs(csv_path, plot_path, force)  # before any work: a failed sweep writes nothing
     posterior = read_posterior(source)
     if posterior.vocab is None:
         raise OptionError(f"'{source}' has no vocabulary; a sweep evaluates word vectors")
@@ -90,15 +95,17 @@ def sweep(
             row: dict[str, Any] = {"method": method, "target_bits": target, "note": ""}
             start = time.perf_counter()
             try:
-                result = pack(posterior, archive, bits=target, method=method)
+                with warnings.catch_warnings():  # what a pack loses goes into the row's note
+                    warnings.simplefilter("ignore", QualityWarning)
+                    result = pack(posterior, archive, bits=target, method=method)
             except RateControlError as exc:
                 rows.append({**row, "note": str(exc)})
                 continue
             row["pack_seconds"] = time.perf_counter() - start
             row["payload_bits"] = result.payload_bits_per_weight
             row["file_bits"] = result.file_bits_per_weight
-            if result.target_missed:
-                row["note"] = f"target missed: {result.payload_bits_per_weight:.3f} bits/weight"
+            notes = [f"target missed: {result.payload_bits_per_weight:.3f} bits/weight"] if result.target_missed else []
+            row["note"] = "; ".join(notes + [w.split(": ", 1)[-1] for w in result.warnings])
             scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
             rows.append({**row, **{k: scores[k] for k in METRICS}})
     report(total, total, "done")
@@ -109,9 +116,22 @@ def sweep(
     return rows
 
 
+def _check_outputs(csv_path: Any, plot_path: Any, force: bool) -> None:
+    """The CSV and figure paths can be written (and matplotlib is there) before the work starts."""
+    targets = [csv_path] if csv_path is not None else []
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise OptionError("«plot» needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
+        targets += list(plot_paths(plot_path).values())
+    for target in targets:
+        check_output_path(target, force)
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
     """One line per point, columns :data:`COLUMNS`."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -197,6 +217,7 @@ def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[s
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
         plt.close(fig)
     return paths

@@ -38,7 +38,7 @@ def test_pack_info_unpack(tmp_path, posterior_file):
     assert info["tensors"][0]["name"] == "word_vectors" and info["vocab_words"] == 2000
     assert info["total"]["payload_bits_per_weight"] == pytest.approx(2.0, rel=0.02)
     r = run("info", archive)
-    assert r.exit_code == 0 and "ratio" in r.output and "word_vectors" in r.output and "total" in r.output
+    assert r.exit_code == 0 and "vs f32" in r.output and "word_vectors" in r.output and "total" in r.output
     for out, fmt in (("v.txt", None), ("sd.pt", None), ("arr.npz", None), ("v.bin", "word2vec")):
         args = ["unpack", archive, "-o", tmp_path / out] + (["--format", fmt] if fmt else [])
         assert run(*args).exit_code == 0

@@ -111,25 +111,26 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="bnncompress", standalone_mode=False)  # returns typer.Exit's code
-    except _Terminated:
-        say("terminated", err)
-        sys.exit(143)
-    except KeyboardInterrupt:
-        say("interrupted", err)
-        sys.exit(130)
+    except KeyboardInterrupt:  # typer turns it into exit code 130 itself; this is in case it does not
+        code = 130
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except click.exceptions.Abort:
-        sys.exit(1)
+        code = 1
+    if code == 130:  # the temporary files are gone: the exception unwound through atomic_output
+        terminated = _SIGNALS.get("received") == signal.SIGTERM
+        say("terminated" if terminated else "interrupted", err)
+        code = 143 if terminated else 130
     sys.exit(code if isinstance(code, int) else 0)
 
 
+_SIGNALS: dict[str, int] = {}
+
+
 def _terminate(signum, frame) -> None:
-    raise _Terminated
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is so that temporary files are removed on the way out."""
+    """SIGTERM: unwind like Ctrl-C (removing temporary files on the way out), then exit 143."""
+    _SIGNALS["received"] = signum
+    raise KeyboardInterrupt

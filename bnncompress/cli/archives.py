@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -140,14 +141,19 @@ def info(
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    table = Table(title=escape(f"{archive}  ({summary['total']['file_bytes']:,} bytes)"))
-    for col in ("tensor", "shape", "method", "lambda", "payload bits/w", "file bits/w", "ratio vs float32"):
-        table.add_column(col, justify="left" if col in ("tensor", "method") else "right", no_wrap=col == "tensor")
+    table = Table(
+        title=escape(f"{archive}  ({summary['total']['file_bytes']:,} bytes)"),
+        caption="payload and file: bits per weight",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in ("tensor", "shape", "method", "lambda", "payload", "file", "vs f32"):
+        table.add_column(col, justify="left" if col in ("tensor", "method") else "right", overflow="fold")
     for t in summary["tensors"]:
         lam = "" if t["lam"] is None else f"{t['lam']:.4g}"
         table.add_row(
             t["name"],
-            " x ".join(map(str, t["shape"])),
+            "x".join(map(str, t["shape"])),
             t["method"],
             lam,
             f"{t['payload_bits_per_weight']:.3f}",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -62,6 +63,7 @@ def sweep(
     tensor: Annotated[Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor.")] = None,
     restrict_vocab: Annotated[Optional[int], typer.Option(help="Evaluate on the first N words only.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the CSV and figures if they exist.")] = False,
 ) -> None:
     """Pack with each method at each rate, evaluate every archive, write a CSV (and figures)."""
 
@@ -77,13 +79,14 @@ def sweep(
             csv_path=output,
             plot_path=plot,
             progress=lambda done, total, label: bar.update(task, description=label, completed=done, total=total),
+            force=force,
         )
     if quiet:
         return
 
-    table = Table(title=escape(str(output)))
-    for col in ("method", "target", "payload bits/w", "file bits/w", *METRICS):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    table = Table(title=escape(str(output)), caption="rates: bits per weight", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("method", "target", "payload", "file", *METRICS):
+        table.add_column(col, justify="left" if col == "method" else "right", overflow="fold")
     for r in rows:
         if "payload_bits" not in r:
             continue
@@ -118,7 +121,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.02,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
 ) -> None:
     """Train a Bayesian skip-gram (Pyro, AutoNormal) and write its posterior with the vocabulary."""
     config = SkipGramConfig(

@@ -72,8 +72,10 @@ def read_corpus(path: str | os.PathLike) -> list[list[str]]:
     from gensim.utils import tokenize
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise OptionError(f"corpus file '{path}' does not exist; pass a UTF-8 text file")
+    if not path.is_file():
+        raise OptionError(f"corpus '{path}' is not a regular file; pass a UTF-8 text file")
     with open(path, encoding="utf-8", errors="replace") as fh:
         return [list(tokenize(line, lowercase=True)) for line in fh]
 

@@ -57,13 +57,13 @@ def detect(path: str | os.PathLike) -> str:
         >>> detect("data/example.pt")
         'torch'
     """
-    path = Path(path)
+    given, path = str(path), Path(path)
     if path.is_dir():
         if any(path.glob("*.loc.npy")):
             return "npy-directory"
-        raise PosteriorError(f"'{path}' is a directory without NAME.loc.npy / NAME.scale.npy files")
+        raise PosteriorError(f"'{given}' is a directory without NAME.loc.npy / NAME.scale.npy files")
     if not path.exists():
-        raise PosteriorError(f"posterior file '{path}' does not exist")
+        raise PosteriorError(f"'{given}' does not exist; pass a posterior file or a directory of .npy files")
     if not path.is_file():
         raise PosteriorError(f"'{path}' is not a regular file; pass a posterior file (.pt, .npz, .safetensors, .h5)")
     try:
