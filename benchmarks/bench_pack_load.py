@@ -121,8 +121,10 @@ def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None, metho
             "payload_bits": r.payload_bits_per_weight,
         }
     kwargs = {
-        "pack-default": {"lam": None},  # default method (vbq-direction), default lambda
+        "pack-default": {"lam": None},  # default method (vbq-transform), its default lambda
         "pack-2bits": {"bits": 2.0},  # default method at 2 bits/weight
+        "direction-default": {"lam": None, "method": "vbq-direction"},  # the default before transform coding
+        "direction-2bits": {"bits": 2.0, "method": "vbq-direction"},
         "vbq-2bits": {"bits": 2.0, "method": "vbq"},  # VBQ as published
     }.get(case)
     if kwargs is not None:
@@ -179,18 +181,19 @@ def _table1(tmp: str, repeat: int) -> None:
     n = ROWS * DIM
     posterior_f32 = 2 * 4 * n  # loc and scale
     make_posterior(Path(tmp) / "posterior.pt")
-    rows = [_run(case, tmp, repeat) for case in ("pack-default", "pack-2bits", "vbq-2bits", "load-2bits")]
+    cases = ("pack-default", "pack-2bits", "direction-default", "direction-2bits", "vbq-2bits", "load-2bits")
+    rows = [_run(case, tmp, repeat) for case in cases]
     lookup = _run("lookup", tmp, 1)
     print(f"\nposterior {ROWS} x {DIM} = {n:,} weights; float32 loc+scale = {posterior_f32 / 2**20:.1f} MiB")
     print(
-        f"| {'case':<13} | {'seconds':>8} | {'M weights/s':>11} | {'peak extra MiB':>14} | {'x posterior':>11} | "
+        f"| {'case':<17} | {'seconds':>8} | {'M weights/s':>11} | {'peak extra MiB':>14} | {'x posterior':>11} | "
         f"{'payload bits/w':>14} |"
     )
-    print(f"|{'-' * 15}|{'-' * 10}|{'-' * 13}|{'-' * 16}|{'-' * 13}|{'-' * 16}|")
+    print(f"|{'-' * 19}|{'-' * 10}|{'-' * 13}|{'-' * 16}|{'-' * 13}|{'-' * 16}|")
     for r in rows:
         bits = f"{r['payload_bits']:.3f}" if "payload_bits" in r else ""
         print(
-            f"| {r['case']:<13} | {r['seconds']:>8.4f} | {n / r['seconds'] / 1e6:>11.1f} | "
+            f"| {r['case']:<17} | {r['seconds']:>8.4f} | {n / r['seconds'] / 1e6:>11.1f} | "
             f"{r['peak_extra_bytes'] / 2**20:>14.1f} | {r['peak_extra_bytes'] / posterior_f32:>11.2f} | "
             f"{bits:>14} |"
         )
