@@ -21,7 +21,16 @@ from .coding import num_blocks, num_rows, row_size
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, plain_dataset
-from .records import ArchiveContents, TensorRecord, common_counts_dtype
+from .records import (
+    MAX_BLOCK_ROWS,
+    MAX_MANIFEST_BYTES,
+    MAX_TENSORS,
+    MAX_VOCAB_BYTES,
+    MAX_WEIGHTS,
+    ArchiveContents,
+    TensorRecord,
+    common_counts_dtype,
+)
 from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
@@ -31,7 +40,6 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
-_MAX_WEIGHTS = 1 << 40  # refuse absurd declared sizes before allocating anything
 _MAX_EXPANSION = 1024  # gzip-compressed datasets (manifest, vocab) expand at most this much
 _GZIP = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
 
@@ -106,6 +114,7 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         vocab_raw = "\n".join(vocab).encode("utf-8")
         manifest["vocab"] = {"num_words": len(vocab), "sha256": hashlib.sha256(vocab_raw).hexdigest()}
     manifest_raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    _check_limits(tensors, manifest_raw, vocab_raw)
 
     def concat(key: str, dtype: str) -> np.ndarray:
         arrays = [t.offsets[1:-1] if key == "offsets" else getattr(t, key) for t in tensors]
@@ -129,6 +138,19 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
             f.create_dataset("rotations", data=concat("rotation", "<f2"))
         f.flush()
         return f.id.get_file_image()
+
+
+def _check_limits(tensors: list[TensorRecord], manifest_raw: bytes, vocab_raw: bytes | None) -> None:
+    """Refuse to write what the reader would refuse (the same limits, see :mod:`bnncompress.records`)."""
+    if len(tensors) > MAX_TENSORS:
+        raise ArchiveError(f"an archive holds at most 2^22 tensors, not {len(tensors):,}; pack them in several")
+    if len(manifest_raw) > MAX_MANIFEST_BYTES:
+        raise ArchiveError(f"the manifest of {len(tensors):,} tensors exceeds 1 GiB; pack them in several archives")
+    if vocab_raw is not None and len(vocab_raw) > MAX_VOCAB_BYTES:
+        raise ArchiveError("the vocabulary exceeds 16 GiB; it cannot be stored")
+    for t in tensors:
+        if t.num_weights > MAX_WEIGHTS or not 1 <= t.block_rows <= MAX_BLOCK_ROWS:
+            raise ArchiveError(f"tensor '{t.name}' is larger than an archive holds (2^40 weights)")
 
 
 def format_version(tensors: list[TensorRecord]) -> int:
@@ -222,7 +244,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
             f"{', '.join(map(str, READABLE_VERSIONS))} — upgrade bnncompress"
         )
     expected_sha = _root_attr(f, "manifest_sha256", where)
-    raw = _dataset(f, "manifest", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, 1 << 30)).tobytes()
+    raw = _dataset(f, "manifest", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, MAX_MANIFEST_BYTES)).tobytes()
     if not isinstance(expected_sha, bytes) or hashlib.sha256(raw).hexdigest().encode() != expected_sha:
         raise ArchiveError(f"{where}: manifest checksum mismatch; the archive is corrupt")
     try:
@@ -233,12 +255,14 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     source = _require(manifest.get("source"), str, "manifest 'source'", where)
     tool_version = _require(manifest.get("tool_version"), str, "manifest 'tool_version'", where)
     entries = _require(manifest.get("tensors"), list, "manifest 'tensors'", where)
+    if len(entries) > MAX_TENSORS:
+        raise ArchiveError(f"{where}: {len(entries):,} tensors, more than an archive holds (2^22)")
 
     vocab, vocab_bytes = None, 0
     vinfo = manifest.get("vocab")
     if vinfo is not None:
         _require(vinfo, dict, "manifest 'vocab'", where)
-        vraw = _dataset(f, "vocab", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, 1 << 34)).tobytes()
+        vraw = _dataset(f, "vocab", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, MAX_VOCAB_BYTES)).tobytes()
         if hashlib.sha256(vraw).hexdigest() != vinfo.get("sha256"):
             raise ArchiveError(f"{where}: vocabulary checksum mismatch; the archive is corrupt")
         vocab = validate_words(vraw.decode("utf-8").split("\n"), f"{where}: the vocabulary", ArchiveError)
@@ -280,15 +304,15 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     shape = _require(entry.get("shape"), list, "'shape'", where)
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
         raise ArchiveError(f"{where}: 'shape' should be a list of non-negative integers, found {shape!r}")
-    if np.prod([float(s) for s in shape]) > _MAX_WEIGHTS:
+    if np.prod([float(s) for s in shape]) > MAX_WEIGHTS:
         raise ArchiveError(f"{where}: declared shape {tuple(shape)} is absurdly large; the archive is damaged")
     dtype = _require(entry.get("dtype"), str, "'dtype'", where)
     if dtype not in _DTYPES:
         raise ArchiveError(f"{where}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
     slices = _slices(entry, arrays, where)
     block_rows = _require(entry.get("block_rows"), int, "'block_rows'", where)
-    if block_rows < 1:
-        raise ArchiveError(f"{where}: 'block_rows' should be at least 1, found {block_rows}")
+    if not 1 <= block_rows <= MAX_BLOCK_ROWS:
+        raise ArchiveError(f"{where}: 'block_rows' should be from 1 to 2^31, found {block_rows}")
     subvectors = _require(entry.get("subvectors", 0), int, "'subvectors'", where)
     if subvectors and (version < 2 or subvectors < 0 or len(shape) < 2 or row_size(tuple(shape)) % subvectors):
         raise ArchiveError(f"{where}: 'subvectors' {subvectors} does not divide the rows; the archive is damaged")

@@ -90,17 +90,26 @@ def _plain_vectors(path: Path):
     from gensim.models import KeyedVectors
 
     binary = path.suffix == ".bin"
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 16).split()
+    no_header = len(first) != 2 or not all(x.isdigit() for x in first)  # GloVe text has no "count dim" line
+    if not no_header:
+        _check_header(path, first, binary)
     try:
-        if binary:
-            return KeyedVectors.load_word2vec_format(str(path), binary=True)
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            first = fh.readline().split()
-        no_header = len(first) != 2  # GloVe text files have no "count dim" line
-        return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=no_header)
-    except (ValueError, UnicodeDecodeError, EOFError) as exc:
+        return KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=no_header and not binary)
+    except (ValueError, UnicodeDecodeError, EOFError, MemoryError) as exc:
         raise OptionError(
-            f"'{path}' is not word2vec or GloVe vectors ({exc}); pass an archive or a posterior"
+            f"'{path}' is not word2vec or GloVe vectors ({type(exc).__name__}: {str(exc)[:80]}); "
+            "pass an archive or a posterior"
         ) from None
+
+
+def _check_header(path: Path, first: list[bytes], binary: bool) -> None:
+    """A word2vec header promises ``count x dim`` values: the file must be big enough to hold them
+    (4 bytes each in binary, 2 characters in text) before gensim allocates the matrix."""
+    count, dim = int(first[0]), int(first[1])
+    if count < 1 or dim < 1 or count * dim * (4 if binary else 2) > path.stat().st_size:
+        raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values, more than the file holds")
 
 
 def evaluate(

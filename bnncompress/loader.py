@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,10 @@ class Archive:
         if name not in self._cache:
             rec = self.record(name)
             _check_fits_in_memory(rec)
-            values = _restore_dtype(self._values(rec).reshape(rec.shape), rec.dtype)
+            try:
+                values = _restore_dtype(self._values(rec).reshape(rec.shape), rec.dtype)
+            except MemoryError:
+                raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None
             values.flags.writeable = False
             self._cache[name] = values
         return self._cache[name]
@@ -357,16 +361,20 @@ def _restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _check_fits_in_memory(rec: TensorRecord) -> None:
-    """Refuse to decode a tensor whose declared size exceeds this machine's memory."""
-    needed = rec.num_weights * (4 + np.dtype(_NUMPY_DTYPES[rec.dtype]).itemsize)
+    """Refuse to decode a tensor whose declared size exceeds the memory this process may use:
+    the machine's, or a lower address-space limit (``ulimit -v``)."""
+    needed = rec.num_weights * (12 + np.dtype(_NUMPY_DTYPES[rec.dtype]).itemsize)  # symbols, values, result
     try:
         available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
         return
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        available = min(available, limit)
     if needed > available:
         raise ArchiveError(
             f"tensor '{rec.name}' declares {rec.num_weights:,} weights ({needed / 2**30:.1f} GiB to decode), "
-            f"more than this machine's {available / 2**30:.1f} GiB of memory"
+            f"more than the {available / 2**30:.1f} GiB of memory this process may use"
         )
 
 

@@ -154,6 +154,7 @@ class TensorJob:
     def state(self, lam: float, on_sample: bool = False) -> Any:
         key = (lam, on_sample)
         if key not in self._states:
+            _forget_oldest(self._states)
             self._states[key] = self.fitted.at(lam, self.sample if on_sample else self.rows)
         return self._states[key]
 
@@ -177,6 +178,7 @@ class TensorJob:
         on_sample = on_sample and self.sample is not None
         key = (lam, on_sample)
         if key not in self._histograms:
+            _forget_oldest(self._histograms)
             self._histograms[key] = self._sample_histogram(lam) if on_sample else self._full_histogram(lam)
         counts, counted, _ = self._histograms[key]
         return counts, counted
@@ -278,6 +280,15 @@ class TensorJob:
         offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.uint64)
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
         return np.concatenate(words_parts), offsets
+
+
+_REMEMBERED = 4  # rate control asks for the latest few lambdas again; a pack may hold 10^5 tensors
+
+
+def _forget_oldest(cache: dict) -> None:
+    """Keep a per-tensor cache of states or histograms small: drop the oldest entries."""
+    while len(cache) >= _REMEMBERED:
+        del cache[next(iter(cache))]
 
 
 def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:

@@ -18,6 +18,13 @@ import numpy as np
 
 from .coding import dequantize, inverse_transform, num_rows, row_size
 
+#: The limits of the format, checked by the writer and the reader alike (whatever one writes, the other reads).
+MAX_WEIGHTS = 1 << 40  # per tensor
+MAX_BLOCK_ROWS = 1 << 31
+MAX_TENSORS = 1 << 22
+MAX_MANIFEST_BYTES = 1 << 30
+MAX_VOCAB_BYTES = 1 << 34
+
 
 class BitsPerWeight:
     """Size ratios for anything with ``num_weights``, ``payload_bytes`` and ``file_bytes``."""

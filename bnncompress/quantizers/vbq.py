@@ -31,6 +31,7 @@ from ..priors import GaussianPrior
 from .base import Block, FittedQuantizer, Quantizer, Rows
 
 DEFAULT_MAX_LEVEL = 10
+_TABLE_WEIGHTS = 1 << 16  # smaller tensors build the kernel's bucket table per call (a tensor keeps 32 KiB)
 
 
 class VBQ(Quantizer):
@@ -78,9 +79,12 @@ class FittedVBQ(FittedQuantizer):
         self.prior = prior
         self.max_level = max_level
         self.device = device
-        fractions = np.arange(1, 2 ** (max_level + 1)) / 2.0 ** (max_level + 1)
-        self.candidates = prior.ppf(fractions).astype(np.float32)
         self._table: tuple | None = None  # the CPU kernel's bucket table of the candidates
+
+    @property
+    def candidates(self) -> np.ndarray:
+        """Every grid point of every level: made when needed, so that 10^5 tiny tensors stay small."""
+        return self.prior.binary_fractions(self.max_level)
 
     def search_scale(self, block: Block) -> np.ndarray:
         return block.scale
@@ -90,7 +94,7 @@ class FittedVBQ(FittedQuantizer):
 
     def vbq(self, block: Block, lam: float) -> np.ndarray:
         """VBQ's search over the candidates with the block's search scales."""
-        if self.device == "cpu" and self._table is None:
+        if self.device == "cpu" and self._table is None and self.num_weights >= _TABLE_WEIGHTS:
             from ._vbq_cpu import bucket_table  # numba: imported on first use
 
             self._table = bucket_table(self.candidates)  # once per tensor, not per block
