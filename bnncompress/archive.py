@@ -29,6 +29,7 @@ from .records import (
     MAX_WEIGHTS,
     ArchiveContents,
     TensorRecord,
+    check_archive_limits,
     common_counts_dtype,
 )
 from .vocabulary import validate_words
@@ -114,7 +115,7 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         vocab_raw = "\n".join(vocab).encode("utf-8")
         manifest["vocab"] = {"num_words": len(vocab), "sha256": hashlib.sha256(vocab_raw).hexdigest()}
     manifest_raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    _check_limits(tensors, manifest_raw, vocab_raw)
+    check_archive_limits(tensors, len(manifest_raw), None if vocab_raw is None else len(vocab_raw))
 
     def concat(key: str, dtype: str) -> np.ndarray:
         arrays = [t.offsets[1:-1] if key == "offsets" else getattr(t, key) for t in tensors]
@@ -138,19 +139,6 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
             f.create_dataset("rotations", data=concat("rotation", "<f2"))
         f.flush()
         return f.id.get_file_image()
-
-
-def _check_limits(tensors: list[TensorRecord], manifest_raw: bytes, vocab_raw: bytes | None) -> None:
-    """Refuse to write what the reader would refuse (the same limits, see :mod:`bnncompress.records`)."""
-    if len(tensors) > MAX_TENSORS:
-        raise ArchiveError(f"an archive holds at most 2^22 tensors, not {len(tensors):,}; pack them in several")
-    if len(manifest_raw) > MAX_MANIFEST_BYTES:
-        raise ArchiveError(f"the manifest of {len(tensors):,} tensors exceeds 1 GiB; pack them in several archives")
-    if vocab_raw is not None and len(vocab_raw) > MAX_VOCAB_BYTES:
-        raise ArchiveError("the vocabulary exceeds 16 GiB; it cannot be stored")
-    for t in tensors:
-        if t.num_weights > MAX_WEIGHTS or not 1 <= t.block_rows <= MAX_BLOCK_ROWS:
-            raise ArchiveError(f"tensor '{t.name}' is larger than an archive holds (2^40 weights)")
 
 
 def format_version(tensors: list[TensorRecord]) -> int:

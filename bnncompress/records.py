@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .coding import dequantize, inverse_transform, num_rows, row_size
+from .errors import ArchiveError
 
 #: The limits of the format, checked by the writer and the reader alike (whatever one writes, the other reads).
 MAX_WEIGHTS = 1 << 40  # per tensor
@@ -210,3 +211,16 @@ def common_counts_dtype(tensors: list[TensorRecord]) -> np.dtype:
     """The narrowest unsigned type that holds every tensor's counts (one dataset holds them all)."""
     width = max([t.counts.dtype.itemsize for t in tensors] + [1])
     return np.dtype(f"<u{width}")
+
+
+def check_archive_limits(tensors: list[TensorRecord], manifest_bytes: int, vocab_bytes: int | None) -> None:
+    """Refuse to write what the reader would refuse (the MAX_* limits above)."""
+    if len(tensors) > MAX_TENSORS:
+        raise ArchiveError(f"an archive holds at most 2^22 tensors, not {len(tensors):,}; pack them in several")
+    if manifest_bytes > MAX_MANIFEST_BYTES:
+        raise ArchiveError(f"the manifest of {len(tensors):,} tensors exceeds 1 GiB; pack them in several archives")
+    if vocab_bytes is not None and vocab_bytes > MAX_VOCAB_BYTES:
+        raise ArchiveError("the vocabulary exceeds 16 GiB; it cannot be stored")
+    for t in tensors:
+        if t.num_weights > MAX_WEIGHTS or not 1 <= t.block_rows <= MAX_BLOCK_ROWS:
+            raise ArchiveError(f"tensor '{t.name}' is larger than an archive holds (2^40 weights)")
