@@ -10,6 +10,7 @@ gensim; here they are counted and reported next to each score.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     except PosteriorError:
         if not path.is_file():
             raise
-        return _plain_vectors(path), "word vectors"  # not a posterior: word vectors, or an error saying so
+        return read_word_vectors(path), "word vectors"  # not a posterior: word vectors, or an error saying so
     return _posterior_means(path, tensor)
 
 
@@ -86,9 +87,17 @@ def _posterior_means(path: Path, tensor: str | None):
     return kv, f"{tensor} (posterior means)"
 
 
-def _plain_vectors(path: Path):
+def read_word_vectors(path: str | os.PathLike):
+    """gensim ``KeyedVectors`` from word2vec text (``.bin``: binary) or GloVe text (no header line).
+
+    Example:
+        >>> kv = read_word_vectors("vectors.txt")  # doctest: +SKIP
+    """
     from gensim.models import KeyedVectors
 
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"word-vector file '{path}' does not exist or is not a file; pass word2vec or GloVe text")
     binary = path.suffix == ".bin"
     with open(path, "rb") as fh:
         first = fh.readline(1 << 16).split()

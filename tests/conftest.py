@@ -17,13 +17,21 @@ def trained(tmp_path_factory):
     """A tiny Bayesian skip-gram trained for a few steps on real English text (gensim's Lee corpus)."""
     import pyro
     import torch
+    from pyro.infer.autoguide import AutoNormal
 
-    from bnncompress.models import SkipGramConfig, read_corpus, save_posterior, train_skipgram
+    from bnncompress.models import (
+        SkipGramConfig,
+        param_store_state,
+        read_corpus,
+        save_posterior,
+        skipgram_model,
+        train_skipgram,
+    )
 
     d = tmp_path_factory.mktemp("trained")
     sentences = read_corpus(LEE)[:60]
     cfg = SkipGramConfig(
-        dim=8, vocab_size=300, min_count=2, window=2, negatives=2, epochs=1, batch_size=2048, device="cpu"
+        dim=8, vocab_size=300, min_count=2, window=2, negatives=2, epochs=1, batch_size=512, device="cpu"
     )
     result = train_skipgram(sentences, cfg)
     paths = {
@@ -32,11 +40,17 @@ def trained(tmp_path_factory):
         "state_dict": d / "state_dict.pt",
         "vocab": d / "vocab.txt",
     }
+    pyro.clear_param_store()
+    pyro.get_param_store().set_state(param_store_state(result))
     pyro.get_param_store().save(paths["param_store"])
     save_posterior(paths["with_vocab"], result)
-    torch.save(result.guide.state_dict(), paths["state_dict"])
+    v = len(result.vocab)
+    guide = AutoNormal(skipgram_model(v, cfg.dim, result.num_pairs, cfg.negatives))
+    one = torch.zeros(1, dtype=torch.long)
+    guide(one, one, one[:, None], one)  # AutoNormal takes its values from the param store
+    torch.save(guide.state_dict(), paths["state_dict"])
     paths["vocab"].write_text("\n".join(result.vocab) + "\n")
-    return {"paths": paths, "result": result, "vocab": result.vocab}
+    return {"paths": paths, "result": result, "guide": guide, "vocab": result.vocab}
 
 
 @pytest.fixture(scope="session")

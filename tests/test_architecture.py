@@ -23,6 +23,8 @@ LAZY_LEAVES = {
     "bnncompress._exactsum_kernels",
     "bnncompress._pipeline_kernels",
     "bnncompress._transform_cpu",
+    "bnncompress._skipgram_kernels",
+    "bnncompress._skipgram_torch",
 }
 MAX_MODULE_LINES = 400
 

@@ -11,7 +11,7 @@ from bnncompress.posterior import FLAT_LATENT_NAME
 
 def test_param_store_applies_constraints(trained):
     p = read_posterior(trained["paths"]["param_store"])
-    guide = trained["result"].guide
+    guide = trained["guide"]
     assert p.names == ["word_vectors", "context_vectors"]
     np.testing.assert_allclose(p.tensors["word_vectors"].scale, guide.scales.word_vectors.detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(p.tensors["word_vectors"].loc, guide.locs.word_vectors.detach().numpy())
@@ -26,7 +26,7 @@ def test_param_store_with_vocab(trained):
 
 def test_guide_state_dict_and_live_guide_agree(trained):
     a = read_posterior(trained["paths"]["state_dict"], vocab=trained["paths"]["vocab"])
-    b = read_posterior(trained["result"].guide)
+    b = read_posterior(trained["guide"])
     c = read_posterior(trained["paths"]["param_store"])
     for name in c.names:
         np.testing.assert_allclose(a.tensors[name].scale, c.tensors[name].scale, rtol=1e-6)

@@ -8,10 +8,12 @@ remove any temporary file and exit with 130 and 143.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..errors import BnnCompressError, OptionError
+from ..models import TrainProgress
 from ..quantizers import DEFAULT_METHOD, METHODS
 
 app = typer.Typer(
@@ -73,6 +76,54 @@ def progress_bar(quiet: bool) -> Progress:
         transient=True,
         disable=quiet or not err.is_terminal,
     )
+
+
+@contextlib.contextmanager
+def training_progress(quiet: bool) -> Iterator[Callable[[TrainProgress], None]]:
+    """A ``progress`` callback for training: a rich bar (loss, pairs/s, ETA) in a terminal, else one
+    line per epoch on stderr; nothing when ``quiet``."""
+    if quiet:
+        yield lambda p: None
+        return
+    if not err.is_terminal:
+
+        def line(p: TrainProgress) -> None:
+            if p.epoch_done:
+                say(
+                    f"epoch {p.epoch}/{p.epochs}: loss/pair {p.loss:.4f}, {p.pairs_per_second:,.0f} pairs/s, "
+                    f"ETA {_clock(p.eta_seconds)}",
+                    err,
+                )
+
+        yield line
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%  {task.fields[speed]}  ETA {task.fields[eta]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("training", total=None, speed="", eta="-")
+
+        def update(p: TrainProgress) -> None:
+            bar.update(
+                task,
+                completed=p.step,
+                total=p.total_steps,
+                description=f"epoch {p.epoch}/{p.epochs} loss/pair {p.loss:.4f}",
+                speed=f"{p.pairs_per_second:,.0f} pairs/s",
+                eta=_clock(p.eta_seconds),
+            )
+
+        yield update
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 Method = Enum("Method", [(m.replace("-", "_"), m) for m in METHODS], type=str)

@@ -12,12 +12,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import OptionError
-from ..evaluation import METRICS, evaluate, format_table
-from ..models.skipgram import SkipGramConfig, read_corpus, save_posterior, train_skipgram
+from ..evaluation import METRICS, evaluate, format_table, read_word_vectors
+from ..models import SkipGramConfig, read_corpus, save_posterior, train_skipgram
 from ..quantizers import METHODS
 from ..sweep import plot_paths, score_text
 from ..sweep import sweep as _sweep
-from .app import Device, app, err, fails_cleanly, out, progress_bar, say
+from .app import Device, app, err, fails_cleanly, out, progress_bar, refuse_existing, say, training_progress
 
 
 @app.command("eval")
@@ -111,43 +111,54 @@ def sweep(
 def train(
     corpus: Annotated[Path, typer.Argument(help="UTF-8 text; one sentence or document per line.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Posterior file to write (.pt).")],
-    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 50,
+    dim: Annotated[Optional[int], typer.Option(help="Embedding dimension (default 50, or that of --init).")] = None,
     vocab_size: Annotated[int, typer.Option(help="Keep this many most frequent words.")] = 5000,
     min_count: Annotated[int, typer.Option(help="Drop words rarer than this.")] = 2,
     window: Annotated[int, typer.Option(help="Context window (words each side).")] = 5,
     negatives: Annotated[int, typer.Option(help="Noise words per pair.")] = 5,
+    subsample: Annotated[float, typer.Option(help="Frequent-word subsampling threshold (0: none).")] = 1e-3,
     epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 2048,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.02,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = SkipGramConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = SkipGramConfig.lr,
+    lr_decay: Annotated[bool, typer.Option(help="Decay the learning rate linearly to 10% of --lr.")] = True,
+    init: Annotated[
+        Optional[Path],
+        typer.Option(help="Pretrained vectors (word2vec text/.bin, GloVe text): means start there; scales are fit."),
+    ] = None,
+    refine_means: Annotated[bool, typer.Option(help="With --init: train the means too, not only the scales.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
 ) -> None:
-    """Train a Bayesian skip-gram (Pyro, AutoNormal) and write its posterior with the vocabulary."""
+    """Train a Bayesian skip-gram (mean-field Gaussian, as AutoNormal) and write its posterior with the vocabulary."""
+    refuse_existing(output, force)
+    vectors = read_word_vectors(init) if init is not None else None
+    if vectors is not None and dim is not None and dim != vectors.vector_size:
+        raise OptionError(f"--dim {dim} differs from the {vectors.vector_size} dimensions of '{init}'; drop --dim")
     config = SkipGramConfig(
-        dim=dim,
+        dim=dim or (vectors.vector_size if vectors is not None else 50),
         vocab_size=vocab_size,
         min_count=min_count,
         window=window,
         negatives=negatives,
+        subsample=subsample,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        lr_decay=lr_decay,
         seed=seed,
         device=device.value,
+        init_vectors=vectors,
+        refine_means=refine_means,
     )
     config.validate()
     sentences = read_corpus(corpus)
-    with progress_bar(quiet) as bar:
-        task = bar.add_task("training", total=None)
-
-        def report(step: int, total: int, loss: float) -> None:
-            bar.update(task, completed=step, total=total, description=f"training (loss/pair {loss:.3f})")
-
+    with training_progress(quiet) as report:
         result = train_skipgram(sentences, config, progress=report)
-    save_posterior(output, result)
+    save_posterior(output, result, force=force)
     if not quiet:
         say(
-            f"wrote {output}: {len(result.vocab)} words x {dim} dims, {result.num_pairs:,} pairs, "
-            f"final loss/pair {result.losses[-1]:.4f}"
+            f"wrote {output}: {len(result.vocab):,} words x {config.dim} dims, {result.num_pairs:,} pairs/epoch, "
+            f"loss/pair {result.losses[-1]:.4f}, {result.pairs_per_second:,.0f} pairs/s"
         )

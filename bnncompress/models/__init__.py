@@ -1,5 +1,23 @@
 """Bayesian models whose posteriors bnncompress packs (the skip-gram word-embedding model)."""
 
-from .skipgram import SkipGramConfig, TrainResult, read_corpus, save_posterior, train_skipgram
+from .skipgram import (
+    SkipGramConfig,
+    TrainProgress,
+    TrainResult,
+    param_store_state,
+    read_corpus,
+    save_posterior,
+    skipgram_model,
+)
+from .trainer import train_skipgram
 
-__all__ = ["SkipGramConfig", "TrainResult", "read_corpus", "save_posterior", "train_skipgram"]
+__all__ = [
+    "SkipGramConfig",
+    "TrainProgress",
+    "TrainResult",
+    "param_store_state",
+    "read_corpus",
+    "save_posterior",
+    "skipgram_model",
+    "train_skipgram",
+]

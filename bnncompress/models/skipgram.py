@@ -1,32 +1,25 @@
-"""A Bayesian skip-gram word-embedding model in Pyro, and its trainer.
+"""A Bayesian skip-gram word-embedding model in Pyro: the model, its data, and its posterior file.
 
-Barkan (2017) style: word vectors U and context vectors C (V x D each) with prior N(0, 1);
-each observed (center, context) pair and its ``negatives`` noise words contribute
-Bernoulli likelihoods with logits U[center] . C[word] (label 1 for the context, 0 for the
-noise words). The likelihood plate runs over all pairs of the corpus and is subsampled
-into minibatches (``pyro.plate(..., subsample=...)``), so the ELBO is unbiased.
-Trained with an AutoNormal guide: the posterior is N(loc, scale²) per weight.
-
-Example:
-    >>> cfg = SkipGramConfig(dim=4, vocab_size=20, epochs=1, batch_size=64)
-    >>> words = "the cat sat on the mat the dog sat on the log".split() * 30
-    >>> result = train_skipgram([words], cfg)
-    >>> result.vocab[:2], tuple(result.guide.locs.word_vectors.shape)
-    (['the', 'on'], (7, 4))
+The model (:func:`skipgram_model`, Barkan 2017): word vectors U and context vectors C (V x D
+each) with prior N(0, 1); each observed (center, context) pair and its ``negatives`` noise
+words contribute Bernoulli likelihoods with logits ``U[center] . C[word]`` (label 1 for the
+context, 0 for the noise words). The posterior is mean-field Gaussian — Pyro's AutoNormal —
+and what :func:`save_posterior` writes is AutoNormal's param store (``AutoNormal.locs.word_vectors``,
+``AutoNormal.scales.word_vectors`` under ``softplus_positive``, ...) plus the vocabulary, which
+``pack`` reads. :mod:`.trainer` fits it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..devices import resolve_device
 from ..errors import OptionError
 from ..files import atomic_output
 
@@ -44,27 +37,54 @@ class SkipGramConfig:
     epochs: int = 5
     batch_size: int = 2048
     lr: float = 0.02
+    lr_decay: bool = True
     init_scale: float = 0.05
     seed: int = 0
     device: str = "auto"
+    #: Start the word vectors' means at these pretrained vectors (a dict word -> vector, or gensim
+    #: KeyedVectors) and keep them unless ``refine_means``; the vocabulary is limited to their words.
+    init_vectors: Any = None
+    refine_means: bool = False
 
     def validate(self) -> None:
         for name in ("dim", "vocab_size", "min_count", "window", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.negatives < 0 or not self.lr > 0 or not self.init_scale > 0 or self.subsample < 0:
-            raise OptionError("--negatives and --subsample must be >= 0, --lr and --init-scale > 0")
+            if not getattr(self, name) >= 1:
+                raise OptionError(f"«{name}» must be at least 1, got {getattr(self, name)}")
+        if not (self.negatives >= 0 and self.lr > 0 and self.init_scale > 0 and self.subsample >= 0):
+            raise OptionError("«negatives» and «subsample» must be >= 0, «lr» and «init_scale» > 0")
+        init = self.init_vectors
+        if init is not None:
+            size = init.vector_size if hasattr(init, "vector_size") else len(next(iter(init.values()), ()))
+            if size != self.dim:
+                raise OptionError(f"«init_vectors» have {size} dimensions, «dim» is {self.dim}; make them agree")
 
 
 @dataclass
 class TrainResult:
-    """The trained guide, its vocabulary (most frequent first) and the loss per epoch."""
+    """The trained posterior (``params[site] = (loc, unconstrained scale)`` as float32 arrays, V x D;
+    scale = softplus(unconstrained)), its vocabulary (most frequent first), the loss per pair of
+    each epoch and how fast it went."""
 
-    guide: object
+    params: dict[str, tuple[np.ndarray, np.ndarray]]
     vocab: list[str]
     counts: list[int]
     losses: list[float] = field(default_factory=list)
     num_pairs: int = 0
+    pairs_per_second: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What a trainer reports after every step (``epoch_done`` at the last step of an epoch)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    epochs: int
+    loss: float  # per pair, of the epoch so far
+    pairs_per_second: float
+    eta_seconds: float
+    epoch_done: bool
 
 
 def read_corpus(path: str | os.PathLike) -> list[list[str]]:
@@ -80,14 +100,19 @@ def read_corpus(path: str | os.PathLike) -> list[list[str]]:
         return [list(tokenize(line, lowercase=True)) for line in fh]
 
 
-def build_vocab(sentences: Iterable[Sequence[str]], vocab_size: int, min_count: int) -> tuple[list[str], list[int]]:
-    """The ``vocab_size`` most frequent words with at least ``min_count`` occurrences,
-    most frequent first (ties alphabetical), so gensim's ``restrict_vocab`` keeps the top words."""
+def build_vocab(
+    sentences: Iterable[Sequence[str]], vocab_size: int, min_count: int, allowed: Any = None
+) -> tuple[list[str], list[int]]:
+    """The ``vocab_size`` most frequent words with at least ``min_count`` occurrences (and in
+    ``allowed``, if given), most frequent first (ties alphabetical), so gensim's
+    ``restrict_vocab`` keeps the top words."""
     counts = Counter(w for s in sentences for w in s)
-    ranked = sorted(((c, w) for w, c in counts.items() if c >= min_count), key=lambda cw: (-cw[0], cw[1]))
-    ranked = ranked[:vocab_size]
+    ranked = sorted(
+        ((c, w) for w, c in counts.items() if c >= min_count and (allowed is None or w in allowed)),
+        key=lambda cw: (-cw[0], cw[1]),
+    )[:vocab_size]
     if not ranked:
-        raise OptionError("the corpus has no word that occurs --min-count times; use a larger corpus")
+        raise OptionError("the corpus has no word that occurs «min_count» times; use a larger corpus")
     return [w for _, w in ranked], [c for c, _ in ranked]
 
 
@@ -113,12 +138,12 @@ def make_pairs(
             centers += [ids[:-offset], ids[offset:]]
             contexts += [ids[offset:], ids[:-offset]]
     if not centers:
-        raise OptionError("the corpus yields no word pairs; use a longer corpus or a larger --window")
-    return np.concatenate(centers), np.concatenate(contexts)
+        raise OptionError("the corpus yields no word pairs; use a longer corpus or a larger «window»")
+    return np.concatenate(centers).astype(np.int32), np.concatenate(contexts).astype(np.int32)
 
 
-def skipgram_model(vocab_size: int, dim: int, num_pairs: int, negatives: int, device):
-    """The Pyro model; called as ``model(center, context, noise, subsample)``."""
+def skipgram_model(vocab_size: int, dim: int, num_pairs: int, negatives: int, device: Any = "cpu"):
+    """The Pyro model; called as ``model(center, context, noise, subsample)`` (what the trainer fits)."""
     import pyro
     import pyro.distributions as dist
     import torch
@@ -137,71 +162,30 @@ def skipgram_model(vocab_size: int, dim: int, num_pairs: int, negatives: int, de
     return model
 
 
-def train_skipgram(
-    sentences: Sequence[Sequence[str]],
-    config: SkipGramConfig,
-    progress: Callable[[int, int, float], None] | None = None,
-) -> TrainResult:
-    """Fit the Bayesian skip-gram with AutoNormal; ``progress(step, total_steps, loss)``."""
-    import pyro
-    import pyro.optim
+def param_store_state(result: TrainResult) -> dict[str, Any]:
+    """AutoNormal's param-store state for ``result`` (``pyro.get_param_store().set_state(...)``; then
+    ``AutoNormal(skipgram_model(...))`` uses these values): unconstrained tensors + constraints."""
     import torch
-    from pyro.infer import SVI, Trace_ELBO
-    from pyro.infer.autoguide import AutoNormal, init_to_value
+    from pyro.distributions import constraints
 
-    config.validate()
-    device = torch.device(resolve_device(config.device))
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    pyro.set_rng_seed(config.seed)
-    vocab, counts = build_vocab(sentences, config.vocab_size, config.min_count)
-    centers_np, contexts_np = make_pairs(sentences, vocab, counts, config.window, config.subsample, rng)
-    centers = torch.from_numpy(centers_np).to(device)
-    contexts = torch.from_numpy(contexts_np).to(device)
-    n_pairs, v, d = len(centers), len(vocab), config.dim
-    noise_dist = torch.tensor(np.asarray(counts, dtype=np.float64) ** 0.75, dtype=torch.float32, device=device)
-
-    pyro.clear_param_store()
-    model = skipgram_model(v, d, n_pairs, config.negatives, device)
-    init = {name: 0.1 * torch.randn(v, d, device=device) for name in ("word_vectors", "context_vectors")}
-    guide = AutoNormal(model, init_loc_fn=init_to_value(values=init), init_scale=config.init_scale)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": config.lr}), Trace_ELBO())
-
-    batch = min(config.batch_size, n_pairs)
-    steps_per_epoch = math.ceil(n_pairs / batch)
-    total = steps_per_epoch * config.epochs
-    losses: list[float] = []
-    step = 0
-    for _ in range(config.epochs):
-        order = torch.randperm(n_pairs, device=device)
-        epoch_loss = 0.0
-        for start in range(0, n_pairs, batch):
-            idx = order[start : start + batch]
-            noise = (
-                torch.multinomial(noise_dist, len(idx) * config.negatives, replacement=True).view(len(idx), -1)
-                if config.negatives
-                else torch.zeros(len(idx), 0, dtype=torch.long, device=device)
-            )
-            loss = svi.step(centers[idx], contexts[idx], noise, idx)
-            epoch_loss += loss
-            step += 1
-            if progress:
-                progress(step, total, loss / n_pairs)
-        losses.append(epoch_loss / steps_per_epoch / n_pairs)
-    return TrainResult(guide, vocab, counts, losses, n_pairs)
+    params, kinds = {}, {}
+    for site, (loc, raw) in result.params.items():
+        params[f"AutoNormal.locs.{site}"] = torch.from_numpy(np.ascontiguousarray(loc))
+        params[f"AutoNormal.scales.{site}"] = torch.from_numpy(np.ascontiguousarray(raw))
+        kinds[f"AutoNormal.locs.{site}"] = constraints.real
+        kinds[f"AutoNormal.scales.{site}"] = constraints.softplus_positive
+    return {"params": params, "constraints": kinds}
 
 
-def save_posterior(path: str | os.PathLike, result: TrainResult) -> None:
-    """Write the Pyro param store (unconstrained values + constraints, as
-    ``pyro.get_param_store().save`` does) plus the ``vocab`` list into one .pt file."""
-    import pyro
+def save_posterior(path: str | os.PathLike, result: TrainResult, force: bool = True) -> None:
+    """Write AutoNormal's param store for the result (as ``pyro.get_param_store().save`` does) plus
+    the ``vocab`` list into one .pt file, which ``bnncompress pack`` reads.
+
+    Example:
+        >>> save_posterior("skipgram.pt", train_skipgram(sentences, SkipGramConfig()))  # doctest: +SKIP
+    """
     import torch
 
-    state = pyro.get_param_store().get_state()
-    payload = {
-        "params": {k: v.detach().cpu() for k, v in state["params"].items()},
-        "constraints": state["constraints"],
-        "vocab": list(result.vocab),
-    }
-    with atomic_output(path) as tmp:
+    payload = {**param_store_state(result), "vocab": list(result.vocab)}
+    with atomic_output(path, force=force) as tmp:
         torch.save(payload, tmp)
