@@ -6,13 +6,16 @@ Corpus (all offline except one Debian package download, done here and never in t
 - the shortened English Wikipedia dump and the Lee corpus that ship inside gensim.
 
 Stages (each reuses the previous one's output if it exists):
-1. ``corpus``: ``recipes/work/corpus.txt`` (one document per line, lowercased tokens);
-2. ``train``: ``recipes/work/skipgram.pt`` (the posterior; ``bnncompress train`` code);
+1. ``corpus``: ``recipes/work/corpus.txt`` (one document per line, lowercased tokens; ~30 s);
+2. ``train``: ``recipes/work/skipgram.pt`` (the posterior, ``bnncompress train``'s trainer;
+   20,000 x 100, 2 epochs of 18 M pairs: ~3 min on 2 cores);
 3. ``sweep``: every method at every rate, evaluated with gensim on questions-words,
-   WordSim353 and SimLex-999 -> ``recipes/results/analogy_benchmark.{csv,md}`` + plots.
+   WordSim353 and SimLex-999 -> ``<results>/analogy_benchmark.{csv,md}`` + plots.
 
-    python recipes/analogy_benchmark.py               # all stages (~1 h on 2 cores, minutes on a GPU)
-    python recipes/analogy_benchmark.py --stage sweep # re-run only the sweep
+    python recipes/analogy_benchmark.py                  # all stages -> recipes/work/results/
+    python recipes/analogy_benchmark.py --stage sweep    # re-run only the sweep
+    python recipes/analogy_benchmark.py --quick          # < 1 min: gensim's bundled text only, small model
+    python recipes/analogy_benchmark.py --results recipes/results   # refresh the committed results
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
-RESULTS = HERE / "results"
 CORPUS = WORK / "corpus.txt"
 POSTERIOR = WORK / "skipgram.pt"
+QUICK = {"vocab_size": 3000, "dim": 50, "epochs": 2, "batch_size": 8192, "lr": 0.02}
+QUICK_METHODS, QUICK_BITS = "vbq-transform,vbq,uniform", "1,2"
 GCIDE_DICT = "usr/share/dictd/gcide.dict.dz"
 
 _MARKUP = re.compile(r"\[[^\]]*\]|\{[^}]*\}|<[^>]*>")  # "[1913 Webster]", "{...}", "<...>" annotations
@@ -67,9 +71,15 @@ def build_corpus() -> None:
 
 
 def train(args) -> None:
-    from bnncompress.models import SkipGramConfig, read_corpus, save_posterior, train_skipgram
+    from bnncompress.models import SkipGramConfig, TrainProgress, read_corpus, save_posterior, train_skipgram
 
-    sentences = read_corpus(CORPUS)
+    if args.quick:
+        sys.path.insert(0, str(HERE))
+        from make_example import english_sentences
+
+        sentences = english_sentences()  # gensim's bundled Wikipedia sample and Lee corpus
+    else:
+        sentences = read_corpus(CORPUS)
     config = SkipGramConfig(
         dim=args.dim,
         vocab_size=args.vocab_size,
@@ -79,60 +89,87 @@ def train(args) -> None:
         subsample=1e-4,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=0.01,
-        seed=0,
+        lr=args.lr,
+        lr_decay=True,
+        seed=args.seed,
         device="auto",
     )
     start = time.time()
 
-    def report(step: int, total: int, loss: float) -> None:
-        if step % 500 == 0 or step == total:
-            print(f"step {step}/{total} loss/pair {loss:.4f} ({time.time() - start:.0f} s)", flush=True)
+    def report(p: TrainProgress) -> None:
+        if p.epoch_done:
+            print(
+                f"epoch {p.epoch}/{p.epochs}: loss/pair {p.loss:.4f}, {p.pairs_per_second:,.0f} pairs/s "
+                f"({time.time() - start:.0f} s)",
+                flush=True,
+            )
 
     result = train_skipgram(sentences, config, progress=report)
-    print(f"trained in {time.time() - start:.0f} s on {result.num_pairs:,} pairs; loss per epoch {result.losses}")
-    save_posterior(POSTERIOR, result)
-    print(f"wrote {POSTERIOR} ({POSTERIOR.stat().st_size:,} bytes)")
+    print(f"trained in {time.time() - start:.0f} s on {result.num_pairs:,} pairs/epoch")
+    args.posterior.parent.mkdir(parents=True, exist_ok=True)
+    save_posterior(args.posterior, result)
+    print(f"wrote {args.posterior} ({args.posterior.stat().st_size:,} bytes)")
 
 
 def sweep(args) -> None:
     from bnncompress.sweep import sweep as run_sweep
     from bnncompress.sweep import write_markdown
 
-    RESULTS.mkdir(exist_ok=True)
-    csv = RESULTS / "analogy_benchmark.csv"
+    results = args.results
+    results.mkdir(parents=True, exist_ok=True)
+    csv = results / "analogy_benchmark.csv"
     rows = run_sweep(
-        POSTERIOR,
+        args.posterior,
         methods=args.methods.split(","),
         bits=[float(b) for b in args.bits.split(",")],
         tensor="word_vectors",
         restrict_vocab=args.vocab_size,
         csv_path=csv,
-        plot_path=RESULTS / "analogy_benchmark.png",
+        plot_path=results / "analogy_benchmark.png",
         progress=lambda done, total, label: print(f"[{done}/{total}] {label}", flush=True),
     )
-    write_markdown(rows, RESULTS / "analogy_benchmark.md")
-    print((RESULTS / "analogy_benchmark.md").read_text())
+    write_markdown(rows, results / "analogy_benchmark.md")
+    print((results / "analogy_benchmark.md").read_text())
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=["all", "corpus", "train", "sweep"], default="all")
-    parser.add_argument("--vocab-size", type=int, default=20000)
-    parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16384)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    parser.add_argument("--stage", choices=["all", "corpus", "train", "sweep"], default="all", help="stage(s) to run")
+    parser.add_argument("--quick", action="store_true", help="a small model on gensim's bundled text, 2 rates")
+    parser.add_argument("--results", type=Path, default=WORK / "results", help="directory for tables and plots")
+    parser.add_argument("--vocab-size", type=int, default=20000, help="words kept (most frequent)")
+    parser.add_argument("--dim", type=int, default=100, help="embedding dimension")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=16384, help="pairs per training step")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (decays linearly to 10%%)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument(
-        "--methods", default="vbq-direction,vbq,uniform,vbq-empirical,kmeans,weighted-kmeans,pq,float16"
+        "--methods",
+        default="vbq-transform,vbq-direction,vbq,uniform,vbq-empirical,kmeans,weighted-kmeans,pq,float16",
+        help="comma-separated methods to sweep",
     )
-    parser.add_argument("--bits", default="0.5,0.75,1,1.5,2,2.5,3")
+    parser.add_argument("--bits", default="0.5,0.75,1,1.5,2,2.5,3", help="comma-separated bits/weight")
     args = parser.parse_args()
-    if args.stage in ("all", "corpus") and (args.stage == "corpus" or not CORPUS.exists()):
+    args.posterior = POSTERIOR
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+        args.methods, args.bits, args.stage = QUICK_METHODS, QUICK_BITS, "all"
+        args.posterior = WORK / "quick.pt"
+        if args.results == WORK / "results":
+            args.results = WORK / "quick-results"
+    elif args.stage in ("all", "corpus") and (args.stage == "corpus" or not CORPUS.exists()):
         if shutil.which("apt-get") is None:
-            sys.exit("error: apt-get is needed to fetch the dict-gcide package; run on Debian/Ubuntu")
+            sys.exit("error: apt-get is needed to fetch the dict-gcide package; run on Debian/Ubuntu, or use --quick")
         build_corpus()
-    if args.stage in ("all", "train") and (args.stage == "train" or not POSTERIOR.exists()):
+    if args.stage in ("all", "train") and (args.stage == "train" or not args.posterior.exists()):
         train(args)
+    if args.stage == "sweep" and not args.posterior.exists():
+        sys.exit(f"error: {args.posterior} does not exist; run --stage train first")
     if args.stage in ("all", "sweep"):
         sweep(args)
 

@@ -5,8 +5,10 @@ with every quantization method at several rates, loads each archive back into th
 ``torch.nn`` network with ``Archive.load_into`` and reports test accuracy and mean test
 log-likelihood against the posterior mean:
 
-    python recipes/bnn_digits.py               # MLP 64-64-10 -> recipes/results/bnn_digits.{md,png}
-    python recipes/bnn_digits.py --model cnn   # small CNN    -> recipes/results/bnn_digits_cnn.{md,png}
+    python recipes/bnn_digits.py               # MLP 64-64-10 -> recipes/work/results/bnn_digits.{md,png}
+    python recipes/bnn_digits.py --model cnn   # small CNN    -> recipes/work/results/bnn_digits_cnn.{md,png}
+    python recipes/bnn_digits.py --quick       # < 1 min: 300 steps, 2 rates, 3 methods
+    python recipes/bnn_digits.py --out recipes/results   # refresh the committed results
 
 The CNN (two 3x3 convolutions on the 8x8 images, then a linear layer) is the convolutional
 model that fits this 2-core machine: the digits are the only image data that ships in a
@@ -123,16 +125,27 @@ def posterior_mean_net(net_cls, guide: AutoNormal) -> torch.nn.Module:
     return net
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(NETWORKS), default="mlp")
-    parser.add_argument("--steps", type=int, default=4000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    parser.add_argument("--model", choices=sorted(NETWORKS), default="mlp", help="network")
+    parser.add_argument("--steps", type=int, default=4000, help="SVI steps")
+    parser.add_argument("--quick", action="store_true", help="300 steps, 2 and 4 bits, 3 methods")
     parser.add_argument("--bits", default="1,1.5,2,3,4", help="comma-separated payload bits per weight")
     parser.add_argument(
-        "--methods", default="vbq-direction,vbq,vbq-empirical,uniform,weighted-kmeans", help="comma-separated methods"
+        "--methods",
+        default="vbq-transform,vbq-direction,vbq,vbq-empirical,uniform,weighted-kmeans",
+        help="comma-separated methods",
     )
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the .md and .png")
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "work" / "results"), help="folder for the .md and .png"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.bits, args.methods = 300, "2,4", "vbq-transform,vbq,uniform"
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS or METHODS[m].fixed_rate]
     if unknown:

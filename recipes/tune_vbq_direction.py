@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import bnncompress
-from bnncompress.posterior import read_posterior
+from bnncompress import read_posterior
 
 SETTINGS = [
     ("vbq", {}),
@@ -28,12 +28,26 @@ SETTINGS = [
 ]
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--posterior", default=str(Path(__file__).parent / "work" / "skipgram.pt"))
-    parser.add_argument("--bits", default="0.75,1.5,2.5")
-    parser.add_argument("--restrict-vocab", type=int, default=20000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    parser.add_argument(
+        "--posterior",
+        default=str(Path(__file__).parent / "work" / "skipgram.pt"),
+        help="skip-gram posterior (made by analogy_benchmark.py --stage train)",
+    )
+    parser.add_argument("--bits", default="0.75,1.5,2.5", help="comma-separated payload bits per weight")
+    parser.add_argument("--restrict-vocab", type=int, default=20000, help="words scored (most frequent first)")
     args = parser.parse_args()
+    if not Path(args.posterior).exists():
+        parser.exit(
+            2,
+            f"error: {args.posterior} does not exist; make it with "
+            "`python recipes/analogy_benchmark.py --stage train` or pass --posterior\n",
+        )
     posterior = read_posterior(args.posterior).select(["word_vectors"], require_vocab=True)
     rates = [float(b) for b in args.bits.split(",")]
     print("| method | options | " + " | ".join(f"{b:g} bits" for b in rates) + " |")
