@@ -57,7 +57,7 @@ def main() -> None:
     result = train_skipgram(
         sentences,
         config,
-        progress=lambda s, n, loss: print(f"step {s}/{n} loss/pair {loss:.4f}") if s % 200 == 0 else None,
+        progress=lambda p: print(f"epoch {p.epoch}/{p.epochs} loss/pair {p.loss:.4f}") if p.epoch_done else None,
     )
     print(f"trained in {time.time() - start:.0f} s on {result.num_pairs:,} pairs; loss per epoch {result.losses}")
     save_posterior(args.output, result)

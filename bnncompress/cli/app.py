@@ -13,6 +13,7 @@ import functools
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
@@ -108,7 +109,13 @@ def training_progress(quiet: bool) -> Iterator[Callable[[TrainProgress], None]]:
     with bar:
         task = bar.add_task("training", total=None, speed="", eta="-")
 
+        shown = [0.0]
+
         def update(p: TrainProgress) -> None:
+            now = time.monotonic()
+            if now - shown[0] < 0.2 and not p.epoch_done:  # redrawing every step would slow training
+                return
+            shown[0] = now
             bar.update(
                 task,
                 completed=p.step,
