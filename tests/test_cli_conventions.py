@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import resource
 import signal
 import subprocess
 import sys
@@ -105,3 +107,58 @@ def test_signals_exit_cleanly_and_remove_temporary_files(tmp_path, sig, code):
     assert proc.returncode == code, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists() and not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pack", "x.pt", "--method", "nope"], "Invalid value for '--method'"),
+        (["pack", "x.pt", "--device", "tpu"], "Invalid value for '--device'"),
+        (["pack", "--bogus"], "No such option: --bogus"),
+        (["nosuchcommand"], "No such command"),
+    ],
+)
+def test_usage_errors_are_one_line_through_the_console_script(args, message):
+    """Through ``main()`` as installed (CliRunner bypasses it): exit 2, one line, no traceback."""
+    r = subprocess.run([sys.executable, "-m", "bnncompress.cli", *args], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_the_command_line_does_not_need_click_when_typer_does_not():
+    """typer >= 0.16 vendors click; `pip install bnncompress` then has no click to import."""
+    code = (
+        "import sys, typer\n"
+        "if 'click' in sys.modules: raise SystemExit(3)  # an older typer that uses click itself\n"
+        "sys.modules['click'] = None\n"
+        "from bnncompress.cli import main\n"
+        "sys.argv = ['bnncompress', 'info', '--help']\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode == 3:
+        pytest.skip("this typer imports click")
+    assert r.returncode == 0 and "Usage" in r.stdout, r.stderr
+
+
+def test_refused_pickles_and_a_zero_file_size_limit_give_one_line(tmp_path):
+    """torch warns about an unexpected pickle protocol and numba about its lock in /dev/shm under
+    a file-size limit of 0: neither may add lines to the command's one-line error."""
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"w": os.system}, protocol=4))
+    r = subprocess.run(
+        [sys.executable, "-m", "bnncompress.cli", "pack", str(evil), "-o", str(tmp_path / "e.bnc")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not allowed" in r.stderr, r.stderr
+    np.savez(tmp_path / "p.npz", **{"w.loc": np.ones((20, 4)), "w.scale": np.full((20, 4), 0.1)})
+
+    def no_bytes():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    cmd = [sys.executable, "-m", "bnncompress.cli", "pack", str(tmp_path / "p.npz"), "-o", str(tmp_path / "p.bnc")]
+    r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=no_bytes)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "File too large" in r.stderr, r.stderr
+    assert not (tmp_path / "p.bnc").exists()

@@ -14,11 +14,11 @@ import json
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -166,17 +166,22 @@ class UnpackFormat(str, Enum):
 def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
     signal.signal(signal.SIGTERM, _terminate)
+    # numba warns in 4 lines when it cannot create its import lock in /dev/shm (e.g. under a file
+    # size limit); the command's own error, if any, is the one line that matters
+    warnings.filterwarnings("ignore", message=".*Could not obtain multiprocessing lock")
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="bnncompress", standalone_mode=False)  # returns typer.Exit's code
     except KeyboardInterrupt:  # typer turns it into exit code 130 itself; this is in case it does not
         code = 130
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except _USAGE_ERROR as exc:  # a bad flag or value: one line, like every other error
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "bnncompress"
+        say(f"error: {exc.format_message().replace('Value error, ', '')} (see {where} --help)", err)
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         code = 1
     if code == 130:  # the temporary files are gone: the exception unwound through atomic_output
         terminated = _SIGNALS.get("received") == signal.SIGTERM
@@ -186,6 +191,9 @@ def main() -> None:
 
 
 _SIGNALS: dict[str, int] = {}
+#: click's ClickException, from whichever click typer uses (its own copy since typer 0.16-ish; there
+#: is no public name for it, and click itself need not be installed).
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def _terminate(signum, frame) -> None:

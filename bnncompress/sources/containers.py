@@ -8,6 +8,7 @@ exactly the constraint classes Pyro stores; anything else pickled is refused bef
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,10 @@ def torch_load(path: Path) -> Any:
     import torch
 
     try:
-        with torch.serialization.safe_globals(_allowed_constraint_classes()):
+        with torch.serialization.safe_globals(_allowed_constraint_classes()), warnings.catch_warnings():
+            # torch warns about pickle protocols it does not expect before refusing the file; the
+            # refusal (below) says what is wrong, in one line
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
