@@ -162,3 +162,16 @@ def test_refused_pickles_and_a_zero_file_size_limit_give_one_line(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=no_bytes)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "File too large" in r.stderr, r.stderr
     assert not (tmp_path / "p.bnc").exists()
+
+
+def test_packing_numpy_arrays_imports_neither_torch_nor_pyro(tmp_path):
+    """Start-up: torch and pyro (1.5 s) are imported only for inputs that need them."""
+    code = (
+        "import sys, numpy as np, bnncompress\n"
+        "w = np.linspace(-1, 1, 800).reshape(40, 20)\n"
+        f"a = bnncompress.pack({{'w': (w, np.full_like(w, 0.1))}}, {str(tmp_path / 'a.bnc')!r}, bits=2.0)\n"
+        "bnncompress.load(a.path)['w']\n"
+        "print(sorted(m for m in ('torch', 'pyro') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
