@@ -19,6 +19,7 @@ from .archive import write_archive
 from .errors import OptionError, QualityWarning
 from .executors import executor_for
 from .files import check_output_path
+from .kernelcache import compile_in_child
 from .pipeline import quantize_and_code
 from .posterior import Posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
@@ -126,6 +127,8 @@ def pack(
     if tensors:
         posterior = posterior.select(tensors, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
+    if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
+        compile_in_child(quantizer.name, options or {})
     with executor_for(workers, scheduler) as executor:
         records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
     result = write_packed(output, records, posterior, lam, bits, report, force)

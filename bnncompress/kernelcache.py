@@ -1,0 +1,97 @@
+"""Compiling numba kernels in a child process, so that a streamed pack stays within its memory.
+
+numba compiles a kernel on its first call and caches the machine code on disk. The compiler
+(LLVM) needs about 0.7 GB on top of what the process holds, so on a fresh install or after an
+upgrade the first streamed pack of a 200M-weight posterior peaked at 1.76 GB instead of 1.03 GB.
+:func:`compile_in_child` packs a small synthetic posterior with the same method and options in
+a child process first: the child pays the compiler's memory and fills numba's cache, and the
+caller then loads compiled kernels. A marker file beside numba's cache, keyed by the kernels'
+files and the numba and Python versions, says that it has been done.
+
+Example:
+    >>> compile_in_child("uniform", {})  # doctest: +SKIP
+    'compiled'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: The numba kernel modules of the pack pipeline (lazy leaves: importing them imports numba).
+KERNEL_MODULES = (
+    "bnncompress._ans",
+    "bnncompress._exactsum_kernels",
+    "bnncompress._pipeline_kernels",
+    "bnncompress.quantizers._vbq_cpu",
+    "bnncompress.quantizers._ecsq_cpu",
+    "bnncompress.quantizers._transform_cpu",
+)
+
+_IN_CHILD = "BNNCOMPRESS_COMPILING_KERNELS"
+# What the child runs: a streamed pack (and an in-memory one) of a small posterior.
+_CHILD = """
+import json, sys, tempfile
+import numpy as np
+import bnncompress
+method, options = sys.argv[1], json.loads(sys.argv[2])
+rng = np.random.default_rng(0)
+with tempfile.TemporaryDirectory() as src, tempfile.TemporaryDirectory() as out:
+    np.save(src + "/w.loc.npy", rng.normal(size=(4096, 32)).astype(np.float32))
+    np.save(src + "/w.scale.npy", rng.uniform(0.01, 1.0, (4096, 32)).astype(np.float32))
+    bnncompress.pack(src, out + "/a.bnc", method=method, options=options, bits=2.0, stream=True)
+    bnncompress.pack(src, out + "/b.bnc", method=method, options=options, stream=True)
+"""
+
+
+def compile_in_child(method: str, options: dict) -> str:
+    """Fill numba's cache for ``method`` in a child process unless that was done for these
+    kernels: returns ``"warm"`` (nothing to do), ``"compiled"``, or ``"failed"`` (the caller then
+    compiles what it needs itself, as it would have anyway)."""
+    try:
+        spec = json.dumps(options, sort_keys=True)
+    except (TypeError, ValueError):  # options the child cannot be given: compile here, as before
+        return "warm"
+    if os.environ.get(_IN_CHILD):  # the child's own streamed pack
+        return "warm"
+    marker = _marker(method, spec)
+    if marker is None or marker.exists():
+        return "warm"
+    args = [sys.executable, "-c", _CHILD, method, spec]
+    env = {**os.environ, _IN_CHILD: "1"}
+    try:
+        done = subprocess.run(args, capture_output=True, timeout=900, check=False, env=env)
+    except (OSError, subprocess.SubprocessError):
+        return "failed"
+    if done.returncode != 0:
+        return "failed"
+    try:
+        marker.write_text("compiled\n")
+    except OSError:
+        pass
+    return "compiled"
+
+
+def _marker(method: str, options: str) -> Path | None:
+    """The marker file for ``method``: beside numba's cache of the pipeline kernels, named by a
+    hash of everything that would make numba recompile (None if that cannot be found)."""
+    import numba
+
+    key = hashlib.sha256(f"{sys.version}|{numba.__version__}|{method}|{options}".encode())
+    cache_dir = None
+    for name in KERNEL_MODULES:
+        module = importlib.import_module(name)
+        stat = Path(module.__file__).stat()
+        key.update(f"{name}|{stat.st_mtime_ns}|{stat.st_size}".encode())
+        for obj in vars(module).values():
+            path = getattr(getattr(obj, "_cache", None), "_cache_path", None)  # numba's FunctionCache
+            if cache_dir is None and isinstance(path, str):
+                cache_dir = path
+    if cache_dir is None or not os.access(cache_dir, os.W_OK):
+        return None
+    return Path(cache_dir) / f"bnncompress-compiled-{key.hexdigest()[:24]}"
