@@ -286,6 +286,8 @@ def _require(value: Any, kind: type, what: str, where: str) -> Any:
 
 
 def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version: int) -> TensorRecord:
+    # Long on purpose: one check per manifest field, in the order of docs/FORMAT.md, each with
+    # its own message; split up, the checks would only be harder to compare with the spec.
     _require(entry, dict, "entry", where)
     name = _require(entry.get("name"), str, "'name'", where)
     where = f"{where} ('{name}')"
