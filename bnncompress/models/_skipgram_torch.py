@@ -39,7 +39,10 @@ class TorchTrainer:
         b, k = len(center), self.config.negatives
         center_t = torch.from_numpy(np.asarray(center, np.int64)).to(self.device)
         context_t = torch.from_numpy(np.asarray(context, np.int64)).to(self.device)
-        noise = torch.multinomial(self.noise_weights, b * k, replacement=True, generator=self.gen).view(b, k)
+        if k:
+            noise = torch.multinomial(self.noise_weights, b * k, replacement=True, generator=self.gen).view(b, k)
+        else:
+            noise = torch.zeros((b, 0), dtype=torch.long, device=self.device)
         targets = torch.cat([context_t[:, None], noise], dim=1)
         grads, data = self._data_term(center_t, targets, num_pairs / b)
         self.step_count += 1
@@ -59,7 +62,7 @@ class TorchTrainer:
         labels[:, 0] = 1.0
         data = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") * scale
         g = torch.autograd.grad(data, [sampled[s] for s in SITES])
-        return {s: (rows[s], eps[s], g[i]) for i, s in enumerate(SITES)}, float(data)
+        return {s: (rows[s], eps[s], g[i]) for i, s in enumerate(SITES)}, float(data.detach())
 
     @torch.no_grad()
     def _adam(self, site: str, rows, eps, grad, lr: float) -> float:
