@@ -10,14 +10,14 @@ from bnncompress.kernelcache import compile_in_child
 def test_kernels_are_compiled_in_a_child_once_per_cache(tmp_path):
     code = (
         "from bnncompress.kernelcache import compile_in_child\n"
-        "print(compile_in_child('uniform', {}), compile_in_child('uniform', {}))\n"
+        "print(compile_in_child('uniform', {}), compile_in_child('uniform', {}), compile_in_child('float16', {}))\n"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and r.stdout.split() == ["compiled", "warm"], r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.split() == ["compiled", "warm", "compiled"], r.stdout + r.stderr
     cached = {p.suffix for p in (tmp_path / "cache").rglob("*")}
     assert ".nbi" in cached and ".nbc" in cached  # the child filled numba's cache
-    assert len(list((tmp_path / "cache").rglob("bnncompress-compiled-*"))) == 1
+    assert len(list((tmp_path / "cache").rglob("bnncompress-compiled-*"))) == 2  # one per method
 
 
 def test_options_a_child_cannot_be_given_are_compiled_in_process():
