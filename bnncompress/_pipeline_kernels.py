@@ -1,6 +1,6 @@
 """numba kernels of the pipeline: one pass that counts symbols and checks what quantization
-lost, and one that checks the values read from a file (kept apart so that importing
-bnncompress needs no numba)."""
+lost (hashing rows, to count distinct ones), and one that checks the values read from a file
+(kept apart so that importing bnncompress needs no numba)."""
 
 import numba
 import numpy as np
@@ -30,12 +30,23 @@ def count_symbols(indices, counts):  # pragma: no cover - compiled
         m = m + 1 if m + 1 < models else 0
 
 
+_START = np.uint64(0xCBF29CE484222325)
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_FINAL = np.uint64(0xFF51AFD7ED558CCD)
+_SHIFT = np.uint64(32)
+
+
 @numba.njit(cache=True, nogil=True)
-def check_values(values, loc, scale, row_size, rows_matter, certain_fraction, stats):  # pragma: no cover
+def check_values(  # pragma: no cover - compiled
+    values, loc, scale, row_size, rows_matter, certain_fraction, stats, value_bits, loc_bits, hashes
+):
     """Accumulate in ``stats``, over whole rows of quantized ``values``: [min value, max value, min loc,
     max loc, rows that became constant while their means were not, certain weights (scale <
-    certain_fraction x the block's RMS) not kept within their scale, their largest error]."""
+    certain_fraction x the block's RMS) not kept within their scale, their largest error]. If
+    ``hashes`` (2 x rows) is not empty, write a 64-bit hash of each row's values and of its means
+    into it, from their float32 bits (``value_bits``, ``loc_bits``): equal rows, equal hashes."""
     n = values.shape[0]
+    hashed = hashes.shape[1] > 0
     squares = 0.0
     for i in range(n):
         x = np.float64(loc[i])
@@ -46,7 +57,14 @@ def check_values(values, loc, scale, row_size, rows_matter, certain_fraction, st
         vhi = -np.inf
         llo = np.inf
         lhi = -np.inf
+        hv = _START
+        hl = _START
         for i in range(r, min(r + row_size, n)):
+            if hashed:
+                hv = (hv ^ np.uint64(value_bits[i])) * _MULTIPLIER
+                hv ^= hv >> _SHIFT
+                hl = (hl ^ np.uint64(loc_bits[i])) * _MULTIPLIER
+                hl ^= hl >> _SHIFT
             v = np.float64(values[i])
             x = np.float64(loc[i])
             vlo = min(vlo, v)
@@ -65,3 +83,6 @@ def check_values(values, loc, scale, row_size, rows_matter, certain_fraction, st
         stats[3] = max(stats[3], lhi)
         if rows_matter and vlo == vhi and llo != lhi:
             stats[4] += 1
+        if hashed:
+            hashes[0, r // row_size] = (hv ^ (hv >> _SHIFT)) * _FINAL
+            hashes[1, r // row_size] = (hl ^ (hl >> _SHIFT)) * _FINAL

@@ -35,6 +35,10 @@ Progress = Callable[[str, int, int], None]
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
 CERTAIN_FRACTION = 1e-3
+#: A matrix whose decoded rows are fewer than this fraction of its distinct rows of means has collapsed:
+#: on data/example.pt (4,000 x 50) the default method keeps 77 distinct rows at 0.05 bits/weight, 321 at
+#: 0.1, 885 at 0.2 and 3,968 or more from 1 bit on.
+DISTINCT_FRACTION = 0.1
 
 
 def quantize_and_code(
@@ -210,7 +214,7 @@ class TensorJob:
         if keep:
             self._kept = (lam, kept, 2 * n)
             self.budget.available -= 2 * n
-        return (counts if len(counts) > 1 else counts[0]), n, quality
+        return (counts if len(counts) > 1 else counts[0]), n, quality.count_rows()
 
     def release(self) -> None:
         """Drop kept grid indices and return their bytes to the budget."""
@@ -293,14 +297,21 @@ def _forget_oldest(cache: dict) -> None:
 
 def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:
     """One-line notes on what a quantization lost that a user would not expect: a tensor of
-    several distinct means collapsed to one value, rows collapsed to a constant vector, or
+    several distinct means collapsed to one value, a matrix's rows collapsed to few distinct
+    vectors (fewer than DISTINCT_FRACTION of its distinct rows) or to constant vectors, or
     weights whose posterior is very certain (scale below CERTAIN_FRACTION of their block's RMS)
     not kept within their scale."""
     notes = []
     size = int(np.prod(shape, dtype=np.int64))
+    rows, means = q.rows_distinct, q.means_distinct
     if size > 1 and q.values_min == q.values_max and q.loc_min != q.loc_max:
         notes.append(f"tensor '{name}': all {size:,} weights were quantized to one value ({q.values_min:.4g})")
-    elif q.flat_rows:
+    elif rows < DISTINCT_FRACTION * means:
+        notes.append(
+            f"tensor '{name}': its {means:,} distinct rows were quantized to only {rows:,} distinct vectors "
+            "(most rows can no longer be told apart); use more bits"
+        )
+    if q.flat_rows and not notes:
         notes.append(
             f"tensor '{name}': {q.flat_rows:,} of {shape[0]:,} rows were quantized to a constant vector "
             "(their direction is lost); use more bits"

@@ -14,6 +14,8 @@ import numpy as np
 
 from .exactsum import ExactSum
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class GaussianPrior:
@@ -60,8 +62,10 @@ class GaussianPrior:
 
     def binary_fractions(self, max_level: int) -> np.ndarray:
         """``ppf(m / 2^(max_level+1))`` for m = 1 .. 2^(max_level+1) - 1 as float32: VBQ's candidates
-        (the standard normal's quantiles are computed once per level and shared by every tensor)."""
-        return (self.mean + self.std * _standard_quantiles(max_level)).astype(np.float32)
+        (the standard normal's quantiles are computed once per level and shared by every tensor).
+        Values beyond float32's range are clipped to it (a prior of means near ±3e38)."""
+        values = self.mean + self.std * _standard_quantiles(max_level)
+        return np.clip(values, -_F32_MAX, _F32_MAX).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=32)

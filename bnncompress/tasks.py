@@ -8,7 +8,7 @@ symbol counts, coded words — that :mod:`bnncompress.pipeline` reduces in block
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,9 +44,20 @@ def statistics_task(source, start, stop, block_rows, quantizer: Quantizer, posit
     return stats, loc[local], scale[local]
 
 
+#: Row hashes a distinct-row sketch keeps: counts up to this are exact, larger ones estimated (~2%).
+SKETCH = 4096
+
+
+def _no_hashes() -> np.ndarray:
+    return np.zeros(0, np.uint64)
+
+
 @dataclass
 class Quality:
-    """What a histogram pass saw of the quantized values (reduced over blocks)."""
+    """What a histogram pass saw of the quantized values (reduced over blocks). ``row_sketch`` and
+    ``mean_sketch`` keep the :data:`SKETCH` smallest distinct hashes of the decoded rows and of the
+    rows of means (a K-minimum-values sketch: merged in any order, it is the same) until
+    :meth:`count_rows` turns them into ``rows_distinct`` and ``means_distinct``."""
 
     values_min: float = np.inf
     values_max: float = -np.inf
@@ -55,6 +66,10 @@ class Quality:
     flat_rows: int = 0
     certain_missed: int = 0
     largest_error: float = 0.0
+    row_sketch: np.ndarray = field(default_factory=_no_hashes)
+    mean_sketch: np.ndarray = field(default_factory=_no_hashes)
+    rows_distinct: int = 0
+    means_distinct: int = 0
 
     def add(self, other: Quality) -> None:
         self.values_min, self.values_max = (
@@ -65,6 +80,26 @@ class Quality:
         self.flat_rows += other.flat_rows
         self.certain_missed += other.certain_missed
         self.largest_error = max(self.largest_error, other.largest_error)
+        self.row_sketch = sketch(self.row_sketch, other.row_sketch)
+        self.mean_sketch = sketch(self.mean_sketch, other.mean_sketch)
+
+    def count_rows(self) -> Quality:
+        """Count the distinct rows the sketches saw and drop them (a pack keeps one Quality per tensor and rate)."""
+        self.rows_distinct, self.means_distinct = distinct(self.row_sketch), distinct(self.mean_sketch)
+        self.row_sketch, self.mean_sketch = _no_hashes(), _no_hashes()
+        return self
+
+
+def sketch(*hashes: np.ndarray) -> np.ndarray:
+    """The :data:`SKETCH` smallest distinct values among ``hashes`` (sorted)."""
+    return np.unique(np.concatenate(hashes))[:SKETCH]
+
+
+def distinct(hashes: np.ndarray) -> int:
+    """How many distinct rows a sketch saw: exact below :data:`SKETCH`, else the K-minimum-values estimate."""
+    if len(hashes) < SKETCH:
+        return len(hashes)
+    return int((SKETCH - 1) / ((float(hashes[-1]) + 1.0) / 2.0**64))
 
 
 def histogram_task(
@@ -76,15 +111,22 @@ def histogram_task(
 
     counts = np.zeros(shape, dtype=np.int64)
     stats = np.array([np.inf, -np.inf, np.inf, -np.inf, 0, 0, 0], dtype=np.float64)
-    kept = []
+    kept, hashes = [], []
     for block in blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
         count_symbols(indices, counts)
-        values = fitted.reconstruct(block, indices, state)
-        check_values(values, block.loc, block.scale, block.row_size, check[0], check[1], stats)
+        values = np.ascontiguousarray(fitted.reconstruct(block, indices, state), dtype=np.float32)
+        loc = np.ascontiguousarray(block.loc, dtype=np.float32)
+        rows = np.zeros((2, block.num_rows if check[0] else 0), np.uint64)  # rows_matter: hash every row
+        bits = values.view(np.uint32), loc.view(np.uint32)
+        check_values(values, loc, block.scale, block.row_size, *check, stats, *bits, rows)
+        hashes.append(rows)
         if keep:
             kept.append(indices.astype(np.uint16))
-    quality = Quality(*stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6]))
+    rows = np.concatenate(hashes, axis=1)
+    quality = Quality(
+        *stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6]), sketch(rows[0]), sketch(rows[1])
+    )
     return (counts, quality), (np.concatenate(kept) if keep else None)
 
 

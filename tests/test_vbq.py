@@ -68,7 +68,9 @@ def test_objective_is_minimised_over_all_candidates():
     rng = np.random.default_rng(7)
     loc, scale = rng.normal(size=300), np.exp(rng.normal(-1.5, 1.0, size=300))
     f = fit(loc, scale, max_level=6)
-    lvl = levels(np.arange(len(f.fitted.candidates)), 6)
+    first = f.fitted.candidates_and_first()[1]
+    lvl = np.full(len(f.fitted.candidates), 14)  # tail points (beyond the prior's grid) cost 2 (max_level + 1)
+    lvl[first : first + 127] = levels(np.arange(127), 6)
     for lam in (0.003, 0.05, 0.7):
         got = f.assign(lam)
         cost = (f.fitted.candidates[None, :].astype(np.float64) - loc.astype(np.float32)[:, None]) ** 2 / (
@@ -84,9 +86,8 @@ def test_torch_path_matches_cpu_kernel(synthetic):
     f = fit(loc, scale)
     for lam in (1e-4, 0.02, 0.3, 5.0):
         ref = f.assign(lam)
-        got = assign_torch(
-            torch.from_numpy(f.loc), torch.from_numpy(f.scale), torch.from_numpy(f.fitted.candidates), 10, lam
-        )
+        grid, first = f.fitted.candidates_and_first()
+        got = assign_torch(torch.from_numpy(f.loc), torch.from_numpy(f.scale), torch.from_numpy(grid), 10, lam, first)
         np.testing.assert_array_equal(got.numpy(), ref)
 
 

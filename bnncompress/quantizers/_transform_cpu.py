@@ -71,13 +71,15 @@ def rotated_ranges(loc, mean, rotation, low, high):  # pragma: no cover - compil
 
 @numba.njit(cache=True, nogil=True)
 def round_to_cells(y, step, first, cells, out):  # pragma: no cover - compiled
-    """out[i] = the nearest cell of column j = i mod d: rint(y / step_j) - first_j, clipped to the column's cells."""
+    """out[i] = the nearest cell of column j = i mod d: rint(y / step_j) - first_j, clipped to the column's
+    cells (in float64 before the cast: a huge or NaN quotient never becomes an index out of range)."""
     d = step.shape[0]
     for r in range(y.shape[0] // d):
         for j in range(d):
             i = r * d + j
-            k = np.int64(np.rint(y[i] / step[j])) - first[j]
-            out[i] = min(max(k, 0), cells[j] - 1)
+            k = np.rint(y[i] / step[j]) - first[j]
+            top = cells[j] - 1
+            out[i] = np.int64(k) if 0.0 <= k <= top else (top if k > top else 0)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -7,6 +7,9 @@ computes the same indices.
 The position of each mean among the grid values starts from a table of equal-width
 buckets over the grid's range and is then corrected by a (short) scan, so it is exact
 whatever the table says; this is about 3x faster than a binary search at 2 bits/weight.
+A mean beyond the prior's grid also tries the two tail points around it (binary search).
+numba does not check bounds: every index below is clamped into its array by construction
+(a NaN bucket position starts the scan at 0), whatever the values.
 """
 
 import numba
@@ -23,12 +26,15 @@ def bucket_table(grid):
     return _bucket_starts(grid, lo, inv, buckets), lo, inv
 
 
-def assign_cpu(loc, scale, grid, max_level, lam, out, table=None):
-    """Write into ``out`` the VBQ grid index of every weight (see :mod:`.vbq`); ``table`` is
-    :func:`bucket_table` ``(grid)``, made here if not given."""
-    starts, lo, inv = bucket_table(grid) if table is None else table
+def assign_cpu(loc, scale, grid, first, max_level, lam, out, table=None):
+    """Write into ``out`` the VBQ grid index of every weight (see :mod:`.vbq`); the prior's grid is
+    ``grid[first : first + 2^(max_level+1) - 1]``, the rest its tails; ``table`` is :func:`bucket_table`
+    of the prior's grid, made here if not given."""
+    if table is None:
+        table = bucket_table(grid[first : first + (1 << (max_level + 1)) - 1])
+    starts, lo, inv = table
     kernel = _assign if numba.get_num_threads() > 1 else _assign_serial  # e.g. one per Dask worker thread
-    kernel(loc, scale, grid, max_level, lam, out, starts, lo, inv)
+    kernel(loc, scale, grid, first, max_level, lam, out, starts, lo, inv)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -45,16 +51,20 @@ def _bucket_starts(grid, lo, inv, buckets):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _assign(loc, scale, grid, max_level, lam, out, starts, lo, inv_width):  # pragma: no cover - compiled
-    n_grid = grid.shape[0]
+def _assign(loc, scale, everything, first, max_level, lam, out, starts, lo, inv_width):  # pragma: no cover
+    n_grid = (1 << (max_level + 1)) - 1
+    grid = everything[first : first + n_grid]  # the prior's grid; tails before and after it
+    n_all = everything.shape[0]
+    after = first + n_grid
     buckets = starts.shape[0]
     half = 1 << max_level
+    tail_penalty = lam * (2 * (max_level + 1))  # vbq.tail_bits: an escape, then the tail point's index
     for i in numba.prange(loc.shape[0]):
         x = np.float64(loc[i])
         s = np.float64(scale[i])
         inv = 0.5 / (s * s)
         t = (x - lo) * inv_width
-        if t < 0.0:
+        if not t >= 0.0:  # NaN too
             p = 0
         elif t >= buckets:
             p = n_grid
@@ -87,7 +97,24 @@ def _assign(loc, scale, grid, max_level, lam, out, starts, lo, inv_width):  # pr
                 if cost < best:
                     best = cost
                     best_m = m_right
-        out[i] = best_m - 1
+        best_k = first + best_m - 1
+        if best > tail_penalty and ((x < grid[0] and first > 0) or (x > grid[n_grid - 1] and after < n_all)):
+            a, b = (0, first) if x < grid[0] else (after, n_all)
+            lo_k, hi_k = a, b
+            while lo_k < hi_k:  # lo_k = a + number of tail points <= x
+                mid = (lo_k + hi_k) >> 1
+                if everything[mid] <= x:
+                    lo_k = mid + 1
+                else:
+                    hi_k = mid
+            for k in (lo_k - 1, lo_k):
+                if a <= k < b:
+                    d = np.float64(everything[k]) - x
+                    cost = d * d * inv + tail_penalty
+                    if cost < best:
+                        best = cost
+                        best_k = k
+        out[i] = best_k
 
 
 _assign_serial = serial_twin(_assign, "_assign_serial")

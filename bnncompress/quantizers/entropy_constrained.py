@@ -32,7 +32,7 @@ from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
 from .base import Block, Rows
-from .vbq import DEFAULT_MAX_LEVEL, VBQ, FittedVBQ, fit_prior
+from .vbq import DEFAULT_MAX_LEVEL, VBQ, FittedVBQ, fit_prior, fit_range
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _F32_TINY = float(np.finfo(np.float32).tiny)
@@ -112,7 +112,8 @@ class EntropyConstrainedVBQ(VBQ):
             row_rms = np.concatenate(rows.map(_row_rms, prior.mean))
             floor = _ROW_FLOOR * max(float(np.median(row_rms)), 1e-30)
             row_rms = np.maximum(row_rms, floor)
-        return FittedEntropyConstrained(shape, prior, self, resolve_device(self.device), row_rms, floor)
+        device = resolve_device(self.device)
+        return FittedEntropyConstrained(shape, prior, self, device, row_rms, floor, fit_range(stats))
 
 
 class VBQDirection(EntropyConstrainedVBQ):
@@ -150,8 +151,9 @@ class FittedEntropyConstrained(FittedVBQ):
         device: str,
         row_rms: np.ndarray | None,
         row_floor: float,
+        span: tuple[float, float],
     ):
-        super().__init__(shape, prior, method.max_level, device)
+        super().__init__(shape, prior, method.max_level, device, span)
         self.options = method.options()
         self.trust, self.row_weight, self.cap = method.trust, method.row_weight, method.cap
         self.iterations, self.centroids = method.iterations, method.centroids

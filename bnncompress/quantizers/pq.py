@@ -24,6 +24,8 @@ from .kmeans import KMeans
 
 _MAX_NBITS = 8
 _ROW_CHUNK = 1 << 14
+_MAX_SPAN = 1e18  # largest / median |mean| at most: float32 k-means tells the bulk apart beside the largest
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class ProductQuantization(Quantizer):
@@ -99,7 +101,14 @@ class FittedPQ(FittedQuantizer):
         self.configs = sorted(configs)
         # FAISS works in float32: squared distances of values beyond ~1e15 overflow and abort it,
         # below ~1e-15 they vanish. Scale by a power of two (exact) into [2^-40, 2^40]; 0 for usual values.
-        largest = float(np.abs(loc).max())
+        magnitude = np.abs(loc, dtype=np.float64)
+        largest = float(magnitude.max())
+        typical = float(np.median(magnitude[magnitude > 0])) if largest > 0 else 0.0
+        if largest > _MAX_SPAN * typical:  # the bulk would underflow to one point beside the largest values
+            raise OptionError(
+                f"method 'pq' cannot quantize means whose magnitudes span more than {_MAX_SPAN:.0e} "
+                f"(largest {largest:.3g}, median {typical:.3g}); use another method"
+            )
         exponent = int(np.ceil(np.log2(largest))) if largest > 0 else 0
         self.shift = exponent - 40 if exponent > 40 else (exponent + 40 if exponent < -40 else 0)
         self._books: dict[tuple[int, int], np.ndarray] = {}
@@ -132,8 +141,9 @@ class FittedPQ(FittedQuantizer):
         pq.cp.seed = self.seed
         pq.cp.min_points_per_centroid = 1  # small tensors: train anyway, without faiss's warning
         pq.train(np.ascontiguousarray(self.matrix * np.float32(2.0**-self.shift), dtype=np.float32))
-        books = faiss.vector_to_array(pq.centroids).reshape(m, 1 << nbits, -1).astype(np.float32)
-        return books * np.float32(2.0**self.shift)
+        books = faiss.vector_to_array(pq.centroids).reshape(m, 1 << nbits, -1).astype(np.float64)
+        books = np.clip(books * 2.0**self.shift, -_F32_MAX, _F32_MAX)  # a centroid of ±3.4e38 stays finite
+        return books.astype(np.float32)
 
     def subvectors(self, state: tuple) -> int:
         return state[0]

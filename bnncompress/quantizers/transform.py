@@ -8,8 +8,9 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    encoder rotates with exactly the float16 matrix the decoder uses; the decoder computes
    ``x_hat = y_hat Rᵀ + m``. Tensors where it does not pay (fewer than 160 rows per column,
    d > 1024, or a coding gain below the matrix's cost) keep R = I and only remove the means.
-   Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows) are
-   quantized as ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``).
+   Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows), or with
+   means beyond ±1e30 (whose rotated coordinates float32 could not hold), are quantized as
+   ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``).
 2. **Posterior in the rotated basis**: coordinate j of a row has variance
    ``v_j = sum_i R_ij² scale_i²`` (exact for a mean-field posterior).
 3. **Distortion weight** (as ``vbq-direction``): ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``
@@ -43,6 +44,7 @@ _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weig
 _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
 _MAX_ROTATED = 1024  # wider rows are not rotated (the d x d matrix and the product grow as d²)
 _MIN_ROWS, _MIN_ROWS_PER_COLUMN = 1024, 32  # fewer rows: one entropy model (per-column tables cost too much)
+_MAX_MAGNITUDE = 1e30  # larger means: one model (sqrt(d) x 2 x this must stay far inside float32's range)
 CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per process (16 bytes per weight)
 
 
@@ -118,7 +120,8 @@ class TransformVBQ(Quantizer):
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         d, n = row_size(shape), num_rows(shape)
-        if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d):  # per-column tables would cost too much
+        magnitude = max(max(-s[2][2], s[2][3]) for s in stats)  # the largest |mean|
+        if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d) or not magnitude <= _MAX_MAGNITUDE:
             fitted = self._single.fit(shape, [s[2] for s in stats], rows)
             fitted.options = {**self.options(), "fallback": "one model"}
             return fitted

@@ -19,6 +19,7 @@ from .base import Block, FittedQuantizer, Quantizer, Rows
 from .vbq import fit_prior
 
 _MAX_STEPS = 1 << 20  # the grid never has more than this many points
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class Uniform(Quantizer):
@@ -67,7 +68,8 @@ class FittedUniform(FittedQuantizer):
 
     def grid(self, state: float) -> np.ndarray:
         first, last = self._first(state), int(np.rint(self.high / state))
-        return (np.arange(first, last + 1, dtype=np.float64) * state).astype(np.float32)
+        values = np.arange(first, last + 1, dtype=np.float64) * state
+        return np.clip(values, -_F32_MAX, _F32_MAX).astype(np.float32)  # the outermost step may pass ±3.4e38
 
     def params(self, state: float) -> dict[str, Any]:
         return {"rms": self.unit}
