@@ -12,10 +12,12 @@ from __future__ import annotations
 from ._version import __version__
 from .errors import (
     ArchiveError,
+    ArgumentTypeError,
     BnnCompressError,
     ModelMismatchError,
     NotFoundError,
     OptionError,
+    OutOfRangeError,
     PosteriorError,
     QualityWarning,
     RateControlError,
@@ -30,10 +32,12 @@ from .sweep import sweep
 __all__ = [
     "Archive",
     "ArchiveError",
+    "ArgumentTypeError",
     "BnnCompressError",
     "ModelMismatchError",
     "NotFoundError",
     "OptionError",
+    "OutOfRangeError",
     "PackResult",
     "Posterior",
     "PosteriorError",

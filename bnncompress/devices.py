@@ -20,8 +20,9 @@ def resolve_device(device: str = "auto") -> str:
         >>> resolve_device("cpu")
         'cpu'
     """
-    if device not in DEVICES and not str(device).startswith("cuda:"):
-        raise OptionError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    index = device[5:] if isinstance(device, str) and device.startswith("cuda:") else ""
+    if not isinstance(device, str) or not (device in DEVICES or (index.isascii() and index.isdigit())):
+        raise OptionError(f"unknown «device» {device!r}; choose auto, cpu, cuda or cuda:N")
     if device == "cpu":
         return device
     if device == "auto" and "torch" not in sys.modules and not _nvidia_driver():
@@ -32,6 +33,8 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available():
         raise OptionError(f"device {device!r} was requested but torch sees no CUDA GPU; use «device» cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        raise OptionError(f"device {device!r} does not exist: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 

@@ -36,7 +36,7 @@ class BnnCompressError(Exception):
                 return names[key]
             return prefix + key.replace("_", "-") if prefix else key
 
-        return _PARAMETER.sub(show, super().__str__())
+        return _PARAMETER.sub(show, Exception.__str__(self))  # not KeyError's, which adds quotes
 
 
 class PosteriorError(BnnCompressError):
@@ -60,6 +60,14 @@ class NotFoundError(OptionError, KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message in quotes
         return self.render({})
+
+
+class ArgumentTypeError(OptionError, TypeError):
+    """A Python-API argument of the wrong type (a ``TypeError``, as numpy would raise)."""
+
+
+class OutOfRangeError(OptionError, IndexError):
+    """A row index beyond a tensor of an archive (an ``IndexError``, as numpy raises)."""
 
 
 class ModelMismatchError(BnnCompressError):

@@ -7,26 +7,30 @@ with a different row source and executor, so every route writes the same bytes.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 from .archive import write_archive
-from .errors import OptionError, QualityWarning
-from .executors import executor_for
+from .devices import resolve_device
+from .errors import ArgumentTypeError, OptionError, QualityWarning
+from .executors import check_scheduler_address, check_workers, executor_for
 from .files import check_output_path
 from .kernelcache import compile_in_child
 from .pipeline import quantize_and_code
 from .posterior import Posterior
 from .quantizers import DEFAULT_METHOD, get_quantizer
-from .ratecontrol import BITS_TOLERANCE, check_bits, check_lambda
+from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import BitsPerWeight, TensorRecord, common_counts_dtype
 from .sources import is_large, open_posterior
 from .sources.rows import ArraySource
+from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
 
@@ -104,10 +108,15 @@ def pack(
         >>> abs(r.payload_bits_per_weight - 2.0) < 0.04
         True
     """
-    output = _check_request(source, output, bits, lam, force)
+    _check_arguments(bits, lam, method, options, progress, stream, force, workers, scheduler)
+    names = _tensor_names(tensors)
+    output = _check_request(source, output, force)
+    if device != "auto":  # for every method (some run only on the CPU): an unknown device, or cuda without a GPU
+        resolve_device(device)
     quantizer = get_quantizer(method or DEFAULT_METHOD, device=device, **(options or {}))
     if bits is not None and quantizer.fixed_rate:
         raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no bits or lam")
+    words = read_vocab(vocab) if vocab is not None else None  # before the (possibly slow) source
     lazy = bool(stream) or workers is not None or scheduler is not None or (stream is None and is_large(source))
     if lazy and not quantizer.blockwise:
         raise OptionError(
@@ -116,7 +125,7 @@ def pack(
         )
     report = progress or (lambda stage, done, total: None)
     report("reading posterior", 0, 1)
-    posterior = open_posterior(source, vocab=vocab)
+    posterior = open_posterior(source, vocab=words)
     if not lazy:  # read it whole now (what the user asked for, and faster for small files)
         posterior = Posterior(
             {n: ArraySource(n, t.to_tensor(), posterior.source) for n, t in posterior.tensors.items()},
@@ -124,8 +133,8 @@ def pack(
             posterior.source,
             posterior.warnings,
         )
-    if tensors:
-        posterior = posterior.select(tensors, require_vocab=vocab is not None)
+    if names:
+        posterior = posterior.select(names, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})
@@ -137,17 +146,56 @@ def pack(
     return dataclasses.replace(result, warnings=result.warnings + tuple(notes))
 
 
-def _check_request(source: Any, output: Any, bits: float | None, lam: float | None, force: bool) -> Path:
-    """Everything about the request that can be checked before reading: the output path too."""
+def _check_arguments(
+    bits: Any, lam: Any, method: Any, options: Any, progress: Any, stream: Any, force: Any, workers: Any, scheduler: Any
+) -> None:
+    """The types and ranges of :func:`pack`'s arguments, checked before anything is read."""
+    for name, value in (("bits", bits), ("lam", lam)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ArgumentTypeError(f"«{name}» must be a number, not a {type(value).__name__}")
     if bits is not None and lam is not None:
-        raise OptionError("give either bits or lam, not both")
+        raise OptionError("give either «bits» or «lam», not both")
     if bits is not None:
         check_bits(bits)
-    if lam is not None:
-        check_lambda(lam)
+    if lam is not None and not 0 < lam < math.inf:  # most methods refuse 0 only once fitted: refuse it for all, now
+        raise OptionError(f"«lam» (lambda) must be a finite number > 0, got {lam}")
+    if method is not None and not isinstance(method, str):
+        raise ArgumentTypeError(f"«method» must be a method name (a str), not a {type(method).__name__}")
+    if options is not None and not (isinstance(options, Mapping) and all(isinstance(k, str) for k in options)):
+        raise ArgumentTypeError(
+            f"«options» must be a dict of method options such as {{'prune': 0.1}}, not a {type(options).__name__}"
+        )
+    if progress is not None and not callable(progress):
+        raise ArgumentTypeError(f"«progress» must be a function progress(stage, done, total), not {progress!r:.40}")
+    if stream is not None and not isinstance(stream, bool):
+        raise ArgumentTypeError(f"«stream» must be True, False or None, not {stream!r:.40}")
+    if not isinstance(force, bool):  # force="no" would overwrite
+        raise ArgumentTypeError(f"«force» must be True or False, not {force!r:.40}")
+    if workers is not None and scheduler is not None:
+        raise OptionError("give either «workers» (a local cluster) or «scheduler» (an existing one), not both")
+    if workers is not None:
+        check_workers(workers)
+    if isinstance(scheduler, str):
+        check_scheduler_address(scheduler)
+
+
+def _tensor_names(tensors: Any) -> list[str] | None:
+    """``tensors`` as a list of names (None or empty: all tensors)."""
+    if tensors is None:
+        return None
+    names = list(tensors) if isinstance(tensors, Iterable) and not isinstance(tensors, (str, bytes)) else None
+    if names is None or not all(isinstance(t, str) for t in names):
+        raise ArgumentTypeError(f"«tensors» must be a list of tensor names (str), not {tensors!r:.60}")
+    return names
+
+
+def _check_request(source: Any, output: Any, force: bool) -> Path:
+    """Everything about the request that can be checked before reading: the output path too."""
+    if output is not None and not isinstance(output, (str, os.PathLike)):
+        raise ArgumentTypeError(f"«output» must be a file path (str or os.PathLike), not a {type(output).__name__}")
     if output is None:
         if not isinstance(source, (str, os.PathLike)):
-            raise OptionError("an output path is needed when the source is not a file")
+            raise OptionError("«output» is needed when the source is not a file; give an archive path")
         output = default_output(source)
     if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
         raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")

@@ -4,35 +4,62 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 
-from .errors import PosteriorError
+from .errors import ArgumentTypeError, PosteriorError
+from .posterior import input_file
 
 
 def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
-    """Read and validate a vocabulary: a file with one word per line, or an iterable of words.
+    """Read and validate a vocabulary: a file with one word per line, or an iterable of words
+    (``str``, or ``bytes`` in UTF-8) in row order.
 
     Example:
-        >>> read_vocab(["king", "queen"])
+        >>> read_vocab(["king", b"queen"])
         ['king', 'queen']
     """
     if isinstance(vocab, (str, os.PathLike)):
-        path = Path(vocab)
-        if not path.is_file():
-            raise PosteriorError(f"vocabulary file '{path}' does not exist; pass a file with one word per line")
+        where = f"vocabulary file '{vocab}'"
+        path = input_file(Path(vocab), where)
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise PosteriorError(f"vocabulary file '{path}' is not UTF-8 text ({exc.reason})") from None
-        words = [w.removesuffix("\r") for w in text.split("\n")]
-        if words and words[-1] == "":
-            words.pop()  # the final newline
-        where = f"vocabulary file '{path}'"
-    else:
-        words = [str(w) for w in vocab]
-        where = "vocabulary"
-    return validate_words(words, where)
+            raise PosteriorError(f"{where} is not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise PosteriorError(f"cannot read {where} ({exc.strerror})") from None
+        return validate_words(split_lines(text), where)
+    if isinstance(vocab, (bytes, Mapping, Set)) or not isinstance(vocab, Iterable):
+        raise ArgumentTypeError(
+            f"«vocab» must be a file path or a list of words in row order, not a {type(vocab).__name__}"
+        )
+    return validate_words(decode_words(vocab, "«vocab»", type_error=ArgumentTypeError), "vocabulary")
+
+
+def split_lines(text: str) -> list[str]:
+    """The words of a text with one word per line (``\\n`` or ``\\r\\n``; a final line break ends the last)."""
+    words = [w.removesuffix("\r") for w in text.split("\n")]
+    if words and words[-1] == "":
+        words.pop()
+    return words
+
+
+def decode_words(
+    items: Iterable, where: str, error: type[Exception] = PosteriorError, type_error: type[Exception] | None = None
+) -> list[str]:
+    """Words as ``str``: ``bytes`` (numpy ``S`` arrays, HDF5 strings) are decoded as UTF-8; any
+    other type is refused (as ``type_error``, default ``error``) rather than turned into its repr."""
+    words = []
+    for i, w in enumerate(items):
+        if isinstance(w, bytes):
+            try:
+                w = w.decode("utf-8")
+            except UnicodeDecodeError:
+                raise error(f"{where}: word {i + 1} ({w[:20]!r}) is not UTF-8 text") from None
+        elif not isinstance(w, str):
+            raise (type_error or error)(f"{where}: word {i + 1} is a {type(w).__name__} ({w!r:.40}), not a string")
+        words.append(str(w))
+    return words
 
 
 def validate_words(words: list[str], where: str, error: type[Exception] = PosteriorError) -> list[str]:

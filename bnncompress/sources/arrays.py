@@ -10,6 +10,7 @@ pairs and a safetensors file of flat ``NAME.loc`` / ``NAME.scale`` tensors can b
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosteriorError
-from ..vocabulary import read_vocab, validate_words
+from ..posterior import input_file
+from ..vocabulary import decode_words, read_vocab, split_lines, validate_words
 from .rows import FileArray, FileSource, RowSource, check_pair
 
 #: safetensors dtype name -> numpy dtype string ("bfloat16" is read as uint16 bit patterns)
@@ -48,20 +50,24 @@ def npy_array(path: Path) -> FileArray:
 
 
 def read_npy_directory(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
-    """``NAME.loc.npy`` / ``NAME.scale.npy`` pairs and an optional ``vocab.txt``."""
+    """``NAME.loc.npy`` / ``NAME.scale.npy`` pairs and an optional ``vocab.txt``; each must be a
+    regular file, and a symbolic link must not lead out of the directory (:func:`input_file`)."""
     where = f"npy directory '{path.name}'"
     names = sorted(p.name[: -len(".loc.npy")] for p in path.glob("*.loc.npy"))
     if not names:
         raise PosteriorError(f"directory '{path}' holds no NAME.loc.npy / NAME.scale.npy pairs")
     sources: dict[str, RowSource] = {}
     for name in names:
-        scale_path = path / f"{name}.scale.npy"
-        if not scale_path.is_file():
+        loc_path, scale_path = path / f"{name}.loc.npy", path / f"{name}.scale.npy"
+        if not os.path.lexists(scale_path):
             raise PosteriorError(f"{where}: '{name}.loc.npy' has no matching '{name}.scale.npy'")
-        loc, scale = npy_array(path / f"{name}.loc.npy"), npy_array(scale_path)
+        loc, scale = (npy_array(input_file(p, f"{where}: '{p.name}'", within=path)) for p in (loc_path, scale_path))
         dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
         sources[name] = FileSource(name, loc, scale, where, dtype)
-    vocab = read_vocab(path / "vocab.txt") if (path / "vocab.txt").is_file() else None
+    vocab_path = path / "vocab.txt"
+    vocab = None
+    if os.path.lexists(vocab_path):
+        vocab = read_vocab(input_file(vocab_path, f"{where}: 'vocab.txt'", within=path))
     return sources, vocab, f"npy loc/scale pairs: {where}"
 
 
@@ -69,6 +75,10 @@ def read_npz(path: Path) -> dict[str, Any]:
     """The arrays of a .npz file (no pickle), each member's header checked against its stored size."""
     try:
         with zipfile.ZipFile(path) as zf:
+            members = zf.namelist()
+            if len(set(members)) != len(members):  # numpy would keep only one of them
+                dup = next(m for i, m in enumerate(members) if m in members[:i])
+                raise PosteriorError(f"'{path}' holds two arrays named '{dup}'; re-save it with unique names")
             for info in zf.infolist():
                 _check_npz_member(zf, info, path)
         with np.load(path, allow_pickle=False) as npz:
@@ -82,7 +92,7 @@ def read_npz(path: Path) -> dict[str, Any]:
     if "vocab" in data:
         if data["vocab"].dtype.kind not in "US":
             raise PosteriorError(f"'{path}': 'vocab' must be an array of strings, found {data['vocab'].dtype}")
-        data["vocab"] = [str(w) for w in data["vocab"].reshape(-1).tolist()]
+        data["vocab"] = decode_words(data["vocab"].reshape(-1).tolist(), f"'{path}': 'vocab'")
     return data
 
 
@@ -107,8 +117,16 @@ def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]
             raise PosteriorError(f"'{path}': the safetensors header length {n} does not fit the file")
         raw = fh.read(n)
     where = f"'{path.name}' (safetensors)"
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # JSON lets a later key replace an earlier
+        names = [k for k, _ in pairs]
+        if len(set(names)) != len(names):
+            dup = next(k for i, k in enumerate(names) if k in names[:i])
+            raise PosteriorError(f"{where}: the header names '{dup}' twice; re-save the file with unique names")
+        return dict(pairs)
+
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, object_pairs_hook=unique)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise PosteriorError(f"{where}: the header is not valid JSON") from None
     if not isinstance(header, dict):
@@ -142,18 +160,19 @@ def _safetensors_entry(key: str, entry: Any, where: str, path: str, data_start: 
 
 
 def safetensors_vocab(meta: dict[str, str], where: str) -> list[str] | None:
-    """The ``vocab`` metadata entry: a JSON list of words, or words separated by newlines."""
+    """The ``vocab`` metadata entry: a JSON list of words, or words separated by newlines
+    (so a first word such as ``[PAD]`` is a word, not broken JSON)."""
     if "vocab" not in meta:
         return None
     raw = meta["vocab"]
-    words: Any = raw.split("\n")
+    words = split_lines(raw)
     if raw.lstrip().startswith("["):
         try:
-            words = json.loads(raw)
+            parsed = json.loads(raw)
         except (json.JSONDecodeError, RecursionError):
-            raise PosteriorError(f"{where}: metadata 'vocab' is not a JSON list of words") from None
-    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise PosteriorError(f"{where}: metadata 'vocab' must be a list of words (strings)")
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(w, str) for w in parsed):
+            words = parsed
     return validate_words(words, f"vocabulary in {where}")
 
 

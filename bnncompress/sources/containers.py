@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
-from ..vocabulary import validate_words
+from ..vocabulary import decode_words, validate_words
 
 NOT_MEAN_FIELD = "is not mean-field: packing its marginal standard deviations drops the correlations between weights"
 
@@ -65,9 +65,11 @@ def from_mapping(obj: Any, where: str) -> Posterior:
     obj = dict(obj)
     vocab = obj.pop("vocab", None)
     if vocab is not None:
-        if not isinstance(vocab, (list, tuple)) or not all(isinstance(w, str) for w in vocab):
+        if isinstance(vocab, np.ndarray) and vocab.dtype.kind in "US":
+            vocab = vocab.reshape(-1).tolist()
+        if not isinstance(vocab, (list, tuple)):
             raise PosteriorError(f"{where}: 'vocab' must be a list of strings, found {type(vocab).__name__}")
-        vocab = validate_words(list(vocab), f"vocabulary in {where}")
+        vocab = validate_words(decode_words(vocab, f"{where}: 'vocab'"), f"vocabulary in {where}")
     warnings: list[str] = []
     if "params" in obj and "constraints" in obj and isinstance(obj["params"], Mapping):
         pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where, warnings)
@@ -86,6 +88,22 @@ def from_mapping(obj: Any, where: str) -> Posterior:
         )
     tensors = {name: make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
     return Posterior(tensors, vocab, f"{kind}: {where}", warnings)
+
+
+class _Pairs(dict):
+    """Tensor name -> (loc, scale), refusing a second pair for a name (two keys that map to one
+    tensor, e.g. ``{"w": {"loc", "scale"}}`` beside ``"w.loc"`` / ``"w.scale"``)."""
+
+    def __init__(self, where: str):
+        super().__init__()
+        self.where, self.keys_of = where, {}
+
+    def add(self, name: str, key: str, pair: tuple[Any, Any]) -> None:
+        if name in self:
+            raise PosteriorError(
+                f"{self.where}: '{self.keys_of[name]}' and '{key}' both hold tensor '{name}'; keep one of them"
+            )
+        self[name], self.keys_of[name] = pair, key
 
 
 def _is_state_dict_key(key: Any) -> bool:
@@ -112,7 +130,7 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
                 raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
         return value
 
-    pairs: dict[str, tuple[Any, Any]] = {}
+    pairs = _Pairs(where)
     flat: dict[str, tuple[Any, Any]] = {}
     guides: set[str] = set()
     used: set[str] = set()
@@ -124,7 +142,7 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
             scale_key = f"{prefix}.scales.{site}"
             if scale_key not in params:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
-            pairs[site] = (constrained(key), constrained(scale_key))
+            pairs.add(site, key, (constrained(key), constrained(scale_key)))
             guides.add(prefix)
             used |= {key, scale_key}
             continue
@@ -134,7 +152,7 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
         guide, _, rest = prefix.partition(".")
         loc, scale = constrained(key), _as_tensor(constrained(prefix + ".scale"))
         if rest and not rest.isdigit():  # TyXe: <guide>.<site>.loc
-            pairs[rest] = (loc, scale)
+            pairs.add(rest, key, (loc, scale))
             guides.add(guide)
             used |= {key, prefix + ".scale"}
             continue
@@ -144,7 +162,7 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
         guides.add(prefix)
         used |= {key, prefix + ".scale"}
     for prefix, pair in flat.items():  # one flat guide is "latent"; several are "<guide>.latent"
-        pairs[FLAT_LATENT_NAME if len(flat) == 1 else f"{prefix}.{FLAT_LATENT_NAME}"] = pair
+        pairs.add(FLAT_LATENT_NAME if len(flat) == 1 else f"{prefix}.{FLAT_LATENT_NAME}", f"{prefix}.loc", pair)
     if not pairs:
         sample = ", ".join(list(map(str, params))[:5])
         raise PosteriorError(
@@ -185,14 +203,14 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
     from pyro.distributions import constraints
     from torch.distributions import transform_to
 
-    pairs: dict[str, tuple[Any, Any]] = {}
+    pairs = _Pairs(where)
     for key in sd:
         if isinstance(key, str) and key.startswith("locs.") and key.endswith("_unconstrained"):
             site = key[len("locs.") : -len("_unconstrained")]
             scale_key = f"scales.{site}_unconstrained"
             if scale_key not in sd:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
-            pairs[site] = (sd[key], F.softplus(_as_tensor(sd[scale_key])))
+            pairs.add(site, key, (sd[key], F.softplus(_as_tensor(sd[scale_key]))))
     if "loc" in sd and "scale_unconstrained" in sd:
         # AutoDiagonalNormal / AutoLowRank / AutoMultivariateNormal all store a softplus-positive scale
         scale = F.softplus(_as_tensor(sd["scale_unconstrained"]))
@@ -203,7 +221,7 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
         elif "cov_factor" in sd:
             scale = scale * (1 + (_as_tensor(sd["cov_factor"]) ** 2).sum(-1)).sqrt()
             warnings.append(f"the low-rank multivariate normal guide {NOT_MEAN_FIELD}")
-        pairs[FLAT_LATENT_NAME] = (sd["loc"], scale)
+        pairs.add(FLAT_LATENT_NAME, "loc", (sd["loc"], scale))
     if not pairs:
         raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
     return pairs, "Pyro guide state dict"
@@ -217,7 +235,7 @@ def _pairs_from_bayesian_torch(sd: Mapping, where: str) -> tuple[dict, str]:
     scale = softplus(rho); named ``L.weight`` / ``L.bias`` like the deterministic layer they replace."""
     import torch.nn.functional as F
 
-    pairs: dict[str, tuple[Any, Any]] = {}
+    pairs = _Pairs(where)
     for key in sd:
         if not isinstance(key, str):
             continue
@@ -228,7 +246,7 @@ def _pairs_from_bayesian_torch(sd: Mapping, where: str) -> tuple[dict, str]:
         if rho_key not in sd:
             raise PosteriorError(f"{where}: '{key}' has no matching '{rho_key}'")
         name = f"{prefix}.{_BAYESIAN_TORCH_MU[leaf]}" if prefix else _BAYESIAN_TORCH_MU[leaf]
-        pairs[name] = (sd[key], F.softplus(_as_tensor(sd[rho_key])))
+        pairs.add(name, key, (sd[key], F.softplus(_as_tensor(sd[rho_key]))))
     return pairs, "bayesian-torch state dict"
 
 
@@ -247,7 +265,7 @@ def _pairs_from_mean_variance(means: Mapping, variances: Mapping, where: str) ->
 
 
 def _pairs_from_plain(obj: Mapping, where: str) -> tuple[dict, str]:
-    pairs: dict[str, tuple[Any, Any]] = {}
+    pairs = _Pairs(where)
     for key, value in obj.items():
         if not isinstance(key, str):
             raise PosteriorError(f"{where}: keys must be tensor names (strings), found {key!r}")
@@ -256,14 +274,14 @@ def _pairs_from_plain(obj: Mapping, where: str) -> tuple[dict, str]:
                 raise PosteriorError(
                     f"{where}: entry '{key}' must have exactly the keys 'loc' and 'scale', found {sorted(value)}"
                 )
-            pairs[key] = (value["loc"], value["scale"])
+            pairs.add(key, key, (value["loc"], value["scale"]))
         elif isinstance(value, tuple) and len(value) == 2:
-            pairs[key] = value
+            pairs.add(key, key, value)
         elif key.endswith(".loc"):
             name = key[: -len(".loc")]
             if name + ".scale" not in obj:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{name}.scale'")
-            pairs[name] = (value, obj[name + ".scale"])
+            pairs.add(name, key, (value, obj[name + ".scale"]))
         elif key.endswith(".scale"):
             if key[: -len(".scale")] + ".loc" not in obj:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{key[: -len('.scale')]}.loc'")

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..hdf5checks import LOSSLESS, check_local_dataset, plain_dataset
-from ..vocabulary import validate_words
+from ..vocabulary import decode_words, validate_words
 from .rows import RowSource, check_pair
 
 _OPEN_FILES: dict[str, Any] = {}  # one read-only h5py handle per file, per process (Dask workers too)
@@ -65,7 +65,13 @@ def open_hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
             leaf = next((x for x in ("loc", "scale") if key.endswith(("/" + x, "." + x))), None)
             if leaf is not None and isinstance(obj, h5py.Dataset):
                 check_local_dataset(obj, f"{where}: dataset '{key}'", PosteriorError, LOSSLESS)
-                found.setdefault(key[: -len(leaf) - 1], {})[leaf] = obj
+                pair = found.setdefault(key[: -len(leaf) - 1], {})
+                if leaf in pair:  # 'w/loc' and 'w.loc' both name w's loc
+                    raise PosteriorError(
+                        f"{where}: datasets '{pair[leaf].name.lstrip('/')}' and '{key}' are both the {leaf} of "
+                        f"'{key[: -len(leaf) - 1]}'; keep one of them"
+                    )
+                pair[leaf] = obj
         words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
         if words is not None:
             vocab = validate_words(_decode_words(words, where), f"vocabulary in {where}")
@@ -86,7 +92,4 @@ def open_hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
 def _decode_words(dataset: Any, where: str) -> list[str]:
     if dataset.dtype.kind not in "SUO":
         raise PosteriorError(f"{where}: dataset 'vocab' must hold strings, found {dataset.dtype}")
-    try:
-        return [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in np.asarray(dataset[()]).reshape(-1)]
-    except UnicodeDecodeError:
-        raise PosteriorError(f"{where}: the vocabulary is not UTF-8 text") from None
+    return decode_words(np.asarray(dataset[()]).reshape(-1).tolist(), f"{where}: dataset 'vocab'")

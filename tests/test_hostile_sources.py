@@ -1,0 +1,322 @@
+"""Hostile and everyday posterior sources and pack arguments (issue 22, round 3): links out of a
+posterior directory, pipes, byte-string vocabularies, two tensors with one name, and API misuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+import bnncompress
+from bnncompress import OptionError, PosteriorError, read_posterior
+
+WORDS = ["king", "queen", "man", "woman", "paris", "rome"]
+
+
+def _posterior(rows=6, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, dim)).astype(np.float32), rng.uniform(0.05, 0.5, (rows, dim)).astype(np.float32)
+
+
+def _npy_directory(path: Path, vocab=True) -> Path:
+    path.mkdir()
+    loc, scale = _posterior()
+    np.save(path / "w.loc.npy", loc)
+    np.save(path / "w.scale.npy", scale)
+    if vocab:
+        (path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    return path
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and text.strip() == text, text
+    return text
+
+
+# -- 1. links that leave a posterior directory ------------------------------------------------
+
+
+@pytest.mark.parametrize("member", ["vocab.txt", "w.loc.npy", "w.scale.npy"])
+def test_a_link_out_of_an_npy_directory_is_refused(tmp_path, member):
+    posterior = _npy_directory(tmp_path / "post")
+    outside = tmp_path / "outside" / member
+    outside.parent.mkdir()
+    os.replace(posterior / member, outside)  # the same bytes, now reached through a link out of the directory
+    (posterior / member).symlink_to(outside)
+    with pytest.raises(PosteriorError, match="symbolic link") as err:
+        read_posterior(posterior)
+    assert member in _one_line(err.value)
+    with pytest.raises(PosteriorError, match="symbolic link"):
+        bnncompress.pack(posterior, tmp_path / "out.bnc", lam=0.1)
+    assert not (tmp_path / "out.bnc").exists()
+
+
+def test_a_link_inside_an_npy_directory_is_followed(tmp_path):
+    posterior = _npy_directory(tmp_path / "post")
+    os.replace(posterior / "vocab.txt", posterior / "words.txt")
+    (posterior / "vocab.txt").symlink_to("words.txt")
+    assert read_posterior(posterior).vocab == WORDS
+
+
+def test_a_dangling_or_looping_link_is_one_line(tmp_path):
+    posterior = _npy_directory(tmp_path / "post", vocab=False)
+    (posterior / "vocab.txt").symlink_to(posterior / "vocab.txt")
+    with pytest.raises(PosteriorError, match="vocab.txt") as err:
+        read_posterior(posterior)
+    _one_line(err.value)
+
+
+# -- 2. pipes and other files that are not regular: refused before they are opened -------------
+
+
+def _refused_without_blocking(fifo: Path, call):
+    """Run ``call`` in a thread; it must raise PosteriorError at once. If it blocks on the FIFO,
+    unblock it by opening the write end (so the test fails instead of hanging)."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            call()
+            outcome["result"] = "returned"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["result"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    blocked = thread.is_alive()
+    if blocked:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader sees end of file
+        thread.join(10)
+    assert not blocked, f"reading {fifo.name} blocked"
+    assert isinstance(outcome["result"], PosteriorError), outcome["result"]
+    assert fifo.name in _one_line(outcome["result"])
+    return outcome["result"]
+
+
+@pytest.mark.parametrize("member", ["w.loc.npy", "w.scale.npy", "vocab.txt"])
+def test_a_fifo_in_an_npy_directory_is_refused(tmp_path, member):
+    posterior = _npy_directory(tmp_path / "post")
+    (posterior / member).unlink()
+    os.mkfifo(posterior / member)
+    err = _refused_without_blocking(posterior / member, lambda: read_posterior(posterior))
+    assert "not a regular file" in str(err)
+
+
+def test_a_fifo_as_the_posterior_or_the_vocabulary_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "post.pt")
+    _refused_without_blocking(tmp_path / "post.pt", lambda: bnncompress.pack(tmp_path / "post.pt", tmp_path / "o.bnc"))
+    os.mkfifo(tmp_path / "words.txt")
+    err = _refused_without_blocking(
+        tmp_path / "words.txt",
+        lambda: bnncompress.pack({"w": _posterior()}, tmp_path / "o.bnc", vocab=tmp_path / "words.txt"),
+    )
+    assert "not a regular file" in str(err)  # not "does not exist"
+
+
+# -- 3. byte-string vocabularies are words, not their repr -----------------------------------
+
+
+def test_an_npz_vocabulary_of_bytes_is_decoded(tmp_path):
+    loc, scale = _posterior()
+    np.savez(tmp_path / "p.npz", **{"w.loc": loc, "w.scale": scale}, vocab=np.array([w.encode() for w in WORDS]))
+    assert np.load(tmp_path / "p.npz")["vocab"].dtype.kind == "S"
+    assert read_posterior(tmp_path / "p.npz").vocab == WORDS
+
+
+def test_pack_decodes_a_vocabulary_of_bytes(tmp_path):
+    words = [w.encode() for w in WORDS[:-1]] + ["köln".encode()]
+    bnncompress.pack({"w": _posterior()}, tmp_path / "a.bnc", vocab=words, lam=0.1)
+    assert bnncompress.load(tmp_path / "a.bnc").vocab == WORDS[:-1] + ["köln"]
+
+
+def test_a_torch_vocabulary_of_bytes_is_decoded(tmp_path):
+    loc, scale = _posterior()
+    torch.save(
+        {"w": {"loc": torch.from_numpy(loc), "scale": torch.from_numpy(scale)}, "vocab": [w.encode() for w in WORDS]},
+        tmp_path / "p.pt",
+    )
+    assert read_posterior(tmp_path / "p.pt").vocab == WORDS
+
+
+@pytest.mark.parametrize(
+    "vocab, error, match",
+    [
+        ([b"king", b"\xff\xfe", b"man", b"woman", b"paris", b"rome"], PosteriorError, "UTF-8"),
+        ([1, 2, 3, 4, 5, 6], TypeError, "int"),
+        ([None] * 6, TypeError, "NoneType"),
+        (123, TypeError, "vocab"),
+        (b"vocab.txt", TypeError, "vocab"),
+        ({w: i for i, w in enumerate(WORDS)}, TypeError, "vocab"),  # a dict's order need not be its rows'
+        (set(WORDS), TypeError, "vocab"),
+        (WORDS[:-1], PosteriorError, "5 words"),  # one row too few
+        (WORDS[:-1] + [""], PosteriorError, "empty word"),
+        (WORDS[:-1] + ["king"], PosteriorError, "more than once"),
+    ],
+)
+def test_a_bad_vocabulary_is_a_clear_error(tmp_path, vocab, error, match):
+    with pytest.raises(error, match=match) as err:
+        bnncompress.pack({"w": _posterior()}, tmp_path / "a.bnc", vocab=vocab, lam=0.1)
+    assert isinstance(err.value, bnncompress.BnnCompressError)
+    _one_line(err.value)
+
+
+# -- 4. two stored tensors that map to one name --------------------------------------------
+
+
+def test_a_torch_dict_with_one_name_twice_is_refused(tmp_path):
+    loc, scale = map(torch.from_numpy, _posterior())
+    torch.save({"w": {"loc": loc, "scale": scale}, "w.loc": loc * 2, "w.scale": scale}, tmp_path / "p.pt")
+    with pytest.raises(PosteriorError, match="'w.loc' and 'w'|'w' and 'w.loc'") as err:
+        read_posterior(tmp_path / "p.pt")
+    _one_line(err.value)
+    with pytest.raises(PosteriorError, match="both hold tensor 'w'"):
+        read_posterior({"w": (loc, scale), "w.loc": loc, "w.scale": scale})
+
+
+def test_a_param_store_with_one_site_twice_is_refused(tmp_path):
+    loc, scale = map(torch.from_numpy, _posterior())
+    params = {"AutoNormal.locs.w": loc, "AutoNormal.scales.w": scale, "TyXe.w.loc": loc * 2, "TyXe.w.scale": scale}
+    torch.save({"params": params, "constraints": {}}, tmp_path / "store.pt")
+    with pytest.raises(PosteriorError, match="'AutoNormal.locs.w' and 'TyXe.w.loc' both hold tensor 'w'"):
+        read_posterior(tmp_path / "store.pt")
+
+
+def test_a_bayesian_torch_dict_with_one_layer_twice_is_refused():
+    loc, scale = map(torch.from_numpy, _posterior())
+    sd = {"fc.mu_weight": loc, "fc.rho_weight": scale, "fc.mu_kernel": loc, "fc.rho_kernel": scale}
+    with pytest.raises(PosteriorError, match="both hold tensor 'fc.weight'"):
+        read_posterior(sd)
+
+
+def test_hdf5_with_one_name_twice_is_refused(tmp_path):
+    loc, scale = _posterior()
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["w/loc"], f["w/scale"], f["w.loc"] = loc, scale, loc * 2
+    with pytest.raises(PosteriorError, match="'w.loc'") as err:
+        read_posterior(tmp_path / "p.h5")
+    assert "w/loc" in _one_line(err.value)
+
+
+def test_an_npz_with_one_member_twice_is_refused(tmp_path):
+    loc, scale = _posterior()
+    np.savez(tmp_path / "p.npz", **{"w.loc": loc, "w.scale": scale})
+    np.save(tmp_path / "other.npy", loc * 2)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(tmp_path / "p.npz", "a") as zf:
+        zf.write(tmp_path / "other.npy", "w.loc.npy")
+    with pytest.raises(PosteriorError, match="two arrays named 'w.loc.npy'"):
+        read_posterior(tmp_path / "p.npz")
+
+
+def test_a_safetensors_header_with_one_key_twice_is_refused(tmp_path):
+    loc, _ = _posterior()
+    entry = '{"dtype": "F32", "shape": [6, 4], "data_offsets": [0, 96]}'
+    header = f'{{"w.loc": {entry}, "w.scale": {entry}, "w.loc": {entry}}}'.encode()
+    path = tmp_path / "p.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + np.abs(loc).tobytes())
+    assert json.loads(header)  # valid JSON: the last 'w.loc' would silently win
+    with pytest.raises(PosteriorError, match="names 'w.loc' twice"):
+        read_posterior(path)
+
+
+# -- 5. a newline vocabulary whose first word starts with '[' --------------------------------
+
+
+@pytest.mark.parametrize("first", ["[PAD]", "[", "[1, 2]", '["a"'])
+def test_a_safetensors_newline_vocabulary_may_start_with_a_bracket(tmp_path, first):
+    loc, scale = _posterior()
+    words = [first] + WORDS[1:]
+    save_file({"w.loc": loc, "w.scale": scale}, tmp_path / "p.safetensors", metadata={"vocab": "\n".join(words)})
+    assert read_posterior(tmp_path / "p.safetensors").vocab == words
+    save_file({"w.loc": loc, "w.scale": scale}, tmp_path / "j.safetensors", metadata={"vocab": json.dumps(words)})
+    assert read_posterior(tmp_path / "j.safetensors").vocab == words  # a JSON list still is one
+
+
+# -- 6, 7. pack's arguments: checked at the entry, before the source is read ------------------
+
+
+class _Untouchable(Mapping):
+    """A source that fails the test if anything reads it."""
+
+    def __getitem__(self, key):
+        raise AssertionError("the source was read before the arguments were checked")
+
+    def __iter__(self):
+        raise AssertionError("the source was read before the arguments were checked")
+
+    def __len__(self):
+        raise AssertionError("the source was read before the arguments were checked")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"options": "prune=0.1"}, TypeError, "options"),
+        ({"options": {1: 2}}, TypeError, "options"),
+        ({"vocab": 123}, TypeError, "vocab"),
+        ({"output": 123}, TypeError, "output"),
+        ({"progress": 5}, TypeError, "progress"),
+        ({"method": 5}, OptionError, "method"),
+        ({"tensors": 5}, TypeError, "tensors"),
+        ({"tensors": "w"}, TypeError, "tensors"),
+        ({"tensors": [b"w"]}, TypeError, "tensors"),
+        ({"stream": "yes"}, TypeError, "stream"),
+        ({"force": "no"}, TypeError, "force"),
+        ({"lam": True}, TypeError, "lam"),
+        ({"lam": "0.1"}, TypeError, "lam"),
+        ({"bits": [2]}, TypeError, "bits"),
+        ({"lam": 0}, OptionError, "lam"),
+        ({"lam": 0.0, "method": "vbq"}, OptionError, "lam"),
+        ({"lam": -1.0}, OptionError, "lam"),
+        ({"lam": float("nan")}, OptionError, "lam"),
+        ({"lam": float("inf")}, OptionError, "lam"),
+        ({"bits": 0}, bnncompress.RateControlError, "rate"),
+        ({"bits": float("nan")}, bnncompress.RateControlError, "rate"),
+        ({"bits": -2.0}, bnncompress.RateControlError, "rate"),
+        ({"device": "tpu"}, OptionError, "device"),
+        ({"device": "cuda:x"}, OptionError, "device"),
+        ({"workers": 0}, OptionError, "workers"),
+    ],
+)
+def test_pack_checks_its_arguments_before_reading(tmp_path, kwargs, error, name):
+    kwargs.setdefault("output", tmp_path / "out.bnc")
+    with pytest.raises(error, match=name) as err:
+        bnncompress.pack(_Untouchable(), **kwargs)
+    assert isinstance(err.value, bnncompress.BnnCompressError), type(err.value)
+    _one_line(err.value)
+    assert not (tmp_path / "out.bnc").exists()
+
+
+def test_lam_zero_is_refused_for_the_default_method_on_a_small_tensor_too(tmp_path):
+    with pytest.raises(OptionError, match="lam"):
+        bnncompress.pack({"w": _posterior()}, tmp_path / "a.bnc", lam=0)
+
+
+def test_a_list_of_tensor_names_may_be_any_iterable(tmp_path):
+    result = bnncompress.pack(
+        {"w": _posterior(), "b": _posterior(3, 2)}, tmp_path / "a.bnc", tensors=iter(["w"]), lam=0.1
+    )
+    assert result.num_weights == len(WORDS) * 4
+
+
+# -- 8. an explicit cuda without a GPU is an error for every method --------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("method", [None, "vbq", "uniform", "float16"])
+def test_cuda_without_a_gpu_is_refused_for_every_method(tmp_path, method):
+    with pytest.raises(OptionError, match="no CUDA GPU") as err:
+        bnncompress.pack(_Untouchable(), tmp_path / "a.bnc", method=method, device="cuda")
+    _one_line(err.value)
+    result = bnncompress.pack({"w": _posterior()}, tmp_path / "a.bnc", method=method, device="auto")
+    assert result.num_weights == len(WORDS) * 4  # auto falls back to the CPU
