@@ -13,17 +13,22 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from .errors import OptionError
+from .numbaenv import check_numba_environment
 
 #: Weights per task (rounded to whole coding blocks): ~16 MiB of float32 loc + scale.
 TASK_SYMBOLS = 1 << 21
 #: Results kept for a later task (uint16 grid indices: 2 bytes per weight), per process or worker.
 KEEP_BYTES = 1 << 29
+#: Seconds to connect to a Dask scheduler and hear its greeting.
+CONNECT_SECONDS = 5
 
 
 class Executor(Protocol):
@@ -133,6 +138,7 @@ def _import_distributed() -> Any:
 def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[Executor]:
     """Threads of this process (neither given), a new local Dask cluster of ``workers``
     single-threaded processes, or the cluster at ``scheduler`` (an address or a ``distributed.Client``)."""
+    check_numba_environment()
     if workers is None and scheduler is None:
         yield LocalExecutor()
         return
@@ -143,11 +149,13 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
         yield DaskExecutor(scheduler)
         return
     if scheduler is not None:
-        check_scheduler_address(scheduler)
+        address = probe_scheduler(scheduler, CONNECT_SECONDS)
         try:
-            client = distributed.Client(str(scheduler), timeout="30s")
-        except (OSError, TimeoutError) as exc:
-            raise OptionError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+            client = distributed.Client(address, timeout=f"{CONNECT_SECONDS}s")
+        except (OSError, TimeoutError, MemoryError, ValueError, TypeError) as exc:
+            raise OptionError(
+                f"cannot connect to the Dask scheduler at {scheduler} ({_reason(exc)}); check «scheduler»"
+            ) from None
         with client:
             yield DaskExecutor(client)
         return
@@ -165,15 +173,54 @@ def check_workers(workers: Any) -> None:
         raise OptionError(f"workers must be an integer from 1 to 1024, got {workers!r}")
 
 
-def check_scheduler_address(address: Any) -> None:
-    """A Dask scheduler address: ``tcp://HOST:PORT`` (or tls://, inproc://, ucx://), or ``HOST:PORT``."""
+def check_scheduler_address(address: Any) -> tuple[str, int]:
+    """A Dask scheduler address we can connect to: ``tcp://HOST:PORT`` or ``HOST:PORT`` (an
+    IPv6 host in brackets); returns ``(host, port)``. Other schemes (tls://, ucx://, inproc://, ...)
+    need a configuration or a process of their own: pass a ``distributed.Client`` for those."""
     text = str(address)
     scheme, sep, rest = text.partition("://")
     if not sep:
         scheme, rest = "tcp", text
+    if scheme != "tcp":
+        raise OptionError(
+            f"scheduler {text!r} uses {scheme}://, which bnncompress cannot connect to; "
+            "give tcp://HOST:PORT (or, from Python, a distributed.Client)"
+        )
     host, colon, port = rest.rpartition(":")
-    ok = scheme in ("tcp", "tls", "inproc", "ucx", "ws", "wss") and (
-        scheme == "inproc" or (colon and host and port.isdigit() and 0 < int(port) < 65536)
-    )
-    if not ok:
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not (colon and host and "/" not in rest and port.isdigit() and 0 < int(port) < 65536):
         raise OptionError(f"scheduler {text!r} is not a Dask scheduler address; give tcp://HOST:PORT")
+    return host, int(port)
+
+
+def probe_scheduler(address: Any, seconds: float = CONNECT_SECONDS) -> str:
+    """Check within ``seconds`` that a Dask scheduler answers at ``address`` (it greets every new
+    connection with a message: 8 bytes of length, then the message), so that a wrong peer is one
+    line, not a hang (distributed waits for the greeting without a time limit) or a huge allocation
+    (it trusts the length); returns the ``tcp://`` address."""
+    host, port = check_scheduler_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=seconds) as sock:
+            greeting = b""
+            while len(greeting) < 8:
+                chunk = sock.recv(8 - len(greeting))
+                if not chunk:
+                    break
+                greeting += chunk
+    except TimeoutError:
+        raise OptionError(
+            f"the peer at {address} sent no Dask greeting within {seconds:g} s; check that «scheduler» is a scheduler"
+        ) from None
+    except OSError as exc:
+        raise OptionError(
+            f"cannot connect to the Dask scheduler at {address} ({_reason(exc)}); check «scheduler»"
+        ) from None
+    if len(greeting) < 8 or not 0 < struct.unpack("<Q", greeting)[0] <= 1 << 20:
+        raise OptionError(
+            f"the peer at {address} is not a Dask scheduler (it answered {greeting!r}); check «scheduler»"
+        )
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def _reason(exc: BaseException) -> str:
+    return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0][:120]

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import ArgumentTypeError, OptionError
 from ..files import atomic_output
+from .inputs import check_options, check_pairs_memory, init_shape
 
 
 @dataclass
@@ -47,14 +48,14 @@ class SkipGramConfig:
     refine_means: bool = False
 
     def validate(self) -> None:
-        for name in ("dim", "vocab_size", "min_count", "window", "epochs", "batch_size"):
-            if not getattr(self, name) >= 1:
-                raise OptionError(f"«{name}» must be at least 1, got {getattr(self, name)}")
-        if not (self.negatives >= 0 and self.lr > 0 and self.init_scale > 0 and self.subsample >= 0):
-            raise OptionError("«negatives» and «subsample» must be >= 0, «lr» and «init_scale» > 0")
-        init = self.init_vectors
-        if init is not None:
-            size = init.vector_size if hasattr(init, "vector_size") else len(next(iter(init.values()), ()))
+        """Refuse values training cannot use, before anything is allocated (one line naming the field)."""
+        names = ("dim", "vocab_size", "min_count", "window", "negatives", "epochs", "batch_size", "seed")
+        names += ("lr", "init_scale", "subsample", "lr_decay", "refine_means")
+        check_options(**{name: getattr(self, name) for name in names})
+        if not isinstance(self.device, str):
+            raise ArgumentTypeError(f"«device» must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.init_vectors is not None:
+            _, size = init_shape(self.init_vectors)
             if size != self.dim:
                 raise OptionError(f"«init_vectors» have {size} dimensions, «dim» is {self.dim}; make them agree")
 
@@ -106,7 +107,11 @@ def build_vocab(
     """The ``vocab_size`` most frequent words with at least ``min_count`` occurrences (and in
     ``allowed``, if given), most frequent first (ties alphabetical), so gensim's
     ``restrict_vocab`` keeps the top words."""
-    counts = Counter(w for s in sentences for w in s)
+    if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Iterable):
+        raise ArgumentTypeError(f"«sentences» must be a list of sentences, each a list of words, got {sentences!r:.60}")
+    counts = Counter(w for s in sentences if not _is_text(s) for w in s)
+    if any(_is_text(s) for s in sentences) or not all(isinstance(w, str) for w in counts):
+        raise ArgumentTypeError("«sentences» must be lists of words (str), e.g. [line.split() for line in lines]")
     ranked = sorted(
         ((c, w) for w, c in counts.items() if c >= min_count and (allowed is None or w in allowed)),
         key=lambda cw: (-cw[0], cw[1]),
@@ -114,6 +119,10 @@ def build_vocab(
     if not ranked:
         raise OptionError("the corpus has no word that occurs «min_count» times; use a larger corpus")
     return [w for _, w in ranked], [c for c, _ in ranked]
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, (str, bytes))
 
 
 def make_pairs(
@@ -128,10 +137,15 @@ def make_pairs(
     index = {w: i for i, w in enumerate(vocab)}
     freq = np.asarray(counts, dtype=np.float64) / sum(counts)
     keep = np.ones(len(vocab)) if subsample <= 0 else np.minimum(1.0, np.sqrt(subsample / freq) + subsample / freq)
-    centers, contexts = [], []
+    kept = []
     for sentence in sentences:
         ids = np.fromiter((index[w] for w in sentence if w in index), dtype=np.int64)
-        ids = ids[rng.random(len(ids)) < keep[ids]]
+        kept.append(ids[rng.random(len(ids)) < keep[ids]])
+    lengths = np.array([len(ids) for ids in kept], dtype=np.int64)
+    reach = np.minimum(np.maximum(lengths - 1, 0), min(window, 1 << 40))  # offsets that fit in each sentence
+    check_pairs_memory(int(np.sum(reach * (2 * lengths - reach - 1))), window)  # 2 * sum of (length - offset)
+    centers, contexts = [], []
+    for ids in kept:
         for offset in range(1, window + 1):
             if len(ids) <= offset:
                 break

@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..devices import resolve_device
+from ..errors import OptionError
+from ..numbaenv import check_numba_environment
+from .inputs import DIVERGED, check_memory, check_trained, start_vectors
 from .skipgram import SkipGramConfig, TrainProgress, TrainResult, build_vocab, make_pairs
 
 SITES = ("word_vectors", "context_vectors")
@@ -54,22 +57,30 @@ def train_skipgram(
     """Fit the Bayesian skip-gram's mean-field posterior (see the module doc); ``progress`` gets
     a :class:`~.skipgram.TrainProgress` after every step."""
     config.validate()
+    device = resolve_device(config.device)
+    if device == "cpu":
+        check_numba_environment(pack=False)
+    if isinstance(sentences, Iterable) and not isinstance(sentences, Sequence):  # a generator: read it once
+        sentences = list(sentences)
     rng = np.random.default_rng(config.seed)
     init = config.init_vectors
     allowed = None if init is None else set(init.index_to_key if hasattr(init, "index_to_key") else init)
     vocab, counts = build_vocab(sentences, config.vocab_size, config.min_count, allowed)
     centers, contexts = make_pairs(sentences, vocab, counts, config.window, config.subsample, rng)
-    device = resolve_device(config.device)
+    start = None if init is None else start_vectors(init, vocab, config.dim)
+    check_memory(len(vocab), len(centers), config)
     if device == "cpu":
         trainer = Trainer(len(vocab), config, rng, np.asarray(counts, dtype=np.float64))
     else:
         from ._skipgram_torch import TorchTrainer  # torch: imported only to train on a GPU
 
         trainer = TorchTrainer(len(vocab), config, rng, np.asarray(counts, dtype=np.float64), device)
-    if init is not None:
-        trainer.start_at(np.stack([np.asarray(init[w], dtype=np.float32) for w in vocab]))
+    if start is not None:
+        trainer.start_at(start)
     losses, speed = fit(trainer, centers, contexts, config, rng, progress)
-    params = {s: (loc, _softplus_inverse(rho)) for s, (loc, rho) in trainer.posterior().items()}
+    posterior = trainer.posterior()
+    check_trained(posterior)
+    params = {s: (loc, _softplus_inverse(rho)) for s, (loc, rho) in posterior.items()}
     return TrainResult(params, vocab, counts, losses, len(centers), speed)
 
 
@@ -81,7 +92,8 @@ def fit(
     rng: np.random.Generator,
     progress: Callable[[TrainProgress], None] | None,
 ) -> tuple[list[float], float]:
-    """All epochs of ``trainer.step``; returns the loss per pair (negative ELBO / N) of each epoch and pairs/s."""
+    """All epochs of ``trainer.step``; returns the loss per pair (negative ELBO / N) of each epoch and pairs/s.
+    A step whose loss is not finite (the tables hold NaN or infinity) stops training: it diverged."""
     n = len(centers)
     batch = min(cfg.batch_size, n)
     total, losses = math.ceil(n / batch) * cfg.epochs, []
@@ -92,7 +104,10 @@ def fit(
         for start in range(0, n, batch):
             idx = order[start : start + batch]
             lr = cfg.lr * (1.0 - 0.9 * trainer.step_count / total) if cfg.lr_decay else cfg.lr
-            epoch_loss += trainer.step(centers[idx], contexts[idx], n, lr) * len(idx)
+            loss = trainer.step(centers[idx], contexts[idx], n, lr)
+            if not math.isfinite(loss):
+                raise OptionError(DIVERGED)
+            epoch_loss += loss * len(idx)
             epoch_pairs += len(idx)
             done += len(idx)
             speed = done / max(time.perf_counter() - started, 1e-9)

@@ -1,0 +1,99 @@
+"""numba's environment variables, checked before any kernel runs: one line instead of numba's traceback.
+
+numba reads ``NUMBA_NUM_THREADS``, ``NUMBA_DISABLE_JIT`` and ``NUMBA_THREADING_LAYER`` when it is
+imported and fails later, deep inside a pack or a training step, when they cannot work: no
+threads, kernels run as plain Python (which the pack pipeline's kernels do not support), or a
+threading layer that is unknown or not installed (``tbb`` needs Intel TBB). The command line
+checks them once at start (:func:`refuse_bad_numba_environment`); the pack and training APIs
+call :func:`check_numba_environment`. Importing this module does not import numba.
+
+Example:
+    >>> check_numba_environment({"NUMBA_NUM_THREADS": "2"})
+    >>> try:
+    ...     check_numba_environment({"NUMBA_NUM_THREADS": "0"})
+    ... except OptionError as exc:
+    ...     print(str(exc).split(";")[0])
+    NUMBA_NUM_THREADS=0 is not a number of threads
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+
+from .errors import OptionError
+
+#: numba's threading layers (named backends and the safety levels that pick one) -> the modules they need.
+LAYERS = {
+    "default": ("tbbpool", "omppool", "workqueue"),
+    "tbb": ("tbbpool",),
+    "omp": ("omppool",),
+    "workqueue": ("workqueue",),
+    "safe": ("tbbpool",),
+    "threadsafe": ("tbbpool", "omppool"),
+    "forksafe": ("tbbpool", "workqueue") if sys.platform.startswith("linux") else ("tbbpool", "omppool", "workqueue"),
+}
+MAX_THREADS = 1024
+
+
+def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool = True) -> None:
+    """Raise :class:`~bnncompress.OptionError` (one line naming the variable and what to set) if
+    numba's environment cannot run bnncompress's kernels. ``pack`` False allows ``NUMBA_DISABLE_JIT``
+    (training works without compiling, slowly). numba's own settings count once it is imported."""
+    env = os.environ if environ is None else environ
+    config = sys.modules["numba"].config if environ is None and "numba" in sys.modules else None
+    threads = env.get("NUMBA_NUM_THREADS")
+    if threads is not None and config is None:
+        try:
+            ok = 1 <= int(threads) <= MAX_THREADS
+        except ValueError:
+            ok = False
+        if not ok:
+            raise OptionError(
+                f"NUMBA_NUM_THREADS={threads} is not a number of threads; "
+                f"unset it or set it to a whole number from 1 to {MAX_THREADS}"
+            )
+    disabled = env.get("NUMBA_DISABLE_JIT", "") if config is None else str(config.DISABLE_JIT)
+    try:
+        jit = int(disabled or "0") == 0
+    except ValueError:
+        jit = False
+    if pack and not jit:
+        raise OptionError(
+            f"NUMBA_DISABLE_JIT={disabled} asks to run the compiled kernels as plain Python, "
+            "which bnncompress does not support; unset NUMBA_DISABLE_JIT"
+        )
+    layer = str(env.get("NUMBA_THREADING_LAYER", "default") if config is None else config.THREADING_LAYER)
+    needs = LAYERS.get(layer.lower())
+    if needs is None:
+        raise OptionError(
+            f"NUMBA_THREADING_LAYER={layer} is not a numba threading layer; unset it or choose one of "
+            + ", ".join(LAYERS)
+        )
+    if layer.lower() != "default" and not any(_loads(module) for module in needs):
+        hint = "pip install tbb, or " if "tbbpool" in needs else ""
+        raise OptionError(
+            f"NUMBA_THREADING_LAYER={layer} needs a threading library that is not installed; "
+            f"{hint}unset NUMBA_THREADING_LAYER"
+        )
+
+
+def _loads(module: str) -> bool:
+    """Whether numba's threading-layer extension ``module`` loads (``tbbpool`` needs libtbb)."""
+    try:
+        importlib.import_module(f"numba.np.ufunc.{module}")
+    except ImportError:
+        return False
+    return True
+
+
+def refuse_bad_numba_environment() -> None:
+    """For the command line, once at start: print :func:`check_numba_environment`'s error as one
+    line ``error: ...`` on stderr and exit with code 2."""
+    try:
+        check_numba_environment(pack=True)
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
