@@ -11,13 +11,14 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .coding import num_blocks, num_rows, row_size
+from .coding import num_blocks, row_size
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, plain_dataset
@@ -30,7 +31,9 @@ from .records import (
     ArchiveContents,
     TensorRecord,
     check_archive_limits,
+    check_models,
     common_counts_dtype,
+    no_gc,
 )
 from .vocabulary import validate_words
 
@@ -187,7 +190,7 @@ def _read_image(image: bytes, path: Path) -> ArchiveContents:
 
 def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:
     try:
-        with opener() as f:
+        with no_gc(), opener() as f:
             return _read_open_file(f, path, file_bytes)
     except ArchiveError:
         raise
@@ -270,6 +273,9 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         for key, name, dtype in (("mean", "means", "float32"), ("rotation", "rotations", "float16")):
             present = f.get(name, getlink=True) is not None
             arrays[key] = _dataset(f, name, (dtype,), where, file_bytes) if present else np.zeros(0, dtype)
+    for key in ("grid", "mean", "rotation"):  # once for all tensors: per tensor, it dominates many tiny ones
+        if key in arrays and not np.isfinite(arrays[key]).all():
+            raise ArchiveError(f"{where}: dataset '{key}' holds NaN or infinite values; the archive is damaged")
     tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}", int(version)) for i, entry in enumerate(entries)]
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
@@ -292,9 +298,9 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     name = _require(entry.get("name"), str, "'name'", where)
     where = f"{where} ('{name}')"
     shape = _require(entry.get("shape"), list, "'shape'", where)
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+    if not all(type(s) is int and s >= 0 for s in shape):  # (bool is not)
         raise ArchiveError(f"{where}: 'shape' should be a list of non-negative integers, found {shape!r}")
-    if np.prod([float(s) for s in shape]) > MAX_WEIGHTS:
+    if math.prod(map(float, shape)) > MAX_WEIGHTS:
         raise ArchiveError(f"{where}: declared shape {tuple(shape)} is absurdly large; the archive is damaged")
     dtype = _require(entry.get("dtype"), str, "'dtype'", where)
     if dtype not in _DTYPES:
@@ -327,16 +333,11 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     )
     if record.checksum() != entry.get("sha256"):
         raise ArchiveError(f"{where}: checksum mismatch; the archive is corrupt")
-    offsets = record.offsets
-    if (
-        len(offsets) != num_blocks(record.shape, block_rows) + 1
-        or offsets[0] != 0
-        or int(offsets[-1]) != len(record.words)
-        or np.any(np.diff(offsets.astype(np.int64)) < 0)
+    offsets = record.offsets  # the first (0) and the last (all words) are implied
+    if len(offsets) != num_blocks(record.shape, block_rows) + 1 or (
+        len(offsets) > 2 and np.any(offsets[1:] < offsets[:-1])
     ):
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
-    if not np.all(np.isfinite(record.grid)):
-        raise ArchiveError(f"{where}: the grid holds NaN or infinite values; the archive is damaged")
     if raw:
         if len(record.grid) != record.num_weights or len(record.counts) or len(record.words):
             raise ArchiveError(f"{where}: a raw tensor must hold exactly its values; the archive is damaged")
@@ -344,7 +345,7 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
             raise ArchiveError(f"{where}: a raw tensor with a transform; the archive is damaged")
         return record
     if models:
-        _check_models(record, where)
+        check_models(record, where)
         return record
     values_per_symbol = row_size(record.shape) if subvectors else 1
     if len(record.grid) != len(record.counts) * values_per_symbol or (
@@ -366,28 +367,12 @@ def _slices(entry: dict, arrays: dict[str, np.ndarray], where: str) -> dict[str,
         if span is None and key in ("mean", "rotation"):
             slices[key] = None
             continue
-        ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) and v >= 0 for v in span)
-        if not ok or span[0] + span[1] > len(arr):
+        ok = type(span) is list and len(span) == 2 and type(span[0]) is type(span[1]) is int  # (not bool)
+        if not ok or span[0] < 0 or span[1] < 0 or span[0] + span[1] > len(arr):
             raise ArchiveError(f"{where}: '{key}' span {span!r} lies outside the stored data; the archive is damaged")
         slices[key] = arr[span[0] : span[0] + span[1]]
-    slices["offsets"] = np.concatenate([[0], slices["offsets"], [len(slices["words"])]]).astype(np.uint64)
+    stored = slices["offsets"]
+    offsets = np.empty(len(stored) + 2, np.uint64)
+    offsets[0], offsets[1:-1], offsets[-1] = 0, stored, len(slices["words"])
+    slices["offsets"] = offsets
     return slices
-
-
-def _check_models(record: TensorRecord, where: str) -> None:
-    """Per-column models: D tables of K counts, each adding up to the rows; one grid value per
-    counted symbol; a D-vector of means (and a D x D rotation, if any), all finite."""
-    d, rows = record.models, num_rows(record.shape)
-    if len(record.counts) == 0 or len(record.counts) % d:
-        raise ArchiveError(f"{where}: the entropy models' tables do not split into {d} columns; the archive is damaged")
-    table = record.model_counts.astype(np.uint64)
-    if np.any(table.sum(axis=1) != rows):
-        raise ArchiveError(f"{where}: a column's counts do not add up to the rows; the archive is damaged")
-    if len(record.grid) != int(np.count_nonzero(table)):
-        raise ArchiveError(f"{where}: grid and entropy models disagree in size; the archive is damaged")
-    if record.mean is None or len(record.mean) != d or not np.all(np.isfinite(record.mean)):
-        raise ArchiveError(f"{where}: the transform's means are missing or invalid; the archive is damaged")
-    if record.rotation is not None and (len(record.rotation) != d * d or not np.all(np.isfinite(record.rotation))):
-        raise ArchiveError(
-            f"{where}: the transform's rotation is not a finite {d} x {d} matrix; the archive is damaged"
-        )

@@ -1,61 +1,144 @@
-"""Writing an archive's point estimate in other formats: word2vec vectors, a torch
-state_dict (.pt), numpy arrays (.npz). Every file is written atomically (:mod:`bnncompress.files`)."""
+"""Writing an archive's point estimate in other formats: word2vec vectors, gensim KeyedVectors
+(.kv), a torch state_dict (.pt), numpy arrays (.npz). Every file is written atomically
+(:mod:`bnncompress.files`); :data:`FORMATS` is the one list of them (the CLI's choices come from it).
+
+The pt and npz files keep the vocabulary under the key ``vocab`` (a list of words; an array of
+strings), the key ``bnncompress pack`` reads a vocabulary from; where a tensor is named ``vocab``,
+under ``vocab.words`` (see :func:`_vocab_key`).
+"""
 
 from __future__ import annotations
 
-import io
+import itertools
 import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from .errors import OptionError
-from .files import atomic_output, write_bytes
+from .files import atomic_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loader import Archive
 
-#: Export formats and the file suffixes that select them.
-FORMATS = {"word2vec": (".txt", ".vec", ".w2v", ".bin"), "pt": (".pt", ".pth"), "npz": (".npz",)}
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: the file suffixes that select it, what it holds, and whether it is text."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    holds: str
+    text: bool = False
+
+
+#: Export formats by name, in the order the CLI lists them.
+FORMATS = {
+    f.name: f
+    for f in (
+        ExportFormat("word2vec", (".txt", ".vec", ".w2v", ".bin"), "vectors of one tensor, text or binary", True),
+        ExportFormat("kv", (".kv",), "gensim KeyedVectors of one tensor"),
+        ExportFormat("pt", (".pt", ".pth"), "torch state_dict and vocabulary"),
+        ExportFormat("npz", (".npz",), "numpy arrays and vocabulary"),
+    )
+}
+#: The format names as a sentence lists them: "word2vec, kv, pt or npz".
+FORMAT_NAMES = ", ".join(list(FORMATS)[:-1]) + " or " + list(FORMATS)[-1]
+#: What each format holds, for help texts: "word2vec (vectors of one tensor, ...), kv (...), ...".
+FORMAT_HELP = ", ".join(f"{f.name} ({f.holds})" for f in FORMATS.values())
+_VOCAB_KEY = "vocab"
 
 
 def format_from_suffix(path: str | os.PathLike) -> str:
     """The export format a file name asks for, e.g. ``vectors.txt`` -> ``word2vec``."""
     suffix = Path(path).suffix.lower()
-    for fmt, suffixes in FORMATS.items():
-        if suffix in suffixes:
-            return fmt
-    raise OptionError(f"cannot tell the format from '{Path(path).name}'; give «format» word2vec, pt or npz")
+    for fmt in FORMATS.values():
+        if suffix in fmt.suffixes:
+            return fmt.name
+    raise OptionError(f"cannot tell the format from '{Path(path).name}'; give «format» {FORMAT_NAMES}")
 
 
 def export_archive(
     archive: Archive, path: str | os.PathLike, fmt: str | None, tensor: str | None, binary: bool, force: bool
 ) -> str:
     """See :meth:`bnncompress.Archive.export`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be the path of the file to write (a str or os.PathLike), not {type(path).__name__}")
     fmt = fmt or format_from_suffix(path)
-    if fmt not in FORMATS:
-        raise OptionError(f"unknown export format {fmt!r}; choose word2vec, pt or npz")
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise OptionError(f"unknown export format {fmt!r}; choose {FORMAT_NAMES}")
     if Path(path).resolve() == Path(archive.path).resolve():
         raise OptionError(f"the output '{path}' is the archive itself; choose another output path")
-    if fmt == "word2vec":
-        if archive.vocab is not None and any(len(w.split()) != 1 for w in archive.vocab):
-            raise OptionError(
-                "the vocabulary has words containing whitespace, which word2vec files cannot hold; export npz"
-            )
-        kv = archive.to_keyed_vectors(tensor)
-        with atomic_output(path, force=force) as tmp:
-            kv.save_word2vec_format(str(tmp), binary=binary)
-        return fmt
-    buffer = io.BytesIO()
-    if fmt == "pt":
-        import torch
+    if binary and fmt != "word2vec":
+        raise OptionError(f"«binary» is an option of the word2vec format, not of {fmt}")
+    names = [archive.record(tensor).name] if tensor is not None else archive.names  # pt, npz: only «tensor»
+    vocab_key = _vocab_key(names, fmt) if fmt in ("pt", "npz") and archive.vocab is not None else None
+    if fmt == "word2vec" and archive.vocab is not None and any(len(w.split()) != 1 for w in archive.vocab):
+        raise OptionError("the vocabulary has words containing whitespace, which word2vec files cannot hold; export kv")
+    kv = archive.to_keyed_vectors(tensor) if fmt in ("word2vec", "kv") else None
+    with atomic_output(path, force=force) as tmp:
+        if kv is not None:
+            if fmt == "word2vec":
+                kv.save_word2vec_format(str(tmp), binary=binary)
+            else:
+                with open(tmp, "wb") as fh:  # to a file object: one file, never arrays in side files
+                    kv.save(fh)
+        elif fmt == "pt":
+            import torch
 
-        torch.save(archive.state_dict(), buffer)
-    else:
-        arrays = {name: np.asarray(archive[name]) for name in archive.names}
-        if archive.vocab is not None:
-            arrays["vocab"] = np.asarray(archive.vocab, dtype=str)
-        np.savez(buffer, **arrays)
-    write_bytes(path, buffer.getvalue(), force=force)
+            state: dict = {name: archive.tensor(name) for name in names}
+            if vocab_key is not None:
+                state[vocab_key] = list(archive.vocab)  # a list of str: torch.load(weights_only=True) reads it
+            torch.save(state, tmp)
+        else:
+            arrays = {name: np.asarray(archive[name]) for name in names}
+            if vocab_key is not None:
+                arrays[vocab_key] = np.asarray(archive.vocab, dtype=str)
+            _write_npz(tmp, arrays)
     return fmt
+
+
+def _vocab_key(names: list[str], fmt: str) -> str:
+    """``vocab``; where a tensor has that name, the first of ``vocab.words``, ``vocab.words.2``, ...
+    that no tensor has (with a warning): every tensor keeps its name, and the words are kept too."""
+    taken = set(names)
+    candidates = itertools.chain(
+        [_VOCAB_KEY, f"{_VOCAB_KEY}.words"], (f"{_VOCAB_KEY}.words.{i}" for i in itertools.count(2))
+    )
+    key = next(k for k in candidates if k not in taken)
+    if key != _VOCAB_KEY:
+        warnings.warn(
+            f"a tensor is named '{_VOCAB_KEY}': the {fmt} file keeps the vocabulary under '{key}'", stacklevel=3
+        )
+    return key
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez(path, **arrays)`` for any names: savez would take a tensor named ``file`` or
+    ``allow_pickle`` for its own argument."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            try:
+                member = zf.open(name + ".npy", "w", force_zip64=True)
+            except UnicodeEncodeError:
+                raise OptionError(f"tensor name {name!r} cannot be stored in an npz file; export pt") from None
+            with member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def export_to_stream(archive: Archive, stream: BinaryIO, fmt: str, tensor: str | None, binary: bool) -> str:
+    """Export to ``stream`` (``bnncompress unpack -o -`` writes text formats to a terminal this way).
+    Returns the format."""
+    with tempfile.TemporaryDirectory(prefix="bnncompress-") as directory:
+        tmp = Path(directory) / f"export{FORMATS[fmt].suffixes[0] if fmt in FORMATS else ''}"
+        written = export_archive(archive, tmp, fmt, tensor, binary, force=True)
+        with open(tmp, "rb") as fh:
+            shutil.copyfileobj(fh, stream)
+        stream.flush()
+    return written

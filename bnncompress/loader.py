@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import coding
 from .archive import read_archive
-from .errors import ArchiveError, ModelMismatchError, NotFoundError, OptionError
+from .errors import ArchiveError, ModelMismatchError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
-from .records import ArchiveContents, BitsPerWeight, TensorRecord
+from .records import ArchiveContents, TensorInfo, TensorRecord, printable, summary, tensor_infos
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -22,22 +21,12 @@ if TYPE_CHECKING:  # pragma: no cover
 _NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
 
 
-@dataclass(frozen=True)
-class TensorInfo(BitsPerWeight):
-    """Size accounting for one tensor of an archive (what ``bnncompress info`` shows)."""
-
-    name: str
-    shape: tuple[int, ...]
-    method: str
-    num_weights: int
-    payload_bytes: int
-    file_bytes: float
-
-
 class Archive:
     """A loaded archive: dequantized point estimates by tensor name, plus the vocabulary.
 
-    Tensors are decoded on first access and cached. Open one with :func:`bnncompress.load`.
+    Tensors are decoded on first access and cached. Open one with :func:`bnncompress.load`
+    (``with bnncompress.load(path) as a:`` drops the decoded tensors on leaving; a closed
+    archive refuses every use).
 
     Example:
         >>> import bnncompress, numpy as np, tempfile, os
@@ -57,7 +46,25 @@ class Archive:
     @classmethod
     def open(cls, path: str | os.PathLike) -> Archive:
         """Read and validate ``path`` (checksums included); decoding happens on access."""
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+            raise TypeError(
+                f"path must be the path of a .bnc archive (a str or os.PathLike), not {type(path).__name__}"
+            )
         return cls(read_archive(path))
+
+    def close(self) -> None:
+        """Drop the archive's contents and decoded tensors; any later use raises :class:`ArchiveError`."""
+        self._contents = self._records = _Closed(self._contents.path)  # type: ignore[assignment]
+        self._cache.clear()
+        self.__dict__.pop("_word_index", None)
+
+    def __enter__(self) -> Archive:
+        if isinstance(self._records, _Closed):
+            self._records.refuse()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ contents
     @property
@@ -88,13 +95,17 @@ class Archive:
         return len(self._records)
 
     def __repr__(self) -> str:
+        if isinstance(self._records, _Closed):
+            return f"Archive({str(self._records.path)!r}, closed)"
         return f"Archive({str(self._contents.path)!r}, tensors={self.names})"
 
     def record(self, name: str) -> TensorRecord:
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names are strings, not {type(name).__name__}; see Archive.names")
         try:
             return self._records[name]
         except KeyError:
-            names = ", ".join(self.names)
+            names = ", ".join(printable(n) for n in self.names[:20]) + (", ..." if len(self) > 20 else "")
             raise NotFoundError(f"no tensor named {name!r} in the archive; available: {names}") from None
 
     def _values(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
@@ -112,8 +123,8 @@ class Archive:
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
+        rec = self.record(name)
         if name not in self._cache:
-            rec = self.record(name)
             _check_fits_in_memory(rec)
             try:
                 values = _restore_dtype(self._values(rec).reshape(rec.shape), rec.dtype)
@@ -124,7 +135,11 @@ class Archive:
         return self._cache[name]
 
     def rows(self, name: str, indices) -> np.ndarray:
-        """Rows ``indices`` of tensor ``name``, decoding only the blocks that hold them.
+        """``self[name][indices]`` for row ``indices`` (numpy's rules), decoding only the blocks that hold them.
+
+        ``indices``: an integer, a slice, an integer array or list of any shape, or a boolean
+        mask of one entry per row; anything else raises ``TypeError``, a row beyond the tensor
+        :class:`~bnncompress.errors.OutOfRangeError` (an ``IndexError``), decoded or not.
 
         Example:
             >>> a = load("small.bnc")                    # doctest: +SKIP
@@ -132,20 +147,24 @@ class Archive:
             (2, 50)
         """
         rec = self.record(name)
+        if not rec.shape:
+            raise OutOfRangeError(f"tensor '{name}' is 0-dimensional; it has no rows; read it as archive['{name}']")
+        positions, index_shape = coding.row_positions(indices, rec.shape[0], name)
+        shape = index_shape + tuple(rec.shape[1:])
         if name in self._cache:
-            return self._cache[name][indices]
-        n_rows = coding.num_rows(rec.shape)
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.size and (idx.min() < -n_rows or idx.max() >= n_rows):
-            raise OptionError(f"row index out of range for '{name}' with {n_rows} rows")
-        idx = np.where(idx < 0, idx + n_rows, idx)
-        block_of = idx // rec.block_rows
-        ordered = np.sort(block_of)  # (np.unique would import numpy.ma, 40 ms, on a first lookup)
-        blocks = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if ordered.size else ordered
-        # sorted; only the tensor's last block can be short, and it sorts last
-        decoded = self._values(rec, blocks.tolist()).reshape((-1,) + tuple(rec.shape[1:]))
-        position = np.searchsorted(blocks, block_of) * rec.block_rows + idx - block_of * rec.block_rows
-        return _restore_dtype(decoded[position], rec.dtype)
+            values = self._cache[name][positions]
+        elif positions.size == 0 or rec.num_weights == 0:
+            values = _restore_dtype(np.zeros(shape, np.float32), rec.dtype)
+        else:
+            block_of = positions // rec.block_rows
+            ordered = np.sort(block_of)  # (np.unique would import numpy.ma, 40 ms, on a first lookup)
+            blocks = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+            # sorted; only the tensor's last block can be short, and it sorts last
+            decoded = self._values(rec, blocks.tolist()).reshape((-1,) + tuple(rec.shape[1:]))
+            position = np.searchsorted(blocks, block_of) * rec.block_rows + positions - block_of * rec.block_rows
+            values = _restore_dtype(decoded[position], rec.dtype)
+        values = values.reshape(shape)
+        return values[()] if values.ndim == 0 else values  # one value of a 1-D tensor: a numpy scalar
 
     def vector(self, word: str, name: str | None = None) -> np.ndarray:
         """The row of ``word`` in tensor ``name`` (default: the word vectors), decoding one block."""
@@ -183,55 +202,11 @@ class Archive:
 
     def tensor_info(self) -> list[TensorInfo]:
         """Per-tensor sizes; the file's bytes beyond the payloads are shared in proportion to size."""
-        total = max(self.num_weights, 1)
-        shared = self.file_bytes - self.payload_bytes
-        return [
-            TensorInfo(
-                r.name,
-                r.shape,
-                r.method,
-                r.num_weights,
-                r.payload_bytes,
-                r.payload_bytes + shared * r.num_weights / total,
-            )
-            for r in self._records.values()
-        ]
+        return tensor_infos(self._contents)
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary: per tensor and in total (what ``bnncompress info --json`` prints)."""
-        n = max(self.num_weights, 1)
-        return {
-            "path": str(self.path),
-            "format_version": self._contents.format_version,
-            "tool_version": self._contents.tool_version,
-            "source": self.source,
-            "vocab_words": len(self.vocab) if self.vocab is not None else None,
-            "vocab_bytes": self.vocab_bytes,
-            "tensors": [
-                {
-                    "name": t.name,
-                    "shape": list(t.shape),
-                    "method": t.method,
-                    "lam": self._records[t.name].params.get("lam"),  # as stored; may be absent
-                    "num_weights": t.num_weights,
-                    "payload_bytes": t.payload_bytes,
-                    "table_bytes": self._records[t.name].table_bytes,
-                    "payload_bits_per_weight": t.payload_bits_per_weight,
-                    "file_bits_per_weight": t.file_bits_per_weight,
-                    "ratio_vs_float32": t.ratio_vs_float32,
-                }
-                for t in self.tensor_info()
-            ],
-            "total": {
-                "num_weights": self.num_weights,
-                "payload_bytes": self.payload_bytes,
-                "table_bytes": sum(r.table_bytes for r in self._records.values()),
-                "file_bytes": self.file_bytes,
-                "payload_bits_per_weight": 8.0 * self.payload_bytes / n,
-                "file_bits_per_weight": 8.0 * self.file_bytes / n,
-                "ratio_vs_float32": 32.0 * n / (8.0 * self.file_bytes),
-            },
-        }
+        return summary(self._contents)
 
     # ------------------------------------------------------------------ conversions
     def _vocab_for_shape(self, name: str) -> list[str]:
@@ -328,8 +303,10 @@ class Archive:
         force: bool = True,
     ) -> str:
         """Write the point estimate as word2vec vectors of one tensor (``format="word2vec"``,
-        text or ``binary``), a torch state_dict (``"pt"``) or numpy arrays (``"npz"``, with the
-        vocabulary as ``vocab``); ``format`` defaults to the suffix of ``path``. Returns the format.
+        text or ``binary``), gensim KeyedVectors of one tensor (``"kv"``), a torch state_dict
+        (``"pt"``) or numpy arrays (``"npz"``), the last two with the vocabulary as ``vocab``
+        (:data:`bnncompress.export.FORMATS`); ``format`` defaults to the suffix of ``path``.
+        Returns the format.
 
         Example:
             >>> bnncompress.load("small.bnc").export("vectors.txt")   # doctest: +SKIP
@@ -337,17 +314,31 @@ class Archive:
         """
         return export_archive(self, path, format, tensor, binary, force)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """``{name: torch.Tensor}`` in the original dtypes (bfloat16 restored)."""
+    def tensor(self, name: str) -> torch.Tensor:
+        """The tensor ``name`` as a ``torch.Tensor`` of its original dtype (bfloat16 restored)."""
         import torch
 
-        out = {}
-        for name in self.names:
-            t = torch.tensor(self[name])
-            if self._records[name].dtype == "bfloat16":
-                t = t.to(torch.bfloat16)
-            out[name] = t
-        return out
+        t = torch.tensor(self[name])
+        return t.to(torch.bfloat16) if self.record(name).dtype == "bfloat16" else t
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{name: torch.Tensor}`` in the original dtypes (bfloat16 restored)."""
+        return {name: self.tensor(name) for name in self.names}
+
+
+class _Closed:
+    """What a closed :class:`Archive` holds in place of its contents and records: every use refuses."""
+
+    def __init__(self, path: os.PathLike):
+        self.path = path
+
+    def refuse(self, *args: object) -> Any:
+        raise ArchiveError(f"archive '{self.path}' is closed; open it again with bnncompress.load")
+
+    __getitem__ = __iter__ = __len__ = __contains__ = refuse
+
+    def __getattr__(self, name: str) -> Any:
+        self.refuse()
 
 
 def _restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:

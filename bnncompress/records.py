@@ -7,9 +7,14 @@ and how many payload bytes it costs; it does not know how it is stored in a file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import gc
 import hashlib
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,18 @@ class BitsPerWeight:
     @property
     def ratio_vs_float32(self) -> float:
         return 32.0 / self.file_bits_per_weight
+
+
+@dataclass(frozen=True)
+class TensorInfo(BitsPerWeight):
+    """Size accounting for one tensor of an archive (what ``bnncompress info`` shows)."""
+
+    name: str
+    shape: tuple[int, ...]
+    method: str
+    num_weights: int
+    payload_bytes: int
+    file_bytes: float
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ class TensorRecord:
 
     @property
     def num_weights(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return int(math.prod(self.shape))  # plain ints: archives of many tiny tensors read this per tensor
 
     @property
     def symbols_per_row(self) -> int:
@@ -163,26 +180,33 @@ class TensorRecord:
             self.method,
             self.params,
             self.coder,
-            str(self.counts.dtype),
+            _dtype_name(self.counts.dtype),
             self.block_rows,
         ]
         if self.models:  # format version 3: the number of models; the transform's arrays follow the grid
             fields.append(self.models)
         if self.raw:  # format version 3: values stored as they are
             fields.append("raw")
-        h.update(json.dumps(fields, sort_keys=True).encode())
-        h.update(np.ascontiguousarray(self.offsets.astype("<u8")).tobytes())
-        for arr in (
-            self.words.astype("<u4"),
-            self.counts.astype(self.counts.dtype.newbyteorder("<")),
-            self.grid.astype("<f4"),
-        ):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        if self.mean is not None:
-            h.update(np.ascontiguousarray(self.mean.astype("<f4")).tobytes())
-        if self.rotation is not None:
-            h.update(np.ascontiguousarray(self.rotation.astype("<f2")).tobytes())
+        h.update(_CHECKSUM_JSON.encode(fields).encode())
+        arrays = [(self.offsets, "<u8"), (self.words, "<u4"), (self.counts, _little_endian(self.counts.dtype))]
+        arrays += [(self.grid, "<f4"), (self.mean, "<f4"), (self.rotation, "<f2")]
+        for arr, dtype in arrays:  # no copy of arrays already stored as hashed (the reader's, on little-endian)
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr if arr.dtype == dtype else arr.astype(dtype)))
         return h.hexdigest()
+
+
+_CHECKSUM_JSON = json.JSONEncoder(sort_keys=True)  # json.dumps(..., sort_keys=True) without its per-call setup
+
+
+@functools.cache
+def _dtype_name(dtype: np.dtype) -> str:  # str(dtype) costs microseconds, per tensor of an archive
+    return str(dtype)
+
+
+@functools.cache
+def _little_endian(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("<")
 
 
 @dataclass
@@ -224,3 +248,108 @@ def check_archive_limits(tensors: list[TensorRecord], manifest_bytes: int, vocab
     for t in tensors:
         if t.num_weights > MAX_WEIGHTS or not 1 <= t.block_rows <= MAX_BLOCK_ROWS:
             raise ArchiveError(f"tensor '{t.name}' is larger than an archive holds (2^40 weights)")
+
+
+def printable(text: str) -> str:
+    """``text`` (a tensor name from an archive) with control characters, such as terminal escapes,
+    shown as escapes: names are printed in tables and messages."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Without Python's cyclic garbage collector: it would scan the objects made per tensor (a
+    record, a dict) again and again, which is most of the time an archive of 200k tiny tensors takes."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def tensor_infos(contents: ArchiveContents) -> list[TensorInfo]:
+    """Per-tensor sizes; the file's bytes beyond the payloads are shared in proportion to size."""
+    sizes = [(t.num_weights, t.payload_bytes) for t in contents.tensors]
+    total = max(sum(w for w, _ in sizes), 1)
+    shared = contents.file_bytes - sum(p for _, p in sizes)
+    return [
+        TensorInfo(t.name, t.shape, t.method, w, p, p + shared * w / total)
+        for t, (w, p) in zip(contents.tensors, sizes)
+    ]
+
+
+def summary(contents: ArchiveContents) -> dict[str, Any]:
+    """A JSON-ready summary of an archive, per tensor and in total (``bnncompress info --json``).
+
+    One pass over plain numbers: an archive may hold millions of tensors. Bits per weight of a
+    tensor without weights (a shape with a 0 after the first dimension) are None.
+    """
+    with no_gc():
+        return _summary(contents)
+
+
+def _summary(contents: ArchiveContents) -> dict[str, Any]:
+    rows = [(t, t.num_weights, t.payload_bytes, t.table_bytes) for t in contents.tensors]
+    weights, payload = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    n, shared = max(weights, 1), contents.file_bytes - payload
+
+    def per(bits: float, w: int) -> float | None:
+        return bits / w if w else None
+
+    tensors = []
+    for t, w, p, table in rows:
+        file_bytes = p + shared * w / n
+        tensors.append(
+            {
+                "name": t.name,
+                "shape": list(t.shape),
+                "method": t.method,
+                "lam": t.params.get("lam"),  # as stored; may be absent
+                "num_weights": w,
+                "payload_bytes": p,
+                "table_bytes": table,
+                "payload_bits_per_weight": per(8.0 * p, w),
+                "file_bits_per_weight": per(8.0 * file_bytes, w),
+                "ratio_vs_float32": 32.0 * w / (8.0 * file_bytes) if file_bytes else None,
+            }
+        )
+    return {
+        "path": str(contents.path),
+        "format_version": contents.format_version,
+        "tool_version": contents.tool_version,
+        "source": contents.source,
+        "vocab_words": len(contents.vocab) if contents.vocab is not None else None,
+        "vocab_bytes": contents.vocab_bytes,
+        "tensors": tensors,
+        "total": {
+            "num_weights": weights,
+            "payload_bytes": payload,
+            "table_bytes": sum(r[3] for r in rows),
+            "file_bytes": contents.file_bytes,
+            "payload_bits_per_weight": 8.0 * payload / n,
+            "file_bits_per_weight": 8.0 * contents.file_bytes / n,
+            "ratio_vs_float32": 32.0 * n / (8.0 * contents.file_bytes),
+        },
+    }
+
+
+def check_models(record: TensorRecord, where: str) -> None:
+    """Check a record with per-column models read from an archive (at ``where``): D tables of K
+    counts, each adding up to the rows; one grid value per counted symbol; a D-vector of means
+    (and a D x D rotation, if any), all finite."""
+    d, rows = record.models, num_rows(record.shape)
+    if len(record.counts) == 0 or len(record.counts) % d:
+        raise ArchiveError(f"{where}: the entropy models' tables do not split into {d} columns; the archive is damaged")
+    table = record.model_counts.astype(np.uint64)
+    if np.any(table.sum(axis=1) != rows):
+        raise ArchiveError(f"{where}: a column's counts do not add up to the rows; the archive is damaged")
+    if len(record.grid) != int(np.count_nonzero(table)):
+        raise ArchiveError(f"{where}: grid and entropy models disagree in size; the archive is damaged")
+    if record.mean is None or len(record.mean) != d or not np.all(np.isfinite(record.mean)):
+        raise ArchiveError(f"{where}: the transform's means are missing or invalid; the archive is damaged")
+    if record.rotation is not None and (len(record.rotation) != d * d or not np.all(np.isfinite(record.rotation))):
+        raise ArchiveError(
+            f"{where}: the transform's rotation is not a finite {d} x {d} matrix; the archive is damaged"
+        )
