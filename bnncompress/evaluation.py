@@ -10,6 +10,7 @@ gensim; here they are counted and reported next to each score.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .archive import is_archive
-from .errors import OptionError, PosteriorError
+from .errors import ArgumentTypeError, OptionError, PosteriorError
 from .loader import Archive, load
 from .sources import detect, read_posterior
 
@@ -50,6 +51,8 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     if isinstance(source, Archive):
         name = tensor or source.default_embedding_name()
         return source.to_keyed_vectors(name), name
+    if not isinstance(source, (str, os.PathLike)):
+        raise ArgumentTypeError(f"«source» must be a path, an Archive or KeyedVectors, got {type(source).__name__}")
     path = Path(source)
     if not path.exists():
         raise OptionError(f"'{source}' does not exist; pass an archive, a posterior file or word vectors")
@@ -88,7 +91,12 @@ def _posterior_means(path: Path, tensor: str | None):
 
 
 def read_word_vectors(path: str | os.PathLike):
-    """gensim ``KeyedVectors`` from word2vec text (``.bin``: binary) or GloVe text (no header line).
+    """gensim ``KeyedVectors`` from word2vec text or binary, or GloVe text (no header line), told
+    apart by their content, not their names.
+
+    Blank lines are skipped. A file whose lines do not all hold a word and the same number of
+    finite values, that repeats a word, or whose header's count is not what follows, is refused
+    with an :class:`OptionError` naming the line.
 
     Example:
         >>> kv = read_word_vectors("vectors.txt")  # doctest: +SKIP
@@ -98,27 +106,118 @@ def read_word_vectors(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise OptionError(f"word-vector file '{path}' does not exist or is not a file; pass word2vec or GloVe text")
-    binary = path.suffix == ".bin"
     with open(path, "rb") as fh:
-        first = fh.readline(1 << 16).split()
-    no_header = len(first) != 2 or not all(x.isdigit() for x in first)  # GloVe text has no "count dim" line
-    if not no_header:
-        _check_header(path, first, binary)
+        start, number = 0, 1  # of the first line that is not blank
+        while not (first := fh.readline(1 << 20)).strip():
+            if not first:
+                raise OptionError(f"'{path}' is empty; pass word2vec or GloVe vectors")
+            start, number = start + len(first), number + 1
+        fields = first.split()
+        if len(fields) == 2 and all(x.isdigit() for x in fields):  # word2vec: a "count dim" line first
+            count, dim = int(fields[0]), int(fields[1])
+            while (probe := fh.readline(1 << 20)) and not probe.strip():
+                pass
+            binary = bool(probe) and not _text_line(probe, dim)  # binary values never split into dim numbers
+            _check_header(path, count, dim, binary)
+            fh.seek(start + len(first))
+            if binary:
+                words, vectors = _read_binary(fh, path, count, dim)
+            else:
+                words, vectors = _read_text(fh, path, count, dim, number + 1)
+        else:  # GloVe: no header, as many vectors as lines
+            fh.seek(start)
+            words, vectors = _read_text(fh, path, None, len(fields) - 1, number)
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
+    kv.add_vectors(words, vectors)
+    return kv
+
+
+def _text_line(line: bytes, dim: int) -> bool:
+    """Whether ``line`` is a word2vec text line: a word and ``dim`` numbers."""
+    parts = line.split()
+    if len(parts) != dim + 1:
+        return False
     try:
-        return KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=no_header and not binary)
-    except (ValueError, UnicodeDecodeError, EOFError, MemoryError) as exc:
-        raise OptionError(
-            f"'{path}' is not word2vec or GloVe vectors ({type(exc).__name__}: {str(exc)[:80]}); "
-            "pass an archive or a posterior"
-        ) from None
+        np.array(parts[1:], dtype=np.float32)
+    except ValueError:
+        return False
+    return True
 
 
-def _check_header(path: Path, first: list[bytes], binary: bool) -> None:
+def _check_header(path: Path, count: int, dim: int, binary: bool) -> None:
     """A word2vec header promises ``count x dim`` values: the file must be big enough to hold them
-    (4 bytes each in binary, 2 characters in text) before gensim allocates the matrix."""
-    count, dim = int(first[0]), int(first[1])
+    (4 bytes each in binary, 2 characters in text) before the matrix is allocated."""
     if count < 1 or dim < 1 or count * dim * (4 if binary else 2) > path.stat().st_size:
         raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values, more than the file holds")
+
+
+def _read_text(fh, path: Path, count: int | None, dim: int, first_line: int) -> tuple[list[str], np.ndarray]:
+    """Word2vec text (``count`` vectors after the header) or GloVe (``count`` None: every line)."""
+    if dim < 1:
+        raise OptionError(f"line {first_line} of '{path}' holds a word but no values; pass word2vec or GloVe vectors")
+    words: dict[str, int] = {}  # word -> its line, in file order
+    rows: list[np.ndarray] = []
+    for number, raw in enumerate(fh, start=first_line):
+        parts = raw.split()
+        if not parts:
+            continue  # a blank line holds nothing
+        if len(rows) == count:
+            raise OptionError(f"'{path}' holds more vectors than the {count:,} of its header (line {number})")
+        if len(parts) != dim + 1:
+            raise OptionError(
+                f"line {number} of '{path}' has {len(parts) - 1} values, not {dim}; "
+                "each line must be a word and its values"
+            )
+        try:
+            word = parts[0].decode("utf-8")
+            rows.append(np.array(parts[1:], dtype=np.float32))
+        except (UnicodeDecodeError, ValueError):
+            raise OptionError(
+                f"'{path}' is not word2vec or GloVe vectors: line {number} is not a UTF-8 word followed by numbers"
+            ) from None
+        _add_word(words, word, number, path, "lines")
+    if count is not None and len(rows) < count:
+        raise OptionError(f"'{path}' holds {len(rows):,} vectors, not the {count:,} of its header")
+    return _finite(words, np.stack(rows), path, "line")
+
+
+def _read_binary(fh, path: Path, count: int, dim: int) -> tuple[list[str], np.ndarray]:
+    """Word2vec binary: per vector, a word, a space and ``dim`` little-endian float32 (each may
+    be followed by a newline, which the next word then starts with)."""
+    words: dict[str, int] = {}
+    vectors = np.empty((count, dim), dtype=np.float32)
+    size = 4 * dim
+    buf, pos = b"", 0
+    for i in range(count):
+        while (space := buf.find(b" ", pos)) == -1 or len(buf) - space - 1 < size:
+            more = fh.read(max(1 << 20, size + 1))
+            if not more:
+                raise OptionError(f"'{path}' ends inside vector {i + 1:,} of the {count:,} of its header; it is cut")
+            buf, pos = buf[pos:] + more, 0
+        try:
+            word = buf[pos:space].lstrip(b"\n").decode("utf-8")
+        except UnicodeDecodeError:
+            raise OptionError(f"the word of vector {i + 1:,} of '{path}' is not UTF-8 text") from None
+        if not word:
+            raise OptionError(f"vector {i + 1:,} of '{path}' has no word; the file is damaged")
+        _add_word(words, word, i + 1, path, "vectors")
+        vectors[i] = np.frombuffer(buf, dtype="<f4", count=dim, offset=space + 1)
+        pos = space + 1 + size
+    return _finite(words, vectors, path, "vector")
+
+
+def _add_word(words: dict[str, int], word: str, where: int, path: Path, units: str) -> None:
+    if word in words:
+        raise OptionError(f"word {word!r} appears twice in '{path}' ({units} {words[word]:,} and {where:,}); keep one")
+    words[word] = where
+
+
+def _finite(words: dict[str, int], vectors: np.ndarray, path: Path, unit: str) -> tuple[list[str], np.ndarray]:
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if bad.size:
+        where = list(words.values())[int(bad[0])]
+        raise OptionError(f"{unit} {where:,} of '{path}' has a value that is not a finite number; fix or remove it")
+    return list(words), vectors
 
 
 def evaluate(
@@ -142,11 +241,8 @@ def evaluate(
         >>> round(scores["ws353"], 2), scores["ws353_missing"] > 0
         (0.47, True)
     """
-    unknown = [m for m in metrics if m not in DATASETS]
-    if unknown:
-        raise OptionError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(DATASETS)}")
-    if restrict_vocab is not None and restrict_vocab < 1:
-        raise OptionError(f"«restrict_vocab» must be at least 1, got {restrict_vocab}")
+    metrics = check_metrics(metrics)
+    restrict_vocab = check_word_vector_options(tensor, restrict_vocab)
     kv, described = _keyed_vectors(source, tensor)
     limit = min(restrict_vocab or len(kv), len(kv))
     zero = int(np.count_nonzero(~np.any(kv.vectors[:limit], axis=1)))
@@ -165,6 +261,38 @@ def evaluate(
     finally:
         quiet.setLevel(level)
     return result
+
+
+def check_metrics(metrics: Any) -> tuple[str, ...]:
+    """``metrics`` as a tuple of known metric names (one name alone is a tuple of one)."""
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        raise ArgumentTypeError(f"«metrics» must be a tuple of metric names such as {METRICS}, not {metrics!r:.60}")
+    unknown = [m for m in metrics if m not in DATASETS]
+    if unknown:
+        raise OptionError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(DATASETS)}")
+    return tuple(metrics)
+
+
+def check_word_vector_options(tensor: Any, restrict_vocab: Any) -> int | None:
+    """``tensor`` a name or None; ``restrict_vocab`` a whole number of words >= 1 (returned as an
+    int) or None."""
+    if tensor is not None and not isinstance(tensor, str):
+        raise ArgumentTypeError(f"«tensor» must be a tensor name (a str) or None, got {type(tensor).__name__}")
+    if restrict_vocab is None:
+        return None
+    try:
+        if isinstance(restrict_vocab, bool):
+            raise TypeError
+        count = operator.index(restrict_vocab)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"«restrict_vocab» must be a whole number of words or None, not {restrict_vocab!r:.40}"
+        ) from None
+    if count < 1:
+        raise OptionError(f"«restrict_vocab» must be at least 1, got {count}")
+    return count
 
 
 def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ file where the user expects a result, and never replaces a good file with a bad 
   naming the destination; the temporary file is then removed and the destination untouched;
 - the finished temporary file is fsynced and, if the caller gives a ``verify`` function,
   checked before it is renamed over the destination;
-- temporary files are named ``.NAME.HOST.PID.XXXX.bnctmp``: one left behind by a killed
+- temporary files are named ``.NAME.HOST.PID.XXXX.bnctmp`` (NAME shortened, with a hash of the
+  whole name, where that would exceed the file system's name limit): one left behind by a killed
   process (SIGKILL cannot be caught) is removed by the next write to the same destination.
 """
 
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import socket
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import OptionError
@@ -31,11 +33,12 @@ from .errors import OptionError
 TEMP_SUFFIX = ".bnctmp"
 
 
-def check_output_path(path: str | os.PathLike, force: bool = True) -> Path:
+def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Check that ``path`` can be written as a regular file; return it as a Path.
 
     Raises :class:`OptionError` if its directory is missing, or it exists and is not a
-    regular file, or it exists and ``force`` is False.
+    regular file, or it is one of the ``inputs`` (by name, or the same file through a link),
+    or it exists and ``force`` is False.
 
     Example:
         >>> import tempfile, pathlib
@@ -49,6 +52,11 @@ def check_output_path(path: str | os.PathLike, force: bool = True) -> Path:
     try:
         st = os.lstat(target)
     except FileNotFoundError:
+        st = None
+    for given in inputs:
+        if _same_file(target, st, Path(given)):
+            raise OptionError(f"the output '{target}' is the input '{given}' itself; choose another output path")
+    if st is None:
         return target
     if stat.S_ISDIR(st.st_mode):
         raise OptionError(f"output '{target}' is a directory; give a file name")
@@ -59,6 +67,21 @@ def check_output_path(path: str | os.PathLike, force: bool = True) -> Path:
     if not force:
         raise OptionError(f"output '{target}' already exists; pass «force=True» to overwrite it")
     return target
+
+
+def _same_file(target: Path, target_stat: os.stat_result | None, given: Path) -> bool:
+    """Whether writing ``target`` would replace ``given``: the same name, or (through a symbolic
+    or hard link) the same file."""
+    if os.path.abspath(target) == os.path.abspath(given):
+        return True
+    if target_stat is None:
+        return False
+    try:
+        followed = os.stat(target)
+        other = os.stat(given)
+    except (OSError, ValueError):
+        return False
+    return (followed.st_dev, followed.st_ino) == (other.st_dev, other.st_ino)
 
 
 @contextlib.contextmanager
@@ -82,7 +105,7 @@ def atomic_output(
     target = check_output_path(path, force)
     directory = target.parent if str(target.parent) else Path(".")
     remove_stale_temporaries(target)
-    prefix = f".{target.name}.{_host()}.{os.getpid()}."
+    prefix = f".{_temp_stem(target)}.{_host()}.{os.getpid()}."
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
     except OSError as exc:
@@ -139,18 +162,38 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     directory = target.parent if str(target.parent) else Path(".")
     removed = []
     host = _host()
+    stem = _temp_stem(target)
     try:
-        candidates = list(directory.glob(f".{_glob_escape(target.name)}.*{TEMP_SUFFIX}"))
+        candidates = list(directory.glob(f".{_glob_escape(stem)}.*{TEMP_SUFFIX}"))
     except OSError:
         return removed
     for candidate in candidates:
-        parts = candidate.name[len(target.name) + 2 : -len(TEMP_SUFFIX)].split(".")
+        parts = candidate.name[len(stem) + 2 : -len(TEMP_SUFFIX)].split(".")
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
             continue
         with contextlib.suppress(OSError):
             candidate.unlink()
             removed.append(candidate)
     return removed
+
+
+def _temp_stem(target: Path) -> str:
+    """``target``'s name as its temporary files start with it: shortened (keeping a hash of the
+    whole name) where ``.NAME.HOST.PID.XXXXXXXX.bnctmp`` would exceed the file system's name limit."""
+    name = target.name
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - no pathconf (Windows)
+        limit = 255
+    # ".", ".HOST", ".PID" (at most 7 digits on Linux), ".", 8 random characters, TEMP_SUFFIX
+    room = limit - len(f"..{_host()}.{'9' * 7}..{'X' * 8}{TEMP_SUFFIX}".encode())
+    encoded = os.fsencode(name)
+    if len(encoded) <= room:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:12]
+    kept = encoded[: max(0, room - len(digest) - 1)].decode("utf-8", "ignore")  # whole characters only
+    return f"{kept}~{digest}"
 
 
 def _host() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 import os
 import tempfile
 import time
@@ -17,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError, QualityWarning, RateControlError
-from .evaluation import METRICS, evaluate
+from .errors import ArgumentTypeError, OptionError, QualityWarning, RateControlError
+from .evaluation import METRICS, check_word_vector_options, evaluate
 from .files import atomic_output, check_output_path
 from .packing import pack
 from .quantizers import METHODS
@@ -52,14 +53,8 @@ def sweep(
         >>> [r["method"] for r in rows], round(rows[1]["payload_bits"], 1)
         (['uncompressed', 'uniform'], 2.0)
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise OptionError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
-    if not methods or not bits:
-        raise OptionError("give at least one method and one rate")
-    if any(not (b > 0 and math.isfinite(b)) for b in bits):
-        raise OptionError("every rate in «bits» must be a positive number")
-    _check_outputs(csv_path, plot_path, force)  # before any work: a failed sweep writes nothing
+    methods, bits = _check_request(source, methods, bits, tensor, restrict_vocab, csv_path, plot_path, progress)
+    _check_outputs(csv_path, plot_path, force, source)  # before any work: a failed sweep writes nothing
     posterior = read_posterior(source)
     if posterior.vocab is None:
         raise OptionError(f"'{source}' has no vocabulary; a sweep evaluates word vectors")
@@ -116,17 +111,55 @@ def sweep(
     return rows
 
 
-def _check_outputs(csv_path: Any, plot_path: Any, force: bool) -> None:
-    """The CSV and figure paths can be written (and matplotlib is there) before the work starts."""
+def _check_request(
+    source: Any, methods: Any, bits: Any, tensor: Any, restrict_vocab: Any, csv_path: Any, plot_path: Any, progress: Any
+) -> tuple[list[str], list[float]]:
+    """Every parameter's type and value, before any work; one method name or one rate alone is a list of one."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise ArgumentTypeError(f"«source» must be the path of a posterior file, got {type(source).__name__}")
+    methods = [methods] if isinstance(methods, str) else methods
+    bits = [bits] if isinstance(bits, numbers.Real) else bits
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, str) for m in methods):
+        raise ArgumentTypeError(f"«methods» must be a list of method names such as ['uniform'], not {methods!r:.60}")
+    if not isinstance(bits, (list, tuple)) or not all(
+        isinstance(b, numbers.Real) and not isinstance(b, bool) for b in bits
+    ):
+        raise ArgumentTypeError(f"«bits» must be a list of rates in bits per weight such as [1, 2], not {bits!r:.60}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise OptionError(f"unknown method {unknown[0]!r}; choose from: {', '.join(METHODS)}")
+    if not methods or not bits:
+        raise OptionError("give at least one method and one rate")
+    if any(not (b > 0 and math.isfinite(b)) for b in bits):
+        raise OptionError("every rate in «bits» must be a positive number")
+    check_word_vector_options(tensor, restrict_vocab)
+    for name, value in (("csv_path", csv_path), ("plot_path", plot_path)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ArgumentTypeError(f"«{name}» must be a file path or None, got {type(value).__name__}")
+    if progress is not None and not callable(progress):
+        raise ArgumentTypeError(
+            f"«progress» must be a function (done, total, label) or None, got {type(progress).__name__}"
+        )
+    return list(methods), [float(b) for b in bits]
+
+
+def _check_outputs(csv_path: Any, plot_path: Any, force: bool, source: Any) -> None:
+    """The CSV and figure paths can be written (and matplotlib is there) before the work starts:
+    none of them is the posterior, and no two are the same file."""
     targets = [csv_path] if csv_path is not None else []
     if plot_path is not None:
         try:
-            import matplotlib  # noqa: F401
+            from matplotlib.backend_bases import FigureCanvasBase
         except ImportError:
             raise OptionError("«plot» needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
         targets += list(plot_paths(plot_path).values())
-    for target in targets:
-        check_output_path(target, force)
+        kind = targets[-1].suffix.lstrip(".")
+        if kind.lower() not in FigureCanvasBase.get_supported_filetypes():
+            raise OptionError(f"figures cannot be written as .{kind} files; give «plot_path» a .png, .pdf or .svg name")
+    for i, target in enumerate(targets):
+        if any(os.path.abspath(target) == os.path.abspath(t) for t in targets[:i]):
+            raise OptionError(f"the CSV '{csv_path}' would be overwritten by a figure; choose another «csv_path»")
+        check_output_path(target, force, [source, *targets[:i]])  # and not through a link either
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:

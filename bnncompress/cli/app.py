@@ -1,9 +1,10 @@
 """The ``bnncompress`` command line's shared parts: the typer app, output, and error handling.
 
-Every error raised for bad input (a :class:`~bnncompress.BnnCompressError`, or a file the
-system refuses) is printed as one line on stderr with exit code 2, without a traceback; the
-API's parameter names in messages become this command line's flags. SIGINT and SIGTERM
-remove any temporary file and exit with 130 and 143.
+Every error raised for bad input (a :class:`~bnncompress.BnnCompressError`, a file the
+system refuses, or a request too large for memory) is printed as one line on stderr with exit
+code 2, without a traceback; the API's parameter names in messages become this command line's
+flags. Warnings are one line ``warning: ...`` on stderr, none with ``--quiet``. SIGINT and
+SIGTERM remove any temporary file and exit with 130 and 143.
 """
 
 from __future__ import annotations
@@ -11,20 +12,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from .._version import __version__
 from ..errors import BnnCompressError, OptionError
+from ..export import FORMATS
+from ..files import check_output_path
 from ..models import TrainProgress
+from ..numbaenv import refuse_bad_numba_environment
 from ..quantizers import DEFAULT_METHOD, METHODS
 
 app = typer.Typer(
@@ -33,32 +42,104 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Compress Bayesian neural networks by their posterior uncertainty (Variational Bayesian Quantization).",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"bnncompress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    pass
+
+
 err = Console(stderr=True)
 out = Console()
 #: API parameter -> flag, where the flag is not just --NAME.
-_FLAGS = {"options": "--option KEY=VALUE", "stream=False": "--no-stream", "force=True": "--force", "format": "--format"}
+_FLAGS = {
+    "options": "--option KEY=VALUE",
+    "stream=False": "--no-stream",
+    "force=True": "--force",
+    "format": "--format",
+    "csv_path": "--output",
+    "plot_path": "--plot",
+    "init_vectors": "--init",
+}
 
 
 def fails_cleanly(command):
-    """Turn bad-input errors into one line on stderr and exit code 2."""
+    """Turn bad-input errors into one line on stderr and exit code 2, and warnings into one line
+    each (none when the command's ``quiet`` is set)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except BnnCompressError as exc:
-            say(f"error: {exc.render(_FLAGS, prefix='--')}", err)
-            raise typer.Exit(2) from None
-        except OSError as exc:
-            say(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", err)
-            raise typer.Exit(2) from None
+        with warnings.catch_warnings():
+            if kwargs.get("quiet"):
+                warnings.simplefilter("ignore")
+            else:
+                warnings.showwarning = _show_warning
+            try:
+                return command(*args, **kwargs)
+            except BnnCompressError as exc:
+                say(f"error: {exc.render(_FLAGS, prefix='--')}", err)
+            except OSError as exc:
+                say(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", err)
+            except MemoryError:
+                say("error: not enough memory for this input and these options; use smaller values", err)
+            except OverflowError as exc:
+                say(f"error: a value is too large ({exc}); use smaller values", err)
+            raise typer.Exit(2)
 
     return wrapper
 
 
-def refuse_existing(output: Path, force: bool) -> None:
-    if not force and (output.exists() or output.is_symlink()):
-        raise OptionError(f"'{output}' already exists; pass --force to overwrite it")
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, without the source file and line it came from."""
+    say(f"warning: {' '.join(str(message).split())}", err)
+
+
+def refuse_existing(output: Path, force: bool, *inputs: Path | None) -> None:
+    """The one check of every command's output path, before any work: not one of the command's
+    ``inputs`` (also through a link), not a directory, device or link, and absent unless ``force``."""
+    check_output_path(output, force, [i for i in inputs if i is not None])
+
+
+def is_stdio(path: Path | None) -> bool:
+    """Whether ``path`` is ``-`` (standard input or output)."""
+    return path is not None and str(path) == "-"
+
+
+@contextlib.contextmanager
+def stdout_file(name: str) -> Iterator[Path]:
+    """A temporary path named ``name`` to write; when the block succeeds its bytes go to standard
+    output. Refused when standard output is a terminal (binary data would garble it, as zstd says)."""
+    if sys.stdout.isatty():
+        raise OptionError("standard output is a terminal; redirect it to a file or pipe, or pass «output» FILE")
+    with tempfile.TemporaryDirectory(prefix="bnncompress-") as tmp:
+        path = Path(tmp) / name
+        yield path
+        sys.stdout.flush()
+        try:
+            with open(path, "rb") as fh:
+                shutil.copyfileobj(fh, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader left (`| head`): silence the flush at exit too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise OptionError("standard output was closed before all of the output was written") from None
+
+
+def refuse_stdin(*inputs: Path | None) -> None:
+    """Inputs are read by name (some are read twice, or seeked in): a clear refusal of ``-``."""
+    for given in inputs:
+        if is_stdio(given):
+            raise OptionError("'-' (standard input) cannot be read here; save the input to a file and pass its path")
 
 
 def say(text: str, to: Console = out) -> None:
@@ -157,15 +238,13 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-class UnpackFormat(str, Enum):
-    word2vec = "word2vec"
-    pt = "pt"
-    npz = "npz"
+UnpackFormat = Enum("UnpackFormat", [(name, name) for name in FORMATS], type=str)  # export.FORMATS: the one list
 
 
 def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
     signal.signal(signal.SIGTERM, _terminate)
+    refuse_bad_numba_environment()  # a bad NUMBA_* variable: one line and exit 2, not a traceback later
     # numba warns in 4 lines when it cannot create its import lock in /dev/shm (e.g. under a file
     # size limit); the command's own error, if any, is the one line that matters
     warnings.filterwarnings("ignore", message=".*Could not obtain multiprocessing lock")
@@ -177,6 +256,9 @@ def main() -> None:
     except typer.Exit as exc:
         code = exc.exit_code
     except _USAGE_ERROR as exc:  # a bad flag or value: one line, like every other error
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `bnncompress`: the help, not an error
+            say(exc.format_message(), err)
+            sys.exit(exc.exit_code)
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "bnncompress"
         say(f"error: {exc.format_message().replace('Value error, ', '')} (see {where} --help)", err)

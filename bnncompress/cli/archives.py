@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.markup import escape
-from rich.table import Table
 
-from ..errors import OptionError
+from ..errors import OptionError, QualityWarning
 from ..executors import check_scheduler_address, check_workers
-from ..export import format_from_suffix
+from ..export import FORMAT_HELP, FORMATS, export_to_stream, format_from_suffix
 from ..loader import load
 from ..packing import default_output
 from ..packing import pack as _pack
 from ..quantizers import DEFAULT_METHOD, METHODS
+from ..records import printable
 from .app import (
     DEFAULT_METHOD_CHOICE,
     Device,
@@ -26,11 +28,14 @@ from .app import (
     app,
     err,
     fails_cleanly,
+    is_stdio,
     out,
     parse_options,
     progress_bar,
     refuse_existing,
+    refuse_stdin,
     say,
+    stdout_file,
 )
 
 
@@ -41,18 +46,30 @@ def pack(
         Path,
         typer.Argument(
             help="Posterior: Pyro param store or guide state dict (.pt), .npz, .safetensors, HDF5, "
-            "or a directory of NAME.loc.npy / NAME.scale.npy."
+            "or a directory of NAME.loc.npy / NAME.scale.npy.",
+            metavar="SOURCE",
         ),
     ],
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Archive to write (default: SOURCE with .bnc).")
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Archive to write, - for standard output (default: SOURCE with .bnc).",
+            metavar="<path>",
+        ),
     ] = None,
-    vocab: Annotated[Optional[Path], typer.Option(help="Vocabulary file, one word per line in row order.")] = None,
-    bits: Annotated[Optional[float], typer.Option(help="Target payload bits per weight (searches lambda).")] = None,
+    vocab: Annotated[
+        Optional[Path], typer.Option(help="Vocabulary file, one word per line in row order.", metavar="<path>")
+    ] = None,
+    bits: Annotated[
+        Optional[float], typer.Option(help="Target payload bits per weight (searches lambda).", metavar="<bits>")
+    ] = None,
     lam: Annotated[
         Optional[float],
         typer.Option(
             "--lam",
+            metavar="<lambda>",
             help="Rate-distortion trade-off lambda, larger = smaller (default: the method's own, "
             f"{METHODS[DEFAULT_METHOD].default_lam:g} for {DEFAULT_METHOD}).",
         ),
@@ -60,13 +77,18 @@ def pack(
     method: Annotated[Method, typer.Option(help="Quantization method.")] = DEFAULT_METHOD_CHOICE,
     option: Annotated[
         Optional[list[str]],
-        typer.Option("--option", help="Method option KEY=VALUE, e.g. prune=0.1 for weighted-kmeans (repeatable)."),
+        typer.Option(
+            "--option",
+            help="Method option KEY=VALUE, e.g. prune=0.1 for weighted-kmeans (repeatable).",
+            metavar="<key=value>",
+        ),
     ] = None,
     tensor: Annotated[
-        Optional[list[str]], typer.Option("--tensor", "-t", help="Pack only this tensor (repeatable; default: all).")
+        Optional[list[str]],
+        typer.Option("--tensor", "-t", help="Pack only this tensor (repeatable; default: all).", metavar="<name>"),
     ] = None,
     device: Annotated[Device, typer.Option(help="Where to quantize.")] = Device.auto,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success, and no warnings.")] = False,
     stream: Annotated[
         Optional[bool],
         typer.Option(
@@ -76,22 +98,31 @@ def pack(
         ),
     ] = None,
     workers: Annotated[
-        Optional[int], typer.Option(help="Pack on a local Dask cluster of this many worker processes.")
+        Optional[int], typer.Option(help="Pack on a local Dask cluster of this many worker processes.", metavar="<n>")
     ] = None,
     scheduler: Annotated[
-        Optional[str], typer.Option(help="Pack on the Dask cluster at this scheduler address (tcp://HOST:PORT).")
+        Optional[str],
+        typer.Option(help="Pack on the Dask cluster at this scheduler address (tcp://HOST:PORT).", metavar="<address>"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
 ) -> None:
     """Quantize a posterior by its uncertainty and write one compressed archive."""
 
+    refuse_stdin(source, vocab)
+    to_stdout = output is not None and str(output) == "-"
     output = output or default_output(source)
-    refuse_existing(output, force)
+    if not to_stdout:
+        refuse_existing(output, force, source, vocab)
     if workers is not None:
         check_workers(workers)
     if scheduler is not None:
         check_scheduler_address(scheduler)
-    with progress_bar(quiet) as bar:
+    with (
+        stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
+        progress_bar(quiet) as bar,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", QualityWarning)  # they are in result.warnings, printed below
         task = bar.add_task("packing", total=None)
 
         def report(stage: str, done: int, total: int) -> None:
@@ -99,7 +130,7 @@ def pack(
 
         result = _pack(
             source,
-            output,
+            target,
             vocab=vocab,
             bits=bits,
             lam=lam,
@@ -112,6 +143,8 @@ def pack(
             workers=workers,
             scheduler=scheduler,
         )
+    if quiet:
+        return
     for warning in result.warnings:
         say(f"warning: {warning}", err)
     if result.target_missed:
@@ -120,87 +153,135 @@ def pack(
             f"--bits {bits:g}: the rates this method reaches on this posterior are too coarse to hit it more closely",
             err,
         )
-    if not quiet:
-        target = f" (target {bits:g})" if bits is not None else ""
-        say(
-            f"wrote {result.path}: {result.num_weights:,} weights, {result.file_bytes:,} bytes, "
-            f"payload {result.payload_bits_per_weight:.3f} bits/weight{target}, "
-            f"file {result.file_bits_per_weight:.3f} bits/weight, lambda {result.lam:.4g}"
-        )
+    aim = f" (target {bits:g})" if bits is not None else ""
+    say(
+        f"wrote {'standard output' if to_stdout else result.path}: {result.num_weights:,} weights, "
+        f"{result.file_bytes:,} bytes, payload {result.payload_bits_per_weight:.3f} bits/weight{aim}, "
+        f"file {result.file_bits_per_weight:.3f} bits/weight, lambda {result.lam:.4g}",
+        err if to_stdout else out,
+    )
 
 
 @app.command()
 @fails_cleanly
 def info(
-    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to describe.")],
+    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to describe.", metavar="ARCHIVE")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing: only check the archive (exit code 0 if it is sound).")
+    ] = False,
 ) -> None:
     """Show each tensor's shape and size: payload and file bits per weight, ratio vs float32."""
 
-    summary = load(archive).info()
+    refuse_stdin(archive)
+    with load(archive) as a:
+        if quiet:
+            return
+        summary = a.info()
     if as_json:
-        print(json.dumps(summary, indent=2))
+        _print(json.dumps(summary, indent=2))
         return
-    table = Table(
-        title=escape(f"{archive}  ({summary['total']['file_bytes']:,} bytes)"),
-        caption="payload and file: bits per weight",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    for col in ("tensor", "shape", "method", "lambda", "payload", "file", "vs f32"):
-        table.add_column(col, justify="left" if col in ("tensor", "method") else "right", overflow="fold")
-    for t in summary["tensors"]:
-        lam = "" if t["lam"] is None else f"{t['lam']:.4g}"
-        table.add_row(
-            t["name"],
+    rows = [
+        (
+            printable(t["name"]),
             "x".join(map(str, t["shape"])),
-            t["method"],
-            lam,
-            f"{t['payload_bits_per_weight']:.3f}",
-            f"{t['file_bits_per_weight']:.3f}",
-            f"{t['ratio_vs_float32']:.1f}x",
+            printable(t["method"]),
+            "" if not isinstance(t["lam"], (int, float)) else f"{t['lam']:.4g}",
+            _number(t["payload_bits_per_weight"], ".3f"),
+            _number(t["file_bits_per_weight"], ".3f"),
+            _number(t["ratio_vs_float32"], ".1f", "x"),
         )
+        for t in summary["tensors"]
+    ]
     tot = summary["total"]
-    table.add_row(
-        "total",
-        f"{tot['num_weights']:,}",
-        "",
-        "",
-        f"{tot['payload_bits_per_weight']:.3f}",
-        f"{tot['file_bits_per_weight']:.3f}",
-        f"{tot['ratio_vs_float32']:.1f}x",
-        style="bold",
+    rows.append(
+        (
+            "total",
+            f"{tot['num_weights']:,}",
+            "",
+            "",
+            f"{tot['payload_bits_per_weight']:.3f}",
+            f"{tot['file_bits_per_weight']:.3f}",
+            f"{tot['ratio_vs_float32']:.1f}x",
+        )
     )
-    out.print(table)
     vocab = f"{summary['vocab_words']:,} words ({summary['vocab_bytes']:,} bytes)" if summary["vocab_words"] else "none"
-    say(
-        f"vocab: {vocab}\nsource: {summary['source']}\nformat version {summary['format_version']}, "
-        f"written by bnncompress {summary['tool_version']}"
+    _print(
+        f"{printable(str(archive))}  ({tot['file_bytes']:,} bytes)\n\n"
+        + _table(("tensor", "shape", "method", "lambda", "payload", "file", "vs f32"), rows, left=(0, 2))
+        + "\n(payload and file: bits per weight)\n"
+        f"vocab: {vocab}\nsource: {printable(summary['source'])}\nformat version {summary['format_version']}, "
+        f"written by bnncompress {printable(summary['tool_version'])}"
     )
+
+
+def _print(text: str) -> None:
+    """Print to standard output as it is (say() through rich takes minutes for 200,000 tensors
+    lines); a reader that leaves early (``| head``) ends the output quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and Python's flush at exit
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:
+    """Plain aligned columns (a rich Table takes minutes for the rows of 200,000 tensors)."""
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(header), "-" * (sum(widths) + 2 * len(widths) - 2), *map(line, rows)])
+
+
+def _number(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 @app.command()
 @fails_cleanly
 def unpack(
-    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to decode.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
-    format: Annotated[
-        Optional[UnpackFormat],
+    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to decode.", metavar="ARCHIVE")],
+    output: Annotated[
+        Path,
         typer.Option(
-            help="word2vec (text vectors of one tensor), pt (torch state_dict) or npz (default: from the suffix)."
+            "--output",
+            "-o",
+            help="File to write, - for standard output (default format there: word2vec).",
+            metavar="<path>",
         ),
-    ] = None,
+    ],
+    format: Annotated[Optional[UnpackFormat], typer.Option(help=f"{FORMAT_HELP} (default: from the suffix).")] = None,
     tensor: Annotated[
-        Optional[str], typer.Option("--tensor", "-t", help="Tensor for word2vec (default: the word vectors).")
+        Optional[str],
+        typer.Option(
+            "--tensor",
+            "-t",
+            help="word2vec, kv: the tensor (default: the word vectors); pt, npz: only this tensor.",
+            metavar="<name>",
+        ),
     ] = None,
     binary: Annotated[bool, typer.Option(help="word2vec: write the binary format.")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success, and no warnings.")] = False,
 ) -> None:
-    """Decode an archive to word2vec vectors, a torch state_dict (.pt) or numpy arrays (.npz)."""
+    """Decode an archive to word2vec vectors, gensim KeyedVectors (.kv), a torch state_dict (.pt) or arrays (.npz)."""
 
+    refuse_stdin(archive)
+    if is_stdio(output):
+        fmt = format.value if format else "word2vec"
+        with load(archive) as a:
+            if FORMATS[fmt].text and not binary and sys.stdout.isatty():  # text may go to a terminal
+                export_to_stream(a, sys.stdout.buffer, fmt, tensor, binary)
+                return
+            with stdout_file(f"unpacked{FORMATS[fmt].suffixes[0]}") as tmp:
+                a.export(tmp, fmt, tensor=tensor, binary=binary)
+        return
     fmt = format.value if format else format_from_suffix(output)
     if output.resolve() == archive.resolve():
         raise OptionError(f"the output '{output}' is the archive itself; choose another output path")
-    refuse_existing(output, force)
-    written = load(archive).export(output, fmt, tensor=tensor, binary=binary)
-    say(f"wrote {output} ({written})")
+    refuse_existing(output, force, archive)
+    with load(archive) as a:
+        written = a.export(output, fmt, tensor=tensor, binary=binary)
+    if not quiet:
+        say(f"wrote {output} ({written})")

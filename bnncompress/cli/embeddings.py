@@ -17,23 +17,49 @@ from ..models import SkipGramConfig, read_corpus, save_posterior, train_skipgram
 from ..quantizers import METHODS
 from ..sweep import plot_paths, score_text
 from ..sweep import sweep as _sweep
-from .app import Device, app, err, fails_cleanly, out, progress_bar, refuse_existing, say, training_progress
+from .app import (
+    Device,
+    app,
+    err,
+    fails_cleanly,
+    is_stdio,
+    out,
+    progress_bar,
+    refuse_existing,
+    refuse_stdin,
+    say,
+    training_progress,
+)
+
+_QUIET = "Print nothing on success, and no warnings."
+
+
+def _refuse_stdout(output: Path | None, what: str) -> None:
+    if is_stdio(output):
+        raise OptionError(f"this command cannot write {what} to standard output; pass «output» FILE")
 
 
 @app.command("eval")
 @fails_cleanly
 def eval_(
     source: Annotated[
-        Path, typer.Argument(help="Archive (.bnc), posterior file (evaluates its means), or word2vec/GloVe vectors.")
+        Path,
+        typer.Argument(
+            help="Archive (.bnc), posterior file (evaluates its means), or word2vec/GloVe vectors.", metavar="SOURCE"
+        ),
     ],
-    tensor: Annotated[Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor to evaluate.")] = None,
+    tensor: Annotated[
+        Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor to evaluate.", metavar="<name>")
+    ] = None,
     restrict_vocab: Annotated[
-        Optional[int], typer.Option(help="Use only the first N words (most frequent first).")
+        Optional[int], typer.Option(help="Use only the first N words (most frequent first).", metavar="<n>")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the scores only, no warnings.")] = False,
 ) -> None:
     """Score word vectors on analogies (questions-words) and similarity (WordSim353, SimLex-999) with gensim."""
 
+    refuse_stdin(source)
     result = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
     if as_json:
         print(json.dumps(result, indent=2))
@@ -51,22 +77,36 @@ def _number_list(text: str, what: str) -> list[float]:
 @app.command()
 @fails_cleanly
 def sweep(
-    source: Annotated[Path, typer.Argument(help="Posterior file with a vocabulary (e.g. from bnncompress train).")],
-    methods: Annotated[str, typer.Option(help=f"Comma-separated methods, from: {', '.join(METHODS)}.")] = ",".join(
-        m for m in METHODS if m != "float16"
+    source: Annotated[
+        Path, typer.Argument(help="Posterior file with a vocabulary (e.g. from bnncompress train).", metavar="SOURCE")
+    ],
+    methods: Annotated[
+        str, typer.Option(help=f"Comma-separated methods, from: {', '.join(METHODS)}.", metavar="<m1,m2,...>")
+    ] = ",".join(m for m in METHODS if m != "float16"),
+    bits: Annotated[
+        str, typer.Option(help="Comma-separated payload rates (bits/weight).", metavar="<b1,b2,...>")
+    ] = "0.75,1,1.5,2,3",
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.", metavar="<path>")] = Path(
+        "results.csv"
     ),
-    bits: Annotated[str, typer.Option(help="Comma-separated payload rates (bits/weight).")] = "0.75,1,1.5,2,3",
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path("results.csv"),
     plot: Annotated[
-        Optional[Path], typer.Option(help="Figure path; one PNG per metric (rd.png -> rd-analogy.png, ...).")
+        Optional[Path],
+        typer.Option(help="Figure path; one PNG per metric (rd.png -> rd-analogy.png, ...).", metavar="<path>"),
     ] = None,
-    tensor: Annotated[Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor.")] = None,
-    restrict_vocab: Annotated[Optional[int], typer.Option(help="Evaluate on the first N words only.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    tensor: Annotated[
+        Optional[str], typer.Option("--tensor", "-t", help="Word-vector tensor.", metavar="<name>")
+    ] = None,
+    restrict_vocab: Annotated[
+        Optional[int], typer.Option(help="Evaluate on the first N words only.", metavar="<n>")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET)] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the CSV and figures if they exist.")] = False,
 ) -> None:
     """Pack with each method at each rate, evaluate every archive, write a CSV (and figures)."""
 
+    refuse_stdin(source)
+    _refuse_stdout(output, "the CSV")
+    _refuse_stdout(plot, "figures")
     names = [m.strip() for m in methods.split(",") if m.strip()]
     with progress_bar(quiet) as bar:
         task = bar.add_task("sweeping", total=None)
@@ -109,30 +149,39 @@ def sweep(
 @app.command()
 @fails_cleanly
 def train(
-    corpus: Annotated[Path, typer.Argument(help="UTF-8 text; one sentence or document per line.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Posterior file to write (.pt).")],
-    dim: Annotated[Optional[int], typer.Option(help="Embedding dimension (default 50, or that of --init).")] = None,
-    vocab_size: Annotated[int, typer.Option(help="Keep this many most frequent words.")] = 5000,
-    min_count: Annotated[int, typer.Option(help="Drop words rarer than this.")] = 2,
-    window: Annotated[int, typer.Option(help="Context window (words each side).")] = 5,
-    negatives: Annotated[int, typer.Option(help="Noise words per pair.")] = 5,
-    subsample: Annotated[float, typer.Option(help="Frequent-word subsampling threshold (0: none).")] = 1e-3,
-    epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = SkipGramConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = SkipGramConfig.lr,
+    corpus: Annotated[Path, typer.Argument(help="UTF-8 text; one sentence or document per line.", metavar="CORPUS")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Posterior file to write (.pt).", metavar="<path>")],
+    dim: Annotated[
+        Optional[int], typer.Option(help="Embedding dimension (default 50, or that of --init).", metavar="<n>")
+    ] = None,
+    vocab_size: Annotated[int, typer.Option(help="Keep this many most frequent words.", metavar="<n>")] = 5000,
+    min_count: Annotated[int, typer.Option(help="Drop words rarer than this.", metavar="<n>")] = 2,
+    window: Annotated[int, typer.Option(help="Context window (words each side).", metavar="<n>")] = 5,
+    negatives: Annotated[int, typer.Option(help="Noise words per pair.", metavar="<n>")] = 5,
+    subsample: Annotated[
+        float, typer.Option(help="Frequent-word subsampling threshold (0: none).", metavar="<threshold>")
+    ] = 1e-3,
+    epochs: Annotated[int, typer.Option(help="Passes over the pairs.", metavar="<n>")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.", metavar="<n>")] = SkipGramConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.", metavar="<rate>")] = SkipGramConfig.lr,
     lr_decay: Annotated[bool, typer.Option(help="Decay the learning rate linearly to 10% of --lr.")] = True,
     init: Annotated[
         Optional[Path],
-        typer.Option(help="Pretrained vectors (word2vec text/.bin, GloVe text): means start there; scales are fit."),
+        typer.Option(
+            help="Pretrained vectors (word2vec text or binary, GloVe text): means start there; scales are fit.",
+            metavar="<path>",
+        ),
     ] = None,
     refine_means: Annotated[bool, typer.Option(help="With --init: train the means too, not only the scales.")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.", metavar="<n>")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET)] = False,
 ) -> None:
     """Train a Bayesian skip-gram (mean-field Gaussian, as AutoNormal) and write its posterior with the vocabulary."""
-    refuse_existing(output, force)
+    refuse_stdin(corpus, init)
+    _refuse_stdout(output, "a posterior")
+    refuse_existing(output, force, corpus, init)
     vectors = read_word_vectors(init) if init is not None else None
     if vectors is not None and dim is not None and dim != vectors.vector_size:
         raise OptionError(f"--dim {dim} differs from the {vectors.vector_size} dimensions of '{init}'; drop --dim")

@@ -1,0 +1,321 @@
+"""Hostile and everyday inputs to pack, eval, sweep and train (issue 22, round 3): no clobbered
+input, no traceback, word vectors read by content, the conventions of gzip and zstd."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import typer
+from gensim.models import KeyedVectors
+from typer.testing import CliRunner
+
+import bnncompress
+from bnncompress.cli import app
+from bnncompress.cli import embeddings as eval_command
+from bnncompress.errors import OptionError
+from bnncompress.evaluation import read_word_vectors
+from bnncompress.files import TEMP_SUFFIX, atomic_output, remove_stale_temporaries, write_bytes
+
+runner = CliRunner()
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "data", "example.pt")
+CORPUS = "the cat sat on the mat\nthe dog sat on the log\n"
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "80"})
+
+
+def one_error_line(result, *fragments):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], result.output
+
+
+def _vectors(n=6, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    kv = KeyedVectors(vector_size=dim, count=0, dtype=np.float32)
+    kv.add_vectors([f"w{i}" for i in range(n)], rng.normal(size=(n, dim)).astype(np.float32))
+    return kv
+
+
+# --- 1. an output is never one of the command's inputs, not even with --force ---
+
+
+def test_train_refuses_to_overwrite_its_corpus_or_init_vectors(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    one_error_line(run("train", corpus, "-o", corpus, "-f"), "is the input")
+    (tmp_path / "hard.txt").hardlink_to(corpus)  # the same file under another name
+    one_error_line(run("train", corpus, "-o", tmp_path / "hard.txt", "-f"), "is the input")
+    (tmp_path / "link.txt").symlink_to(corpus)
+    one_error_line(run("train", tmp_path / "link.txt", "-o", corpus, "-f"), "is the input")
+    vectors = tmp_path / "vec.txt"
+    vectors.write_text("the 1 2\ncat 3 4\n")
+    one_error_line(run("train", corpus, "--init", vectors, "-o", vectors, "-f"), "is the input")
+    assert corpus.read_text() == CORPUS and vectors.read_text() == "the 1 2\ncat 3 4\n"
+
+
+def test_sweep_refuses_to_overwrite_its_posterior_or_its_own_csv(tmp_path):
+    source = tmp_path / "emb.pt"
+    source.write_bytes(open(EXAMPLE, "rb").read())
+    before = source.read_bytes()
+    one_error_line(run("sweep", source, "--methods", "uniform", "--bits", "2", "-o", source, "-f"), "is the input")
+    plot = tmp_path / "rd.png"
+    figure = tmp_path / "rd-ws353.png"
+    one_error_line(
+        run("sweep", source, "--methods", "uniform", "--bits", "2", "-o", figure, "--plot", plot, "-f"), "--output"
+    )
+    (tmp_path / "rd-analogy.png").symlink_to(source)  # a figure path that leads to the posterior
+    r = run("sweep", source, "--methods", "uniform", "--bits", "2", "-o", tmp_path / "r.csv", "--plot", plot, "-f")
+    assert r.exit_code == 2 and source.read_bytes() == before and not (tmp_path / "r.csv").exists()
+    r = run("sweep", source, "--methods", "uniform", "--bits", "2", "-o", tmp_path / "r.csv", "--plot", source, "-f")
+    one_error_line(r, "cannot be written as .pt files", "--plot")
+
+
+def test_pack_refuses_a_hard_link_to_its_source(tmp_path):
+    source = tmp_path / "emb.pt"
+    source.write_bytes(open(EXAMPLE, "rb").read())
+    (tmp_path / "emb.bnc").hardlink_to(source)
+    one_error_line(run("pack", source, "-f"), "is the input")
+
+
+def test_a_directory_output_is_named_at_once(tmp_path):
+    (tmp_path / "d").mkdir()
+    for args in (("pack", EXAMPLE), ("train", EXAMPLE)):
+        one_error_line(run(*args, "-o", tmp_path / "d"), "is a directory")
+
+
+# --- 4. long output names ---
+
+
+@pytest.mark.parametrize("name", ["x" * 251 + ".bnc", "é" * 125 + ".bnc"])
+def test_output_names_up_to_the_file_system_limit_can_be_written(tmp_path, name):
+    target = tmp_path / name
+    assert len(os.fsencode(target.name)) >= 250
+    write_bytes(target, b"payload")
+    assert target.read_bytes() == b"payload"
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)] == []
+
+
+def test_temporaries_of_long_names_left_by_dead_processes_are_removed(tmp_path):
+    target = tmp_path / ("y" * 250 + ".csv")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with atomic_output(target) as tmp:
+        stale = tmp.with_name(tmp.name.replace(f".{os.getpid()}.", f".{int(dead.stdout)}."))
+        stale.write_bytes(b"partial")
+        assert len(os.fsencode(stale.name)) <= 255 and remove_stale_temporaries(target) == [stale]
+        tmp.write_text("done")
+    assert target.read_text() == "done" and not stale.exists()
+
+
+def test_pack_writes_an_archive_with_a_255_byte_name(tmp_path):
+    out = tmp_path / ("a" * 251 + ".bnc")
+    r = run("pack", _collapsing_posterior(tmp_path), "-o", out, "--lam", "0.01", "-q")
+    assert r.exit_code == 0, r.output
+    assert bnncompress.load(out).info()["total"]["num_weights"] > 0
+
+
+# --- 2. word vectors: told apart by content; bad files are one line, never a wrong value ---
+
+
+def test_eval_and_init_read_the_tools_own_unpacked_vectors_whatever_their_suffix(tmp_path):
+    archive = tmp_path / "e.bnc"
+    bnncompress.pack(EXAMPLE, archive, lam=1.0)
+    assert run("unpack", archive, "-o", tmp_path / "text.bin").exit_code == 0  # text, under a .bin name
+    assert run("unpack", archive, "-o", tmp_path / "binary.txt", "--binary").exit_code == 0
+    expected = bnncompress.load(archive).to_keyed_vectors("word_vectors")
+    for name in ("text.bin", "binary.txt"):
+        kv = read_word_vectors(tmp_path / name)
+        assert kv.index_to_key == expected.index_to_key
+        np.testing.assert_allclose(kv.vectors, expected.vectors, rtol=1e-6, atol=1e-7)
+        r = run("eval", tmp_path / name, "--restrict-vocab", "500")
+        assert r.exit_code == 0 and "ws353" in r.output, r.output
+
+
+def test_blank_lines_and_tabs_are_read_as_gensim_writes_them(tmp_path):
+    kv = _vectors()
+    kv.save_word2vec_format(str(tmp_path / "v.txt"))
+    text = (tmp_path / "v.txt").read_text().splitlines()
+    (tmp_path / "blank.txt").write_text("\n" + text[0] + "\n\n" + "\n\n".join(text[1:]) + "\n\n")
+    (tmp_path / "glove.txt").write_text("\n".join(line.replace(" ", "\t", 1) for line in text[1:]) + "\n")
+    for name in ("blank.txt", "glove.txt"):
+        got = read_word_vectors(tmp_path / name)
+        assert got.index_to_key == kv.index_to_key
+        np.testing.assert_allclose(got.vectors, kv.vectors, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"\n\n   \n", "is empty"),
+        (b"3 2\na 1 2\nb 3 4\na 5 6\n", "word 'a' appears twice in"),
+        (b"a 1 2\nb 3 4\n\na 5 6\n", "(lines 1 and 4)"),
+        (b"3 2\na 1 2\nb 3 4\n", "holds 2 vectors, not the 3"),
+        (b"1 2\na 1 2\nb 3 4\n", "more vectors than the 1"),
+        (b"a 1 2\nb 3\n", "line 2"),
+        (b"a 1 2\nb nan 4\n", "line 2"),
+        (b"a\nb\n", "no values"),
+    ],
+)
+def test_bad_word_vector_files_are_one_line(tmp_path, content, message):
+    path = tmp_path / "vectors.txt"
+    path.write_bytes(content)
+    with pytest.raises(OptionError, match="") as caught:
+        read_word_vectors(path)
+    assert message in str(caught.value)
+    one_error_line(run("eval", path), message)
+    one_error_line(run("train", EXAMPLE, "--init", path, "-o", tmp_path / "t.pt"), message)
+
+
+def test_duplicated_and_truncated_binary_vectors_are_refused(tmp_path):
+    kv = _vectors(n=3, dim=5)
+    kv.save_word2vec_format(str(tmp_path / "v.bin"), binary=True)
+    data = (tmp_path / "v.bin").read_bytes()
+    (tmp_path / "dup.bin").write_bytes(data.replace(b"w1 ", b"w0 ", 1))
+    (tmp_path / "cut.bin").write_bytes(data[:-7])
+    one_error_line(run("eval", tmp_path / "dup.bin"), "'w0' appears twice", "vectors 1 and 2")
+    one_error_line(run("eval", tmp_path / "cut.bin"), "ends inside vector 3")
+
+
+# --- 3. conventions ---
+
+
+def _console(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "bnncompress", *map(str, args)], capture_output=True, **kwargs)
+
+
+def test_version_and_python_dash_m_and_bare_help():
+    r = _console("--version", text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"bnncompress {bnncompress.__version__}"
+    r = _console(text=True)
+    assert r.stderr.startswith("Usage: bnncompress") and "error" not in r.stderr and "Commands" in r.stderr
+
+
+def test_every_command_has_quiet_and_readable_metavars():
+    command = typer.main.get_command(app)
+    for name in ("pack", "eval", "sweep", "train"):
+        assert any("--quiet" in p.opts and "-q" in p.opts for p in command.commands[name].params), name
+    for name in command.commands:
+        r = run(name, "--help")
+        assert r.exit_code == 0
+        for ugly in ("list[", "<str>", "{source}", "{corpus}"):
+            if name in ("pack", "eval", "sweep", "train"):
+                assert ugly not in r.output, (name, ugly)
+
+
+def _collapsing_posterior(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "c.npz"
+    np.savez(path, **{"w.loc": rng.normal(size=(50, 20)), "w.scale": np.full((50, 20), 5.0)})
+    return path
+
+
+def test_quality_warnings_are_one_line_each_and_quiet_hides_them(tmp_path):
+    source = _collapsing_posterior(tmp_path)
+    r = run("pack", source, "-o", tmp_path / "c.bnc", "--lam", "1")
+    assert r.exit_code == 0, r.output
+    warned = [line for line in r.output.splitlines() if "quantized to one value" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: tensor 'w'"), r.output
+    assert "QualityWarning" not in r.output and ".py" not in r.output
+    r = run("pack", source, "-o", tmp_path / "c.bnc", "--lam", "1", "-q", "-f")
+    assert r.exit_code == 0 and r.output == ""
+
+
+def test_pack_writes_the_archive_to_standard_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bnncompress.pack(EXAMPLE, tmp_path / "file.bnc", lam=1.0)
+    r = runner.invoke(app, ["pack", EXAMPLE, "-o", "-", "--lam", "1"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes == (tmp_path / "file.bnc").read_bytes()
+    assert "wrote standard output" in r.stderr and not os.path.exists("-")
+
+
+def test_pack_refuses_to_write_an_archive_to_a_terminal(tmp_path):
+    leader, follower = pty.openpty()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "bnncompress", "pack", EXAMPLE, "-o", "-", "--lam", "1"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert r.returncode == 2 and r.stderr.startswith("error: standard output is a terminal"), r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("pack", "-", "-o", "x.bnc"),
+        ("eval", "-"),
+        ("sweep", "-", "--methods", "uniform", "--bits", "2"),
+        ("train", "-", "-o", "t.pt"),
+        ("train", EXAMPLE, "-o", "-"),
+        ("sweep", EXAMPLE, "--methods", "uniform", "--bits", "2", "-o", "-"),
+    ],
+)
+def test_standard_input_and_output_are_refused_in_one_line_where_not_supported(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    one_error_line(run(*args), "standard")
+    assert not os.path.exists("-")
+
+
+# --- 5. Python API: parameters checked at entry ---
+
+
+def test_evaluate_and_sweep_name_a_bad_parameter(tmp_path):
+    kv = _vectors()
+    cases = [
+        (lambda: bnncompress.evaluate(kv, restrict_vocab=2.5), TypeError, "restrict_vocab"),
+        (lambda: bnncompress.evaluate(kv, restrict_vocab=True), TypeError, "restrict_vocab"),
+        (lambda: bnncompress.evaluate(kv, tensor=3), TypeError, "tensor"),
+        (lambda: bnncompress.evaluate(kv, metrics=5), TypeError, "metrics"),
+        (lambda: bnncompress.evaluate(None), TypeError, "source"),
+        (lambda: bnncompress.sweep(EXAMPLE, ["uniform"], ["2"]), TypeError, "bits"),
+        (lambda: bnncompress.sweep(EXAMPLE, [1], [2.0]), TypeError, "methods"),
+        (lambda: bnncompress.sweep(EXAMPLE, ["uniform"], [2.0], restrict_vocab=2.5), TypeError, "restrict_vocab"),
+        (lambda: bnncompress.sweep(EXAMPLE, ["uniform"], [2.0], progress=5), TypeError, "progress"),
+        (lambda: bnncompress.sweep(EXAMPLE, ["uniform"], [2.0], csv_path=5), TypeError, "csv_path"),
+        (lambda: bnncompress.sweep(None, ["uniform"], [2.0]), TypeError, "source"),
+    ]
+    for call, kind, name in cases:
+        with pytest.raises(kind, match=name) as caught:
+            call()
+        assert isinstance(caught.value, bnncompress.OptionError)
+    assert bnncompress.evaluate(kv, metrics="ws353", restrict_vocab=np.int64(3))["vocab_size"] == 3
+
+
+def test_sweep_takes_one_method_name_and_one_rate():
+    rows = bnncompress.sweep(EXAMPLE, "uniform", 2, restrict_vocab=500)
+    assert [r["method"] for r in rows] == ["uncompressed", "uniform"] and rows[1]["target_bits"] == 2.0
+
+
+# --- 6. whatever escapes the library is one line ---
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OverflowError("int too large to convert")])
+def test_memory_and_overflow_errors_are_one_line(monkeypatch, error):
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(eval_command, "evaluate", failing)
+    one_error_line(run("eval", EXAMPLE))
+
+
+def test_missing_tensor_message_is_not_quoted(tmp_path):
+    bnncompress.pack(EXAMPLE, tmp_path / "e.bnc", lam=1.0)
+    r = run("eval", tmp_path / "e.bnc", "-t", "nope")
+    one_error_line(r, "no tensor named 'nope'")
+    assert '"' not in r.output
