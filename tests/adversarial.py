@@ -28,9 +28,10 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from adversarial_round3 import round3  # noqa: E402  (issue 22's cases)
 from test_hostile import _posterior_h5  # noqa: E402  (the hostile HDF5 posteriors of the tests)
 
-BAD = ("traceback", "crash", "hang", "silent", "leftover", "clobbered")
+BAD = ("traceback", "crash", "hang", "silent", "leftover", "clobbered", "refused", "probe-error")
 TEMP_SUFFIX = ".bnctmp"
 
 
@@ -421,6 +422,8 @@ def main() -> None:
     parser.add_argument("--cases-per-kind", type=int, default=60, help="cases per kind (default: 60)")
     parser.add_argument("--workdir", type=Path, help="where to write the cases (default: a temporary directory)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--only", choices=("all", "round3", "earlier"), default="all", help="which groups to run")
+    parser.add_argument("--skip", default="", help="skip the groups whose name contains this text")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bnc-adversarial-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -428,13 +431,17 @@ def main() -> None:
     n = args.cases_per_kind
     results: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     bad_cases = []
-    for group, cases in (
+    earlier = (
         ("corrupted archives", corrupted_archives(work, n, rng)),
         ("forged archives", forged_archives(work, n, rng)),
         ("posterior files", hostile_posteriors(work, n, rng)),
         ("options", hostile_options(work, n // 2, rng)),
         ("I/O faults", io_faults(work, n // 2, rng)),
-    ):
+    )
+    groups = {"all": (*earlier, *round3(work)), "round3": round3(work), "earlier": earlier}[args.only]
+    for group, cases in groups:
+        if args.skip and args.skip in group:
+            continue
         for label, kind in cases:
             results[group][kind] += 1
             if kind in BAD:
