@@ -7,7 +7,6 @@ a numeric array, a string, or a JSON document.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -18,23 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .coding import num_blocks, row_size
+from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, plain_dataset
-from .records import (
-    MAX_BLOCK_ROWS,
-    MAX_MANIFEST_BYTES,
-    MAX_TENSORS,
-    MAX_VOCAB_BYTES,
-    MAX_WEIGHTS,
-    ArchiveContents,
-    TensorRecord,
-    check_archive_limits,
-    check_models,
-    common_counts_dtype,
-    no_gc,
-)
+from .records import RecordKind, TensorRecord, kind_of, marks, side_arrays
 from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
@@ -43,7 +30,16 @@ FORMAT_NAME = "bnncompress"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
+#: The limits of the format, checked by the writer and the reader alike (whatever one writes, the other reads).
+MAX_WEIGHTS = 1 << 40  # per tensor
+MAX_BLOCK_ROWS = 1 << 31
+MAX_TENSORS = 1 << 22
+MAX_MANIFEST_BYTES = 1 << 30
+MAX_VOCAB_BYTES = 1 << 34
+
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
+#: The datasets every tensor has a slice of, and their stored types (a kind's side arrays follow).
+_COMMON = {"words": "<u4", "grid": "<f4", "counts": None, "offsets": "<u8"}
 _MAX_EXPANSION = 1024  # gzip-compressed datasets (manifest, vocab) expand at most this much
 _GZIP = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
 
@@ -85,9 +81,11 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
     import h5py
 
     counts_dtype = common_counts_dtype(tensors)
-    entries, starts = [], {"words": 0, "grid": 0, "counts": 0, "offsets": 0, "mean": 0, "rotation": 0}
+    tensors = [t.with_counts_dtype(counts_dtype) for t in tensors]
+    stored = [side for side, _ in side_arrays() if any(side.name in t.side for t in tensors)]
+    starts = dict.fromkeys([*_COMMON, *(s.name for s in stored)], 0)
+    entries = []
     for t in tensors:
-        t = dataclasses.replace(t, counts=t.counts.astype(counts_dtype))
         entry = {
             "name": t.name,
             "shape": list(t.shape),
@@ -97,20 +95,11 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
             "coder": t.coder,
             "sha256": t.checksum(),
             "block_rows": t.block_rows,
+            **t.marks,
         }
-        if t.subvectors:
-            entry["subvectors"] = t.subvectors
-        if t.models:
-            entry["models"] = t.models
-        if t.raw:
-            entry["raw"] = True
-        for key in starts:
-            array = getattr(t, key)
-            if array is None:  # a transform's arrays are optional
-                continue
-            length = max(len(t.offsets) - 2, 0) if key == "offsets" else len(array)
-            entry[key] = [starts[key], length]
-            starts[key] += length
+        for key, array in _stored_arrays(t):
+            entry[key] = [starts[key], len(array)]
+            starts[key] += len(array)
         entries.append(entry)
     manifest = {"source": source, "tool_version": tool_version, "tensors": entries, "vocab": None}
     vocab_raw = None
@@ -119,10 +108,10 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         manifest["vocab"] = {"num_words": len(vocab), "sha256": hashlib.sha256(vocab_raw).hexdigest()}
     manifest_raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
     check_archive_limits(tensors, len(manifest_raw), None if vocab_raw is None else len(vocab_raw))
+    stored_arrays = [dict(_stored_arrays(t)) for t in tensors]
 
     def concat(key: str, dtype: str) -> np.ndarray:
-        arrays = [t.offsets[1:-1] if key == "offsets" else getattr(t, key) for t in tensors]
-        parts = [np.asarray(a).astype(dtype) for a in arrays if a is not None]
+        parts = [np.asarray(arrays[key]).astype(dtype) for arrays in stored_arrays if key in arrays]
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     with h5py.File("archive.bnc", "w", driver="core", backing_store=False, libver=("v110", "v110")) as f:
@@ -132,23 +121,44 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         _gzip_bytes(f, "manifest", manifest_raw)
         if vocab_raw is not None:
             _gzip_bytes(f, "vocab", vocab_raw)
-        f.create_dataset("words", data=concat("words", "<u4"))
-        f.create_dataset("grid", data=concat("grid", "<f4"))
-        f.create_dataset("counts", data=concat("counts", counts_dtype.str))
-        f.create_dataset("offsets", data=concat("offsets", "<u8"))
-        if any(t.mean is not None for t in tensors):  # only archives with transform-coded tensors
-            f.create_dataset("means", data=concat("mean", "<f4"))
-        if any(t.rotation is not None for t in tensors):
-            f.create_dataset("rotations", data=concat("rotation", "<f2"))
+        for key, dtype in _COMMON.items():
+            f.create_dataset(key, data=concat(key, dtype or counts_dtype.str))
+        for side in stored:  # only archives with a kind that has them
+            f.create_dataset(side.dataset, data=concat(side.name, side.dtype))
         f.flush()
         return f.id.get_file_image()
 
 
+def _stored_arrays(t: TensorRecord) -> list[tuple[str, np.ndarray]]:
+    """What a tensor stores in each dataset: the common arrays (its jump table without the implied
+    first and last offsets), then its kind's side arrays."""
+    common = [("words", t.words), ("grid", t.grid), ("counts", t.counts), ("offsets", t.offsets[1:-1])]
+    return common + [(s.name, t.side[s.name]) for s in t.kind.side_arrays if s.name in t.side]
+
+
+def common_counts_dtype(tensors: list[TensorRecord]) -> np.dtype:
+    """The narrowest unsigned type that holds every tensor's counts (one dataset holds them all)."""
+    width = max([t.counts.dtype.itemsize for t in tensors] + [1])
+    return np.dtype(f"<u{width}")
+
+
+def check_archive_limits(tensors: list[TensorRecord], manifest_bytes: int, vocab_bytes: int | None) -> None:
+    """Refuse to write what the reader would refuse (the MAX_* limits above)."""
+    if len(tensors) > MAX_TENSORS:
+        raise ArchiveError(f"an archive holds at most 2^22 tensors, not {len(tensors):,}; pack them in several")
+    if manifest_bytes > MAX_MANIFEST_BYTES:
+        raise ArchiveError(f"the manifest of {len(tensors):,} tensors exceeds 1 GiB; pack them in several archives")
+    if vocab_bytes is not None and vocab_bytes > MAX_VOCAB_BYTES:
+        raise ArchiveError("the vocabulary exceeds 16 GiB; it cannot be stored")
+    for t in tensors:
+        if t.num_weights > MAX_WEIGHTS or not 1 <= t.block_rows <= MAX_BLOCK_ROWS:
+            raise ArchiveError(f"tensor '{t.name}' is larger than an archive holds (2^40 weights)")
+
+
 def format_version(tensors: list[TensorRecord]) -> int:
-    """The oldest version that holds ``tensors``: 3 with per-column models, 2 with product quantization, else 1."""
-    if any(t.models or t.raw for t in tensors):
-        return 3
-    return 2 if any(t.subvectors for t in tensors) else 1
+    """The oldest version that holds ``tensors``: the newest version among their kinds (1, the scalar grid,
+    for none)."""
+    return max([t.kind.version for t in tensors] + [1])
 
 
 def is_archive(path: str | os.PathLike) -> bool:
@@ -269,12 +279,14 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         "counts": _dataset(f, "counts", ("uint8", "uint16", "uint32", "uint64"), where, file_bytes),
         "offsets": _dataset(f, "offsets", ("uint64",), where, file_bytes),
     }
-    if int(version) >= 3:  # optional datasets: absent when no tensor has a transform (or a rotation)
-        for key, name, dtype in (("mean", "means", "float32"), ("rotation", "rotations", "float16")):
-            present = f.get(name, getlink=True) is not None
-            arrays[key] = _dataset(f, name, (dtype,), where, file_bytes) if present else np.zeros(0, dtype)
-    for key in ("grid", "mean", "rotation"):  # once for all tensors: per tensor, it dominates many tiny ones
-        if key in arrays and not np.isfinite(arrays[key]).all():
+    for side, kind in side_arrays():  # optional datasets: absent when no tensor of their kind has one
+        if int(version) >= kind.version:
+            dtype = np.dtype(side.dtype)
+            present = f.get(side.dataset, getlink=True) is not None
+            array = _dataset(f, side.dataset, (dtype.name,), where, file_bytes) if present else np.zeros(0, dtype)
+            arrays[side.name] = array
+    for key, array in arrays.items():  # once for all tensors: per tensor, it dominates many tiny ones
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise ArchiveError(f"{where}: dataset '{key}' holds NaN or infinite values; the archive is damaged")
     tensors = [_read_tensor(entry, arrays, f"{where}, tensor {i}", int(version)) for i, entry in enumerate(entries)]
     names = [t.name for t in tensors]
@@ -305,19 +317,10 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     dtype = _require(entry.get("dtype"), str, "'dtype'", where)
     if dtype not in _DTYPES:
         raise ArchiveError(f"{where}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    slices = _slices(entry, arrays, where)
     block_rows = _require(entry.get("block_rows"), int, "'block_rows'", where)
     if not 1 <= block_rows <= MAX_BLOCK_ROWS:
         raise ArchiveError(f"{where}: 'block_rows' should be from 1 to 2^31, found {block_rows}")
-    subvectors = _require(entry.get("subvectors", 0), int, "'subvectors'", where)
-    if subvectors and (version < 2 or subvectors < 0 or len(shape) < 2 or row_size(tuple(shape)) % subvectors):
-        raise ArchiveError(f"{where}: 'subvectors' {subvectors} does not divide the rows; the archive is damaged")
-    models = _require(entry.get("models", 0), int, "'models'", where)
-    if models and (version < 3 or subvectors or models != row_size(tuple(shape))):
-        raise ArchiveError(f"{where}: 'models' {models} is not one per column; the archive is damaged")
-    raw = _require(entry.get("raw", False), bool, "'raw'", where)
-    if raw and (version < 3 or subvectors or models):
-        raise ArchiveError(f"{where}: a raw tensor with models or sub-vectors; the archive is damaged")
+    kind, found = _kind(entry, tuple(shape), where, version)
     record = TensorRecord(
         name=name,
         shape=tuple(shape),
@@ -326,47 +329,44 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
         params=_require(entry.get("params"), dict, "'params'", where),
         coder=_require(entry.get("coder"), str, "'coder'", where),
         block_rows=block_rows,
-        subvectors=subvectors,
-        models=models,
-        raw=raw,
-        **slices,
+        **found,
+        **_slices(entry, arrays, kind, where),
     )
     if record.checksum() != entry.get("sha256"):
         raise ArchiveError(f"{where}: checksum mismatch; the archive is corrupt")
     offsets = record.offsets  # the first (0) and the last (all words) are implied
-    if len(offsets) != num_blocks(record.shape, block_rows) + 1 or (
-        len(offsets) > 2 and np.any(offsets[1:] < offsets[:-1])
-    ):
+    if len(offsets) != record.num_blocks + 1 or (len(offsets) > 2 and np.any(offsets[1:] < offsets[:-1])):
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
-    if raw:
-        if len(record.grid) != record.num_weights or len(record.counts) or len(record.words):
-            raise ArchiveError(f"{where}: a raw tensor must hold exactly its values; the archive is damaged")
-        if record.mean is not None or record.rotation is not None:
-            raise ArchiveError(f"{where}: a raw tensor with a transform; the archive is damaged")
-        return record
-    if models:
-        check_models(record, where)
-        return record
-    values_per_symbol = row_size(record.shape) if subvectors else 1
-    if len(record.grid) != len(record.counts) * values_per_symbol or (
-        record.num_weights > 0 and len(record.counts) == 0
-    ):
-        raise ArchiveError(f"{where}: grid and entropy model disagree in size; the archive is damaged")
-    if record.mean is not None or record.rotation is not None:
-        raise ArchiveError(f"{where}: a transform without per-column models; the archive is damaged")
-    if int(record.counts.sum(dtype=np.uint64)) != record.num_symbols:
-        raise ArchiveError(f"{where}: entropy model counts do not add up to the tensor size; the archive is damaged")
+    kind.validate(record, where)
     return record
 
 
-def _slices(entry: dict, arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray | None]:
-    """The tensor's slice of every dataset (a transform's ``mean`` and ``rotation`` may be absent)."""
-    slices: dict[str, np.ndarray | None] = {}
+def _kind(entry: dict, shape: tuple[int, ...], where: str, version: int) -> tuple[RecordKind, dict[str, Any]]:
+    """The tensor's kind, from the one mark (manifest field) it may carry, and that mark."""
+    found = {}
+    for mark, kind in marks().items():
+        value = _require(entry.get(mark, kind.absent), kind.mark_type, f"'{mark}'", where)
+        if value != kind.absent:
+            if version < kind.version:
+                raise ArchiveError(f"{where}: '{mark}' is not part of format version {version}; the archive is damaged")
+            kind.check_mark(value, shape, where)
+            found[mark] = value
+    if len(found) > 1:
+        raise ArchiveError(f"{where}: a tensor marked as {' and '.join(found)}, several kinds; the archive is damaged")
+    return kind_of(found), found
+
+
+def _slices(entry: dict, arrays: dict[str, np.ndarray], kind: RecordKind, where: str) -> dict[str, np.ndarray]:
+    """The tensor's slice of every common dataset and of its kind's side arrays (which may be absent)."""
+    slices: dict[str, np.ndarray] = {}
+    own = {side.name for side in kind.side_arrays}
     for key, arr in arrays.items():
         span = entry.get(key)
-        if span is None and key in ("mean", "rotation"):
-            slices[key] = None
-            continue
+        if key not in _COMMON:
+            if span is None:
+                continue
+            if key not in own:
+                raise ArchiveError(f"{where}: a {kind.name} tensor with a '{key}' array; the archive is damaged")
         ok = type(span) is list and len(span) == 2 and type(span[0]) is type(span[1]) is int  # (not bool)
         if not ok or span[0] < 0 or span[1] < 0 or span[0] + span[1] > len(arr):
             raise ArchiveError(f"{where}: '{key}' span {span!r} lies outside the stored data; the archive is damaged")

@@ -1,11 +1,13 @@
 """Entropy coding of quantized symbols with constriction's ANS coder.
 
-Each tensor's symbols are coded with one categorical entropy model whose table is the
-symbol counts (stored in the archive). Encoder and decoder build the model from the same
-integer counts, so decoding is bit-exact. A one-symbol alphabet needs no coded words.
+Symbols are coded with categorical entropy models whose tables are the symbol counts (stored
+in the archive): one model for a tensor, or (M, K) counts for M models, symbol i using model
+i mod M (one per column). Encoder and decoder build the models from the same integer counts,
+so decoding is bit-exact. A one-symbol alphabet needs no coded words. This module is the coder
+only: what symbols mean is the record kinds' (:mod:`bnncompress.records`).
 
-The symbols are cut into blocks of whole rows, each coded as its own ANS stream, with a
-jump table of word offsets: one row (a word vector) is decoded by decoding its block only.
+Symbols are coded in blocks of whole rows (:mod:`bnncompress.geometry`), each its own ANS
+stream, with a jump table of word offsets: one row is decoded by decoding its block only.
 
 Blocks are coded by :mod:`bnncompress._ans`, numba kernels that produce exactly
 constriction's words and symbols but release the GIL and code blocks on all cores. Small
@@ -16,15 +18,11 @@ constriction everywhere (the reference the kernels are tested against).
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
-from typing import Any
 
 import constriction  # imported with bnncompress (~2 ms) rather than on an archive's first row lookup
 import numpy as np
-
-from .errors import OutOfRangeError
 
 #: Identifies this coding scheme in archives (see docs/FORMAT.md).
 CODER_ID = "constriction-ans-categorical"
@@ -52,10 +50,6 @@ def alphabet_size(counts: np.ndarray) -> int:
     return int(np.shape(counts)[-1])
 
 
-#: Rows are grouped into blocks of about this many symbols (one block decodes in ~1-2 ms).
-BLOCK_SYMBOLS = 1 << 16
-
-
 #: Decodes of at least this many symbols use the numba kernels even before numba is imported.
 NUMBA_DECODE_SYMBOLS = 1 << 18
 
@@ -69,108 +63,6 @@ def _kernels(num_symbols: int | None = None):
     from . import _ans
 
     return _ans
-
-
-def dequantize(grid: np.ndarray, symbols: np.ndarray, alphabet: int, subvectors: int = 0) -> np.ndarray:
-    """Values of decoded ``symbols`` (whole rows, flat): ``grid[symbols]``, or for product
-    quantization (``subvectors`` = M symbols per row, ``grid`` = M codebooks of ``alphabet``
-    sub-vectors) sub-vector ``m`` of a row = codebook ``m``'s entry ``symbol``.
-
-    Example:
-        >>> dequantize(np.array([0.5, 1.5], np.float32), np.array([1, 0, 1]), 2).tolist()
-        [1.5, 0.5, 1.5]
-    """
-    if not subvectors:
-        return grid[symbols]
-    books = grid.reshape(subvectors, alphabet, -1)
-    return books[np.arange(subvectors), symbols.reshape(-1, subvectors)].reshape(-1)
-
-
-def inverse_transform(y_hat: np.ndarray, mean: np.ndarray, rotation: np.ndarray | None) -> np.ndarray:
-    """Rows of a transform-coded tensor: ``x_hat = y_hat Rᵀ + mean`` (float64 products, rounded
-    once to float32); ``rotation`` (D x D) None for no rotation.
-
-    Example:
-        >>> inverse_transform(np.array([[1.0, 0.0]]), np.array([0.5, 0.5], np.float32), np.eye(2)).tolist()
-        [[1.5, 0.5]]
-    """
-    if rotation is None:
-        return (y_hat.astype(np.float64) + mean).astype(np.float32)
-    return (y_hat.astype(np.float64) @ rotation.astype(np.float64).T + mean).astype(np.float32)
-
-
-_INDEX_KINDS = "an integer, a slice, an integer array or list, or a boolean mask of its rows"
-
-
-def row_positions(indices: Any, n_rows: int, name: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The rows that ``array[indices]`` selects from ``n_rows`` by numpy's rules: flat
-    non-negative positions, and the shape the index gives its result (``()`` for one integer).
-    Anything but an integer, a slice, an integer array or list, or a 1-D boolean mask raises
-    ``TypeError``; a row past the tensor (``name``) :class:`~bnncompress.errors.OutOfRangeError`.
-
-    Example:
-        >>> positions, shape = row_positions([[0, -1]], 5, "w")
-        >>> positions.tolist(), shape
-        ([0, 4], (1, 2))
-    """
-    if isinstance(indices, slice):
-        try:
-            positions = np.arange(*indices.indices(n_rows), dtype=np.int64)
-        except TypeError:
-            raise TypeError(f"a slice of rows of '{name}' needs integer bounds, not {indices!r}") from None
-        return positions, positions.shape
-    if isinstance(indices, list) or hasattr(indices, "__array__"):
-        try:
-            index = np.asarray(indices)
-        except (ValueError, TypeError, OverflowError):  # ragged lists, unconvertible objects
-            raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}") from None
-        if isinstance(indices, list) and index.size == 0:
-            index = index.astype(np.int64)  # numpy reads [] as no rows
-        if index.dtype == np.bool_:
-            if index.ndim != 1:
-                raise TypeError(f"a boolean mask of the rows of '{name}' must be 1-D, not {index.ndim}-D")
-            if len(index) != n_rows:
-                raise OutOfRangeError(f"a boolean mask of {len(index)} entries for '{name}' with {n_rows} rows")
-            positions = np.flatnonzero(index)
-            return positions, positions.shape
-        if index.dtype == object and all(type(v) is int for v in index.flat):  # beyond 64 bits
-            raise OutOfRangeError(f"a row index is out of range for '{name}' with {n_rows} rows")
-        if index.dtype.kind not in "iu":
-            raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not {index.dtype} values")
-    elif isinstance(indices, (bool, np.bool_)):
-        raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not a bool")
-    else:
-        try:
-            index = operator.index(indices)
-        except TypeError:
-            raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not {type(indices).__name__}") from None
-        if not -n_rows <= index < n_rows:
-            raise OutOfRangeError(f"row {index} is out of range for '{name}' with {n_rows} rows")
-        index = np.asarray(index)
-    if index.size and (index.min() < -n_rows or index.max() >= n_rows):
-        bad = index.min() if index.min() < -n_rows else index.max()
-        raise OutOfRangeError(f"row {bad} is out of range for '{name}' with {n_rows} rows")
-    positions = index.astype(np.int64).reshape(-1)
-    return np.where(positions < 0, positions + n_rows, positions), index.shape
-
-
-def num_rows(shape: tuple[int, ...]) -> int:
-    """Rows of a tensor: its first dimension (a 0-d tensor is one row)."""
-    return shape[0] if shape else 1
-
-
-def row_size(shape: tuple[int, ...]) -> int:
-    """Symbols per row: the product of all dimensions after the first."""
-    return int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-
-
-def block_rows_for(shape: tuple[int, ...]) -> int:
-    """Rows per block for a tensor of ``shape``."""
-    return max(1, BLOCK_SYMBOLS // max(row_size(shape), 1))
-
-
-def num_blocks(shape: tuple[int, ...], block_rows: int) -> int:
-    return -(-num_rows(shape) // block_rows)
 
 
 def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ under ``vocab.words`` (see :func:`_vocab_key`).
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import shutil
@@ -17,15 +18,37 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from .errors import OptionError
 from .files import atomic_output
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .loader import Archive
+
+class Exportable(Protocol):
+    """What an export reads (a loaded :class:`bnncompress.Archive` is one): tensor names, their
+    values as numpy arrays and torch tensors, the vocabulary, and the file they come from."""
+
+    @property
+    def path(self) -> os.PathLike: ...
+
+    @property
+    def names(self) -> list[str]: ...
+
+    @property
+    def vocab(self) -> list[str] | None: ...
+
+    def __getitem__(self, name: str) -> np.ndarray: ...
+
+    def record(self, name: str) -> Any:
+        """Anything with the ``name`` of tensor ``name`` (refusing unknown names)."""
+
+    def tensor(self, name: str) -> Any:
+        """Tensor ``name`` as a ``torch.Tensor`` of its original dtype."""
+
+    def to_keyed_vectors(self, name: str | None = None) -> Any:
+        """Tensor ``name`` (default: the word vectors) as gensim ``KeyedVectors`` keyed by the vocabulary."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +88,7 @@ def format_from_suffix(path: str | os.PathLike) -> str:
 
 
 def export_archive(
-    archive: Archive, path: str | os.PathLike, fmt: str | None, tensor: str | None, binary: bool, force: bool
+    archive: Exportable, path: str | os.PathLike, fmt: str | None, tensor: str | None, binary: bool, force: bool
 ) -> str:
     """See :meth:`bnncompress.Archive.export`."""
     if not isinstance(path, (str, os.PathLike)):
@@ -95,7 +118,9 @@ def export_archive(
             state: dict = {name: archive.tensor(name) for name in names}
             if vocab_key is not None:
                 state[vocab_key] = list(archive.vocab)  # a list of str: torch.load(weights_only=True) reads it
-            torch.save(state, tmp)
+            buffer = io.BytesIO()  # torch reports a failed file write as a RuntimeError: write the bytes ourselves
+            torch.save(state, buffer)
+            tmp.write_bytes(buffer.getvalue())
         else:
             arrays = {name: np.asarray(archive[name]) for name in names}
             if vocab_key is not None:
@@ -132,7 +157,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, array, allow_pickle=False)
 
 
-def export_to_stream(archive: Archive, stream: BinaryIO, fmt: str, tensor: str | None, binary: bool) -> str:
+def export_to_stream(archive: Exportable, stream: BinaryIO, fmt: str, tensor: str | None, binary: bool) -> str:
     """Export to ``stream`` (``bnncompress unpack -o -`` writes text formats to a terminal this way).
     Returns the format."""
     with tempfile.TemporaryDirectory(prefix="bnncompress-") as directory:

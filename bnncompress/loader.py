@@ -10,9 +10,12 @@ import numpy as np
 
 from . import coding
 from .archive import read_archive
+from .contents import ArchiveContents, TensorInfo, printable, summary, tensor_infos
 from .errors import ArchiveError, ModelMismatchError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
-from .records import ArchiveContents, TensorInfo, TensorRecord, printable, summary, tensor_infos
+from .geometry import row_positions
+from .records import TensorRecord
+from .wordvectors import embedding_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -110,14 +113,8 @@ class Archive:
 
     def _values(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
         """Values of all blocks (symbols histogram-checked) or of ``blocks`` only, flat float32."""
-        if rec.raw:
-            return rec.raw_values(blocks)
-        table = rec.model_counts
         try:
-            symbols = coding.decode_blocks(rec.words, rec.offsets, table, rec.num_symbols, rec.block_size, blocks)
-            if len(rec.counts) and int(symbols.max(initial=0)) >= coding.alphabet_size(table):
-                raise ValueError("symbols outside the grid")
-            return rec.dequantize(symbols)
+            return rec.values(coding.decode_blocks, blocks)
         except (ValueError, RuntimeError) as exc:
             raise ArchiveError(f"tensor '{rec.name}' does not decode ({exc}); the archive is corrupt") from None
 
@@ -149,7 +146,7 @@ class Archive:
         rec = self.record(name)
         if not rec.shape:
             raise OutOfRangeError(f"tensor '{name}' is 0-dimensional; it has no rows; read it as archive['{name}']")
-        positions, index_shape = coding.row_positions(indices, rec.shape[0], name)
+        positions, index_shape = row_positions(indices, rec.shape[0], name)
         shape = index_shape + tuple(rec.shape[1:])
         if name in self._cache:
             values = self._cache[name][positions]
@@ -220,17 +217,12 @@ class Archive:
         return self.vocab
 
     def default_embedding_name(self) -> str:
-        """``word_vectors`` if present, else the first 2-D tensor the vocabulary labels."""
-        if "word_vectors" in self._records:
-            return "word_vectors"
-        n_words = len(self.vocab) if self.vocab is not None else -1
-        for r in self._records.values():
-            if len(r.shape) == 2 and r.shape[0] == n_words:
-                return r.name
-        for r in self._records.values():
-            if len(r.shape) == 2:
-                return r.name
-        raise OptionError("the archive has no 2-D tensor to use as an embedding; name one with «tensor»")
+        """The word vectors, as for a posterior file (:func:`bnncompress.wordvectors.embedding_tensor`)."""
+        shapes = {r.name: tuple(r.shape) for r in self._records.values()}
+        name = embedding_tensor(shapes, None if self.vocab is None else len(self.vocab))
+        if name is None:
+            raise OptionError("the archive has no 2-D tensor to use as an embedding; name one with «tensor»")
+        return name
 
     def to_keyed_vectors(self, name: str | None = None) -> KeyedVectors:
         """The tensor ``name`` (default: word vectors) as gensim ``KeyedVectors`` keyed by the vocabulary."""

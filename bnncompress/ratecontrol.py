@@ -1,8 +1,10 @@
 """Rate control: choose lambda so that the payload lands on a target number of bits per weight.
 
 The payload counts everything needed to rebuild the values: the entropy-coded words, the
-entropy model tables and the grids. One lambda is shared by all tensors of an archive (the
-VBQ objective is a sum over weights), and the target is the total over all of them.
+jump tables, the entropy model tables, the grids and a kind's side arrays, estimated with the
+one formula the archive reports (:func:`bnncompress.records.payload_bytes`). One lambda is
+shared by all tensors of an archive (the VBQ objective is a sum over weights), and the target
+is the total over all of them.
 
 Large posteriors are searched on an evenly spaced subsample of weights first; the full
 posterior is then quantized at that lambda and the search continues on it only if the
@@ -17,17 +19,18 @@ from typing import Protocol
 
 import numpy as np
 
-from .coding import block_rows_for, information_bits, num_blocks, num_rows
+from .coding import information_bits
 from .errors import OptionError, RateControlError
+from .geometry import block_rows_for, num_blocks, num_rows
+from .records import payload_bytes, raw_payload_bytes
 
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
 BITS_TOLERANCE = 0.02
 _AIM = 0.01  # search until this close, leaving room for the real coder's rounding
 _LAM_RANGE = (1e-8, 1e12)
 _SAMPLE_WEIGHTS = 1 << 17
-_GRID_BITS_PER_SYMBOL = 32  # one float32 grid value (+ one count, as wide as the largest tensor needs)
-_CODER_BITS_PER_BLOCK = 40  # ANS's final state: 34-42 bits measured per coded block
-_JUMP_BITS_PER_BLOCK = 64  # one uint64 word offset per block after the first
+_GRID_BYTES_PER_VALUE = 4  # one float32 grid value
+_CODER_BYTES_PER_BLOCK = 5  # ANS's final state: 34-42 bits measured per coded block
 
 
 class RateModel(Protocol):
@@ -51,25 +54,26 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
     (whose information content is scaled up to the full size)."""
     bits = 0.0
     weights = 0
-    count_bits = 8 * np.min_scalar_type(max(t.num_weights for t in tensors)).itemsize
+    count_bytes = np.min_scalar_type(max(t.num_weights for t in tensors)).itemsize
     for t in tensors:
         counts, counted = t.histogram(lam, on_sample)
         used = int(np.count_nonzero(counts))
         # one model: a count per used symbol; per-column models: tables as wide as the widest column,
         # of counts up to the number of rows
         entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
-        entry_bits = count_bits if counts.ndim == 1 else 8 * np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
+        entry_bytes = count_bytes if counts.ndim == 1 else np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
         coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
-        table = (
-            _GRID_BITS_PER_SYMBOL * t.values_per_symbol * used
-            + entry_bits * entries
-            + _JUMP_BITS_PER_BLOCK * (blocks - 1)
-            + (_CODER_BITS_PER_BLOCK * blocks if coded else 0)
-            + t.side_bits
+        table = 8 * payload_bytes(
+            words=_CODER_BYTES_PER_BLOCK * blocks if coded else 0,  # + the information content, below
+            blocks=blocks,
+            counts=entry_bytes * entries,
+            grid=_GRID_BYTES_PER_VALUE * t.values_per_symbol * used,
+            side=t.side_bits // 8,
         )
         coded_bits = information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table
-        bits += min(coded_bits, 32.0 * t.num_weights)  # a tensor is never stored larger than float32
+        # a tensor is never stored larger than its raw float32 values
+        bits += min(coded_bits, 8 * raw_payload_bytes(t.num_weights, blocks))
         weights += t.num_weights
     return bits / weights
 

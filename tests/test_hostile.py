@@ -162,3 +162,16 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
 def test_vocabulary_words_must_be_printable_text(tmp_path, word):
     with pytest.raises(PosteriorError, match="control character|surrogate"):
         bnncompress.pack({"w": (np.zeros((2, 2)), np.ones((2, 2)))}, tmp_path / "o.bnc", vocab=[word, "b"])
+
+
+@pytest.mark.parametrize("fmt", ["pt", "npz", "word2vec", "kv"])
+def test_a_failed_export_is_one_line_and_keeps_the_old_file(tmp_path, fmt):
+    archive = tmp_path / "a.bnc"
+    bnncompress.pack(EXAMPLE, archive, lam=5.0)
+    out = tmp_path / f"out.{fmt}"
+    out.write_bytes(b"keep")
+    cmd = [sys.executable, "-m", "bnncompress.cli", "unpack", str(archive), "-o", str(out), "--format", fmt, "-f"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limit_file_size(2000))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert out.read_bytes() == b"keep" and _leftovers(tmp_path) == []

@@ -1,0 +1,49 @@
+"""Tensor records, the archive's unit, and their kinds: one module per kind.
+
+- :mod:`~bnncompress.records.scalar`: one symbol per weight into a grid (version 1);
+- :mod:`~bnncompress.records.product`: product quantization, codebooks of sub-vectors (version 2);
+- :mod:`~bnncompress.records.columns`: one entropy model per column and a transform (version 3);
+- :mod:`~bnncompress.records.raw`: the values as they are (version 3).
+
+A new kind is one module: a :class:`RecordKind` subclass with :func:`register_record_kind`,
+imported here (and its spec in docs/FORMAT.md); archives store and read it from what it declares.
+"""
+
+from .base import (
+    JUMP_ENTRY_BYTES,
+    KINDS,
+    RecordKind,
+    SideArray,
+    SymbolDecoder,
+    TensorRecord,
+    kind_of,
+    marks,
+    payload_bytes,
+    register_record_kind,
+    side_arrays,
+)
+from .columns import PerColumn, inverse_transform
+from .product import ProductQuantized
+from .raw import Raw, raw_payload_bytes
+from .scalar import ScalarGrid, dequantize
+
+__all__ = [
+    "JUMP_ENTRY_BYTES",
+    "KINDS",
+    "PerColumn",
+    "ProductQuantized",
+    "Raw",
+    "RecordKind",
+    "ScalarGrid",
+    "SideArray",
+    "SymbolDecoder",
+    "TensorRecord",
+    "dequantize",
+    "inverse_transform",
+    "kind_of",
+    "marks",
+    "payload_bytes",
+    "raw_payload_bytes",
+    "register_record_kind",
+    "side_arrays",
+]

@@ -1,0 +1,239 @@
+"""Record kinds (bnncompress/records/): each round-trips through an archive and decodes rows and
+blocks like the whole tensor; payload bytes are what the archive stores; a kind defined outside
+the package is written and read without touching archive.py; decoding ignores the method."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import bnncompress
+from bnncompress import coding, pipeline
+from bnncompress.archive import read_archive, write_archive
+from bnncompress.errors import ArchiveError
+from bnncompress.records import (
+    KINDS,
+    ScalarGrid,
+    SideArray,
+    TensorRecord,
+    base,
+    payload_bytes,
+    raw_payload_bytes,
+    register_record_kind,
+    side_arrays,
+)
+
+PACKAGE = Path(bnncompress.__file__).parent
+
+
+def _posterior(rows: int = 5000, dim: int = 32, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    loc = rng.normal(size=(rows, dim)) @ rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    return {"w": (loc, rng.uniform(0.05, 0.5, size=(rows, dim))), "b": (rng.normal(size=3), np.full(3, 1e-4))}
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """One archive per method, each holding a 3-block tensor 'w' and a raw 3-value tensor 'b'."""
+    root = tmp_path_factory.mktemp("kinds")
+    paths = {}
+    for method, expected in (("uniform", "scalar"), ("pq", "product"), ("vbq-transform", "columns")):
+        paths[expected] = root / f"{method}.bnc"
+        bnncompress.pack(_posterior(), paths[expected], method=method, lam=0.5, device="cpu")
+    return paths
+
+
+def _raw_record(name: str = "r") -> TensorRecord:
+    values = np.arange(10, dtype=np.float32)
+    return TensorRecord(
+        name, (5, 2), "float32", "uniform", {}, coding.CODER_ID, grid=values, counts=np.zeros(0, np.uint8),
+        words=np.zeros(0, np.uint32), block_rows=2, offsets=np.zeros(4, np.uint64), raw=True,
+    )  # fmt: skip
+
+
+def test_every_kind_round_trips_and_decodes_blocks_as_the_whole(packed, tmp_path):
+    write_archive(tmp_path / "raw.bnc", [_raw_record()], None, "test", "0")
+    cases = {**{kind: (path, "w") for kind, path in packed.items()}, "raw": (tmp_path / "raw.bnc", "r")}
+    for kind, (path, name) in cases.items():
+        a = bnncompress.load(path)
+        rec = a.record(name)
+        assert rec.kind is KINDS[kind] and rec.kind.name == kind
+        whole = rec.values(coding.decode_blocks)
+        np.testing.assert_array_equal(whole.reshape(rec.shape), a[name])
+        blocks = list(range(rec.num_blocks))
+        assert len(blocks) == 3, kind
+        block_values = [rec.values(coding.decode_blocks, [b]) for b in blocks]
+        np.testing.assert_array_equal(np.concatenate(block_values), whole)
+        backwards = rec.values(coding.decode_blocks, blocks[::-1])
+        np.testing.assert_array_equal(backwards, np.concatenate(block_values[::-1]))
+        rows = [0, rec.block_rows, rec.shape[0] - 1]
+        np.testing.assert_array_equal(a.rows(name, rows), a[name][rows])
+
+
+def test_the_small_tensor_of_each_pack_is_raw(packed):
+    for path in packed.values():
+        rec = bnncompress.load(path).record("b")
+        assert rec.kind is KINDS["raw"] and rec.raw and rec.payload_bytes == raw_payload_bytes(3, 1) == 12
+
+
+def _stored_bytes(path: Path) -> dict[str, int]:
+    """Per tensor: the bytes of its spans in every dataset, read from the file itself."""
+    with h5py.File(path, "r") as f:
+        manifest = json.loads(f["manifest"][()].tobytes())
+        itemsize = {key: f[key].dtype.itemsize for key in ("words", "grid", "counts", "offsets")}
+        itemsize.update({side.name: f[side.dataset].dtype.itemsize for side, _ in side_arrays() if side.dataset in f})
+    return {
+        entry["name"]: sum(entry[key][1] * size for key, size in itemsize.items() if key in entry)
+        for entry in manifest["tensors"]
+    }
+
+
+def test_payload_bytes_are_the_bytes_the_archive_stores(packed):
+    for path in packed.values():
+        a = bnncompress.load(path)
+        stored = _stored_bytes(path)
+        for name in a.names:
+            rec = a.record(name)
+            assert rec.payload_bytes == stored[name], (path.name, name)
+            blocks = rec.num_blocks
+            side = sum(v.nbytes for v in rec.side.values())
+            formula = payload_bytes(rec.words.nbytes, blocks, rec.counts.nbytes, rec.grid.nbytes, side)
+            assert rec.payload_bytes == formula
+        info = a.info()
+        assert info["total"]["payload_bytes"] == sum(stored.values()) == a.payload_bytes
+
+
+def test_a_transforms_side_arrays_count_in_the_raw_or_coded_choice(tmp_path, monkeypatch):
+    # At this lambda the coded tensor costs 131,100 payload bytes, 128 of them its column means:
+    # without them it would be smaller than its raw values (131,072 bytes), with them it is not,
+    # so it must be stored raw (the choice once left the side arrays out).
+    rng = np.random.default_rng(3)
+    loc = rng.normal(size=(1024, 32)) @ rng.normal(size=(32, 32)) / np.sqrt(32)
+    post, lam = {"t": (loc, np.full((1024, 32), 0.05))}, 4.366532719181361e-05
+    raw = raw_payload_bytes(1024 * 32, 1)
+    with monkeypatch.context() as m:  # what the code costs: never raw
+        m.setattr(pipeline, "raw_payload_bytes", lambda num_weights, blocks: 1 << 62)
+        bnncompress.pack(post, tmp_path / "coded.bnc", method="vbq-transform", lam=lam, device="cpu")
+    coded = bnncompress.load(tmp_path / "coded.bnc").record("t")
+    side = sum(a.nbytes for a in coded.side.values())
+    assert coded.models == 32 and side > 0 and coded.payload_bytes - side < raw <= coded.payload_bytes
+    bnncompress.pack(post, tmp_path / "t.bnc", method="vbq-transform", lam=lam, device="cpu")
+    assert bnncompress.load(tmp_path / "t.bnc").record("t").raw
+
+
+class _Halved(ScalarGrid):
+    """A toy kind: ``values = grid[symbols] / 2 + shift`` with a one-value side array."""
+
+    name = "halved"
+    mark = "halved"
+    mark_type = bool
+    absent = False
+    version = 3
+    side_arrays = (SideArray("shift", "shifts", "<f4"),)
+
+    def checksum_fields(self, record):
+        return ["halved"]
+
+    def dequantize(self, record, symbols):
+        return (record.grid[symbols] / 2 + record.side["shift"][0]).astype(np.float32)
+
+    def validate(self, record, where):
+        super().validate(record, where)
+        if record.shift is None or len(record.shift) != 1:
+            raise ArchiveError(f"{where}: a halved tensor needs one shift; the archive is damaged")
+
+
+@pytest.fixture()
+def own_registry(monkeypatch):
+    """Register kinds for one test only."""
+    for name in ("KINDS", "_BY_MARK", "_SIDE_ARRAYS", "_SIDE_KINDS"):
+        monkeypatch.setattr(base, name, dict(getattr(base, name)))
+
+
+def _halved_record() -> TensorRecord:
+    rng = np.random.default_rng(1)
+    shape, block_rows = (100, 4), 30
+    symbols = rng.integers(0, 3, size=400).astype(np.int32)
+    counts = np.bincount(symbols, minlength=3).astype(np.uint16)
+    words, offsets = coding.encode_blocks(symbols, counts, block_rows * 4)
+    grid = np.array([-1.0, 0.5, 4.0], np.float32)
+    return TensorRecord(
+        "h", shape, "float32", "made-up", {}, coding.CODER_ID, grid=grid, counts=counts, words=words,
+        block_rows=block_rows, offsets=offsets, halved=True, shift=np.array([10.0], np.float32),
+    ), (grid[symbols] / 2 + 10).reshape(shape)  # fmt: skip
+
+
+def test_a_kind_defined_outside_the_package_writes_and_reads_back(own_registry, tmp_path):
+    register_record_kind(_Halved)
+    record, expected = _halved_record()
+    assert record.kind.name == "halved" and record.halved and record.subvectors == 0
+    path = tmp_path / "halved.bnc"
+    write_archive(path, [record, _raw_record()], None, "test", "0")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 3 and f["shifts"][()].tolist() == [10.0]
+    a = bnncompress.load(path)
+    np.testing.assert_array_equal(a["h"], expected)
+    np.testing.assert_array_equal(a.rows("h", [99, 0, 31]), expected[[99, 0, 31]])
+    assert a.record("h").payload_bytes == _stored_bytes(path)["h"]
+    base._BY_MARK.pop("halved")  # a reader that does not know the kind refuses it cleanly
+    with pytest.raises(ArchiveError):
+        read_archive(path)
+
+
+def test_a_kind_registers_once_and_a_record_knows_only_registered_fields(own_registry):
+    register_record_kind(_Halved)
+    with pytest.raises(ValueError, match="registered already"):
+        register_record_kind(_Halved)
+    with pytest.raises(TypeError, match="unknown field 'colour'"):
+        dataclasses.replace(_raw_record(), colour=1)
+
+
+def test_decoding_depends_on_the_kind_not_the_method(packed, tmp_path):
+    for kind, path in packed.items():
+        a = bnncompress.load(path)
+        renamed = dataclasses.replace(a.record("w"), method="no-such-method", params={"anything": [1, 2]})
+        write_archive(tmp_path / f"{kind}.bnc", [renamed], None, "test", "0")
+        np.testing.assert_array_equal(bnncompress.load(tmp_path / f"{kind}.bnc")["w"], a["w"])
+
+
+def test_two_marks_and_foreign_side_arrays_are_refused(packed, tmp_path):
+    rec = bnncompress.load(packed["columns"]).record("w")
+    with pytest.raises(ArchiveError, match="several kinds"):  # the writer checks what it writes as a reader
+        write_archive(tmp_path / "two.bnc", [dataclasses.replace(rec, raw=True)], None, "test", "0")
+    scalar = bnncompress.load(packed["scalar"]).record("w")
+    write_archive(tmp_path / "s.bnc", [dataclasses.replace(scalar, name="s"), rec], None, "test", "0")
+    with h5py.File(tmp_path / "s.bnc", "r+") as f:  # give the scalar tensor the transform's mean
+        manifest = json.loads(f["manifest"][()].tobytes())
+        manifest["tensors"][0]["mean"] = manifest["tensors"][1]["mean"]
+        raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        del f["manifest"]
+        f.create_dataset("manifest", data=np.frombuffer(raw, np.uint8))
+        f.attrs["manifest_sha256"] = np.bytes_(hashlib.sha256(raw).hexdigest().encode())
+    with pytest.raises(ArchiveError, match="scalar tensor with a 'mean' array"):
+        read_archive(tmp_path / "s.bnc")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (TYPE_CHECKING and function-local imports included), relative ones as written."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+            names.update("." * node.level + a.name for a in node.names if not node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_geometry_and_record_kinds_do_not_import_the_coder_and_export_not_the_loader():
+    for path in [PACKAGE / "geometry.py", *sorted((PACKAGE / "records").glob("*.py"))]:
+        assert not {m for m in _imports(path) if m.endswith("coding") or m.endswith("_ans")}, path.name
+    assert not {m for m in _imports(PACKAGE / "export.py") if m.endswith("loader")}
+    assert not hasattr(coding, "row_size") and not hasattr(coding, "dequantize")
