@@ -3,10 +3,12 @@
 numba compiles a kernel on its first call and caches the machine code on disk. The compiler
 (LLVM) needs about 0.7 GB on top of what the process holds, so on a fresh install or after an
 upgrade the first streamed pack of a 200M-weight posterior peaked at 1.76 GB instead of 1.03 GB.
-:func:`compile_in_child` packs a small synthetic posterior with the same method and options in
-a child process first: the child pays the compiler's memory and fills numba's cache, and the
-caller then loads compiled kernels. A marker file beside numba's cache, keyed by the kernels'
-files and the numba and Python versions, says that it has been done.
+:func:`compile_in_child` runs :func:`warm_kernels` in a child process first: the method's passes
+and the coder over a small synthetic posterior streamed from .npy files, through the pack's own
+pipeline (:func:`bnncompress.pipeline.quantize_and_code`). The child pays the compiler's memory
+and fills numba's cache, and the caller then loads compiled kernels. A marker file beside
+numba's cache, keyed by the kernels' files and the numba and Python versions, says that it has
+been done.
 
 Example:
     >>> compile_in_child("uniform", {})  # doctest: +SKIP
@@ -21,7 +23,16 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .executors import LocalExecutor
+from .pipeline import quantize_and_code
+from .quantizers import get_quantizer
+from .sources import open_posterior
 
 #: The numba kernel modules of the pack pipeline (lazy leaves: importing them imports numba).
 KERNEL_MODULES = (
@@ -34,22 +45,26 @@ KERNEL_MODULES = (
 )
 
 _IN_CHILD = "BNNCOMPRESS_COMPILING_KERNELS"
-# What the child runs: a streamed pack (and an in-memory one) of a small posterior.
+# What the child runs: this module's warm_kernels(method, options) (arguments as JSON).
 _CHILD = """
-import json, sys, tempfile
-import numpy as np
-import bnncompress
-method, options = sys.argv[1], json.loads(sys.argv[2])
-rng = np.random.default_rng(0)
-with tempfile.TemporaryDirectory() as src, tempfile.TemporaryDirectory() as out:
-    np.save(src + "/w.loc.npy", rng.normal(size=(4096, 32)).astype(np.float32))
-    np.save(src + "/w.scale.npy", rng.uniform(0.01, 1.0, (4096, 32)).astype(np.float32))
-    try:  # rate control's kernels too, unless the method has a fixed rate
-        bnncompress.pack(src, out + "/a.bnc", method=method, options=options, bits=2.0, stream=True)
-    except bnncompress.OptionError:
-        pass
-    bnncompress.pack(src, out + "/b.bnc", method=method, options=options, stream=True)
+import json, sys
+from bnncompress.kernelcache import warm_kernels
+warm_kernels(sys.argv[1], json.loads(sys.argv[2]))
 """
+
+
+def warm_kernels(method: str, options: dict[str, Any]) -> None:
+    """Run every numba kernel a streamed pack with ``method`` and ``options`` runs: the pack's
+    pipeline over a small posterior read by rows from .npy files, at 2 bits per weight (rate
+    control's passes, unless the method has a fixed rate) and at its default rate."""
+    quantizer = get_quantizer(method, **options)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as src:
+        np.save(src + "/w.loc.npy", rng.normal(size=(4096, 32)).astype(np.float32))
+        np.save(src + "/w.scale.npy", rng.uniform(0.01, 1.0, (4096, 32)).astype(np.float32))
+        tensors = open_posterior(src).tensors
+        for bits in (None,) if quantizer.fixed_rate else (2.0, None):
+            quantize_and_code(tensors, quantizer, LocalExecutor(), bits, None, lambda stage, done, total: None)
 
 
 def compile_in_child(method: str, options: dict) -> str:

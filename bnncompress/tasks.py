@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from . import coding
+from .posterior import TensorPosterior
 from .quantizers import Block, FittedQuantizer, Quantizer, narrow_counts, used_grid
-from .sources.rows import RowSource
 
 
-def blocks(source: RowSource, start: int, stop: int, block_rows: int) -> list[Block]:
+def blocks(source: TensorPosterior, start: int, stop: int, block_rows: int) -> list[Block]:
     """The coding blocks of rows ``start:stop`` (whole blocks), read with one read."""
     loc, scale = source.read(start, stop)
     return split(loc, scale, start, stop, block_rows, source.row_size)
@@ -32,7 +32,9 @@ def split(loc: np.ndarray, scale: np.ndarray, start: int, stop: int, block_rows:
     return blocks
 
 
-def map_task(source: RowSource, start: int, stop: int, block_rows: int, fn: Callable[..., Any], args: tuple) -> list:
+def map_task(
+    source: TensorPosterior, start: int, stop: int, block_rows: int, fn: Callable[..., Any], args: tuple
+) -> list:
     return [fn(block, *args) for block in blocks(source, start, stop, block_rows)]
 
 
@@ -50,6 +52,11 @@ SKETCH = 4096
 
 def _no_hashes() -> np.ndarray:
     return np.zeros(0, np.uint64)
+
+
+#: The fields of :class:`Quality` that the numba pass (``check_values``) accumulates, in the order
+#: of the float64 array it takes (:meth:`Quality.accumulator`, :meth:`Quality.from_checks`).
+CHECKED = ("values_min", "values_max", "loc_min", "loc_max", "flat_rows", "certain_missed", "largest_error")
 
 
 @dataclass
@@ -70,6 +77,25 @@ class Quality:
     mean_sketch: np.ndarray = field(default_factory=_no_hashes)
     rows_distinct: int = 0
     means_distinct: int = 0
+
+    @classmethod
+    def accumulator(cls) -> np.ndarray:
+        """The array the numba pass accumulates the :data:`CHECKED` fields in, at their starting values."""
+        start = cls()
+        return np.array([getattr(start, name) for name in CHECKED], dtype=np.float64)
+
+    @classmethod
+    def from_checks(cls, checked: np.ndarray, row_sketch: np.ndarray, mean_sketch: np.ndarray) -> Quality:
+        """The quality of a task from the numba pass's array and the sketches of its rows.
+
+        Example:
+            >>> q = Quality.from_checks(Quality.accumulator(), _no_hashes(), _no_hashes())
+            >>> q.values_min, q.flat_rows, q.largest_error
+            (inf, 0, 0.0)
+        """
+        start = cls()
+        named = {name: type(getattr(start, name))(value) for name, value in zip(CHECKED, checked.tolist())}
+        return cls(**named, row_sketch=row_sketch, mean_sketch=mean_sketch)
 
     def add(self, other: Quality) -> None:
         self.values_min, self.values_max = (
@@ -110,7 +136,7 @@ def histogram_task(
     from ._pipeline_kernels import check_values, count_symbols  # numba: imported on first use
 
     counts = np.zeros(shape, dtype=np.int64)
-    stats = np.array([np.inf, -np.inf, np.inf, -np.inf, 0, 0, 0], dtype=np.float64)
+    checked = Quality.accumulator()
     kept, hashes = [], []
     for block in blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
@@ -119,14 +145,12 @@ def histogram_task(
         loc = np.ascontiguousarray(block.loc, dtype=np.float32)
         rows = np.zeros((2, block.num_rows if check[0] else 0), np.uint64)  # rows_matter: hash every row
         bits = values.view(np.uint32), loc.view(np.uint32)
-        check_values(values, loc, block.scale, block.row_size, *check, stats, *bits, rows)
+        check_values(values, loc, block.scale, block.row_size, *check, checked, *bits, rows)
         hashes.append(rows)
         if keep:
             kept.append(indices.astype(np.uint16))
     rows = np.concatenate(hashes, axis=1)
-    quality = Quality(
-        *stats[:4].tolist(), int(stats[4]), int(stats[5]), float(stats[6]), sketch(rows[0]), sketch(rows[1])
-    )
+    quality = Quality.from_checks(checked, sketch(rows[0]), sketch(rows[1]))
     return (counts, quality), (np.concatenate(kept) if keep else None)
 
 

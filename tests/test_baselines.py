@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 import bnncompress
 from bnncompress.cli import app
+from bnncompress.inmemory import fit_in_memory
 from bnncompress.posterior import TensorPosterior
-from bnncompress.quantizers import METHODS, fit_in_memory, get_quantizer
+from bnncompress.quantizers import METHODS, get_quantizer
 from bnncompress.quantizers.kmeans import weighted_lloyd
 
 runner = CliRunner()

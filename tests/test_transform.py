@@ -7,8 +7,9 @@ import pytest
 
 import bnncompress
 from bnncompress import OptionError
+from bnncompress.inmemory import fit_in_memory
 from bnncompress.posterior import TensorPosterior
-from bnncompress.quantizers import METHODS, fit_in_memory, from_config, get_config, get_quantizer
+from bnncompress.quantizers import METHODS, from_config, get_config, get_quantizer
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from bnncompress.inmemory import fit_in_memory
 from bnncompress.posterior import TensorPosterior
-from bnncompress.quantizers import VBQ, fit_in_memory, get_quantizer
+from bnncompress.quantizers import VBQ, get_quantizer
 from bnncompress.quantizers.vbq import assign_torch
 from bnncompress.ratecontrol import estimate_payload_bits
 

@@ -1,6 +1,6 @@
 """The quantizer interface every method implements: passes over blocks of whole rows.
 
-A tensor is cut into the archive's coding blocks (:func:`bnncompress.coding.block_rows_for`
+A tensor is cut into the archive's coding blocks (:func:`bnncompress.geometry.block_rows_for`
 rows each). Every method is a short sequence of passes over those blocks, so that the same
 code runs on a tensor in memory, streamed from a file, or on a Dask cluster:
 
@@ -13,22 +13,22 @@ code runs on a tensor in memory, streamed from a file, or on a Dask cluster:
    counted into the entropy model and coded.
 
 ``rows`` (:class:`Rows`) maps a module-level function over the blocks in block order; the
-pipeline (:mod:`bnncompress.pipeline`) implements it over an executor, :func:`fit_in_memory`
-serially here. Results that are reduced are combined in block order, so every route gives
-the same bits. Quantizers know nothing about files.
+pipeline (:mod:`bnncompress.pipeline`) implements it over an executor (serially in this process
+for :func:`bnncompress.inmemory.fit_in_memory`). Results that are reduced are combined in block
+order, so every route gives the same bits. Quantizers know nothing about files.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from ..coding import block_rows_for, dequantize, num_rows, row_size
-from ..posterior import TensorPosterior
+from ..geometry import num_rows, row_size
+from ..records import dequantize
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,9 @@ class FittedQuantizer(ABC):
     shape: tuple[int, ...]
     #: Grid values stored per symbol of the alphabet (product quantization: a sub-vector in each codebook).
     values_per_symbol: int = 1
+    #: False when a record of this fit describes another method's options than the one asked for
+    #: (see :class:`Fallback`): the pipeline then stores :meth:`params` alone.
+    stores_method_options: bool = True
 
     @property
     def num_weights(self) -> int:
@@ -153,13 +156,73 @@ class FittedQuantizer(ABC):
 
     @abstractmethod
     def params(self, state: Any) -> dict[str, Any]:
-        """How the grid was made, for the archive (JSON): the method's options and what was fitted."""
+        """What was fitted, for the archive (JSON); the pipeline stores the method's options beside it."""
 
 
+class Fallback(FittedQuantizer):
+    """A method's fit to a tensor it does not suit, made by another method (``fitted``): every pass
+    is that method's, and a record of it says so (``"fallback": label``) and stores ``options``,
+    those of the other method's options that the record needs besides the asked method's
+    (or, if ``stores_method_options`` is False, instead of them)."""
+
+    def __init__(self, fitted: FittedQuantizer, label: str, options: dict[str, Any], stores_method_options: bool):
+        self.fitted, self.label, self.fallback_options = fitted, label, options
+        self.shape, self.stores_method_options = fitted.shape, stores_method_options
+
+    @property
+    def values_per_symbol(self) -> int:  # type: ignore[override]
+        return self.fitted.values_per_symbol
+
+    def subvectors(self, state: Any) -> int:
+        return self.fitted.subvectors(state)
+
+    def num_symbols(self, state: Any) -> int:
+        return self.fitted.num_symbols(state)
+
+    def models(self, state: Any) -> int:
+        return self.fitted.models(state)
+
+    def side_arrays(self) -> dict[str, np.ndarray]:
+        return self.fitted.side_arrays()
+
+    def reconstruct(self, block: Block, indices: np.ndarray, state: Any) -> np.ndarray:
+        return self.fitted.reconstruct(block, indices, state)
+
+    def prepare_sample(self, sample: Block | None) -> Block | None:
+        return self.fitted.prepare_sample(sample)
+
+    def at(self, lam: float, rows: Rows) -> Any:
+        return self.fitted.at(lam, rows)
+
+    def assign(self, block: Block, state: Any) -> np.ndarray:
+        return self.fitted.assign(block, state)
+
+    def grid(self, state: Any) -> np.ndarray:
+        return self.fitted.grid(state)
+
+    def params(self, state: Any) -> dict[str, Any]:
+        return {**self.fallback_options, **self.fitted.params(state), "fallback": self.label}
+
+
+#: Field metadata of an option added after archives were written without it: a record stores it
+#: only when it is not at its default, so that those archives' bytes stay the same.
+STORED_IF_NOT_DEFAULT = {"stored": "if not default"}
+#: Field metadata of an option that says where a method runs, not what it computes (not in a config).
+NOT_IN_CONFIG = {"stored": "never"}
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Quantizer(ABC):
     """A quantization method with its options. Subclasses set ``name`` and implement
-    :meth:`statistics` and :meth:`fit`; ``options`` (constructor keywords) rebuild it from an
-    archive's parameters (:func:`bnncompress.quantizers.from_config`)."""
+    :meth:`statistics` and :meth:`fit`; their options are dataclass fields (keyword arguments,
+    checked in ``__post_init__``), declared once: :meth:`options`, ``==`` and ``repr`` follow from
+    them, and :func:`~bnncompress.quantizers.from_config` rebuilds the method from them.
+
+    Example:
+        >>> from bnncompress.quantizers import KMeans
+        >>> KMeans(prune=0.25), KMeans(prune=0.25) == KMeans(), KMeans().options()
+        (KMeans(prune=0.25), False, {'prune': 0.0})
+    """
 
     name: ClassVar[str]
     #: ``lam`` used when neither ``lam`` nor ``bits`` is given.
@@ -171,9 +234,33 @@ class Quantizer(ABC):
     #: True for methods whose rate-control subsample must be whole rows (a rotation mixes a row's values).
     whole_row_samples: ClassVar[bool] = False
 
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every keyword the constructor takes (``device`` included where the method has one)."""
+        return [f.name for f in fields(cls)]
+
     def options(self) -> dict[str, Any]:
-        """The constructor keywords that rebuild this quantizer (stored in archives)."""
-        return {}
+        """The options that rebuild this quantizer: its config without the method's name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("stored") != "never"}
+
+    def stored_options(self) -> dict[str, Any]:
+        """The options a record of this method stores (see :data:`STORED_IF_NOT_DEFAULT`)."""
+        later = {f.name: f.default for f in fields(self) if f.metadata.get("stored") == "if not default"}
+        return {k: v for k, v in self.options().items() if k not in later or v != later[k]}
+
+    def _normalize(self, **values: Any) -> None:
+        """Set checked options to their canonical types (from ``__post_init__``: the fields are frozen)."""
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.options() == other.options()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(self.options().items())))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options().items())})"
 
     @abstractmethod
     def statistics(self, block: Block) -> Any:
@@ -220,30 +307,6 @@ def narrow_counts(counts: np.ndarray) -> np.ndarray:
     return counts.astype(np.min_scalar_type(max(int(counts.max(initial=0)), 1)))
 
 
-class TensorRows:
-    """The coding blocks of a tensor in memory, mapped serially in this process."""
-
-    def __init__(self, tensor: TensorPosterior):
-        self.shape = tensor.shape
-        self.loc, self.scale = tensor.loc.reshape(-1), tensor.scale.reshape(-1)
-        self._row_size = row_size(self.shape)
-        self._block_rows = block_rows_for(self.shape)
-
-    def blocks(self) -> list[Block]:
-        rs, br = self._row_size, self._block_rows
-        return [
-            Block(self.loc[a * rs : (a + br) * rs], self.scale[a * rs : (a + br) * rs], rs, a)
-            for a in range(0, num_rows(self.shape), br)
-        ]
-
-    def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
-        return [fn(block, *args) for block in self.blocks()]
-
-    def block_offsets(self) -> dict[int, int]:
-        """First row of each block -> its first flat position."""
-        return {b.first_row: b.first_row * self._row_size for b in self.blocks()}
-
-
 class SampleRows:
     """A rate-control sample as :class:`Rows`: one block of scattered weights."""
 
@@ -252,101 +315,3 @@ class SampleRows:
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         return [fn(self.block, *args)]
-
-
-class InMemoryFit:
-    """A quantizer fitted to a tensor in memory, for direct use (tests, notebooks):
-    ``fit_in_memory(VBQ(), tensor).quantize(lam).values()``."""
-
-    def __init__(self, fitted: FittedQuantizer, rows: TensorRows, name: str):
-        self.fitted, self.rows, self.name = fitted, rows, name
-        self._states: dict[float, Any] = {}
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.rows.shape
-
-    @property
-    def num_weights(self) -> int:
-        return self.fitted.num_weights
-
-    @property
-    def values_per_symbol(self) -> int:
-        return self.fitted.values_per_symbol
-
-    @property
-    def loc(self) -> np.ndarray:
-        """The tensor's means, flat."""
-        return self.rows.loc
-
-    @property
-    def scale(self) -> np.ndarray:
-        """The tensor's scales, flat."""
-        return self.rows.scale
-
-    def num_symbols(self, lam: float) -> int:
-        return self.fitted.num_symbols(self.state(lam))
-
-    @property
-    def side_bits(self) -> int:
-        return 8 * sum(a.nbytes for a in self.fitted.side_arrays().values())
-
-    def histogram(self, lam: float, on_sample: bool = False) -> tuple[np.ndarray, int]:
-        """Counts of every grid index at ``lam`` and how many symbols were counted (rate control's view)."""
-        indices, state = self.assign(lam), self.state(lam)
-        models = self.fitted.models(state)
-        alphabet = len(self.grid_at(lam)) // self.values_per_symbol // models
-        if models == 1:
-            return np.bincount(indices, minlength=alphabet), len(indices)
-        cells = np.resize(np.arange(models) * alphabet, len(indices)) + indices
-        return np.bincount(cells, minlength=models * alphabet).reshape(models, alphabet), len(indices)
-
-    def state(self, lam: float) -> Any:
-        if lam not in self._states:
-            self._states[lam] = self.fitted.at(lam, self.rows)
-        return self._states[lam]
-
-    def assign(self, lam: float) -> np.ndarray:
-        """Grid indices of every weight (or sub-vector) at ``lam``, flat."""
-        state = self.state(lam)
-        parts = self.rows.map(_assign, self.fitted, state)
-        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
-
-    def grid_at(self, lam: float) -> np.ndarray:
-        return self.fitted.grid(self.state(lam))
-
-    def quantize(self, lam: float) -> QuantizedTensor:
-        """Assign every weight and keep only the grid values used."""
-        state = self.state(lam)
-        params = {**self.fitted.params(state), "lam": float(lam)}
-        f = self.fitted
-        if f.models(state) > 1:
-            indices = self.assign(lam)
-            values = np.concatenate(self.rows.map(_reconstruct, f, state, indices, self.rows.block_offsets()))
-            counts, _ = self.histogram(lam)
-            return QuantizedTensor(indices, f.grid(state).reshape(len(counts), -1), counts, params, 0, values)
-        return compact(self.assign(lam), f.grid(state), params, f.subvectors(state), f.values_per_symbol, in_place=True)
-
-
-def _assign(block: Block, fitted: FittedQuantizer, state: Any) -> np.ndarray:
-    return fitted.assign(block, state)
-
-
-def _reconstruct(block: Block, fitted: FittedQuantizer, state: Any, indices: np.ndarray, starts: dict) -> np.ndarray:
-    start = starts[block.first_row]
-    return fitted.reconstruct(block, indices[start : start + len(block.loc)], state)
-
-
-def fit_in_memory(quantizer: Quantizer, tensor: TensorPosterior) -> InMemoryFit:
-    """Fit ``quantizer`` to a tensor in memory (the statistics pass runs here, serially).
-
-    Example:
-        >>> from bnncompress.quantizers import Uniform
-        >>> t = TensorPosterior(np.array([0.1, 0.9, 2.2], np.float32), np.ones(3, np.float32))
-        >>> [round(float(v), 3) for v in fit_in_memory(Uniform(), t).quantize(0.5).values()]
-        [0.0, 0.687, 2.06]
-    """
-    rows = TensorRows(tensor)
-    fitted = quantizer.fit(tensor.shape, rows.map(quantizer.statistics), rows)
-    fitted.prepare_sample(None)
-    return InMemoryFit(fitted, rows, quantizer.name)

@@ -11,7 +11,8 @@ values (Yang, Bamler & Mandt; the iteration from constriction's ``vbq`` branch n
 The distortion weight ``w`` is what distinguishes the methods here:
 
 - ``vbq-empirical``: ``w = 1 / (2 scale²)``, as VBQ.
-- ``vbq-direction`` (the default method): ``w = 1 / (2 scale^(2 trust) s^(2 (1 - trust)))
+- ``vbq-direction`` (what the default method, ``vbq-transform``, does to tensors too small for it):
+  ``w = 1 / (2 scale^(2 trust) s^(2 (1 - trust)))
   * (s / rms_row)^(2 row_weight)`` where ``s`` is the RMS of the tensor's means and ``rms_row``
   that of the weight's row. ``trust < 1`` tempers the posterior's scales, so uncertain
   rare-word rows are no longer sent wholesale to the prior median, and the row factor
@@ -24,6 +25,7 @@ The distortion weight ``w`` is what distinguishes the methods here:
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,7 +34,8 @@ from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
 from .base import Block, Rows
-from .vbq import DEFAULT_MAX_LEVEL, VBQ, FittedVBQ, fit_prior, fit_range
+from .registry import register_quantizer
+from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _F32_TINY = float(np.finfo(np.float32).tiny)
@@ -55,12 +58,14 @@ def distortion_weights(scale: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(rounded) & ((rounded > 0) | (exact == 0)), rounded, exact)
 
 
+@register_quantizer
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class EntropyConstrainedVBQ(VBQ):
     """VBQ followed by ``iterations`` passes with the empirical distribution as prior.
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import fit_in_memory
+        >>> from bnncompress.inmemory import fit_in_memory
         >>> rng = np.random.default_rng(0)
         >>> t = TensorPosterior(rng.normal(size=(100, 20)).astype(np.float32), np.full((100, 20), 0.3, np.float32))
         >>> q = fit_in_memory(EntropyConstrainedVBQ(device="cpu"), t).quantize(lam=0.5)
@@ -70,17 +75,15 @@ class EntropyConstrainedVBQ(VBQ):
 
     name: ClassVar[str] = "vbq-empirical"
 
-    def __init__(
-        self,
-        trust: float = 1.0,
-        row_weight: float = 0.0,
-        iterations: int = 3,
-        centroids: bool = False,
-        max_level: int = DEFAULT_MAX_LEVEL,
-        device: str = "auto",
-        cap: float = 0.0,
-    ):
-        super().__init__(max_level, device)
+    trust: float = 1.0
+    row_weight: float = 0.0
+    iterations: int = 3
+    centroids: bool = False
+    cap: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        trust, row_weight, cap, iterations = self.trust, self.row_weight, self.cap, self.iterations
         if not 0.0 <= trust <= 1.0:
             raise OptionError(f"trust must be between 0 and 1, got {trust}")
         if not 0.0 <= row_weight <= 2.0:
@@ -89,21 +92,10 @@ class EntropyConstrainedVBQ(VBQ):
             raise OptionError(f"cap must be a number >= 0 (0 = no cap), got {cap!r}")
         if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 20):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
-        if not isinstance(centroids, (bool, np.bool_)):
-            raise OptionError(f"centroids must be true or false, got {centroids!r}")
-        self.trust, self.row_weight = float(trust), float(row_weight)
-        self.iterations, self.centroids = int(iterations), bool(centroids)
-        self.cap = float(cap)
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "max_level": self.max_level,
-            "trust": self.trust,
-            "row_weight": self.row_weight,
-            "iterations": self.iterations,
-            "centroids": self.centroids,
-            "cap": self.cap,
-        }
+        if not isinstance(self.centroids, (bool, np.bool_)):
+            raise OptionError(f"centroids must be true or false, got {self.centroids!r}")
+        self._normalize(trust=float(trust), row_weight=float(row_weight), iterations=int(iterations))
+        self._normalize(centroids=bool(self.centroids), cap=float(cap))
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedEntropyConstrained:
         prior = fit_prior(stats)
@@ -116,23 +108,18 @@ class EntropyConstrainedVBQ(VBQ):
         return FittedEntropyConstrained(shape, prior, self, device, row_rms, floor, fit_range(stats))
 
 
+@register_quantizer
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class VBQDirection(EntropyConstrainedVBQ):
-    """The default method: :class:`EntropyConstrainedVBQ` with tempered scales, row-relative
-    errors and centroid updates (defaults measured in docs/METHODS.md)."""
+    """:class:`EntropyConstrainedVBQ` with tempered scales, row-relative errors and centroid
+    updates (defaults measured in docs/METHODS.md); what ``vbq-transform`` (the default method)
+    does to tensors too small for per-column models."""
 
     name: ClassVar[str] = "vbq-direction"
 
-    def __init__(
-        self,
-        trust: float = 0.75,
-        row_weight: float = 0.75,
-        iterations: int = 3,
-        centroids: bool = True,
-        max_level: int = DEFAULT_MAX_LEVEL,
-        device: str = "auto",
-        cap: float = 0.0,
-    ):
-        super().__init__(trust, row_weight, iterations, centroids, max_level, device, cap)
+    trust: float = 0.75
+    row_weight: float = 0.75
+    centroids: bool = True
 
 
 def _row_rms(block: Block, mean: float) -> np.ndarray:
@@ -140,8 +127,25 @@ def _row_rms(block: Block, mean: float) -> np.ndarray:
     return np.sqrt(np.mean((rows - mean) ** 2, axis=1))
 
 
+@dataclass(frozen=True, eq=False)
+class VBQPass:
+    """The state of the first pass at rate knob ``lam``: VBQ over the prior's grid, with the effective scales."""
+
+    lam: float
+
+
+@dataclass(frozen=True, eq=False)
+class EmpiricalPass:
+    """The state after a refinement at ``lam``: the values used (ascending) and their code lengths ``-log2 P``."""
+
+    lam: float
+    values: np.ndarray
+    costs: np.ndarray
+
+
 class FittedEntropyConstrained(FittedVBQ):
-    """State at a rate: ``("vbq", lam)`` for the VBQ pass, ``("ecsq", lam, values, costs)`` after refinements."""
+    """VBQ with empirical priors fitted to a tensor; its state at a rate is a :class:`VBQPass` or,
+    after refinements, an :class:`EmpiricalPass`."""
 
     def __init__(
         self,
@@ -154,7 +158,6 @@ class FittedEntropyConstrained(FittedVBQ):
         span: tuple[float, float],
     ):
         super().__init__(shape, prior, method.max_level, device, span)
-        self.options = method.options()
         self.trust, self.row_weight, self.cap = method.trust, method.row_weight, method.cap
         self.iterations, self.centroids = method.iterations, method.centroids
         self.row_floor = row_floor  # rows shorter than this are weighted as this long
@@ -219,11 +222,11 @@ class FittedEntropyConstrained(FittedVBQ):
         # float32 as before, but never 0 or inf: a constant tensor or scales of 1e-38 / 1e38 stay finite
         return np.clip(np.sqrt(variance), _F32_TINY, _F32_HUGE).astype(np.float32)
 
-    def at(self, lam: float, rows: Rows) -> tuple:
+    def at(self, lam: float, rows: Rows) -> VBQPass | EmpiricalPass:
         """VBQ with the effective scales, then ``iterations`` passes, each replacing the rate term by
         the empirical code length ``-log2 P(value)`` of the previous pass (and, with ``centroids``,
         every used value by the weighted mean of the weights assigned to it)."""
-        state: tuple = ("vbq", float(lam))
+        state: VBQPass | EmpiricalPass = VBQPass(float(lam))
         values = self.candidates
         for _ in range(self.iterations):
             counts, total, moment = _reduce_cells(rows.map(_cell_stats, self, state))
@@ -235,27 +238,23 @@ class FittedEntropyConstrained(FittedVBQ):
             else:
                 values = values[used]
             costs = -np.log2(counts[used] / counts.sum())
-            state = ("ecsq", float(lam), values, costs)
+            state = EmpiricalPass(float(lam), values, costs)
         return state
 
-    def assign(self, block: Block, state: tuple) -> np.ndarray:
-        if state[0] == "vbq":
-            return self.vbq(block, state[1])
+    def assign(self, block: Block, state: VBQPass | EmpiricalPass) -> np.ndarray:
+        if isinstance(state, VBQPass):
+            return self.vbq(block, state.lam)
         from ._ecsq_cpu import assign_ecsq  # numba: imported on first use
 
-        _, lam, values, costs = state
         out = np.empty(len(block.loc), dtype=np.int32)
-        assign_ecsq(block.loc, self.effective(block)[1], values, costs, lam, out)
+        assign_ecsq(block.loc, self.effective(block)[1], state.values, state.costs, state.lam, out)
         return out
 
-    def grid(self, state: tuple) -> np.ndarray:
-        return self.candidates if state[0] == "vbq" else state[2]
-
-    def params(self, state: tuple) -> dict[str, Any]:
-        return {**super().params(state), **{k: v for k, v in self.options.items() if k != "max_level"}}
+    def grid(self, state: VBQPass | EmpiricalPass) -> np.ndarray:
+        return state.values if isinstance(state, EmpiricalPass) else self.candidates
 
 
-def _cell_stats(block: Block, fitted: FittedEntropyConstrained, state: tuple):
+def _cell_stats(block: Block, fitted: FittedEntropyConstrained, state: VBQPass | EmpiricalPass):
     """How many weights of the block each grid value got, the sum of their distortion weights and
     of weight x mean (for the empirical prior and the centroids)."""
     from ._ecsq_cpu import cell_stats

@@ -8,16 +8,18 @@ import numpy as np
 
 from ..errors import OptionError
 from .base import Block, FittedQuantizer, Quantizer, Rows
+from .registry import register_quantizer
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
+@register_quantizer
 class Float16(Quantizer):
     """Round every mean to the nearest float16, then entropy-code the values like any grid.
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import fit_in_memory
+        >>> from bnncompress.inmemory import fit_in_memory
         >>> t = TensorPosterior(np.array([0.1, 0.1, 1 / 3], np.float32), np.ones(3, np.float32))
         >>> fit_in_memory(Float16(), t).quantize(lam=0).values().tolist()
         [0.0999755859375, 0.0999755859375, 0.333251953125]

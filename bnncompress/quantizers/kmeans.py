@@ -14,12 +14,14 @@ weights of a tensor, so these methods need the whole tensor in memory (no stream
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import OptionError
 from .base import Block, FittedQuantizer, Quantizer, Rows
+from .registry import register_quantizer
 
 _BINS = 1 << 14
 _MAX_K = 4096
@@ -61,12 +63,14 @@ def weighted_lloyd(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     return centroids
 
 
+@register_quantizer
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class KMeans(Quantizer):
     """Cluster the means into ``64 / lam`` shared values (scale-agnostic).
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import fit_in_memory
+        >>> from bnncompress.inmemory import fit_in_memory
         >>> t = TensorPosterior(np.array([0.0, 0.1, 5.0, 5.2], np.float32), np.ones(4, np.float32))
         >>> [round(float(v), 2) for v in fit_in_memory(KMeans(), t).quantize(lam=32).values()]  # k = 2
         [0.05, 0.05, 5.1, 5.1]
@@ -77,13 +81,12 @@ class KMeans(Quantizer):
     blockwise: ClassVar[bool] = False
     weighted: ClassVar[bool] = False
 
-    def __init__(self, prune: float = 0.0):
-        if not (isinstance(prune, (int, float)) and 0.0 <= prune < 1.0):
-            raise OptionError(f"prune must be a fraction in [0, 1), got {prune!r}")
-        self.prune = float(prune)
+    prune: float = 0.0
 
-    def options(self) -> dict[str, Any]:
-        return {"prune": self.prune}
+    def __post_init__(self) -> None:
+        if not (isinstance(self.prune, (int, float)) and 0.0 <= self.prune < 1.0):
+            raise OptionError(f"prune must be a fraction in [0, 1), got {self.prune!r}")
+        self._normalize(prune=float(self.prune))
 
     def statistics(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
         return block.loc, block.scale
@@ -95,6 +98,7 @@ class KMeans(Quantizer):
         return FittedKMeans(shape, loc, importance, self.prune)
 
 
+@register_quantizer
 class WeightedKMeans(KMeans):
     """k-means with each squared error weighted by the posterior precision ``1 / scale²``
     (Gao et al. 2019's importance-weighted k-means); ``prune`` as in :class:`KMeans`."""
@@ -125,7 +129,7 @@ class FittedKMeans(FittedQuantizer):
         else:
             self._points = self._mass = np.zeros(0)
         self._centroids: dict[int, np.ndarray] = {}
-        self._params = {"prune": prune, "importance": "inverse-variance" if importance.std() else "uniform"}
+        self.importance = "inverse-variance" if importance.std() else "uniform"
 
     def at(self, lam: float, rows: Rows) -> np.ndarray:
         k = clusters_for(lam)
@@ -151,4 +155,4 @@ class FittedKMeans(FittedQuantizer):
         return state
 
     def params(self, state: np.ndarray) -> dict[str, Any]:
-        return dict(self._params)
+        return {"importance": self.importance}

@@ -13,27 +13,33 @@ the whole tensor, so this method needs it in memory (no streaming or Dask).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..coding import num_rows, row_size
 from ..errors import OptionError
-from .base import Block, FittedQuantizer, Quantizer, Rows
+from ..geometry import num_rows, row_size
+from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows
 from .kmeans import KMeans
+from .registry import register_quantizer
 
 _MAX_NBITS = 8
 _ROW_CHUNK = 1 << 14
 _MAX_SPAN = 1e18  # largest / median |mean| at most: float32 k-means tells the bulk apart beside the largest
 _F32_MAX = float(np.finfo(np.float32).max)
+#: FAISS's k-means seed unless ``seed`` is given.
+DEFAULT_SEED = 1234
 
 
+@register_quantizer
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class ProductQuantization(Quantizer):
     """FAISS product quantization of each row's means (needs tensors with rows of >= 2 values).
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import fit_in_memory
+        >>> from bnncompress.inmemory import fit_in_memory
         >>> rng = np.random.default_rng(0)
         >>> t = TensorPosterior(rng.normal(size=(2000, 8)).astype(np.float32), np.ones((2000, 8), np.float32))
         >>> q = fit_in_memory(ProductQuantization(), t).quantize(lam=2.0)  # at most ~4 bits/weight, codebooks included
@@ -45,13 +51,13 @@ class ProductQuantization(Quantizer):
     default_lam: ClassVar[float] = 2.0
     blockwise: ClassVar[bool] = False
 
-    def __init__(self, seed: int = 1234):  # DEFAULT_SEED
+    seed: int = field(default=DEFAULT_SEED, metadata=STORED_IF_NOT_DEFAULT)  # archives of the default seed as before
+
+    def __post_init__(self) -> None:
+        seed = self.seed
         if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**31):
             raise OptionError(f"seed must be an integer from 0 to 2^31 - 1, got {seed!r}")
-        self.seed = int(seed)
-
-    def options(self) -> dict[str, Any]:
-        return {"seed": self.seed}
+        self._normalize(seed=int(seed))
 
     def statistics(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
         return block.loc, block.scale
@@ -60,32 +66,22 @@ class ProductQuantization(Quantizer):
         """Product-quantize a tensor of rows; tensors without rows to cut (biases, scalars, a
         single row) get k-means weight sharing instead, PQ's one-dimensional special case."""
         if len(shape) < 2 or row_size(shape) < 2 or num_rows(shape) < 2:
-            return _KMeansFallback(shape, KMeans().fit(shape, stats, rows))
+            kmeans = KMeans()  # its record describes this k-means alone, as archives always have
+            return Fallback(kmeans.fit(shape, stats, rows), "kmeans", kmeans.options(), stores_method_options=False)
         return FittedPQ(shape, np.concatenate([s[0] for s in stats]), self.seed)
 
 
-DEFAULT_SEED = 1234
+@dataclass(frozen=True, eq=False)
+class PQState:
+    """FAISS's configuration at a rate, and its trained codebooks ((M, K, D/M) float32)."""
 
-
-class _KMeansFallback(FittedQuantizer):
-    def __init__(self, shape: tuple[int, ...], kmeans: FittedQuantizer):
-        self.shape, self.kmeans = shape, kmeans
-
-    def at(self, lam: float, rows: Rows) -> Any:
-        return self.kmeans.at(lam, rows)
-
-    def assign(self, block: Block, state: Any) -> np.ndarray:
-        return self.kmeans.assign(block, state)
-
-    def grid(self, state: Any) -> np.ndarray:
-        return self.kmeans.grid(state)
-
-    def params(self, state: Any) -> dict[str, Any]:
-        return {**self.kmeans.params(state), "fallback": "kmeans"}
+    subvectors: int
+    nbits: int
+    codebooks: np.ndarray
 
 
 class FittedPQ(FittedQuantizer):
-    """State at a rate: ``(M, nbits, codebooks)``."""
+    """Product quantization fitted to a tensor's rows; its state at a rate is a :class:`PQState`."""
 
     def __init__(self, shape: tuple[int, ...], loc: np.ndarray, seed: int):
         self.shape = shape
@@ -125,11 +121,11 @@ class FittedPQ(FittedQuantizer):
         _, m, nbits = fitting[-1] if fitting else self.configs[0]
         return m, nbits
 
-    def at(self, lam: float, rows: Rows) -> tuple[int, int, np.ndarray]:
+    def at(self, lam: float, rows: Rows) -> PQState:
         key = self.config(lam)
         if key not in self._books:
             self._books[key] = self._train(*key)
-        return (*key, self._books[key])
+        return PQState(*key, self._books[key])
 
     def _train(self, m: int, nbits: int) -> np.ndarray:
         """(M, K, D/M) float32 centroids."""
@@ -145,11 +141,11 @@ class FittedPQ(FittedQuantizer):
         books = np.clip(books * 2.0**self.shift, -_F32_MAX, _F32_MAX)  # a centroid of ±3.4e38 stays finite
         return books.astype(np.float32)
 
-    def subvectors(self, state: tuple) -> int:
-        return state[0]
+    def subvectors(self, state: PQState) -> int:
+        return state.subvectors
 
-    def assign(self, block: Block, state: tuple) -> np.ndarray:
-        m, _, books = state
+    def assign(self, block: Block, state: PQState) -> np.ndarray:
+        m, books = state.subvectors, state.codebooks
         sub = books.shape[2]
         if block.positions is None:
             x_rows = block.loc.reshape(-1, self.dim)
@@ -165,9 +161,8 @@ class FittedPQ(FittedQuantizer):
             codes[start : start + _ROW_CHUNK] = dist.argmin(axis=2)
         return codes.reshape(-1)
 
-    def grid(self, state: tuple) -> np.ndarray:
-        return state[2].reshape(-1)
+    def grid(self, state: PQState) -> np.ndarray:
+        return state.codebooks.reshape(-1)
 
-    def params(self, state: tuple) -> dict[str, Any]:
-        seed = {} if self.seed == DEFAULT_SEED else {"seed": self.seed}  # archives of the default seed as before
-        return {"subvectors": state[0], "nbits": state[1], **seed}
+    def params(self, state: PQState) -> dict[str, Any]:
+        return {"subvectors": state.subvectors, "nbits": state.nbits}

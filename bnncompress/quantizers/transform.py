@@ -31,14 +31,17 @@ rows' RMS and the rotated columns' ranges, then ``1 + iterations`` passes per ra
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..coding import inverse_transform, num_rows, row_size
 from ..errors import OptionError
-from .base import Block, FittedQuantizer, Quantizer, Rows
+from ..geometry import num_rows, row_size
+from ..records import inverse_transform
+from .base import Block, Fallback, FittedQuantizer, Quantizer, Rows
 from .entropy_constrained import VBQDirection
+from .registry import register_quantizer
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
@@ -48,12 +51,14 @@ _MAX_MAGNITUDE = 1e30  # larger means: one model (sqrt(d) x 2 x this must stay f
 CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per process (16 bytes per weight)
 
 
+@register_quantizer
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class TransformVBQ(Quantizer):
     """PCA rotation + per-column entropy models + uncertainty-weighted entropy-constrained quantization.
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import fit_in_memory
+        >>> from bnncompress.inmemory import fit_in_memory
         >>> rng = np.random.default_rng(0)
         >>> loc = (rng.normal(size=(2000, 8)) @ rng.normal(size=(8, 8))).astype(np.float32)
         >>> f = fit_in_memory(TransformVBQ(), TensorPosterior(loc, np.full((2000, 8), 0.1, np.float32)))
@@ -65,15 +70,22 @@ class TransformVBQ(Quantizer):
     default_lam: ClassVar[float] = 0.1
     whole_row_samples: ClassVar[bool] = True  # the rotation mixes a row's values
 
-    def __init__(
-        self,
-        transform: str = "auto",
-        trust: float = 0.75,
-        row_weight: float = 0.75,
-        iterations: int = 3,
-        centroids: bool = True,
-        step: float = 0.5,
-    ):
+    transform: str = "auto"
+    trust: float = 0.75
+    row_weight: float = 0.75
+    iterations: int = 3
+    centroids: bool = True
+    step: float = 0.5
+
+    def __post_init__(self) -> None:
+        transform, trust, row_weight, iterations, centroids, step = (
+            self.transform,
+            self.trust,
+            self.row_weight,
+            self.iterations,
+            self.centroids,
+            self.step,
+        )
         if transform not in ("auto", "pca", "none"):
             raise OptionError(f"transform must be auto, pca or none, got {transform!r}")
         if not (isinstance(trust, (int, float)) and 0.0 <= trust <= 1.0):
@@ -88,18 +100,8 @@ class TransformVBQ(Quantizer):
             raise OptionError(f"centroids must be true or false, got {centroids!r}")
         if not (isinstance(step, (int, float)) and 0.01 <= step <= 10):
             raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
-        self.transform, self.trust, self.row_weight = transform, float(trust), float(row_weight)
-        self.iterations, self.centroids, self.step = int(iterations), bool(centroids), float(step)
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "transform": self.transform,
-            "trust": self.trust,
-            "row_weight": self.row_weight,
-            "iterations": self.iterations,
-            "centroids": self.centroids,
-            "step": self.step,
-        }
+        self._normalize(trust=float(trust), row_weight=float(row_weight), iterations=int(iterations))
+        self._normalize(centroids=bool(centroids), step=float(step))
 
     def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
@@ -116,15 +118,21 @@ class TransformVBQ(Quantizer):
     @property
     def _single(self) -> VBQDirection:
         """What a tensor too small for per-column models gets: one entropy model, same distortion."""
-        return VBQDirection(self.trust, self.row_weight, self.iterations, self.centroids, device="cpu")
+        return VBQDirection(
+            trust=self.trust,
+            row_weight=self.row_weight,
+            iterations=self.iterations,
+            centroids=self.centroids,
+            device="cpu",
+        )
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         d, n = row_size(shape), num_rows(shape)
         magnitude = max(max(-s[2][2], s[2][3]) for s in stats)  # the largest |mean|
         if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d) or not magnitude <= _MAX_MAGNITUDE:
-            fitted = self._single.fit(shape, [s[2] for s in stats], rows)
-            fitted.options = {**self.options(), "fallback": "one model"}
-            return fitted
+            single = self._single  # its record stores this method's options, the prior and its max_level
+            fitted = single.fit(shape, [s[2] for s in stats], rows)
+            return Fallback(fitted, "one model", {"max_level": single.max_level}, stores_method_options=True)
         sums, products = np.array(stats[0][0]), np.array(stats[0][1])
         for s, p, _ in stats[1:]:  # in block order: the same bits on every route
             sums += s
@@ -162,10 +170,36 @@ class TransformVBQ(Quantizer):
         return gain >= 0.5 * 16 * d * d
 
 
+@dataclass(frozen=True, eq=False)
+class SeedGrid:
+    """The state before refinements at rate knob ``lam``: per column a uniform grid's step, its first
+    cell and its number of cells."""
+
+    lam: float
+    steps: np.ndarray
+    firsts: np.ndarray
+    cells: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class ColumnValues:
+    """The state after a refinement at ``lam``: every column's used values (d x width, ascending, the
+    first ``sizes[j]`` of row j), their code lengths, the running minima of the costs from either
+    side, and the seeding cell each value came from."""
+
+    lam: float
+    values: np.ndarray
+    costs: np.ndarray
+    below: np.ndarray
+    above: np.ndarray
+    sizes: np.ndarray
+    cell_ids: np.ndarray
+    width: int
+
+
 class FittedTransform(FittedQuantizer):
-    """State at a rate: ``(lam, steps, firsts, cells)`` for the seeding grid, then after each refinement
-    ``(lam, values, costs, below, above, sizes, cell_ids, width)`` with every column's values (d x width)
-    and the running minima of their costs from either side."""
+    """The transform and per-column models fitted to a tensor; its state at a rate is a
+    :class:`SeedGrid`, then after each refinement a :class:`ColumnValues`."""
 
     def __init__(self, shape: tuple[int, ...], mean: np.ndarray, rotation: np.ndarray, method: TransformVBQ):
         self.shape = shape
@@ -173,7 +207,6 @@ class FittedTransform(FittedQuantizer):
         self.mean = mean
         self.rotation = rotation  # float16: what the archive stores and the decoder uses
         self.rotated = not np.array_equal(rotation, np.eye(self.d, dtype=np.float16))
-        self.options = method.options()
         self.trust, self.row_weight = method.trust, method.row_weight
         self.iterations, self.centroids, self.step = method.iterations, method.centroids, method.step
         self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
@@ -233,7 +266,7 @@ class FittedTransform(FittedQuantizer):
                 self._cached_bytes += 16 * len(y)
         return found
 
-    def _seed(self, lam: float) -> tuple:
+    def _seed(self, lam: float) -> SeedGrid:
         """The seeding grid at ``lam``: per column a step, its first cell and number of cells."""
         if not (lam > 0 and np.isfinite(lam)):
             raise OptionError(f"lambda must be a finite number > 0 for {TransformVBQ.name}, got {lam}")
@@ -241,19 +274,20 @@ class FittedTransform(FittedQuantizer):
         steps = np.maximum(np.maximum(self.step * np.sqrt(2 * lam) * self.sd, span / (_MAX_CELLS - 2)), 1e-30)
         firsts = np.floor(self.low / steps).astype(np.int64)
         cells = (np.ceil(self.high / steps).astype(np.int64) - firsts + 1).clip(1, _MAX_CELLS)
-        return (float(lam), steps, firsts, cells)
+        return SeedGrid(float(lam), steps, firsts, cells)
 
-    def at(self, lam: float, rows: Rows) -> tuple:
+    def at(self, lam: float, rows: Rows) -> SeedGrid | ColumnValues:
         """The seeding grid, then ``iterations`` entropy-constrained refinements over ``rows``."""
-        state = self._seed(lam)
-        width = int(state[3].max())
+        seed = self._seed(lam)
+        width, state = int(seed.cells.max()), seed
         for _ in range(self.iterations):
             counts, total, moment = _reduce(rows.map(_cell_stats, self, state, width))
             state = self._refined(state, counts, total, moment)
         return state
 
-    def _refined(self, state: tuple, counts: np.ndarray, total: np.ndarray, moment: np.ndarray) -> tuple:
-        lam = state[0]
+    def _refined(
+        self, state: SeedGrid | ColumnValues, counts: np.ndarray, total: np.ndarray, moment: np.ndarray
+    ) -> ColumnValues:
         centers = self.grid(state).reshape(self.d, -1)
         width = counts.shape[1]
         values = np.zeros((self.d, width))
@@ -271,41 +305,38 @@ class FittedTransform(FittedQuantizer):
             cell_ids[j, : len(used)] = used[order]
         below = np.minimum.accumulate(costs, axis=1)  # padding costs are inf: never the minimum
         above = np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1]
-        return (lam, values, costs, below, above, sizes, cell_ids, width)
+        return ColumnValues(state.lam, values, costs, below, above, sizes, cell_ids, width)
 
-    def assign(self, block: Block, state: tuple) -> np.ndarray:
+    def assign(self, block: Block, state: SeedGrid | ColumnValues) -> np.ndarray:
         from ._transform_cpu import assign_columns, round_to_cells  # numba: imported on first use
 
         y, w = self.coordinates(block)
         out = np.empty(len(y), np.int32)
-        if len(state) == 4:
-            _, steps, firsts, cells = state
-            round_to_cells(y, steps, firsts, cells, out)
+        if isinstance(state, SeedGrid):
+            round_to_cells(y, state.steps, state.firsts, state.cells, out)
         else:
-            lam, values, costs, below, above, sizes, cell_ids, _ = state
-            assign_columns(y, w, values, costs, below, above, sizes, cell_ids, lam, out)
+            s = state
+            assign_columns(y, w, s.values, s.costs, s.below, s.above, s.sizes, s.cell_ids, s.lam, out)
         return out
 
-    def grid(self, state: tuple) -> np.ndarray:
+    def grid(self, state: SeedGrid | ColumnValues) -> np.ndarray:
         """Every column's value of every cell (d x width, flat; cells no coordinate uses are 0)."""
-        if len(state) == 4:
-            _, steps, firsts, cells = state
-            width = int(cells.max())
-            grid = ((firsts[:, None] + np.arange(width)[None, :]) * steps[:, None]).astype(np.float32)
+        if isinstance(state, SeedGrid):
+            width = int(state.cells.max())
+            grid = ((state.firsts[:, None] + np.arange(width)[None, :]) * state.steps[:, None]).astype(np.float32)
         else:
-            _, values, _, _, _, sizes, cell_ids, width = state
-            grid = np.zeros((self.d, width), np.float32)
+            grid = np.zeros((self.d, state.width), np.float32)
             for j in range(self.d):
-                grid[j, cell_ids[j, : sizes[j]]] = values[j, : sizes[j]]
+                grid[j, state.cell_ids[j, : state.sizes[j]]] = state.values[j, : state.sizes[j]]
         return grid.reshape(-1)
 
-    def reconstruct(self, block: Block, indices: np.ndarray, state: tuple) -> np.ndarray:
+    def reconstruct(self, block: Block, indices: np.ndarray, state: SeedGrid | ColumnValues) -> np.ndarray:
         grid = self.grid(state).reshape(self.d, -1)
         y_hat = grid[np.resize(np.arange(self.d), len(indices)), indices].reshape(-1, self.d)
         return inverse_transform(y_hat, self.mean, self.rotation if self.rotated else None).reshape(-1)
 
-    def params(self, state: tuple) -> dict[str, Any]:
-        return {**self.options, "rotated": self.rotated}
+    def params(self, state: SeedGrid | ColumnValues) -> dict[str, Any]:
+        return {"rotated": self.rotated}
 
 
 def _centered_row_rms(loc: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -322,7 +353,7 @@ def _row_pass(block: Block, mean: np.ndarray, rotation: np.ndarray) -> tuple:
     return _centered_row_rms(block.loc, mean), low, high
 
 
-def _cell_stats(block: Block, fitted: FittedTransform, state: tuple, width: int) -> tuple:
+def _cell_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnValues, width: int) -> tuple:
     from ._transform_cpu import cell_stats  # numba: imported on first use
 
     y, w = fitted.coordinates(block)

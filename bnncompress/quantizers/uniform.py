@@ -16,18 +16,20 @@ import numpy as np
 from ..errors import OptionError
 from ..exactsum import ExactSum
 from .base import Block, FittedQuantizer, Quantizer, Rows
+from .registry import register_quantizer
 from .vbq import fit_prior
 
 _MAX_STEPS = 1 << 20  # the grid never has more than this many points
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+@register_quantizer
 class Uniform(Quantizer):
     """Round the means to a uniform grid whose step is ``lam`` times their RMS.
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import fit_in_memory
+        >>> from bnncompress.inmemory import fit_in_memory
         >>> t = TensorPosterior(np.array([0.1, 0.9, 2.2], np.float32), np.ones(3, np.float32))
         >>> [round(float(v), 3) for v in fit_in_memory(Uniform(), t).quantize(lam=0.5).values()]  # step 0.687
         [0.0, 0.687, 2.06]

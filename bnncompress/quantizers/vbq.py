@@ -29,6 +29,7 @@ then one assignment pass per rate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,18 +38,21 @@ from ..devices import resolve_device
 from ..errors import OptionError
 from ..exactsum import ExactSum
 from ..priors import GaussianPrior
-from .base import Block, FittedQuantizer, Quantizer, Rows
+from .base import NOT_IN_CONFIG, Block, FittedQuantizer, Quantizer, Rows
+from .registry import register_quantizer
 
 DEFAULT_MAX_LEVEL = 10
 _TABLE_WEIGHTS = 1 << 16  # smaller tensors build the kernel's bucket table per call (a tensor keeps 32 KiB)
 
 
+@register_quantizer
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class VBQ(Quantizer):
     """VBQ with a Gaussian quantization prior fitted to each tensor's means.
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
-        >>> from bnncompress.quantizers import fit_in_memory
+        >>> from bnncompress.inmemory import fit_in_memory
         >>> t = TensorPosterior(np.array([0.0, 1.0, 2.0], np.float32), np.array([1e-3, 1e-3, 10.0], np.float32))
         >>> fit_in_memory(VBQ(device="cpu"), t).quantize(lam=0.1).values().round(2).tolist()  # the uncertain third
         [0.0, 1.0, 1.0]
@@ -56,14 +60,14 @@ class VBQ(Quantizer):
 
     name: ClassVar[str] = "vbq"
 
-    def __init__(self, max_level: int = DEFAULT_MAX_LEVEL, device: str = "auto"):
-        if not (isinstance(max_level, (int, np.integer)) and 1 <= max_level <= 20):
-            raise OptionError(f"max_level must be an integer from 1 to 20, got {max_level!r}")
-        self.max_level = int(max_level)
-        self.device = device
+    max_level: int = DEFAULT_MAX_LEVEL
+    #: Where the search runs ("auto", "cpu", "cuda", ...): the same indices everywhere.
+    device: str = field(default="auto", metadata=NOT_IN_CONFIG)
 
-    def options(self) -> dict[str, Any]:
-        return {"max_level": self.max_level}
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_level, (int, np.integer)) and 1 <= self.max_level <= 20):
+            raise OptionError(f"max_level must be an integer from 1 to 20, got {self.max_level!r}")
+        self._normalize(max_level=int(self.max_level))
 
     def statistics(self, block: Block) -> tuple[ExactSum, ExactSum, float, float]:
         low, high = (float(block.loc.min()), float(block.loc.max())) if len(block.loc) else (np.inf, -np.inf)
@@ -169,7 +173,7 @@ class FittedVBQ(FittedQuantizer):
         return self.candidates
 
     def params(self, state: Any) -> dict[str, Any]:
-        return {"max_level": self.max_level, "prior": self.prior.to_dict()}
+        return {"prior": self.prior.to_dict()}
 
 
 def vbq_assign(
