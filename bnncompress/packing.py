@@ -11,13 +11,14 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .archive import write_archive
+from .archive import common_counts_dtype, write_archive
+from .contents import BitsPerWeight
 from .devices import resolve_device
 from .errors import ArgumentTypeError, OptionError, QualityWarning
 from .executors import check_scheduler_address, check_workers, executor_for
@@ -25,17 +26,14 @@ from .files import check_output_path
 from .kernelcache import compile_in_child
 from .pipeline import quantize_and_code
 from .posterior import Posterior
-from .quantizers import DEFAULT_METHOD, get_quantizer
+from .progress import Progress, no_progress
+from .quantizers import DEFAULT_METHOD, Quantizer, get_quantizer
 from .ratecontrol import BITS_TOLERANCE, check_bits
-from .records import BitsPerWeight, TensorRecord, common_counts_dtype
-from .sources import is_large, open_posterior
-from .sources.rows import ArraySource
+from .records import TensorRecord
+from .sources import STREAM_WEIGHTS, open_posterior
 from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
-
-#: Called as progress(stage, done, total) while packing.
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def pack(
     ``tensors`` selects which tensors to pack (default: all).
 
     ``stream`` reads the posterior block by block with bounded memory (default: for
-    .npy-directory, safetensors and HDF5 posteriors of at least ``sources.STREAM_WEIGHTS``
+    .npy-directory, flat safetensors and HDF5 posteriors of at least ``sources.STREAM_WEIGHTS``
     weights); ``workers`` (a local Dask cluster of that many processes) or ``scheduler`` (a
     Dask scheduler address or ``distributed.Client``) run the tasks on Dask. All write the
     same bytes. ``force=False`` refuses to replace an existing ``output``.
@@ -117,22 +115,16 @@ def pack(
     if bits is not None and quantizer.fixed_rate:
         raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no bits or lam")
     words = read_vocab(vocab) if vocab is not None else None  # before the (possibly slow) source
-    lazy = bool(stream) or workers is not None or scheduler is not None or (stream is None and is_large(source))
-    if lazy and not quantizer.blockwise:
-        raise OptionError(
-            f"method {quantizer.name!r} needs whole tensors in memory: it cannot stream or run on Dask; "
-            "choose another method, or stream=False without workers or scheduler"
-        )
-    report = progress or (lambda stage, done, total: None)
+    lazy = bool(stream) or workers is not None or scheduler is not None
+    _check_blockwise(quantizer, lazy)  # before reading anything, when streaming was asked for
+    report = progress or no_progress
     report("reading posterior", 0, 1)
-    posterior = open_posterior(source, vocab=words)
+    posterior = open_posterior(source, vocab=words)  # a file that reads by rows: its headers only
+    if stream is None and not lazy and not posterior.in_memory and posterior.num_weights >= STREAM_WEIGHTS:
+        lazy = True
+        _check_blockwise(quantizer, lazy)
     if not lazy:  # read it whole now (what the user asked for, and faster for small files)
-        posterior = Posterior(
-            {n: ArraySource(n, t.to_tensor(), posterior.source) for n, t in posterior.tensors.items()},
-            posterior.vocab,
-            posterior.source,
-            posterior.warnings,
-        )
+        posterior = posterior.load()
     if names:
         posterior = posterior.select(names, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
@@ -144,6 +136,14 @@ def pack(
     for note in notes:
         warnings.warn(note, QualityWarning, stacklevel=2)
     return dataclasses.replace(result, warnings=result.warnings + tuple(notes))
+
+
+def _check_blockwise(quantizer: Quantizer, lazy: bool) -> None:
+    if lazy and not quantizer.blockwise:
+        raise OptionError(
+            f"method {quantizer.name!r} needs whole tensors in memory: it cannot stream or run on Dask; "
+            "choose another method, or stream=False without workers or scheduler"
+        )
 
 
 def _check_arguments(

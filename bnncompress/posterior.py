@@ -1,9 +1,10 @@
 """The posterior types: a mean-field Gaussian N(loc, scale²) per weight, by tensor name.
 
 A :class:`Posterior` maps tensor names (the model's sample-site names, e.g.
-``word_vectors``) to a :class:`TensorPosterior` holding ``loc`` and ``scale`` arrays, plus an
-optional vocabulary. Readers for every source kind live in :mod:`bnncompress.sources`; this
-module only holds the types and the checks every source passes through (:func:`make_tensor`).
+``word_vectors``) to a :class:`TensorPosterior` holding ``loc`` and ``scale`` (in memory, or
+read from a file by rows: :class:`StoredTensor`), plus an optional vocabulary. Readers for
+every source kind live in :mod:`bnncompress.sources`; this module only holds the types and the
+checks every source passes through (:func:`make_tensor`).
 """
 
 from __future__ import annotations
@@ -12,45 +13,132 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .errors import PosteriorError
+from .geometry import num_rows, row_size
 
 #: Name given to the single flat tensor of an AutoDiagonalNormal guide read without its model.
 FLAT_LATENT_NAME = "latent"
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-@dataclass(frozen=True)
 class TensorPosterior:
-    """The Gaussian posterior of one tensor: ``N(loc, scale**2)`` elementwise.
+    """The Gaussian posterior of one tensor: ``N(loc, scale**2)`` elementwise, read whole or by rows.
 
-    ``loc`` and ``scale`` are float32 numpy arrays of the same shape; ``dtype`` is the
+    Made from arrays, its values are in memory: ``loc`` and ``scale`` are float32 numpy arrays of
+    the same shape. A source reader may instead return a :class:`StoredTensor`, which reads its
+    values from a file only when asked (by rows for streaming and Dask, or whole). ``dtype`` is the
     floating-point type the tensor had in its source (restored when it is loaded back).
+
+    Example:
+        >>> t = TensorPosterior(np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32))
+        >>> t.shape, t.num_rows, t.row_size, t.read(1, 3)[0].tolist()
+        ((3, 2), 3, 2, [0.0, 0.0, 0.0, 0.0])
     """
 
-    loc: np.ndarray
-    scale: np.ndarray
-    dtype: str = "float32"
+    #: True when ``loc`` and ``scale`` are arrays in memory (:meth:`read` returns views of them).
+    in_memory: ClassVar[bool] = True
+
+    def __init__(self, loc: np.ndarray, scale: np.ndarray, dtype: str = "float32"):
+        self._loc, self._scale, self.dtype = loc, scale, dtype
+        self.shape: tuple[int, ...] = tuple(loc.shape)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype!r})"
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.loc.shape)
+    def loc(self) -> np.ndarray:
+        """The means, float32, of shape :attr:`shape`."""
+        return self._loc
+
+    @property
+    def scale(self) -> np.ndarray:
+        """The standard deviations, float32, of shape :attr:`shape`."""
+        return self._scale
 
     @property
     def size(self) -> int:
-        return int(self.loc.size)
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def num_rows(self) -> int:
+        return num_rows(self.shape)
+
+    @property
+    def row_size(self) -> int:
+        return row_size(self.shape)
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat float32 ``loc`` and ``scale`` of rows ``start:stop`` (first dimension; a 0-d or 1-D
+        tensor has one value per row)."""
+        rs = self.row_size
+        return self._loc.reshape(-1)[start * rs : stop * rs], self._scale.reshape(-1)[start * rs : stop * rs]
+
+    def load(self) -> TensorPosterior:
+        """The tensor with its values in memory (itself when they already are)."""
+        return self
+
+
+class StoredTensor(TensorPosterior):
+    """A tensor whose values stay in a file until asked for; :meth:`read` checks them as packing
+    requires (finite means, positive scales, as many values as the shape says). Small and
+    picklable, so a Dask worker reads its own rows.
+
+    Subclasses (one per storage, made by the source readers) set ``name``, ``shape``, ``dtype``
+    and ``where`` (the file, for error messages) and implement :meth:`_read`.
+    """
+
+    in_memory: ClassVar[bool] = False
+    name: str
+    where: str
+
+    def __init__(self) -> None:  # pragma: no cover - subclasses are dataclasses
+        raise TypeError("StoredTensor is abstract; a source reader makes its subclasses")
+
+    @property
+    def loc(self) -> np.ndarray:
+        return self.load().loc
+
+    @property
+    def scale(self) -> np.ndarray:
+        return self.load().scale
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        loc, scale = self._read(start, stop)
+        loc, scale = as_float32(loc), as_float32(scale)
+        if len(loc) != (stop - start) * self.row_size or len(scale) != len(loc):
+            raise PosteriorError(f"{self.where}: '{self.name}' holds fewer values than its shape says; it is truncated")
+        from ._pipeline_kernels import count_invalid  # numba, imported on the first read (~0.3 s)
+
+        if any(count_invalid(loc, scale)):  # one pass; the error says how many
+            check_values(self.name, self.where, loc, scale)
+        return loc, scale
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """Rows ``start:stop`` of loc and scale as stored (any float dtype; uint16 = bfloat16 bits)."""
+        raise NotImplementedError
+
+    def load(self) -> TensorPosterior:
+        loc, scale = self.read(0, self.num_rows)
+        return TensorPosterior(loc.reshape(self.shape), scale.reshape(self.shape), self.dtype)
+
+
+def as_float32(a: np.ndarray) -> np.ndarray:
+    """Flat float32 values; uint16 arrays are bfloat16 bit patterns."""
+    if a.dtype == np.uint16:
+        return (a.astype(np.uint32).reshape(-1) << 16).view(np.float32)
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
 
 
 @dataclass
 class Posterior:
     """Named Gaussian posteriors plus an optional vocabulary (row labels of 2-D tensors).
 
-    ``tensors`` hold the values (:class:`TensorPosterior`), or for a posterior read lazily,
-    objects that read them by rows (:class:`bnncompress.sources.RowSource`); both have
-    ``shape``, ``size`` and ``dtype``.
+    Every tensor is a :class:`TensorPosterior`: in memory, or for a posterior opened from a
+    file that reads by rows, a :class:`StoredTensor` that reads its values when asked.
 
     Example:
         >>> p = Posterior({"w": make_tensor("w", np.zeros((3, 2)), np.ones((3, 2)), "test")}, ["a", "b", "c"])
@@ -58,7 +146,7 @@ class Posterior:
         (['w'], ['w'], 6)
     """
 
-    tensors: dict[str, Any]
+    tensors: dict[str, TensorPosterior]
     vocab: list[str] | None = None
     source: str = "python objects"
     warnings: list[str] = field(default_factory=list)
@@ -70,6 +158,16 @@ class Posterior:
     @property
     def num_weights(self) -> int:
         return sum(t.size for t in self.tensors.values())
+
+    @property
+    def in_memory(self) -> bool:
+        """True when every tensor's values are in memory."""
+        return all(t.in_memory for t in self.tensors.values())
+
+    def load(self) -> Posterior:
+        """A copy of this posterior with every tensor's values in memory (read now if they are in a file)."""
+        tensors = {n: t.load() for n, t in self.tensors.items()}
+        return Posterior(tensors, self.vocab, self.source, list(self.warnings))
 
     @property
     def vocab_tensors(self) -> list[str]:

@@ -13,7 +13,7 @@ import bnncompress
 from bnncompress import OptionError, PosteriorError, executors
 from bnncompress.exactsum import ExactSum
 from bnncompress.quantizers import METHODS
-from bnncompress.sources.rows import FileSource
+from bnncompress.sources.stored import FileTensor as FileSource
 
 BLOCKWISE = sorted(m for m, cls in METHODS.items() if cls.blockwise)
 WHOLE_TENSOR = sorted(m for m, cls in METHODS.items() if not cls.blockwise)

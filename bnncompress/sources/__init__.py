@@ -1,6 +1,9 @@
 """Posterior sources: everything that yields a mean-field Gaussian N(loc, scale²) per weight.
 
-Files are recognised by content, never by name (:func:`detect`):
+Files are recognised by content, never by name, once per file: :func:`detect` tries the
+entries of :data:`FORMATS` (name, detector, reader) in order and returns a
+:class:`PosteriorReader`. A new format is one module (its detector and reader) and one entry
+(:func:`register_format`).
 
 - ``pyro.get_param_store().save(path)`` of AutoNormal (``G.locs.X`` / ``G.scales.X``),
   AutoDiagonalNormal (flat ``G.loc`` / ``G.scale``), AutoLowRankMultivariateNormal and
@@ -12,7 +15,7 @@ Files are recognised by content, never by name (:func:`detect`):
   an optional ``"vocab"``, in .pt, .npz or .safetensors (``vocab`` metadata);
 - a directory of ``NAME.loc.npy`` / ``NAME.scale.npy`` (+ ``vocab.txt``), flat loc/scale
   safetensors, and HDF5 ``NAME/loc`` / ``NAME/scale`` datasets: these are read by rows
-  (:func:`open_posterior`), so they stream;
+  (:func:`open_posterior` gives :class:`~bnncompress.posterior.StoredTensor` objects), so they stream;
 - in Python: a live Pyro autoguide, ``{name: (loc, scale)}``, or a :class:`Posterior`.
 
 Example:
@@ -25,71 +28,75 @@ Example:
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import PosteriorError
-from ..hdf5checks import HDF5_MAGIC
+from ..errors import OptionError, PosteriorError
 from ..posterior import Posterior, check_vocab
 from ..vocabulary import read_vocab
-from .arrays import open_safetensors, read_npy_directory, read_npz, read_safetensors
-from .containers import from_mapping, torch_load
+from .containers import from_mapping
 from .guides import from_live_guide, is_pyro_guide, ivon_posterior
-from .hdf5 import open_hdf5
-from .rows import ArraySource, RowSource
+from .hdf5 import HDF5Reader, is_hdf5
+from .npy import NpyDirectoryReader, is_npy_directory
+from .npz import NpzReader, is_npz
+from .reader import ZIP_MAGIC, PosteriorReader, Probe, SourceFormat
+from .safetensors import SafetensorsReader, is_safetensors
+from .torchfile import TorchReader, is_torch_file
 
-__all__ = ["RowSource", "detect", "ivon_posterior", "is_large", "open_posterior", "read_posterior"]
+__all__ = [
+    "FORMATS",
+    "PosteriorReader",
+    "SourceFormat",
+    "detect",
+    "ivon_posterior",
+    "open_posterior",
+    "read_posterior",
+    "register_format",
+]
 
 #: Posterior files with at least this many weights are streamed when ``stream`` is left to auto.
 STREAM_WEIGHTS = 1 << 26
-_ZIP_MAGIC = b"PK\x03\x04"
 
-#: What :func:`detect` returns for each kind of posterior file.
-KINDS = ("npy-directory", "hdf5", "torch", "npz", "safetensors")
+#: The posterior file formats, tried in this order: safetensors before torch, whose legacy
+#: pickles start with a byte a safetensors header length may start with too.
+FORMATS: list[SourceFormat] = [
+    SourceFormat("npy-directory", is_npy_directory, NpyDirectoryReader),
+    SourceFormat("hdf5", is_hdf5, HDF5Reader),
+    SourceFormat("npz", is_npz, NpzReader),
+    SourceFormat("safetensors", is_safetensors, SafetensorsReader),
+    SourceFormat("torch", is_torch_file, TorchReader),
+]
 
 
-def detect(path: str | os.PathLike) -> str:
-    """The kind of posterior file at ``path`` (one of :data:`KINDS`), from its content.
+def register_format(source_format: SourceFormat) -> None:
+    """Add a posterior file format; its detector is tried after those of the formats already known.
+
+    Example:
+        >>> is_toy = lambda probe: probe.head.startswith(b"TOY")      # doctest: +SKIP
+        >>> register_format(SourceFormat("toy", is_toy, ToyReader))  # doctest: +SKIP
+    """
+    if any(f.name == source_format.name for f in FORMATS):
+        raise OptionError(f"a posterior format named {source_format.name!r} is already registered; choose another name")
+    FORMATS.append(source_format)
+
+
+def detect(path: str | os.PathLike) -> PosteriorReader:
+    """The reader for the posterior file or directory at ``path``, chosen from its content.
 
     Example:
         >>> detect("data/example.pt")
-        'torch'
+        TorchReader('data/example.pt')
     """
     given, path = str(path), Path(path)
-    if path.is_dir():
-        if any(path.glob("*.loc.npy")):
-            return "npy-directory"
+    probe = Probe.of(path, given)
+    for source_format in FORMATS:
+        if source_format.detector(probe):
+            return source_format.reader(path)
+    if probe.is_dir:
         raise PosteriorError(f"'{given}' is a directory without NAME.loc.npy / NAME.scale.npy files")
-    if not path.exists():
-        raise PosteriorError(f"'{given}' does not exist; pass a posterior file or a directory of .npy files")
-    if not path.is_file():
-        raise PosteriorError(f"'{path}' is not a regular file; pass a posterior file (.pt, .npz, .safetensors, .h5)")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError as exc:
-        raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
-    size = path.stat().st_size
-    if head.startswith(HDF5_MAGIC):
-        return "hdf5"
-    if head.startswith(_ZIP_MAGIC):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                members = zf.namelist()
-        except Exception:  # zipfile raises many kinds on damaged input
-            raise PosteriorError(f"'{path}' looks like a zip archive but is corrupt or truncated") from None
-        if any(m.endswith("data.pkl") for m in members):
-            return "torch"
-        if members and all(m.endswith(".npy") for m in members):
-            return "npz"
+    if probe.head.startswith(ZIP_MAGIC):
         raise PosteriorError(f"'{path}' is a zip archive but neither a torch .pt file nor a numpy .npz file")
-    # safetensors first: a header of 128 + 256k bytes starts with 0x80, like a legacy pickle
-    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
-        return "safetensors"
-    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
-        return "torch"
     raise PosteriorError(
         f"'{path}' is not a known posterior format; expected a Pyro param store or state dict (.pt), "
         "a .npz, .safetensors or HDF5 file, or a directory of .npy files"
@@ -102,11 +109,21 @@ def read_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
     ``vocab`` is a file with one word per line (row order) or a list of words; it overrides a
     vocabulary stored in the source. It must match the first dimension of a 2-D tensor.
     """
+    return _with_vocab(_open(source).load(), vocab)
+
+
+def open_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None = None) -> Posterior:
+    """Open a posterior as :func:`read_posterior` does, detecting a file's format once; tensors of
+    a file that can be read by rows stay there (:class:`~bnncompress.posterior.StoredTensor`,
+    headers only read now), so that a pack may stream them."""
+    return _with_vocab(_open(source), vocab)
+
+
+def _open(source: Any) -> Posterior:
     if isinstance(source, Posterior):
-        tensors = {n: t.to_tensor() if isinstance(t, RowSource) else t for n, t in source.tensors.items()}
-        posterior = Posterior(tensors, source.vocab, source.source, list(source.warnings))
+        posterior = Posterior(dict(source.tensors), source.vocab, source.source, list(source.warnings))
     elif isinstance(source, (str, os.PathLike)):
-        posterior = _read_file(Path(source))
+        posterior = detect(source).open()
     elif is_pyro_guide(source):
         posterior = from_live_guide(source)
     elif isinstance(source, Mapping):
@@ -116,30 +133,7 @@ def read_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
             f"cannot read a posterior from a {type(source).__name__}; pass a file path, "
             "a Pyro AutoNormal/AutoDiagonalNormal guide, or a dict {name: (loc, scale)}"
         )
-    return _with_vocab(posterior, vocab)
-
-
-def open_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None = None) -> Posterior:
-    """A :class:`Posterior` whose tensors are :class:`RowSource` objects: read lazily by rows
-    from a streamable file (headers only now), or wrapping the tensors of any other source."""
-    opened = _open_rows(Path(source)) if isinstance(source, (str, os.PathLike)) else None
-    if opened is None:
-        posterior = read_posterior(source, vocab=vocab)
-        tensors = {n: ArraySource(n, t, posterior.source) for n, t in posterior.tensors.items()}
-        return Posterior(tensors, posterior.vocab, posterior.source, list(posterior.warnings))
-    sources, stored_vocab, description = opened
-    return _with_vocab(Posterior(dict(sources), stored_vocab, description), vocab)
-
-
-def is_large(source: Any) -> bool:
-    """True for a streamable posterior file of at least :data:`STREAM_WEIGHTS` weights."""
-    if not isinstance(source, (str, os.PathLike)):
-        return False
-    try:
-        opened = _open_rows(Path(source))
-    except PosteriorError:
-        return False  # the whole-file reader reports it
-    return opened is not None and sum(s.size for s in opened[0].values()) >= STREAM_WEIGHTS
+    return posterior
 
 
 def _with_vocab(posterior: Posterior, vocab: Any) -> Posterior:
@@ -148,31 +142,3 @@ def _with_vocab(posterior: Posterior, vocab: Any) -> Posterior:
     if posterior.vocab is not None:
         check_vocab(posterior)
     return posterior
-
-
-def _open_rows(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str] | None:
-    kind = detect(path)
-    if kind == "npy-directory":
-        return read_npy_directory(path)
-    if kind == "hdf5":
-        return open_hdf5(path)
-    if kind == "safetensors":
-        return open_safetensors(path)
-    return None
-
-
-def _read_file(path: Path) -> Posterior:
-    kind = detect(path)
-    where = f"'{path.name}'"
-    if kind in ("npy-directory", "hdf5"):
-        sources, vocab, description = _open_rows(path)  # type: ignore[misc]
-        return Posterior({n: s.to_tensor() for n, s in sources.items()}, vocab, description)
-    if kind == "safetensors":
-        opened = open_safetensors(path)
-        if opened is not None:
-            sources, vocab, description = opened
-            return Posterior({n: s.to_tensor() for n, s in sources.items()}, vocab, description)
-        return from_mapping(read_safetensors(path), f"{where} (safetensors)")
-    if kind == "npz":
-        return from_mapping(read_npz(path), f"{where} (npz)")
-    return from_mapping(torch_load(path), where)

@@ -15,15 +15,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosteriorError
-from ..hdf5checks import LOSSLESS, check_local_dataset, plain_dataset
+from ..hdf5checks import HDF5_MAGIC, LOSSLESS, check_local_dataset, plain_dataset
+from ..posterior import Posterior, StoredTensor, TensorPosterior
 from ..vocabulary import decode_words, validate_words
-from .rows import RowSource, check_pair
+from .reader import PosteriorReader, Probe
+from .stored import check_pair
 
 _OPEN_FILES: dict[str, Any] = {}  # one read-only h5py handle per file, per process (Dask workers too)
 
 
-@dataclasses.dataclass
-class HDF5Source(RowSource):
+def is_hdf5(probe: Probe) -> bool:
+    """A file that starts with the HDF5 signature."""
+    return probe.head.startswith(HDF5_MAGIC)
+
+
+@dataclasses.dataclass(repr=False)
+class HDF5Tensor(StoredTensor):
     """loc and scale as two datasets of an HDF5 file."""
 
     name: str
@@ -45,8 +52,14 @@ class HDF5Source(RowSource):
         return f[self.loc_key][start:stop], f[self.scale_key][start:stop]
 
 
-def open_hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
-    """The loc/scale dataset pairs of an HDF5 posterior (headers only), its vocabulary and a description."""
+class HDF5Reader(PosteriorReader):
+    """Reads an HDF5 posterior as :class:`HDF5Tensor` objects (headers only until rows are read)."""
+
+    def open(self) -> Posterior:
+        return _open_hdf5(self.path)
+
+
+def _open_hdf5(path: Path) -> Posterior:
     import h5py
 
     where = f"HDF5 file '{path.name}'"
@@ -75,7 +88,7 @@ def open_hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
         words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
         if words is not None:
             vocab = validate_words(_decode_words(words, where), f"vocabulary in {where}")
-        sources: dict[str, RowSource] = {}
+        tensors: dict[str, TensorPosterior] = {}
         for name in sorted(found):
             pair = found[name]
             if set(pair) != {"loc", "scale"}:
@@ -83,10 +96,10 @@ def open_hdf5(path: Path) -> tuple[dict[str, RowSource], list[str] | None, str]:
                 raise PosteriorError(f"{where}: '{name}' has no matching '{missing}' dataset")
             loc, scale = pair["loc"], pair["scale"]
             dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
-            sources[name] = HDF5Source(name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype)
-    if not sources:
+            tensors[name] = HDF5Tensor(name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype)
+    if not tensors:
         raise PosteriorError(f"{where} holds no NAME/loc and NAME/scale datasets")
-    return sources, vocab, f"HDF5 loc/scale datasets: {where}"
+    return Posterior(tensors, vocab, f"HDF5 loc/scale datasets: {where}")
 
 
 def _decode_words(dataset: Any, where: str) -> list[str]:

@@ -1,0 +1,69 @@
+"""Posteriors as a directory of ``NAME.loc.npy`` / ``NAME.scale.npy`` pairs (+ ``vocab.txt``).
+
+Headers are parsed strictly: the bytes every header promises must be in the file before
+anything is read, each file must be a regular file, and a symbolic link must not lead out of
+the directory (:func:`~bnncompress.posterior.input_file`). Tensors are read by rows, so they stream.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PosteriorError
+from ..posterior import Posterior, TensorPosterior, input_file
+from ..vocabulary import read_vocab
+from .reader import PosteriorReader, Probe
+from .stored import FileArray, FileTensor, check_pair
+
+
+def is_npy_directory(probe: Probe) -> bool:
+    """A directory holding at least one ``NAME.loc.npy``."""
+    return probe.is_dir and any(probe.path.glob("*.loc.npy"))
+
+
+class NpyDirectoryReader(PosteriorReader):
+    """Reads a directory of ``NAME.loc.npy`` / ``NAME.scale.npy`` pairs as :class:`FileTensor` objects."""
+
+    def open(self) -> Posterior:
+        path = self.path
+        where = f"npy directory '{path.name}'"
+        names = sorted(p.name[: -len(".loc.npy")] for p in path.glob("*.loc.npy"))
+        if not names:
+            raise PosteriorError(f"directory '{path}' holds no NAME.loc.npy / NAME.scale.npy pairs")
+        tensors: dict[str, TensorPosterior] = {}
+        for name in names:
+            loc_path, scale_path = path / f"{name}.loc.npy", path / f"{name}.scale.npy"
+            if not os.path.lexists(scale_path):
+                raise PosteriorError(f"{where}: '{name}.loc.npy' has no matching '{name}.scale.npy'")
+            loc, scale = (npy_array(input_file(p, f"{where}: '{p.name}'", within=path)) for p in (loc_path, scale_path))
+            dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
+            tensors[name] = FileTensor(name, loc, scale, where, dtype)
+        vocab_path = path / "vocab.txt"
+        vocab = None
+        if os.path.lexists(vocab_path):
+            vocab = read_vocab(input_file(vocab_path, f"{where}: 'vocab.txt'", within=path))
+        return Posterior(tensors, vocab, f"npy loc/scale pairs: {where}")
+
+
+def npy_array(path: Path) -> FileArray:
+    """The array in a .npy file, by its header (the file must hold all of it)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = reader(fh)
+            offset = fh.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise PosteriorError(f"cannot read '{path}' as .npy ({exc})") from None
+    if fortran and len(shape) > 1:
+        raise PosteriorError(f"'{path}' is stored in Fortran order; save it in C order (np.ascontiguousarray)")
+    if dtype.hasobject:
+        raise PosteriorError(f"'{path}' holds Python objects; store a floating-point array")
+    array = FileArray(str(path), offset, tuple(int(s) for s in shape), dtype.str)
+    if offset + array.nbytes > path.stat().st_size:
+        raise PosteriorError(f"'{path}' declares shape {tuple(shape)} but holds fewer bytes; it is truncated")
+    return array

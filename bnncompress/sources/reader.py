@@ -1,0 +1,103 @@
+"""The reader seam: what a posterior file format provides, and what detection looks at.
+
+A format is one :class:`SourceFormat` entry: a name, a detector that recognises the file by
+its content (a :class:`Probe`: its first bytes, size, zip members), and a
+:class:`PosteriorReader` class that opens it. :func:`bnncompress.sources.detect` tries the
+entries of :data:`bnncompress.sources.FORMATS` in order, once per file.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from ..errors import PosteriorError
+from ..posterior import Posterior
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+class Probe:
+    """What detection knows of a path: whether it is a directory, and for a regular file its first
+    16 bytes, its size and (read once, on first use) its zip members.
+
+    Example:
+        >>> probe = Probe.of(Path("data/example.pt"))
+        >>> probe.head.startswith(ZIP_MAGIC), any(m.endswith("data.pkl") for m in probe.zip_members)
+        (True, True)
+    """
+
+    def __init__(self, path: Path, is_dir: bool, head: bytes = b"", size: int = 0):
+        self.path, self.is_dir, self.head, self.size = path, is_dir, head, size
+
+    @classmethod
+    def of(cls, path: Path, given: str | None = None) -> Probe:
+        """Probe ``path`` (named ``given`` in errors): a directory, or a regular file it can read."""
+        given = str(path) if given is None else given
+        if path.is_dir():
+            return cls(path, True)
+        if not path.exists():
+            raise PosteriorError(f"'{given}' does not exist; pass a posterior file or a directory of .npy files")
+        if not path.is_file():
+            raise PosteriorError(
+                f"'{path}' is not a regular file; pass a posterior file (.pt, .npz, .safetensors, .h5)"
+            )
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
+        return cls(path, False, head, path.stat().st_size)
+
+    @cached_property
+    def zip_members(self) -> list[str]:
+        """The member names of a zip file (empty for any other file)."""
+        if not self.head.startswith(ZIP_MAGIC):
+            return []
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                return zf.namelist()
+        except Exception:  # zipfile raises many kinds on damaged input
+            raise PosteriorError(f"'{self.path}' looks like a zip archive but is corrupt or truncated") from None
+
+
+class PosteriorReader(ABC):
+    """Opens one posterior file or directory whose format was detected (made by :func:`detect`).
+
+    A subclass implements :meth:`open`; a format whose tensors can be read by rows returns
+    :class:`~bnncompress.posterior.StoredTensor` objects from it, so that a pack streams them.
+
+    Example:
+        >>> from bnncompress.sources import detect
+        >>> detect("data/example.pt").read().names
+        ['word_vectors', 'context_vectors']
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self.path}')"
+
+    @abstractmethod
+    def open(self) -> Posterior:
+        """The posterior: tensors that read from the file when asked (headers read now) where the
+        format allows it, else tensors read whole now."""
+
+    def read(self) -> Posterior:
+        """The posterior with every tensor in memory."""
+        return self.open().load()
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """One posterior file format: its ``name``, a ``detector`` that recognises it from a
+    :class:`Probe` (content, never the file name), and the ``reader`` class that opens it."""
+
+    name: str
+    detector: Callable[[Probe], bool]
+    reader: Callable[[Path], PosteriorReader]

@@ -1,0 +1,80 @@
+"""Tensors stored as raw arrays in files (.npy, safetensors), read by ranges of rows.
+
+A :class:`FileTensor` is what a streamed or Dask pack reads, one task at a time: a
+:class:`~bnncompress.posterior.StoredTensor` whose ``loc`` and ``scale`` are two
+:class:`FileArray` (a C-order array at a byte offset), each range read with one positioned read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..errors import PosteriorError
+from ..geometry import row_size
+from ..posterior import StoredTensor
+
+
+@dataclasses.dataclass
+class FileArray:
+    """A C-order array at a byte offset in a file, read with one positioned read per range.
+    The file was checked to hold all of it when the source was opened."""
+
+    path: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype string, or "bfloat16"
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=object)) * self.itemsize
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        dt = np.dtype("<u2") if self.dtype == "bfloat16" else np.dtype(self.dtype)
+        rs = row_size(self.shape)
+        return np.fromfile(
+            self.path, dtype=dt, count=(stop - start) * rs, offset=self.offset + start * rs * dt.itemsize
+        )
+
+
+@dataclasses.dataclass(repr=False)
+class FileTensor(StoredTensor):
+    """A tensor whose loc and scale are raw arrays in files (a .npy pair, or two safetensors entries)."""
+
+    name: str
+    loc_array: FileArray
+    scale_array: FileArray
+    where: str
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.shape = self.loc_array.shape
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.loc_array.rows(start, stop), self.scale_array.rows(start, stop)
+
+
+def check_pair(name: str, where: str, loc: tuple, scale: tuple, dtypes: tuple[Any, Any]) -> str:
+    """Check the shapes and dtypes a file declares for ``name``; return the dtype to restore."""
+    if tuple(loc) != tuple(scale):
+        raise PosteriorError(
+            f"{where}: loc of '{name}' has shape {tuple(loc)} but scale has {tuple(scale)}; they must match"
+        )
+    if int(np.prod(loc, dtype=np.int64)) == 0:
+        raise PosteriorError(f"{where}: tensor '{name}' is empty (shape {tuple(loc)})")
+    kinds = []
+    for what, dt in zip(("loc", "scale"), dtypes):
+        if dt == "bfloat16":
+            kinds.append("bfloat16")
+            continue
+        dt = np.dtype(dt)
+        if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
+            raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dt}; it must be floating point")
+        kinds.append(dt.newbyteorder("=").name)
+    return kinds[0]
