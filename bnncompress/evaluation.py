@@ -21,7 +21,9 @@ import numpy as np
 from .archive import is_archive
 from .errors import ArgumentTypeError, OptionError, PosteriorError
 from .loader import Archive, load
+from .posterior import Posterior
 from .sources import detect, read_posterior
+from .wordvectors import word_vector_tensor
 
 #: Metric name -> gensim test-data file.
 DATASETS = {"analogy": "questions-words.txt", "ws353": "wordsim353.tsv", "simlex": "simlex999.txt"}
@@ -36,14 +38,10 @@ def dataset_path(name: str) -> Path:
     return Path(datapath(DATASETS[name]))
 
 
-def keyed_vectors(source: Any, tensor: str | None = None):
-    """gensim ``KeyedVectors`` from an archive (path or :class:`~bnncompress.Archive`), a posterior
-    file (its means), plain word vectors (word2vec text or binary, GloVe text) or KeyedVectors."""
-    return _keyed_vectors(source, tensor)[0]
-
-
 def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
-    """The vectors and which tensor they are (or what kind of file)."""
+    """gensim ``KeyedVectors`` from an archive (path or :class:`~bnncompress.Archive`), a posterior
+    file (its means), plain word vectors (word2vec text or binary, GloVe text) or KeyedVectors, and
+    which tensor they are (or what kind of file)."""
     from gensim.models import KeyedVectors
 
     if isinstance(source, KeyedVectors):
@@ -77,9 +75,7 @@ def _posterior_means(path: Path, tensor: str | None):
         raise OptionError(f"'{path}' has no vocabulary; pass «vocab» when packing, or evaluate word vectors")
     names = [n for n in posterior.names if posterior.tensors[n].shape[:1] == (len(posterior.vocab),)]
     if tensor is None:
-        if not names:
-            raise OptionError(f"no tensor of '{path}' has one row per vocabulary word")
-        tensor = "word_vectors" if "word_vectors" in names else names[0]
+        tensor = posterior_word_vectors(posterior, path)
     elif tensor not in names:
         raise OptionError(
             f"tensor {tensor!r} is not a word-vector tensor of '{path}'; choose one of: {', '.join(names)}"
@@ -88,6 +84,21 @@ def _posterior_means(path: Path, tensor: str | None):
     kv = KeyedVectors(vector_size=loc.shape[1], count=0, dtype=np.float32)
     kv.add_vectors(posterior.vocab, loc.reshape(len(posterior.vocab), -1))
     return kv, f"{tensor} (posterior means)"
+
+
+def posterior_word_vectors(posterior: Posterior, source: Any) -> str:
+    """The name of the word-vector tensor of ``posterior`` (read from ``source``), by the rule of
+    :func:`bnncompress.wordvectors.word_vector_tensor` the loader uses for archives.
+
+    Example:
+        >>> posterior_word_vectors(read_posterior("data/example.pt"), "data/example.pt")
+        'word_vectors'
+    """
+    shapes = {name: t.shape for name, t in posterior.tensors.items()}
+    name = word_vector_tensor(shapes, None if posterior.vocab is None else len(posterior.vocab))
+    if name is None:
+        raise OptionError(f"no tensor of '{source}' has one row per vocabulary word")
+    return name
 
 
 def read_word_vectors(path: str | os.PathLike):

@@ -22,16 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from . import coding
+from . import coding, geometry
 from .executors import Executor
+from .posterior import TensorPosterior
+from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions
-from .records import TensorRecord
-from .sources.rows import ArraySource, RowSource
+from .records import TensorRecord, kind_of, raw_payload_bytes
 from .tasks import Quality, compact_models, encode_kept_task, encode_task, histogram_task, map_task, statistics_task
 
-#: Called as progress(stage, done, total) while packing.
-Progress = Callable[[str, int, int], None]
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
 CERTAIN_FRACTION = 1e-3
@@ -42,7 +41,7 @@ DISTINCT_FRACTION = 0.1
 
 
 def quantize_and_code(
-    tensors: dict[str, RowSource],
+    tensors: dict[str, TensorPosterior],
     quantizer: Quantizer,
     executor: Executor,
     bits: float | None,
@@ -90,12 +89,12 @@ class KeepBudget:
 class BlockRows:
     """One tensor's coding blocks, mapped over an executor in tasks of whole blocks (a ``Rows``)."""
 
-    def __init__(self, source: RowSource, handle: Any, executor: Executor):
+    def __init__(self, source: TensorPosterior, handle: Any, executor: Executor):
         self.shape = source.shape
         self.handle, self.executor = handle, executor
-        self.block_rows = coding.block_rows_for(source.shape)
+        self.block_rows = geometry.block_rows_for(source.shape)
         block_symbols = self.block_rows * source.row_size
-        n_blocks = coding.num_blocks(source.shape, self.block_rows)
+        n_blocks = geometry.num_blocks(source.shape, self.block_rows)
         per_task = max(1, min(executor.task_symbols // max(block_symbols, 1), -(-n_blocks // (2 * executor.slots))))
         step = per_task * self.block_rows
         self.ranges = [(a, min(a + step, source.num_rows)) for a in range(0, source.num_rows, step)]
@@ -109,6 +108,14 @@ class BlockRows:
             out.extend(part)
         return out
 
+    def blocks(self) -> list[Block]:
+        """Every coding block, read here (to inspect a tensor in memory; a pack maps over them instead)."""
+        return self.map(_block_itself)
+
+
+def _block_itself(block: Block) -> Block:
+    return block
+
 
 class TensorJob:
     """One tensor through the pipeline: fitted on creation; histograms at any lambda (cached);
@@ -117,16 +124,16 @@ class TensorJob:
     def __init__(
         self,
         name: str,
-        source: RowSource,
+        source: TensorPosterior,
         quantizer: Quantizer,
         executor: Executor,
         budget: KeepBudget,
         positions: np.ndarray | None,
     ):
         self.name, self.source, self.executor, self.budget = name, source, executor, budget
-        self.quantizer_name = quantizer.name
+        self.quantizer, self.quantizer_name = quantizer, quantizer.name
         self.shape, self.num_weights = source.shape, source.size
-        handle = executor.scatter(source) if isinstance(source, ArraySource) else source  # files: workers read them
+        handle = executor.scatter(source) if source.in_memory else source  # files: workers read them
         self.rows = BlockRows(source, handle, executor)
         self._fit(quantizer, np.zeros(0, np.int64) if positions is None else positions)
         self._states: dict[tuple[float, bool], Any] = {}
@@ -154,6 +161,12 @@ class TensorJob:
     @property
     def values_per_symbol(self) -> int:
         return self.fitted.values_per_symbol
+
+    def params(self, state: Any, lam: float) -> dict[str, Any]:
+        """What a record stores of how it was made: the method's options (so that
+        ``from_config({"method": ..., **params})`` rebuilds it), what was fitted, and ``lam``."""
+        options = self.quantizer.stored_options() if self.fitted.stores_method_options else {}
+        return {**options, **self.fitted.params(state), "lam": float(lam)}
 
     def state(self, lam: float, on_sample: bool = False) -> Any:
         key = (lam, on_sample)
@@ -229,37 +242,35 @@ class TensorJob:
         state = self.state(lam)
         sub = self.fitted.subvectors(state)
         remap, table, grid = compact_models(counts, self.fitted.grid(state), sub)
-        block_size = self.rows.block_rows * (sub or self.source.row_size)
+        marks = {"subvectors": sub, "models": len(table) if table.ndim == 2 else 0}  # 0: unmarked
+        block_size = self.rows.block_rows * kind_of(marks).symbols_per_row(self.shape, marks)
         if table.shape[-1] <= 1:
             words = np.zeros(0, dtype=np.uint32)
-            offsets = np.zeros(coding.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64)
+            offsets = np.zeros(geometry.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64)
         else:
             words, offsets = self._encode(lam, state, remap, table, block_size)
         self.release()
-        if 4 * self.num_weights <= 4 * len(grid) + table.nbytes + words.nbytes + 8 * max(len(offsets) - 2, 0):
-            return self._raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
-        side = self.fitted.side_arrays()
         record = TensorRecord(
             name=self.name,
             shape=self.shape,
             dtype=self.source.dtype,
             method=self.quantizer_name,
-            params={**self.fitted.params(state), "lam": float(lam)},
+            params=self.params(state, lam),
             coder=coding.CODER_ID,
             grid=grid,
             counts=table.reshape(-1),
             words=words,
             block_rows=self.rows.block_rows,
             offsets=offsets,
-            subvectors=sub,
-            models=len(table) if table.ndim == 2 else 0,
-            mean=side.get("mean"),
-            rotation=side.get("rotation"),
+            **marks,
+            **self.fitted.side_arrays(),
         )
+        if raw_payload_bytes(self.num_weights, record.num_blocks) <= record.payload_bytes:
+            return self._raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
         return record, quality
 
     def _raw_record(self, lam: float) -> TensorRecord:
-        values = self.source.to_tensor().loc.reshape(-1).astype(np.float32)
+        values = self.source.loc.reshape(-1).astype(np.float32)
         return TensorRecord(
             name=self.name,
             shape=self.shape,
@@ -271,7 +282,7 @@ class TensorJob:
             counts=np.zeros(0, np.uint8),
             words=np.zeros(0, np.uint32),
             block_rows=self.rows.block_rows,
-            offsets=np.zeros(coding.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64),
+            offsets=np.zeros(geometry.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64),
             raw=True,
         )
 

@@ -14,14 +14,15 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ArgumentTypeError, OptionError, QualityWarning, RateControlError
-from .evaluation import METRICS, check_word_vector_options, evaluate
+from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_word_vectors
 from .files import atomic_output, check_output_path
 from .packing import pack
+from .progress import Progress, no_progress
 from .quantizers import METHODS
 from .sources import read_posterior
 
@@ -37,7 +38,7 @@ def sweep(
     restrict_vocab: int | None = None,
     csv_path: str | os.PathLike | None = None,
     plot_path: str | os.PathLike | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     force: bool = True,
 ) -> list[dict[str, Any]]:
     """Pack ``source`` with each method at each payload rate in ``bits``, evaluate, return the rows.
@@ -46,6 +47,8 @@ def sweep(
     kept as rows with a ``note`` and no scores. Writes ``csv_path`` and, if ``plot_path`` is
     given, one figure per metric (``rd.png`` -> ``rd-analogy.png``, ``rd-ws353.png``, ...); every
     output path is checked before the work starts (``force=False``: refuse existing files).
+    ``progress(stage, done, total)`` (:class:`~bnncompress.progress.Progress`) is called before
+    each point, with the point as the stage (``"uniform @ 2 bits"``).
 
     Example:
         >>> import tempfile, os
@@ -59,17 +62,17 @@ def sweep(
     if posterior.vocab is None:
         raise OptionError(f"'{source}' has no vocabulary; a sweep evaluates word vectors")
     if tensor is None:
-        tensor = "word_vectors" if "word_vectors" in posterior.names else posterior.names[0]
+        tensor = posterior_word_vectors(posterior, source)  # the tensor evaluate() picks
     posterior = posterior.select([tensor], require_vocab=True)
 
     jobs: list[tuple[str, float | None]] = []
     for m in methods:
         jobs += [(m, None)] if METHODS[m].fixed_rate else [(m, float(b)) for b in bits]
     total = len(jobs) + 1
-    report = progress or (lambda done, total, label: None)
+    report = progress or no_progress
     rows: list[dict[str, Any]] = []
 
-    report(0, total, "uncompressed")
+    report("uncompressed", 0, total)
     means = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
     rows.append(
         {
@@ -86,7 +89,7 @@ def sweep(
         archive = Path(tmp) / "sweep.bnc"
         for i, (method, target) in enumerate(jobs, start=1):
             label = method if target is None else f"{method} @ {target:g} bits"
-            report(i, total, label)
+            report(label, i, total)
             row: dict[str, Any] = {"method": method, "target_bits": target, "note": ""}
             start = time.perf_counter()
             try:
@@ -103,7 +106,7 @@ def sweep(
             row["note"] = "; ".join(notes + [w.split(": ", 1)[-1] for w in result.warnings])
             scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
             rows.append({**row, **{k: scores[k] for k in METRICS}})
-    report(total, total, "done")
+    report("done", total, total)
     if csv_path is not None:
         write_csv(rows, csv_path)
     if plot_path is not None:
@@ -138,7 +141,7 @@ def _check_request(
             raise ArgumentTypeError(f"«{name}» must be a file path or None, got {type(value).__name__}")
     if progress is not None and not callable(progress):
         raise ArgumentTypeError(
-            f"«progress» must be a function (done, total, label) or None, got {type(progress).__name__}"
+            f"«progress» must be a function progress(stage, done, total) or None, got {type(progress).__name__}"
         )
     return list(methods), [float(b) for b in bits]
 

@@ -126,7 +126,7 @@ def sweep(args) -> None:
         restrict_vocab=args.vocab_size,
         csv_path=csv,
         plot_path=results / "analogy_benchmark.png",
-        progress=lambda done, total, label: print(f"[{done}/{total}] {label}", flush=True),
+        progress=lambda stage, done, total: print(f"[{done}/{total}] {stage}", flush=True),
     )
     write_markdown(rows, results / "analogy_benchmark.md")
     print((results / "analogy_benchmark.md").read_text())

@@ -19,21 +19,23 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 
 from .._version import __version__
 from ..errors import BnnCompressError, OptionError
 from ..export import FORMATS
 from ..files import check_output_path
-from ..models import TrainProgress
+from ..models import TrainCallback, TrainProgress
 from ..numbaenv import refuse_bad_numba_environment
+from ..progress import Progress
 from ..quantizers import DEFAULT_METHOD, METHODS
 
 app = typer.Typer(
@@ -147,8 +149,11 @@ def say(text: str, to: Console = out) -> None:
     to.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def progress_bar(quiet: bool) -> Progress:
-    return Progress(
+@contextlib.contextmanager
+def progress_bar(quiet: bool, first_stage: str) -> Iterator[Progress]:
+    """A ``progress(stage, done, total)`` callback for pack and sweep: a rich bar on stderr in a
+    terminal (showing ``first_stage`` until the first call), nothing otherwise or when ``quiet``."""
+    bar = RichProgress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -158,12 +163,19 @@ def progress_bar(quiet: bool) -> Progress:
         transient=True,
         disable=quiet or not err.is_terminal,
     )
+    with bar:
+        task = bar.add_task(first_stage, total=None)
+
+        def report(stage: str, done: int, total: int, /) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        yield report
 
 
 @contextlib.contextmanager
-def training_progress(quiet: bool) -> Iterator[Callable[[TrainProgress], None]]:
-    """A ``progress`` callback for training: a rich bar (loss, pairs/s, ETA) in a terminal, else one
-    line per epoch on stderr; nothing when ``quiet``."""
+def training_progress(quiet: bool) -> Iterator[TrainCallback]:
+    """A ``progress`` callback for training, given a :class:`TrainProgress` report per step: a rich
+    bar (loss, pairs/s, ETA) in a terminal, else one line per epoch on stderr; nothing when ``quiet``."""
     if quiet:
         yield lambda p: None
         return
@@ -179,7 +191,7 @@ def training_progress(quiet: bool) -> Iterator[Callable[[TrainProgress], None]]:
 
         yield line
         return
-    bar = Progress(
+    bar = RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%  {task.fields[speed]}  ETA {task.fields[eta]}"),

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..contents import printable
 from ..errors import OptionError, QualityWarning
 from ..executors import check_scheduler_address, check_workers
 from ..export import FORMAT_HELP, FORMATS, export_to_stream, format_from_suffix
@@ -19,7 +20,6 @@ from ..loader import load
 from ..packing import default_output
 from ..packing import pack as _pack
 from ..quantizers import DEFAULT_METHOD, METHODS
-from ..records import printable
 from .app import (
     DEFAULT_METHOD_CHOICE,
     Device,
@@ -119,15 +119,10 @@ def pack(
         check_scheduler_address(scheduler)
     with (
         stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
-        progress_bar(quiet) as bar,
+        progress_bar(quiet, "packing") as report,
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore", QualityWarning)  # they are in result.warnings, printed below
-        task = bar.add_task("packing", total=None)
-
-        def report(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
-
         result = _pack(
             source,
             target,

@@ -108,8 +108,7 @@ def sweep(
     _refuse_stdout(output, "the CSV")
     _refuse_stdout(plot, "figures")
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    with progress_bar(quiet) as bar:
-        task = bar.add_task("sweeping", total=None)
+    with progress_bar(quiet, "sweeping") as report:
         rows = _sweep(
             source,
             names,
@@ -118,7 +117,7 @@ def sweep(
             restrict_vocab=restrict_vocab,
             csv_path=output,
             plot_path=plot,
-            progress=lambda done, total, label: bar.update(task, description=label, completed=done, total=total),
+            progress=report,
             force=force,
         )
     if quiet:

@@ -2,6 +2,7 @@
 
 from .skipgram import (
     SkipGramConfig,
+    TrainCallback,
     TrainProgress,
     TrainResult,
     param_store_state,
@@ -13,6 +14,7 @@ from .trainer import train_skipgram
 
 __all__ = [
     "SkipGramConfig",
+    "TrainCallback",
     "TrainProgress",
     "TrainResult",
     "param_store_state",

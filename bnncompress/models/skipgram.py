@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,9 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """What a trainer reports after every step (``epoch_done`` at the last step of an epoch)."""
+    """The report training hands its ``progress`` callback (a :data:`TrainCallback`) after every
+    step (``epoch_done`` at the last step of an epoch). Pack and sweep instead call
+    ``progress(stage, done, total)``, a :class:`bnncompress.progress.Progress`."""
 
     step: int
     total_steps: int
@@ -86,6 +88,10 @@ class TrainProgress:
     pairs_per_second: float
     eta_seconds: float
     epoch_done: bool
+
+
+#: What ``train_skipgram(progress=...)`` takes: a function of each step's :class:`TrainProgress`.
+TrainCallback = Callable[[TrainProgress], None]
 
 
 def read_corpus(path: str | os.PathLike) -> list[list[str]]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from ..devices import resolve_device
 from ..errors import OptionError
 from ..numbaenv import check_numba_environment
 from .inputs import DIVERGED, check_memory, check_trained, start_vectors
-from .skipgram import SkipGramConfig, TrainProgress, TrainResult, build_vocab, make_pairs
+from .skipgram import SkipGramConfig, TrainCallback, TrainProgress, TrainResult, build_vocab, make_pairs
 
 SITES = ("word_vectors", "context_vectors")
 _BETAS, _TINY = (0.9, 0.999), 1e-8
@@ -52,7 +52,7 @@ _BETAS, _TINY = (0.9, 0.999), 1e-8
 def train_skipgram(
     sentences: Sequence[Sequence[str]],
     config: SkipGramConfig,
-    progress: Callable[[TrainProgress], None] | None = None,
+    progress: TrainCallback | None = None,
 ) -> TrainResult:
     """Fit the Bayesian skip-gram's mean-field posterior (see the module doc); ``progress`` gets
     a :class:`~.skipgram.TrainProgress` after every step."""
@@ -90,7 +90,7 @@ def fit(
     contexts: np.ndarray,
     cfg: SkipGramConfig,
     rng: np.random.Generator,
-    progress: Callable[[TrainProgress], None] | None,
+    progress: TrainCallback | None,
 ) -> tuple[list[float], float]:
     """All epochs of ``trainer.step``; returns the loss per pair (negative ELBO / N) of each epoch and pairs/s.
     A step whose loss is not finite (the tables hold NaN or infinity) stops training: it diverged."""
