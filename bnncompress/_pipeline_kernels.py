@@ -38,11 +38,13 @@ _SHIFT = np.uint64(32)
 
 @numba.njit(cache=True, nogil=True)
 def check_values(  # pragma: no cover - compiled
-    values, loc, scale, row_size, rows_matter, certain_fraction, stats, value_bits, loc_bits, hashes
+    values, loc, scale, row_size, rows_matter, certain_fraction, far_sds, stats, value_bits, loc_bits, hashes
 ):
     """Accumulate in ``stats``, over whole rows of quantized ``values``: [min value, max value, min loc,
     max loc, rows that became constant while their means were not, certain weights (scale <
-    certain_fraction x the block's RMS) not kept within their scale, their largest error]. If
+    certain_fraction x the block's RMS) not kept within their scale, their largest error, weights
+    more than ``far_sds`` posterior standard deviations from their means, the largest such
+    distance in standard deviations]. If
     ``hashes`` (2 x rows) is not empty, write a 64-bit hash of each row's values and of its means
     into it, from their float32 bits (``value_bits``, ``loc_bits``): equal rows, equal hashes."""
     n = values.shape[0]
@@ -72,8 +74,11 @@ def check_values(  # pragma: no cover - compiled
             llo = min(llo, x)
             lhi = max(lhi, x)
             s = np.float64(scale[i])
+            err = abs(v - x)
+            if err > far_sds * s:
+                stats[7] += 1
+                stats[8] = max(stats[8], err / s)
             if s < certain_below:
-                err = abs(v - x)
                 if err > s:
                     stats[5] += 1
                     stats[6] = max(stats[6], err)

@@ -34,6 +34,11 @@ from .tasks import Quality, compact_models, encode_kept_task, encode_task, histo
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
 CERTAIN_FRACTION = 1e-3
+#: Weights decoded farther than this many posterior standard deviations from their means are
+#: reported: no ordinary rate does that (on data/example.pt at 0.5-3 bits/weight every method
+#: stays within 26), so it means an outlier the grid did not reach or a method trading
+#: per-weight fidelity for something else (vbq-direction's row-relative errors).
+FAR_SDS = 100.0
 #: A matrix whose decoded rows are fewer than this fraction of its distinct rows of means has collapsed:
 #: on data/example.pt (4,000 x 50) the default method keeps 77 distinct rows at 0.05 bits/weight, 321 at
 #: 0.1, 885 at 0.2 and 3,968 or more from 1 bit on.
@@ -216,7 +221,7 @@ class TensorJob:
         n = self.fitted.num_symbols(state)
         keep = shape[1] <= 1 << 16 and 2 * n <= self.budget.available
         rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
-        check = (rows_matter, CERTAIN_FRACTION)
+        check = (rows_matter, CERTAIN_FRACTION, FAR_SDS)
         counts, quality, kept = np.zeros(shape, dtype=np.int64), Quality(), []
         for (c, q), k in self.executor.map_keep(
             histogram_task, self.rows.tasks(self.fitted, state, shape, keep, check)
@@ -310,8 +315,9 @@ def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:
     """One-line notes on what a quantization lost that a user would not expect: a tensor of
     several distinct means collapsed to one value, a matrix's rows collapsed to few distinct
     vectors (fewer than DISTINCT_FRACTION of its distinct rows) or to constant vectors, or
-    weights whose posterior is very certain (scale below CERTAIN_FRACTION of their block's RMS)
-    not kept within their scale."""
+    weights decoded more than FAR_SDS posterior standard deviations from their means, or weights
+    whose posterior is very certain (scale below CERTAIN_FRACTION of their block's RMS) not kept
+    within their scale."""
     notes = []
     size = int(np.prod(shape, dtype=np.int64))
     rows, means = q.rows_distinct, q.means_distinct
@@ -326,6 +332,11 @@ def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:
         notes.append(
             f"tensor '{name}': {q.flat_rows:,} of {shape[0]:,} rows were quantized to a constant vector "
             "(their direction is lost); use more bits"
+        )
+    if q.far_weights:
+        notes.append(
+            f"tensor '{name}': {q.far_weights:,} weights were decoded more than {FAR_SDS:g} posterior standard "
+            f"deviations from their means (up to {q.farthest_sds:,.0f}); use more bits or another method"
         )
     if q.certain_missed:
         notes.append(

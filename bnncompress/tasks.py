@@ -56,7 +56,17 @@ def _no_hashes() -> np.ndarray:
 
 #: The fields of :class:`Quality` that the numba pass (``check_values``) accumulates, in the order
 #: of the float64 array it takes (:meth:`Quality.accumulator`, :meth:`Quality.from_checks`).
-CHECKED = ("values_min", "values_max", "loc_min", "loc_max", "flat_rows", "certain_missed", "largest_error")
+CHECKED = (
+    "values_min",
+    "values_max",
+    "loc_min",
+    "loc_max",
+    "flat_rows",
+    "certain_missed",
+    "largest_error",
+    "far_weights",
+    "farthest_sds",
+)
 
 
 @dataclass
@@ -73,6 +83,8 @@ class Quality:
     flat_rows: int = 0
     certain_missed: int = 0
     largest_error: float = 0.0
+    far_weights: int = 0
+    farthest_sds: float = 0.0
     row_sketch: np.ndarray = field(default_factory=_no_hashes)
     mean_sketch: np.ndarray = field(default_factory=_no_hashes)
     rows_distinct: int = 0
@@ -106,6 +118,8 @@ class Quality:
         self.flat_rows += other.flat_rows
         self.certain_missed += other.certain_missed
         self.largest_error = max(self.largest_error, other.largest_error)
+        self.far_weights += other.far_weights
+        self.farthest_sds = max(self.farthest_sds, other.farthest_sds)
         self.row_sketch = sketch(self.row_sketch, other.row_sketch)
         self.mean_sketch = sketch(self.mean_sketch, other.mean_sketch)
 

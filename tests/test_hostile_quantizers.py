@@ -216,3 +216,17 @@ def test_the_distinct_row_sketch_is_exact_when_small_and_close_when_large():
     merged = sketch(*(sketch(p) for p in parts))  # in any grouping, the same sketch
     np.testing.assert_array_equal(merged, sketch(many))
     assert len(merged) == SKETCH and abs(distinct(merged) / len(np.unique(many)) - 1) < 0.05
+
+
+def test_weights_decoded_far_from_their_posterior_are_reported(tmp_path):
+    # vbq-direction weighs errors by row length: in rows of heavy-tailed means some small weights are
+    # decoded 100+ posterior sd away. That is its trade-off, but never a silent one.
+    loc = np.random.default_rng(4).standard_t(2, size=(5000, 20))
+    scale = np.full(loc.shape, 0.02)
+    with pytest.warns(bnncompress.QualityWarning, match=r"more than 100 posterior standard deviations"):
+        bnncompress.pack({"w": (loc, scale)}, tmp_path / "h.bnc", method="vbq-direction", bits=4)
+    far = np.abs(np.asarray(bnncompress.load(tmp_path / "h.bnc")["w"]) - loc) > 100 * 0.02
+    assert far.sum() > 0  # the case the warning is about is really there
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # per-weight methods keep every weight within 100 sd: no warning
+        bnncompress.pack({"w": (loc, scale)}, tmp_path / "v.bnc", method="vbq", bits=4)

@@ -195,7 +195,8 @@ def test_the_in_memory_fit_is_the_pipelines_job_and_codes_the_same_values(tmp_pa
 def test_quality_is_named_from_the_numba_pass():
     checked = Quality.accumulator()
     assert len(checked) == len(CHECKED) and checked.dtype == np.float64
-    checked[:] = [-1.5, 2.0, -3.0, 4.0, 5, 6, 0.25]
+    checked[:] = [-1.5, 2.0, -3.0, 4.0, 5, 6, 0.25, 7, 120.0]
     q = Quality.from_checks(checked, np.zeros(0, np.uint64), np.zeros(0, np.uint64))
     assert (q.values_min, q.values_max, q.loc_min, q.loc_max) == (-1.5, 2.0, -3.0, 4.0)
     assert (q.flat_rows, q.certain_missed, q.largest_error) == (5, 6, 0.25) and isinstance(q.flat_rows, int)
+    assert (q.far_weights, q.farthest_sds) == (7, 120.0) and isinstance(q.far_weights, int)
