@@ -32,6 +32,19 @@ class BitsPerWeight:
     def ratio_vs_float32(self) -> float:
         return 32.0 / self.file_bits_per_weight
 
+    @property
+    def size_note(self) -> str | None:
+        """One line when the container's fixed cost outweighs the payload (the file holds more than
+        twice the payload's bytes, as for a model of a few thousand weights); None otherwise."""
+        if not self.file_bytes > 2 * self.payload_bytes:
+            return None
+        fixed = self.file_bytes - self.payload_bytes
+        return (
+            f"the archive's fixed cost ({fixed:,.0f} bytes: the HDF5 container and each tensor's record) "
+            f"outweighs the payload ({self.payload_bytes:,} bytes, {self.payload_bits_per_weight:.3f} bits/weight): "
+            "for a model this small, file bits per weight measure the container, payload bits the quantization"
+        )
+
 
 @dataclass(frozen=True)
 class TensorInfo(BitsPerWeight):
@@ -43,6 +56,30 @@ class TensorInfo(BitsPerWeight):
     num_weights: int
     payload_bytes: int
     file_bytes: float
+    method_used: str = ""  # what made the values (:func:`method_used`); "" = ``method``
+
+
+#: What a record's ``"fallback"`` label names, where it is not the other method's own name.
+_FALLBACK_METHODS = {"one model": "vbq-direction"}
+
+
+def method_used(method: str, params: dict[str, Any], raw: bool = False) -> str:
+    """The method that actually made a tensor's values, from its record: ``method`` itself, or
+    with a note when the record says the method fell back to another (its ``"fallback"``
+    parameter) or stored the values as they are.
+
+    Example:
+        >>> method_used("vbq-transform", {"fallback": "one model", "lam": 0.1})
+        'vbq-transform (vbq-direction fallback)'
+        >>> method_used("uniform", {"lam": 0.1}, raw=True), method_used("uniform", {})
+        ('uniform (raw float32)', 'uniform')
+    """
+    if raw:
+        return f"{method} (raw float32)"
+    fallback = params.get("fallback")
+    if isinstance(fallback, str) and fallback:
+        return f"{method} ({_FALLBACK_METHODS.get(fallback, fallback)} fallback)"
+    return method
 
 
 @dataclass
@@ -92,7 +129,7 @@ def tensor_infos(contents: ArchiveContents) -> list[TensorInfo]:
     total = max(sum(w for w, _ in sizes), 1)
     shared = contents.file_bytes - sum(p for _, p in sizes)
     return [
-        TensorInfo(t.name, t.shape, t.method, w, p, p + shared * w / total)
+        TensorInfo(t.name, t.shape, t.method, w, p, p + shared * w / total, method_used(t.method, t.params, t.raw))
         for t, (w, p) in zip(contents.tensors, sizes)
     ]
 
@@ -123,6 +160,7 @@ def _summary(contents: ArchiveContents) -> dict[str, Any]:
                 "name": t.name,
                 "shape": list(t.shape),
                 "method": t.method,
+                "method_used": method_used(t.method, t.params, t.raw),  # with a fallback, the one used
                 "lam": t.params.get("lam"),  # as stored; may be absent
                 "num_weights": w,
                 "payload_bytes": p,

@@ -10,7 +10,10 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    d > 1024, or a coding gain below the matrix's cost) keep R = I and only remove the means.
    Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows), or with
    means beyond ±1e30 (whose rotated coordinates float32 could not hold), are quantized as
-   ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``).
+   ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``), and with the
+   settings ``small_trust`` (0.5) and ``small_row_weight`` (0: absolute errors) that suit a small
+   network's layers (docs/METHODS.md); the record stores both (archives made before stored neither
+   and used ``trust`` and ``row_weight``).
 2. **Posterior in the rotated basis**: coordinate j of a row has variance
    ``v_j = sum_i R_ij² scale_i²`` (exact for a mean-field posterior).
 3. **Distortion weight** (as ``vbq-direction``): ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``
@@ -31,7 +34,7 @@ rows' RMS and the rotated columns' ranges, then ``1 + iterations`` passes per ra
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,7 +42,7 @@ import numpy as np
 from ..errors import OptionError
 from ..geometry import num_rows, row_size
 from ..records import inverse_transform
-from .base import Block, Fallback, FittedQuantizer, Quantizer, Rows
+from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
 
@@ -76,6 +79,10 @@ class TransformVBQ(Quantizer):
     iterations: int = 3
     centroids: bool = True
     step: float = 0.5
+    #: ``trust`` and ``row_weight`` of tensors too small for per-column models (the one-model fallback):
+    #: a small network's layers are not embeddings, whose rows' directions matter (docs/METHODS.md).
+    small_trust: float = field(default=0.5, metadata=STORED_IF_NOT_DEFAULT)
+    small_row_weight: float = field(default=0.0, metadata=STORED_IF_NOT_DEFAULT)
 
     def __post_init__(self) -> None:
         transform, trust, row_weight, iterations, centroids, step = (
@@ -90,8 +97,13 @@ class TransformVBQ(Quantizer):
             raise OptionError(f"transform must be auto, pca or none, got {transform!r}")
         if not (isinstance(trust, (int, float)) and 0.0 <= trust <= 1.0):
             raise OptionError(f"trust must be between 0 and 1, got {trust!r}")
-        if not (isinstance(row_weight, (int, float)) and 0.0 <= row_weight <= 2.0):
-            raise OptionError(f"row_weight must be between 0 and 2, got {row_weight!r}")
+        for key, value, top in (
+            ("row_weight", row_weight, 2.0),
+            ("small_trust", self.small_trust, 1.0),
+            ("small_row_weight", self.small_row_weight, 2.0),
+        ):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= top):
+                raise OptionError(f"{key} must be between 0 and {top:g}, got {value!r}")
         if not (
             isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) and 0 <= iterations <= 20
         ):
@@ -102,6 +114,7 @@ class TransformVBQ(Quantizer):
             raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
         self._normalize(trust=float(trust), row_weight=float(row_weight), iterations=int(iterations))
         self._normalize(centroids=bool(centroids), step=float(step))
+        self._normalize(small_trust=float(self.small_trust), small_row_weight=float(self.small_row_weight))
 
     def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
@@ -117,10 +130,10 @@ class TransformVBQ(Quantizer):
 
     @property
     def _single(self) -> VBQDirection:
-        """What a tensor too small for per-column models gets: one entropy model, same distortion."""
+        """What a tensor too small for per-column models gets: one entropy model, its own settings."""
         return VBQDirection(
-            trust=self.trust,
-            row_weight=self.row_weight,
+            trust=self.small_trust,
+            row_weight=self.small_row_weight,
             iterations=self.iterations,
             centroids=self.centroids,
             device="cpu",
@@ -130,9 +143,10 @@ class TransformVBQ(Quantizer):
         d, n = row_size(shape), num_rows(shape)
         magnitude = max(max(-s[2][2], s[2][3]) for s in stats)  # the largest |mean|
         if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d) or not magnitude <= _MAX_MAGNITUDE:
-            single = self._single  # its record stores this method's options, the prior and its max_level
-            fitted = single.fit(shape, [s[2] for s in stats], rows)
-            return Fallback(fitted, "one model", {"max_level": single.max_level}, stores_method_options=True)
+            single = self._single  # its record stores this method's options, the prior, its max_level
+            fitted = single.fit(shape, [s[2] for s in stats], rows)  # and the settings it used
+            used = {"max_level": single.max_level, "small_trust": single.trust, "small_row_weight": single.row_weight}
+            return Fallback(fitted, "one model", used, stores_method_options=True)
         sums, products = np.array(stats[0][0]), np.array(stats[0][1])
         for s, p, _ in stats[1:]:  # in block order: the same bits on every route
             sums += s
