@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import coding
+from . import coding, modules
 from .archive import read_archive
 from .contents import ArchiveContents, TensorInfo, printable, summary, tensor_infos
-from .errors import ArchiveError, ModelMismatchError, NotFoundError, OptionError, OutOfRangeError
+from .errors import ArchiveError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
 from .geometry import row_positions
 from .records import TensorRecord
+from .supports import constrain
 from .wordvectors import embedding_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,7 +125,10 @@ class Archive:
         if name not in self._cache:
             _check_fits_in_memory(rec)
             try:
-                values = _restore_dtype(self._values(rec).reshape(rec.shape), rec.dtype)
+                values = self._values(rec).reshape(rec.shape)
+                if "support" in rec.params:  # stored unconstrained: the constrained posterior median
+                    values = constrain(rec.params["support"], values, f"tensor '{name}'")
+                values = _restore_dtype(values, rec.dtype)
             except MemoryError:
                 raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None
             values.flags.writeable = False
@@ -144,6 +148,13 @@ class Archive:
             (2, 50)
         """
         rec = self.record(name)
+        if "support" in rec.params:  # its transform may change the shape (simplex): from the whole tensor
+            whole = self[name]
+            if not whole.shape:
+                raise OutOfRangeError(f"tensor '{name}' is 0-dimensional; it has no rows; read it as archive['{name}']")
+            positions, index_shape = row_positions(indices, whole.shape[0], name)
+            values = whole[positions].reshape(index_shape + whole.shape[1:])
+            return values[()] if values.ndim == 0 else values
         if not rec.shape:
             raise OutOfRangeError(f"tensor '{name}' is 0-dimensional; it has no rows; read it as archive['{name}']")
         positions, index_shape = row_positions(indices, rec.shape[0], name)
@@ -174,6 +185,11 @@ class Archive:
         name = name or self.default_embedding_name()
         self._vocab_for_shape(name)
         return self.rows(name, [self._word_index[word]])[0]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape ``self[name]`` has (a recorded support may change the stored shape)."""
+        rec = self.record(name)
+        return tuple(self[name].shape) if "support" in rec.params else tuple(rec.shape)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All tensors as ``{name: numpy array}``."""
@@ -252,39 +268,26 @@ class Archive:
         ``"net."`` for TyXe) only names that start with it are used, without it. With ``strict`` (the default) every
         archive tensor must have a parameter and every parameter a tensor, else
         :class:`~bnncompress.ModelMismatchError` lists the missing and unexpected names; shapes
-        must always match.
+        must always match. A PyroModule's ``PyroSample`` weights become fixed tensors (the module is
+        then deterministic, equal to :meth:`condition`); archive tensors that are not attributes
+        of a PyroModule (sites sampled in its ``forward``, e.g. a noise scale) are left to :meth:`condition`.
 
         Example:
             >>> import torch
             >>> net = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
             >>> bnncompress.load("mlp.bnc").load_into(net)   # doctest: +SKIP
         """
-        import torch
+        return modules.load_into(self, module, strict, prefix)
 
-        names = {n[len(prefix) :]: n for n in self.names if n.startswith(prefix)}
-        params = dict(module.named_parameters())
-        missing = sorted(set(params) - set(names))
-        unexpected = sorted(set(names) - set(params)) + sorted(n for n in self.names if not n.startswith(prefix))
-        shapes = [
-            f"{n}: archive {tuple(self.record(names[n]).shape)} vs module {tuple(params[n].shape)}"
-            for n in sorted(set(names) & set(params))
-            if tuple(self.record(names[n]).shape) != tuple(params[n].shape)
-        ]
-        problems = []
-        if strict and missing:
-            problems.append(f"missing from the archive: {', '.join(missing)}")
-        if strict and unexpected:
-            problems.append(f"not in the module: {', '.join(unexpected)}")
-        if shapes:
-            problems.append(f"shape mismatch: {'; '.join(shapes)}")
-        if problems:
-            raise ModelMismatchError(f"cannot load the archive into {type(module).__name__}: {'; '.join(problems)}")
-        with torch.no_grad():
-            for short, full in names.items():
-                if short in params:
-                    p = params[short]
-                    p.copy_(torch.tensor(self[full]).to(dtype=p.dtype, device=p.device))
-        return module
+    def condition(self, model: Any) -> Any:
+        """The Pyro ``model`` with every archive tensor's site fixed to its point estimate:
+        ``pyro.poutine.condition(model, data={site: tensor})`` (constrained values, the posterior
+        median of each site whose support the archive records).
+
+        Example:
+            >>> predictive = pyro.infer.Predictive(a.condition(model), num_samples=1)   # doctest: +SKIP
+        """
+        return modules.condition(self, model)
 
     def export(
         self,

@@ -31,6 +31,7 @@ from .quantizers import DEFAULT_METHOD, Quantizer, get_quantizer
 from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord
 from .sources import STREAM_WEIGHTS, open_posterior
+from .supports import SUPPORT_UNKNOWN, with_model
 from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
@@ -82,6 +83,8 @@ def pack(
     workers: int | None = None,
     scheduler: Any = None,
     force: bool = True,
+    model: Any = None,
+    model_args: Sequence[Any] = (),
 ) -> PackResult:
     """Quantize a posterior by its uncertainty, entropy-code it, and write one archive.
 
@@ -97,6 +100,11 @@ def pack(
     weights); ``workers`` (a local Dask cluster of that many processes) or ``scheduler`` (a
     Dask scheduler address or ``distributed.Client``) run the tasks on Dask. All write the
     same bytes. ``force=False`` refuses to replace an existing ``output``.
+
+    ``model`` is the Pyro model of a Pyro posterior (a callable or a PyroModule, called once as
+    ``model(*model_args)`` under a trace): each latent site's support is recorded, so loading
+    returns constrained values (the posterior median); a flat AutoDiagonalNormal ``latent`` is
+    split into the model's sites. A live AutoGuide knows its model already.
 
     Example:
         >>> import bnncompress, numpy as np, tempfile, os
@@ -125,6 +133,8 @@ def pack(
         _check_blockwise(quantizer, lazy)
     if not lazy:  # read it whole now (what the user asked for, and faster for small files)
         posterior = posterior.load()
+    if model is not None:
+        posterior = with_model(posterior, model, tuple(model_args))
     if names:
         posterior = posterior.select(names, require_vocab=vocab is not None)
     report("reading posterior", 1, 1)
@@ -132,10 +142,16 @@ def pack(
         compile_in_child(quantizer.name, options or {})
     with executor_for(workers, scheduler) as executor:
         records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
+    supports = posterior.supports
+    records = [
+        dataclasses.replace(r, params={**r.params, "support": supports[r.name]}) if r.name in supports else r
+        for r in records
+    ]
     result = write_packed(output, records, posterior, lam, bits, report, force)
+    notes = [w for w in posterior.warnings if w.startswith(SUPPORT_UNKNOWN)] + notes
     for note in notes:
         warnings.warn(note, QualityWarning, stacklevel=2)
-    return dataclasses.replace(result, warnings=result.warnings + tuple(notes))
+    return dataclasses.replace(result, warnings=result.warnings + tuple(n for n in notes if n not in result.warnings))
 
 
 def _check_blockwise(quantizer: Quantizer, lazy: bool) -> None:

@@ -150,6 +150,8 @@ class Posterior:
     vocab: list[str] | None = None
     source: str = "python objects"
     warnings: list[str] = field(default_factory=list)
+    #: ``{name: support}`` of tensors whose values are unconstrained (:mod:`bnncompress.supports`).
+    supports: dict[str, dict] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -167,7 +169,7 @@ class Posterior:
     def load(self) -> Posterior:
         """A copy of this posterior with every tensor's values in memory (read now if they are in a file)."""
         tensors = {n: t.load() for n, t in self.tensors.items()}
-        return Posterior(tensors, self.vocab, self.source, list(self.warnings))
+        return Posterior(tensors, self.vocab, self.source, list(self.warnings), dict(self.supports))
 
     @property
     def vocab_tensors(self) -> list[str]:
@@ -196,7 +198,8 @@ class Posterior:
                 )
             warnings.append("the stored vocabulary labels none of the selected tensors; it is not packed")
             vocab = None
-        return Posterior({n: self.tensors[n] for n in names}, vocab, self.source, warnings)
+        supports = {n: s for n, s in self.supports.items() if n in names}
+        return Posterior({n: self.tensors[n] for n in names}, vocab, self.source, warnings, supports)
 
 
 def check_vocab(posterior: Posterior) -> None:

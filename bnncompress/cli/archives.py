@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -105,6 +106,14 @@ def pack(
         typer.Option(help="Pack on the Dask cluster at this scheduler address (tcp://HOST:PORT).", metavar="<address>"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The Pyro model of a param store, imported from your code: a callable with no required "
+            "arguments (or a PyroModule); records each site's support so values load constrained.",
+            metavar="<pkg.module:attr>",
+        ),
+    ] = None,
 ) -> None:
     """Quantize a posterior by its uncertainty and write one compressed archive."""
 
@@ -117,6 +126,7 @@ def pack(
         check_workers(workers)
     if scheduler is not None:
         check_scheduler_address(scheduler)
+    pyro_model = None if model is None else import_model(model)
     with (
         stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
         progress_bar(quiet, "packing") as report,
@@ -137,6 +147,7 @@ def pack(
             stream=stream,
             workers=workers,
             scheduler=scheduler,
+            model=pyro_model,
         )
     if quiet:
         return
@@ -148,6 +159,8 @@ def pack(
             f"--bits {bits:g}: the rates this method reaches on this posterior are too coarse to hit it more closely",
             err,
         )
+    if result.size_note:
+        say(f"note: {result.size_note}", err)
     aim = f" (target {bits:g})" if bits is not None else ""
     say(
         f"wrote {'standard output' if to_stdout else result.path}: {result.num_weights:,} weights, "
@@ -180,7 +193,7 @@ def info(
         (
             printable(t["name"]),
             "x".join(map(str, t["shape"])),
-            printable(t["method"]),
+            printable(t["method_used"]),  # with a fallback, the method that made the values
             "" if not isinstance(t["lam"], (int, float)) else f"{t['lam']:.4g}",
             _number(t["payload_bits_per_weight"], ".3f"),
             _number(t["file_bits_per_weight"], ".3f"),
@@ -231,6 +244,26 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int
 
 def _number(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def import_model(spec: str) -> object:
+    """``pkg.module:attr`` imported from the working directory or the Python path."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise OptionError(f"--model must be pkg.module:attr (e.g. mymodels:model), not {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise OptionError(f"--model: cannot import {module_name!r} ({exc})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise OptionError(f"--model: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise OptionError(f"--model: {spec} is a {type(obj).__name__}, not a Pyro model (a callable)")
+    return obj
 
 
 @app.command()

@@ -121,7 +121,9 @@ def open_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
 
 def _open(source: Any) -> Posterior:
     if isinstance(source, Posterior):
-        posterior = Posterior(dict(source.tensors), source.vocab, source.source, list(source.warnings))
+        posterior = Posterior(
+            dict(source.tensors), source.vocab, source.source, list(source.warnings), dict(source.supports)
+        )
     elif isinstance(source, (str, os.PathLike)):
         posterior = detect(source).open()
     elif is_pyro_guide(source):

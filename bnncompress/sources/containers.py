@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
+from ..supports import unknown_support_warning
 from ..vocabulary import decode_words, validate_words
 
 NOT_MEAN_FIELD = "is not mean-field: packing its marginal standard deviations drops the correlations between weights"
@@ -43,8 +44,12 @@ def from_mapping(obj: Any, where: str) -> Posterior:
     if FLAT_LATENT_NAME in pairs and kind.startswith("Pyro"):
         warnings.append(
             "AutoDiagonalNormal posterior read without its model: packed as one flat tensor "
-            f"'{FLAT_LATENT_NAME}' (all sample sites concatenated)"
+            f"'{FLAT_LATENT_NAME}' (all sample sites concatenated, unconstrained); pass the model to split it "
+            "into its sites and record their supports: pack(path, model=model), --model pkg.module:attr"
         )
+    if kind.startswith("Pyro"):  # locs are unconstrained; the supports live in the model
+        note = unknown_support_warning(list(pairs))
+        warnings += [note] if note else []
     tensors = {name: make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
     return Posterior(tensors, vocab, f"{kind}: {where}", warnings)
 

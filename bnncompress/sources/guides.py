@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import PosteriorError
 from ..posterior import Posterior, make_tensor
+from ..supports import site_supports
 from .containers import NOT_MEAN_FIELD
 
 
@@ -25,12 +26,15 @@ def from_live_guide(guide: Any) -> Posterior:
 
     name = type(guide).__name__
     warnings: list[str] = []
+    supports: dict = {}
     if getattr(guide, "prototype_trace", None) is None:
         raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
     with torch.no_grad():
         if isinstance(guide, AutoNormal):
             sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
-            pairs = {site: guide._get_loc_and_scale(site) for site in sites}
+            pairs = {site: guide._get_loc_and_scale(site) for site in sites}  # unconstrained
+            nodes = guide.prototype_trace.nodes
+            supports = site_supports([(s, nodes[s]["fn"].support) for s in sites], f"{name} guide", warnings)
         elif isinstance(guide, AutoContinuous) and hasattr(guide, "get_posterior"):
             posterior = guide.get_posterior()
             if not hasattr(posterior, "variance") or posterior.mean.dim() != 1:
@@ -41,6 +45,8 @@ def from_live_guide(guide: Any) -> Posterior:
             locs = {site["name"]: value for site, value in guide._unpack_latent(loc)}
             scales = {site["name"]: value for site, value in guide._unpack_latent(scale)}
             pairs = {site: (locs[site], scales[site]) for site in locs}
+            fns = [(site["name"], site["fn"].support) for site, _ in guide._unpack_latent(loc)]
+            supports = site_supports(fns, f"{name} guide", warnings)
         elif hasattr(guide, "get_loc") and hasattr(guide, "get_scale"):  # TyXe's AutoNormal
             sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
             pairs = {site: (guide.get_loc(site), guide.get_scale(site)) for site in sites}
@@ -49,7 +55,7 @@ def from_live_guide(guide: Any) -> Posterior:
                 f"cannot pack a {name} guide; use AutoNormal, AutoDiagonalNormal or AutoLowRankMultivariateNormal"
             )
     tensors = {n: make_tensor(n, loc, scale, f"{name} guide") for n, (loc, scale) in pairs.items()}
-    return Posterior(tensors, None, f"live {name} guide", warnings)
+    return Posterior(tensors, None, f"live {name} guide", warnings, supports)
 
 
 def ivon_posterior(model: Any, optimizer: Any) -> Posterior:

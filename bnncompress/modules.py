@@ -1,0 +1,72 @@
+"""Point estimates back into models: torch modules, PyroModules whose weights are ``PyroSample``
+sites, and Pyro models conditioned on an archive (:meth:`bnncompress.Archive.load_into`,
+:meth:`bnncompress.Archive.condition`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ModelMismatchError
+
+
+def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
+    """``{full name: (submodule, attribute)}`` of a PyroModule's ``PyroSample`` attributes."""
+    found = {}
+    for prefix, sub in module.named_modules():
+        for attr in getattr(sub, "_pyro_samples", {}):
+            found[f"{prefix}.{attr}" if prefix else attr] = (sub, attr)
+    return found
+
+
+def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") -> Any:
+    """Copy the archive's tensors into ``module`` (see :meth:`bnncompress.Archive.load_into`)."""
+    import torch
+
+    names = {n[len(prefix) :]: n for n in archive.names if n.startswith(prefix)}
+    params = dict(module.named_parameters())
+    samples = {n: s for n, s in _pyro_sample_sites(module).items() if n not in params}
+    targets = set(params) | set(samples)
+    missing = sorted(targets - set(names))
+    unexpected = sorted(set(names) - targets) + sorted(n for n in archive.names if not n.startswith(prefix))
+    if hasattr(module, "_pyro_samples"):  # a PyroModule: other archive tensors are its model's other sites
+        unexpected = []
+    shapes = []
+    for n in sorted(set(names) & targets):
+        shape = tuple(archive.shape(names[n]))
+        expected = tuple(params[n].shape) if n in params else _sample_shape(*samples[n])
+        if expected is not None and shape != expected:
+            shapes.append(f"{n}: archive {shape} vs module {expected}")
+    problems = []
+    if strict and missing:
+        problems.append(f"missing from the archive: {', '.join(missing)}")
+    if strict and unexpected:
+        problems.append(f"not in the module: {', '.join(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch: {'; '.join(shapes)}")
+    if problems:
+        raise ModelMismatchError(f"cannot load the archive into {type(module).__name__}: {'; '.join(problems)}")
+    with torch.no_grad():
+        for short, full in names.items():
+            if short in params:
+                p = params[short]
+                p.copy_(torch.tensor(archive[full]).to(dtype=p.dtype, device=p.device))
+            elif short in samples:  # the PyroSample site becomes a fixed tensor: the module is deterministic
+                sub, attr = samples[short]
+                delattr(sub, attr)
+                setattr(sub, attr, torch.nn.Parameter(archive.tensor(full), requires_grad=False))
+    return module
+
+
+def _sample_shape(sub: Any, attr: str) -> tuple[int, ...] | None:
+    """The shape of a PyroSample prior's samples (batch + event), or None if it depends on the module."""
+    prior = sub._pyro_samples[attr]
+    if not hasattr(prior, "batch_shape"):  # a function of the module
+        return None
+    return tuple(prior.batch_shape) + tuple(prior.event_shape)
+
+
+def condition(archive: Any, model: Any) -> Any:
+    """``pyro.poutine.condition(model, data={site: point estimate})`` over all the archive's tensors."""
+    import pyro
+
+    return pyro.poutine.condition(model, data={name: archive.tensor(name) for name in archive.names})

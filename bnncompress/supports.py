@@ -1,0 +1,192 @@
+"""Supports of Pyro sample sites as plain JSON: a constraint's name and its parameters, never a pickle.
+
+A guide such as AutoNormal keeps each latent site in its *unconstrained* space (where its
+posterior is Gaussian, and where it is quantized); the site's support lives in the model. An
+archive records it per tensor (``params["support"]``, docs/FORMAT.md) as ``{"constraint": NAME}``
+plus the constraint's bounds (``lower_bound``, ``upper_bound``), and every load path returns
+``biject_to(support)(value)``: the constrained posterior median.
+
+Example:
+    >>> from pyro.distributions import constraints          # doctest: +SKIP
+    >>> describe(constraints.interval(0.0, 2.0))            # doctest: +SKIP
+    {'constraint': 'interval', 'lower_bound': 0.0, 'upper_bound': 2.0}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from .errors import ArchiveError, ArgumentTypeError, PosteriorError
+from .posterior import FLAT_LATENT_NAME, Posterior, TensorPosterior
+
+#: Constraints made from bounds, by their torch class name: (name, bound attributes).
+_BOUNDED = {
+    "_GreaterThan": ("greater_than", ("lower_bound",)),
+    "_GreaterThanEq": ("greater_than_eq", ("lower_bound",)),
+    "_LessThan": ("less_than", ("upper_bound",)),
+    "_Interval": ("interval", ("lower_bound", "upper_bound")),
+    "_HalfOpenInterval": ("half_open_interval", ("lower_bound", "upper_bound")),
+}
+#: Words in a site name that suggest a non-real support (a scale, a rate, a probability).
+_CONSTRAINED_WORDS = re.compile(
+    r"(sigma|scale|std|sd|stddev|noise|tau|precision|variance|var|rate|concentration|prob|probs|lengthscale|df|nu)$"
+)
+
+SUPPORT_UNKNOWN = "site supports unknown"
+
+
+def describe(constraint: Any) -> dict[str, Any] | None:
+    """``constraint`` (a Pyro / torch constraint) as plain JSON; None for the real line.
+
+    ``independent(c, n)`` is recorded as ``c`` (the same values, elementwise). Raises
+    ValueError for a constraint that cannot be written down (e.g. tensor-valued bounds).
+    """
+    from pyro.distributions import constraints
+
+    while isinstance(constraint, constraints.independent):
+        constraint = constraint.base_constraint
+    if constraint is constraints.real or constraint is constraints.real_vector:
+        return None
+    for name in dir(constraints):  # the singletons: positive, unit_interval, simplex, softplus_positive ...
+        if not name.startswith("_") and getattr(constraints, name) is constraint:
+            return {"constraint": name}
+    cls = type(constraint).__name__
+    if cls in _BOUNDED:
+        name, bounds = _BOUNDED[cls]
+        spec: dict[str, Any] = {"constraint": name}
+        for bound in bounds:
+            value = getattr(constraint, bound)
+            if hasattr(value, "numel"):
+                if value.numel() != 1:
+                    raise ValueError(f"{name} with a tensor of bounds cannot be recorded")
+                value = value.item()
+            spec[bound] = float(value)
+        return spec
+    raise ValueError(f"the constraint {constraint!r} cannot be recorded")
+
+
+def constraint_of(spec: Any, where: str) -> Any:
+    """The Pyro constraint a recorded ``spec`` describes; ArchiveError if it is not one."""
+    from pyro.distributions import constraints
+
+    name = spec.get("constraint") if isinstance(spec, dict) else None
+    known = {n for n, _ in _BOUNDED.values()}
+    if name in known:
+        bounds = next(b for n, b in _BOUNDED.values() if n == name)
+        values = [spec.get(b) for b in bounds]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ArchiveError(f"{where}: support {spec!r} lacks numeric {', '.join(bounds)}; the archive is damaged")
+        return getattr(constraints, name)(*values)
+    value = getattr(constraints, name, None) if isinstance(name, str) and not name.startswith("_") else None
+    if not isinstance(value, constraints.Constraint):
+        raise ArchiveError(f"{where}: unknown support {spec!r}; a newer bnncompress may read it")
+    return value
+
+
+def constrain(spec: Any, values: np.ndarray, where: str) -> np.ndarray:
+    """``biject_to(support)(values)`` in float64 (values keep their shape unless the transform
+    changes it, as ``simplex`` adds one entry to the last dimension)."""
+    import torch
+    from torch.distributions import biject_to
+
+    transform = biject_to(constraint_of(spec, where))
+    with torch.no_grad():
+        return transform(torch.as_tensor(np.asarray(values, dtype=np.float64))).numpy()
+
+
+def site_supports(sites: Any, where: str, warnings: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: spec}`` for ``(name, support)`` pairs whose support is not the real line; a
+    support that cannot be recorded is reported in ``warnings`` (that site stays unconstrained)."""
+    supports = {}
+    for name, support in sites:
+        try:
+            spec = describe(support)
+        except ValueError as exc:
+            warnings.append(f"{where}: site '{name}' is returned unconstrained: {exc}")
+            continue
+        if spec is not None:
+            supports[name] = spec
+    return supports
+
+
+def model_sites(model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> list[tuple[str, Any, Any]]:
+    """``(name, support, unconstrained shape)`` of every latent (unobserved) sample site of ``model``,
+    traced once with ``model_args``: a callable (or a PyroModule) model, in trace order (the order
+    of an AutoContinuous guide's flat latent)."""
+    import pyro
+    import torch
+    from torch.distributions import biject_to
+
+    try:
+        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
+            trace = pyro.poutine.trace(model).get_trace(*model_args, **(model_kwargs or {}))
+    except Exception as exc:  # the user's code: any error, said in one line
+        raise PosteriorError(
+            f"calling the model to find its sample sites failed ({type(exc).__name__}: {exc}); "
+            "give the arguments it needs as model_args"
+        ) from exc
+    sites = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+            continue
+        if type(site["fn"]).__name__ == "_Subsample":
+            continue
+        support = site["fn"].support
+        shape = biject_to(support).inv(site["value"]).shape
+        sites.append((name, support, tuple(shape)))
+    return sites
+
+
+def unknown_support_warning(names: list[str]) -> str | None:
+    """The one warning for Pyro sites read without their model: which names suggest a non-real support."""
+    suspects = [n for n in names if any(_CONSTRAINED_WORDS.search(w) for w in re.split(r"[^A-Za-z0-9]+|_", n) if w)]
+    if not suspects:
+        return None
+    return (
+        f"{SUPPORT_UNKNOWN}: a Pyro param store keeps latent sites unconstrained and does not record their "
+        f"supports, so {', '.join(suspects[:10])}{' ...' if len(suspects) > 10 else ''} will load unconstrained "
+        "(e.g. the log of a positive site); pass the model: pack(path, model=model) in Python, "
+        "--model pkg.module:attr on the command line"
+    )
+
+
+def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> Any:
+    """``posterior`` with the supports of ``model``'s latent sites recorded, and a flat
+    AutoDiagonalNormal-style ``latent`` split into the model's sites (their unconstrained shapes,
+    in trace order: the guide's ``_unpack_latent`` layout)."""
+    if not callable(model):
+        kind = type(model).__name__
+        raise ArgumentTypeError(f"«model» must be a Pyro model (a callable or a PyroModule), not a {kind}")
+    sites = model_sites(model, tuple(model_args), model_kwargs)
+    tensors, warnings = dict(posterior.tensors), [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
+    if FLAT_LATENT_NAME in tensors and not any(name == FLAT_LATENT_NAME for name, _, _ in sites):
+        flat = tensors[FLAT_LATENT_NAME].load()
+        sizes = [int(np.prod(shape, dtype=np.int64)) for _, _, shape in sites]
+        if sum(sizes) != flat.size:
+            raise PosteriorError(
+                f"the flat '{FLAT_LATENT_NAME}' has {flat.size} values but the model's latent sites have "
+                f"{sum(sizes)}; pass the model the guide was trained with (and its model_args)"
+            )
+        loc, scale, start = flat.loc.reshape(-1), flat.scale.reshape(-1), 0
+        split = {}
+        for (name, _, shape), size in zip(sites, sizes):
+            split[name] = TensorPosterior(
+                loc[start : start + size].reshape(shape), scale[start : start + size].reshape(shape), flat.dtype
+            )
+            start += size
+        position = list(tensors).index(FLAT_LATENT_NAME)
+        items = list(tensors.items())
+        tensors = dict(items[:position] + list(split.items()) + items[position + 1 :])
+        warnings = [w for w in warnings if f"'{FLAT_LATENT_NAME}'" not in w]
+    known = {name for name, _, _ in sites}
+    strangers = [n for n in tensors if n not in known]
+    if strangers:
+        warnings.append(
+            f"tensor(s) {', '.join(strangers[:10])} are not latent sample sites of the model; "
+            "their supports are unknown and they load as stored"
+        )
+    supports = site_supports([(n, s) for n, s, _ in sites if n in tensors], "model", warnings)
+    return Posterior(tensors, posterior.vocab, posterior.source, warnings, supports)
