@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import coding, modules
+from . import modules
 from .archive import read_archive
 from .contents import ArchiveContents, TensorInfo, printable, summary, tensor_infos
 from .errors import ArchiveError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
 from .geometry import row_positions
 from .records import TensorRecord
+from .rowaccess import RowReader
 from .supports import constrain
 from .wordvectors import embedding_tensor
 
@@ -46,6 +47,7 @@ class Archive:
         self._contents = contents
         self._records = {t.name: t for t in contents.tensors}
         self._cache: dict[str, np.ndarray] = {}
+        self._readers: dict[str, RowReader] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Archive:
@@ -60,6 +62,7 @@ class Archive:
         """Drop the archive's contents and decoded tensors; any later use raises :class:`ArchiveError`."""
         self._contents = self._records = _Closed(self._contents.path)  # type: ignore[assignment]
         self._cache.clear()
+        self._readers.clear()
         self.__dict__.pop("_word_index", None)
 
     def __enter__(self) -> Archive:
@@ -112,12 +115,12 @@ class Archive:
             names = ", ".join(printable(n) for n in self.names[:20]) + (", ..." if len(self) > 20 else "")
             raise NotFoundError(f"no tensor named {name!r} in the archive; available: {names}") from None
 
-    def _values(self, rec: TensorRecord, blocks: list[int] | None = None) -> np.ndarray:
-        """Values of all blocks (symbols histogram-checked) or of ``blocks`` only, flat float32."""
-        try:
-            return rec.values(coding.decode_blocks, blocks)
-        except (ValueError, RuntimeError) as exc:
-            raise ArchiveError(f"tensor '{rec.name}' does not decode ({exc}); the archive is corrupt") from None
+    def reader(self, name: str) -> RowReader:
+        """The :class:`~bnncompress.rowaccess.RowReader` of tensor ``name`` (stored values, decoded on demand)."""
+        rec = self.record(name)
+        if name not in self._readers:
+            self._readers[name] = RowReader(rec)
+        return self._readers[name]
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
@@ -125,7 +128,7 @@ class Archive:
         if name not in self._cache:
             _check_fits_in_memory(rec)
             try:
-                values = self._values(rec).reshape(rec.shape)
+                values = self.reader(name).all().reshape(rec.shape)
                 if "support" in rec.params:  # stored unconstrained: the constrained posterior median
                     values = constrain(rec.params["support"], values, f"tensor '{name}'")
                 values = _restore_dtype(values, rec.dtype)
@@ -161,16 +164,8 @@ class Archive:
         shape = index_shape + tuple(rec.shape[1:])
         if name in self._cache:
             values = self._cache[name][positions]
-        elif positions.size == 0 or rec.num_weights == 0:
-            values = _restore_dtype(np.zeros(shape, np.float32), rec.dtype)
         else:
-            block_of = positions // rec.block_rows
-            ordered = np.sort(block_of)  # (np.unique would import numpy.ma, 40 ms, on a first lookup)
-            blocks = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
-            # sorted; only the tensor's last block can be short, and it sorts last
-            decoded = self._values(rec, blocks.tolist()).reshape((-1,) + tuple(rec.shape[1:]))
-            position = np.searchsorted(blocks, block_of) * rec.block_rows + positions - block_of * rec.block_rows
-            values = _restore_dtype(decoded[position], rec.dtype)
+            values = _restore_dtype(self.reader(name).rows(positions), rec.dtype)
         values = values.reshape(shape)
         return values[()] if values.ndim == 0 else values  # one value of a 1-D tensor: a numpy scalar
 
