@@ -12,7 +12,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoNormal
+from pyro.infer.autoguide import (
+    AutoDiagonalNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
 from pyro.nn import PyroModule, PyroSample
 from typer.testing import CliRunner
 
@@ -161,15 +166,17 @@ def test_condition_and_load_into_agree(regression, tmp_path):
         assert torch.allclose(net(x), first, atol=1e-6)
 
 
-def test_diagonal_param_store_split_into_sites_with_model(tmp_path):
+@pytest.mark.parametrize("guide_class", [AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal])
+def test_flat_latent_param_store_split_into_sites_with_model(guide_class, tmp_path):
     x, y = data()
     model = Regression()
-    guide = fit(model, AutoDiagonalNormal, (x, y))
+    guide = fit(model, guide_class, (x, y))
     medians = guide.median(x, y)
-    store = tmp_path / "diag.pt"
+    store = tmp_path / "flat.pt"
     pyro.get_param_store().save(store)
     result = bnncompress.pack(store, tmp_path / "d.bnc", method="float16", model=model, model_args=(x, y))
     assert not any("'latent'" in w for w in result.warnings)
+    assert any("not mean-field" in w for w in result.warnings) == (guide_class is not AutoDiagonalNormal)
     a = bnncompress.load(tmp_path / "d.bnc")
     assert sorted(a.names) == sorted(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "sigma"])
     assert abs(float(a["sigma"]) - float(medians["sigma"])) < 0.1 * float(medians["sigma"])
