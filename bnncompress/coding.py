@@ -116,6 +116,86 @@ def decode_blocks(
     return symbols
 
 
+def decode_prefixes(
+    words: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    num_symbols: int,
+    block_size: int,
+    blocks: list[int],
+    lengths: list[int],
+) -> np.ndarray:
+    """The first ``lengths[i]`` symbols of each of ``blocks`` (whole rows), concatenated in that
+    order: a block decoded only up to the rows asked for. constriction decodes them until numba
+    is loaded (then the kernels of :mod:`bnncompress._rows_kernels`); no histogram check.
+
+    Example:
+        >>> s = np.array([0, 1, 1, 2, 1, 0], dtype=np.int32)
+        >>> words, offsets = encode_blocks(s, np.array([2, 3, 1]), 4)
+        >>> decode_prefixes(words, offsets, np.array([2, 3, 1]), 6, 4, [1, 0], [1, 3]).tolist()
+        [1, 0, 1, 1]
+    """
+    total = int(sum(lengths))
+    if alphabet_size(counts) <= 1:
+        return np.zeros(total, dtype=np.int32)
+    if "bnncompress._rows_kernels" in sys.modules and os.environ.get("BNNCOMPRESS_CODER", "") != "constriction":
+        from . import _rows_kernels
+
+        cdfs, tables = _rows_kernels.coder_tables(counts)
+        starts = np.zeros(len(blocks) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        out, status = np.empty(total, dtype=np.int32), np.zeros(len(blocks), dtype=np.int8)
+        _rows_kernels.decode_prefixes_into(
+            np.ascontiguousarray(words, np.uint32),
+            np.ascontiguousarray(offsets, np.int64),
+            np.asarray(blocks, np.int64),
+            starts,
+            block_size,
+            num_symbols,
+            cdfs,
+            tables,
+            out,
+            status,
+        )
+        if np.any(status == _rows_kernels.BAD_FIRST_WORD):
+            raise ValueError("the coded words do not decode (a block ends in a zero word)")
+        if np.any(status == _rows_kernels.WORDS_LEFT):
+            raise ValueError("coded words left over after decoding")
+        return out
+    sizes = [min(block_size, num_symbols - b * block_size) for b in blocks]
+    parts = [
+        _decode_prefix(words[int(offsets[b]) : int(offsets[b + 1])], counts, n, n == size)
+        for b, n, size in zip(blocks, lengths, sizes)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+
+def _decode_prefix(words: np.ndarray, counts: np.ndarray, n: int, whole: bool) -> np.ndarray:
+    """The first ``n`` symbols of one stream, by constriction (all of it if ``whole``: no words
+    may be left over); per-column models in chunks of whole rows that reuse one table of probabilities."""
+    coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+    try:
+        if np.ndim(counts) == 1:
+            symbols = coder.decode(_model(counts), n)
+        else:
+            p = np.asarray(counts, dtype=np.float64)
+            p = p / p.sum(axis=1, keepdims=True)
+            chunk = np.tile(p, (max(1, min(n, _PREFIX_CHUNK) // len(p)), 1))
+            family = constriction.stream.model.Categorical(perfect=False)
+            parts = [coder.decode(family, chunk[: min(len(chunk), n - i)]) for i in range(0, n, len(chunk))]
+            symbols = np.concatenate(parts or [np.zeros(0, np.int32)]).astype(np.int32)
+    except BaseException as exc:  # constriction reports malformed input as a Rust panic
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
+            raise
+        raise ValueError(f"the coded words do not decode ({type(exc).__name__})") from None
+    if whole and not coder.is_empty():
+        raise ValueError("coded words left over after decoding")
+    return symbols
+
+
+_PREFIX_CHUNK = 4096
+
+
 def symbol_histogram(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Occurrences of each symbol of each model, in the shape of ``counts`` (whole rows of symbols)."""
     k = alphabet_size(counts)

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bnncompress"
 #: numba kernel modules: imported inside functions so that ``import bnncompress`` does not import numba.
 LAZY_LEAVES = {
     "bnncompress._ans",
+    "bnncompress._rows_kernels",
     "bnncompress._vbq_cpu",
     "bnncompress._ecsq_cpu",
     "bnncompress._exactsum_kernels",
@@ -26,6 +27,7 @@ LAZY_LEAVES = {
     "bnncompress._transform_cpu",
     "bnncompress._skipgram_kernels",
     "bnncompress._skipgram_torch",
+    "bnncompress.serving",
 }
 MAX_MODULE_LINES = 400
 

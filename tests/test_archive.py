@@ -147,13 +147,13 @@ def test_rows_and_vector_decode_only_their_blocks(packed, monkeypatch):
         and len(a.record("word_vectors").offsets) == 3
     )
     decoded_blocks = []
-    real = coding.decode_blocks
+    real = coding.decode_prefixes
 
     def spy(*args, **kwargs):
         decoded_blocks.append(args[5] if len(args) > 5 else kwargs.get("blocks"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(coding, "decode_blocks", spy)
+    monkeypatch.setattr(coding, "decode_prefixes", spy)
     np.testing.assert_array_equal(a.vector(vocab[1500]), full[1500])
     np.testing.assert_array_equal(a.rows("word_vectors", [3, 1999, -1, 3]), full[[3, 1999, -1, 3]])
     assert decoded_blocks == [[1], [0, 1]]

@@ -8,26 +8,63 @@ arrays a D-vector ``mean`` and an optional D x D float16 ``rotation``; a row dec
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
 from ..geometry import num_rows, row_size
 from .base import RecordKind, SideArray, TensorRecord, damaged, register_record_kind
+from .scalar import MEAN, PLAIN, ROTATED
 
 
 def inverse_transform(y_hat: np.ndarray, mean: np.ndarray, rotation: np.ndarray | None) -> np.ndarray:
-    """Rows of a transform-coded tensor: ``x_hat = y_hat Rᵀ + mean`` (float64 products, rounded
-    once to float32); ``rotation`` (D x D) None for no rotation. The transform quantizer
-    reconstructs with it too, so what it chose is what decodes.
+    """Rows of a transform-coded tensor: ``x_hat = y_hat Rᵀ + mean`` (float64 products summed over
+    k ascending, rounded once to float32); ``rotation`` (D x D) None for no rotation. Every decode
+    path sums in this one order (numba's :func:`~bnncompress._rows_kernels.inverse_transform_into`
+    or numpy's sequential ``cumsum``, the same bits), so a row decodes alike alone or in a tensor;
+    the transform quantizer reconstructs with it too, so what it chose is what decodes.
 
     Example:
         >>> inverse_transform(np.array([[1.0, 0.0]]), np.array([0.5, 0.5], np.float32), np.eye(2)).tolist()
         [[1.5, 0.5]]
     """
+    y = np.asarray(y_hat, dtype=np.float64)
     if rotation is None:
-        return (y_hat.astype(np.float64) + mean).astype(np.float32)
-    return (y_hat.astype(np.float64) @ rotation.astype(np.float64).T + mean).astype(np.float32)
+        return (y + mean).astype(np.float32)
+    y = y.reshape(-1, len(mean))
+    rt = np.ascontiguousarray(np.asarray(rotation, dtype=np.float64).T)
+    out = np.empty(y.shape, dtype=np.float32)
+    d = len(mean)
+    if len(y) * d * d >= _KERNEL_PRODUCTS or "bnncompress._rows_kernels" in sys.modules:
+        from .._rows_kernels import inverse_transform_into
+
+        inverse_transform_into(np.ascontiguousarray(y), rt, np.asarray(mean, np.float64), out)
+        return out
+    step = max(1, (1 << 19) // (d * d))
+    for i in range(0, len(y), step):  # (rows, k, j) products, summed over k in order by cumsum
+        acc = np.cumsum(y[i : i + step, :, None] * rt[None], axis=1)[:, -1]
+        out[i : i + step] = acc + np.asarray(mean, np.float64)
+    return out
+
+
+#: Products (rows x D²) from which :func:`inverse_transform` uses the numba kernel even before numba is imported.
+_KERNEL_PRODUCTS = 1 << 25
+
+
+def value_table(record: TensorRecord) -> tuple:
+    """What the row kernels (:mod:`bnncompress._rows_kernels`) decode with: the (D, K, 1) values
+    of every column's symbols, which symbols are counted, the transform mode, the float64 means
+    and Rᵀ (D x D; 1 x 1 when not rotated)."""
+    models, table = record.marks["models"], record.kind.model_counts(record)
+    valid = table > 0
+    position = np.cumsum(valid.reshape(-1)).reshape(table.shape) - 1
+    vt = np.where(valid, record.grid[np.maximum(position, 0)] if len(record.grid) else 0, 0).astype(np.float32)
+    mean, rotation = record.side.get("mean"), record.side.get("rotation")
+    mode = PLAIN if mean is None else (MEAN if rotation is None else ROTATED)
+    mean = np.zeros(models) if mean is None else mean.astype(np.float64)
+    rt = np.eye(1) if rotation is None else np.ascontiguousarray(rotation.reshape(models, models).T, dtype=np.float64)
+    return vt[:, :, None], valid, mode, mean, rt
 
 
 @register_record_kind
@@ -62,6 +99,9 @@ class PerColumn(RecordKind):
             return y_hat.reshape(-1)
         rotation = None if rotation is None else rotation.reshape(models, models)
         return inverse_transform(y_hat, mean, rotation).reshape(-1)
+
+    def value_table(self, record: TensorRecord) -> tuple | None:
+        return value_table(record) if self.name == "columns" else None  # (not a subclass's own decoding)
 
     def validate(self, record: TensorRecord, where: str) -> None:
         """D tables of K counts, each adding up to the rows; one grid value per counted symbol;

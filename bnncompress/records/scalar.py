@@ -6,6 +6,10 @@ import numpy as np
 
 from .base import RecordKind, TensorRecord, damaged, register_record_kind
 
+#: How a value table's rows are finished (:mod:`bnncompress._rows_kernels` has the same numbers):
+#: as they are, plus the means, or rotated and plus the means.
+PLAIN, MEAN, ROTATED = 0, 1, 2
+
 
 def dequantize(grid: np.ndarray, symbols: np.ndarray, alphabet: int, subvectors: int = 0) -> np.ndarray:
     """Values of decoded ``symbols`` (whole rows, flat): ``grid[symbols]``, or for product
@@ -35,6 +39,18 @@ class ScalarGrid(RecordKind):
 
     def dequantize(self, record: TensorRecord, symbols: np.ndarray) -> np.ndarray:
         return record.grid[symbols]
+
+    def value_table(self, record: TensorRecord) -> tuple | None:
+        """What the row kernels (:mod:`bnncompress._rows_kernels`) decode with: the grid as (P, K, L)
+        values (P = 1 and L = 1; product quantization: P = M codebooks of L-vectors), all symbols
+        valid, no transform. None for a subclass that dequantizes otherwise (it decodes by its own
+        :meth:`dequantize`)."""
+        if self.name not in ("scalar", "product"):
+            return None
+        alphabet = len(record.counts)
+        parts = record.marks.get("subvectors", 0) or 1
+        vt = record.grid.reshape(parts, alphabet, -1)
+        return vt, np.ones((parts, alphabet), dtype=np.bool_), PLAIN, np.zeros(1), np.eye(1)
 
     def validate(self, record: TensorRecord, where: str) -> None:
         """The grid holds ``values_per_symbol`` values per counted symbol; the counts add up to the symbols."""

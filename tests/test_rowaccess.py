@@ -1,0 +1,170 @@
+"""RowReader: rows decoded alone, in batches, from block prefixes, from checkpoints or whole are the same bits."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import bnncompress
+from bnncompress import _rows_kernels, coding
+from bnncompress.quantizers.registry import METHODS
+from bnncompress.records import inverse_transform
+from bnncompress.rowaccess import CHECKPOINT_SHARE, RowReader
+
+ROWS, COLUMNS = 2300, 30  # blocks of 2184 rows, the last one short (116 rows)
+
+
+@pytest.fixture(scope="module")
+def posterior():
+    params = torch.load("data/example.pt", weights_only=False)["params"]  # scales stored unconstrained (softplus)
+    loc = params["AutoNormal.locs.word_vectors"][:ROWS, :COLUMNS].numpy()
+    scale = torch.nn.functional.softplus(params["AutoNormal.scales.word_vectors"][:ROWS, :COLUMNS]).numpy()
+    small_loc = params["AutoNormal.locs.context_vectors"][:300, :8].numpy()
+    small_scale = torch.nn.functional.softplus(params["AutoNormal.scales.context_vectors"][:300, :8]).numpy()
+    return {"word_vectors": (loc, scale), "fc": (small_loc, small_scale)}
+
+
+@pytest.fixture(scope="module", params=list(METHODS))
+def archive(request, posterior, tmp_path_factory):
+    path = tmp_path_factory.mktemp("rows") / f"{request.param}.bnc"
+    rate = {"bits": 2.0, "options": {"transform": "pca"}} if request.param == "vbq-transform" else {}  # rotated columns
+    bnncompress.pack(posterior, path, method=request.param, **rate)
+    return path
+
+
+def _batches(n: int, block_rows: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    edges = [e for e in (0, 1, block_rows - 1, block_rows, n - 2, n - 1) if e < n]
+    return [
+        np.array([n - 1]),
+        np.array(edges + edges[::-1]),  # first/last rows of blocks and of the short last block, repeated
+        rng.integers(0, n, 7),
+        rng.integers(0, n, 3000),  # duplicates
+        np.arange(n)[::-1],
+    ]
+
+
+def test_rows_equal_the_full_decode_for_every_method(archive):
+    a = bnncompress.load(archive)
+    if "transform" in archive.name:
+        assert a.record("word_vectors").kind.name == "columns" and a.record("word_vectors").rotation is not None
+    for name in a.names:
+        reference = bnncompress.load(archive).reader(name)
+        full = reference.all().reshape(reference.shape)
+        assert np.array_equal(full, reference._decode(None).reshape(full.shape)), "fused != reference decode"
+        assert np.array_equal(np.concatenate([v for _, v in reference.blocks()]), full)
+        rec = a.record(name)
+        fresh = RowReader(rec)  # small batches from block prefixes, then from checkpoints
+        for batch in _batches(len(full), rec.block_rows):
+            assert np.array_equal(fresh.rows(batch), full[batch]), (name, len(batch))
+        checkpointed = RowReader(rec)
+        if checkpointed._fused():
+            checkpointed._decode_fused(None, values=False)
+            assert checkpointed._checkpoints is not None
+        for batch in _batches(len(full), rec.block_rows):
+            assert np.array_equal(checkpointed.rows(batch), full[batch]), (name, len(batch))
+
+
+def test_rows_before_numba_is_loaded_equal_the_full_decode(archive, monkeypatch):
+    a = bnncompress.load(archive)
+    fulls = {name: a.reader(name).all().reshape(a.reader(name).shape) for name in a.names}
+    monkeypatch.delitem(sys.modules, "bnncompress._rows_kernels")  # constriction prefixes, numpy transforms
+    for name, full in fulls.items():
+        reader = RowReader(a.record(name))
+        for batch in _batches(len(full), a.record(name).block_rows):
+            assert np.array_equal(reader.rows(batch), full[batch]), (name, len(batch))
+        assert np.array_equal(RowReader(a.record(name)).all(), full.reshape(-1))
+    assert "bnncompress._rows_kernels" not in sys.modules
+
+
+def test_prefix_lookups_switch_to_checkpoints_after_a_record_worth_of_symbols(archive):
+    rec = bnncompress.load(archive).record("word_vectors")
+    reader = RowReader(rec)
+    if not reader._fused():
+        pytest.skip("not a kernel-decoded record kind")
+    full = RowReader(rec).all().reshape(reader.shape)
+    reader.rows(np.array([5]))
+    assert reader._checkpoints is None  # a first lookup decodes a block prefix only
+    for row in range(ROWS - 1, 0, -97):
+        assert np.array_equal(reader.rows(np.array([row])), full[[row]])
+    assert reader._checkpoints is not None
+
+
+def test_checkpoints_stay_within_their_share_of_the_payload(archive):
+    rec = bnncompress.load(archive).record("word_vectors")
+    reader = RowReader(rec)
+    if not reader._fused():
+        pytest.skip("not a kernel-decoded record kind")
+    reader.rows(np.arange(ROWS))  # a record's worth of symbols from prefixes
+    assert reader._checkpoints is None
+    reader.rows(np.array([7]))  # beyond it: the checkpoints
+    every, _, states, positions = reader._checkpoints
+    assert states.nbytes + positions.nbytes <= CHECKPOINT_SHARE * rec.payload_bytes
+    assert every == 1 or rec.num_blocks * -(-rec.block_rows // (every - 1)) * 12 > CHECKPOINT_SHARE * rec.payload_bytes
+    cdfs, lookup, vt, valid, _, mean, rt = reader._kernel_tables()[2:]
+    tables = cdfs.nbytes + lookup.nbytes + vt.nbytes + valid.nbytes + mean.nbytes + rt.nbytes + rec.offsets.nbytes
+    assert 0 < reader.nbytes <= states.nbytes + positions.nbytes + tables
+
+
+def test_corrupt_words_are_refused(archive):
+    rec = bnncompress.load(archive).record("word_vectors")
+    if not rec.kind.coded or len(rec.words) == 0:
+        pytest.skip("no coded words")
+    words = rec.words.copy()
+    words[len(words) // 3] ^= np.uint32(0x5A5A5A5A)
+    damaged = dataclasses.replace(rec, words=words)
+    with pytest.raises(bnncompress.ArchiveError, match="corrupt"):
+        RowReader(damaged).all()
+    with pytest.raises(bnncompress.ArchiveError, match="corrupt"):
+        RowReader(damaged).rows(np.arange(rec.shape[0]))  # whole blocks from prefixes: no words may be left
+    checkpointed = RowReader(damaged)
+    checkpointed.rows(np.array([0]))
+    checkpointed._prefix_symbols = rec.num_symbols
+    with pytest.raises(bnncompress.ArchiveError, match="corrupt"):
+        checkpointed.rows(np.array([1]))  # builds the checkpoints: the whole record checked
+
+
+def test_the_kernels_number_the_transform_modes_as_the_record_kinds_do():
+    from bnncompress.records import scalar
+
+    assert (scalar.PLAIN, scalar.MEAN, scalar.ROTATED) == (
+        _rows_kernels.PLAIN,
+        _rows_kernels.MEAN,
+        _rows_kernels.ROTATED,
+    )
+
+
+def test_inverse_transform_sums_in_one_order_in_numpy_and_in_the_kernel():
+    rng = np.random.default_rng(0)
+    for d in (4, 50, 101):
+        y = rng.normal(size=(300, d))
+        rotation = rng.normal(size=(d, d))
+        mean = rng.normal(size=d).astype(np.float32)
+        expected = np.empty((300, d), np.float32)
+        for i in range(300):  # the definition: float64 products summed over k ascending
+            acc = y[i, 0] * rotation[:, 0]
+            for k in range(1, d):
+                acc = acc + y[i, k] * rotation[:, k]
+            expected[i] = acc + mean.astype(np.float64)
+        kernel = np.empty_like(expected)
+        _rows_kernels.inverse_transform_into(y, np.ascontiguousarray(rotation.T), mean.astype(np.float64), kernel)
+        assert np.array_equal(kernel, expected)
+        for rows in (1, 5, 300):
+            assert np.array_equal(inverse_transform(y[:rows], mean, rotation), expected[:rows])
+
+
+def test_decode_prefixes_by_constriction_and_by_the_kernel_agree(monkeypatch):
+    rng = np.random.default_rng(2)
+    counts = rng.integers(1, 50, size=(6, 9))
+    symbols = np.stack([rng.choice(9, size=500, p=c / c.sum()) for c in counts], axis=1).reshape(-1).astype(np.int32)
+    counts = np.stack([np.bincount(symbols[m::6], minlength=9) for m in range(6)])
+    words, offsets = coding.encode_blocks(symbols, counts, 600)
+    blocks, lengths = [4, 0, 2], [42, 600, 6]
+    expected = np.concatenate([symbols[b * 600 : b * 600 + n] for b, n in zip(blocks, lengths)])
+    assert np.array_equal(coding.decode_prefixes(words, offsets, counts, len(symbols), 600, blocks, lengths), expected)
+    monkeypatch.setenv("BNNCOMPRESS_CODER", "constriction")
+    assert np.array_equal(coding.decode_prefixes(words, offsets, counts, len(symbols), 600, blocks, lengths), expected)
