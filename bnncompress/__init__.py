@@ -29,11 +29,22 @@ from .posterior import Posterior, TensorPosterior
 from .sources import ivon_posterior, read_posterior
 from .sweep import sweep
 
+
+def __getattr__(name: str):
+    """``CompressedEmbedding`` (a torch module) is imported on first use: ``import bnncompress`` stays free of torch."""
+    if name == "CompressedEmbedding":
+        from .serving import CompressedEmbedding
+
+        return CompressedEmbedding
+    raise AttributeError(f"module 'bnncompress' has no attribute {name!r}")
+
+
 __all__ = [
     "Archive",
     "ArchiveError",
     "ArgumentTypeError",
     "BnnCompressError",
+    "CompressedEmbedding",
     "ModelMismatchError",
     "NotFoundError",
     "OptionError",

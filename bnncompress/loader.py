@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import resource
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,11 +11,14 @@ import numpy as np
 from . import modules
 from .archive import read_archive
 from .contents import ArchiveContents, TensorInfo, printable, summary, tensor_infos
-from .errors import ArchiveError, NotFoundError, OptionError, OutOfRangeError
+from .decoded import check_fits_in_memory, restore_dtype
+from .errors import ArchiveError, ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
 from .geometry import row_positions
 from .records import TensorRecord
 from .rowaccess import RowReader
+from .servedrows import ServedRows
+from .similarity import WordQueries
 from .supports import constrain
 from .wordvectors import embedding_tensor
 
@@ -23,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from gensim.models import KeyedVectors
 
-_NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
+    from .serving import CompressedEmbedding
 
 
 class Archive:
@@ -48,6 +51,7 @@ class Archive:
         self._records = {t.name: t for t in contents.tensors}
         self._cache: dict[str, np.ndarray] = {}
         self._readers: dict[str, RowReader] = {}
+        self._served: dict[str, ServedRows] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Archive:
@@ -63,6 +67,7 @@ class Archive:
         self._contents = self._records = _Closed(self._contents.path)  # type: ignore[assignment]
         self._cache.clear()
         self._readers.clear()
+        self._served.clear()
         self.__dict__.pop("_word_index", None)
 
     def __enter__(self) -> Archive:
@@ -126,12 +131,12 @@ class Archive:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
         rec = self.record(name)
         if name not in self._cache:
-            _check_fits_in_memory(rec)
+            check_fits_in_memory(rec)
             try:
                 values = self.reader(name).all().reshape(rec.shape)
                 if "support" in rec.params:  # stored unconstrained: the constrained posterior median
                     values = constrain(rec.params["support"], values, f"tensor '{name}'")
-                values = _restore_dtype(values, rec.dtype)
+                values = restore_dtype(values, rec.dtype)
             except MemoryError:
                 raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None
             values.flags.writeable = False
@@ -146,8 +151,7 @@ class Archive:
         :class:`~bnncompress.errors.OutOfRangeError` (an ``IndexError``), decoded or not.
 
         Example:
-            >>> a = load("small.bnc")                    # doctest: +SKIP
-            >>> a.rows("word_vectors", [0, 17]).shape    # doctest: +SKIP
+            >>> load("small.bnc").rows("word_vectors", [0, 17]).shape    # doctest: +SKIP
             (2, 50)
         """
         rec = self.record(name)
@@ -165,21 +169,74 @@ class Archive:
         if name in self._cache:
             values = self._cache[name][positions]
         else:
-            values = _restore_dtype(self.reader(name).rows(positions), rec.dtype)
+            values = restore_dtype(self.reader(name).rows(positions), rec.dtype)
         values = values.reshape(shape)
         return values[()] if values.ndim == 0 else values  # one value of a 1-D tensor: a numpy scalar
 
-    def vector(self, word: str, name: str | None = None) -> np.ndarray:
-        """The row of ``word`` in tensor ``name`` (default: the word vectors), decoding one block."""
-        if self.vocab is None:
-            raise OptionError("the archive has no vocabulary; use rows(name, indices)")
-        if not hasattr(self, "_word_index"):
-            self._word_index = {w: i for i, w in enumerate(self.vocab)}
-        if word not in self._word_index:
-            raise NotFoundError(f"{word!r} is not in the archive's vocabulary")
+    # ------------------------------------------------------------------ serving (rows stay compressed)
+    def served_rows(self, name: str | None = None) -> ServedRows:
+        """Tensor ``name``'s (default: word vectors) reader, row cache and norms, one per tensor, shared
+        by :meth:`embedding`, :meth:`vectors` and the similarity queries (:mod:`bnncompress.servedrows`)."""
         name = name or self.default_embedding_name()
-        self._vocab_for_shape(name)
-        return self.rows(name, [self._word_index[word]])[0]
+        if name not in self._served:
+            self._served[name] = ServedRows(self.record(name), self._contents.path)
+        return self._served[name]
+
+    def embedding(self, name: str | None = None, cache_rows: int | None = None) -> CompressedEmbedding:
+        """Tensor ``name`` (default: the word vectors) as a :class:`~bnncompress.CompressedEmbedding`:
+        an ``nn.Module`` whose ``forward(ids)`` decodes only the rows a batch needs, the rest coming
+        from the tensor's cache of ``cache_rows`` rows (None: keep its size, at first 10% of the rows).
+        Example: ``load("small.bnc").embedding()(torch.tensor([3, 17]))``, a (2, dim) tensor."""
+        from .serving import CompressedEmbedding
+
+        served = self.served_rows(name)
+        served.resize_cache(cache_rows)
+        return CompressedEmbedding(served)
+
+    @property
+    def _words(self) -> dict[str, int]:
+        if self.vocab is None:
+            raise OptionError("the archive has no vocabulary; pack it with «vocab», or use rows(name, indices)")
+        if "_word_index" not in self.__dict__:  # built once: index() is a dict lookup
+            self._word_index = {w: i for i, w in enumerate(self.vocab)}
+        return self._word_index
+
+    def index(self, word: str) -> int:
+        """The row of ``word`` (a dict built once: O(1)); :class:`NotFoundError` if it has none."""
+        row = self._words.get(word) if isinstance(word, str) else None
+        if row is None:
+            raise NotFoundError(f"{word!r} is not in the archive's vocabulary")
+        return row
+
+    def vectors(self, words_or_ids: Sequence[str | int] | np.ndarray, name: str | None = None) -> np.ndarray:
+        """The (k, dim) rows of words and/or row ids in tensor ``name`` (default: word vectors), via its cache."""
+        if isinstance(words_or_ids, str):
+            raise ArgumentTypeError("«words_or_ids» is a list of words or row ids; for one word use vector(word)")
+        if any(isinstance(w, str) for w in words_or_ids):  # the vocabulary must label this tensor's rows
+            self._vocab_for_shape(name or self.default_embedding_name())
+        ids = [self.index(i) if isinstance(i, str) else i for i in words_or_ids]
+        return self.served_rows(name).lookup(np.asarray(ids, dtype=np.int64).reshape(-1))
+
+    def vector(self, word: str, name: str | None = None) -> np.ndarray:
+        """The row of ``word`` in tensor ``name`` (default: the word vectors), from the row cache."""
+        return self.vectors([word], name)[0]
+
+    def _queries(self) -> WordQueries:
+        name = self.default_embedding_name()
+        return WordQueries(self.served_rows(name), self._words, self._vocab_for_shape(name))
+
+    def most_similar(self, positive=None, negative=(), topn: int | None = 10, restrict_vocab: int | None = None):
+        """gensim's ``most_similar`` (3CosAdd) on the word vectors, streaming decoded blocks
+        (:meth:`bnncompress.similarity.WordQueries.most_similar`): ``a.most_similar(["king", "woman"], ["man"])``."""
+        return self._queries().most_similar(positive, negative, topn, restrict_vocab)
+
+    def similarity(self, w1: str, w2: str) -> float:
+        """Cosine similarity of the vectors of two words (gensim's ``similarity``)."""
+        return self._queries().similarity(w1, w2)
+
+    def doesnt_match(self, words: Sequence[str]) -> str:
+        """The word furthest from the mean of the words' unit vectors (gensim's ``doesnt_match``)."""
+        return self._queries().doesnt_match(words)
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape ``self[name]`` has (a recorded support may change the stored shape)."""
@@ -329,34 +386,6 @@ class _Closed:
 
     def __getattr__(self, name: str) -> Any:
         self.refuse()
-
-
-def _restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
-    """float32 values in the tensor's original dtype; values beyond float16's range (possible
-    only for grid points just past its largest finite value) are clipped, never made infinite."""
-    target = np.dtype(_NUMPY_DTYPES[dtype])
-    if target == np.float16:
-        limit = float(np.finfo(np.float16).max)
-        values = np.asarray(np.clip(values, -limit, limit))
-    return values.astype(target, copy=False)
-
-
-def _check_fits_in_memory(rec: TensorRecord) -> None:
-    """Refuse to decode a tensor whose declared size exceeds the memory this process may use:
-    the machine's, or a lower address-space limit (``ulimit -v``)."""
-    needed = rec.num_weights * (12 + np.dtype(_NUMPY_DTYPES[rec.dtype]).itemsize)  # symbols, values, result
-    try:
-        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if limit != resource.RLIM_INFINITY:
-        available = min(available, limit)
-    if needed > available:
-        raise ArchiveError(
-            f"tensor '{rec.name}' declares {rec.num_weights:,} weights ({needed / 2**30:.1f} GiB to decode), "
-            f"more than the {available / 2**30:.1f} GiB of memory this process may use"
-        )
 
 
 def load(path: str | os.PathLike) -> Archive:

@@ -1,0 +1,49 @@
+"""What decoded values take: their numpy dtype (and the float16 restore), the memory a whole
+tensor's decode needs, and the bytes a still-coded record holds."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import numpy as np
+
+from .errors import ArchiveError
+from .records import TensorRecord
+
+#: The numpy dtype a tensor of each stored dtype is returned in (numpy has no bfloat16).
+NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
+
+
+def restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values in the tensor's original dtype; values beyond float16's range (possible
+    only for grid points just past its largest finite value) are clipped, never made infinite."""
+    target = np.dtype(NUMPY_DTYPES[dtype])
+    if target == np.float16:
+        limit = float(np.finfo(np.float16).max)
+        values = np.asarray(np.clip(values, -limit, limit))
+    return values.astype(target, copy=False)
+
+
+def record_bytes(record: TensorRecord) -> int:
+    """Bytes of the numpy arrays a record holds (coded words, jump table, counts, grid, side arrays)."""
+    arrays = [record.words, record.offsets, record.counts, record.grid, *(record.side or {}).values()]
+    return int(sum(np.asarray(a).nbytes for a in arrays))
+
+
+def check_fits_in_memory(rec: TensorRecord) -> None:
+    """Refuse to decode a tensor whose declared size exceeds the memory this process may use:
+    the machine's, or a lower address-space limit (``ulimit -v``)."""
+    needed = rec.num_weights * (12 + np.dtype(NUMPY_DTYPES[rec.dtype]).itemsize)  # symbols, values, result
+    try:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        available = min(available, limit)
+    if needed > available:
+        raise ArchiveError(
+            f"tensor '{rec.name}' declares {rec.num_weights:,} weights ({needed / 2**30:.1f} GiB to decode), "
+            f"more than the {available / 2**30:.1f} GiB of memory this process may use"
+        )

@@ -1,0 +1,230 @@
+"""Serving compressed embeddings: CompressedEmbedding, the row cache, word lookups and gensim-equal queries."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import bnncompress
+from bnncompress.decoded import record_bytes
+from bnncompress.posterior import Posterior, TensorPosterior
+from bnncompress.rowaccess import RowReader
+from bnncompress.rowcache import RowCache
+
+EXAMPLE = "data/example.pt"
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """data/example.pt (4000 x 50 word vectors) packed at 2 bits/weight, and its decoded word vectors."""
+    path = tmp_path_factory.mktemp("serving") / "example2.bnc"
+    bnncompress.pack(EXAMPLE, path, bits=2)
+    return path, bnncompress.load(path)["word_vectors"].copy()
+
+
+def _small(path, seed=0, dtype="float32", support=None, shape=(300, 6)):
+    rng = np.random.default_rng(seed)
+    loc = rng.normal(size=shape).astype(np.float32)
+    tensor = TensorPosterior(loc, np.full(shape, 0.05, np.float32), dtype)
+    supports = {"w": support} if support else {}
+    bnncompress.pack(Posterior({"w": tensor}, supports=supports), path, lam=0.1)
+    return bnncompress.load(path)
+
+
+def test_forward_is_bit_identical_for_any_shape_and_int32(example):
+    path, full = example
+    emb = bnncompress.load(path).embedding()
+    ids = torch.randint(0, 4000, (3, 5, 7))
+    for batch in (ids, ids.to(torch.int32), ids):  # the third: served (partly) from the cache
+        out = emb(batch)
+        assert out.dtype == torch.float32 and out.shape == (3, 5, 7, 50)
+        assert np.array_equal(out.numpy(), full[ids.numpy()])
+    assert emb(torch.tensor(7)).shape == (50,)
+    assert isinstance(emb, bnncompress.CompressedEmbedding) and isinstance(emb, torch.nn.Module)
+
+
+def test_forward_decodes_only_the_missing_rows_in_one_call(example, monkeypatch):
+    path, full = example
+    emb = bnncompress.load(path).embedding(cache_rows=100)
+    asked = []
+    real = RowReader.rows
+
+    def spy(self, positions):
+        asked.append(np.asarray(positions).tolist())
+        return real(self, positions)
+
+    monkeypatch.setattr(RowReader, "rows", spy)
+    emb(torch.tensor([9, 3, 9, 3000, 3]))
+    assert asked == [[3, 9, 3000]]  # sorted, each row once, one call
+    emb(torch.tensor([3, 9, 3, 3000]))
+    assert asked == [[3, 9, 3000]]  # all cached: nothing decoded
+    out = emb(torch.tensor([5, 9]))
+    assert asked[-1] == [5] and np.array_equal(out.numpy(), full[[5, 9]])
+
+
+def test_cache_is_bounded_at_a_tenth_of_the_rows_by_default(example):
+    path, full = example
+    a = bnncompress.load(path)
+    emb = a.embedding()
+    assert emb.rows.cache.capacity == 400
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        ids = rng.integers(0, 4000, 1000)
+        assert np.array_equal(emb(torch.from_numpy(ids)).numpy(), full[ids])
+    assert len(emb.rows.cache) == 400
+    assert a.embedding(cache_rows=50).rows.cache.capacity == 50 == emb.rows.cache.capacity  # one cache per tensor
+    with pytest.raises(bnncompress.OptionError, match="cache_rows"):
+        a.embedding(cache_rows=-1)
+    off = a.embedding(cache_rows=0)
+    assert np.array_equal(off(torch.tensor([1, 2, 1])).numpy(), full[[1, 2, 1]]) and len(off.rows.cache) == 0
+
+
+def test_cache_keeps_the_frequent_rows_under_zipf():
+    cache = RowCache(num_rows=10_000, row_size=2, capacity=100, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    fetch = lambda rows: np.stack([rows, rows], axis=1).astype(np.float32)  # noqa: E731
+    for _ in range(30):
+        rows = np.minimum(rng.zipf(1.2, 4096) - 1, 9_999)
+        np.testing.assert_array_equal(cache.lookup(rows, fetch)[:, 0], rows)
+    assert (cache.slot_of[:20] >= 0).all()  # the most frequent rows are cached
+    assert cache.hits > cache.misses
+
+
+def test_out_of_range_ids_raise_index_error_like_nn_embedding(example):
+    emb = bnncompress.load(example[0]).embedding()
+    for bad in ([4000], [0, -1]):
+        with pytest.raises(IndexError, match="out of range"):
+            emb(torch.tensor(bad))
+    with pytest.raises(TypeError, match="integer"):
+        emb(torch.tensor([1.0]))
+
+
+def test_works_in_sequential_under_no_grad_without_parameters(example):
+    path, full = example
+    emb = bnncompress.load(path).embedding()
+    linear = torch.nn.Linear(50, 2)
+    model = torch.nn.Sequential(emb, linear)
+    ids = torch.tensor([[1, 2], [3, 4]])
+    with torch.no_grad():
+        out = model(ids)
+    assert torch.equal(out, linear(torch.from_numpy(full[ids.numpy()])).detach())
+    assert list(emb.parameters()) == [] and emb.state_dict() == {}
+    assert "4,000 x 50" in repr(emb) and "bits/weight" in repr(emb) and "cache" in repr(emb)
+
+
+def test_to_device_moves_outputs(example):
+    emb = bnncompress.load(example[0]).embedding()
+    assert emb.to(torch.device("cpu"))(torch.tensor([1])).device == torch.device("cpu")
+    out = emb.to("meta")(torch.tensor([1, 2]))  # any device the buffer moves to, without a GPU
+    assert out.device.type == "meta" and out.shape == (2, 50)
+
+
+def test_pickles_by_path_and_refuses_a_changed_file(tmp_path):
+    a = _small(tmp_path / "w.bnc")
+    emb = a.embedding()
+    data = pickle.dumps(emb)
+    assert len(data) < 2_000  # the path and a checksum, no rows
+    ids = torch.tensor([[0, 299], [5, 5]])
+    assert np.array_equal(pickle.loads(data)(ids).numpy(), a["w"][ids.numpy()])
+    shutil.move(tmp_path / "w.bnc", tmp_path / "kept.bnc")
+    _small(tmp_path / "w.bnc", seed=1)
+    with pytest.raises(bnncompress.ArchiveError, match="changed since"):
+        pickle.loads(data)
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, emb):
+        self.emb = emb
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return self.emb(torch.tensor([i, 3 * i]))
+
+
+def test_serves_in_dataloader_worker_processes(example):
+    path, full = example
+    emb = bnncompress.load(path).embedding()
+    loader = torch.utils.data.DataLoader(_Rows(emb), batch_size=3, num_workers=1, multiprocessing_context="spawn")
+    out = torch.cat(list(loader)).numpy()
+    expected = np.stack([full[[i, 3 * i]] for i in range(6)])
+    assert np.array_equal(out, expected)
+
+
+def test_other_dtypes_and_elementwise_supports_equal_archive_rows(tmp_path):
+    ids = np.array([[4, 0], [299, 4]])
+    for dtype in ("float16", "float64"):
+        a = _small(tmp_path / f"{dtype}.bnc", dtype=dtype)
+        out = a.embedding()(torch.from_numpy(ids)).numpy()
+        assert out.dtype == np.dtype(dtype) and np.array_equal(out, a["w"][ids])
+    a = _small(tmp_path / "positive.bnc", support={"constraint": "positive"})
+    assert np.array_equal(a.embedding()(torch.from_numpy(ids)).numpy(), a["w"][ids]) and a["w"].min() > 0
+    a = _small(tmp_path / "simplex.bnc", support={"constraint": "simplex"})
+    with pytest.raises(bnncompress.OptionError, match="simplex"):
+        a.embedding()
+
+
+def test_index_vectors_and_vector_share_the_embedding_cache(example):
+    path, full = example
+    a = bnncompress.load(path)
+    vocab = a.vocab
+    assert a.index(vocab[1234]) == 1234 and a.__dict__["_word_index"] is a.__dict__["_word_index"]
+    with pytest.raises(bnncompress.NotFoundError):
+        a.index("no-such-word")
+    got = a.vectors([vocab[7], 3999, vocab[0]])
+    assert got.shape == (3, 50) and np.array_equal(got, full[[7, 3999, 0]])
+    assert np.array_equal(a.vectors(np.array([2, 2])), full[[2, 2]])
+    assert np.array_equal(a.vector(vocab[42]), full[42])
+    cache = a.embedding().rows.cache
+    assert cache.slot_of[[7, 3999, 0, 42]].min() >= 0  # what vector(s) decoded, the embedding serves
+    context = bnncompress.load(path)["context_vectors"]
+    assert np.array_equal(a.vectors([vocab[5]], name="context_vectors")[0], context[5])
+    with pytest.raises(TypeError):
+        a.vectors(vocab[1])
+
+
+QUERIES = [
+    {"positive": ["the"]},
+    {"positive": ["king", "woman"], "negative": ["man"]},
+    {"positive": [("city", 2.0), "river"], "negative": [("war", -0.5)], "topn": 3},
+    {"positive": ["first"], "negative": ["second"], "restrict_vocab": 500, "topn": 20},
+    {"positive": "year", "topn": 1},
+]
+
+
+def test_similarity_queries_equal_gensim(example, monkeypatch):
+    path, _ = example
+    a = bnncompress.load(path)
+    kv = a.to_keyed_vectors()
+    a = bnncompress.load(path)
+    monkeypatch.setattr(RowReader, "all", lambda self: pytest.fail("a query decoded the whole tensor"))
+    for query in QUERIES:
+        ours, theirs = a.most_similar(**query), kv.most_similar(**query)
+        assert [w for w, _ in ours] == [w for w, _ in theirs], query
+        np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.most_similar("the", topn=None), kv.most_similar("the", topn=None), atol=1e-6)
+    for w1, w2 in [("king", "queen"), ("the", "of"), ("city", "city")]:
+        assert a.similarity(w1, w2) == pytest.approx(float(kv.similarity(w1, w2)), abs=1e-6)
+    for words in (["king", "queen", "prince", "the"], a.vocab[100:106], ["one", "two", "three", "river"]):
+        assert a.doesnt_match(words) == kv.doesnt_match(words)
+    assert a._cache == {}  # no decoded copy of the tensor was kept
+
+
+def test_memory_accounting_sums_record_cache_and_norms(example):
+    path, full = example
+    a = bnncompress.load(path)
+    emb = a.embedding()
+    served = emb.rows
+
+    def held():
+        return record_bytes(a.record("word_vectors")) + served.reader.nbytes + served.cache.nbytes
+
+    assert emb.memory_bytes() == held()
+    a.most_similar("the")
+    assert emb.memory_bytes() == held() + 4 * 4000  # the row norms, float32
+    assert emb.memory_bytes() < full.nbytes / 2
