@@ -40,6 +40,10 @@ _CHECKPOINT_BYTES = 12  # uint64 state + uint32 word position
 _KERNELS = "bnncompress._rows_kernels"
 
 
+#: Blocks :meth:`RowReader.blocks` decodes at once (in parallel): a few MB of rows at a time.
+BLOCKS_PER_STEP = 8
+
+
 class RowReader:
     """Decoded rows of ``record`` by position, and its coding blocks one after another.
 
@@ -123,9 +127,13 @@ class RowReader:
         """``(first row, (n, row size) float32 rows)`` for every coding block, in order."""
         rec = self.record
         fused = self._fused() and self._kernels_worth_it()
-        for b in range(rec.num_blocks):
-            values = self._decode_fused([b], values=True) if fused else self._decode([b])
-            yield b * rec.block_rows, values.reshape(-1, self.shape[1])
+        group = BLOCKS_PER_STEP if fused else 1  # the fused kernel decodes a group's blocks in parallel
+        for first in range(0, rec.num_blocks, group):
+            blocks = list(range(first, min(first + group, rec.num_blocks)))
+            values = self._decode_fused(blocks, values=True) if fused else self._decode(blocks)
+            values = values.reshape(-1, self.shape[1])
+            for i, b in enumerate(blocks):
+                yield b * rec.block_rows, values[i * rec.block_rows : (i + 1) * rec.block_rows]
 
     def all(self) -> np.ndarray:
         """Every row (the record's full decode, its symbol histogram checked), flat float32."""
