@@ -1,11 +1,15 @@
 """Pack and load throughput, first-lookup latency, peak memory, and Dask 1 vs 2 workers.
 
-    python benchmarks/bench_pack_load.py             # the tables below (about 2 minutes)
+    python benchmarks/bench_pack_load.py             # the tables below (about 3 minutes)
+    python benchmarks/bench_pack_load.py --posterior PATH   # table 1 also on this trained posterior
     python benchmarks/bench_pack_load.py --large     # + a 200M-weight posterior streamed from disk (minutes)
 
-Table 1 (20000 x 100 posterior, as a .pt file of {name: {loc, scale}}, packed from disk as
-`bnncompress pack` would): the posterior is synthetic but shaped like a Bayesian
-skip-gram's (frequent rows sharp, rare rows near the prior N(0, 1)). Each case runs in a
+Table 1, twice: on a trained posterior (--posterior; default recipes/work/skipgram.pt, the
+skip-gram recipe's 20,000 x 100 Pyro SVI + AutoNormal posterior, if it exists, else
+data/example.pt, 4,000 x 50) and on a synthetic 20000 x 100 posterior (a .pt file of
+{name: {loc, scale}}) shaped like a Bayesian skip-gram's (frequent rows sharp, rare rows near the
+prior N(0, 1)), which flatters the rate search; each table's title says which. Both are packed
+from disk as `bnncompress pack` would. Each case runs in a
 fresh process so that peak memory (ru_maxrss above the process's resident size just before
 the case) is its own; timings are the best of --repeat runs after one warm-up run. "lookup"
 is the first `Archive.rows` call on a freshly loaded archive in a fresh process (one block).
@@ -37,6 +41,8 @@ from pathlib import Path
 
 ROWS, DIM = 20000, 100
 LARGE_ROWS = 2_000_000
+_REPO = Path(__file__).resolve().parent.parent
+TRAINED = (_REPO / "recipes" / "work" / "skipgram.pt", _REPO / "data" / "example.pt")
 
 
 def _skipgram_like(rng, rows: int, first_row: int, total_rows: int):
@@ -96,16 +102,19 @@ def _best(op, repeat: int, warm_up: bool = True) -> tuple[float, object]:
     return min(times), result
 
 
-def run_case(case: str, workdir: Path, repeat: int, dask_dir: Path | None, method: str | None = None) -> dict:
+def run_case(
+    case: str, workdir: Path, repeat: int, dask_dir: Path | None, method: str | None = None, source: Path | None = None
+) -> dict:
     """Runs inside a fresh process: one case, timed, with its peak memory."""
     import bnncompress
 
-    source, archive = workdir / "posterior.pt", workdir / f"{case}.bnc"
+    source, archive = source or workdir / "posterior.pt", workdir / f"{case}.bnc"
     if case == "lookup":
         start = time.perf_counter()
         a = bnncompress.load(workdir / "load-2bits.bnc")
         opened = time.perf_counter()
-        a.rows("word_vectors", [12345])
+        name = max(a.names, key=lambda n: a.shape(n)[0])  # the embedding (the most rows)
+        a.rows(name, [min(12345, a.shape(name)[0] - 1)])
         first = time.perf_counter()
         return {"case": case, "open_s": opened - start, "first_lookup_s": first - opened}
     if case.startswith("dask-") or case == "stream-local":
@@ -168,8 +177,17 @@ def _dask_case(case: str, npy_dir: Path, workdir: Path, repeat: int, method: str
     return {"case": case, "seconds": seconds, "startup_s": startup}
 
 
-def _run(case: str, tmp: str, repeat: int, dask_dir: Path | None = None, method: str | None = None) -> dict:
+def _run(
+    case: str,
+    tmp: str,
+    repeat: int,
+    dask_dir: Path | None = None,
+    method: str | None = None,
+    source: Path | None = None,
+) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--workdir", tmp, "--repeat", str(repeat)]
+    if source is not None:
+        cmd += ["--source", str(source)]
     if dask_dir is not None:
         cmd += ["--dask-dir", str(dask_dir)]
     if method:
@@ -177,14 +195,24 @@ def _run(case: str, tmp: str, repeat: int, dask_dir: Path | None = None, method:
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
-def _table1(tmp: str, repeat: int) -> None:
-    n = ROWS * DIM
+def _table1(tmp: str, repeat: int, source: Path | None = None) -> None:
+    """Table 1 on the trained posterior ``source``, or (None) on the synthetic one."""
+    import bnncompress
+
+    if source is None:
+        make_posterior(Path(tmp) / "posterior.pt")
+        shapes = {"word_vectors": (ROWS, DIM)}
+        title = "synthetic (skip-gram-like) posterior"
+    else:
+        shapes = {k: t.shape for k, t in bnncompress.read_posterior(source).tensors.items()}
+        title = f"trained posterior {source}"
+    n = sum(int(np_prod(s)) for s in shapes.values())
     posterior_f32 = 2 * 4 * n  # loc and scale
-    make_posterior(Path(tmp) / "posterior.pt")
     cases = ("pack-default", "pack-2bits", "direction-default", "direction-2bits", "vbq-2bits", "load-2bits")
-    rows = [_run(case, tmp, repeat) for case in cases]
-    lookup = _run("lookup", tmp, 1)
-    print(f"\nposterior {ROWS} x {DIM} = {n:,} weights; float32 loc+scale = {posterior_f32 / 2**20:.1f} MiB")
+    rows = [_run(case, tmp, repeat, source=source) for case in cases]
+    lookup = _run("lookup", tmp, 1, source=source)
+    described = ", ".join(f"{k} {' x '.join(map(str, s))}" for k, s in shapes.items())
+    print(f"\n{title}: {described} = {n:,} weights; float32 loc+scale = {posterior_f32 / 2**20:.1f} MiB")
     print(
         f"| {'case':<17} | {'seconds':>8} | {'M weights/s':>11} | {'peak extra MiB':>14} | {'x posterior':>11} | "
         f"{'payload bits/w':>14} |"
@@ -203,26 +231,44 @@ def _table1(tmp: str, repeat: int) -> None:
     )
 
 
+def np_prod(shape: tuple[int, ...]) -> int:
+    out = 1
+    for k in shape:
+        out *= k
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dask-rows", type=int, default=1_000_000, help="rows of the Dask posterior (x 100)")
     parser.add_argument("--no-dask", action="store_true", help="skip table 2")
     parser.add_argument("--no-table1", action="store_true", help="skip table 1")
+    parser.add_argument(
+        "--posterior",
+        type=Path,
+        default=next((p for p in TRAINED if p.exists()), None),
+        help="trained posterior of table 1 (default: recipes/work/skipgram.pt if present, else data/example.pt)",
+    )
+    parser.add_argument("--no-synthetic", action="store_true", help="table 1 on the trained posterior only")
     parser.add_argument("--large", action="store_true", help="also pack a 200M-weight posterior from disk")
     parser.add_argument("--large-dir", type=Path, help="where to write (or reuse) the 1.6 GB posterior")
     parser.add_argument("--method", help="method of the Dask and large packs (default: the default method)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--dask-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat, args.dask_dir, args.method)))
+        print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat, args.dask_dir, args.method, args.source)))
         return
     print(f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_table1:
-            _table1(tmp, args.repeat)
+            if args.posterior is not None:
+                _table1(tmp, args.repeat, args.posterior.resolve())
+            if not args.no_synthetic:
+                _table1(tmp, args.repeat)
 
         if not args.no_dask:
             dask_dir = Path(tmp) / "dask_posterior"

@@ -28,6 +28,7 @@ from .posterior import TensorPosterior
 from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions
+from .ratetasks import check_task, count_task
 from .records import TensorRecord, kind_of, raw_payload_bytes
 from .tasks import Quality, compact_models, encode_kept_task, encode_task, histogram_task, map_task, statistics_task
 
@@ -142,7 +143,7 @@ class TensorJob:
         self.rows = BlockRows(source, handle, executor)
         self._fit(quantizer, np.zeros(0, np.int64) if positions is None else positions)
         self._states: dict[tuple[float, bool], Any] = {}
-        self._histograms: dict[tuple[float, bool], tuple[np.ndarray, int, Quality | None]] = {}
+        self._histograms: dict[tuple[float, bool], tuple[np.ndarray, int, Any]] = {}
         self._kept: tuple[float, list[Any], int] | None = None  # lambda, indices per task, bytes
 
     def _fit(self, quantizer: Quantizer, positions: np.ndarray) -> None:
@@ -214,25 +215,53 @@ class TensorJob:
         count_symbols(indices, counts)
         return (counts if len(counts) > 1 else counts[0]), len(indices), None
 
-    def _full_histogram(self, lam: float) -> tuple[np.ndarray, int, Quality]:
+    def _full_histogram(self, lam: float) -> tuple[np.ndarray, int, Quality | list[list[int]]]:
+        """Counts at ``lam``, keeping the grid indices (within the budget) for coding. What the values
+        lose is checked in the same pass when reading rows costs a read of a file; for a posterior in
+        memory only the lambda coded is checked (:meth:`quality`): the search counts at many."""
         self.release()
         state = self.state(lam)
         shape = self.table_shape(state)
         n = self.fitted.num_symbols(state)
         keep = shape[1] <= 1 << 16 and 2 * n <= self.budget.available
-        rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
-        check = (rows_matter, CERTAIN_FRACTION, FAR_SDS)
-        counts, quality, kept = np.zeros(shape, dtype=np.int64), Quality(), []
-        for (c, q), k in self.executor.map_keep(
-            histogram_task, self.rows.tasks(self.fitted, state, shape, keep, check)
-        ):
-            counts += c
-            quality.add(q)
-            kept.append(k)
+        counts, kept, seen = np.zeros(shape, dtype=np.int64), [], []
+        if self.source.in_memory:
+            tasks = self.rows.tasks(self.fitted, state, shape, keep)
+            for (c, sizes), k in self.executor.map_keep(count_task, tasks):
+                counts += c
+                seen.append(sizes)  # each block's number of symbols, for the check pass
+                kept.append(k)
+        else:
+            quality = Quality()
+            tasks = self.rows.tasks(self.fitted, state, shape, keep, self._check)
+            for (c, q), k in self.executor.map_keep(histogram_task, tasks):
+                counts += c
+                quality.add(q)
+                kept.append(k)
+            seen = quality.count_rows()
         if keep:
             self._kept = (lam, kept, 2 * n)
             self.budget.available -= 2 * n
-        return (counts if len(counts) > 1 else counts[0]), n, quality.count_rows()
+        return (counts if len(counts) > 1 else counts[0]), n, seen
+
+    @property
+    def _check(self) -> tuple[bool, float, float]:
+        rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
+        return rows_matter, CERTAIN_FRACTION, FAR_SDS
+
+    def quality(self, lam: float) -> Quality:
+        """What the values at ``lam`` lost (one pass reconstructing them from the kept indices, if the
+        count pass did not check them)."""
+        self.histogram(lam)
+        seen = self._histograms[(lam, False)][2]
+        if isinstance(seen, Quality):
+            return seen
+        kept = self._kept[1] if self._kept is not None and self._kept[0] == lam else [None] * len(seen)
+        tasks = self.rows.tasks(self.fitted, self.state(lam), self._check)
+        quality = Quality()
+        for q in self.executor.map(check_task, [t + (sizes, k) for t, sizes, k in zip(tasks, seen, kept)]):
+            quality.add(q)
+        return quality.count_rows()
 
     def release(self) -> None:
         """Drop kept grid indices and return their bytes to the budget."""
@@ -243,7 +272,7 @@ class TensorJob:
     def code(self, lam: float) -> tuple[TensorRecord, Quality]:
         """Entropy-code the tensor at ``lam``: its archive record and what the values lost."""
         counts, _ = self.histogram(lam)
-        quality = self._histograms[(lam, False)][2]
+        quality = self.quality(lam)
         state = self.state(lam)
         sub = self.fitted.subvectors(state)
         remap, table, grid = compact_models(counts, self.fitted.grid(state), sub)

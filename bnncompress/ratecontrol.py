@@ -165,44 +165,38 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
     g = excess(guess, False)
     if abs(g) <= aim:
         return math.exp(guess)
-    guess, g = _offset_corrected(excess, guess, g, a, b, aim)
-    if abs(g) <= aim:
-        return math.exp(guess)
-    # Still missed: bracket the root on the full posterior, widening from the guess.
-    step = 0.1 if g > 0 else -0.1
-    u, g_u = guess, g
+    # The subsample's curve, shifted by how far it missed at the guess, re-solved on the subsample (cheap):
+    # a second point on the full posterior, usually on the root's other side.
+    offset = g - excess(guess, True)
+    g_a, g_b = excess(a, True) + offset, excess(b, True) + offset
+    nxt = guess + (0.1 if g > 0 else -0.1)
+    if g_a > 0 > g_b:
+        nxt = _solve(lambda u: excess(u, True) + offset, a, b, g_a, g_b, aim / 4)
+    return math.exp(_full_root(lambda u: excess(u, False), guess, g, nxt, lo, hi, aim))
+
+
+def _full_root(excess_full, u: float, g_u: float, v: float, lo: float, hi: float, aim: float) -> float:
+    """The root on the full posterior from two first points ``u`` (checked: ``g_u``) and ``v``: secant
+    steps towards the root (a quarter to twice the last distance) until it is bracketed, then
+    :func:`_solve` within the bracket. Every check is a full pass, so each point is used."""
     while True:
-        v = min(max(u + step, lo), hi)
-        g_v = excess(v, False)
+        if v == u:  # no second point given: step towards the root
+            v = u + (0.1 if g_u > 0 else -0.1)
+        v = min(max(v, lo), hi)
+        g_v = excess_full(v)
         if abs(g_v) <= aim:
-            return math.exp(v)
-        if (g_v > 0) != (g > 0) or v in (lo, hi):
-            break
-        u, g_u, step = v, g_v, step * 2
-    a, b, g_a, g_b = (u, v, g_u, g_v) if u < v else (v, u, g_v, g_u)
-    return math.exp(_solve(lambda w: excess(w, False), a, b, g_a, g_b, aim))
-
-
-def _offset_corrected(excess, guess: float, g: float, a: float, b: float, aim: float) -> tuple[float, float]:
-    """The subsample's rate curve, shifted by how far it missed at the guess, re-solved on the
-    subsample (cheap), then checked on everything; twice at most. Returns the last point tried."""
-    for _ in range(2):
-        offset = g - excess(guess, True)  # full minus subsample at the guess
-
-        def shifted(u: float, offset: float = offset) -> float:
-            return excess(u, True) + offset
-
-        g_a, g_b = shifted(a), shifted(b)
-        if not (g_a > 0 > g_b):
-            break
-        nxt = _solve(shifted, a, b, g_a, g_b, aim / 4)
-        g_next = excess(nxt, False)
-        if abs(g_next) >= abs(g):
-            break
-        guess, g = nxt, g_next
-        if abs(g) <= aim:
-            break
-    return guess, g
+            return v
+        if (g_v > 0) != (g_u > 0):
+            a, b, g_a, g_b = (u, v, g_u, g_v) if u < v else (v, u, g_v, g_u)
+            return _solve(excess_full, a, b, g_a, g_b, aim)
+        if v in (lo, hi):
+            return v if abs(g_v) < abs(g_u) else u
+        toward = 1.0 if g_v > 0 else -1.0  # the rate falls as lambda grows
+        span = abs(v - u)
+        step = -g_v * (v - u) / (g_v - g_u) if g_v != g_u else 0.0  # secant through the two latest points
+        step = min(max(step * toward, span * 0.25), span * 2) if step * toward > 0 else span * 2
+        step *= 1.05 * toward  # a little past the secant's root: the next point should bracket it
+        u, g_u, v = v, g_v, v + step
 
 
 def _solve(g, a: float, b: float, ga: float, gb: float, tol: float, max_iter: int = 60) -> float:

@@ -32,12 +32,12 @@ from .app import (
     is_stdio,
     out,
     parse_options,
-    progress_bar,
     refuse_existing,
     refuse_stdin,
     say,
     stdout_file,
 )
+from .stages import pack_progress
 
 
 @app.command()
@@ -129,7 +129,7 @@ def pack(
     pyro_model = None if model is None else import_model(model)
     with (
         stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
-        progress_bar(quiet, "packing") as report,
+        pack_progress(quiet, err) as report,
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore", QualityWarning)  # they are in result.warnings, printed below

@@ -49,7 +49,7 @@ def inverse_transform(y_hat: np.ndarray, mean: np.ndarray, rotation: np.ndarray 
 
 
 #: Products (rows x D²) from which :func:`inverse_transform` uses the numba kernel even before numba is imported.
-_KERNEL_PRODUCTS = 1 << 25
+_KERNEL_PRODUCTS = 1 << 20  # ~100 rows of 100: a pack's blocks; a first lookup's few rows stay in numpy
 
 
 def value_table(record: TensorRecord) -> tuple:

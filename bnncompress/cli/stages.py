@@ -1,0 +1,110 @@
+"""What ``bnncompress pack`` shows while it works: its stages (reading, fitting, rate search,
+coding, writing).
+
+In a terminal a rich bar on stderr once the pack has run :data:`SHOW_AFTER` seconds (erased when
+the pack ends); when stderr is not a terminal (a log, a pipe) one line per stage,
+``pack: <stage> (<seconds> s)``, once it has run :data:`LOG_AFTER` seconds, so that a short pack's
+log (and a one-line error) stays as it was; nothing with ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+
+from ..progress import Progress, no_progress
+
+#: Seconds of work before a terminal shows the bar.
+SHOW_AFTER = 1.0
+#: Seconds of work before a log gets stage lines (they stay: a pack that fails early stays one error line).
+LOG_AFTER = 10.0
+
+
+class StageDisplay:
+    """A :class:`~bnncompress.progress.Progress` callback showing a pack's stages on ``console``
+    once ``after`` seconds have passed (default :data:`SHOW_AFTER` for a terminal, which gets a
+    bar, :data:`LOG_AFTER` otherwise, which gets a line per stage).
+
+    Example:
+        >>> import io
+        >>> console = Console(file=io.StringIO(), force_terminal=False)
+        >>> with StageDisplay(console, after=0.0, first_stage="reading posterior") as show:
+        ...     show("reading posterior", 1, 1); show("fitting", 0, 1); show("fitting", 1, 1)
+        >>> [line.split(" (")[0] for line in console.file.getvalue().splitlines()]
+        ['pack: reading posterior', 'pack: fitting']
+    """
+
+    def __init__(self, console: Console, after: float | None = None, first_stage: str = "packing"):
+        self.console, self.terminal = console, console.is_terminal
+        self.after = (SHOW_AFTER if self.terminal else LOG_AFTER) if after is None else after
+        self.stage, self.started = first_stage, time.perf_counter()
+        self.active, self.lock = False, threading.Lock()
+        self.bar = None
+        if self.terminal:
+            self.bar = RichProgress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.task = self.bar.add_task(first_stage, total=None)
+        self.timer = threading.Timer(self.after, self._activate)
+        self.timer.daemon = True
+
+    def __enter__(self) -> StageDisplay:
+        if self.after <= 0:
+            self._activate()
+        else:
+            self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+        with self.lock:
+            if self.active and self.bar is not None:
+                self.bar.stop()
+            self.active = False
+
+    def _activate(self) -> None:
+        with self.lock:
+            if self.active:
+                return
+            self.active = True
+            if self.bar is not None:
+                self.bar.start()
+            else:
+                self._line()
+
+    def _line(self) -> None:
+        self.console.print(
+            f"pack: {self.stage} ({time.perf_counter() - self.started:.1f} s)", markup=False, highlight=False
+        )
+
+    def __call__(self, stage: str, done: int, total: int, /) -> None:
+        with self.lock:
+            new = stage != self.stage
+            self.stage = stage
+            if self.bar is not None:
+                self.bar.update(self.task, description=stage, completed=done, total=total)
+            elif new and self.active:
+                self._line()
+
+
+@contextlib.contextmanager
+def pack_progress(quiet: bool, console: Console) -> Iterator[Progress]:
+    """The callback ``bnncompress pack`` passes to :func:`bnncompress.pack`: a :class:`StageDisplay`
+    on ``console`` (stderr), or nothing when ``quiet``."""
+    if quiet:
+        yield no_progress
+        return
+    with StageDisplay(console, first_stage="reading posterior") as display:
+        yield display

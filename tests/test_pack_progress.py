@@ -1,0 +1,73 @@
+"""``bnncompress pack`` shows its stages for work over a second: a bar in a terminal, a line per
+stage when stderr is not one (after LOG_AFTER seconds), nothing with -q."""
+
+import io
+import time
+
+import numpy as np
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from bnncompress.cli import app, stages
+from bnncompress.cli.stages import StageDisplay
+
+STAGES = ["reading posterior", "fitting", "searching lambda", "quantizing and coding", "writing archive"]
+
+
+@pytest.fixture()
+def posterior(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "post.npz"
+    np.savez(path, **{"w.loc": rng.normal(size=(300, 20)), "w.scale": rng.uniform(0.05, 0.5, size=(300, 20))})
+    return path
+
+
+def _pack(tmp_path, posterior, *flags):
+    return CliRunner().invoke(app, ["pack", str(posterior), "-o", str(tmp_path / "p.bnc"), "--bits", "2", *flags])
+
+
+def test_pack_prints_a_line_per_stage_when_not_a_terminal(tmp_path, posterior, monkeypatch):
+    monkeypatch.setattr(stages, "LOG_AFTER", 0.0)  # as if the pack had run long enough
+    r = _pack(tmp_path, posterior)
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pack: ")]
+    assert [ln.split(" (")[0].removeprefix("pack: ") for ln in lines] == STAGES
+    assert all(ln.endswith(" s)") for ln in lines) and "wrote" in r.stdout
+
+
+def test_pack_shows_nothing_with_quiet(tmp_path, posterior, monkeypatch):
+    monkeypatch.setattr(stages, "LOG_AFTER", 0.0)
+    r = _pack(tmp_path, posterior, "-q")
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout == ""
+
+
+def test_short_work_shows_no_stages():
+    console = Console(file=io.StringIO(), force_terminal=False)
+    with StageDisplay(console, after=60.0) as show:
+        for stage in STAGES:
+            show(stage, 0, 1)
+            show(stage, 1, 1)
+    assert console.file.getvalue() == ""
+
+
+def test_a_stage_is_shown_once_the_work_passes_the_delay():
+    console = Console(file=io.StringIO(), force_terminal=False)
+    with StageDisplay(console, after=0.05) as show:
+        show("fitting", 0, 2)
+        for _ in range(200):  # the timer thread prints the running stage
+            if console.file.getvalue():
+                break
+            time.sleep(0.01)
+        show("fitting", 1, 2)
+        show("searching lambda", 0, 1)
+    lines = console.file.getvalue().splitlines()
+    assert [ln.split(" (")[0] for ln in lines] == ["pack: fitting", "pack: searching lambda"]
+
+
+def test_terminal_gets_a_bar_with_the_stage():
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with StageDisplay(console, after=0.0) as show:
+        show("searching lambda", 0, 1)
+        show("searching lambda", 1, 1)
+    assert "searching lambda" in console.file.getvalue()
