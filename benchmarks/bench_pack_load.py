@@ -5,7 +5,8 @@
     python benchmarks/bench_pack_load.py --large     # + a 200M-weight posterior streamed from disk (minutes)
 
 Table 1, twice: on a trained posterior (--posterior; default recipes/work/skipgram.pt, the
-skip-gram recipe's 20,000 x 100 Pyro SVI + AutoNormal posterior, if it exists, else
+analogy recipe's 20,000 x 100 skip-gram posterior, trained by `bnncompress train` and stored as
+an AutoNormal param store (`python recipes/analogy_benchmark.py --stage train`), if it exists, else
 data/example.pt, 4,000 x 50) and on a synthetic 20000 x 100 posterior (a .pt file of
 {name: {loc, scale}}) shaped like a Bayesian skip-gram's (frequent rows sharp, rare rows near the
 prior N(0, 1)), which flatters the rate search; each table's title says which. Both are packed
