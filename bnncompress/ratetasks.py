@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .quantizers import FittedQuantizer
-from .tasks import Quality, blocks, sketch
+from .tasks import Quality, blocks, check_block, sketch
 
 
 def count_task(
@@ -48,8 +48,6 @@ def check_task(
 ) -> Quality:
     """What the reconstructed values of a task's blocks lost (``check``: rows matter, the certain
     fraction, the far limit), from the ``kept`` indices of :func:`count_task` or assigned again."""
-    from ._pipeline_kernels import check_values  # numba: imported on first use
-
     checked = Quality.accumulator()
     hashes, at = [], 0
     for block, n in zip(blocks(source, start, stop, block_rows), lengths):
@@ -57,11 +55,6 @@ def check_task(
             indices = fitted.assign(block, state)
         else:
             indices, at = kept[at : at + n].astype(np.int32), at + n
-        values = np.ascontiguousarray(fitted.reconstruct(block, indices, state), dtype=np.float32)
-        loc = np.ascontiguousarray(block.loc, dtype=np.float32)
-        rows = np.zeros((2, block.num_rows if check[0] else 0), np.uint64)  # rows_matter: hash every row
-        bits = values.view(np.uint32), loc.view(np.uint32)
-        check_values(values, loc, block.scale, block.row_size, *check, checked, *bits, rows)
-        hashes.append(rows)
+        hashes.append(check_block(fitted, block, indices, state, check, checked))
     rows = np.concatenate(hashes, axis=1)
     return Quality.from_checks(checked, sketch(rows[0]), sketch(rows[1]))

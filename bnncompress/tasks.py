@@ -142,12 +142,27 @@ def distinct(hashes: np.ndarray) -> int:
     return int((SKETCH - 1) / ((float(hashes[-1]) + 1.0) / 2.0**64))
 
 
+def check_block(
+    fitted: FittedQuantizer, block: Block, indices: np.ndarray, state: Any, check: tuple, checked: np.ndarray
+) -> np.ndarray:
+    """Reconstruct ``block`` from its grid ``indices``, add what its values lost to ``checked``
+    (:meth:`Quality.accumulator`) and return its rows' hashes (2 x rows; none unless ``check[0]``)."""
+    from ._pipeline_kernels import check_values  # numba: imported on first use
+
+    values = np.ascontiguousarray(fitted.reconstruct(block, indices, state), dtype=np.float32)
+    loc = np.ascontiguousarray(block.loc, dtype=np.float32)
+    rows = np.zeros((2, block.num_rows if check[0] else 0), np.uint64)  # rows_matter: hash every row
+    bits = values.view(np.uint32), loc.view(np.uint32)
+    check_values(values, loc, block.scale, block.row_size, *check, checked, *bits, rows)
+    return rows
+
+
 def histogram_task(
     source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, shape: tuple, keep: bool, check: tuple
 ):
     """Counts of every grid index (``shape``: (models, alphabet)) over a task's blocks, what the
     reconstructed values lost, and (if ``keep``) the indices."""
-    from ._pipeline_kernels import check_values, count_symbols  # numba: imported on first use
+    from ._pipeline_kernels import count_symbols  # numba: imported on first use
 
     counts = np.zeros(shape, dtype=np.int64)
     checked = Quality.accumulator()
@@ -155,12 +170,7 @@ def histogram_task(
     for block in blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
         count_symbols(indices, counts)
-        values = np.ascontiguousarray(fitted.reconstruct(block, indices, state), dtype=np.float32)
-        loc = np.ascontiguousarray(block.loc, dtype=np.float32)
-        rows = np.zeros((2, block.num_rows if check[0] else 0), np.uint64)  # rows_matter: hash every row
-        bits = values.view(np.uint32), loc.view(np.uint32)
-        check_values(values, loc, block.scale, block.row_size, *check, checked, *bits, rows)
-        hashes.append(rows)
+        hashes.append(check_block(fitted, block, indices, state, check, checked))
         if keep:
             kept.append(indices.astype(np.uint16))
     rows = np.concatenate(hashes, axis=1)

@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
 from .._version import __version__
@@ -35,7 +35,6 @@ from ..export import FORMATS
 from ..files import check_output_path
 from ..models import TrainCallback, TrainProgress
 from ..numbaenv import refuse_bad_numba_environment
-from ..progress import Progress
 from ..quantizers import DEFAULT_METHOD, METHODS
 
 app = typer.Typer(
@@ -147,29 +146,6 @@ def refuse_stdin(*inputs: Path | None) -> None:
 def say(text: str, to: Console = out) -> None:
     """Print plain text: no rich markup or highlighting (file and tensor names may contain brackets)."""
     to.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-@contextlib.contextmanager
-def progress_bar(quiet: bool, first_stage: str) -> Iterator[Progress]:
-    """A ``progress(stage, done, total)`` callback for pack and sweep: a rich bar on stderr in a
-    terminal (showing ``first_stage`` until the first call), nothing otherwise or when ``quiet``."""
-    bar = RichProgress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=quiet or not err.is_terminal,
-    )
-    with bar:
-        task = bar.add_task(first_stage, total=None)
-
-        def report(stage: str, done: int, total: int, /) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
-
-        yield report
 
 
 @contextlib.contextmanager

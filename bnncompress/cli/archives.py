@@ -37,7 +37,7 @@ from .app import (
     say,
     stdout_file,
 )
-from .stages import pack_progress
+from .stages import stage_progress
 
 
 @app.command()
@@ -129,7 +129,7 @@ def pack(
     pyro_model = None if model is None else import_model(model)
     with (
         stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
-        pack_progress(quiet, err) as report,
+        stage_progress(quiet, err, "reading posterior") as report,
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore", QualityWarning)  # they are in result.warnings, printed below

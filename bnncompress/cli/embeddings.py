@@ -24,12 +24,12 @@ from .app import (
     fails_cleanly,
     is_stdio,
     out,
-    progress_bar,
     refuse_existing,
     refuse_stdin,
     say,
     training_progress,
 )
+from .stages import stage_progress
 
 _QUIET = "Print nothing on success, and no warnings."
 
@@ -108,7 +108,7 @@ def sweep(
     _refuse_stdout(output, "the CSV")
     _refuse_stdout(plot, "figures")
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    with progress_bar(quiet, "sweeping") as report:
+    with stage_progress(quiet, err, "sweeping") as report:
         rows = _sweep(
             source,
             names,

@@ -100,11 +100,11 @@ class StageDisplay:
 
 
 @contextlib.contextmanager
-def pack_progress(quiet: bool, console: Console) -> Iterator[Progress]:
-    """The callback ``bnncompress pack`` passes to :func:`bnncompress.pack`: a :class:`StageDisplay`
-    on ``console`` (stderr), or nothing when ``quiet``."""
+def stage_progress(quiet: bool, console: Console, first_stage: str) -> Iterator[Progress]:
+    """A ``progress(stage, done, total)`` callback for a command's stages (pack, sweep): a
+    :class:`StageDisplay` on ``console`` (stderr) starting at ``first_stage``, or nothing when ``quiet``."""
     if quiet:
         yield no_progress
         return
-    with StageDisplay(console, first_stage="reading posterior") as display:
+    with StageDisplay(console, first_stage=first_stage) as display:
         yield display
