@@ -215,7 +215,7 @@ class Archive:
         if any(isinstance(w, str) for w in words_or_ids):  # the vocabulary must label this tensor's rows
             self._vocab_for_shape(name or self.default_embedding_name())
         ids = [self.index(i) if isinstance(i, str) else i for i in words_or_ids]
-        return self.served_rows(name).lookup(np.asarray(ids, dtype=np.int64).reshape(-1))
+        return self.served_rows(name).lookup(np.asarray(ids).reshape(-1))
 
     def vector(self, word: str, name: str | None = None) -> np.ndarray:
         """The row of ``word`` in tensor ``name`` (default: the word vectors), from the row cache."""

@@ -18,7 +18,9 @@ unpickling reopens the file and refuses one whose tensor changed (e.g. in DataLo
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,7 @@ class ServedRows:
         self.dtype = np.dtype(NUMPY_DTYPES[record.dtype])
         self.cache = self._new_cache(cache_rows)
         self._norms: np.ndarray | None = None
+        self._lock = threading.Lock()  # one lookup at a time: the cache's arrays change as it serves
 
     def _new_cache(self, cache_rows: int | None) -> RowCache:
         if cache_rows is None:
@@ -94,6 +97,13 @@ class ServedRows:
         ``[0, rows)`` raises :class:`~bnncompress.errors.OutOfRangeError` (an ``IndexError``).
         """
         ids = np.asarray(ids)
+        if ids.size == 0:
+            ids = ids.astype(np.int64)  # (an empty list is float64 to numpy)
+        if ids.dtype == object and all(isinstance(i, Integral) and not isinstance(i, bool) for i in ids.flat):
+            big = max((i for i in ids.flat), key=abs)  # beyond int64
+            raise OutOfRangeError(
+                f"row id {big} is out of range for tensor '{self.name}' (ids are 0 .. {self.shape[0] - 1})"
+            )
         if ids.dtype.kind not in "iu":
             raise ArgumentTypeError(f"row ids must be integers, not {ids.dtype}; pass a LongTensor or an int array")
         flat = ids.reshape(-1).astype(np.int64, copy=False)
@@ -105,7 +115,8 @@ class ServedRows:
                     f"row id {bad} is out of range for tensor '{self.name}' of {self.shape[0]} rows (ids are 0 .. "
                     f"{self.shape[0] - 1})"
                 )
-        values = self.cache.lookup(flat, self._fetch)
+        with self._lock:
+            values = self.cache.lookup(flat, self._fetch)
         return values.reshape(ids.shape + (self.shape[1],))
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:

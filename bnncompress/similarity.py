@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,12 @@ class WordQueries:
             return int(key)
         raise NotFoundError(f"{key!r} is not a word of the vocabulary (nor a row id in 0 .. {len(self.words) - 1})")
 
+    def _known(self, key: Any) -> bool:
+        """``key`` is a word of the vocabulary or a row id (gensim's ``has_index_for``)."""
+        if isinstance(key, str):
+            return key in self.index
+        return isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= key < len(self.words)
+
     def _unit(self, rows: list[int]) -> np.ndarray:
         """The rows' vectors divided by their norms (float32), via the row cache."""
         vectors = np.asarray(self.served.lookup(np.asarray(rows, np.int64)), dtype=np.float32)
@@ -74,7 +81,13 @@ class WordQueries:
         """gensim's ``KeyedVectors.most_similar`` (3CosAdd): the ``topn`` words closest to the
         weighted mean of the unit vectors of ``positive`` (weight 1) and ``negative`` (weight -1)
         words or ``(word, weight)`` pairs (1-D arrays count as vectors), searching the first
-        ``restrict_vocab`` rows; input words are left out. ``topn=None`` (or 0): every score."""
+        ``restrict_vocab`` rows; input words are left out. ``topn=None``: every score; ``topn < 1``: []."""
+        if isinstance(topn, Integral) and topn < 1:
+            return []  # as gensim (topn=None: every score)
+        if topn is not None and not isinstance(topn, Integral):
+            raise ArgumentTypeError(f"«topn» is a number of words (an int) or None for every score, not {topn!r}")
+        if restrict_vocab is not None and (not isinstance(restrict_vocab, Integral) or restrict_vocab < 0):
+            raise OptionError(f"«restrict_vocab» is a row count >= 0 (or None: every row), not {restrict_vocab!r}")
         items = _as_list(positive) + _as_list(negative)
         weights = np.concatenate((np.ones(len(_as_list(positive))), -np.ones(len(_as_list(negative)))))
         keys = []
@@ -93,9 +106,12 @@ class WordQueries:
         mean = np.zeros(self.served.shape[1], np.float64)
         for key, weight in zip(keys, weights):
             vector = np.asarray(key, np.float64) if isinstance(key, np.ndarray) else next(units)
+            if vector.shape != mean.shape:
+                raise OptionError(f"a vector in «positive» or «negative» has shape {vector.shape}, not {mean.shape}")
             mean += weight * vector
         mean /= np.abs(weights).sum()
-        mean = (mean / np.linalg.norm(mean)).astype(np.float32)
+        length = np.linalg.norm(mean)
+        mean = (mean / length if length > 0 else mean).astype(np.float32)  # a zero mean stays zero (gensim's unitvec)
         stop = self.served.shape[0] if not restrict_vocab else min(int(restrict_vocab), self.served.shape[0])
         dists = self.scores(mean, stop)
         if not topn:
@@ -114,13 +130,14 @@ class WordQueries:
         words not in the vocabulary are ignored with a warning, as gensim does."""
         if isinstance(words, str):
             raise ArgumentTypeError("«words» is a list of words, not one string")
-        used = [w for w in words if isinstance(w, str) and w in self.index]
+        words = list(words)
+        used = [w for w in words if self._known(w)]  # words, or row ids as gensim allows
         if len(used) < len(words):
-            missing = sorted({str(w) for w in words} - set(used))
+            missing = [w for w in words if not self._known(w)]
             warnings.warn(f"words {missing} are not in the vocabulary; ignoring them", UserWarning, stacklevel=3)
         if not used:
             raise OptionError("doesnt_match needs at least one word of the vocabulary in «words»")
-        vectors = self._unit([self.index[w] for w in used])
+        vectors = self._unit([self._row(w) for w in used])
         mean = vectors.mean(axis=0, dtype=np.float64)
         mean = (mean / np.linalg.norm(mean)).astype(np.float32)
         return sorted(zip(vectors @ mean, used), reverse=True)[-1][1]

@@ -1,0 +1,186 @@
+"""Serving compressed embeddings, used as a hostile user would: odd ids, threads, odd queries, gensim's edge cases."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import bnncompress
+from bnncompress.rowaccess import RowReader
+from bnncompress.servedrows import ServedRows
+
+EXAMPLE = "data/example.pt"
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """data/example.pt (4000 x 50, 4 coding blocks) packed at 2 bits/weight, and its decoded word vectors."""
+    path = tmp_path_factory.mktemp("hostile") / "example2.bnc"
+    bnncompress.pack(EXAMPLE, path, bits=2)
+    return path, bnncompress.load(path)["word_vectors"].copy()
+
+
+@pytest.fixture(scope="module")
+def gensim_pair(example):
+    path, _ = example
+    return bnncompress.load(path), bnncompress.load(path).to_keyed_vectors()
+
+
+def test_rows_equal_the_decode_for_any_id_pattern_cache_size_and_path(example):
+    path, full = example
+    rng = np.random.default_rng(5)
+    block_rows = bnncompress.load(path).record("word_vectors").block_rows
+    edges = np.array([0, block_rows - 1, block_rows, 2 * block_rows + 1, 3999, 3998, 0, 3999])
+    patterns = [
+        edges,
+        rng.integers(0, 4000, 1),
+        rng.zipf(1.2, 5000) % 4000,
+        np.arange(4000)[::-7].copy(),
+        edges[::-1].copy(),
+    ]
+    for cache_rows in (None, 0, 1, 3, 4000, 10**9):
+        a = bnncompress.load(path)
+        emb = a.embedding(cache_rows=cache_rows)
+        for _ in range(2):  # first from prefixes (then checkpoints), then partly from the cache
+            for ids in patterns:
+                assert np.array_equal(emb(torch.from_numpy(ids)).numpy(), full[ids]), (cache_rows, ids[:5])
+        emb.rows.resize_cache(2)
+        assert np.array_equal(emb(torch.from_numpy(edges)).numpy(), full[edges])
+        a.close()
+        assert np.array_equal(emb(torch.from_numpy(edges)).numpy(), full[edges])  # the module keeps its rows
+
+
+def test_threads_sharing_one_embedding_do_not_use_the_cache_at_once(example, monkeypatch):
+    """A lookup changes the cache's slots and values; a second thread must wait, not read half-moved slots."""
+    path, _ = example
+    emb = bnncompress.load(path).embedding(cache_rows=4)
+    emb(torch.tensor([0, 1, 2, 3]))
+    inside, release = threading.Event(), threading.Event()
+    real = RowReader.rows
+
+    def slow(self, positions):
+        if 100 in np.asarray(positions):
+            inside.set()
+            release.wait(5)
+        return real(self, positions)
+
+    monkeypatch.setattr(RowReader, "rows", slow)
+    first = threading.Thread(target=emb, args=(torch.tensor([100, 100, 100]),))
+    first.start()
+    assert inside.wait(5)
+    second = threading.Thread(target=emb, args=(torch.tensor([0, 1, 2, 3]),))
+    second.start()
+    second.join(0.5)
+    waited = second.is_alive()
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert waited
+
+
+def test_threads_calling_forward_together_get_the_right_rows(example):
+    path, full = example
+    emb = bnncompress.load(path).embedding(cache_rows=50)
+    wrong = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(60):
+            ids = rng.zipf(1.3, 64) % 4000
+            if not np.array_equal(emb(torch.from_numpy(ids)).numpy(), full[ids]):
+                wrong.append(seed)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [torch.tensor([1.0, 2.0]), torch.tensor([True]), torch.tensor([1.0], requires_grad=True)],
+    ids=["float", "bool", "float-requiring-grad"],
+)
+def test_forward_refuses_non_integer_ids_with_the_package_error(example, ids):
+    emb = bnncompress.load(example[0]).embedding()
+    with pytest.raises(bnncompress.ArgumentTypeError, match="ids"):
+        emb(ids)
+
+
+def test_forward_takes_odd_but_valid_ids(example):
+    path, full = example
+    emb = bnncompress.load(path).embedding()
+    assert emb(torch.zeros((0, 3), dtype=torch.long)).shape == (0, 3, 50)
+    grid = torch.arange(20).reshape(4, 5).t()  # not contiguous
+    assert np.array_equal(emb(grid).numpy(), full[grid.numpy()])
+    assert np.array_equal(emb(np.array([3, 9])).numpy(), full[[3, 9]])
+    assert np.array_equal(emb(torch.tensor([3, 9], dtype=torch.uint8)).numpy(), full[[3, 9]])
+    with pytest.raises(IndexError):
+        emb(torch.tensor([2**62]))
+
+
+def test_vectors_refuses_float_and_bool_ids_instead_of_truncating(example):
+    a = bnncompress.load(example[0])
+    for ids in ([1.5], [True], [0.9, 2]):
+        with pytest.raises(bnncompress.ArgumentTypeError):
+            a.vectors(ids)
+    with pytest.raises(bnncompress.OutOfRangeError):
+        a.vectors([2**70])
+    assert a.vectors([]).shape == (0, 50)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"positive": ["king", "king", "queen"]},  # a duplicate: gensim asks for topn + 3 and drops both
+        {"positive": ["king"], "negative": ["king"]},  # a zero mean: every score 0, not nan
+        {"positive": ["king", "woman"], "negative": ["man", "woman"]},
+        {"positive": [("king", 2.0), "queen"], "negative": [("man", 0.5)], "topn": 4},
+        {"positive": "the", "topn": 0},
+        {"positive": "the", "topn": -3},
+        {"positive": "the", "restrict_vocab": 10**6},
+        {"positive": "the", "restrict_vocab": 0},
+        {"positive": ["the", 17], "topn": 3},
+    ],
+)
+def test_most_similar_equals_gensim_on_edge_queries(gensim_pair, query):
+    a, kv = gensim_pair
+    ours, theirs = a.most_similar(**query), kv.most_similar(**query)
+    assert [w for w, _ in ours] == [w for w, _ in theirs]
+    np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-5, atol=1e-6)
+
+
+def test_query_mistakes_raise_one_line_package_errors(gensim_pair):
+    a, _ = gensim_pair
+    with pytest.raises(KeyError):
+        a.most_similar("King")  # case matters, as in gensim
+    for bad, error in [
+        ({"topn": 2.5}, bnncompress.ArgumentTypeError),
+        ({"restrict_vocab": -1}, bnncompress.OptionError),
+        ({"positive": [np.zeros(7)]}, bnncompress.OptionError),
+        ({"positive": []}, bnncompress.OptionError),
+    ]:
+        with pytest.raises(error):
+            a.most_similar(**{"positive": "the", **bad})
+    assert a.doesnt_match(w for w in ["king", "queen", "the"]) in {"king", "queen", "the"}  # any iterable
+
+
+def test_default_cache_is_a_tenth_and_a_huge_one_is_capped(example):
+    path, full = example
+    served = ServedRows(bnncompress.load(path).record("word_vectors"), path, 10**12)
+    assert served.cache.capacity == 4000 and served.cache.values.nbytes == full.nbytes
+    assert ServedRows(bnncompress.load(path).record("word_vectors"), path).cache.capacity == 400
+
+
+def test_doesnt_match_equals_gensim_with_row_ids_and_unknown_words(gensim_pair):
+    a, kv = gensim_pair
+    for words in (["king", 5, "queen", 300], [1, 2, 3, "river"], ["king", "queen", "zzz-unknown", "the"]):
+        with pytest.warns(UserWarning) if "zzz-unknown" in words else contextlib.nullcontext():
+            assert a.doesnt_match(words) == kv.doesnt_match(words), words
+
