@@ -40,6 +40,8 @@ _CHECKPOINT_BYTES = 12  # uint64 state + uint32 word position
 _KERNELS = "bnncompress._rows_kernels"
 
 
+#: Symbols a reader decodes without the row kernels before loading them pays (~0.2 s of constriction, numba's import).
+_IMPORT_PAYS = 1 << 22
 #: Blocks :meth:`RowReader.blocks` decodes at once (in parallel): a few MB of rows at a time.
 BLOCKS_PER_STEP = 8
 
@@ -59,7 +61,7 @@ class RowReader:
         self._value_table: tuple | None = None  # the record kind's, for the kernels; () if it has none
         self._tables: tuple | None = None  # the row kernels' coder and value tables
         self._checkpoints: tuple | None = None  # (every, per_block, states, positions)
-        self._prefix_symbols = 0  # symbols decoded by prefixes so far
+        self._prefix_symbols = 0  # symbols decoded so far without the row kernels
 
     @property
     def nbytes(self) -> int:
@@ -94,8 +96,13 @@ class RowReader:
         return bool(self._value_table) and os.environ.get("BNNCOMPRESS_CODER", "") != "constriction"
 
     def _kernels_worth_it(self) -> bool:
-        """The kernels are loaded already, or the record is large enough to pay for numba's import."""
-        return _KERNELS in sys.modules or self.record.num_symbols >= coding.NUMBA_DECODE_SYMBOLS
+        """The kernels are loaded already, or the record is large enough (or this reader has decoded
+        enough already) to pay for numba's import."""
+        return (
+            _KERNELS in sys.modules
+            or self.record.num_symbols >= coding.NUMBA_DECODE_SYMBOLS
+            or self._prefix_symbols >= _IMPORT_PAYS
+        )
 
     # ------------------------------------------------------------------ public
     def rows(self, positions: np.ndarray) -> np.ndarray:
@@ -119,6 +126,7 @@ class RowReader:
                 self._prefix_symbols += work
                 return self._rows_by_prefixes(positions, blocks, last + 1)
             if not self._kernels_worth_it():
+                self._prefix_symbols += work  # (at least): the kernels pay once this reaches _IMPORT_PAYS
                 return self._rows_by_blocks(positions)
             self._decode_fused(None, values=False)
         return self._rows_from_checkpoints(positions)

@@ -95,6 +95,21 @@ def test_prefix_lookups_switch_to_checkpoints_after_a_record_worth_of_symbols(ar
     assert reader._checkpoints is not None
 
 
+def test_a_small_record_served_for_long_switches_to_the_kernels(archive, monkeypatch):
+    """Below the size that pays for numba's import, a reader serving many batches still loads the
+    kernels (and its checkpoints) once it has decoded that much the slow way."""
+    rec = bnncompress.load(archive).record("word_vectors")
+    if not RowReader(rec)._fused():
+        pytest.skip("not a kernel-decoded record kind")
+    full = RowReader(rec).all().reshape(-1, COLUMNS)
+    monkeypatch.delitem(sys.modules, "bnncompress._rows_kernels")
+    reader, everything = RowReader(rec), np.arange(ROWS)[::-1]
+    assert rec.num_symbols < coding.NUMBA_DECODE_SYMBOLS and not reader._kernels_worth_it()
+    for _ in range(-(-(1 << 22) // rec.num_symbols) + 2):
+        assert np.array_equal(reader.rows(everything), full[everything])
+    assert reader._checkpoints is not None
+
+
 def test_checkpoints_stay_within_their_share_of_the_payload(archive):
     rec = bnncompress.load(archive).record("word_vectors")
     reader = RowReader(rec)
