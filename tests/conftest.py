@@ -91,3 +91,13 @@ def synthetic():
     scale = (row_scale * np.exp(0.2 * rng.normal(size=(rows, dim)))).astype(np.float32)
     loc = (rng.normal(size=(rows, dim)) * np.sqrt(np.maximum(1 - scale**2, 0.01))).astype(np.float32)
     return loc, scale
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory):
+    """data/example.pt (4000 x 50 word vectors, 4 coding blocks) packed at 2 bits/weight, and its word vectors."""
+    import bnncompress
+
+    path = tmp_path_factory.mktemp("example") / "example2.bnc"
+    bnncompress.pack("data/example.pt", path, bits=2)
+    return path, bnncompress.load(path)["word_vectors"].copy()

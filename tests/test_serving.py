@@ -15,16 +15,6 @@ from bnncompress.posterior import Posterior, TensorPosterior
 from bnncompress.rowaccess import RowReader
 from bnncompress.rowcache import RowCache
 
-EXAMPLE = "data/example.pt"
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    """data/example.pt (4000 x 50 word vectors) packed at 2 bits/weight, and its decoded word vectors."""
-    path = tmp_path_factory.mktemp("serving") / "example2.bnc"
-    bnncompress.pack(EXAMPLE, path, bits=2)
-    return path, bnncompress.load(path)["word_vectors"].copy()
-
 
 def _small(path, seed=0, dtype="float32", support=None, shape=(300, 6)):
     rng = np.random.default_rng(seed)

@@ -13,16 +13,6 @@ import bnncompress
 from bnncompress.rowaccess import RowReader
 from bnncompress.servedrows import ServedRows
 
-EXAMPLE = "data/example.pt"
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    """data/example.pt (4000 x 50, 4 coding blocks) packed at 2 bits/weight, and its decoded word vectors."""
-    path = tmp_path_factory.mktemp("hostile") / "example2.bnc"
-    bnncompress.pack(EXAMPLE, path, bits=2)
-    return path, bnncompress.load(path)["word_vectors"].copy()
-
 
 @pytest.fixture(scope="module")
 def gensim_pair(example):
