@@ -123,6 +123,19 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
+def support_text(spec: Any) -> str:
+    """A recorded Pyro support (``params["support"]``) in one word, as ``info`` shows it; "" for none.
+
+    Example:
+        >>> support_text({"constraint": "interval", "lower_bound": 0.0, "upper_bound": 2.5}), support_text(None)
+        ('interval(0, 2.5)', '')
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("constraint"), str):
+        return ""
+    bounds = [f"{v:g}" for k, v in spec.items() if k != "constraint" and isinstance(v, (int, float))]
+    return spec["constraint"] + (f"({', '.join(bounds)})" if bounds else "")
+
+
 def tensor_infos(contents: ArchiveContents) -> list[TensorInfo]:
     """Per-tensor sizes; the file's bytes beyond the payloads are shared in proportion to size."""
     sizes = [(t.num_weights, t.payload_bytes) for t in contents.tensors]
@@ -162,6 +175,7 @@ def _summary(contents: ArchiveContents) -> dict[str, Any]:
                 "method": t.method,
                 "method_used": method_used(t.method, t.params, t.raw),  # with a fallback, the one used
                 "lam": t.params.get("lam"),  # as stored; may be absent
+                "support": t.params.get("support"),  # the Pyro site's constraint, if recorded (values load constrained)
                 "num_weights": w,
                 "payload_bytes": p,
                 "table_bytes": table,

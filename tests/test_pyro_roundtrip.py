@@ -108,6 +108,24 @@ def test_positive_unit_interval_and_simplex_sites(guide_class, tmp_path):
     assert np.allclose(a.rows("mix", [0, 2]), a["mix"][[0, 2]])
 
 
+def test_info_shows_recorded_supports(tmp_path):
+    guide = fit(constrained_model, AutoNormal, (), steps=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QualityWarning)
+        bnncompress.pack(guide, tmp_path / "c.bnc")
+    out = CliRunner().invoke(app, ["info", str(tmp_path / "c.bnc")])
+    assert out.exit_code == 0, out.output
+    lines = {line.split()[0]: line for line in out.output.splitlines() if line.strip()}
+    assert "support" in lines["tensor"]
+    assert lines["scale"].rstrip().endswith("positive") and lines["p"].rstrip().endswith("unit_interval")
+    assert lines["mix"].rstrip().endswith("simplex")
+    info = bnncompress.load(tmp_path / "c.bnc").info()
+    assert {t["name"]: t["support"] for t in info["tensors"]}["scale"] == {"constraint": "positive"}
+    plain = tmp_path / "plain.bnc"
+    bnncompress.pack({"w": (np.zeros((4, 3)), np.ones((4, 3)))}, plain, method="float16")
+    assert "support" not in CliRunner().invoke(app, ["info", str(plain)]).output  # no column without supports
+
+
 def test_param_store_without_model_warns_once_and_with_model_is_constrained(regression, tmp_path):
     model, guide, x, y, store = regression
     median = float(guide.median(x, y)["sigma"])

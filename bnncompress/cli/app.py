@@ -256,7 +256,12 @@ def main() -> None:
     if code == 130:  # the temporary files are gone: the exception unwound through atomic_output
         terminated = _SIGNALS.get("received") == signal.SIGTERM
         say("terminated" if terminated else "interrupted", err)
-        code = 143 if terminated else 130
+        # Exit now: under load the interpreter's shutdown (joining worker threads, atexit hooks) could
+        # still end in an unhandled KeyboardInterrupt, and Python then kills itself with SIGINT (-2),
+        # whatever the code; the temporary files are gone already, and nothing is left to write.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143 if terminated else 130)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..contents import printable
+from ..contents import printable, support_text
 from ..errors import OptionError, QualityWarning
 from ..executors import check_scheduler_address, check_workers
 from ..export import FORMAT_HELP, FORMATS, export_to_stream, format_from_suffix
@@ -213,10 +213,15 @@ def info(
             f"{tot['ratio_vs_float32']:.1f}x",
         )
     )
+    header = ("tensor", "shape", "method", "lambda", "payload", "file", "vs f32")
+    supports = [printable(support_text(t["support"])) for t in summary["tensors"]]
+    if any(supports):  # sites of a Pyro model with constrained supports: say which (values load constrained)
+        header += ("support",)
+        rows = [row + (text,) for row, text in zip(rows, [*supports, ""])]
     vocab = f"{summary['vocab_words']:,} words ({summary['vocab_bytes']:,} bytes)" if summary["vocab_words"] else "none"
     _print(
         f"{printable(str(archive))}  ({tot['file_bytes']:,} bytes)\n\n"
-        + _table(("tensor", "shape", "method", "lambda", "payload", "file", "vs f32"), rows, left=(0, 2))
+        + _table(header, rows, left=(0, 2, 7))
         + "\n(payload and file: bits per weight)\n"
         f"vocab: {vocab}\nsource: {printable(summary['source'])}\nformat version {summary['format_version']}, "
         f"written by bnncompress {printable(summary['tool_version'])}"
@@ -237,7 +242,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        cells = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(cells).rstrip()
 
     return "\n".join([line(header), "-" * (sum(widths) + 2 * len(widths) - 2), *map(line, rows)])
 
