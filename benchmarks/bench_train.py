@@ -2,6 +2,8 @@
 
     python benchmarks/bench_train.py               # the table below (about 3 minutes)
     python benchmarks/bench_train.py --epochs 2    # longer runs, steadier numbers
+    python benchmarks/bench_train.py --corpus lee10.txt --vocab 5000 --min-count 2 --subsample 1e-3 --batch 2048
+                                                   # issue 21's setting: the `train` defaults on a small corpus
 
 The corpus is the analogy recipe's (recipes/work/corpus.txt, 4.9 M tokens, made by
 `python recipes/analogy_benchmark.py --stage corpus`) when it exists, else a synthetic
@@ -30,9 +32,11 @@ CORPUS = Path(__file__).resolve().parents[1] / "recipes" / "work" / "corpus.txt"
 VOCAB, DIM, WINDOW, NEGATIVES, SUBSAMPLE, MIN_COUNT = 20000, 100, 5, 5, 1e-4, 5
 
 
-def corpus() -> tuple[list[list[str]], str]:
+def corpus(path: Path | None = None) -> tuple[list[list[str]], str]:
     from bnncompress.models import read_corpus
 
+    if path is not None:
+        return read_corpus(path), f"corpus {path.name}"
     if CORPUS.exists():
         return read_corpus(CORPUS), f"recipe corpus ({CORPUS.name})"
     rng = np.random.default_rng(0)
@@ -66,6 +70,7 @@ def bench_bnncompress(sentences, epochs: int, batch: int) -> dict:
         "s_per_epoch": seconds / epochs,
         "tokens_per_s": tokens * epochs / seconds,
         "pairs_per_s": result.pairs_per_second,
+        "loss": result.losses[-1],
     }
 
 
@@ -93,24 +98,34 @@ def bench_gensim(sentences, epochs: int) -> dict:
         "s_per_epoch": seconds / epochs,
         "tokens_per_s": tokens * epochs / seconds,
         "pairs_per_s": None,
+        "loss": None,
     }
 
 
 def main() -> None:
+    global VOCAB, MIN_COUNT, SUBSAMPLE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=1, help="epochs per trainer (default: 1)")
     parser.add_argument(
         "--batch", type=int, nargs="+", default=[4096, 16384], help="bnncompress batch sizes (default: 4096 16384)"
     )
+    parser.add_argument("--corpus", type=Path, help="a text corpus, one sentence a line (default: see above)")
+    parser.add_argument("--vocab", type=int, default=VOCAB, help=f"words kept (default: {VOCAB})")
+    parser.add_argument("--min-count", type=int, default=MIN_COUNT, help=f"(default: {MIN_COUNT})")
+    parser.add_argument("--subsample", type=float, default=SUBSAMPLE, help=f"(default: {SUBSAMPLE})")
     args = parser.parse_args()
-    sentences, name = corpus()
+    VOCAB, MIN_COUNT, SUBSAMPLE = args.vocab, args.min_count, args.subsample
+    sentences, name = corpus(args.corpus)
     tokens = sum(len(s) for s in sentences)
-    print(f"{name}: {tokens:,} tokens; 20,000 words x 100 dims, 5 negatives, {args.epochs} epoch(s)")
+    print(f"{name}: {tokens:,} tokens; {VOCAB:,} words x 100 dims, 5 negatives, {args.epochs} epoch(s)")
     rows = [bench_bnncompress(sentences, args.epochs, b) for b in args.batch] + [bench_gensim(sentences, args.epochs)]
-    print(f"{'trainer':<32} {'s/epoch':>8} {'tokens/s':>11} {'pairs/s':>11}")
+    gensim = rows[-1]["s_per_epoch"]
+    print(f"{'trainer':<32} {'s/epoch':>8} {'x gensim':>8} {'tokens/s':>11} {'pairs/s':>11} {'loss/pair':>9}")
     for r in rows:
         pairs = f"{r['pairs_per_s']:>11,.0f}" if r["pairs_per_s"] else f"{'-':>11}"
-        print(f"{r['trainer']:<32} {r['s_per_epoch']:>8.1f} {r['tokens_per_s']:>11,.0f} {pairs}")
+        loss = f"{r['loss']:>9.4f}" if r["loss"] else f"{'-':>9}"
+        ratio = r["s_per_epoch"] / gensim
+        print(f"{r['trainer']:<32} {r['s_per_epoch']:>8.1f} {ratio:>8.1f} {r['tokens_per_s']:>11,.0f} {pairs} {loss}")
 
 
 if __name__ == "__main__":

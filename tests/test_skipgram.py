@@ -197,3 +197,44 @@ def test_torch_trainer_for_gpus_fits_like_the_cpu_trainer():
         assert loc.dtype == rho.dtype == np.float32 and loc.shape == (len(vocab), 8)
     assert losses["torch"][-1] < losses["torch"][0]
     assert losses["torch"][-1] == pytest.approx(losses["cpu"][-1], rel=0.02)
+
+
+def test_counter_based_normals_are_standard_normal_and_do_not_depend_on_threads():
+    """eps of the fused sampler: N(0, 1) (ziggurat over a hash of key, row, column), a function of the
+    key and row only, so the same for any thread count and any set of rows drawn with it."""
+    from scipy import stats
+
+    from bnncompress.models import _skipgram_kernels as k
+
+    rows = np.arange(3000, dtype=np.int64)
+    numba.set_num_threads(1)
+    one = k.standard_normals(np.uint64(7), rows, 100)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    two = k.standard_normals(np.uint64(7), rows, 100)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(k.standard_normals(np.uint64(7), rows[[5, 2]], 100), one[[5, 2]])
+    assert not np.array_equal(k.standard_normals(np.uint64(8), rows, 100), one)
+    x = one.ravel()
+    assert stats.kstest(x, "norm").pvalue > 1e-3
+    assert abs(x.mean()) < 5 / np.sqrt(len(x)) and abs(x.std() - 1) < 5 / np.sqrt(2 * len(x))
+    assert 0.5 < np.mean(np.abs(x) > 3.5) / (2 * stats.norm.sf(3.5)) < 1.5  # the tail, not just the layers
+
+
+def test_sampled_rows_use_the_drawn_eps_and_scales_track_exp_rho():
+    """sample_rows returns its eps (for the rho gradient) and loc + scale * eps; the Adam pass's
+    polynomial update of scale keeps it equal to exp(rho) to float32 rounding between exact refreshes."""
+    from bnncompress.models import _skipgram_kernels as k
+
+    vocab, counts, centers, contexts = _lee_pairs()
+    t = _trainer(len(vocab), counts, dim=8, init_scale=0.05)
+    loc, scale, rows = t.loc["word_vectors"], t.scale["word_vectors"], np.array([3, 0, 7], np.int32)
+    eps, out = np.empty((3, 8), np.float32), np.empty((3, 8), np.float32)
+    k.sample_rows(loc, scale, rows, np.uint64(11), eps, out)
+    np.testing.assert_array_equal(eps, k.standard_normals(np.uint64(11), rows.astype(np.int64), 8).astype(np.float32))
+    np.testing.assert_allclose(out, loc[rows] + scale[rows] * eps, rtol=1e-6)
+    for start in range(0, 63 * 64, 64):  # 63 steps: no exact refresh (every 64th step)
+        t.step(centers[start : start + 64], contexts[start : start + 64], len(centers), 0.02)
+    for site in ("word_vectors", "context_vectors"):
+        assert not np.allclose(t.rho[site], np.log(0.05))
+        np.testing.assert_allclose(t.scale[site], np.exp(t.rho[site]), rtol=1e-5)  # 64 roundings at most

@@ -17,8 +17,10 @@ does. A sparse ("lazy") Adam would be O(B) there too, but would leave rare words
 initial, overconfident scales: it moves a row by about ``lr`` per touch whatever the size of the
 gradient. Word2vec's usual tricks are used: frequent-word subsampling (in
 :func:`~.skipgram.make_pairs`), unigram^0.75 noise words, an optional linear learning-rate
-decay. Pairs are processed in two fixed halves on the CPU's threads (numba): the result depends
-on the seed, not on the thread count. The step's fixed cost is the dense pass over the tables
+decay. Pairs are processed in two fixed halves on the CPU's threads (numba), and eps is drawn
+inside the parallel sampling kernel from a counter-based generator (a hash of a per-step key
+from the seeded generator, the row and the column): the result depends on the seed, not on the
+thread count. The step's fixed cost is the dense pass over the tables
 (O(V D)): batches of 16,384 pairs or more amortise it.
 
 Example:
@@ -47,6 +49,7 @@ from .skipgram import SkipGramConfig, TrainCallback, TrainProgress, TrainResult,
 
 SITES = ("word_vectors", "context_vectors")
 _BETAS, _TINY = (0.9, 0.999), 1e-8
+_EXACT_SCALE_EVERY = 64  # steps between exact refreshes of scale = exp(rho) (a polynomial update between)
 
 
 def train_skipgram(
@@ -138,6 +141,8 @@ class Trainer:
         self.rows = {s: np.zeros(v, np.int32) for s in SITES}
         self.step_count = 0
         self._gw = self._gc = np.zeros((2, 0, d), np.float32)
+        self._eps = {s: np.empty((v + 1, d), np.float32) for s in SITES}  # the touched rows' eps, by slot
+        self._sampled = {s: np.empty((v, d), np.float32) for s in SITES}
 
     def start_at(self, vectors: np.ndarray) -> None:
         """Pretrained word vectors as the means (kept fixed unless ``refine_means``)."""
@@ -153,20 +158,24 @@ class Trainer:
         self.step_count += 1
         kl = 0.0
         for site, grad in (("word_vectors", gw[0]), ("context_vectors", gc[0])):
+            zero = len(eps[site])  # untouched rows: grad[zero] (zeroed by pair_gradients) and eps[zero]
+            self._eps[site][zero] = 0.0
             kl += k.adam_step(
                 self.loc[site],
                 self.rho[site],
                 self.scale[site],
                 self.moments[site],
                 self.slot[site],
-                eps[site],
+                self._eps[site],
                 grad,
+                zero,
                 self.step_count,
                 lr,
                 _BETAS[0],
                 _BETAS[1],
                 _TINY,
                 self.fit_loc[site],
+                self.step_count % _EXACT_SCALE_EVERY == 0,
             )
         self._untouch(eps)
         return (data + kl) / num_pairs
@@ -199,12 +208,12 @@ class Trainer:
         n_c, c_slot = k.touch(targets, self.slot["context_vectors"], self.rows["context_vectors"], 0)
         eps, sampled = {}, {}
         for site, count in (("word_vectors", n_w), ("context_vectors", n_c)):
-            eps[site] = self.rng.standard_normal((count, self.config.dim), dtype=np.float32)
-            sampled[site] = np.empty((count, self.config.dim), np.float32)
-            k.sample_rows(self.loc[site], self.scale[site], self.rows[site][:count], eps[site], sampled[site])
-        gw, gc = self._buffers(n_w, n_c)
+            eps[site], sampled[site] = self._eps[site][:count], self._sampled[site][:count]
+            key = self.rng.integers(0, 2**64, dtype=np.uint64)  # eps: a hash of (key, row, column)
+            k.sample_rows(self.loc[site], self.scale[site], self.rows[site][:count], key, eps[site], sampled[site])
+        gw, gc = self._buffers(n_w + 1, n_c + 1)  # one zero row beyond the touched rows: see step
         words, contexts = sampled["word_vectors"], sampled["context_vectors"]
-        data = k.pair_gradients(w_slot, c_slot, words, contexts, num_pairs / len(center), gw, gc, n_w, n_c)
+        data = k.pair_gradients(w_slot, c_slot, words, contexts, num_pairs / len(center), gw, gc, n_w + 1, n_c + 1)
         return data, eps, (gw, gc)
 
     def _untouch(self, eps: dict[str, np.ndarray]) -> None:
