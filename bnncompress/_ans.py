@@ -79,16 +79,51 @@ def _fast_quantized_cdf(p):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _lookup_table(cdf):  # pragma: no cover - compiled
-    """table[j] = the symbol whose interval holds quantile j << _LOOKUP_SHIFT."""
-    table = np.empty(1 << _LOOKUP_BITS, dtype=np.int32)
-    s = 0
-    for j in range(1 << _LOOKUP_BITS):
-        q = np.uint64(j) << _LOOKUP_SHIFT
-        while cdf[s + 1] <= q:
-            s += 1
-        table[j] = s
-    return table
+def lookup_tables_into(cdfs, bits, table):  # pragma: no cover - compiled
+    """table[m, j] = the symbol of model m whose interval holds quantile j << (24 - bits): where
+    the decoder's forward scan for a quantile starts (:func:`pop_symbol`)."""
+    shift = np.uint64(PRECISION - bits)
+    for m in range(cdfs.shape[0]):
+        s = 0
+        for j in range(1 << bits):
+            q = np.uint64(j) << shift
+            while cdfs[m, s + 1] <= q:
+                s += 1
+            table[m, j] = s
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def read_initial_state(words, wstart, wstop):  # pragma: no cover - compiled
+    """constriction's ``read_initial_state`` of the stream words[wstart:wstop]: ``(state, pos, ok)``,
+    ``ok`` False where its last word is zero (constriction refuses that)."""
+    pos = wstop
+    state = np.uint64(0)
+    if pos > wstart:
+        pos -= 1
+        state = np.uint64(words[pos])
+        if state == 0:
+            return state, pos, False
+        if pos > wstart:
+            pos -= 1
+            state = (state << _WORD_BITS) | np.uint64(words[pos])
+    return state, pos, True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def pop_symbol(words, wstart, pos, state, cdfs, tables, m, shift):  # pragma: no cover - compiled
+    """One decoding step with model ``m``: ``(symbol, state, pos)``. ``tables`` (from
+    :func:`lookup_tables_into` with ``24 - shift`` bits) gives where the scan for the symbol starts;
+    the state is refilled from words[pos - 1], words are read down to ``wstart``."""
+    q = state & _Q_MASK
+    s = np.int64(tables[m, q >> shift])
+    while cdfs[m, s + 1] <= q:
+        s += 1
+    left = cdfs[m, s]
+    state = (state >> _PRECISION) * (cdfs[m, s + 1] - left) + (q - left)
+    if state < _REFILL_BELOW and pos > wstart:
+        pos -= 1
+        state = (state << _WORD_BITS) | np.uint64(words[pos])
+    return s, state, pos
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -140,29 +175,14 @@ def _decode_stream(words, wstart, wstop, cdfs, tables, out, ostart, n, hist):  #
     i mod M), counting them in ``hist[model]``. Returns OK, or an error code for words
     constriction would refuse or leave over."""
     period = cdfs.shape[0]
-    pos = wstop
-    state = np.uint64(0)
-    if pos > wstart:  # constriction's read_initial_state: the last word must not be zero
-        pos -= 1
-        state = np.uint64(words[pos])
-        if state == 0:
-            return BAD_FIRST_WORD
-        if pos > wstart:
-            pos -= 1
-            state = (state << _WORD_BITS) | np.uint64(words[pos])
+    state, pos, ok = read_initial_state(words, wstart, wstop)
+    if not ok:
+        return BAD_FIRST_WORD
     m = 0
     for i in range(n):
-        q = state & _Q_MASK
-        s = tables[m, q >> _LOOKUP_SHIFT]
-        while cdfs[m, s + 1] <= q:
-            s += 1
+        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, m, _LOOKUP_SHIFT)
         out[ostart + i] = s
         hist[m, s] += 1
-        left = cdfs[m, s]
-        state = (state >> _PRECISION) * (cdfs[m, s + 1] - left) + (q - left)
-        if state < _REFILL_BELOW and pos > wstart:
-            pos -= 1
-            state = (state << _WORD_BITS) | np.uint64(words[pos])
         m = m + 1 if m + 1 < period else 0
     if state != 0 or pos != wstart:
         return WORDS_LEFT
@@ -227,7 +247,8 @@ def decode_blocks(
     words = np.ascontiguousarray(words, dtype=np.uint32)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     cdfs = quantized_cdfs(counts)
-    tables = np.stack([_lookup_table(cdf) for cdf in cdfs])
+    tables = np.empty((len(cdfs), 1 << _LOOKUP_BITS), dtype=np.int32)
+    lookup_tables_into(cdfs, _LOOKUP_BITS, tables)
     sizes = np.minimum(block_size, num_symbols - blocks * block_size)
     out = np.empty(int(sizes.sum()), dtype=np.int32)
     models, alphabet = cdfs.shape[0], cdfs.shape[1] - 1

@@ -19,7 +19,16 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._ans import _PRECISION, _Q_MASK, _REFILL_BELOW, _WORD_BITS, BAD_FIRST_WORD, OK, WORDS_LEFT, quantized_cdfs
+from ._ans import (
+    _PRECISION,
+    BAD_FIRST_WORD,
+    OK,
+    WORDS_LEFT,
+    lookup_tables_into,
+    pop_symbol,
+    quantized_cdfs,
+    read_initial_state,
+)
 from ._ans import serial_twin as _ans_serial_twin
 
 #: Status of a row decode that met a symbol its model does not count (a damaged archive).
@@ -32,24 +41,11 @@ _CHUNK = 32  # rows a parallel task decodes one after another
 TILE = 4  # rows transformed together (each value of Rᵀ loaded once for them)
 
 
-@numba.njit(cache=True, nogil=True)
-def _lookup_tables(cdfs, bits, table):  # pragma: no cover - compiled
-    """table[m, j] = the symbol of model m whose interval holds quantile j << (24 - bits)."""
-    shift = np.uint64(24 - bits)
-    for m in range(cdfs.shape[0]):
-        s = 0
-        for j in range(1 << bits):
-            q = np.uint64(j) << shift
-            while cdfs[m, s + 1] <= q:
-                s += 1
-            table[m, j] = s
-
-
 def lookup_tables(cdfs: np.ndarray) -> np.ndarray:
     """(M, 2**LOOKUP_BITS) start symbols for the decoder's search, uint8 where the alphabet allows."""
     dtype = np.uint8 if cdfs.shape[1] - 1 <= 256 else np.int32
     table = np.empty((cdfs.shape[0], 1 << LOOKUP_BITS), dtype=dtype)
-    _lookup_tables(cdfs, LOOKUP_BITS, table)
+    lookup_tables_into(cdfs, LOOKUP_BITS, table)
     return table
 
 
@@ -67,18 +63,10 @@ def _decode_row(words, wstart, pos, state, cdfs, tables, syms, hist, count):  # 
     shift = _PRECISION - np.uint64(LOOKUP_BITS)
     m = 0
     for t in range(syms.shape[0]):
-        q = state & _Q_MASK
-        s = np.int64(tables[m, q >> shift])
-        while cdfs[m, s + 1] <= q:
-            s += 1
+        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, m, shift)
         syms[t] = s
         if count:
             hist[m, s] += 1
-        left = cdfs[m, s]
-        state = (state >> _PRECISION) * (cdfs[m, s + 1] - left) + (q - left)
-        if state < _REFILL_BELOW and pos > wstart:
-            pos -= 1
-            state = (state << _WORD_BITS) | np.uint64(words[pos])
         m = m + 1 if m + 1 < period else 0
     return state, pos
 
@@ -202,17 +190,11 @@ def decode_blocks_values(
     for i in prange(blocks.shape[0]):
         b = blocks[i]
         wstart, pos = offsets[b], offsets[b + 1]
-        state = np.uint64(0)
         status[i] = OK
-        if pos > wstart:  # constriction's read_initial_state: the last word must not be zero
-            pos -= 1
-            state = np.uint64(words[pos])
-            if state == 0:
-                status[i] = BAD_FIRST_WORD
-                continue
-            if pos > wstart:
-                pos -= 1
-                state = (state << _WORD_BITS) | np.uint64(words[pos])
+        state, pos, ok = read_initial_state(words, wstart, pos)
+        if not ok:
+            status[i] = BAD_FIRST_WORD
+            continue
         syms = np.empty(spr, dtype=np.int64)
         y = np.empty((TILE, vt.shape[2] * spr), dtype=np.float64)
         acc = np.empty((TILE, d), dtype=np.float64)
@@ -286,17 +268,11 @@ def decode_prefixes_into(
     no_hist = np.zeros((1, 1), dtype=np.int64)
     for i in prange(blocks.shape[0]):
         b = blocks[i]
-        wstart, pos = offsets[b], offsets[b + 1]
-        state = np.uint64(0)
-        if pos > wstart:
-            pos -= 1
-            state = np.uint64(words[pos])
-            if state == 0:
-                status[i] = BAD_FIRST_WORD
-                continue
-            if pos > wstart:
-                pos -= 1
-                state = (state << _WORD_BITS) | np.uint64(words[pos])
+        wstart = offsets[b]
+        state, pos, ok = read_initial_state(words, wstart, offsets[b + 1])
+        if not ok:
+            status[i] = BAD_FIRST_WORD
+            continue
         status[i] = OK
         symbols = out[starts[i] : starts[i + 1]]
         state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, symbols, no_hist, False)
