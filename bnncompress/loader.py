@@ -179,7 +179,7 @@ class Archive:
         by :meth:`embedding`, :meth:`vectors` and the similarity queries (:mod:`bnncompress.servedrows`)."""
         name = name or self.default_embedding_name()
         if name not in self._served:
-            self._served[name] = ServedRows(self.record(name), self._contents.path)
+            self._served[name] = ServedRows(self.record(name), self._contents.path, reader=self.reader(name))
         return self._served[name]
 
     def embedding(self, name: str | None = None, cache_rows: int | None = None) -> CompressedEmbedding:

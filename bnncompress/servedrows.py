@@ -39,7 +39,8 @@ DEFAULT_CACHE_FRACTION = 0.1
 
 class ServedRows:
     """Rows of the 2-D tensor ``record`` (read from the archive at ``path``), with a cache of
-    ``cache_rows`` rows (None: 10% of the rows).
+    ``cache_rows`` rows (None: 10% of the rows), decoded by ``reader`` (None: a new
+    :class:`~bnncompress.rowaccess.RowReader`; an archive passes its own, so that its checkpoints are built once).
 
     Example:
         >>> served = ServedRows(archive.record("word_vectors"), archive.path)   # doctest: +SKIP
@@ -47,7 +48,13 @@ class ServedRows:
         (2, 2, 50)
     """
 
-    def __init__(self, record: TensorRecord, path: str | os.PathLike, cache_rows: int | None = None):
+    def __init__(
+        self,
+        record: TensorRecord,
+        path: str | os.PathLike,
+        cache_rows: int | None = None,
+        reader: RowReader | None = None,
+    ):
         name = record.name
         if len(record.shape) != 2:
             raise OptionError(f"tensor '{name}' has shape {tuple(record.shape)}; an embedding needs a 2-D tensor")
@@ -55,7 +62,7 @@ class ServedRows:
         self.support = record.params.get("support")
         if self.support is not None:
             _check_elementwise(self.support, name)
-        self.reader = RowReader(record)
+        self.reader = RowReader(record) if reader is None else reader
         self.shape = (int(record.shape[0]), int(record.shape[1]))
         self.dtype = np.dtype(NUMPY_DTYPES[record.dtype])
         self.cache = self._new_cache(cache_rows)

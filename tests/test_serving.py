@@ -218,3 +218,13 @@ def test_memory_accounting_sums_record_cache_and_norms(example):
     a.most_similar("the")
     assert emb.memory_bytes() == held() + 4 * 4000  # the row norms, float32
     assert emb.memory_bytes() < full.nbytes / 2
+
+
+def test_rows_and_the_embedding_share_one_reader(example):
+    """One RowReader per tensor: the checkpoints ``rows()`` built are the ones the embedding decodes from."""
+    a = bnncompress.load(example[0])
+    a.rows("word_vectors", np.arange(4000)[::-7])
+    reader = a.reader("word_vectors")
+    emb = a.embedding()
+    assert emb.rows.reader is reader and a.served_rows().reader is reader
+    assert np.array_equal(emb(torch.tensor([5, 3999])).numpy(), example[1][[5, 3999]])
