@@ -5,7 +5,9 @@ The archive's coded words are defined by constriction (docs/FORMAT.md): an ``Ans
 fixed-point CDF made by constriction's ``fast_quantized_cdf``. A tensor has one model, or
 one per column (``counts`` of shape (M, K)): symbol i of a block then uses model ``i mod M``
 (blocks hold whole rows of M symbols), as constriction's ``Categorical(perfect=False)`` model
-family does with a row of probabilities per symbol. constriction holds the GIL,
+family does with a row of probabilities per symbol. (C, M, K) weights are C such sets: block b
+uses models ``classes[b] * M + i mod M`` of the C * M CDFs (its *base* and *period*, from
+:func:`model_bases`). constriction holds the GIL,
 so its coders cannot run on two cores of one process. These kernels compute exactly the
 same CDF, the same words when encoding and the same symbols when decoding (checked against
 constriction in tests/test_parallel_coding.py), release the GIL, and code the independent
@@ -55,9 +57,30 @@ def quantized_cdf(counts: np.ndarray) -> np.ndarray:
 
 
 def quantized_cdfs(counts: np.ndarray) -> np.ndarray:
-    """One CDF per model: ``counts`` of shape (K,) or (M, K) -> uint64 (M, K + 1)."""
-    counts = np.asarray(counts).reshape(-1, np.shape(counts)[-1])
-    return np.stack([quantized_cdf(c) for c in counts])
+    """One CDF per model: ``counts`` of shape (K,), (M, K) or (C, M, K) -> uint64 (C * M, K + 1);
+    a model whose weights sum to 0 (which no block may use) gets the uniform CDF."""
+    table = np.asarray(counts).reshape(-1, np.shape(counts)[-1])
+    empty = ~(table.sum(axis=1, dtype=np.float64) > 0)
+    if empty.any():
+        table = np.where(empty[:, None], 1.0, table)
+    p = np.asarray(table, dtype=np.float64)
+    return _fast_quantized_cdfs(p / p.sum(axis=1, keepdims=True))  # (as coding.probability_rows)
+
+
+def model_bases(counts: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """The blocks' first models (int64: one per block, or one for all) and the models a block
+    cycles through: ``(classes * M, M)`` for (C, M, K) weights (classes checked by
+    :func:`bnncompress.coding.check_classes`), else ``([0], number of models)``."""
+    if np.ndim(counts) == 3:
+        period = int(np.shape(counts)[1])
+        return np.asarray(classes, dtype=np.int64) * period, period
+    return np.zeros(1, dtype=np.int64), int(np.prod(np.shape(counts)[:-1]))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def block_base(bases, b):  # pragma: no cover - compiled
+    """Block b's first model: bases[b], or bases[0] for all blocks (:func:`model_bases`)."""
+    return bases[b] if bases.shape[0] > 1 else bases[0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -76,6 +99,15 @@ def _fast_quantized_cdf(p):  # pragma: no cover - compiled
         cumulative += p[i]
     cdf[k] = np.uint64(1 << PRECISION)
     return cdf
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_quantized_cdfs(p):  # pragma: no cover - compiled
+    # _fast_quantized_cdf of each row of p
+    cdfs = np.empty((p.shape[0], p.shape[1] + 1), dtype=np.uint64)
+    for m in range(p.shape[0]):
+        cdfs[m] = _fast_quantized_cdf(p[m])
+    return cdfs
 
 
 @numba.njit(cache=True, nogil=True)
@@ -127,14 +159,14 @@ def pop_symbol(words, wstart, pos, state, cdfs, tables, m, shift):  # pragma: no
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _encode_stream(symbols, start, stop, cdfs, out):  # pragma: no cover - compiled
+def _encode_stream(symbols, start, stop, cdfs, base, period, out):  # pragma: no cover - compiled
     """Encode symbols[start:stop] in reverse (so they decode forwards) into ``out``; returns
-    the number of words. Symbol i uses model (i - start) mod M. Matches constriction's
+    the number of words. Symbol i uses model base + (i - start) mod period. Matches constriction's
     AnsCoder.encode_reverse + get_compressed."""
-    period = cdfs.shape[0]
     state = np.uint64(0)
     n = 0
-    m = (stop - 1 - start) % period
+    m = base + (stop - 1 - start) % period
+    last = base + period - 1
     for i in range(stop - 1, start - 1, -1):
         s = symbols[i]
         left = cdfs[m, s]
@@ -144,7 +176,7 @@ def _encode_stream(symbols, start, stop, cdfs, out):  # pragma: no cover - compi
             n += 1
             state = state >> _WORD_BITS
         state = ((state // prob) << _PRECISION) | (left + state % prob)
-        m = m - 1 if m > 0 else period - 1
+        m = m - 1 if m > base else last
     low = np.uint32(state & _U32_MASK)
     high = np.uint32(state >> _WORD_BITS)
     if high != 0:
@@ -158,32 +190,36 @@ def _encode_stream(symbols, start, stop, cdfs, out):  # pragma: no cover - compi
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def encode_blocks_into(symbols, block_size, cdfs, scratch, lengths):  # pragma: no cover - compiled
+def encode_blocks_into(symbols, block_size, cdfs, bases, period, scratch, lengths):  # pragma: no cover - compiled
     """Encode each block of ``block_size`` symbols into its own stretch of ``scratch``
-    (``block_size + 2`` words per block); ``lengths[b]`` receives block b's word count."""
+    (``block_size + 2`` words per block; block b with models base + i mod period, :func:`block_base`);
+    ``lengths[b]`` receives block b's word count."""
     n = symbols.shape[0]
     capacity = block_size + 2
     for b in prange(lengths.shape[0]):
         start = b * block_size
         stop = min(start + block_size, n)
-        lengths[b] = _encode_stream(symbols, start, stop, cdfs, scratch[b * capacity : (b + 1) * capacity])
+        out = scratch[b * capacity : (b + 1) * capacity]
+        lengths[b] = _encode_stream(symbols, start, stop, cdfs, block_base(bases, b), period, out)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _decode_stream(words, wstart, wstop, cdfs, tables, out, ostart, n, hist):  # pragma: no cover - compiled
+def _decode_stream(
+    words, wstart, wstop, cdfs, tables, base, period, out, ostart, n, hist
+):  # pragma: no cover - compiled
     """Decode ``n`` symbols from words[wstart:wstop] into out[ostart:] (symbol i with model
-    i mod M), counting them in ``hist[model]``. Returns OK, or an error code for words
-    constriction would refuse or leave over."""
-    period = cdfs.shape[0]
+    base + i mod period), counting them in ``hist[model]``. Returns OK, or an error code for
+    words constriction would refuse or leave over."""
     state, pos, ok = read_initial_state(words, wstart, wstop)
     if not ok:
         return BAD_FIRST_WORD
-    m = 0
+    m = base
+    end = base + period
     for i in range(n):
         s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, m, _LOOKUP_SHIFT)
         out[ostart + i] = s
         hist[m, s] += 1
-        m = m + 1 if m + 1 < period else 0
+        m = m + 1 if m + 1 < end else base
     if state != 0 or pos != wstart:
         return WORDS_LEFT
     return OK
@@ -191,18 +227,20 @@ def _decode_stream(words, wstart, wstop, cdfs, tables, out, ostart, n, hist):  #
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def decode_blocks_into(
-    words, offsets, blocks, block_size, num_symbols, cdfs, tables, out, hist, status
+    words, offsets, blocks, block_size, num_symbols, cdfs, tables, bases, period, out, hist, status
 ):  # pragma: no cover - compiled
-    """Decode ``blocks`` (indices into the jump table ``offsets``) one after another into
-    ``out``; block i's symbol histogram goes to hist[i] and its status to status[i]."""
+    """Decode ``blocks`` (indices into the jump table ``offsets``; block b with models
+    base + i mod period, :func:`block_base`) one after another into ``out``; block i's symbol
+    histogram goes to hist[i] and its status to status[i]."""
     starts = np.empty(blocks.shape[0] + 1, dtype=np.int64)
     starts[0] = 0
     for i in range(blocks.shape[0]):
         starts[i + 1] = starts[i] + min(block_size, num_symbols - blocks[i] * block_size)
     for i in prange(blocks.shape[0]):
         b = blocks[i]
+        n = starts[i + 1] - starts[i]
         status[i] = _decode_stream(
-            words, offsets[b], offsets[b + 1], cdfs, tables, out, starts[i], starts[i + 1] - starts[i], hist[i]
+            words, offsets[b], offsets[b + 1], cdfs, tables, block_base(bases, b), period, out, starts[i], n, hist[i]
         )
 
 
@@ -216,14 +254,17 @@ def _parallel(parallel_kernel, serial_kernel):
     return parallel_kernel if numba.get_num_threads() > 1 else serial_kernel
 
 
-def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_blocks(
+    symbols: np.ndarray, counts: np.ndarray, block_size: int, classes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """All words and the uint64 jump table, as :func:`bnncompress.coding.encode_blocks`."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32)
     n_blocks = -(-len(symbols) // block_size)
     cdfs = quantized_cdfs(counts)
+    bases, period = model_bases(counts, classes)
     scratch = np.empty(n_blocks * (block_size + 2), dtype=np.uint32)
     lengths = np.zeros(n_blocks, dtype=np.int64)
-    _parallel(encode_blocks_into, _encode_blocks_serial)(symbols, block_size, cdfs, scratch, lengths)
+    _parallel(encode_blocks_into, _encode_blocks_serial)(symbols, block_size, cdfs, bases, period, scratch, lengths)
     offsets = np.zeros(n_blocks + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
     words = np.empty(int(offsets[-1]), dtype=np.uint32)
@@ -240,6 +281,7 @@ def decode_blocks(
     num_symbols: int,
     block_size: int,
     blocks: np.ndarray,
+    classes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Symbols of ``blocks`` (concatenated in that order) and their histogram (the shape of
     ``counts``); raises ValueError where constriction would refuse the words or leave some over."""
@@ -247,6 +289,7 @@ def decode_blocks(
     words = np.ascontiguousarray(words, dtype=np.uint32)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     cdfs = quantized_cdfs(counts)
+    bases, period = model_bases(counts, classes)
     tables = np.empty((len(cdfs), 1 << _LOOKUP_BITS), dtype=np.int32)
     lookup_tables_into(cdfs, _LOOKUP_BITS, tables)
     sizes = np.minimum(block_size, num_symbols - blocks * block_size)
@@ -261,7 +304,9 @@ def decode_blocks(
         hist = np.zeros((len(part), models, alphabet), dtype=np.int64)
         status = np.zeros(len(part), dtype=np.int8)
         decode = _parallel(decode_blocks_into, _decode_blocks_serial)
-        decode(words, offsets, part, block_size, num_symbols, cdfs, tables, out[start:stop], hist, status)
+        decode(
+            words, offsets, part, block_size, num_symbols, cdfs, tables, bases, period, out[start:stop], hist, status
+        )
         if np.any(status == BAD_FIRST_WORD):
             raise ValueError("the coded words do not decode (a block ends in a zero word)")
         if np.any(status == WORDS_LEFT):

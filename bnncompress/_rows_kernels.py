@@ -8,7 +8,9 @@ per-column kind: P = D, L = 1). The per-column kind then applies its transform w
 ascending (no fastmath): the one summation order every decode path uses, so that a row decodes
 to the same bits alone, in a batch or in a whole tensor (:func:`bnncompress.records.columns.inverse_transform`).
 
-The decoder is :mod:`bnncompress._ans`'s (constriction's ``AnsCoder``); a *checkpoint* is its
+For (C, M, K) entropy-model weights, a block's symbols use the M models of its class (a *base*
+into the C * M CDFs, :func:`bnncompress._ans.model_bases`); the value table is the same for all
+classes. The decoder is :mod:`bnncompress._ans`'s (constriction's ``AnsCoder``); a *checkpoint* is its
 state (64-bit state, word position within the block) at the start of a row, so that decoding can
 start there. Kept in its own module so that importing bnncompress does not import numba.
 """
@@ -24,6 +26,7 @@ from ._ans import (
     BAD_FIRST_WORD,
     OK,
     WORDS_LEFT,
+    block_base,
     lookup_tables_into,
     pop_symbol,
     quantized_cdfs,
@@ -50,24 +53,27 @@ def lookup_tables(cdfs: np.ndarray) -> np.ndarray:
 
 
 def coder_tables(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The (M, K + 1) CDFs and lookup tables of the entropy models ``counts`` ((K,) or (M, K))."""
+    """The (M, K + 1) CDFs and lookup tables of the entropy models ``counts`` ((K,) or (M, K));
+    (C * M, K + 1) for (C, M, K) weights."""
     cdfs = quantized_cdfs(counts)
     return cdfs, lookup_tables(cdfs)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _decode_row(words, wstart, pos, state, cdfs, tables, syms, hist, count):  # pragma: no cover - compiled
-    """Decode ``len(syms)`` symbols (symbol t with model t mod M) from ``state`` / ``pos``;
-    counts them in ``hist`` if ``count``. Returns the new (state, pos)."""
-    period = cdfs.shape[0]
+def _decode_row(
+    words, wstart, pos, state, cdfs, tables, base, period, syms, hist, count
+):  # pragma: no cover - compiled
+    """Decode ``len(syms)`` symbols (symbol t with model base + t mod period) from ``state`` /
+    ``pos``; counts them in ``hist`` if ``count``. Returns the new (state, pos)."""
     shift = _PRECISION - np.uint64(LOOKUP_BITS)
-    m = 0
+    m = base
+    end = base + period
     for t in range(syms.shape[0]):
         s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, m, shift)
         syms[t] = s
         if count:
             hist[m, s] += 1
-        m = m + 1 if m + 1 < period else 0
+        m = m + 1 if m + 1 < end else base
     return state, pos
 
 
@@ -166,6 +172,8 @@ def decode_blocks_values(
     spr,
     cdfs,
     tables,
+    bases,
+    period,
     vt,
     valid,
     mode,
@@ -179,8 +187,9 @@ def decode_blocks_values(
     hist,
     status,
 ):  # pragma: no cover - compiled
-    """Decode ``blocks`` whole, one task each: block i's rows into out[i-th block's rows] (if
-    ``out`` has rows), its histogram into hist[i], its status into status[i]; with ``every`` > 0
+    """Decode ``blocks`` whole, one task each (a row's symbol t with model base + t mod period, the
+    block's base from ``bases``): block i's rows into out[i-th block's rows] (if ``out`` has rows),
+    its histogram into hist[i] (rows: all models), its status into status[i]; with ``every`` > 0
     the decoder state at every ``every``-th row of block b goes to ck_*[b * per_block + ...]."""
     d = out.shape[1] if out.shape[0] > 0 else 1
     starts = np.empty(blocks.shape[0] + 1, dtype=np.int64)
@@ -189,6 +198,7 @@ def decode_blocks_values(
         starts[i + 1] = starts[i] + min(block_rows, num_rows - blocks[i] * block_rows)
     for i in prange(blocks.shape[0]):
         b = blocks[i]
+        base = block_base(bases, b)
         wstart, pos = offsets[b], offsets[b + 1]
         status[i] = OK
         state, pos, ok = read_initial_state(words, wstart, pos)
@@ -206,7 +216,7 @@ def decode_blocks_values(
                 if every > 0 and j % every == 0:
                     ck_state[b * per_block + j // every] = state
                     ck_pos[b * per_block + j // every] = np.uint32(pos - wstart)
-                state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, syms, hist[i], True)
+                state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, base, period, syms, hist[i], True)
                 if out.shape[0] > 0:
                     _fill_row(syms, vt, valid, y[q])
             if out.shape[0] > 0:
@@ -224,6 +234,8 @@ def decode_rows_values(
     spr,
     cdfs,
     tables,
+    bases,
+    period,
     vt,
     valid,
     mode,
@@ -254,14 +266,16 @@ def decode_rows_values(
                 wstart = offsets[b]
                 state, pos = ck_state[ck], wstart + np.int64(ck_pos[ck])
                 for _ in range(j - (j // every) * every + 1):
-                    state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, syms, no_hist, False)
+                    state, pos = _decode_row(
+                        words, wstart, pos, state, cdfs, tables, block_base(bases, b), period, syms, no_hist, False
+                    )
                 status[i0 + q] = OK if _fill_row(syms, vt, valid, y[q]) else UNCOUNTED
             _transform_rows(y, m, mode, rt, mean, acc, out, i0)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def decode_prefixes_into(
-    words, offsets, blocks, starts, block_size, num_symbols, cdfs, tables, out, status
+    words, offsets, blocks, starts, block_size, num_symbols, cdfs, tables, bases, period, out, status
 ):  # pragma: no cover - compiled
     """The first starts[i + 1] - starts[i] symbols of block blocks[i] into out[starts[i]:starts[i + 1]]
     (status[i]: OK, BAD_FIRST_WORD, or WORDS_LEFT for a whole block that leaves words over)."""
@@ -275,7 +289,8 @@ def decode_prefixes_into(
             continue
         status[i] = OK
         symbols = out[starts[i] : starts[i + 1]]
-        state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, symbols, no_hist, False)
+        base = block_base(bases, b)
+        state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, base, period, symbols, no_hist, False)
         whole = starts[i + 1] - starts[i] == min(block_size, num_symbols - b * block_size)
         if whole and (state != 0 or pos != wstart):
             status[i] = WORDS_LEFT

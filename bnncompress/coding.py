@@ -3,8 +3,10 @@
 Symbols are coded with categorical entropy models whose tables are the symbol counts (stored
 in the archive): one model for a tensor, or (M, K) counts for M models, symbol i using model
 i mod M (one per column). Encoder and decoder build the models from the same integer counts,
-so decoding is bit-exact. A one-symbol alphabet needs no coded words. This module is the coder
-only: what symbols mean is the record kinds' (:mod:`bnncompress.records`).
+so decoding is bit-exact. A third form is *classed*: (C, M, K) float64 weights with ``classes``,
+one class per block; symbol i of block b uses model (classes[b], i mod M). A one-symbol alphabet
+needs no coded words. This module is the coder only: what symbols mean is the record kinds'
+(:mod:`bnncompress.records`).
 
 Symbols are coded in blocks of whole rows (:mod:`bnncompress.geometry`), each its own ANS
 stream, with a jump table of word offsets: one row is decoded by decoding its block only.
@@ -34,15 +36,55 @@ def _model(counts: np.ndarray):
     return constriction.stream.model.Categorical(probabilities / probabilities.sum(), perfect=False)
 
 
+def probability_rows(counts: np.ndarray) -> np.ndarray:
+    """Each model's probabilities, float64 (models, K): a row of counts or weights over its sum
+    (the one normalization the kernels' CDFs and constriction's models are built from)."""
+    p = np.asarray(counts, dtype=np.float64).reshape(-1, np.shape(counts)[-1])
+    return p / p.sum(axis=1, keepdims=True)
+
+
 def _constriction(counts: np.ndarray, num_symbols: int) -> tuple:
     """``(model, params)`` for constriction's coders: one model for 1-D counts; for (M, K) counts
     the ``Categorical(perfect=False)`` family with one probability row per symbol (symbol i: row i mod M)."""
     if np.ndim(counts) == 1:
         return (_model(counts),)
-    p = np.asarray(counts, dtype=np.float64)
-    p = p / p.sum(axis=1, keepdims=True)
+    p = probability_rows(counts)
     rows = np.resize(np.arange(len(p)), num_symbols)
     return constriction.stream.model.Categorical(perfect=False), np.ascontiguousarray(p[rows])
+
+
+def check_classes(counts: np.ndarray, classes: np.ndarray | None, num_blocks: int) -> np.ndarray | None:
+    """``classes`` as int64, one per block, for (C, M, K) weights (None for (K,) or (M, K) counts);
+    ValueError where they are missing, misplaced, of the wrong length or out of range, or where a
+    block's class has a model whose weights are not finite, nonnegative and of positive sum."""
+    if np.ndim(counts) != 3:
+        if classes is not None:
+            raise ValueError("classes go with (classes, models, K) weights only")
+        return None
+    if classes is None:
+        raise ValueError("(classes, models, K) weights need classes, one per block")
+    c = np.asarray(classes)
+    if c.ndim != 1 or len(c) != num_blocks:
+        raise ValueError(f"{c.size} classes for {num_blocks} blocks")
+    if c.size and c.dtype.kind not in "iu":
+        raise ValueError(f"classes must be integers, not {c.dtype}")
+    c = c.astype(np.int64)
+    n_classes = np.shape(counts)[0]
+    if c.size and (int(c.min()) < 0 or int(c.max()) >= n_classes):
+        raise ValueError(f"classes outside 0..{n_classes - 1}")
+    weights = np.asarray(counts, dtype=np.float64)
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("the entropy models' weights must be finite and nonnegative")
+    empty = (np.bincount(c, minlength=n_classes) > 0)[:, None] & (weights.sum(axis=2) <= 0)
+    if empty.any():
+        k, m = (int(i) for i in np.argwhere(empty)[0])
+        raise ValueError(f"model {m} of class {k} codes blocks but its weights sum to 0")
+    return c
+
+
+def _table(counts: np.ndarray, classes: np.ndarray | None, block: int) -> np.ndarray:
+    """The (K,) or (M, K) table that codes ``block``."""
+    return counts if classes is None else np.asarray(counts)[classes[block]]
 
 
 def alphabet_size(counts: np.ndarray) -> int:
@@ -65,9 +107,11 @@ def _kernels(num_symbols: int | None = None):
     return _ans
 
 
-def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_blocks(
+    symbols: np.ndarray, counts: np.ndarray, block_size: int, classes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Encode ``symbols`` in blocks of ``block_size``: all words, and the jump table
-    (uint64 word offsets, one more than there are blocks).
+    (uint64 word offsets, one more than there are blocks). (C, M, K) weights need ``classes``.
 
     Example:
         >>> s = np.array([0, 1, 1, 2, 1, 0], dtype=np.int32)
@@ -76,12 +120,13 @@ def encode_blocks(symbols: np.ndarray, counts: np.ndarray, block_size: int) -> t
         [0, 1, 1, 2, 1, 0]
     """
     starts = range(0, len(symbols), block_size)
+    classes = check_classes(counts, classes, len(starts))
     if alphabet_size(counts) <= 1:
         return np.zeros(0, dtype=np.uint32), np.zeros(len(starts) + 1, dtype=np.uint64)
     kernels = _kernels()
     if kernels is not None:
-        return kernels.encode_blocks(symbols, counts, block_size)
-    parts = [encode(symbols[i : i + block_size], counts) for i in starts]
+        return kernels.encode_blocks(symbols, counts, block_size, classes)
+    parts = [encode(symbols[i : i + block_size], _table(counts, classes, b)) for b, i in enumerate(starts)]
     offsets = np.zeros(len(parts) + 1, dtype=np.uint64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
     return (np.concatenate(parts) if parts else np.zeros(0, np.uint32)), offsets
@@ -94,25 +139,35 @@ def decode_blocks(
     num_symbols: int,
     block_size: int,
     blocks: list[int] | None = None,
+    classes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Decode all blocks (checking that their histogram equals ``counts``), or only ``blocks``
-    (their symbols concatenated, in the order given)."""
+    """Decode all blocks (checking that their histogram equals ``counts``; for (C, M, K) weights,
+    that it is positive exactly where the weights are), or only ``blocks`` (their symbols
+    concatenated, in the order given). ``classes``: one per block of the tensor, for (C, M, K) weights."""
     everything = blocks is None
     blocks = list(range(len(offsets) - 1)) if everything else blocks
+    classes = check_classes(counts, classes, len(offsets) - 1)
     sizes = [min(block_size, num_symbols - b * block_size) for b in blocks]
     if alphabet_size(counts) <= 1:
         return np.zeros(sum(sizes), dtype=np.int32)
-    if information_bits(counts) > 32 * len(words) * 1.001 + 96 * max(len(offsets) - 1, 1):
+    if classes is None and information_bits(counts) > 32 * len(words) * 1.001 + 96 * max(len(offsets) - 1, 1):
         raise ValueError(f"the entropy model describes more information than {len(words)} coded words can hold")
     kernels = _kernels(sum(sizes))
     if kernels is not None:
-        symbols, histogram = kernels.decode_blocks(words, offsets, counts, num_symbols, block_size, np.array(blocks))
+        symbols, histogram = kernels.decode_blocks(
+            words, offsets, counts, num_symbols, block_size, np.array(blocks, dtype=np.int64), classes
+        )
     else:
-        parts = [decode(words[int(offsets[b]) : int(offsets[b + 1])], counts, n) for b, n in zip(blocks, sizes)]
+        parts = [
+            decode(words[int(offsets[b]) : int(offsets[b + 1])], _table(counts, classes, b), n)
+            for b, n in zip(blocks, sizes)
+        ]
         symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-        histogram = symbol_histogram(symbols, counts) if everything else None
-    if everything and not np.array_equal(histogram, counts):
+        histogram = symbol_histogram(symbols, counts, classes, block_size) if everything else None
+    if everything and classes is None and not np.array_equal(histogram, counts):
         raise ValueError("the decoded symbols do not match the entropy model's counts")
+    if everything and classes is not None and not np.array_equal(histogram > 0, np.asarray(counts) > 0):
+        raise ValueError("the decoded symbols do not match the entropy model's tables")
     return symbols
 
 
@@ -124,10 +179,12 @@ def decode_prefixes(
     block_size: int,
     blocks: list[int],
     lengths: list[int],
+    classes: np.ndarray | None = None,
 ) -> np.ndarray:
     """The first ``lengths[i]`` symbols of each of ``blocks`` (whole rows), concatenated in that
     order: a block decoded only up to the rows asked for. constriction decodes them until numba
     is loaded (then the kernels of :mod:`bnncompress._rows_kernels`); no histogram check.
+    ``classes`` as for :func:`decode_blocks`.
 
     Example:
         >>> s = np.array([0, 1, 1, 2, 1, 0], dtype=np.int32)
@@ -136,12 +193,14 @@ def decode_prefixes(
         [1, 0, 1, 1]
     """
     total = int(sum(lengths))
+    classes = check_classes(counts, classes, len(offsets) - 1)
     if alphabet_size(counts) <= 1:
         return np.zeros(total, dtype=np.int32)
     if "bnncompress._rows_kernels" in sys.modules and os.environ.get("BNNCOMPRESS_CODER", "") != "constriction":
-        from . import _rows_kernels
+        from . import _ans, _rows_kernels
 
         cdfs, tables = _rows_kernels.coder_tables(counts)
+        bases, period = _ans.model_bases(counts, classes)
         starts = np.zeros(len(blocks) + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
         out, status = np.empty(total, dtype=np.int32), np.zeros(len(blocks), dtype=np.int8)
@@ -154,6 +213,8 @@ def decode_prefixes(
             num_symbols,
             cdfs,
             tables,
+            bases,
+            period,
             out,
             status,
         )
@@ -164,7 +225,7 @@ def decode_prefixes(
         return out
     sizes = [min(block_size, num_symbols - b * block_size) for b in blocks]
     parts = [
-        _decode_prefix(words[int(offsets[b]) : int(offsets[b + 1])], counts, n, n == size)
+        _decode_prefix(words[int(offsets[b]) : int(offsets[b + 1])], _table(counts, classes, b), n, n == size)
         for b, n, size in zip(blocks, lengths, sizes)
     ]
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)
@@ -178,8 +239,7 @@ def _decode_prefix(words: np.ndarray, counts: np.ndarray, n: int, whole: bool) -
         if np.ndim(counts) == 1:
             symbols = coder.decode(_model(counts), n)
         else:
-            p = np.asarray(counts, dtype=np.float64)
-            p = p / p.sum(axis=1, keepdims=True)
+            p = probability_rows(counts)
             chunk = np.tile(p, (max(1, min(n, _PREFIX_CHUNK) // len(p)), 1))
             family = constriction.stream.model.Categorical(perfect=False)
             parts = [coder.decode(family, chunk[: min(len(chunk), n - i)]) for i in range(0, n, len(chunk))]
@@ -196,19 +256,28 @@ def _decode_prefix(words: np.ndarray, counts: np.ndarray, n: int, whole: bool) -
 _PREFIX_CHUNK = 4096
 
 
-def symbol_histogram(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Occurrences of each symbol of each model, in the shape of ``counts`` (whole rows of symbols)."""
+def symbol_histogram(
+    symbols: np.ndarray, counts: np.ndarray, classes: np.ndarray | None = None, block_size: int = 0
+) -> np.ndarray:
+    """Occurrences of each symbol of each model, in the shape of ``counts`` (whole rows of symbols;
+    for (C, M, K) weights, all blocks of ``block_size`` in order, block b of class ``classes[b]``)."""
     k = alphabet_size(counts)
     if np.ndim(counts) == 1:
         return np.bincount(symbols, minlength=k)
-    models = len(counts)
-    cells = np.resize(np.arange(models) * k, len(symbols)) + symbols
-    return np.bincount(cells, minlength=models * k).reshape(models, k)
+    models = int(np.prod(np.shape(counts)[:-1]))
+    if np.ndim(counts) == 3:
+        period = np.shape(counts)[1]
+        i = np.arange(len(symbols))
+        model = np.asarray(classes, np.int64)[i // block_size] * period + (i % block_size) % period
+        cells = model * k + symbols
+    else:
+        cells = np.resize(np.arange(models) * k, len(symbols)) + symbols
+    return np.bincount(cells, minlength=models * k).reshape(np.shape(counts))
 
 
 def encode(symbols: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """ANS-encode ``symbols`` (int32 indices into ``counts``, or into row ``i mod M`` of (M, K)
-    counts) into uint32 words, with constriction.
+    counts or weights) into uint32 words, with constriction.
 
     Example:
         >>> s = np.array([0, 1, 1, 2], dtype=np.int32)

@@ -52,7 +52,7 @@ class InMemoryFit(TensorJob):
         if f.models(state) > 1:
             values = np.concatenate(self.rows.map(_reconstruct, f, state, indices))
             counts, _ = self.histogram(lam)
-            return QuantizedTensor(indices, f.grid(state).reshape(len(counts), -1), counts, params, 0, values)
+            return QuantizedTensor(indices, f.grid(state).reshape(f.models(state), -1), counts, params, 0, values)
         return compact(indices, f.grid(state), params, f.subvectors(state), f.values_per_symbol, in_place=True)
 
 

@@ -30,7 +30,16 @@ from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions
 from .ratetasks import check_task, count_task
 from .records import TensorRecord, kind_of, raw_payload_bytes
-from .tasks import Quality, compact_models, encode_kept_task, encode_task, histogram_task, map_task, statistics_task
+from .tasks import (
+    Quality,
+    count_block,
+    encode_kept_task,
+    encode_task,
+    histogram_task,
+    map_task,
+    record_tables,
+    statistics_task,
+)
 
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
@@ -182,9 +191,16 @@ class TensorJob:
         return self._states[key]
 
     def table_shape(self, state: Any) -> tuple[int, int]:
-        """(models, alphabet) of the histograms at ``state``."""
+        """(models, alphabet) of the histograms at ``state`` (classes x models for a classed fit)."""
         models = self.fitted.models(state)
-        return models, len(self.fitted.grid(state)) // self.fitted.values_per_symbol // models
+        alphabet = len(self.fitted.grid(state)) // self.fitted.values_per_symbol // models
+        return models * max(self.fitted.classes, 1), alphabet
+
+    def _shaped(self, counts: np.ndarray) -> np.ndarray:
+        """Histograms as rate control and the coder take them: (K,), (models, K), or (classes, models, K)."""
+        if self.fitted.classes:
+            return counts.reshape(self.fitted.classes, -1, counts.shape[1])
+        return counts if len(counts) > 1 else counts[0]
 
     @property
     def side_bits(self) -> int:
@@ -207,13 +223,11 @@ class TensorJob:
         return counts, counted
 
     def _sample_histogram(self, lam: float) -> tuple[np.ndarray, int, None]:
-        from ._pipeline_kernels import count_symbols  # numba: imported on first use
-
         state = self.state(lam, True)
         indices = self.fitted.assign(self.sample.block, state)
         counts = np.zeros(self.table_shape(state), dtype=np.int64)
-        count_symbols(indices, counts)
-        return (counts if len(counts) > 1 else counts[0]), len(indices), None
+        count_block(self.fitted, self.sample.block, indices, counts)
+        return self._shaped(counts), len(indices), None
 
     def _full_histogram(self, lam: float) -> tuple[np.ndarray, int, Quality | list[list[int]]]:
         """Counts at ``lam``, keeping the grid indices (within the budget) for coding. What the values
@@ -242,7 +256,7 @@ class TensorJob:
         if keep:
             self._kept = (lam, kept, 2 * n)
             self.budget.available -= 2 * n
-        return (counts if len(counts) > 1 else counts[0]), n, seen
+        return self._shaped(counts), n, seen
 
     @property
     def _check(self) -> tuple[bool, float, float]:
@@ -274,15 +288,14 @@ class TensorJob:
         counts, _ = self.histogram(lam)
         quality = self.quality(lam)
         state = self.state(lam)
-        sub = self.fitted.subvectors(state)
-        remap, table, grid = compact_models(counts, self.fitted.grid(state), sub)
-        marks = {"subvectors": sub, "models": len(table) if table.ndim == 2 else 0}  # 0: unmarked
+        blocks = geometry.num_blocks(self.shape, self.rows.block_rows)
+        remap, table, grid, stored_counts, marks, side, classes = record_tables(counts, self.fitted, state, blocks)
         block_size = self.rows.block_rows * kind_of(marks).symbols_per_row(self.shape, marks)
         if table.shape[-1] <= 1:
             words = np.zeros(0, dtype=np.uint32)
-            offsets = np.zeros(geometry.num_blocks(self.shape, self.rows.block_rows) + 1, dtype=np.uint64)
+            offsets = np.zeros(blocks + 1, dtype=np.uint64)
         else:
-            words, offsets = self._encode(lam, state, remap, table, block_size)
+            words, offsets = self._encode(lam, state, remap, table, block_size, classes)
         self.release()
         record = TensorRecord(
             name=self.name,
@@ -292,12 +305,12 @@ class TensorJob:
             params=self.params(state, lam),
             coder=coding.CODER_ID,
             grid=grid,
-            counts=table.reshape(-1),
+            counts=stored_counts,
             words=words,
             block_rows=self.rows.block_rows,
             offsets=offsets,
             **marks,
-            **self.fitted.side_arrays(),
+            **side,
         )
         if raw_payload_bytes(self.num_weights, record.num_blocks) <= record.payload_bytes:
             return self._raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
@@ -320,11 +333,17 @@ class TensorJob:
             raw=True,
         )
 
-    def _encode(self, lam: float, state: Any, remap: np.ndarray, table: np.ndarray, block_size: int) -> tuple:
+    def _encode(
+        self, lam: float, state: Any, remap: np.ndarray, table: np.ndarray, block_size: int, classes: np.ndarray | None
+    ) -> tuple:
+        br = self.rows.block_rows
+        own = [None if classes is None else classes[a // br : -(-b // br)] for a, b in self.rows.ranges]
         if self._kept is not None and self._kept[0] == lam:  # code the indices of the histogram pass
-            parts = self.executor.map(encode_kept_task, [(k, remap, table, block_size) for k in self._kept[1]])
+            tasks = [(k, remap, table, block_size, c) for k, c in zip(self._kept[1], own)]
+            parts = self.executor.map(encode_kept_task, tasks)
         else:
-            parts = self.executor.map(encode_task, self.rows.tasks(self.fitted, state, remap, table, block_size))
+            tasks = [t + (c,) for t, c in zip(self.rows.tasks(self.fitted, state, remap, table, block_size), own)]
+            parts = self.executor.map(encode_task, tasks)
         words_parts, lengths = zip(*parts)
         offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.uint64)
         np.cumsum(np.concatenate(lengths), out=offsets[1:])

@@ -57,13 +57,19 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
     count_bytes = np.min_scalar_type(max(t.num_weights for t in tensors)).itemsize
     for t in tensors:
         counts, counted = t.histogram(lam, on_sample)
-        used = int(np.count_nonzero(counts))
-        # one model: a count per used symbol; per-column models: tables as wide as the widest column,
-        # of counts up to the number of rows
-        entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
-        entry_bytes = count_bytes if counts.ndim == 1 else np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
-        coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
+        used = int(np.count_nonzero(counts))
+        if counts.ndim == 3:  # classed: a level byte per (class, kept symbol), a width per column, a class per block
+            kept = (counts > 0).any(axis=0)
+            used = int(kept.sum())
+            entries, entry_bytes = len(counts) * used + 2 * counts.shape[1] + blocks, 1
+            coded = bool(np.any(kept.sum(axis=1) > 1))
+        else:
+            # one model: a count per used symbol; per-column models: tables as wide as the widest column,
+            # of counts up to the number of rows
+            entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
+            entry_bytes = count_bytes if counts.ndim == 1 else np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
+            coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
         table = 8 * payload_bytes(
             words=_CODER_BYTES_PER_BLOCK * blocks if coded else 0,  # + the information content, below
             blocks=blocks,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .quantizers import FittedQuantizer
-from .tasks import Quality, blocks, check_block, sketch
+from .tasks import Quality, blocks, check_block, count_block, sketch
 
 
 def count_task(
@@ -22,13 +22,11 @@ def count_task(
 ) -> tuple[tuple[np.ndarray, list[int]], np.ndarray | None]:
     """Counts of every grid index (``shape``: (models, alphabet)) over a task's blocks and the number
     of symbols of each block; and (if ``keep``) the indices, uint16, for the check and coding passes."""
-    from ._pipeline_kernels import count_symbols  # numba: imported on first use
-
     counts = np.zeros(shape, dtype=np.int64)
     kept, lengths = [], []
     for block in blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
-        count_symbols(indices, counts)
+        count_block(fitted, block, indices, counts)
         lengths.append(len(indices))
         if keep:
             kept.append(indices.astype(np.uint16))

@@ -18,7 +18,8 @@ How rows are decoded (the archive format is not involved; all of this is in memo
   parallel kernel (and records the checkpoints on the way).
 
 Every path computes a row's values with the same arithmetic (one summation order for the
-transform), so they agree bit for bit.
+transform), so they agree bit for bit. Records with (C, M, K) entropy-model weights give each
+block's class (``record.block_classes``) to every path.
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ class RowReader:
         self.shape = (num_rows(record.shape), row_size(record.shape))
         self._value_table: tuple | None = None  # the record kind's, for the kernels; () if it has none
         self._tables: tuple | None = None  # the row kernels' coder and value tables
+        self._models: tuple | None = None  # (block bases, period) of the coder's models; bases None unless classed
         self._checkpoints: tuple | None = None  # (every, per_block, states, positions)
         self._prefix_symbols = 0  # symbols decoded so far without the row kernels
 
     @property
     def nbytes(self) -> int:
         """Bytes of arrays this reader holds beyond the record itself (checkpoints, coder and value tables)."""
-        held = (*(self._value_table or ()), *(self._tables or ()), *(self._checkpoints or ()))
+        held = (*(self._value_table or ()), *(self._tables or ()), *(self._models or ()), *(self._checkpoints or ()))
         arrays = {id(a): a for a in held if isinstance(a, np.ndarray)}.values()
         own = (self.record.words, self.record.offsets, self.record.grid)  # views of them, if not copies
         return int(sum(a.nbytes for a in arrays if not any(np.shares_memory(a, b) for b in own)))
@@ -173,6 +175,7 @@ class RowReader:
                 rec.block_size,
                 blocks.tolist(),
                 (lengths * spr).tolist(),
+                classes=rec.block_classes,
             )
             block_of = positions // rec.block_rows
             first = np.r_[0, np.cumsum(lengths)[:-1]]  # each block's first row among the decoded ones
@@ -186,10 +189,17 @@ class RowReader:
 
     def _kernel_tables(self) -> tuple:
         if self._tables is None:
-            from . import _rows_kernels
+            from . import _ans, _rows_kernels
 
             rec = self.record
-            cdfs, lookup = _rows_kernels.coder_tables(rec.model_counts)
+            table = rec.model_counts
+            try:
+                classes = coding.check_classes(table, rec.block_classes, rec.num_blocks)
+            except ValueError as exc:
+                raise _corrupt(rec, exc) from None
+            cdfs, lookup = _rows_kernels.coder_tables(table)
+            bases, period = _ans.model_bases(table, classes)
+            self._models = (None if classes is None else bases, period)
             self._fused()  # (computes the kind's value table)
             vt, valid, mode, mean, rt = self._value_table
             self._tables = (
@@ -205,6 +215,11 @@ class RowReader:
             )
         return self._tables
 
+    def _model_bases(self) -> tuple[np.ndarray, int]:
+        """The row kernels' ``bases`` and ``period`` (:func:`bnncompress._ans.model_bases`)."""
+        bases, period = self._models
+        return (np.zeros(1, np.int64) if bases is None else bases), period
+
     def _decode_fused(self, blocks: list[int] | None, values: bool) -> np.ndarray:
         """Decode ``blocks`` (None: all, histogram-checked, checkpoints recorded) to values, or only
         record the checkpoints (``values`` False)."""
@@ -212,6 +227,7 @@ class RowReader:
 
         rec = self.record
         words, offsets, cdfs, lookup, vt, valid, mode, mean, rt = self._kernel_tables()
+        bases, period = self._model_bases()
         everything = blocks is None
         block_ids = np.arange(rec.num_blocks, dtype=np.int64) if everything else np.asarray(blocks, np.int64)
         every, per_block, states, positions = 0, 1, np.zeros(1, np.uint64), np.zeros(1, np.uint32)
@@ -241,6 +257,8 @@ class RowReader:
                 rec.symbols_per_row,
                 cdfs,
                 lookup,
+                bases,
+                period,
                 vt,
                 valid,
                 mode,
@@ -261,7 +279,11 @@ class RowReader:
             histogram += hist.sum(axis=0)
             start = stop
         if everything:
-            if not np.array_equal(histogram, np.reshape(rec.model_counts, histogram.shape)):
+            table = rec.model_counts
+            if np.ndim(table) == 3:
+                if not np.array_equal(histogram.reshape(table.shape) > 0, table > 0):
+                    raise _corrupt(rec, "the decoded symbols do not match the entropy model's tables")
+            elif not np.array_equal(histogram, np.reshape(table, histogram.shape)):
                 raise _corrupt(rec, "the decoded symbols do not match the entropy model's counts")
             if self._checkpoints is None:
                 self._checkpoints = (every, per_block, states, positions)
@@ -273,6 +295,7 @@ class RowReader:
 
         rec = self.record
         words, offsets, cdfs, lookup, vt, valid, mode, mean, rt = self._kernel_tables()
+        bases, period = self._model_bases()
         every, per_block, states, ck_positions = self._checkpoints
         order = np.argsort(positions)
         ordered = positions[order]
@@ -289,6 +312,8 @@ class RowReader:
             rec.symbols_per_row,
             cdfs,
             lookup,
+            bases,
+            period,
             vt,
             valid,
             mode,

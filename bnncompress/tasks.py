@@ -16,6 +16,7 @@ import numpy as np
 from . import coding
 from .posterior import TensorPosterior
 from .quantizers import Block, FittedQuantizer, Quantizer, narrow_counts, used_grid
+from .records import level_weights, levels_of
 
 
 def blocks(source: TensorPosterior, start: int, stop: int, block_rows: int) -> list[Block]:
@@ -157,19 +158,36 @@ def check_block(
     return rows
 
 
+def count_block(fitted: FittedQuantizer, block: Block, indices: np.ndarray, counts: np.ndarray) -> None:
+    """Add ``block``'s grid ``indices`` to ``counts`` ((classes x models, alphabet) for a classed fit: a
+    row's symbols count in its class's models)."""
+    from ._pipeline_kernels import count_symbols  # numba: imported on first use
+
+    classes = fitted.row_classes(block)
+    if classes is None:
+        count_symbols(indices, counts)
+        return
+    models = len(counts) // fitted.classes
+    if len(classes) and classes.min() == classes.max():  # a coding block: one class
+        c = int(classes[0])
+        count_symbols(indices, counts[c * models : (c + 1) * models])
+        return
+    rows = indices.reshape(len(classes), -1)
+    model = classes[:, None] * models + np.arange(rows.shape[1])[None, :] % models
+    counts += np.bincount((model * counts.shape[1] + rows).reshape(-1), minlength=counts.size).reshape(counts.shape)
+
+
 def histogram_task(
     source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, shape: tuple, keep: bool, check: tuple
 ):
     """Counts of every grid index (``shape``: (models, alphabet)) over a task's blocks, what the
     reconstructed values lost, and (if ``keep``) the indices."""
-    from ._pipeline_kernels import count_symbols  # numba: imported on first use
-
     counts = np.zeros(shape, dtype=np.int64)
     checked = Quality.accumulator()
     kept, hashes = [], []
     for block in blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
-        count_symbols(indices, counts)
+        count_block(fitted, block, indices, counts)
         hashes.append(check_block(fitted, block, indices, state, check, checked))
         if keep:
             kept.append(indices.astype(np.uint16))
@@ -186,14 +204,20 @@ def renumber(indices: np.ndarray, remap: np.ndarray) -> np.ndarray:
     return np.take(remap.reshape(-1), np.resize(np.arange(models) * alphabet, len(indices)) + indices)
 
 
-def encode_task(source, start, stop, block_rows, fitted, state, remap, counts, block_size):
+def encode_task(source, start, stop, block_rows, fitted, state, remap, counts, block_size, classes=None):
+    """The coded words of a task's blocks and each block's word count (``classes``: of these blocks)."""
     symbols = np.concatenate([fitted.assign(b, state) for b in blocks(source, start, stop, block_rows)])
-    words, offsets = coding.encode_blocks(renumber(symbols, remap), counts, block_size)
-    return words, np.diff(offsets)
+    return encode_kept_task(symbols, remap, counts, block_size, classes)
 
 
-def encode_kept_task(indices: np.ndarray, remap: np.ndarray, counts: np.ndarray, block_size: int):
-    words, offsets = coding.encode_blocks(renumber(indices, remap), counts, block_size)
+def encode_kept_task(
+    indices: np.ndarray, remap: np.ndarray, counts: np.ndarray, block_size: int, classes: np.ndarray | None = None
+):
+    symbols = renumber(indices, remap)
+    if classes is None:
+        words, offsets = coding.encode_blocks(symbols, counts, block_size)
+    else:
+        words, offsets = coding.encode_blocks(symbols, counts, block_size, classes=classes)
     return words, np.diff(offsets)
 
 
@@ -218,3 +242,42 @@ def compact_models(counts: np.ndarray, grid: np.ndarray, subvectors: int = 0) ->
         compact[m, : len(kept)] = table[m, kept]
     values = grid.reshape(models, alphabet)[used].astype(np.float32)  # row-major: column after column
     return remap, narrow_counts(compact), np.ascontiguousarray(values)
+
+
+def compact_classed(counts: np.ndarray, grid: np.ndarray) -> tuple:
+    """A classed record's tables from (classes, D, alphabet) ``counts``: ``(remap (D, alphabet),
+    widths, levels, weights (classes, D, widest), values)``. Column j keeps the symbols some class
+    uses, numbered from 0 (``widths[j]`` of them, their values column after column); ``levels``
+    holds, column after column, each class's one-byte level of each kept symbol; ``weights`` is what
+    the coder builds from them (:func:`~bnncompress.records.level_weights`)."""
+    classes, d, alphabet = counts.shape
+    used = (counts > 0).any(axis=0)
+    widths = used.sum(axis=1)
+    remap = np.zeros((d, alphabet), dtype=np.int32)
+    padded = np.zeros((classes, d, int(widths.max(initial=1))), np.uint8)
+    parts = []
+    for j in range(d):
+        kept = np.flatnonzero(used[j])
+        remap[j, kept] = np.arange(len(kept), dtype=np.int32)
+        levels = levels_of(counts[:, j, kept])
+        padded[:, j, : len(kept)] = levels
+        parts.append(levels.reshape(-1))
+    values = grid.reshape(d, alphabet)[used].astype(np.float32)  # row-major: column after column
+    levels = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return remap, widths.astype(np.uint16), levels, level_weights(padded), np.ascontiguousarray(values)
+
+
+def record_tables(counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_blocks: int) -> tuple:
+    """What a record of ``counts`` stores and the coder codes with: ``(remap, coder table, grid,
+    stored counts, marks, side arrays, block classes or None)``; a classed fit's (classes, models, K)
+    counts become levels (:func:`compact_classed`), others compact counts (:func:`compact_models`)."""
+    side = dict(fitted.side_arrays())
+    if counts.ndim == 3:
+        remap, widths, levels, table, grid = compact_classed(counts, fitted.grid(state))
+        classes = fitted.block_classes(num_blocks)
+        side.update(widths=widths, levels=levels, block_class=classes)
+        return remap, table, grid, np.zeros(0, np.uint8), {"classes": len(counts)}, side, classes
+    sub = fitted.subvectors(state)
+    remap, table, grid = compact_models(counts, fitted.grid(state), sub)
+    marks = {"subvectors": sub, "models": len(table) if table.ndim == 2 else 0}  # 0: unmarked
+    return remap, table, grid, table.reshape(-1), marks, side, None

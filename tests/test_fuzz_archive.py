@@ -55,13 +55,20 @@ def original(tmp_path_factory):
     # And a transform-coded tensor (format version 3: per-column models, means, a float16 rotation).
     tc_path = path.with_name("tc.bnc")
     tc = rng.normal(size=(1100, 4)) @ rng.normal(size=(4, 4))
-    bnncompress.pack({"tc_vectors": (tc, np.full((1100, 4), 0.1))}, tc_path, lam=0.05, method="vbq-transform")
-    scalar, product, transformed = read_archive(path), read_archive(pq_path), read_archive(tc_path)
-    tensors = scalar.tensors + product.tensors + transformed.tensors
+    tc_post = {"tc_vectors": (tc, np.full((1100, 4), 0.1))}
+    bnncompress.pack(tc_post, tc_path, lam=0.05, method="vbq-transform", options={"classes": 0})
+    # And a classed one (format version 4: two blocks of 2,048 and 52 rows, a class each, levels).
+    cl_path = path.with_name("cl.bnc")
+    cl = rng.normal(size=(2100, 32)) @ rng.normal(size=(32, 32))
+    cl_post = {"cl_vectors": (cl, rng.uniform(0.05, 1.0, size=(2100, 32)))}
+    bnncompress.pack(cl_post, cl_path, lam=3.0, method="vbq-transform", options={"classes": 2, "transform": "pca"})
+    parts = [read_archive(p) for p in (path, pq_path, tc_path, cl_path)]
+    scalar, tensors = parts[0], [t for part in parts for t in part.tensors]
     write_archive(path, tensors, vocab, scalar.source, scalar.tool_version)
     a = bnncompress.load(path)
     assert a.record("pq_vectors").subvectors > 0
     assert a.record("tc_vectors").models == 4 and a.record("tc_vectors").rotation is not None
+    assert a.record("cl_vectors").classes == 2 and a.record("cl_vectors").block_classes.tolist() == [0, 1]
     return path.read_bytes(), {n: a[n].copy() for n in a.names}, a.vocab
 
 

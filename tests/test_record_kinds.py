@@ -44,9 +44,10 @@ def packed(tmp_path_factory):
     """One archive per method, each holding a 3-block tensor 'w' and a raw 3-value tensor 'b'."""
     root = tmp_path_factory.mktemp("kinds")
     paths = {}
-    for method, expected in (("uniform", "scalar"), ("pq", "product"), ("vbq-transform", "columns")):
-        paths[expected] = root / f"{method}.bnc"
-        bnncompress.pack(_posterior(), paths[expected], method=method, lam=0.5, device="cpu")
+    cases = (("uniform", "scalar", None), ("pq", "product", None), ("vbq-transform", "columns", {"classes": 0}))
+    for method, expected, options in cases + (("vbq-transform", "classed", {"classes": 2}),):
+        paths[expected] = root / f"{expected}.bnc"
+        bnncompress.pack(_posterior(), paths[expected], method=method, options=options, lam=0.5, device="cpu")
     return paths
 
 
@@ -117,14 +118,15 @@ def test_a_transforms_side_arrays_count_in_the_raw_or_coded_choice(tmp_path, mon
     rng = np.random.default_rng(3)
     loc = rng.normal(size=(1024, 32)) @ rng.normal(size=(32, 32)) / np.sqrt(32)
     post, lam = {"t": (loc, np.full((1024, 32), 0.05))}, 4.366532719181361e-05
+    v3 = {"classes": 0}  # the per-column record: the sizes above are its
     raw = raw_payload_bytes(1024 * 32, 1)
     with monkeypatch.context() as m:  # what the code costs: never raw
         m.setattr(pipeline, "raw_payload_bytes", lambda num_weights, blocks: 1 << 62)
-        bnncompress.pack(post, tmp_path / "coded.bnc", method="vbq-transform", lam=lam, device="cpu")
+        bnncompress.pack(post, tmp_path / "coded.bnc", method="vbq-transform", options=v3, lam=lam, device="cpu")
     coded = bnncompress.load(tmp_path / "coded.bnc").record("t")
     side = sum(a.nbytes for a in coded.side.values())
     assert coded.models == 32 and side > 0 and coded.payload_bytes - side < raw <= coded.payload_bytes
-    bnncompress.pack(post, tmp_path / "t.bnc", method="vbq-transform", lam=lam, device="cpu")
+    bnncompress.pack(post, tmp_path / "t.bnc", method="vbq-transform", options=v3, lam=lam, device="cpu")
     assert bnncompress.load(tmp_path / "t.bnc").record("t").raw
 
 

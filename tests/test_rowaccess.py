@@ -28,11 +28,13 @@ def posterior():
     return {"word_vectors": (loc, scale), "fc": (small_loc, small_scale)}
 
 
-@pytest.fixture(scope="module", params=list(METHODS))
+@pytest.fixture(scope="module", params=[*METHODS, "vbq-transform/columns"])
 def archive(request, posterior, tmp_path_factory):
-    path = tmp_path_factory.mktemp("rows") / f"{request.param}.bnc"
-    rate = {"bits": 2.0, "options": {"transform": "pca"}} if request.param == "vbq-transform" else {}  # rotated columns
-    bnncompress.pack(posterior, path, method=request.param, **rate)
+    method, _, kind = request.param.partition("/")
+    path = tmp_path_factory.mktemp("rows") / f"{method}{kind}.bnc"
+    options = {"transform": "pca", "classes": 0 if kind == "columns" else 2}  # rotated; 2 blocks, a class each
+    rate = {"bits": 2.0, "options": options} if method == "vbq-transform" else {}
+    bnncompress.pack(posterior, path, method=method, **rate)
     return path
 
 
@@ -51,7 +53,9 @@ def _batches(n: int, block_rows: int) -> list[np.ndarray]:
 def test_rows_equal_the_full_decode_for_every_method(archive):
     a = bnncompress.load(archive)
     if "transform" in archive.name:
-        assert a.record("word_vectors").kind.name == "columns" and a.record("word_vectors").rotation is not None
+        rec = a.record("word_vectors")
+        kind = "columns" if "columns" in archive.name else "classed"
+        assert rec.kind.name == kind and rec.rotation is not None and (kind == "columns" or rec.classes == 2)
     for name in a.names:
         reference = bnncompress.load(archive).reader(name)
         full = reference.all().reshape(reference.shape)
@@ -123,6 +127,7 @@ def test_checkpoints_stay_within_their_share_of_the_payload(archive):
     assert every == 1 or rec.num_blocks * -(-rec.block_rows // (every - 1)) * 12 > CHECKPOINT_SHARE * rec.payload_bytes
     cdfs, lookup, vt, valid, _, mean, rt = reader._kernel_tables()[2:]
     tables = cdfs.nbytes + lookup.nbytes + vt.nbytes + valid.nbytes + mean.nbytes + rt.nbytes + rec.offsets.nbytes
+    tables += 0 if rec.block_classes is None else 8 * rec.num_blocks  # each block's first model
     assert 0 < reader.nbytes <= states.nbytes + positions.nbytes + tables
 
 

@@ -83,32 +83,36 @@ def round_to_cells(y, step, first, cells, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def cell_stats(indices, w, y, d, width):  # pragma: no cover - compiled
-    """Per (column, cell): how many weights, the sum of their weights and of weight x y."""
-    counts = np.zeros((d, width), np.int64)
+def cell_stats(indices, w, y, d, width, row_class, classes):  # pragma: no cover - compiled
+    """Per (class, column, cell) how many weights (row r in class ``row_class[r]``); per (column,
+    cell) the sum of their weights and of weight x y."""
+    counts = np.zeros((classes * d, width), np.int64)
     total = np.zeros((d, width), np.float64)
     moment = np.zeros((d, width), np.float64)
     for r in range(indices.shape[0] // d):
+        base = row_class[r] * d
         for j in range(d):
             i = r * d + j
             k = indices[i]
-            counts[j, k] += 1
+            counts[base + j, k] += 1
             total[j, k] += w[i]
             moment[j, k] += w[i] * y[i]
     return counts, total, moment
 
 
 @numba.njit(cache=True, nogil=True)
-def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, out):  # pragma: no cover - compiled
-    """For each weight (column j = i mod d) the cell minimising ``w (value - y)² + lam * cost``
-    among column j's ``sizes[j]`` values (sorted ascending); out = that value's cell id
-    ``cells[j, k]``. Walks outwards from y's position and stops once the distortion plus the
-    smallest cost still ahead (``below[j, k]`` = min of costs[j, :k + 1], ``above[j, k]`` = min of
-    costs[j, k:]) cannot beat the best found."""
+def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, row_class, out):  # pragma: no cover
+    """For each weight (column j = i mod d, row r) the cell minimising ``w (value - y)² + lam * cost``
+    among column j's ``sizes[j]`` values (sorted ascending), with the costs of the row's class
+    (``m = row_class[r] * d + j``); out = that value's cell id ``cells[j, k]``. Walks outwards from
+    y's position and stops once the distortion plus the smallest cost still ahead (``below[m, k]`` =
+    min of costs[m, :k + 1], ``above[m, k]`` = min of costs[m, k:]) cannot beat the best found."""
     d = values.shape[0]
     for r in range(y.shape[0] // d):
+        base = row_class[r] * d
         for j in range(d):
             i = r * d + j
+            m = base + j
             n = sizes[j]
             x = y[i]
             wi = w[i]
@@ -126,9 +130,9 @@ def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, out):  
             while k >= 0:  # left
                 dv = values[j, k] - x
                 dist = wi * dv * dv
-                if dist + lam * below[j, k] >= best:
+                if dist + lam * below[m, k] >= best:
                     break
-                c = dist + lam * costs[j, k]
+                c = dist + lam * costs[m, k]
                 if c < best:
                     best = c
                     best_k = k
@@ -137,9 +141,9 @@ def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, out):  
             while k < n:  # right
                 dv = values[j, k] - x
                 dist = wi * dv * dv
-                if dist + lam * above[j, k] >= best:
+                if dist + lam * above[m, k] >= best:
                     break
-                c = dist + lam * costs[j, k]
+                c = dist + lam * costs[m, k]
                 if c < best:
                     best = c
                     best_k = k

@@ -126,6 +126,20 @@ class FittedQuantizer(ABC):
         """Arrays besides the grid that the decoder needs (a transform's means and rotation)."""
         return {}
 
+    @property
+    def classes(self) -> int:
+        """Sets of entropy models (0: one set, the per-column or one-model record; C >= 1: a classed
+        record, each coding block coded with the models of its class, :meth:`row_classes`)."""
+        return 0
+
+    def row_classes(self, block: Block) -> np.ndarray | None:
+        """The class of each row of ``block`` (None for unclassed fits)."""
+        return None
+
+    def block_classes(self, num_blocks: int) -> np.ndarray | None:
+        """The class of each coding block (None for unclassed fits)."""
+        return None
+
     def reconstruct(self, block: Block, indices: np.ndarray, state: Any) -> np.ndarray:
         """The values the decoder will produce for ``indices`` of ``block`` (flat float32)."""
         grid = self.grid(state)
@@ -184,6 +198,16 @@ class Fallback(FittedQuantizer):
 
     def side_arrays(self) -> dict[str, np.ndarray]:
         return self.fitted.side_arrays()
+
+    @property
+    def classes(self) -> int:
+        return self.fitted.classes
+
+    def row_classes(self, block: Block) -> np.ndarray | None:
+        return self.fitted.row_classes(block)
+
+    def block_classes(self, num_blocks: int) -> np.ndarray | None:
+        return self.fitted.block_classes(num_blocks)
 
     def reconstruct(self, block: Block, indices: np.ndarray, state: Any) -> np.ndarray:
         return self.fitted.reconstruct(block, indices, state)

@@ -26,6 +26,13 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    coordinates assigned to it, and re-assign every coordinate to the value minimising
    ``w (value - y)² + lam * (-log2 P_j(value))``. One lambda spreads the bits over all columns:
    low-variance columns get few or no bits (reverse water-filling).
+5. **Classes of blocks** (``classes``): the coding blocks fall in C runs of consecutive blocks
+   (auto: up to 8, at least 4 blocks each), and each column has one entropy model per class:
+   word vectors are stored in frequency order, and rare words' uncertain rows, quantized
+   coarsely, have other statistics than frequent words' rows. The values stay one set per
+   column, and the assignment's code lengths are the column's over all classes unless
+   ``class_costs``. The record (format version 4) stores the models as one-byte levels
+   (docs/FORMAT.md); ``classes = 0`` writes the version 3 record.
 
 Passes: column sums and the Gram matrix (exact per block, summed in block order), then the
 rows' RMS and the rotated columns' ranges, then ``1 + iterations`` passes per rate.
@@ -40,9 +47,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import OptionError
-from ..geometry import num_rows, row_size
-from ..records import inverse_transform
+from ..geometry import block_rows_for, num_blocks, num_rows, row_size
+from ..records import inverse_transform, position_classes
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows
+from .column_grids import ColumnValues, SeedGrid, reduce_cells, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
 
@@ -83,6 +91,15 @@ class TransformVBQ(Quantizer):
     #: a small network's layers are not embeddings, whose rows' directions matter (docs/METHODS.md).
     small_trust: float = field(default=0.5, metadata=STORED_IF_NOT_DEFAULT)
     small_row_weight: float = field(default=0.0, metadata=STORED_IF_NOT_DEFAULT)
+    #: Sets of column models, each for a run of consecutive coding blocks (rows in frequency order: rare
+    #: words' coarse rows get their own statistics); "auto": up to 8, at least 4 blocks each; 0: one set
+    #: stored as the per-column record of format version 3 (archives that older bnncompress reads).
+    classes: int | str = field(default="auto", metadata=STORED_IF_NOT_DEFAULT)
+    #: True: the assignment's code lengths are those of the row's class (the rate the coder spends);
+    #: False: the column's over all classes. On trained skip-gram posteriors the classes' own code
+    #: lengths move bits from rare words' rows to frequent ones': better at 1 bit/weight, worse
+    #: analogies at 2 (docs/METHODS.md), so by default the classes only code.
+    class_costs: bool = field(default=False, metadata=STORED_IF_NOT_DEFAULT)
 
     def __post_init__(self) -> None:
         transform, trust, row_weight, iterations, centroids, step = (
@@ -115,6 +132,15 @@ class TransformVBQ(Quantizer):
         self._normalize(trust=float(trust), row_weight=float(row_weight), iterations=int(iterations))
         self._normalize(centroids=bool(centroids), step=float(step))
         self._normalize(small_trust=float(self.small_trust), small_row_weight=float(self.small_row_weight))
+        classes = self.classes
+        if classes != "auto" and (
+            isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or not 0 <= classes <= 255
+        ):
+            raise OptionError(f"classes must be auto or an integer from 0 to 255, got {classes!r}")
+        self._normalize(classes=classes if classes == "auto" else int(classes))
+        if not isinstance(self.class_costs, (bool, np.bool_)):
+            raise OptionError(f"class_costs must be true or false, got {self.class_costs!r}")
+        self._normalize(class_costs=bool(self.class_costs))
 
     def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
@@ -184,33 +210,6 @@ class TransformVBQ(Quantizer):
         return gain >= 0.5 * 16 * d * d
 
 
-@dataclass(frozen=True, eq=False)
-class SeedGrid:
-    """The state before refinements at rate knob ``lam``: per column a uniform grid's step, its first
-    cell and its number of cells."""
-
-    lam: float
-    steps: np.ndarray
-    firsts: np.ndarray
-    cells: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class ColumnValues:
-    """The state after a refinement at ``lam``: every column's used values (d x width, ascending, the
-    first ``sizes[j]`` of row j), their code lengths, the running minima of the costs from either
-    side, and the seeding cell each value came from."""
-
-    lam: float
-    values: np.ndarray
-    costs: np.ndarray
-    below: np.ndarray
-    above: np.ndarray
-    sizes: np.ndarray
-    cell_ids: np.ndarray
-    width: int
-
-
 class FittedTransform(FittedQuantizer):
     """The transform and per-column models fitted to a tensor; its state at a rate is a
     :class:`SeedGrid`, then after each refinement a :class:`ColumnValues`."""
@@ -223,6 +222,11 @@ class FittedTransform(FittedQuantizer):
         self.rotated = not np.array_equal(rotation, np.eye(self.d, dtype=np.float16))
         self.trust, self.row_weight = method.trust, method.row_weight
         self.iterations, self.centroids, self.step = method.iterations, method.centroids, method.step
+        self.block_rows = block_rows_for(shape)
+        self.num_blocks = num_blocks(shape, self.block_rows)
+        asked = _auto_classes(self.num_blocks) if method.classes == "auto" else method.classes
+        self._classes = min(self.num_blocks, asked)
+        self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1
         self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._cached_bytes = 0
         self._lock = threading.Lock()
@@ -250,6 +254,27 @@ class FittedTransform(FittedQuantizer):
 
     def models(self, state: Any) -> int:
         return self.d
+
+    @property
+    def classes(self) -> int:
+        return self._classes
+
+    def row_classes(self, block: Block) -> np.ndarray | None:
+        """Each row's class: that of its coding block (:func:`~bnncompress.records.position_classes`)."""
+        return self.classes_of_rows(block) if self._classes else None
+
+    def classes_of_rows(self, block: Block) -> np.ndarray:
+        rows = block.row_index()[:: self.d] if not block.is_rows else block.first_row + np.arange(block.num_rows)
+        return position_classes(self.num_blocks, max(self._classes, 1))[rows // self.block_rows].astype(np.int64)
+
+    def cost_classes(self, block: Block) -> np.ndarray:
+        """Each row's set of code lengths in the assignment (:attr:`cost_sets`; all 0 for one set)."""
+        if self.cost_sets == 1:
+            return np.zeros(len(block.loc) // self.d, np.int64)
+        return self.classes_of_rows(block)
+
+    def block_classes(self, num_blocks: int) -> np.ndarray | None:
+        return position_classes(num_blocks, self._classes) if self._classes else None
 
     def side_arrays(self) -> dict[str, np.ndarray]:
         """What the decoder needs besides the grid: the means and the float16 rotation."""
@@ -295,31 +320,9 @@ class FittedTransform(FittedQuantizer):
         seed = self._seed(lam)
         width, state = int(seed.cells.max()), seed
         for _ in range(self.iterations):
-            counts, total, moment = _reduce(rows.map(_cell_stats, self, state, width))
-            state = self._refined(state, counts, total, moment)
+            counts, total, moment = reduce_cells(rows.map(_cell_stats, self, state, width))
+            state = refine(state, self.grid(state), counts, total, moment, self.cost_sets, self.centroids)
         return state
-
-    def _refined(
-        self, state: SeedGrid | ColumnValues, counts: np.ndarray, total: np.ndarray, moment: np.ndarray
-    ) -> ColumnValues:
-        centers = self.grid(state).reshape(self.d, -1)
-        width = counts.shape[1]
-        values = np.zeros((self.d, width))
-        costs = np.full((self.d, width), np.inf)
-        cell_ids = np.zeros((self.d, width), np.int64)
-        sizes = np.zeros(self.d, np.int64)
-        for j in range(self.d):
-            used = np.flatnonzero(counts[j])
-            v = moment[j, used] / np.maximum(total[j, used], 1e-300) if self.centroids else centers[j, used]
-            v = v.astype(np.float32).astype(np.float64)  # the values are stored as float32
-            order = np.argsort(v, kind="stable")
-            sizes[j] = len(used)
-            values[j, : len(used)] = v[order]
-            costs[j, : len(used)] = -np.log2(counts[j, used[order]] / counts[j].sum())
-            cell_ids[j, : len(used)] = used[order]
-        below = np.minimum.accumulate(costs, axis=1)  # padding costs are inf: never the minimum
-        above = np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1]
-        return ColumnValues(state.lam, values, costs, below, above, sizes, cell_ids, width)
 
     def assign(self, block: Block, state: SeedGrid | ColumnValues) -> np.ndarray:
         from ._transform_cpu import assign_columns, round_to_cells  # numba: imported on first use
@@ -330,7 +333,8 @@ class FittedTransform(FittedQuantizer):
             round_to_cells(y, state.steps, state.firsts, state.cells, out)
         else:
             s = state
-            assign_columns(y, w, s.values, s.costs, s.below, s.above, s.sizes, s.cell_ids, s.lam, out)
+            classes = self.cost_classes(block)
+            assign_columns(y, w, s.values, s.costs, s.below, s.above, s.sizes, s.cell_ids, s.lam, classes, out)
         return out
 
     def grid(self, state: SeedGrid | ColumnValues) -> np.ndarray:
@@ -353,6 +357,14 @@ class FittedTransform(FittedQuantizer):
         return {"rotated": self.rotated}
 
 
+def _auto_classes(blocks: int) -> int:
+    """Classes for ``blocks`` coding blocks: the most, up to 8 and a power of two, with 4 blocks each."""
+    classes = 1
+    while classes < 8 and blocks // (2 * classes) >= 4:
+        classes *= 2
+    return classes
+
+
 def _centered_row_rms(loc: np.ndarray, mean: np.ndarray) -> np.ndarray:
     rows = loc.reshape(-1, len(mean)).astype(np.float64)
     return np.sqrt(np.mean((rows - mean) ** 2, axis=1))
@@ -371,14 +383,5 @@ def _cell_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnV
     from ._transform_cpu import cell_stats  # numba: imported on first use
 
     y, w = fitted.coordinates(block)
-    return cell_stats(fitted.assign(block, state), w, y, fitted.d, width)
-
-
-def _reduce(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum the blocks' cell statistics in block order (the same bits on every route)."""
-    counts, total, moment = (np.array(a, copy=True) for a in parts[0])
-    for c, t, m in parts[1:]:
-        counts += c
-        total += t
-        moment += m
-    return counts, total, moment
+    classes = fitted.cost_classes(block)
+    return cell_stats(fitted.assign(block, state), w, y, fitted.d, width, classes, fitted.cost_sets)

@@ -3,7 +3,8 @@
 - :mod:`~bnncompress.records.scalar`: one symbol per weight into a grid (version 1);
 - :mod:`~bnncompress.records.product`: product quantization, codebooks of sub-vectors (version 2);
 - :mod:`~bnncompress.records.columns`: one entropy model per column and a transform (version 3);
-- :mod:`~bnncompress.records.raw`: the values as they are (version 3).
+- :mod:`~bnncompress.records.raw`: the values as they are (version 3);
+- :mod:`~bnncompress.records.classed`: column models per block class, compact tables (version 4).
 
 A new kind is one module: a :class:`RecordKind` subclass with :func:`register_record_kind`,
 imported here (and its spec in docs/FORMAT.md); archives store and read it from what it declares.
@@ -22,12 +23,14 @@ from .base import (
     register_record_kind,
     side_arrays,
 )
+from .classed import Classed, level_weights, levels_of, position_classes
 from .columns import PerColumn, inverse_transform
 from .product import ProductQuantized
 from .raw import Raw, raw_payload_bytes
 from .scalar import ScalarGrid, dequantize
 
 __all__ = [
+    "Classed",
     "JUMP_ENTRY_BYTES",
     "KINDS",
     "PerColumn",
@@ -41,8 +44,11 @@ __all__ = [
     "dequantize",
     "inverse_transform",
     "kind_of",
+    "level_weights",
+    "levels_of",
     "marks",
     "payload_bytes",
+    "position_classes",
     "raw_payload_bytes",
     "register_record_kind",
     "side_arrays",

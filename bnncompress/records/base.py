@@ -76,8 +76,13 @@ class RecordKind:
         return row_size(shape)
 
     def model_counts(self, record: TensorRecord) -> np.ndarray:
-        """The entropy models' tables as the coder takes them: (K,) counts, or (models, K)."""
+        """The entropy models' tables as the coder takes them: (K,) counts, (models, K) counts, or
+        (classes, models, K) float64 weights with :meth:`block_classes` (see :mod:`bnncompress.coding`)."""
         return record.counts
+
+    def block_classes(self, record: TensorRecord) -> np.ndarray | None:
+        """Each block's class (which of the (classes, models, K) tables codes it), or None: one set of models."""
+        return None
 
     def checksum_fields(self, record: TensorRecord) -> list[Any]:
         """What the kind adds to the checksummed JSON fields (docs/FORMAT.md, Checksums)."""
@@ -90,8 +95,9 @@ class RecordKind:
     def values(self, record: TensorRecord, blocks: list[int] | None, decode: SymbolDecoder) -> np.ndarray:
         """Values of all blocks (symbols histogram-checked by ``decode``) or of ``blocks`` only,
         concatenated in that order, flat float32. Raises ValueError on symbols that do not decode."""
-        table = self.model_counts(record)
-        symbols = decode(record.words, record.offsets, table, record.num_symbols, record.block_size, blocks)
+        table, classes = self.model_counts(record), self.block_classes(record)
+        args = (record.words, record.offsets, table, record.num_symbols, record.block_size, blocks)
+        symbols = decode(*args) if classes is None else decode(*args, classes=classes)
         if len(record.counts) and int(symbols.max(initial=0)) >= np.shape(table)[-1]:
             raise ValueError("symbols outside the grid")
         return self.dequantize(record, symbols)
@@ -122,7 +128,8 @@ def register_record_kind(cls: type[RecordKind]) -> type[RecordKind]:
     for side in cls.side_arrays:
         if _SIDE_ARRAYS.get(side.name, side) != side:
             raise ValueError(f"side array {side.name!r} is declared already, differently")
-        _SIDE_ARRAYS[side.name], _SIDE_KINDS[side.name] = side, kind
+        _SIDE_ARRAYS[side.name] = side
+        _SIDE_KINDS.setdefault(side.name, kind)  # the oldest kind that stores it: from its version on
     KINDS[cls.name] = kind
     if cls.mark is not None:
         _BY_MARK[cls.mark] = kind
@@ -261,6 +268,11 @@ class TensorRecord:
     def model_counts(self) -> np.ndarray:
         """The entropy models' tables: (K,) counts, or (models, K) for per-column models."""
         return self.kind.model_counts(self)
+
+    @property
+    def block_classes(self) -> np.ndarray | None:
+        """Each block's class for (classes, models, K) tables (:meth:`RecordKind.block_classes`), or None."""
+        return self.kind.block_classes(self)
 
     def dequantize(self, symbols: np.ndarray) -> np.ndarray:
         """Values of decoded ``symbols`` (whole rows), flat float32, as the record's kind decodes them."""

@@ -21,9 +21,13 @@ HERE = Path(__file__).parent
 def main() -> None:
     rng = np.random.default_rng(2020)
     rows = 1100 if FORMAT_VERSION >= 3 else 30  # version 3: enough rows for per-column models and a rotation
-    mixing = rng.normal(size=(4, 4))
+    dim = 4
+    if FORMAT_VERSION >= 4:  # version 4: two blocks (2,048 rows of 32, then 52), one class each
+        rows, dim = 2100, 32
+    mixing = rng.normal(size=(dim, dim))
+    scales = rng.uniform(0.05, 1.0, size=(rows, dim)) * np.linspace(0.5, 1.5, rows)[:, None]  # rarer rows: wider
     posterior = {
-        "word_vectors": (rng.normal(size=(rows, 4)) @ mixing, rng.uniform(0.01, 1.0, size=(rows, 4))),
+        "word_vectors": (rng.normal(size=(rows, dim)) @ mixing, scales),
         "fc1.weight": (rng.normal(size=(3, 2, 2)).astype(np.float16), np.full((3, 2, 2), 0.05, np.float16)),
         "constant": (np.zeros(5), np.full(5, 3.0)),
     }
@@ -31,12 +35,13 @@ def main() -> None:
     archive = HERE / f"v{FORMAT_VERSION}.bnc"
     # Version 2 added product-quantized tensors: the golden file has one (pq); the others fall back to k-means.
     # Version 3 added transform coding (per-column models, means, a float16 rotation): vbq-transform.
-    method = {2: "pq", 3: "vbq-transform"}.get(FORMAT_VERSION, "vbq")
-    bnncompress.pack(
-        posterior, archive, vocab=vocab, lam=1.0 if FORMAT_VERSION < 3 else 0.05, method=method, device="cpu"
-    )
+    # Version 4 added classed transform coding (models per block class as levels): vbq-transform, 2 classes.
+    method = {2: "pq", 3: "vbq-transform"}.get(FORMAT_VERSION, "vbq" if FORMAT_VERSION < 4 else "vbq-transform")
+    options = {"classes": 2, "transform": "pca"} if FORMAT_VERSION >= 4 else None
+    lam = 1.0 if FORMAT_VERSION < 3 else 0.05 if FORMAT_VERSION == 3 else 3.0
+    bnncompress.pack(posterior, archive, vocab=vocab, lam=lam, method=method, options=options, device="cpu")
     a = bnncompress.load(archive)
-    np.savez(HERE / f"v{FORMAT_VERSION}_expected.npz", vocab=np.asarray(vocab), **{n: a[n] for n in a.names})
+    np.savez_compressed(HERE / f"v{FORMAT_VERSION}_expected.npz", vocab=np.asarray(vocab), **{n: a[n] for n in a.names})
     print(f"wrote {archive} ({archive.stat().st_size} bytes)")
 
 

@@ -1,0 +1,149 @@
+"""The classed per-column record kind (format version 4): entropy models per (block class, column).
+
+Marked ``classes = C``. Like :mod:`.columns` (a transform, one set of values per column), but every
+coding block carries a class (``block_class``, one byte per block) and is coded with that class's
+D column models, so rows in different parts of a tensor (word vectors in frequency order: rare
+words' coarse rows) get their own statistics. The models are stored compactly: column j's used
+symbols are numbered ``0 .. widths[j] - 1`` (its values in ``grid``), and each (class, column) model
+is ``widths[j]`` one-byte *levels* — level 0 is a symbol the class never uses, level v > 0 the weight
+``2 ** ((v - 255) / 8)`` (exact in float64: :func:`level_weights`). A row decodes to
+``y_hat @ rotation.T + mean``, as a per-column record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..geometry import row_size
+from .base import RecordKind, SideArray, TensorRecord, damaged, register_record_kind
+from .columns import inverse_transform
+from .scalar import MEAN, ROTATED
+
+#: 2 ** (f / 8) for f = 0..7, as exact float64 constants (docs/FORMAT.md): level weights are these
+#: mantissas times powers of two, so every platform builds the same probabilities.
+_MANTISSAS = np.array([float.fromhex(h) for h in (
+    "0x1.0000000000000p+0", "0x1.172b83c7d517bp+0", "0x1.306fe0a31b715p+0", "0x1.4bfdad5362a27p+0",
+    "0x1.6a09e667f3bcdp+0", "0x1.8ace5422aa0dbp+0", "0x1.ae89f995ad3adp+0", "0x1.d5818dcfba487p+0",
+)])  # fmt: skip
+TOP_LEVEL = 255
+
+
+def level_weights(levels: np.ndarray) -> np.ndarray:
+    """Entropy-model weights of one-byte levels: 0 for level 0, ``2 ** ((v - 255) / 8)`` for level v.
+
+    Example:
+        >>> level_weights(np.array([0, 255, 247, 251])).tolist()
+        [0.0, 1.0, 0.5, 0.7071067811865476]
+    """
+    e = np.asarray(levels, dtype=np.int64) - TOP_LEVEL
+    return np.where(e > -TOP_LEVEL, np.ldexp(_MANTISSAS[e % 8], e // 8), 0.0)
+
+
+def levels_of(counts: np.ndarray) -> np.ndarray:
+    """The one-byte levels that describe symbol ``counts`` (last axis: one model): the most frequent
+    symbol 255, the others ``round(255 + 8 log2(count / max))`` clipped to 1..255, unused ones 0.
+
+    Example:
+        >>> levels_of(np.array([100, 50, 0, 1])).tolist()
+        [255, 247, 0, 202]
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    top = np.maximum(c.max(axis=-1, keepdims=True), 1.0)
+    with np.errstate(divide="ignore"):
+        level = np.rint(TOP_LEVEL + 8 * np.log2(c / top))
+    return np.where(c > 0, np.clip(level, 1, TOP_LEVEL), 0).astype(np.uint8)
+
+
+def position_classes(num_blocks: int, classes: int) -> np.ndarray:
+    """Block classes by position: ``classes`` runs of consecutive blocks, as equal as can be.
+
+    Example:
+        >>> position_classes(7, 3).tolist()
+        [0, 0, 0, 1, 1, 2, 2]
+    """
+    return (np.arange(num_blocks, dtype=np.int64) * classes // max(num_blocks, 1)).astype(np.uint8)
+
+
+@register_record_kind
+class Classed(RecordKind):
+    """D column models per block class, stored as levels; the transform maps the columns back."""
+
+    name = "classed"
+    mark = "classes"
+    version = 4
+    side_arrays = (
+        SideArray("widths", "widths", "<u2"),
+        SideArray("levels", "levels", "u1"),
+        SideArray("block_class", "block_classes", "u1"),
+        SideArray("mean", "means", "<f4"),
+        SideArray("rotation", "rotations", "<f2"),
+    )
+
+    def check_mark(self, value: Any, shape: tuple[int, ...], where: str) -> None:
+        if not 1 <= value <= 255:
+            raise damaged(where, f"'classes' {value} is not from 1 to 255")
+
+    def checksum_fields(self, record: TensorRecord) -> list[Any]:
+        return [record.marks["classes"]]
+
+    def block_classes(self, record: TensorRecord) -> np.ndarray:
+        return record.side["block_class"]
+
+    def model_counts(self, record: TensorRecord) -> np.ndarray:
+        """(classes, D, widest) float64 weights; a column's symbols beyond its width weigh 0."""
+        classes, widths = record.marks["classes"], record.side["widths"].astype(np.int64)
+        d, width = len(widths), int(widths.max(initial=1))
+        table = np.zeros((classes, d, width), np.uint8)
+        at = 0
+        for j, k in enumerate(widths.tolist()):
+            table[:, j, :k] = record.side["levels"][at : at + classes * k].reshape(classes, k)
+            at += classes * k
+        return level_weights(table)
+
+    def dequantize(self, record: TensorRecord, symbols: np.ndarray) -> np.ndarray:
+        widths = record.side["widths"].astype(np.int64)
+        d = len(widths)
+        rows = np.asarray(symbols, dtype=np.int64).reshape(-1, d)
+        if rows.size and np.any(rows >= widths):
+            raise ValueError("a decoded symbol has no value in its column")
+        y_hat = record.grid[rows + np.r_[0, np.cumsum(widths)[:-1]]]
+        mean, rotation = record.side["mean"], record.side.get("rotation")
+        return inverse_transform(y_hat, mean, None if rotation is None else rotation.reshape(d, d)).reshape(-1)
+
+    def value_table(self, record: TensorRecord) -> tuple:
+        """As :func:`.columns.value_table`: (D, widest, 1) values, which symbols exist, the transform."""
+        widths = record.side["widths"].astype(np.int64)
+        d, width = len(widths), int(widths.max(initial=1))
+        valid = np.arange(width)[None, :] < widths[:, None]
+        vt = np.zeros((d, width), np.float32)
+        vt[valid] = record.grid
+        mean, rotation = record.side["mean"], record.side.get("rotation")
+        mode = MEAN if rotation is None else ROTATED
+        rt = np.eye(1) if rotation is None else np.ascontiguousarray(rotation.reshape(d, d).T, dtype=np.float64)
+        return vt[:, :, None], valid, mode, mean.astype(np.float64), rt
+
+    def validate(self, record: TensorRecord, where: str) -> None:
+        """One width per column and its values in the grid; C levels per used symbol, every model with a
+        nonzero level; one class below C per block; finite means (and rotation)."""
+        classes, d = record.marks["classes"], row_size(record.shape)
+        widths, levels, block_class = (record.side.get(k) for k in ("widths", "levels", "block_class"))
+        if widths is None or len(widths) != d or np.any(widths == 0):
+            raise damaged(where, f"the column widths are missing or not {d} nonzero numbers")
+        if len(record.grid) != int(widths.sum(dtype=np.int64)):
+            raise damaged(where, "grid and column widths disagree in size")
+        if levels is None or len(levels) != classes * int(widths.sum(dtype=np.int64)):
+            raise damaged(where, "the levels do not fit the classes and widths")
+        if np.any(self.model_counts(record).max(axis=2) == 0):
+            raise damaged(where, "an entropy model has no symbol")
+        if block_class is None or len(block_class) != record.num_blocks or np.any(block_class >= classes):
+            raise damaged(where, f"the block classes are missing or not {record.num_blocks} classes below {classes}")
+        if len(record.counts):
+            raise damaged(where, "a classed tensor with counts")
+        mean, rotation = record.side.get("mean"), record.side.get("rotation")
+        if mean is None or len(mean) != d or not np.all(np.isfinite(mean)):
+            raise damaged(where, "the transform's means are missing or invalid")
+        if rotation is not None and (len(rotation) != d * d or not np.all(np.isfinite(rotation))):
+            raise damaged(where, f"the transform's rotation is not a finite {d} x {d} matrix")
+
