@@ -29,7 +29,7 @@ def test_archive_decodes_to_exactly_what_the_quantizer_chose(tmp_path, correlate
     expected = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, scale)).quantize(result.lam)
     np.testing.assert_array_equal(a["w"].reshape(-1), expected.values())
     rec = a.record("w")
-    assert rec.classes == 1 and rec.params["rotated"] and rec.rotation.dtype == np.float16  # 2 blocks: 1 class
+    assert rec.classes == 1 and rec.params["rotated"] and rec.rotation8.dtype == np.int8  # 2 blocks: 1 class
     assert a.info()["format_version"] == 4
     np.testing.assert_array_equal(a.rows("w", [5, 1999, 0]), a["w"][[5, 1999, 0]])
 
@@ -63,7 +63,7 @@ def test_payload_counts_the_means_and_the_rotation(tmp_path, correlated):
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "t.bnc", method="vbq-transform", bits=1.0)
     rec = bnncompress.load(tmp_path / "t.bnc").record("w")
     side = rec.levels.nbytes + rec.widths.nbytes + rec.block_class.nbytes
-    assert rec.table_bytes == rec.grid.nbytes + 8 * 4 + 8 * 8 * 2 + side and len(rec.counts) == 0
+    assert rec.table_bytes == rec.grid.nbytes + 8 * 4 + 8 * 8 + 8 * 4 + side and len(rec.counts) == 0
     assert len(rec.grid) == rec.widths.sum() and len(rec.levels) == rec.classes * len(rec.grid)
 
 

@@ -3,19 +3,18 @@ entropy model per dimension (``vbq-transform``, see docs/METHODS.md).
 
 For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first dimension):
 
-1. **Transform**: remove the column means m and rotate by R, the eigenvectors of the means'
-   covariance (PCA / Karhunen–Loève), ``y = (x - m) R``. R is stored as float16 and the
-   encoder rotates with exactly the float16 matrix the decoder uses; the decoder computes
-   ``x_hat = y_hat Rᵀ + m``. Tensors where it does not pay (fewer than 160 rows per column,
-   d > 1024, or a coding gain below the matrix's cost) keep R = I and only remove the means.
+1. **Transform**: remove the column means m and rotate by the eigenvectors of the means'
+   covariance (PCA / Karhunen–Loève). The decoder computes ``x_hat = y_hat Rᵀ + m`` with R as
+   stored (int8 entries and a float32 scale per column; float16 in the version 3 record), and the
+   encoder quantizes ``y = (x - m) F`` with ``F = (Rᵀ)⁻¹`` (F = R for float16), so what it
+   chooses is what decodes. Tensors where it does not pay (fewer than 160 rows per column,
+   d > 1024, or a coding gain below the matrix's cost) only remove the means.
    Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows), or with
    means beyond ±1e30 (whose rotated coordinates float32 could not hold), are quantized as
    ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``), and with the
    settings ``small_trust`` (0.5) and ``small_row_weight`` (0: absolute errors) that suit a small
-   network's layers (docs/METHODS.md); the record stores both (archives made before stored neither
-   and used ``trust`` and ``row_weight``).
-2. **Posterior in the rotated basis**: coordinate j of a row has variance
-   ``v_j = sum_i R_ij² scale_i²`` (exact for a mean-field posterior).
+   network's layers (docs/METHODS.md); the record stores both (older archives: ``trust``, ``row_weight``).
+2. **Posterior in the rotated basis**: ``v_j = sum_i F_ij² scale_i²`` (exact for a mean-field posterior).
 3. **Distortion weight** (as ``vbq-direction``): ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``
    with s the RMS of the centered means and r the row's RMS: confident coordinates get fine
    values, uncertain ones coarse ones, errors relative to each row's length.
@@ -48,7 +47,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
-from ..records import inverse_transform, position_classes
+from ..records import decoded_rotation, inverse_transform, position_classes, stored_rotation
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows
 from .column_grids import ColumnValues, SeedGrid, reduce_cells, refine
 from .entropy_constrained import VBQDirection
@@ -178,7 +177,7 @@ class TransformVBQ(Quantizer):
             sums += s
             products += p
         mean = (sums / n).astype(np.float32)
-        rotation = np.eye(d, dtype=np.float16)
+        stored: dict[str, np.ndarray] = {}  # the rotation as the record stores it (none: not rotated)
         spread = (
             float(np.sqrt(max(np.trace(products) / n - float(np.dot(sums, sums)) / n**2, 0.0) / d))
             if d <= _MAX_ROTATED
@@ -191,35 +190,41 @@ class TransformVBQ(Quantizer):
             values, vectors = np.linalg.eigh(cov)
             order = np.argsort(values)[::-1]
             if self._pays_off(np.diag(cov), values[order], n, d):
-                rotation = vectors[:, order].astype(np.float16)
-        fitted = FittedTransform(shape, mean, rotation, self)
+                stored = stored_rotation(vectors[:, order], eight_bits=self.classes != 0)
+        fitted = FittedTransform(shape, mean, stored, self)
         fitted.fit_rows(rows, spread)
         return fitted
 
     def _pays_off(self, column_variance: np.ndarray, eigenvalues: np.ndarray, n: int, d: int) -> bool:
-        """Rotate if asked to, or (auto) if the float16 matrix costs at most 0.1 bits per weight
-        (``16 d / n``; at least 160 rows per column) and the high-rate coding gain of decorrelating,
-        ``n/2 sum_j log2(var_j / eigenvalue_j)`` bits, is at least half its 16 d² bits. (The gain
-        at low rates, where low-variance directions get no bits at all, is larger than that.)"""
+        """Rotate if asked to, or (auto) if there are at least 160 rows per column (the stored matrix,
+        b = 8 bits an entry or 16 for the version 3 record, costs at most b / 160 bits per weight:
+        a very low rate stays reachable) and the high-rate coding gain of decorrelating, ``n/2
+        sum_j log2(var_j / eigenvalue_j)`` bits, is at least half its b d² bits. (The gain at low
+        rates, where low-variance directions get no bits at all, is larger than that.)"""
         if self.transform != "auto":
             return self.transform == "pca" and d >= 2
+        bits = 8 if self.classes != 0 else 16
         if d < 2 or n < 160 * d:
             return False
         tiny = 1e-12 * max(float(column_variance.max()), 1e-300)
         gain = 0.5 * n * float(np.sum(np.log2(np.maximum(column_variance, tiny) / np.maximum(eigenvalues, tiny))))
-        return gain >= 0.5 * 16 * d * d
+        return gain >= 0.5 * bits * d * d
 
 
 class FittedTransform(FittedQuantizer):
     """The transform and per-column models fitted to a tensor; its state at a rate is a
     :class:`SeedGrid`, then after each refinement a :class:`ColumnValues`."""
 
-    def __init__(self, shape: tuple[int, ...], mean: np.ndarray, rotation: np.ndarray, method: TransformVBQ):
+    def __init__(self, shape: tuple[int, ...], mean: np.ndarray, stored: dict[str, np.ndarray], method: TransformVBQ):
         self.shape = shape
         self.d = row_size(shape)
         self.mean = mean
-        self.rotation = rotation  # float16: what the archive stores and the decoder uses
-        self.rotated = not np.array_equal(rotation, np.eye(self.d, dtype=np.float16))
+        self.stored_rotation = stored  # what the archive stores: float16 (version 3) or int8 and scales
+        self.rotated = bool(stored)
+        # R, the matrix the decoder computes x = y R^T + mean with, and F = (R^T)^-1, the one the encoder
+        # rotates with, so that y = (x - mean) F decodes to x: the stored R is not exactly orthonormal
+        self.rotation = decoded_rotation(stored, self.d) if stored else np.eye(self.d)
+        self.forward = self.rotation if "rotation" in stored or not stored else np.linalg.inv(self.rotation.T)
         self.trust, self.row_weight = method.trust, method.row_weight
         self.iterations, self.centroids, self.step = method.iterations, method.centroids, method.step
         self.block_rows = block_rows_for(shape)
@@ -235,7 +240,7 @@ class FittedTransform(FittedQuantizer):
         """The second pass: the RMS of the centered means (when the Gram matrix was too wide for
         it), the median row RMS (the floor of row lengths) and the rotated columns' ranges."""
         self.sd, self.row_floor = max(spread, 1e-30), 0.0
-        parts = rows.map(_row_pass, self.mean, self.rotation)
+        parts = rows.map(_row_pass, self.mean, self.forward)
         rms = np.concatenate([p[0] for p in parts])
         if not spread > 0:
             self.sd = max(float(np.sqrt(np.mean(rms**2))), 1e-30)
@@ -277,8 +282,8 @@ class FittedTransform(FittedQuantizer):
         return position_classes(num_blocks, self._classes) if self._classes else None
 
     def side_arrays(self) -> dict[str, np.ndarray]:
-        """What the decoder needs besides the grid: the means and the float16 rotation."""
-        return {"mean": self.mean, "rotation": self.rotation.reshape(-1)} if self.rotated else {"mean": self.mean}
+        """What the decoder needs besides the grid: the means and the stored rotation."""
+        return {"mean": self.mean, **self.stored_rotation}
 
     def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
         """The block's rotated coordinates y and distortion weights w (float64), once per block per process."""
@@ -296,8 +301,8 @@ class FittedTransform(FittedQuantizer):
         )
         y = np.empty(len(block.loc), np.float64)
         w = np.empty(len(block.loc), np.float64)
-        mean, rotation = self.mean.astype(np.float64), self.rotation.astype(np.float64)
-        rotate(block.loc, block.scale, mean, rotation, self.trust, self.sd, factor, y, w)  # whole rows (samples too)
+        mean, forward = self.mean.astype(np.float64), np.asarray(self.forward, np.float64)
+        rotate(block.loc, block.scale, mean, forward, self.trust, self.sd, factor, y, w)  # whole rows (samples too)
         found = (y, w)
         with self._lock:
             if self._cached_bytes + 16 * len(y) <= CACHE_BYTES:

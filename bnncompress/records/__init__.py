@@ -23,7 +23,7 @@ from .base import (
     register_record_kind,
     side_arrays,
 )
-from .classed import Classed, level_weights, levels_of, position_classes
+from .classed import Classed, decoded_rotation, level_weights, levels_of, position_classes, stored_rotation
 from .columns import PerColumn, inverse_transform
 from .product import ProductQuantized
 from .raw import Raw, raw_payload_bytes
@@ -41,6 +41,7 @@ __all__ = [
     "SideArray",
     "SymbolDecoder",
     "TensorRecord",
+    "decoded_rotation",
     "dequantize",
     "inverse_transform",
     "kind_of",
@@ -52,4 +53,5 @@ __all__ = [
     "raw_payload_bytes",
     "register_record_kind",
     "side_arrays",
+    "stored_rotation",
 ]

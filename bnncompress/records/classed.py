@@ -7,7 +7,8 @@ words' coarse rows) get their own statistics. The models are stored compactly: c
 symbols are numbered ``0 .. widths[j] - 1`` (its values in ``grid``), and each (class, column) model
 is ``widths[j]`` one-byte *levels* — level 0 is a symbol the class never uses, level v > 0 the weight
 ``2 ** ((v - 255) / 8)`` (exact in float64: :func:`level_weights`). A row decodes to
-``y_hat @ rotation.T + mean``, as a per-column record.
+``y_hat @ R.T + mean`` as a per-column record does, with R stored as int8 entries and a float32
+scale per column (:func:`decoded_rotation`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,39 @@ def levels_of(counts: np.ndarray) -> np.ndarray:
     return np.where(c > 0, np.clip(level, 1, TOP_LEVEL), 0).astype(np.uint8)
 
 
+def decoded_rotation(side: dict[str, np.ndarray], d: int) -> np.ndarray | None:
+    """The D x D float64 rotation a transform-coded record stores, or None: float16 ``rotation``
+    (version 3), or int8 ``rotation8`` times each column's float32 ``rotation_scale`` (exact in float64).
+
+    Example:
+        >>> decoded_rotation({"rotation8": np.array([127, 0, 0, -127], np.int8),
+        ...                   "rotation_scale": np.array([0.5, 0.25], np.float32)}, 2).tolist()
+        [[63.5, 0.0], [0.0, -31.75]]
+    """
+    if "rotation" in side:
+        return np.asarray(side["rotation"], dtype=np.float64).reshape(d, d)
+    if "rotation8" in side:
+        return side["rotation8"].astype(np.float64).reshape(d, d) * side["rotation_scale"].astype(np.float64)
+    return None
+
+
+def stored_rotation(vectors: np.ndarray, eight_bits: bool) -> dict[str, np.ndarray]:
+    """The side arrays that store a D x D rotation: float16 ``rotation`` (version 3), or int8
+    ``rotation8`` with a float32 ``rotation_scale`` per column (column k's largest entry is ±127
+    times its scale); :func:`decoded_rotation` gives the matrix they decode to.
+
+    Example:
+        >>> stored_rotation(np.array([[0.5, -0.25], [0.25, 0.5]]), eight_bits=True)["rotation8"].tolist()
+        [127, -64, 64, 127]
+    """
+    if not eight_bits:
+        return {"rotation": vectors.astype(np.float16).reshape(-1)}
+    scale = (np.abs(vectors).max(axis=0) / 127).astype(np.float32)
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(vectors / scale.astype(np.float64)), -127, 127).astype(np.int8)
+    return {"rotation8": q.reshape(-1), "rotation_scale": scale}
+
+
 def position_classes(num_blocks: int, classes: int) -> np.ndarray:
     """Block classes by position: ``classes`` runs of consecutive blocks, as equal as can be.
 
@@ -78,7 +112,8 @@ class Classed(RecordKind):
         SideArray("levels", "levels", "u1"),
         SideArray("block_class", "block_classes", "u1"),
         SideArray("mean", "means", "<f4"),
-        SideArray("rotation", "rotations", "<f2"),
+        SideArray("rotation8", "rotations8", "i1"),
+        SideArray("rotation_scale", "rotation_scales", "<f4"),
     )
 
     def check_mark(self, value: Any, shape: tuple[int, ...], where: str) -> None:
@@ -109,8 +144,7 @@ class Classed(RecordKind):
         if rows.size and np.any(rows >= widths):
             raise ValueError("a decoded symbol has no value in its column")
         y_hat = record.grid[rows + np.r_[0, np.cumsum(widths)[:-1]]]
-        mean, rotation = record.side["mean"], record.side.get("rotation")
-        return inverse_transform(y_hat, mean, None if rotation is None else rotation.reshape(d, d)).reshape(-1)
+        return inverse_transform(y_hat, record.side["mean"], decoded_rotation(record.side, d)).reshape(-1)
 
     def value_table(self, record: TensorRecord) -> tuple:
         """As :func:`.columns.value_table`: (D, widest, 1) values, which symbols exist, the transform."""
@@ -119,10 +153,10 @@ class Classed(RecordKind):
         valid = np.arange(width)[None, :] < widths[:, None]
         vt = np.zeros((d, width), np.float32)
         vt[valid] = record.grid
-        mean, rotation = record.side["mean"], record.side.get("rotation")
+        rotation = decoded_rotation(record.side, d)
         mode = MEAN if rotation is None else ROTATED
-        rt = np.eye(1) if rotation is None else np.ascontiguousarray(rotation.reshape(d, d).T, dtype=np.float64)
-        return vt[:, :, None], valid, mode, mean.astype(np.float64), rt
+        rt = np.eye(1) if rotation is None else np.ascontiguousarray(rotation.T)
+        return vt[:, :, None], valid, mode, record.side["mean"].astype(np.float64), rt
 
     def validate(self, record: TensorRecord, where: str) -> None:
         """One width per column and its values in the grid; C levels per used symbol, every model with a
@@ -141,9 +175,11 @@ class Classed(RecordKind):
             raise damaged(where, f"the block classes are missing or not {record.num_blocks} classes below {classes}")
         if len(record.counts):
             raise damaged(where, "a classed tensor with counts")
-        mean, rotation = record.side.get("mean"), record.side.get("rotation")
+        mean, entries, scale = (record.side.get(k) for k in ("mean", "rotation8", "rotation_scale"))
         if mean is None or len(mean) != d or not np.all(np.isfinite(mean)):
             raise damaged(where, "the transform's means are missing or invalid")
-        if rotation is not None and (len(rotation) != d * d or not np.all(np.isfinite(rotation))):
-            raise damaged(where, f"the transform's rotation is not a finite {d} x {d} matrix")
+        if (entries is None) != (scale is None) or (
+            entries is not None and (len(entries) != d * d or len(scale) != d or not np.all(np.isfinite(scale)))
+        ):
+            raise damaged(where, f"the transform's rotation is not {d} x {d} entries and {d} finite scales")
 
