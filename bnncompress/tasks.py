@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from . import coding
+from .geometry import num_rows
 from .posterior import TensorPosterior
 from .quantizers import Block, FittedQuantizer, Quantizer, narrow_counts, used_grid
-from .records import level_weights, levels_of
+from .records import level_weights, levels_of, max_table_entries
 
 
 def blocks(source: TensorPosterior, start: int, stop: int, block_rows: int) -> list[Block]:
@@ -244,6 +245,27 @@ def compact_models(counts: np.ndarray, grid: np.ndarray, subvectors: int = 0) ->
     return remap, narrow_counts(compact), np.ascontiguousarray(values)
 
 
+def merge_classes(counts: np.ndarray, classes: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge neighbouring classes until the coder's tables, (classes, models, widest) entries, are at
+    most :func:`~bnncompress.records.max_table_entries` (a reader refuses more: levels expand to the
+    widest column's width, and tables must not outweigh their tensor).
+
+    Example:
+        >>> merged, blocks = merge_classes(np.ones((4, 1, 20000), np.int64), np.array([0, 1, 2, 3]), rows=10)
+        >>> merged.shape, blocks.tolist()
+        ((3, 1, 20000), [0, 0, 1, 2])
+    """
+    n, models, _ = counts.shape
+    widest = int((counts > 0).any(axis=0).sum(axis=1).max(initial=1))
+    fits = max(1, max_table_entries(rows, models) // (models * widest))
+    if n <= fits:
+        return counts, classes
+    into = np.arange(n) * fits // n
+    merged = np.zeros((fits, *counts.shape[1:]), counts.dtype)
+    np.add.at(merged, into, counts)
+    return merged, into[classes].astype(classes.dtype)
+
+
 def compact_classed(counts: np.ndarray, grid: np.ndarray) -> tuple:
     """A classed record's tables from (classes, D, alphabet) ``counts``: ``(remap (D, alphabet),
     widths, levels, weights (classes, D, widest), values)``. Column j keeps the symbols some class
@@ -273,8 +295,9 @@ def record_tables(counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_b
     counts become levels (:func:`compact_classed`), others compact counts (:func:`compact_models`)."""
     side = dict(fitted.side_arrays())
     if counts.ndim == 3:
-        remap, widths, levels, table, grid = compact_classed(counts, fitted.grid(state))
         classes = fitted.block_classes(num_blocks)
+        counts, classes = merge_classes(counts, classes, num_rows(fitted.shape))
+        remap, widths, levels, table, grid = compact_classed(counts, fitted.grid(state))
         side.update(widths=widths, levels=levels, block_class=classes)
         return remap, table, grid, np.zeros(0, np.uint8), {"classes": len(counts)}, side, classes
     sub = fitted.subvectors(state)

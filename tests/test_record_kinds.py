@@ -24,11 +24,14 @@ from bnncompress.records import (
     SideArray,
     TensorRecord,
     base,
+    max_table_entries,
     payload_bytes,
+    position_classes,
     raw_payload_bytes,
     register_record_kind,
     side_arrays,
 )
+from bnncompress.tasks import merge_classes
 
 PACKAGE = Path(bnncompress.__file__).parent
 
@@ -239,3 +242,26 @@ def test_geometry_and_record_kinds_do_not_import_the_coder_and_export_not_the_lo
         assert not {m for m in _imports(path) if m.endswith("coding") or m.endswith("_ans")}, path.name
     assert not {m for m in _imports(PACKAGE / "export.py") if m.endswith("loader")}
     assert not hasattr(coding, "row_size") and not hasattr(coding, "dequantize")
+
+
+def test_classed_tables_that_would_outweigh_their_tensor_are_refused(packed, tmp_path):
+    rec = bnncompress.load(packed["classed"]).record("w")
+    d, rows = rec.shape[1], rec.shape[0]
+    widths = np.ones(d, np.uint16)
+    widths[0] = 60000  # one wide column: C x D x 60,000 table entries from a few hundred KB of levels
+    grid = np.zeros(int(widths.sum()), np.float32)
+    levels = np.full(2 * len(grid), 255, np.uint8)
+    forged = dataclasses.replace(rec, grid=grid, widths=widths, levels=levels)
+    assert 2 * d * 60000 > max_table_entries(rows, d)
+    with pytest.raises(ArchiveError, match="outweigh"):
+        write_archive(tmp_path / "wide.bnc", [forged], None, "test", "0")
+
+
+def test_the_writer_merges_classes_whose_tables_would_outweigh_the_tensor():
+    counts = np.zeros((8, 4, 30000), np.int64)
+    for c in range(8):  # 30,000 rows, each class's 3,750 rows all different, from the other classes' too
+        counts[c, :, c * 3750 : (c + 1) * 3750] = 1
+    merged, blocks = merge_classes(counts, position_classes(16, 8), rows=30000)
+    assert len(merged) == 2 and len(merged) * 4 * 30000 <= max_table_entries(30000, 4)
+    assert merged.sum() == counts.sum()
+    assert blocks.max() == len(merged) - 1 and np.all(np.diff(blocks) >= 0)

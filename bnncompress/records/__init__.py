@@ -23,7 +23,15 @@ from .base import (
     register_record_kind,
     side_arrays,
 )
-from .classed import Classed, decoded_rotation, level_weights, levels_of, position_classes, stored_rotation
+from .classed import (
+    Classed,
+    decoded_rotation,
+    level_weights,
+    levels_of,
+    max_table_entries,
+    position_classes,
+    stored_rotation,
+)
 from .columns import PerColumn, inverse_transform
 from .product import ProductQuantized
 from .raw import Raw, raw_payload_bytes
@@ -48,6 +56,7 @@ __all__ = [
     "level_weights",
     "levels_of",
     "marks",
+    "max_table_entries",
     "payload_bytes",
     "position_classes",
     "raw_payload_bytes",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import row_size
+from ..geometry import num_rows, row_size
 from .base import RecordKind, SideArray, TensorRecord, damaged, register_record_kind
 from .columns import inverse_transform
 from .scalar import MEAN, ROTATED
@@ -88,6 +88,17 @@ def stored_rotation(vectors: np.ndarray, eight_bits: bool) -> dict[str, np.ndarr
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(vectors / scale.astype(np.float64)), -127, 127).astype(np.int8)
     return {"rotation8": q.reshape(-1), "rotation_scale": scale}
+
+
+def max_table_entries(rows: int, models: int) -> int:
+    """The most (class, column, symbol) entries a classed tensor's coder tables may have: twice its
+    weights, plus 65,536 (a reader refuses more: levels expand to the widest column's width).
+
+    Example:
+        >>> max_table_entries(1000, 10)
+        85536
+    """
+    return 2 * rows * models + (1 << 16)
 
 
 def position_classes(num_blocks: int, classes: int) -> np.ndarray:
@@ -169,6 +180,8 @@ class Classed(RecordKind):
             raise damaged(where, "grid and column widths disagree in size")
         if levels is None or len(levels) != classes * int(widths.sum(dtype=np.int64)):
             raise damaged(where, "the levels do not fit the classes and widths")
+        if classes * d * int(widths.max()) > max_table_entries(num_rows(record.shape), d):
+            raise damaged(where, "the entropy models' tables would outweigh the tensor")
         if np.any(self.model_counts(record).max(axis=2) == 0):
             raise damaged(where, "an entropy model has no symbol")
         if block_class is None or len(block_class) != record.num_blocks or np.any(block_class >= classes):
@@ -182,4 +195,3 @@ class Classed(RecordKind):
             entries is not None and (len(entries) != d * d or len(scale) != d or not np.all(np.isfinite(scale)))
         ):
             raise damaged(where, f"the transform's rotation is not {d} x {d} entries and {d} finite scales")
-

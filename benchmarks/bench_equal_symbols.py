@@ -1,0 +1,84 @@
+"""Coded size at equal symbols: format version 3 (per-column counts, float16 rotation) vs version 4
+(classed levels, int8 rotation), bits/weight of every part of each transform-coded tensor.
+
+    python benchmarks/bench_equal_symbols.py recipes/work/skipgram.pt --bits 1
+
+Packs the posterior with ``--option classes=0`` (the version 3 record), decodes its symbols, codes
+the same symbols the version 4 way (position classes as ``vbq-transform`` picks them, levels, the
+real ANS words) and prints one table. The rotation's version 4 cost is its storage (int8 entries and
+a float32 scale per column); with the int8 matrix the quantizer's symbols would differ slightly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import bnncompress
+from bnncompress import coding
+from bnncompress.archive import read_archive
+from bnncompress.records import level_weights, levels_of, position_classes
+from bnncompress.records.base import TensorRecord
+
+PARTS = ("words", "tables", "grid", "mean", "rotation", "jump")
+
+
+def version3_parts(r: TensorRecord) -> dict[str, int]:
+    d = r.marks["models"]
+    rotation = r.side.get("rotation")
+    stored = {"words": r.words.nbytes, "tables": r.counts.nbytes, "grid": r.grid.nbytes, "mean": 4 * d}
+    return {**stored, "rotation": 0 if rotation is None else rotation.nbytes, "jump": r.jump_table_bytes}
+
+
+def version4_parts(r: TensorRecord, classes: int) -> dict[str, int]:
+    """The same symbols coded with ``classes`` position classes and levels (decoded back as a check)."""
+    table, d = r.model_counts, r.marks["models"]
+    symbols = coding.decode_blocks(r.words, r.offsets, table, r.num_symbols, r.block_size)
+    block_class = position_classes(r.num_blocks, classes)
+    rows = symbols.reshape(-1, d)
+    row_class = block_class[np.arange(len(rows)) // r.block_rows]
+    widths = (table > 0).sum(axis=1)
+    levels = np.zeros((classes, d, table.shape[1]), np.uint8)
+    for c in range(classes):
+        mine = rows[row_class == c]
+        for j in range(d):
+            levels[c, j, : widths[j]] = levels_of(np.bincount(mine[:, j], minlength=table.shape[1])[: widths[j]])
+    weights = level_weights(levels)
+    words, offsets = coding.encode_blocks(symbols, weights, r.block_size, classes=block_class)
+    back = coding.decode_blocks(words, offsets, weights, r.num_symbols, r.block_size, classes=block_class)
+    assert np.array_equal(back, symbols)
+    rotated = r.side.get("rotation") is not None
+    tables = classes * int(widths.sum()) + 2 * d + r.num_blocks  # levels, widths, a class per block
+    stored = {"words": words.nbytes, "tables": tables, "grid": r.grid.nbytes, "mean": 4 * d}
+    return {**stored, "rotation": d * d + 4 * d if rotated else 0, "jump": r.jump_table_bytes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("posterior", type=Path)
+    parser.add_argument("--bits", type=float, default=1.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        v3 = Path(tmp) / "v3.bnc"
+        bnncompress.pack(args.posterior, v3, bits=args.bits, options={"classes": 0})
+        default = Path(tmp) / "v4.bnc"
+        bnncompress.pack(args.posterior, default, bits=args.bits)
+        classes = {t.name: t.marks.get("classes", 1) for t in read_archive(default).tensors}
+        print(f"{args.posterior} at --bits {args.bits:g}: bits/weight ({' + '.join(PARTS)})")
+        print("| tensor | version 3 | version 4, the same symbols | change |")
+        print("|---|---|---|---|")
+        for r in read_archive(v3).tensors:
+            if r.kind.name != "columns":
+                continue
+            old, new = version3_parts(r), version4_parts(r, classes[r.name])
+            w = r.num_weights / 8
+            cells = [" + ".join(f"{p[k] / w:.3f}" for k in PARTS) + f" = {sum(p.values()) / w:.3f}" for p in (old, new)]
+            change = 100 * (sum(new.values()) / sum(old.values()) - 1)
+            print(f"| {r.name} {r.shape} C={classes[r.name]} | {cells[0]} | {cells[1]} | {change:+.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
