@@ -101,6 +101,20 @@ def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks
         assert abs(b.payload_bits_per_weight - 2.0) < 0.04
 
 
+def test_classed_routes_are_byte_identical_with_the_classes_code_lengths(tmp_path, big, small_tasks, client):
+    loc, scale = big  # 10 blocks; 3 classes steer the assignment too (rate control's sample mixes them)
+    src = write_npy_dir(tmp_path / "npy", {"word_vectors": (loc, scale)})
+    options = {"classes": 3, "class_costs": True}
+    routes = {"memory": {"stream": False}, "stream": {"stream": True}, "dask": {"scheduler": client}}
+    for route, how in routes.items():
+        bnncompress.pack(src, tmp_path / f"{route}.bnc", method="vbq-transform", bits=1.0, options=options, **how)
+    data = {route: (tmp_path / f"{route}.bnc").read_bytes() for route in routes}
+    assert data["memory"] == data["stream"] == data["dask"]
+    rec = bnncompress.load(tmp_path / "memory.bnc").record("word_vectors")
+    assert rec.classes == 3 and rec.block_classes.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert rec.params["class_costs"] is True
+
+
 @pytest.mark.parametrize("method", WHOLE_TENSOR)
 def test_whole_tensor_methods_refuse_to_stream_in_one_line(tmp_path, synthetic, method):
     src = write_npy_dir(tmp_path / "post", {"w": synthetic})
