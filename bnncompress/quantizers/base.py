@@ -339,3 +339,14 @@ class SampleRows:
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         return [fn(self.block, *args)]
+
+
+def reduce_cells(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum the blocks' cell statistics (counts, total weight, weighted sum) in block order: the
+    same bits on every route."""
+    counts, total, moment = (np.array(a, copy=True) for a in parts[0])
+    for c, t, m in parts[1:]:
+        counts += c
+        total += t
+        moment += m
+    return counts, total, moment

@@ -80,13 +80,3 @@ def refine(
     above = np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1]
     lam = 0.0 if state is None else state.lam
     return ColumnValues(lam, values, costs, below, above, sizes, cell_ids, width)
-
-
-def reduce_cells(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum the blocks' cell statistics in block order (the same bits on every route)."""
-    counts, total, moment = (np.array(a, copy=True) for a in parts[0])
-    for c, t, m in parts[1:]:
-        counts += c
-        total += t
-        moment += m
-    return counts, total, moment

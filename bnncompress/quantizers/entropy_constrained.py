@@ -33,7 +33,7 @@ import numpy as np
 from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
-from .base import Block, Rows
+from .base import Block, Rows, reduce_cells
 from .registry import register_quantizer
 from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
 
@@ -229,7 +229,7 @@ class FittedEntropyConstrained(FittedVBQ):
         state: VBQPass | EmpiricalPass = VBQPass(float(lam))
         values = self.candidates
         for _ in range(self.iterations):
-            counts, total, moment = _reduce_cells(rows.map(_cell_stats, self, state))
+            counts, total, moment = reduce_cells(rows.map(_cell_stats, self, state))
             used = np.flatnonzero(counts)
             if self.centroids:
                 values = (moment[used] / total[used]).astype(np.float32)
@@ -261,13 +261,3 @@ def _cell_stats(block: Block, fitted: FittedEntropyConstrained, state: VBQPass |
 
     indices = fitted.assign(block, state)
     return cell_stats(indices, fitted.effective(block)[1], block.loc, len(fitted.grid(state)))
-
-
-def _reduce_cells(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum the blocks' cell statistics in block order (the same bits on every route)."""
-    counts, total, moment = (np.array(a, copy=True) for a in parts[0])
-    for c, t, m in parts[1:]:
-        counts += c
-        total += t
-        moment += m
-    return counts, total, moment

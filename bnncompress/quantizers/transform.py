@@ -48,8 +48,8 @@ import numpy as np
 from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
 from ..records import decoded_rotation, inverse_transform, position_classes, stored_rotation
-from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows
-from .column_grids import ColumnValues, SeedGrid, reduce_cells, refine
+from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows, reduce_cells
+from .column_grids import ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
 
