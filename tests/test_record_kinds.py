@@ -121,7 +121,7 @@ def test_a_transforms_side_arrays_count_in_the_raw_or_coded_choice(tmp_path, mon
     rng = np.random.default_rng(3)
     loc = rng.normal(size=(1024, 32)) @ rng.normal(size=(32, 32)) / np.sqrt(32)
     post, lam = {"t": (loc, np.full((1024, 32), 0.05))}, 4.366532719181361e-05
-    v3 = {"classes": 0}  # the per-column record: the sizes above are its
+    v3 = {"classes": 0, "trust": 0.75}  # the per-column record and the trust the sizes above were measured with
     raw = raw_payload_bytes(1024 * 32, 1)
     with monkeypatch.context() as m:  # what the code costs: never raw
         m.setattr(pipeline, "raw_payload_bytes", lambda num_weights, blocks: 1 << 62)

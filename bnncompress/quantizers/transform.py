@@ -81,7 +81,7 @@ class TransformVBQ(Quantizer):
     whole_row_samples: ClassVar[bool] = True  # the rotation mixes a row's values
 
     transform: str = "auto"
-    trust: float = 0.75
+    trust: float = 1.0
     row_weight: float = 0.75
     iterations: int = 3
     centroids: bool = True
