@@ -265,3 +265,27 @@ def test_the_writer_merges_classes_whose_tables_would_outweigh_the_tensor():
     assert len(merged) == 2 and len(merged) * 4 * 30000 <= max_table_entries(30000, 4)
     assert merged.sum() == counts.sum()
     assert blocks.max() == len(merged) - 1 and np.all(np.diff(blocks) >= 0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: {"widths": np.where(np.arange(len(r.widths)) == 0, 0, r.widths).astype(np.uint16)}, "widths"),
+        (lambda r: {"levels": r.levels[:-1]}, "levels do not fit"),
+        (lambda r: {"levels": np.zeros_like(r.levels)}, "has no symbol"),
+        (lambda r: {"block_class": np.full_like(r.block_class, r.classes)}, "block classes"),
+        (lambda r: {"block_class": r.block_class[:-1]}, "block classes"),
+        (lambda r: {"rotation8": np.zeros(3, np.int8), "rotation_scale": np.ones(3, np.float32)}, "rotation"),
+        (lambda r: {"rotation_scale": None, "rotation8": np.zeros(len(r.widths) ** 2, np.int8)}, "rotation"),
+        (lambda r: {"counts": np.ones(3, np.uint8)}, "with counts"),
+        (lambda r: {"grid": r.grid[:-1]}, "grid and column widths"),
+    ],
+    ids=["zero-width", "short-levels", "empty-model", "class-too-high", "short-classes", "rotation-size",
+         "rotation-without-scales", "counts", "short-grid"],
+)  # fmt: skip
+def test_damaged_classed_records_are_refused(packed, tmp_path, change, message):
+    rec = bnncompress.load(packed["classed"]).record("w")
+    assert rec.classes == 2
+    forged = dataclasses.replace(rec, **change(rec))
+    with pytest.raises(ArchiveError, match=message):
+        write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")
