@@ -282,7 +282,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     for side, kind in side_arrays():  # optional datasets: absent when no tensor of their kind has one
         if int(version) >= kind.version:
             dtype = np.dtype(side.dtype)
-            present = f.get(side.dataset, getlink=True) is not None
+            present = plain_dataset(f, side.dataset, f"{where}: dataset '{side.dataset}'", ArchiveError) is not None
             array = _dataset(f, side.dataset, (dtype.name,), where, file_bytes) if present else np.zeros(0, dtype)
             arrays[side.name] = array
     for key, array in arrays.items():  # once for all tensors: per tensor, it dominates many tiny ones

@@ -20,10 +20,21 @@ LOSSLESS = (1, 2, 3, 32000)  # deflate, shuffle, fletcher32, h5py's lzf
 
 
 def plain_dataset(group: Any, key: str, what: str, error: type[Exception], filters: tuple[int, ...] = ()) -> Any:
-    """``group[key]`` if it is a dataset reached by a hard link, else None if absent; refuses
-    external and soft links (without following them) and anything :func:`check_local_dataset` refuses."""
+    """``group[key]`` if it is a dataset reached by hard links (``key`` may be a path, ``a/b``: every
+    group on the way too), else None if absent; refuses external and soft links (without following
+    them) and anything :func:`check_local_dataset` refuses."""
     import h5py
 
+    *parents, key = key.split("/")
+    for part in parents:
+        link = group.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            raise error(f"{what}: group '{part}' is a link to elsewhere ({type(link).__name__}); refusing to follow it")
+        group = group[part]
+        if not isinstance(group, h5py.Group):
+            return None
     link = group.get(key, getlink=True)
     if link is None:
         return None

@@ -289,3 +289,16 @@ def test_damaged_classed_records_are_refused(packed, tmp_path, change, message):
     forged = dataclasses.replace(rec, **change(rec))
     with pytest.raises(ArchiveError, match=message):
         write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")
+
+
+@pytest.mark.parametrize("link", ["external", "soft"])
+def test_a_classed_group_that_links_elsewhere_is_refused(packed, tmp_path, link):
+    other, path = tmp_path / "other.bnc", tmp_path / "linked.bnc"
+    path.write_bytes(Path(packed["classed"]).read_bytes())
+    other.write_bytes(path.read_bytes())
+    with h5py.File(path, "r+") as f:
+        assert sorted(f["classed"]) == ["block_classes", "levels", "widths"] and len(f) <= 8
+        f.move("classed", "elsewhere")
+        f["classed"] = h5py.ExternalLink(str(other), "classed") if link == "external" else h5py.SoftLink("/elsewhere")
+    with pytest.raises(ArchiveError, match="link to elsewhere"):
+        bnncompress.load(path)
