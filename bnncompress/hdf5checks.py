@@ -25,24 +25,17 @@ def plain_dataset(group: Any, key: str, what: str, error: type[Exception], filte
     them) and anything :func:`check_local_dataset` refuses."""
     import h5py
 
-    *parents, key = key.split("/")
-    for part in parents:
-        link = group.get(part, getlink=True)
+    obj, parts = group, key.split("/")
+    for depth, part in enumerate(parts):
+        link = obj.get(part, getlink=True)
         if link is None:
             return None
         if not isinstance(link, h5py.HardLink):
-            raise error(f"{what}: group '{part}' is a link to elsewhere ({type(link).__name__}); refusing to follow it")
-        group = group[part]
-        if not isinstance(group, h5py.Group):
+            where = "" if depth == len(parts) - 1 else f" (its group '{part}')"
+            raise error(f"{what}{where} is a link to elsewhere ({type(link).__name__}); refusing to follow it")
+        obj = obj[part]
+        if not isinstance(obj, h5py.Group if depth < len(parts) - 1 else h5py.Dataset):
             return None
-    link = group.get(key, getlink=True)
-    if link is None:
-        return None
-    if not isinstance(link, h5py.HardLink):
-        raise error(f"{what} is a link to elsewhere ({type(link).__name__}); refusing to follow it")
-    obj = group[key]
-    if not isinstance(obj, h5py.Dataset):
-        return None
     check_local_dataset(obj, what, error, filters)
     return obj
 
