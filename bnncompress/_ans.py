@@ -83,6 +83,17 @@ def block_base(bases, b):  # pragma: no cover - compiled
     return bases[b] if bases.shape[0] > 1 else bases[0]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def block_starts(blocks, size, total):  # pragma: no cover - compiled
+    """Where each of ``blocks`` (units of ``size``, the last of ``total`` maybe shorter) starts when
+    they are laid out one after another: ``len(blocks) + 1`` offsets from 0."""
+    starts = np.empty(blocks.shape[0] + 1, dtype=np.int64)
+    starts[0] = 0
+    for i in range(blocks.shape[0]):
+        starts[i + 1] = starts[i] + min(size, total - blocks[i] * size)
+    return starts
+
+
 @numba.njit(cache=True, nogil=True)
 def _fast_quantized_cdf(p):  # pragma: no cover - compiled
     # constriction::stream::model::categorical::fast_quantized_cdf, for f64 probabilities:
@@ -232,10 +243,7 @@ def decode_blocks_into(
     """Decode ``blocks`` (indices into the jump table ``offsets``; block b with models
     base + i mod period, :func:`block_base`) one after another into ``out``; block i's symbol
     histogram goes to hist[i] and its status to status[i]."""
-    starts = np.empty(blocks.shape[0] + 1, dtype=np.int64)
-    starts[0] = 0
-    for i in range(blocks.shape[0]):
-        starts[i + 1] = starts[i] + min(block_size, num_symbols - blocks[i] * block_size)
+    starts = block_starts(blocks, block_size, num_symbols)
     for i in prange(blocks.shape[0]):
         b = blocks[i]
         n = starts[i + 1] - starts[i]

@@ -27,6 +27,7 @@ from ._ans import (
     OK,
     WORDS_LEFT,
     block_base,
+    block_starts,
     lookup_tables_into,
     pop_symbol,
     quantized_cdfs,
@@ -192,10 +193,7 @@ def decode_blocks_values(
     its histogram into hist[i] (rows: all models), its status into status[i]; with ``every`` > 0
     the decoder state at every ``every``-th row of block b goes to ck_*[b * per_block + ...]."""
     d = out.shape[1] if out.shape[0] > 0 else 1
-    starts = np.empty(blocks.shape[0] + 1, dtype=np.int64)
-    starts[0] = 0
-    for i in range(blocks.shape[0]):
-        starts[i + 1] = starts[i] + min(block_rows, num_rows - blocks[i] * block_rows)
+    starts = block_starts(blocks, block_rows, num_rows)
     for i in prange(blocks.shape[0]):
         b = blocks[i]
         base = block_base(bases, b)
