@@ -270,7 +270,7 @@ class FittedTransform(FittedQuantizer):
 
     def classes_of_rows(self, block: Block) -> np.ndarray:
         rows = block.row_index()[:: self.d] if not block.is_rows else block.first_row + np.arange(block.num_rows)
-        return position_classes(self.num_blocks, max(self._classes, 1))[rows // self.block_rows].astype(np.int64)
+        return position_classes(self.num_blocks, max(self._classes, 1), rows // self.block_rows).astype(np.int64)
 
     def cost_classes(self, block: Block) -> np.ndarray:
         """Each row's set of code lengths in the assignment (:attr:`cost_sets`; all 0 for one set)."""

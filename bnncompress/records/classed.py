@@ -101,14 +101,16 @@ def max_table_entries(rows: int, models: int) -> int:
     return 2 * rows * models + (1 << 16)
 
 
-def position_classes(num_blocks: int, classes: int) -> np.ndarray:
-    """Block classes by position: ``classes`` runs of consecutive blocks, as equal as can be.
+def position_classes(num_blocks: int, classes: int, blocks: np.ndarray | None = None) -> np.ndarray:
+    """Block classes by position: ``classes`` runs of consecutive blocks, as equal as can be (block b
+    of ``num_blocks`` is in class ``b * classes // num_blocks``); of every block, or of ``blocks``.
 
     Example:
-        >>> position_classes(7, 3).tolist()
-        [0, 0, 0, 1, 1, 2, 2]
+        >>> position_classes(7, 3).tolist(), position_classes(7, 3, np.array([6, 3])).tolist()
+        ([0, 0, 0, 1, 1, 2, 2], [2, 1])
     """
-    return (np.arange(num_blocks, dtype=np.int64) * classes // max(num_blocks, 1)).astype(np.uint8)
+    b = np.arange(num_blocks, dtype=np.int64) if blocks is None else np.asarray(blocks, dtype=np.int64)
+    return (b * classes // max(num_blocks, 1)).astype(np.uint8)
 
 
 @register_record_kind
