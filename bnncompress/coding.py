@@ -164,11 +164,20 @@ def decode_blocks(
         ]
         symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         histogram = symbol_histogram(symbols, counts, classes, block_size) if everything else None
-    if everything and classes is None and not np.array_equal(histogram, counts):
-        raise ValueError("the decoded symbols do not match the entropy model's counts")
-    if everything and classes is not None and not np.array_equal(histogram > 0, np.asarray(counts) > 0):
-        raise ValueError("the decoded symbols do not match the entropy model's tables")
+    if everything:
+        check_histogram(histogram, counts)
     return symbols
+
+
+def check_histogram(histogram: np.ndarray, counts: np.ndarray) -> None:
+    """ValueError unless a whole tensor's decoded ``histogram`` fits its tables: equal to (K,) or
+    (M, K) counts; positive exactly where (C, M, K) weights are."""
+    table = np.asarray(counts)
+    histogram = np.reshape(histogram, table.shape)
+    if table.ndim < 3 and not np.array_equal(histogram, table):
+        raise ValueError("the decoded symbols do not match the entropy model's counts")
+    if table.ndim == 3 and not np.array_equal(histogram > 0, table > 0):
+        raise ValueError("the decoded symbols do not match the entropy model's tables")
 
 
 def decode_prefixes(

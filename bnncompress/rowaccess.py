@@ -61,14 +61,13 @@ class RowReader:
         self.shape = (num_rows(record.shape), row_size(record.shape))
         self._value_table: tuple | None = None  # the record kind's, for the kernels; () if it has none
         self._tables: tuple | None = None  # the row kernels' coder and value tables
-        self._models: tuple | None = None  # (block bases, period) of the coder's models; bases None unless classed
         self._checkpoints: tuple | None = None  # (every, per_block, states, positions)
         self._prefix_symbols = 0  # symbols decoded so far without the row kernels
 
     @property
     def nbytes(self) -> int:
         """Bytes of arrays this reader holds beyond the record itself (checkpoints, coder and value tables)."""
-        held = (*(self._value_table or ()), *(self._tables or ()), *(self._models or ()), *(self._checkpoints or ()))
+        held = (*(self._value_table or ()), *(self._tables or ()), *(self._checkpoints or ()))
         arrays = {id(a): a for a in held if isinstance(a, np.ndarray)}.values()
         own = (self.record.words, self.record.offsets, self.record.grid)  # views of them, if not copies
         return int(sum(a.nbytes for a in arrays if not any(np.shares_memory(a, b) for b in own)))
@@ -188,6 +187,8 @@ class RowReader:
             raise _corrupt(rec, exc) from None
 
     def _kernel_tables(self) -> tuple:
+        """``(words, offsets, *model)``: the row kernels' arguments, ``model`` in their order (the
+        coder's CDFs, lookup tables, block bases and period, then the kind's value table)."""
         if self._tables is None:
             from . import _ans, _rows_kernels
 
@@ -199,7 +200,6 @@ class RowReader:
                 raise _corrupt(rec, exc) from None
             cdfs, lookup = _rows_kernels.coder_tables(table)
             bases, period = _ans.model_bases(table, classes)
-            self._models = (None if classes is None else bases, period)
             self._fused()  # (computes the kind's value table)
             vt, valid, mode, mean, rt = self._value_table
             self._tables = (
@@ -207,18 +207,15 @@ class RowReader:
                 np.ascontiguousarray(rec.offsets, dtype=np.int64),
                 cdfs,
                 lookup,
+                bases,
+                period,
                 np.ascontiguousarray(vt, dtype=np.float32),
                 np.ascontiguousarray(valid),
                 mode,
-                np.ascontiguousarray(mean, dtype=np.float64),
                 np.ascontiguousarray(rt, dtype=np.float64),
+                np.ascontiguousarray(mean, dtype=np.float64),
             )
         return self._tables
-
-    def _model_bases(self) -> tuple[np.ndarray, int]:
-        """The row kernels' ``bases`` and ``period`` (:func:`bnncompress._ans.model_bases`)."""
-        bases, period = self._models
-        return (np.zeros(1, np.int64) if bases is None else bases), period
 
     def _decode_fused(self, blocks: list[int] | None, values: bool) -> np.ndarray:
         """Decode ``blocks`` (None: all, histogram-checked, checkpoints recorded) to values, or only
@@ -226,8 +223,8 @@ class RowReader:
         from . import _ans, _rows_kernels
 
         rec = self.record
-        words, offsets, cdfs, lookup, vt, valid, mode, mean, rt = self._kernel_tables()
-        bases, period = self._model_bases()
+        words, offsets, *model = self._kernel_tables()
+        cdfs = model[0]
         everything = blocks is None
         block_ids = np.arange(rec.num_blocks, dtype=np.int64) if everything else np.asarray(blocks, np.int64)
         every, per_block, states, positions = 0, 1, np.zeros(1, np.uint64), np.zeros(1, np.uint32)
@@ -255,15 +252,7 @@ class RowReader:
                 rec.block_rows,
                 self.shape[0],
                 rec.symbols_per_row,
-                cdfs,
-                lookup,
-                bases,
-                period,
-                vt,
-                valid,
-                mode,
-                rt,
-                mean,
+                *model,
                 out[start:stop] if values else out,
                 every,
                 states,
@@ -279,12 +268,10 @@ class RowReader:
             histogram += hist.sum(axis=0)
             start = stop
         if everything:
-            table = rec.model_counts
-            if np.ndim(table) == 3:
-                if not np.array_equal(histogram.reshape(table.shape) > 0, table > 0):
-                    raise _corrupt(rec, "the decoded symbols do not match the entropy model's tables")
-            elif not np.array_equal(histogram, np.reshape(table, histogram.shape)):
-                raise _corrupt(rec, "the decoded symbols do not match the entropy model's counts")
+            try:
+                coding.check_histogram(histogram, rec.model_counts)
+            except ValueError as exc:
+                raise _corrupt(rec, exc) from None
             if self._checkpoints is None:
                 self._checkpoints = (every, per_block, states, positions)
         return out
@@ -294,8 +281,7 @@ class RowReader:
         from . import _ans, _rows_kernels
 
         rec = self.record
-        words, offsets, cdfs, lookup, vt, valid, mode, mean, rt = self._kernel_tables()
-        bases, period = self._model_bases()
+        words, offsets, *model = self._kernel_tables()
         every, per_block, states, ck_positions = self._checkpoints
         order = np.argsort(positions)
         ordered = positions[order]
@@ -310,15 +296,7 @@ class RowReader:
             offsets,
             rec.block_rows,
             rec.symbols_per_row,
-            cdfs,
-            lookup,
-            bases,
-            period,
-            vt,
-            valid,
-            mode,
-            rt,
-            mean,
+            *model,
             every,
             states,
             ck_positions,

@@ -126,9 +126,8 @@ def test_checkpoints_stay_within_their_share_of_the_payload(archive):
     every, _, states, positions = reader._checkpoints
     assert states.nbytes + positions.nbytes <= CHECKPOINT_SHARE * rec.payload_bytes
     assert every == 1 or rec.num_blocks * -(-rec.block_rows // (every - 1)) * 12 > CHECKPOINT_SHARE * rec.payload_bytes
-    cdfs, lookup, vt, valid, _, mean, rt = reader._kernel_tables()[2:]
-    tables = cdfs.nbytes + lookup.nbytes + vt.nbytes + valid.nbytes + mean.nbytes + rt.nbytes + rec.offsets.nbytes
-    tables += 0 if rec.block_classes is None else 8 * rec.num_blocks  # each block's first model
+    model = reader._kernel_tables()[2:]  # coder tables, block bases, value table
+    tables = sum(a.nbytes for a in model if isinstance(a, np.ndarray)) + rec.offsets.nbytes
     assert 0 < reader.nbytes <= states.nbytes + positions.nbytes + tables
 
 
