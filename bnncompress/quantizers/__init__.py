@@ -9,7 +9,7 @@ imports the package's own.
 Example:
     >>> q = get_quantizer("vbq-direction", trust=0.5)
     >>> from_config(get_config(q)) == q, q
-    (True, VBQDirection(max_level=10, trust=0.5, row_weight=0.75, iterations=3, centroids=True, cap=0.0))
+    (True, VBQDirection(max_level=10, trust=0.5, row_weight=0.75, iterations=3, centroids=True, cap=0.0, table_cost=0.5))
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ The distortion weight ``w`` is what distinguishes the methods here:
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
-from .base import Block, Rows, reduce_cells
+from .base import STORED_IF_NOT_DEFAULT, Block, Rows, reduce_cells
 from .registry import register_quantizer
 from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
 
@@ -42,6 +42,8 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
 _F32_HUGE = 1e30
 #: Effective scales and weights kept per process (12 bytes per weight), so that passes reuse them.
 CACHE_BYTES = 1 << 28
+#: What one used value costs in the record's tables: its count (2 bytes) and its float32 value.
+TABLE_BITS_PER_VALUE = 48
 
 
 def distortion_weights(scale: np.ndarray) -> np.ndarray:
@@ -80,6 +82,11 @@ class EntropyConstrainedVBQ(VBQ):
     iterations: int = 3
     centroids: bool = False
     cap: float = 0.0
+    #: The share of a used value's table bits (:data:`TABLE_BITS_PER_VALUE`) charged to the weights
+    #: assigned to it, on top of their code length: ``table_cost * 48 / count`` bits each. Values
+    #: that few weights use cost more in the tables than they save, which matters in small tensors
+    #: (a small network's layers; docs/METHODS.md, "Small tensors"); 0 = the code length alone.
+    table_cost: float = field(default=0.5, metadata=STORED_IF_NOT_DEFAULT)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,12 +97,15 @@ class EntropyConstrainedVBQ(VBQ):
             raise OptionError(f"row_weight must be between 0 and 2, got {row_weight}")
         if not (isinstance(cap, (int, float)) and 0 <= cap < float("inf")):
             raise OptionError(f"cap must be a number >= 0 (0 = no cap), got {cap!r}")
+        table_cost = self.table_cost
+        if isinstance(table_cost, bool) or not (isinstance(table_cost, (int, float)) and 0 <= table_cost <= 4):
+            raise OptionError(f"table_cost must be a number from 0 to 4, got {table_cost!r}")
         if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 20):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
         if not isinstance(self.centroids, (bool, np.bool_)):
             raise OptionError(f"centroids must be true or false, got {self.centroids!r}")
         self._normalize(trust=float(trust), row_weight=float(row_weight), iterations=int(iterations))
-        self._normalize(centroids=bool(self.centroids), cap=float(cap))
+        self._normalize(centroids=bool(self.centroids), cap=float(cap), table_cost=float(table_cost))
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedEntropyConstrained:
         prior = fit_prior(stats)
@@ -160,6 +170,7 @@ class FittedEntropyConstrained(FittedVBQ):
         super().__init__(shape, prior, method.max_level, device, span)
         self.trust, self.row_weight, self.cap = method.trust, method.row_weight, method.cap
         self.iterations, self.centroids = method.iterations, method.centroids
+        self.table_bits = method.table_cost * TABLE_BITS_PER_VALUE
         self.row_floor = row_floor  # rows shorter than this are weighted as this long
         self._row_rms = row_rms  # whole-tensor array: kept on the driver until the sample takes its rows
         self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
@@ -224,8 +235,9 @@ class FittedEntropyConstrained(FittedVBQ):
 
     def at(self, lam: float, rows: Rows) -> VBQPass | EmpiricalPass:
         """VBQ with the effective scales, then ``iterations`` passes, each replacing the rate term by
-        the empirical code length ``-log2 P(value)`` of the previous pass (and, with ``centroids``,
-        every used value by the weighted mean of the weights assigned to it)."""
+        the empirical code length ``-log2 P(value)`` of the previous pass plus the value's share of
+        the table bits per weight using it (and, with ``centroids``, every used value by the weighted
+        mean of the weights assigned to it). Counts on a sample of rows are scaled to the tensor."""
         state: VBQPass | EmpiricalPass = VBQPass(float(lam))
         values = self.candidates
         for _ in range(self.iterations):
@@ -238,6 +250,8 @@ class FittedEntropyConstrained(FittedVBQ):
             else:
                 values = values[used]
             costs = -np.log2(counts[used] / counts.sum())
+            if self.table_bits:
+                costs = costs + self.table_bits * counts.sum() / (counts[used] * float(self.num_weights))
             state = EmpiricalPass(float(lam), values, costs)
         return state
 
@@ -252,6 +266,12 @@ class FittedEntropyConstrained(FittedVBQ):
 
     def grid(self, state: VBQPass | EmpiricalPass) -> np.ndarray:
         return state.values if isinstance(state, EmpiricalPass) else self.candidates
+
+    def params(self, state: VBQPass | EmpiricalPass) -> dict[str, Any]:
+        """The prior only while it made the grid: after an empirical pass the record's values are the
+        grid, and the prior (two float64 numbers, about 33 bytes of a small tensor's record) tells a
+        reader nothing."""
+        return {} if isinstance(state, EmpiricalPass) else super().params(state)
 
 
 def _cell_stats(block: Block, fitted: FittedEntropyConstrained, state: VBQPass | EmpiricalPass):

@@ -12,7 +12,7 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows), or with
    means beyond ±1e30 (whose rotated coordinates float32 could not hold), are quantized as
    ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``), and with the
-   settings ``small_trust`` (0.5) and ``small_row_weight`` (0: absolute errors) that suit a small
+   settings ``small_trust`` (0.75) and ``small_row_weight`` (0: absolute errors) that suit a small
    network's layers (docs/METHODS.md); the record stores both (older archives: ``trust``, ``row_weight``).
 2. **Posterior in the rotated basis**: ``v_j = sum_i F_ij² scale_i²`` (exact for a mean-field posterior).
 3. **Distortion weight** (as ``vbq-direction``): ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``
@@ -88,7 +88,7 @@ class TransformVBQ(Quantizer):
     step: float = 0.5
     #: ``trust`` and ``row_weight`` of tensors too small for per-column models (the one-model fallback):
     #: a small network's layers are not embeddings, whose rows' directions matter (docs/METHODS.md).
-    small_trust: float = field(default=0.5, metadata=STORED_IF_NOT_DEFAULT)
+    small_trust: float = field(default=0.75, metadata=STORED_IF_NOT_DEFAULT)
     small_row_weight: float = field(default=0.0, metadata=STORED_IF_NOT_DEFAULT)
     #: Sets of column models, each for a run of consecutive coding blocks (rows in frequency order: rare
     #: words' coarse rows get their own statistics); "auto": up to 8, at least 4 blocks each; 0: one set
