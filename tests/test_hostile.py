@@ -32,12 +32,22 @@ def _limit_file_size(limit):
     return apply
 
 
-@pytest.mark.parametrize("limit", [4096, 60_000, 110_000])
-def test_a_failed_write_never_replaces_a_good_archive(tmp_path, limit):
+@pytest.fixture(scope="module")
+def example_npz(tmp_path_factory):
+    """data/example.pt's posterior as .npz: the child processes below then need no torch import."""
+    posterior = bnncompress.read_posterior(EXAMPLE)
+    arrays = {f"{name}.{part}": getattr(t, part) for name, t in posterior.tensors.items() for part in ("loc", "scale")}
+    path = tmp_path_factory.mktemp("example") / "example.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("limit", [4096, 60_000, 100_000])  # the archive: 104,653 bytes
+def test_a_failed_write_never_replaces_a_good_archive(tmp_path, limit, example_npz):
     good = tmp_path / "out.bnc"
-    bnncompress.pack(EXAMPLE, good, lam=5.0)
+    bnncompress.pack(example_npz, good, lam=5.0)
     before = good.read_bytes()
-    cmd = [sys.executable, "-m", "bnncompress.cli", "pack", EXAMPLE, "-o", str(good), "--bits", "2", "--force"]
+    cmd = [sys.executable, "-m", "bnncompress.cli", "pack", example_npz, "-o", str(good), "--bits", "2", "--force"]
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limit_file_size(limit))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -21,10 +21,12 @@ from bnncompress.files import TEMP_SUFFIX
 
 
 def _write_posterior(path, rows=3000, dim=100, seed=0):
+    """A .npz posterior: the packs below run in child processes, and reading .npz needs no torch
+    import (1.1 s a pack instead of 2.3 s; .pt reading is covered by the source tests)."""
     rng = np.random.default_rng(seed)
     loc = rng.normal(size=(rows, dim)).astype(np.float32)
     scale = rng.uniform(0.01, 1.0, size=(rows, dim)).astype(np.float32)
-    torch.save({"w": {"loc": torch.from_numpy(loc), "scale": torch.from_numpy(scale)}}, path)
+    np.savez(path, **{"w.loc": loc, "w.scale": scale})
 
 
 def _pack_cmd(src, dst, lam):
@@ -36,7 +38,7 @@ def _temp_files(directory):
 
 
 def test_sigkill_never_leaves_a_corrupt_archive(tmp_path):
-    src, dst = tmp_path / "post.pt", tmp_path / "out.bnc"
+    src, dst = tmp_path / "post.npz", tmp_path / "out.bnc"
     _write_posterior(src)
     references = {}
     durations = []
@@ -64,7 +66,7 @@ def test_sigkill_never_leaves_a_corrupt_archive(tmp_path):
 
 
 def test_archives_are_byte_identical_across_processes_and_thread_counts(tmp_path):
-    src = tmp_path / "post.pt"
+    src = tmp_path / "post.npz"
     _write_posterior(src, rows=2000)
     bnncompress.pack(src, tmp_path / "in_process.bnc", bits=2.0)
     outputs = [tmp_path / "in_process.bnc"]
