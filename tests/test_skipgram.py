@@ -1,4 +1,6 @@
 import functools
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -17,6 +19,7 @@ from bnncompress.models import (
     TrainResult,
     param_store_state,
     read_corpus,
+    skipgram,
     skipgram_model,
     train_skipgram,
 )
@@ -238,3 +241,21 @@ def test_sampled_rows_use_the_drawn_eps_and_scales_track_exp_rho():
     for site in ("word_vectors", "context_vectors"):
         assert not np.allclose(t.rho[site], np.log(0.05))
         np.testing.assert_allclose(t.scale[site], np.exp(t.rho[site]), rtol=1e-5)  # 64 roundings at most
+
+
+def test_tokenize_matches_gensims_tokenize_without_importing_it():
+    """The corpus reader's tokens are gensim's (``tokenize(line, lowercase=True)``), on the Lee corpus
+    and on digits, underscores, accents, non-Latin scripts and case folding; reading needs no gensim."""
+    from gensim.utils import tokenize as gensim_tokenize
+
+    lines = LEE.read_text(encoding="utf-8").splitlines() + [
+        "Ünïcode café naïve ½ ² 3rd x²y",
+        "ΑΒΓ δ ε123ζ",
+        "tab\there_under__score __ 12_34",
+        "日本語のテキスト",
+        "İstanbul ǅ ﬁne",
+    ]
+    assert all(skipgram.tokenize(line) == list(gensim_tokenize(line, lowercase=True)) for line in lines)
+    code = "import sys, bnncompress.models as m; m.read_corpus(sys.argv[1]); print('gensim' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code, str(LEE)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
