@@ -174,9 +174,10 @@ def interpolate(points: list[tuple[float, float]], rate: float) -> float:
     return float("nan")
 
 
-def per_tensor(archive, guide, sups, spaces) -> list[dict]:
-    """Per tensor: method record, payload bits per weight, and the decoded error in posterior standard
-    deviations (RMS of (decoded - loc) / scale, unconstrained) and relative to the means' RMS."""
+def per_tensor(archive, guide, sups, spaces, alone: dict[str, float]) -> list[dict]:
+    """Per tensor: method record, payload bits per weight, the decoded error in posterior standard
+    deviations (RMS of (decoded - loc) / scale, unconstrained) and relative to the means' RMS, and
+    ``alone[name]``: the predictions' RMSE from the posterior mean's with only this tensor decoded."""
     info = {t["name"]: t for t in archive.info()["tensors"]}
     rows = []
     for name, t in info.items():
@@ -193,6 +194,7 @@ def per_tensor(archive, guide, sups, spaces) -> list[dict]:
                 "record": t["method"] + (f" ({fallback})" if fallback else ""),
                 "payload_bits": t["payload_bits_per_weight"],
                 "z_rms": float(torch.sqrt(torch.mean(((raw - loc) / scale) ** 2))),
+                "alone_rmse": alone[name],
                 "rel_rms": rms(raw - loc) / max(rms(loc), 1e-30),
                 "table_bytes": t["table_bytes"],
                 "loc_rms": rms(loc),
@@ -215,6 +217,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-hidden", type=int, default=32, help="width of the 1-H-1 network")
     parser.add_argument("--small-steps", type=int, default=1500, help="SVI steps of the 1-H-1 network (lr 0.03)")
     parser.add_argument("--train", type=int, default=1000, help="training points")
+    parser.add_argument("--seed", type=int, default=SEED, help="SVI seed of the 8-H-H-1 network (data: always 0)")
     parser.add_argument("--test", type=int, default=500, help="test points")
     parser.add_argument("--bits", default=",".join(f"{b:g}" for b in TARGETS), help="target payload bits/weight")
     parser.add_argument("--methods", default=f"{DEFAULT_METHOD},uniform,vbq", help="comma-separated methods")
@@ -259,7 +262,7 @@ def run(args: argparse.Namespace) -> dict:
     # --- 1-3: the 8-H-H-1 regression net
     xtr, ytr, xte, yte = make_data(args.train, args.test)
     sizes = (8, args.hidden, args.hidden, 1)
-    model, guide, loss = train(sizes, xtr, ytr, args.steps)
+    model, guide, loss = train(sizes, xtr, ytr, args.steps, seed=args.seed)
     sups = supports(model, xtr, ytr)
     medians = {k: v.detach() for k, v in guide.median().items()}
     base = predict(model, medians, xte)
@@ -306,7 +309,8 @@ def run(args: argparse.Namespace) -> dict:
                     }
                 )
                 if bits == args.per_tensor_bits:
-                    for r in per_tensor(archive, guide, sups, spaces):
+                    alone = {k: rmse(predict(model, {**medians, k: values[k]}, xte), base) for k in values}
+                    for r in per_tensor(archive, guide, sups, spaces, alone):
                         tensor_rows.append({"method": method, **r})
                 archive.close()
                 r = rows[-1]
@@ -454,6 +458,7 @@ def run(args: argparse.Namespace) -> dict:
                 "table bytes",
                 "RMS z",
                 "rel RMS error",
+                "RMSE vs posterior mean, this tensor alone",
                 "distinct values",
                 "RMS of locs",
                 "median scale",
@@ -468,6 +473,7 @@ def run(args: argparse.Namespace) -> dict:
                     t["table_bytes"],
                     t["z_rms"],
                     t["rel_rms"],
+                    t["alone_rmse"],
                     t["distinct"],
                     t["loc_rms"],
                     t["median_scale"],
