@@ -14,6 +14,7 @@ from ..errors import PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
 from ..supports import unknown_support_warning
 from ..vocabulary import decode_words, validate_words
+from .torchzip import PickledConstraint
 
 NOT_MEAN_FIELD = "is not mean-field: packing its marginal standard deviations drops the correlations between weights"
 
@@ -81,18 +82,20 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
     and the flat ``G.loc`` / ``G.scale`` of continuous guides (AutoDiagonalNormal; low-rank
     ``cov_factor`` and full ``scale_tril`` give marginal scales), also inside AutoGuideList
     (``AutoGuideList.1.loc``). Parameters that fit none of these are ignored with a warning."""
-    from torch.distributions import transform_to
-
     constraints = constraints if isinstance(constraints, Mapping) else {}
 
     def constrained(key: str) -> Any:  # as Pyro's param store does: transform_to(constraint)
-        value = params[key]
-        if key in constraints:
-            try:
-                value = transform_to(constraints[key])(_as_tensor(value))
-            except NotImplementedError:
-                raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
-        return value
+        value, constraint = params[key], constraints.get(key)
+        if constraint is None:
+            return value
+        if isinstance(constraint, PickledConstraint):  # read without torch: numpy's transform, or NotPlain
+            return constraint.apply(value)
+        from torch.distributions import transform_to
+
+        try:
+            return transform_to(constraint)(_as_tensor(value))
+        except NotImplementedError:
+            raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
 
     pairs = _Pairs(where)
     flat: dict[str, tuple[Any, Any]] = {}

@@ -1,8 +1,10 @@
 """Posteriors in torch .pt files (``torch.save`` / ``pyro.get_param_store().save``), read whole
 as a container (:func:`~bnncompress.sources.containers.from_mapping`).
 
-They are read with ``torch.load(weights_only=True)`` and an allow-list of exactly the
-constraint classes Pyro stores; anything else pickled is refused before it runs.
+A file of tensors, containers and the constraints Pyro's guides use is read without importing
+torch (:mod:`.torchzip`, a second saved); any other is read with ``torch.load(weights_only=True)``
+and an allow-list of exactly the constraint classes Pyro stores; anything else pickled is
+refused before it runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ..errors import PosteriorError
 from ..posterior import Posterior
 from .containers import from_mapping
 from .reader import PosteriorReader, Probe
+from .torchzip import NotPlain, read_zip_pickle
 
 
 def is_torch_file(probe: Probe) -> bool:
@@ -25,10 +28,15 @@ def is_torch_file(probe: Probe) -> bool:
 
 
 class TorchReader(PosteriorReader):
-    """Reads a torch .pt file whole, with the safe loader."""
+    """Reads a torch .pt file whole: without torch where the file holds only tensors, containers
+    and the constraints Pyro's guides use (:mod:`.torchzip`), else with torch's safe loader."""
 
     def open(self) -> Posterior:
-        return from_mapping(torch_load(self.path), f"'{self.path.name}'")
+        where = f"'{self.path.name}'"
+        try:
+            return from_mapping(read_zip_pickle(self.path), where)
+        except NotPlain:
+            return from_mapping(torch_load(self.path), where)
 
 
 def _allowed_constraint_classes() -> list[type]:

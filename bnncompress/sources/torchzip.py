@@ -1,0 +1,324 @@
+"""torch .pt files (``torch.save``'s zip format) read without importing torch.
+
+Importing torch costs about a second, most of a small pack. Most posterior files hold only
+tensors in dicts and lists, and Pyro's param stores add the constraints of their parameters;
+this reader unpickles exactly that into numpy arrays and :class:`PickledConstraint` records,
+with an allow-list of its own stand-ins: no class of torch, Pyro or anyone else is looked up or
+run. Anything outside it (another global, a legacy non-zip file, a compressed member, a dtype
+numpy lacks, a constraint without a numpy transform) raises :class:`NotPlain`, and the caller
+reads the file with torch's own safe loader instead (:mod:`.torchfile`), which refuses what is
+not allowed there.
+
+Example:
+    >>> from pathlib import Path
+    >>> store = read_zip_pickle(Path("data/example.pt"))
+    >>> store["params"]["AutoNormal.locs.word_vectors"].shape, store["constraints"]["AutoNormal.scales.word_vectors"]
+    ((4000, 50), PickledConstraint('pyro.distributions.constraints', '_SoftplusPositive', {'lower_bound': 0.0}))
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PosteriorError
+
+#: torch's typed storages (the persistent ids of a .pt file) as numpy dtypes, little-endian.
+_STORAGE_DTYPES = {
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+}
+_CONSTRAINT_MODULES = ("torch.distributions.constraints", "pyro.distributions.constraints")
+_MAX_DIMS = 32
+
+
+class NotPlain(Exception):
+    """The file holds something this reader does not handle; read it with torch's safe loader."""
+
+
+class PickledConstraint:
+    """A torch / Pyro constraint as the file names it: its module, class name and pickled state.
+
+    :meth:`apply` maps unconstrained values to the constrained space as Pyro's param store does
+    (``transform_to``), for the constraints Pyro's guides use: the real line, ``positive`` and
+    ``greater_than`` (``exp(x) + lower_bound``), ``softplus_positive`` (``log1p(exp(x))``, ``x``
+    above 20), and ``independent`` of these. Computed in float64 and rounded once, so the result
+    does not depend on the machine (torch's float32 kernels differ from it by at most one unit in
+    the last place).
+    """
+
+    module: str = ""
+    name: str = ""
+
+    def __new__(cls, *args: Any) -> PickledConstraint:  # what pickle's NEWOBJ calls (no __init__)
+        obj = super().__new__(cls)
+        obj.state = {}
+        return obj
+
+    state: dict[str, Any]
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots) from __reduce_ex__
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise NotPlain(f"constraint {self.name} with a {type(state).__name__} state")
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"PickledConstraint({self.module!r}, {self.name!r}, {self.state!r})"
+
+    def apply(self, values: Any) -> np.ndarray:
+        """``transform_to(constraint)(values)`` in numpy; raises :class:`NotPlain` for other constraints."""
+        x = np.asarray(values)
+        if x.dtype.kind != "f":
+            raise NotPlain(f"constraint {self.name} on {x.dtype} values")
+        if self.name == "_Real":
+            return x
+        if self.name == "_IndependentConstraint" and isinstance(self.state.get("base_constraint"), PickledConstraint):
+            return self.state["base_constraint"].apply(x)
+        if self.name == "_GreaterThan" and type(self.state.get("lower_bound")) in (int, float):
+            bound = float(self.state["lower_bound"])
+            return _chunked(x, lambda wide: np.exp(wide) + bound)
+        if self.name == "_SoftplusPositive":
+            return _chunked(x, lambda wide: np.where(wide > 20.0, wide, np.log1p(np.exp(np.minimum(wide, 20.0)))))
+        raise NotPlain(f"constraint {self.name} has no numpy transform here")
+
+
+def _chunked(x: np.ndarray, function: Any, chunk: int = 1 << 16) -> np.ndarray:
+    """``function`` of ``x`` in float64, rounded once to ``x``'s dtype, a chunk at a time (so the
+    float64 temporaries stay small)."""
+    flat, out = x.reshape(-1), np.empty(x.shape, dtype=x.dtype)
+    result = out.reshape(-1)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(flat), chunk):
+            result[start : start + chunk] = function(flat[start : start + chunk].astype(np.float64))
+    return out
+
+
+def read_zip_pickle(path: Path) -> Any:
+    """The object ``torch.save`` wrote to ``path``, with numpy arrays for tensors and
+    :class:`PickledConstraint` for constraints. Raises :class:`NotPlain` for anything else, and
+    PosteriorError for a zip file whose tensors point outside their storage."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise NotPlain(f"not a zip file: {exc}") from None
+    with archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise NotPlain("no single <name>/data.pkl member")
+        prefix = pickles[0][: -len("data.pkl")]
+        if _member(archive, prefix + "byteorder", optional=True) not in (None, b"little"):
+            raise NotPlain("a big-endian file")
+        unpickler = _Unpickler(archive, prefix, path)
+        try:
+            return _plain(unpickler.load(), {})
+        except (NotPlain, PosteriorError):
+            raise
+        except Exception as exc:  # a damaged pickle: let torch's loader say what it makes of it
+            raise NotPlain(f"{type(exc).__name__}: {exc}") from None
+
+
+_ATOMS = (str, bytes, int, float, bool, type(None))
+
+
+def _plain(obj: Any, memo: dict[int, Any]) -> Any:
+    """The unpickled object with its tensors as arrays, if it holds only containers, atoms,
+    tensors and constraints (else NotPlain). Shared and self-referencing containers are kept so."""
+    if isinstance(obj, _ATOMS) and type(obj) in _ATOMS:
+        return obj
+    if id(obj) in memo:
+        return memo[id(obj)]
+    kind = type(obj)
+    if kind is _Tensor:
+        memo[id(obj)] = obj.array
+        return obj.array
+    if kind in (dict, OrderedDict):
+        out = kind()
+        memo[id(obj)] = out
+        for key, value in obj.items():
+            if not (type(key) in _ATOMS or type(key) is tuple):
+                raise NotPlain(f"a {type(key).__name__} key")
+            out[_plain(key, memo)] = _plain(value, memo)
+        return out
+    if kind is list:
+        out_list: list[Any] = []
+        memo[id(obj)] = out_list
+        out_list.extend(_plain(v, memo) for v in obj)
+        return out_list
+    if kind is tuple:
+        return tuple(_plain(v, memo) for v in obj)
+    if isinstance(obj, PickledConstraint) and type(obj).__mro__[1] is PickledConstraint:
+        memo[id(obj)] = obj
+        obj.state = _plain(obj.state, memo)
+        return obj
+    raise NotPlain(f"a pickled {kind.__name__}")
+
+
+def _member_info(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo | None:
+    """A member stored as it is (not compressed, not encrypted), None if absent."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        return None
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+        raise NotPlain(f"member {name} is compressed or encrypted")
+    return info
+
+
+def _member(archive: zipfile.ZipFile, name: str, optional: bool = False) -> bytes | None:
+    """A stored member's bytes (at most the file's own size, so no zip bomb); None if absent and optional."""
+    info = _member_info(archive, name)
+    if info is None:
+        if optional:
+            return None
+        raise NotPlain(f"no member {name}")
+    return archive.read(info)
+
+
+def _read_member_into(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: np.ndarray) -> None:
+    """Read a stored member's first ``out.nbytes`` bytes straight into ``out`` (one copy, no
+    temporary): its data start after the local header, whose name and extra field (torch pads it
+    to align the data) have their own lengths there."""
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        header = fh.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise NotPlain(f"member {info.filename} has no local header")
+        name_length, extra_length = (int.from_bytes(header[k : k + 2], "little") for k in (26, 28))
+        fh.seek(info.header_offset + 30 + name_length + extra_length)
+        if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+            raise PosteriorError(f"'{path}': storage {info.filename} is shorter than it says; is the file truncated?")
+
+
+class _Sealed:
+    """What pickle's BUILD may not change: the reader's own objects."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise NotPlain(f"a state for a {type(self).__name__}")
+
+
+class _Storage(_Sealed):
+    """One storage of the file: a flat array read on first use."""
+
+    __slots__ = ("archive", "member", "dtype", "numel", "_array")
+
+    def __init__(self, archive: zipfile.ZipFile, member: str, dtype: str, numel: int):
+        self.archive, self.member, self.dtype, self.numel = archive, member, np.dtype(dtype), numel
+        self._array: np.ndarray | None = None
+
+    def array(self, where: Path) -> np.ndarray:
+        if self._array is None:
+            info = _member_info(self.archive, self.member)
+            if info is None:
+                raise NotPlain(f"no member {self.member}")
+            if info.file_size < self.numel * self.dtype.itemsize:
+                raise PosteriorError(
+                    f"'{where}': storage {self.member} is shorter than it says; is the file truncated?"
+                )
+            self._array = np.empty(self.numel, dtype=self.dtype)
+            _read_member_into(where, self.archive, info, self._array)
+        return self._array
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path):
+        super().__init__(io.BytesIO(_member(archive, prefix + "data.pkl")))
+        self.archive, self.prefix, self.path = archive, prefix, path
+        self.storages: dict[str, _Storage] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return self._rebuild_tensor
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return _rebuild_parameter
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        if module in _CONSTRAINT_MODULES and name.isidentifier():
+            return type(name, (PickledConstraint,), {"module": module, "name": name})
+        raise NotPlain(f"global {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise NotPlain(f"persistent id {pid!r:.60}")
+        _, kind, key, _location, numel = pid
+        if not (isinstance(kind, _StorageType) and isinstance(key, str) and type(numel) is int and numel >= 0):
+            raise NotPlain(f"persistent id {pid!r:.60}")
+        if key not in self.storages:
+            self.storages[key] = _Storage(self.archive, f"{self.prefix}data/{key}", kind.dtype, numel)
+        storage = self.storages[key]
+        if storage.dtype != np.dtype(kind.dtype) or storage.numel != numel:
+            raise NotPlain(f"storage {key} declared twice differently")
+        return storage
+
+    def _rebuild_tensor(
+        self, storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False, hooks: Any = None, *_: Any
+    ) -> _Tensor:
+        """``storage[offset + sum(i_k * stride_k)]`` for every index i < size, copied; refused
+        (damaged file) if any element lies outside the storage."""
+        if not isinstance(storage, _Storage):
+            raise NotPlain("a tensor without a storage")
+        dims = (size, stride)
+        if not all(isinstance(t, tuple) and all(type(v) is int and v >= 0 for v in t) for t in dims) or not (
+            type(offset) is int and offset >= 0 and len(size) == len(stride) <= _MAX_DIMS
+        ):
+            raise PosteriorError(
+                f"'{self.path}': a tensor with an impossible layout (size {size!r:.40}, stride {stride!r:.40})"
+            )
+        flat = storage.array(self.path)
+        if 0 in size:
+            return _Tensor(np.empty(size, dtype=flat.dtype))
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= len(flat):
+            raise PosteriorError(
+                f"'{self.path}': a tensor reaches element {last:,} of a storage of {len(flat):,}; is the file damaged?"
+            )
+        contiguous = tuple(int(np.prod(size[k + 1 :])) for k in range(len(size)))
+        count = int(np.prod(size))
+        if all(s == c for n, s, c in zip(size, stride, contiguous) if n > 1):  # a run of the storage: a view
+            return _Tensor(flat[offset : offset + count].reshape(size))
+        itemsize = flat.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=[s * itemsize for s in stride])
+        return _Tensor(np.array(view, copy=True, order="C"))
+
+
+class _StorageType(_Sealed):
+    """The stand-in for ``torch.FloatStorage`` and friends: only its dtype."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+
+
+class _Tensor(_Sealed):
+    """A tensor while unpickling: an array that pickle's BUILD cannot give a state (numpy's
+    ``__setstate__`` would let the file reshape it); :func:`_plain` unwraps it."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = False, hooks: Any = None) -> _Tensor:
+    if type(data) is not _Tensor:
+        raise NotPlain("a parameter without a tensor")
+    return data

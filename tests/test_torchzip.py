@@ -1,0 +1,205 @@
+""".pt files read without importing torch (bnncompress/sources/torchzip.py): the same arrays as
+torch.load, the constraints Pyro's guides use, a fallback to torch's safe loader for the rest, and
+refusals for tensors outside their storage."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pyro.distributions.constraints as pc
+import pytest
+import torch
+from torch.distributions import constraints as tc
+from torch.distributions import transform_to
+
+import bnncompress
+from bnncompress import PosteriorError
+from bnncompress.sources.torchzip import NotPlain, PickledConstraint, read_zip_pickle
+
+EXAMPLE = Path(__file__).parent.parent / "data" / "example.pt"
+
+
+def _arrays_equal(ours, theirs):
+    if isinstance(theirs, torch.Tensor):
+        expected = theirs.detach().numpy()
+        return isinstance(ours, np.ndarray) and ours.dtype == expected.dtype and np.array_equal(ours, expected)
+    if isinstance(theirs, dict):
+        return (
+            type(ours) is type(theirs)
+            and ours.keys() == theirs.keys()
+            and all(_arrays_equal(ours[k], theirs[k]) for k in theirs)
+        )
+    if isinstance(theirs, (list, tuple)):
+        return type(ours) is type(theirs) and len(ours) == len(theirs) and all(map(_arrays_equal, ours, theirs))
+    return ours == theirs
+
+
+def test_tensors_of_every_layout_and_dtype_read_as_torch_loads_them(tmp_path):
+    base = torch.arange(60, dtype=torch.float32).reshape(6, 10)
+    obj = {
+        "f32": torch.randn(5, 4),
+        "f64": torch.randn(3, dtype=torch.float64),
+        "f16": torch.randn(7, dtype=torch.float16),
+        "i64": torch.arange(-3, 3),
+        "i32": torch.arange(4, dtype=torch.int32),
+        "u8": torch.arange(250, 256, dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "transposed": base.t(),  # non-contiguous: strides (1, 10)
+        "offset": base[2:, 3:7],  # a view into the middle of its storage
+        "shared": [base[0], base[5]],  # two views of one storage
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 3),
+        "parameter": torch.nn.Parameter(torch.ones(2, 2)),
+        "nested": OrderedDict(a=(torch.ones(1), "text", 3, None), b=[1.5, {"c": torch.zeros(2)}]),
+    }
+    path = tmp_path / "mixed.pt"
+    torch.save(obj, path)
+    ours = read_zip_pickle(path)
+    expected = torch.load(path, weights_only=True)
+    assert _arrays_equal(ours, expected)
+    assert ours["transposed"].flags.c_contiguous  # copied out of the storage
+
+
+def test_example_is_read_without_torch_and_matches_torchs_reading():
+    code = (
+        "import sys, bnncompress; p = bnncompress.read_posterior(sys.argv[1]); "
+        "print('torch' in sys.modules, sorted(p.tensors))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(EXAMPLE)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False ['context_vectors', 'word_vectors']"
+    ours = bnncompress.read_posterior(EXAMPLE)
+    store = torch.load(EXAMPLE, weights_only=False)
+    for name in ours.tensors:
+        params = {k: v for k, v in store["params"].items() if k.endswith("." + name)}
+        loc = params[f"AutoNormal.locs.{name}"].numpy()
+        scale = transform_to(store["constraints"][f"AutoNormal.scales.{name}"])(params[f"AutoNormal.scales.{name}"])
+        np.testing.assert_array_equal(ours.tensors[name].loc, loc)
+        # float64 softplus rounded once against torch's float32 kernel: at most one unit in the last place
+        ulps = np.abs(ours.tensors[name].scale.view(np.int32).astype(np.int64) - scale.numpy().view(np.int32))
+        assert ulps.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [tc.real, tc.positive, tc.greater_than(2.0), pc.softplus_positive, tc.independent(tc.real, 1)],
+    ids=["real", "positive", "greater_than", "softplus_positive", "independent"],
+)
+def test_the_constraints_of_pyros_guides_apply_as_transform_to(tmp_path, constraint):
+    x = torch.linspace(-30.0, 30.0, 2001)
+    torch.save({"c": constraint, "x": x}, tmp_path / "c.pt")
+    read = read_zip_pickle(tmp_path / "c.pt")
+    assert isinstance(read["c"], PickledConstraint)
+    np.testing.assert_allclose(read["c"].apply(read["x"]), transform_to(constraint)(x).numpy(), rtol=2e-7, atol=0)
+
+
+def test_other_constraints_and_dtypes_fall_back_to_torchs_loader(tmp_path):
+    torch.save({"c": tc.interval(0.0, 2.0)}, tmp_path / "interval.pt")
+    with pytest.raises(NotPlain, match="_Interval"):
+        read_zip_pickle(tmp_path / "interval.pt")["c"].apply(np.zeros(2, np.float32))
+    store = {
+        "params": {"AutoNormal.locs.w": torch.zeros(3, 2), "AutoNormal.scales.w": torch.full((3, 2), -1.0)},
+        "constraints": {"AutoNormal.locs.w": tc.real, "AutoNormal.scales.w": tc.interval(0.0, 2.0)},
+    }
+    torch.save(store, tmp_path / "store.pt")
+    posterior = bnncompress.read_posterior(tmp_path / "store.pt")  # through torch: sigmoid(-1) * 2
+    np.testing.assert_allclose(posterior.tensors["w"].scale, 2 / (1 + np.exp(1.0)), rtol=1e-6)
+    torch.save({"w": {"loc": torch.zeros(2, dtype=torch.bfloat16), "scale": torch.ones(2)}}, tmp_path / "bf16.pt")
+    with pytest.raises(NotPlain, match="global torch.BFloat16Storage"):
+        read_zip_pickle(tmp_path / "bf16.pt")
+    assert bnncompress.read_posterior(tmp_path / "bf16.pt").tensors["w"].loc.shape == (2,)
+
+
+def _rewrite(src: Path, dst: Path, edit) -> None:
+    """Copy a .pt zip with ``edit(name, data) -> (data, compress_type)`` applied to every member."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data, kind = edit(info.filename, zin.read(info))
+            zout.writestr(info.filename, data, compress_type=kind)
+
+
+def test_tensors_outside_their_storage_are_refused_and_foreign_globals_never_run(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"w": {"loc": torch.arange(10.0), "scale": torch.ones(10)}}, good)
+    stride_patched = tmp_path / "stride.pt"
+
+    def widen_stride(name, data):  # the loc's stride (1,) -> (9,): element 81 of a storage of 10
+        if name.endswith("data.pkl"):
+            at = data.index(b"K\x01\x85")
+            data = data[:at] + b"K\x09\x85" + data[at + 3 :]
+        return data, zipfile.ZIP_STORED
+
+    _rewrite(good, stride_patched, widen_stride)
+    with pytest.raises(PosteriorError, match="reaches element 81 of a storage of 10"):
+        read_zip_pickle(stride_patched)
+    short = tmp_path / "short.pt"
+    _rewrite(good, short, lambda n, d: (d[:8] if "/data/" in n else d, zipfile.ZIP_STORED))
+    with pytest.raises(PosteriorError, match="shorter than it says"):
+        read_zip_pickle(short)
+    deflated = tmp_path / "deflated.pt"
+    _rewrite(good, deflated, lambda n, d: (d, zipfile.ZIP_DEFLATED))
+    with pytest.raises(NotPlain, match="compressed"):
+        read_zip_pickle(deflated)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    evil = tmp_path / "evil.pt"
+
+    def swap_pickle(name, data):
+        return (pickle.dumps({"w": Evil()}, protocol=2) if name.endswith("data.pkl") else data), zipfile.ZIP_STORED
+
+    _rewrite(good, evil, swap_pickle)
+    with pytest.raises(NotPlain, match="global posix.system|global os.system"):
+        read_zip_pickle(evil)
+    with pytest.raises(PosteriorError, match="not allowed"):
+        bnncompress.read_posterior(evil)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_legacy_non_zip_file_is_read_by_torch(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": {"loc": torch.zeros(3), "scale": torch.ones(3)}}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(NotPlain, match="not a zip file"):
+        read_zip_pickle(path)
+    assert bnncompress.read_posterior(path).tensors["w"].scale.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_pickle_may_not_set_the_state_of_a_tensor_and_shared_structure_is_kept(tmp_path):
+    good = tmp_path / "good.pt"
+    loop: list = [torch.ones(2)]
+    loop.append(loop)
+    torch.save({"w": {"loc": torch.arange(10.0), "scale": torch.ones(10)}, "loop": loop}, good)
+    read = read_zip_pickle(good)
+    assert read["loop"][1] is read["loop"] and read["loop"][0].tolist() == [1.0, 1.0]
+
+    storage = object()
+
+    class Reshaped:  # a tensor followed by BUILD: numpy's __setstate__ would take a state
+        def __reduce__(self):
+            args = (storage, 0, (10,), (1,), False, OrderedDict())
+            return torch._utils._rebuild_tensor_v2, args, {"shape": (20,)}
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", 10) if obj is storage else None
+
+    def swap_pickle(name, data):
+        if name.endswith("data.pkl"):
+            buffer = io.BytesIO()
+            Pickler(buffer, protocol=2).dump({"w": {"loc": Reshaped(), "scale": Reshaped()}})
+            data = buffer.getvalue()
+        return data, zipfile.ZIP_STORED
+
+    forged = tmp_path / "forged.pt"
+    _rewrite(good, forged, swap_pickle)
+    with pytest.raises(NotPlain, match="a state for a _Tensor"):
+        read_zip_pickle(forged)
