@@ -19,7 +19,10 @@ Example:
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import pickletools
+import reprlib
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -43,6 +46,8 @@ _STORAGE_DTYPES = {
 }
 _CONSTRAINT_MODULES = ("torch.distributions.constraints", "pyro.distributions.constraints")
 _MAX_DIMS = 32
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 4, 4
 
 
 class NotPlain(Exception):
@@ -87,11 +92,23 @@ class PickledConstraint:
             raise NotPlain(f"constraint {self.name} on {x.dtype} values")
         if self.name == "_Real":
             return x
-        if self.name == "_IndependentConstraint" and isinstance(self.state.get("base_constraint"), PickledConstraint):
-            return self.state["base_constraint"].apply(x)
+        if self.name == "_IndependentConstraint":  # elementwise the same as its base constraint
+            base, seen = self, set()
+            while base.name == "_IndependentConstraint" and isinstance(
+                base.state.get("base_constraint"), PickledConstraint
+            ):
+                if id(base) in seen:
+                    raise PosteriorError("a constraint in the file contains itself; re-save the param store")
+                seen.add(id(base))
+                base = base.state["base_constraint"]
+            if base.name != "_IndependentConstraint":
+                return base.apply(x)
         if self.name == "_GreaterThan" and type(self.state.get("lower_bound")) in (int, float):
-            bound = float(self.state["lower_bound"])
-            return _chunked(x, lambda wide: np.exp(wide) + bound)
+            try:
+                bound = x.dtype.type(float(self.state["lower_bound"]))
+            except OverflowError:
+                raise PosteriorError("a constraint's lower bound is too large for a float; re-save it") from None
+            return _chunked(x, lambda wide: np.exp(wide).astype(x.dtype) + bound)
         if self.name == "_SoftplusPositive":
             return _chunked(x, lambda wide: np.where(wide > 20.0, wide, np.log1p(np.exp(np.minimum(wide, 20.0)))))
         raise NotPlain(f"constraint {self.name} has no numpy transform here")
@@ -121,15 +138,36 @@ def read_zip_pickle(path: Path) -> Any:
         if len(pickles) != 1:
             raise NotPlain("no single <name>/data.pkl member")
         prefix = pickles[0][: -len("data.pkl")]
-        if _member(archive, prefix + "byteorder", optional=True) not in (None, b"little"):
-            raise NotPlain("a big-endian file")
-        unpickler = _Unpickler(archive, prefix, path)
+        try:
+            if _member(archive, prefix + "byteorder", optional=True) not in (None, b"little"):
+                raise NotPlain("a big-endian file")
+            data = _member(archive, prefix + "data.pkl")
+        except (zipfile.BadZipFile, EOFError) as exc:
+            raise PosteriorError(f"'{path}' is a damaged zip file ({exc}); re-save it") from None
+        _prescan(data)
+        unpickler = _Unpickler(archive, prefix, path, data)
         try:
             return _plain(unpickler.load(), {})
         except (NotPlain, PosteriorError):
             raise
         except Exception as exc:  # a damaged pickle: let torch's loader say what it makes of it
             raise NotPlain(f"{type(exc).__name__}: {exc}") from None
+
+
+def _prescan(data: bytes) -> None:
+    """Refuse, before unpickling, the opcodes that act without :meth:`_Unpickler.find_class`:
+    extension codes (copyreg's cache of already-loaded objects) and memo indices beyond the
+    pickle's length (the C unpickler allocates a memo that large)."""
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("EXT1", "EXT2", "EXT4"):
+                raise NotPlain("an extension code")
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > len(data):
+                raise NotPlain("a memo index beyond the pickle")
+    except NotPlain:
+        raise
+    except Exception as exc:
+        raise NotPlain(f"{type(exc).__name__}") from None
 
 
 _ATOMS = (str, bytes, int, float, bool, type(None))
@@ -149,7 +187,7 @@ def _plain(obj: Any, memo: dict[int, Any]) -> Any:
     if kind in (dict, OrderedDict):
         out = kind()
         memo[id(obj)] = out
-        for key, value in obj.items():
+        for key, value in kind.items(obj):
             if not (type(key) in _ATOMS or type(key) is tuple):
                 raise NotPlain(f"a {type(key).__name__} key")
             out[_plain(key, memo)] = _plain(value, memo)
@@ -160,7 +198,8 @@ def _plain(obj: Any, memo: dict[int, Any]) -> Any:
         out_list.extend(_plain(v, memo) for v in obj)
         return out_list
     if kind is tuple:
-        return tuple(_plain(v, memo) for v in obj)
+        memo[id(obj)] = result = tuple(_plain(v, memo) for v in obj)
+        return result
     if isinstance(obj, PickledConstraint) and type(obj).__mro__[1] is PickledConstraint:
         memo[id(obj)] = obj
         obj.state = _plain(obj.state, memo)
@@ -199,7 +238,10 @@ def _read_member_into(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInf
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
             raise NotPlain(f"member {info.filename} has no local header")
         name_length, extra_length = (int.from_bytes(header[k : k + 2], "little") for k in (26, 28))
-        fh.seek(info.header_offset + 30 + name_length + extra_length)
+        start = info.header_offset + 30 + name_length + extra_length
+        if start + out.nbytes > os.fstat(fh.fileno()).st_size:
+            raise PosteriorError(f"'{path}': storage {info.filename} is shorter than it says; is the file truncated?")
+        fh.seek(start)
         if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
             raise PosteriorError(f"'{path}': storage {info.filename} is shorter than it says; is the file truncated?")
 
@@ -231,14 +273,18 @@ class _Storage(_Sealed):
                 raise PosteriorError(
                     f"'{where}': storage {self.member} is shorter than it says; is the file truncated?"
                 )
+            if info.header_offset + 30 + self.numel * self.dtype.itemsize > os.path.getsize(where):
+                raise PosteriorError(
+                    f"'{where}': storage {self.member} is shorter than it says; is the file truncated?"
+                )
             self._array = np.empty(self.numel, dtype=self.dtype)
             _read_member_into(where, self.archive, info, self._array)
         return self._array
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path):
-        super().__init__(io.BytesIO(_member(archive, prefix + "data.pkl")))
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path, data: bytes):
+        super().__init__(io.BytesIO(data))
         self.archive, self.prefix, self.path = archive, prefix, path
         self.storages: dict[str, _Storage] = {}
 
@@ -257,10 +303,10 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise NotPlain(f"persistent id {pid!r:.60}")
+            raise NotPlain(f"persistent id {_SHORT.repr(pid)}")
         _, kind, key, _location, numel = pid
         if not (isinstance(kind, _StorageType) and isinstance(key, str) and type(numel) is int and numel >= 0):
-            raise NotPlain(f"persistent id {pid!r:.60}")
+            raise NotPlain(f"persistent id {_SHORT.repr(pid)}")
         if key not in self.storages:
             self.storages[key] = _Storage(self.archive, f"{self.prefix}data/{key}", kind.dtype, numel)
         storage = self.storages[key]
@@ -269,18 +315,29 @@ class _Unpickler(pickle.Unpickler):
         return storage
 
     def _rebuild_tensor(
-        self, storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False, hooks: Any = None, *_: Any
+        self,
+        storage: Any,
+        offset: Any,
+        size: Any,
+        stride: Any,
+        requires_grad: Any = False,
+        hooks: Any = None,
+        metadata: Any = None,
+        *rest: Any,
     ) -> _Tensor:
         """``storage[offset + sum(i_k * stride_k)]`` for every index i < size, copied; refused
         (damaged file) if any element lies outside the storage."""
         if not isinstance(storage, _Storage):
             raise NotPlain("a tensor without a storage")
+        if metadata or rest:
+            raise NotPlain("a tensor with metadata (neg/conj bits)")
         dims = (size, stride)
         if not all(isinstance(t, tuple) and all(type(v) is int and v >= 0 for v in t) for t in dims) or not (
             type(offset) is int and offset >= 0 and len(size) == len(stride) <= _MAX_DIMS
         ):
             raise PosteriorError(
-                f"'{self.path}': a tensor with an impossible layout (size {size!r:.40}, stride {stride!r:.40})"
+                f"'{self.path}': a tensor with an impossible layout "
+                f"(size {_SHORT.repr(size)}, stride {_SHORT.repr(stride)})"
             )
         flat = storage.array(self.path)
         if 0 in size:
@@ -296,6 +353,9 @@ class _Unpickler(pickle.Unpickler):
             return _Tensor(flat[offset : offset + count].reshape(size))
         itemsize = flat.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=[s * itemsize for s in stride])
+        if count > len(flat):  # overlapping (expanded): a read-only view as torch's, not a copy
+            view.flags.writeable = False
+            return _Tensor(view)
         return _Tensor(np.array(view, copy=True, order="C"))
 
 
