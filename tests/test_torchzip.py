@@ -203,3 +203,18 @@ def test_pickle_may_not_set_the_state_of_a_tensor_and_shared_structure_is_kept(t
     _rewrite(good, forged, swap_pickle)
     with pytest.raises(NotPlain, match="a state for a _Tensor"):
         read_zip_pickle(forged)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_the_opcode_scan_walks_every_protocols_pickles(protocol):
+    """The pre-scan skips each opcode's argument by its size: it reaches STOP on pickles of every
+    protocol (text opcodes, frames, long strings and bytes) and refuses a memo index past the end."""
+    from bnncompress.sources.torchzip import _prescan
+
+    obj = {"a": [1, -2, 2**40, -(2**70), 1.5, "x" * 300, b"y" * 70_000], ("t", 2): ({"nested": None}, True)}
+    data = pickle.dumps([obj, obj, "é\n"], protocol=protocol)
+    _prescan(data)
+    with pytest.raises(NotPlain, match="without STOP|truncated"):
+        _prescan(data[:-1])
+    with pytest.raises(NotPlain, match="memo index beyond"):
+        _prescan(b"\x80\x02]r" + (2**20).to_bytes(4, "little") + b".")
