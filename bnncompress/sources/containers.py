@@ -14,7 +14,7 @@ from ..errors import PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
 from ..supports import unknown_support_warning
 from ..vocabulary import decode_words, validate_words
-from .torchzip import PickledConstraint
+from .pickledconstraints import PickledConstraint
 
 NOT_MEAN_FIELD = "is not mean-field: packing its marginal standard deviations drops the correlations between weights"
 
