@@ -133,6 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--model", choices=sorted(NETWORKS), default="mlp", help="network")
     parser.add_argument("--steps", type=int, default=4000, help="SVI steps")
+    parser.add_argument("--seed", type=int, default=0, help="SVI seed (the data split is always the same)")
     parser.add_argument("--quick", action="store_true", help="300 steps, 2 and 4 bits, 3 methods")
     parser.add_argument("--bits", default="1,1.5,2,3,4", help="comma-separated payload bits per weight")
     parser.add_argument(
@@ -156,7 +157,7 @@ def main() -> None:
     stem = "bnn_digits" if args.model == "mlp" else f"bnn_digits_{args.model}"
     xtr, ytr, xte, yte = load_digits_split()
     start = time.time()
-    guide = train(net_cls, xtr, ytr, args.steps)
+    guide = train(net_cls, xtr, ytr, args.steps, seed=args.seed)
     print(f"trained in {time.time() - start:.0f} s")
     base_acc, base_ll = evaluate(posterior_mean_net(net_cls, guide), xte, yte)
     rows = [("posterior mean", "", 32.0, 32.0, base_acc, base_ll, 0.0)]
