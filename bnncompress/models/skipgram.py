@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ArgumentTypeError, OptionError
 from ..files import atomic_output
 from .inputs import check_options, check_pairs_memory, init_shape
+from .ptfile import save_param_store
 
 
 @dataclass
@@ -214,13 +215,15 @@ def param_store_state(result: TrainResult) -> dict[str, Any]:
 
 def save_posterior(path: str | os.PathLike, result: TrainResult, force: bool = True) -> None:
     """Write AutoNormal's param store for the result (as ``pyro.get_param_store().save`` does) plus
-    the ``vocab`` list into one .pt file, which ``bnncompress pack`` reads.
+    the ``vocab`` list into one .pt file, which ``bnncompress pack`` reads: torch's zip format,
+    written without importing torch (:mod:`.ptfile`).
 
     Example:
         >>> save_posterior("skipgram.pt", train_skipgram(sentences, SkipGramConfig()))  # doctest: +SKIP
     """
-    import torch
-
-    payload = {**param_store_state(result), "vocab": list(result.vocab)}
+    params, kinds = {}, {}
+    for site, (loc, raw) in result.params.items():
+        params[f"AutoNormal.locs.{site}"], kinds[f"AutoNormal.locs.{site}"] = loc, "real"
+        params[f"AutoNormal.scales.{site}"], kinds[f"AutoNormal.scales.{site}"] = raw, "softplus_positive"
     with atomic_output(path, force=force) as tmp:
-        torch.save(payload, tmp)
+        save_param_store(tmp, params, kinds, vocab=list(result.vocab))
