@@ -92,6 +92,7 @@ def test_zero_vectors_are_counted_not_warned(tmp_path):
     assert "1 of these vectors are all zeros" in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_exit_cleanly_and_remove_temporary_files(tmp_path, sig, code):
     rng = np.random.default_rng(0)
@@ -142,6 +143,7 @@ def test_the_command_line_does_not_need_click_when_typer_does_not():
     assert r.returncode == 0 and "Usage" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
 def test_refused_pickles_and_a_zero_file_size_limit_give_one_line(tmp_path):
     """torch warns about an unexpected pickle protocol and numba about its lock in /dev/shm under
     a file-size limit of 0: neither may add lines to the command's one-line error."""

@@ -183,6 +183,7 @@ def _tiny_tensors_archive(path, count: int) -> None:
     write_archive(path, records, None, "test", "0")
 
 
+@pytest.mark.slow
 def test_info_of_many_tiny_tensors_takes_seconds(tmp_path):
     path = tmp_path / "tiny.bnc"
     _tiny_tensors_archive(path, 20_000)

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bnncompress.kernelcache import compile_in_child
 
 
+@pytest.mark.slow
 def test_kernels_are_compiled_in_a_child_once_per_cache(tmp_path):
     code = (
         "from bnncompress.kernelcache import compile_in_child\n"

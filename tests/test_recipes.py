@@ -5,12 +5,14 @@ import sys
 from pathlib import Path
 
 import gensim
+import pytest
 
 import bnncompress
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 
 
+@pytest.mark.slow
 def test_bnn_digits_recipe_writes_table_and_plot(tmp_path):
     subprocess.run(
         [sys.executable, str(RECIPES / "bnn_digits.py"), "--steps", "30", "--bits", "2,4", "--out", str(tmp_path)],
@@ -22,6 +24,7 @@ def test_bnn_digits_recipe_writes_table_and_plot(tmp_path):
     assert (tmp_path / "bnn_digits.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_pyro_svi_recipe_trains_a_param_store_that_packs(tmp_path):  # gensim's Lee corpus, Pyro's SVI
     lee = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
     out = tmp_path / "svi.pt"

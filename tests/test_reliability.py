@@ -37,6 +37,7 @@ def _temp_files(directory):
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(TEMP_SUFFIX))
 
 
+@pytest.mark.slow
 def test_sigkill_never_leaves_a_corrupt_archive(tmp_path):
     src, dst = tmp_path / "post.npz", tmp_path / "out.bnc"
     _write_posterior(src)
@@ -65,6 +66,7 @@ def test_sigkill_never_leaves_a_corrupt_archive(tmp_path):
         assert name.startswith(".out.bnc.") and name.endswith(TEMP_SUFFIX)
 
 
+@pytest.mark.slow
 def test_archives_are_byte_identical_across_processes_and_thread_counts(tmp_path):
     src = tmp_path / "post.npz"
     _write_posterior(src, rows=2000)

@@ -89,6 +89,7 @@ def _pack(guide, path, bits, method="vbq-transform", **options):
         return bnncompress.pack(guide, path, bits=bits, method=method, options=options or None)
 
 
+@pytest.mark.slow
 def test_small_layers_default_beats_uniform_at_equal_file_rate(tmp_path):
     """The issue's 8-64-64-1 MLP (recipes/bnn_regression.py: 4,802 weights, 600 SVI steps, ~5 s): every
     tensor is below the per-column threshold. The goal: the default at 2 and 4 bits/weight no farther
