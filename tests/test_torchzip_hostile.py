@@ -411,14 +411,18 @@ def test_deep_nesting_and_self_references_end_quickly(tmp_path):
 
 
 def test_a_constraints_slot_state_is_merged_and_other_modules_refused(tmp_path):
-    slotted = _global("pyro.distributions.constraints", "_GreaterThan") + b")\x81"
+    slotted = _global("torch.distributions.constraints", "_GreaterThan") + b")\x81"
     slotted += b"(N}" + _atom("lower_bound") + _atom(1.5) + b"stb"  # BUILD (None, {'lower_bound': 1.5})
     read = read_zip_pickle(_forge(tmp_path / "slots.pt", slotted))
     assert isinstance(read, PickledConstraint) and read.state == {"lower_bound": 1.5}
     np.testing.assert_array_equal(read.apply(np.zeros(2, np.float32)), [2.5, 2.5])
-    elsewhere = _global("pyro.distributions.constraints.evil", "_Real") + b")\x81"
-    with pytest.raises(NotPlain, match="global"):
-        read_zip_pickle(_forge(tmp_path / "evil.pt", elsewhere))
+    for module, name in (
+        ("pyro.distributions.constraints.evil", "_Real"),
+        ("torch.distributions.constraints", "_SoftplusPositive"),  # a class named where it is not defined
+        ("pyro.distributions.constraints", "_GreaterThan"),
+    ):
+        with pytest.raises(NotPlain, match="global"):
+            read_zip_pickle(_forge(tmp_path / "evil.pt", _global(module, name) + b")\x81"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])

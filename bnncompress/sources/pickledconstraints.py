@@ -20,8 +20,14 @@ import numpy as np
 
 from ..errors import PosteriorError
 
-#: The modules whose constraint classes a .pt file may name.
-CONSTRAINT_MODULES = ("torch.distributions.constraints", "pyro.distributions.constraints")
+#: The constraint classes with a numpy transform here, by the module that defines them (where a .pt
+#: file names them); a file naming any other is read with torch.
+CONSTRAINT_CLASSES = {
+    ("torch.distributions.constraints", "_Real"),
+    ("torch.distributions.constraints", "_GreaterThan"),
+    ("torch.distributions.constraints", "_IndependentConstraint"),
+    ("pyro.distributions.constraints", "_SoftplusPositive"),
+}
 
 
 class NotPlain(Exception):

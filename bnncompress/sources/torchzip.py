@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosteriorError
-from .pickledconstraints import CONSTRAINT_MODULES, NotPlain, PickledConstraint
+from .pickledconstraints import CONSTRAINT_CLASSES, NotPlain, PickledConstraint
 
 #: torch's typed storages (the persistent ids of a .pt file) as numpy dtypes, little-endian.
 _STORAGE_DTYPES = {
@@ -249,7 +249,7 @@ class _Unpickler(pickle.Unpickler):
             return _StorageType(_STORAGE_DTYPES[name])
         if module == "collections" and name == "OrderedDict":
             return OrderedDict
-        if module in CONSTRAINT_MODULES and name.isidentifier():
+        if (module, name) in CONSTRAINT_CLASSES:
             return type(name, (PickledConstraint,), {"module": module, "name": name})
         raise NotPlain(f"global {module}.{name}")
 
