@@ -180,22 +180,30 @@ def _member(archive: zipfile.ZipFile, name: str, optional: bool = False) -> byte
     return archive.read(info)
 
 
-def _read_member_into(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: np.ndarray) -> None:
-    """Read a stored member's first ``out.nbytes`` bytes straight into ``out`` (one copy, no
+def _read_member(path: Path, info: zipfile.ZipInfo, dtype: np.dtype, count: int) -> np.ndarray:
+    """The first ``count`` items of a stored member, read straight into a new array (one copy, no
     temporary): its data start after the local header, whose name and extra field (torch pads it
-    to align the data) have their own lengths there."""
+    to align the data) have their own lengths there. A member shorter than ``count`` items, in the
+    directory or in the file, is refused before anything is allocated."""
+    nbytes = count * dtype.itemsize
+    short = PosteriorError(f"'{path}': storage {info.filename} is shorter than it says; is the file truncated?")
     with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if info.file_size < nbytes or info.header_offset + 30 + nbytes > size:
+            raise short
         fh.seek(info.header_offset)
         header = fh.read(30)
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
             raise NotPlain(f"member {info.filename} has no local header")
         name_length, extra_length = (int.from_bytes(header[k : k + 2], "little") for k in (26, 28))
         start = info.header_offset + 30 + name_length + extra_length
-        if start + out.nbytes > os.fstat(fh.fileno()).st_size:
-            raise PosteriorError(f"'{path}': storage {info.filename} is shorter than it says; is the file truncated?")
+        if start + nbytes > size:
+            raise short
+        out = np.empty(count, dtype=dtype)
         fh.seek(start)
-        if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
-            raise PosteriorError(f"'{path}': storage {info.filename} is shorter than it says; is the file truncated?")
+        if fh.readinto(memoryview(out).cast("B")) != nbytes:
+            raise short
+    return out
 
 
 class _Sealed:
@@ -221,16 +229,7 @@ class _Storage(_Sealed):
             info = _member_info(self.archive, self.member)
             if info is None:
                 raise NotPlain(f"no member {self.member}")
-            if info.file_size < self.numel * self.dtype.itemsize:
-                raise PosteriorError(
-                    f"'{where}': storage {self.member} is shorter than it says; is the file truncated?"
-                )
-            if info.header_offset + 30 + self.numel * self.dtype.itemsize > os.path.getsize(where):
-                raise PosteriorError(
-                    f"'{where}': storage {self.member} is shorter than it says; is the file truncated?"
-                )
-            self._array = np.empty(self.numel, dtype=self.dtype)
-            _read_member_into(where, self.archive, info, self._array)
+            self._array = _read_member(where, info, self.dtype, self.numel)
         return self._array
 
 
