@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
-from collections.abc import Mapping, Sequence
-from typing import IO
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
 
 import numpy as np
 
@@ -97,6 +97,15 @@ class _Pickle:
                 self.out += b"G" + struct.pack(">d", value)
             self.out += b"ub"  # SETITEMS, BUILD
 
+    def mapping(self, key: str, items: Mapping[str, Any], value: Callable[[Any], None]) -> None:
+        """``key``, then a dict of ``items`` with each value written by ``value``."""
+        self.string(key)
+        self.out += b"}("
+        for name, item in items.items():
+            self.string(name)
+            value(item)
+        self.out += b"u"  # SETITEMS
+
     def strings(self, items: Sequence[str]) -> None:
         self.out += b"]"
         for start in range(0, len(items), 1000):  # APPENDS in batches, as pickle does
@@ -112,18 +121,8 @@ def param_store_bytes(
     """The pickle of ``{"params": ..., "constraints": ..., "vocab": ...}`` and its storages, in order."""
     p = _Pickle()
     p.out += b"}("
-    p.string("params")
-    p.out += b"}("
-    for name, array in params.items():
-        p.string(name)
-        p.tensor(array)
-    p.out += b"u"
-    p.string("constraints")
-    p.out += b"}("
-    for name, kind in constraints.items():
-        p.string(name)
-        p.constraint(kind)
-    p.out += b"u"
+    p.mapping("params", params, p.tensor)
+    p.mapping("constraints", constraints, p.constraint)
     if vocab is not None:
         p.string("vocab")
         p.strings(list(vocab))
