@@ -62,6 +62,15 @@ def _constriction_words(symbols, weights, classes, block_size):
     return np.concatenate(parts), offsets
 
 
+def _each_coder(monkeypatch):
+    """Yield "numba", then "constriction" with ``BNNCOMPRESS_CODER`` set for the loop body."""
+    for coder in ("numba", "constriction"):
+        with monkeypatch.context() as m:
+            if coder == "constriction":
+                m.setenv("BNNCOMPRESS_CODER", "constriction")
+            yield coder
+
+
 @pytest.mark.parametrize("classes_n, models", CASES)
 def test_kernels_code_classed_blocks_as_constriction(monkeypatch, classes_n, models):
     rng = np.random.default_rng(10 * classes_n + models)
@@ -76,19 +85,17 @@ def test_kernels_code_classed_blocks_as_constriction(monkeypatch, classes_n, mod
     lengths = [min(block, n - b * block) for b in subset]
     lengths[1], lengths[2] = 2 * models, block  # prefixes of whole rows, and a whole block
     prefixes = np.concatenate([symbols[b * block : b * block + length] for b, length in zip(subset, lengths)])
-    for coder in ("numba", "constriction"):
-        with monkeypatch.context() as m:
-            if coder == "constriction":
-                m.setenv("BNNCOMPRESS_CODER", "constriction")
-                again, again_offsets = coding.encode_blocks(symbols, weights, block, classes=classes)
-                np.testing.assert_array_equal(again, ref_words)
-                np.testing.assert_array_equal(again_offsets, ref_offsets)
-            full = coding.decode_blocks(words, offsets, weights, n, block, classes=classes)
-            np.testing.assert_array_equal(full, symbols, err_msg=coder)
-            part = coding.decode_blocks(words, offsets, weights, n, block, subset, classes=classes)
-            np.testing.assert_array_equal(part, expected, err_msg=coder)
-            got = coding.decode_prefixes(words, offsets, weights, n, block, subset, lengths, classes=classes)
-            np.testing.assert_array_equal(got, prefixes, err_msg=coder)
+    for coder in _each_coder(monkeypatch):
+        if coder == "constriction":
+            again, again_offsets = coding.encode_blocks(symbols, weights, block, classes=classes)
+            np.testing.assert_array_equal(again, ref_words)
+            np.testing.assert_array_equal(again_offsets, ref_offsets)
+        full = coding.decode_blocks(words, offsets, weights, n, block, classes=classes)
+        np.testing.assert_array_equal(full, symbols, err_msg=coder)
+        part = coding.decode_blocks(words, offsets, weights, n, block, subset, classes=classes)
+        np.testing.assert_array_equal(part, expected, err_msg=coder)
+        got = coding.decode_prefixes(words, offsets, weights, n, block, subset, lengths, classes=classes)
+        np.testing.assert_array_equal(got, prefixes, err_msg=coder)
     symbols_k, histogram = _ans.decode_blocks(words, offsets, weights, n, block, np.arange(blocks), classes)
     np.testing.assert_array_equal(symbols_k, symbols)
     np.testing.assert_array_equal(histogram, _histogram(symbols, classes, classes_n, models, weights.shape[2], block))
@@ -178,15 +185,12 @@ def test_one_class_codes_as_the_two_dimensional_table(monkeypatch, models):
     words, offsets = coding.encode_blocks(symbols, table, block)
     for scale in (1.0, 2.0**40):  # the same probabilities; 2**40 x the counts: no information-content check
         weights = counts[None].astype(np.float64) * scale
-        for coder in ("numba", "constriction"):
-            with monkeypatch.context() as m:
-                if coder == "constriction":
-                    m.setenv("BNNCOMPRESS_CODER", "constriction")
-                classed_words, classed_offsets = coding.encode_blocks(symbols, weights, block, classes=classes)
-                np.testing.assert_array_equal(classed_words, words)
-                np.testing.assert_array_equal(classed_offsets, offsets)
-                decoded = coding.decode_blocks(words, offsets, weights, len(symbols), block, classes=classes)
-                np.testing.assert_array_equal(decoded, symbols)
+        for coder in _each_coder(monkeypatch):
+            classed_words, classed_offsets = coding.encode_blocks(symbols, weights, block, classes=classes)
+            np.testing.assert_array_equal(classed_words, words, err_msg=coder)
+            np.testing.assert_array_equal(classed_offsets, offsets, err_msg=coder)
+            decoded = coding.decode_blocks(words, offsets, weights, len(symbols), block, classes=classes)
+            np.testing.assert_array_equal(decoded, symbols, err_msg=coder)
 
 
 class _Kind:
