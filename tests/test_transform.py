@@ -94,3 +94,33 @@ def test_transform_options_are_checked():
     for bad in ({"transform": "dct"}, {"trust": 2}, {"iterations": 1.5}, {"step": 0}):
         with pytest.raises(OptionError):
             get_quantizer("vbq-transform", **bad)
+
+
+def test_column_assignment_is_the_argmin_over_each_columns_values():
+    """The assignment (start table, then the walk with early exits) finds, for every coordinate, a
+    value of least ``w (value - y)² + lam * cost`` among its column's values, with the costs of its
+    row's set: inside, between and far outside the values, and in columns of a single value."""
+    from bnncompress.quantizers._transform_cpu import assign_columns
+    from bnncompress.quantizers.column_grids import refine
+
+    rng = np.random.default_rng(5)
+    d, width, sets, rows = 6, 40, 2, 400
+    counts = rng.poisson(20, size=(sets * d, width)) * (rng.random((sets * d, width)) < 0.5)
+    counts[:, 0] += 1
+    counts[[2, 2 + d], 1:] = 0  # column 2: one value
+    total = counts.reshape(sets, d, width).sum(axis=0) * rng.uniform(0.5, 2.0, (d, width))
+    moment = total * np.cumsum(rng.exponential(0.3, (d, width)), axis=1)  # centroids spread over 0..~12
+    state = refine(None, np.zeros(d * width), counts, total, moment, sets, True)
+    y = rng.uniform(-3.0, 15.0, rows * d)
+    w = np.exp(rng.normal(0.0, 2.0, rows * d))
+    row_set = rng.integers(0, sets, rows)
+    for lam in (0.01, 0.5, 20.0):
+        out = np.empty(rows * d, np.int32)
+        tables = (state.values, state.costs, state.below, state.above, state.sizes, state.cell_ids, lam, row_set)
+        assign_columns(y, w, *tables, state.starts, state.start_low, state.start_scale, out)
+        for i in range(rows * d):
+            r, j = divmod(i, d)
+            n = state.sizes[j]
+            cost = w[i] * (state.values[j, :n] - y[i]) ** 2 + lam * state.costs[row_set[r] * d + j, :n]
+            chosen = int(np.flatnonzero(state.cell_ids[j, :n] == out[i])[0])
+            assert cost[chosen] == cost.min(), (lam, i)

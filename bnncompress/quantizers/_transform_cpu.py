@@ -12,15 +12,19 @@ import numpy as np
 
 @numba.njit(cache=True, nogil=True)
 def gram(loc, d, sums, products):  # pragma: no cover - compiled
-    """sums[i] += column sums, products[i, j] += sum of x_i x_j (float64, rows in order)."""
+    """sums[i] += column sums, products[i, j] += sum of x_i x_j (float64, rows in order; each row is
+    widened to float64 once, so that the inner loop over j vectorises)."""
     rows = loc.shape[0] // d
+    x = np.empty(d, np.float64)
     for r in range(rows):
         base = r * d
         for i in range(d):
-            xi = np.float64(loc[base + i])
+            x[i] = np.float64(loc[base + i])
+        for i in range(d):
+            xi = x[i]
             sums[i] += xi
             for j in range(i, d):
-                products[i, j] += xi * np.float64(loc[base + j])
+                products[i, j] += xi * x[j]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -35,6 +39,7 @@ def rotate(loc, scale, mean, rotation, trust, sd, row_factor, y, w):  # pragma: 
     acc = np.empty(d, np.float64)
     var = np.empty(d, np.float64)
     tempered = sd ** (2.0 * (1.0 - trust))
+    whole = trust == 1.0  # v ** 1.0 is v: no power per weight
     for r in range(rows):
         base = r * d
         acc[:] = 0.0
@@ -48,7 +53,8 @@ def rotate(loc, scale, mean, rotation, trust, sd, row_factor, y, w):  # pragma: 
                 var[j] += squared[i, j] * si
         for j in range(d):
             y[base + j] = acc[j]
-            eff = max(var[j], floor) ** trust * tempered * row_factor[r]
+            v = max(var[j], floor)
+            eff = (v if whole else v**trust) * tempered * row_factor[r]
             w[base + j] = 0.5 / max(eff, floor)
 
 
@@ -101,13 +107,18 @@ def cell_stats(indices, w, y, d, width, row_class, classes):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, row_class, out):  # pragma: no cover
+def assign_columns(
+    y, w, values, costs, below, above, sizes, cells, lam, row_class, starts, start_low, start_scale, out
+):  # pragma: no cover - compiled
     """For each weight (column j = i mod d, row r) the cell minimising ``w (value - y)² + lam * cost``
     among column j's ``sizes[j]`` values (sorted ascending), with the costs of the row's class
-    (``m = row_class[r] * d + j``); out = that value's cell id ``cells[j, k]``. Walks outwards from
-    y's position and stops once the distortion plus the smallest cost still ahead (``below[m, k]`` =
-    min of costs[m, :k + 1], ``above[m, k]`` = min of costs[m, k:]) cannot beat the best found."""
+    (``m = row_class[r] * d + j``); out = that value's cell id ``cells[j, k]``. Finds p, the number of
+    values <= y, from the start table (:func:`~.column_grids.start_table`), then walks outwards:
+    left from p - 1, then right from p, each side stopping once the distortion plus the smallest
+    cost still ahead (``below[m, k]`` = min of costs[m, :k + 1], ``above[m, k]`` = min of
+    costs[m, k:]) cannot beat the best found (ties: the first found)."""
     d = values.shape[0]
+    last = starts.shape[1] - 1
     for r in range(y.shape[0] // d):
         base = row_class[r] * d
         for j in range(d):
@@ -116,17 +127,15 @@ def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, row_cla
             n = sizes[j]
             x = y[i]
             wi = w[i]
-            lo = 0
-            hi = n
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if values[j, mid] <= x:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            t = (x - start_low[j]) * start_scale[j]
+            p = starts[j, 0 if not t > 0.0 else (last if not t < last else int(t))]
+            while p < n and values[j, p] <= x:
+                p += 1
+            while p > 0 and not values[j, p - 1] <= x:
+                p -= 1
             best = np.inf
             best_k = 0
-            k = lo - 1
+            k = p - 1
             while k >= 0:  # left
                 dv = values[j, k] - x
                 dist = wi * dv * dv
@@ -137,7 +146,7 @@ def assign_columns(y, w, values, costs, below, above, sizes, cells, lam, row_cla
                     best = c
                     best_k = k
                 k -= 1
-            k = lo
+            k = p
             while k < n:  # right
                 dv = values[j, k] - x
                 dist = wi * dv * dv

@@ -23,7 +23,8 @@ class SeedGrid:
 class ColumnValues:
     """The state after a refinement at ``lam``: every column's used values (d x width, ascending, the
     first ``sizes[j]`` of row j), their code lengths per (set, column) (sets x d rows), the running
-    minima of the costs from either side, and the seeding cell each value came from."""
+    minima of the costs from either side, the seeding cell each value came from, and where to start
+    looking for a coordinate among its column's values (:func:`start_table`)."""
 
     lam: float
     values: np.ndarray
@@ -33,6 +34,9 @@ class ColumnValues:
     sizes: np.ndarray
     cell_ids: np.ndarray
     width: int
+    starts: np.ndarray
+    start_low: np.ndarray
+    start_scale: np.ndarray
 
 
 def refine(
@@ -56,27 +60,59 @@ def refine(
         ([1.0, 2.0], [0.415, 2.0])
     """
     d, width = total.shape
-    centers = np.asarray(grid).reshape(d, -1)
     by_set = counts.reshape(sets, d, width)
     pooled = by_set.sum(axis=0)
+    cols, cells = np.nonzero(pooled)  # each column's used cells, ascending
+    if centroids:
+        v = moment[cols, cells] / np.maximum(total[cols, cells], 1e-300)
+    else:
+        v = np.asarray(grid).reshape(d, -1)[cols, cells]
+    v = v.astype(np.float32).astype(np.float64)  # the values are stored as float32
+    order = np.lexsort((v, cols))  # by column, then value (stable: equal values keep their cells' order)
+    cols, cells, v = cols[order], cells[order], v[order]
+    sizes = np.bincount(cols, minlength=d).astype(np.int64)
+    rank = np.arange(len(cols)) - (np.cumsum(sizes) - sizes)[cols]  # the value's place in its column
     values = np.zeros((d, width))
-    costs = np.full((sets, d, width), np.inf)
     cell_ids = np.zeros((d, width), np.int64)
-    sizes = np.zeros(d, np.int64)
-    for j in range(d):
-        used = np.flatnonzero(pooled[j])
-        v = moment[j, used] / np.maximum(total[j, used], 1e-300) if centroids else centers[j, used]
-        v = v.astype(np.float32).astype(np.float64)  # the values are stored as float32
-        order = np.argsort(v, kind="stable")
-        sizes[j] = len(used)
-        values[j, : len(used)] = v[order]
-        cell_ids[j, : len(used)] = used[order]
-        for c in range(sets):
-            seen = by_set[c, j] if by_set[c, j].any() else pooled[j]
-            with np.errstate(divide="ignore"):
-                costs[c, j, : len(used)] = -np.log2(seen[used[order]] / seen.sum())
+    values[cols, rank], cell_ids[cols, rank] = v, cells
+    costs = np.full((sets, d, width), np.inf)
+    for c in range(sets):
+        seen = np.where(by_set[c].any(axis=1)[:, None], by_set[c], pooled)
+        with np.errstate(divide="ignore"):
+            costs[c, cols, rank] = -np.log2(seen[cols, cells] / seen.sum(axis=1)[cols])
     costs = costs.reshape(sets * d, width)
     below = np.minimum.accumulate(costs, axis=1)  # padding costs are inf: never the minimum
     above = np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1]
     lam = 0.0 if state is None else state.lam
-    return ColumnValues(lam, values, costs, below, above, sizes, cell_ids, width)
+    return ColumnValues(lam, values, costs, below, above, sizes, cell_ids, width, *start_table(values, sizes))
+
+
+#: Buckets of a column's value range in :func:`start_table`.
+START_BUCKETS = 128
+
+
+def start_table(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column j, how many of its values are at most the start of each of :data:`START_BUCKETS`
+    equal buckets between its smallest and largest value: a coordinate y in bucket
+    ``b = floor((y - low[j]) * scale[j])`` (clamped) has about ``starts[j, b]`` values at most y, so
+    the assignment steps from there to the exact count instead of searching (same result, faster).
+
+    Example:
+        >>> starts, low, scale = start_table(np.array([[0.0, 1.0, 3.0]]), np.array([3]))
+        >>> starts[0, [0, 42, 43, 127]].tolist(), low.tolist(), scale.tolist()
+        ([1, 1, 2, 3], [0.0], [42.333333333333336])
+    """
+    d = len(sizes)
+    starts = np.zeros((d, START_BUCKETS), np.int32)
+    low, scale = np.zeros(d), np.zeros(d)
+    for j in range(d):
+        v = values[j, : sizes[j]]
+        if len(v) == 0:
+            continue
+        low[j] = v[0]
+        if v[-1] > v[0]:
+            scale[j] = (START_BUCKETS - 1) / (v[-1] - v[0])
+            starts[j] = np.searchsorted(v, v[0] + np.arange(START_BUCKETS) / scale[j], side="right")
+        else:
+            starts[j] = len(v)
+    return starts, low, scale

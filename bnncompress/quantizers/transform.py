@@ -339,7 +339,8 @@ class FittedTransform(FittedQuantizer):
         else:
             s = state
             classes = self.cost_classes(block)
-            assign_columns(y, w, s.values, s.costs, s.below, s.above, s.sizes, s.cell_ids, s.lam, classes, out)
+            tables = (s.values, s.costs, s.below, s.above, s.sizes, s.cell_ids, s.lam, classes)
+            assign_columns(y, w, *tables, s.starts, s.start_low, s.start_scale, out)
         return out
 
     def grid(self, state: SeedGrid | ColumnValues) -> np.ndarray:
