@@ -53,3 +53,21 @@ def test_search_on_a_biased_subsample_needs_few_full_passes(monkeypatch):
     lam = ratecontrol.find_lambda([], 2.0, has_sample=True)
     assert estimate([], lam) == pytest.approx(2.0, rel=0.01)
     assert len(full_checks) <= 1 + 3, full_checks
+
+
+def test_the_subsample_grows_with_large_posteriors():
+    """2^17 weights up to 8M (what in-memory packs searched on before), then 1/64 of the posterior
+    up to 2^21: a few hundred rows per column make per-column refinements drop values that the
+    whole posterior keeps, and every extra full check of a streamed posterior re-reads its file."""
+    from bnncompress.ratecontrol import sample_positions
+
+    assert sample_positions([400_000, 100_000]) is None  # small: searched on every weight
+    for sizes, expected in (
+        ([3_000_000, 1_000_000], 1 << 17),
+        ([40_000_000], 625_000),
+        ([150_000_000, 50_000_000], 1 << 21),
+    ):
+        positions = sample_positions(sizes)
+        assert sum(len(p) for p in positions) == pytest.approx(expected, abs=len(sizes))
+        for p, n in zip(positions, sizes):
+            assert p[0] == 0 and p[-1] == n - 1 and np.all(np.diff(p) > 0)

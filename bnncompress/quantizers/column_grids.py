@@ -103,7 +103,7 @@ def start_table(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.n
         ([1, 1, 2, 3], [0.0], [42.333333333333336])
     """
     d = len(sizes)
-    starts = np.zeros((d, START_BUCKETS), np.int32)
+    starts = np.zeros((d, START_BUCKETS), np.int16)  # counts of at most 4,096 values (a column's most)
     low, scale = np.zeros(d), np.zeros(d)
     for j in range(d):
         v = values[j, : sizes[j]]
