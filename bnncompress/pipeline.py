@@ -53,6 +53,8 @@ FAR_SDS = 100.0
 #: on data/example.pt (4,000 x 50) the default method keeps 77 distinct rows at 0.05 bits/weight, 321 at
 #: 0.1, 885 at 0.2 and 3,968 or more from 1 bit on.
 DISTINCT_FRACTION = 0.1
+#: Bytes of pass data (a transform's rotated rows) a posterior in memory may keep, shared by size (streamed: 256 MiB).
+PASS_DATA_BYTES = 1 << 30
 
 
 def quantize_and_code(
@@ -76,6 +78,10 @@ def quantize_and_code(
         sample = None if positions is None else positions[i]
         jobs.append(TensorJob(name, tensors[name], quantizer, executor, budget, sample))
     report("fitting", len(names), len(names))
+    held = [job for job in jobs if job.source.in_memory]
+    total = sum(job.num_weights for job in held)
+    for job in held:  # rotated rows kept between passes, not recomputed at each
+        job.fitted.keep_pass_data(PASS_DATA_BYTES * job.num_weights // max(total, 1))
     lam = choose_lambda(jobs, bits, lam, quantizer.default_lam, positions is not None, report)
     records, notes = [], []
     for i, job in enumerate(jobs):

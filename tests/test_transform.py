@@ -124,3 +124,28 @@ def test_column_assignment_is_the_argmin_over_each_columns_values():
             cost = w[i] * (state.values[j, :n] - y[i]) ** 2 + lam * state.costs[row_set[r] * d + j, :n]
             chosen = int(np.flatnonzero(state.cell_ids[j, :n] == out[i])[0])
             assert cost[chosen] == cost.min(), (lam, i)
+
+
+def test_a_raised_allowance_keeps_every_blocks_coordinates():
+    """keep_pass_data raises what a fit may keep (never below CACHE_BYTES); with it, a tensor larger
+    than CACHE_BYTES / 16 weights keeps every block's rotated coordinates, so passes reuse them."""
+    from bnncompress.quantizers import transform
+
+    rng = np.random.default_rng(3)
+    loc = (rng.normal(size=(4000, 8)) @ rng.normal(size=(8, 8))).astype(np.float32)
+    job = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, np.full((4000, 8), 0.1, np.float32)))
+    fitted, blocks = job.fitted, job.rows.blocks()
+    old = transform.CACHE_BYTES
+    try:
+        transform.CACHE_BYTES = 16 * 8 * 1000  # room for 1,000 of the 4,000 rows
+        fitted.keep_pass_data(0)
+        assert fitted.cache_bytes == transform.CACHE_BYTES
+        fitted._cache.clear(), setattr(fitted, "_cached_bytes", 0)
+        first = [fitted.coordinates(b)[0] for b in blocks]
+        assert len(fitted._cache) < len(blocks)
+        fitted.keep_pass_data(16 * loc.size)
+        fitted._cache.clear(), setattr(fitted, "_cached_bytes", 0)
+        again = [fitted.coordinates(b)[0] for b in blocks]
+        assert len(fitted._cache) == len(blocks) and all(np.array_equal(a, b) for a, b in zip(first, again))
+    finally:
+        transform.CACHE_BYTES = old

@@ -154,6 +154,12 @@ class FittedQuantizer(ABC):
         a method may attach per-weight values it knows from fitting (``Block.extra``)."""
         return sample
 
+    def keep_pass_data(self, limit: int) -> None:
+        """Allow keeping up to ``limit`` bytes of per-block values that every pass recomputes
+        otherwise (a transform's rotated coordinates and weights): the pipeline raises it for a
+        posterior in memory. Default: nothing is kept."""
+        return None
+
     def at(self, lam: float, rows: Rows) -> Any:
         """The state :meth:`assign` needs at rate knob ``lam``, after any passes over ``rows``
         the method makes at that rate. Small and picklable. Default: ``lam`` itself."""
@@ -214,6 +220,9 @@ class Fallback(FittedQuantizer):
 
     def prepare_sample(self, sample: Block | None) -> Block | None:
         return self.fitted.prepare_sample(sample)
+
+    def keep_pass_data(self, limit: int) -> None:
+        self.fitted.keep_pass_data(limit)
 
     def at(self, lam: float, rows: Rows) -> Any:
         return self.fitted.at(lam, rows)

@@ -40,7 +40,7 @@ from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _F32_TINY = float(np.finfo(np.float32).tiny)
 _F32_HUGE = 1e30
-#: Effective scales and weights kept per process (12 bytes per weight), so that passes reuse them.
+#: Effective scales and weights kept per tensor (12 bytes per weight), so that passes reuse them (unless raised).
 CACHE_BYTES = 1 << 28
 #: What one used value costs in the record's tables: its count (2 bytes) and its float32 value.
 TABLE_BITS_PER_VALUE = 48
@@ -175,7 +175,11 @@ class FittedEntropyConstrained(FittedVBQ):
         self._row_rms = row_rms  # whole-tensor array: kept on the driver until the sample takes its rows
         self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._cached_bytes = 0
+        self.cache_bytes = CACHE_BYTES
         self._lock = threading.Lock()
+
+    def keep_pass_data(self, limit: int) -> None:
+        self.cache_bytes = max(CACHE_BYTES, int(limit))
 
     def prepare_sample(self, sample: Block | None) -> Block | None:
         row_rms, self._row_rms = self._row_rms, None  # never shipped to workers with the fitted state
@@ -213,7 +217,7 @@ class FittedEntropyConstrained(FittedVBQ):
         found = (scale, distortion_weights(scale))
         if key is not None:
             with self._lock:
-                if self._cached_bytes + 12 * len(scale) <= CACHE_BYTES:
+                if self._cached_bytes + 12 * len(scale) <= self.cache_bytes:
                     self._cache[key] = found
                     self._cached_bytes += 12 * len(scale)
         return found

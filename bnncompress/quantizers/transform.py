@@ -58,7 +58,7 @@ _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very sm
 _MAX_ROTATED = 1024  # wider rows are not rotated (the d x d matrix and the product grow as d²)
 _MIN_ROWS, _MIN_ROWS_PER_COLUMN = 1024, 32  # fewer rows: one entropy model (per-column tables cost too much)
 _MAX_MAGNITUDE = 1e30  # larger means: one model (sqrt(d) x 2 x this must stay far inside float32's range)
-CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per process (16 bytes per weight)
+CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per tensor (16 bytes per weight), unless raised
 
 
 @register_quantizer
@@ -234,7 +234,11 @@ class FittedTransform(FittedQuantizer):
         self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1
         self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._cached_bytes = 0
+        self.cache_bytes = CACHE_BYTES
         self._lock = threading.Lock()
+
+    def keep_pass_data(self, limit: int) -> None:
+        self.cache_bytes = max(CACHE_BYTES, int(limit))
 
     def fit_rows(self, rows: Rows, spread: float) -> None:
         """The second pass: the RMS of the centered means (when the Gram matrix was too wide for
@@ -305,7 +309,7 @@ class FittedTransform(FittedQuantizer):
         rotate(block.loc, block.scale, mean, forward, self.trust, self.sd, factor, y, w)  # whole rows (samples too)
         found = (y, w)
         with self._lock:
-            if self._cached_bytes + 16 * len(y) <= CACHE_BYTES:
+            if self._cached_bytes + 16 * len(y) <= self.cache_bytes:
                 self._cache[key] = found
                 self._cached_bytes += 16 * len(y)
         return found
