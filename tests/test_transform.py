@@ -128,24 +128,33 @@ def test_column_assignment_is_the_argmin_over_each_columns_values():
 
 def test_a_raised_allowance_keeps_every_blocks_coordinates():
     """keep_pass_data raises what a fit may keep (never below CACHE_BYTES); with it, a tensor larger
-    than CACHE_BYTES / 16 weights keeps every block's rotated coordinates, so passes reuse them."""
-    from bnncompress.quantizers import transform
+    than the allowance keeps every block's rotated coordinates, so passes reuse them."""
+    from bnncompress.quantizers.base import PassData
+    from bnncompress.quantizers.transform import CACHE_BYTES
 
     rng = np.random.default_rng(3)
     loc = (rng.normal(size=(4000, 8)) @ rng.normal(size=(8, 8))).astype(np.float32)
     job = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, np.full((4000, 8), 0.1, np.float32)))
     fitted, blocks = job.fitted, job.rows.blocks()
-    old = transform.CACHE_BYTES
-    try:
-        transform.CACHE_BYTES = 16 * 8 * 1000  # room for 1,000 of the 4,000 rows
-        fitted.keep_pass_data(0)
-        assert fitted.cache_bytes == transform.CACHE_BYTES
-        fitted._cache.clear(), setattr(fitted, "_cached_bytes", 0)
-        first = [fitted.coordinates(b)[0] for b in blocks]
-        assert len(fitted._cache) < len(blocks)
-        fitted.keep_pass_data(16 * loc.size)
-        fitted._cache.clear(), setattr(fitted, "_cached_bytes", 0)
-        again = [fitted.coordinates(b)[0] for b in blocks]
-        assert len(fitted._cache) == len(blocks) and all(np.array_equal(a, b) for a, b in zip(first, again))
-    finally:
-        transform.CACHE_BYTES = old
+    fitted.keep_pass_data(0)
+    assert fitted.kept.limit == CACHE_BYTES
+    fitted.kept = PassData(16 * 8 * 1000)  # room for 1,000 of the 4,000 rows
+    first = [fitted.coordinates(b) for b in blocks]
+    assert sum(fitted.kept.get((b.first_row, len(b.loc))) is not None for b in blocks) < len(blocks)
+    fitted.keep_pass_data(16 * loc.size)
+    again = [fitted.coordinates(b) for b in blocks]
+    assert all(fitted.kept.get((b.first_row, len(b.loc))) is not None for b in blocks)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, again))
+
+
+def test_pass_data_is_not_sent_to_workers():
+    """A fit pickled for a worker carries the allowance, not this process's arrays."""
+    import pickle
+
+    from bnncompress.quantizers.base import PassData
+
+    kept = PassData(1 << 20)
+    assert kept.put("a", (np.zeros(10), np.ones(10)))
+    copy = pickle.loads(pickle.dumps(kept))
+    assert copy.limit == 1 << 20 and copy.get("a") is None and kept.get("a") is not None
+    assert copy.put("b", np.zeros(1 << 17)) and not copy.put("c", np.zeros(1))  # 1 MiB: full

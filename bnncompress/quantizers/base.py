@@ -20,6 +20,7 @@ order, so every route gives the same bits. Quantizers know nothing about files.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -95,6 +96,39 @@ class QuantizedTensor:
         if self.reconstructed is not None:
             return self.reconstructed
         return dequantize(self.grid, self.symbols, len(self.counts), self.subvectors)
+
+
+class PassData:
+    """Per-block values a fit computes once and every pass reuses (a transform's rotated coordinates),
+    kept within ``limit`` bytes in this process: a copy sent to a worker starts empty, with the limit.
+
+    Example:
+        >>> kept = PassData(limit=16)
+        >>> kept.put("a", np.zeros(2)), kept.put("b", np.zeros(2)), kept.get("b") is None
+        (True, False, True)
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self._items, self._bytes, self._lock = limit, {}, 0, threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        return self._items.get(key)
+
+    def put(self, key: Any, value: Any) -> bool:
+        """Keep ``value`` (an array or a tuple of arrays) if it fits in the limit; True if kept."""
+        size = sum(a.nbytes for a in (value if isinstance(value, tuple) else (value,)))
+        with self._lock:
+            if self._bytes + size > self.limit:
+                return False
+            self._items[key] = value
+            self._bytes += size
+            return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limit": self.limit}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limit"])
 
 
 class FittedQuantizer(ABC):

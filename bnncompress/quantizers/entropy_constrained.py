@@ -24,7 +24,6 @@ The distortion weight ``w`` is what distinguishes the methods here:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,7 +32,7 @@ import numpy as np
 from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
-from .base import STORED_IF_NOT_DEFAULT, Block, Rows, reduce_cells
+from .base import STORED_IF_NOT_DEFAULT, Block, PassData, Rows, reduce_cells
 from .registry import register_quantizer
 from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
 
@@ -173,13 +172,10 @@ class FittedEntropyConstrained(FittedVBQ):
         self.table_bits = method.table_cost * TABLE_BITS_PER_VALUE
         self.row_floor = row_floor  # rows shorter than this are weighted as this long
         self._row_rms = row_rms  # whole-tensor array: kept on the driver until the sample takes its rows
-        self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
-        self._cached_bytes = 0
-        self.cache_bytes = CACHE_BYTES
-        self._lock = threading.Lock()
+        self.kept = PassData(CACHE_BYTES)  # each block's effective scales and weights
 
     def keep_pass_data(self, limit: int) -> None:
-        self.cache_bytes = max(CACHE_BYTES, int(limit))
+        self.kept.limit = max(CACHE_BYTES, int(limit))
 
     def prepare_sample(self, sample: Block | None) -> Block | None:
         row_rms, self._row_rms = self._row_rms, None  # never shipped to workers with the fitted state
@@ -191,15 +187,6 @@ class FittedEntropyConstrained(FittedVBQ):
         sample.extra.update(search_scale=scale, weight=distortion_weights(scale))
         return sample
 
-    def __getstate__(self) -> dict[str, Any]:  # sent to a Dask worker: without this process's cache
-        state = dict(self.__dict__)
-        state["_cache"], state["_lock"], state["_cached_bytes"] = {}, None, 0
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
     def search_scale(self, block: Block) -> np.ndarray:
         return self.effective(block)[0]
 
@@ -210,16 +197,13 @@ class FittedEntropyConstrained(FittedVBQ):
         if "search_scale" in block.extra:
             return block.extra["search_scale"], block.extra["weight"]
         key = (block.first_row, len(block.loc)) if block.is_rows else None
-        found = self._cache.get(key)
+        found = self.kept.get(key)
         if found is not None:
             return found
         scale = self._effective_scale(block)
         found = (scale, distortion_weights(scale))
         if key is not None:
-            with self._lock:
-                if self._cached_bytes + 12 * len(scale) <= self.cache_bytes:
-                    self._cache[key] = found
-                    self._cached_bytes += 12 * len(scale)
+            self.kept.put(key, found)
         return found
 
     def _effective_scale(self, block: Block) -> np.ndarray:

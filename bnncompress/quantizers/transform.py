@@ -39,7 +39,6 @@ rows' RMS and the rotated columns' ranges, then ``1 + iterations`` passes per ra
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -48,7 +47,7 @@ import numpy as np
 from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
 from ..records import decoded_rotation, inverse_transform, position_classes, stored_rotation
-from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows, reduce_cells
+from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, PassData, Quantizer, Rows, reduce_cells
 from .column_grids import ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
@@ -232,13 +231,10 @@ class FittedTransform(FittedQuantizer):
         asked = _auto_classes(self.num_blocks) if method.classes == "auto" else method.classes
         self._classes = min(self.num_blocks, asked)
         self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1
-        self._cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
-        self._cached_bytes = 0
-        self.cache_bytes = CACHE_BYTES
-        self._lock = threading.Lock()
+        self.kept = PassData(CACHE_BYTES)  # each block's (y, w): every pass at every rate needs them
 
     def keep_pass_data(self, limit: int) -> None:
-        self.cache_bytes = max(CACHE_BYTES, int(limit))
+        self.kept.limit = max(CACHE_BYTES, int(limit))
 
     def fit_rows(self, rows: Rows, spread: float) -> None:
         """The second pass: the RMS of the centered means (when the Gram matrix was too wide for
@@ -251,15 +247,6 @@ class FittedTransform(FittedQuantizer):
         self.row_floor = _ROW_FLOOR * max(float(np.median(rms)), 1e-30)
         self.low = np.min([p[1] for p in parts], axis=0)
         self.high = np.max([p[2] for p in parts], axis=0)
-
-    def __getstate__(self) -> dict[str, Any]:  # sent to a Dask worker: without this process's cache
-        state = dict(self.__dict__)
-        state["_cache"], state["_lock"], state["_cached_bytes"] = {}, None, 0
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def models(self, state: Any) -> int:
         return self.d
@@ -292,7 +279,7 @@ class FittedTransform(FittedQuantizer):
     def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
         """The block's rotated coordinates y and distortion weights w (float64), once per block per process."""
         key = (block.first_row, len(block.loc)) if block.is_rows else ("sample", id(block))
-        found = self._cache.get(key)
+        found = self.kept.get(key)
         if found is not None:
             return found
         from ._transform_cpu import rotate  # numba: imported on first use
@@ -307,12 +294,8 @@ class FittedTransform(FittedQuantizer):
         w = np.empty(len(block.loc), np.float64)
         mean, forward = self.mean.astype(np.float64), np.asarray(self.forward, np.float64)
         rotate(block.loc, block.scale, mean, forward, self.trust, self.sd, factor, y, w)  # whole rows (samples too)
-        found = (y, w)
-        with self._lock:
-            if self._cached_bytes + 16 * len(y) <= self.cache_bytes:
-                self._cache[key] = found
-                self._cached_bytes += 16 * len(y)
-        return found
+        self.kept.put(key, (y, w))
+        return y, w
 
     def _seed(self, lam: float) -> SeedGrid:
         """The seeding grid at ``lam``: per column a step, its first cell and number of cells."""
