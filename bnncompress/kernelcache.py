@@ -7,8 +7,8 @@ upgrade the first streamed pack of a 200M-weight posterior peaked at 1.76 GB ins
 and the coder over a small synthetic posterior streamed from .npy files, through the pack's own
 pipeline (:func:`bnncompress.pipeline.quantize_and_code`). The child pays the compiler's memory
 and fills numba's cache, and the caller then loads compiled kernels. A marker file beside
-numba's cache, keyed by the kernels' files and the numba and Python versions, says that it has
-been done.
+numba's cache, keyed by the package's files and the numba and Python versions, says that it has
+been done (the kernels' callers count: they set the argument types numba compiles for).
 
 Example:
     >>> compile_in_child("uniform", {})  # doctest: +SKIP
@@ -94,17 +94,32 @@ def compile_in_child(method: str, options: dict) -> str:
     return outcome
 
 
+def files_key(package: Path) -> str:
+    """A hash of the name, modification time and size of every .py file under ``package``.
+
+    Example:
+        >>> files_key(Path(__file__).parent) == files_key(Path(__file__).parent)
+        True
+    """
+    key = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        stat = source.stat()
+        key.update(f"{source.relative_to(package)}|{stat.st_mtime_ns}|{stat.st_size}\n".encode())
+    return key.hexdigest()
+
+
 def _marker(method: str, options: str) -> Path | None:
     """The marker file for ``method``: beside numba's cache of the pipeline kernels, named by a
-    hash of everything that would make numba recompile (None if that cannot be found)."""
+    hash of everything that would make numba recompile: the kernels' files, and their callers',
+    which choose the argument types numba compiles for (so every file of the package), and the
+    numba and Python versions (None if the cache cannot be found)."""
     import numba
 
     key = hashlib.sha256(f"{sys.version}|{numba.__version__}|{method}|{options}".encode())
+    key.update(files_key(Path(__file__).parent).encode())
     cache_dir = None
     for name in KERNEL_MODULES:
         module = importlib.import_module(name)
-        stat = Path(module.__file__).stat()
-        key.update(f"{name}|{stat.st_mtime_ns}|{stat.st_size}".encode())
         for obj in vars(module).values():
             path = getattr(getattr(obj, "_cache", None), "_cache_path", None)  # numba's FunctionCache
             if cache_dir is None and isinstance(path, str):

@@ -25,3 +25,21 @@ def test_kernels_are_compiled_in_a_child_once_per_cache(tmp_path):
 
 def test_options_a_child_cannot_be_given_are_compiled_in_process():
     assert compile_in_child("uniform", {"step": object()}) == "warm"
+
+
+def test_the_marker_changes_with_any_file_of_the_package(tmp_path):
+    """A kernel's caller sets the argument types numba compiles for (an int16 table instead of an
+    int32 one), so a change to any module, not only the kernels', must send the next streamed pack
+    to the child again: the marker's key covers every file."""
+    from bnncompress.kernelcache import files_key
+
+    (tmp_path / "quantizers").mkdir()
+    (tmp_path / "_kernels.py").write_text("# kernels\n")
+    caller = tmp_path / "quantizers" / "caller.py"
+    caller.write_text("TABLE = 'int32'\n")
+    before = files_key(tmp_path)
+    assert files_key(tmp_path) == before
+    os.utime(caller, ns=(caller.stat().st_atime_ns, caller.stat().st_mtime_ns + 1_000_000_000))
+    assert files_key(tmp_path) != before
+    caller.write_text("TABLE = 'int16'\n")  # the same size, a new time
+    assert files_key(tmp_path) != before
