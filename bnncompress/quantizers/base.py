@@ -140,6 +140,8 @@ class FittedQuantizer(ABC):
     #: False when a record of this fit describes another method's options than the one asked for
     #: (see :class:`Fallback`): the pipeline then stores :meth:`params` alone.
     stores_method_options: bool = True
+    #: Per-block values the fit keeps between passes (None: it keeps none).
+    kept: PassData | None = None
 
     @property
     def num_weights(self) -> int:
@@ -190,9 +192,10 @@ class FittedQuantizer(ABC):
 
     def keep_pass_data(self, limit: int) -> None:
         """Allow keeping up to ``limit`` bytes of per-block values that every pass recomputes
-        otherwise (a transform's rotated coordinates and weights): the pipeline raises it for a
-        posterior in memory. Default: nothing is kept."""
-        return None
+        otherwise (:attr:`kept`; a transform's rotated coordinates and weights): the pipeline raises
+        it for a posterior in memory. It never falls below the method's own allowance."""
+        if self.kept is not None:
+            self.kept.limit = max(self.kept.limit, int(limit))
 
     def at(self, lam: float, rows: Rows) -> Any:
         """The state :meth:`assign` needs at rate knob ``lam``, after any passes over ``rows``

@@ -174,9 +174,6 @@ class FittedEntropyConstrained(FittedVBQ):
         self._row_rms = row_rms  # whole-tensor array: kept on the driver until the sample takes its rows
         self.kept = PassData(CACHE_BYTES)  # each block's effective scales and weights
 
-    def keep_pass_data(self, limit: int) -> None:
-        self.kept.limit = max(CACHE_BYTES, int(limit))
-
     def prepare_sample(self, sample: Block | None) -> Block | None:
         row_rms, self._row_rms = self._row_rms, None  # never shipped to workers with the fitted state
         if sample is None:

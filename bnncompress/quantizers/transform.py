@@ -233,9 +233,6 @@ class FittedTransform(FittedQuantizer):
         self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1
         self.kept = PassData(CACHE_BYTES)  # each block's (y, w): every pass at every rate needs them
 
-    def keep_pass_data(self, limit: int) -> None:
-        self.kept.limit = max(CACHE_BYTES, int(limit))
-
     def fit_rows(self, rows: Rows, spread: float) -> None:
         """The second pass: the RMS of the centered means (when the Gram matrix was too wide for
         it), the median row RMS (the floor of row lengths) and the rotated columns' ranges."""
