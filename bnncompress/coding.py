@@ -326,9 +326,7 @@ def information_bits(counts: np.ndarray) -> float:
     """The empirical information content sum_k c_k log2(N / c_k), summed over models (rows of
     (M, K) counts): what the coder will need, to within a fraction of a percent plus a few words."""
     table = np.asarray(counts, dtype=np.float64).reshape(-1, np.shape(counts)[-1])
-    total = 0.0
-    for c in table:
-        c = c[c > 0]
-        if len(c) > 1:
-            total += float(np.sum(c * np.log2(c.sum() / c)))
-    return total
+    used = table > 0  # a model with one used symbol costs nothing: its term is c log2(c / c) = 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = table * np.log2(table.sum(axis=1, keepdims=True) / table)
+    return float(np.sum(terms, where=used))

@@ -135,9 +135,12 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
     ``has_sample``: the tensors have a rate-control subsample to search on first.
     """
     check_bits(target_bits)
+    estimates: dict[tuple[float, bool], float] = {}  # the search comes back to points it has seen
 
     def excess(u: float, on_samples: bool) -> float:
-        return estimate_payload_bits(tensors, math.exp(u), on_samples) - target_bits
+        if (u, on_samples) not in estimates:
+            estimates[(u, on_samples)] = estimate_payload_bits(tensors, math.exp(u), on_samples) - target_bits
+        return estimates[(u, on_samples)]
 
     lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
     on_samples = has_sample

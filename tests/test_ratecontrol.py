@@ -40,19 +40,22 @@ def test_search_on_a_biased_subsample_needs_few_full_passes(monkeypatch):
 
     from bnncompress import ratecontrol
 
-    full_checks = []
+    full_checks, asked = [], []
 
     def estimate(tensors, lam, on_sample=False):
         u = math.log(lam) - math.log(0.405)
         bits = 2.0 * math.exp(-0.5 * u) if on_sample else 2.23 * math.exp(-0.65 * u - 0.05 * u * u)
         if not on_sample:
             full_checks.append(lam)
+        asked.append((lam, on_sample))
         return bits
 
     monkeypatch.setattr(ratecontrol, "estimate_payload_bits", estimate)
     lam = ratecontrol.find_lambda([], 2.0, has_sample=True)
     assert estimate([], lam) == pytest.approx(2.0, rel=0.01)
     assert len(full_checks) <= 1 + 3, full_checks
+    # the search comes back to the subsample's bracket and guess: each is estimated once
+    assert len(set(asked)) == len(asked) - 1, asked  # (the last call is this test's own)
 
 
 def test_the_subsample_grows_with_large_posteriors():

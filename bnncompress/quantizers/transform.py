@@ -334,8 +334,8 @@ class FittedTransform(FittedQuantizer):
             grid = ((state.firsts[:, None] + np.arange(width)[None, :]) * state.steps[:, None]).astype(np.float32)
         else:
             grid = np.zeros((self.d, state.width), np.float32)
-            for j in range(self.d):
-                grid[j, state.cell_ids[j, : state.sizes[j]]] = state.values[j, : state.sizes[j]]
+            used = np.arange(state.width)[None, :] < state.sizes[:, None]
+            grid[np.nonzero(used)[0], state.cell_ids[used]] = state.values[used]
         return grid.reshape(-1)
 
     def reconstruct(self, block: Block, indices: np.ndarray, state: SeedGrid | ColumnValues) -> np.ndarray:
