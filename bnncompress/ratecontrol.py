@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .coding import information_bits
+from .coding import cheapest_class_merge, information_bits
 from .errors import OptionError, RateControlError
 from .geometry import block_rows_for, num_blocks, num_rows
 from .records import payload_bytes, raw_payload_bytes
@@ -64,6 +64,7 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
         used = int(np.count_nonzero(counts))
         if counts.ndim == 3:  # classed: a level byte per (class, kept symbol), a width per column, a class per block
+            counts = cheapest_class_merge(counts)  # as the coder will
             kept = (counts > 0).any(axis=0)
             used = int(kept.sum())
             entries, entry_bytes = len(counts) * used + 2 * counts.shape[1] + blocks, 1

@@ -297,6 +297,8 @@ def record_tables(counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_b
     if counts.ndim == 3:
         classes = fitted.block_classes(num_blocks)
         counts, classes = merge_classes(counts, classes, num_rows(fitted.shape))
+        merged = coding.cheapest_class_merge(counts)  # fewer classes where they code smaller
+        counts, classes = merged, (classes // (len(counts) // len(merged))).astype(classes.dtype)
         remap, widths, levels, table, grid = compact_classed(counts, fitted.grid(state))
         side.update(widths=widths, levels=levels, block_class=classes)
         return remap, table, grid, np.zeros(0, np.uint8), {"classes": len(counts)}, side, classes

@@ -7,6 +7,7 @@ import constriction
 import numpy as np
 import pytest
 
+import bnncompress
 from bnncompress import _ans, _rows_kernels, coding
 from bnncompress.errors import ArchiveError
 from bnncompress.rowaccess import RowReader
@@ -268,3 +269,36 @@ def test_row_reader_checks_the_classed_histogram():
     rec.block_classes = classes[:-1]
     with pytest.raises(ArchiveError, match="classes for"):
         RowReader(rec).all()
+
+
+def test_cheapest_class_merge_is_the_best_halving():
+    """Of C, C/2, ... classes (neighbours 2i and 2i + 1 merged), the one with the fewest bits: the
+    counts' information plus a level byte per (class, symbol some class uses)."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        classes = int(rng.choice([1, 2, 3, 4, 8]))
+        counts = rng.integers(0, 40, size=(classes, 3, 12)) * (rng.random((classes, 3, 12)) < 0.7)
+        counts *= rng.integers(1, 30, size=(classes, 1, 1))  # classes of different sizes
+        used = int((counts > 0).any(axis=0).sum())
+        options, c = [counts], counts
+        while len(c) % 2 == 0:
+            c = c.reshape(len(c) // 2, 2, *c.shape[1:]).sum(axis=1)
+            options.append(c)
+        bits = [coding.information_bits(o) + 8 * len(o) * used for o in options]
+        merged = coding.cheapest_class_merge(counts)
+        assert len(merged) == len(options[int(np.argmin(bits))]) and merged.sum() == counts.sum()
+
+
+def test_classes_are_kept_only_where_the_rows_differ_along_the_tensor(tmp_path):
+    """Rows whose uncertainty grows along the tensor (word vectors in frequency order) keep their
+    position classes; the same rows shuffled code as one class, smaller than with the classes'
+    tables; rate control counts the classes the coder keeps, so --bits still lands on its target."""
+    rng = np.random.default_rng(0)
+    rows, d = 40_000, 16  # 10 coding blocks of 4,096 rows: 2 position classes
+    loc = rng.normal(size=(rows, d)) @ rng.normal(size=(d, d)) / 4
+    scale = np.repeat(np.linspace(0.05, 1.5, rows)[:, None], d, axis=1)
+    shuffle = rng.permutation(rows)
+    for post, kept in (({"w": (loc, scale)}, 2), ({"w": (loc[shuffle], scale[shuffle])}, 1)):
+        r = bnncompress.pack(post, tmp_path / "c.bnc", bits=1.0, options={"transform": "pca"})
+        assert bnncompress.load(tmp_path / "c.bnc").record("w").classes == kept
+        assert r.payload_bits_per_weight == pytest.approx(1.0, rel=0.02)

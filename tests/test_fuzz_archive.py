@@ -57,9 +57,11 @@ def original(tmp_path_factory):
     tc = rng.normal(size=(1100, 4)) @ rng.normal(size=(4, 4))
     tc_post = {"tc_vectors": (tc, np.full((1100, 4), 0.1))}
     bnncompress.pack(tc_post, tc_path, lam=0.05, method="vbq-transform", options={"classes": 0})
-    # And a classed one (format version 4: two blocks of 2,048 and 52 rows, a class each, levels).
+    # And a classed one (format version 4: two blocks of 2,048 and 52 rows, a class each, levels; the
+    # second block's rows are shorter, so that two classes code smaller than one).
     cl_path = path.with_name("cl.bnc")
     cl = rng.normal(size=(2100, 32)) @ rng.normal(size=(32, 32))
+    cl[2048:] *= 0.01
     cl_post = {"cl_vectors": (cl, rng.uniform(0.05, 1.0, size=(2100, 32)))}
     bnncompress.pack(cl_post, cl_path, lam=3.0, method="vbq-transform", options={"classes": 2, "transform": "pca"})
     parts = [read_archive(p) for p in (path, pq_path, tc_path, cl_path)]

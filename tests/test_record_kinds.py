@@ -36,9 +36,13 @@ from bnncompress.tasks import merge_classes
 PACKAGE = Path(bnncompress.__file__).parent
 
 
-def _posterior(rows: int = 5000, dim: int = 32, seed: int = 0) -> dict:
+def _posterior(rows: int = 5000, dim: int = 32, seed: int = 0, short_tail: bool = False) -> dict:
+    """``short_tail``: the last coding block's rows (from 4,096 on) are 100 times shorter, so that a
+    classed fit codes them with models of their own (two classes code smaller than one)."""
     rng = np.random.default_rng(seed)
     loc = rng.normal(size=(rows, dim)) @ rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    if short_tail:
+        loc[4096:] *= 0.01
     return {"w": (loc, rng.uniform(0.05, 0.5, size=(rows, dim))), "b": (rng.normal(size=3), np.full(3, 1e-4))}
 
 
@@ -50,7 +54,8 @@ def packed(tmp_path_factory):
     cases = (("uniform", "scalar", None), ("pq", "product", None), ("vbq-transform", "columns", {"classes": 0}))
     for method, expected, options in cases + (("vbq-transform", "classed", {"classes": 2}),):
         paths[expected] = root / f"{expected}.bnc"
-        bnncompress.pack(_posterior(), paths[expected], method=method, options=options, lam=0.5, device="cpu")
+        post = _posterior(short_tail=expected == "classed")
+        bnncompress.pack(post, paths[expected], method=method, options=options, lam=0.5, device="cpu")
     return paths
 
 

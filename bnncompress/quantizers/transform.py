@@ -90,8 +90,9 @@ class TransformVBQ(Quantizer):
     small_trust: float = field(default=0.75, metadata=STORED_IF_NOT_DEFAULT)
     small_row_weight: float = field(default=0.0, metadata=STORED_IF_NOT_DEFAULT)
     #: Sets of column models, each for a run of consecutive coding blocks (rows in frequency order: rare
-    #: words' coarse rows get their own statistics); "auto": up to 8, at least 4 blocks each; 0: one set
-    #: stored as the per-column record of format version 3 (archives that older bnncompress reads).
+    #: words' coarse rows get their own statistics); "auto": up to 8, at least 4 blocks each; at most this
+    #: many: neighbouring sets are merged where fewer code smaller (rows in an order that tells nothing:
+    #: one set); 0: one set stored as the per-column record of format version 3 (older bnncompress reads it).
     classes: int | str = field(default="auto", metadata=STORED_IF_NOT_DEFAULT)
     #: True: the assignment's code lengths are those of the row's class (the rate the coder spends);
     #: False: the column's over all classes. On trained skip-gram posteriors the classes' own code
