@@ -332,11 +332,12 @@ def information_bits(counts: np.ndarray) -> float:
     return float(np.sum(terms, where=used))
 
 
-def cheapest_class_merge(counts: np.ndarray) -> np.ndarray:
+def cheapest_class_merge(counts: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """(classes, models, K) counts with neighbouring classes merged (2i and 2i + 1, as often as the
     number of classes stays whole) where that codes smaller: of every halving, the one with the
     fewest bits of information plus a one-byte level per (class, symbol some class uses). Rows in
     an order that tells nothing (a shuffled vocabulary, a layer's units) code best as one class.
+    ``scale``: each count stands for that many symbols (a subsample's counts, as rate control has them).
 
     Example:
         >>> alike = np.array([[[50, 30, 20]], [[52, 28, 20]]])  # two classes of one model
@@ -345,10 +346,10 @@ def cheapest_class_merge(counts: np.ndarray) -> np.ndarray:
         ([[[102, 58, 40]]], (2, 1, 3))
     """
     used = int((counts > 0).any(axis=0).sum())
-    best, best_bits = counts, information_bits(counts) + 8 * len(counts) * used
+    best, best_bits = counts, scale * information_bits(counts) + 8 * len(counts) * used
     while len(counts) > 1 and len(counts) % 2 == 0:
         counts = counts.reshape(len(counts) // 2, 2, *counts.shape[1:]).sum(axis=1)
-        bits = information_bits(counts) + 8 * len(counts) * used
+        bits = scale * information_bits(counts) + 8 * len(counts) * used
         if bits < best_bits:
             best, best_bits = counts, bits
     return best

@@ -64,7 +64,7 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
         used = int(np.count_nonzero(counts))
         if counts.ndim == 3:  # classed: a level byte per (class, kept symbol), a width per column, a class per block
-            counts = cheapest_class_merge(counts)  # as the coder will
+            counts = cheapest_class_merge(counts, t.num_symbols(lam) / max(counted, 1))  # as the coder will
             kept = (counts > 0).any(axis=0)
             used = int(kept.sum())
             entries, entry_bytes = len(counts) * used + 2 * counts.shape[1] + blocks, 1
@@ -220,7 +220,7 @@ def _solve(g, a: float, b: float, ga: float, gb: float, tol: float, max_iter: in
     best_u, best_g = (a, ga) if abs(ga) < abs(gb) else (b, gb)
     side = 0
     for i in range(max_iter):
-        if abs(best_g) <= tol or b - a < 1e-9:
+        if abs(best_g) <= tol or b - a < 1e-4:  # a jump in the rate (a value dropped): lambda to 0.01% is enough
             break
         u = (a + b) / 2 if i % 3 == 2 or ga == gb else b - gb * (b - a) / (gb - ga)
         if not a < u < b:

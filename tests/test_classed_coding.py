@@ -287,6 +287,9 @@ def test_cheapest_class_merge_is_the_best_halving():
         bits = [coding.information_bits(o) + 8 * len(o) * used for o in options]
         merged = coding.cheapest_class_merge(counts)
         assert len(merged) == len(options[int(np.argmin(bits))]) and merged.sum() == counts.sum()
+        # a subsample's counts, each standing for 32 symbols, decide as the whole tensor's would (rate
+        # control estimates with them: deciding on the unscaled counts made its rate curve jump)
+        assert len(coding.cheapest_class_merge(counts, scale=32.0)) == len(coding.cheapest_class_merge(32 * counts))
 
 
 def test_classes_are_kept_only_where_the_rows_differ_along_the_tensor(tmp_path):

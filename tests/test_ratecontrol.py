@@ -74,3 +74,21 @@ def test_the_subsample_grows_with_large_posteriors():
         assert sum(len(p) for p in positions) == pytest.approx(expected, abs=len(sizes))
         for p, n in zip(positions, sizes):
             assert p[0] == 0 and p[-1] == n - 1 and np.all(np.diff(p) > 0)
+
+
+def test_a_jump_in_the_rate_across_the_target_ends_the_search_soon(monkeypatch):
+    """A rate that jumps over the target (a value dropped at some lambda) cannot be hit: the search
+    narrows the jump's lambda to 0.01% and returns a point of the nearer side, instead of
+    spending dozens more passes (each a pass over the subsample, or over the whole posterior)."""
+    from bnncompress import ratecontrol
+
+    calls = []
+
+    def estimate(tensors, lam, on_sample=False):
+        calls.append(lam)
+        return 2.1 if lam < 0.7 else 1.93  # smooth enough elsewhere: the bracket walk steps over it
+
+    monkeypatch.setattr(ratecontrol, "estimate_payload_bits", estimate)
+    lam = ratecontrol.find_lambda([], 2.0, has_sample=False)
+    assert estimate([], lam) == 1.93
+    assert len(calls) <= 20, len(calls)  # 38 when it narrowed lambda to 1e-9
