@@ -158,3 +158,16 @@ def test_pass_data_is_not_sent_to_workers():
     copy = pickle.loads(pickle.dumps(kept))
     assert copy.limit == 1 << 20 and copy.get("a") is None and kept.get("a") is not None
     assert copy.put("b", np.zeros(1 << 17)) and not copy.put("c", np.zeros(1))  # 1 MiB: full
+
+
+def test_start_tables_stay_within_each_columns_values():
+    """The start table only tells the assignment where to begin: every start is a count of the
+    column's values, also for a column whose values span less than a float's smallest step (its
+    scale is infinite), one of equal values, and an empty one."""
+    from bnncompress.quantizers.column_grids import START_BUCKETS, start_table
+
+    values = np.array([[0.0, 5e-324, 1e-323, 0.0], [1.0, 1.0, 0, 0], [-1e300, 1e300, 0, 0], [0, 0, 0, 0]])
+    sizes = np.array([3, 2, 2, 0])
+    starts, low, scale = start_table(values, sizes)
+    assert starts.shape == (4, START_BUCKETS) and np.all(starts >= 0) and np.all(starts <= sizes[:, None])
+    assert np.all(np.diff(starts.astype(int), axis=1) >= 0) and scale[0] == np.inf and scale[1] == 0

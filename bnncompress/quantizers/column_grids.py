@@ -108,10 +108,13 @@ def start_table(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.n
     rows = np.arange(d)[:, None]
     low = np.where(sizes > 0, values[:, 0], 0.0)
     span = values[np.arange(d), np.maximum(sizes - 1, 0)] - low
-    scale = np.where(span > 0, (START_BUCKETS - 1) / np.where(span > 0, span, 1.0), 0.0)
     used = np.arange(width)[None, :] < sizes[:, None]
-    place = np.clip((values - low[:, None]) * scale[:, None], 0, START_BUCKETS - 1) / START_BUCKETS
+    with np.errstate(invalid="ignore", over="ignore"):  # a span so small that its scale is inf: 0 * inf
+        scale = np.where(span > 0, (START_BUCKETS - 1) / np.where(span > 0, span, 1.0), 0.0)
+        place = np.nan_to_num((values - low[:, None]) * scale[:, None], nan=0.0, posinf=START_BUCKETS - 1)
+    place = np.clip(place, 0, START_BUCKETS - 1) / START_BUCKETS
     keys = rows + np.where(used, place, 1 - 0.5 / START_BUCKETS)  # padding after every bucket start
     bounds = rows + np.arange(START_BUCKETS)[None, :] / START_BUCKETS
     starts = np.searchsorted(keys.ravel(), bounds.ravel(), side="right").reshape(d, START_BUCKETS) - rows * width
+    starts = np.clip(starts, 0, sizes[:, None])  # never outside the column's values
     return starts.astype(np.int16), low, scale  # counts of at most 4,096 values (a column's most)
