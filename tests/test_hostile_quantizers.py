@@ -13,13 +13,12 @@ import torch
 import bnncompress
 from bnncompress import QualityWarning
 from bnncompress.inmemory import fit_in_memory
-from bnncompress.pipeline import DISTINCT_FRACTION
 from bnncompress.posterior import TensorPosterior
 from bnncompress.priors import GaussianPrior
 from bnncompress.quantizers import get_quantizer
 from bnncompress.quantizers._transform_cpu import round_to_cells
 from bnncompress.quantizers.vbq import assign_torch, core_size, tail_bits, vbq_grid
-from bnncompress.tasks import SKETCH, distinct, sketch
+from bnncompress.tasks import DISTINCT_FRACTION, SKETCH, distinct, sketch
 
 EXAMPLE = "data/example.pt"
 

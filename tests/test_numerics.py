@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import bnncompress
 from bnncompress import BnnCompressError, QualityWarning
-from bnncompress.pipeline import CERTAIN_FRACTION
 from bnncompress.quantizers import METHODS
+from bnncompress.tasks import CERTAIN_FRACTION
 
 settings.register_profile(
     "default-numerics", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
