@@ -17,6 +17,7 @@ coded on its own and everything reduced across blocks is exact or combined in bl
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,10 @@ from .tasks import (
 
 #: Bytes of pass data (a transform's rotated rows) a posterior in memory may keep, shared by size (streamed: 256 MiB).
 PASS_DATA_BYTES = 1 << 30
+#: A full evaluation at a lambda refines the method's values on at most this many rows (whole coding blocks,
+#: evenly spread), then counts and codes every row: a 1M x 100 posterior streamed packs 2.2-2.4x faster, with
+#: 0.1-0.4% more posterior-weighted distortion at its rate; tensors of fewer rows are refined on all of them.
+REFINE_ROWS = 1 << 15
 
 
 def quantize_and_code(
@@ -114,6 +119,17 @@ class BlockRows:
     def tasks(self, *args: Any) -> list[tuple]:
         return [(self.handle, a, b, self.block_rows, *args) for a, b in self.ranges]
 
+    def spread(self, most_rows: int) -> BlockRows:
+        """These rows, or at most ``most_rows`` of them in whole coding blocks evenly spread (a task each)."""
+        rows = geometry.num_rows(self.shape)
+        if rows <= most_rows:
+            return self
+        count = max(1, most_rows // self.block_rows)
+        picks = np.unique(np.linspace(0, geometry.num_blocks(self.shape, self.block_rows) - 1, count).round())
+        spread = copy.copy(self)
+        spread.ranges = [(int(b) * self.block_rows, min(int(b + 1) * self.block_rows, rows)) for b in picks]
+        return spread
+
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         out: list[Any] = []
         for part in self.executor.map(map_task, self.tasks(fn, args)):
@@ -147,6 +163,7 @@ class TensorJob:
         self.shape, self.num_weights = source.shape, source.size
         handle = executor.scatter(source) if source.in_memory else source  # files: workers read them
         self.rows = BlockRows(source, handle, executor)
+        self.refine_rows = self.rows.spread(REFINE_ROWS)  # where a full evaluation refines its values
         self._fit(quantizer, np.zeros(0, np.int64) if positions is None else positions)
         self._states: dict[tuple[float, bool], Any] = {}
         self._histograms: dict[tuple[float, bool], tuple[np.ndarray, int, Any]] = {}
@@ -184,7 +201,7 @@ class TensorJob:
         key = (lam, on_sample)
         if key not in self._states:
             _forget_oldest(self._states)
-            self._states[key] = self.fitted.at(lam, self.sample if on_sample else self.rows)
+            self._states[key] = self.fitted.at(lam, self.sample if on_sample else self.refine_rows)
         return self._states[key]
 
     def table_shape(self, state: Any) -> tuple[int, int]:

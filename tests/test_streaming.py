@@ -245,3 +245,38 @@ def test_a_posterior_in_memory_keeps_its_pass_data_and_a_streamed_one_does_not(t
     write_npy_dir(tmp_path / "src", tensors)
     bnncompress.pack(tmp_path / "src", tmp_path / "stream.bnc", bits=2.0, stream=True)
     assert allowed == []
+
+
+def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_same(
+    tmp_path, big, small_tasks, client, monkeypatch
+):
+    """Above pipeline.REFINE_ROWS rows, a lambda's refinement passes read whole coding blocks evenly
+    spread over the tensor (here 3 of 10, lowered for the test) and the counting and coding passes
+    every block: in memory, streamed and on Dask alike, to the same bytes."""
+    from bnncompress import geometry, pipeline
+    from bnncompress.quantizers.transform import FittedTransform
+
+    loc, scale = big
+    block_rows = geometry.block_rows_for(loc.shape)
+    monkeypatch.setattr(pipeline, "REFINE_ROWS", 3 * block_rows)
+    refined = []
+    at = FittedTransform.at
+
+    def spy(self, lam, rows):
+        refined.append(getattr(rows, "ranges", None))  # None: the rate-control subsample
+        return at(self, lam, rows)
+
+    monkeypatch.setattr(FittedTransform, "at", spy)
+    src = write_npy_dir(tmp_path / "npy", {"word_vectors": (loc, scale)})
+    routes = {"memory": {"stream": False}, "stream": {"stream": True}, "dask": {"scheduler": client}}
+    for route, how in routes.items():
+        bnncompress.pack(src, tmp_path / f"{route}.bnc", bits=2.0, **how)
+    data = {route: (tmp_path / f"{route}.bnc").read_bytes() for route in routes}
+    assert data["memory"] == data["stream"] == data["dask"]
+    last = geometry.num_blocks(loc.shape, block_rows) - 1
+    picks = np.linspace(0, last, 3).round().astype(int)  # the first, middle and last blocks
+    spread = [(b * block_rows, min((b + 1) * block_rows, len(loc))) for b in picks]
+    full = [r for r in refined if r is not None]
+    assert full and all(r == spread for r in full), full[:1]
+    a = bnncompress.load(tmp_path / "memory.bnc")
+    assert a.record("word_vectors").num_weights == loc.size and abs(8 * a.payload_bytes / loc.size - 2.0) < 0.04
