@@ -48,9 +48,10 @@ from .tasks import (
 #: Bytes of pass data (a transform's rotated rows) a posterior in memory may keep, shared by size (streamed: 256 MiB).
 PASS_DATA_BYTES = 1 << 30
 #: A full evaluation at a lambda refines the method's values on at most this many rows (whole coding blocks,
-#: evenly spread), then counts and codes every row: a 1M x 100 posterior streamed packs 2.2-2.4x faster, with
-#: 0.1-0.4% more posterior-weighted distortion at its rate; tensors of fewer rows are refined on all of them.
-REFINE_ROWS = 1 << 15
+#: evenly spread), then counts and codes every row: a 1M x 100 posterior streamed at 2 bits packs 2.4x faster
+#: with 0.2% more posterior-weighted distortion (fewer rows cost more: 8,192 of P1's 20,000, 1-4%); tensors
+#: of fewer rows (vocabularies up to 65,536 words) are refined on all of them, as before.
+REFINE_ROWS = 1 << 16
 
 
 def quantize_and_code(
