@@ -52,6 +52,8 @@ PASS_DATA_BYTES = 1 << 30
 #: with 0.2% more posterior-weighted distortion (fewer rows cost more: 8,192 of P1's 20,000, 1-4%); tensors
 #: of fewer rows (vocabularies up to 65,536 words) are refined on all of them, as before.
 REFINE_ROWS = 1 << 16
+#: ... in this many runs of consecutive blocks, a task each on every route (Dask workers pay per task).
+REFINE_RUNS = 8
 
 
 def quantize_and_code(
@@ -120,15 +122,19 @@ class BlockRows:
     def tasks(self, *args: Any) -> list[tuple]:
         return [(self.handle, a, b, self.block_rows, *args) for a, b in self.ranges]
 
-    def spread(self, most_rows: int) -> BlockRows:
-        """These rows, or at most ``most_rows`` of them in whole coding blocks evenly spread (a task each)."""
+    def spread(self, most_rows: int, runs: int) -> BlockRows:
+        """These rows, or at most ``most_rows`` of them: ``runs`` runs of whole coding blocks evenly spread
+        over the tensor, a task each (the same on every route: not one per slot)."""
         rows = geometry.num_rows(self.shape)
         if rows <= most_rows:
             return self
-        count = max(1, most_rows // self.block_rows)
-        picks = np.unique(np.linspace(0, geometry.num_blocks(self.shape, self.block_rows) - 1, count).round())
-        spread = copy.copy(self)
-        spread.ranges = [(int(b) * self.block_rows, min(int(b + 1) * self.block_rows, rows)) for b in picks]
+        n, length = geometry.num_blocks(self.shape, self.block_rows), max(1, most_rows // self.block_rows // runs)
+        starts = np.unique(np.linspace(0, n - length, runs).round().astype(np.int64))
+        picks = np.unique((starts[:, None] + np.arange(length)[None, :]).reshape(-1))
+        first = picks[np.r_[True, np.diff(picks) > 1]]  # runs that touch merge into one range
+        last = picks[np.r_[np.diff(picks) > 1, True]]
+        spread, br = copy.copy(self), self.block_rows
+        spread.ranges = [(int(a) * br, min(int(b + 1) * br, rows)) for a, b in zip(first, last)]
         return spread
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
@@ -164,7 +170,7 @@ class TensorJob:
         self.shape, self.num_weights = source.shape, source.size
         handle = executor.scatter(source) if source.in_memory else source  # files: workers read them
         self.rows = BlockRows(source, handle, executor)
-        self.refine_rows = self.rows.spread(REFINE_ROWS)  # where a full evaluation refines its values
+        self.refine_rows = self.rows.spread(REFINE_ROWS, REFINE_RUNS)  # where a full evaluation refines
         self._fit(quantizer, np.zeros(0, np.int64) if positions is None else positions)
         self._states: dict[tuple[float, bool], Any] = {}
         self._histograms: dict[tuple[float, bool], tuple[np.ndarray, int, Any]] = {}

@@ -250,15 +250,16 @@ def test_a_posterior_in_memory_keeps_its_pass_data_and_a_streamed_one_does_not(t
 def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_same(
     tmp_path, big, small_tasks, client, monkeypatch
 ):
-    """Above pipeline.REFINE_ROWS rows, a lambda's refinement passes read whole coding blocks evenly
-    spread over the tensor (here 3 of 10, lowered for the test) and the counting and coding passes
-    every block: in memory, streamed and on Dask alike, to the same bytes."""
+    """Above pipeline.REFINE_ROWS rows, a lambda's refinement passes read runs of whole coding blocks
+    evenly spread over the tensor (here 3 runs of one block of 10, lowered for the test) and the
+    counting and coding passes every block: in memory, streamed and on Dask alike, to the same bytes."""
     from bnncompress import geometry, pipeline
     from bnncompress.quantizers.transform import FittedTransform
 
     loc, scale = big
     block_rows = geometry.block_rows_for(loc.shape)
     monkeypatch.setattr(pipeline, "REFINE_ROWS", 3 * block_rows)
+    monkeypatch.setattr(pipeline, "REFINE_RUNS", 3)  # of 1 block each
     refined = []
     at = FittedTransform.at
 
