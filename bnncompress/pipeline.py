@@ -124,8 +124,9 @@ class BlockRows:
         return [(self.handle, a, b, self.block_rows, *args) for a, b in self.ranges]
 
     def spread(self, most_rows: int, runs: int) -> BlockRows:
-        """These rows, or at most ``most_rows`` of them: ``runs`` runs of whole coding blocks evenly spread
-        over the tensor, a task each (the same on every route: not one per slot)."""
+        """These rows, or about ``most_rows`` of them: ``runs`` runs of whole coding blocks evenly spread
+        over the tensor, a task each (the same on every route: not one per slot); a run is at least one
+        block, so rows of a few weights (blocks of many rows) may give up to ``runs`` blocks."""
         rows = geometry.num_rows(self.shape)
         if rows <= most_rows:
             return self
