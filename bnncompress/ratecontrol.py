@@ -9,9 +9,10 @@ is the total over all of them.
 Large posteriors are searched on an evenly spaced subsample of weights first; the full
 posterior is then quantized at that lambda and the search continues on it only if the
 subsample's estimate missed. The subsample is 2^17 weights, or 1/64 of a larger posterior up to
-2^21: per-column refinements on a few hundred rows drop values that all rows keep, so a small
-subsample's rate runs low (10% on a 20,000 x 100 skip-gram at 2 bits), and on a posterior streamed
-from disk every further full check re-reads the file.
+2^21: per-column refinements on a few hundred rows fit their code lengths to those same rows and
+come out coarser than on all rows, so a small subsample's rate runs low (10% on a 20,000 x 100
+skip-gram at 2 bits; the whole posterior's quantizer applied to the subsample misses by only 2%),
+and on a posterior streamed from disk every further full check re-reads the file.
 """
 
 from __future__ import annotations
