@@ -119,6 +119,15 @@ class BlockRows:
         per_task = max(1, min(executor.task_symbols // max(block_symbols, 1), -(-n_blocks // (2 * executor.slots))))
         step = per_task * self.block_rows
         self.ranges = [(a, min(a + step, source.num_rows)) for a in range(0, source.num_rows, step)]
+        self._representative: BlockRows | None = None
+
+    @property
+    def representative(self) -> BlockRows:
+        """Where refinements run: every row, or :data:`REFINE_RUNS` runs of blocks of at most
+        :data:`REFINE_ROWS` rows in all (:meth:`spread`)."""
+        if self._representative is None:
+            self._representative = self.spread(REFINE_ROWS, REFINE_RUNS)
+        return self._representative
 
     def tasks(self, *args: Any) -> list[tuple]:
         return [(self.handle, a, b, self.block_rows, *args) for a, b in self.ranges]
@@ -137,6 +146,7 @@ class BlockRows:
         last = picks[np.r_[np.diff(picks) > 1, True]]
         spread, br = copy.copy(self), self.block_rows
         spread.ranges = [(int(a) * br, min(int(b + 1) * br, rows)) for a, b in zip(first, last)]
+        spread._representative = spread
         return spread
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
@@ -172,7 +182,6 @@ class TensorJob:
         self.shape, self.num_weights = source.shape, source.size
         handle = executor.scatter(source) if source.in_memory else source  # files: workers read them
         self.rows = BlockRows(source, handle, executor)
-        self.refine_rows = self.rows.spread(REFINE_ROWS, REFINE_RUNS)  # where a full evaluation refines
         self._fit(quantizer, np.zeros(0, np.int64) if positions is None else positions)
         self._states: dict[tuple[float, bool], Any] = {}
         self._histograms: dict[tuple[float, bool], tuple[np.ndarray, int, Any]] = {}
@@ -210,7 +219,7 @@ class TensorJob:
         key = (lam, on_sample)
         if key not in self._states:
             _forget_oldest(self._states)
-            self._states[key] = self.fitted.at(lam, self.sample if on_sample else self.refine_rows)
+            self._states[key] = self.fitted.at(lam, self.sample if on_sample else self.rows.representative)
         return self._states[key]
 
     def table_shape(self, state: Any) -> tuple[int, int]:

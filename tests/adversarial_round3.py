@@ -77,9 +77,7 @@ def _decoded(path: Path, name: str = "w") -> np.ndarray:
 
 def crashes_and_hangs(work: Path, repeats: int = 3):
     rng = np.random.default_rng(0)
-    src = _npz(
-        work / "huge.npz", rng.choice([-3e38, 3e38], (300, 8)).astype("f4"), np.full((300, 8), 1e37, np.float32)
-    )
+    src = _npz(work / "huge.npz", rng.choice([-3e38, 3e38], (300, 8)).astype("f4"), np.full((300, 8), 1e37, np.float32))
     methods = ("vbq-transform", "vbq-direction", "vbq", "vbq-empirical", "uniform", "kmeans", "weighted-kmeans")
     for method in methods:
         for r in range(repeats):
@@ -233,13 +231,16 @@ def silent_values(work: Path):
     if kind == "ok":
         kind = "ok" if list(bnncompress.load(out).vocab) == ["king", "queen", "man"] else "silent"
     yield "npz vocabulary of dtype S", kind
-    yield "pack(vocab=[b'king', ...])", _api(
-        "import bnncompress, numpy as np\n"
-        f"bnncompress.pack({{'w': (np.zeros((2, 2)), np.ones((2, 2)))}}, r'{work / 'bv.bnc'}',\n"
-        "                 vocab=[b'king', b'man'])\n"
-        f"v = list(bnncompress.load(r'{work / 'bv.bnc'}').vocab)\n"
-        "print('OK' if v == ['king', 'man'] else 'WRONG ' + repr(v))",
-        work,
+    yield (
+        "pack(vocab=[b'king', ...])",
+        _api(
+            "import bnncompress, numpy as np\n"
+            f"bnncompress.pack({{'w': (np.zeros((2, 2)), np.ones((2, 2)))}}, r'{work / 'bv.bnc'}',\n"
+            "                 vocab=[b'king', b'man'])\n"
+            f"v = list(bnncompress.load(r'{work / 'bv.bnc'}').vocab)\n"
+            "print('OK' if v == ['king', 'man'] else 'WRONG ' + repr(v))",
+            work,
+        ),
     )
     named = work / "named-vocab.bnc"
     two = work / "named-vocab-src.npz"
@@ -272,9 +273,7 @@ def silent_values(work: Path):
     loc = np.random.default_rng(3).normal(size=(3000, 8))
     loc[5, 3] = 30.0
     outlier = _npz(work / "outlier.npz", loc, np.full((3000, 8), 0.05))
-    heavy = _npz(
-        work / "heavy.npz", np.random.default_rng(4).standard_t(2, size=(5000, 20)), np.full((5000, 20), 0.02)
-    )
+    heavy = _npz(work / "heavy.npz", np.random.default_rng(4).standard_t(2, size=(5000, 20)), np.full((5000, 20), 0.02))
     for method in ("vbq-direction", "vbq", "vbq-empirical", "vbq-transform", "uniform"):
         out = work / f"outlier-{method}.bnc"
         kind = classify(run(["pack", outlier, "-o", out, "-f", "--method", method, "--lam", "0.1"], work))
@@ -365,16 +364,18 @@ def cli_tracebacks(work: Path):
         path.write_text(text)
         yield f"eval on a word2vec file with {label}", classify(run(["eval", path], work))
         if label == "empty file":
-            yield "train --init on an empty file", classify(
-                run(["train", work / "corpus.txt", "--init", path, "-o", work / "e.pt", "-f"], work)
+            yield (
+                "train --init on an empty file",
+                classify(run(["train", work / "corpus.txt", "--init", path, "-o", work / "e.pt", "-f"], work)),
             )
     arch = work / "w2v.bnc"
     bnncompress.pack({"w": (rng_normal((20, 4)), np.full((20, 4), 0.1))}, arch, vocab=words, method="uniform", bits=8)
     own = work / "own.bin"
     run(["unpack", arch, "-o", own, "-f", "--format", "word2vec"], work)
     yield "eval on the tool's own unpack -o v.bin", must_work(run(["eval", own], work))
-    yield "train --init the tool's own unpack -o v.bin", must_work(
-        run(["train", work / "corpus.txt", "--init", own, "-o", work / "i.pt", "-f", "--epochs", "1"], work)
+    yield (
+        "train --init the tool's own unpack -o v.bin",
+        must_work(run(["train", work / "corpus.txt", "--init", own, "-o", work / "i.pt", "-f", "--epochs", "1"], work)),
     )
     corpus = work / "corpus.txt"
     for args in (["--seed", "-1"], ["--dim", "1000000000"], ["--negatives", "10000000"], ["--device", "cuda"]):

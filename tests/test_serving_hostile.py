@@ -173,4 +173,3 @@ def test_doesnt_match_equals_gensim_with_row_ids_and_unknown_words(gensim_pair):
     for words in (["king", 5, "queen", 300], [1, 2, 3, "river"], ["king", "queen", "zzz-unknown", "the"]):
         with pytest.warns(UserWarning) if "zzz-unknown" in words else contextlib.nullcontext():
             assert a.doesnt_match(words) == kv.doesnt_match(words), words
-

@@ -250,10 +250,12 @@ def test_a_posterior_in_memory_keeps_its_pass_data_and_a_streamed_one_does_not(t
 def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_same(
     tmp_path, big, small_tasks, client, monkeypatch
 ):
-    """Above pipeline.REFINE_ROWS rows, a lambda's refinement passes read runs of whole coding blocks
-    evenly spread over the tensor (here 3 runs of one block of 10, lowered for the test) and the
-    counting and coding passes every block: in memory, streamed and on Dask alike, to the same bytes."""
+    """Above pipeline.REFINE_ROWS rows, a lambda's refinement passes and the fit's pass for the grid's
+    extent read runs of whole coding blocks evenly spread over the tensor (here 3 runs of one block of
+    10, lowered for the test) and the counting and coding passes every block: in memory, streamed and
+    on Dask alike, to the same bytes."""
     from bnncompress import geometry, pipeline
+    from bnncompress.quantizers import transform
     from bnncompress.quantizers.transform import FittedTransform
 
     loc, scale = big
@@ -268,6 +270,14 @@ def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_sam
         return at(self, lam, rows)
 
     monkeypatch.setattr(FittedTransform, "at", spy)
+    extent_rows = []  # the first row of each block the fit's second pass reads (in this process)
+    row_pass = transform._row_pass
+
+    def spy_row_pass(block, *args):
+        extent_rows.append(block.first_row)
+        return row_pass(block, *args)
+
+    monkeypatch.setattr(transform, "_row_pass", spy_row_pass)
     src = write_npy_dir(tmp_path / "npy", {"word_vectors": (loc, scale)})
     routes = {"memory": {"stream": False}, "stream": {"stream": True}, "dask": {"scheduler": client}}
     for route, how in routes.items():
@@ -279,5 +289,6 @@ def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_sam
     spread = [(b * block_rows, min((b + 1) * block_rows, len(loc))) for b in picks]
     full = [r for r in refined if r is not None]
     assert full and all(r == spread for r in full), full[:1]
+    assert extent_rows == [a for a, _ in spread] * 2  # in memory, then streamed (Dask's workers read their own)
     a = bnncompress.load(tmp_path / "memory.bnc")
     assert a.record("word_vectors").num_weights == loc.size and abs(8 * a.payload_bytes / loc.size - 2.0) < 0.04

@@ -126,6 +126,25 @@ def test_column_assignment_is_the_argmin_over_each_columns_values():
             assert cost[chosen] == cost.min(), (lam, i)
 
 
+def test_the_gram_kernel_sums_every_row_in_any_count():
+    """Column sums row after row (the same bits as a sequential float64 sum) and the upper triangle
+    of XᵀX, for row counts below, at and past the kernel's 8-row groups."""
+    from bnncompress.quantizers._transform_cpu import GRAM_ROWS, gram
+
+    rng = np.random.default_rng(11)
+    for rows, d in ((0, 3), (1, 5), (GRAM_ROWS - 1, 4), (GRAM_ROWS, 7), (3 * GRAM_ROWS + 5, 6), (200, 100)):
+        x = rng.normal(size=(rows, d)).astype(np.float32)
+        sums, products = np.zeros(d), np.zeros((d, d))
+        gram(x.reshape(-1), d, sums, products)
+        expected_sums = np.zeros(d)
+        for row in x.astype(np.float64):
+            expected_sums += row
+        assert np.array_equal(sums, expected_sums)
+        x64 = x.astype(np.float64)
+        np.testing.assert_allclose(np.triu(products), np.triu(x64.T @ x64), rtol=1e-12, atol=1e-12)
+        assert not np.tril(products, -1).any()
+
+
 def test_a_raised_allowance_keeps_every_blocks_coordinates():
     """keep_pass_data raises what a fit may keep (never below CACHE_BYTES); with it, a tensor larger
     than the allowance keeps every block's rotated coordinates, so passes reuse them."""

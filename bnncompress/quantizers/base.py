@@ -65,9 +65,11 @@ class Block:
 
 
 class Rows(Protocol):
-    """The blocks of one tensor (or a sample of it), as passes see them."""
+    """The blocks of one tensor (or a sample of it), as passes see them; ``representative``: the rows that
+    refinement passes run on (these, or whole blocks evenly spread over a tensor of many rows)."""
 
     shape: tuple[int, ...]
+    representative: Rows
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``[fn(block, *args) for block in blocks]``, in block order (``fn`` module-level: it may run elsewhere)."""
@@ -381,7 +383,7 @@ class SampleRows:
     """A rate-control sample as :class:`Rows`: one block of scattered weights."""
 
     def __init__(self, shape: tuple[int, ...], block: Block):
-        self.shape, self.block = shape, block
+        self.shape, self.block, self.representative = shape, block, self
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         return [fn(self.block, *args)]
