@@ -97,33 +97,42 @@ def test_transform_options_are_checked():
 
 
 def test_column_assignment_is_the_argmin_over_each_columns_values():
-    """The assignment (start table, then the walk with early exits) finds, for every coordinate, a
-    value of least ``w (value - y)² + lam * cost`` among its column's values, with the costs of its
-    row's set: inside, between and far outside the values, and in columns of a single value."""
-    from bnncompress.quantizers._transform_cpu import assign_columns
+    """The assignment finds, for every coordinate, the value of least ``w (value - y)² + lam * cost``
+    among its column's values, with the costs of its row's set, and of equal ones the lowest: inside,
+    between and far outside the values, in columns of one value, of a few (scanned for all rows at
+    once) and of many (searched weight by weight from the start table), with one set of costs or two."""
+    from bnncompress.quantizers._transform_cpu import SCAN_VALUES, assign_columns
     from bnncompress.quantizers.column_grids import refine
 
     rng = np.random.default_rng(5)
-    d, width, sets, rows = 6, 40, 2, 400
-    counts = rng.poisson(20, size=(sets * d, width)) * (rng.random((sets * d, width)) < 0.5)
-    counts[:, 0] += 1
-    counts[[2, 2 + d], 1:] = 0  # column 2: one value
-    total = counts.reshape(sets, d, width).sum(axis=0) * rng.uniform(0.5, 2.0, (d, width))
-    moment = total * np.cumsum(rng.exponential(0.3, (d, width)), axis=1)  # centroids spread over 0..~12
-    state = refine(None, np.zeros(d * width), counts, total, moment, sets, True)
-    y = rng.uniform(-3.0, 15.0, rows * d)
-    w = np.exp(rng.normal(0.0, 2.0, rows * d))
-    row_set = rng.integers(0, sets, rows)
-    for lam in (0.01, 0.5, 20.0):
-        out = np.empty(rows * d, np.int32)
-        tables = (state.values, state.costs, state.below, state.above, state.sizes, state.cell_ids, lam, row_set)
-        assign_columns(y, w, *tables, state.starts, state.start_low, state.start_scale, out)
-        for i in range(rows * d):
-            r, j = divmod(i, d)
-            n = state.sizes[j]
-            cost = w[i] * (state.values[j, :n] - y[i]) ** 2 + lam * state.costs[row_set[r] * d + j, :n]
-            chosen = int(np.flatnonzero(state.cell_ids[j, :n] == out[i])[0])
-            assert cost[chosen] == cost.min(), (lam, i)
+    d, width, rows = 6, 3 * SCAN_VALUES, 300
+    for sets in (1, 2):
+        counts = rng.poisson(20, size=(sets * d, width)) * (rng.random((sets * d, width)) < 0.5)
+        counts[:, 0] += 1
+        counts[[j + c * d for c in range(sets) for j in (2, 3)], 1:] = 0  # column 2: one value
+        counts[[j + c * d for c in range(sets) for j in (3,)], 1:40] = 5  # column 3: a few values
+        counts[[j + c * d for c in range(sets) for j in (0, 1)], : SCAN_VALUES // 2] = 0  # 0, 1: wide, from half way
+        total = counts.reshape(sets, d, width).sum(axis=0) * rng.uniform(0.5, 2.0, (d, width))
+        moment = total * np.cumsum(rng.exponential(0.3, (d, width)), axis=1)  # centroids spread over 0..~80
+        counts[:, 7] = counts[:, 6]  # two cells of equal counts and centroids: every choice between them ties
+        total[:, 7], moment[:, 7] = total[:, 6], moment[:, 6]
+        state = refine(None, np.zeros(d * width), counts, total, moment, sets, True)
+        assert (state.sizes[[0, 1, 4, 5]] > SCAN_VALUES).all() and 1 < state.sizes[3] <= SCAN_VALUES
+        assert state.sizes[2] == 1
+        top = state.values.max()
+        y = rng.uniform(-0.2 * top, 1.2 * top, rows * d)
+        w = np.exp(rng.normal(0.0, 2.0, rows * d))
+        row_set = rng.integers(0, sets, rows)
+        for lam in (0.01, 0.5, 20.0, 500.0):
+            out = np.empty(rows * d, np.int32)
+            tables = (state.values, state.costs, state.below, state.above, state.sizes, state.cell_ids, lam, row_set)
+            assign_columns(y, w, *tables, state.starts, state.start_low, state.start_scale, out)
+            for i in range(rows * d):
+                r, j = divmod(i, d)
+                n = state.sizes[j]
+                cost = w[i] * (state.values[j, :n] - y[i]) ** 2 + lam * state.costs[row_set[r] * d + j, :n]
+                chosen = int(np.flatnonzero(state.cell_ids[j, :n] == out[i])[0])
+                assert chosen == int(np.flatnonzero(cost == cost.min())[0]), (sets, lam, i)
 
 
 def test_the_gram_kernel_sums_every_row_in_any_count():
