@@ -96,7 +96,7 @@ def test_zero_vectors_are_counted_not_warned(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_exit_cleanly_and_remove_temporary_files(tmp_path, sig, code):
     rng = np.random.default_rng(0)
-    rows = 1_000_000  # 50M weights: 4.8 s to pack here (400,000 rows finished within the 2 s once)
+    rows = 1_000_000  # 50M weights, 4.8 s to pack here (of 400,000 rows, one pack in CI finished first)
     np.save(tmp_path / "w.loc.npy", rng.normal(size=(rows, 50)).astype(np.float32))
     np.save(tmp_path / "w.scale.npy", np.full((rows, 50), 0.1, np.float32))
     out = tmp_path / "out.bnc"
