@@ -1,8 +1,3 @@
-"""The installed version of bnncompress (written into every archive)."""
+"""The version of bnncompress (written into every archive; pyproject.toml reads it from here)."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("bnncompress")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"
