@@ -92,16 +92,23 @@ def test_zero_vectors_are_counted_not_warned(tmp_path):
     assert "1 of these vectors are all zeros" in r.stdout
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_exit_cleanly_and_remove_temporary_files(tmp_path, sig, code):
     rng = np.random.default_rng(0)
-    rows = 1_000_000  # 50M weights, 4.8 s to pack here (of 400,000 rows, one pack in CI finished first)
+    rows = 1_000_000  # 50M weights: 4.8 s to pack here
     np.save(tmp_path / "w.loc.npy", rng.normal(size=(rows, 50)).astype(np.float32))
     np.save(tmp_path / "w.scale.npy", np.full((rows, 50), 0.1, np.float32))
     out = tmp_path / "out.bnc"
     cmd = [sys.executable, "-m", "bnncompress.cli", "pack", str(tmp_path), "-o", str(out), "--bits", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell starts background jobs with SIGINT ignored, and a child inherits that: the pack
+    # must see the signal as a user's terminal would send it, however the tests were started
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     time.sleep(2.0)  # past the imports, into the passes
     assert proc.poll() is None, "the pack finished before the signal: give it a larger posterior"
     proc.send_signal(sig)
