@@ -154,6 +154,28 @@ def test_the_gram_kernel_sums_every_row_in_any_count():
         assert not np.tril(products, -1).any()
 
 
+def test_the_rotation_kernel_sums_each_coordinate_in_order_for_any_row_count():
+    """y = (x - mean) @ R and v = scale² @ R² with every sum over i ascending in float64 (bit for bit
+    a sequential sum, whether a row falls in one of the kernel's 4-row groups or after them), and
+    w = 0.5 / (v^trust sd^(2 (1 - trust)) row_factor)."""
+    from bnncompress.quantizers._transform_cpu import ROTATE_ROWS, rotate
+
+    rng = np.random.default_rng(12)
+    for rows, d, trust in ((1, 3, 1.0), (ROTATE_ROWS, 5, 0.75), (2 * ROTATE_ROWS + 3, 8, 1.0), (40, 20, 0.5)):
+        loc = rng.normal(size=(rows, d)).astype(np.float32)
+        scale = rng.uniform(0.01, 1.0, (rows, d)).astype(np.float32)
+        mean, rotation = rng.normal(size=d), np.linalg.qr(rng.normal(size=(d, d)))[0]
+        factor = rng.uniform(0.5, 2.0, rows)
+        y, w = np.empty(rows * d), np.empty(rows * d)
+        rotate(loc.reshape(-1), scale.reshape(-1), mean, rotation, trust, 0.3, factor, y, w)
+        centered = loc.astype(np.float64) - mean
+        expected_y = np.cumsum(centered[:, :, None] * rotation[None], axis=1)[:, -1]  # sums over i in order
+        variance = np.cumsum(scale.astype(np.float64)[:, :, None] ** 2 * rotation[None] ** 2, axis=1)[:, -1]
+        assert np.array_equal(y.reshape(rows, d), expected_y)
+        expected_w = 0.5 / (variance**trust * 0.3 ** (2 * (1 - trust)) * factor[:, None])
+        np.testing.assert_allclose(w.reshape(rows, d), expected_w, rtol=1e-12)
+
+
 def test_a_raised_allowance_keeps_every_blocks_coordinates():
     """keep_pass_data raises what a fit may keep (never below CACHE_BYTES); with it, a tensor larger
     than the allowance keeps every block's rotated coordinates, so passes reuse them."""
