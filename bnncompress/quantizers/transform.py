@@ -33,9 +33,9 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    ``class_costs``. The record (format version 4) stores the models as one-byte levels
    (docs/FORMAT.md); ``classes = 0`` writes the version 3 record.
 
-Passes: column sums and the Gram matrix (exact per block, summed in block order), then the
-rows' RMS and the rotated columns' ranges (on the rows refinements run on), then ``1 +
-iterations`` passes per rate.
+Passes: column sums, the Gram matrix and the range of the means (per block, summed in block order;
+a tensor that falls back to one model reads its statistics again), then the rows' RMS and the
+rotated columns' ranges (on the rows refinements run on), then ``1 + iterations`` passes per rate.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ class TransformVBQ(Quantizer):
             gram(block.loc, d, sums, products)
         else:
             sums += block.loc.reshape(-1, d).sum(axis=0, dtype=np.float64)
-        return sums, products, self._single.statistics(block)  # the latter for a small tensor's one model
+        low, high = (float(block.loc.min()), float(block.loc.max())) if len(block.loc) else (np.inf, -np.inf)
+        return sums, products, low, high  # a tensor that falls back to one model reads its statistics again
 
     @property
     def _single(self) -> VBQDirection:
@@ -167,14 +168,14 @@ class TransformVBQ(Quantizer):
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         d, n = row_size(shape), num_rows(shape)
-        magnitude = max(max(-s[2][2], s[2][3]) for s in stats)  # the largest |mean|
+        magnitude = max(max(-s[2], s[3]) for s in stats)  # the largest |mean|
         if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d) or not magnitude <= _MAX_MAGNITUDE:
             single = self._single  # its record stores this method's options, the prior, its max_level
-            fitted = single.fit(shape, [s[2] for s in stats], rows)  # and the settings it used
+            fitted = single.fit(shape, rows.map(_statistics_of, single), rows)  # and the settings it used
             used = {"max_level": single.max_level, "small_trust": single.trust, "small_row_weight": single.row_weight}
             return Fallback(fitted, "one model", used, stores_method_options=True)
         sums, products = np.array(stats[0][0]), np.array(stats[0][1])
-        for s, p, _ in stats[1:]:  # in block order: the same bits on every route
+        for s, p, *_ in stats[1:]:  # in block order: the same bits on every route
             sums += s
             products += p
         mean = (sums / n).astype(np.float32)
@@ -363,6 +364,10 @@ def _auto_classes(blocks: int) -> int:
 def _centered_row_rms(loc: np.ndarray, mean: np.ndarray) -> np.ndarray:
     rows = loc.reshape(-1, len(mean)).astype(np.float64)
     return np.sqrt(np.mean((rows - mean) ** 2, axis=1))
+
+
+def _statistics_of(block: Block, method: Quantizer) -> Any:
+    return method.statistics(block)
 
 
 def _row_pass(block: Block, mean: np.ndarray, rotation: np.ndarray) -> tuple:
