@@ -1,11 +1,13 @@
-"""Coded size at equal symbols: format version 3 (per-column counts, float16 rotation) vs version 4
-(classed levels, int8 rotation), bits/weight of every part of each transform-coded tensor.
+"""Coded size at equal symbols: format version 3 (per-column counts, float16 rotation) vs the default
+record (version 4: classed levels, int8 rotation; version 5 adds each class's values as int8
+corrections), bits/weight of every part of each transform-coded tensor.
 
     python benchmarks/bench_equal_symbols.py recipes/work/skipgram.pt --bits 1
 
 Packs the posterior with ``--option classes=0`` (the version 3 record), decodes its symbols, codes
-the same symbols the version 4 way (position classes as ``vbq-transform`` picks them, levels, the
-real ANS words) and prints one table. The rotation's version 4 cost is its storage (int8 entries and
+the same symbols the default's way (position classes as ``vbq-transform`` picks them, levels, the
+real ANS words, and the class values' bytes: a correction per nonzero level and a unit per column)
+and prints one table. The rotation's version 4 cost is its storage (int8 entries and
 a float32 scale per column); with the int8 matrix the quantizer's symbols would differ slightly.
 """
 
@@ -23,18 +25,20 @@ from bnncompress.archive import read_archive
 from bnncompress.records import level_weights, levels_of, position_classes
 from bnncompress.records.base import TensorRecord
 
-PARTS = ("words", "tables", "grid", "mean", "rotation", "jump")
+PARTS = ("words", "tables", "grid", "mean", "rotation", "jump", "class values")
 
 
 def version3_parts(r: TensorRecord) -> dict[str, int]:
     d = r.marks["models"]
     rotation = r.side.get("rotation")
     stored = {"words": r.words.nbytes, "tables": r.counts.nbytes, "grid": r.grid.nbytes, "mean": 4 * d}
-    return {**stored, "rotation": 0 if rotation is None else rotation.nbytes, "jump": r.jump_table_bytes}
+    rotation_bytes = 0 if rotation is None else rotation.nbytes
+    return {**stored, "rotation": rotation_bytes, "jump": r.jump_table_bytes, "class values": 0}
 
 
-def version4_parts(r: TensorRecord, classes: int) -> dict[str, int]:
-    """The same symbols coded with ``classes`` position classes and levels (decoded back as a check)."""
+def default_parts(r: TensorRecord, classes: int, class_values: bool) -> dict[str, int]:
+    """The same symbols coded with ``classes`` position classes and levels (decoded back as a check),
+    and (``class_values``) the class values' corrections and units."""
     table, d = r.model_counts, r.marks["models"]
     symbols = coding.decode_blocks(r.words, r.offsets, table, r.num_symbols, r.block_size)
     block_class = position_classes(r.num_blocks, classes)
@@ -53,7 +57,8 @@ def version4_parts(r: TensorRecord, classes: int) -> dict[str, int]:
     rotated = r.side.get("rotation") is not None
     tables = classes * int(widths.sum()) + 2 * d + r.num_blocks  # levels, widths, a class per block
     stored = {"words": words.nbytes, "tables": tables, "grid": r.grid.nbytes, "mean": 4 * d}
-    return {**stored, "rotation": d * d + 4 * d if rotated else 0, "jump": r.jump_table_bytes}
+    values = int(np.count_nonzero(levels)) + 4 * d if class_values else 0
+    return {**stored, "rotation": d * d + 4 * d if rotated else 0, "jump": r.jump_table_bytes, "class values": values}
 
 
 def main() -> None:
@@ -64,16 +69,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         v3 = Path(tmp) / "v3.bnc"
         bnncompress.pack(args.posterior, v3, bits=args.bits, options={"classes": 0})
-        default = Path(tmp) / "v4.bnc"
+        default = Path(tmp) / "default.bnc"
         bnncompress.pack(args.posterior, default, bits=args.bits)
-        classes = {t.name: t.marks.get("classes", 1) for t in read_archive(default).tensors}
+        tensors = read_archive(default).tensors
+        classes = {t.name: t.marks.get("classes", t.marks.get("class_values", 1)) for t in tensors}
+        valued = {t.name: "class_values" in t.marks for t in tensors}
         print(f"{args.posterior} at --bits {args.bits:g}: bits/weight ({' + '.join(PARTS)})")
-        print("| tensor | version 3 | version 4, the same symbols | change |")
+        print("| tensor | version 3 | the default's record, the same symbols | change |")
         print("|---|---|---|---|")
         for r in read_archive(v3).tensors:
             if r.kind.name != "columns":
                 continue
-            old, new = version3_parts(r), version4_parts(r, classes[r.name])
+            old, new = version3_parts(r), default_parts(r, classes[r.name], valued[r.name])
             w = r.num_weights / 8
             cells = [" + ".join(f"{p[k] / w:.3f}" for k in PARTS) + f" = {sum(p.values()) / w:.3f}" for p in (old, new)]
             change = 100 * (sum(new.values()) / sum(old.values()) - 1)

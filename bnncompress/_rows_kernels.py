@@ -10,7 +10,8 @@ to the same bits alone, in a batch or in a whole tensor (:func:`bnncompress.reco
 
 For (C, M, K) entropy-model weights, a block's symbols use the M models of its class (a *base*
 into the C * M CDFs, :func:`bnncompress._ans.model_bases`); the value table is the same for all
-classes. The decoder is :mod:`bnncompress._ans`'s (constriction's ``AnsCoder``); a *checkpoint* is its
+classes (P rows), or has C * P rows (a class-valued record: each block's class's P rows,
+:func:`value_bases`). The decoder is :mod:`bnncompress._ans`'s (constriction's ``AnsCoder``); a *checkpoint* is its
 state (64-bit state, word position within the block) at the start of a row, so that decoding can
 start there. Kept in its own module so that importing bnncompress does not import numba.
 """
@@ -60,6 +61,19 @@ def coder_tables(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cdfs, lookup_tables(cdfs)
 
 
+def value_bases(rows: int, bases: np.ndarray, period: int, per_class: bool) -> tuple[np.ndarray, int]:
+    """The value table's first row for each block (int64; one for all) and its rows per block: the
+    coder's ``bases`` and ``period`` (its models per class) for a table per class, else ``([0], rows)``.
+
+    Example:
+        >>> value_bases(6, np.array([0, 3, 3]), 3, True)[0].tolist(), value_bases(4, np.array([0]), 1, False)
+        ([0, 3, 3], (array([0]), 4))
+    """
+    if per_class:
+        return np.asarray(bases, dtype=np.int64), int(period)
+    return np.zeros(1, dtype=np.int64), int(rows)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _decode_row(
     words, wstart, pos, state, cdfs, tables, base, period, syms, hist, count
@@ -79,13 +93,14 @@ def _decode_row(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _fill_row(syms, vt, valid, y_row):  # pragma: no cover - compiled
-    """The values of one row's symbols (before the transform) into ``y_row``; False if a symbol is not counted."""
-    periods, width = vt.shape[0], vt.shape[2]
+def _fill_row(syms, vt, valid, y_row, vbase, vperiod):  # pragma: no cover - compiled
+    """The values of one row's symbols (before the transform) into ``y_row``: symbol t from value row
+    ``vbase + t mod vperiod`` (the block's first value row: :func:`value_bases`); False if a symbol is not counted."""
+    width = vt.shape[2]
     ok = True
     for t in range(syms.shape[0]):
         s = syms[t]
-        p = t % periods
+        p = vbase + t % vperiod
         if not valid[p, s]:
             ok = False
         for j in range(width):
@@ -177,6 +192,8 @@ def decode_blocks_values(
     period,
     vt,
     valid,
+    vbases,
+    vperiod,
     mode,
     rt,
     mean,
@@ -216,7 +233,7 @@ def decode_blocks_values(
                     ck_pos[b * per_block + j // every] = np.uint32(pos - wstart)
                 state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, base, period, syms, hist[i], True)
                 if out.shape[0] > 0:
-                    _fill_row(syms, vt, valid, y[q])
+                    _fill_row(syms, vt, valid, y[q], block_base(vbases, b), vperiod)
             if out.shape[0] > 0:
                 _transform_rows(y, m, mode, rt, mean, acc, out, starts[i] + j0)
         if state != 0 or pos != wstart:
@@ -236,6 +253,8 @@ def decode_rows_values(
     period,
     vt,
     valid,
+    vbases,
+    vperiod,
     mode,
     rt,
     mean,
@@ -267,7 +286,7 @@ def decode_rows_values(
                     state, pos = _decode_row(
                         words, wstart, pos, state, cdfs, tables, block_base(bases, b), period, syms, no_hist, False
                     )
-                status[i0 + q] = OK if _fill_row(syms, vt, valid, y[q]) else UNCOUNTED
+                status[i0 + q] = OK if _fill_row(syms, vt, valid, y[q], block_base(vbases, b), vperiod) else UNCOUNTED
             _transform_rows(y, m, mode, rt, mean, acc, out, i0)
 
 

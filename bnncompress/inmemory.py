@@ -49,8 +49,8 @@ class InMemoryFit(TensorJob):
         state, f = self.state(lam), self.fitted
         params = self.params(state, lam)
         indices = self.assign(lam)
-        if f.models(state) > 1:
-            values = np.concatenate(self.rows.map(_reconstruct, f, state, indices))
+        if f.models(state) > 1:  # the values of the state the record decodes to (a class-valued record's)
+            values = np.concatenate(self.rows.map(_reconstruct, f, self.tables(lam)[-1], indices))
             counts, _ = self.histogram(lam)
             return QuantizedTensor(indices, f.grid(state).reshape(f.models(state), -1), counts, params, 0, values)
         return compact(indices, f.grid(state), params, f.subvectors(state), f.values_per_symbol, in_place=True)

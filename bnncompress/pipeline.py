@@ -28,7 +28,7 @@ from .executors import Executor
 from .posterior import TensorPosterior
 from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
-from .ratecontrol import choose_lambda, sample_positions
+from .ratecontrol import choose_lambda, sample_positions, whole_rows
 from .ratetasks import check_task, count_task
 from .records import TensorRecord, kind_of, raw_payload_bytes
 from .tasks import (
@@ -91,13 +91,6 @@ def quantize_and_code(
         notes += quality_notes(job.name, job.source.shape, quality)
     report("quantizing and coding", len(jobs), len(jobs))
     return records, float(lam), notes
-
-
-def whole_rows(positions: np.ndarray, row_size: int) -> np.ndarray:
-    """Flat positions of whole rows, about as many values as ``positions``, evenly spread."""
-    rows = np.unique(positions // row_size)
-    keep = rows[np.linspace(0, len(rows) - 1, max(1, len(positions) // row_size)).astype(np.int64)]
-    return (np.unique(keep)[:, None] * row_size + np.arange(row_size)[None, :]).reshape(-1)
 
 
 class KeepBudget:
@@ -235,6 +228,10 @@ class TensorJob:
         return counts if len(counts) > 1 else counts[0]
 
     @property
+    def class_valued(self) -> bool:  # the record stores each class's own values (a byte per (class, used symbol))
+        return bool(getattr(self.fitted, "class_values", False))
+
+    @property
     def side_bits(self) -> int:
         """Bits of the arrays the decoder needs besides the grid (a transform's means and rotation)."""
         return 8 * sum(a.nbytes for a in self.fitted.side_arrays().values())
@@ -295,15 +292,16 @@ class TensorJob:
         rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
         return rows_matter, CERTAIN_FRACTION, FAR_SDS
 
-    def quality(self, lam: float) -> Quality:
-        """What the values at ``lam`` lost (one pass reconstructing them from the kept indices, if the
-        count pass did not check them)."""
+    def quality(self, lam: float, decoded: Any = None) -> Quality:
+        """What the values at ``lam`` (of the ``decoded`` state, if given) lost: one pass reconstructing
+        them from the kept indices, unless the count pass checked them (streamed: the column values,
+        not a class-valued record's class values, rather than read the file once more)."""
         self.histogram(lam)
         seen = self._histograms[(lam, False)][2]
         if isinstance(seen, Quality):
             return seen
         kept = self._kept[1] if self._kept is not None and self._kept[0] == lam else [None] * len(seen)
-        tasks = self.rows.tasks(self.fitted, self.state(lam), self._check)
+        tasks = self.rows.tasks(self.fitted, self.state(lam) if decoded is None else decoded, self._check)
         quality = Quality()
         for q in self.executor.map(check_task, [t + (sizes, k) for t, sizes, k in zip(tasks, seen, kept)]):
             quality.add(q)
@@ -317,11 +315,10 @@ class TensorJob:
 
     def code(self, lam: float) -> tuple[TensorRecord, Quality]:
         """Entropy-code the tensor at ``lam``: its archive record and what the values lost."""
-        counts, _ = self.histogram(lam)
-        quality = self.quality(lam)
         state = self.state(lam)
         blocks = geometry.num_blocks(self.shape, self.rows.block_rows)
-        remap, table, grid, stored_counts, marks, side, classes = record_tables(counts, self.fitted, state, blocks)
+        remap, table, grid, stored_counts, marks, side, classes, decoded = self.tables(lam)
+        quality = self.quality(lam, decoded)
         block_size = self.rows.block_rows * kind_of(marks).symbols_per_row(self.shape, marks)
         if table.shape[-1] <= 1:
             words = np.zeros(0, dtype=np.uint32)
@@ -347,6 +344,15 @@ class TensorJob:
         if raw_payload_bytes(self.num_weights, record.num_blocks) <= record.payload_bytes:
             return self._raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
         return record, quality
+
+    def tables(self, lam: float) -> tuple:
+        """The record's tables at ``lam`` and the state it decodes to (:func:`~bnncompress.tasks.record_tables`;
+        class values: one more pass over :attr:`BlockRows.representative`)."""
+        counts, _ = self.histogram(lam)
+        state = self.state(lam)
+        blocks = geometry.num_blocks(self.shape, self.rows.block_rows)
+        moments = self.fitted.class_moments(state, self.rows.representative) if self.class_valued else None
+        return record_tables(counts, self.fitted, state, blocks, moments)
 
     def _raw_record(self, lam: float) -> TensorRecord:
         values = self.source.loc.reshape(-1).astype(np.float32)

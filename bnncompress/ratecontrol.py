@@ -45,6 +45,7 @@ class RateModel(Protocol):
     num_weights: int
     values_per_symbol: int
     side_bits: int  # a transform's arrays
+    class_valued: bool  # classed counts: each class's values stored too
 
     def histogram(self, lam: float, on_sample: bool = False) -> tuple[np.ndarray, int]:
         """Counts of every grid index at ``lam`` (of all weights, or of the subsample; (models, K) for
@@ -69,6 +70,8 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
             kept = (counts > 0).any(axis=0)
             used = int(kept.sum())
             entries, entry_bytes = len(counts) * used + 2 * counts.shape[1] + blocks, 1
+            if t.class_valued:  # an int8 correction per (class, used symbol), a float32 unit per column
+                entries += int(np.count_nonzero(counts)) + 4 * counts.shape[1]
             coded = bool(np.any(kept.sum(axis=1) > 1))
         else:
             # one model: a count per used symbol; per-column models: tables as wide as the widest column,
@@ -97,6 +100,13 @@ def sample_positions(sizes: Sequence[int]) -> list[np.ndarray] | None:
         return None
     weights = min(max(_SAMPLE_WEIGHTS, total // 64), _SAMPLE_MAX)
     return [np.linspace(0, n - 1, max(1, n * weights // total)).astype(np.int64) for n in sizes]
+
+
+def whole_rows(positions: np.ndarray, row_size: int) -> np.ndarray:
+    """Flat positions of whole rows, about as many values as ``positions``, evenly spread."""
+    rows = np.unique(positions // row_size)
+    keep = rows[np.linspace(0, len(rows) - 1, max(1, len(positions) // row_size)).astype(np.int64)]
+    return (np.unique(keep)[:, None] * row_size + np.arange(row_size)[None, :]).reshape(-1)
 
 
 def choose_lambda(

@@ -182,13 +182,13 @@ class RowReader:
             wanted = symbols.reshape(-1, spr)[at].reshape(-1)
             if len(rec.counts) and int(wanted.max(initial=0)) >= np.shape(rec.model_counts)[-1]:
                 raise ValueError("symbols outside the grid")
-            return rec.dequantize(wanted).reshape(-1, self.shape[1])
+            return rec.dequantize(wanted, block_of).reshape(-1, self.shape[1])
         except (ValueError, RuntimeError) as exc:
             raise _corrupt(rec, exc) from None
 
     def _kernel_tables(self) -> tuple:
         """``(words, offsets, *model)``: the row kernels' arguments, ``model`` in their order (the
-        coder's CDFs, lookup tables, block bases and period, then the kind's value table)."""
+        coder's CDFs, lookup tables, block bases and period, then the kind's value table and its bases)."""
         if self._tables is None:
             from . import _ans, _rows_kernels
 
@@ -202,6 +202,7 @@ class RowReader:
             bases, period = _ans.model_bases(table, classes)
             self._fused()  # (computes the kind's value table)
             vt, valid, mode, mean, rt = self._value_table
+            vbases, vperiod = _rows_kernels.value_bases(len(vt), bases, period, rec.kind.values_per_class)
             self._tables = (
                 np.ascontiguousarray(rec.words, dtype=np.uint32),
                 np.ascontiguousarray(rec.offsets, dtype=np.int64),
@@ -211,6 +212,8 @@ class RowReader:
                 period,
                 np.ascontiguousarray(vt, dtype=np.float32),
                 np.ascontiguousarray(valid),
+                vbases,
+                vperiod,
                 mode,
                 np.ascontiguousarray(rt, dtype=np.float64),
                 np.ascontiguousarray(mean, dtype=np.float64),

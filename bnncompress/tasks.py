@@ -16,8 +16,8 @@ import numpy as np
 from . import coding
 from .geometry import num_rows
 from .posterior import TensorPosterior
-from .quantizers import Block, FittedQuantizer, Quantizer, narrow_counts, used_grid
-from .records import level_weights, levels_of, max_table_entries
+from .quantizers import Block, ClassValues, FittedQuantizer, Quantizer, narrow_counts, used_grid
+from .records import class_corrections, level_weights, levels_of, max_table_entries
 
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
@@ -302,23 +302,35 @@ def compact_classed(counts: np.ndarray, grid: np.ndarray) -> tuple:
     return remap, widths.astype(np.uint16), levels, level_weights(padded), np.ascontiguousarray(values)
 
 
-def record_tables(counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_blocks: int) -> tuple:
+def record_tables(
+    counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_blocks: int, moments: tuple | None = None
+) -> tuple:
     """What a record of ``counts`` stores and the coder codes with: ``(remap, coder table, grid,
-    stored counts, marks, side arrays, block classes or None)``; a classed fit's (classes, models, K)
-    counts become levels (:func:`compact_classed`), others compact counts (:func:`compact_models`)."""
+    stored counts, marks, side arrays, block classes or None, the state the record decodes to)``; a
+    classed fit's (classes, models, K) counts become levels (:func:`compact_classed`), and with
+    ``moments`` (each class's sums of weights and weight x coordinate per grid cell) each class's own
+    values (a class-valued record), others compact counts (:func:`compact_models`)."""
     side = dict(fitted.side_arrays())
     if counts.ndim == 3:
-        classes = fitted.block_classes(num_blocks)
-        counts, classes = merge_classes(counts, classes, num_rows(fitted.shape))
-        merged = coding.cheapest_class_merge(counts)  # fewer classes where they code smaller
-        counts, classes = merged, (classes // (len(counts) // len(merged))).astype(classes.dtype)
+        first, into = merge_classes(counts, np.arange(len(counts)), num_rows(fitted.shape))
+        merged = coding.cheapest_class_merge(first)  # fewer classes where they code smaller
+        into = into // (len(first) // len(merged))  # each class's merged class
+        counts, classes = merged, into[fitted.block_classes(num_blocks)].astype(np.uint8)
         remap, widths, levels, table, grid = compact_classed(counts, fitted.grid(state))
         side.update(widths=widths, levels=levels, block_class=classes)
-        return remap, table, grid, np.zeros(0, np.uint8), {"classes": len(counts)}, side, classes
+        if moments is None:
+            return remap, table, grid, np.zeros(0, np.uint8), {"classes": len(counts)}, side, classes, state
+        total, moment = (np.zeros((len(counts), *m.shape[1:])) for m in moments)
+        np.add.at(total, into, moments[0])  # in class order: the same bits on every route
+        np.add.at(moment, into, moments[1])
+        deltas, units, values = class_corrections(counts, total, moment, remap, widths, levels, grid)
+        side.update(value_deltas=deltas, value_units=units)
+        decoded = ClassValues(state, values, classes)
+        return remap, table, grid, np.zeros(0, np.uint8), {"class_values": len(counts)}, side, classes, decoded
     sub = fitted.subvectors(state)
     remap, table, grid = compact_models(counts, fitted.grid(state), sub)
     marks = {"subvectors": sub, "models": len(table) if table.ndim == 2 else 0}  # 0: unmarked
-    return remap, table, grid, table.reshape(-1), marks, side, None
+    return remap, table, grid, table.reshape(-1), marks, side, None, state
 
 
 def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:

@@ -63,14 +63,20 @@ def original(tmp_path_factory):
     cl = rng.normal(size=(2100, 32)) @ rng.normal(size=(32, 32))
     cl[2048:] *= 0.01
     cl_post = {"cl_vectors": (cl, rng.uniform(0.05, 1.0, size=(2100, 32)))}
-    bnncompress.pack(cl_post, cl_path, lam=3.0, method="vbq-transform", options={"classes": 2, "transform": "pca"})
-    parts = [read_archive(p) for p in (path, pq_path, tc_path, cl_path)]
+    options = {"classes": 2, "transform": "pca", "class_values": False}
+    bnncompress.pack(cl_post, cl_path, lam=3.0, method="vbq-transform", options=options)
+    # And a class-valued one (format version 5, the default: each class's own values as int8 corrections).
+    cv_path = path.with_name("cv.bnc")
+    cv_post = {"cv_vectors": cl_post["cl_vectors"]}
+    bnncompress.pack(cv_post, cv_path, lam=3.0, method="vbq-transform", options={"classes": 2, "transform": "pca"})
+    parts = [read_archive(p) for p in (path, pq_path, tc_path, cl_path, cv_path)]
     scalar, tensors = parts[0], [t for part in parts for t in part.tensors]
     write_archive(path, tensors, vocab, scalar.source, scalar.tool_version)
     a = bnncompress.load(path)
     assert a.record("pq_vectors").subvectors > 0
     assert a.record("tc_vectors").models == 4 and a.record("tc_vectors").rotation is not None
     assert a.record("cl_vectors").classes == 2 and a.record("cl_vectors").block_classes.tolist() == [0, 1]
+    assert a.record("cv_vectors").class_values == 2 and a.record("cv_vectors").block_classes.tolist() == [0, 1]
     return path.read_bytes(), {n: a[n].copy() for n in a.names}, a.vocab
 
 

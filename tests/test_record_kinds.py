@@ -52,9 +52,13 @@ def packed(tmp_path_factory):
     root = tmp_path_factory.mktemp("kinds")
     paths = {}
     cases = (("uniform", "scalar", None), ("pq", "product", None), ("vbq-transform", "columns", {"classes": 0}))
-    for method, expected, options in cases + (("vbq-transform", "classed", {"classes": 2}),):
+    classed = (
+        ("vbq-transform", "classed", {"classes": 2, "class_values": False}),
+        ("vbq-transform", "class-valued", {"classes": 2}),
+    )
+    for method, expected, options in cases + classed:
         paths[expected] = root / f"{expected}.bnc"
-        post = _posterior(short_tail=expected == "classed")
+        post = _posterior(short_tail=expected.startswith("class"))
         bnncompress.pack(post, paths[expected], method=method, options=options, lam=0.5, device="cpu")
     return paths
 
@@ -294,6 +298,49 @@ def test_damaged_classed_records_are_refused(packed, tmp_path, change, message):
     forged = dataclasses.replace(rec, **change(rec))
     with pytest.raises(ArchiveError, match=message):
         write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: {"value_deltas": r.value_deltas[:-1]}, "corrections do not fit"),
+        (lambda r: {"value_deltas": None}, "corrections do not fit"),
+        (lambda r: {"value_units": r.value_units[:-1]}, "units are not"),
+        (lambda r: {"value_units": -r.value_units - 1}, "units are not"),
+        (lambda r: {"value_units": np.where(np.arange(len(r.value_units)) == 0, np.nan, r.value_units)}, "NaN or inf"),
+        (lambda r: {"value_units": np.full_like(r.value_units, 3e38), "value_deltas": np.full_like(r.value_deltas, 99)},
+         "not finite"),
+        (lambda r: {"block_class": np.full_like(r.block_class, r.class_values)}, "block classes"),
+        (lambda r: {"levels": r.levels[:-1]}, "levels do not fit"),
+    ],
+    ids=["short-deltas", "no-deltas", "short-units", "negative-units", "nan-unit", "infinite-value", "class-too-high",
+         "short-levels"],
+)  # fmt: skip
+def test_damaged_class_valued_records_are_refused(packed, tmp_path, change, message):
+    rec = bnncompress.load(packed["class-valued"]).record("w")
+    assert rec.class_values == 2 and len(rec.value_deltas) == np.count_nonzero(rec.levels)
+    forged = dataclasses.replace(rec, **change(rec))
+    with pytest.raises(ArchiveError, match=message):
+        write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")
+
+
+def test_class_values_decode_each_block_with_its_class(packed):
+    """A class-valued record's two classes decode the same symbol to different values, and every path
+    (whole, by blocks, rows) gives a block's rows its own class's values."""
+    a = bnncompress.load(packed["class-valued"])
+    rec = a.record("w")
+    table, valid = rec.kind.class_table(rec)
+    both = valid[0] & valid[1]
+    assert both.any() and np.any(table[0][both] != table[1][both])
+    symbols = coding.decode_blocks(rec.words, rec.offsets, rec.model_counts, rec.num_symbols, rec.block_size,
+                                   classes=rec.block_classes)  # fmt: skip
+    rows = symbols.reshape(rec.shape)
+    last = rec.block_rows * (rec.num_blocks - 1)  # the short tail: its own class
+    assert rec.block_classes[-1] != rec.block_classes[0]
+    expected = rec.dequantize(rows[last:].reshape(-1), np.full(rec.shape[0] - last, rec.num_blocks - 1))
+    np.testing.assert_array_equal(a["w"][last:].reshape(-1), expected)
+    wrong = rec.dequantize(rows[last:].reshape(-1), np.zeros(rec.shape[0] - last, np.int64))
+    assert not np.array_equal(wrong, expected)
 
 
 @pytest.mark.parametrize("link", ["external", "soft"])

@@ -29,11 +29,13 @@ def posterior():
     return {"word_vectors": (loc, scale), "fc": (small_loc, small_scale)}
 
 
-@pytest.fixture(scope="module", params=[*METHODS, "vbq-transform/columns"])
+@pytest.fixture(scope="module", params=[*METHODS, "vbq-transform/columns", "vbq-transform/classed"])
 def archive(request, posterior, tmp_path_factory):
     method, _, kind = request.param.partition("/")
     path = tmp_path_factory.mktemp("rows") / f"{method}{kind}.bnc"
     options = {"transform": "pca", "classes": 0 if kind == "columns" else 2}  # rotated; 2 blocks, a class each
+    if kind == "classed":
+        options["class_values"] = False  # format version 4 (the default: class-valued, version 5)
     rate = {"bits": 2.0, "options": options} if method == "vbq-transform" else {}
     bnncompress.pack(posterior, path, method=method, **rate)
     return path
@@ -55,8 +57,9 @@ def test_rows_equal_the_full_decode_for_every_method(archive):
     a = bnncompress.load(archive)
     if "transform" in archive.name:
         rec = a.record("word_vectors")
-        kind = "columns" if "columns" in archive.name else "classed"
-        rotated = rec.rotation is not None if kind == "columns" else rec.rotation8 is not None and rec.classes == 2
+        kind = next((k for k in ("columns", "classed") if k in archive.name), "class-valued")
+        classes = rec.classes if kind == "classed" else rec.class_values
+        rotated = rec.rotation is not None if kind == "columns" else rec.rotation8 is not None and classes == 2
         assert rec.kind.name == kind and rotated
     for name in a.names:
         reference = bnncompress.load(archive).reader(name)

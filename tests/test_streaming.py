@@ -111,7 +111,7 @@ def test_classed_routes_are_byte_identical_with_the_classes_code_lengths(tmp_pat
     data = {route: (tmp_path / f"{route}.bnc").read_bytes() for route in routes}
     assert data["memory"] == data["stream"] == data["dask"]
     rec = bnncompress.load(tmp_path / "memory.bnc").record("word_vectors")
-    assert rec.classes == 3 and rec.block_classes.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert rec.class_values == 3 and rec.block_classes.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert rec.params["class_costs"] is True
 
 
@@ -289,6 +289,7 @@ def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_sam
     spread = [(b * block_rows, min((b + 1) * block_rows, len(loc))) for b in picks]
     full = [r for r in refined if r is not None]
     assert full and all(r == spread for r in full), full[:1]
-    assert extent_rows == [a for a, _ in spread] * 2  # in memory, then streamed (Dask's workers read their own)
+    # in memory, then streamed (Dask's workers read their own); threads may read the blocks in any order
+    assert sorted(extent_rows) == sorted([a for a, _ in spread] * 2)
     a = bnncompress.load(tmp_path / "memory.bnc")
     assert a.record("word_vectors").num_weights == loc.size and abs(8 * a.payload_bytes / loc.size - 2.0) < 0.04

@@ -1,4 +1,4 @@
-"""Transform coding (vbq-transform): rotation, per-column entropy models, exact decoding, format version 3."""
+"""Transform coding (vbq-transform): rotation, per-column entropy models, exact decoding, format versions 3-5."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def test_archive_decodes_to_exactly_what_the_quantizer_chose(tmp_path, correlate
     expected = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, scale)).quantize(result.lam)
     np.testing.assert_array_equal(a["w"].reshape(-1), expected.values())
     rec = a.record("w")
-    assert rec.classes == 1 and rec.params["rotated"] and rec.rotation8.dtype == np.int8  # 2 blocks: 1 class
-    assert a.info()["format_version"] == 4
+    assert rec.class_values == 1 and rec.params["rotated"] and rec.rotation8.dtype == np.int8  # 2 blocks: 1 class
+    assert a.info()["format_version"] == 5 and rec.value_deltas.dtype == np.int8 and len(rec.value_units) == 8
     np.testing.assert_array_equal(a.rows("w", [5, 1999, 0]), a["w"][[5, 1999, 0]])
 
 
@@ -63,8 +63,9 @@ def test_payload_counts_the_means_and_the_rotation(tmp_path, correlated):
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "t.bnc", method="vbq-transform", bits=1.0)
     rec = bnncompress.load(tmp_path / "t.bnc").record("w")
     side = rec.levels.nbytes + rec.widths.nbytes + rec.block_class.nbytes
+    side += np.count_nonzero(rec.levels) + 8 * 4  # class values: a byte per (class, used symbol), a unit per column
     assert rec.table_bytes == rec.grid.nbytes + 8 * 4 + 8 * 8 + 8 * 4 + side and len(rec.counts) == 0
-    assert len(rec.grid) == rec.widths.sum() and len(rec.levels) == rec.classes * len(rec.grid)
+    assert len(rec.grid) == rec.widths.sum() and len(rec.levels) == rec.class_values * len(rec.grid)
 
 
 @pytest.mark.parametrize(
@@ -221,3 +222,25 @@ def test_start_tables_stay_within_each_columns_values():
     starts, low, scale = start_table(values, sizes)
     assert starts.shape == (4, START_BUCKETS) and np.all(starts >= 0) and np.all(starts <= sizes[:, None])
     assert np.all(np.diff(starts.astype(int), axis=1) >= 0) and scale[0] == np.inf and scale[1] == 0
+
+
+def test_class_values_code_the_same_symbols_closer_to_the_posterior(tmp_path):
+    """Each class's own values (format version 5) change no symbol: the coded words are those of the
+    version 4 record, and the decoded rows are nearer their means wherever the rows' uncertainty
+    grows along the tensor (word vectors in frequency order)."""
+    rng = np.random.default_rng(5)
+    rows, d = 6144, 32  # 3 coding blocks of 2,048 rows, a class each
+    loc = rng.normal(size=(rows, d)) @ rng.normal(size=(d, d)) / np.sqrt(d)
+    scale = np.repeat(np.geomspace(0.02, 1.0, rows)[:, None], d, axis=1)
+    errors, words = {}, {}
+    for on in (False, True):
+        path = tmp_path / f"{on}.bnc"
+        bnncompress.pack({"w": (loc, scale)}, path, lam=0.3, options={"classes": 3, "class_values": on})
+        a = bnncompress.load(path)
+        rec = a.record("w")
+        assert (rec.class_values if on else rec.classes) == 3
+        words[on] = rec.words
+        errors[on] = [float(np.mean((a["w"][b * 2048 : (b + 1) * 2048] - loc[b * 2048 : (b + 1) * 2048]) ** 2))
+                      for b in range(3)]  # fmt: skip
+    np.testing.assert_array_equal(words[True], words[False])
+    assert all(new < old for new, old in zip(errors[True], errors[False])), errors

@@ -29,6 +29,7 @@ from .base import (
     narrow_counts,
     used_grid,
 )
+from .column_grids import ClassValues
 from .entropy_constrained import EntropyConstrainedVBQ, VBQDirection
 from .float16 import Float16
 from .kmeans import KMeans, WeightedKMeans
@@ -55,6 +56,7 @@ list_first(
 )
 
 __all__ = [
+    "ClassValues",
     "COMMON_OPTIONS",
     "METHODS",
     "DEFAULT_METHOD",

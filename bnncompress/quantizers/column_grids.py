@@ -39,6 +39,17 @@ class ColumnValues:
     start_scale: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class ClassValues:
+    """The state a class-valued record decodes to: the assignment's state (``columns``), and every
+    block class's value of every grid cell, (classes, d, alphabet) float32, with each coding block's
+    class (the classes the coder kept: :func:`bnncompress.tasks.record_tables`)."""
+
+    columns: ColumnValues
+    table: np.ndarray
+    block_class: np.ndarray
+
+
 def refine(
     state: SeedGrid | ColumnValues,
     grid: np.ndarray,

@@ -1,41 +1,30 @@
 """Transform coding with VBQ inside: decorrelate each tensor, then quantize by uncertainty with one
-entropy model per dimension (``vbq-transform``, see docs/METHODS.md).
+entropy model per dimension (``vbq-transform``; docs/METHODS.md has the measurements).
 
 For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first dimension):
 
-1. **Transform**: remove the column means m and rotate by the eigenvectors of the means'
-   covariance (PCA / Karhunen–Loève). The decoder computes ``x_hat = y_hat Rᵀ + m`` with R as
-   stored (int8 entries and a float32 scale per column; float16 in the version 3 record), and the
-   encoder quantizes ``y = (x - m) F`` with ``F = (Rᵀ)⁻¹`` (F = R for float16), so what it
-   chooses is what decodes. Tensors where it does not pay (fewer than 160 rows per column,
-   d > 1024, or a coding gain below the matrix's cost) only remove the means.
-   Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows), or with
-   means beyond ±1e30 (whose rotated coordinates float32 could not hold), are quantized as
-   ``vbq-direction`` does, with one entropy model (``"fallback": "one model"``), and with the
-   settings ``small_trust`` (0.75) and ``small_row_weight`` (0: absolute errors) that suit a small
-   network's layers (docs/METHODS.md); the record stores both (older archives: ``trust``, ``row_weight``).
+1. **Transform**: remove the column means m and rotate by the eigenvectors of the means' covariance
+   (PCA). The decoder computes ``x_hat = y_hat Rᵀ + m`` with R as stored (int8 entries and a float32
+   scale per column; float16 in the version 3 record), and the encoder quantizes ``y = (x - m) F``
+   with ``F = (Rᵀ)⁻¹``, so what it chooses is what decodes. Where the rotation does not pay, only the
+   means are removed. Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows)
+   or with means beyond ±1e30 are quantized as ``vbq-direction`` with one entropy model
+   (``"fallback": "one model"``) and their own ``small_trust`` and ``small_row_weight``.
 2. **Posterior in the rotated basis**: ``v_j = sum_i F_ij² scale_i²`` (exact for a mean-field posterior).
-3. **Distortion weight** (as ``vbq-direction``): ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``
-   with s the RMS of the centered means and r the row's RMS: confident coordinates get fine
-   values, uncertain ones coarse ones, errors relative to each row's length.
-4. **Entropy-constrained quantization per column**: every column has its own values and its
-   own entropy model. A uniform grid of step ``step * sqrt(2 lam) * s`` seeds the values; then
-   ``iterations`` passes each set every column's rate term to its empirical code length
-   ``-log2 P_j(value)`` and (``centroids``) every value to the weighted mean of the
-   coordinates assigned to it, and re-assign every coordinate to the value minimising
-   ``w (value - y)² + lam * (-log2 P_j(value))``. One lambda spreads the bits over all columns:
-   low-variance columns get few or no bits (reverse water-filling).
-5. **Classes of blocks** (``classes``): the coding blocks fall in C runs of consecutive blocks
-   (auto: up to 8, at least 4 blocks each), and each column has one entropy model per class:
-   word vectors are stored in frequency order, and rare words' uncertain rows, quantized
-   coarsely, have other statistics than frequent words' rows. The values stay one set per
-   column, and the assignment's code lengths are the column's over all classes unless
-   ``class_costs``. The record (format version 4) stores the models as one-byte levels
-   (docs/FORMAT.md); ``classes = 0`` writes the version 3 record.
+3. **Distortion weight**: ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``, s the RMS
+   of the centered means and r the row's RMS.
+4. **Entropy-constrained quantization per column**: a uniform grid of step ``step * sqrt(2 lam) * s``
+   seeds every column's values; ``iterations`` passes set each value's rate term to its column's code
+   length and (``centroids``) the value to the weighted mean of its coordinates, and re-assign every
+   coordinate to the value minimising ``w (value - y)² + lam * (-log2 P_j(value))``.
+5. **Classes of blocks** (``classes``): runs of consecutive coding blocks get their own column
+   models (rows in frequency order: rare words' coarse rows), stored as one-byte levels (format
+   version 4), and (``class_values``) their own values of the symbols they use: the weighted mean of
+   their coordinates coded to it, as int8 corrections of the column values (format version 5).
 
-Passes: column sums, the Gram matrix and the range of the means (per block, summed in block order;
-a tensor that falls back to one model reads its statistics again), then the rows' RMS and the
-rotated columns' ranges (on the rows refinements run on), then ``1 + iterations`` passes per rate.
+Passes: column sums, the Gram matrix and the range of the means, then the rows' RMS and the rotated
+columns' ranges (on the rows refinements run on), then ``1 + iterations`` passes per rate, and one
+for the class values at the rate coded.
 """
 
 from __future__ import annotations
@@ -49,7 +38,7 @@ from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
 from ..records import decoded_rotation, inverse_transform, position_classes, stored_rotation
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, PassData, Quantizer, Rows, reduce_cells
-from .column_grids import ColumnValues, SeedGrid, refine
+from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
 
@@ -95,52 +84,42 @@ class TransformVBQ(Quantizer):
     #: many: neighbouring sets are merged where fewer code smaller (rows in an order that tells nothing:
     #: one set); 0: one set stored as the per-column record of format version 3 (older bnncompress reads it).
     classes: int | str = field(default="auto", metadata=STORED_IF_NOT_DEFAULT)
-    #: True: the assignment's code lengths are those of the row's class (the rate the coder spends);
-    #: False: the column's over all classes. On trained skip-gram posteriors the classes' own code
-    #: lengths move bits from rare words' rows to frequent ones': better at 1 bit/weight, worse
-    #: analogies at 2 (docs/METHODS.md), so by default the classes only code.
+    #: True: the assignment's code lengths are the row's class's (what the coder spends); False: the column's
+    #: over all classes (the default: the classes' own move bits to frequent words' rows, docs/METHODS.md).
     class_costs: bool = field(default=False, metadata=STORED_IF_NOT_DEFAULT)
+    #: True: each class's own value of every symbol it uses, the weighted mean of its rows' coordinates
+    #: coded to it (format version 5: int8 corrections of the column values); False: version 4.
+    class_values: bool = field(default=True, metadata=STORED_IF_NOT_DEFAULT)
 
     def __post_init__(self) -> None:
-        transform, trust, row_weight, iterations, centroids, step = (
-            self.transform,
-            self.trust,
-            self.row_weight,
-            self.iterations,
-            self.centroids,
-            self.step,
-        )
+        transform, trust, iterations, step = self.transform, self.trust, self.iterations, self.step
         if transform not in ("auto", "pca", "none"):
             raise OptionError(f"transform must be auto, pca or none, got {transform!r}")
         if not (isinstance(trust, (int, float)) and 0.0 <= trust <= 1.0):
             raise OptionError(f"trust must be between 0 and 1, got {trust!r}")
-        for key, value, top in (
-            ("row_weight", row_weight, 2.0),
-            ("small_trust", self.small_trust, 1.0),
-            ("small_row_weight", self.small_row_weight, 2.0),
-        ):
+        for key, top in (("row_weight", 2.0), ("small_trust", 1.0), ("small_row_weight", 2.0)):
+            value = getattr(self, key)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= top):
                 raise OptionError(f"{key} must be between 0 and {top:g}, got {value!r}")
         if not (
             isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) and 0 <= iterations <= 20
         ):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
-        if not isinstance(centroids, (bool, np.bool_)):
-            raise OptionError(f"centroids must be true or false, got {centroids!r}")
         if not (isinstance(step, (int, float)) and 0.01 <= step <= 10):
             raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
-        self._normalize(trust=float(trust), row_weight=float(row_weight), iterations=int(iterations))
-        self._normalize(centroids=bool(centroids), step=float(step))
-        self._normalize(small_trust=float(self.small_trust), small_row_weight=float(self.small_row_weight))
+        for key in ("centroids", "class_costs", "class_values"):
+            if not isinstance(getattr(self, key), (bool, np.bool_)):
+                raise OptionError(f"{key} must be true or false, got {getattr(self, key)!r}")
+            self._normalize(**{key: bool(getattr(self, key))})
+        self._normalize(trust=float(trust), row_weight=float(self.row_weight), iterations=int(iterations))
+        self._normalize(step=float(step), small_trust=float(self.small_trust))
+        self._normalize(small_row_weight=float(self.small_row_weight))
         classes = self.classes
         if classes != "auto" and (
             isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or not 0 <= classes <= 255
         ):
             raise OptionError(f"classes must be auto or an integer from 0 to 255, got {classes!r}")
         self._normalize(classes=classes if classes == "auto" else int(classes))
-        if not isinstance(self.class_costs, (bool, np.bool_)):
-            raise OptionError(f"class_costs must be true or false, got {self.class_costs!r}")
-        self._normalize(class_costs=bool(self.class_costs))
 
     def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
@@ -234,6 +213,7 @@ class FittedTransform(FittedQuantizer):
         asked = _auto_classes(self.num_blocks) if method.classes == "auto" else method.classes
         self._classes = min(self.num_blocks, asked)
         self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1
+        self.class_values = method.class_values and self._classes > 0  # a class-valued record (version 5)
         self.kept = PassData(CACHE_BYTES)  # each block's (y, w): every pass at every rate needs them
 
     def fit_rows(self, rows: Rows, spread: float) -> None:
@@ -319,9 +299,21 @@ class FittedTransform(FittedQuantizer):
             state = refine(state, self.grid(state), counts, total, moment, self.cost_sets, self.centroids)
         return state
 
-    def assign(self, block: Block, state: SeedGrid | ColumnValues) -> np.ndarray:
+    def class_moments(self, state: ColumnValues, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """Per (class, column, cell) the sum of the weights and of weight x y of the coordinates
+        assigned at ``state`` in ``rows`` (coding blocks, one class each; summed in block order)."""
+        width = state.width if isinstance(state, ColumnValues) else int(state.cells.max())
+        total = np.zeros((self._classes, self.d, width), np.float64)
+        moment = np.zeros_like(total)
+        for c, t, m in rows.map(_class_stats, self, state, width):
+            total[c] += t
+            moment[c] += m
+        return total, moment
+
+    def assign(self, block: Block, state: SeedGrid | ColumnValues | ClassValues) -> np.ndarray:
         from ._transform_cpu import assign_columns, round_to_cells  # numba: imported on first use
 
+        state = state.columns if isinstance(state, ClassValues) else state
         y, w = self.coordinates(block)
         out = np.empty(len(y), np.int32)
         if isinstance(state, SeedGrid):
@@ -333,8 +325,9 @@ class FittedTransform(FittedQuantizer):
             assign_columns(y, w, *tables, s.starts, s.start_low, s.start_scale, out)
         return out
 
-    def grid(self, state: SeedGrid | ColumnValues) -> np.ndarray:
+    def grid(self, state: SeedGrid | ColumnValues | ClassValues) -> np.ndarray:
         """Every column's value of every cell (d x width, flat; cells no coordinate uses are 0)."""
+        state = state.columns if isinstance(state, ClassValues) else state
         if isinstance(state, SeedGrid):
             width = int(state.cells.max())
             grid = ((state.firsts[:, None] + np.arange(width)[None, :]) * state.steps[:, None]).astype(np.float32)
@@ -344,9 +337,19 @@ class FittedTransform(FittedQuantizer):
             grid[np.nonzero(used)[0], state.cell_ids[used]] = state.values[used]
         return grid.reshape(-1)
 
-    def reconstruct(self, block: Block, indices: np.ndarray, state: SeedGrid | ColumnValues) -> np.ndarray:
-        grid = self.grid(state).reshape(self.d, -1)
-        y_hat = grid[np.resize(np.arange(self.d), len(indices)), indices].reshape(-1, self.d)
+    def reconstruct(
+        self, block: Block, indices: np.ndarray, state: SeedGrid | ColumnValues | ClassValues
+    ) -> np.ndarray:
+        columns = np.resize(np.arange(self.d), len(indices))
+        if isinstance(state, ClassValues):  # each row's block class's values
+            rows = block.first_row + np.arange(len(indices) // self.d)
+            classes = state.block_class[rows // self.block_rows].astype(np.int64)
+            if len(classes) and classes.min() == classes.max():  # a coding block: one class
+                y_hat = state.table[classes[0]][columns, indices].reshape(-1, self.d)
+            else:
+                y_hat = state.table[np.repeat(classes, self.d), columns, indices].reshape(-1, self.d)
+        else:
+            y_hat = self.grid(state).reshape(self.d, -1)[columns, indices].reshape(-1, self.d)
         return inverse_transform(y_hat, self.mean, self.rotation if self.rotated else None).reshape(-1)
 
     def params(self, state: SeedGrid | ColumnValues) -> dict[str, Any]:
@@ -385,3 +388,13 @@ def _cell_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnV
     y, w = fitted.coordinates(block)
     classes = fitted.cost_classes(block)
     return cell_stats(fitted.assign(block, state), w, y, fitted.d, width, classes, fitted.cost_sets)
+
+
+def _class_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnValues, width: int) -> tuple:
+    """A coding block's class, and per (column, cell) its sums of weights and of weight x y."""
+    from ._transform_cpu import cell_stats  # numba: imported on first use
+
+    y, w = fitted.coordinates(block)
+    one = np.zeros(len(y) // fitted.d, np.int64)
+    _, total, moment = cell_stats(fitted.assign(block, state), w, y, fitted.d, width, one, 1)
+    return int(fitted.classes_of_rows(block)[0]), total, moment

@@ -4,7 +4,8 @@
 - :mod:`~bnncompress.records.product`: product quantization, codebooks of sub-vectors (version 2);
 - :mod:`~bnncompress.records.columns`: one entropy model per column and a transform (version 3);
 - :mod:`~bnncompress.records.raw`: the values as they are (version 3);
-- :mod:`~bnncompress.records.classed`: column models per block class, compact tables (version 4).
+- :mod:`~bnncompress.records.classed`: column models per block class, compact tables (version 4);
+- :mod:`~bnncompress.records.classvalued`: the same with each class's own values (version 5).
 
 A new kind is one module: a :class:`RecordKind` subclass with :func:`register_record_kind`,
 imported here (and its spec in docs/FORMAT.md); archives store and read it from what it declares.
@@ -32,12 +33,14 @@ from .classed import (
     position_classes,
     stored_rotation,
 )
+from .classvalued import ClassValued, class_corrections, class_value_deltas, class_value_table
 from .columns import PerColumn, inverse_transform
 from .product import ProductQuantized
 from .raw import Raw, raw_payload_bytes
 from .scalar import ScalarGrid, dequantize
 
 __all__ = [
+    "ClassValued",
     "Classed",
     "JUMP_ENTRY_BYTES",
     "KINDS",
@@ -49,6 +52,9 @@ __all__ = [
     "SideArray",
     "SymbolDecoder",
     "TensorRecord",
+    "class_corrections",
+    "class_value_deltas",
+    "class_value_table",
     "decoded_rotation",
     "dequantize",
     "inverse_transform",

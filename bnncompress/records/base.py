@@ -67,6 +67,9 @@ class RecordKind:
     side_arrays: ClassVar[tuple[SideArray, ...]] = ()
     #: False for a kind that stores its values as they are (no words, no counts).
     coded: ClassVar[bool] = True
+    #: True for a kind whose value table has a set of rows per block class (:meth:`value_table` of
+    #: :mod:`.classvalued`): a block's symbols use its class's rows.
+    values_per_class: ClassVar[bool] = False
 
     def check_mark(self, value: Any, shape: tuple[int, ...], where: str) -> None:
         """Refuse a mark that does not fit ``shape`` (read from an archive, at ``where``)."""
@@ -88,8 +91,9 @@ class RecordKind:
         """What the kind adds to the checksummed JSON fields (docs/FORMAT.md, Checksums)."""
         return []
 
-    def dequantize(self, record: TensorRecord, symbols: np.ndarray) -> np.ndarray:
-        """Values of decoded ``symbols`` (whole rows), flat float32."""
+    def dequantize(self, record: TensorRecord, symbols: np.ndarray, row_blocks: np.ndarray | None = None) -> np.ndarray:
+        """Values of decoded ``symbols`` (whole rows), flat float32; ``row_blocks``: each row's coding
+        block (None: the tensor's rows in order), given only to kinds with :attr:`values_per_class`."""
         raise NotImplementedError
 
     def values(self, record: TensorRecord, blocks: list[int] | None, decode: SymbolDecoder) -> np.ndarray:
@@ -100,7 +104,10 @@ class RecordKind:
         symbols = decode(*args) if classes is None else decode(*args, classes=classes)
         if len(record.counts) and int(symbols.max(initial=0)) >= np.shape(table)[-1]:
             raise ValueError("symbols outside the grid")
-        return self.dequantize(record, symbols)
+        if blocks is None or not self.values_per_class:
+            return self.dequantize(record, symbols)
+        rows = np.minimum(record.block_rows, num_rows(record.shape) - np.asarray(blocks, np.int64) * record.block_rows)
+        return self.dequantize(record, symbols, np.repeat(np.asarray(blocks, np.int64), rows))
 
     def validate(self, record: TensorRecord, where: str) -> None:
         """Refuse a record read from an archive (at ``where``) whose arrays do not fit its kind."""
@@ -274,9 +281,12 @@ class TensorRecord:
         """Each block's class for (classes, models, K) tables (:meth:`RecordKind.block_classes`), or None."""
         return self.kind.block_classes(self)
 
-    def dequantize(self, symbols: np.ndarray) -> np.ndarray:
-        """Values of decoded ``symbols`` (whole rows), flat float32, as the record's kind decodes them."""
-        return self.kind.dequantize(self, symbols)
+    def dequantize(self, symbols: np.ndarray, row_blocks: np.ndarray | None = None) -> np.ndarray:
+        """Values of decoded ``symbols`` (whole rows; ``row_blocks``: each row's block, None: all rows
+        in order), flat float32, as the record's kind decodes them."""
+        if row_blocks is None or not self.kind.values_per_class:  # (kinds of two arguments stay valid)
+            return self.kind.dequantize(self, symbols)
+        return self.kind.dequantize(self, symbols, row_blocks)
 
     def values(self, decode: SymbolDecoder, blocks: list[int] | None = None) -> np.ndarray:
         """Values of all blocks or of ``blocks`` (see :meth:`RecordKind.values`), flat float32."""

@@ -131,17 +131,21 @@ class Classed(RecordKind):
 
     def check_mark(self, value: Any, shape: tuple[int, ...], where: str) -> None:
         if not 1 <= value <= 255:
-            raise damaged(where, f"'classes' {value} is not from 1 to 255")
+            raise damaged(where, f"'{self.mark}' {value} is not from 1 to 255")
 
     def checksum_fields(self, record: TensorRecord) -> list[Any]:
-        return [record.marks["classes"]]
+        return [record.marks[self.mark]]
+
+    def num_classes(self, record: TensorRecord) -> int:
+        """C, the sets of column models (the kind's mark)."""
+        return int(record.marks[self.mark])
 
     def block_classes(self, record: TensorRecord) -> np.ndarray:
         return record.side["block_class"]
 
     def model_counts(self, record: TensorRecord) -> np.ndarray:
         """(classes, D, widest) float64 weights; a column's symbols beyond its width weigh 0."""
-        classes, widths = record.marks["classes"], record.side["widths"].astype(np.int64)
+        classes, widths = self.num_classes(record), record.side["widths"].astype(np.int64)
         d, width = len(widths), int(widths.max(initial=1))
         table = np.zeros((classes, d, width), np.uint8)
         at = 0
@@ -174,7 +178,7 @@ class Classed(RecordKind):
     def validate(self, record: TensorRecord, where: str) -> None:
         """One width per column and its values in the grid; C levels per used symbol, every model with a
         nonzero level; one class below C per block; finite means (and rotation)."""
-        classes, d = record.marks["classes"], row_size(record.shape)
+        classes, d = self.num_classes(record), row_size(record.shape)
         widths, levels, block_class = (record.side.get(k) for k in ("widths", "levels", "block_class"))
         if widths is None or len(widths) != d or np.any(widths == 0):
             raise damaged(where, f"the column widths are missing or not {d} nonzero numbers")
