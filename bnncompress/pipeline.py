@@ -351,7 +351,8 @@ class TensorJob:
         counts, _ = self.histogram(lam)
         state = self.state(lam)
         blocks = geometry.num_blocks(self.shape, self.rows.block_rows)
-        moments = self.fitted.class_moments(state, self.rows.representative) if self.class_valued else None
+        rows = self.rows.representative
+        moments = (lambda: self.fitted.class_moments(state, rows)) if self.class_valued else None
         return record_tables(counts, self.fitted, state, blocks, moments)
 
     def _raw_record(self, lam: float) -> TensorRecord:

@@ -70,7 +70,7 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
             kept = (counts > 0).any(axis=0)
             used = int(kept.sum())
             entries, entry_bytes = len(counts) * used + 2 * counts.shape[1] + blocks, 1
-            if t.class_valued:  # an int8 correction per (class, used symbol), a float32 unit per column
+            if t.class_valued and len(counts) > 1:  # an int8 correction per (class, used symbol), a unit per column
                 entries += int(np.count_nonzero(counts)) + 4 * counts.shape[1]
             coded = bool(np.any(kept.sum(axis=1) > 1))
         else:

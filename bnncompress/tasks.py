@@ -303,13 +303,14 @@ def compact_classed(counts: np.ndarray, grid: np.ndarray) -> tuple:
 
 
 def record_tables(
-    counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_blocks: int, moments: tuple | None = None
+    counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_blocks: int, moments: Callable | None = None
 ) -> tuple:
     """What a record of ``counts`` stores and the coder codes with: ``(remap, coder table, grid,
     stored counts, marks, side arrays, block classes or None, the state the record decodes to)``; a
-    classed fit's (classes, models, K) counts become levels (:func:`compact_classed`), and with
-    ``moments`` (each class's sums of weights and weight x coordinate per grid cell) each class's own
-    values (a class-valued record), others compact counts (:func:`compact_models`)."""
+    classed fit's (classes, models, K) counts become levels (:func:`compact_classed`) and, if the
+    coder keeps several classes, with ``moments()`` (each class's sums of weights and weight x
+    coordinate per grid cell) each class's own values (a class-valued record); others compact counts
+    (:func:`compact_models`). One class gains too little from its own values to pay for them."""
     side = dict(fitted.side_arrays())
     if counts.ndim == 3:
         first, into = merge_classes(counts, np.arange(len(counts)), num_rows(fitted.shape))
@@ -318,11 +319,12 @@ def record_tables(
         counts, classes = merged, into[fitted.block_classes(num_blocks)].astype(np.uint8)
         remap, widths, levels, table, grid = compact_classed(counts, fitted.grid(state))
         side.update(widths=widths, levels=levels, block_class=classes)
-        if moments is None:
+        if moments is None or len(counts) == 1:
             return remap, table, grid, np.zeros(0, np.uint8), {"classes": len(counts)}, side, classes, state
-        total, moment = (np.zeros((len(counts), *m.shape[1:])) for m in moments)
-        np.add.at(total, into, moments[0])  # in class order: the same bits on every route
-        np.add.at(moment, into, moments[1])
+        sums = moments()
+        total, moment = (np.zeros((len(counts), *m.shape[1:])) for m in sums)
+        np.add.at(total, into, sums[0])  # in class order: the same bits on every route
+        np.add.at(moment, into, sums[1])
         deltas, units, values = class_corrections(counts, total, moment, remap, widths, levels, grid)
         side.update(value_deltas=deltas, value_units=units)
         decoded = ClassValues(state, values, classes)

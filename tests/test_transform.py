@@ -29,8 +29,8 @@ def test_archive_decodes_to_exactly_what_the_quantizer_chose(tmp_path, correlate
     expected = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, scale)).quantize(result.lam)
     np.testing.assert_array_equal(a["w"].reshape(-1), expected.values())
     rec = a.record("w")
-    assert rec.class_values == 1 and rec.params["rotated"] and rec.rotation8.dtype == np.int8  # 2 blocks: 1 class
-    assert a.info()["format_version"] == 5 and rec.value_deltas.dtype == np.int8 and len(rec.value_units) == 8
+    assert rec.classes == 1 and rec.params["rotated"] and rec.rotation8.dtype == np.int8  # 2 blocks: 1 class
+    assert a.info()["format_version"] == 4  # one class: no class values (they would not pay)
     np.testing.assert_array_equal(a.rows("w", [5, 1999, 0]), a["w"][[5, 1999, 0]])
 
 
@@ -63,9 +63,8 @@ def test_payload_counts_the_means_and_the_rotation(tmp_path, correlated):
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "t.bnc", method="vbq-transform", bits=1.0)
     rec = bnncompress.load(tmp_path / "t.bnc").record("w")
     side = rec.levels.nbytes + rec.widths.nbytes + rec.block_class.nbytes
-    side += np.count_nonzero(rec.levels) + 8 * 4  # class values: a byte per (class, used symbol), a unit per column
     assert rec.table_bytes == rec.grid.nbytes + 8 * 4 + 8 * 8 + 8 * 4 + side and len(rec.counts) == 0
-    assert len(rec.grid) == rec.widths.sum() and len(rec.levels) == rec.class_values * len(rec.grid)
+    assert len(rec.grid) == rec.widths.sum() and len(rec.levels) == rec.classes * len(rec.grid)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +237,7 @@ def test_class_values_code_the_same_symbols_closer_to_the_posterior(tmp_path):
         bnncompress.pack({"w": (loc, scale)}, path, lam=0.3, options={"classes": 3, "class_values": on})
         a = bnncompress.load(path)
         rec = a.record("w")
-        assert (rec.class_values if on else rec.classes) == 3
+        assert (rec.class_values if on else rec.classes) == 3 and a.info()["format_version"] == (5 if on else 4)
         words[on] = rec.words
         errors[on] = [float(np.mean((a["w"][b * 2048 : (b + 1) * 2048] - loc[b * 2048 : (b + 1) * 2048]) ** 2))
                       for b in range(3)]  # fmt: skip
