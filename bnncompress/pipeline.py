@@ -17,13 +17,12 @@ coded on its own and everything reduced across blocks is exact or combined in bl
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from . import coding, geometry
+from .blockrows import BlockRows
 from .executors import Executor
 from .posterior import TensorPosterior
 from .progress import Progress
@@ -39,7 +38,6 @@ from .tasks import (
     encode_kept_task,
     encode_task,
     histogram_task,
-    map_task,
     quality_notes,
     record_tables,
     statistics_task,
@@ -47,14 +45,6 @@ from .tasks import (
 
 #: Bytes of pass data (a transform's rotated rows) a posterior in memory may keep, shared by size (streamed: 256 MiB).
 PASS_DATA_BYTES = 1 << 30
-#: A full evaluation at a lambda refines the method's values on at most this many rows (whole coding blocks,
-#: evenly spread), then counts and codes every row: a 1M x 100 posterior streamed at 2 bits packs 2.2x faster
-#: with 0.2% more posterior-weighted distortion (fewer rows cost more: 8,192 of P1's 20,000, 1-4%); tensors
-#: of fewer rows (vocabularies up to 65,536 words) are refined on all of them, as before.
-REFINE_ROWS = 1 << 16
-#: ... in this many runs of consecutive blocks, a task each on every route (Dask workers pay per task; 8 runs
-#: of 12 blocks represented a 1M-row tensor's rows worse: plain MSE +9% at 3 bits, against +1.5% with 32).
-REFINE_RUNS = 32
 
 
 def quantize_and_code(
@@ -98,63 +88,6 @@ class KeepBudget:
 
     def __init__(self, available: int):
         self.available = available
-
-
-class BlockRows:
-    """One tensor's coding blocks, mapped over an executor in tasks of whole blocks (a ``Rows``)."""
-
-    def __init__(self, source: TensorPosterior, handle: Any, executor: Executor):
-        self.shape = source.shape
-        self.handle, self.executor = handle, executor
-        self.block_rows = geometry.block_rows_for(source.shape)
-        block_symbols = self.block_rows * source.row_size
-        n_blocks = geometry.num_blocks(source.shape, self.block_rows)
-        per_task = max(1, min(executor.task_symbols // max(block_symbols, 1), -(-n_blocks // (2 * executor.slots))))
-        step = per_task * self.block_rows
-        self.ranges = [(a, min(a + step, source.num_rows)) for a in range(0, source.num_rows, step)]
-        self._representative: BlockRows | None = None
-
-    @property
-    def representative(self) -> BlockRows:
-        """Where refinements run: every row, or :data:`REFINE_RUNS` runs of blocks of at most
-        :data:`REFINE_ROWS` rows in all (:meth:`spread`)."""
-        if self._representative is None:
-            self._representative = self.spread(REFINE_ROWS, REFINE_RUNS)
-        return self._representative
-
-    def tasks(self, *args: Any) -> list[tuple]:
-        return [(self.handle, a, b, self.block_rows, *args) for a, b in self.ranges]
-
-    def spread(self, most_rows: int, runs: int) -> BlockRows:
-        """These rows, or about ``most_rows`` of them: ``runs`` runs of whole coding blocks evenly spread
-        over the tensor, a task each (the same on every route: not one per slot); a run is at least one
-        block, so rows of a few weights (blocks of many rows) may give up to ``runs`` blocks."""
-        rows = geometry.num_rows(self.shape)
-        if rows <= most_rows:
-            return self
-        n, length = geometry.num_blocks(self.shape, self.block_rows), max(1, most_rows // self.block_rows // runs)
-        starts = np.unique(np.linspace(0, n - length, runs).round().astype(np.int64))
-        picks = np.unique((starts[:, None] + np.arange(length)[None, :]).reshape(-1))
-        first = picks[np.r_[True, np.diff(picks) > 1]]  # runs that touch merge into one range
-        last = picks[np.r_[np.diff(picks) > 1, True]]
-        spread, br = copy.copy(self), self.block_rows
-        spread.ranges = [(int(a) * br, min(int(b + 1) * br, rows)) for a, b in zip(first, last)]
-        spread._representative = spread
-        return spread
-
-    def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
-        out: list[Any] = []
-        for part in self.executor.map(map_task, self.tasks(fn, args)):
-            out.extend(part)
-        return out
-
-    def blocks(self) -> list[Block]:
-        """Every coding block, read here (to inspect a tensor in memory; a pack maps over them instead)."""
-        return self.map(_block_itself)
-
-
-def _block_itself(block: Block) -> Block:
-    return block
 
 
 class TensorJob:
@@ -351,8 +284,9 @@ class TensorJob:
         counts, _ = self.histogram(lam)
         state = self.state(lam)
         blocks = geometry.num_blocks(self.shape, self.rows.block_rows)
-        rows = self.rows.representative
-        moments = (lambda: self.fitted.class_moments(state, rows)) if self.class_valued else None
+        rows = self.rows.representative  # (all rows: the indices the count pass kept, if it kept them)
+        kept = self._kept[1] if self._kept is not None and self._kept[0] == lam and rows is self.rows else None
+        moments = (lambda: self.fitted.class_moments(state, rows, kept)) if self.class_valued else None
         return record_tables(counts, self.fitted, state, blocks, moments)
 
     def _raw_record(self, lam: float) -> TensorRecord:

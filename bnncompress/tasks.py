@@ -53,6 +53,17 @@ def map_task(
     return [fn(block, *args) for block in blocks(source, start, stop, block_rows)]
 
 
+def map_kept_task(
+    source: TensorPosterior, start: int, stop: int, block_rows: int, fn: Callable[..., Any], args: tuple, kept: Any
+) -> list:
+    """``fn(block, indices, *args)`` for each block, ``indices`` its part of the task's ``kept`` (one per weight)."""
+    out, at = [], 0
+    for block in blocks(source, start, stop, block_rows):
+        out.append(fn(block, np.asarray(kept[at : at + len(block.loc)], dtype=np.int32), *args))
+        at += len(block.loc)
+    return out
+
+
 def statistics_task(source, start, stop, block_rows, quantizer: Quantizer, positions: np.ndarray):
     """Pass 1 of a task: the quantizer's statistics per block, and the sample values at ``positions``."""
     loc, scale = source.read(start, stop)

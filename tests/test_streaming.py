@@ -250,18 +250,18 @@ def test_a_posterior_in_memory_keeps_its_pass_data_and_a_streamed_one_does_not(t
 def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_same(
     tmp_path, big, small_tasks, client, monkeypatch
 ):
-    """Above pipeline.REFINE_ROWS rows, a lambda's refinement passes and the fit's pass for the grid's
+    """Above blockrows.REFINE_ROWS rows, a lambda's refinement passes and the fit's pass for the grid's
     extent read runs of whole coding blocks evenly spread over the tensor (here 3 runs of one block of
     10, lowered for the test) and the counting and coding passes every block: in memory, streamed and
     on Dask alike, to the same bytes."""
-    from bnncompress import geometry, pipeline
+    from bnncompress import blockrows, geometry
     from bnncompress.quantizers import transform
     from bnncompress.quantizers.transform import FittedTransform
 
     loc, scale = big
     block_rows = geometry.block_rows_for(loc.shape)
-    monkeypatch.setattr(pipeline, "REFINE_ROWS", 3 * block_rows)
-    monkeypatch.setattr(pipeline, "REFINE_RUNS", 3)  # of 1 block each
+    monkeypatch.setattr(blockrows, "REFINE_ROWS", 3 * block_rows)
+    monkeypatch.setattr(blockrows, "REFINE_RUNS", 3)  # of 1 block each
     refined = []
     at = FittedTransform.at
 

@@ -243,3 +243,24 @@ def test_class_values_code_the_same_symbols_closer_to_the_posterior(tmp_path):
                       for b in range(3)]  # fmt: skip
     np.testing.assert_array_equal(words[True], words[False])
     assert all(new < old for new, old in zip(errors[True], errors[False])), errors
+
+
+def test_class_values_from_the_kept_indices_are_those_assigned_again(tmp_path, monkeypatch):
+    """The class values' pass reuses the grid indices the count pass kept (a posterior in memory);
+    with nothing kept it assigns them again: the same archive bytes."""
+    from bnncompress import executors
+    from bnncompress.quantizers import transform
+
+    rng = np.random.default_rng(6)
+    loc = rng.normal(size=(6144, 32)) @ rng.normal(size=(32, 32)) / 6
+    post = {"w": (loc, np.repeat(np.geomspace(0.02, 1.0, 6144)[:, None], 32, axis=1))}
+    assigned = []  # blocks whose indices the class values' pass assigned again
+    stats = transform._class_stats
+    monkeypatch.setattr(transform, "_class_stats", lambda *a: assigned.append(1) or stats(*a))
+    bnncompress.pack(post, tmp_path / "kept.bnc", bits=1.5, options={"classes": 3})
+    assert not assigned
+    monkeypatch.setattr(executors, "KEEP_BYTES", 0)
+    bnncompress.pack(post, tmp_path / "again.bnc", bits=1.5, options={"classes": 3})
+    assert len(assigned) == 3
+    assert (tmp_path / "kept.bnc").read_bytes() == (tmp_path / "again.bnc").read_bytes()
+    assert bnncompress.load(tmp_path / "kept.bnc").record("w").class_values == 3

@@ -22,9 +22,8 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    version 4), and (``class_values``) their own values of the symbols they use: the weighted mean of
    their coordinates coded to it, as int8 corrections of the column values (format version 5).
 
-Passes: column sums, the Gram matrix and the range of the means, then the rows' RMS and the rotated
-columns' ranges (on the rows refinements run on), then ``1 + iterations`` passes per rate, and one
-for the class values at the rate coded.
+Passes: column sums, the Gram matrix and the means' range; the rows' RMS and rotated columns' ranges;
+``1 + iterations`` passes per rate; one for the class values at the rate coded (:meth:`class_moments`).
 """
 
 from __future__ import annotations
@@ -177,11 +176,9 @@ class TransformVBQ(Quantizer):
         return fitted
 
     def _pays_off(self, column_variance: np.ndarray, eigenvalues: np.ndarray, n: int, d: int) -> bool:
-        """Rotate if asked to, or (auto) if there are at least 160 rows per column (the stored matrix,
-        b = 8 bits an entry or 16 for the version 3 record, costs at most b / 160 bits per weight:
-        a very low rate stays reachable) and the high-rate coding gain of decorrelating, ``n/2
-        sum_j log2(var_j / eigenvalue_j)`` bits, is at least half its b d² bits. (The gain at low
-        rates, where low-variance directions get no bits at all, is larger than that.)"""
+        """Rotate if asked to, or (auto) with at least 160 rows per column (the matrix, b = 8 bits an entry,
+        16 in version 3, costs at most b / 160 bits per weight) and a high-rate coding gain ``n/2 sum_j
+        log2(var_j / eigenvalue_j)`` of at least half its b d² bits (at low rates the gain is larger)."""
         if self.transform != "auto":
             return self.transform == "pca" and d >= 2
         bits = 8 if self.classes != 0 else 16
@@ -217,11 +214,9 @@ class FittedTransform(FittedQuantizer):
         self.kept = PassData(CACHE_BYTES)  # each block's (y, w): every pass at every rate needs them
 
     def fit_rows(self, rows: Rows, spread: float) -> None:
-        """The second pass: the RMS of the centered means (when the Gram matrix was too wide for
-        it), the median row RMS (the floor of row lengths) and the rotated columns' ranges (the
-        seeding grid's extent). With refinements, on the rows they run on (:attr:`Rows.representative`):
-        the refined values are cells those rows use, so the rest of a large tensor need not be
-        rotated once more (a 1M x 100 posterior streamed at 2 bits: 11.9 -> 9.7 s)."""
+        """The second pass: the RMS of the centered means (if the Gram matrix was too wide), the median
+        row RMS (the floor of row lengths) and the rotated columns' ranges (the seeding grid's extent);
+        with refinements, on the rows they run on (:attr:`Rows.representative`): their cells are refined."""
         self.sd, self.row_floor = max(spread, 1e-30), 0.0
         parts = (rows.representative if self.iterations else rows).map(_row_pass, self.mean, self.forward)
         rms = np.concatenate([p[0] for p in parts])
@@ -299,13 +294,14 @@ class FittedTransform(FittedQuantizer):
             state = refine(state, self.grid(state), counts, total, moment, self.cost_sets, self.centroids)
         return state
 
-    def class_moments(self, state: ColumnValues, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-        """Per (class, column, cell) the sum of the weights and of weight x y of the coordinates
-        assigned at ``state`` in ``rows`` (coding blocks, one class each; summed in block order)."""
+    def class_moments(self, state: ColumnValues, rows: Rows, kept: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per (class, column, cell) the sums of the weights and of weight x y of the coordinates assigned at
+        ``state`` in ``rows`` (coding blocks, one class each; in block order), or ``kept`` (BlockRows.map_kept)."""
         width = state.width if isinstance(state, ColumnValues) else int(state.cells.max())
         total = np.zeros((self._classes, self.d, width), np.float64)
         moment = np.zeros_like(total)
-        for c, t, m in rows.map(_class_stats, self, state, width):
+        sums = rows.map_kept(_class_sums, kept, self, width) if kept else rows.map(_class_stats, self, state, width)
+        for c, t, m in sums:
             total[c] += t
             moment[c] += m
         return total, moment
@@ -391,10 +387,14 @@ def _cell_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnV
 
 
 def _class_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnValues, width: int) -> tuple:
+    return _class_sums(block, fitted.assign(block, state), fitted, width)
+
+
+def _class_sums(block: Block, indices: np.ndarray, fitted: FittedTransform, width: int) -> tuple:
     """A coding block's class, and per (column, cell) its sums of weights and of weight x y."""
     from ._transform_cpu import cell_stats  # numba: imported on first use
 
     y, w = fitted.coordinates(block)
     one = np.zeros(len(y) // fitted.d, np.int64)
-    _, total, moment = cell_stats(fitted.assign(block, state), w, y, fitted.d, width, one, 1)
+    _, total, moment = cell_stats(indices, w, y, fitted.d, width, one, 1)
     return int(fitted.classes_of_rows(block)[0]), total, moment
