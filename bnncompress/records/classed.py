@@ -101,6 +101,38 @@ def max_table_entries(rows: int, models: int) -> int:
     return 2 * rows * models + (1 << 16)
 
 
+def level_layout(levels: np.ndarray, widths: np.ndarray, classes: int) -> np.ndarray:
+    """The levels of a classed record as a (classes, D, widest) uint8 table (a column's symbols beyond
+    its width: level 0), from the stored order: column after column, C runs of ``widths[j]`` bytes.
+
+    Example:
+        >>> level_layout(np.array([255, 0, 250, 9, 7, 255]), np.array([2, 1]), 2).tolist()
+        [[[255, 0], [7, 0]], [[250, 9], [255, 0]]]
+    """
+    widths = np.asarray(widths, dtype=np.int64)
+    table = np.zeros((classes, len(widths), int(widths.max(initial=1))), np.uint8)
+    at = 0
+    for j, k in enumerate(widths.tolist()):
+        table[:, j, :k] = levels[at : at + classes * k].reshape(classes, k)
+        at += classes * k
+    return table
+
+
+def column_values(grid: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's values (``grid``, column after column) as a (D, widest) table padded with zeros,
+    and which entries are values.
+
+    Example:
+        >>> column_values(np.array([1.0, 2.0, 3.0], np.float32), np.array([2, 1]))[0].tolist()
+        [[1.0, 2.0], [3.0, 0.0]]
+    """
+    widths = np.asarray(widths, dtype=np.int64)
+    valid = np.arange(int(widths.max(initial=1)))[None, :] < widths[:, None]
+    table = np.zeros(valid.shape, grid.dtype)
+    table[valid] = grid
+    return table, valid
+
+
 def position_classes(num_blocks: int, classes: int, blocks: np.ndarray | None = None) -> np.ndarray:
     """Block classes by position: ``classes`` runs of consecutive blocks, as equal as can be (block b
     of ``num_blocks`` is in class ``b * classes // num_blocks``); of every block, or of ``blocks``.
@@ -145,14 +177,7 @@ class Classed(RecordKind):
 
     def model_counts(self, record: TensorRecord) -> np.ndarray:
         """(classes, D, widest) float64 weights; a column's symbols beyond its width weigh 0."""
-        classes, widths = self.num_classes(record), record.side["widths"].astype(np.int64)
-        d, width = len(widths), int(widths.max(initial=1))
-        table = np.zeros((classes, d, width), np.uint8)
-        at = 0
-        for j, k in enumerate(widths.tolist()):
-            table[:, j, :k] = record.side["levels"][at : at + classes * k].reshape(classes, k)
-            at += classes * k
-        return level_weights(table)
+        return level_weights(level_layout(record.side["levels"], record.side["widths"], self.num_classes(record)))
 
     def dequantize(self, record: TensorRecord, symbols: np.ndarray) -> np.ndarray:
         widths = record.side["widths"].astype(np.int64)
@@ -165,12 +190,8 @@ class Classed(RecordKind):
 
     def value_table(self, record: TensorRecord) -> tuple:
         """As :func:`.columns.value_table`: (D, widest, 1) values, which symbols exist, the transform."""
-        widths = record.side["widths"].astype(np.int64)
-        d, width = len(widths), int(widths.max(initial=1))
-        valid = np.arange(width)[None, :] < widths[:, None]
-        vt = np.zeros((d, width), np.float32)
-        vt[valid] = record.grid
-        rotation = decoded_rotation(record.side, d)
+        vt, valid = column_values(record.grid.astype(np.float32), record.side["widths"])
+        rotation = decoded_rotation(record.side, len(vt))
         mode = MEAN if rotation is None else ROTATED
         rt = np.eye(1) if rotation is None else np.ascontiguousarray(rotation.T)
         return vt[:, :, None], valid, mode, record.side["mean"].astype(np.float64), rt

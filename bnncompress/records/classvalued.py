@@ -19,9 +19,8 @@ import numpy as np
 
 from ..geometry import row_size
 from .base import SideArray, TensorRecord, damaged, register_record_kind
-from .classed import Classed, decoded_rotation
+from .classed import Classed, column_values, decoded_rotation, level_layout
 from .columns import inverse_transform
-from .scalar import MEAN, ROTATED
 
 DELTA_LIMIT = 127  # int8 corrections: -127 .. 127 units of their column
 
@@ -38,18 +37,9 @@ def class_value_table(
         >>> t[ok].tolist()
         [2.0, 0.5, 2.25]
     """
-    widths = np.asarray(widths, dtype=np.int64)
-    d, width = len(widths), int(widths.max(initial=1))
-    starts = np.r_[0, np.cumsum(widths)[:-1]]
-    column = np.zeros((d, width), np.float64)
-    layout = np.zeros((classes, d, width), np.uint8)
-    at = 0
-    for j, k in enumerate(widths.tolist()):
-        column[j, :k] = grid[starts[j] : starts[j] + k]
-        layout[:, j, :k] = levels[at : at + classes * k].reshape(classes, k)
-        at += classes * k
-    valid = layout > 0
-    steps = np.zeros((classes, d, width), np.float64)
+    column = column_values(np.asarray(grid, np.float64), widths)[0]
+    valid = level_layout(levels, widths, classes) > 0
+    steps = np.zeros(valid.shape, np.float64)
     steps.transpose(1, 0, 2)[valid.transpose(1, 0, 2)] = deltas  # in the levels' order: column, class, symbol
     table = column[None] + steps * np.asarray(units, np.float64)[None, :, None]
     return np.where(valid, table, 0.0).astype(np.float32), valid
@@ -109,16 +99,8 @@ class ClassValued(Classed):
         """As :meth:`Classed.value_table`, with (C x D, widest, 1) values: a block's symbols use its class's D."""
         table, valid = self.class_table(record)
         c, d, width = table.shape
-        rotation = decoded_rotation(record.side, d)
-        mode = MEAN if rotation is None else ROTATED
-        rt = np.eye(1) if rotation is None else np.ascontiguousarray(rotation.T)
-        return (
-            table.reshape(c * d, width, 1),
-            valid.reshape(c * d, width),
-            mode,
-            record.side["mean"].astype(np.float64),
-            rt,
-        )
+        _, _, mode, mean, rt = super().value_table(record)
+        return table.reshape(c * d, width, 1), valid.reshape(c * d, width), mode, mean, rt
 
     def validate(self, record: TensorRecord, where: str) -> None:
         """As a classed record, and one correction per nonzero level, D finite units >= 0."""
@@ -156,20 +138,14 @@ def class_corrections(
         >>> deltas.tolist(), values.tolist()
         ([0, -127, 127], [[[0.5, 2.0]], [[0.0, 3.0]]])
     """
-    classes, d, alphabet = counts.shape
-    width = int(np.max(widths, initial=1))
-    column = np.zeros((d, width), np.float64)
-    target = np.zeros((classes, d, width), np.float64)
-    valid = np.zeros((classes, d, width), bool)
-    starts = np.r_[0, np.cumsum(widths)[:-1]].astype(np.int64)
-    for j in range(d):
-        used = np.flatnonzero((counts[:, j] > 0).any(axis=0))
-        k = remap[j, used]
-        column[j, k] = grid[starts[j] + k]
-        weight = total[:, j, used]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            target[:, j, k] = np.where(weight > 0, moment[:, j, used] / weight, column[j, k])
-        valid[:, j, k] = counts[:, j, used] > 0
+    classes, d, _ = counts.shape
+    column = column_values(np.asarray(grid, np.float64), widths)[0]
+    valid = level_layout(levels, widths, classes) > 0  # (a level is 0 exactly where the count is)
+    target = np.broadcast_to(column, valid.shape).copy()
+    j, cell = np.nonzero((counts > 0).any(axis=0))  # every used (column, grid cell), and its symbol
+    weight = total[:, j, cell]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        target[:, j, remap[j, cell]] = np.where(weight > 0, moment[:, j, cell] / weight, column[j, remap[j, cell]])
     deltas, units = class_value_deltas(column, valid, target)
     table, _ = class_value_table(grid, widths, levels, classes, deltas, units)
     columns = np.arange(d)[:, None]
