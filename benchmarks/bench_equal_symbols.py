@@ -1,14 +1,16 @@
 """Coded size at equal symbols: format version 3 (per-column counts, float16 rotation) vs the default
 record (version 4: classed levels, int8 rotation; version 5 adds each class's values as int8
-corrections), bits/weight of every part of each transform-coded tensor.
+corrections; version 6 stores the rotation as int8 Householder reflectors, half the entries),
+bits/weight of every part of each transform-coded tensor.
 
     python benchmarks/bench_equal_symbols.py recipes/work/skipgram.pt --bits 1
 
 Packs the posterior with ``--option classes=0`` (the version 3 record), decodes its symbols, codes
 the same symbols the default's way (position classes as ``vbq-transform`` picks them, levels, the
 real ANS words, and the class values' bytes: a correction per nonzero level and a unit per column)
-and prints one table. The rotation's version 4 cost is its storage (int8 entries and
-a float32 scale per column); with the int8 matrix the quantizer's symbols would differ slightly.
+and prints one table. The default's rotation costs what the default archive stores for it (version 6:
+the reflectors' int8 entries and a float32 scale each); with that matrix the quantizer's symbols
+would differ slightly.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ def version3_parts(r: TensorRecord) -> dict[str, int]:
     return {**stored, "rotation": rotation_bytes, "jump": r.jump_table_bytes, "class values": 0}
 
 
-def default_parts(r: TensorRecord, classes: int, class_values: bool) -> dict[str, int]:
+def default_parts(r: TensorRecord, classes: int, class_values: bool, rotation_bytes: int) -> dict[str, int]:
     """The same symbols coded with ``classes`` position classes and levels (decoded back as a check),
-    and (``class_values``) the class values' corrections and units."""
+    (``class_values``) the class values' corrections and units, and the default's stored rotation."""
     table, d = r.model_counts, r.marks["models"]
     symbols = coding.decode_blocks(r.words, r.offsets, table, r.num_symbols, r.block_size)
     block_class = position_classes(r.num_blocks, classes)
@@ -54,11 +56,10 @@ def default_parts(r: TensorRecord, classes: int, class_values: bool) -> dict[str
     words, offsets = coding.encode_blocks(symbols, weights, r.block_size, classes=block_class)
     back = coding.decode_blocks(words, offsets, weights, r.num_symbols, r.block_size, classes=block_class)
     assert np.array_equal(back, symbols)
-    rotated = r.side.get("rotation") is not None
     tables = classes * int(widths.sum()) + 2 * d + r.num_blocks  # levels, widths, a class per block
     stored = {"words": words.nbytes, "tables": tables, "grid": r.grid.nbytes, "mean": 4 * d}
     values = int(np.count_nonzero(levels)) + 4 * d if class_values else 0
-    return {**stored, "rotation": d * d + 4 * d if rotated else 0, "jump": r.jump_table_bytes, "class values": values}
+    return {**stored, "rotation": rotation_bytes, "jump": r.jump_table_bytes, "class values": values}
 
 
 def main() -> None:
@@ -74,13 +75,15 @@ def main() -> None:
         tensors = read_archive(default).tensors
         classes = {t.name: t.marks.get("classes", t.marks.get("class_values", 1)) for t in tensors}
         valued = {t.name: "class_values" in t.marks for t in tensors}
+        rotations = {t.name: sum(a.nbytes for k, a in t.side.items() if k.startswith(("rotation", "reflector")))
+                     for t in tensors}  # fmt: skip
         print(f"{args.posterior} at --bits {args.bits:g}: bits/weight ({' + '.join(PARTS)})")
         print("| tensor | version 3 | the default's record, the same symbols | change |")
         print("|---|---|---|---|")
         for r in read_archive(v3).tensors:
             if r.kind.name != "columns":
                 continue
-            old, new = version3_parts(r), default_parts(r, classes[r.name], valued[r.name])
+            old, new = version3_parts(r), default_parts(r, classes[r.name], valued[r.name], rotations[r.name])
             w = r.num_weights / 8
             cells = [" + ".join(f"{p[k] / w:.3f}" for k in PARTS) + f" = {sum(p.values()) / w:.3f}" for p in (old, new)]
             change = 100 * (sum(new.values()) / sum(old.values()) - 1)

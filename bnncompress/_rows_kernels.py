@@ -315,3 +315,31 @@ def decode_prefixes_into(
 
 decode_blocks_values_serial = _ans_serial_twin(decode_blocks_values, "decode_blocks_values_serial")
 decode_rows_values_serial = _ans_serial_twin(decode_rows_values, "decode_rows_values_serial")
+
+
+@numba.njit(cache=True, nogil=True)
+def reflect_into(entries, scales, q):  # pragma: no cover - compiled
+    """q (D x D, the identity on entry) becomes H_0 ... H_(D-2), the Householder reflections of
+    :func:`bnncompress.records.classed.reflected_rotation`, with its float64 operations in its order."""
+    d = q.shape[0]
+    at = len(entries)
+    u = np.empty(d, dtype=np.float64)
+    dots = np.empty(d, dtype=np.float64)
+    for k in range(d - 2, -1, -1):
+        n = d - 1 - k
+        at -= n
+        u[0] = 1.0
+        uu = 1.0
+        for i in range(n):
+            u[i + 1] = np.float64(entries[at + i]) * np.float64(scales[k])
+            uu += u[i + 1] * u[i + 1]
+        c = 2.0 / uu
+        for j in range(k, d):  # row by row (each column's sum still over rows in order)
+            dots[j] = u[0] * q[k, j]
+        for i in range(1, n + 1):
+            for j in range(k, d):
+                dots[j] += u[i] * q[k + i, j]
+        for i in range(n + 1):
+            ci = c * u[i]
+            for j in range(k, d):
+                q[k + i, j] -= ci * dots[j]

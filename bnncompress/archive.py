@@ -27,8 +27,8 @@ from .vocabulary import validate_words
 FORMAT_NAME = "bnncompress"
 #: The newest version this code writes (the oldest that holds an archive's tensors, see
 #: :func:`format_version`); it reads every version in READABLE_VERSIONS.
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 #: The limits of the format, checked by the writer and the reader alike (whatever one writes, the other reads).
 MAX_WEIGHTS = 1 << 40  # per tensor
@@ -156,9 +156,10 @@ def check_archive_limits(tensors: list[TensorRecord], manifest_bytes: int, vocab
 
 
 def format_version(tensors: list[TensorRecord]) -> int:
-    """The oldest version that holds ``tensors``: the newest version among their kinds (1, the scalar grid,
-    for none)."""
-    return max([t.kind.version for t in tensors] + [1])
+    """The oldest version that holds ``tensors``: the newest version among their kinds and the side arrays
+    they store (1, the scalar grid, for none)."""
+    stored = [version for side, version in side_arrays() if any(side.name in t.side for t in tensors)]
+    return max([t.kind.version for t in tensors] + stored + [1])
 
 
 def is_archive(path: str | os.PathLike) -> bool:
@@ -279,8 +280,8 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         "counts": _dataset(f, "counts", ("uint8", "uint16", "uint32", "uint64"), where, file_bytes),
         "offsets": _dataset(f, "offsets", ("uint64",), where, file_bytes),
     }
-    for side, kind in side_arrays():  # optional datasets: absent when no tensor of their kind has one
-        if int(version) >= kind.version:
+    for side, since in side_arrays():  # optional datasets: absent when no tensor of their kind has one
+        if int(version) >= since:
             dtype = np.dtype(side.dtype)
             present = plain_dataset(f, side.dataset, f"{where}: dataset '{side.dataset}'", ArchiveError) is not None
             array = _dataset(f, side.dataset, (dtype.name,), where, file_bytes) if present else np.zeros(0, dtype)

@@ -63,9 +63,10 @@ def original(tmp_path_factory):
     cl = rng.normal(size=(2100, 32)) @ rng.normal(size=(32, 32))
     cl[2048:] *= 0.01
     cl_post = {"cl_vectors": (cl, rng.uniform(0.05, 1.0, size=(2100, 32)))}
-    options = {"classes": 2, "transform": "pca", "class_values": False}
+    options = {"classes": 2, "transform": "pca", "class_values": False, "reflectors": False}  # D x D int8 rotation
     bnncompress.pack(cl_post, cl_path, lam=3.0, method="vbq-transform", options=options)
-    # And a class-valued one (format version 5, the default: each class's own values as int8 corrections).
+    # And a class-valued one (format version 5: each class's own values as int8 corrections), its rotation as
+    # Householder reflectors (version 6, the default).
     cv_path = path.with_name("cv.bnc")
     cv_post = {"cv_vectors": cl_post["cl_vectors"]}
     bnncompress.pack(cv_post, cv_path, lam=3.0, method="vbq-transform", options={"classes": 2, "transform": "pca"})
@@ -77,6 +78,7 @@ def original(tmp_path_factory):
     assert a.record("tc_vectors").models == 4 and a.record("tc_vectors").rotation is not None
     assert a.record("cl_vectors").classes == 2 and a.record("cl_vectors").block_classes.tolist() == [0, 1]
     assert a.record("cv_vectors").class_values == 2 and a.record("cv_vectors").block_classes.tolist() == [0, 1]
+    assert a.record("cl_vectors").rotation8 is not None and a.record("cv_vectors").reflectors is not None
     return path.read_bytes(), {n: a[n].copy() for n in a.names}, a.vocab
 
 

@@ -53,8 +53,8 @@ def packed(tmp_path_factory):
     paths = {}
     cases = (("uniform", "scalar", None), ("pq", "product", None), ("vbq-transform", "columns", {"classes": 0}))
     classed = (
-        ("vbq-transform", "classed", {"classes": 2, "class_values": False}),
-        ("vbq-transform", "class-valued", {"classes": 2}),
+        ("vbq-transform", "classed", {"classes": 2, "class_values": False, "reflectors": False}),
+        ("vbq-transform", "class-valued", {"classes": 2, "transform": "pca"}),  # the rotation as reflectors
     )
     for method, expected, options in cases + classed:
         paths[expected] = root / f"{expected}.bnc"
@@ -312,13 +312,21 @@ def test_damaged_classed_records_are_refused(packed, tmp_path, change, message):
          "not finite"),
         (lambda r: {"block_class": np.full_like(r.block_class, r.class_values)}, "block classes"),
         (lambda r: {"levels": r.levels[:-1]}, "levels do not fit"),
+        (lambda r: {"reflectors": r.reflectors[:-1]}, "reflectors are not"),
+        (lambda r: {"reflector_scales": r.reflector_scales[:-1]}, "reflectors are not"),
+        (lambda r: {"reflector_scales": None}, "reflectors are not"),
+        (lambda r: {"reflector_scales": np.full_like(r.reflector_scales, 3e38)}, "scale is not from 0 to 1"),
+        (lambda r: {"rotation8": np.zeros(len(r.widths) ** 2, np.int8),
+                    "rotation_scale": np.ones(len(r.widths), np.float32)}, "stored twice"),
     ],
     ids=["short-deltas", "no-deltas", "short-units", "negative-units", "nan-unit", "infinite-value", "class-too-high",
-         "short-levels"],
+         "short-levels", "short-reflectors", "short-reflector-scales", "reflectors-without-scales",
+         "huge-reflector-scales", "two-rotations"],
 )  # fmt: skip
 def test_damaged_class_valued_records_are_refused(packed, tmp_path, change, message):
     rec = bnncompress.load(packed["class-valued"]).record("w")
     assert rec.class_values == 2 and len(rec.value_deltas) == np.count_nonzero(rec.levels)
+    assert len(rec.reflectors) == 32 * 31 // 2 and rec.rotation8 is None
     forged = dataclasses.replace(rec, **change(rec))
     with pytest.raises(ArchiveError, match=message):
         write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")

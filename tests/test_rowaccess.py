@@ -34,8 +34,8 @@ def archive(request, posterior, tmp_path_factory):
     method, _, kind = request.param.partition("/")
     path = tmp_path_factory.mktemp("rows") / f"{method}{kind}.bnc"
     options = {"transform": "pca", "classes": 0 if kind == "columns" else 2}  # rotated; 2 blocks, a class each
-    if kind == "classed":
-        options["class_values"] = False  # format version 4 (the default: class-valued, version 5)
+    if kind == "classed":  # format version 4, a D x D int8 rotation (the default: class-valued, reflectors, 6)
+        options.update(class_values=False, reflectors=False)
     rate = {"bits": 2.0, "options": options} if method == "vbq-transform" else {}
     bnncompress.pack(posterior, path, method=method, **rate)
     return path
@@ -59,7 +59,8 @@ def test_rows_equal_the_full_decode_for_every_method(archive):
         rec = a.record("word_vectors")
         kind = next((k for k in ("columns", "classed") if k in archive.name), "class-valued")
         classes = rec.classes if kind == "classed" else rec.class_values
-        rotated = rec.rotation is not None if kind == "columns" else rec.rotation8 is not None and classes == 2
+        rotation = {"columns": rec.rotation, "classed": rec.rotation8}.get(kind, rec.reflectors)
+        rotated = rotation is not None and (kind == "columns" or classes == 2)
         assert rec.kind.name == kind and rotated
     for name in a.names:
         reference = bnncompress.load(archive).reader(name)

@@ -1,12 +1,15 @@
-"""Transform coding (vbq-transform): rotation, per-column entropy models, exact decoding, format versions 3-5."""
+"""Transform coding (vbq-transform): rotation, per-column entropy models, exact decoding, format versions 3-6."""
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
 
 import bnncompress
 from bnncompress import OptionError
+from bnncompress._rows_kernels import reflect_into
 from bnncompress.inmemory import fit_in_memory
 from bnncompress.posterior import TensorPosterior
 from bnncompress.quantizers import METHODS, from_config, get_config, get_quantizer
@@ -29,8 +32,8 @@ def test_archive_decodes_to_exactly_what_the_quantizer_chose(tmp_path, correlate
     expected = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, scale)).quantize(result.lam)
     np.testing.assert_array_equal(a["w"].reshape(-1), expected.values())
     rec = a.record("w")
-    assert rec.classes == 1 and rec.params["rotated"] and rec.rotation8.dtype == np.int8  # 2 blocks: 1 class
-    assert a.info()["format_version"] == 4  # one class: no class values (they would not pay)
+    assert rec.classes == 1 and rec.params["rotated"] and rec.reflectors.dtype == np.int8  # 2 blocks: 1 class
+    assert a.info()["format_version"] == 6  # one class: no class values (they would not pay); reflectors
     np.testing.assert_array_equal(a.rows("w", [5, 1999, 0]), a["w"][[5, 1999, 0]])
 
 
@@ -63,7 +66,8 @@ def test_payload_counts_the_means_and_the_rotation(tmp_path, correlated):
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "t.bnc", method="vbq-transform", bits=1.0)
     rec = bnncompress.load(tmp_path / "t.bnc").record("w")
     side = rec.levels.nbytes + rec.widths.nbytes + rec.block_class.nbytes
-    assert rec.table_bytes == rec.grid.nbytes + 8 * 4 + 8 * 8 + 8 * 4 + side and len(rec.counts) == 0
+    rotation = 8 * 7 // 2 + 7 * 4  # 7 reflectors: 28 int8 entries and 7 float32 scales
+    assert rec.table_bytes == rec.grid.nbytes + 8 * 4 + rotation + side and len(rec.counts) == 0
     assert len(rec.grid) == rec.widths.sum() and len(rec.levels) == rec.classes * len(rec.grid)
 
 
@@ -234,7 +238,8 @@ def test_class_values_code_the_same_symbols_closer_to_the_posterior(tmp_path):
     errors, words = {}, {}
     for on in (False, True):
         path = tmp_path / f"{on}.bnc"
-        bnncompress.pack({"w": (loc, scale)}, path, lam=0.3, options={"classes": 3, "class_values": on})
+        options = {"classes": 3, "class_values": on, "reflectors": False}
+        bnncompress.pack({"w": (loc, scale)}, path, lam=0.3, options=options)
         a = bnncompress.load(path)
         rec = a.record("w")
         assert (rec.class_values if on else rec.classes) == 3 and a.info()["format_version"] == (5 if on else 4)
@@ -264,3 +269,44 @@ def test_class_values_from_the_kept_indices_are_those_assigned_again(tmp_path, m
     assert len(assigned) == 3
     assert (tmp_path / "kept.bnc").read_bytes() == (tmp_path / "again.bnc").read_bytes()
     assert bnncompress.load(tmp_path / "kept.bnc").record("w").class_values == 3
+
+
+@pytest.mark.parametrize("d", [2, 3, 17, 100, 161])
+def test_reflectors_decode_to_an_orthogonal_matrix_alike_in_numpy_and_numba(d, monkeypatch):
+    """The stored reflectors rebuild the rotation up to column signs, exactly orthogonal; numpy's loop
+    (a first lookup's) and numba's kernel (wide rows, a pack) give the same bits."""
+    from bnncompress.records import classed
+
+    vectors = np.linalg.qr(np.random.default_rng(d).normal(size=(d, d)))[0]
+    stored = classed.stored_rotation(vectors, "reflectors")
+    assert stored["reflectors"].dtype == np.int8 and len(stored["reflectors"]) == d * (d - 1) // 2
+    monkeypatch.setattr(classed, "_KERNEL_WIDTH", 1 << 30)
+    monkeypatch.delitem(sys.modules, "bnncompress._rows_kernels", raising=False)
+    in_numpy = classed.decoded_rotation(stored, d)
+    q = np.eye(d)
+    reflect_into(stored["reflectors"], stored["reflector_scales"], q)
+    np.testing.assert_array_equal(q, in_numpy)
+    assert np.abs(in_numpy.T @ in_numpy - np.eye(d)).max() < 1e-13
+    assert np.abs(np.abs(np.sum(in_numpy * vectors, axis=0)) - 1).max() < 1e-3  # each column ±its vector
+
+
+def test_the_rotation_as_reflectors_costs_half_the_bytes_for_the_same_error(tmp_path):
+    """Version 6 stores D (D - 1) / 2 int8 reflector entries instead of D x D entries; at one lambda the
+    error is within 1% of the int8 matrix's; ``reflectors=false`` still writes version 5."""
+    rng = np.random.default_rng(3)
+    rows, d = 6144, 32
+    loc = rng.normal(size=(rows, d)) @ rng.normal(size=(d, d)) / np.sqrt(d)
+    scale = np.repeat(np.geomspace(0.02, 1.0, rows)[:, None], d, axis=1)
+    found = {}
+    for on in (True, False):
+        path = tmp_path / f"{on}.bnc"
+        bnncompress.pack({"w": (loc, scale)}, path, lam=0.3, options={"classes": 3, "reflectors": on})
+        a = bnncompress.load(path)
+        rec = a.record("w")
+        rotation = {k: v for k, v in rec.side.items() if k.startswith(("rotation", "reflector"))}
+        found[on] = (a.info()["format_version"], rotation, float(np.mean((a["w"] - loc) ** 2)))
+    assert found[True][0] == 6 and sorted(found[True][1]) == ["reflector_scales", "reflectors"]
+    assert found[False][0] == 5 and sorted(found[False][1]) == ["rotation8", "rotation_scale"]
+    side_bytes = {on: sum(v.nbytes for v in found[on][1].values()) for on in found}
+    assert side_bytes == {True: 31 * 32 // 2 + 31 * 4, False: 32 * 32 + 32 * 4}
+    assert abs(found[True][2] / found[False][2] - 1) < 0.01, found

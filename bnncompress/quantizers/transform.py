@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
-from ..records import decoded_rotation, inverse_transform, position_classes, stored_rotation
+from ..records import MAX_REFLECTED, decoded_rotation, inverse_transform, position_classes, stored_rotation
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, PassData, Quantizer, Rows, reduce_cells
 from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
@@ -43,7 +43,7 @@ from .registry import register_quantizer
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
-_MAX_ROTATED = 1024  # wider rows are not rotated (the d x d matrix and the product grow as d²)
+_MAX_ROTATED = MAX_REFLECTED  # wider rows are not rotated (the matrix and the product grow as d²)
 _MIN_ROWS, _MIN_ROWS_PER_COLUMN = 1024, 32  # fewer rows: one entropy model (per-column tables cost too much)
 _MAX_MAGNITUDE = 1e30  # larger means: one model (sqrt(d) x 2 x this must stay far inside float32's range)
 CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per tensor (16 bytes per weight), unless raised
@@ -89,6 +89,8 @@ class TransformVBQ(Quantizer):
     #: True: each class's own value of every symbol it uses, the weighted mean of its rows' coordinates
     #: coded to it (format version 5: int8 corrections of the column values); False: version 4.
     class_values: bool = field(default=True, metadata=STORED_IF_NOT_DEFAULT)
+    #: True: the rotation stored as D (D - 1) / 2 int8 reflector entries (version 6); False: D x D (4, 5).
+    reflectors: bool = field(default=True, metadata=STORED_IF_NOT_DEFAULT)
 
     def __post_init__(self) -> None:
         transform, trust, iterations, step = self.transform, self.trust, self.iterations, self.step
@@ -106,7 +108,7 @@ class TransformVBQ(Quantizer):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
         if not (isinstance(step, (int, float)) and 0.01 <= step <= 10):
             raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
-        for key in ("centroids", "class_costs", "class_values"):
+        for key in ("centroids", "class_costs", "class_values", "reflectors"):
             if not isinstance(getattr(self, key), (bool, np.bool_)):
                 raise OptionError(f"{key} must be true or false, got {getattr(self, key)!r}")
             self._normalize(**{key: bool(getattr(self, key))})
@@ -158,30 +160,28 @@ class TransformVBQ(Quantizer):
             products += p
         mean = (sums / n).astype(np.float32)
         stored: dict[str, np.ndarray] = {}  # the rotation as the record stores it (none: not rotated)
-        spread = (
-            float(np.sqrt(max(np.trace(products) / n - float(np.dot(sums, sums)) / n**2, 0.0) / d))
-            if d <= _MAX_ROTATED
-            else 0.0
-        )
+        spread = 0.0
         if d <= _MAX_ROTATED:
+            spread = float(np.sqrt(max(np.trace(products) / n - float(np.dot(sums, sums)) / n**2, 0.0) / d))
             m64 = sums / n
             cov = np.triu(products) / n
             cov = cov + np.triu(cov, 1).T - np.outer(m64, m64)
             values, vectors = np.linalg.eigh(cov)
             order = np.argsort(values)[::-1]
-            if self._pays_off(np.diag(cov), values[order], n, d):
-                stored = stored_rotation(vectors[:, order], eight_bits=self.classes != 0)
+            form = "float16" if self.classes == 0 else "reflectors" if self.reflectors else "int8"
+            if self._pays_off(np.diag(cov), values[order], n, d, bits={"float16": 16, "int8": 8}.get(form, 4)):
+                stored = stored_rotation(vectors[:, order], form)
         fitted = FittedTransform(shape, mean, stored, self)
         fitted.fit_rows(rows, spread)
         return fitted
 
-    def _pays_off(self, column_variance: np.ndarray, eigenvalues: np.ndarray, n: int, d: int) -> bool:
+    def _pays_off(self, column_variance: np.ndarray, eigenvalues: np.ndarray, n: int, d: int, bits: int) -> bool:
         """Rotate if asked to, or (auto) with at least 160 rows per column (the matrix, b = 8 bits an entry,
-        16 in version 3, costs at most b / 160 bits per weight) and a high-rate coding gain ``n/2 sum_j
-        log2(var_j / eigenvalue_j)`` of at least half its b d² bits (at low rates the gain is larger)."""
+        16 in version 3, 4 as reflectors (half the entries), costs at most b / 160 bits per weight) and a
+        high-rate coding gain ``n/2 sum_j log2(var_j / eigenvalue_j)`` of at least half its b d² bits (at
+        low rates the gain is larger)."""
         if self.transform != "auto":
             return self.transform == "pca" and d >= 2
-        bits = 8 if self.classes != 0 else 16
         if d < 2 or n < 160 * d:
             return False
         tiny = 1e-12 * max(float(column_variance.max()), 1e-300)

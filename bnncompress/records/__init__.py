@@ -25,6 +25,7 @@ from .base import (
     side_arrays,
 )
 from .classed import (
+    MAX_REFLECTED,
     Classed,
     decoded_rotation,
     level_weights,
@@ -44,6 +45,7 @@ __all__ = [
     "Classed",
     "JUMP_ENTRY_BYTES",
     "KINDS",
+    "MAX_REFLECTED",
     "PerColumn",
     "ProductQuantized",
     "Raw",

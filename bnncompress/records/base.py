@@ -44,11 +44,13 @@ def payload_bytes(words: int, blocks: int, counts: int, grid: int, side: int = 0
 @dataclass(frozen=True)
 class SideArray:
     """An array a kind stores besides the grid: the manifest key of its ``[offset, length]``
-    span, the dataset all tensors' arrays of that name share, and its stored dtype."""
+    span, the dataset all tensors' arrays of that name share, its stored dtype, and the format
+    version that introduced it (0: its kind's)."""
 
     name: str
     dataset: str
     dtype: str
+    version: int = 0
 
 
 class RecordKind:
@@ -148,9 +150,10 @@ def marks() -> dict[str, RecordKind]:
     return _BY_MARK
 
 
-def side_arrays() -> list[tuple[SideArray, RecordKind]]:
-    """Every registered kind's side arrays with their kind, in registration order (the order of their datasets)."""
-    return [(side, _SIDE_KINDS[name]) for name, side in _SIDE_ARRAYS.items()]
+def side_arrays() -> list[tuple[SideArray, int]]:
+    """Every registered kind's side arrays with the format version that introduced each, in registration
+    order (the order of their datasets)."""
+    return [(side, side.version or _SIDE_KINDS[name].version) for name, side in _SIDE_ARRAYS.items()]
 
 
 def kind_of(marks: dict[str, Any]) -> RecordKind:

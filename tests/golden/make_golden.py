@@ -22,12 +22,12 @@ def main() -> None:
     rng = np.random.default_rng(2020)
     rows = 1100 if FORMAT_VERSION >= 3 else 30  # version 3: enough rows for per-column models and a rotation
     dim = 4
-    if FORMAT_VERSION >= 4:  # version 4 and 5: two blocks (2,048 rows of 32, then 52), one class each
+    if FORMAT_VERSION >= 4:  # version 4 on: two blocks (2,048 rows of 32, then 52), one class each
         rows, dim = 2100, 32
     mixing = rng.normal(size=(dim, dim))
     scales = rng.uniform(0.05, 1.0, size=(rows, dim)) * np.linspace(0.5, 1.5, rows)[:, None]  # rarer rows: wider
     means = rng.normal(size=(rows, dim)) @ mixing
-    if FORMAT_VERSION >= 5:  # the second block's rows 100 times shorter: two classes code smaller than one
+    if FORMAT_VERSION >= 5:  # (5 on) the second block's rows 100 times shorter: two classes code smaller than one
         means[2048:] *= 0.01
     posterior = {
         "word_vectors": (means, scales),
@@ -40,6 +40,7 @@ def main() -> None:
     # Version 3 added transform coding (per-column models, means, a float16 rotation): vbq-transform.
     # Version 4 added classed transform coding (models per block class as levels): vbq-transform, 2 classes.
     # Version 5 added class values (each class's own values, int8 corrections): the same, now the default.
+    # Version 6 stores the rotation as Householder reflectors (half the int8 entries): the same, the default.
     method = {2: "pq", 3: "vbq-transform"}.get(FORMAT_VERSION, "vbq" if FORMAT_VERSION < 4 else "vbq-transform")
     options = {"classes": 2, "transform": "pca"} if FORMAT_VERSION >= 4 else None
     lam = 1.0 if FORMAT_VERSION < 3 else 0.05 if FORMAT_VERSION == 3 else 3.0
