@@ -14,8 +14,9 @@ from disk as `bnncompress pack` would. Each case runs in a
 fresh process so that peak memory is its own: "peak extra" is ru_maxrss above the process's
 resident size after the warm-up run (which what an allocator keeps from that run lowers), "process
 peak" the process's whole ru_maxrss (imports included); timings are the best of --repeat runs
-after one warm-up run. "lookup"
-is the first `Archive.rows` call on a freshly loaded archive in a fresh process (one block); "first
+after one warm-up run. "load-2bits" decodes every tensor of the default method's `--bits 2` archive,
+"load-vbq-2bits" of VBQ's (no transform to undo); "lookup" is the first `Archive.rows` call on a
+freshly loaded default-method archive in a fresh process (one block); "first
 pack" is `import bnncompress` and one `--bits 2` pack in a fresh process (numba's cache warm), best
 of 3 processes, against the warm pack.
 
@@ -150,8 +151,9 @@ def run_case(
 
         def op():
             return bnncompress.pack(source, archive, device="cpu", **kwargs)
-    else:
-        bnncompress.pack(source, archive, device="cpu", bits=2.0, method="vbq")
+    else:  # load-2bits: the default method's archive; load-vbq-2bits: VBQ's (no transform to undo)
+        method = "vbq" if case == "load-vbq-2bits" else None
+        bnncompress.pack(source, archive, device="cpu", bits=2.0, **({"method": method} if method else {}))
 
         def op():
             a = bnncompress.load(archive)
@@ -219,7 +221,15 @@ def _table1(tmp: str, repeat: int, source: Path | None = None) -> None:
         title = f"trained posterior {source}"
     n = sum(int(np_prod(s)) for s in shapes.values())
     posterior_f32 = 2 * 4 * n  # loc and scale
-    cases = ("pack-default", "pack-2bits", "direction-default", "direction-2bits", "vbq-2bits", "load-2bits")
+    cases = (
+        "pack-default",
+        "pack-2bits",
+        "direction-default",
+        "direction-2bits",
+        "vbq-2bits",
+        "load-2bits",
+        "load-vbq-2bits",
+    )
     rows = [_run(case, tmp, repeat, source=source) for case in cases]
     lookup = _run("lookup", tmp, 1, source=source)
     first = min(_run("first-pack", tmp, 1, source=source)["seconds"] for _ in range(3))
