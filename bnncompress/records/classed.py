@@ -74,7 +74,7 @@ def decoded_rotation(side: dict[str, np.ndarray], d: int) -> np.ndarray | None:
         return np.asarray(side["rotation"], dtype=np.float64).reshape(d, d)
     if "rotation8" in side:
         return side["rotation8"].astype(np.float64).reshape(d, d) * side["rotation_scale"].astype(np.float64)
-    if "reflectors" in side:  # built once per process (numpy: 3 ms at D = 100, 50 ms at 300): a read-only copy
+    if "reflectors" in side:  # built once per process (numpy: 2 ms at D = 100, 50 ms at 300): a read-only copy
         entries, scales = (
             np.ascontiguousarray(side[k], t) for k, t in (("reflectors", "i1"), ("reflector_scales", "<f4"))
         )
@@ -100,28 +100,31 @@ def reflected_rotation(entries: np.ndarray, scales: np.ndarray, d: int) -> np.nd
         >>> q.tolist()
         [[0.0, -1.0], [-1.0, 0.0]]
     """
-    q = np.eye(d)
     if d >= _KERNEL_WIDTH or "bnncompress._rows_kernels" in sys.modules:  # O(D³): numba's loops, same order
         from .._rows_kernels import reflect_into
 
+        q = np.eye(d)
         reflect_into(np.asarray(entries, np.int8), np.asarray(scales, np.float32), q)
         return q
-    at = len(entries)
-    for k in range(d - 2, -1, -1):  # Q[k:, k:] is all that H_k ... H_(D-2) has changed of I
-        n = d - 1 - k
-        at -= n
-        u = np.empty(n + 1)
-        u[0] = 1.0
-        u[1:] = np.asarray(entries[at : at + n], dtype=np.float64) * np.float64(scales[k])
-        block = q[k:, k:]
-        dots = np.cumsum(u[:, None] * block, axis=0)[-1]  # uᵀ Q[k:, k:], each sum over rows in order
-        block -= (2.0 / np.cumsum(u * u)[-1] * u)[:, None] * dots[None, :]
-    return q
+    qt = np.eye(d)  # Qᵀ, so that each sum over Q's rows runs along a contiguous row
+    if d < 2:
+        return qt
+    lengths = np.arange(d - 1, 0, -1)  # reflector k has D - 1 - k entries
+    u = np.zeros((d - 1, d))  # row k: u_k .. u_(D-1) of reflector k (1, then its entries x its scale), zero-padded
+    u[:, 0] = 1.0
+    below = np.arange(1, d)[None, :] <= lengths[:, None]
+    u[:, 1:][below] = np.asarray(entries, np.float64) * np.repeat(np.asarray(scales, np.float64), lengths)
+    c = (2.0 / np.cumsum(u * u, axis=1)[:, -1])[:, None] * u  # 2 / uᵀu (trailing zeros add nothing) times u_i
+    for k in range(d - 2, -1, -1):  # Q[k:, k:] is all that H_(k+1) ... H_(D-2) have changed of I
+        block = qt[k:, k:]
+        dots = np.cumsum(block * u[k, : d - k], axis=1)[:, -1]  # uᵀ Q[k:, j], each sum over rows in order
+        block -= dots[:, None] * c[k, : d - k]
+    return np.ascontiguousarray(qt.T)
 
 
 #: Row sizes from which :func:`reflected_rotation` imports numba for its kernel: below, numpy's loop is
-#: faster than that import (about 0.6 s; numpy 3 ms at 100, 0.5 s at 600, 2.3 s at 1024, numba 0.1 ms,
-#: 0.1 s, 0.5 s); the widest row a rotation is stored as reflectors for.
+#: faster than that import (about 0.6 s; numpy 2 ms at 100, 50 ms at 300, 0.5 s at 600, 2.3 s at 1024;
+#: numba 0.1 ms, 0.01 s, 0.1 s, 0.5 s); the widest row a rotation is stored as reflectors for.
 _KERNEL_WIDTH = 640
 MAX_REFLECTED = 1024
 
