@@ -1,16 +1,16 @@
 """Coded size at equal symbols: format version 3 (per-column counts, float16 rotation) vs the default
 record (version 4: classed levels, int8 rotation; version 5 adds each class's values as int8
-corrections; version 6 stores the rotation as int8 Householder reflectors, half the entries),
-bits/weight of every part of each transform-coded tensor.
+corrections; version 6, with ``--option reflectors=true``, stores the rotation as int8 Householder
+reflectors, half the entries), bits/weight of every part of each transform-coded tensor.
 
     python benchmarks/bench_equal_symbols.py recipes/work/skipgram.pt --bits 1
+    python benchmarks/bench_equal_symbols.py recipes/work/skipgram.pt --bits 1 --option reflectors=true
 
 Packs the posterior with ``--option classes=0`` (the version 3 record), decodes its symbols, codes
 the same symbols the default's way (position classes as ``vbq-transform`` picks them, levels, the
 real ANS words, and the class values' bytes: a correction per nonzero level and a unit per column)
-and prints one table. The default's rotation costs what the default archive stores for it (version 6:
-the reflectors' int8 entries and a float32 scale each); with that matrix the quantizer's symbols
-would differ slightly.
+and prints one table. The default's rotation costs what the default archive (packed with the
+``--option``s given) stores for it; with that matrix the quantizer's symbols would differ slightly.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import bnncompress
 from bnncompress import coding
 from bnncompress.archive import read_archive
+from bnncompress.cli.app import parse_options
 from bnncompress.records import level_weights, levels_of, position_classes
 from bnncompress.records.base import TensorRecord
 
@@ -66,12 +67,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("posterior", type=Path)
     parser.add_argument("--bits", type=float, default=1.0)
+    parser.add_argument("--option", action="append", help="KEY=VALUE for the default's pack, as `pack --option`")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         v3 = Path(tmp) / "v3.bnc"
         bnncompress.pack(args.posterior, v3, bits=args.bits, options={"classes": 0})
         default = Path(tmp) / "default.bnc"
-        bnncompress.pack(args.posterior, default, bits=args.bits)
+        bnncompress.pack(args.posterior, default, bits=args.bits, options=parse_options(args.option) or None)
         tensors = read_archive(default).tensors
         classes = {t.name: t.marks.get("classes", t.marks.get("class_values", 1)) for t in tensors}
         valued = {t.name: "class_values" in t.marks for t in tensors}

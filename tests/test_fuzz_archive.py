@@ -63,13 +63,14 @@ def original(tmp_path_factory):
     cl = rng.normal(size=(2100, 32)) @ rng.normal(size=(32, 32))
     cl[2048:] *= 0.01
     cl_post = {"cl_vectors": (cl, rng.uniform(0.05, 1.0, size=(2100, 32)))}
-    options = {"classes": 2, "transform": "pca", "class_values": False, "reflectors": False}  # D x D int8 rotation
+    options = {"classes": 2, "transform": "pca", "class_values": False}  # a D x D int8 rotation
     bnncompress.pack(cl_post, cl_path, lam=3.0, method="vbq-transform", options=options)
-    # And a class-valued one (format version 5: each class's own values as int8 corrections), its rotation as
-    # Householder reflectors (version 6, the default).
+    # And a class-valued one (format version 5, the default: each class's own values as int8 corrections), its
+    # rotation as Householder reflectors (version 6, reflectors=true).
     cv_path = path.with_name("cv.bnc")
     cv_post = {"cv_vectors": cl_post["cl_vectors"]}
-    bnncompress.pack(cv_post, cv_path, lam=3.0, method="vbq-transform", options={"classes": 2, "transform": "pca"})
+    options = {"classes": 2, "transform": "pca", "reflectors": True}
+    bnncompress.pack(cv_post, cv_path, lam=3.0, method="vbq-transform", options=options)
     parts = [read_archive(p) for p in (path, pq_path, tc_path, cl_path, cv_path)]
     scalar, tensors = parts[0], [t for part in parts for t in part.tensors]
     write_archive(path, tensors, vocab, scalar.source, scalar.tool_version)

@@ -53,8 +53,8 @@ def packed(tmp_path_factory):
     paths = {}
     cases = (("uniform", "scalar", None), ("pq", "product", None), ("vbq-transform", "columns", {"classes": 0}))
     classed = (
-        ("vbq-transform", "classed", {"classes": 2, "class_values": False, "reflectors": False}),
-        ("vbq-transform", "class-valued", {"classes": 2, "transform": "pca"}),  # the rotation as reflectors
+        ("vbq-transform", "classed", {"classes": 2, "class_values": False}),
+        ("vbq-transform", "class-valued", {"classes": 2, "transform": "pca", "reflectors": True}),  # version 6
     )
     for method, expected, options in cases + classed:
         paths[expected] = root / f"{expected}.bnc"

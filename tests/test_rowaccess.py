@@ -29,13 +29,17 @@ def posterior():
     return {"word_vectors": (loc, scale), "fc": (small_loc, small_scale)}
 
 
-@pytest.fixture(scope="module", params=[*METHODS, "vbq-transform/columns", "vbq-transform/classed"])
+@pytest.fixture(
+    scope="module", params=[*METHODS, "vbq-transform/columns", "vbq-transform/classed", "vbq-transform/reflectors"]
+)
 def archive(request, posterior, tmp_path_factory):
     method, _, kind = request.param.partition("/")
     path = tmp_path_factory.mktemp("rows") / f"{method}{kind}.bnc"
     options = {"transform": "pca", "classes": 0 if kind == "columns" else 2}  # rotated; 2 blocks, a class each
-    if kind == "classed":  # format version 4, a D x D int8 rotation (the default: class-valued, reflectors, 6)
-        options.update(class_values=False, reflectors=False)
+    if kind == "classed":
+        options["class_values"] = False  # format version 4 (the default: class-valued, version 5)
+    if kind == "reflectors":
+        options["reflectors"] = True  # class-valued, the rotation as reflectors (version 6)
     rate = {"bits": 2.0, "options": options} if method == "vbq-transform" else {}
     bnncompress.pack(posterior, path, method=method, **rate)
     return path
@@ -57,9 +61,10 @@ def test_rows_equal_the_full_decode_for_every_method(archive):
     a = bnncompress.load(archive)
     if "transform" in archive.name:
         rec = a.record("word_vectors")
-        kind = next((k for k in ("columns", "classed") if k in archive.name), "class-valued")
+        stored = next((k for k in ("columns", "classed", "reflectors") if k in archive.name), "class-valued")
+        kind = "class-valued" if stored == "reflectors" else stored
         classes = rec.classes if kind == "classed" else rec.class_values
-        rotation = {"columns": rec.rotation, "classed": rec.rotation8}.get(kind, rec.reflectors)
+        rotation = {"columns": rec.rotation, "reflectors": rec.reflectors}.get(stored, rec.rotation8)
         rotated = rotation is not None and (kind == "columns" or classes == 2)
         assert rec.kind.name == kind and rotated
     for name in a.names:

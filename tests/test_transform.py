@@ -32,8 +32,8 @@ def test_archive_decodes_to_exactly_what_the_quantizer_chose(tmp_path, correlate
     expected = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, scale)).quantize(result.lam)
     np.testing.assert_array_equal(a["w"].reshape(-1), expected.values())
     rec = a.record("w")
-    assert rec.classes == 1 and rec.params["rotated"] and rec.reflectors.dtype == np.int8  # 2 blocks: 1 class
-    assert a.info()["format_version"] == 6  # one class: no class values (they would not pay); reflectors
+    assert rec.classes == 1 and rec.params["rotated"] and rec.rotation8.dtype == np.int8  # 2 blocks: 1 class
+    assert a.info()["format_version"] == 4  # one class: no class values (they would not pay)
     np.testing.assert_array_equal(a.rows("w", [5, 1999, 0]), a["w"][[5, 1999, 0]])
 
 
@@ -66,7 +66,7 @@ def test_payload_counts_the_means_and_the_rotation(tmp_path, correlated):
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "t.bnc", method="vbq-transform", bits=1.0)
     rec = bnncompress.load(tmp_path / "t.bnc").record("w")
     side = rec.levels.nbytes + rec.widths.nbytes + rec.block_class.nbytes
-    rotation = 8 * 7 // 2 + 7 * 4  # 7 reflectors: 28 int8 entries and 7 float32 scales
+    rotation = 8 * 8 + 8 * 4  # int8 entries and a float32 scale per column
     assert rec.table_bytes == rec.grid.nbytes + 8 * 4 + rotation + side and len(rec.counts) == 0
     assert len(rec.grid) == rec.widths.sum() and len(rec.levels) == rec.classes * len(rec.grid)
 
@@ -238,7 +238,7 @@ def test_class_values_code_the_same_symbols_closer_to_the_posterior(tmp_path):
     errors, words = {}, {}
     for on in (False, True):
         path = tmp_path / f"{on}.bnc"
-        options = {"classes": 3, "class_values": on, "reflectors": False}
+        options = {"classes": 3, "class_values": on}
         bnncompress.pack({"w": (loc, scale)}, path, lam=0.3, options=options)
         a = bnncompress.load(path)
         rec = a.record("w")
@@ -291,8 +291,8 @@ def test_reflectors_decode_to_an_orthogonal_matrix_alike_in_numpy_and_numba(d, m
 
 
 def test_the_rotation_as_reflectors_costs_half_the_bytes_for_the_same_error(tmp_path):
-    """Version 6 stores D (D - 1) / 2 int8 reflector entries instead of D x D entries; at one lambda the
-    error is within 1% of the int8 matrix's; ``reflectors=false`` still writes version 5."""
+    """``reflectors=true`` stores D (D - 1) / 2 int8 reflector entries (version 6) instead of D x D
+    entries (version 5, the default); at one lambda the error is within 1% of the int8 matrix's."""
     rng = np.random.default_rng(3)
     rows, d = 6144, 32
     loc = rng.normal(size=(rows, d)) @ rng.normal(size=(d, d)) / np.sqrt(d)

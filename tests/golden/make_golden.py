@@ -40,9 +40,11 @@ def main() -> None:
     # Version 3 added transform coding (per-column models, means, a float16 rotation): vbq-transform.
     # Version 4 added classed transform coding (models per block class as levels): vbq-transform, 2 classes.
     # Version 5 added class values (each class's own values, int8 corrections): the same, now the default.
-    # Version 6 stores the rotation as Householder reflectors (half the int8 entries): the same, the default.
+    # Version 6 stores the rotation as Householder reflectors (half the int8 entries): the same, reflectors=true.
     method = {2: "pq", 3: "vbq-transform"}.get(FORMAT_VERSION, "vbq" if FORMAT_VERSION < 4 else "vbq-transform")
     options = {"classes": 2, "transform": "pca"} if FORMAT_VERSION >= 4 else None
+    if FORMAT_VERSION >= 6:
+        options["reflectors"] = True
     lam = 1.0 if FORMAT_VERSION < 3 else 0.05 if FORMAT_VERSION == 3 else 3.0
     bnncompress.pack(posterior, archive, vocab=vocab, lam=lam, method=method, options=options, device="cpu")
     a = bnncompress.load(archive)
