@@ -123,8 +123,8 @@ def reflected_rotation(entries: np.ndarray, scales: np.ndarray, d: int) -> np.nd
 
 
 #: Row sizes from which :func:`reflected_rotation` imports numba for its kernel: below, numpy's loop is
-#: faster than that import (about 0.6 s; numpy 2 ms at 100, 50 ms at 300, 0.5 s at 600, 2.3 s at 1024;
-#: numba 0.1 ms, 0.01 s, 0.1 s, 0.5 s); the widest row a rotation is stored as reflectors for.
+#: faster than that import (about 0.6 s). numpy: 2 ms at 100, 50 ms at 300, 0.5 s at 600, 2.3 s at 1024;
+#: numba: 0.4 ms at 100, 11 ms at 300, 0.5 s at 1024. Then the widest row stored as reflectors.
 _KERNEL_WIDTH = 640
 MAX_REFLECTED = 1024
 
