@@ -233,12 +233,17 @@ class TensorJob:
         seen = self._histograms[(lam, False)][2]
         if isinstance(seen, Quality):
             return seen
-        kept = self._kept[1] if self._kept is not None and self._kept[0] == lam else [None] * len(seen)
+        kept = self._kept_at(lam)
+        kept = [None] * len(seen) if kept is None else kept
         tasks = self.rows.tasks(self.fitted, self.state(lam) if decoded is None else decoded, self._check)
         quality = Quality()
         for q in self.executor.map(check_task, [t + (sizes, k) for t, sizes, k in zip(tasks, seen, kept)]):
             quality.add(q)
         return quality.count_rows()
+
+    def _kept_at(self, lam: float) -> list[Any] | None:
+        """The grid indices the count pass at ``lam`` kept (per task), or None."""
+        return self._kept[1] if self._kept is not None and self._kept[0] == lam else None
 
     def release(self) -> None:
         """Drop kept grid indices and return their bytes to the budget."""
@@ -285,7 +290,7 @@ class TensorJob:
         state = self.state(lam)
         blocks = geometry.num_blocks(self.shape, self.rows.block_rows)
         rows = self.rows.representative  # (all rows: the indices the count pass kept, if it kept them)
-        kept = self._kept[1] if self._kept is not None and self._kept[0] == lam and rows is self.rows else None
+        kept = self._kept_at(lam) if rows is self.rows else None
         moments = (lambda: self.fitted.class_moments(state, rows, kept)) if self.class_valued else None
         return record_tables(counts, self.fitted, state, blocks, moments)
 
@@ -311,8 +316,9 @@ class TensorJob:
     ) -> tuple:
         br = self.rows.block_rows
         own = [None if classes is None else classes[a // br : -(-b // br)] for a, b in self.rows.ranges]
-        if self._kept is not None and self._kept[0] == lam:  # code the indices of the histogram pass
-            tasks = [(k, remap, table, block_size, c) for k, c in zip(self._kept[1], own)]
+        kept = self._kept_at(lam)
+        if kept is not None:  # code the indices of the histogram pass
+            tasks = [(k, remap, table, block_size, c) for k, c in zip(kept, own)]
             parts = self.executor.map(encode_kept_task, tasks)
         else:
             tasks = [t + (c,) for t, c in zip(self.rows.tasks(self.fitted, state, remap, table, block_size), own)]
