@@ -155,35 +155,28 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
         return estimates[(u, on_samples)]
 
     lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
-    on_samples = has_sample
-    # Bracket the root by walking out from lambda = 1 in steps of e^2.5 (most targets take 1-3 steps).
-    u, g = 0.0, excess(0.0, on_samples)
-    step = 2.5 if g > 0 else -2.5
-    while True:
-        v = min(max(u + step, lo), hi)
-        g_v = excess(v, on_samples)
-        if (g_v > 0) != (g > 0):
-            break
-        if v in (lo, hi):
-            if on_samples:  # never call a target unreachable from a subsample: walk again on everything
-                on_samples = False
-                u, g = 0.0, excess(0.0, False)
-                step = 2.5 if g > 0 else -2.5
-                continue
-            if g_v < -BITS_TOLERANCE * target_bits:
-                raise RateControlError(
-                    f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
-                    f"(about {g_v + target_bits:.2f} bits/weight at most); ask for fewer bits"
-                )
-            if g_v > BITS_TOLERANCE * target_bits:
-                raise RateControlError(
-                    f"a target of {target_bits:g} bits/weight is below the smallest payload this posterior packs to "
-                    f"(about {g_v + target_bits:.4f} bits/weight); ask for more bits"
-                )
-            return math.exp(v)  # the extreme itself is within tolerance
-        u, g = v, g_v
-    a, b, g_a, g_b = (u, v, g, g_v) if u < v else (v, u, g_v, g)
     aim = _AIM * target_bits
+    on_samples = has_sample
+    while True:  # bracket the root from lambda = 1 by secant steps (most targets take 1-2)
+        found = _bracket(lambda u, s=on_samples: excess(u, s), 0.0, excess(0.0, on_samples), _SLOPE, lo, hi)
+        if len(found) == 4:
+            break
+        if on_samples:  # never call a target unreachable from a subsample: walk again on everything
+            on_samples = False
+            continue
+        v, g_v = found
+        if g_v < -BITS_TOLERANCE * target_bits:
+            raise RateControlError(
+                f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
+                f"(about {g_v + target_bits:.2f} bits/weight at most); ask for fewer bits"
+            )
+        if g_v > BITS_TOLERANCE * target_bits:
+            raise RateControlError(
+                f"a target of {target_bits:g} bits/weight is below the smallest payload this posterior packs to "
+                f"(about {g_v + target_bits:.4f} bits/weight); ask for more bits"
+            )
+        return math.exp(v)  # the extreme itself is within tolerance
+    a, b, g_a, g_b = found
     if not on_samples:
         return math.exp(_solve(lambda u: excess(u, False), a, b, g_a, g_b, aim))
 
@@ -202,15 +195,37 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
     def shifted(u: float) -> float:
         return excess(u, True) + offset
 
-    g_a, g_b = shifted(a), shifted(b)
-    while g_b > 0 and b < hi:  # the shifted root lies past the bracket: walk on (subsample estimates)
-        a, g_a, b = b, g_b, min(b + 2.5, hi)
-        g_b = shifted(b)
-    while g_a < 0 and a > lo:
-        b, g_b, a = a, g_a, max(a - 2.5, lo)
-        g_a = shifted(a)
-    nxt = _solve(shifted, a, b, g_a, g_b, aim / 4) if g_a > 0 > g_b else guess + (0.1 if g > 0 else -0.1)
+    slope = (g_b - g_a) / (b - a) if b > a and g_b < g_a else _SLOPE  # the subsample's, about the guess
+    found = _bracket(shifted, guess, shifted(guess), slope, lo, hi)
+    nxt = _solve(shifted, *found, aim / 4) if len(found) == 4 else guess + (0.1 if g > 0 else -0.1)
     return math.exp(_full_root(lambda u: excess(u, False), guess, g, nxt, lo, hi, aim))
+
+
+#: A typical slope of the payload in bits/weight per unit of ln(lambda) (trained skip-grams: -0.7 to -1.4),
+#: for the first secant step of a search.
+_SLOPE = -1.0
+_STEPS = (0.05, 2.5)  # the smallest and largest step in ln(lambda) a bracket search takes
+_PAST = 1.2  # each step aims this far past the secant's root, so that the next point brackets it
+
+
+def _bracket(g, u: float, g_u: float, slope: float, lo: float, hi: float) -> tuple:
+    """A bracket ``(a, b, g(a), g(b))`` of the root of a decreasing ``g``, from ``u`` by secant steps
+    (the first with ``slope``; each a little past the root the line through the latest two points
+    gives, from 0.05 to 2.5 in ln(lambda)), or ``(v, g(v))`` at ``lo`` or ``hi`` with no sign change."""
+    if g_u == 0:
+        return u, u, g_u, g_u
+    while True:
+        step = -g_u / slope * _PAST if slope < 0 else math.copysign(_STEPS[1], g_u)
+        step = math.copysign(min(max(abs(step), _STEPS[0]), _STEPS[1]), g_u)  # the rate falls as lambda grows
+        v = min(max(u + step, lo), hi)
+        g_v = g(v)
+        if (g_v > 0) != (g_u > 0) or g_v == 0:
+            return (u, v, g_u, g_v) if u < v else (v, u, g_v, g_u)
+        if v in (lo, hi):
+            return v, g_v
+        if g_v != g_u:
+            slope = (g_v - g_u) / (v - u)
+        u, g_u = v, g_v
 
 
 def _full_root(excess_full, u: float, g_u: float, v: float, lo: float, hi: float, aim: float) -> float:

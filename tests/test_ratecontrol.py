@@ -82,6 +82,28 @@ def test_a_gap_growing_with_the_rate_costs_two_full_passes(monkeypatch, gap):
         assert estimate([], lam) == pytest.approx(target, rel=0.01)
 
 
+def test_secant_steps_find_the_root_in_few_subsample_checks(monkeypatch):
+    """Each subsample check costs a refinement of the subsample (P1: 8-12 ms): the bracket is found by
+    secant steps (the first with a typical slope) rather than steps of e^2.5 from lambda = 1, and the
+    second full point's lambda from the shifted curve starts at the guess. On a smooth curve at 0.75-3
+    bits: at most 7 subsample checks and 2 full ones (10-12 and 2 before)."""
+    from bnncompress import ratecontrol
+
+    calls = []
+
+    def estimate(tensors, lam, on_sample=False):
+        sub = 2.0 * lam**-0.45
+        calls.append(on_sample)
+        return sub if on_sample else sub * (1 + 0.055 * sub)
+
+    monkeypatch.setattr(ratecontrol, "estimate_payload_bits", estimate)
+    for target in (0.75, 1.0, 1.5, 2.0, 2.5, 3.0):
+        calls.clear()
+        lam = ratecontrol.find_lambda([], target, has_sample=True)
+        assert sum(calls) <= 7 and calls.count(False) == 2, (target, calls)
+        assert estimate([], lam) == pytest.approx(target, rel=0.01)
+
+
 def test_the_subsample_grows_with_large_posteriors():
     """2^17 weights up to 8M (what in-memory packs searched on before), then 1/64 of the posterior
     up to 2^21: a few hundred rows per column make per-column refinements drop values that the

@@ -180,6 +180,24 @@ def test_the_rotation_kernel_sums_each_coordinate_in_order_for_any_row_count():
         np.testing.assert_allclose(w.reshape(rows, d), expected_w, rtol=1e-12)
 
 
+def test_the_ranges_kernel_takes_the_rotation_kernels_coordinates_for_any_row_count():
+    """The seeding grid's extent: each rotated column's minimum and maximum, of exactly the coordinates
+    :func:`rotate` computes (sums over i ascending, 4 rows at a time or one by one after them)."""
+    from bnncompress.quantizers._transform_cpu import ROTATE_ROWS, rotate, rotated_ranges
+
+    rng = np.random.default_rng(13)
+    for rows, d in ((1, 3), (ROTATE_ROWS, 5), (2 * ROTATE_ROWS + 3, 8), (41, 20)):
+        loc = rng.normal(size=rows * d).astype(np.float32)
+        mean, rotation = rng.normal(size=d), np.linalg.qr(rng.normal(size=(d, d)))[0]
+        y, w = np.empty(rows * d), np.empty(rows * d)
+        rotate(loc, np.ones(rows * d, np.float32), mean, rotation, 1.0, 1.0, np.ones(rows), y, w)
+        low, high = np.full(d, np.inf), np.full(d, -np.inf)
+        rotated_ranges(loc, mean, rotation, low, high)
+        assert np.array_equal(low, y.reshape(rows, d).min(axis=0)) and np.array_equal(
+            high, y.reshape(rows, d).max(axis=0)
+        )
+
+
 def test_a_raised_allowance_keeps_every_blocks_coordinates():
     """keep_pass_data raises what a fit may keep (never below CACHE_BYTES); with it, a tensor larger
     than the allowance keeps every block's rotated coordinates, so passes reuse them."""
