@@ -254,18 +254,20 @@ def _full_root(excess_full, u: float, g_u: float, v: float, lo: float, hi: float
 
 def _solve(g, a: float, b: float, ga: float, gb: float, tol: float, max_iter: int = 60) -> float:
     """Root of a decreasing function g on [a, b] with g(a) >= 0 >= g(b) (Illinois regula falsi, with
-    a bisection whenever two steps have not halved the bracket: a step function converges slowly)."""
+    a bisection whenever two steps have halved neither the bracket nor the best miss: a step function
+    converges slowly; a smooth curve approached from one side keeps a wide bracket but halves its miss)."""
     best_u, best_g = (a, ga) if abs(ga) < abs(gb) else (b, gb)
     side = 0
     widths = [math.inf, math.inf]  # the bracket's width before each of the last two steps
+    misses = [math.inf, math.inf]  # and the smallest |g| found
     for _ in range(max_iter):
         if abs(best_g) <= tol or b - a < 1e-4:  # a jump in the rate (a value dropped): lambda to 0.01% is enough
             break
-        slow = b - a > widths[0] / 2
+        slow = b - a > widths[0] / 2 and abs(best_g) > misses[0] / 2
         u = (a + b) / 2 if slow or ga == gb else b - gb * (b - a) / (gb - ga)
         if not a < u < b:
             u = (a + b) / 2
-        widths = [widths[1], b - a]
+        widths, misses = [widths[1], b - a], [misses[1], abs(best_g)]
         gu = g(u)
         if abs(gu) < abs(best_g):
             best_u, best_g = u, gu

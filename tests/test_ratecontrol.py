@@ -138,3 +138,23 @@ def test_a_jump_in_the_rate_across_the_target_ends_the_search_soon(monkeypatch):
     lam = ratecontrol.find_lambda([], 2.0, has_sample=False)
     assert estimate([], lam) == 1.93
     assert len(calls) <= 20, len(calls)  # 38 when it narrowed lambda to 1e-9
+
+
+def test_the_solver_bisects_only_when_neither_the_bracket_nor_the_miss_halves():
+    """A smooth convex rate curve approached from one side keeps a wide bracket while each regula falsi
+    step halves the miss: bisecting there (as every time two steps had not halved the bracket) wastes
+    checks; P1's subsample at 3 bits jumped from lambda 0.145 to 0.381 so. A step function still
+    bisects (test_a_jump_in_the_rate_across_the_target_ends_the_search_soon)."""
+    import math
+
+    from bnncompress.ratecontrol import _solve
+
+    calls = []
+
+    def g(u):
+        calls.append(u)
+        return math.exp(-3 * u) - 1
+
+    a, b = -1.1, 3.0
+    root = _solve(g, a, b, g(a), g(b), 1e-3)
+    assert abs(g(root)) <= 1e-3 and len(calls) - 3 <= 11, calls  # 14 checks before
