@@ -27,8 +27,8 @@ from .vocabulary import validate_words
 FORMAT_NAME = "bnncompress"
 #: The newest version this code writes (the oldest that holds an archive's tensors, see
 #: :func:`format_version`); it reads every version in READABLE_VERSIONS.
-FORMAT_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+FORMAT_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 #: The limits of the format, checked by the writer and the reader alike (whatever one writes, the other reads).
 MAX_WEIGHTS = 1 << 40  # per tensor

@@ -29,7 +29,7 @@ from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions, whole_rows
 from .ratetasks import check_task, count_task
-from .records import TensorRecord, kind_of, raw_payload_bytes
+from .records import TensorRecord, half_values, kind_of, raw_payload_bytes
 from .tasks import (
     CERTAIN_FRACTION,
     FAR_SDS,
@@ -159,6 +159,18 @@ class TensorJob:
         if self.fitted.classes:
             return counts.reshape(self.fitted.classes, -1, counts.shape[1])
         return counts if len(counts) > 1 else counts[0]
+
+    def levelled_at(self, lam: float, on_sample: bool = False) -> bool:
+        """A levelled record at ``lam`` (:func:`~bnncompress.tasks.record_tables`): a levelled fit's one
+        model whose used values are float16 values."""
+        if not self.fitted.levelled:
+            return False
+        counts, _ = self.histogram(lam, on_sample)
+        if counts.ndim != 1:
+            return False
+        used = self.fitted.grid(self.state(lam, on_sample and self.sample is not None))[counts > 0]
+        half = half_values(used)
+        return half is not None and np.array_equal(half, used)
 
     @property
     def class_valued(self) -> bool:  # the record stores each class's own values (a byte per (class, used symbol))

@@ -54,14 +54,19 @@ class RateModel(Protocol):
     def num_symbols(self, lam: float) -> int:
         """Symbols of the whole tensor at ``lam`` (one per weight, or per sub-vector)."""
 
+    def levelled_at(self, lam: float, on_sample: bool = False) -> bool:
+        """A levelled record at ``lam``: one model, a level byte and a float16 value per used symbol."""
+
 
 def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: bool = False) -> float:
     """Estimated payload bits per weight at ``lam``, from all weights or from the subsample
     (whose information content is scaled up to the full size)."""
     bits = 0.0
     weights = 0
-    count_bytes = np.min_scalar_type(max(t.num_weights for t in tensors)).itemsize
-    for t in tensors:
+    levelled = [t.levelled_at(lam, on_sample) for t in tensors]
+    counted_weights = [t.num_weights for t, lv in zip(tensors, levelled) if not lv]  # (one counts dataset for all)
+    count_bytes = np.min_scalar_type(max(counted_weights, default=1)).itemsize
+    for t, lv in zip(tensors, levelled):
         counts, counted = t.histogram(lam, on_sample)
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
         used = int(np.count_nonzero(counts))
@@ -78,12 +83,13 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
             # of counts up to the number of rows
             entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
             entry_bytes = count_bytes if counts.ndim == 1 else np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
+            entry_bytes = 1 if lv else entry_bytes
             coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
         table = 8 * payload_bytes(
             words=_CODER_BYTES_PER_BLOCK * blocks if coded else 0,  # + the information content, below
             blocks=blocks,
             counts=entry_bytes * entries,
-            grid=_GRID_BYTES_PER_VALUE * t.values_per_symbol * used,
+            grid=(_GRID_BYTES_PER_VALUE // (2 if lv else 1)) * t.values_per_symbol * used,
             side=t.side_bits // 8,
         )
         coded_bits = information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table

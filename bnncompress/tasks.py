@@ -17,7 +17,7 @@ from . import coding
 from .geometry import num_rows
 from .posterior import TensorPosterior
 from .quantizers import Block, ClassValues, FittedQuantizer, Quantizer, narrow_counts, used_grid
-from .records import class_corrections, level_weights, levels_of, max_table_entries
+from .records import class_corrections, half_values, level_weights, levels_of, max_table_entries, pack_half
 
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
@@ -321,7 +321,8 @@ def record_tables(
     classed fit's (classes, models, K) counts become levels (:func:`compact_classed`) and, if the
     coder keeps several classes, with ``moments()`` (each class's sums of weights and weight x
     coordinate per grid cell) each class's own values (a class-valued record); others compact counts
-    (:func:`compact_models`). One class gains too little from its own values to pay for them."""
+    (:func:`compact_models`), a levelled fit's one model as levels if its values are float16 (a levelled
+    record). One class gains too little from its own values to pay for them."""
     side = dict(fitted.side_arrays())
     if counts.ndim == 3:
         first, into = merge_classes(counts, np.arange(len(counts)), num_rows(fitted.shape))
@@ -342,6 +343,12 @@ def record_tables(
         return remap, table, grid, np.zeros(0, np.uint8), {"class_values": len(counts)}, side, classes, decoded
     sub = fitted.subvectors(state)
     remap, table, grid = compact_models(counts, fitted.grid(state), sub)
+    half = half_values(grid) if fitted.levelled and table.ndim == 1 and not sub else None
+    if half is not None and np.array_equal(half, grid):  # one model as levels and float16 values, as the fit chose
+        levels = levels_of(table)
+        one = level_weights(levels)[None, None, :]  # the coder's classed form: one class of one model
+        classes = np.zeros(num_blocks, np.uint8)
+        return remap, one, pack_half(half.astype(np.float16)), levels, {"levelled": 1}, side, classes, state
     marks = {"subvectors": sub, "models": len(table) if table.ndim == 2 else 0}  # 0: unmarked
     return remap, table, grid, table.reshape(-1), marks, side, None, state
 

@@ -156,9 +156,14 @@ def test_scalar_archives_stay_format_version_1(tmp_path, posterior):
     for method in ("vbq-direction", "vbq", "uniform"):  # one model per tensor, nothing stored raw
         bnncompress.pack(posterior, tmp_path / "a.bnc", bits=2.0, method=method)
         assert bnncompress.load(tmp_path / "a.bnc").info()["format_version"] == 1
-    bnncompress.pack(posterior, tmp_path / "t.bnc", bits=2.0)  # the default: classed transform coding
-    assert bnncompress.load(tmp_path / "t.bnc").info()["format_version"] == 4  # (one block: one class, version 4)
-    bnncompress.pack(posterior, tmp_path / "t3.bnc", bits=2.0, options={"classes": 0})  # per-column, version 3
+    bnncompress.pack(posterior, tmp_path / "t.bnc", bits=2.0)  # the default: classed transform coding, and
+    a = bnncompress.load(tmp_path / "t.bnc")  # the small tensor levelled
+    kinds = {a.record(n).kind.name for n in a.names}
+    assert a.info()["format_version"] == 7 and kinds == {"classed", "levelled"}
+    old = {"small_levels": False}
+    bnncompress.pack(posterior, tmp_path / "t4.bnc", bits=2.0, options=old)  # (one block: one class, version 4)
+    assert bnncompress.load(tmp_path / "t4.bnc").info()["format_version"] == 4
+    bnncompress.pack(posterior, tmp_path / "t3.bnc", bits=2.0, options={**old, "classes": 0})  # per-column, version 3
     assert bnncompress.load(tmp_path / "t3.bnc").info()["format_version"] == 3
 
 

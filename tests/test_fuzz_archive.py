@@ -71,7 +71,11 @@ def original(tmp_path_factory):
     cv_post = {"cv_vectors": cl_post["cl_vectors"]}
     options = {"classes": 2, "transform": "pca", "reflectors": True}
     bnncompress.pack(cv_post, cv_path, lam=3.0, method="vbq-transform", options=options)
-    parts = [read_archive(p) for p in (path, pq_path, tc_path, cl_path, cv_path)]
+    # And a levelled one (format version 7: too few rows for per-column models, one model as one-byte levels
+    # and float16 values, the default).
+    lv_path = path.with_name("lv.bnc")
+    bnncompress.pack({"lv_vectors": (rng.normal(size=(60, 5)), np.full((60, 5), 0.1))}, lv_path, lam=0.05)
+    parts = [read_archive(p) for p in (path, pq_path, tc_path, cl_path, cv_path, lv_path)]
     scalar, tensors = parts[0], [t for part in parts for t in part.tensors]
     write_archive(path, tensors, vocab, scalar.source, scalar.tool_version)
     a = bnncompress.load(path)
@@ -80,6 +84,7 @@ def original(tmp_path_factory):
     assert a.record("cl_vectors").classes == 2 and a.record("cl_vectors").block_classes.tolist() == [0, 1]
     assert a.record("cv_vectors").class_values == 2 and a.record("cv_vectors").block_classes.tolist() == [0, 1]
     assert a.record("cl_vectors").rotation8 is not None and a.record("cv_vectors").reflectors is not None
+    assert a.record("lv_vectors").levelled == 1 and len(a.record("lv_vectors").counts) > 2
     return path.read_bytes(), {n: a[n].copy() for n in a.names}, a.vocab
 
 

@@ -25,11 +25,13 @@ from bnncompress.records import (
     TensorRecord,
     base,
     max_table_entries,
+    pack_half,
     payload_bytes,
     position_classes,
     raw_payload_bytes,
     register_record_kind,
     side_arrays,
+    unpack_half,
 )
 from bnncompress.tasks import merge_classes
 
@@ -56,9 +58,10 @@ def packed(tmp_path_factory):
         ("vbq-transform", "classed", {"classes": 2, "class_values": False}),
         ("vbq-transform", "class-valued", {"classes": 2, "transform": "pca", "reflectors": True}),  # version 6
     )
-    for method, expected, options in cases + classed:
+    levelled = (("vbq-transform", "levelled", None),)  # (version 7) rows too few for per-column models: one model
+    for method, expected, options in cases + classed + levelled:
         paths[expected] = root / f"{expected}.bnc"
-        post = _posterior(short_tail=expected.startswith("class"))
+        post = _posterior(2000, 80) if expected == "levelled" else _posterior(short_tail=expected.startswith("class"))
         bnncompress.pack(post, paths[expected], method=method, options=options, lam=0.5, device="cpu")
     return paths
 
@@ -330,6 +333,64 @@ def test_damaged_class_valued_records_are_refused(packed, tmp_path, change, mess
     forged = dataclasses.replace(rec, **change(rec))
     with pytest.raises(ArchiveError, match=message):
         write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")
+
+
+def _packed_half(values: np.ndarray) -> np.ndarray:
+    return pack_half(np.asarray(values, np.float16))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: {"counts": np.r_[np.uint16(300), r.counts[1:].astype(np.uint16)]}, "0 to 255"),
+        (lambda r: {"counts": np.zeros_like(r.counts)}, "0 to 255 with one above 0"),
+        (lambda r: {"grid": r.grid[:-1]}, "does not hold"),
+        (lambda r: {"grid": np.r_[r.grid, np.float32(0)]}, "does not hold"),
+        (lambda r: {"grid": _packed_half(np.r_[np.inf, r.kind.values16(r)[1:]])}, "not finite"),
+        (lambda r: {"counts": np.r_[r.counts, np.uint8(9), np.uint8(9)]}, "does not hold"),
+        (lambda r: {"levelled": 2}, "is not 1"),
+        (lambda r: {"counts": np.ones(r.num_weights + 2, np.uint8), "grid": np.zeros(r.num_weights // 2 + 1, "f4")},
+         "more symbols"),
+    ],
+    ids=["level-300", "no-level", "short-grid", "long-grid", "infinite-value", "levels-and-values", "mark-2",
+         "too-wide"],
+)  # fmt: skip
+def test_damaged_levelled_records_are_refused(packed, tmp_path, change, message):
+    rec = bnncompress.load(packed["levelled"]).record("w")
+    assert rec.levelled == 1 and len(rec.grid) == -(-len(rec.counts) // 2) and rec.counts.dtype == np.uint8
+    forged = dataclasses.replace(rec, **change(rec))
+    with pytest.raises(ArchiveError, match=message):
+        write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")
+
+
+def test_a_levelled_record_decodes_only_symbols_with_a_level(packed, tmp_path):
+    """Levels are not counts: a reader checks that every decoded symbol has a nonzero level (and that
+    the values are the float16 ones, exactly), not that the symbols add up to stored counts."""
+    a = bnncompress.load(packed["levelled"])
+    rec = a.record("w")
+    values = rec.kind.values16(rec)
+    np.testing.assert_array_equal(values, values.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(np.unique(a["w"]), np.unique(values[rec.counts > 0]))
+    symbols = coding.decode_blocks(rec.words, rec.offsets, rec.model_counts, rec.num_symbols, rec.block_size,
+                                   classes=rec.block_classes)  # fmt: skip
+    used = np.bincount(symbols, minlength=len(rec.counts))
+    assert np.array_equal(used > 0, rec.counts > 0) and not np.array_equal(used, rec.counts)
+    dropped = rec.counts.copy()
+    dropped[np.argmax(used)] = 0  # the most used symbol loses its level
+    write_archive(tmp_path / "dropped.bnc", [dataclasses.replace(rec, counts=dropped)], None, "test", "0")
+    with pytest.raises(ArchiveError, match="does not decode|do not match"):
+        bnncompress.load(tmp_path / "dropped.bnc")["w"]
+
+
+def test_float16_values_pack_two_to_a_finite_float32():
+    """Every pair of finite float16 values (the extremes, subnormals, signed zeros) packs into a finite
+    float32 that the archive's finite-grid check accepts, and unpacks to the same values."""
+    special = np.array([0.0, -0.0, 6e-8, -6e-8, 1e-4, 65504.0, -65504.0, 1.0, -1.0], np.float16)
+    pairs = np.array(np.meshgrid(special, special)).reshape(2, -1).T.reshape(-1)
+    packed = pack_half(pairs)
+    assert np.all(np.isfinite(packed)) and len(packed) == len(pairs) // 2
+    np.testing.assert_array_equal(unpack_half(packed, len(pairs)), pairs.astype(np.float32))
+    assert len(pack_half(special[:3])) == 2 and unpack_half(pack_half(special[:3]), 3)[2] == special[2]
 
 
 def test_class_values_decode_each_block_with_its_class(packed):

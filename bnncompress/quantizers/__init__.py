@@ -12,7 +12,7 @@ Example:
     True
     >>> q  # doctest: +NORMALIZE_WHITESPACE
     VBQDirection(max_level=10, trust=0.5, row_weight=0.75, iterations=3, centroids=True, cap=0.0,
-                 table_cost=0.5)
+                 table_cost=0.5, levelled=False)
 """
 
 from __future__ import annotations

@@ -144,6 +144,8 @@ class FittedQuantizer(ABC):
     stores_method_options: bool = True
     #: Per-block values the fit keeps between passes (None: it keeps none).
     kept: PassData | None = None
+    #: A one-model record of it is stored as one-byte levels and float16 values (format version 7).
+    levelled: bool = False
 
     @property
     def num_weights(self) -> int:
@@ -188,14 +190,12 @@ class FittedQuantizer(ABC):
         return dequantize(grid, indices, alphabet, self.subvectors(state))
 
     def prepare_sample(self, sample: Block | None) -> Block | None:
-        """Called once on the driver, right after fitting, with the rate-control sample (or None):
-        a method may attach per-weight values it knows from fitting (``Block.extra``)."""
+        """On the driver after fitting, with the rate-control sample (or None): per-weight values may be attached."""
         return sample
 
     def keep_pass_data(self, limit: int) -> None:
-        """Allow keeping up to ``limit`` bytes of per-block values that every pass recomputes
-        otherwise (:attr:`kept`; a transform's rotated coordinates and weights): the pipeline raises
-        it for a posterior in memory. It never falls below the method's own allowance."""
+        """Allow keeping up to ``limit`` bytes of per-block values every pass would recompute (:attr:`kept`:
+        a transform's rotated coordinates), raised for a posterior in memory; never below the method's own."""
         if self.kept is not None:
             self.kept.limit = max(self.kept.limit, int(limit))
 
@@ -226,7 +226,7 @@ class Fallback(FittedQuantizer):
 
     def __init__(self, fitted: FittedQuantizer, label: str, options: dict[str, Any], stores_method_options: bool):
         self.fitted, self.label, self.fallback_options = fitted, label, options
-        self.shape, self.stores_method_options = fitted.shape, stores_method_options
+        self.shape, self.stores_method_options, self.levelled = fitted.shape, stores_method_options, fitted.levelled
 
     @property
     def values_per_symbol(self) -> int:  # type: ignore[override]

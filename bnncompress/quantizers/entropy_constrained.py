@@ -32,6 +32,7 @@ import numpy as np
 from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
+from ..records.levelled import half_values
 from .base import STORED_IF_NOT_DEFAULT, Block, PassData, Rows, reduce_cells
 from .registry import register_quantizer
 from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
@@ -41,8 +42,10 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
 _F32_HUGE = 1e30
 #: Effective scales and weights kept per tensor (12 bytes per weight), so that passes reuse them (unless raised).
 CACHE_BYTES = 1 << 28
-#: What one used value costs in the record's tables: its count (2 bytes) and its float32 value.
+#: What one used value costs in the record's tables: its count (2 bytes) and its float32 value; in a
+#: levelled record (``levelled``, format version 7) its level byte and float16 value.
 TABLE_BITS_PER_VALUE = 48
+LEVELLED_BITS_PER_VALUE = 24
 
 
 def distortion_weights(scale: np.ndarray) -> np.ndarray:
@@ -86,6 +89,10 @@ class EntropyConstrainedVBQ(VBQ):
     #: that few weights use cost more in the tables than they save, which matters in small tensors
     #: (a small network's layers; docs/METHODS.md, "Small tensors"); 0 = the code length alone.
     table_cost: float = field(default=0.5, metadata=STORED_IF_NOT_DEFAULT)
+    #: True: values rounded to float16 where that moves none by more than 1/64 of its gap to a neighbour,
+    #: and the record stored as one-byte levels and float16 values (format version 7, a third of the scalar
+    #: grid's table); what ``vbq-transform`` does to the tensors that fall back to this method.
+    levelled: bool = field(default=False, metadata=STORED_IF_NOT_DEFAULT)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,10 +108,12 @@ class EntropyConstrainedVBQ(VBQ):
             raise OptionError(f"table_cost must be a number from 0 to 4, got {table_cost!r}")
         if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 20):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
-        if not isinstance(self.centroids, (bool, np.bool_)):
-            raise OptionError(f"centroids must be true or false, got {self.centroids!r}")
+        for key in ("centroids", "levelled"):
+            if not isinstance(getattr(self, key), (bool, np.bool_)):
+                raise OptionError(f"{key} must be true or false, got {getattr(self, key)!r}")
         self._normalize(trust=float(trust), row_weight=float(row_weight), iterations=int(iterations))
         self._normalize(centroids=bool(self.centroids), cap=float(cap), table_cost=float(table_cost))
+        self._normalize(levelled=bool(self.levelled))
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedEntropyConstrained:
         prior = fit_prior(stats)
@@ -169,7 +178,8 @@ class FittedEntropyConstrained(FittedVBQ):
         super().__init__(shape, prior, method.max_level, device, span)
         self.trust, self.row_weight, self.cap = method.trust, method.row_weight, method.cap
         self.iterations, self.centroids = method.iterations, method.centroids
-        self.table_bits = method.table_cost * TABLE_BITS_PER_VALUE
+        self.levelled = method.levelled
+        self.table_bits = method.table_cost * (LEVELLED_BITS_PER_VALUE if self.levelled else TABLE_BITS_PER_VALUE)
         self.row_floor = row_floor  # rows shorter than this are weighted as this long
         self._row_rms = row_rms  # whole-tensor array: kept on the driver until the sample takes its rows
         self.kept = PassData(CACHE_BYTES)  # each block's effective scales and weights
@@ -234,6 +244,9 @@ class FittedEntropyConstrained(FittedVBQ):
                 values, used = values[order], used[order]
             else:
                 values = values[used]
+            if self.levelled:  # the values a levelled record can store, if float16 holds them closely enough
+                half = half_values(values)
+                values = values if half is None else half
             costs = -np.log2(counts[used] / counts.sum())
             if self.table_bits:
                 costs = costs + self.table_bits * counts.sum() / (counts[used] * float(self.num_weights))

@@ -9,7 +9,8 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    with ``F = (Rᵀ)⁻¹``, so what it chooses is what decodes. Where the rotation does not pay, only the
    means are removed. Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows)
    or with means beyond ±1e30 are quantized as ``vbq-direction`` with one entropy model
-   (``"fallback": "one model"``) and their own ``small_trust`` and ``small_row_weight``.
+   (``"fallback": "one model"``), their own ``small_trust`` and ``small_row_weight``, and (``small_levels``)
+   stored as one-byte levels and float16 values (format version 7).
 2. **Posterior in the rotated basis**: ``v_j = sum_i F_ij² scale_i²`` (exact for a mean-field posterior).
 3. **Distortion weight**: ``w = 1 / (2 v^trust s^(2(1-trust)) (r / s)^(2 row_weight))``, s the RMS
    of the centered means and r the row's RMS.
@@ -22,8 +23,8 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    version 4), and (``class_values``) their own values of the symbols they use: the weighted mean of
    their coordinates coded to it, as int8 corrections of the column values (format version 5).
 
-Passes: column sums, the Gram matrix and the means' range; the rows' RMS and rotated columns' ranges;
-``1 + iterations`` passes per rate; one for the class values at the rate coded (:meth:`class_moments`).
+Passes: column sums, Gram matrix, means' range; rows' RMS, rotated columns' ranges; ``1 + iterations``
+per rate; one for the class values at the rate coded (:meth:`class_moments`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class TransformVBQ(Quantizer):
     #: a small network's layers are not embeddings, whose rows' directions matter (docs/METHODS.md).
     small_trust: float = field(default=0.75, metadata=STORED_IF_NOT_DEFAULT)
     small_row_weight: float = field(default=0.0, metadata=STORED_IF_NOT_DEFAULT)
+    small_levels: bool = field(default=True, metadata=STORED_IF_NOT_DEFAULT)  # False: their records in version 1
     #: Sets of column models, each for a run of consecutive coding blocks (rows in frequency order: rare
     #: words' coarse rows get their own statistics); "auto": up to 8, at least 4 blocks each; at most this
     #: many: neighbouring sets are merged where fewer code smaller (rows in an order that tells nothing:
@@ -108,7 +110,7 @@ class TransformVBQ(Quantizer):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
         if not (isinstance(step, (int, float)) and 0.01 <= step <= 10):
             raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
-        for key in ("centroids", "class_costs", "class_values", "reflectors"):
+        for key in ("centroids", "class_costs", "class_values", "reflectors", "small_levels"):
             if not isinstance(getattr(self, key), (bool, np.bool_)):
                 raise OptionError(f"{key} must be true or false, got {getattr(self, key)!r}")
             self._normalize(**{key: bool(getattr(self, key))})
@@ -138,13 +140,8 @@ class TransformVBQ(Quantizer):
     @property
     def _single(self) -> VBQDirection:
         """What a tensor too small for per-column models gets: one entropy model, its own settings."""
-        return VBQDirection(
-            trust=self.small_trust,
-            row_weight=self.small_row_weight,
-            iterations=self.iterations,
-            centroids=self.centroids,
-            device="cpu",
-        )
+        options = {"trust": self.small_trust, "row_weight": self.small_row_weight, "levelled": self.small_levels}
+        return VBQDirection(**options, iterations=self.iterations, centroids=self.centroids, device="cpu")
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         d, n = row_size(shape), num_rows(shape)

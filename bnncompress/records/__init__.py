@@ -5,7 +5,8 @@
 - :mod:`~bnncompress.records.columns`: one entropy model per column and a transform (version 3);
 - :mod:`~bnncompress.records.raw`: the values as they are (version 3);
 - :mod:`~bnncompress.records.classed`: column models per block class, compact tables (version 4);
-- :mod:`~bnncompress.records.classvalued`: the same with each class's own values (version 5).
+- :mod:`~bnncompress.records.classvalued`: the same with each class's own values (version 5);
+- :mod:`~bnncompress.records.levelled`: one model as one-byte levels, float16 values (version 7).
 
 A new kind is one module: a :class:`RecordKind` subclass with :func:`register_record_kind`,
 imported here (and its spec in docs/FORMAT.md); archives store and read it from what it declares.
@@ -36,6 +37,7 @@ from .classed import (
 )
 from .classvalued import ClassValued, class_corrections, class_value_deltas, class_value_table
 from .columns import PerColumn, inverse_transform
+from .levelled import Levelled, half_values, pack_half, unpack_half
 from .product import ProductQuantized
 from .raw import Raw, raw_payload_bytes
 from .scalar import ScalarGrid, dequantize
@@ -45,6 +47,7 @@ __all__ = [
     "Classed",
     "JUMP_ENTRY_BYTES",
     "KINDS",
+    "Levelled",
     "MAX_REFLECTED",
     "PerColumn",
     "ProductQuantized",
@@ -59,11 +62,13 @@ __all__ = [
     "class_value_table",
     "decoded_rotation",
     "dequantize",
+    "half_values",
     "inverse_transform",
     "kind_of",
     "level_weights",
     "levels_of",
     "marks",
+    "pack_half",
     "max_table_entries",
     "payload_bytes",
     "position_classes",
@@ -71,4 +76,5 @@ __all__ = [
     "register_record_kind",
     "side_arrays",
     "stored_rotation",
+    "unpack_half",
 ]

@@ -41,6 +41,7 @@ def main() -> None:
     # Version 4 added classed transform coding (models per block class as levels): vbq-transform, 2 classes.
     # Version 5 added class values (each class's own values, int8 corrections): the same, now the default.
     # Version 6 stores the rotation as Householder reflectors (half the int8 entries): the same, reflectors=true.
+    # Version 7 stores one model as one-byte levels and float16 values: fc1.weight (one model), the default.
     method = {2: "pq", 3: "vbq-transform"}.get(FORMAT_VERSION, "vbq" if FORMAT_VERSION < 4 else "vbq-transform")
     options = {"classes": 2, "transform": "pca"} if FORMAT_VERSION >= 4 else None
     if FORMAT_VERSION >= 6:
