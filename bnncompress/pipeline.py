@@ -29,7 +29,7 @@ from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions, whole_rows
 from .ratetasks import check_task, count_task
-from .records import TensorRecord, half_values, kind_of, raw_payload_bytes
+from .records import TensorRecord, float16_exact, kind_of, raw_payload_bytes
 from .tasks import (
     CERTAIN_FRACTION,
     FAR_SDS,
@@ -162,15 +162,13 @@ class TensorJob:
 
     def levelled_at(self, lam: float, on_sample: bool = False) -> bool:
         """A levelled record at ``lam`` (:func:`~bnncompress.tasks.record_tables`): a levelled fit's one
-        model whose used values are float16 values."""
+        model whose used values are float16 values (the fit rounded them)."""
         if not self.fitted.levelled:
             return False
         counts, _ = self.histogram(lam, on_sample)
         if counts.ndim != 1:
             return False
-        used = self.fitted.grid(self.state(lam, on_sample and self.sample is not None))[counts > 0]
-        half = half_values(used)
-        return half is not None and np.array_equal(half, used)
+        return float16_exact(self.fitted.grid(self.state(lam, on_sample and self.sample is not None))[counts > 0])
 
     @property
     def class_valued(self) -> bool:  # the record stores each class's own values (a byte per (class, used symbol))

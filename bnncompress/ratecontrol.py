@@ -64,8 +64,8 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
     bits = 0.0
     weights = 0
     levelled = [t.levelled_at(lam, on_sample) for t in tensors]
-    counted_weights = [t.num_weights for t, lv in zip(tensors, levelled) if not lv]  # (one counts dataset for all)
-    count_bytes = np.min_scalar_type(max(counted_weights, default=1)).itemsize
+    counted_weights = [t.num_weights for t, lv in zip(tensors, levelled) if not lv]  # one counts dataset for all:
+    count_bytes = np.min_scalar_type(max(counted_weights, default=1)).itemsize  # levels as wide as the widest
     for t, lv in zip(tensors, levelled):
         counts, counted = t.histogram(lam, on_sample)
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
@@ -83,13 +83,12 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
             # of counts up to the number of rows
             entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
             entry_bytes = count_bytes if counts.ndim == 1 else np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
-            entry_bytes = 1 if lv else entry_bytes
             coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
         table = 8 * payload_bytes(
             words=_CODER_BYTES_PER_BLOCK * blocks if coded else 0,  # + the information content, below
             blocks=blocks,
             counts=entry_bytes * entries,
-            grid=(_GRID_BYTES_PER_VALUE // (2 if lv else 1)) * t.values_per_symbol * used,
+            grid=4 * -(-used // 2) if lv else _GRID_BYTES_PER_VALUE * t.values_per_symbol * used,  # float16 pairs
             side=t.side_bits // 8,
         )
         coded_bits = information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table
@@ -184,7 +183,7 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
         return math.exp(v)  # the extreme itself is within tolerance
     a, b, g_a, g_b = found
     if not on_samples:
-        return math.exp(_solve(lambda u: excess(u, False), a, b, g_a, g_b, aim))
+        return math.exp(_solve(lambda u: excess(u, False), a, b, g_a, g_b, aim / 2))  # cheap: room for the coder
 
     guess = _solve(lambda u: excess(u, True), a, b, g_a, g_b, aim / 4)
     g = excess(guess, False)

@@ -17,7 +17,7 @@ from . import coding
 from .geometry import num_rows
 from .posterior import TensorPosterior
 from .quantizers import Block, ClassValues, FittedQuantizer, Quantizer, narrow_counts, used_grid
-from .records import class_corrections, half_values, level_weights, levels_of, max_table_entries, pack_half
+from .records import class_corrections, float16_exact, level_weights, levels_of, max_table_entries, pack_half
 
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
@@ -343,12 +343,11 @@ def record_tables(
         return remap, table, grid, np.zeros(0, np.uint8), {"class_values": len(counts)}, side, classes, decoded
     sub = fitted.subvectors(state)
     remap, table, grid = compact_models(counts, fitted.grid(state), sub)
-    half = half_values(grid) if fitted.levelled and table.ndim == 1 and not sub else None
-    if half is not None and np.array_equal(half, grid):  # one model as levels and float16 values, as the fit chose
+    if fitted.levelled and table.ndim == 1 and not sub and float16_exact(grid):  # one model, float16 values
         levels = levels_of(table)
         one = level_weights(levels)[None, None, :]  # the coder's classed form: one class of one model
         classes = np.zeros(num_blocks, np.uint8)
-        return remap, one, pack_half(half.astype(np.float16)), levels, {"levelled": 1}, side, classes, state
+        return remap, one, pack_half(grid), levels, {"levelled": 1}, side, classes, state
     marks = {"subvectors": sub, "models": len(table) if table.ndim == 2 else 0}  # 0: unmarked
     return remap, table, grid, table.reshape(-1), marks, side, None, state
 

@@ -32,7 +32,6 @@ import numpy as np
 from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
-from ..records.levelled import half_values
 from .base import STORED_IF_NOT_DEFAULT, Block, PassData, Rows, reduce_cells
 from .registry import register_quantizer
 from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
@@ -245,8 +244,7 @@ class FittedEntropyConstrained(FittedVBQ):
             else:
                 values = values[used]
             if self.levelled:  # the values a levelled record can store, if float16 holds them closely enough
-                half = half_values(values)
-                values = values if half is None else half
+                values = _float16_values(values, counts[used], total[used])
             costs = -np.log2(counts[used] / counts.sum())
             if self.table_bits:
                 costs = costs + self.table_bits * counts.sum() / (counts[used] * float(self.num_weights))
@@ -270,6 +268,30 @@ class FittedEntropyConstrained(FittedVBQ):
         grid, and the prior (two float64 numbers, about 33 bytes of a small tensor's record) tells a
         reader nothing."""
         return {} if isinstance(state, EmpiricalPass) else super().params(state)
+
+
+#: A value is rounded to float16 (a levelled record's) if that moves it by at most this fraction of the
+#: posterior scale of the weights it codes; otherwise every value of the tensor stays float32.
+HALF_TOLERANCE = 1 / 64
+
+
+def _float16_values(values: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``values`` rounded to float16 if none moves by more than :data:`HALF_TOLERANCE` of the effective
+    scale of its weights (``sqrt(count / (2 sum of their distortion weights 1 / (2 scale²)))``), and all
+    stay finite; else ``values`` unchanged.
+
+    Example:
+        >>> _float16_values(np.array([0.1, 1.0], np.float32), np.array([5, 5]), np.array([5.0, 5.0])).tolist()
+        [0.0999755859375, 1.0]
+        >>> _float16_values(np.array([0.1], np.float32), np.array([5]), np.array([5e9])).tolist()  # scale 2e-5
+        [0.10000000149011612]
+    """
+    with np.errstate(over="ignore"):
+        half = values.astype(np.float16).astype(np.float32)
+    scale = np.sqrt(counts / (2.0 * np.maximum(weights, 1e-300)))
+    if np.all(np.isfinite(half)) and np.all(np.abs(half.astype(np.float64) - values) <= HALF_TOLERANCE * scale):
+        return half
+    return values
 
 
 def _cell_stats(block: Block, fitted: FittedEntropyConstrained, state: VBQPass | EmpiricalPass):

@@ -37,7 +37,7 @@ from .classed import (
 )
 from .classvalued import ClassValued, class_corrections, class_value_deltas, class_value_table
 from .columns import PerColumn, inverse_transform
-from .levelled import Levelled, half_values, pack_half, unpack_half
+from .levelled import Levelled, float16_exact, pack_half, unpack_half
 from .product import ProductQuantized
 from .raw import Raw, raw_payload_bytes
 from .scalar import ScalarGrid, dequantize
@@ -62,7 +62,7 @@ __all__ = [
     "class_value_table",
     "decoded_rotation",
     "dequantize",
-    "half_values",
+    "float16_exact",
     "inverse_transform",
     "kind_of",
     "level_weights",

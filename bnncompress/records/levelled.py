@@ -11,9 +11,9 @@ one class and one column), so a reader checks what it decodes only against which
 nonzero level.
 
 The default method writes it for the tensors that fall back to one model, whose values the encoder
-rounds to float16 before its last assignment when that moves none by more than 1/64 of its gap to a
-neighbour (what it chose is what decodes); otherwise, or with ``--option small_levels=false``, the
-scalar grid (version 1).
+rounds to float16 after each refinement when that moves none by more than 1/64 of the posterior scale
+of the weights it codes (what it chose is what decodes); otherwise, or with ``--option
+small_levels=false``, the scalar grid (version 1).
 """
 
 from __future__ import annotations
@@ -26,35 +26,18 @@ from .base import RecordKind, TensorRecord, damaged, register_record_kind
 from .classed import level_weights
 from .scalar import PLAIN
 
-#: A value's float16 rounding may move it by at most this fraction of its gap to the nearest other value.
-HALF_TOLERANCE = 1 / 64
 
-
-def half_values(values: np.ndarray) -> np.ndarray | None:
-    """``values`` rounded to float16 if that moves each by at most :data:`HALF_TOLERANCE` of its gap to
-    the nearest other value (so all stay finite, distinct and in order; a lone value: not at all), as
-    float32; else None.
+def float16_exact(values: np.ndarray) -> bool:
+    """True if every one of ``values`` is a finite float16 value (what a levelled record can store).
 
     Example:
-        >>> half_values(np.array([-0.5, 0.1, 1.0], np.float32)).tolist()
-        [-0.5, 0.0999755859375, 1.0]
-        >>> half_values(np.array([1.0, 1.0001], np.float32)) is None
-        True
+        >>> float16_exact(np.array([0.5, -1.25], np.float32)), float16_exact(np.array([0.1], np.float32))
+        (True, False)
     """
     v = np.asarray(values, np.float64)
     with np.errstate(over="ignore"):
         half = v.astype(np.float16)
-    if not np.all(np.isfinite(half)):
-        return None
-    if len(v) < 2:  # no neighbour to measure against: only a value float16 holds exactly
-        return half.astype(np.float32) if np.array_equal(half, v) else None
-    order = np.argsort(v, kind="stable")
-    gaps = np.diff(v[order])
-    nearest = np.empty(len(v))
-    nearest[order] = np.minimum(np.r_[np.inf, gaps], np.r_[gaps, np.inf])
-    if not np.all(np.abs(half.astype(np.float64) - v) <= HALF_TOLERANCE * nearest):
-        return None
-    return half.astype(np.float32)
+    return bool(np.all(np.isfinite(half)) and np.array_equal(half.astype(np.float64), v))
 
 
 def pack_half(values: np.ndarray) -> np.ndarray:
