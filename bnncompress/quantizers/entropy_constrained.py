@@ -88,8 +88,8 @@ class EntropyConstrainedVBQ(VBQ):
     #: that few weights use cost more in the tables than they save, which matters in small tensors
     #: (a small network's layers; docs/METHODS.md, "Small tensors"); 0 = the code length alone.
     table_cost: float = field(default=0.5, metadata=STORED_IF_NOT_DEFAULT)
-    #: True: values rounded to float16 where that moves none by more than 1/64 of its gap to a neighbour,
-    #: and the record stored as one-byte levels and float16 values (format version 7, a third of the scalar
+    #: True: values rounded to float16 where that moves none by more than 1/64 of its weights' posterior
+    #: scale, and the record stored as one-byte levels and float16 values (format version 7, half the scalar
     #: grid's table); what ``vbq-transform`` does to the tensors that fall back to this method.
     levelled: bool = field(default=False, metadata=STORED_IF_NOT_DEFAULT)
 
