@@ -182,7 +182,7 @@ def test_the_rotation_kernel_sums_each_coordinate_in_order_for_any_row_count():
 
 def test_the_ranges_kernel_takes_the_rotation_kernels_coordinates_for_any_row_count():
     """The seeding grid's extent: each rotated column's minimum and maximum, of exactly the coordinates
-    :func:`rotate` computes (sums over i ascending, 4 rows at a time or one by one after them)."""
+    :func:`rotate` computes (sums over i ascending; rotate takes 4 rows at a time, then one by one)."""
     from bnncompress.quantizers._transform_cpu import ROTATE_ROWS, rotate, rotated_ranges
 
     rng = np.random.default_rng(13)

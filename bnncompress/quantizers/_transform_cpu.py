@@ -105,36 +105,19 @@ def rotate(loc, scale, mean, rotation, trust, sd, row_factor, y, w):  # pragma: 
 
 @numba.njit(cache=True, nogil=True)
 def rotated_ranges(loc, mean, rotation, low, high):  # pragma: no cover - compiled
-    """low[j], high[j] = running minimum and maximum of column j of (x - mean) @ R (the sums of
-    :func:`rotate`, ROTATE_ROWS rows at a time: each entry of R loaded once per 4 rows)."""
+    """low[j], high[j] = running minimum and maximum of column j of (x - mean) @ R (as :func:`rotate`)."""
     d = mean.shape[0]
-    rows = loc.shape[0] // d
-    acc = np.empty((ROTATE_ROWS, d), np.float64)
-    x = np.empty(ROTATE_ROWS, np.float64)
-    r = 0
-    while r < rows:
-        n = min(ROTATE_ROWS, rows - r)
-        acc[:, :] = 0.0
+    acc = np.empty(d, np.float64)
+    for r in range(loc.shape[0] // d):
+        base = r * d
+        acc[:] = 0.0
         for i in range(d):
-            for k in range(n):
-                x[k] = np.float64(loc[(r + k) * d + i]) - mean[i]
-            if n == ROTATE_ROWS:
-                x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
-                for j in range(d):
-                    rij = rotation[i, j]
-                    acc[0, j] += x0 * rij
-                    acc[1, j] += x1 * rij
-                    acc[2, j] += x2 * rij
-                    acc[3, j] += x3 * rij
-            else:  # the last rows, one at a time
-                for k in range(n):
-                    for j in range(d):
-                        acc[k, j] += x[k] * rotation[i, j]
-        for k in range(n):
+            xi = np.float64(loc[base + i]) - mean[i]
             for j in range(d):
-                low[j] = min(low[j], acc[k, j])
-                high[j] = max(high[j], acc[k, j])
-        r += n
+                acc[j] += xi * rotation[i, j]
+        for j in range(d):
+            low[j] = min(low[j], acc[j])
+            high[j] = max(high[j], acc[j])
 
 
 @numba.njit(cache=True, nogil=True)
