@@ -339,6 +339,8 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     if len(offsets) != record.num_blocks + 1 or (len(offsets) > 2 and np.any(offsets[1:] < offsets[:-1])):
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
     kind.validate(record, where)
+    if len(record.words) and np.shape(kind.model_counts(record))[-1] <= 1:  # one symbol needs no words: none is read
+        raise ArchiveError(f"{where}: coded words for one-value models; the archive is damaged")
     return record
 
 

@@ -363,6 +363,36 @@ def test_damaged_levelled_records_are_refused(packed, tmp_path, change, message)
         write_archive(tmp_path / "forged.bnc", [forged], None, "test", "0")
 
 
+def test_a_levelled_records_pad_is_two_zero_bytes_not_a_negative_zero(packed, tmp_path):
+    rec = bnncompress.load(packed["levelled"]).record("w")
+    counts = rec.counts if len(rec.counts) % 2 else rec.counts[:-1]  # an odd K: a pad half after the values
+    k = len(counts)
+    halves = pack_half(rec.kind.values16(rec)[:k].astype(np.float16)).view("<u2").copy()
+    assert len(halves) == k + 1 and halves[k] == 0
+    zero_pad = dataclasses.replace(rec, counts=counts, grid=halves.view("<f4"))
+    write_archive(tmp_path / "zero.bnc", [zero_pad], None, "t", "0")
+    halves[k] = 0x8000  # -0.0 as float16: equal to 0 as a number, not as bytes
+    forged = dataclasses.replace(rec, counts=counts, grid=halves.view("<f4"))
+    with pytest.raises(ArchiveError, match="the pad is not 0"):
+        write_archive(tmp_path / "forged.bnc", [forged], None, "t", "0")
+
+
+@pytest.mark.parametrize("small_levels", [True, False], ids=["levelled", "scalar"])
+def test_one_value_models_with_coded_words_are_refused(tmp_path, small_levels):
+    """A tensor whose model has one symbol is coded in no words, and no reader reads any: a record that
+    carries some anyway (1,000 words nobody would check) is damaged."""
+    loc = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    post = {"w": (loc, np.full(loc.shape, 1e3, np.float32))}  # so uncertain that one value codes it all
+    bnncompress.pack(post, tmp_path / "one.bnc", lam=0.05, device="cpu", options={"small_levels": small_levels})
+    rec = read_archive(tmp_path / "one.bnc").tensors[0]
+    assert rec.kind.name == ("levelled" if small_levels else "scalar") and len(rec.counts) == 1 and len(rec.words) == 0
+    junk = np.arange(1, 1001, dtype=np.uint32)
+    offsets = np.r_[rec.offsets[:-1], np.uint64(len(junk))].astype(np.uint64)
+    forged = dataclasses.replace(rec, words=junk, offsets=offsets)
+    with pytest.raises(ArchiveError, match="coded words for one-value models"):
+        write_archive(tmp_path / "forged.bnc", [forged], None, "t", "0")
+
+
 def test_a_levelled_record_decodes_only_symbols_with_a_level(packed, tmp_path):
     """Levels are not counts: a reader checks that every decoded symbol has a nonzero level (and that
     the values are the float16 ones, exactly), not that the symbols add up to stored counts."""

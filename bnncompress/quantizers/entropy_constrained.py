@@ -88,9 +88,10 @@ class EntropyConstrainedVBQ(VBQ):
     #: that few weights use cost more in the tables than they save, which matters in small tensors
     #: (a small network's layers; docs/METHODS.md, "Small tensors"); 0 = the code length alone.
     table_cost: float = field(default=0.5, metadata=STORED_IF_NOT_DEFAULT)
-    #: True: values rounded to float16 where that moves none by more than 1/64 of its weights' posterior
-    #: scale, and the record stored as one-byte levels and float16 values (format version 7, half the scalar
-    #: grid's table); what ``vbq-transform`` does to the tensors that fall back to this method.
+    #: True: values rounded to float16 where that moves none by more than 1/64 of its weights' effective
+    #: scale (the posterior scale tempered by ``trust`` and ``row_weight``), and the record stored as
+    #: one-byte levels and float16 values (format version 7, half the scalar grid's table); what
+    #: ``vbq-transform`` does to the tensors that fall back to this method.
     levelled: bool = field(default=False, metadata=STORED_IF_NOT_DEFAULT)
 
     def __post_init__(self) -> None:
@@ -271,7 +272,8 @@ class FittedEntropyConstrained(FittedVBQ):
 
 
 #: A value is rounded to float16 (a levelled record's) if that moves it by at most this fraction of the
-#: posterior scale of the weights it codes; otherwise every value of the tensor stays float32.
+#: effective scale of the weights it codes (what their distortion weights stand for); otherwise every
+#: value of the tensor stays float32.
 HALF_TOLERANCE = 1 / 64
 
 

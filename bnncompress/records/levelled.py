@@ -11,8 +11,9 @@ one class and one column), so a reader checks what it decodes only against which
 nonzero level.
 
 The default method writes it for the tensors that fall back to one model, whose values the encoder
-rounds to float16 after each refinement when that moves none by more than 1/64 of the posterior scale
-of the weights it codes (what it chose is what decodes); otherwise, or with ``--option
+rounds to float16 after each refinement when that moves none by more than 1/64 of the effective scale
+of the weights it codes (their posterior scale as the quantizer tempers it; what it chose is what
+decodes); otherwise, or with ``--option
 small_levels=false``, the scalar grid (version 1).
 """
 
@@ -109,5 +110,5 @@ class Levelled(RecordKind):
         if np.any(levels > 255) or not np.any(levels > 0):
             raise damaged(where, "the levels are not from 0 to 255 with one above 0")
         half = np.ascontiguousarray(record.grid, "<f4").view("<f2")
-        if not np.all(np.isfinite(half[:k])) or np.any(half[k:] != 0):
+        if not np.all(np.isfinite(half[:k])) or np.any(half[k:].view("<u2") != 0):  # the pad: zero bytes, not -0.0
             raise damaged(where, "a float16 value is not finite, or the pad is not 0")
