@@ -94,8 +94,8 @@ def block_starts(blocks, size, total):  # pragma: no cover - compiled
     return starts
 
 
-@numba.njit(cache=True, nogil=True)
-def _fast_quantized_cdf(p):  # pragma: no cover - compiled
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fast_quantized_cdf_into(p, cdf):  # pragma: no cover - compiled
     # constriction::stream::model::categorical::fast_quantized_cdf, for f64 probabilities:
     # left[i] = floor(sum(p[:i]) * (2^24 - K) / sum(p)) + i, sums left to right in f64.
     k = p.shape[0]
@@ -103,21 +103,27 @@ def _fast_quantized_cdf(p):  # pragma: no cover - compiled
     for i in range(k):
         normalization += p[i]
     scale = float((1 << PRECISION) - k) / normalization
-    cdf = np.empty(k + 1, dtype=np.uint64)
     cumulative = 0.0
     for i in range(k):
         cdf[i] = np.uint64(np.int64(cumulative * scale) + i)
         cumulative += p[i]
     cdf[k] = np.uint64(1 << PRECISION)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_quantized_cdf(p):  # pragma: no cover - compiled
+    cdf = np.empty(p.shape[0] + 1, dtype=np.uint64)
+    _fast_quantized_cdf_into(p, cdf)
     return cdf
 
 
 @numba.njit(cache=True, nogil=True)
 def _fast_quantized_cdfs(p):  # pragma: no cover - compiled
-    # _fast_quantized_cdf of each row of p
+    # _fast_quantized_cdf of each row of p, written in place (an array assignment would compile
+    # numba's shape-mismatch message: 2 s on a cold cache)
     cdfs = np.empty((p.shape[0], p.shape[1] + 1), dtype=np.uint64)
     for m in range(p.shape[0]):
-        cdfs[m] = _fast_quantized_cdf(p[m])
+        _fast_quantized_cdf_into(p[m], cdfs[m])
     return cdfs
 
 
