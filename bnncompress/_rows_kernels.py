@@ -174,10 +174,11 @@ def _transform_rows(y, n, mode, rt, mean, acc, out, first):  # pragma: no cover 
 def inverse_transform_into(y, rt, mean, out):  # pragma: no cover - compiled
     """out[i] = float32(y[i] @ rt + mean), each sum over k ascending in float64 (rt = Rᵀ)."""
     n, d = out.shape
+    rotated = np.int64(ROTATED)  # an int64, not the literal 2: the decode kernels' signature of _transform_rows
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         acc = np.empty((TILE, d), dtype=np.float64)
         for i in range(c * _CHUNK, min((c + 1) * _CHUNK, n), TILE):
-            _transform_rows(y[i : i + TILE], min(TILE, n - i), ROTATED, rt, mean, acc, out, i)
+            _transform_rows(y[i : i + TILE], min(TILE, n - i), rotated, rt, mean, acc, out, i)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
