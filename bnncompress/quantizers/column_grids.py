@@ -93,7 +93,7 @@ def refine(
             costs[c, cols, rank] = -np.log2(seen[cols, cells] / seen.sum(axis=1)[cols])
     costs = costs.reshape(sets * d, width)
     below = np.minimum.accumulate(costs, axis=1)  # padding costs are inf: never the minimum
-    above = np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1]
+    above = np.ascontiguousarray(np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1])  # one numba signature
     from ._transform_cpu import SCAN_VALUES  # numba: imported on first use
 
     lam = 0.0 if state is None else state.lam
