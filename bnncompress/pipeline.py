@@ -29,7 +29,7 @@ from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions, whole_rows
 from .ratetasks import check_task, count_task
-from .records import TensorRecord, float16_exact, kind_of, raw_payload_bytes
+from .records import TensorRecord, kind_of, raw_payload_bytes
 from .tasks import (
     CERTAIN_FRACTION,
     FAR_SDS,
@@ -38,6 +38,7 @@ from .tasks import (
     encode_kept_task,
     encode_task,
     histogram_task,
+    levelled_record,
     quality_notes,
     record_tables,
     statistics_task,
@@ -161,14 +162,12 @@ class TensorJob:
         return counts if len(counts) > 1 else counts[0]
 
     def levelled_at(self, lam: float, on_sample: bool = False) -> bool:
-        """A levelled record at ``lam`` (:func:`~bnncompress.tasks.record_tables`): a levelled fit's one
-        model whose used values are float16 values (the fit rounded them)."""
-        if not self.fitted.levelled:
+        """The record at ``lam`` is levelled (:func:`~bnncompress.tasks.levelled_record`, as the coder decides)."""
+        if not self.fitted.levelled:  # (no histogram needed)
             return False
         counts, _ = self.histogram(lam, on_sample)
-        if counts.ndim != 1:
-            return False
-        return float16_exact(self.fitted.grid(self.state(lam, on_sample and self.sample is not None))[counts > 0])
+        grid = self.fitted.grid(self.state(lam, on_sample and self.sample is not None))
+        return levelled_record(self.fitted, counts, grid[counts > 0] if counts.ndim == 1 else grid)
 
     @property
     def class_valued(self) -> bool:  # the record stores each class's own values (a byte per (class, used symbol))

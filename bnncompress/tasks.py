@@ -313,6 +313,18 @@ def compact_classed(counts: np.ndarray, grid: np.ndarray) -> tuple:
     return remap, widths.astype(np.uint16), levels, level_weights(padded), np.ascontiguousarray(values)
 
 
+def levelled_record(fitted: FittedQuantizer, table: np.ndarray, values: np.ndarray) -> bool:
+    """A record stored levelled (format version 7): a levelled fit's one model (1-D ``table``) whose used
+    ``values`` are float16 values (the fit rounded them). Rate control asks the same (``TensorJob.levelled_at``).
+
+    Example:
+        >>> class Fit: levelled = True
+        >>> levelled_record(Fit(), np.array([3, 1]), np.array([0.5, 0.25])), levelled_record(Fit(), np.ones(2), [0.1])
+        (True, False)
+    """
+    return bool(fitted.levelled) and np.ndim(table) == 1 and float16_exact(values)
+
+
 def record_tables(
     counts: np.ndarray, fitted: FittedQuantizer, state: Any, num_blocks: int, moments: Callable | None = None
 ) -> tuple:
@@ -343,7 +355,7 @@ def record_tables(
         return remap, table, grid, np.zeros(0, np.uint8), {"class_values": len(counts)}, side, classes, decoded
     sub = fitted.subvectors(state)
     remap, table, grid = compact_models(counts, fitted.grid(state), sub)
-    if fitted.levelled and table.ndim == 1 and not sub and float16_exact(grid):  # one model, float16 values
+    if not sub and levelled_record(fitted, table, grid):  # one model, float16 values
         levels = levels_of(table)
         one = level_weights(levels)[None, None, :]  # the coder's classed form: one class of one model
         classes = np.zeros(num_blocks, np.uint8)
