@@ -13,8 +13,7 @@ nonzero level.
 The default method writes it for the tensors that fall back to one model, whose values the encoder
 rounds to float16 after each refinement when that moves none by more than 1/64 of the effective scale
 of the weights it codes (their posterior scale as the quantizer tempers it; what it chose is what
-decodes); otherwise, or with ``--option
-small_levels=false``, the scalar grid (version 1).
+decodes); otherwise, or with ``--option small_levels=false``, the scalar grid (version 1).
 """
 
 from __future__ import annotations
