@@ -128,9 +128,10 @@ def _fast_quantized_cdfs(p):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def lookup_tables_into(cdfs, bits, table):  # pragma: no cover - compiled
-    """table[m, j] = the symbol of model m whose interval holds quantile j << (24 - bits): where
-    the decoder's forward scan for a quantile starts (:func:`pop_symbol`)."""
+def lookup_tables_into(cdfs, bits, coarse, table):  # pragma: no cover - compiled
+    """table[m, j] = the symbol of model m whose interval holds quantile j << (24 - bits), shifted
+    right by ``coarse`` bits: the decoder's forward scan for a quantile starts at the entry shifted
+    back left, a symbol at or before the one it looks for (:func:`pop_symbol`)."""
     shift = np.uint64(PRECISION - bits)
     for m in range(cdfs.shape[0]):
         s = 0
@@ -138,7 +139,7 @@ def lookup_tables_into(cdfs, bits, table):  # pragma: no cover - compiled
             q = np.uint64(j) << shift
             while cdfs[m, s + 1] <= q:
                 s += 1
-            table[m, j] = s
+            table[m, j] = s >> coarse
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -159,12 +160,12 @@ def read_initial_state(words, wstart, wstop):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def pop_symbol(words, wstart, pos, state, cdfs, tables, m, shift):  # pragma: no cover - compiled
+def pop_symbol(words, wstart, pos, state, cdfs, tables, coarse, m, shift):  # pragma: no cover - compiled
     """One decoding step with model ``m``: ``(symbol, state, pos)``. ``tables`` (from
-    :func:`lookup_tables_into` with ``24 - shift`` bits) gives where the scan for the symbol starts;
-    the state is refilled from words[pos - 1], words are read down to ``wstart``."""
+    :func:`lookup_tables_into` with ``24 - shift`` bits and ``coarse``) gives where the scan for the
+    symbol starts; the state is refilled from words[pos - 1], words are read down to ``wstart``."""
     q = state & _Q_MASK
-    s = np.int64(tables[m, q >> shift])
+    s = np.int64(tables[m, q >> shift]) << coarse
     while cdfs[m, s + 1] <= q:
         s += 1
     left = cdfs[m, s]
@@ -233,7 +234,7 @@ def _decode_stream(
     m = base
     end = base + period
     for i in range(n):
-        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, m, _LOOKUP_SHIFT)
+        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, 0, m, _LOOKUP_SHIFT)
         out[ostart + i] = s
         hist[m, s] += 1
         m = m + 1 if m + 1 < end else base
@@ -305,7 +306,7 @@ def decode_blocks(
     cdfs = quantized_cdfs(counts)
     bases, period = model_bases(counts, classes)
     tables = np.empty((len(cdfs), 1 << _LOOKUP_BITS), dtype=np.int32)
-    lookup_tables_into(cdfs, _LOOKUP_BITS, tables)
+    lookup_tables_into(cdfs, _LOOKUP_BITS, 0, tables)
     sizes = np.minimum(block_size, num_symbols - blocks * block_size)
     out = np.empty(int(sizes.sum()), dtype=np.int32)
     models, alphabet = cdfs.shape[0], cdfs.shape[1] - 1

@@ -188,11 +188,13 @@ def test_inverse_transform_sums_in_one_order_in_numpy_and_in_the_kernel():
             assert np.array_equal(inverse_transform(y[:rows], mean, rotation), expected[:rows])
 
 
-def test_decode_prefixes_by_constriction_and_by_the_kernel_agree(monkeypatch):
+@pytest.mark.parametrize("alphabet", [9, 3000])  # 3000: lookup entries shifted right by 4 bits
+def test_decode_prefixes_by_constriction_and_by_the_kernel_agree(monkeypatch, alphabet):
     rng = np.random.default_rng(2)
-    counts = rng.integers(1, 50, size=(6, 9))
-    symbols = np.stack([rng.choice(9, size=500, p=c / c.sum()) for c in counts], axis=1).reshape(-1).astype(np.int32)
-    counts = np.stack([np.bincount(symbols[m::6], minlength=9) for m in range(6)])
+    counts = rng.integers(1, 50, size=(6, alphabet)) ** 3  # peaked: frequent symbols far from a slot's start
+    symbols = np.stack([rng.choice(alphabet, size=500, p=c / c.sum()) for c in counts], axis=1)
+    symbols = symbols.reshape(-1).astype(np.int32)
+    counts = np.stack([np.bincount(symbols[m::6], minlength=alphabet) for m in range(6)])
     words, offsets = coding.encode_blocks(symbols, counts, 600)
     blocks, lengths = [4, 0, 2], [42, 600, 6]
     expected = np.concatenate([symbols[b * 600 : b * 600 + n] for b, n in zip(blocks, lengths)])

@@ -104,7 +104,8 @@ def reflected_rotation(entries: np.ndarray, scales: np.ndarray, d: int) -> np.nd
         from .._rows_kernels import reflect_into
 
         q = np.eye(d)
-        reflect_into(np.asarray(entries, np.int8), np.asarray(scales, np.float32), q)
+        # writable copies: a read-only buffer (the stored bytes) would be a second signature to compile
+        reflect_into(np.array(entries, np.int8), np.array(scales, np.float32), q)
         return q
     qt = np.eye(d)  # Qᵀ, so that each sum over Q's rows runs along a contiguous row
     if d < 2:
