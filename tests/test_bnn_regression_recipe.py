@@ -5,6 +5,8 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
+
 RECIPE = Path(__file__).parent.parent / "recipes" / "bnn_regression.py"
 
 
@@ -15,6 +17,7 @@ def _recipe():
     return module
 
 
+@pytest.mark.slow  # a recipe run end to end
 def test_bnn_regression_recipe_writes_tables(tmp_path):
     recipe = _recipe()
     methods = [recipe.DEFAULT_METHOD, "uniform", "vbq"]

@@ -42,7 +42,10 @@ def example_npz(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("limit", [4096, 60_000, 100_000])  # the archive: 104,653 bytes
+# the archive: 104,653 bytes; one limit in the quick run, the others with the slow tests (child processes)
+@pytest.mark.parametrize(
+    "limit", [pytest.param(4096, marks=pytest.mark.slow), 60_000, pytest.param(100_000, marks=pytest.mark.slow)]
+)
 def test_a_failed_write_never_replaces_a_good_archive(tmp_path, limit, example_npz):
     good = tmp_path / "out.bnc"
     bnncompress.pack(example_npz, good, lam=5.0)
@@ -174,7 +177,7 @@ def test_vocabulary_words_must_be_printable_text(tmp_path, word):
         bnncompress.pack({"w": (np.zeros((2, 2)), np.ones((2, 2)))}, tmp_path / "o.bnc", vocab=[word, "b"])
 
 
-@pytest.mark.parametrize("fmt", ["pt", "npz", "word2vec", "kv"])
+@pytest.mark.parametrize("fmt", [*(pytest.param(f, marks=pytest.mark.slow) for f in ("pt", "word2vec", "kv")), "npz"])
 def test_a_failed_export_is_one_line_and_keeps_the_old_file(tmp_path, fmt):
     archive = tmp_path / "a.bnc"
     bnncompress.pack(EXAMPLE, archive, lam=5.0)

@@ -320,6 +320,7 @@ def _on_a_terminal(args: list[str]) -> tuple[int, bytes]:
     return p.wait(timeout=60), b"".join(chunks)
 
 
+@pytest.mark.slow  # child processes on a pseudo-terminal
 def test_binary_to_a_terminal_is_refused_text_is_not(archive):
     code, output = _on_a_terminal(["unpack", str(archive), "-o", "-", "--format", "npz"])
     lines = output.decode(errors="replace").strip().splitlines()

@@ -93,7 +93,9 @@ def test_positive_site_loads_as_its_posterior_median(regression, tmp_path):
     assert abs(float(np.load(tmp_path / "g.npz")["sigma"]) - median) < 0.1 * median
 
 
-@pytest.mark.parametrize("guide_class", [AutoNormal, AutoDiagonalNormal, AutoLowRankMultivariateNormal])
+@pytest.mark.parametrize(
+    "guide_class", [AutoNormal, AutoDiagonalNormal, pytest.param(AutoLowRankMultivariateNormal, marks=pytest.mark.slow)]
+)
 def test_positive_unit_interval_and_simplex_sites(guide_class, tmp_path):
     guide = fit(constrained_model, guide_class, (), steps=400)
     medians = guide.median()
@@ -184,7 +186,13 @@ def test_condition_and_load_into_agree(regression, tmp_path):
         assert torch.allclose(net(x), first, atol=1e-6)
 
 
-@pytest.mark.parametrize("guide_class", [AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal])
+@pytest.mark.parametrize(
+    "guide_class",
+    [
+        AutoDiagonalNormal,
+        *(pytest.param(g, marks=pytest.mark.slow) for g in (AutoLowRankMultivariateNormal, AutoMultivariateNormal)),
+    ],
+)
 def test_flat_latent_param_store_split_into_sites_with_model(guide_class, tmp_path):
     x, y = data()
     model = Regression()

@@ -137,6 +137,7 @@ class _Rows(torch.utils.data.Dataset):
         return self.emb(torch.tensor([i, 3 * i]))
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_serves_in_dataloader_worker_processes(example):
     path, full = example
     emb = bnncompress.load(path).embedding()

@@ -77,9 +77,18 @@ def test_the_blockwise_methods_include_the_default_and_the_anchors():
     assert set(WHOLE_TENSOR) == {"kmeans", "weighted-kmeans", "pq"}
 
 
-@pytest.mark.parametrize("kind", sorted(WRITERS))
-@pytest.mark.parametrize("method", BLOCKWISE)
-@pytest.mark.parametrize("rate", [{"bits": 2.0}, {"lam": None}], ids=["bits2", "default-lam"])
+def _stream_cases():
+    """Every method from HDF5 and the default method from every format in the quick run; the rest of
+    the product with the slow tests."""
+    for rate, rate_id in (({"bits": 2.0}, "bits2"), ({"lam": None}, "default-lam")):
+        for method in BLOCKWISE:
+            for kind in sorted(WRITERS):
+                quick = kind == "hdf5" or method == "vbq-transform"
+                marks = () if quick else pytest.mark.slow
+                yield pytest.param(kind, method, rate, marks=marks, id=f"{rate_id}-{method}-{kind}")
+
+
+@pytest.mark.parametrize(("kind", "method", "rate"), _stream_cases())
 def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks, kind, method, rate):
     loc, scale = big
     if "bits" in rate and method == "float16":
@@ -212,6 +221,7 @@ def test_dask_pack_is_byte_identical_to_local_pack(tmp_path, big, small_tasks, c
     assert (tmp_path / "mem_local.bnc").read_bytes() == (tmp_path / "mem_dask.bnc").read_bytes()
 
 
+@pytest.mark.slow  # starts a local Dask cluster of worker processes
 def test_cli_workers_starts_a_local_cluster(tmp_path, synthetic):
     pytest.importorskip("distributed")
     from bnncompress.cli import app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from bnncompress.cli import app
@@ -14,6 +15,7 @@ runner = CliRunner()
 EXAMPLE = Path(__file__).parents[1] / "data" / "example.pt"
 
 
+@pytest.mark.slow  # the sweep recipe's command end to end
 def test_sweep_writes_csv_rows_for_every_method_and_rate(tmp_path):
     rows = sweep(
         EXAMPLE,
