@@ -118,6 +118,31 @@ def test_signals_exit_cleanly_and_remove_temporary_files(tmp_path, sig, code):
     assert not out.exists() and not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
 
 
+_SIGNAL_IN_A_CALLBACK = """
+import os, signal, sys
+import bnncompress.packing
+from bnncompress.cli.app import main
+
+def quantize_and_code(*args, **kwargs):  # SIGTERM while numba loads a kernel, as CI once met it
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    except KeyboardInterrupt as exc:
+        raise SystemError("<function _numba_unpickle> returned a result with an exception set") from exc
+
+bnncompress.packing.quantize_and_code = quantize_and_code
+sys.argv = ["bnncompress", "pack", sys.argv[1], "-o", sys.argv[2], "--bits", "2"]
+main()
+"""
+
+
+def test_a_signal_that_arrives_wrapped_in_another_error_still_exits_cleanly(tmp_path):
+    out = tmp_path / "out.bnc"
+    cmd = [sys.executable, "-c", _SIGNAL_IN_A_CALLBACK, str(EXAMPLE), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_default_signals, timeout=120)
+    assert proc.returncode == 143 and proc.stderr.strip() == "terminated", proc.stderr[-3000:]
+    assert not out.exists() and not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

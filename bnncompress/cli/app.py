@@ -253,6 +253,10 @@ def main() -> None:
         code = exc.exit_code
     except typer.Abort:
         code = 1
+    except Exception as exc:  # a signal inside a C callback (numba loading a kernel) arrives wrapped
+        if not _interrupted(exc):
+            raise
+        code = 130
     if code == 130:  # the temporary files are gone: the exception unwound through atomic_output
         terminated = _SIGNALS.get("received") == signal.SIGTERM
         say("terminated" if terminated else "interrupted", err)
@@ -269,6 +273,19 @@ _SIGNALS: dict[str, int] = {}
 #: click's ClickException, from whichever click typer uses (its own copy since typer 0.16-ish; there
 #: is no public name for it, and click itself need not be installed).
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by Ctrl-C or SIGTERM: numba, for one, turns a KeyboardInterrupt
+    raised while it loads a cached kernel into a SystemError whose cause chain holds it."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _terminate(signum, frame) -> None:
