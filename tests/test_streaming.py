@@ -88,7 +88,7 @@ def _stream_cases():
                 yield pytest.param(kind, method, rate, marks=marks, id=f"{rate_id}-{method}-{kind}")
 
 
-@pytest.mark.parametrize(("kind", "method", "rate"), _stream_cases())
+@pytest.mark.parametrize(("kind", "method", "rate"), list(_stream_cases()))
 def test_streamed_pack_is_byte_identical_to_in_memory(tmp_path, big, small_tasks, kind, method, rate):
     loc, scale = big
     if "bits" in rate and method == "float16":
