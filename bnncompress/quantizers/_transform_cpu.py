@@ -174,7 +174,10 @@ def assign_columns(
     wc = np.empty(rows)
     best = np.empty(rows)
     chosen = np.empty(rows, np.int64)
-    if sizes.max() > SCAN_VALUES:
+    wide = False
+    for j in range(d):  # a loop, not sizes.max(): numba's max compiles for half a second on a fresh install
+        wide = wide or sizes[j] > SCAN_VALUES
+    if wide:
         tables = (values, costs, below, above, sizes, cells, lam, row_class, starts, start_low, start_scale)
         _walk(SCAN_VALUES, y, w, *tables, out)
     for j in range(d):
