@@ -33,6 +33,7 @@ _PRECISION = np.uint64(PRECISION)
 _FLUSH_SHIFT = np.uint64(64 - PRECISION)
 _REFILL_BELOW = np.uint64(1 << 32)
 _LOOKUP_SHIFT = np.uint64(PRECISION - _LOOKUP_BITS)
+_SEARCH_FROM = 6  # tables coarser than this many bits (alphabets over 2^13) are searched, not scanned
 
 #: Status codes of the decode kernel.
 OK, BAD_FIRST_WORD, WORDS_LEFT = 0, 1, 2
@@ -162,12 +163,25 @@ def read_initial_state(words, wstart, wstop):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, inline="always")
 def pop_symbol(words, wstart, pos, state, cdfs, tables, coarse, m, shift):  # pragma: no cover - compiled
     """One decoding step with model ``m``: ``(symbol, state, pos)``. ``tables`` (from
-    :func:`lookup_tables_into` with ``24 - shift`` bits and ``coarse``) gives where the scan for the
-    symbol starts; the state is refilled from words[pos - 1], words are read down to ``wstart``."""
+    :func:`lookup_tables_into` with ``24 - shift`` bits and ``coarse``) gives where the search for the
+    symbol starts (the next slot's entry, where it can end); the state is refilled from
+    words[pos - 1], words are read down to ``wstart``."""
     q = state & _Q_MASK
-    s = np.int64(tables[m, q >> shift]) << coarse
-    while cdfs[m, s + 1] <= q:
-        s += 1
+    j = np.int64(q >> shift)
+    s = np.int64(tables[m, j]) << coarse
+    if coarse < _SEARCH_FROM:  # the table's symbol, or up to 2^coarse - 1 before it: a short scan
+        while cdfs[m, s + 1] <= q:
+            s += 1
+    else:  # a binary search up to the end of the next slot's entry (a scan would visit 2^coarse / 2)
+        last = cdfs.shape[1] - 2
+        if j + 1 < tables.shape[1]:
+            last = min(((np.int64(tables[m, j + 1]) + 1) << coarse) - 1, last)
+        while s < last:  # the largest symbol in [s, last] whose interval starts at or below q
+            mid = (s + last + 1) >> 1
+            if cdfs[m, mid] <= q:
+                s = mid
+            else:
+                last = mid - 1
     left = cdfs[m, s]
     state = (state >> _PRECISION) * (cdfs[m, s + 1] - left) + (q - left)
     if state < _REFILL_BELOW and pos > wstart:
