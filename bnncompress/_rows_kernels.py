@@ -14,6 +14,10 @@ classes (P rows), or has C * P rows (a class-valued record: each block's class's
 :func:`value_bases`). The decoder is :mod:`bnncompress._ans`'s (constriction's ``AnsCoder``); a *checkpoint* is its
 state (64-bit state, word position within the block) at the start of a row, so that decoding can
 start there. Kept in its own module so that importing bnncompress does not import numba.
+
+These kernels inline :mod:`bnncompress._ans`'s ``pop_symbol`` and ``read_initial_state``, and numba's
+on-disk cache only notices a change to this file: a commit that changes those functions edits this
+file too (this paragraph, at least), so that every checkout recompiles these kernels.
 """
 
 from __future__ import annotations
