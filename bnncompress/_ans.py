@@ -33,7 +33,6 @@ _PRECISION = np.uint64(PRECISION)
 _FLUSH_SHIFT = np.uint64(64 - PRECISION)
 _REFILL_BELOW = np.uint64(1 << 32)
 _LOOKUP_SHIFT = np.uint64(PRECISION - _LOOKUP_BITS)
-_SEARCH_FROM = 6  # tables coarser than this many bits (alphabets over 2^13) are searched, not scanned
 
 #: Status codes of the decode kernel.
 OK, BAD_FIRST_WORD, WORDS_LEFT = 0, 1, 2
@@ -129,10 +128,9 @@ def _fast_quantized_cdfs(p):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def lookup_tables_into(cdfs, bits, coarse, table):  # pragma: no cover - compiled
-    """table[m, j] = the symbol of model m whose interval holds quantile j << (24 - bits), shifted
-    right by ``coarse`` bits: the decoder's forward scan for a quantile starts at the entry shifted
-    back left, a symbol at or before the one it looks for (:func:`pop_symbol`)."""
+def lookup_tables_into(cdfs, bits, table):  # pragma: no cover - compiled
+    """table[m, j] = the symbol of model m whose interval holds quantile j << (24 - bits): where
+    the decoder's forward scan for a quantile starts (:func:`pop_symbol`)."""
     shift = np.uint64(PRECISION - bits)
     for m in range(cdfs.shape[0]):
         s = 0
@@ -140,7 +138,7 @@ def lookup_tables_into(cdfs, bits, coarse, table):  # pragma: no cover - compile
             q = np.uint64(j) << shift
             while cdfs[m, s + 1] <= q:
                 s += 1
-            table[m, j] = s >> coarse
+            table[m, j] = s
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -161,27 +159,14 @@ def read_initial_state(words, wstart, wstop):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def pop_symbol(words, wstart, pos, state, cdfs, tables, coarse, m, shift):  # pragma: no cover - compiled
+def pop_symbol(words, wstart, pos, state, cdfs, tables, m, shift):  # pragma: no cover - compiled
     """One decoding step with model ``m``: ``(symbol, state, pos)``. ``tables`` (from
-    :func:`lookup_tables_into` with ``24 - shift`` bits and ``coarse``) gives where the search for the
-    symbol starts (the next slot's entry, where it can end); the state is refilled from
-    words[pos - 1], words are read down to ``wstart``."""
+    :func:`lookup_tables_into` with ``24 - shift`` bits) gives where the scan for the symbol starts;
+    the state is refilled from words[pos - 1], words are read down to ``wstart``."""
     q = state & _Q_MASK
-    j = np.int64(q >> shift)
-    s = np.int64(tables[m, j]) << coarse
-    if coarse < _SEARCH_FROM:  # the table's symbol, or up to 2^coarse - 1 before it: a short scan
-        while cdfs[m, s + 1] <= q:
-            s += 1
-    else:  # a binary search up to the end of the next slot's entry (a scan would visit 2^coarse / 2)
-        last = cdfs.shape[1] - 2
-        if j + 1 < tables.shape[1]:
-            last = min(((np.int64(tables[m, j + 1]) + 1) << coarse) - 1, last)
-        while s < last:  # the largest symbol in [s, last] whose interval starts at or below q
-            mid = (s + last + 1) >> 1
-            if cdfs[m, mid] <= q:
-                s = mid
-            else:
-                last = mid - 1
+    s = np.int64(tables[m, q >> shift])
+    while cdfs[m, s + 1] <= q:
+        s += 1
     left = cdfs[m, s]
     state = (state >> _PRECISION) * (cdfs[m, s + 1] - left) + (q - left)
     if state < _REFILL_BELOW and pos > wstart:
@@ -248,7 +233,7 @@ def _decode_stream(
     m = base
     end = base + period
     for i in range(n):
-        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, 0, m, _LOOKUP_SHIFT)
+        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, m, _LOOKUP_SHIFT)
         out[ostart + i] = s
         hist[m, s] += 1
         m = m + 1 if m + 1 < end else base
@@ -320,7 +305,7 @@ def decode_blocks(
     cdfs = quantized_cdfs(counts)
     bases, period = model_bases(counts, classes)
     tables = np.empty((len(cdfs), 1 << _LOOKUP_BITS), dtype=np.int32)
-    lookup_tables_into(cdfs, _LOOKUP_BITS, 0, tables)
+    lookup_tables_into(cdfs, _LOOKUP_BITS, tables)
     sizes = np.minimum(block_size, num_symbols - blocks * block_size)
     out = np.empty(int(sizes.sum()), dtype=np.int32)
     models, alphabet = cdfs.shape[0], cdfs.shape[1] - 1

@@ -42,7 +42,7 @@ from ._ans import serial_twin as _ans_serial_twin
 
 #: Status of a row decode that met a symbol its model does not count (a damaged archive).
 UNCOUNTED = 3
-#: Bits of the symbol lookup tables: 2**LOOKUP_BITS uint8 entries per model (:func:`lookup_tables`).
+#: Bits of the symbol lookup tables: 2**LOOKUP_BITS entries per model (uint8 for alphabets up to 256).
 LOOKUP_BITS = 8
 #: Transform modes: values as decoded, plus a mean, or rotated and plus a mean.
 PLAIN, MEAN, ROTATED = 0, 1, 2
@@ -50,26 +50,19 @@ _CHUNK = 32  # rows a parallel task decodes one after another
 TILE = 4  # rows transformed together (each value of Rᵀ loaded once for them)
 
 
-def lookup_tables(cdfs: np.ndarray) -> tuple[np.ndarray, int]:
-    """(M, 2**LOOKUP_BITS) uint8 start symbols for the decoder's search and how many bits they are
-    shifted right (0 for alphabets up to 256): one dtype, so numba compiles each decode kernel once.
-
-    Example:
-        >>> table, coarse = lookup_tables(quantized_cdfs(np.ones(1000)))
-        >>> table.dtype.name, coarse, int(table[0, -1]) << coarse <= 999
-        ('uint8', 2, True)
-    """
-    coarse = max(0, (cdfs.shape[1] - 2).bit_length() - 8)  # the largest symbol, K - 1, fits 8 bits shifted
-    table = np.empty((cdfs.shape[0], 1 << LOOKUP_BITS), dtype=np.uint8)
-    lookup_tables_into(cdfs, LOOKUP_BITS, coarse, table)
-    return table, coarse
+def lookup_tables(cdfs: np.ndarray) -> np.ndarray:
+    """(M, 2**LOOKUP_BITS) start symbols for the decoder's search, uint8 where the alphabet allows."""
+    dtype = np.uint8 if cdfs.shape[1] - 1 <= 256 else np.int32
+    table = np.empty((cdfs.shape[0], 1 << LOOKUP_BITS), dtype=dtype)
+    lookup_tables_into(cdfs, LOOKUP_BITS, table)
+    return table
 
 
-def coder_tables(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """The (M, K + 1) CDFs, lookup tables and their shift (:func:`lookup_tables`) of the entropy
-    models ``counts`` ((K,) or (M, K)); (C * M, K + 1) CDFs for (C, M, K) weights."""
+def coder_tables(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (M, K + 1) CDFs and lookup tables of the entropy models ``counts`` ((K,) or (M, K));
+    (C * M, K + 1) for (C, M, K) weights."""
     cdfs = quantized_cdfs(counts)
-    return (cdfs, *lookup_tables(cdfs))
+    return cdfs, lookup_tables(cdfs)
 
 
 def value_bases(rows: int, bases: np.ndarray, period: int, per_class: bool) -> tuple[np.ndarray, int]:
@@ -87,7 +80,7 @@ def value_bases(rows: int, bases: np.ndarray, period: int, per_class: bool) -> t
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _decode_row(
-    words, wstart, pos, state, cdfs, tables, coarse, base, period, syms, hist, count
+    words, wstart, pos, state, cdfs, tables, base, period, syms, hist, count
 ):  # pragma: no cover - compiled
     """Decode ``len(syms)`` symbols (symbol t with model base + t mod period) from ``state`` /
     ``pos``; counts them in ``hist`` if ``count``. Returns the new (state, pos)."""
@@ -95,7 +88,7 @@ def _decode_row(
     m = base
     end = base + period
     for t in range(syms.shape[0]):
-        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, coarse, m, shift)
+        s, state, pos = pop_symbol(words, wstart, pos, state, cdfs, tables, m, shift)
         syms[t] = s
         if count:
             hist[m, s] += 1
@@ -202,7 +195,6 @@ def decode_blocks_values(
     spr,
     cdfs,
     tables,
-    coarse,
     bases,
     period,
     vt,
@@ -246,9 +238,7 @@ def decode_blocks_values(
                 if every > 0 and j % every == 0:
                     ck_state[b * per_block + j // every] = state
                     ck_pos[b * per_block + j // every] = np.uint32(pos - wstart)
-                state, pos = _decode_row(
-                    words, wstart, pos, state, cdfs, tables, coarse, base, period, syms, hist[i], True
-                )
+                state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, base, period, syms, hist[i], True)
                 if out.shape[0] > 0:
                     _fill_row(syms, vt, valid, y[q], block_base(vbases, b), vperiod)
             if out.shape[0] > 0:
@@ -266,7 +256,6 @@ def decode_rows_values(
     spr,
     cdfs,
     tables,
-    coarse,
     bases,
     period,
     vt,
@@ -300,10 +289,9 @@ def decode_rows_values(
                 ck = b * per_block + j // every
                 wstart = offsets[b]
                 state, pos = ck_state[ck], wstart + np.int64(ck_pos[ck])
-                base = block_base(bases, b)
                 for _ in range(j - (j // every) * every + 1):
                     state, pos = _decode_row(
-                        words, wstart, pos, state, cdfs, tables, coarse, base, period, syms, no_hist, False
+                        words, wstart, pos, state, cdfs, tables, block_base(bases, b), period, syms, no_hist, False
                     )
                 status[i0 + q] = OK if _fill_row(syms, vt, valid, y[q], block_base(vbases, b), vperiod) else UNCOUNTED
             _transform_rows(y, m, mode, rt, mean, acc, out, i0)
@@ -311,7 +299,7 @@ def decode_rows_values(
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def decode_prefixes_into(
-    words, offsets, blocks, starts, block_size, num_symbols, cdfs, tables, coarse, bases, period, out, status
+    words, offsets, blocks, starts, block_size, num_symbols, cdfs, tables, bases, period, out, status
 ):  # pragma: no cover - compiled
     """The first starts[i + 1] - starts[i] symbols of block blocks[i] into out[starts[i]:starts[i + 1]]
     (status[i]: OK, BAD_FIRST_WORD, or WORDS_LEFT for a whole block that leaves words over)."""
@@ -326,7 +314,7 @@ def decode_prefixes_into(
         status[i] = OK
         symbols = out[starts[i] : starts[i + 1]]
         base = block_base(bases, b)
-        state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, coarse, base, period, symbols, no_hist, False)
+        state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, base, period, symbols, no_hist, False)
         whole = starts[i + 1] - starts[i] == min(block_size, num_symbols - b * block_size)
         if whole and (state != 0 or pos != wstart):
             status[i] = WORDS_LEFT

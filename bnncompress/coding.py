@@ -208,7 +208,7 @@ def decode_prefixes(
     if "bnncompress._rows_kernels" in sys.modules and os.environ.get("BNNCOMPRESS_CODER", "") != "constriction":
         from . import _ans, _rows_kernels
 
-        cdfs, tables, coarse = _rows_kernels.coder_tables(counts)
+        cdfs, tables = _rows_kernels.coder_tables(counts)
         bases, period = _ans.model_bases(counts, classes)
         starts = np.zeros(len(blocks) + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
@@ -222,7 +222,6 @@ def decode_prefixes(
             num_symbols,
             cdfs,
             tables,
-            coarse,
             bases,
             period,
             out,

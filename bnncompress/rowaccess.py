@@ -188,8 +188,7 @@ class RowReader:
 
     def _kernel_tables(self) -> tuple:
         """``(words, offsets, *model)``: the row kernels' arguments, ``model`` in their order (the
-        coder's CDFs, lookup tables and their shift, block bases and period, then the kind's value
-        table and its bases)."""
+        coder's CDFs, lookup tables, block bases and period, then the kind's value table and its bases)."""
         if self._tables is None:
             from . import _ans, _rows_kernels
 
@@ -199,7 +198,7 @@ class RowReader:
                 classes = coding.check_classes(table, rec.block_classes, rec.num_blocks)
             except ValueError as exc:
                 raise _corrupt(rec, exc) from None
-            cdfs, lookup, coarse = _rows_kernels.coder_tables(table)
+            cdfs, lookup = _rows_kernels.coder_tables(table)
             bases, period = _ans.model_bases(table, classes)
             self._fused()  # (computes the kind's value table)
             vt, valid, mode, mean, rt = self._value_table
@@ -209,7 +208,6 @@ class RowReader:
                 np.ascontiguousarray(rec.offsets, dtype=np.int64),
                 cdfs,
                 lookup,
-                coarse,
                 bases,
                 period,
                 np.ascontiguousarray(vt, dtype=np.float32),

@@ -188,10 +188,10 @@ def test_inverse_transform_sums_in_one_order_in_numpy_and_in_the_kernel():
             assert np.array_equal(inverse_transform(y[:rows], mean, rotation), expected[:rows])
 
 
-@pytest.mark.parametrize("alphabet", [9, 3000, 20000])  # lookup entries shifted right by 0, 4 and 7 bits
+@pytest.mark.parametrize("alphabet", [9, 3000])  # uint8 and int32 lookup tables
 def test_decode_prefixes_by_constriction_and_by_the_kernel_agree(monkeypatch, alphabet):
     rng = np.random.default_rng(2)
-    counts = rng.integers(1, 50, size=(6, alphabet)) ** 3  # peaked: frequent symbols far from a slot's start
+    counts = rng.integers(1, 50, size=(6, alphabet)) ** 3  # peaked
     symbols = np.stack([rng.choice(alphabet, size=500, p=c / c.sum()) for c in counts], axis=1)
     symbols = symbols.reshape(-1).astype(np.int32)
     counts = np.stack([np.bincount(symbols[m::6], minlength=alphabet) for m in range(6)])
