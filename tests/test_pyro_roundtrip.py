@@ -94,7 +94,11 @@ def test_positive_site_loads_as_its_posterior_median(regression, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "guide_class", [AutoNormal, AutoDiagonalNormal, pytest.param(AutoLowRankMultivariateNormal, marks=pytest.mark.slow)]
+    "guide_class",
+    [
+        AutoNormal,
+        *(pytest.param(g, marks=pytest.mark.slow) for g in (AutoDiagonalNormal, AutoLowRankMultivariateNormal)),
+    ],
 )
 def test_positive_unit_interval_and_simplex_sites(guide_class, tmp_path):
     guide = fit(constrained_model, guide_class, (), steps=400)
