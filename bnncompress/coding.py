@@ -150,8 +150,7 @@ def decode_blocks(
     sizes = [min(block_size, num_symbols - b * block_size) for b in blocks]
     if alphabet_size(counts) <= 1:
         return np.zeros(sum(sizes), dtype=np.int32)
-    if classes is None and information_bits(counts) > 32 * len(words) * 1.001 + 96 * max(len(offsets) - 1, 1):
-        raise ValueError(f"the entropy model describes more information than {len(words)} coded words can hold")
+    check_information(counts, len(words), len(offsets) - 1, classes)
     kernels = _kernels(sum(sizes))
     if kernels is not None:
         symbols, histogram = kernels.decode_blocks(
@@ -167,6 +166,22 @@ def decode_blocks(
     if everything:
         check_histogram(histogram, counts)
     return symbols
+
+
+def check_information(counts: np.ndarray, num_words: int, num_blocks: int, classes: np.ndarray | None = None) -> None:
+    """Raise ValueError where exact symbol ``counts`` hold more information than ``num_words`` coded
+    words (and a few bits of state per block) can: checked before decoding, else a forged archive
+    has the decoder produce every declared symbol from a few words. (C, M, K) weights (``classes``
+    given) are levels, not counts: they bound nothing.
+
+    Example:
+        >>> check_information(np.array([500, 500]), 40, 1)  # 1,000 bits in 1,280: fine
+        >>> check_information(np.array([5000, 5000]), 40, 1)
+        Traceback (most recent call last):
+        ValueError: the entropy model describes more information than 40 coded words can hold
+    """
+    if classes is None and information_bits(counts) > 32 * num_words * 1.001 + 96 * max(num_blocks, 1):
+        raise ValueError(f"the entropy model describes more information than {num_words} coded words can hold")
 
 
 def check_histogram(histogram: np.ndarray, counts: np.ndarray) -> None:

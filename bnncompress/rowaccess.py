@@ -196,6 +196,7 @@ class RowReader:
             table = rec.model_counts
             try:
                 classes = coding.check_classes(table, rec.block_classes, rec.num_blocks)
+                coding.check_information(table, len(rec.words), rec.num_blocks, classes)  # before any allocation
             except ValueError as exc:
                 raise _corrupt(rec, exc) from None
             cdfs, lookup = _rows_kernels.coder_tables(table)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 import bnncompress
-from bnncompress import BnnCompressError
+from bnncompress import ArchiveError, BnnCompressError
 from bnncompress.archive import archive_image, read_archive, write_archive
 
 settings.register_profile(
@@ -295,3 +295,17 @@ def test_forged_archives_fail_cleanly(tmp_path, original, index, subvectors, sha
         load_all(path)
     except BnnCompressError:
         pass
+
+
+def test_a_declared_shape_the_coded_words_cannot_hold_is_refused_before_decoding(tmp_path, original):
+    # Found by the long fuzz run: 327M declared symbols of two equally likely values, from a few
+    # words, had the row kernels decode them all (6 s, 1.3 GB) before the histogram check refused them.
+    data, _, _ = original
+    path = tmp_path / "forged.bnc"
+    path.write_bytes(data)
+    name = read_archive(path).tensors[0].name
+    n = 2_000_000
+    counts, grid = np.array([n // 2, n - n // 2], np.uint64), np.array([-1.0, 1.0], np.float32)
+    _rewrite_tensor(path, 0, shape=(2000, 1000), subvectors=0, counts=counts, grid=grid)
+    with pytest.raises(ArchiveError, match="more information than"):
+        bnncompress.load(path)[name]
