@@ -62,8 +62,8 @@ def write_archive(
     source: str,
     tool_version: str,
     force: bool = True,
-) -> int:
-    """Write an archive; returns the file size in bytes.
+) -> ArchiveContents:
+    """Write an archive; returns it as read back (its ``file_bytes``, ``vocab_bytes``, ...).
 
     The HDF5 file is built in memory (:func:`archive_image`) and validated as
     :func:`read_archive` would before a byte of it is written; then it is written to a
@@ -71,9 +71,9 @@ def write_archive(
     so a write error never leaves a partial or corrupt archive at ``path``.
     """
     image = archive_image(tensors, vocab, source, tool_version)
-    _read_image(image, Path(path))  # what is written must read back: checksums, sizes, manifest
+    written = _read_image(image, Path(path))  # what is written must read back: checksums, sizes, manifest
     write_bytes(path, image, force=force)
-    return len(image)
+    return written
 
 
 def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: str, tool_version: str) -> bytes:

@@ -19,6 +19,7 @@ class BitsPerWeight:
     num_weights: int
     payload_bytes: int
     file_bytes: float
+    vocab_bytes: int = 0  # of ``file_bytes``: the stored vocabulary (an archive's; a tensor has none)
 
     @property
     def payload_bits_per_weight(self) -> float:
@@ -34,13 +35,21 @@ class BitsPerWeight:
 
     @property
     def size_note(self) -> str | None:
-        """One line when the container's fixed cost outweighs the payload (the file holds more than
-        twice the payload's bytes, as for a model of a few thousand weights); None otherwise."""
-        if not self.file_bytes > 2 * self.payload_bytes:
+        """One line when the container's fixed cost outweighs the payload (the file, its vocabulary
+        aside, holds more than twice the payload's bytes, as for a model of a few thousand weights);
+        None otherwise. A large vocabulary is not a fixed cost: it is the words' own size.
+
+        Example:
+            >>> from bnncompress.packing import PackResult
+            >>> PackResult(".", 0.1, 8_000_000, 2_000_000, 4_200_000, 2.0, vocab_bytes=2_100_000).size_note is None
+            True
+        """
+        fixed = self.file_bytes - self.payload_bytes - self.vocab_bytes
+        if not fixed > self.payload_bytes:
             return None
-        fixed = self.file_bytes - self.payload_bytes
+        aside = f"; the vocabulary's {self.vocab_bytes:,} bytes aside" if self.vocab_bytes else ""
         return (
-            f"the archive's fixed cost ({fixed:,.0f} bytes: the HDF5 container and each tensor's record) "
+            f"the archive's fixed cost ({fixed:,.0f} bytes: the HDF5 container and each tensor's record{aside}) "
             f"outweighs the payload ({self.payload_bytes:,} bytes, {self.payload_bits_per_weight:.3f} bits/weight): "
             "for a model this small, file bits per weight measure the container, payload bits the quantization"
         )

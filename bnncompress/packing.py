@@ -48,6 +48,7 @@ class PackResult(BitsPerWeight):
     file_bytes: int
     target_bits: float | None
     warnings: tuple[str, ...] = ()
+    vocab_bytes: int = 0  # of file_bytes: the stored vocabulary
 
     @property
     def target_missed(self) -> bool:
@@ -231,14 +232,15 @@ def write_packed(
     counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
     records = [r.with_counts_dtype(counts_dtype) for r in records]
     report("writing archive", 0, 1)
-    file_bytes = write_archive(output, records, posterior.vocab, posterior.source, __version__, force)
+    written = write_archive(output, records, posterior.vocab, posterior.source, __version__, force)
     report("writing archive", 1, 1)
     return PackResult(
         path=Path(output),
         lam=float(lam),
         num_weights=sum(r.num_weights for r in records),
         payload_bytes=sum(r.payload_bytes for r in records),
-        file_bytes=file_bytes,
+        file_bytes=written.file_bytes,
         target_bits=bits,
         warnings=tuple(posterior.warnings),
+        vocab_bytes=written.vocab_bytes,
     )

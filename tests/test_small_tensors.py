@@ -230,3 +230,15 @@ def test_a_tiny_model_is_told_the_container_outweighs_the_payload(tmp_path, trai
     assert len(notes) == 1 and "fixed cost" in notes[0], out.output
     out = CliRunner().invoke(app, ["pack", str(store), "-o", str(tmp_path / "q.bnc"), "--bits", "2", "-q"])
     assert out.exit_code == 0 and out.output == ""
+
+
+def test_a_large_vocabulary_is_not_called_the_containers_fixed_cost(tmp_path):
+    # 4,000 rows of 50 with random 40-letter words: the vocabulary outweighs the payload, the container does not
+    rng = np.random.default_rng(4)
+    words = ["".join(w) for w in rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=(4000, 40))]
+    posterior = {"w": (rng.normal(size=(4000, 50)), np.full((4000, 50), 0.1))}
+    r = bnncompress.pack(posterior, tmp_path / "v.bnc", bits=1, vocab=words)
+    assert r.vocab_bytes > 0 and r.file_bytes > 2 * r.payload_bytes  # the old rule would have said "small model"
+    assert r.size_note is None
+    with bnncompress.load(tmp_path / "v.bnc") as a:
+        assert a.vocab_bytes == r.vocab_bytes
