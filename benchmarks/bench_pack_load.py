@@ -3,6 +3,7 @@
     python benchmarks/bench_pack_load.py             # the tables below (about 3 minutes)
     python benchmarks/bench_pack_load.py --posterior PATH   # table 1 also on this trained posterior
     python benchmarks/bench_pack_load.py --large     # + a 200M-weight posterior streamed from disk (minutes)
+    python benchmarks/bench_pack_load.py --no-table1 --no-dask --vocabulary   # table 4 alone (1 minute)
 
 Table 1, twice: on a trained posterior (--posterior; default recipes/work/skipgram.pt, the
 analogy recipe's 20,000 x 100 skip-gram posterior, trained by `bnncompress train` and stored as
@@ -28,6 +29,11 @@ Table 3 (--large): 2,000,000 x 100 = 200M weights, generated on disk as memory-m
 .npy files (1.6 GB, never held in memory), packed with `bnncompress pack DIR --bits 2` in
 a fresh process; reports the wall time and that process's peak RSS (ru_maxrss, total).
 
+Table 4 (--vocabulary): a 1,000,000-word vocabulary over 8 dimensions (8M weights; random vectors:
+the vocabulary's cost does not depend on them), a .pt file of {name.loc, name.scale, vocab} as
+users of large vocabularies bring: `pack --bits 2` (best of --repeat after a warm-up), and in fresh
+processes `load()` with the first lookup of a word (`Archive.vector`), and `bnncompress info`.
+
 Goals (issues 5 and 21, this 2-core machine): pack >= 20 M weights/s and load >= 50 M weights/s at
 2 bits/weight; first lookup <= 5 ms; first pack in a fresh process <= 1.5x a warm one; 200M-weight
 pack with peak RSS <= 1.5 GB; Dask 2 workers >= 1.7x 1 worker. Check `uptime` first: other work on
@@ -48,6 +54,7 @@ from pathlib import Path
 
 ROWS, DIM = 20000, 100
 LARGE_ROWS = 2_000_000
+VOCAB_WORDS, VOCAB_DIM = 1_000_000, 8
 _REPO = Path(__file__).resolve().parent.parent
 TRAINED = (_REPO / "recipes" / "work" / "skipgram.pt", _REPO / "data" / "example.pt")
 
@@ -68,6 +75,22 @@ def make_posterior(path: Path) -> None:
 
     loc, scale = _skipgram_like(np.random.default_rng(0), ROWS, 0, ROWS)
     torch.save({"word_vectors": {"loc": torch.from_numpy(loc), "scale": torch.from_numpy(scale)}}, path)
+
+
+def make_vocabulary_posterior(path: Path) -> list[str]:
+    """A .pt posterior of VOCAB_WORDS words x VOCAB_DIM (random vectors) with its vocabulary; returns the words."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzé"))
+    stems = ["".join(w) for w in letters[rng.integers(0, len(letters), size=(VOCAB_WORDS, 6))]]
+    words = [f"{stem}{i}" for i, stem in enumerate(stems)]  # unique, word-like
+    loc = rng.normal(size=(VOCAB_WORDS, VOCAB_DIM)).astype(np.float32)
+    scale = rng.uniform(0.05, 1.0, size=(VOCAB_WORDS, VOCAB_DIM)).astype(np.float32)
+    tensors = {"word_vectors.loc": torch.from_numpy(loc), "word_vectors.scale": torch.from_numpy(scale)}
+    torch.save({**tensors, "vocab": words}, path)
+    return words
 
 
 def make_npy_dir(path: Path, rows: int, chunk: int = 50_000) -> None:
@@ -128,6 +151,15 @@ def run_case(
         a.rows(name, [min(12345, a.shape(name)[0] - 1)])
         first = time.perf_counter()
         return {"case": case, "open_s": opened - start, "first_lookup_s": first - opened}
+    if case == "vocab-pack":
+        seconds, r = _best(lambda: bnncompress.pack(source, archive, bits=2.0), repeat)
+        return {"case": case, "seconds": seconds, "payload_bits": r.payload_bits_per_weight}
+    if case == "vocab-lookup":  # a fresh process: load() and the first lookup of a word
+        start = time.perf_counter()
+        a = bnncompress.load(workdir / "vocab-pack.bnc")
+        opened = time.perf_counter()
+        a.vector(a.vocab[len(a.vocab) // 2])
+        return {"case": case, "open_s": opened - start, "first_lookup_s": time.perf_counter() - opened}
     if case.startswith("dask-") or case == "stream-local":
         return _dask_case(case, dask_dir, workdir, repeat, method)
     if case == "large":
@@ -258,6 +290,29 @@ def _table1(tmp: str, repeat: int, source: Path | None = None) -> None:
     )
 
 
+def _table4(tmp: str, repeat: int) -> None:
+    """Table 4: a large vocabulary (pack, load and first word lookup, info), each case in a fresh process."""
+    source = Path(tmp) / "vocabulary.pt"
+    make_vocabulary_posterior(source)
+    n = VOCAB_WORDS * VOCAB_DIM
+    pack = _run("vocab-pack", tmp, min(repeat, 3), source=source)
+    lookups = [_run("vocab-lookup", tmp, 1, source=source) for _ in range(3)]
+    infos = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run(["bnncompress", "info", str(Path(tmp) / "vocab-pack.bnc")], check=True, capture_output=True)
+        infos.append(time.perf_counter() - start)
+    best = min(lookups, key=lambda r: r["open_s"] + r["first_lookup_s"])
+    print(f"\nvocabulary: {VOCAB_WORDS:,} words x {VOCAB_DIM} = {n:,} weights (.pt with its vocabulary)")
+    print(f"| {'case':<32} | {'seconds':>8} |")
+    print(f"|{'-' * 34}|{'-' * 10}|")
+    print(f"| {'pack --bits 2':<32} | {pack['seconds']:>8.3f} |")
+    print(f"| {'load() (fresh process)':<32} | {best['open_s']:>8.3f} |")
+    print(f"| {'then the first word lookup':<32} | {best['first_lookup_s']:>8.3f} |")
+    print(f"| {'bnncompress info (whole command)':<32} | {min(infos):>8.3f} |")
+    print(f"pack: {n / pack['seconds'] / 1e6:.1f} M weights/s, payload {pack['payload_bits']:.3f} bits/weight")
+
+
 def np_prod(shape: tuple[int, ...]) -> int:
     out = 1
     for k in shape:
@@ -280,6 +335,7 @@ def main() -> None:
     parser.add_argument("--no-synthetic", action="store_true", help="table 1 on the trained posterior only")
     parser.add_argument("--large", action="store_true", help="also pack a 200M-weight posterior from disk")
     parser.add_argument("--large-dir", type=Path, help="where to write (or reuse) the 1.6 GB posterior")
+    parser.add_argument("--vocabulary", action="store_true", help="also table 4: a 1M-word vocabulary")
     parser.add_argument("--method", help="method of the Dask and large packs (default: the default method)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -316,6 +372,9 @@ def main() -> None:
                     f"| {r['case']:<13} | {r['seconds']:>8.3f} | {m / r['seconds'] / 1e6:>11.1f} | {start:>15} | "
                     f"{speedup:>7} |"
                 )
+
+        if args.vocabulary:
+            _table4(tmp, args.repeat)
 
         if args.large:
             large_dir = args.large_dir or Path(tmp) / "large_posterior"

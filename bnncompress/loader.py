@@ -198,7 +198,7 @@ class Archive:
         if self.vocab is None:
             raise OptionError("the archive has no vocabulary; pack it with «vocab», or use rows(name, indices)")
         if "_word_index" not in self.__dict__:  # built once: index() is a dict lookup
-            self._word_index = {w: i for i, w in enumerate(self.vocab)}
+            self._word_index = dict(zip(self.vocab, range(len(self.vocab))))
         return self._word_index
 
     def index(self, word: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import unicodedata
+import re
 from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 
@@ -49,6 +49,17 @@ def decode_words(
 ) -> list[str]:
     """Words as ``str``: ``bytes`` (numpy ``S`` arrays, HDF5 strings) are decoded as UTF-8; any
     other type is refused (as ``type_error``, default ``error``) rather than turned into its repr."""
+    if isinstance(items, (list, tuple)):  # at C speed where nothing is wrong (a million words: 1.2 s -> 0.05 s)
+        kinds = set(map(type, items))
+        if kinds <= {str}:
+            return list(items)
+        if kinds == {bytes}:
+            try:
+                words = b"\n".join(items).decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                words = []  # the loop below names the word
+            if len(words) == len(items):  # (a word with a line break in it: the loop keeps it whole)
+                return words
     words = []
     for i, w in enumerate(items):
         if isinstance(w, bytes):
@@ -62,24 +73,55 @@ def decode_words(
     return words
 
 
+#: Control characters (Unicode category Cc) and surrogates (Cs), which no word may hold.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: In words joined by line breaks: a word that starts or ends with whitespace (``str.isspace``, as ``strip``).
+_SURROUNDING_SPACE = re.compile(r"(?:\A|\n)\s|\s(?:\n|\Z)")
+
+
 def validate_words(words: list[str], where: str, error: type[Exception] = PosteriorError) -> list[str]:
     """Check a word list: non-empty, no empty entries, no control characters (line breaks, NUL)
-    or unpaired surrogates, no duplicates."""
+    or unpaired surrogates, no duplicates.
+
+    Example:
+        >>> validate_words(["king", "New\u00a0York"], "vocabulary")
+        ['king', 'New\xa0York']
+        >>> try:
+        ...     validate_words(["king", "queen "], "vocabulary")
+        ... except PosteriorError as exc:
+        ...     print(str(exc).split(";")[0])
+        vocabulary has an empty word or one with surrounding whitespace at line 2 ('queen ')
+    """
     if not words:
         raise error(f"{where} is empty; it needs one word per row of the embedding")
-    for i, w in enumerate(words):
-        if not isinstance(w, str) or not w or w.strip() != w:
-            raise error(
-                f"{where} has an empty word or one with surrounding whitespace at line {i + 1} ({w!r}); "
-                "remove it so that line numbers match rows"
-            )
-        if not w.isprintable() and any(unicodedata.category(c) in ("Cc", "Cs") for c in w):
-            raise error(
-                f"{where} has a word with a control character or an unpaired surrogate at line {i + 1} ({w!r}); "
-                "words must be printable UTF-8 text"
-            )
+    if not _plainly_valid(words):
+        for i, w in enumerate(words):  # the first word that is wrong, and how
+            if not isinstance(w, str) or not w or w.strip() != w:
+                raise error(
+                    f"{where} has an empty word or one with surrounding whitespace at line {i + 1} ({w!r}); "
+                    "remove it so that line numbers match rows"
+                )
+            if _CONTROL.search(w):
+                raise error(
+                    f"{where} has a word with a control character or an unpaired surrogate at line {i + 1} ({w!r}); "
+                    "words must be printable UTF-8 text"
+                )
     if len(set(words)) != len(words):
         seen: set[str] = set()
         dup = next(w for w in words if w in seen or seen.add(w))
         raise error(f"{where} lists the word {dup!r} more than once; each row needs a unique word")
     return words
+
+
+def _plainly_valid(words: list[str]) -> bool:
+    """True if every word is a non-empty ``str`` with no control character and no surrounding
+    whitespace, checked over all words at once; False: some word is not (look word by word)."""
+    if not set(map(type, words)) <= {str} or not all(words):
+        return False
+    joined = "\n".join(words)
+    spaced = joined.replace("\n", " ")
+    if joined.count("\n") != len(words) - 1 or _CONTROL.search(spaced):
+        return False
+    if spaced.isprintable():  # then the only whitespace is U+0020 (every other is Cc or Z*)
+        return not (joined[0] == " " or joined[-1] == " " or "\n " in joined or " \n" in joined)
+    return _SURROUNDING_SPACE.search(joined) is None

@@ -24,6 +24,7 @@ LAZY_LEAVES = {
     "bnncompress._ecsq_cpu",
     "bnncompress._exactsum_kernels",
     "bnncompress._pipeline_kernels",
+    "bnncompress._pickle_kernels",
     "bnncompress._transform_cpu",
     "bnncompress._skipgram_kernels",
     "bnncompress._skipgram_torch",

@@ -177,6 +177,63 @@ def test_vocabulary_words_must_be_printable_text(tmp_path, word):
         bnncompress.pack({"w": (np.zeros((2, 2)), np.ones((2, 2)))}, tmp_path / "o.bnc", vocab=[word, "b"])
 
 
+def test_vocabularies_checked_all_at_once_pass_and_fail_as_word_by_word():
+    # validate_words checks a vocabulary at C speed first; it must accept exactly what the word-by-word checks accept
+    import random
+    import unicodedata
+
+    from bnncompress.vocabulary import _plainly_valid, decode_words, validate_words
+
+    def word_by_word(words):  # the rules, as the reader had them before
+        for w in words:
+            if not isinstance(w, str) or not w or w.strip() != w:
+                return False
+            if any(unicodedata.category(c) in ("Cc", "Cs") for c in w):
+                return False
+        return True
+
+    tricky = [
+        " ",
+        "\t",
+        "\n",
+        "\r",
+        "\x00",
+        "\x7f",
+        "\x85",
+        "\x9f",
+        "\xa0",
+        "\u200d",
+        "\ud800",
+        "\udfff",
+        "\u3000",
+        "\u2028",
+    ]
+    tricky += ["\u1680", "\u202f", "\x1c", "é", "🙂"]
+    rng = random.Random(0)
+    for _ in range(20000):
+        words = [
+            "".join(rng.choice(tricky) if rng.random() < 0.25 else rng.choice("ab") for _ in range(rng.randint(0, 5)))
+        ]
+        words += [rng.choice(["king", "queen", "New\xa0York"])] if rng.random() < 0.5 else []
+        assert _plainly_valid(words) == word_by_word(words), words
+        try:
+            validate_words(list(words), "v")
+            accepted = True
+        except PosteriorError:
+            accepted = False
+        assert accepted == (word_by_word(words) and len(set(words)) == len(words)), words
+        as_bytes = [w.encode("utf-8", "surrogatepass") for w in words]  # a surrogate is not UTF-8
+        try:
+            expected = [w.decode("utf-8") for w in as_bytes]
+        except UnicodeDecodeError:
+            expected = None
+        if expected is None:
+            with pytest.raises(PosteriorError, match="is not UTF-8 text"):
+                decode_words(as_bytes, "v")
+        else:
+            assert decode_words(as_bytes, "v") == expected
+
+
 @pytest.mark.parametrize("fmt", [*(pytest.param(f, marks=pytest.mark.slow) for f in ("pt", "word2vec", "kv")), "npz"])
 def test_a_failed_export_is_one_line_and_keeps_the_old_file(tmp_path, fmt):
     archive = tmp_path / "a.bnc"

@@ -218,3 +218,56 @@ def test_the_opcode_scan_walks_every_protocols_pickles(protocol):
         _prescan(data[:-1])
     with pytest.raises(NotPlain, match="memo index beyond"):
         _prescan(b"\x80\x02]r" + (2**20).to_bytes(4, "little") + b".")
+
+
+def test_the_kernels_walk_over_a_pickle_refuses_what_the_python_walk_refuses():
+    # the numba walk reads a large pickle (a big vocabulary); both must accept and refuse the same bytes
+    import pickle
+    import random
+
+    from bnncompress.sources import _pickle_kernels
+    from bnncompress.sources.torchzip import OPCODE_KINDS, NotPlain, _prescan_numba, _prescan_python
+
+    kinds = ("UNKNOWN", "FIXED", "EXTENSION", "STOP", "MEMO_PUT", "ONE_LINE", "TWO_LINES", "TEXT_PUT", "LENGTH")
+    assert [getattr(_pickle_kernels, k) for k in kinds + ("SIGNED_LENGTH",)] == list(range(10))
+    assert sorted(set(OPCODE_KINDS.tolist())) == list(range(10))
+
+    def outcome(walk, data):
+        try:
+            walk(data)
+            return "passed"
+        except NotPlain as exc:
+            return str(exc)
+
+    rng = random.Random(0)
+    objects = [
+        {"vocab": ["king", "queen", "é" * 300], "x": (1, 2.5, None, True), "n": -(2**70), "b": b"\x00" * 300},
+        [list(range(300)), {"a": [1, 2], "b": {"c": "d" * 70000}}],
+        ("t", 3, 2**40, -1, 1.5e300, "🙂"),
+    ]
+    seeds = [pickle.dumps(o, protocol=p) for o in objects for p in range(6)]
+    seeds += [b"", b".", b"\x80\x02]r" + (2**20).to_bytes(4, "little") + b".", b"c__builtin__\nlen\n.", b"\x82\x01."]
+    seeds += [b"p" + b"9" * 25 + b"\n.", b"p0007\n.", b"p\n.", b"p1_0\n.", b"X\xff\xff\xff\xff.", b"\x8e" + b"\xff" * 8]
+    pieces = [bytes([b]) for b in range(256)] + [b"\n", b"9", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80"]
+    cases = 0
+    for seed in seeds:
+        for _ in range(300):
+            data = bytearray(seed)
+            for _ in range(rng.randint(0, 3)):
+                edit = rng.random()
+                at = rng.randint(0, len(data))
+                if edit < 0.3 and data:
+                    data[min(at, len(data) - 1)] = rng.randint(0, 255)
+                elif edit < 0.6:
+                    data[at:at] = rng.choice(pieces)
+                elif edit < 0.8:
+                    del data[at:]
+                else:
+                    del data[at : at + rng.randint(1, 8)]
+            data = bytes(data)
+            assert outcome(_prescan_numba, data) == outcome(_prescan_python, data), data[:80]
+            cases += 1
+    for _ in range(3000):
+        data = bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 40)))
+        assert outcome(_prescan_numba, data) == outcome(_prescan_python, data), data
+    assert cases == 300 * len(seeds)
