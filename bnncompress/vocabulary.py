@@ -38,7 +38,9 @@ def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
 
 def split_lines(text: str) -> list[str]:
     """The words of a text with one word per line (``\\n`` or ``\\r\\n``; a final line break ends the last)."""
-    words = [w.removesuffix("\r") for w in text.split("\n")]
+    words = text.split("\n")
+    if "\r" in text:
+        words = [w.removesuffix("\r") for w in words]
     if words and words[-1] == "":
         words.pop()
     return words
