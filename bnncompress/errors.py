@@ -75,5 +75,8 @@ class ModelMismatchError(BnnCompressError):
 
 
 class QualityWarning(UserWarning):
-    """A pack succeeded but some values are poorly kept: a tensor collapsed to one value, rows
-    collapsed to a constant vector, or weights more certain than the quantization grid resolves."""
+    """A pack succeeded but some values are poorly kept or not what they may seem: a tensor
+    collapsed to one value, rows collapsed to a constant vector, weights more certain than the
+    quantization grid resolves; or the posterior was read with a caveat (sites whose supports are
+    unknown load unconstrained, a flat latent not split into sites, correlations dropped,
+    parameters ignored). The same lines are in ``PackResult.warnings``."""

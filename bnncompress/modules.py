@@ -4,9 +4,10 @@ sites, and Pyro models conditioned on an archive (:meth:`bnncompress.Archive.loa
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
-from .errors import ModelMismatchError
+from .errors import ModelMismatchError, QualityWarning
 
 
 def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
@@ -66,7 +67,31 @@ def _sample_shape(sub: Any, attr: str) -> tuple[int, ...] | None:
 
 
 def condition(archive: Any, model: Any) -> Any:
-    """``pyro.poutine.condition(model, data={site: point estimate})`` over all the archive's tensors."""
+    """``pyro.poutine.condition(model, data={site: point estimate})`` over all the archive's tensors.
+    The first call of the conditioned model warns (:class:`~bnncompress.errors.QualityWarning`)
+    if some tensors named no sample site of the model, so they conditioned nothing (e.g. a flat
+    ``latent`` packed without the model)."""
     import pyro
 
-    return pyro.poutine.condition(model, data={name: archive.tensor(name) for name in archive.names})
+    data = {name: archive.tensor(name) for name in archive.names}
+    conditioned = pyro.poutine.condition(model, data=data)
+    checked = [False]
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if checked[0]:
+            return conditioned(*args, **kwargs)
+        checked[0] = True
+        with pyro.poutine.trace() as tracer:
+            out = conditioned(*args, **kwargs)
+        sites = {n for n, site in tracer.trace.nodes.items() if site["type"] == "sample"}
+        unused = [n for n in data if n not in sites]
+        if unused:
+            warnings.warn(
+                f"archive tensor(s) {', '.join(unused[:10])} are not sample sites of the model, so they conditioned "
+                "nothing (a flat 'latent' needs pack(path, model=model) to be split into sites)",
+                QualityWarning,
+                stacklevel=2,
+            )
+        return out
+
+    return run

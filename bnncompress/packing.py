@@ -31,7 +31,7 @@ from .quantizers import DEFAULT_METHOD, Quantizer, get_quantizer
 from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord
 from .sources import STREAM_WEIGHTS, open_posterior
-from .supports import SUPPORT_UNKNOWN, with_model
+from .supports import with_model
 from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
@@ -149,7 +149,7 @@ def pack(
         for r in records
     ]
     result = write_packed(output, records, posterior, lam, bits, report, force)
-    notes = [w for w in posterior.warnings if w.startswith(SUPPORT_UNKNOWN)] + notes
+    notes = list(posterior.warnings) + notes  # how the posterior was read (supports, a flat latent), then values
     for note in notes:
         warnings.warn(note, QualityWarning, stacklevel=2)
     return dataclasses.replace(result, warnings=result.warnings + tuple(n for n in notes if n not in result.warnings))

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -69,32 +70,52 @@ def describe(constraint: Any) -> dict[str, Any] | None:
 
 
 def constraint_of(spec: Any, where: str) -> Any:
-    """The Pyro constraint a recorded ``spec`` describes; ArchiveError if it is not one."""
+    """The Pyro constraint a recorded ``spec`` describes; ArchiveError if it is not one, or not one
+    that values can be mapped into (a discrete support, a bound that is not a finite number,
+    an empty interval)."""
     from pyro.distributions import constraints
+    from torch.distributions import biject_to
 
     name = spec.get("constraint") if isinstance(spec, dict) else None
     known = {n for n, _ in _BOUNDED.values()}
     if name in known:
         bounds = next(b for n, b in _BOUNDED.values() if n == name)
         values = [spec.get(b) for b in bounds]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise ArchiveError(f"{where}: support {spec!r} lacks numeric {', '.join(bounds)}; the archive is damaged")
-        return getattr(constraints, name)(*values)
-    value = getattr(constraints, name, None) if isinstance(name, str) and not name.startswith("_") else None
-    if not isinstance(value, constraints.Constraint):
-        raise ArchiveError(f"{where}: unknown support {spec!r}; a newer bnncompress may read it")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ArchiveError(f"{where}: support {spec!r} lacks finite {', '.join(bounds)}; the archive is damaged")
+        if len(values) == 2 and not values[0] < values[1]:
+            raise ArchiveError(f"{where}: support {spec!r} is an empty interval; the archive is damaged")
+        value = getattr(constraints, name)(*values)
+    else:
+        value = getattr(constraints, name, None) if isinstance(name, str) and not name.startswith("_") else None
+        if not isinstance(value, constraints.Constraint):
+            raise ArchiveError(f"{where}: unknown support {spec!r}; a newer bnncompress may read it")
+    try:
+        biject_to(value)
+    except NotImplementedError:  # e.g. a discrete support: no continuous value maps into it
+        raise ArchiveError(
+            f"{where}: support {spec!r} is not one a continuous value maps into; the archive is damaged"
+        ) from None
     return value
 
 
 def constrain(spec: Any, values: np.ndarray, where: str) -> np.ndarray:
     """``biject_to(support)(values)`` in float64 (values keep their shape unless the transform
-    changes it, as ``simplex`` adds one entry to the last dimension)."""
+    changes it, as ``simplex`` adds one entry to the last dimension); ArchiveError where the
+    support does not fit the values' shape (a vector support on a scalar)."""
     import torch
     from torch.distributions import biject_to
 
     transform = biject_to(constraint_of(spec, where))
     with torch.no_grad():
-        return transform(torch.as_tensor(np.asarray(values, dtype=np.float64))).numpy()
+        try:
+            return transform(torch.as_tensor(np.asarray(values, dtype=np.float64))).numpy()
+        except (IndexError, ValueError, RuntimeError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ArchiveError(
+                f"{where}: support {spec!r} does not fit a tensor of shape {np.shape(values)} ({detail}); "
+                "the archive is damaged"
+            ) from None
 
 
 def site_supports(sites: Any, where: str, warnings: list[str]) -> dict[str, dict[str, Any]]:
@@ -112,14 +133,20 @@ def site_supports(sites: Any, where: str, warnings: list[str]) -> dict[str, dict
     return supports
 
 
-def model_sites(model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> list[tuple[str, Any, Any]]:
-    """``(name, support, unconstrained shape)`` of every latent (unobserved) sample site of ``model``,
-    traced once with ``model_args``: a callable (or a PyroModule) model, in trace order (the order
-    of an AutoContinuous guide's flat latent)."""
+def model_sites(
+    model: Any, model_args: tuple = (), model_kwargs: dict | None = None, held: set[str] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """``(name, support, unconstrained shape)`` of every continuous latent (unobserved) sample site
+    of ``model``, traced once with ``model_args`` (the caller's random state is left as it was): a
+    callable (or a PyroModule) model, in trace order (the order of an AutoContinuous guide's flat
+    latent). Discrete sites are left out (no continuous guide holds them), unless ``held`` names
+    them: then PosteriorError."""
     import pyro
     import torch
+    from pyro.util import get_rng_state, set_rng_state
     from torch.distributions import biject_to
 
+    state = get_rng_state()
     try:
         with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
             trace = pyro.poutine.trace(model).get_trace(*model_args, **(model_kwargs or {}))
@@ -128,6 +155,8 @@ def model_sites(model: Any, model_args: tuple = (), model_kwargs: dict | None = 
             f"calling the model to find its sample sites failed ({type(exc).__name__}: {exc}); "
             "give the arguments it needs as model_args"
         ) from exc
+    finally:
+        set_rng_state(state)  # tracing drew from the prior: the user's next draws stay the same
     sites = []
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
@@ -135,44 +164,59 @@ def model_sites(model: Any, model_args: tuple = (), model_kwargs: dict | None = 
         if type(site["fn"]).__name__ == "_Subsample":
             continue
         support = site["fn"].support
-        shape = biject_to(support).inv(site["value"]).shape
+        try:
+            shape = biject_to(support).inv(site["value"]).shape
+        except NotImplementedError:  # a discrete (integer or boolean) site: no continuous posterior
+            if held and name in held:
+                raise PosteriorError(
+                    f"sample site '{name}' of the model is discrete ({type(support).__name__.lstrip('_')}), "
+                    "but the posterior has a tensor of that name; pack only continuous sites"
+                ) from None
+            continue
         sites.append((name, support, tuple(shape)))
     return sites
 
 
 def unknown_support_warning(names: list[str]) -> str | None:
-    """The one warning for Pyro sites read without their model: which names suggest a non-real support."""
-    suspects = [n for n in names if any(_CONSTRAINED_WORDS.search(w) for w in re.split(r"[^A-Za-z0-9]+|_", n) if w)]
-    if not suspects:
+    """The one warning for Pyro sites ``names`` read without their model (None for none): a param store
+    does not record supports, so every site loads unconstrained; the names that suggest a non-real
+    support are named."""
+    if not names:
         return None
+    suspects = [n for n in names if any(_CONSTRAINED_WORDS.search(w) for w in re.split(r"[^A-Za-z0-9]+|_", n) if w)]
+    likely = f" ({', '.join(suspects[:10])}{' ...' if len(suspects) > 10 else ''} by their names)" if suspects else ""
     return (
         f"{SUPPORT_UNKNOWN}: a Pyro param store keeps latent sites unconstrained and does not record their "
-        f"supports, so {', '.join(suspects[:10])}{' ...' if len(suspects) > 10 else ''} will load unconstrained "
-        "(e.g. the log of a positive site); pass the model: pack(path, model=model) in Python, "
-        "--model pkg.module:attr on the command line"
+        f"supports, so every site loads as stored: right for real-valued sites, but a positive, bounded or "
+        f"simplex site{likely} loads unconstrained (e.g. the log of a positive site); pass the model: "
+        "pack(path, model=model) in Python, --model pkg.module:attr on the command line"
     )
 
 
 def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> Any:
     """``posterior`` with the supports of ``model``'s latent sites recorded, and a flat
-    AutoDiagonalNormal-style ``latent`` split into the model's sites (their unconstrained shapes,
-    in trace order: the guide's ``_unpack_latent`` layout)."""
+    AutoDiagonalNormal-style ``latent`` split into the model's sites that the posterior does not
+    already hold (their unconstrained shapes, in trace order: the guide's ``_unpack_latent``
+    layout; an AutoGuideList's other parts hold the rest). A site already held by name (an
+    AutoNormal beside a leftover flat guide in one param store) is never replaced."""
     if not callable(model):
         kind = type(model).__name__
         raise ArgumentTypeError(f"«model» must be a Pyro model (a callable or a PyroModule), not a {kind}")
-    sites = model_sites(model, tuple(model_args), model_kwargs)
+    sites = model_sites(model, tuple(model_args), model_kwargs, held=set(posterior.tensors))
     tensors, warnings = dict(posterior.tensors), [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
-    if FLAT_LATENT_NAME in tensors and not any(name == FLAT_LATENT_NAME for name, _, _ in sites):
+    missing = [(name, shape) for name, _, shape in sites if name not in tensors]
+    if FLAT_LATENT_NAME in tensors and missing and not any(name == FLAT_LATENT_NAME for name, _, _ in sites):
         flat = tensors[FLAT_LATENT_NAME].load()
-        sizes = [int(np.prod(shape, dtype=np.int64)) for _, _, shape in sites]
+        sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in missing]
         if sum(sizes) != flat.size:
             raise PosteriorError(
-                f"the flat '{FLAT_LATENT_NAME}' has {flat.size} values but the model's latent sites have "
+                f"the flat '{FLAT_LATENT_NAME}' has {flat.size} values but the model's latent sites it would "
+                f"hold ({', '.join(n for n, _ in missing[:5])}{' ...' if len(missing) > 5 else ''}) have "
                 f"{sum(sizes)}; pass the model the guide was trained with (and its model_args)"
             )
         loc, scale, start = flat.loc.reshape(-1), flat.scale.reshape(-1), 0
         split = {}
-        for (name, _, shape), size in zip(sites, sizes):
+        for (name, shape), size in zip(missing, sizes):
             split[name] = TensorPosterior(
                 loc[start : start + size].reshape(shape), scale[start : start + size].reshape(shape), flat.dtype
             )
@@ -180,7 +224,7 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
         position = list(tensors).index(FLAT_LATENT_NAME)
         items = list(tensors.items())
         tensors = dict(items[:position] + list(split.items()) + items[position + 1 :])
-        warnings = [w for w in warnings if f"'{FLAT_LATENT_NAME}'" not in w]
+    warnings = [w for w in warnings if f"'{FLAT_LATENT_NAME}'" not in w]  # split, or (below) not a site
     known = {name for name, _, _ in sites}
     strangers = [n for n in tensors if n not in known]
     if strangers:

@@ -263,6 +263,12 @@ def import_model(spec: str) -> object:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
         raise OptionError(f"--model: cannot import {module_name!r} ({exc})") from None
+    except (Exception, SystemExit) as exc:  # the user's module failed while importing: one line, not its traceback
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise OptionError(
+            f"--model: importing {module_name!r} failed ({type(exc).__name__}: {detail}); "
+            "fix the module or name another"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise OptionError(f"--model: {module_name!r} has no attribute {attr!r}")

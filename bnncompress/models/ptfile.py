@@ -97,6 +97,9 @@ class _Pickle:
                 self.out += b"G" + struct.pack(">d", value)
             self.out += b"ub"  # SETITEMS, BUILD
 
+    def none(self, _: Any) -> None:
+        self.out += b"N"
+
     def mapping(self, key: str, items: Mapping[str, Any], value: Callable[[Any], None]) -> None:
         """``key``, then a dict of ``items`` with each value written by ``value``."""
         self.string(key)
@@ -116,13 +119,19 @@ class _Pickle:
 
 
 def param_store_bytes(
-    params: Mapping[str, np.ndarray], constraints: Mapping[str, str], vocab: Sequence[str] | None
+    params: Mapping[str, np.ndarray],
+    constraints: Mapping[str, str],
+    vocab: Sequence[str] | None,
+    real_sites: Sequence[str] = (),
 ) -> tuple[bytes, list[np.ndarray]]:
-    """The pickle of ``{"params": ..., "constraints": ..., "vocab": ...}`` and its storages, in order."""
+    """The pickle of ``{"params": ..., "constraints": ..., "supports": ..., "vocab": ...}`` and its
+    storages, in order (``supports``: ``{site: None}`` for ``real_sites``, if any)."""
     p = _Pickle()
     p.out += b"}("
     p.mapping("params", params, p.tensor)
     p.mapping("constraints", constraints, p.constraint)
+    if real_sites:
+        p.mapping("supports", dict.fromkeys(real_sites), p.none)
     if vocab is not None:
         p.string("vocab")
         p.strings(list(vocab))
@@ -135,10 +144,12 @@ def save_param_store(
     params: Mapping[str, np.ndarray],
     constraints: Mapping[str, str],
     vocab: Sequence[str] | None = None,
+    real_sites: Sequence[str] = (),
 ) -> None:
-    """Write the param store (float32 arrays, constraint names from :data:`CONSTRAINTS`) and the
-    vocabulary to ``file`` in torch's zip format."""
-    data, storages = param_store_bytes(params, constraints, vocab)
+    """Write the param store (float32 arrays, constraint names from :data:`CONSTRAINTS`), the
+    record that ``real_sites`` have real supports (``"supports"``, which ``pack`` reads instead of
+    warning that supports are unknown) and the vocabulary to ``file`` in torch's zip format."""
+    data, storages = param_store_bytes(params, constraints, vocab, real_sites)
     prefix = "archive/"
     members: list[tuple[str, bytes | memoryview]] = [
         ("data.pkl", data),

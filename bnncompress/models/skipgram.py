@@ -226,4 +226,4 @@ def save_posterior(path: str | os.PathLike, result: TrainResult, force: bool = T
         params[f"AutoNormal.locs.{site}"], kinds[f"AutoNormal.locs.{site}"] = loc, "real"
         params[f"AutoNormal.scales.{site}"], kinds[f"AutoNormal.scales.{site}"] = raw, "softplus_positive"
     with atomic_output(path, force=force) as tmp:
-        save_param_store(tmp, params, kinds, vocab=list(result.vocab))
+        save_param_store(tmp, params, kinds, vocab=list(result.vocab), real_sites=list(result.params))

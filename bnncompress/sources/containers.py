@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PosteriorError
+from ..errors import ArchiveError, PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
-from ..supports import unknown_support_warning
+from ..supports import constraint_of, unknown_support_warning
 from ..vocabulary import decode_words, validate_words
 from .pickledconstraints import PickledConstraint
 
@@ -32,7 +32,9 @@ def from_mapping(obj: Any, where: str) -> Posterior:
             raise PosteriorError(f"{where}: 'vocab' must be a list of strings, found {type(vocab).__name__}")
         vocab = validate_words(decode_words(vocab, f"{where}: 'vocab'"), f"vocabulary in {where}")
     warnings: list[str] = []
+    recorded: dict[str, Any] = {}  # a param store's "supports" record (bnncompress train writes one)
     if "params" in obj and "constraints" in obj and isinstance(obj["params"], Mapping):
+        recorded = _supports_record(obj.pop("supports", {}), where)
         pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where, warnings)
     elif any(_is_state_dict_key(k) for k in obj):
         pairs, kind = _pairs_from_guide_state_dict(obj, where, warnings)
@@ -49,10 +51,25 @@ def from_mapping(obj: Any, where: str) -> Posterior:
             "into its sites and record their supports: pack(path, model=model), --model pkg.module:attr"
         )
     if kind.startswith("Pyro"):  # locs are unconstrained; the supports live in the model
-        note = unknown_support_warning(list(pairs))
+        note = unknown_support_warning([n for n in pairs if n not in recorded])
         warnings += [note] if note else []
     tensors = {name: make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
-    return Posterior(tensors, vocab, f"{kind}: {where}", warnings)
+    supports = {n: spec for n, spec in recorded.items() if spec is not None and n in tensors}
+    return Posterior(tensors, vocab, f"{kind}: {where}", warnings, supports)
+
+
+def _supports_record(record: Any, where: str) -> dict[str, Any]:
+    """A param store's ``"supports"``: ``{site: None}`` for a real support, or ``{site: spec}`` as an
+    archive records one (:func:`bnncompress.supports.describe`); PosteriorError if it is not."""
+    if not isinstance(record, Mapping) or not all(isinstance(k, str) for k in record):
+        raise PosteriorError(f"{where}: 'supports' must map site names to supports, found {type(record).__name__}")
+    for name, spec in record.items():
+        if spec is not None:
+            try:
+                constraint_of(spec, f"{where}: 'supports' of '{name}'")
+            except ArchiveError as exc:
+                raise PosteriorError(str(exc).replace("the archive is damaged", "fix the file")) from None
+    return dict(record)
 
 
 class _Pairs(dict):

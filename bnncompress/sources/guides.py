@@ -11,6 +11,11 @@ from ..posterior import Posterior, make_tensor
 from ..supports import site_supports
 from .containers import NOT_MEAN_FIELD
 
+_SUPPORTED = (
+    "use AutoNormal, AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoMultivariateNormal "
+    "or AutoLaplaceApproximation's laplace_approximation()"
+)
+
 
 def is_pyro_guide(obj: Any) -> bool:
     if "pyro" not in sys.modules:  # no guide can exist yet; importing pyro (and torch) costs ~1.5 s
@@ -22,13 +27,17 @@ def is_pyro_guide(obj: Any) -> bool:
 
 def from_live_guide(guide: Any) -> Posterior:
     import torch
-    from pyro.infer.autoguide import AutoContinuous, AutoDiagonalNormal, AutoNormal
+    from pyro.infer.autoguide import AutoContinuous, AutoDiagonalNormal, AutoLaplaceApproximation, AutoNormal
 
     name = type(guide).__name__
     warnings: list[str] = []
     supports: dict = {}
     if getattr(guide, "prototype_trace", None) is None:
         raise PosteriorError(f"the {name} guide has no parameters yet; run it (or train it) once before packing")
+    if isinstance(guide, AutoLaplaceApproximation):  # a MAP point (scales 0) until it is approximated
+        raise PosteriorError(
+            f"the {name} guide is a MAP point; pack guide.laplace_approximation(...) (its Gaussian posterior)"
+        )
     with torch.no_grad():
         if isinstance(guide, AutoNormal):
             sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
@@ -37,9 +46,14 @@ def from_live_guide(guide: Any) -> Posterior:
             supports = site_supports([(s, nodes[s]["fn"].support) for s in sites], f"{name} guide", warnings)
         elif isinstance(guide, AutoContinuous) and hasattr(guide, "get_posterior"):
             posterior = guide.get_posterior()
-            if not hasattr(posterior, "variance") or posterior.mean.dim() != 1:
-                raise PosteriorError(f"cannot read a diagonal from the {name} guide's posterior")
-            loc, scale = posterior.mean, posterior.variance.sqrt()
+            try:  # a flow (AutoIAFNormal, AutoNormalizingFlow) has no closed-form mean and variance
+                loc, scale = posterior.mean, posterior.variance.sqrt()
+            except NotImplementedError:
+                raise PosteriorError(
+                    f"the {name} guide's posterior has no closed-form mean and variance to pack; {_SUPPORTED}"
+                ) from None
+            if loc.dim() != 1:
+                raise PosteriorError(f"cannot read a diagonal from the {name} guide's posterior; {_SUPPORTED}")
             if not isinstance(guide, AutoDiagonalNormal):
                 warnings.append(f"the {name} guide {NOT_MEAN_FIELD}")
             locs = {site["name"]: value for site, value in guide._unpack_latent(loc)}
@@ -51,9 +65,7 @@ def from_live_guide(guide: Any) -> Posterior:
             sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
             pairs = {site: (guide.get_loc(site), guide.get_scale(site)) for site in sites}
         else:
-            raise PosteriorError(
-                f"cannot pack a {name} guide; use AutoNormal, AutoDiagonalNormal or AutoLowRankMultivariateNormal"
-            )
+            raise PosteriorError(f"cannot pack the {name} guide; {_SUPPORTED}")
     tensors = {n: make_tensor(n, loc, scale, f"{name} guide") for n, (loc, scale) in pairs.items()}
     return Posterior(tensors, None, f"live {name} guide", warnings, supports)
 

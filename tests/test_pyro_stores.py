@@ -1,0 +1,175 @@
+"""Pyro param stores and models as users leave them: several guides in one store, discrete sites,
+stores without supports, models that fail to import, guides that cannot be packed (issue 18).
+The stores are built by hand (what pyro.get_param_store().save writes): no training needed."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions import constraints
+from pyro.infer.autoguide import AutoIAFNormal, AutoLaplaceApproximation
+from typer.testing import CliRunner
+
+import bnncompress
+from bnncompress import ArchiveError, PosteriorError
+from bnncompress.cli import app
+from bnncompress.errors import QualityWarning
+from bnncompress.models.ptfile import save_param_store
+from bnncompress.supports import constrain
+
+A_LOC, SIGMA_LOC = [0.5, -0.25, 1.0], 0.3  # AutoNormal's values (sigma: unconstrained, its log)
+LEFTOVER = [9.0, 9.0, 9.0, 9.0]  # a flat AutoDiagonalNormal over the same sites, left in the store
+
+
+def model():
+    a = pyro.sample("a", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    pyro.sample("obs", dist.Normal(a.sum(), sigma), obs=torch.tensor(1.0))
+
+
+def _store(path, params: dict, scales: float = 0.01):
+    """A param store file: ``{key: loc}`` plus each key's scale parameter, as Pyro saves one."""
+    state = {"params": {}, "constraints": {}}
+    for key, loc in params.items():
+        loc = torch.as_tensor(loc, dtype=torch.float32)
+        scale_key = key.replace(".locs.", ".scales.") if ".locs." in key else key[: -len("loc")] + "scale"
+        state["params"][key], state["constraints"][key] = loc, constraints.real
+        state["params"][scale_key] = torch.full_like(loc, scales)
+        state["constraints"][scale_key] = constraints.softplus_positive
+    torch.save(state, path)
+    return path
+
+
+def _quiet_pack(*args, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = bnncompress.pack(*args, method="float16", **kwargs)
+    return result, [str(w.message) for w in caught if issubclass(w.category, QualityWarning)]
+
+
+def test_a_leftover_flat_guide_never_replaces_the_sites_a_store_holds(tmp_path):
+    # AutoNormal trained, then AutoDiagonalNormal tried without clearing the param store: the flat latent
+    # would split into 'a' and 'sigma' too; the sites AutoNormal holds must stay AutoNormal's
+    store = _store(
+        tmp_path / "two.pt",
+        {"AutoNormal.locs.a": A_LOC, "AutoNormal.locs.sigma": SIGMA_LOC, "AutoDiagonalNormal.loc": LEFTOVER},
+    )
+    result, caught = _quiet_pack(store, tmp_path / "m.bnc", model=model)
+    a = bnncompress.load(tmp_path / "m.bnc")
+    np.testing.assert_allclose(a["a"], A_LOC, rtol=1e-3)
+    np.testing.assert_allclose(a["sigma"], np.exp(SIGMA_LOC), rtol=1e-3)  # constrained: the model is known
+    assert any("latent are not latent sample sites" in w for w in caught) and caught == list(result.warnings)
+
+
+def test_an_auto_guide_lists_flat_part_holds_only_the_sites_its_other_parts_do_not(tmp_path):
+    store = _store(tmp_path / "list.pt", {"AutoGuideList.0.locs.a": A_LOC, "AutoGuideList.1.loc": [SIGMA_LOC]})
+    _quiet_pack(store, tmp_path / "m.bnc", model=model)
+    a = bnncompress.load(tmp_path / "m.bnc")
+    assert sorted(a.names) == ["a", "sigma"]
+    np.testing.assert_allclose(a["a"], A_LOC, rtol=1e-3)
+    np.testing.assert_allclose(a["sigma"], np.exp(SIGMA_LOC), rtol=1e-3)
+
+
+def test_every_caveat_of_reading_a_store_is_a_python_warning(tmp_path):
+    store = _store(tmp_path / "flat.pt", {"AutoDiagonalNormal.loc": [0.1, 0.2, 0.3, 0.4]})
+    result, caught = _quiet_pack(store, tmp_path / "f.bnc")
+    assert any("'latent'" in w for w in caught) and any("supports unknown" in w for w in caught)
+    assert caught == list(result.warnings)
+
+
+def test_a_store_never_loads_unconstrained_values_without_saying_so(tmp_path):
+    # no name hints at a support ('theta' could be a Beta site): the warning is still given, once
+    store = _store(tmp_path / "theta.pt", {"AutoNormal.locs.theta": [0.2, 0.4]})
+    _, caught = _quiet_pack(store, tmp_path / "t.bnc")
+    assert sum("supports unknown" in w for w in caught) == 1
+    # a store that records its supports (bnncompress train writes {site: None} for real sites) is believed
+    params = {"AutoNormal.locs.w": np.zeros((3, 2), np.float32), "AutoNormal.scales.w": np.ones((3, 2), np.float32)}
+    kinds = {"AutoNormal.locs.w": "real", "AutoNormal.scales.w": "softplus_positive"}
+    save_param_store(tmp_path / "trained.pt", params, kinds, real_sites=["w"])
+    _, caught = _quiet_pack(tmp_path / "trained.pt", tmp_path / "w.bnc")
+    assert not any("supports unknown" in w for w in caught), caught
+    # and a recorded support is applied on load, as a model's is
+    state = torch.load(store, weights_only=False)
+    torch.save({**state, "supports": {"theta": {"constraint": "unit_interval"}}}, tmp_path / "unit.pt")
+    _, caught = _quiet_pack(tmp_path / "unit.pt", tmp_path / "u.bnc")
+    assert not any("supports unknown" in w for w in caught)
+    np.testing.assert_allclose(bnncompress.load(tmp_path / "u.bnc")["theta"], 1 / (1 + np.exp([-0.2, -0.4])), rtol=1e-3)
+    torch.save({**state, "supports": {"theta": {"constraint": "boolean"}}}, tmp_path / "bad.pt")
+    with pytest.raises(PosteriorError, match="'supports' of 'theta'"):
+        bnncompress.pack(tmp_path / "bad.pt", tmp_path / "b.bnc")
+
+
+def test_a_models_discrete_sites_are_left_out_and_the_random_state_is_kept(tmp_path):
+    def classifier(x):  # traced without labels: 'obs' is a latent discrete site, not part of any guide
+        a = pyro.sample("a", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", len(x)):
+            pyro.sample("obs", dist.Categorical(logits=x[:, None] * a))
+
+    store = _store(tmp_path / "cls.pt", {"AutoNormal.locs.a": A_LOC})
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    result, caught = _quiet_pack(store, tmp_path / "c.bnc", model=classifier, model_args=(torch.ones(4),))
+    assert torch.rand(1) == expected  # tracing the model drew from its prior, then put the state back
+    assert caught == [] and result.warnings == ()
+    store = _store(tmp_path / "obs.pt", {"AutoNormal.locs.a": A_LOC, "AutoNormal.locs.obs": [0.0] * 4})
+    with pytest.raises(PosteriorError, match="'obs' of the model is discrete"):
+        bnncompress.pack(store, tmp_path / "o.bnc", model=classifier, model_args=(torch.ones(4),))
+
+
+def test_a_model_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch):
+    store = _store(tmp_path / "s.pt", {"AutoNormal.locs.a": A_LOC})
+    (tmp_path / "broken.py").write_text("def model(:\n    pass\n")
+    (tmp_path / "raising.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for spec, reason in (("broken:model", "SyntaxError"), ("raising:model", "RuntimeError: no GPU here")):
+        out = CliRunner().invoke(app, ["pack", str(store), "-o", "x.bnc", "--model", spec])
+        assert out.exit_code == 2 and reason in out.output and "Traceback" not in out.output, out.output
+        assert len(out.output.strip().splitlines()) == 1
+
+
+def test_guides_without_a_gaussian_posterior_are_refused_in_one_line(tmp_path):
+    pyro.clear_param_store()
+    flow = AutoIAFNormal(model, hidden_dim=[4])
+    flow()
+    with pytest.raises(PosteriorError, match="no closed-form mean and variance"):
+        bnncompress.pack(flow, tmp_path / "f.bnc")
+    laplace = AutoLaplaceApproximation(model)
+    laplace()
+    with pytest.raises(PosteriorError, match=r"laplace_approximation"):
+        bnncompress.pack(laplace, tmp_path / "l.bnc")
+    pyro.clear_param_store()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"constraint": "nonnegative_integer"},
+        {"constraint": "boolean"},
+        {"constraint": "dependent"},
+        {"constraint": "interval", "lower_bound": 3.0, "upper_bound": 1.0},
+        {"constraint": "greater_than", "lower_bound": float("nan")},
+        {"constraint": "simplex"},  # on a scalar
+    ],
+)
+def test_a_forged_support_is_an_archive_error(spec):
+    with pytest.raises(ArchiveError, match="the archive is damaged"):
+        constrain(spec, np.float32(0.5), "tensor 't'")
+
+
+def test_condition_says_which_tensors_named_no_site(tmp_path):
+    store = _store(tmp_path / "flat.pt", {"AutoDiagonalNormal.loc": [0.1, 0.2, 0.3, 0.4]})
+    _quiet_pack(store, tmp_path / "f.bnc")
+    conditioned = bnncompress.load(tmp_path / "f.bnc").condition(model)
+    with pytest.warns(QualityWarning, match="latent are not sample sites of the model"):
+        conditioned()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conditioned()  # said once
