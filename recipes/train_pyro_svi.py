@@ -151,6 +151,7 @@ def main(argv=None) -> None:
     state = pyro.get_param_store().get_state()
     state["params"] = {k: t.detach().clone().contiguous() for k, t in state["params"].items()}
     state["vocab"] = list(vocab)
+    state["supports"] = {"word_vectors": None, "context_vectors": None}  # both real: pack need not warn
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(args.output.name + ".tmp")
     torch.save(state, tmp)
