@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,27 @@ def support_text(spec: Any) -> str:
     return spec["constraint"] + (f"({', '.join(bounds)})" if bounds else "")
 
 
+def loaded_shape(shape: tuple[int, ...], spec: Any) -> tuple[int, ...]:
+    """The shape a tensor stored as ``shape`` loads as under its recorded support ``spec``: ``simplex``
+    adds an entry to the last dimension, ``corr_cholesky`` and ``corr_matrix`` turn its n (n - 1) / 2
+    entries into n x n (as ``biject_to`` does); other supports keep the shape.
+
+    Example:
+        >>> loaded_shape((2, 3), {"constraint": "simplex"}), loaded_shape((3,), {"constraint": "corr_cholesky"})
+        ((2, 4), (3, 3))
+    """
+    name = spec.get("constraint") if isinstance(spec, dict) else None
+    if not shape:
+        return tuple(shape)
+    if name == "simplex":
+        return (*shape[:-1], shape[-1] + 1)
+    if name in ("corr_cholesky", "corr_matrix"):
+        n = round((1 + math.sqrt(1 + 8 * shape[-1])) / 2)
+        if n * (n - 1) // 2 == shape[-1]:
+            return (*shape[:-1], n, n)
+    return tuple(shape)
+
+
 def tensor_infos(contents: ArchiveContents) -> list[TensorInfo]:
     """Per-tensor sizes; the file's bytes beyond the payloads are shared in proportion to size."""
     sizes = [(t.num_weights, t.payload_bytes) for t in contents.tensors]
@@ -180,7 +202,8 @@ def _summary(contents: ArchiveContents) -> dict[str, Any]:
         tensors.append(
             {
                 "name": t.name,
-                "shape": list(t.shape),
+                "shape": list(loaded_shape(t.shape, t.params.get("support"))),  # as loaded (a support may widen it)
+                "stored_shape": list(t.shape),
                 "method": t.method,
                 "method_used": method_used(t.method, t.params, t.raw),  # with a fallback, the one used
                 "lam": t.params.get("lam"),  # as stored; may be absent

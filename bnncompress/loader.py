@@ -10,7 +10,7 @@ import numpy as np
 
 from . import modules
 from .archive import read_archive
-from .contents import ArchiveContents, TensorInfo, printable, summary, tensor_infos
+from .contents import ArchiveContents, TensorInfo, loaded_shape, printable, summary, tensor_infos
 from .decoded import check_fits_in_memory, restore_dtype
 from .errors import ArchiveError, ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
@@ -241,7 +241,7 @@ class Archive:
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape ``self[name]`` has (a recorded support may change the stored shape)."""
         rec = self.record(name)
-        return tuple(self[name].shape) if "support" in rec.params else tuple(rec.shape)
+        return loaded_shape(rec.shape, rec.params.get("support"))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All tensors as ``{name: numpy array}``."""

@@ -173,3 +173,23 @@ def test_condition_says_which_tensors_named_no_site(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         conditioned()  # said once
+
+
+def test_info_and_shape_give_the_shape_a_site_loads_as(tmp_path):
+    # simplex and correlation-Cholesky sites are stored unconstrained with fewer entries than they load with
+    from pyro.infer.autoguide import AutoNormal
+
+    def shaped():
+        with pyro.plate("groups", 2):
+            pyro.sample("mix", dist.Dirichlet(torch.ones(4)))
+        pyro.sample("corr", dist.LKJCholesky(3, 1.0))
+
+    pyro.clear_param_store()
+    guide = AutoNormal(shaped)
+    guide()
+    bnncompress.pack(guide, tmp_path / "s.bnc", method="float16")
+    pyro.clear_param_store()
+    a = bnncompress.load(tmp_path / "s.bnc")
+    assert a.shape("mix") == a["mix"].shape == (2, 4) and a.shape("corr") == a["corr"].shape == (3, 3)
+    shapes = {t["name"]: (t["shape"], t["stored_shape"]) for t in a.info()["tensors"]}
+    assert shapes == {"mix": ([2, 4], [2, 3]), "corr": ([3, 3], [3])}
