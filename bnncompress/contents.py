@@ -142,7 +142,8 @@ def support_text(spec: Any) -> str:
     """
     if not isinstance(spec, dict) or not isinstance(spec.get("constraint"), str):
         return ""
-    bounds = [f"{v:g}" for k, v in spec.items() if k != "constraint" and isinstance(v, (int, float))]
+    values = [v for k, v in spec.items() if k != "constraint" and isinstance(v, (int, float, list))]
+    bounds = [f"{v:g}" if isinstance(v, (int, float)) else "per element" for v in values]
     return spec["constraint"] + (f"({', '.join(bounds)})" if bounds else "")
 
 

@@ -37,13 +37,15 @@ _CONSTRAINED_WORDS = re.compile(
 )
 
 SUPPORT_UNKNOWN = "site supports unknown"
+_MAX_BOUNDS = 1 << 16  # per-element bounds recorded at most (they are JSON in the manifest)
 
 
 def describe(constraint: Any) -> dict[str, Any] | None:
     """``constraint`` (a Pyro / torch constraint) as plain JSON; None for the real line.
 
-    ``independent(c, n)`` is recorded as ``c`` (the same values, elementwise). Raises
-    ValueError for a constraint that cannot be written down (e.g. tensor-valued bounds).
+    ``independent(c, n)`` is recorded as ``c`` (the same values, elementwise); tensor-valued bounds
+    as nested lists (up to :data:`_MAX_BOUNDS` of them). Raises ValueError for a constraint that
+    cannot be written down.
     """
     from pyro.distributions import constraints
 
@@ -60,11 +62,11 @@ def describe(constraint: Any) -> dict[str, Any] | None:
         spec: dict[str, Any] = {"constraint": name}
         for bound in bounds:
             value = getattr(constraint, bound)
-            if hasattr(value, "numel"):
-                if value.numel() != 1:
-                    raise ValueError(f"{name} with a tensor of bounds cannot be recorded")
-                value = value.item()
-            spec[bound] = float(value)
+            if hasattr(value, "numel"):  # a tensor of bounds (Uniform(low, high) with tensors): per element
+                if value.numel() > _MAX_BOUNDS:
+                    raise ValueError(f"{name} with {value.numel():,} bounds (over {_MAX_BOUNDS:,}) is not recorded")
+                value = value.item() if value.numel() == 1 else value.detach().cpu().double().tolist()
+            spec[bound] = float(value) if isinstance(value, (int, float)) else value
         return spec
     raise ValueError(f"the constraint {constraint!r} cannot be recorded")
 
@@ -80,11 +82,21 @@ def constraint_of(spec: Any, where: str) -> Any:
     known = {n for n, _ in _BOUNDED.values()}
     if name in known:
         bounds = next(b for n, b in _BOUNDED.values() if n == name)
-        values = [spec.get(b) for b in bounds]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            raise ArchiveError(f"{where}: support {spec!r} lacks finite {', '.join(bounds)}; the archive is damaged")
-        if len(values) == 2 and not values[0] < values[1]:
-            raise ArchiveError(f"{where}: support {spec!r} is an empty interval; the archive is damaged")
+        values = [_bound(spec.get(b)) for b in bounds]
+        if any(v is None for v in values):
+            raise ArchiveError(
+                f"{where}: support {spec!r:.200} lacks finite {', '.join(bounds)}; the archive is damaged"
+            )
+        if len(values) == 2:
+            import torch
+
+            low, high = (torch.as_tensor(v, dtype=torch.float64) for v in values)
+            try:
+                empty = not bool((low < high).all())
+            except RuntimeError:  # bounds of shapes that do not broadcast
+                empty = True
+            if empty:
+                raise ArchiveError(f"{where}: support {spec!r:.200} is an empty interval; the archive is damaged")
         value = getattr(constraints, name)(*values)
     else:
         value = getattr(constraints, name, None) if isinstance(name, str) and not name.startswith("_") else None
@@ -97,6 +109,32 @@ def constraint_of(spec: Any, where: str) -> Any:
             f"{where}: support {spec!r} is not one a continuous value maps into; the archive is damaged"
         ) from None
     return value
+
+
+def _bound(value: Any) -> Any:
+    """A recorded bound as a constraint takes it: a finite float, or a float64 tensor of finite floats
+    from a nested list (per-element bounds); None if it is neither."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    if not isinstance(value, list):
+        return None
+    flat, stack = [], [value]
+    while stack:  # the nesting is checked by numpy below (ragged lists fail there)
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item):
+            flat.append(item)
+        else:
+            return None
+        if len(flat) > _MAX_BOUNDS:
+            return None
+    import torch
+
+    try:
+        return torch.as_tensor(np.array(value, dtype=np.float64))
+    except ValueError:  # ragged
+        return None
 
 
 def constrain(spec: Any, values: np.ndarray, where: str) -> np.ndarray:

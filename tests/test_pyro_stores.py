@@ -193,3 +193,29 @@ def test_info_and_shape_give_the_shape_a_site_loads_as(tmp_path):
     assert a.shape("mix") == a["mix"].shape == (2, 4) and a.shape("corr") == a["corr"].shape == (3, 3)
     shapes = {t["name"]: (t["shape"], t["stored_shape"]) for t in a.info()["tensors"]}
     assert shapes == {"mix": ([2, 4], [2, 3]), "corr": ([3, 3], [3])}
+
+
+def test_a_site_with_a_bound_per_element_loads_inside_its_bounds(tmp_path):
+    from pyro.infer.autoguide import AutoNormal
+
+    low, high = torch.tensor([0.0, 10.0]), torch.tensor([1.0, 20.0])
+
+    def bounded():
+        pyro.sample("u", dist.Uniform(low, high).to_event(1))
+
+    pyro.clear_param_store()
+    guide = AutoNormal(bounded)
+    guide()
+    median = guide.median()["u"].detach().numpy()
+    _, caught = _quiet_pack(guide, tmp_path / "u.bnc")
+    pyro.clear_param_store()
+    assert caught == []
+    a = bnncompress.load(tmp_path / "u.bnc")
+    np.testing.assert_allclose(a["u"], median, rtol=1e-3)
+    assert a.info()["tensors"][0]["support"]["lower_bound"] == [0.0, 10.0]
+    with pytest.raises(ArchiveError, match="empty interval"):
+        constrain({"constraint": "interval", "lower_bound": [0.0, 5.0], "upper_bound": [1.0, 2.0]}, np.zeros(2), "t")
+    with pytest.raises(ArchiveError, match="lacks finite"):
+        constrain({"constraint": "interval", "lower_bound": [0.0, [1.0]], "upper_bound": 3.0}, np.zeros(2), "t")
+    with pytest.raises(ArchiveError, match="does not fit"):
+        constrain({"constraint": "interval", "lower_bound": [0.0, 1.0, 2.0], "upper_bound": 3.0}, np.zeros(2), "t")
