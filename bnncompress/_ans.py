@@ -19,6 +19,9 @@ Kept in its own module so that importing bnncompress does not import numba;
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import numba
 import numpy as np
 from numba import prange
@@ -264,8 +267,28 @@ _decode_blocks_serial = serial_twin(decode_blocks_into, "_decode_blocks_serial")
 
 def _parallel(parallel_kernel, serial_kernel):
     """The prange kernel, or its serial twin where numba may use one thread only (a Dask
-    worker thread): no thread pool to start, and safe under any numba threading layer."""
-    return parallel_kernel if numba.get_num_threads() > 1 else serial_kernel
+    worker thread): no thread pool to start, and safe under any numba threading layer. Only one
+    thread of the process is in a prange kernel at a time (:func:`one_region_at_a_time`)."""
+    if numba.get_num_threads() <= 1:
+        return serial_kernel
+    return functools.partial(one_region_at_a_time, parallel_kernel, serial_kernel)
+
+
+#: Held while a thread runs a prange kernel. numba's ``workqueue`` threading layer (its fallback where
+#: neither TBB nor OpenMP loads, as on a pip install on macOS) aborts the process when two threads run
+#: parallel regions at once: a pack's worker threads, or two threads serving rows.
+_PARALLEL_REGION = threading.Lock()
+
+
+def one_region_at_a_time(parallel_kernel, serial_kernel, *args):
+    """``parallel_kernel(*args)`` if no other thread is in a prange kernel, else ``serial_kernel(*args)``
+    in this thread (the same results: the twin runs the prange loop as a range loop)."""
+    if _PARALLEL_REGION.acquire(blocking=False):
+        try:
+            return parallel_kernel(*args)
+        finally:
+            _PARALLEL_REGION.release()
+    return serial_kernel(*args)
 
 
 def encode_blocks(

@@ -38,6 +38,7 @@ from ._ans import (
     quantized_cdfs,
     read_initial_state,
 )
+from ._ans import _parallel as _ans_parallel
 from ._ans import serial_twin as _ans_serial_twin
 
 #: Status of a row decode that met a symbol its model does not count (a damaged archive).
@@ -318,6 +319,14 @@ def decode_prefixes_into(
         whole = starts[i + 1] - starts[i] == min(block_size, num_symbols - b * block_size)
         if whole and (state != 0 or pos != wstart):
             status[i] = WORDS_LEFT
+
+
+inverse_transform_into_serial = _ans_serial_twin(inverse_transform_into, "inverse_transform_into_serial")
+
+
+def inverse_transform(y, rt, mean, out) -> None:
+    """:func:`inverse_transform_into`, or its serial twin while another thread is in a parallel kernel."""
+    _ans_parallel(inverse_transform_into, inverse_transform_into_serial)(y, rt, mean, out)
 
 
 decode_blocks_values_serial = _ans_serial_twin(decode_blocks_values, "decode_blocks_values_serial")

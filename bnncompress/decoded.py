@@ -17,12 +17,27 @@ NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.floa
 
 def restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
     """float32 values in the tensor's original dtype; values beyond float16's range (possible
-    only for grid points just past its largest finite value) are clipped, never made infinite."""
+    only for grid points just past its largest finite value) are clipped, never made infinite.
+    bfloat16, which numpy lacks, is float32 holding bfloat16 values: rounded to nearest even as
+    ``torch``'s cast rounds, so that ``state_dict()`` and every numpy path agree.
+
+    Example:
+        >>> restore_dtype(np.array([1.0, 1.00390625, 1.01171875], np.float32), "bfloat16").tolist()
+        [1.0, 1.0, 1.015625]
+    """
     target = np.dtype(NUMPY_DTYPES[dtype])
     if target == np.float16:
         limit = float(np.finfo(np.float16).max)
         values = np.asarray(np.clip(values, -limit, limit))
+    if dtype == "bfloat16":
+        values = np.asarray(np.clip(np.asarray(values, np.float32), -_BFLOAT16_MAX, _BFLOAT16_MAX))  # (0-d too)
+        bits = values.view(np.uint32)
+        bits = (bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))) & np.uint32(0xFFFF0000)  # (no NaN is decoded)
+        return np.asarray(bits, np.uint32).view(np.float32)  # (a 0-d array's arithmetic gives a scalar)
     return values.astype(target, copy=False)
+
+
+_BFLOAT16_MAX = np.float32(3.3895313892515355e38)  # the largest finite bfloat16
 
 
 def record_bytes(record: TensorRecord) -> int:

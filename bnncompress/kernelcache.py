@@ -65,6 +65,10 @@ def warm_kernels(method: str, options: dict[str, Any]) -> None:
         tensors = open_posterior(src).tensors
         for bits in (None,) if quantizer.fixed_rate else (2.0, None):
             quantize_and_code(tensors, quantizer, LocalExecutor(), bits, None, lambda stage, done, total: None)
+        from . import _ans  # numba: imported on first use
+
+        with _ans._PARALLEL_REGION:  # as when another thread is in a prange kernel: every serial twin runs
+            quantize_and_code(tensors, quantizer, LocalExecutor(), None, None, lambda stage, done, total: None)
 
 
 def compile_in_child(method: str, options: dict) -> str:

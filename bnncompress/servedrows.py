@@ -31,7 +31,7 @@ from .errors import ArchiveError, ArgumentTypeError, NotFoundError, OptionError,
 from .records import TensorRecord
 from .rowaccess import RowReader
 from .rowcache import RowCache
-from .supports import constrain, constraint_of
+from .supports import apply_constraint, constraint_of
 
 #: Default cache: this fraction of a tensor's rows.
 DEFAULT_CACHE_FRACTION = 0.1
@@ -60,6 +60,7 @@ class ServedRows:
             raise OptionError(f"tensor '{name}' has shape {tuple(record.shape)}; an embedding needs a 2-D tensor")
         self.record, self.path = record, os.path.abspath(os.fspath(path))
         self.support = record.params.get("support")
+        self._constraint = None if self.support is None else constraint_of(self.support, f"tensor '{name}'")
         if self.support is not None:
             _check_elementwise(self.support, name)
         self.reader = RowReader(record) if reader is None else reader
@@ -88,14 +89,15 @@ class ServedRows:
     def name(self) -> str:
         return self.record.name
 
-    def served(self, stored: np.ndarray) -> np.ndarray:
-        """Stored (float32) rows as ``archive[name]`` has them: support applied, dtype restored."""
-        if self.support is not None:
-            stored = constrain(self.support, stored, f"tensor '{self.name}'")
+    def served(self, stored: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Stored (float32) rows at ``positions`` as ``archive[name]`` has them: support applied (bounds
+        per element taken at those rows), dtype restored."""
+        if self._constraint is not None:
+            stored = apply_constraint(self._constraint, stored, f"tensor '{self.name}'", positions, self.shape)
         return restore_dtype(stored, self.record.dtype)
 
     def _fetch(self, positions: np.ndarray) -> np.ndarray:
-        return self.served(self.reader.rows(positions))
+        return self.served(self.reader.rows(positions), positions)
 
     def lookup(self, ids: Any) -> np.ndarray:
         """Rows at integer ``ids`` (any shape), as an array of shape ``ids.shape + (row size,)``.
@@ -129,7 +131,7 @@ class ServedRows:
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row, rows as served, float32)`` for every coding block, in order."""
         for first, stored in self.reader.blocks():
-            yield first, np.asarray(self.served(stored), dtype=np.float32)
+            yield first, np.asarray(self.served(stored, np.arange(first, first + len(stored))), dtype=np.float32)
 
     @property
     def norms(self) -> np.ndarray:

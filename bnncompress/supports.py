@@ -101,12 +101,12 @@ def constraint_of(spec: Any, where: str) -> Any:
     else:
         value = getattr(constraints, name, None) if isinstance(name, str) and not name.startswith("_") else None
         if not isinstance(value, constraints.Constraint):
-            raise ArchiveError(f"{where}: unknown support {spec!r}; a newer bnncompress may read it")
+            raise ArchiveError(f"{where}: unknown support {spec!r:.200}; a newer bnncompress may read it")
     try:
         biject_to(value)
     except NotImplementedError:  # e.g. a discrete support: no continuous value maps into it
         raise ArchiveError(
-            f"{where}: support {spec!r} is not one a continuous value maps into; the archive is damaged"
+            f"{where}: support {spec!r:.200} is not one a continuous value maps into; the archive is damaged"
         ) from None
     return value
 
@@ -141,19 +141,45 @@ def constrain(spec: Any, values: np.ndarray, where: str) -> np.ndarray:
     """``biject_to(support)(values)`` in float64 (values keep their shape unless the transform
     changes it, as ``simplex`` adds one entry to the last dimension); ArchiveError where the
     support does not fit the values' shape (a vector support on a scalar)."""
+    return apply_constraint(constraint_of(spec, where), values, where)
+
+
+def apply_constraint(
+    constraint: Any, values: np.ndarray, where: str, rows: np.ndarray | None = None, shape: tuple | None = None
+) -> np.ndarray:
+    """:func:`constrain` with the constraint built (:func:`constraint_of`); ``rows``: ``values`` are
+    those rows (along the first dimension) of a tensor of ``shape``, so bounds given per element
+    are taken at those rows (a server's cache fills a few rows at a time)."""
     import torch
     from torch.distributions import biject_to
 
-    transform = biject_to(constraint_of(spec, where))
+    if rows is not None and type(constraint).__name__ in _BOUNDED:
+        constraint = _at_rows(constraint, np.asarray(rows), tuple(shape or ()))
+    transform = biject_to(constraint)
     with torch.no_grad():
         try:
             return transform(torch.as_tensor(np.asarray(values, dtype=np.float64))).numpy()
         except (IndexError, ValueError, RuntimeError) as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise ArchiveError(
-                f"{where}: support {spec!r} does not fit a tensor of shape {np.shape(values)} ({detail}); "
+                f"{where}: support {constraint!r:.200} does not fit a tensor of shape {np.shape(values)} ({detail}); "
                 "the archive is damaged"
             ) from None
+
+
+def _at_rows(constraint: Any, rows: np.ndarray, shape: tuple) -> Any:
+    """``constraint`` with each bound that has one entry per row of a tensor of ``shape`` taken at ``rows``."""
+    import torch
+    from pyro.distributions import constraints
+
+    name, attributes = _BOUNDED[type(constraint).__name__]
+    bounds = []
+    for attribute in attributes:
+        bound = getattr(constraint, attribute)
+        if isinstance(bound, torch.Tensor) and shape and bound.dim() == len(shape) and bound.shape[0] == shape[0] > 1:
+            bound = bound[torch.as_tensor(rows, dtype=torch.long)]
+        bounds.append(bound)
+    return getattr(constraints, name)(*bounds)
 
 
 def site_supports(sites: Any, where: str, warnings: list[str]) -> dict[str, dict[str, Any]]:

@@ -161,3 +161,18 @@ def test_rows_and_vector_decode_only_their_blocks(packed, monkeypatch):
         a.rows("word_vectors", [2000])
     with pytest.raises(bnncompress.OptionError, match="not in the archive's vocabulary"):
         a.vector("no-such-word")
+
+
+def test_a_bfloat16_tensor_has_the_same_values_on_every_path(tmp_path):
+    # numpy has no bfloat16: numpy paths give float32 holding bfloat16 values, as torch's cast rounds them
+    rng = np.random.default_rng(0)
+    loc = torch.tensor(rng.normal(size=(300, 8))).to(torch.bfloat16)
+    bnncompress.pack({"w": (loc, torch.full((300, 8), 0.05).to(torch.bfloat16))}, tmp_path / "b.bnc", lam=0.1)
+    a = bnncompress.load(tmp_path / "b.bnc")
+    as_torch = a.state_dict()["w"]
+    assert as_torch.dtype == torch.bfloat16 and a["w"].dtype == np.float32
+    np.testing.assert_array_equal(a["w"], as_torch.float().numpy())
+    np.testing.assert_array_equal(a.rows("w", [0, 299]), as_torch[[0, 299]].float().numpy())
+    np.testing.assert_array_equal(a.embedding("w")(torch.tensor([7])).numpy(), as_torch[[7]].float().numpy())
+    a.export(tmp_path / "b.npz")
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["w"], as_torch.float().numpy())

@@ -219,3 +219,29 @@ def test_a_site_with_a_bound_per_element_loads_inside_its_bounds(tmp_path):
         constrain({"constraint": "interval", "lower_bound": [0.0, [1.0]], "upper_bound": 3.0}, np.zeros(2), "t")
     with pytest.raises(ArchiveError, match="does not fit"):
         constrain({"constraint": "interval", "lower_bound": [0.0, 1.0, 2.0], "upper_bound": 3.0}, np.zeros(2), "t")
+
+
+def test_rows_served_a_few_at_a_time_get_their_own_bounds(tmp_path):
+    # a server's cache fills a few rows at a time: bounds given per row must be taken at those rows
+    from pyro.infer.autoguide import AutoNormal
+
+    n, d = 1500, 4
+    low = torch.arange(n, dtype=torch.float32).reshape(n, 1) * 10.0  # row i lives in [10 i, 10 i + 1]
+
+    def rowwise():
+        pyro.sample("w", dist.Uniform(low, low + 1.0).expand([n, d]).to_event(2))
+
+    pyro.clear_param_store()
+    guide = AutoNormal(rowwise)
+    guide()
+    bnncompress.pack(guide, tmp_path / "r.bnc", lam=0.1)
+    pyro.clear_param_store()
+    whole = bnncompress.load(tmp_path / "r.bnc")["w"]
+    assert np.all((whole >= low.numpy()) & (whole <= low.numpy() + 1))
+    a = bnncompress.load(tmp_path / "r.bnc")
+    embedding = a.embedding("w", cache_rows=3)
+    for ids in ([5], [5, 6], [1499, 0, 700, 5], list(range(40))):
+        np.testing.assert_array_equal(embedding(torch.tensor(ids)).numpy(), whole[ids])
+        np.testing.assert_array_equal(a.vectors(ids, "w"), whole[ids])
+    served = np.concatenate([rows for _, rows in a.served_rows("w").blocks()])
+    np.testing.assert_array_equal(served, whole)

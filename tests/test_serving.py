@@ -229,3 +229,35 @@ def test_rows_and_the_embedding_share_one_reader(example):
     emb = a.embedding()
     assert emb.rows.reader is reader and a.served_rows().reader is reader
     assert np.array_equal(emb(torch.tensor([5, 3999])).numpy(), example[1][[5, 3999]])
+
+
+def test_packing_and_serving_from_threads_survive_numbas_workqueue_layer(tmp_path):
+    # numba's workqueue layer (its fallback without TBB or OpenMP, e.g. a pip install on macOS) aborts the
+    # process when two threads run parallel kernels at once: a pack's worker threads, two serving threads
+    import subprocess
+    import sys
+
+    script = f"""
+import threading, warnings, numpy as np, torch, bnncompress
+warnings.simplefilter("ignore")
+for method in ("vbq-transform", "vbq", "vbq-direction"):
+    bnncompress.pack("data/example.pt", {str(tmp_path / "w.bnc")!r}, bits=2, method=method)
+a = bnncompress.load({str(tmp_path / "w.bnc")!r})
+expected = {{n: a[n] for n in a.names}}
+wrong = []
+def serve(name, seed):
+    embedding, rng = a.embedding(name, cache_rows=10), np.random.default_rng(seed)
+    for _ in range(30):
+        ids = rng.integers(0, 4000, 512)
+        if not np.array_equal(embedding(torch.from_numpy(ids)).numpy(), expected[name][ids]):
+            wrong.append(name)
+threads = [threading.Thread(target=serve, args=(n, i)) for i, n in enumerate(a.names * 2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert not wrong, wrong
+import numba
+print("layer", numba.threading_layer())
+"""
+    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "layer workqueue" in done.stdout, done.stderr[-2000:]

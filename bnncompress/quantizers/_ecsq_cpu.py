@@ -9,6 +9,8 @@ cost is a lower bound on every candidate's rate term).
 import numba
 import numpy as np
 
+from .._ans import serial_twin
+
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def assign_ecsq(loc, weight, values, costs, lam, out):  # pragma: no cover - compiled
@@ -59,3 +61,6 @@ def cell_stats(indices, weight, loc, n_cells):  # pragma: no cover - compiled
         total[k] += w
         moment[k] += w * np.float64(loc[i])
     return counts, total, moment
+
+
+assign_ecsq_serial = serial_twin(assign_ecsq, "assign_ecsq_serial")

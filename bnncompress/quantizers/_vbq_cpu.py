@@ -15,7 +15,7 @@ numba does not check bounds: every index below is clamped into its array by cons
 import numba
 import numpy as np
 
-from .._ans import serial_twin
+from .._ans import _parallel, serial_twin
 
 
 def bucket_table(grid):
@@ -33,7 +33,7 @@ def assign_cpu(loc, scale, grid, first, max_level, lam, out, table=None):
     if table is None:
         table = bucket_table(grid[first : first + (1 << (max_level + 1)) - 1])
     starts, lo, inv = table
-    kernel = _assign if numba.get_num_threads() > 1 else _assign_serial  # e.g. one per Dask worker thread
+    kernel = _parallel(_assign, _assign_serial)  # one prange kernel at a time; serial in a Dask worker thread
     kernel(loc, scale, grid, first, max_level, lam, out, starts, lo, inv)
 
 

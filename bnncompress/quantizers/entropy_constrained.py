@@ -255,10 +255,12 @@ class FittedEntropyConstrained(FittedVBQ):
     def assign(self, block: Block, state: VBQPass | EmpiricalPass) -> np.ndarray:
         if isinstance(state, VBQPass):
             return self.vbq(block, state.lam)
-        from ._ecsq_cpu import assign_ecsq  # numba: imported on first use
+        from .. import _ans  # numba: imported on first use
+        from ._ecsq_cpu import assign_ecsq, assign_ecsq_serial
 
         out = np.empty(len(block.loc), dtype=np.int32)
-        assign_ecsq(block.loc, self.effective(block)[1], state.values, state.costs, state.lam, out)
+        assign = _ans._parallel(assign_ecsq, assign_ecsq_serial)
+        assign(block.loc, self.effective(block)[1], state.values, state.costs, state.lam, out)
         return out
 
     def grid(self, state: VBQPass | EmpiricalPass) -> np.ndarray:

@@ -37,9 +37,9 @@ def inverse_transform(y_hat: np.ndarray, mean: np.ndarray, rotation: np.ndarray 
     out = np.empty(y.shape, dtype=np.float32)
     d = len(mean)
     if len(y) * d * d >= _KERNEL_PRODUCTS or "bnncompress._rows_kernels" in sys.modules:
-        from .._rows_kernels import inverse_transform_into
+        from .._rows_kernels import inverse_transform  # numba: imported on first use
 
-        inverse_transform_into(np.ascontiguousarray(y), rt, np.asarray(mean, np.float64), out)
+        inverse_transform(np.ascontiguousarray(y), rt, np.asarray(mean, np.float64), out)
         return out
     step = max(1, (1 << 19) // (d * d))
     for i in range(0, len(y), step):  # (rows, k, j) products, summed over k in order by cumsum
