@@ -158,7 +158,9 @@ def _text_line(line: bytes, dim: int) -> bool:
 def _check_header(path: Path, count: int, dim: int, binary: bool) -> None:
     """A word2vec header promises ``count x dim`` values: the file must be big enough to hold them
     (4 bytes each in binary, 2 characters in text) before the matrix is allocated."""
-    if count < 1 or dim < 1 or count * dim * (4 if binary else 2) > path.stat().st_size:
+    if count < 1 or dim < 1:
+        raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values; a word-vector file needs some")
+    if count * dim * (4 if binary else 2) > path.stat().st_size:
         raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values, more than the file holds")
 
 

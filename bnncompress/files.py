@@ -24,6 +24,7 @@ import hashlib
 import os
 import socket
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -56,6 +57,11 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
     for given in inputs:
         if _same_file(target, st, Path(given)):
             raise OptionError(f"the output '{target}' is the input '{given}' itself; choose another output path")
+        if st is not None and Path(given).is_dir() and _same_file(target.parent, st, Path(given)):
+            raise OptionError(
+                f"the output '{target}' is a file of the input directory '{given}' (the posterior or its "
+                "vocabulary); choose another output path"
+            )
     if st is None:
         return target
     if stat.S_ISDIR(st.st_mode):
@@ -67,6 +73,32 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
     if not force:
         raise OptionError(f"output '{target}' already exists; pass «force=True» to overwrite it")
     return target
+
+
+def check_stdout_not_an_input(inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse to write to standard output when it is one of ``inputs`` (or a file of an input
+    directory), as ``cat`` refuses "input file is output file": ``-o - 1<>in.npz`` or ``>> in.npz``
+    would put an archive's bytes into the input.
+
+    Example:
+        >>> check_stdout_not_an_input([])
+    """
+    try:
+        out = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real standard output (a test runner's capture)
+        return
+    if not stat.S_ISREG(out.st_mode):
+        return
+    for given in inputs:
+        path = Path(given)
+        files = [path] if not path.is_dir() else [p for p in path.iterdir() if p.is_file()]
+        for file in files:
+            try:
+                st = os.stat(file)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino):
+                raise OptionError(f"standard output is the input '{file}'; write the output elsewhere")
 
 
 def _same_file(target: Path, target_stat: os.stat_result | None, given: Path) -> bool:

@@ -63,7 +63,9 @@ def default_output(source: str | os.PathLike) -> Path:
     path = Path(source)
     if path.is_dir() and path.name:
         return path.with_name(path.name + ".bnc")
-    if not path.name or path.is_dir():
+    if path.is_dir():  # '.' or '/': no name to give the archive
+        raise OptionError(f"cannot name the archive after the directory '{source}'; give «output» (-o)")
+    if not path.name:
         raise OptionError(f"'{source}' is not a posterior file; pass a file such as embeddings.pt")
     return path.with_suffix(".bnc")
 
@@ -117,11 +119,11 @@ def pack(
     """
     _check_arguments(bits, lam, method, options, progress, stream, force, workers, scheduler)
     names = _tensor_names(tensors)
-    output = _check_request(source, output, force)
+    output = _check_request(source, output, force, vocab)
     if device != "auto":  # for every method (some run only on the CPU): an unknown device, or cuda without a GPU
         resolve_device(device)
     quantizer = get_quantizer(method or DEFAULT_METHOD, device=device, **(options or {}))
-    if bits is not None and quantizer.fixed_rate:
+    if (bits is not None or lam is not None) and quantizer.fixed_rate:
         raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no bits or lam")
     words = read_vocab(vocab) if vocab is not None else None  # before the (possibly slow) source
     lazy = bool(stream) or workers is not None or scheduler is not None
@@ -206,7 +208,7 @@ def _tensor_names(tensors: Any) -> list[str] | None:
     return names
 
 
-def _check_request(source: Any, output: Any, force: bool) -> Path:
+def _check_request(source: Any, output: Any, force: bool, vocab: Any = None) -> Path:
     """Everything about the request that can be checked before reading: the output path too."""
     if output is not None and not isinstance(output, (str, os.PathLike)):
         raise ArgumentTypeError(f"«output» must be a file path (str or os.PathLike), not a {type(output).__name__}")
@@ -216,7 +218,8 @@ def _check_request(source: Any, output: Any, force: bool) -> Path:
         output = default_output(source)
     if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
         raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
-    return check_output_path(output, force)
+    inputs = [x for x in (source, vocab) if isinstance(x, (str, os.PathLike))]  # (a directory: its files too)
+    return check_output_path(output, force, inputs)
 
 
 def write_packed(

@@ -156,8 +156,8 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
 
     def excess(u: float, on_samples: bool) -> float:
         if (u, on_samples) not in estimates:
-            estimates[(u, on_samples)] = estimate_payload_bits(tensors, math.exp(u), on_samples) - target_bits
-        return estimates[(u, on_samples)]
+            estimates[(u, on_samples)] = estimate_payload_bits(tensors, math.exp(u), on_samples)
+        return estimates[(u, on_samples)] - target_bits
 
     lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
     aim = _AIM * target_bits
@@ -170,15 +170,16 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
             on_samples = False
             continue
         v, g_v = found
+        reached = estimates[(v, False)]  # (not g_v + target_bits: for a target of 1e20 that is 0)
         if g_v < -BITS_TOLERANCE * target_bits:
             raise RateControlError(
                 f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
-                f"(about {g_v + target_bits:.2f} bits/weight at most); ask for fewer bits"
+                f"(about {reached:.2f} bits/weight at most); ask for fewer bits"
             )
         if g_v > BITS_TOLERANCE * target_bits:
             raise RateControlError(
                 f"a target of {target_bits:g} bits/weight is below the smallest payload this posterior packs to "
-                f"(about {g_v + target_bits:.4f} bits/weight); ask for more bits"
+                f"(about {reached:.4f} bits/weight); ask for more bits"
             )
         return math.exp(v)  # the extreme itself is within tolerance
     a, b, g_a, g_b = found

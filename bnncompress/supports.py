@@ -214,11 +214,12 @@ def model_sites(
     try:
         with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
             trace = pyro.poutine.trace(model).get_trace(*model_args, **(model_kwargs or {}))
-    except Exception as exc:  # the user's code: any error, said in one line
+    except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
+        detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
         raise PosteriorError(
-            f"calling the model to find its sample sites failed ({type(exc).__name__}: {exc}); "
+            f"calling the model to find its sample sites failed ({type(exc).__name__}: {detail}); "
             "give the arguments it needs as model_args"
-        ) from exc
+        ) from None
     finally:
         set_rng_state(state)  # tracing drew from the prior: the user's next draws stay the same
     sites = []

@@ -17,6 +17,7 @@ from ..contents import printable, support_text
 from ..errors import OptionError, QualityWarning
 from ..executors import check_scheduler_address, check_workers
 from ..export import FORMAT_HELP, FORMATS, export_to_stream, format_from_suffix
+from ..files import check_stdout_not_an_input
 from ..loader import load
 from ..packing import default_output
 from ..packing import pack as _pack
@@ -127,6 +128,11 @@ def pack(
     if scheduler is not None:
         check_scheduler_address(scheduler)
     pyro_model = None if model is None else import_model(model)
+    model_file = getattr(sys.modules.get(model.partition(":")[0]), "__file__", None) if model else None
+    if to_stdout:
+        check_stdout_not_an_input([x for x in (source, vocab, model_file) if x is not None])
+    elif model_file is not None:
+        refuse_existing(output, force, source, vocab, Path(model_file))  # your model's code is an input too
     with (
         stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
         stage_progress(quiet, err, "reading posterior") as report,
@@ -314,6 +320,7 @@ def unpack(
             if FORMATS[fmt].text and not binary and sys.stdout.isatty():  # text may go to a terminal
                 export_to_stream(a, sys.stdout.buffer, fmt, tensor, binary)
                 return
+            check_stdout_not_an_input([archive])
             with stdout_file(f"unpacked{FORMATS[fmt].suffixes[0]}") as tmp:
                 a.export(tmp, fmt, tensor=tensor, binary=binary)
         return

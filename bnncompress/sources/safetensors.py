@@ -81,7 +81,23 @@ def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]
     arrays = {}
     for key, entry in header.items():
         arrays[key] = _safetensors_entry(key, entry, where, str(path), data_start, data_len)
+    _check_coverage(header, data_len, where)
     return arrays, meta
+
+
+def _check_coverage(header: dict[str, Any], data_len: int, where: str) -> None:
+    """The tensors' byte ranges tile the data exactly, as the safetensors library requires: an
+    overlap (one tensor reading another's bytes), a gap or trailing bytes mean a damaged or
+    forged file."""
+    spans = sorted((entry["data_offsets"][0], entry["data_offsets"][1], key) for key, entry in header.items())
+    end = 0
+    for begin, stop, key in spans:
+        if begin != end:
+            problem = "overlaps another tensor's bytes" if begin < end else f"leaves bytes {end}..{begin} unused"
+            raise PosteriorError(f"{where}: entry '{key}' {problem}; the file is damaged, re-save it")
+        end = max(end, stop)
+    if end != data_len:
+        raise PosteriorError(f"{where}: {data_len - end:,} bytes after the last tensor; the file is damaged")
 
 
 def _safetensors_entry(key: str, entry: Any, where: str, path: str, data_start: int, data_len: int) -> FileArray:
@@ -107,7 +123,7 @@ def safetensors_vocab(meta: dict[str, str], where: str) -> list[str] | None:
     (so a first word such as ``[PAD]`` is a word, not broken JSON)."""
     if "vocab" not in meta:
         return None
-    raw = meta["vocab"]
+    raw = meta["vocab"].removeprefix("\ufeff")  # a byte-order mark, as a vocab.txt's is dropped
     words = split_lines(raw)
     if raw.lstrip().startswith("["):
         try:

@@ -1,0 +1,132 @@
+"""No command writes over one of its own inputs, and odd requests get one line (a helper's bug hunt):
+files of a posterior directory, standard output that is the input, the --model module; safetensors
+files the reference library refuses; a model that exits or fails with a long message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from typer.testing import CliRunner
+
+import bnncompress
+from bnncompress import OptionError, PosteriorError, RateControlError
+from bnncompress.cli import app
+from bnncompress.packing import default_output
+
+
+def _npy_dir(path):
+    rng = np.random.default_rng(0)
+    path.mkdir()
+    np.save(path / "emb.loc.npy", rng.normal(size=(200, 8)).astype(np.float32))
+    np.save(path / "emb.scale.npy", np.full((200, 8), 0.1, np.float32))
+    (path / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(200)))
+    return path
+
+
+def _one_line_exit_2(result, fragment):
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
+
+
+@pytest.mark.parametrize("member", ["emb.loc.npy", "vocab.txt"])
+def test_a_file_of_the_posterior_directory_is_never_the_output(tmp_path, member):
+    source = _npy_dir(tmp_path / "d")
+    before = (source / member).read_bytes()
+    _one_line_exit_2(
+        CliRunner().invoke(app, ["pack", str(source), "-o", str(source / member), "-f"]), "input directory"
+    )
+    with pytest.raises(OptionError, match="input directory"):
+        bnncompress.pack(source, source / member)
+    sweep = ["sweep", str(source), "--methods", "uniform", "--bits", "2", "-o", str(source / member)]
+    _one_line_exit_2(CliRunner().invoke(app, sweep), "input directory")
+    assert (source / member).read_bytes() == before
+    bnncompress.pack(source, source / "new.bnc")  # a new file in the directory is fine
+
+
+@pytest.mark.parametrize("redirect", ["append", "read-write"])
+def test_standard_output_that_is_the_input_is_refused(tmp_path, redirect):
+    source = tmp_path / "p.npz"
+    rng = np.random.default_rng(0)
+    np.savez(source, **{"w.loc": rng.normal(size=(50, 4)), "w.scale": np.full((50, 4), 0.1)})
+    before = source.read_bytes()
+    with open(source, "ab" if redirect == "append" else "r+b") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "bnncompress.cli", "pack", str(source), "-o", "-"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert done.returncode == 2 and "standard output is the input" in done.stderr, done.stderr
+    assert source.read_bytes() == before
+
+
+def test_the_model_module_is_an_input_and_a_model_that_exits_or_fails_is_one_line(tmp_path, monkeypatch):
+    store = tmp_path / "store.pt"
+    import torch
+
+    torch.save(
+        {
+            "params": {"AutoNormal.locs.a": torch.zeros(3), "AutoNormal.scales.a": torch.ones(3)},
+            "constraints": {},
+        },
+        store,
+    )
+    code = (
+        "import pyro, pyro.distributions as dist\n"
+        "def model():\n    pyro.sample('a', dist.Normal(0.0, 1.0).expand([3]).to_event(1))\n"
+        "def exits():\n    raise SystemExit(0)\n"
+        "def fails():\n    raise RuntimeError('boom\\nTrace Shapes:\\n Param Sites:')\n"
+    )
+    (tmp_path / "mymodel.py").write_text(code)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    run = CliRunner().invoke
+    _one_line_exit_2(run(app, ["pack", str(store), "--model", "mymodel:model", "-o", "mymodel.py", "-f"]), "input")
+    assert (tmp_path / "mymodel.py").read_text() == code
+    _one_line_exit_2(run(app, ["pack", str(store), "--model", "mymodel:exits", "-o", "e.bnc"]), "SystemExit")
+    assert not (tmp_path / "e.bnc").exists()
+    _one_line_exit_2(run(app, ["pack", str(store), "--model", "mymodel:fails", "-o", "f.bnc"]), "RuntimeError: boom")
+
+
+def test_requests_a_method_cannot_meet_say_so_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    posterior = {"w": (rng.normal(size=(50, 4)), np.full((50, 4), 0.1))}
+    with pytest.raises(RateControlError, match=r"about 3\d\.\d\d bits/weight at most"):  # not "0.00"
+        bnncompress.pack(posterior, tmp_path / "b.bnc", bits=1e20)
+    with pytest.raises(OptionError, match="fixed rate"):  # was accepted, and 7 recorded as its lambda
+        bnncompress.pack(posterior, tmp_path / "f.bnc", method="float16", lam=7.0)
+    with pytest.raises(OptionError, match="give output"):  # '.' is a posterior directory without a name
+        default_output(".")
+
+
+@pytest.mark.parametrize(
+    "scale_offsets, filler, extra, problem",
+    [
+        ([0, 800], b"", b"", "overlaps"),  # scale reads loc's bytes
+        ([800, 1600], b"", b"JUNK", "after the last tensor"),
+        ([804, 1604], b"\0" * 4, b"", "unused"),
+    ],
+)
+def test_safetensors_the_reference_library_refuses_are_refused(tmp_path, scale_offsets, filler, extra, problem):
+    loc = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32).tobytes()
+    scale = np.full((50, 4), 0.1, np.float32).tobytes()
+    entry = {"dtype": "F32", "shape": [50, 4]}
+    header = {"w.loc": {**entry, "data_offsets": [0, 800]}, "w.scale": {**entry, "data_offsets": scale_offsets}}
+    raw = json.dumps(header).encode()
+    data = loc + (filler + scale if scale_offsets[0] >= 800 else b"") + extra
+    path = tmp_path / "p.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    with pytest.raises(PosteriorError, match=problem):
+        bnncompress.read_posterior(path)
+
+
+def test_a_safetensors_vocabulary_loses_its_byte_order_mark(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"w.loc": rng.normal(size=(3, 2)).astype(np.float32), "w.scale": np.full((3, 2), 0.1, np.float32)}
+    save_file(arrays, tmp_path / "v.safetensors", metadata={"vocab": "\ufeffking\nqueen\nman"})
+    assert bnncompress.read_posterior(tmp_path / "v.safetensors").vocab == ["king", "queen", "man"]
