@@ -122,7 +122,10 @@ class WordQueries:
 
     def similarity(self, w1: str, w2: str) -> float:
         """Cosine similarity of two words (gensim's ``similarity``)."""
-        u = self._unit([self._row(w1), self._row(w2)])
+        rows = [self._row(w1), self._row(w2)]
+        if not self.served.norms[rows].all():  # a row quantized to zeros: gensim's unitvec keeps it zero
+            return 0.0
+        u = self._unit(rows)
         return float(np.dot(u[0], u[1]))
 
     def doesnt_match(self, words: Sequence[str]) -> str:

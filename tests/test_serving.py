@@ -261,3 +261,14 @@ print("layer", numba.threading_layer())
     env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "layer workqueue" in done.stdout, done.stderr[-2000:]
+
+
+def test_similarity_with_a_row_quantized_to_zeros_is_gensims_zero(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (rows collapsed to a constant vector: the point here)
+        bnncompress.pack("data/example.pt", tmp_path / "z.bnc", method="uniform", bits=0.5)
+    a = bnncompress.load(tmp_path / "z.bnc")
+    zero = a.vocab[int(np.flatnonzero(np.linalg.norm(a["word_vectors"], axis=1) == 0)[0])]
+    assert a.similarity(zero, "king") == a.to_keyed_vectors().similarity(zero, "king") == 0.0
