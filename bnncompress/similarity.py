@@ -103,15 +103,7 @@ class WordQueries:
             raise OptionError("most_similar needs at least one word in «positive» or «negative»")
         rows = [self._row(k) for k in keys if not isinstance(k, np.ndarray)]
         units = iter(self._unit(rows)) if rows else iter(())
-        mean = np.zeros(self.served.shape[1], np.float64)
-        for key, weight in zip(keys, weights):
-            vector = np.asarray(key, np.float64) if isinstance(key, np.ndarray) else next(units)
-            if vector.shape != mean.shape:
-                raise OptionError(f"a vector in «positive» or «negative» has shape {vector.shape}, not {mean.shape}")
-            mean += weight * vector
-        mean /= np.abs(weights).sum()
-        length = np.linalg.norm(mean)
-        mean = (mean / length if length > 0 else mean).astype(np.float32)  # a zero mean stays zero (gensim's unitvec)
+        mean = _gensim_mean(keys, weights, units, self.served.shape[1])
         stop = self.served.shape[0] if not restrict_vocab else min(int(restrict_vocab), self.served.shape[0])
         dists = self.scores(mean, stop)
         if not topn:
@@ -144,6 +136,23 @@ class WordQueries:
         mean = vectors.mean(axis=0, dtype=np.float64)
         mean = (mean / np.linalg.norm(mean)).astype(np.float32)
         return sorted(zip(vectors @ mean, used), reverse=True)[-1][1]
+
+
+def _gensim_mean(keys: list, weights: np.ndarray, units: Any, size: int) -> np.ndarray:
+    """The unit query vector of 3CosAdd with the very operations of gensim's ``get_mean_vector`` and
+    ``matutils.unitvec`` (float32 sums of float64 products, a float64 mean scaled by BLAS's
+    ``dnrm2`` and ``dscal``), so that scores tie and rank as gensim's do to the last bit."""
+    from scipy.linalg.blas import dnrm2, dscal  # (loaded with numba already: its BLAS check)
+
+    mean = np.zeros(size, np.float32)
+    for key, weight in zip(keys, weights):
+        vector = key if isinstance(key, np.ndarray) else next(units)
+        if vector.shape != mean.shape:
+            raise OptionError(f"a vector in «positive» or «negative» has shape {vector.shape}, not {mean.shape}")
+        mean += weight * vector
+    mean = mean / np.abs(weights).sum()
+    length = dnrm2(mean) if mean.size else 0.0
+    return (dscal(1.0 / length, mean) if length > 0 else mean).astype(np.float32)  # a zero mean stays zero
 
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
