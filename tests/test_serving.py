@@ -272,3 +272,19 @@ def test_similarity_with_a_row_quantized_to_zeros_is_gensims_zero(tmp_path):
     a = bnncompress.load(tmp_path / "z.bnc")
     zero = a.vocab[int(np.flatnonzero(np.linalg.norm(a["word_vectors"], axis=1) == 0)[0])]
     assert a.similarity(zero, "king") == a.to_keyed_vectors().similarity(zero, "king") == 0.0
+
+
+def test_the_3cosadd_query_vector_is_gensims_to_the_last_bit(example):
+    # the query vector is gensim's exactly (it differed in the last bit before); scores then differ only
+    # where a block's BLAS rounds a dot product differently from the whole matrix's
+    from bnncompress.similarity import _gensim_mean
+
+    path, _ = example
+    a = bnncompress.load(path)
+    kv = a.to_keyed_vectors()
+    queries = a._queries()
+    for keys, weights in ((["king", "woman", "man"], [1.0, 1.0, -1.0]), (["city", "river", "war"], [2.0, 1.0, 0.5])):
+        units = iter(queries._unit([queries._row(k) for k in keys]))
+        ours = _gensim_mean(keys, np.array(weights), units, 50)
+        theirs = kv.get_mean_vector(keys, np.array(weights), pre_normalize=True, post_normalize=True)
+        assert ours.dtype == theirs.dtype == np.float32 and np.array_equal(ours, theirs), keys
