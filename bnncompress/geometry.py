@@ -52,8 +52,11 @@ def row_positions(indices: Any, n_rows: int, name: str) -> tuple[np.ndarray, tup
                 raise OutOfRangeError(f"a boolean mask of {len(index)} entries for '{name}' with {n_rows} rows")
             positions = np.flatnonzero(index)
             return positions, positions.shape
-        if index.dtype == object and all(type(v) is int for v in index.flat):  # beyond 64 bits
-            raise OutOfRangeError(f"a row index is out of range for '{name}' with {n_rows} rows")
+        if index.dtype == object and all(type(v) is int for v in index.flat):  # Python ints (maybe beyond 64 bits)
+            try:
+                index = index.astype(np.int64)
+            except OverflowError:
+                raise OutOfRangeError(f"a row index is out of range for '{name}' with {n_rows} rows") from None
         if index.dtype.kind not in "iu":
             raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not {index.dtype} values")
     elif isinstance(indices, (bool, np.bool_)):

@@ -210,7 +210,7 @@ class Archive:
 
     def vectors(self, words_or_ids: Sequence[str | int] | np.ndarray, name: str | None = None) -> np.ndarray:
         """The (k, dim) rows of words and/or row ids in tensor ``name`` (default: word vectors), via its cache."""
-        if isinstance(words_or_ids, str):
+        if isinstance(words_or_ids, str) or np.ndim(words_or_ids) == 0:  # (a word, an int, a 0-d array or tensor)
             raise ArgumentTypeError("«words_or_ids» is a list of words or row ids; for one word use vector(word)")
         if any(isinstance(w, str) for w in words_or_ids):  # the vocabulary must label this tensor's rows
             self._vocab_for_shape(name or self.default_embedding_name())

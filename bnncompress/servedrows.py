@@ -115,6 +115,10 @@ class ServedRows:
             )
         if ids.dtype.kind not in "iu":
             raise ArgumentTypeError(f"row ids must be integers, not {ids.dtype}; pass a LongTensor or an int array")
+        if ids.dtype == np.uint64 and ids.size and int(ids.max()) > np.iinfo(np.int64).max:  # (would wrap)
+            raise OutOfRangeError(
+                f"row id {int(ids.max())} is out of range for tensor '{self.name}' of {self.shape[0]} rows"
+            )
         flat = ids.reshape(-1).astype(np.int64, copy=False)
         if flat.size:
             low, high = int(flat.min()), int(flat.max())

@@ -288,3 +288,18 @@ def test_the_3cosadd_query_vector_is_gensims_to_the_last_bit(example):
         ours = _gensim_mean(keys, np.array(weights), units, 50)
         theirs = kv.get_mean_vector(keys, np.array(weights), pre_normalize=True, post_normalize=True)
         assert ours.dtype == theirs.dtype == np.float32 and np.array_equal(ours, theirs), keys
+
+
+def test_odd_row_ids_get_the_right_rows_or_an_error_that_says_what_was_wrong(example):
+    from bnncompress.errors import ArgumentTypeError, OutOfRangeError
+
+    path, full = example
+    a = bnncompress.load(path)
+    np.testing.assert_array_equal(a.rows("word_vectors", np.array([1, 2], dtype=object)), full[[1, 2]])  # was refused
+    with pytest.raises(OutOfRangeError):
+        a.rows("word_vectors", np.array([1, 2**70], dtype=object))
+    with pytest.raises(OutOfRangeError, match="9223372036854775808"):  # not the wrapped -9223372036854775808
+        a.vectors(np.array([2**63], dtype=np.uint64))
+    for one in (5, np.int64(5), torch.tensor(7)):
+        with pytest.raises(ArgumentTypeError, match="list of words or row ids"):  # was a bare TypeError
+            a.vectors(one)
