@@ -297,5 +297,13 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
             f"tensor(s) {', '.join(strangers[:10])} are not latent sample sites of the model; "
             "their supports are unknown and they load as stored"
         )
-    supports = site_supports([(n, s) for n, s, _ in sites if n in tensors], "model", warnings)
+    unlike = [(n, shape) for n, _, shape in sites if n in tensors and tuple(tensors[n].shape) != shape]
+    if unlike:  # another model's store: its supports would not fit the values
+        warnings.append(
+            "tensor(s) "
+            + ", ".join(f"{n} {tuple(tensors[n].shape)} (the model's site: {shape})" for n, shape in unlike[:5])
+            + " do not have the shape of the model's site; they load as stored: was the guide trained on this model?"
+        )
+    fitting = [(n, s) for n, s, shape in sites if n in tensors and (n, shape) not in unlike]
+    supports = site_supports(fitting, "model", warnings)
     return Posterior(tensors, posterior.vocab, posterior.source, warnings, supports)

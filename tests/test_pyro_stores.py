@@ -245,3 +245,14 @@ def test_rows_served_a_few_at_a_time_get_their_own_bounds(tmp_path):
         np.testing.assert_array_equal(a.vectors(ids, "w"), whole[ids])
     served = np.concatenate([rows for _, rows in a.served_rows("w").blocks()])
     np.testing.assert_array_equal(served, whole)
+
+
+def test_a_stored_tensor_unlike_the_models_site_is_said_and_loads_as_stored(tmp_path):
+    def other(x=None):  # 'sigma' is a vector of 2 here, a scalar in the store
+        pyro.sample("a", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        pyro.sample("sigma", dist.LogNormal(0.0, 1.0).expand([2]).to_event(1))
+
+    store = _store(tmp_path / "s.pt", {"AutoNormal.locs.a": A_LOC, "AutoNormal.locs.sigma": SIGMA_LOC})
+    _, caught = _quiet_pack(store, tmp_path / "o.bnc", model=other)
+    assert any("do not have the shape of the model's site" in w and "sigma" in w for w in caught), caught
+    np.testing.assert_allclose(bnncompress.load(tmp_path / "o.bnc")["sigma"], SIGMA_LOC, rtol=1e-3)  # unconstrained
