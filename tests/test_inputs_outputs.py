@@ -130,3 +130,21 @@ def test_a_safetensors_vocabulary_loses_its_byte_order_mark(tmp_path):
     arrays = {"w.loc": rng.normal(size=(3, 2)).astype(np.float32), "w.scale": np.full((3, 2), 0.1, np.float32)}
     save_file(arrays, tmp_path / "v.safetensors", metadata={"vocab": "\ufeffking\nqueen\nman"})
     assert bnncompress.read_posterior(tmp_path / "v.safetensors").vocab == ["king", "queen", "man"]
+
+
+def test_a_vocabulary_given_over_the_posteriors_own_is_said(tmp_path):
+    import warnings
+
+    from bnncompress.errors import QualityWarning
+
+    rng = np.random.default_rng(0)
+    arrays = {"w.loc": rng.normal(size=(3, 2)), "w.scale": np.full((3, 2), 0.1), "vocab": ["a", "b", "c"]}
+    np.savez(tmp_path / "p.npz", **arrays)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bnncompress.pack(tmp_path / "p.npz", tmp_path / "same.bnc", vocab=["a", "b", "c"])
+        assert not [w for w in caught if "replaced" in str(w.message)]
+        bnncompress.pack(tmp_path / "p.npz", tmp_path / "other.bnc", vocab=["x", "y", "z"])
+    said = [str(w.message) for w in caught if issubclass(w.category, QualityWarning) and "replaced" in str(w.message)]
+    assert said and "own vocabulary (3 words)" in said[0]
+    assert bnncompress.load(tmp_path / "other.bnc").vocab == ["x", "y", "z"]

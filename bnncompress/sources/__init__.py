@@ -140,7 +140,13 @@ def _open(source: Any) -> Posterior:
 
 def _with_vocab(posterior: Posterior, vocab: Any) -> Posterior:
     if vocab is not None:
-        posterior.vocab = read_vocab(vocab)
+        given = read_vocab(vocab)
+        if posterior.vocab is not None and posterior.vocab != given:  # the user's choice, but not a silent one
+            posterior.warnings.append(
+                f"the posterior's own vocabulary ({len(posterior.vocab):,} words) is replaced by the one given "
+                f"({len(given):,} words)"
+            )
+        posterior.vocab = given
     if posterior.vocab is not None:
         check_vocab(posterior)
     return posterior
