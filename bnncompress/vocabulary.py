@@ -122,8 +122,8 @@ def _plainly_valid(words: list[str]) -> bool:
         return False
     joined = "\n".join(words)
     spaced = joined.replace("\n", " ")
-    if joined.count("\n") != len(words) - 1 or _CONTROL.search(spaced):
+    if joined.count("\n") != len(words) - 1:
         return False
-    if spaced.isprintable():  # then the only whitespace is U+0020 (every other is Cc or Z*)
+    if spaced.isprintable():  # no Cc or Cs then, and the only whitespace is U+0020 (every other is Cc or Z*)
         return not (joined[0] == " " or joined[-1] == " " or "\n " in joined or " \n" in joined)
-    return _SURROUNDING_SPACE.search(joined) is None
+    return _CONTROL.search(spaced) is None and _SURROUNDING_SPACE.search(joined) is None
