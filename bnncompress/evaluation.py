@@ -245,8 +245,8 @@ def evaluate(
     posterior file or word2vec/GloVe vectors. ``restrict_vocab`` limits the vocabulary to the
     first N words (gensim's convention; default: all). Returns ``{"analogy": float, "ws353": float,
     "simlex": float, "<metric>_missing": skipped questions or pairs, "<metric>_total": all of
-    them, "analogy_sections": {section: accuracy}, "vocab_size": int}``. A score is ``None`` when
-    too few questions or pairs have all their words in the vocabulary to compute it.
+    them, "analogy_sections": {section: accuracy}, "vocab_size": int}``. A score (and a section's
+    accuracy) is ``None`` when too few questions or pairs have all their words in the vocabulary to compute it.
 
     Example:
         >>> import bnncompress
@@ -325,8 +325,9 @@ def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
     elif metric == "analogy":
         score, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=limit)
         out["analogy"] = float(score)
-        out["analogy_sections"] = {
-            s["section"]: len(s["correct"]) / max(1, len(s["correct"]) + len(s["incorrect"])) for s in sections[:-1]
+        out["analogy_sections"] = {  # None: no question of the section could be asked (not 0 correct)
+            s["section"]: len(s["correct"]) / n if (n := len(s["correct"]) + len(s["incorrect"])) else None
+            for s in sections[:-1]
         }
     else:
         _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
@@ -346,7 +347,7 @@ def format_table(result: dict[str, Any], sections: bool = True) -> str:
             score = "n/a" if result[metric] is None else f"{result[metric]:.4f}"
             lines.append(f"{metric:<{width}} {score:>7} {missing:>13}")
     for name, acc in zip(names, result.get("analogy_sections", {}).values()):
-        lines.append(f"  {name:<{width - 2}} {acc:>7.4f}")
+        lines.append(f"  {name:<{width - 2}} {'n/a' if acc is None else f'{acc:.4f}':>7}")
     lines.append(f"tensor: {result.get('tensor', 'word vectors')}; vocabulary used: {result['vocab_size']:,} words")
     if result.get("zero_vectors"):
         lines.append(f"{result['zero_vectors']:,} of these vectors are all zeros (no direction): they match nothing")

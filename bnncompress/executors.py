@@ -11,6 +11,7 @@ task per core.
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
 import os
 import socket
@@ -161,7 +162,13 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
         return
     check_workers(workers)
     with (
-        distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as c,
+        distributed.LocalCluster(  # a task's error is re-raised here as one line: not logged by workers too
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+        ) as c,
         distributed.Client(c) as client,
     ):
         yield DaskExecutor(client)

@@ -148,3 +148,20 @@ def test_a_vocabulary_given_over_the_posteriors_own_is_said(tmp_path):
     said = [str(w.message) for w in caught if issubclass(w.category, QualityWarning) and "replaced" in str(w.message)]
     assert said and "own vocabulary (3 words)" in said[0]
     assert bnncompress.load(tmp_path / "other.bnc").vocab == ["x", "y", "z"]
+
+
+def test_analogy_sections_no_question_could_be_asked_in_are_none_not_zero():
+    result = bnncompress.evaluate("data/example.pt", restrict_vocab=1000, metrics=("analogy",))
+    sections = result["analogy_sections"]
+    assert sections["currency"] is None and all(v is None or 0 <= v <= 1 for v in sections.values())
+    assert any(v is not None for v in sections.values())
+
+
+def test_a_corpus_that_is_not_utf8_is_refused_not_mangled(tmp_path):
+    from bnncompress.models.skipgram import read_corpus
+
+    (tmp_path / "latin1.txt").write_bytes("le café est très bon\n".encode("latin-1"))
+    with pytest.raises(OptionError, match="not UTF-8 text \\(line 1\\)"):
+        read_corpus(tmp_path / "latin1.txt")
+    (tmp_path / "utf8.txt").write_text("le café est très bon\n", encoding="utf-8")
+    assert read_corpus(tmp_path / "utf8.txt") == [["le", "café", "est", "très", "bon"]]

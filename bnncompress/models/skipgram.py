@@ -119,8 +119,16 @@ def read_corpus(path: str | os.PathLike) -> list[list[str]]:
         raise OptionError(f"corpus file '{path}' does not exist; pass a UTF-8 text file")
     if not path.is_file():
         raise OptionError(f"corpus '{path}' is not a regular file; pass a UTF-8 text file")
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        return [tokenize(line) for line in fh]
+    with open(path, "rb") as fh:
+        lines = []
+        for number, raw in enumerate(fh, 1):
+            try:
+                lines.append(tokenize(raw.decode("utf-8")))
+            except UnicodeDecodeError:  # (it was decoded with replacement characters, which split words)
+                raise OptionError(
+                    f"corpus '{path}' is not UTF-8 text (line {number:,}); convert it, e.g. iconv -f latin1 -t utf-8"
+                ) from None
+        return lines
 
 
 def build_vocab(
