@@ -61,8 +61,8 @@ class ServedRows:
         self.record, self.path = record, os.path.abspath(os.fspath(path))
         self.support = record.params.get("support")
         self._constraint = None if self.support is None else constraint_of(self.support, f"tensor '{name}'")
-        if self.support is not None:
-            _check_elementwise(self.support, name)
+        if self._constraint is not None:
+            _check_elementwise(self._constraint, self.support, name)
         self.reader = RowReader(record) if reader is None else reader
         self.shape = (int(record.shape[0]), int(record.shape[1]))
         self.dtype = np.dtype(NUMPY_DTYPES[record.dtype])
@@ -181,11 +181,12 @@ def _reopen(path: str, name: str, checksum: str, cache_rows: int) -> ServedRows:
     return ServedRows(records[name], path, cache_rows)
 
 
-def _check_elementwise(spec: Any, name: str) -> None:
-    """Refuse a support whose transform is not elementwise: its rows cannot be served one by one."""
+def _check_elementwise(constraint: Any, spec: Any, name: str) -> None:
+    """Refuse a support (``constraint``, recorded as ``spec``) whose transform is not elementwise: its
+    rows cannot be served one by one."""
     from torch.distributions import biject_to
 
-    transform = biject_to(constraint_of(spec, f"tensor '{name}'"))
+    transform = biject_to(constraint)
     if transform.domain.event_dim or transform.codomain.event_dim:
         raise OptionError(
             f"tensor '{name}' has support {spec.get('constraint')!r}, whose transform acts across a row "
