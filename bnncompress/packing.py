@@ -145,6 +145,7 @@ def pack(
         compile_in_child(quantizer.name, options or {})
     with executor_for(workers, scheduler) as executor:
         records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
+    posterior.check_unchanged()  # a file written while it was read would give an archive of two versions
     supports = posterior.supports
     records = [
         dataclasses.replace(r, params={**r.params, "support": supports[r.name]}) if r.name in supports else r

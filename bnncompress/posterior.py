@@ -9,6 +9,7 @@ checks every source passes through (:func:`make_tensor`).
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,20 @@ from .geometry import num_rows, row_size
 #: Name given to the single flat tensor of an AutoDiagonalNormal guide read without its model.
 FLAT_LATENT_NAME = "latent"
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+#: What tells a file apart from another at its path, or from itself after a write (see :func:`file_stamp`).
+FileStamp = tuple[int, int, int, int]
+
+
+def file_stamp(path: str | os.PathLike) -> FileStamp | None:
+    """The file at ``path`` as the system knows it: inode, size, and modification and change times
+    (ns), or None if there is none. Any write or replacement changes it (to the file system's time
+    resolution). The device is left out: a network share may have another on each Dask worker."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class TensorPosterior:
@@ -106,8 +121,25 @@ class StoredTensor(TensorPosterior):
     def scale(self) -> np.ndarray:
         return self.load().scale
 
+    def stamps(self) -> list[tuple[str, FileStamp | None]]:
+        """The files this tensor reads, each with its :func:`file_stamp` when it was opened (a
+        subclass that names none is not checked)."""
+        return []
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`PosteriorError` if a file this tensor reads was written, replaced or removed
+        since it was opened (the rows read before and after would be of two different files)."""
+        for path, stamp in self.stamps():
+            if file_stamp(path) != stamp:
+                raise PosteriorError(
+                    f"{self.where}: '{path}' was changed while '{self.name}' was read from it; pack again once "
+                    "nothing writes to it"
+                )
+
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        self.check_unchanged()
         loc, scale = self._read(start, stop)
+        self.check_unchanged()  # a write during the read
         loc, scale = as_float32(loc), as_float32(scale)
         if len(loc) != (stop - start) * self.row_size or len(scale) != len(loc):
             raise PosteriorError(f"{self.where}: '{self.name}' holds fewer values than its shape says; it is truncated")
@@ -165,6 +197,13 @@ class Posterior:
     def in_memory(self) -> bool:
         """True when every tensor's values are in memory."""
         return all(t.in_memory for t in self.tensors.values())
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`PosteriorError` if a file one of the tensors reads changed since it was opened:
+        a pack checks it after reading everything, so no archive mixes two versions of a file."""
+        for t in self.tensors.values():
+            if isinstance(t, StoredTensor):
+                t.check_unchanged()
 
     def load(self) -> Posterior:
         """A copy of this posterior with every tensor's values in memory (read now if they are in a file)."""

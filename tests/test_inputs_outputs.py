@@ -165,3 +165,58 @@ def test_a_corpus_that_is_not_utf8_is_refused_not_mangled(tmp_path):
         read_corpus(tmp_path / "latin1.txt")
     (tmp_path / "utf8.txt").write_text("le café est très bon\n", encoding="utf-8")
     assert read_corpus(tmp_path / "utf8.txt") == [["le", "café", "est", "très", "bon"]]
+
+
+def _h5_posterior(path, value):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    tmp = path.with_name(path.name + ".new")
+    with h5py.File(tmp, "w") as f:
+        f["w/loc"] = (value + rng.normal(size=(300, 20))).astype(np.float32)
+        f["w/scale"] = np.full((300, 20), 0.01, np.float32)
+    tmp.replace(path)  # as a trainer saves: a new file renamed over the old one
+
+
+def test_a_posterior_file_replaced_at_its_path_is_read_anew(tmp_path):
+    # Streamed HDF5 reads kept one open handle per path for the process: packing the file saved over
+    # the first one packed the first one's values again, silently.
+    source = tmp_path / "p.h5"
+    for value in (1.0, 5.0):
+        _h5_posterior(source, value)
+        bnncompress.pack(source, tmp_path / "a.bnc", bits=4, stream=True)
+        assert abs(bnncompress.load(tmp_path / "a.bnc")["w"].mean() - value) < 0.1
+
+
+@pytest.mark.parametrize("kind", ["npy", "h5"])
+def test_a_posterior_written_while_it_is_packed_is_refused(tmp_path, kind):
+    # The fourth hunt: a file rewritten in place during a streamed pack gave an archive holding rows of
+    # both versions, without an error.
+    rng = np.random.default_rng(1)
+    if kind == "npy":
+        source = tmp_path / "d"
+        source.mkdir()
+        for name in ("a", "b"):
+            np.save(source / f"{name}.loc.npy", rng.normal(size=(400, 10)).astype(np.float32))
+            np.save(source / f"{name}.scale.npy", np.full((400, 10), 0.1, np.float32))
+        victim = source / "a.loc.npy"
+    else:
+        import h5py
+
+        source = victim = tmp_path / "p.h5"
+        with h5py.File(source, "w") as f:
+            for name in ("a", "b"):
+                f[f"{name}/loc"] = rng.normal(size=(400, 10)).astype(np.float32)
+                f[f"{name}/scale"] = np.full((400, 10), 0.1, np.float32)
+    size = victim.stat().st_size
+
+    def rewrite_once(stage, done, total):  # the user's trainer saving again, in place, mid-pack
+        if stage == "quantizing and coding" and done == 1 and victim.stat().st_size == size:
+            with open(victim, "r+b") as fh:
+                fh.seek(size - 4000)
+                fh.write(np.full(1000, 3.0, np.float32).tobytes())
+                fh.write(b"!")  # one byte more: the size tells it even where times are coarse
+
+    with pytest.raises(PosteriorError, match="changed while"):
+        bnncompress.pack(source, tmp_path / "out.bnc", bits=2, stream=True, progress=rewrite_once)
+    assert not (tmp_path / "out.bnc").exists()

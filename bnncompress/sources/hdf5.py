@@ -16,12 +16,14 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..hdf5checks import HDF5_MAGIC, LOSSLESS, check_local_dataset, plain_dataset
-from ..posterior import Posterior, StoredTensor, TensorPosterior
+from ..posterior import FileStamp, Posterior, StoredTensor, TensorPosterior, file_stamp
 from ..vocabulary import decode_words, validate_words
 from .reader import PosteriorReader, Probe
 from .stored import check_pair
 
-_OPEN_FILES: dict[str, Any] = {}  # one read-only h5py handle per file, per process (Dask workers too)
+#: One read-only h5py handle per file (path and stamp: a file replaced at its path is another one),
+#: per process (Dask workers too).
+_OPEN_FILES: dict[tuple[str, FileStamp | None], Any] = {}
 
 
 def is_hdf5(probe: Probe) -> bool:
@@ -40,13 +42,24 @@ class HDF5Tensor(StoredTensor):
     shape: tuple[int, ...]
     where: str
     dtype: str = "float32"
+    stamp: FileStamp | None = None  # the file when it was opened (default: now)
+
+    def __post_init__(self) -> None:
+        if self.stamp is None:
+            self.stamp = file_stamp(self.path)
+
+    def stamps(self) -> list[tuple[str, FileStamp | None]]:
+        return [(self.path, self.stamp)]
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         import h5py
 
-        f = _OPEN_FILES.get(self.path)
+        key = (self.path, self.stamp)
+        f = _OPEN_FILES.get(key)
         if f is None:
-            f = _OPEN_FILES[self.path] = h5py.File(self.path, "r")
+            for old in [k for k in _OPEN_FILES if k[0] == self.path]:  # the file this path held before
+                _OPEN_FILES.pop(old).close()
+            f = _OPEN_FILES[key] = h5py.File(self.path, "r")
         if not self.shape:
             return f[self.loc_key][()], f[self.scale_key][()]
         return f[self.loc_key][start:stop], f[self.scale_key][start:stop]

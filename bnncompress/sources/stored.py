@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..geometry import row_size
-from ..posterior import StoredTensor
+from ..posterior import FileStamp, StoredTensor, file_stamp
 
 
 @dataclasses.dataclass
@@ -26,6 +26,11 @@ class FileArray:
     offset: int
     shape: tuple[int, ...]
     dtype: str  # numpy dtype string, or "bfloat16"
+    stamp: FileStamp | None = None  # the file when it was opened (default: now)
+
+    def __post_init__(self) -> None:
+        if self.stamp is None:
+            self.stamp = file_stamp(self.path)
 
     @property
     def itemsize(self) -> int:
@@ -55,6 +60,9 @@ class FileTensor(StoredTensor):
 
     def __post_init__(self) -> None:
         self.shape = self.loc_array.shape
+
+    def stamps(self) -> list[tuple[str, FileStamp | None]]:
+        return [(a.path, a.stamp) for a in (self.loc_array, self.scale_array)]
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         return self.loc_array.rows(start, stop), self.scale_array.rows(start, stop)
