@@ -361,3 +361,28 @@ def test_numba_variables_that_work_are_left_alone(tmp_path, npz):
     assert p.returncode == 0, p.stderr[-2000:]
     assert bnncompress.load(tmp_path / "n.bnc")["w"].shape == (40, 8)
     check_numba_environment({"NUMBA_DISABLE_JIT": "1"}, pack=False)  # training runs uncompiled, slowly
+
+
+# ----------------------------------------------------------------------------- messages that name the cause
+
+
+def test_init_vectors_whose_words_match_none_of_the_corpus_say_so(tmp_path, sentences):
+    # The fourth hunt: vectors whose words differ only in case said "no word occurs min_count times".
+    init = {w.upper(): np.full(4, 0.1) for w in build_vocab(sentences, 100, 2)[0]}
+    with pytest.raises(OptionError, match="is a word of init_vectors .*case included"):
+        train_skipgram(sentences, SkipGramConfig(**SMALL, init_vectors=init))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(" ".join(s) for s in sentences))
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("2 4\nTHE 0.1 0.2 0 0\nOF 0.3 0.4 0 0\n")
+    p = _cli(["train", corpus, "--init", vectors, "-o", tmp_path / "t.pt", "--epochs", "1"], tmp_path)
+    assert "is a word of --init" in _one_line_error(p)
+
+
+def test_a_corpus_that_subsampling_empties_names_subsample(sentences):
+    # The fourth hunt: it blamed the window ("use a longer corpus or a larger window").
+    tiny = [["a", "b", "a", "b", "a", "b"]]
+    vocab, counts = build_vocab(tiny, 10, 1)
+    with pytest.raises(OptionError, match="subsampling frequent words .*kept 0 of its 6 words; lower subsample"):
+        make_pairs(tiny, vocab, counts, 2, 1e-6, np.random.default_rng(0))
+    assert len(make_pairs(tiny, vocab, counts, 2, 0.0, np.random.default_rng(0))[0]) > 0

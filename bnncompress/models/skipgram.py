@@ -147,6 +147,12 @@ def build_vocab(
         key=lambda cw: (-cw[0], cw[1]),
     )[:vocab_size]
     if not ranked:
+        frequent = sum(c >= min_count for c in counts.values())
+        if allowed is not None and frequent:
+            raise OptionError(
+                f"none of the corpus's {frequent:,} words that occur «min_count» times is a word of «init_vectors» "
+                "(words match exactly, case included); pass vectors for this corpus's words"
+            )
         raise OptionError("the corpus has no word that occurs «min_count» times; use a larger corpus")
     return [w for _, w in ranked], [c for c, _ in ranked]
 
@@ -182,6 +188,12 @@ def make_pairs(
             centers += [ids[:-offset], ids[offset:]]
             contexts += [ids[offset:], ids[:-offset]]
     if not centers:
+        known = sum(sum(w in index for w in sentence) for sentence in sentences)
+        if int(lengths.sum()) < known:  # subsampling took the words that would have paired
+            raise OptionError(
+                f"the corpus yields no word pairs: subsampling frequent words («subsample» {subsample:g}) kept "
+                f"{int(lengths.sum()):,} of its {known:,} words; lower «subsample» (0 keeps every word) or use a longer corpus"
+            )
         raise OptionError("the corpus yields no word pairs; use a longer corpus or a larger «window»")
     return np.concatenate(centers).astype(np.int32), np.concatenate(contexts).astype(np.int32)
 
