@@ -143,7 +143,7 @@ def _check_request(
         raise ArgumentTypeError(
             f"«progress» must be a function progress(stage, done, total) or None, got {type(progress).__name__}"
         )
-    return list(methods), [float(b) for b in bits]
+    return list(dict.fromkeys(methods)), list(dict.fromkeys(float(b) for b in bits))  # each point once
 
 
 def _check_outputs(csv_path: Any, plot_path: Any, force: bool, source: Any) -> None:

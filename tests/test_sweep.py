@@ -74,3 +74,10 @@ def test_cli_sweep_rejects_bad_lists(trained):
     for args, message in ((["--methods", "nope"], "unknown method"), (["--bits", "1,x"], "comma-separated numbers")):
         result = runner.invoke(app, ["sweep", str(trained["paths"]["with_vocab"]), *args])
         assert result.exit_code == 2 and message in result.output
+
+
+def test_a_repeated_method_or_rate_is_swept_once(tmp_path):
+    # The fourth hunt: `--methods uniform,uniform` packed and wrote every point twice.
+    rows = sweep(EXAMPLE, ["float16", "uniform", "float16"], [2, 2.0], restrict_vocab=300, tensor="word_vectors")
+    got = [(r["method"], r["target_bits"]) for r in rows]
+    assert got == [("uncompressed", None), ("float16", None), ("uniform", 2.0)]
