@@ -238,6 +238,21 @@ def test_pack_writes_the_archive_to_standard_output(tmp_path, monkeypatch):
     assert "wrote standard output" in r.stderr and not os.path.exists("-")
 
 
+def test_a_reader_that_leaves_early_ends_unpack_quietly(tmp_path):
+    # README's `bnncompress unpack small.bnc -o - | head` ended with an "error:" line and exit 2; a
+    # compressor's -c ends quietly with SIGPIPE's 141 (a docs review).
+    bnncompress.pack(EXAMPLE, tmp_path / "a.bnc", lam=1.0)
+    unpack = subprocess.Popen(
+        [sys.executable, "-m", "bnncompress", "unpack", str(tmp_path / "a.bnc"), "-o", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert unpack.stdout.readline().split() == [b"4000", b"50"]
+    unpack.stdout.close()  # as head does after its lines
+    assert unpack.wait(timeout=120) == 141 and unpack.stderr.read() == b""
+    unpack.stderr.close()
+
+
 def test_pack_refuses_to_write_an_archive_to_a_terminal(tmp_path):
     leader, follower = pty.openpty()
     try:

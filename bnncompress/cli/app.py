@@ -131,9 +131,9 @@ def stdout_file(name: str) -> Iterator[Path]:
             with open(path, "rb") as fh:
                 shutil.copyfileobj(fh, sys.stdout.buffer)
             sys.stdout.buffer.flush()
-        except BrokenPipeError:  # the reader left (`| head`): silence the flush at exit too
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise OptionError("standard output was closed before all of the output was written") from None
+        except BrokenPipeError:  # the reader left (`| head`): end quietly with SIGPIPE's 141, as gzip -c
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # does (and no flush at exit)
+            raise typer.Exit(128 + signal.SIGPIPE) from None
 
 
 def refuse_stdin(*inputs: Path | None) -> None:
