@@ -218,7 +218,7 @@ def model_sites(
         detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
         raise PosteriorError(
             f"calling the model to find its sample sites failed ({type(exc).__name__}: {detail}); "
-            "give the arguments it needs as model_args"
+            "give the arguments it needs as «model_args»"
         ) from None
     finally:
         set_rng_state(state)  # tracing drew from the prior: the user's next draws stay the same

@@ -90,6 +90,7 @@ def test_low_rank_param_store_uses_marginal_scales(tmp_path):
         post.tensors["latent"].scale, guide.get_posterior().variance.sqrt().detach().numpy(), rtol=1e-5
     )
     assert any("correlations" in w for w in post.warnings)
+    assert any(w.startswith("AutoLowRankMultivariateNormal posterior read without its model") for w in post.warnings)
 
 
 def test_tyxe_style_param_store(tmp_path):

@@ -147,7 +147,7 @@ def test_init_vectors_holding_nonfinite_or_huge_values_are_refused(sentences, va
     vocab, _ = build_vocab(sentences, 100, 2)
     init = {w: np.full(4, 0.1) for w in vocab}
     init[vocab[3]] = np.array([0.1, value, 0.1, 0.1])
-    with pytest.raises(OptionError, match=f"init_vectors hold 1 values that are NaN, infinite or beyond.*{vocab[3]!r}"):
+    with pytest.raises(OptionError, match=f"1 value of init_vectors is NaN, infinite or beyond.*{vocab[3]!r}"):
         train_skipgram(sentences, SkipGramConfig(**SMALL, init_vectors=init))
     init[vocab[3]] = np.full(4, 0.1)  # the same vectors, all moderate, train
     assert train_skipgram(sentences, SkipGramConfig(**SMALL, init_vectors=init)).vocab
@@ -181,7 +181,7 @@ def test_cli_init_with_a_huge_value_is_one_line_naming_init(tmp_path):
     vectors = tmp_path / "v.txt"
     vectors.write_text("2 4\nthe 1e38 0.2 0 0\nof 0.3 0.4 0 0\n")
     p = _cli(["train", corpus, "--init", vectors, "-o", tmp_path / "t.pt", "--epochs", "1"], tmp_path)
-    assert "--init hold 1 values that are NaN, infinite or beyond" in _one_line_error(p)
+    assert "1 value of --init is NaN, infinite or beyond" in _one_line_error(p)
     assert not (tmp_path / "t.pt").exists()
 
 

@@ -110,8 +110,9 @@ def pack(
     model: Annotated[
         Optional[str],
         typer.Option(
-            help="The Pyro model of a param store, imported from your code: a callable with no required "
-            "arguments (or a PyroModule); records each site's support so values load constrained.",
+            help="The Pyro model of a param store, imported from your code: a callable or PyroModule, called "
+            "without arguments (wrap one that needs data: def model(): return net(x)); records each site's "
+            "support so values load constrained.",
             metavar="<pkg.module:attr>",
         ),
     ] = None,

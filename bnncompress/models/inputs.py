@@ -94,8 +94,10 @@ def start_vectors(init: Any, vocab: Sequence[str], dim: int) -> np.ndarray:
     bad = ~(np.abs(vectors) <= INIT_MAX)  # also NaN
     if bad.any():
         word = vocab[int(np.argmax(bad.any(axis=1)))]
+        n = int(bad.sum())
         raise OptionError(
-            f"«init_vectors» hold {int(bad.sum()):,} values that are NaN, infinite or beyond ±{INIT_MAX:g} "
+            f"{n:,} {'value' if n == 1 else 'values'} of «init_vectors» {'is' if n == 1 else 'are'} NaN, infinite or "
+            f"beyond ±{INIT_MAX:g} "
             f"(e.g. in the vector of {word!r}); pass finite vectors of moderate size"
         )
     return vectors.astype(np.float32)

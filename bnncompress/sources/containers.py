@@ -45,8 +45,9 @@ def from_mapping(obj: Any, where: str) -> Posterior:
     else:
         pairs, kind = _pairs_from_plain(obj, where)
     if FLAT_LATENT_NAME in pairs and kind.startswith("Pyro"):
+        guide = kind[kind.find("(") + 1 : -1] if kind.endswith(")") else "AutoDiagonalNormal"
         warnings.append(
-            "AutoDiagonalNormal posterior read without its model: packed as one flat tensor "
+            f"{guide} posterior read without its model: packed as one flat tensor "
             f"'{FLAT_LATENT_NAME}' (all sample sites concatenated, unconstrained); pass the model to split it "
             "into its sites and record their supports: pack(path, model=model), --model pkg.module:attr"
         )
