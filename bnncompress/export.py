@@ -88,9 +88,9 @@ def format_from_suffix(path: str | os.PathLike) -> str:
 
 
 def export_archive(
-    archive: Exportable, path: str | os.PathLike, fmt: str | None, tensor: str | None, binary: bool, force: bool
+    archive: Exportable, path: str | os.PathLike, fmt: str | None, tensor: str | None, binary: bool | None, force: bool
 ) -> str:
-    """See :meth:`bnncompress.Archive.export`."""
+    """See :meth:`bnncompress.Archive.export` (``binary=None``: binary word2vec for a ``.bin`` path)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be the path of the file to write (a str or os.PathLike), not {type(path).__name__}")
     fmt = fmt or format_from_suffix(path)
@@ -100,6 +100,8 @@ def export_archive(
         raise OptionError(f"the output '{path}' is the archive itself; choose another output path")
     if binary and fmt != "word2vec":
         raise OptionError(f"«binary» is an option of the word2vec format, not of {fmt}")
+    if binary is None:  # GoogleNews-vectors.bin: a .bin word2vec file is binary wherever it is read
+        binary = fmt == "word2vec" and Path(path).suffix.lower() == ".bin"
     names = [archive.record(tensor).name] if tensor is not None else archive.names  # pt, npz: only «tensor»
     vocab_key = _vocab_key(names, fmt) if fmt in ("pt", "npz") and archive.vocab is not None else None
     if fmt == "word2vec" and archive.vocab is not None and any(len(w.split()) != 1 for w in archive.vocab):
@@ -157,7 +159,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, array, allow_pickle=False)
 
 
-def export_to_stream(archive: Exportable, stream: BinaryIO, fmt: str, tensor: str | None, binary: bool) -> str:
+def export_to_stream(archive: Exportable, stream: BinaryIO, fmt: str, tensor: str | None, binary: bool | None) -> str:
     """Export to ``stream`` (``bnncompress unpack -o -`` writes text formats to a terminal this way).
     Returns the format."""
     with tempfile.TemporaryDirectory(prefix="bnncompress-") as directory:

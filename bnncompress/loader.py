@@ -346,11 +346,11 @@ class Archive:
         path: str | os.PathLike,
         format: str | None = None,
         tensor: str | None = None,
-        binary: bool = False,
+        binary: bool | None = None,
         force: bool = True,
     ) -> str:
         """Write the point estimate as word2vec vectors of one tensor (``format="word2vec"``,
-        text or ``binary``), gensim KeyedVectors of one tensor (``"kv"``), a torch state_dict
+        text or ``binary``, default binary for a ``.bin`` path), gensim KeyedVectors of one tensor (``"kv"``), a torch state_dict
         (``"pt"``) or numpy arrays (``"npz"``), the last two with the vocabulary as ``vocab``
         (:data:`bnncompress.export.FORMATS`); ``format`` defaults to the suffix of ``path``.
         Returns the format.

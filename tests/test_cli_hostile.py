@@ -128,7 +128,7 @@ def test_pack_writes_an_archive_with_a_255_byte_name(tmp_path):
 def test_eval_and_init_read_the_tools_own_unpacked_vectors_whatever_their_suffix(tmp_path):
     archive = tmp_path / "e.bnc"
     bnncompress.pack(EXAMPLE, archive, lam=1.0)
-    assert run("unpack", archive, "-o", tmp_path / "text.bin").exit_code == 0  # text, under a .bin name
+    assert run("unpack", archive, "-o", tmp_path / "text.bin", "--text").exit_code == 0  # text, under a .bin name
     assert run("unpack", archive, "-o", tmp_path / "binary.txt", "--binary").exit_code == 0
     expected = bnncompress.load(archive).to_keyed_vectors("word_vectors")
     for name in ("text.bin", "binary.txt"):
@@ -173,6 +173,22 @@ def test_bad_word_vector_files_are_one_line(tmp_path, content, message):
     assert message in str(caught.value)
     one_error_line(run("eval", path), message)
     one_error_line(run("train", EXAMPLE, "--init", path, "-o", tmp_path / "t.pt"), message)
+
+
+def test_a_bin_file_is_written_binary_unless_text_is_asked_for(tmp_path):
+    # `unpack -o v.bin` wrote word2vec text under a .bin name, which gensim's binary=True cannot read.
+    from gensim.models import KeyedVectors
+
+    archive = tmp_path / "e.bnc"
+    bnncompress.pack(EXAMPLE, archive, lam=1.0)
+    expected = bnncompress.load(archive).to_keyed_vectors("word_vectors")
+    assert run("unpack", archive, "-o", tmp_path / "v.bin").exit_code == 0
+    bnncompress.load(archive).export(tmp_path / "p.bin")
+    for name in ("v.bin", "p.bin"):
+        kv = KeyedVectors.load_word2vec_format(str(tmp_path / name), binary=True)
+        assert kv.index_to_key == expected.index_to_key and np.array_equal(kv.vectors, expected.vectors)
+    assert run("unpack", archive, "-o", tmp_path / "t.vec").exit_code == 0
+    assert (tmp_path / "t.vec").read_bytes().startswith(b"4000 50\n") and b"\0" not in (tmp_path / "t.vec").read_bytes()
 
 
 def test_duplicated_and_truncated_binary_vectors_are_refused(tmp_path):

@@ -308,7 +308,10 @@ def unpack(
             metavar="<name>",
         ),
     ] = None,
-    binary: Annotated[bool, typer.Option(help="word2vec: write the binary format.")] = False,
+    binary: Annotated[
+        Optional[bool],
+        typer.Option("--binary/--text", help="word2vec: binary or text (default: binary for a .bin file, else text)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the output if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success, and no warnings.")] = False,
 ) -> None:
