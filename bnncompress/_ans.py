@@ -20,6 +20,7 @@ Kept in its own module so that importing bnncompress does not import numba;
 from __future__ import annotations
 
 import functools
+import os
 import threading
 
 import numba
@@ -267,9 +268,10 @@ _decode_blocks_serial = serial_twin(decode_blocks_into, "_decode_blocks_serial")
 
 def _parallel(parallel_kernel, serial_kernel):
     """The prange kernel, or its serial twin where numba may use one thread only (a Dask
-    worker thread): no thread pool to start, and safe under any numba threading layer. Only one
+    worker thread) or in a forked child: no thread pool to start, and safe under any numba
+    threading layer. Only one
     thread of the process is in a prange kernel at a time (:func:`one_region_at_a_time`)."""
-    if numba.get_num_threads() <= 1:
+    if os.getpid() != _LOADED_IN or numba.get_num_threads() <= 1:
         return serial_kernel
     return functools.partial(one_region_at_a_time, parallel_kernel, serial_kernel)
 
@@ -278,12 +280,16 @@ def _parallel(parallel_kernel, serial_kernel):
 #: neither TBB nor OpenMP loads, as on a pip install on macOS) aborts the process when two threads run
 #: parallel regions at once: a pack's worker threads, or two threads serving rows.
 _PARALLEL_REGION = threading.Lock()
+#: The process that loaded these kernels. numba's thread pool is not fork-safe (with GNU OpenMP, a
+#: forked child of a process whose pool started is terminated when it starts a parallel region: a
+#: torch DataLoader worker, a fork Pool), so a forked child runs the serial twins.
+_LOADED_IN = os.getpid()
 
 
 def one_region_at_a_time(parallel_kernel, serial_kernel, *args):
     """``parallel_kernel(*args)`` if no other thread is in a prange kernel, else ``serial_kernel(*args)``
     in this thread (the same results: the twin runs the prange loop as a range loop)."""
-    if _PARALLEL_REGION.acquire(blocking=False):
+    if os.getpid() == _LOADED_IN and _PARALLEL_REGION.acquire(blocking=False):
         try:
             return parallel_kernel(*args)
         finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ArchiveError
 from .records import TensorRecord
 
 
@@ -112,6 +113,23 @@ class ArchiveContents:
     @property
     def num_weights(self) -> int:
         return sum(t.num_weights for t in self.tensors)
+
+
+class ClosedContents:
+    """What a closed :class:`~bnncompress.Archive` holds in place of its contents and records: every use refuses."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def refuse(self, *args: object) -> Any:
+        raise ArchiveError(f"archive '{self.path}' is closed; open it again with bnncompress.load")
+
+    __getitem__ = __iter__ = __len__ = __contains__ = refuse
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "path":  # pickle's probes, and path before unpickling set it
+            raise AttributeError(name)
+        self.refuse()
 
 
 def printable(text: str) -> str:

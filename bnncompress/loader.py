@@ -10,7 +10,7 @@ import numpy as np
 
 from . import modules
 from .archive import read_archive
-from .contents import ArchiveContents, TensorInfo, loaded_shape, printable, summary, tensor_infos
+from .contents import ArchiveContents, ClosedContents, TensorInfo, loaded_shape, printable, summary, tensor_infos
 from .decoded import check_fits_in_memory, restore_dtype
 from .errors import ArchiveError, ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
@@ -57,21 +57,27 @@ class Archive:
     def open(cls, path: str | os.PathLike) -> Archive:
         """Read and validate ``path`` (checksums included); decoding happens on access."""
         if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"path must be the path of a .bnc archive (a str or os.PathLike), not {type(path).__name__}"
             )
         return cls(read_archive(path))
 
     def close(self) -> None:
         """Drop the archive's contents and decoded tensors; any later use raises :class:`ArchiveError`."""
-        self._contents = self._records = _Closed(self._contents.path)  # type: ignore[assignment]
+        self._contents = self._records = ClosedContents(self._contents.path)  # type: ignore[assignment]
         self._cache.clear()
         self._readers.clear()
         self._served.clear()
         self.__dict__.pop("_word_index", None)
 
+    def __getstate__(self) -> dict[str, Any]:  # pickled without its decoded tensors: decoded again, read-only
+        return {"_contents": self._contents, "_records": self._records}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _cache={}, _readers={}, _served={})
+
     def __enter__(self) -> Archive:
-        if isinstance(self._records, _Closed):
+        if isinstance(self._records, ClosedContents):
             self._records.refuse()
         return self
 
@@ -107,7 +113,7 @@ class Archive:
         return len(self._records)
 
     def __repr__(self) -> str:
-        if isinstance(self._records, _Closed):
+        if isinstance(self._records, ClosedContents):
             return f"Archive({str(self._records.path)!r}, closed)"
         return f"Archive({str(self._contents.path)!r}, tensors={self.names})"
 
@@ -349,10 +355,11 @@ class Archive:
         binary: bool | None = None,
         force: bool = True,
     ) -> str:
-        """Write the point estimate as word2vec vectors of one tensor (``format="word2vec"``,
-        text or ``binary``, default binary for a ``.bin`` path), gensim KeyedVectors of one tensor (``"kv"``), a torch state_dict
-        (``"pt"``) or numpy arrays (``"npz"``), the last two with the vocabulary as ``vocab``
-        (:data:`bnncompress.export.FORMATS`); ``format`` defaults to the suffix of ``path``.
+        """Write the point estimate as word2vec vectors of one tensor (``format="word2vec"``, text
+        or ``binary``, default binary for a ``.bin`` path), gensim KeyedVectors of one tensor
+        (``"kv"``), a torch state_dict (``"pt"``) or numpy arrays (``"npz"``), the last two with
+        the vocabulary as ``vocab`` (:data:`bnncompress.export.FORMATS`); ``format`` defaults to
+        the suffix of ``path``.
         Returns the format.
 
         Example:
@@ -371,21 +378,6 @@ class Archive:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """``{name: torch.Tensor}`` in the original dtypes (bfloat16 restored)."""
         return {name: self.tensor(name) for name in self.names}
-
-
-class _Closed:
-    """What a closed :class:`Archive` holds in place of its contents and records: every use refuses."""
-
-    def __init__(self, path: os.PathLike):
-        self.path = path
-
-    def refuse(self, *args: object) -> Any:
-        raise ArchiveError(f"archive '{self.path}' is closed; open it again with bnncompress.load")
-
-    __getitem__ = __iter__ = __len__ = __contains__ = refuse
-
-    def __getattr__(self, name: str) -> Any:
-        self.refuse()
 
 
 def load(path: str | os.PathLike) -> Archive:

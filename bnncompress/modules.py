@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .errors import ModelMismatchError, QualityWarning
+from .errors import ArgumentTypeError, ModelMismatchError, QualityWarning
 
 
 def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
@@ -23,11 +23,15 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     """Copy the archive's tensors into ``module`` (see :meth:`bnncompress.Archive.load_into`)."""
     import torch
 
+    if not isinstance(module, torch.nn.Module):
+        raise ArgumentTypeError(f"«module» must be a torch.nn.Module, not a {type(module).__name__}")
     names = {n[len(prefix) :]: n for n in archive.names if n.startswith(prefix)}
-    params = dict(module.named_parameters())
+    params = dict(module.named_parameters(remove_duplicate=False))  # tied weights: every name they have
+    _check_materialized(module, params)
     samples = {n: s for n, s in _pyro_sample_sites(module).items() if n not in params}
     targets = set(params) | set(samples)
-    missing = sorted(targets - set(names))
+    given = {id(params[n]) for n in names if n in params}  # a tied weight is given under any of its names
+    missing = sorted(n for n in targets - set(names) if n not in params or id(params[n]) not in given)
     unexpected = sorted(set(names) - targets) + sorted(n for n in archive.names if not n.startswith(prefix))
     if hasattr(module, "_pyro_samples"):  # a PyroModule: other archive tensors are its model's other sites
         unexpected = []
@@ -56,6 +60,24 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
                 delattr(sub, attr)
                 setattr(sub, attr, torch.nn.Parameter(archive.tensor(full), requires_grad=False))
     return module
+
+
+def _check_materialized(module: Any, params: dict[str, Any]) -> None:
+    """Parameters without storage would take nothing, silently: a lazy module's before its first
+    forward pass, or a module built on the meta device."""
+    import torch
+
+    for name, p in params.items():
+        if isinstance(p, torch.nn.parameter.UninitializedParameter):
+            raise ModelMismatchError(
+                f"{type(module).__name__}'s parameter {name} is not initialized yet (a lazy module); "
+                "run one forward pass first"
+            )
+        if p.is_meta:
+            raise ModelMismatchError(
+                f"{type(module).__name__}'s parameter {name} is on the meta device (no storage to load into); "
+                "materialize the module first, e.g. module.to_empty(device='cpu')"
+            )
 
 
 def _sample_shape(sub: Any, attr: str) -> tuple[int, ...] | None:

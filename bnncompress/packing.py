@@ -118,6 +118,7 @@ def pack(
         True
     """
     _check_arguments(bits, lam, method, options, progress, stream, force, workers, scheduler)
+    bits, lam = (None if v is None else float(v) for v in (bits, lam))  # np.float32(2), Fraction(1, 2): numbers too
     names = _tensor_names(tensors)
     output = _check_request(source, output, force, vocab)
     if device != "auto":  # for every method (some run only on the CPU): an unknown device, or cuda without a GPU
@@ -176,7 +177,7 @@ def _check_arguments(
     if bits is not None and lam is not None:
         raise OptionError("give either «bits» or «lam», not both")
     if bits is not None:
-        check_bits(bits)
+        check_bits(float(bits))
     if lam is not None and not 0 < lam < math.inf:  # most methods refuse 0 only once fitted: refuse it for all, now
         raise OptionError(f"«lam» (lambda) must be a finite number > 0, got {lam}")
     if method is not None and not isinstance(method, str):
@@ -211,7 +212,7 @@ def _tensor_names(tensors: Any) -> list[str] | None:
 
 def _check_request(source: Any, output: Any, force: bool, vocab: Any = None) -> Path:
     """Everything about the request that can be checked before reading: the output path too."""
-    if output is not None and not isinstance(output, (str, os.PathLike)):
+    if output is not None and (not isinstance(output, (str, os.PathLike)) or not isinstance(os.fspath(output), str)):
         raise ArgumentTypeError(f"«output» must be a file path (str or os.PathLike), not a {type(output).__name__}")
     if output is None:
         if not isinstance(source, (str, os.PathLike)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,20 +275,20 @@ def input_file(path: Path, what: str, within: Path | None = None) -> Path:
 
 def _to_numpy(name: str, what: str, value: Any, where: str) -> tuple[np.ndarray, str]:
     """A float32 numpy copy of ``value`` (numpy array or torch tensor) and its original dtype name."""
-    if type(value).__module__.startswith("torch"):  # torch is imported only when a tensor comes in
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            if value.layout != torch.strided or value.is_meta or value.is_quantized:
-                kind = "meta" if value.is_meta else ("quantized" if value.is_quantized else str(value.layout))
-                raise PosteriorError(
-                    f"{where}: {what} of '{name}' is a {kind} tensor; store dense floating-point tensors"
-                )
-            value = value.detach()
-            dtype = str(value.dtype).removeprefix("torch.")
-            if dtype not in FLOAT_DTYPES:
-                raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; it must be floating point")
-            return value.to(dtype=torch.float32, device="cpu").numpy(), dtype
+    torch = sys.modules.get("torch")  # a tensor (of any subclass) means torch is imported already
+    if torch is not None and isinstance(value, torch.Tensor):
+        if isinstance(value, torch.nn.parameter.UninitializedParameter):
+            raise PosteriorError(
+                f"{where}: {what} of '{name}' is an uninitialized (lazy) parameter; run the model once first"
+            )
+        if value.layout != torch.strided or value.is_meta or value.is_quantized:
+            kind = "meta" if value.is_meta else ("quantized" if value.is_quantized else str(value.layout))
+            raise PosteriorError(f"{where}: {what} of '{name}' is a {kind} tensor; store dense floating-point tensors")
+        value = value.detach().resolve_neg().resolve_conj()  # torch's lazy views: their values, as numpy needs
+        dtype = str(value.dtype).removeprefix("torch.")
+        if dtype not in FLOAT_DTYPES:
+            raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; it must be floating point")
+        return value.to(dtype=torch.float32, device="cpu").numpy(), dtype
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -295,7 +296,8 @@ def _to_numpy(name: str, what: str, value: Any, where: str) -> tuple[np.ndarray,
     if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
         raise PosteriorError(f"{where}: {what} of '{name}' has dtype {arr.dtype}; it must be floating point")
     dtype = arr.dtype.newbyteorder("=").name
-    return np.asarray(arr, dtype=np.float32, order="C").reshape(arr.shape), dtype
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, which check_values reports
+        return np.asarray(arr, dtype=np.float32, order="C").reshape(arr.shape), dtype
 
 
 def make_tensor(name: str, loc: Any, scale: Any, where: str) -> TensorPosterior:
@@ -321,7 +323,10 @@ def check_values(name: str, where: str, loc: np.ndarray, scale: np.ndarray) -> N
     """Means must be finite, scales finite and positive (float32 after conversion)."""
     bad = int(np.count_nonzero(~np.isfinite(loc)))
     if bad:
-        raise PosteriorError(f"{where}: loc of '{name}' has {bad} NaN/inf values; means must be finite")
+        raise PosteriorError(
+            f"{where}: loc of '{name}' has {bad} NaN/inf values (after conversion to float32: beyond ±3.4e38 is "
+            "inf); means must be finite float32 numbers"
+        )
     bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
     if bad:
         raise PosteriorError(

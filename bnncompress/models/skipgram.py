@@ -192,7 +192,8 @@ def make_pairs(
         if int(lengths.sum()) < known:  # subsampling took the words that would have paired
             raise OptionError(
                 f"the corpus yields no word pairs: subsampling frequent words («subsample» {subsample:g}) kept "
-                f"{int(lengths.sum()):,} of its {known:,} words; lower «subsample» (0 keeps every word) or use a longer corpus"
+                f"{int(lengths.sum()):,} of its {known:,} words; lower «subsample» (0 keeps every word) or use a "
+                "longer corpus"
             )
         raise OptionError("the corpus yields no word pairs; use a longer corpus or a larger «window»")
     return np.concatenate(centers).astype(np.int32), np.concatenate(contexts).astype(np.int32)

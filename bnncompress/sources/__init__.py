@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError, PosteriorError
-from ..posterior import Posterior, check_vocab
+from ..posterior import FLOAT_DTYPES, Posterior, StoredTensor, TensorPosterior, check_vocab, make_tensor
 from ..vocabulary import read_vocab
 from .containers import from_mapping
 from .guides import from_live_guide, is_pyro_guide, ivon_posterior
@@ -121,9 +121,8 @@ def open_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
 
 def _open(source: Any) -> Posterior:
     if isinstance(source, Posterior):
-        posterior = Posterior(
-            dict(source.tensors), source.vocab, source.source, list(source.warnings), dict(source.supports)
-        )
+        tensors = {name: _checked(name, t, source.source) for name, t in source.tensors.items()}
+        posterior = Posterior(tensors, source.vocab, source.source, list(source.warnings), dict(source.supports))
     elif isinstance(source, (str, os.PathLike)):
         posterior = detect(source).open()
     elif is_pyro_guide(source):
@@ -136,6 +135,20 @@ def _open(source: Any) -> Posterior:
             "a Pyro AutoNormal/AutoDiagonalNormal guide, or a dict {name: (loc, scale)}"
         )
     return posterior
+
+
+def _checked(name: str, tensor: Any, where: str) -> TensorPosterior:
+    """A tensor of a :class:`Posterior` the caller built, checked as every source's are (a
+    ``TensorPosterior`` of mismatched shapes made the coder read past the shorter array)."""
+    if isinstance(tensor, StoredTensor):  # checked as its rows are read
+        return tensor
+    if not isinstance(tensor, TensorPosterior):
+        raise PosteriorError(f"{where}: '{name}' is a {type(tensor).__name__}, not a TensorPosterior")
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise PosteriorError(f"{where}: '{name}' has dtype {tensor.dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}")
+    checked = make_tensor(name, tensor.loc, tensor.scale, where)
+    checked.dtype = tensor.dtype  # the dtype to restore, as the caller said
+    return checked
 
 
 def _with_vocab(posterior: Posterior, vocab: Any) -> Posterior:

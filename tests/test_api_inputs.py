@@ -1,0 +1,174 @@
+"""Unusual Python inputs get the values they hold or one BnnCompressError (a helper's bug hunt of the
+Python API): Posterior objects built by hand, numpy scalars, torch tensor subclasses and lazy views,
+archives copied, pickled or used in a forked child, modules with tied, lazy or meta parameters."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import pickle
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+import bnncompress
+from bnncompress import ArchiveError, ModelMismatchError, PosteriorError
+from bnncompress.errors import ArgumentTypeError
+from bnncompress.posterior import Posterior, TensorPosterior
+
+RNG = np.random.default_rng(0)
+LOC = RNG.normal(size=(60, 40)).astype(np.float32)
+SCALE = RNG.uniform(0.01, 0.3, size=(60, 40)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def archive_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("api") / "w.bnc"
+    bnncompress.pack({"w": (LOC, SCALE)}, path, bits=3)
+    return path
+
+
+@pytest.mark.parametrize(
+    "loc, scale, message",
+    [
+        (LOC, SCALE[:30], r"has shape \(60, 40\) but scale has \(30, 40\)"),  # the coder read past the scale
+        (np.where(LOC > 2, np.nan, LOC), SCALE, "NaN/inf values"),  # said "the archive is damaged"
+        (LOC, -SCALE, "non-positive values"),
+        (LOC[:0], SCALE[:0], "is empty"),
+    ],
+)
+def test_a_posterior_built_by_hand_is_checked_like_every_source(tmp_path, loc, scale, message):
+    posterior = Posterior({"w": TensorPosterior(loc, scale)})
+    with pytest.raises(PosteriorError, match=message):
+        bnncompress.pack(posterior, tmp_path / "w.bnc", lam=0.01)
+    assert not (tmp_path / "w.bnc").exists()
+
+
+def test_a_posterior_built_by_hand_of_other_dtypes_packs_its_values(tmp_path):
+    posterior = Posterior(
+        {
+            "h": TensorPosterior(LOC.astype(np.float16), SCALE.astype(np.float16), "float16"),
+            "t": TensorPosterior(torch.tensor(LOC), torch.tensor(SCALE)),
+        }
+    )
+    bnncompress.pack(posterior, tmp_path / "w.bnc", method="float16")
+    a = bnncompress.load(tmp_path / "w.bnc")
+    assert a["h"].dtype == np.float16 and np.array_equal(a["h"], LOC.astype(np.float16))
+    np.testing.assert_allclose(a["t"], LOC, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "rate", [{"bits": np.float32(2)}, {"bits": np.int64(2)}, {"bits": Fraction(2)}, {"lam": np.float32(0.5)}]
+)
+def test_numpy_scalars_and_fractions_are_rates(tmp_path, rate):
+    # They passed the type check, then were refused: "must be a positive number ..., got 2.0".
+    result = bnncompress.pack({"w": (LOC, SCALE)}, tmp_path / "w.bnc", **rate)
+    if "bits" in rate:
+        assert abs(result.payload_bits_per_weight - 2) < 0.05
+
+
+def test_torch_subclasses_and_lazy_views_give_their_values(tmp_path):
+    class MyParameter(torch.nn.Parameter):  # a subclass from the user's module, requiring grad
+        pass
+
+    loc = MyParameter(torch.tensor(LOC))
+    negated = torch.tensor(-LOC)._neg_view()  # the negative bit: its values are LOC
+    bnncompress.pack({"a": (loc, torch.tensor(SCALE)), "b": (negated, SCALE)}, tmp_path / "w.bnc", method="float16")
+    a = bnncompress.load(tmp_path / "w.bnc")
+    for name in ("a", "b"):
+        np.testing.assert_allclose(a[name], LOC, rtol=1e-3, atol=1e-4)
+    lazy = torch.nn.LazyLinear(3).weight
+    with pytest.raises(PosteriorError, match="uninitialized"):
+        bnncompress.pack({"w": (lazy, lazy)}, tmp_path / "x.bnc")
+
+
+def test_a_mean_beyond_float32_says_so_without_numpys_warning(tmp_path, recwarn):
+    with pytest.raises(PosteriorError, match=r"2 NaN/inf values \(after conversion to float32"):
+        bnncompress.pack({"w": (np.array([1.0, 1e39, -5e40]), np.ones(3))}, tmp_path / "w.bnc")
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_paths_of_bytes_are_argument_errors(tmp_path, archive_path):
+    class BytesPath:
+        def __fspath__(self):
+            return b"/tmp/x.bnc"
+
+    with pytest.raises(ArgumentTypeError):
+        bnncompress.load(bytes(str(archive_path), "utf-8"))
+    with pytest.raises(ArgumentTypeError):
+        bnncompress.pack({"w": (LOC, SCALE)}, BytesPath())
+
+
+# ----------------------------------------------------------------------------- archives copied
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_copied_archive_keeps_its_decoded_tensors_read_only(archive_path, how):
+    a = bnncompress.load(archive_path)
+    expected = a["w"].copy()
+    b = pickle.loads(pickle.dumps(a)) if how == "pickle" else copy.deepcopy(a)
+    with pytest.raises(ValueError, match="read-only"):
+        b["w"][0, 0] += 100  # it became writeable: the edit showed in every later a["w"], rows, state_dict
+    assert np.array_equal(b["w"], expected) and np.array_equal(b.rows("w", [0]), expected[:1])
+
+
+def test_a_closed_archive_unpickles_and_refuses_use(archive_path):
+    a = bnncompress.load(archive_path)
+    a.close()
+    b = pickle.loads(pickle.dumps(a))  # RecursionError
+    with pytest.raises(ArchiveError, match="is closed"):
+        b["w"]
+
+
+def _child_packs_and_decodes(path, queue):
+    a = bnncompress.load(path)
+    result = bnncompress.pack({"w": (LOC, SCALE)}, path.with_name("child.bnc"), bits=3)
+    queue.put((a["w"].sum(), a.rows("w", [5]).sum(), result.payload_bytes))
+
+
+def test_a_forked_child_packs_and_decodes(archive_path):
+    # numba's thread pool is not fork-safe: after the parent had packed and decoded, a forked child
+    # (a DataLoader worker, a fork Pool) was terminated by GNU OpenMP as it decoded.
+    parent = bnncompress.load(archive_path)
+    expected = (parent["w"].sum(), parent.rows("w", [5]).sum())
+    payload = bnncompress.pack({"w": (LOC, SCALE)}, archive_path.with_name("parent.bnc"), bits=3).payload_bytes
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_packs_and_decodes, args=(archive_path, queue))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == (*expected, payload)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def test_load_into_a_module_with_tied_weights(tmp_path):
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Linear(8, 4, bias=False)
+            self.dec = torch.nn.Linear(8, 4, bias=False)
+            self.dec.weight = self.enc.weight
+
+    w = RNG.normal(size=(4, 8)).astype(np.float32)
+    for names in (["enc.weight", "dec.weight"], ["dec.weight"]):  # "not in the module: dec.weight"
+        bnncompress.pack({n: (w, np.full_like(w, 1e-4)) for n in names}, tmp_path / "t.bnc", method="float16")
+        module = bnncompress.load(tmp_path / "t.bnc").load_into(Tied())
+        np.testing.assert_allclose(module.enc.weight.detach().numpy(), w, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "module, error, message",
+    [
+        (torch.nn.LazyLinear(40), ModelMismatchError, "not initialized yet"),
+        (torch.nn.Linear(40, 60, device="meta"), ModelMismatchError, "meta device"),  # loaded nothing, silently
+        ({"weight": None}, ArgumentTypeError, "must be a torch.nn.Module"),
+    ],
+)
+def test_load_into_what_cannot_take_values_is_refused(archive_path, module, error, message):
+    with pytest.raises(error, match=message):
+        bnncompress.load(archive_path).load_into(module, strict=False)
