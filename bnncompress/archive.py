@@ -21,7 +21,7 @@ from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, plain_dataset
-from .records import RecordKind, TensorRecord, kind_of, marks, side_arrays
+from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
 from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
@@ -134,12 +134,6 @@ def _stored_arrays(t: TensorRecord) -> list[tuple[str, np.ndarray]]:
     first and last offsets), then its kind's side arrays."""
     common = [("words", t.words), ("grid", t.grid), ("counts", t.counts), ("offsets", t.offsets[1:-1])]
     return common + [(s.name, t.side[s.name]) for s in t.kind.side_arrays if s.name in t.side]
-
-
-def common_counts_dtype(tensors: list[TensorRecord]) -> np.dtype:
-    """The narrowest unsigned type that holds every tensor's counts (one dataset holds them all)."""
-    width = max([t.counts.dtype.itemsize for t in tensors] + [1])
-    return np.dtype(f"<u{width}")
 
 
 def check_archive_limits(tensors: list[TensorRecord], manifest_bytes: int, vocab_bytes: int | None) -> None:

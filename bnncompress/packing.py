@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .archive import common_counts_dtype, write_archive
+from .archive import write_archive
 from .contents import BitsPerWeight
 from .devices import resolve_device
 from .errors import ArgumentTypeError, OptionError, QualityWarning
@@ -29,7 +29,7 @@ from .posterior import Posterior
 from .progress import Progress, no_progress
 from .quantizers import DEFAULT_METHOD, Quantizer, get_quantizer
 from .ratecontrol import BITS_TOLERANCE, check_bits
-from .records import TensorRecord
+from .records import TensorRecord, common_counts_dtype
 from .sources import STREAM_WEIGHTS, open_posterior
 from .supports import with_model
 from .vocabulary import read_vocab

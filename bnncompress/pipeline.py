@@ -29,7 +29,7 @@ from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
 from .ratecontrol import choose_lambda, sample_positions, whole_rows
 from .ratetasks import check_task, count_task
-from .records import TensorRecord, kind_of, raw_payload_bytes
+from .records import TensorRecord, common_counts_dtype, kind_of, raw_payload_bytes
 from .tasks import (
     CERTAIN_FRACTION,
     FAR_SDS,
@@ -74,13 +74,19 @@ def quantize_and_code(
     for job in held:  # rotated rows kept between passes, not recomputed at each
         job.fitted.keep_pass_data(PASS_DATA_BYTES * job.num_weights // max(total, 1))
     lam = choose_lambda(jobs, bits, lam, quantizer.default_lam, positions is not None, report)
-    records, notes = [], []
+    records, qualities = [], []
     for i, job in enumerate(jobs):
         report("quantizing and coding", i, len(jobs))
         record, quality = job.code(lam)
         records.append(record)
-        notes += quality_notes(job.name, job.source.shape, quality)
+        qualities.append(quality)
     report("quantizing and coding", len(jobs), len(jobs))
+    counts_dtype = common_counts_dtype(records)  # one dataset holds every tensor's counts, as wide as the widest
+    for i, (job, record) in enumerate(zip(jobs, records)):
+        widened = record.with_counts_dtype(counts_dtype).payload_bytes
+        if not record.raw and raw_payload_bytes(job.num_weights, record.num_blocks) <= widened:
+            records[i], qualities[i] = job.raw_record(lam), Quality()  # its values now cost less than its code
+    notes = [note for job, q in zip(jobs, qualities) for note in quality_notes(job.name, job.source.shape, q)]
     return records, float(lam), notes
 
 
@@ -289,7 +295,7 @@ class TensorJob:
             **side,
         )
         if raw_payload_bytes(self.num_weights, record.num_blocks) <= record.payload_bytes:
-            return self._raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
+            return self.raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
         return record, quality
 
     def tables(self, lam: float) -> tuple:
@@ -303,7 +309,8 @@ class TensorJob:
         moments = (lambda: self.fitted.class_moments(state, rows, kept)) if self.class_valued else None
         return record_tables(counts, self.fitted, state, blocks, moments)
 
-    def _raw_record(self, lam: float) -> TensorRecord:
+    def raw_record(self, lam: float) -> TensorRecord:
+        """The tensor as its float32 values (smaller than its code)."""
         values = self.source.loc.reshape(-1).astype(np.float32)
         return TensorRecord(
             name=self.name,

@@ -25,7 +25,7 @@ import numpy as np
 
 from .coding import cheapest_class_merge, information_bits
 from .errors import OptionError, RateControlError
-from .geometry import block_rows_for, num_blocks, num_rows
+from .geometry import block_rows_for, num_blocks
 from .records import payload_bytes, raw_payload_bytes
 
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
@@ -64,10 +64,15 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
     bits = 0.0
     weights = 0
     levelled = [t.levelled_at(lam, on_sample) for t in tensors]
-    counted_weights = [t.num_weights for t, lv in zip(tensors, levelled) if not lv]  # one counts dataset for all:
-    count_bytes = np.min_scalar_type(max(counted_weights, default=1)).itemsize  # levels as wide as the widest
-    for t, lv in zip(tensors, levelled):
-        counts, counted = t.histogram(lam, on_sample)
+    histograms = [t.histogram(lam, on_sample) for t in tensors]
+    # one counts dataset for all, as wide as the largest count stored (classed and levelled records store levels)
+    largest = [
+        counts.max(initial=0) * t.num_symbols(lam) / max(counted, 1)
+        for t, lv, (counts, counted) in zip(tensors, levelled, histograms)
+        if not lv and counts.ndim < 3
+    ]
+    count_bytes = np.min_scalar_type(round(max(largest, default=1))).itemsize
+    for t, lv, (counts, counted) in zip(tensors, levelled, histograms):
         blocks = num_blocks(t.shape, block_rows_for(t.shape))
         used = int(np.count_nonzero(counts))
         if counts.ndim == 3:  # classed: a level byte per (class, kept symbol), a width per column, a class per block
@@ -79,10 +84,9 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
                 entries += int(np.count_nonzero(counts)) + 4 * counts.shape[1]
             coded = bool(np.any(kept.sum(axis=1) > 1))
         else:
-            # one model: a count per used symbol; per-column models: tables as wide as the widest column,
-            # of counts up to the number of rows
+            # one model: a count per used symbol; per-column models: tables as wide as the widest column
             entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
-            entry_bytes = count_bytes if counts.ndim == 1 else np.min_scalar_type(max(num_rows(t.shape), 1)).itemsize
+            entry_bytes = count_bytes
             coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
         table = 8 * payload_bytes(
             words=_CODER_BYTES_PER_BLOCK * blocks if coded else 0,  # + the information content, below

@@ -32,6 +32,33 @@ def test_small_posteriors_land_within_two_percent(tmp_path):
         assert r.payload_bits_per_weight == pytest.approx(bits, rel=0.02), bits
 
 
+@pytest.mark.parametrize(
+    "method, shape, scale, bits",
+    [("uniform", (1300, 7), 0.05, 8.0), ("vbq-transform", (600,), 1e8, 3.0), ("vbq-transform", (600,), 1e8, 4.0)],
+)
+def test_targets_are_met_where_the_counts_are_narrower_than_the_weights(tmp_path, method, shape, scale, bits):
+    # A methods hunt: the estimate costed every count as wide as the number of weights (2 bytes here)
+    # while the archive stores them as wide as the largest count (1 byte): 7.80 for 8 bits, 2.87 for 3.
+    rng = np.random.default_rng(4)
+    loc = rng.uniform(-1, 1, size=shape) * 1e10 if scale > 1 else rng.normal(size=shape)
+    result = bnncompress.pack({"w": (loc, np.full(shape, scale))}, tmp_path / "r.bnc", method=method, bits=bits)
+    assert result.payload_bits_per_weight == pytest.approx(bits, rel=0.02) and not result.target_missed
+
+
+def test_no_tensor_is_stored_larger_than_its_values_beside_one_with_wide_counts(tmp_path):
+    # A methods hunt: the raw-or-coded choice came before the archive's one counts dataset was widened
+    # for the larger tensor: 'b' took 1,326 payload bytes for 1,200 bytes of float32 values.
+    rng = np.random.default_rng(1)
+    post = {
+        "a": (rng.normal(size=(2000, 20)), rng.uniform(0.02, 0.3, size=(2000, 20))),
+        "b": (rng.normal(size=300), np.full(300, 0.05)),
+    }
+    bnncompress.pack(post, tmp_path / "r.bnc", method="vbq", bits=8)
+    a = bnncompress.load(tmp_path / "r.bnc")
+    assert a.record("b").payload_bytes <= 4 * 300 and a.record("a").counts.dtype.itemsize == 2
+    assert np.array_equal(a["b"], post["b"][0].astype(np.float32))  # stored as its values
+
+
 def test_search_on_a_biased_subsample_needs_few_full_passes(monkeypatch):
     """The subsample's rate curve is biased and flatter than the full posterior's (as on a trained
     skip-gram: 2.00 vs 2.23 bits at the same lambda): every point checked on all weights is used,

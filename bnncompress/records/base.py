@@ -29,6 +29,12 @@ JUMP_ENTRY_BYTES = 8
 SymbolDecoder = Callable[..., np.ndarray]
 
 
+def common_counts_dtype(tensors: list[TensorRecord]) -> np.dtype:
+    """The narrowest unsigned type that holds every tensor's counts (one dataset holds them all)."""
+    width = max([t.counts.dtype.itemsize for t in tensors] + [1])
+    return np.dtype(f"<u{width}")
+
+
 def payload_bytes(words: int, blocks: int, counts: int, grid: int, side: int = 0) -> int:
     """The one payload formula (docs/FORMAT.md, Sizes): coded ``words`` + the stored jump table
     of ``blocks`` + entropy-model ``counts`` + ``grid`` + ``side`` arrays, all in bytes. Rate
