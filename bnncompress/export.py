@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import ArgumentTypeError, OptionError
 from .files import atomic_output
 
 
@@ -92,7 +92,9 @@ def export_archive(
 ) -> str:
     """See :meth:`bnncompress.Archive.export` (``binary=None``: binary word2vec for a ``.bin`` path)."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be the path of the file to write (a str or os.PathLike), not {type(path).__name__}")
+        raise ArgumentTypeError(
+            f"path must be the path of the file to write (a str or os.PathLike), not {type(path).__name__}"
+        )
     fmt = fmt or format_from_suffix(path)
     if not isinstance(fmt, str) or fmt not in FORMATS:
         raise OptionError(f"unknown export format {fmt!r}; choose {FORMAT_NAMES}")

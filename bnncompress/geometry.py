@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OutOfRangeError
+from .errors import ArgumentTypeError, OutOfRangeError
 
 #: Rows are grouped into blocks of about this many symbols (one block decodes in ~1-2 ms).
 BLOCK_SYMBOLS = 1 << 16
@@ -36,18 +36,18 @@ def row_positions(indices: Any, n_rows: int, name: str) -> tuple[np.ndarray, tup
         try:
             positions = np.arange(*indices.indices(n_rows), dtype=np.int64)
         except TypeError:
-            raise TypeError(f"a slice of rows of '{name}' needs integer bounds, not {indices!r}") from None
+            raise ArgumentTypeError(f"a slice of rows of '{name}' needs integer bounds, not {indices!r}") from None
         return positions, positions.shape
     if isinstance(indices, list) or hasattr(indices, "__array__"):
         try:
             index = np.asarray(indices)
         except (ValueError, TypeError, OverflowError):  # ragged lists, unconvertible objects
-            raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}") from None
+            raise ArgumentTypeError(f"row indices of '{name}' must be {_INDEX_KINDS}") from None
         if isinstance(indices, list) and index.size == 0:
             index = index.astype(np.int64)  # numpy reads [] as no rows
         if index.dtype == np.bool_:
             if index.ndim != 1:
-                raise TypeError(f"a boolean mask of the rows of '{name}' must be 1-D, not {index.ndim}-D")
+                raise ArgumentTypeError(f"a boolean mask of the rows of '{name}' must be 1-D, not {index.ndim}-D")
             if len(index) != n_rows:
                 raise OutOfRangeError(f"a boolean mask of {len(index)} entries for '{name}' with {n_rows} rows")
             positions = np.flatnonzero(index)
@@ -58,14 +58,16 @@ def row_positions(indices: Any, n_rows: int, name: str) -> tuple[np.ndarray, tup
             except OverflowError:
                 raise OutOfRangeError(f"a row index is out of range for '{name}' with {n_rows} rows") from None
         if index.dtype.kind not in "iu":
-            raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not {index.dtype} values")
+            raise ArgumentTypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not {index.dtype} values")
     elif isinstance(indices, (bool, np.bool_)):
-        raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not a bool")
+        raise ArgumentTypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not a bool")
     else:
         try:
             index = operator.index(indices)
         except TypeError:
-            raise TypeError(f"row indices of '{name}' must be {_INDEX_KINDS}, not {type(indices).__name__}") from None
+            raise ArgumentTypeError(
+                f"row indices of '{name}' must be {_INDEX_KINDS}, not {type(indices).__name__}"
+            ) from None
         if not -n_rows <= index < n_rows:
             raise OutOfRangeError(f"row {index} is out of range for '{name}' with {n_rows} rows")
         index = np.asarray(index)

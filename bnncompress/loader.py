@@ -119,7 +119,7 @@ class Archive:
 
     def record(self, name: str) -> TensorRecord:
         if not isinstance(name, str):
-            raise TypeError(f"tensor names are strings, not {type(name).__name__}; see Archive.names")
+            raise ArgumentTypeError(f"tensor names are strings, not {type(name).__name__}; see Archive.names")
         try:
             return self._records[name]
         except KeyError:

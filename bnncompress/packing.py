@@ -163,7 +163,7 @@ def _check_blockwise(quantizer: Quantizer, lazy: bool) -> None:
     if lazy and not quantizer.blockwise:
         raise OptionError(
             f"method {quantizer.name!r} needs whole tensors in memory: it cannot stream or run on Dask; "
-            "choose another method, or stream=False without workers or scheduler"
+            "choose another method, or «stream=False» without «workers» or «scheduler»"
         )
 
 

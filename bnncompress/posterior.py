@@ -294,7 +294,10 @@ def _to_numpy(name: str, what: str, value: Any, where: str) -> tuple[np.ndarray,
     except (ValueError, TypeError) as exc:
         raise PosteriorError(f"{where}: {what} of '{name}' is not an array ({exc})") from None
     if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
-        raise PosteriorError(f"{where}: {what} of '{name}' has dtype {arr.dtype}; it must be floating point")
+        raise PosteriorError(
+            f"{where}: {what} of '{name}' has dtype {arr.dtype}; it must be float16, float32 or float64"
+            + (" (convert it to float64)" if arr.dtype.kind == "f" else "")
+        )
     dtype = arr.dtype.newbyteorder("=").name
     with np.errstate(over="ignore"):  # beyond float32's range: inf, which check_values reports
         return np.asarray(arr, dtype=np.float32, order="C").reshape(arr.shape), dtype

@@ -12,9 +12,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import bnncompress
 from bnncompress import ArchiveError, ModelMismatchError, PosteriorError
+from bnncompress.cli import app
 from bnncompress.errors import ArgumentTypeError
 from bnncompress.posterior import Posterior, TensorPosterior
 
@@ -172,3 +174,30 @@ def test_load_into_a_module_with_tied_weights(tmp_path):
 def test_load_into_what_cannot_take_values_is_refused(archive_path, module, error, message):
     with pytest.raises(error, match=message):
         bnncompress.load(archive_path).load_into(module, strict=False)
+
+
+# ----------------------------------------------------------------------------- messages (a methods hunt)
+
+
+def test_bad_row_indices_are_bnncompress_errors(archive_path):
+    a = bnncompress.load(archive_path)
+    for bad in ([1.0], [[True]], "3"):
+        with pytest.raises(bnncompress.BnnCompressError):  # a plain TypeError before (README: all derive from it)
+            a.rows("w", bad)
+    with pytest.raises(TypeError):  # still a TypeError too
+        a.rows("w", [1.0])
+
+
+def test_a_huge_lambda_warns_only_of_what_it_lost(tmp_path):
+    with pytest.warns(bnncompress.QualityWarning) as caught:  # numpy's "overflow encountered in cast" leaked
+        bnncompress.pack({"w": (LOC, SCALE)}, tmp_path / "w.bnc", method="uniform", lam=1e300)
+    assert all(issubclass(w.category, bnncompress.QualityWarning) for w in caught)
+
+
+def test_float128_and_streamed_kmeans_messages_say_what_to_do(tmp_path):
+    if hasattr(np, "float128"):
+        with pytest.raises(PosteriorError, match="float16, float32 or float64 .convert it to float64"):
+            bnncompress.pack({"w": (LOC.astype(np.float128), SCALE)}, tmp_path / "w.bnc")
+    np.savez(tmp_path / "p.npz", **{"w.loc": LOC, "w.scale": SCALE})
+    r = CliRunner().invoke(app, ["pack", str(tmp_path / "p.npz"), "--method", "kmeans", "--stream"])
+    assert r.exit_code == 2 and "--no-stream without --workers or --scheduler" in r.output

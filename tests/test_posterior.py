@@ -88,7 +88,7 @@ def test_python_pairs_and_dtype():
         (np.zeros(2), np.array([1.0, np.nan]), "non-positive"),
         (np.zeros(2), np.ones(3), "shape"),
         (np.zeros(0), np.ones(0), "empty"),
-        (np.zeros(2, dtype=np.int64), np.ones(2), "floating point"),
+        (np.zeros(2, dtype=np.int64), np.ones(2), "must be float16, float32 or float64"),
     ],
 )
 def test_bad_values_are_refused(loc, scale, message):

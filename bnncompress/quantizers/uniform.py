@@ -60,7 +60,7 @@ class FittedUniform(FittedQuantizer):
         """The step at ``lam``."""
         if not (lam > 0 and np.isfinite(lam)):
             raise OptionError(f"lambda must be a finite number > 0 for uniform quantization, got {lam}")
-        return max(lam * self.unit, (self.high - self.low) / _MAX_STEPS, np.finfo(np.float32).tiny)
+        return max(lam * self.unit, (self.high - self.low) / _MAX_STEPS, float(np.finfo(np.float32).tiny))
 
     def _first(self, delta: float) -> int:
         return int(np.rint(self.low / delta))

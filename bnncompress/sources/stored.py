@@ -83,6 +83,6 @@ def check_pair(name: str, where: str, loc: tuple, scale: tuple, dtypes: tuple[An
             continue
         dt = np.dtype(dt)
         if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
-            raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dt}; it must be floating point")
+            raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dt}; it must be float16, float32 or float64")
         kinds.append(dt.newbyteorder("=").name)
     return kinds[0]
