@@ -7,6 +7,7 @@ a numeric array, a string, or a JSON document.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -20,7 +21,7 @@ import numpy as np
 from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
-from .hdf5checks import GZIP, HDF5_MAGIC, plain_dataset
+from .hdf5checks import GZIP, HDF5_MAGIC, open_unreplaced, plain_dataset
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
 from .vocabulary import validate_words
 
@@ -172,18 +173,28 @@ def is_archive(path: str | os.PathLike) -> bool:
 
 def read_archive(path: str | os.PathLike) -> ArchiveContents:
     """Open, validate and checksum an archive; raise :class:`ArchiveError` on any defect."""
-    import h5py
-
     path = Path(path)
     if not path.exists():
         raise ArchiveError(f"archive '{path}' does not exist")
     if not path.is_file():
         raise ArchiveError(f"'{path}' is not a file; pass a .bnc archive")
-    with open(path, "rb") as fh:
-        if fh.read(8) != HDF5_MAGIC:
-            raise ArchiveError(f"'{path}' is not a bnncompress archive (not an HDF5 file)")
-    file_bytes = path.stat().st_size
-    return _read_hdf5(lambda: h5py.File(path, "r"), path, file_bytes)
+    for attempt in range(3):  # an archive renamed over the path while it was opened is opened again
+        with open(path, "rb") as fh:
+            if fh.read(8) != HDF5_MAGIC:
+                raise ArchiveError(f"'{path}' is not a bnncompress archive (not an HDF5 file)")
+            opened = os.fstat(fh.fileno())
+        try:
+            return _read_hdf5(functools.partial(open_unreplaced, path, opened, _Replaced), path, opened.st_size)
+        except _Replaced:
+            if attempt == 2:
+                raise ArchiveError(
+                    f"archive '{path}' is being replaced again and again; open it once it is not"
+                ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Replaced(ArchiveError):
+    """Another file was renamed over the archive's path between its first and second opening."""
 
 
 def _read_image(image: bytes, path: Path) -> ArchiveContents:
@@ -201,6 +212,11 @@ def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, ValueError, TypeError... on damage
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "unable to lock file" in detail:  # another process has it open for writing
+            raise ArchiveError(
+                f"archive '{path}' is locked by a process writing to it (HDF5 file locking); close it there, "
+                "or set HDF5_USE_FILE_LOCKING=FALSE to read it anyway"
+            ) from None
         raise ArchiveError(
             f"archive '{path}' is corrupt or truncated ({detail}); re-create it with bnncompress pack"
         ) from None

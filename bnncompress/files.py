@@ -46,6 +46,8 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
         >>> check_output_path(pathlib.Path(tempfile.mkdtemp()) / "new.bnc", force=False).name
         'new.bnc'
     """
+    if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file 'newname'
+        raise OptionError(f"the output '{os.fspath(path)}' ends with a slash; give the path of a file")
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
@@ -142,13 +144,16 @@ def atomic_output(
         fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
     except OSError as exc:
         raise _named(exc, target) from None
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o600)  # writable while it is written, whatever the umask (222 made mkstemp's 0400)
+    finally:
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         try:
-            os.chmod(tmp, _mode_for(target))
             yield tmp
             _fsync(tmp)
+            os.chmod(tmp, _mode_for(target))  # after writing: the mode may forbid writes (umask 222, a 0444 file)
         except OSError as exc:
             if exc.filename not in (None, str(tmp), tmp):
                 raise  # about another file (e.g. an input the caller read)

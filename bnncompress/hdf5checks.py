@@ -8,6 +8,7 @@ then shared, or to hang a reader. bnncompress never writes them and refuses them
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 #: The first 8 bytes of every HDF5 file.
@@ -64,3 +65,16 @@ def check_local_dataset(ds: Any, what: str, error: type[Exception], filters: tup
     limit = MAX_EXPANSION if used else 1
     if stored * limit < declared:
         raise error(f"{what} declares {declared:,} bytes but only {stored:,} are stored; refusing it")
+
+
+def open_unreplaced(path: os.PathLike, opened: os.stat_result, error: type[Exception]) -> Any:
+    """``h5py.File(path, "r")`` if it is still the file ``opened`` describes (whose size and first
+    bytes were read), else ``error``: another file was renamed over the path meanwhile."""
+    import h5py
+
+    f = h5py.File(path, "r")
+    now = os.fstat(f.id.get_vfd_handle())
+    if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+        f.close()
+        raise error(f"'{path}' was replaced while it was being opened")
+    return f

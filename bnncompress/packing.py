@@ -61,9 +61,9 @@ class PackResult(BitsPerWeight):
 def default_output(source: str | os.PathLike) -> Path:
     """``embeddings.pt`` -> ``embeddings.bnc``; a directory of .npy files ``big/`` -> ``big.bnc``."""
     path = Path(source)
-    if path.is_dir() and path.name:
+    if path.is_dir() and path.name not in ("", ".."):
         return path.with_name(path.name + ".bnc")
-    if path.is_dir():  # '.' or '/': no name to give the archive
+    if path.is_dir():  # '.', '..' or '/': no name to give the archive (and '..' gave a hidden '...bnc' here)
         raise OptionError(f"cannot name the archive after the directory '{source}'; give «output» (-o)")
     if not path.name:
         raise OptionError(f"'{source}' is not a posterior file; pass a file such as embeddings.pt")

@@ -7,6 +7,7 @@ means, uncompressed, are the reference row (``method = "uncompressed"``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import numbers
@@ -14,7 +15,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,11 @@ def sweep(
             scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
             rows.append({**row, **{k: scores[k] for k in METRICS}})
     report("done", total, total)
-    if csv_path is not None:
-        write_csv(rows, csv_path)
-    if plot_path is not None:
-        plot(rows, plot_path)
+    with contextlib.ExitStack() as outputs:  # every file written to its temporary first: all renamed, or none
+        if csv_path is not None:
+            write_csv(rows, outputs.enter_context(atomic_output(csv_path, force=force)))
+        if plot_path is not None:
+            plot(rows, plot_path, lambda path: outputs.enter_context(atomic_output(path, force=force)))
     return rows
 
 
@@ -166,8 +168,8 @@ def _check_outputs(csv_path: Any, plot_path: Any, force: bool, source: Any) -> N
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-    """One line per point, columns :data:`COLUMNS`."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+    """One line per point, columns :data:`COLUMNS` (written as it is: :func:`sweep` gives a temporary path)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -210,9 +212,12 @@ def plot_paths(plot_path: str | os.PathLike) -> dict[str, Path]:
     return {m: p.with_name(f"{p.stem}-{m}{p.suffix or '.png'}") for m in METRICS}
 
 
-def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[str, Path]:
+def plot(
+    rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike, write_to: Callable[[Path], Path] = lambda p: p
+) -> dict[str, Path]:
     """One rate–distortion figure per metric: score against payload bits per weight, one line
-    per method, the uncompressed score as a horizontal line."""
+    per method, the uncompressed score as a horizontal line. ``write_to(path)`` gives the file
+    each figure is written to (:func:`sweep`: a temporary file renamed once all are written)."""
     try:
         import matplotlib
     except ImportError:
@@ -253,7 +258,6 @@ def plot(rows: Sequence[dict[str, Any]], plot_path: str | os.PathLike) -> dict[s
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         fig.tight_layout()
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+        fig.savefig(write_to(path), dpi=120, format=path.suffix.lstrip(".") or "png")
         plt.close(fig)
     return paths

@@ -5,8 +5,11 @@ files the reference library refuses; a model that exits or fails with a long mes
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +223,129 @@ def test_a_posterior_written_while_it_is_packed_is_refused(tmp_path, kind):
     with pytest.raises(PosteriorError, match="changed while"):
         bnncompress.pack(source, tmp_path / "out.bnc", bits=2, stream=True, progress=rewrite_once)
     assert not (tmp_path / "out.bnc").exists()
+
+
+# ----------------------------------------------------------------------------- a files hunt
+
+
+EXAMPLE_PT = Path(__file__).parents[1] / "data" / "example.pt"
+
+
+def test_an_output_made_while_the_command_runs_is_kept_without_force(tmp_path, monkeypatch):
+    # The CLI checked the output at the start, then called the API with force=True: a file the user
+    # (or a second pack) made meanwhile was replaced, exit 0.
+    import bnncompress.packing as packing
+
+    out = tmp_path / "out.bnc"
+    real = packing.write_archive
+
+    def user_saves_first(path, *args, **kwargs):
+        out.write_text("my precious file\n")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(packing, "write_archive", user_saves_first)
+    r = CliRunner().invoke(app, ["pack", str(EXAMPLE_PT), "-o", str(out), "--lam", "1"])
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert out.read_text() == "my precious file\n"
+
+
+def test_a_sweep_that_fails_while_writing_leaves_none_of_its_files(tmp_path, monkeypatch):
+    # The CSV and each figure were renamed into place one after another: a failure at the second figure
+    # (a full disk) left the CSV and the first figure.
+    from matplotlib.figure import Figure
+
+    real, calls = Figure.savefig, []
+
+    def full_at_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", full_at_the_second)
+    with pytest.raises(OSError):
+        bnncompress.sweep(
+            EXAMPLE_PT, ["float16"], [2], restrict_vocab=300, csv_path=tmp_path / "r.csv", plot_path=tmp_path / "rd.png"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_archive_renamed_over_the_path_while_it_opens_is_read_whole(tmp_path, monkeypatch):
+    # load()/info took the size from one file and the contents from another (three separate opens).
+    import h5py
+
+    first, second = tmp_path / "a.bnc", tmp_path / "b.bnc"
+    rng = np.random.default_rng(0)
+    bnncompress.pack({"w": (rng.normal(size=(50, 4)), np.full((50, 4), 0.1))}, first, method="float16")
+    bnncompress.pack({"w": (rng.normal(size=(900, 4)), np.full((900, 4), 0.1))}, second, method="float16")
+    size = second.stat().st_size
+    real, renamed = h5py.File, []
+
+    def replaced_first(path, *args, **kwargs):
+        if not renamed:
+            renamed.append(second.replace(first))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", replaced_first)
+    a = bnncompress.load(first)
+    assert a.shape("w") == (900, 4) and a.info()["total"]["file_bytes"] == size
+
+
+def test_an_archive_another_process_writes_is_said_to_be_locked(tmp_path):
+    path = tmp_path / "a.bnc"
+    bnncompress.pack({"w": (np.zeros((5, 2)), np.ones((5, 2)))}, path, method="float16")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import h5py, sys, time; f = h5py.File({str(path)!r}, 'r+'); print(1, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        holder.stdout.readline()
+        with pytest.raises(bnncompress.ArchiveError, match="locked by a process writing to it"):
+            bnncompress.load(path)  # it said "corrupt or truncated; re-create it"
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_standard_output_closed_is_one_line(tmp_path):
+    bnncompress.pack(EXAMPLE_PT, tmp_path / "a.bnc", lam=1.0)
+    for args in (["pack", str(EXAMPLE_PT), "-o", "-"], ["unpack", str(tmp_path / "a.bnc"), "-o", "-"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "bnncompress", *args],
+            preexec_fn=lambda: os.close(1),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert done.returncode == 2 and done.stderr.strip() == "error: standard output is closed; pass --output FILE"
+
+
+def test_outputs_that_name_no_file_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    with pytest.raises(OptionError, match="cannot name the archive after the directory '..'"):
+        default_output("..")  # it wrote a hidden '...bnc' here
+    with pytest.raises(OptionError, match="ends with a slash"):
+        bnncompress.pack(EXAMPLE_PT, str(tmp_path / "newname") + "/")  # it wrote a file 'newname'
+    assert not (tmp_path / "newname").exists()
+
+
+def test_a_read_only_umask_still_writes(tmp_path):
+    # mkstemp's 0600 under umask 222 was 0400, and the final mode was set before writing: every command
+    # failed with "Permission denied" for a user (root without DAC override here, if setpriv exists).
+    if shutil.which("setpriv") is None or os.getuid() != 0:
+        pytest.skip("needs root and setpriv to drop the permission override")
+    (tmp_path / "w").mkdir(mode=0o777)
+    script = f"umask 222; {sys.executable} -m bnncompress pack {EXAMPLE_PT} -o {tmp_path}/w/new.bnc -q --lam 1"
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "w" / "new.bnc").stat().st_mode & 0o777 == 0o444
+    assert bnncompress.load(tmp_path / "w" / "new.bnc").names == ["word_vectors", "context_vectors"]

@@ -122,6 +122,8 @@ def is_stdio(path: Path | None) -> bool:
 def stdout_file(name: str) -> Iterator[Path]:
     """A temporary path named ``name`` to write; when the block succeeds its bytes go to standard
     output. Refused when standard output is a terminal (binary data would garble it, as zstd says)."""
+    if sys.stdout is None:  # started with standard output closed (>&-)
+        raise OptionError("standard output is closed; pass «output» FILE")
     if sys.stdout.isatty():
         raise OptionError("standard output is a terminal; redirect it to a file or pipe, or pass «output» FILE")
     with tempfile.TemporaryDirectory(prefix="bnncompress-") as tmp:
@@ -264,8 +266,9 @@ def main() -> None:
         # Exit now: under load the interpreter's shutdown (joining worker threads, atexit hooks) could
         # still end in an unhandled KeyboardInterrupt, and Python then kills itself with SIGINT (-2),
         # whatever the code; the temporary files are gone already, and nothing is left to write.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
         os._exit(143 if terminated else 130)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -155,6 +155,7 @@ def pack(
             workers=workers,
             scheduler=scheduler,
             model=pyro_model,
+            force=force or to_stdout,  # checked again right before the rename: a file made meanwhile is kept
         )
     if quiet:
         return
@@ -321,7 +322,7 @@ def unpack(
     if is_stdio(output):
         fmt = format.value if format else "word2vec"
         with load(archive) as a:
-            if FORMATS[fmt].text and not binary and sys.stdout.isatty():  # text may go to a terminal
+            if FORMATS[fmt].text and not binary and sys.stdout is not None and sys.stdout.isatty():  # a terminal
                 export_to_stream(a, sys.stdout.buffer, fmt, tensor, binary)
                 return
             check_stdout_not_an_input([archive])
@@ -333,6 +334,6 @@ def unpack(
         raise OptionError(f"the output '{output}' is the archive itself; choose another output path")
     refuse_existing(output, force, archive)
     with load(archive) as a:
-        written = a.export(output, fmt, tensor=tensor, binary=binary)
+        written = a.export(output, fmt, tensor=tensor, binary=binary, force=force)
     if not quiet:
         say(f"wrote {output} ({written})")
