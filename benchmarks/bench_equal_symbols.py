@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--bits", type=float, default=1.0)
     parser.add_argument("--option", action="append", help="KEY=VALUE for the default's pack, as `pack --option`")
     args = parser.parse_args()
+    if not args.posterior.exists():
+        parser.error(f"{args.posterior} does not exist; pass a posterior file")
     with tempfile.TemporaryDirectory() as tmp:
         v3 = Path(tmp) / "v3.bnc"
         bnncompress.pack(args.posterior, v3, bits=args.bits, options={"classes": 0})

@@ -342,6 +342,8 @@ def main() -> None:
     parser.add_argument("--dask-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.posterior is not None and not args.posterior.exists():
+        parser.error(f"--posterior {args.posterior} does not exist")
     if args.case:
         print(json.dumps(run_case(args.case, Path(args.workdir), args.repeat, args.dask_dir, args.method, args.source)))
         return

@@ -104,16 +104,22 @@ def bench_gensim(sentences, epochs: int) -> dict:
 
 def main() -> None:
     global VOCAB, MIN_COUNT, SUBSAMPLE
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=1, help="epochs per trainer (default: 1)")
     parser.add_argument(
         "--batch", type=int, nargs="+", default=[4096, 16384], help="bnncompress batch sizes (default: 4096 16384)"
     )
-    parser.add_argument("--corpus", type=Path, help="a text corpus, one sentence a line (default: see above)")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        help="a text corpus, one sentence a line (default: the recipe's corpus or a synthetic one, as above)",
+    )
     parser.add_argument("--vocab", type=int, default=VOCAB, help=f"words kept (default: {VOCAB})")
     parser.add_argument("--min-count", type=int, default=MIN_COUNT, help=f"(default: {MIN_COUNT})")
     parser.add_argument("--subsample", type=float, default=SUBSAMPLE, help=f"(default: {SUBSAMPLE})")
     args = parser.parse_args()
+    if args.corpus is not None and not args.corpus.is_file():
+        parser.error(f"--corpus {args.corpus} is not a file")
     VOCAB, MIN_COUNT, SUBSAMPLE = args.vocab, args.min_count, args.subsample
     sentences, name = corpus(args.corpus)
     tokens = sum(len(s) for s in sentences)

@@ -31,12 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from recipe_args import methods, positive_int, rates, run
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
 CORPUS = WORK / "corpus.txt"
 POSTERIOR = WORK / "skipgram.pt"
 QUICK = {"vocab_size": 3000, "dim": 50, "epochs": 2, "batch_size": 8192, "lr": 0.02}
-QUICK_METHODS, QUICK_BITS = "vbq-transform,vbq,uniform", "1,2"
+QUICK_METHODS, QUICK_BITS = ["vbq-transform", "vbq", "uniform"], [1.0, 2.0]
 GCIDE_DICT = "usr/share/dictd/gcide.dict.dz"
 
 _MARKUP = re.compile(r"\[[^\]]*\]|\{[^}]*\}|<[^>]*>")  # "[1913 Webster]", "{...}", "<...>" annotations
@@ -120,8 +122,8 @@ def sweep(args) -> None:
     csv = results / "analogy_benchmark.csv"
     rows = run_sweep(
         args.posterior,
-        methods=args.methods.split(","),
-        bits=[float(b) for b in args.bits.split(",")],
+        methods=args.methods,
+        bits=args.bits,
         tensor="word_vectors",
         restrict_vocab=args.vocab_size,
         csv_path=csv,
@@ -139,20 +141,26 @@ class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpF
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--stage", choices=["all", "corpus", "train", "sweep"], default="all", help="stage(s) to run")
-    parser.add_argument("--quick", action="store_true", help="a small model on gensim's bundled text, 2 rates")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small model on gensim's bundled text, 3 methods at 2 rates, all stages (its own settings: "
+        "the training, --methods, --bits and --stage options are not used)",
+    )
     parser.add_argument("--results", type=Path, default=WORK / "results", help="directory for tables and plots")
-    parser.add_argument("--vocab-size", type=int, default=20000, help="words kept (most frequent)")
-    parser.add_argument("--dim", type=int, default=100, help="embedding dimension")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=16384, help="pairs per training step")
+    parser.add_argument("--vocab-size", type=positive_int, default=20000, help="words kept (most frequent)")
+    parser.add_argument("--dim", type=positive_int, default=100, help="embedding dimension")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="training epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=16384, help="pairs per training step")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (decays linearly to 10%%)")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument(
         "--methods",
+        type=methods,
         default="vbq-transform,vbq-direction,vbq,uniform,vbq-empirical,kmeans,weighted-kmeans,pq,float16",
         help="comma-separated methods to sweep",
     )
-    parser.add_argument("--bits", default="0.5,0.75,1,1.5,2,2.5,3", help="comma-separated bits/weight")
+    parser.add_argument("--bits", type=rates, default="0.5,0.75,1,1.5,2,2.5,3", help="comma-separated bits/weight")
     args = parser.parse_args()
     args.posterior = POSTERIOR
     if args.quick:
@@ -166,8 +174,12 @@ def main() -> None:
         if shutil.which("apt-get") is None:
             sys.exit("error: apt-get is needed to fetch the dict-gcide package; run on Debian/Ubuntu, or use --quick")
         build_corpus()
+    if args.stage == "train" and not args.quick and not CORPUS.exists():
+        sys.exit(f"error: {CORPUS} does not exist; run --stage corpus first")
     if args.stage in ("all", "train") and (args.stage == "train" or not args.posterior.exists()):
         train(args)
+    elif args.stage == "all":
+        print(f"using the posterior trained before, {args.posterior} (--stage train trains it again)", flush=True)
     if args.stage == "sweep" and not args.posterior.exists():
         sys.exit(f"error: {args.posterior} does not exist; run --stage train first")
     if args.stage in ("all", "sweep"):
@@ -176,4 +188,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    main()
+    run(main)

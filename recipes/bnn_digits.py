@@ -31,6 +31,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
+from recipe_args import methods as methods_arg
+from recipe_args import positive_int, rates, run
 
 import bnncompress
 from bnncompress.quantizers import METHODS
@@ -132,25 +134,29 @@ class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpF
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--model", choices=sorted(NETWORKS), default="mlp", help="network")
-    parser.add_argument("--steps", type=int, default=4000, help="SVI steps")
+    parser.add_argument("--steps", type=positive_int, default=4000, help="SVI steps")
     parser.add_argument("--seed", type=int, default=0, help="SVI seed (the data split is always the same)")
-    parser.add_argument("--quick", action="store_true", help="300 steps, 2 and 4 bits, 3 methods")
-    parser.add_argument("--bits", default="1,1.5,2,3,4", help="comma-separated payload bits per weight")
+    parser.add_argument(
+        "--quick", action="store_true", help="300 steps, 2 and 4 bits, 3 methods (--steps, --bits, --methods not used)"
+    )
+    parser.add_argument("--bits", type=rates, default="1,1.5,2,3,4", help="comma-separated payload bits per weight")
     parser.add_argument(
         "--methods",
+        type=methods_arg,
         default="vbq-transform,vbq-direction,vbq,vbq-empirical,uniform,weighted-kmeans",
-        help="comma-separated methods",
+        help="comma-separated methods with a rate knob (not float16)",
     )
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "work" / "results"), help="folder for the .md and .png"
     )
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.bits, args.methods = 300, "2,4", "vbq-transform,vbq,uniform"
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS or METHODS[m].fixed_rate]
-    if unknown:
-        parser.error(f"--methods: {unknown[0]!r} is not a method with a rate knob ({', '.join(METHODS)})")
+        args.steps, args.bits, args.methods = 300, [2.0, 4.0], ["vbq-transform", "vbq", "uniform"]
+    methods = args.methods
+    fixed = [m for m in methods if METHODS[m].fixed_rate]
+    if fixed:
+        rated = ", ".join(m for m in METHODS if not METHODS[m].fixed_rate)
+        parser.error(f"--methods: {fixed[0]!r} has no rate knob; choose from {rated}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     net_cls = NETWORKS[args.model]
@@ -163,7 +169,7 @@ def main() -> None:
     rows = [("posterior mean", "", 32.0, 32.0, base_acc, base_ll, 0.0)]
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
-            for bits in [float(b) for b in args.bits.split(",")]:
+            for bits in args.bits:
                 path = Path(tmp) / f"{method}-{bits}.bnc"
                 result = bnncompress.pack(guide, path, bits=bits, method=method)
                 archive = bnncompress.load(path)
@@ -219,4 +225,4 @@ def plot(rows, base_acc: float, base_ll: float, path: Path, title: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

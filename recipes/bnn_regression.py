@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 import tempfile
 import time
 import warnings
@@ -44,11 +45,13 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from pyro.poutine.util import site_is_subsample
+from recipe_args import methods, positive_int, rates
+from recipe_args import run as run_recipe
 from torch.distributions import biject_to
 
 import bnncompress
 from bnncompress.errors import RateControlError
-from bnncompress.quantizers import DEFAULT_METHOD
+from bnncompress.quantizers import DEFAULT_METHOD, METHODS
 
 TARGETS = (1.0, 1.5, 2.0, 3.0, 4.0)
 EQUAL_RATES = (2.0, 4.0)
@@ -211,25 +214,35 @@ class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpF
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
-    parser.add_argument("--steps", type=int, default=600, help="SVI steps (both networks)")
+    parser.add_argument("--steps", type=positive_int, default=600, help="SVI steps (both networks)")
     parser.add_argument("--quick", action="store_true", help="200 SVI steps (600 for the 1-H-1 network)")
-    parser.add_argument("--hidden", type=int, default=64, help="width of the 8-H-H-1 network")
-    parser.add_argument("--small-hidden", type=int, default=32, help="width of the 1-H-1 network")
-    parser.add_argument("--small-steps", type=int, default=1500, help="SVI steps of the 1-H-1 network (lr 0.03)")
-    parser.add_argument("--train", type=int, default=1000, help="training points")
+    parser.add_argument("--hidden", type=positive_int, default=64, help="width of the 8-H-H-1 network")
+    parser.add_argument("--small-hidden", type=positive_int, default=32, help="width of the 1-H-1 network")
+    parser.add_argument(
+        "--small-steps", type=positive_int, default=1500, help="SVI steps of the 1-H-1 network (lr 0.03)"
+    )
+    parser.add_argument("--train", type=positive_int, default=1000, help="training points")
     parser.add_argument("--seed", type=int, default=SEED, help="SVI seed of the 8-H-H-1 network (data: always 0)")
-    parser.add_argument("--test", type=int, default=500, help="test points")
-    parser.add_argument("--bits", default=",".join(f"{b:g}" for b in TARGETS), help="target payload bits/weight")
-    parser.add_argument("--methods", default=f"{DEFAULT_METHOD},uniform,vbq", help="comma-separated methods")
+    parser.add_argument("--test", type=positive_int, default=500, help="test points")
+    parser.add_argument(
+        "--bits", type=rates, default=",".join(f"{b:g}" for b in TARGETS), help="target payload bits/weight"
+    )
+    parser.add_argument(
+        "--methods", type=methods, default=f"{DEFAULT_METHOD},uniform,vbq", help="comma-separated methods (not float16)"
+    )
     parser.add_argument("--per-tensor-bits", type=float, default=2.0, help="target of the per-tensor table")
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "work" / "bnn_regression"), help="folder for results.md/.csv"
     )
     args = parser.parse_args(argv)
-    if args.quick and "--steps" not in (argv or []):
+    given = sys.argv[1:] if argv is None else argv  # --quick keeps what was given (argv None: the command line)
+    if args.quick and "--steps" not in given:
         args.steps = 200
-    if args.quick and "--small-steps" not in (argv or []):
+    if args.quick and "--small-steps" not in given:
         args.small_steps = 600
+    fixed = [m for m in args.methods if METHODS[m].fixed_rate]
+    if fixed:
+        parser.error(f"--methods: {fixed[0]!r} has no rate knob")
     return args
 
 
@@ -253,8 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    methods = [m for m in args.methods.split(",") if m]
-    targets = [float(b) for b in args.bits.split(",") if b]
+    methods, targets = args.methods, args.bits
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -513,4 +525,4 @@ def run(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

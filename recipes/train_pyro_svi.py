@@ -46,21 +46,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+from recipe_args import positive_int, run
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "work" / "corpus.txt"
 OUTPUT = HERE / "work" / "svi30k.pt"
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="text file, one document per line")
-    parser.add_argument("--vocab-size", type=int, default=30000, help="words kept (most frequent)")
-    parser.add_argument("--dim", type=int, default=50, help="embedding dimension")
+    parser.add_argument("--vocab-size", type=positive_int, default=30000, help="words kept (most frequent)")
+    parser.add_argument("--dim", type=positive_int, default=50, help="embedding dimension")
     parser.add_argument("--seed", type=int, default=1, help="seed (pairs, order, noise words, Pyro)")
     parser.add_argument("--epochs", type=float, default=2.0, help="passes over the pairs (may be fractional)")
-    parser.add_argument("--steps", type=int, default=None, help="SVI steps (overrides --epochs)")
-    parser.add_argument("--batch-size", type=int, default=16384, help="pairs per SVI step")
+    parser.add_argument("--steps", type=positive_int, default=None, help="SVI steps (overrides --epochs)")
+    parser.add_argument("--batch-size", type=positive_int, default=16384, help="pairs per SVI step")
     parser.add_argument("--lr", type=float, default=0.02, help="initial learning rate")
     parser.add_argument("--final-lr", type=float, default=0.1, help="last step's lr as a fraction of --lr")
     parser.add_argument("--clip-norm", type=float, default=1e6, help="ClippedAdam's elementwise gradient clip")
@@ -72,16 +77,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="AutoNormal's init_loc_fn: Pyro's default init_to_median (means ~0.3 from the prior) or "
         "'small': N(0, 0.1^2) means, as word2vec and bnncompress train start",
     )
-    parser.add_argument("--min-count", type=int, default=5)
-    parser.add_argument("--window", type=int, default=5)
-    parser.add_argument("--negatives", type=int, default=5)
+    parser.add_argument("--min-count", type=positive_int, default=5)
+    parser.add_argument("--window", type=positive_int, default=5)
+    parser.add_argument("--negatives", type=positive_int, default=5)
     parser.add_argument("--subsample", type=float, default=1e-4)
     parser.add_argument(
-        "--threads", type=int, default=2, help="torch threads (1 is much faster when the 2 cores are shared)"
+        "--threads", type=positive_int, default=2, help="torch threads (1 is much faster when the 2 cores are shared)"
     )
-    parser.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
+    parser.add_argument("--log-every", type=positive_int, default=100, help="print the loss every N steps")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="posterior .pt file to write")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.corpus.is_file():
+        parser.error(
+            f"--corpus {args.corpus} does not exist; make it: python recipes/analogy_benchmark.py --stage corpus"
+        )
+    return args
 
 
 def main(argv=None) -> None:
@@ -161,4 +171,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

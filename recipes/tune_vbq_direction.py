@@ -12,6 +12,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from recipe_args import positive_int, run
+from recipe_args import rates as rates_arg
+
 import bnncompress
 from bnncompress import read_posterior
 
@@ -39,8 +42,10 @@ def main() -> None:
         default=str(Path(__file__).parent / "work" / "skipgram.pt"),
         help="skip-gram posterior (made by analogy_benchmark.py --stage train)",
     )
-    parser.add_argument("--bits", default="0.75,1.5,2.5", help="comma-separated payload bits per weight")
-    parser.add_argument("--restrict-vocab", type=int, default=20000, help="words scored (most frequent first)")
+    parser.add_argument(
+        "--bits", type=rates_arg, default="0.75,1.5,2.5", help="comma-separated payload bits per weight"
+    )
+    parser.add_argument("--restrict-vocab", type=positive_int, default=20000, help="words scored (most frequent first)")
     args = parser.parse_args()
     if not Path(args.posterior).exists():
         parser.exit(
@@ -49,7 +54,7 @@ def main() -> None:
             "`python recipes/analogy_benchmark.py --stage train` or pass --posterior\n",
         )
     posterior = read_posterior(args.posterior).select(["word_vectors"], require_vocab=True)
-    rates = [float(b) for b in args.bits.split(",")]
+    rates = args.bits
     print("| method | options | " + " | ".join(f"{b:g} bits" for b in rates) + " |")
     print("|---|---|" + "---|" * len(rates))
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import gensim
 import numpy as np
 import pytest
 
 LEE = Path(os.path.dirname(gensim.__file__)) / "test" / "test_data" / "lee_background.cor"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def load_recipe(name: str) -> ModuleType:
+    """``recipes/NAME.py`` as a module, as ``python recipes/NAME.py`` sees its imports (recipes/ on the path)."""
+    if str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,15 @@
 """recipes/bnn_regression.py runs end to end (tiny settings) and reports finite numbers for every row."""
 
 import csv
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-RECIPE = Path(__file__).parent.parent / "recipes" / "bnn_regression.py"
+from .conftest import load_recipe
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("bnn_regression_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("bnn_regression")
 
 
 @pytest.mark.slow  # a recipe run end to end

@@ -4,10 +4,8 @@ when the container's fixed cost outweighs the payload (issue 18, Build item 3)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pyro
@@ -24,7 +22,7 @@ from bnncompress.cli import app
 from bnncompress.errors import OptionError
 from bnncompress.quantizers import from_config, get_quantizer
 
-RECIPE = Path(__file__).parent.parent / "recipes" / "bnn_regression.py"
+from .conftest import load_recipe
 
 
 class MLP(PyroModule):
@@ -77,10 +75,7 @@ def trained():
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("bnn_regression_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("bnn_regression")
 
 
 def _pack(guide, path, bits, method="vbq-transform", **options):
