@@ -23,6 +23,7 @@ from .errors import ArgumentTypeError, OptionError, PosteriorError
 from .loader import Archive, load
 from .posterior import Posterior
 from .sources import detect, read_posterior
+from .supports import constrain
 from .wordvectors import word_vector_tensor
 
 #: Metric name -> gensim test-data file.
@@ -64,7 +65,13 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
         if not path.is_file():
             raise
         return read_word_vectors(path), "word vectors"  # not a posterior: word vectors, or an error saying so
-    return _posterior_means(path, tensor)
+    try:
+        return _posterior_means(path, tensor)
+    except PosteriorError as exc:  # e.g. unpack's own .kv/.npz/.pt point estimates: not a posterior
+        raise PosteriorError(
+            f"{exc} (evaluation reads archives, posterior files and word2vec or GloVe vectors: "
+            "`bnncompress unpack -o vectors.txt` writes word2vec)"
+        ) from None
 
 
 def _posterior_means(path: Path, tensor: str | None):
@@ -74,6 +81,7 @@ def _posterior_means(path: Path, tensor: str | None):
     if posterior.vocab is None:
         raise OptionError(f"'{path}' has no vocabulary; pass «vocab» when packing, or evaluate word vectors")
     names = [n for n in posterior.names if posterior.tensors[n].shape[:1] == (len(posterior.vocab),)]
+    names = [n for n in names if len(posterior.tensors[n].shape) == 2] or names
     if tensor is None:
         tensor = posterior_word_vectors(posterior, path)
     elif tensor not in names:
@@ -81,9 +89,15 @@ def _posterior_means(path: Path, tensor: str | None):
             f"tensor {tensor!r} is not a word-vector tensor of '{path}'; choose one of: {', '.join(names)}"
         )
     loc = posterior.tensors[tensor].loc
+    if loc.ndim != 2:  # as an archive's word vectors: one vector a word
+        raise OptionError(f"tensor {tensor!r} of '{path}' has shape {loc.shape}; word vectors are 2-D (words x dims)")
+    point = "means"
+    if tensor in posterior.supports:  # unconstrained as stored: the posterior median, as an archive loads it
+        loc = constrain(posterior.supports[tensor], loc, f"tensor '{tensor}' of '{path}'").astype(np.float32)
+        point = "medians"
     kv = KeyedVectors(vector_size=loc.shape[1], count=0, dtype=np.float32)
-    kv.add_vectors(posterior.vocab, loc.reshape(len(posterior.vocab), -1))
-    return kv, f"{tensor} (posterior means)"
+    kv.add_vectors(posterior.vocab, loc)
+    return kv, f"{tensor} (posterior {point})"
 
 
 def posterior_word_vectors(posterior: Posterior, source: Any) -> str:
@@ -268,7 +282,7 @@ def evaluate(
             # all-zero vectors (coarse quantization) have no direction: gensim divides by their
             # zero norm and warns; they are counted in "zero_vectors" instead
             warnings.simplefilter("ignore", RuntimeWarning)
-            known = {w.lower() for w in kv.index_to_key[:limit]}
+            known = {w.upper() for w in kv.index_to_key[:limit]}  # as gensim's evaluators match words
             for metric in metrics:
                 result.update(_score(kv, metric, limit, known))
     finally:
@@ -316,7 +330,7 @@ def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
         items = [w for w in lines if w and not w[0].startswith(":")]
     else:
         items = [w[:2] for w in lines if w and not w[0].startswith("#")]
-    answerable = sum(all(x.lower() in known for x in item) for item in items)
+    answerable = sum(all(x.upper() in known for x in item) for item in items)
     out: dict[str, Any] = {f"{metric}_missing": len(items) - answerable, f"{metric}_total": len(items)}
     if answerable < (1 if metric == "analogy" else 3):  # gensim needs something to score
         out[metric] = None

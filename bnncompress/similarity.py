@@ -133,9 +133,8 @@ class WordQueries:
         if not used:
             raise OptionError("doesnt_match needs at least one word of the vocabulary in «words»")
         vectors = self._unit([self._row(w) for w in used])
-        mean = vectors.mean(axis=0, dtype=np.float64)
-        mean = (mean / np.linalg.norm(mean)).astype(np.float32)
-        return sorted(zip(vectors @ mean, used), reverse=True)[-1][1]
+        mean = _gensim_mean(list(vectors), np.ones(len(used), np.float32), None, vectors.shape[1])  # gensim's sums:
+        return sorted(zip(vectors @ mean, used), reverse=True)[-1][1]  # two words tie, and the last bit decides
 
 
 def _gensim_mean(keys: list, weights: np.ndarray, units: Any, size: int) -> np.ndarray:
