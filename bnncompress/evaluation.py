@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import warnings
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -274,19 +274,23 @@ def evaluate(
     limit = min(restrict_vocab or len(kv), len(kv))
     zero = int(np.count_nonzero(~np.any(kv.vectors[:limit], axis=1)))
     result: dict[str, Any] = {"tensor": described, "vocab_size": limit, "zero_vectors": zero}
-    quiet = logging.getLogger("gensim.models.keyedvectors")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # gensim logs every skipped question at INFO
+    # gensim logs every skipped question at INFO: this thread's records below ERROR are dropped (a level
+    # set on the logger and put back was left at ERROR when two threads evaluated at once). All-zero
+    # vectors (coarse quantization) have no direction: gensim divides by their zero norm, and numpy's
+    # error state (this thread's) keeps that quiet; they are counted in "zero_vectors" instead.
+    quiet, thread = logging.getLogger("gensim.models.keyedvectors"), threading.get_ident()
+
+    def this_threads_details(record: logging.LogRecord) -> bool:
+        return record.thread != thread or record.levelno >= logging.ERROR
+
+    quiet.addFilter(this_threads_details)
     try:
-        with warnings.catch_warnings():
-            # all-zero vectors (coarse quantization) have no direction: gensim divides by their
-            # zero norm and warns; they are counted in "zero_vectors" instead
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with np.errstate(divide="ignore", invalid="ignore"):
             known = {w.upper() for w in kv.index_to_key[:limit]}  # as gensim's evaluators match words
             for metric in metrics:
                 result.update(_score(kv, metric, limit, known))
     finally:
-        quiet.setLevel(level)
+        quiet.removeFilter(this_threads_details)
     return result
 
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import operator
 import os
+import random
 import socket
 import struct
 from collections import deque
@@ -162,6 +163,7 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
         return
     check_workers(workers)
     with (
+        _callers_state_kept(),
         distributed.LocalCluster(  # a task's error is re-raised here as one line: not logged by workers too
             n_workers=workers,
             threads_per_worker=1,
@@ -172,6 +174,21 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
         distributed.Client(c) as client,
     ):
         yield DaskExecutor(client)
+
+
+@contextlib.contextmanager
+def _callers_state_kept() -> Iterator[None]:
+    """Give back the environment and ``random``'s state a local cluster changes: its nannies set
+    OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in this process's ``os.environ`` (every process started
+    afterwards inherited them), and starting it draws from ``random``."""
+    environment, state = dict(os.environ), random.getstate()
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in environment]:
+            del os.environ[key]
+        os.environ.update({k: v for k, v in environment.items() if os.environ.get(k) != v})
+        random.setstate(state)
 
 
 def check_workers(workers: Any) -> None:

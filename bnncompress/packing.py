@@ -6,12 +6,14 @@ with a different row source and executor, so every route writes the same bytes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,22 @@ class PackResult(BitsPerWeight):
         if self.target_bits is None:
             return False
         return abs(self.payload_bits_per_weight - self.target_bits) > BITS_TOLERANCE * self.target_bits
+
+
+#: Whether :func:`pack` warns its notes (they are in ``PackResult.warnings`` either way); per thread and
+#: context, unlike a warnings filter (:func:`notes_unwarned`).
+_WARN_NOTES: contextvars.ContextVar[bool] = contextvars.ContextVar("bnncompress_warn_notes", default=True)
+
+
+@contextlib.contextmanager
+def notes_unwarned() -> Iterator[None]:
+    """Within the block, :func:`pack` in this thread only returns its notes in ``PackResult.warnings``
+    (``sweep`` puts them in its rows): ``warnings.catch_warnings`` would change every thread's filters."""
+    token = _WARN_NOTES.set(False)
+    try:
+        yield
+    finally:
+        _WARN_NOTES.reset(token)
 
 
 def default_output(source: str | os.PathLike) -> Path:
@@ -154,7 +172,7 @@ def pack(
     ]
     result = write_packed(output, records, posterior, lam, bits, report, force)
     notes = list(posterior.warnings) + notes  # how the posterior was read (supports, a flat latent), then values
-    for note in notes:
+    for note in notes if _WARN_NOTES.get() else ():
         warnings.warn(note, QualityWarning, stacklevel=2)
     return dataclasses.replace(result, warnings=result.warnings + tuple(n for n in notes if n not in result.warnings))
 

@@ -14,15 +14,14 @@ import numbers
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ArgumentTypeError, OptionError, QualityWarning, RateControlError
+from .errors import ArgumentTypeError, OptionError, RateControlError
 from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_word_vectors
 from .files import atomic_output, check_output_path
-from .packing import pack
+from .packing import notes_unwarned, pack
 from .progress import Progress, no_progress
 from .quantizers import METHODS
 from .sources import read_posterior
@@ -94,8 +93,7 @@ def sweep(
             row: dict[str, Any] = {"method": method, "target_bits": target, "note": ""}
             start = time.perf_counter()
             try:
-                with warnings.catch_warnings():  # what a pack loses goes into the row's note
-                    warnings.simplefilter("ignore", QualityWarning)
+                with notes_unwarned():  # what a pack loses goes into the row's note
                     result = pack(posterior, archive, bits=target, method=method)
             except RateControlError as exc:
                 rows.append({**row, "note": str(exc)})
@@ -219,12 +217,9 @@ def plot(
     per method, the uncompressed score as a horizontal line. ``write_to(path)`` gives the file
     each figure is written to (:func:`sweep`: a temporary file renamed once all are written)."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
     except ImportError:
         raise OptionError("«plot» needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     paths = plot_paths(plot_path)
     reference = next((r for r in rows if r["method"] == "uncompressed"), None)
@@ -237,7 +232,8 @@ def plot(
     targets = [r["target_bits"] for r in rows if r["target_bits"] is not None]
     right = 1.1 * max(targets) if targets else None
     for metric, path in paths.items():
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.subplots()
         for method in methods:
             pts = sorted(
                 (r["payload_bits"], r[metric]) for r in rows if r["method"] == method and r.get(metric) is not None
@@ -259,5 +255,4 @@ def plot(
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(write_to(path), dpi=120, format=path.suffix.lstrip(".") or "png")
-        plt.close(fig)
     return paths

@@ -7,19 +7,18 @@ import importlib
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..contents import printable, support_text
-from ..errors import OptionError, QualityWarning
+from ..errors import OptionError
 from ..executors import check_scheduler_address, check_workers
 from ..export import FORMAT_HELP, FORMATS, export_to_stream, format_from_suffix
 from ..files import check_stdout_not_an_input
 from ..loader import load
-from ..packing import default_output
+from ..packing import default_output, notes_unwarned
 from ..packing import pack as _pack
 from ..quantizers import DEFAULT_METHOD, METHODS
 from .app import (
@@ -137,9 +136,8 @@ def pack(
     with (
         stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
         stage_progress(quiet, err, "reading posterior") as report,
-        warnings.catch_warnings(),
+        notes_unwarned(),  # they are in result.warnings, printed below
     ):
-        warnings.simplefilter("ignore", QualityWarning)  # they are in result.warnings, printed below
         result = _pack(
             source,
             target,
