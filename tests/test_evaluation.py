@@ -163,3 +163,14 @@ def test_a_tensor_that_is_not_words_by_dims_is_one_line(tmp_path):
     )
     r = runner.invoke(app, ["eval", str(tmp_path / "p.npz"), "-t", "b"])  # IndexError before
     assert r.exit_code == 2 and "not a word-vector tensor" in r.output and "choose one of: w" in r.output
+
+
+def test_a_truncated_archive_is_one_line_for_eval_and_pack(tmp_path):
+    # A side-effects hunt, in passing: evaluate() on a truncated archive raised h5py's raw OSError.
+    bnncompress.pack(EXAMPLE, tmp_path / "a.bnc", lam=1.0)
+    (tmp_path / "t.bnc").write_bytes((tmp_path / "a.bnc").read_bytes()[:100_000])
+    with pytest.raises(bnncompress.BnnCompressError, match="damaged or truncated"):
+        evaluate(tmp_path / "t.bnc")
+    for args in (["eval", str(tmp_path / "t.bnc")], ["pack", str(tmp_path / "t.bnc"), "-o", str(tmp_path / "x.bnc")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "damaged or truncated" in r.output and len(r.output.strip().splitlines()) == 1

@@ -72,7 +72,14 @@ def _open_hdf5(path: Path) -> Posterior:
     where = f"HDF5 file '{path.name}'"
     found: dict[str, dict[str, Any]] = {}
     vocab = None
-    with h5py.File(path, "r") as f:
+    try:
+        opened = h5py.File(path, "r")
+    except OSError as exc:  # a damaged or truncated file (a truncated archive is no archive either)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PosteriorError(
+            f"'{path}' is an HDF5 file that cannot be read ({detail}); it is damaged or truncated"
+        ) from None
+    with opened as f:
         if f.attrs.get("format") == b"bnncompress":
             raise PosteriorError(f"'{path}' is a bnncompress archive, not a posterior")
         links: list[tuple[str, Any]] = []
