@@ -47,7 +47,7 @@ def serial_twin(kernel, name: str):
     under its own name so that numba's on-disk caches of the two never overwrite each other."""
     import types
 
-    f = kernel.py_func
+    f = getattr(kernel, "py_func", kernel)  # NUMBA_DISABLE_JIT=1: the plain Python function
     twin = types.FunctionType(f.__code__.replace(co_name=name, co_qualname=name), f.__globals__, name, f.__defaults__)
     twin.__qualname__ = name
     return numba.njit(cache=True, nogil=True)(twin)
