@@ -268,10 +268,10 @@ _decode_blocks_serial = serial_twin(decode_blocks_into, "_decode_blocks_serial")
 
 def _parallel(parallel_kernel, serial_kernel):
     """The prange kernel, or its serial twin where numba may use one thread only (a Dask
-    worker thread) or in a forked child: no thread pool to start, and safe under any numba
-    threading layer. Only one
-    thread of the process is in a prange kernel at a time (:func:`one_region_at_a_time`)."""
-    if os.getpid() != _LOADED_IN or numba.get_num_threads() <= 1:
+    worker thread): no thread pool to start, and safe under any numba threading layer. Only one
+    thread of the process is in a prange kernel at a time, and none in a forked child
+    (:func:`one_region_at_a_time`)."""
+    if numba.get_num_threads() <= 1:
         return serial_kernel
     return functools.partial(one_region_at_a_time, parallel_kernel, serial_kernel)
 
@@ -287,8 +287,9 @@ _LOADED_IN = os.getpid()
 
 
 def one_region_at_a_time(parallel_kernel, serial_kernel, *args):
-    """``parallel_kernel(*args)`` if no other thread is in a prange kernel, else ``serial_kernel(*args)``
-    in this thread (the same results: the twin runs the prange loop as a range loop)."""
+    """``parallel_kernel(*args)`` if no other thread is in a prange kernel and this is the process
+    that loaded the kernels (not a forked child), else ``serial_kernel(*args)`` in this thread (the
+    same results: the twin runs the prange loop as a range loop)."""
     if os.getpid() == _LOADED_IN and _PARALLEL_REGION.acquire(blocking=False):
         try:
             return parallel_kernel(*args)
