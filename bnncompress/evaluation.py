@@ -24,7 +24,7 @@ from .loader import Archive, load
 from .posterior import Posterior
 from .sources import detect, read_posterior
 from .supports import constrain
-from .wordvectors import word_vector_tensor
+from .wordvectors import labelled_tensors, word_vector_tensor
 
 #: Metric name -> gensim test-data file.
 DATASETS = {"analogy": "questions-words.txt", "ws353": "wordsim353.tsv", "simlex": "simlex999.txt"}
@@ -68,8 +68,8 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     try:
         return _posterior_means(path, tensor)
     except PosteriorError as exc:  # e.g. unpack's own .kv/.npz/.pt point estimates: not a posterior
-        raise PosteriorError(
-            f"{exc} (evaluation reads archives, posterior files and word2vec or GloVe vectors: "
+        raise PosteriorError(  # (the message as written: the CLI shows its «parameters» as flags)
+            f"{Exception.__str__(exc)} (evaluation reads archives, posterior files and word2vec or GloVe vectors: "
             "`bnncompress unpack -o vectors.txt` writes word2vec)"
         ) from None
 
@@ -80,17 +80,14 @@ def _posterior_means(path: Path, tensor: str | None):
     posterior = read_posterior(path)
     if posterior.vocab is None:
         raise OptionError(f"'{path}' has no vocabulary; pass «vocab» when packing, or evaluate word vectors")
-    names = [n for n in posterior.names if posterior.tensors[n].shape[:1] == (len(posterior.vocab),)]
-    names = [n for n in names if len(posterior.tensors[n].shape) == 2] or names
-    if tensor is None:
-        tensor = posterior_word_vectors(posterior, path)
+    names = labelled_tensors({n: t.shape for n, t in posterior.tensors.items()}, len(posterior.vocab))  # words x dims
+    if tensor is None or not names:
+        tensor = posterior_word_vectors(posterior, path)  # (none: it says so)
     elif tensor not in names:
         raise OptionError(
             f"tensor {tensor!r} is not a word-vector tensor of '{path}'; choose one of: {', '.join(names)}"
         )
     loc = posterior.tensors[tensor].loc
-    if loc.ndim != 2:  # as an archive's word vectors: one vector a word
-        raise OptionError(f"tensor {tensor!r} of '{path}' has shape {loc.shape}; word vectors are 2-D (words x dims)")
     point = "means"
     if tensor in posterior.supports:  # unconstrained as stored: the posterior median, as an archive loads it
         loc = constrain(posterior.supports[tensor], loc, f"tensor '{tensor}' of '{path}'").astype(np.float32)
