@@ -331,6 +331,13 @@ def inverse_transform(y, rt, mean, out) -> None:
 
 decode_blocks_values_serial = _ans_serial_twin(decode_blocks_values, "decode_blocks_values_serial")
 decode_rows_values_serial = _ans_serial_twin(decode_rows_values, "decode_rows_values_serial")
+decode_prefixes_into_serial = _ans_serial_twin(decode_prefixes_into, "decode_prefixes_into_serial")
+
+
+def decode_prefixes(*args) -> None:
+    """:func:`decode_prefixes_into`, or its serial twin while another thread is in a parallel kernel
+    (or in a forked child: :func:`bnncompress._ans.one_region_at_a_time`)."""
+    _ans_parallel(decode_prefixes_into, decode_prefixes_into_serial)(*args)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -228,7 +228,7 @@ def decode_prefixes(
         starts = np.zeros(len(blocks) + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
         out, status = np.empty(total, dtype=np.int32), np.zeros(len(blocks), dtype=np.int8)
-        _rows_kernels.decode_prefixes_into(
+        _rows_kernels.decode_prefixes(
             np.ascontiguousarray(words, np.uint32),
             np.ascontiguousarray(offsets, np.int64),
             np.asarray(blocks, np.int64),

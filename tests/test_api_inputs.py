@@ -145,6 +145,26 @@ def test_a_forked_child_packs_and_decodes(archive_path):
     assert queue.get(timeout=5) == (*expected, payload)
 
 
+def _child_reads_rows(path, queue):
+    queue.put(bnncompress.load(path).rows("w", [5, 2000, 2999]).sum())  # a fresh reader: block prefixes
+
+
+def test_a_forked_child_reads_rows_after_the_parent_decoded(tmp_path):
+    # The parent's whole decode of a large tensor loads the row kernels and starts numba's pool; a forked
+    # child's first rows decode block prefixes with a parallel kernel that skipped the guard (terminated).
+    loc = RNG.normal(size=(3000, 100)).astype(np.float32)
+    bnncompress.pack({"w": (loc, np.full_like(loc, 0.1))}, tmp_path / "big.bnc", method="uniform", bits=2)
+    parent = bnncompress.load(tmp_path / "big.bnc")
+    expected = parent["w"][[5, 2000, 2999]].sum()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_reads_rows, args=(tmp_path / "big.bnc", queue))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
+
+
 # ----------------------------------------------------------------------------- modules
 
 

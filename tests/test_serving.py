@@ -255,6 +255,21 @@ threads = [threading.Thread(target=serve, args=(n, i)) for i, n in enumerate(a.n
 [t.start() for t in threads]
 [t.join() for t in threads]
 assert not wrong, wrong
+# rows of fresh readers once the row kernels are loaded (a whole decode of 300,000 symbols): block prefixes
+rng = np.random.default_rng(0)
+loc = rng.normal(size=(6000, 50)).astype(np.float32)
+bnncompress.pack({{"w": (loc, np.full_like(loc, 0.1))}}, {str(tmp_path / "big.bnc")!r}, bits=2, method="uniform")
+whole = bnncompress.load({str(tmp_path / "big.bnc")!r})["w"]
+def prefixes(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        b, ids = bnncompress.load({str(tmp_path / "big.bnc")!r}), rng.integers(0, 6000, 3)
+        if not np.array_equal(b.rows("w", ids), whole[ids]):
+            wrong.append("w")
+threads = [threading.Thread(target=prefixes, args=(i,)) for i in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert not wrong, wrong
 import numba
 print("layer", numba.threading_layer())
 """
