@@ -174,6 +174,7 @@ def is_archive(path: str | os.PathLike) -> bool:
 def read_archive(path: str | os.PathLike) -> ArchiveContents:
     """Open, validate and checksum an archive; raise :class:`ArchiveError` on any defect."""
     path = Path(path)
+    location = os.path.abspath(path)  # now: the working directory may change before rows are served
     if not path.exists():
         raise ArchiveError(f"archive '{path}' does not exist")
     if not path.is_file():
@@ -184,7 +185,9 @@ def read_archive(path: str | os.PathLike) -> ArchiveContents:
                 raise ArchiveError(f"'{path}' is not a bnncompress archive (not an HDF5 file)")
             opened = os.fstat(fh.fileno())
         try:
-            return _read_hdf5(functools.partial(open_unreplaced, path, opened, _Replaced), path, opened.st_size)
+            contents = _read_hdf5(functools.partial(open_unreplaced, path, opened, _Replaced), path, opened.st_size)
+            contents.location = location
+            return contents
         except _Replaced:
             if attempt == 2:
                 raise ArchiveError(

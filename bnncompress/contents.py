@@ -105,6 +105,8 @@ class ArchiveContents:
     format_version: int
     file_bytes: int
     vocab_bytes: int = 0
+    #: The file's absolute path when it was read ("" for an image in memory): what served rows reopen.
+    location: str = ""
 
     @property
     def payload_bytes(self) -> int:

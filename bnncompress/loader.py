@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ class Archive:
         self._cache: dict[str, np.ndarray] = {}
         self._readers: dict[str, RowReader] = {}
         self._served: dict[str, ServedRows] = {}
+        self._closing = threading.Lock()  # a tensor decoded while another thread closes is not kept
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Archive:
@@ -64,17 +66,23 @@ class Archive:
 
     def close(self) -> None:
         """Drop the archive's contents and decoded tensors; any later use raises :class:`ArchiveError`."""
-        self._contents = self._records = ClosedContents(self._contents.path)  # type: ignore[assignment]
-        self._cache.clear()
-        self._readers.clear()
-        self._served.clear()
-        self.__dict__.pop("_word_index", None)
+        with self._closing:
+            self._contents = self._records = ClosedContents(self._contents.path)  # type: ignore[assignment]
+            self._cache.clear()
+            self._readers.clear()
+            self._served.clear()
+            self.__dict__.pop("_word_index", None)
+
+    def _kept(self, cache: dict[str, Any], name: str, value: Any) -> Any:
+        """What ``cache`` holds at ``name`` (else ``value``), or ``value`` if another thread closed the archive."""
+        with self._closing:
+            return value if isinstance(self._records, ClosedContents) else cache.setdefault(name, value)
 
     def __getstate__(self) -> dict[str, Any]:  # pickled without its decoded tensors: decoded again, read-only
         return {"_contents": self._contents, "_records": self._records}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _cache={}, _readers={}, _served={})
+        self.__dict__.update(state, _cache={}, _readers={}, _served={}, _closing=threading.Lock())
 
     def __enter__(self) -> Archive:
         if isinstance(self._records, ClosedContents):
@@ -129,9 +137,8 @@ class Archive:
     def reader(self, name: str) -> RowReader:
         """The :class:`~bnncompress.rowaccess.RowReader` of tensor ``name`` (stored values, decoded on demand)."""
         rec = self.record(name)
-        if name not in self._readers:
-            self._readers[name] = RowReader(rec)
-        return self._readers[name]
+        found = self._readers.get(name)
+        return self._kept(self._readers, name, RowReader(rec)) if found is None else found
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
@@ -146,7 +153,7 @@ class Archive:
             except MemoryError:
                 raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None
             values.flags.writeable = False
-            self._cache[name] = values
+            return self._kept(self._cache, name, values)
         return self._cache[name]
 
     def rows(self, name: str, indices) -> np.ndarray:
@@ -184,9 +191,11 @@ class Archive:
         """Tensor ``name``'s (default: word vectors) reader, row cache and norms, one per tensor, shared
         by :meth:`embedding`, :meth:`vectors` and the similarity queries (:mod:`bnncompress.servedrows`)."""
         name = name or self.default_embedding_name()
-        if name not in self._served:
-            self._served[name] = ServedRows(self.record(name), self._contents.path, reader=self.reader(name))
-        return self._served[name]
+        found = self._served.get(name)
+        if found is None:
+            where = self._contents.location or self._contents.path
+            found = self._kept(self._served, name, ServedRows(self.record(name), where, reader=self.reader(name)))
+        return found
 
     def embedding(self, name: str | None = None, cache_rows: int | None = None) -> CompressedEmbedding:
         """Tensor ``name`` (default: the word vectors) as a :class:`~bnncompress.CompressedEmbedding`:
@@ -310,14 +319,14 @@ class Archive:
         return kv
 
     def to_embedding(self, name: str | None = None, freeze: bool = True) -> torch.nn.Embedding:
-        """The 2-D tensor ``name`` as ``torch.nn.Embedding.from_pretrained``."""
+        """The 2-D tensor ``name`` as ``torch.nn.Embedding.from_pretrained``, in its dtype (as :meth:`tensor`)."""
         import torch
 
         name = name or self.default_embedding_name()
         arr = self[name]
         if arr.ndim != 2:
             raise OptionError(f"tensor '{name}' has shape {arr.shape}; an embedding needs a 2-D tensor")
-        return torch.nn.Embedding.from_pretrained(torch.tensor(arr), freeze=freeze)
+        return torch.nn.Embedding.from_pretrained(self.tensor(name), freeze=freeze)
 
     def load_into(self, module: torch.nn.Module, strict: bool = True, prefix: str = "") -> torch.nn.Module:
         """Copy every tensor into the parameter of ``module`` with the same name and return ``module``.

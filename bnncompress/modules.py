@@ -45,7 +45,10 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     if strict and missing:
         problems.append(f"missing from the archive: {', '.join(missing)}")
     if strict and unexpected:
-        problems.append(f"not in the module: {', '.join(unexpected)}")
+        buffers = dict(module.named_buffers(remove_duplicate=False))
+        held = [n for n in unexpected if n in buffers]  # (they are not parameters: load them with load_state_dict)
+        what = f" ({', '.join(held)}: buffers, not parameters; load_into fills parameters)" if held else ""
+        problems.append(f"not in the module: {', '.join(unexpected)}{what}")
     if shapes:
         problems.append(f"shape mismatch: {'; '.join(shapes)}")
     if problems:

@@ -99,6 +99,10 @@ class ServedRows:
     def _fetch(self, positions: np.ndarray) -> np.ndarray:
         return self.served(self.reader.rows(positions), positions)
 
+    def refuse(self, message: str) -> None:
+        """Raise :class:`~bnncompress.errors.ArgumentTypeError` for ids the module cannot look up (``message``)."""
+        raise ArgumentTypeError(message)
+
     def lookup(self, ids: Any) -> np.ndarray:
         """Rows at integer ``ids`` (any shape), as an array of shape ``ids.shape + (row size,)``.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -18,8 +19,10 @@ class CompressedEmbedding(torch.nn.Module):
 
     ``forward(ids)``: ``ids`` an integer tensor (int64 or int32) of any shape; returns
     ``archive[name][ids]`` as a tensor of shape ``ids.shape + (dim,)`` (float32 for float32 and
-    bfloat16 tensors, else the tensor's dtype), bit for bit, on the device the module was moved to
-    with ``.to(device)``. An id outside ``[0, rows)`` raises ``IndexError``. It has no parameters
+    bfloat16 tensors, else the tensor's dtype), bit for bit, on the device and in the dtype the module
+    was moved to, as ``nn.Embedding`` (``.to(device)``, ``.half()``, ``.double()``, ``.to(dtype)``).
+    An id outside ``[0, rows)`` raises ``IndexError``; ids on the meta device give a meta tensor of
+    that shape. Under ``torch.compile`` the lookup runs eagerly (a graph break). It has no parameters
     (nothing to train; ``state_dict()`` is empty) and pickles by the archive's path (workers of a
     ``DataLoader`` reopen the file; a changed file is refused).
 
@@ -33,8 +36,10 @@ class CompressedEmbedding(torch.nn.Module):
     def __init__(self, rows: Any):
         super().__init__()
         self.rows = rows  # a ServedRows: the record, its reader, the row cache
-        # follows .to(device) and tells forward where to put its output; not part of the state_dict
-        self.register_buffer("device_marker", torch.empty(0), persistent=False)
+        # follows .to(device) and .half() / .to(dtype) as a weight would, and tells forward where to put its
+        # output and in which dtype; not part of the state_dict
+        natural = torch.from_numpy(np.empty(0, rows.dtype)).dtype
+        self.register_buffer("device_marker", torch.empty(0, dtype=natural), persistent=False)
 
     @property
     def num_embeddings(self) -> int:
@@ -45,10 +50,22 @@ class CompressedEmbedding(torch.nn.Module):
         return self.rows.shape[1]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # torch.compile traced the numpy lookup into torch ops that fail
+            return torch.compiler.disable(self._lookup)(ids)
+        return self._lookup(ids)
+
+    def _lookup(self, ids: Any) -> torch.Tensor:
+        marker = self.device_marker
         if not isinstance(ids, torch.Tensor):
             ids = torch.as_tensor(ids)
-        values = self.rows.lookup(ids.detach().cpu().numpy())  # refuses non-integer ids (ArgumentTypeError)
-        return torch.from_numpy(values).to(self.device_marker.device)
+        if ids.layout != torch.strided:
+            self.rows.refuse(f"row ids must be a dense tensor, not {ids.layout}; pass ids.to_dense()")
+        if ids.is_meta:  # shape inference: no values to look up
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+                self.rows.refuse(f"row ids must be integers, not {ids.dtype}; pass a LongTensor")
+            return torch.empty((*ids.shape, self.embedding_dim), dtype=marker.dtype, device="meta")
+        values = torch.from_numpy(self.rows.lookup(ids.detach().cpu().numpy()))  # refuses non-integer ids
+        return values.to(device=marker.device, dtype=marker.dtype)
 
     def memory_bytes(self) -> int:
         """Bytes of numpy arrays held to serve: the record, its reader, the row cache and (once a
