@@ -19,6 +19,24 @@ def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
     return found
 
 
+def _within_support(archive: Any, name: str, site: dict) -> bool:
+    """The archive's tensor ``name`` fits the model's ``site``: a real site, or values inside its support
+    (a guide's values packed without their support recorded are unconstrained: they do not fit)."""
+    from pyro.distributions import constraints
+
+    support = site["fn"].support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if support is constraints.real or support is constraints.real_vector or support.is_discrete:
+        return True
+    if archive.record(name).params.get("support") is None and archive.source.startswith("Pyro"):
+        return False  # a guide's unconstrained values, packed without the model's supports
+    try:
+        return bool(support.check(site["value"]).all())
+    except (RuntimeError, ValueError):  # (a shape the support's bounds do not broadcast with)
+        return True
+
+
 def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") -> Any:
     """Copy the archive's tensors into ``module`` (see :meth:`bnncompress.Archive.load_into`)."""
     import torch
@@ -33,8 +51,10 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     given = {id(params[n]) for n in names if n in params}  # a tied weight is given under any of its names
     missing = sorted(n for n in targets - set(names) if n not in params or id(params[n]) not in given)
     unexpected = sorted(set(names) - targets) + sorted(n for n in archive.names if not n.startswith(prefix))
-    if hasattr(module, "_pyro_samples"):  # a PyroModule: other archive tensors are its model's other sites
-        unexpected = []
+    pyro_module = hasattr(module, "_pyro_samples")
+    if pyro_module:  # a PyroModule: its parameters (PyroParam, nn.Parameter) are Pyro params, not posteriors,
+        missing = [n for n in missing if n in samples]  # and other archive tensors are its model's other sites
+        left, unexpected = [n for n in unexpected if n in names], []
     shapes = []
     for n in sorted(set(names) & targets):
         shape = tuple(archive.shape(names[n]))
@@ -62,6 +82,14 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
                 sub, attr = samples[short]
                 delattr(sub, attr)
                 setattr(sub, attr, torch.nn.Parameter(archive.tensor(full), requires_grad=False))
+    if pyro_module and left:
+        warnings.warn(
+            f"load_into left archive tensor(s) {', '.join(left[:10])} to the model: they are not attributes of "
+            f"the {type(module).__name__} (sites sampled in its forward?), so it still samples them; "
+            "condition(model) fixes them too",
+            QualityWarning,
+            stacklevel=3,
+        )
     return module
 
 
@@ -108,12 +136,21 @@ def condition(archive: Any, model: Any) -> Any:
         checked[0] = True
         with pyro.poutine.trace() as tracer:
             out = conditioned(*args, **kwargs)
-        sites = {n for n, site in tracer.trace.nodes.items() if site["type"] == "sample"}
-        unused = [n for n in data if n not in sites]
+        nodes = {n: site for n, site in tracer.trace.nodes.items() if site["type"] == "sample"}
+        unused = [n for n in data if n not in nodes]
         if unused:
             warnings.warn(
                 f"archive tensor(s) {', '.join(unused[:10])} are not sample sites of the model, so they conditioned "
                 "nothing (a flat 'latent' needs pack(path, model=model) to be split into sites)",
+                QualityWarning,
+                stacklevel=2,
+            )
+        outside = [n for n in data if n in nodes and not _within_support(archive, n, nodes[n])]
+        if outside:
+            warnings.warn(
+                f"site(s) {', '.join(outside[:10])} have a constrained support in the model but their archive values "
+                "are unconstrained or outside it (packed from a param store without the model?); "
+                "repack with pack(path, model=model)",
                 QualityWarning,
                 stacklevel=2,
             )

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -198,30 +199,23 @@ def site_supports(sites: Any, where: str, warnings: list[str]) -> dict[str, dict
 
 
 def model_sites(
-    model: Any, model_args: tuple = (), model_kwargs: dict | None = None, held: set[str] | None = None
+    model: Any,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+    held: set[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> list[tuple[str, Any, Any]]:
     """``(name, support, unconstrained shape)`` of every continuous latent (unobserved) sample site
-    of ``model``, traced once with ``model_args`` (the caller's random state is left as it was): a
-    callable (or a PyroModule) model, in trace order (the order of an AutoContinuous guide's flat
-    latent). Discrete sites are left out (no continuous guide holds them), unless ``held`` names
-    them: then PosteriorError."""
-    import pyro
-    import torch
-    from pyro.util import get_rng_state, set_rng_state
+    of ``model``, traced with ``model_args`` at its feasible point (every site at 0 unconstrained, as
+    AutoNormal's prototype with its default initialization; no draw from the prior, and the caller's
+    random state and param store are left as they were): a callable (or a PyroModule) model, in trace
+    order (the order of an AutoContinuous guide's flat latent), a subsampled plate's dimension at its
+    full size (as AutoNormal's parameters). Discrete sites are left out (no continuous guide holds them),
+    unless ``held`` names them: then PosteriorError. Sites whose bounds depend on other sites (they move
+    in a second trace at a random point) are named in ``warnings``."""
     from torch.distributions import biject_to
 
-    state = get_rng_state()
-    try:
-        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
-            trace = pyro.poutine.trace(model).get_trace(*model_args, **(model_kwargs or {}))
-    except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
-        detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
-        raise PosteriorError(
-            f"calling the model to find its sample sites failed ({type(exc).__name__}: {detail}); "
-            "give the arguments it needs as «model_args»"
-        ) from None
-    finally:
-        set_rng_state(state)  # tracing drew from the prior: the user's next draws stay the same
+    trace = _trace_model(model, model_args, model_kwargs, random=False)
     sites = []
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
@@ -230,7 +224,7 @@ def model_sites(
             continue
         support = site["fn"].support
         try:
-            shape = biject_to(support).inv(site["value"]).shape
+            unconstrained = biject_to(support).inv(site["value"])
         except NotImplementedError:  # a discrete (integer or boolean) site: no continuous posterior
             if held and name in held:
                 raise PosteriorError(
@@ -238,8 +232,76 @@ def model_sites(
                     "but the posterior has a tensor of that name; pack only continuous sites"
                 ) from None
             continue
+        shape = list(unconstrained.shape)
+        event_dim = site["fn"].event_dim + unconstrained.dim() - site["value"].dim()
+        for frame in site["cond_indep_stack"]:  # a subsampled plate: the guide holds every element
+            if frame.dim is not None and frame.full_size is not None and frame.full_size != frame.size:
+                if -len(shape) <= frame.dim - event_dim < 0:
+                    shape[frame.dim - event_dim] = frame.full_size
         sites.append((name, support, tuple(shape)))
+    if warnings is not None and any(_bounded(s) for _, s, _ in sites):
+        other = _trace_model(model, model_args, model_kwargs, random=True).nodes
+        moved = [n for n, s, _ in sites if _bounded(s) and n in other and _spec(other[n]["fn"].support) != _spec(s)]
+        if moved:
+            warnings.append(
+                f"the bounds of site(s) {', '.join(moved[:10])} depend on other sites of the model; they are "
+                "recorded at the model's feasible point (as AutoNormal's default initialization), which may "
+                "not be the bounds at the posterior"
+            )
     return sites
+
+
+def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, random: bool) -> Any:
+    """One trace of ``model`` at its feasible point, or (``random``) at a random point of (-2, 2) unconstrained."""
+    import pyro
+    import torch
+    from pyro.infer.autoguide.initialization import InitMessenger
+    from pyro.util import get_rng_state, set_rng_state
+
+    state, store = get_rng_state(), pyro.get_param_store()
+    before = set(store.keys())
+    try:
+        init = functools.partial(_initial_point, random=random)
+        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
+            return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(
+                *model_args, **(model_kwargs or {})
+            )
+    except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
+        detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
+        raise PosteriorError(
+            f"calling the model to find its sample sites failed ({type(exc).__name__}: {detail}); "
+            "give the arguments it needs as «model_args»"
+        ) from None
+    finally:
+        set_rng_state(state)  # the user's next draws stay the same
+        for key in set(store.keys()) - before:  # parameters the model registered (a PyroParam): not ours to keep
+            del store[key]
+
+
+def _initial_point(site: dict, random: bool) -> Any:
+    """A latent site's value at 0 unconstrained (or uniform in (-2, 2)); a discrete site's draw from its prior."""
+    import torch
+    from torch.distributions import transform_to
+
+    fn = site["fn"]
+    try:
+        t = transform_to(fn.support)
+        shape = t.inverse_shape(fn.shape())
+    except NotImplementedError:
+        return fn.sample().detach()
+    at = torch.rand(shape) * 4 - 2 if random else torch.zeros(shape)
+    return t(at)
+
+
+def _bounded(support: Any) -> bool:
+    return type(getattr(support, "base_constraint", support)).__name__ in _BOUNDED
+
+
+def _spec(support: Any) -> Any:
+    try:
+        return describe(support)
+    except ValueError:
+        return None
 
 
 def unknown_support_warning(names: list[str]) -> str | None:
@@ -262,14 +324,24 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
     """``posterior`` with the supports of ``model``'s latent sites recorded, and a flat
     AutoDiagonalNormal-style ``latent`` split into the model's sites that the posterior does not
     already hold (their unconstrained shapes, in trace order: the guide's ``_unpack_latent``
-    layout; an AutoGuideList's other parts hold the rest). A site already held by name (an
-    AutoNormal beside a leftover flat guide in one param store) is never replaced."""
+    layout; an AutoGuideList's other parts hold the rest). A flat ``latent`` of every site beside
+    per-site parameters (two guides of the same sites in one store) is refused: which was trained is unknown."""
     if not callable(model):
         kind = type(model).__name__
         raise ArgumentTypeError(f"«model» must be a Pyro model (a callable or a PyroModule), not a {kind}")
-    sites = model_sites(model, tuple(model_args), model_kwargs, held=set(posterior.tensors))
-    tensors, warnings = dict(posterior.tensors), [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
+    warnings = [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
+    sites = model_sites(model, tuple(model_args), model_kwargs, held=set(posterior.tensors), warnings=warnings)
+    tensors = dict(posterior.tensors)
     missing = [(name, shape) for name, _, shape in sites if name not in tensors]
+    doubled = [name for name, _, _ in sites if name in tensors]
+    everything = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape in sites)
+    if FLAT_LATENT_NAME in tensors and doubled and tensors[FLAT_LATENT_NAME].size == everything:
+        raise PosteriorError(  # which of the two was trained cannot be told from the store
+            f"the param store holds two guides of the same sites: a flat '{FLAT_LATENT_NAME}' of all {everything} "
+            f"values and per-site parameters of {', '.join(doubled[:5])}{' ...' if len(doubled) > 5 else ''} "
+            "(one left from an earlier try?); clear the store (pyro.clear_param_store()) before training, "
+            "or pack the guide"
+        )
     if FLAT_LATENT_NAME in tensors and missing and not any(name == FLAT_LATENT_NAME for name, _, _ in sites):
         flat = tensors[FLAT_LATENT_NAME].load()
         sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in missing]

@@ -119,17 +119,20 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
     flat: dict[str, tuple[Any, Any]] = {}
     guides: set[str] = set()
     used: set[str] = set()
-    for key in params:
-        if not isinstance(key, str):
-            continue
-        if ".locs." in key:  # AutoNormal: <guide>.locs.<site>; site names may contain dots
-            prefix, site = key.split(".locs.", 1)
-            scale_key = f"{prefix}.scales.{site}"
-            if scale_key not in params:
-                raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
-            pairs.add(site, key, (constrained(key), constrained(scale_key)))
+    for key in params:  # AutoNormal first (its sites may be named loc and scale): <guide>.locs.<site>
+        split = _autonormal_split(key, params, where) if isinstance(key, str) and ".locs." in key else None
+        if split:
+            prefix, site = split
+            if any(isinstance(k, str) and k.startswith((f"{prefix}.scale_trils.", f"{prefix}.deps.")) for k in params):
+                raise PosteriorError(
+                    f"{where}: '{prefix}' has scale_trils / deps parameters (AutoStructured), whose posterior is not "
+                    "a normal per site; pack an AutoNormal, AutoDiagonalNormal or (multivariate) normal guide"
+                )
+            pairs.add(site, key, (constrained(key), constrained(f"{prefix}.scales.{site}")))
             guides.add(prefix)
-            used |= {key, scale_key}
+            used |= {key, f"{prefix}.scales.{site}"}
+    for key in params:
+        if not isinstance(key, str) or key in used:
             continue
         if not (key.endswith(".loc") and key[: -len(".loc")] + ".scale" in params):
             continue
@@ -161,6 +164,21 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
             f"{', '.join(map(str, ignored[:5]))}{' ...' if len(ignored) > 5 else ''}"
         )
     return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
+
+
+def _autonormal_split(key: str, params: Mapping, where: str) -> tuple[str, str] | None:
+    """(guide prefix, site) of an AutoNormal ``<guide>.locs.<site>`` key: the split whose ``.scales.`` key
+    exists (a site's name may itself contain ``.locs.``); None for a ``.scales.`` key of such a site."""
+    at = key.find(".locs.")
+    while at >= 0:
+        prefix, site = key[:at], key[at + len(".locs.") :]
+        if f"{prefix}.scales.{site}" in params:
+            return prefix, site
+        at = key.find(".locs.", at + 1)
+    if ".scales." in key:
+        return None
+    prefix, site = key.split(".locs.", 1)
+    raise PosteriorError(f"{where}: '{key}' has no matching '{prefix}.scales.{site}'")
 
 
 def _marginal_scale(prefix: str, scale: Any, params: Mapping, constrained: Any, warnings: list, used: set) -> Any:

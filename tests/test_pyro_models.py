@@ -1,0 +1,132 @@
+"""Pyro models beyond the simple ones (a helper's hunt): bounds that depend on other sites, subsampled
+plates, ImproperUniform sites, sites named like a guide's parameters, AutoStructured stores, and archives
+packed without the model's supports going back into the model."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.nn import PyroModule, PyroParam, PyroSample
+
+import bnncompress
+from bnncompress import PosteriorError
+from bnncompress.errors import QualityWarning
+
+from .test_pyro_stores import _quiet_pack, _store
+
+
+def dependent():
+    a = pyro.sample("a", dist.LogNormal(0.0, 1.0))
+    pyro.sample("x", dist.Uniform(0.0, a).expand([5]).to_event(1))
+
+
+def test_bounds_that_depend_on_another_site_are_recorded_at_the_feasible_point_and_said(tmp_path):
+    # The bound was drawn from the prior when the model was traced: two packs of one store recorded 3.78 and 3.31.
+    store = _store(tmp_path / "dep.pt", {"AutoNormal.locs.a": [-3.0], "AutoNormal.locs.x": [0.0] * 5})
+    bounds = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        _, caught = _quiet_pack(store, tmp_path / "d.bnc", model=dependent)
+        bounds.append(bnncompress.load(tmp_path / "d.bnc").record("x").params["support"]["upper_bound"])
+        assert any("bounds of site(s) x depend on other sites" in w for w in caught)
+    assert bounds == [1.0, 1.0]  # a = 1 at 0 unconstrained: AutoNormal's prototype with its default init
+
+
+def improper():
+    pyro.sample("s", dist.ImproperUniform(dist.constraints.positive, (), (3,)))
+
+
+def test_a_model_with_an_improper_site_packs_from_its_store(tmp_path):
+    # Tracing drew from the prior: "ImproperUniform does not support sampling; give the arguments it needs".
+    store = _store(tmp_path / "imp.pt", {"AutoNormal.locs.s": [0.0, 1.0, -1.0]})
+    _quiet_pack(store, tmp_path / "i.bnc", model=improper)
+    np.testing.assert_allclose(bnncompress.load(tmp_path / "i.bnc")["s"], np.exp([0.0, 1.0, -1.0]), rtol=1e-3)
+
+
+def subsampled():
+    with pyro.plate("units", 40, subsample_size=8):
+        pyro.sample("s", dist.LogNormal(0.0, 1.0))
+
+
+def test_a_site_in_a_subsampled_plate_keeps_its_support(tmp_path):
+    # AutoNormal holds all 40 values; the traced site has 8: "do not have the shape of the model's site",
+    # and the site loaded unconstrained.
+    store = _store(tmp_path / "sub.pt", {"AutoNormal.locs.s": np.linspace(-1, 1, 40)})
+    _, caught = _quiet_pack(store, tmp_path / "s.bnc", model=subsampled)
+    assert not any("shape of the model's site" in w for w in caught)
+    np.testing.assert_allclose(bnncompress.load(tmp_path / "s.bnc")["s"], np.exp(np.linspace(-1, 1, 40)), rtol=1e-3)
+
+
+class Shifted(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.w = PyroSample(dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        self.offset = PyroParam(torch.tensor(0.5), dist.constraints.positive)
+
+    def forward(self):
+        tau = pyro.sample("tau", dist.LogNormal(0.0, 1.0))
+        return self.w * tau + self.offset
+
+
+def test_a_pyro_module_with_params_loads_and_forward_sites_are_said(tmp_path):
+    # Its PyroParam made load_into refuse ("missing from the archive: offset_unconstrained"), and tracing it
+    # left the parameter in the user's param store; a site sampled in forward was left to the model silently.
+    pyro.clear_param_store()
+    store = _store(tmp_path / "net.pt", {"AutoNormal.locs.w": [1.0, 2.0], "AutoNormal.locs.tau": [0.0]})
+    _quiet_pack(store, tmp_path / "n.bnc", model=Shifted())
+    assert list(pyro.get_param_store().keys()) == []
+    with pytest.warns(QualityWarning, match="left archive tensor.*tau to the model"):
+        net = bnncompress.load(tmp_path / "n.bnc").load_into(Shifted())
+    assert torch.equal(net.w, torch.tensor([1.0, 2.0]))
+
+
+def located():
+    pyro.sample("loc", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    pyro.sample("scale", dist.LogNormal(0.0, 1.0).expand([3]).to_event(1))
+
+
+def test_sites_named_like_a_guides_parameters(tmp_path):
+    # Sites 'loc' and 'scale' gave a third tensor 'scales'; a site named 'dec.locs.x' could not be read.
+    store = _store(tmp_path / "ls.pt", {"AutoNormal.locs.loc": [1.0, 2, 3], "AutoNormal.locs.scale": [0.0, 0, 0]})
+    _quiet_pack(store, tmp_path / "l.bnc", model=located)
+    a = bnncompress.load(tmp_path / "l.bnc")
+    assert a.names == ["loc", "scale"] and np.allclose(a["scale"], 1.0)
+    state = torch.load(_store(tmp_path / "dot.pt", {"AutoNormal.locs.y": [2.0]}), weights_only=False)
+    state["params"]["AutoNormal.locs.dec.locs.x"] = torch.tensor([1.0])  # (Pyro's keys for site 'dec.locs.x')
+    state["params"]["AutoNormal.scales.dec.locs.x"] = torch.tensor([0.01])
+    torch.save(state, store := tmp_path / "dot.pt")
+    _quiet_pack(store, tmp_path / "d.bnc")
+    assert sorted(bnncompress.load(tmp_path / "d.bnc").names) == ["dec.locs.x", "y"]
+
+
+def test_an_auto_structured_store_is_refused(tmp_path):
+    # Its locs were read as AutoNormal's (scalar sites as shape (1,), unconstrained), its dependencies dropped.
+    store = _store(tmp_path / "st.pt", {"AutoStructured.locs.mu": [0.0], "AutoStructured.locs.sig": [0.1]})
+    state = torch.load(store, weights_only=False)
+    state["params"]["AutoStructured.deps.sig.mu$$$weight"] = torch.zeros(1, 1)
+    torch.save(state, store)
+    with pytest.raises(PosteriorError, match="AutoStructured"):
+        _quiet_pack(store, tmp_path / "s.bnc")
+
+
+def rate_model(y=None):
+    rate = pyro.sample("rate", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("n", 4):
+        pyro.sample("y", dist.Poisson(rate), obs=y)
+
+
+def test_condition_says_when_a_site_gets_unconstrained_values(tmp_path):
+    # Packed from a store without the model, rate (posterior median 3.9) conditioned the model at log(3.9).
+    store = _store(tmp_path / "r.pt", {"AutoNormal.locs.rate": np.log(3.9)})
+    _quiet_pack(store, tmp_path / "r.bnc")
+    with pytest.warns(QualityWarning, match=r"site\(s\) rate have a constrained support"):
+        bnncompress.load(tmp_path / "r.bnc").condition(rate_model)()
+    _quiet_pack(store, tmp_path / "m.bnc", model=rate_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bnncompress.load(tmp_path / "m.bnc").condition(rate_model)()  # (recorded: no warning)
