@@ -263,9 +263,7 @@ def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, rando
     try:
         init = functools.partial(_initial_point, random=random)
         with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
-            return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(
-                *model_args, **(model_kwargs or {})
-            )
+            return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(*model_args, **(model_kwargs or {}))
     except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
         detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
         raise PosteriorError(
