@@ -180,8 +180,30 @@ def check_information(counts: np.ndarray, num_words: int, num_blocks: int, class
         Traceback (most recent call last):
         ValueError: the entropy model describes more information than 40 coded words can hold
     """
-    if classes is None and information_bits(counts) > 32 * num_words * 1.001 + 96 * max(num_blocks, 1):
+    if classes is None and _costed_information(counts, num_blocks) > 32 * num_words * 1.001 + 96 * max(num_blocks, 1):
         raise ValueError(f"the entropy model describes more information than {num_words} coded words can hold")
+
+
+def _costed_information(counts: np.ndarray, num_blocks: int) -> float:
+    """:func:`information_bits` less what a block may code for (nearly) nothing. A block's symbols are coded
+    last to first onto an empty state x, and a symbol of CDF start c and width f while x < f adds c to x:
+    a block's final run of symbol 0 (c = 0) costs no bits at all (a block of nothing else has no words),
+    and any other symbol is that cheap at most f / c + 1 times a block (x only grows until it is flushed).
+    The CDF is the coder's (:func:`bnncompress._ans.quantized_cdf`), to within one unit (hence the margins)."""
+    table = np.asarray(counts, dtype=np.float64).reshape(-1, np.shape(counts)[-1])
+    total = table.sum(axis=1, keepdims=True)
+    k = table.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        before = np.cumsum(table, axis=1) - table  # each symbol's CDF start, as the coder computes it
+        start = np.floor(before / total * ((1 << _CDF_BITS) - k)) + np.arange(k)
+        width = np.diff(start, axis=1, append=float(1 << _CDF_BITS))
+        cheap = np.where(start > 1, max(num_blocks, 1) * ((width + 2) / (start - 1) + 1), np.inf)
+        terms = np.maximum(table - cheap, 0.0) * np.log2(total / table)
+    return float(np.sum(terms, where=table > 0))
+
+
+#: Bits of the coder's probabilities (:data:`bnncompress._ans.PRECISION`: the CDFs run from 0 to 2**24).
+_CDF_BITS = 24
 
 
 def check_histogram(histogram: np.ndarray, counts: np.ndarray) -> None:

@@ -108,3 +108,28 @@ def test_every_method_packs_any_finite_posterior_to_finite_values(tmp_path, meth
 def _eps(dtype: str) -> float:
     """Relative rounding of the source dtype (restoring the dtype may round once more)."""
     return {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-24}[dtype]
+
+
+def _runs_of_one_value():
+    rng = np.random.default_rng(22)
+    trailing = rng.normal(size=20000).astype(np.float32)
+    trailing[-200:] = trailing.min() - 1  # a 1-D tensor ending in a run of its smallest value (symbol 0)
+    last_row = rng.normal(size=(500, 40)).astype(np.float32)
+    last_row[-1] = last_row.min() - 0.5
+    half = np.concatenate([rng.normal(size=(200, 50)), np.full((200, 50), -3.0)]).astype(np.float32)  # a block of one
+    return {"trailing": trailing, "last_row": last_row, "half_constant": half}
+
+
+@pytest.mark.parametrize("method", ["vbq-transform", "vbq", "uniform", "kmeans", "float16"])
+def test_blocks_ending_in_runs_of_one_value_load(tmp_path, method):
+    # ANS codes a block's symbols last to first onto an empty state: its final run of symbol 0 costs no bits,
+    # and another symbol costs next to nothing while the state is below its probability; the reader's check
+    # that the words can hold the counts' information refused these archives (packed with exit 0) as corrupt.
+    for name, loc in _runs_of_one_value().items():
+        path = tmp_path / f"{name}.bnc"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", QualityWarning)
+            bnncompress.pack({"w": (loc, np.full_like(loc, 0.05))}, path, method=method)
+        a = bnncompress.load(path)
+        assert np.abs(a["w"] - loc).max() < 3.0, name  # (k-means: an outlier is 1.03 off its cluster)
+        assert np.array_equal(a.rows("w", [len(loc) - 1]), a["w"][[-1]]), name
