@@ -174,16 +174,18 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
             on_samples = False
             continue
         v, g_v = found
-        reached = estimates[(v, False)]  # (not g_v + target_bits: for a target of 1e20 that is 0)
+        measured = [bits for (_, on), bits in estimates.items() if not on]  # (not g_v + target_bits: 1e20 gives 0)
+        edge = f"; the search stopped at lambda {math.exp(v):g}, the end of its range: «lam» beyond it may go further"
+        edge = edge if v in (lo, hi) else ""
         if g_v < -BITS_TOLERANCE * target_bits:
             raise RateControlError(
                 f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
-                f"(about {reached:.2f} bits/weight at most); ask for fewer bits"
+                f"(about {max(measured):.3g} bits/weight at most); ask for fewer bits{edge}"
             )
         if g_v > BITS_TOLERANCE * target_bits:
             raise RateControlError(
                 f"a target of {target_bits:g} bits/weight is below the smallest payload this posterior packs to "
-                f"(about {reached:.4f} bits/weight); ask for more bits"
+                f"(about {min(measured):.3g} bits/weight); ask for more bits{edge}"
             )
         return math.exp(v)  # the extreme itself is within tolerance
     a, b, g_a, g_b = found

@@ -99,8 +99,19 @@ def test_the_model_module_is_an_input_and_a_model_that_exits_or_fails_is_one_lin
 def test_requests_a_method_cannot_meet_say_so_exactly(tmp_path):
     rng = np.random.default_rng(0)
     posterior = {"w": (rng.normal(size=(50, 4)), np.full((50, 4), 0.1))}
-    with pytest.raises(RateControlError, match=r"about 3\d\.\d\d bits/weight at most"):  # not "0.00"
+    with pytest.raises(RateControlError, match=r"about 3\d\.\d bits/weight at most"):  # not "0.00"
         bnncompress.pack(posterior, tmp_path / "b.bnc", bits=1e20)
+    # The limits said are the search's: the largest rate it measured (vbq-direction's rate here falls with
+    # lambda below 1: it said "about 0.02 at most" where lambda 1 gives 1.57), and the range's end said as such
+    # (all scales 1e-7: "below the smallest payload this posterior packs to (3.85)", where lambda 1e14 gives 0.47).
+    outlier = np.random.default_rng(0).normal(size=(257, 31)).astype(np.float32)
+    outlier[0, 0] = 1e6
+    posterior = {"w": (outlier, np.full_like(outlier, 0.1))}
+    with pytest.raises(RateControlError, match=r"about 1\.02 bits/weight at most"):
+        bnncompress.pack(posterior, tmp_path / "o.bnc", method="vbq-direction", bits=2)
+    tiny = rng.normal(size=(300, 40)).astype(np.float32)
+    with pytest.raises(RateControlError, match=r"stopped at lambda 1e\+12, the end of its range: lam beyond"):
+        bnncompress.pack({"w": (tiny, np.full_like(tiny, 1e-7))}, tmp_path / "t.bnc", method="vbq", bits=2)
     with pytest.raises(OptionError, match="fixed rate"):  # was accepted, and 7 recorded as its lambda
         bnncompress.pack(posterior, tmp_path / "f.bnc", method="float16", lam=7.0)
     with pytest.raises(OptionError, match="give output"):  # '.' is a posterior directory without a name

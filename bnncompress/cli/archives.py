@@ -162,7 +162,8 @@ def pack(
     if result.target_missed:
         say(
             f"warning: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from "
-            f"--bits {bits:g}: the rates this method reaches on this posterior are too coarse to hit it more closely",
+            f"--bits {bits:g}: no lambda the search tried came closer (this method's rate jumps, or turns back, near "
+            "it on this posterior); ask for other --bits, or give --lam",
             err,
         )
     if result.size_note:
