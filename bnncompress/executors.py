@@ -19,7 +19,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 from .errors import OptionError
@@ -57,13 +57,34 @@ class Executor(Protocol):
 class LocalExecutor:
     """Runs tasks on ``threads`` threads of this process (default: one per core), each task
     single-threaded; reading files and the numba kernels release the GIL, so tasks overlap
-    I/O and computing. At most ``threads + 1`` tasks are in flight (bounded memory)."""
+    I/O and computing. At most ``threads + 1`` tasks are in flight (bounded memory). The threads
+    are started on the first map and kept until :meth:`close` (a pack maps a few dozen times);
+    use it as a context manager.
+
+    Example:
+        >>> with LocalExecutor(2) as executor:
+        ...     list(executor.map(pow, [(2, 3), (3, 2)]))
+        [8, 9]
+    """
 
     task_symbols = TASK_SYMBOLS
 
     def __init__(self, threads: int | None = None):
         self.slots = max(1, threads or os.cpu_count() or 1)
         self.keep_bytes = KEEP_BYTES
+        self._threads: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the threads (after the tasks in flight)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
 
     def scatter(self, obj: Any) -> Any:
         return obj
@@ -72,14 +93,24 @@ class LocalExecutor:
         if len(tasks) == 1:  # one task: run it here, numba on every core
             yield fn(*tasks[0])
             return
-        with ThreadPoolExecutor(self.slots) as pool:
-            pending: deque = deque()
+        if self.slots == 1:
             for args in tasks:
-                pending.append(pool.submit(single_threaded, fn, *args))
+                yield single_threaded(fn, *args)
+            return
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.slots, thread_name_prefix="bnncompress")
+        pending: deque = deque()
+        try:
+            for args in tasks:
+                pending.append(self._threads.submit(single_threaded, fn, *args))
                 if len(pending) > self.slots:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+        finally:  # abandoned (a task failed, or the caller stopped): no task of this map runs on after it
+            for future in pending:
+                future.cancel()
+            wait(pending)
 
     def map_keep(self, fn: Callable[..., tuple[Any, Any]], tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
         return self.map(fn, tasks)
@@ -142,7 +173,8 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
     single-threaded processes, or the cluster at ``scheduler`` (an address or a ``distributed.Client``)."""
     check_numba_environment()
     if workers is None and scheduler is None:
-        yield LocalExecutor()
+        with LocalExecutor() as executor:
+            yield executor
         return
     if scheduler is not None and workers is not None:
         raise OptionError("give either workers (a local cluster) or scheduler (an existing one), not both")

@@ -63,12 +63,13 @@ def warm_kernels(method: str, options: dict[str, Any]) -> None:
         np.save(src + "/w.loc.npy", rng.normal(size=(4096, 32)).astype(np.float32))
         np.save(src + "/w.scale.npy", rng.uniform(0.01, 1.0, (4096, 32)).astype(np.float32))
         tensors = open_posterior(src).tensors
-        for bits in (None,) if quantizer.fixed_rate else (2.0, None):
-            quantize_and_code(tensors, quantizer, LocalExecutor(), bits, None, lambda stage, done, total: None)
-        from . import _ans  # numba: imported on first use
+        with LocalExecutor() as executor:
+            for bits in (None,) if quantizer.fixed_rate else (2.0, None):
+                quantize_and_code(tensors, quantizer, executor, bits, None, lambda stage, done, total: None)
+            from . import _ans  # numba: imported on first use
 
-        with _ans._PARALLEL_REGION:  # as when another thread is in a prange kernel: every serial twin runs
-            quantize_and_code(tensors, quantizer, LocalExecutor(), None, None, lambda stage, done, total: None)
+            with _ans._PARALLEL_REGION:  # as when another thread is in a prange kernel: every serial twin runs
+                quantize_and_code(tensors, quantizer, executor, None, None, lambda stage, done, total: None)
 
 
 def compile_in_child(method: str, options: dict) -> str:

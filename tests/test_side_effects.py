@@ -98,3 +98,12 @@ def test_a_sweep_with_figures_keeps_the_callers_plotting_backend(tmp_path):
         assert (tmp_path / "rd-ws353.png").read_bytes().startswith(b"\x89PNG")
     finally:
         matplotlib.rcParams["backend"] = backend
+
+
+def test_a_pack_leaves_no_thread_of_its_own_running(tmp_path):
+    # The threads that run a pack's tasks are kept for the pack (it maps a few dozen times) and stopped with it.
+    rng = np.random.default_rng(1)
+    posterior = {"w": (rng.normal(size=(3000, 20)).astype(np.float32), np.full((3000, 20), 0.1, np.float32))}
+    before = set(threading.enumerate())
+    bnncompress.pack(posterior, tmp_path / "a.bnc", bits=2)
+    assert [t.name for t in set(threading.enumerate()) - before if t.name.startswith("bnncompress")] == []
