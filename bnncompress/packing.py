@@ -26,6 +26,7 @@ from .errors import ArgumentTypeError, OptionError, QualityWarning
 from .executors import check_scheduler_address, check_workers, executor_for
 from .files import check_output_path
 from .kernelcache import compile_in_child
+from .modelsites import with_model
 from .pipeline import quantize_and_code
 from .posterior import Posterior
 from .progress import Progress, no_progress
@@ -33,7 +34,6 @@ from .quantizers import DEFAULT_METHOD, Quantizer, get_quantizer
 from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord, common_counts_dtype
 from .sources import STREAM_WEIGHTS, open_posterior
-from .supports import with_model
 from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]

@@ -185,6 +185,9 @@ class Posterior:
     warnings: list[str] = field(default_factory=list)
     #: ``{name: support}`` of tensors whose values are unconstrained (:mod:`bnncompress.supports`).
     supports: dict[str, dict] = field(default_factory=dict)
+    #: A param store's parameters that are no loc/scale pair (``{key: value as stored}``, unconstrained): with
+    #: the model, an AutoDelta's ``<guide>.<site>`` point estimates (:func:`bnncompress.modelsites.with_model`).
+    points: dict[str, Any] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -209,7 +212,7 @@ class Posterior:
     def load(self) -> Posterior:
         """A copy of this posterior with every tensor's values in memory (read now if they are in a file)."""
         tensors = {n: t.load() for n, t in self.tensors.items()}
-        return Posterior(tensors, self.vocab, self.source, list(self.warnings), dict(self.supports))
+        return Posterior(tensors, self.vocab, self.source, list(self.warnings), dict(self.supports), dict(self.points))
 
     @property
     def vocab_tensors(self) -> list[str]:

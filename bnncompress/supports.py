@@ -14,15 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from typing import Any
 
 import numpy as np
 
-from .errors import ArchiveError, ArgumentTypeError, PosteriorError
-from .posterior import FLAT_LATENT_NAME, Posterior, TensorPosterior
+from .errors import ArchiveError
 
 #: Constraints made from bounds, by their torch class name: (name, bound attributes).
 _BOUNDED = {
@@ -198,108 +196,18 @@ def site_supports(sites: Any, where: str, warnings: list[str]) -> dict[str, dict
     return supports
 
 
-def model_sites(
-    model: Any,
-    model_args: tuple = (),
-    model_kwargs: dict | None = None,
-    held: set[str] | None = None,
-    warnings: list[str] | None = None,
-) -> list[tuple[str, Any, Any]]:
-    """``(name, support, unconstrained shape)`` of every continuous latent (unobserved) sample site
-    of ``model``, traced with ``model_args`` at its feasible point (every site at 0 unconstrained, as
-    AutoNormal's prototype with its default initialization; no draw from the prior, and the caller's
-    random state and param store are left as they were): a callable (or a PyroModule) model, in trace
-    order (the order of an AutoContinuous guide's flat latent), a subsampled plate's dimension at its
-    full size (as AutoNormal's parameters). Discrete sites are left out (no continuous guide holds them),
-    unless ``held`` names them: then PosteriorError. Sites whose bounds depend on other sites (they move
-    in a second trace at a random point) are named in ``warnings``."""
-    from torch.distributions import biject_to
-
-    trace = _trace_model(model, model_args, model_kwargs, random=False)
-    sites = []
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
-            continue
-        if type(site["fn"]).__name__ == "_Subsample":
-            continue
-        support = site["fn"].support
-        try:
-            unconstrained = biject_to(support).inv(site["value"])
-        except NotImplementedError:  # a discrete (integer or boolean) site: no continuous posterior
-            if held and name in held:
-                raise PosteriorError(
-                    f"sample site '{name}' of the model is discrete ({type(support).__name__.lstrip('_')}), "
-                    "but the posterior has a tensor of that name; pack only continuous sites"
-                ) from None
-            continue
-        shape = list(unconstrained.shape)
-        event_dim = site["fn"].event_dim + unconstrained.dim() - site["value"].dim()
-        for frame in site["cond_indep_stack"]:  # a subsampled plate: the guide holds every element
-            if frame.dim is not None and frame.full_size is not None and frame.full_size != frame.size:
-                if -len(shape) <= frame.dim - event_dim < 0:
-                    shape[frame.dim - event_dim] = frame.full_size
-        sites.append((name, support, tuple(shape)))
-    if warnings is not None and any(_bounded(s) for _, s, _ in sites):
-        other = _trace_model(model, model_args, model_kwargs, random=True).nodes
-        moved = [n for n, s, _ in sites if _bounded(s) and n in other and _spec(other[n]["fn"].support) != _spec(s)]
-        if moved:
-            warnings.append(
-                f"the bounds of site(s) {', '.join(moved[:10])} depend on other sites of the model; they are "
-                "recorded at the model's feasible point (as AutoNormal's default initialization), which may "
-                "not be the bounds at the posterior"
-            )
-    return sites
+IGNORED = "ignored "
 
 
-def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, random: bool) -> Any:
-    """One trace of ``model`` at its feasible point, or (``random``) at a random point of (-2, 2) unconstrained."""
-    import pyro
-    import torch
-    from pyro.infer.autoguide.initialization import InitMessenger
-    from pyro.util import get_rng_state, set_rng_state
-
-    state, store = get_rng_state(), pyro.get_param_store()
-    before = set(store.keys())
-    try:
-        init = functools.partial(_initial_point, random=random)
-        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
-            return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(*model_args, **(model_kwargs or {}))
-    except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
-        detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
-        raise PosteriorError(
-            f"calling the model to find its sample sites failed ({type(exc).__name__}: {detail}); "
-            "give the arguments it needs as «model_args»"
-        ) from None
-    finally:
-        set_rng_state(state)  # the user's next draws stay the same
-        for key in set(store.keys()) - before:  # parameters the model registered (a PyroParam): not ours to keep
-            del store[key]
-
-
-def _initial_point(site: dict, random: bool) -> Any:
-    """A latent site's value at 0 unconstrained (or uniform in (-2, 2)); a discrete site's draw from its prior."""
-    import torch
-    from torch.distributions import transform_to
-
-    fn = site["fn"]
-    try:
-        t = transform_to(fn.support)
-        shape = t.inverse_shape(fn.shape())
-    except NotImplementedError:
-        return fn.sample().detach()
-    at = torch.rand(shape) * 4 - 2 if random else torch.zeros(shape)
-    return t(at)
-
-
-def _bounded(support: Any) -> bool:
+def has_bounds(support: Any) -> bool:
+    """The support is made from bounds (greater_than, interval, ...), possibly ``independent``."""
     return type(getattr(support, "base_constraint", support)).__name__ in _BOUNDED
 
 
-def _spec(support: Any) -> Any:
-    try:
-        return describe(support)
-    except ValueError:
-        return None
+def ignored_warning(keys: list[Any]) -> str:
+    """The warning for a param store's parameters that are no guide loc/scale pair."""
+    listed = ", ".join(map(str, keys[:5])) + (" ..." if len(keys) > 5 else "")
+    return f"{IGNORED}{len(keys)} parameter(s) that are not guide loc/scale pairs: {listed}"
 
 
 def unknown_support_warning(names: list[str]) -> str | None:
@@ -316,64 +224,3 @@ def unknown_support_warning(names: list[str]) -> str | None:
         f"simplex site{likely} loads unconstrained (e.g. the log of a positive site); pass the model: "
         "pack(path, model=model) in Python, --model pkg.module:attr on the command line"
     )
-
-
-def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> Any:
-    """``posterior`` with the supports of ``model``'s latent sites recorded, and a flat
-    AutoDiagonalNormal-style ``latent`` split into the model's sites that the posterior does not
-    already hold (their unconstrained shapes, in trace order: the guide's ``_unpack_latent``
-    layout; an AutoGuideList's other parts hold the rest). A flat ``latent`` of every site beside
-    per-site parameters (two guides of the same sites in one store) is refused: which was trained is unknown."""
-    if not callable(model):
-        kind = type(model).__name__
-        raise ArgumentTypeError(f"«model» must be a Pyro model (a callable or a PyroModule), not a {kind}")
-    warnings = [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
-    sites = model_sites(model, tuple(model_args), model_kwargs, held=set(posterior.tensors), warnings=warnings)
-    tensors = dict(posterior.tensors)
-    missing = [(name, shape) for name, _, shape in sites if name not in tensors]
-    doubled = [name for name, _, _ in sites if name in tensors]
-    everything = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape in sites)
-    if FLAT_LATENT_NAME in tensors and doubled and tensors[FLAT_LATENT_NAME].size == everything:
-        raise PosteriorError(  # which of the two was trained cannot be told from the store
-            f"the param store holds two guides of the same sites: a flat '{FLAT_LATENT_NAME}' of all {everything} "
-            f"values and per-site parameters of {', '.join(doubled[:5])}{' ...' if len(doubled) > 5 else ''} "
-            "(one left from an earlier try?); clear the store (pyro.clear_param_store()) before training, "
-            "or pack the guide"
-        )
-    if FLAT_LATENT_NAME in tensors and missing and not any(name == FLAT_LATENT_NAME for name, _, _ in sites):
-        flat = tensors[FLAT_LATENT_NAME].load()
-        sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in missing]
-        if sum(sizes) != flat.size:
-            raise PosteriorError(
-                f"the flat '{FLAT_LATENT_NAME}' has {flat.size} values but the model's latent sites it would "
-                f"hold ({', '.join(n for n, _ in missing[:5])}{' ...' if len(missing) > 5 else ''}) have "
-                f"{sum(sizes)}; pass the model the guide was trained with (and its model_args)"
-            )
-        loc, scale, start = flat.loc.reshape(-1), flat.scale.reshape(-1), 0
-        split = {}
-        for (name, shape), size in zip(missing, sizes):
-            split[name] = TensorPosterior(
-                loc[start : start + size].reshape(shape), scale[start : start + size].reshape(shape), flat.dtype
-            )
-            start += size
-        position = list(tensors).index(FLAT_LATENT_NAME)
-        items = list(tensors.items())
-        tensors = dict(items[:position] + list(split.items()) + items[position + 1 :])
-    warnings = [w for w in warnings if f"'{FLAT_LATENT_NAME}'" not in w]  # split, or (below) not a site
-    known = {name for name, _, _ in sites}
-    strangers = [n for n in tensors if n not in known]
-    if strangers:
-        warnings.append(
-            f"tensor(s) {', '.join(strangers[:10])} are not latent sample sites of the model; "
-            "their supports are unknown and they load as stored"
-        )
-    unlike = [(n, shape) for n, _, shape in sites if n in tensors and tuple(tensors[n].shape) != shape]
-    if unlike:  # another model's store: its supports would not fit the values
-        warnings.append(
-            "tensor(s) "
-            + ", ".join(f"{n} {tuple(tensors[n].shape)} (the model's site: {shape})" for n, shape in unlike[:5])
-            + " do not have the shape of the model's site; they load as stored: was the guide trained on this model?"
-        )
-    fitting = [(n, s) for n, s, shape in sites if n in tensors and (n, shape) not in unlike]
-    supports = site_supports(fitting, "model", warnings)
-    return Posterior(tensors, posterior.vocab, posterior.source, warnings, supports)

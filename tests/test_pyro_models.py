@@ -130,3 +130,30 @@ def test_condition_says_when_a_site_gets_unconstrained_values(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bnncompress.load(tmp_path / "m.bnc").condition(rate_model)()  # (recorded: no warning)
+
+
+def test_an_auto_guide_lists_auto_delta_part_is_packed_as_point_estimates(tmp_path):
+    # AutoDelta (MAP for sigma) + AutoDiagonalNormal (the rest): the flat part was said to be the wrong size
+    # for the model ("pass the model the guide was trained with"); beside an AutoNormal, sigma was dropped.
+    from pyro.distributions import constraints
+
+    from .test_pyro_stores import A_LOC, model
+
+    state = {
+        "params": {
+            "AutoGuideList.0.sigma": torch.tensor(np.log(0.7)),  # as Pyro stores it: unconstrained
+            "AutoGuideList.1.loc": torch.tensor(A_LOC),
+            "AutoGuideList.1.scale": torch.full((3,), 0.01),
+        },
+        "constraints": {
+            "AutoGuideList.0.sigma": constraints.positive,
+            "AutoGuideList.1.loc": constraints.real,
+            "AutoGuideList.1.scale": constraints.softplus_positive,
+        },
+    }
+    torch.save(state, tmp_path / "list.pt")
+    _, caught = _quiet_pack(tmp_path / "list.pt", tmp_path / "l.bnc", model=model)
+    assert any("sigma are point estimates" in w for w in caught) and not any("ignored" in w for w in caught)
+    a = bnncompress.load(tmp_path / "l.bnc")
+    np.testing.assert_allclose(a["sigma"], 0.7, rtol=1e-3)
+    np.testing.assert_allclose(a["a"], A_LOC, rtol=1e-3)

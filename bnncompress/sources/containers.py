@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ArchiveError, PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
-from ..supports import constraint_of, unknown_support_warning
+from ..supports import constraint_of, ignored_warning, unknown_support_warning
 from ..vocabulary import decode_words, validate_words
 from .pickledconstraints import PickledConstraint
 
@@ -32,10 +32,11 @@ def from_mapping(obj: Any, where: str) -> Posterior:
             raise PosteriorError(f"{where}: 'vocab' must be a list of strings, found {type(vocab).__name__}")
         vocab = validate_words(decode_words(vocab, f"{where}: 'vocab'"), f"vocabulary in {where}")
     warnings: list[str] = []
+    points: dict[str, Any] = {}  # a param store's other parameters (an AutoDelta's point estimates)
     recorded: dict[str, Any] = {}  # a param store's "supports" record (bnncompress train writes one)
     if "params" in obj and "constraints" in obj and isinstance(obj["params"], Mapping):
         recorded = _supports_record(obj.pop("supports", {}), where)
-        pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where, warnings)
+        pairs, kind = _pairs_from_param_store(obj["params"], obj["constraints"], where, warnings, points)
     elif any(_is_state_dict_key(k) for k in obj):
         pairs, kind = _pairs_from_guide_state_dict(obj, where, warnings)
     elif any(isinstance(k, str) and k.rsplit(".", 1)[-1] in _BAYESIAN_TORCH_MU for k in obj):
@@ -56,7 +57,7 @@ def from_mapping(obj: Any, where: str) -> Posterior:
         warnings += [note] if note else []
     tensors = {name: make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
     supports = {n: spec for n, spec in recorded.items() if spec is not None and n in tensors}
-    return Posterior(tensors, vocab, f"{kind}: {where}", warnings, supports)
+    return Posterior(tensors, vocab, f"{kind}: {where}", warnings, supports, points)
 
 
 def _supports_record(record: Any, where: str) -> dict[str, Any]:
@@ -95,7 +96,9 @@ def _is_state_dict_key(key: Any) -> bool:
     )
 
 
-def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warnings: list[str]) -> tuple[dict, str]:
+def _pairs_from_param_store(
+    params: Mapping, constraints: Any, where: str, warnings: list[str], points: dict[str, Any]
+) -> tuple[dict, str]:
     """AutoNormal (``G.locs.X`` / ``G.scales.X``), TyXe-style suffixes (``G.X.loc`` / ``G.X.scale``),
     and the flat ``G.loc`` / ``G.scale`` of continuous guides (AutoDiagonalNormal; low-rank
     ``cov_factor`` and full ``scale_tril`` give marginal scales), also inside AutoGuideList
@@ -159,10 +162,8 @@ def _pairs_from_param_store(params: Mapping, constraints: Any, where: str, warni
         )
     ignored = [k for k in params if k not in used]
     if ignored:
-        warnings.append(
-            f"ignored {len(ignored)} parameter(s) that are not guide loc/scale pairs: "
-            f"{', '.join(map(str, ignored[:5]))}{' ...' if len(ignored) > 5 else ''}"
-        )
+        warnings.append(ignored_warning(ignored))
+    points.update({k: params[k] for k in ignored if isinstance(k, str)})  # as stored: unconstrained
     return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
 
 

@@ -1,0 +1,217 @@
+"""A Pyro model's latent sites, and a posterior read from a param store fitted to them.
+
+:func:`with_model` records each site's support (:mod:`bnncompress.supports`), splits a flat
+AutoDiagonalNormal-style ``latent`` into the model's sites, and takes an AutoGuideList's AutoDelta
+parts as point estimates; :func:`model_sites` traces the model once at its feasible point.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import numpy as np
+
+from .errors import ArgumentTypeError, PosteriorError
+from .posterior import FLAT_LATENT_NAME, Posterior, TensorPosterior
+from .supports import IGNORED, SUPPORT_UNKNOWN, describe, has_bounds, ignored_warning, site_supports
+
+
+def model_sites(
+    model: Any,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+    held: set[str] | None = None,
+    warnings: list[str] | None = None,
+) -> list[tuple[str, Any, Any]]:
+    """``(name, support, unconstrained shape)`` of every continuous latent (unobserved) sample site
+    of ``model``, traced with ``model_args`` at its feasible point (every site at 0 unconstrained, as
+    AutoNormal's prototype with its default initialization; no draw from the prior, and the caller's
+    random state and param store are left as they were): a callable (or a PyroModule) model, in trace
+    order (the order of an AutoContinuous guide's flat latent), a subsampled plate's dimension at its
+    full size (as AutoNormal's parameters). Discrete sites are left out (no continuous guide holds them),
+    unless ``held`` names them: then PosteriorError. Sites whose bounds depend on other sites (they move
+    in a second trace at a random point) are named in ``warnings``."""
+    from torch.distributions import biject_to
+
+    trace = _trace_model(model, model_args, model_kwargs, random=False)
+    sites = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+            continue
+        if type(site["fn"]).__name__ == "_Subsample":
+            continue
+        support = site["fn"].support
+        try:
+            unconstrained = biject_to(support).inv(site["value"])
+        except NotImplementedError:  # a discrete (integer or boolean) site: no continuous posterior
+            if held and name in held:
+                raise PosteriorError(
+                    f"sample site '{name}' of the model is discrete ({type(support).__name__.lstrip('_')}), "
+                    "but the posterior has a tensor of that name; pack only continuous sites"
+                ) from None
+            continue
+        shape = list(unconstrained.shape)
+        event_dim = site["fn"].event_dim + unconstrained.dim() - site["value"].dim()
+        for frame in site["cond_indep_stack"]:  # a subsampled plate: the guide holds every element
+            if frame.dim is not None and frame.full_size is not None and frame.full_size != frame.size:
+                if -len(shape) <= frame.dim - event_dim < 0:
+                    shape[frame.dim - event_dim] = frame.full_size
+        sites.append((name, support, tuple(shape)))
+    if warnings is not None and any(has_bounds(s) for _, s, _ in sites):
+        other = _trace_model(model, model_args, model_kwargs, random=True).nodes
+        moved = [n for n, s, _ in sites if has_bounds(s) and n in other and _spec(other[n]["fn"].support) != _spec(s)]
+        if moved:
+            warnings.append(
+                f"the bounds of site(s) {', '.join(moved[:10])} depend on other sites of the model; they are "
+                "recorded at the model's feasible point (as AutoNormal's default initialization), which may "
+                "not be the bounds at the posterior"
+            )
+    return sites
+
+
+def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, random: bool) -> Any:
+    """One trace of ``model`` at its feasible point, or (``random``) at a random point of (-2, 2) unconstrained."""
+    import pyro
+    import torch
+    from pyro.infer.autoguide.initialization import InitMessenger
+    from pyro.util import get_rng_state, set_rng_state
+
+    state, store = get_rng_state(), pyro.get_param_store()
+    before = set(store.keys())
+    try:
+        init = functools.partial(_initial_point, random=random)
+        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
+            return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(*model_args, **(model_kwargs or {}))
+    except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
+        detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
+        raise PosteriorError(
+            f"calling the model to find its sample sites failed ({type(exc).__name__}: {detail}); "
+            "give the arguments it needs as «model_args»"
+        ) from None
+    finally:
+        set_rng_state(state)  # the user's next draws stay the same
+        for key in set(store.keys()) - before:  # parameters the model registered (a PyroParam): not ours to keep
+            del store[key]
+
+
+def _initial_point(site: dict, random: bool) -> Any:
+    """A latent site's value at 0 unconstrained (or uniform in (-2, 2)); a discrete site's draw from its prior."""
+    import torch
+    from torch.distributions import transform_to
+
+    fn = site["fn"]
+    try:
+        t = transform_to(fn.support)
+        shape = t.inverse_shape(fn.shape())
+    except NotImplementedError:
+        return fn.sample().detach()
+    at = torch.rand(shape) * 4 - 2 if random else torch.zeros(shape)
+    return t(at)
+
+
+def _spec(support: Any) -> Any:
+    try:
+        return describe(support)
+    except ValueError:
+        return None
+
+
+#: The scale a point estimate (an AutoDelta's site) is packed with, relative to its size (at least 1).
+POINT_SCALE = 1e-4
+
+
+def _point_estimates(points: dict[str, Any], sites: list, tensors: dict) -> dict[str, tuple[str, TensorPosterior]]:
+    """``{site: (key, tensor)}`` for the model's sites no tensor holds that a ``<guide>.<site>`` parameter does
+    (an AutoDelta's, stored unconstrained by ``transform_to(support)``): unconstrained by ``biject_to(support)``
+    as every site is, with a scale of :data:`POINT_SCALE` of their size."""
+    import torch
+    from torch.distributions import biject_to, transform_to
+
+    found = {}
+    for name, support, shape in sites:
+        keys = [k for k in points if k.endswith(f".{name}") and re.fullmatch(r"[^.]+(\.\d+)*", k[: -len(name) - 1])]
+        if name in tensors or len(keys) != 1:
+            continue
+        stored = points[keys[0]]
+        stored = stored if isinstance(stored, torch.Tensor) else torch.as_tensor(np.asarray(stored))
+        if not stored.is_floating_point():
+            continue
+        with torch.no_grad():
+            loc = biject_to(support).inv(transform_to(support)(stored.double())).numpy()
+        if tuple(loc.shape) == shape and np.isfinite(loc).all():
+            dtype = str(stored.dtype).replace("torch.", "")
+            scale = POINT_SCALE * np.maximum(1.0, np.abs(loc))
+            found[name] = (keys[0], TensorPosterior(loc.astype(np.float32), scale.astype(np.float32), dtype))
+    return found
+
+
+def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> Any:
+    """``posterior`` with the supports of ``model``'s latent sites recorded, and a flat
+    AutoDiagonalNormal-style ``latent`` split into the model's sites that the posterior does not
+    already hold (their unconstrained shapes, in trace order: the guide's ``_unpack_latent``
+    layout; an AutoGuideList's other parts hold the rest). A flat ``latent`` of every site beside
+    per-site parameters (two guides of the same sites in one store) is refused: which was trained is unknown."""
+    if not callable(model):
+        kind = type(model).__name__
+        raise ArgumentTypeError(f"«model» must be a Pyro model (a callable or a PyroModule), not a {kind}")
+    warnings = [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
+    sites = model_sites(model, tuple(model_args), model_kwargs, held=set(posterior.tensors), warnings=warnings)
+    tensors = dict(posterior.tensors)
+    points = _point_estimates(posterior.points, sites, tensors)
+    if points:  # an AutoDelta's sites (an AutoGuideList's MAP part): they count as held
+        tensors.update({name: tensor for name, (_, tensor) in points.items()})
+        left = [k for k in posterior.points if k not in {key for key, _ in points.values()}]
+        warnings = [w for w in warnings if not w.startswith(IGNORED)] + ([ignored_warning(left)] if left else [])
+        warnings.append(
+            f"site(s) {', '.join(list(points)[:10])} are point estimates (an AutoDelta's: no posterior scale); "
+            f"packed as near-certain, with a scale of {POINT_SCALE:g} of their size"
+        )
+    missing = [(name, shape) for name, _, shape in sites if name not in tensors]
+    doubled = [name for name, _, _ in sites if name in tensors]
+    everything = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape in sites)
+    if FLAT_LATENT_NAME in tensors and doubled and tensors[FLAT_LATENT_NAME].size == everything:
+        raise PosteriorError(  # which of the two was trained cannot be told from the store
+            f"the param store holds two guides of the same sites: a flat '{FLAT_LATENT_NAME}' of all {everything} "
+            f"values and per-site parameters of {', '.join(doubled[:5])}{' ...' if len(doubled) > 5 else ''} "
+            "(one left from an earlier try?); clear the store (pyro.clear_param_store()) before training, "
+            "or pack the guide"
+        )
+    if FLAT_LATENT_NAME in tensors and missing and not any(name == FLAT_LATENT_NAME for name, _, _ in sites):
+        flat = tensors[FLAT_LATENT_NAME].load()
+        sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in missing]
+        if sum(sizes) != flat.size:
+            raise PosteriorError(
+                f"the flat '{FLAT_LATENT_NAME}' has {flat.size} values but the model's latent sites it would "
+                f"hold ({', '.join(n for n, _ in missing[:5])}{' ...' if len(missing) > 5 else ''}) have "
+                f"{sum(sizes)}; pass the model the guide was trained with (and its model_args)"
+            )
+        loc, scale, start = flat.loc.reshape(-1), flat.scale.reshape(-1), 0
+        split = {}
+        for (name, shape), size in zip(missing, sizes):
+            split[name] = TensorPosterior(
+                loc[start : start + size].reshape(shape), scale[start : start + size].reshape(shape), flat.dtype
+            )
+            start += size
+        position = list(tensors).index(FLAT_LATENT_NAME)
+        items = list(tensors.items())
+        tensors = dict(items[:position] + list(split.items()) + items[position + 1 :])
+    warnings = [w for w in warnings if f"'{FLAT_LATENT_NAME}'" not in w]  # split, or (below) not a site
+    known = {name for name, _, _ in sites}
+    strangers = [n for n in tensors if n not in known]
+    if strangers:
+        warnings.append(
+            f"tensor(s) {', '.join(strangers[:10])} are not latent sample sites of the model; "
+            "their supports are unknown and they load as stored"
+        )
+    unlike = [(n, shape) for n, _, shape in sites if n in tensors and tuple(tensors[n].shape) != shape]
+    if unlike:  # another model's store: its supports would not fit the values
+        warnings.append(
+            "tensor(s) "
+            + ", ".join(f"{n} {tuple(tensors[n].shape)} (the model's site: {shape})" for n, shape in unlike[:5])
+            + " do not have the shape of the model's site; they load as stored: was the guide trained on this model?"
+        )
+    fitting = [(n, s) for n, s, shape in sites if n in tensors and (n, shape) not in unlike]
+    supports = site_supports(fitting, "model", warnings)
+    return Posterior(tensors, posterior.vocab, posterior.source, warnings, supports)
