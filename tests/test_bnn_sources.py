@@ -255,3 +255,18 @@ def test_load_into_prefix_uses_only_prefixed_names(tmp_path):
         a.load_into(torch.nn.Linear(2, 3), prefix="net.")
     layer = a.load_into(torch.nn.Linear(2, 3), prefix="net.", strict=False)
     np.testing.assert_array_equal(layer.weight.detach().numpy(), a["net.weight"].astype(np.float32))
+
+
+def test_a_guide_state_dict_names_its_guide(tmp_path):
+    # A multivariate normal guide's state dict, packed without the model, was said to be an AutoDiagonalNormal's.
+    from pyro.infer.autoguide import AutoMultivariateNormal
+
+    def tiny():
+        pyro.sample("a", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+
+    pyro.clear_param_store()
+    guide = AutoMultivariateNormal(tiny)
+    guide()
+    torch.save(guide.state_dict(), tmp_path / "sd.pt")
+    post = read_posterior(tmp_path / "sd.pt")
+    assert any(w.startswith("AutoMultivariateNormal posterior read without its model") for w in post.warnings)

@@ -228,7 +228,10 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
         pairs.add(FLAT_LATENT_NAME, "loc", (sd["loc"], scale))
     if not pairs:
         raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
-    return pairs, "Pyro guide state dict"
+    if FLAT_LATENT_NAME not in pairs:
+        return pairs, "Pyro guide state dict"
+    flat = "AutoMultivariateNormal" if "scale_tril_unconstrained" in sd else "AutoDiagonalNormal"
+    return pairs, f"Pyro guide state dict ({'AutoLowRankMultivariateNormal' if 'cov_factor' in sd else flat})"
 
 
 _BAYESIAN_TORCH_MU = {"mu_weight": "weight", "mu_kernel": "weight", "mu_bias": "bias"}
