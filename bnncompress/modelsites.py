@@ -8,7 +8,6 @@ parts as point estimates; :func:`model_sites` traces the model once at its feasi
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 import numpy as np
@@ -130,11 +129,12 @@ def _point_estimates(points: dict[str, Any], sites: list, tensors: dict) -> dict
     from torch.distributions import biject_to, transform_to
 
     found = {}
-    for name, support, shape in sites:
-        keys = [k for k in points if k.endswith(f".{name}") and re.fullmatch(r"[^.]+(\.\d+)*", k[: -len(name) - 1])]
-        if name in tensors or len(keys) != 1:
+    wanted = {name: (support, shape) for name, support, shape in sites if name not in tensors}
+    for key, stored in points.items():
+        name = _point_site(key, wanted)
+        if name is None or name in found:
             continue
-        stored = points[keys[0]]
+        support, shape = wanted[name]
         stored = stored if isinstance(stored, torch.Tensor) else torch.as_tensor(np.asarray(stored))
         if not stored.is_floating_point():
             continue
@@ -143,8 +143,20 @@ def _point_estimates(points: dict[str, Any], sites: list, tensors: dict) -> dict
         if tuple(loc.shape) == shape and np.isfinite(loc).all():
             dtype = str(stored.dtype).replace("torch.", "")
             scale = POINT_SCALE * np.maximum(1.0, np.abs(loc))
-            found[name] = (keys[0], TensorPosterior(loc.astype(np.float32), scale.astype(np.float32), dtype))
+            found[name] = (key, TensorPosterior(loc.astype(np.float32), scale.astype(np.float32), dtype))
     return found
+
+
+def _point_site(key: str, wanted: dict) -> str | None:
+    """The site a ``<guide>.<site>`` key names: its guide is its first name, with an AutoGuideList's part
+    number (``AutoGuideList.1``); sites may have dots and digits in their names (``1.0.weight``)."""
+    first, _, rest = key.partition(".")
+    part, _, inner = rest.partition(".")
+    listed = inner if first == "AutoGuideList" and part.isdigit() else None
+    for name in (listed, rest) if listed is not None else (rest,):
+        if name in wanted:
+            return name
+    return None
 
 
 def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> Any:
@@ -158,7 +170,15 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
         raise ArgumentTypeError(f"«model» must be a Pyro model (a callable or a PyroModule), not a {kind}")
     warnings = [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
     sites = model_sites(model, tuple(model_args), model_kwargs, held=set(posterior.tensors), warnings=warnings)
+    if not sites:  # (a PyroModule class where an instance was meant, a model of observed sites only)
+        raise PosteriorError(
+            f"the model {getattr(model, '__name__', type(model).__name__)} samples no continuous latent site when "
+            "called; give the function or module instance that runs the model (a class is neither)"
+        )
     tensors = dict(posterior.tensors)
+    latent_site = next((shape for name, _, shape in sites if name == FLAT_LATENT_NAME), None)
+    flat_guide = FLAT_LATENT_NAME in tensors and tuple(tensors[FLAT_LATENT_NAME].shape) != latent_site  # (a site
+    # may be named 'latent' itself: then the tensor of that name is the site's, or a flat guide's that holds it)
     points = _point_estimates(posterior.points, sites, tensors)
     if points:  # an AutoDelta's sites (an AutoGuideList's MAP part): they count as held
         tensors.update({name: tensor for name, (_, tensor) in points.items()})
@@ -168,17 +188,17 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
             f"site(s) {', '.join(list(points)[:10])} are point estimates (an AutoDelta's: no posterior scale); "
             f"packed as near-certain, with a scale of {POINT_SCALE:g} of their size"
         )
-    missing = [(name, shape) for name, _, shape in sites if name not in tensors]
-    doubled = [name for name, _, _ in sites if name in tensors]
+    missing = [(n, shape) for n, _, shape in sites if n not in tensors or (flat_guide and n == FLAT_LATENT_NAME)]
+    doubled = [n for n, _, _ in sites if n in tensors and not (flat_guide and n == FLAT_LATENT_NAME)]
     everything = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape in sites)
-    if FLAT_LATENT_NAME in tensors and doubled and tensors[FLAT_LATENT_NAME].size == everything:
+    if flat_guide and doubled and tensors[FLAT_LATENT_NAME].size == everything:
         raise PosteriorError(  # which of the two was trained cannot be told from the store
             f"the param store holds two guides of the same sites: a flat '{FLAT_LATENT_NAME}' of all {everything} "
             f"values and per-site parameters of {', '.join(doubled[:5])}{' ...' if len(doubled) > 5 else ''} "
             "(one left from an earlier try?); clear the store (pyro.clear_param_store()) before training, "
             "or pack the guide"
         )
-    if FLAT_LATENT_NAME in tensors and missing and not any(name == FLAT_LATENT_NAME for name, _, _ in sites):
+    if flat_guide and missing:
         flat = tensors[FLAT_LATENT_NAME].load()
         sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in missing]
         if sum(sizes) != flat.size:
@@ -199,11 +219,17 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
         tensors = dict(items[:position] + list(split.items()) + items[position + 1 :])
     warnings = [w for w in warnings if f"'{FLAT_LATENT_NAME}'" not in w]  # split, or (below) not a site
     known = {name for name, _, _ in sites}
-    strangers = [n for n in tensors if n not in known]
+    strangers = [n for n in tensors if n not in known and n not in posterior.supports]  # (a store's own record)
     if strangers:
         warnings.append(
             f"tensor(s) {', '.join(strangers[:10])} are not latent sample sites of the model; "
             "their supports are unknown and they load as stored"
+        )
+    unheld = [name for name, _, _ in sites if name not in tensors]
+    if unheld:
+        warnings.append(
+            f"the model's latent site(s) {', '.join(unheld[:10])} are in no tensor of the posterior: a model "
+            "conditioned on the archive samples them from their priors"
         )
     unlike = [(n, shape) for n, _, shape in sites if n in tensors and tuple(tensors[n].shape) != shape]
     if unlike:  # another model's store: its supports would not fit the values
@@ -213,5 +239,6 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
             + " do not have the shape of the model's site; they load as stored: was the guide trained on this model?"
         )
     fitting = [(n, s) for n, s, shape in sites if n in tensors and (n, shape) not in unlike]
-    supports = site_supports(fitting, "model", warnings)
+    recorded = {n: spec for n, spec in posterior.supports.items() if n in tensors and n not in known}
+    supports = {**recorded, **site_supports(fitting, "model", warnings)}
     return Posterior(tensors, posterior.vocab, posterior.source, warnings, supports)

@@ -22,19 +22,35 @@ def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
 def _within_support(archive: Any, name: str, site: dict) -> bool:
     """The archive's tensor ``name`` fits the model's ``site``: a real site, or values inside its support
     (a guide's values packed without their support recorded are unconstrained: they do not fit)."""
-    from pyro.distributions import constraints
-
     support = site["fn"].support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    if support is constraints.real or support is constraints.real_vector or support.is_discrete:
+    if _is_real(support):
         return True
-    if archive.record(name).params.get("support") is None and archive.source.startswith("Pyro"):
-        return False  # a guide's unconstrained values, packed without the model's supports
+    if _packed_unconstrained(archive, name):
+        return False
     try:
         return bool(support.check(site["value"]).all())
     except (RuntimeError, ValueError):  # (a shape the support's bounds do not broadcast with)
         return True
+
+
+def _packed_unconstrained(archive: Any, name: str) -> bool:
+    """Tensor ``name`` holds a guide's unconstrained values without their support recorded (a param store
+    packed without the model, or a support that could not be recorded)."""
+    return archive.record(name).params.get("support") is None and archive.source.startswith(("Pyro", "live "))
+
+
+def _is_real(support: Any) -> bool:
+    from pyro.distributions import constraints
+
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real or support is constraints.real_vector or support.is_discrete
+
+
+UNCONSTRAINED = (
+    "have a constrained support in the model but their archive values are unconstrained or outside it "
+    "(packed from a param store without the model?); repack with pack(path, model=model)"
+)
 
 
 def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") -> Any:
@@ -52,9 +68,12 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     missing = sorted(n for n in targets - set(names) if n not in params or id(params[n]) not in given)
     unexpected = sorted(set(names) - targets) + sorted(n for n in archive.names if not n.startswith(prefix))
     pyro_module = hasattr(module, "_pyro_samples")
+    computed = []  # PyroSample attributes whose prior is a function of the module: maybe deterministic
     if pyro_module:  # a PyroModule: its parameters (PyroParam, nn.Parameter) are Pyro params, not posteriors,
         missing = [n for n in missing if n in samples]  # and other archive tensors are its model's other sites
         left, unexpected = [n for n in unexpected if n in names], []
+        computed = [n for n in missing if _sample_shape(*samples[n]) is None]
+        missing = [n for n in missing if n not in computed]
     shapes = []
     for n in sorted(set(names) & targets):
         shape = tuple(archive.shape(names[n]))
@@ -73,6 +92,7 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
         problems.append(f"shape mismatch: {'; '.join(shapes)}")
     if problems:
         raise ModelMismatchError(f"cannot load the archive into {type(module).__name__}: {'; '.join(problems)}")
+    outside = [n for n in names if n in samples and _fills_unconstrained(archive, names[n], *samples[n])]
     with torch.no_grad():
         for short, full in names.items():
             if short in params:
@@ -82,6 +102,16 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
                 sub, attr = samples[short]
                 delattr(sub, attr)
                 setattr(sub, attr, torch.nn.Parameter(archive.tensor(full), requires_grad=False))
+    for unsaid, what in (
+        (outside, f"site(s) {', '.join(outside[:10])} {UNCONSTRAINED}"),
+        (
+            computed,
+            f"PyroSample attribute(s) {', '.join(computed[:10])} (a prior that is a function of the module: "
+            "maybe deterministic) are not in the archive: the module computes or samples them",
+        ),
+    ):
+        if unsaid:
+            warnings.warn(what, QualityWarning, stacklevel=3)
     if pyro_module and left:
         warnings.warn(
             f"load_into left archive tensor(s) {', '.join(left[:10])} to the model: they are not attributes of "
@@ -91,6 +121,11 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
             stacklevel=3,
         )
     return module
+
+
+def _fills_unconstrained(archive: Any, name: str, sub: Any, attr: str) -> bool:
+    prior = sub._pyro_samples[attr]
+    return hasattr(prior, "support") and not _is_real(prior.support) and _packed_unconstrained(archive, name)
 
 
 def _check_materialized(module: Any, params: dict[str, Any]) -> None:
@@ -125,6 +160,7 @@ def condition(archive: Any, model: Any) -> Any:
     if some tensors named no sample site of the model, so they conditioned nothing (e.g. a flat
     ``latent`` packed without the model)."""
     import pyro
+    import torch
 
     data = {name: archive.tensor(name) for name in archive.names}
     conditioned = pyro.poutine.condition(model, data=data)
@@ -137,7 +173,8 @@ def condition(archive: Any, model: Any) -> Any:
         with pyro.poutine.trace() as tracer:
             out = conditioned(*args, **kwargs)
         nodes = {n: site for n, site in tracer.trace.nodes.items() if site["type"] == "sample"}
-        unused = [n for n in data if n not in nodes]
+        fixed = dict(model.named_parameters()) if isinstance(model, torch.nn.Module) else {}  # (by load_into)
+        unused = [n for n in data if n not in nodes and n not in fixed]
         if unused:
             warnings.warn(
                 f"archive tensor(s) {', '.join(unused[:10])} are not sample sites of the model, so they conditioned "
@@ -147,13 +184,7 @@ def condition(archive: Any, model: Any) -> Any:
             )
         outside = [n for n in data if n in nodes and not _within_support(archive, n, nodes[n])]
         if outside:
-            warnings.warn(
-                f"site(s) {', '.join(outside[:10])} have a constrained support in the model but their archive values "
-                "are unconstrained or outside it (packed from a param store without the model?); "
-                "repack with pack(path, model=model)",
-                QualityWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"site(s) {', '.join(outside[:10])} {UNCONSTRAINED}", QualityWarning, stacklevel=2)
         return out
 
     return run

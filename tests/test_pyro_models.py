@@ -157,3 +157,97 @@ def test_an_auto_guide_lists_auto_delta_part_is_packed_as_point_estimates(tmp_pa
     a = bnncompress.load(tmp_path / "l.bnc")
     np.testing.assert_allclose(a["sigma"], 0.7, rtol=1e-3)
     np.testing.assert_allclose(a["a"], A_LOC, rtol=1e-3)
+
+
+def nested_sites():
+    pyro.sample("0.weight", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    pyro.sample("1.0.weight", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    pyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+def test_auto_delta_sites_with_digits_in_their_names_and_sites_no_tensor_holds(tmp_path):
+    # 'AutoGuideList.1.0.weight' could be site '0.weight' or '1.0.weight': both were skipped, silently, and a
+    # model conditioned on the archive drew them from the prior; a site nothing in the store held was not said.
+    from pyro.distributions import constraints
+
+    params = {"AutoGuideList.1.0.weight": torch.ones(2), "AutoGuideList.1.1.0.weight": torch.full((3,), 2.0)}
+    params |= {"AutoGuideList.0.locs.other": torch.zeros(1), "AutoGuideList.0.scales.other": torch.ones(1)}
+    state = {"params": params, "constraints": {k: constraints.real for k in params}}
+    torch.save(state, tmp_path / "s.pt")
+    _, caught = _quiet_pack(tmp_path / "s.pt", tmp_path / "n.bnc", model=nested_sites)
+    a = bnncompress.load(tmp_path / "n.bnc")
+    assert np.allclose(a["0.weight"], 1.0) and np.allclose(a["1.0.weight"], 2.0)
+    assert any("latent site(s) z are in no tensor" in w for w in caught)
+
+
+class Gained(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.gain = PyroSample(dist.LogNormal(0.0, 1.0))
+        self.log_tau = PyroSample(dist.Normal(0.0, 1.0))
+        self.tau = PyroSample(lambda self: self.log_tau.exp())  # deterministic: in no guide
+
+    def forward(self):
+        return self.gain * self.tau
+
+
+def test_load_into_says_when_it_fills_unconstrained_values_and_skips_deterministic_samples(tmp_path):
+    # load_into put log(gain) into gain without a word (condition() warned), and refused the module because
+    # its deterministic PyroSample 'tau' was "missing from the archive"; condition() after it said every
+    # loaded tensor "conditioned nothing".
+    store = _store(tmp_path / "g.pt", {"AutoNormal.locs.gain": np.log(2.5), "AutoNormal.locs.log_tau": 0.0})
+    _quiet_pack(store, tmp_path / "g.bnc")
+    a = bnncompress.load(tmp_path / "g.bnc")
+    with pytest.warns(QualityWarning) as caught:
+        net = a.load_into(Gained())
+    said = " ".join(str(w.message) for w in caught)
+    assert "site(s) gain have a constrained support" in said and "tau (a prior that is a function" in said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a.condition(net)()
+
+
+def test_a_stores_own_supports_record_is_kept_with_the_model_and_checked(tmp_path):
+    store = _store(tmp_path / "r.pt", {"AutoNormal.locs.p": [-2.0, -2.0], "AutoNormal.locs.a": [0.0, 0, 0]})
+    state = torch.load(store, weights_only=False)
+    state["supports"] = {"p": {"constraint": "unit_interval"}}  # (a tensor of no site of the model: kept)
+    torch.save(state, store)
+    from .test_pyro_stores import model
+
+    _quiet_pack(store, tmp_path / "r.bnc", model=model)
+    np.testing.assert_allclose(bnncompress.load(tmp_path / "r.bnc")["p"], 1 / (1 + np.exp(2.0)), rtol=1e-3)
+    state["supports"] = {"p": {"constraint": "corr_cholesky"}}  # 2 values are no triangle's: it does not fit
+    torch.save(state, store)
+    with pytest.raises(PosteriorError, match="'supports' of 'p' .* does not fit its tensor"):  # (archive unreadable)
+        _quiet_pack(store, tmp_path / "x.bnc")
+
+
+def test_a_site_named_latent_and_a_model_class(tmp_path):
+    def latent_model():
+        pyro.sample("latent", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        pyro.sample("s", dist.LogNormal(0.0, 1.0))
+
+    store = _store(tmp_path / "d.pt", {"AutoDiagonalNormal.loc": [1.0, 2.0, 3.0, 0.0]})  # "two guides of ..."
+    _quiet_pack(store, tmp_path / "d.bnc", model=latent_model)
+    a = bnncompress.load(tmp_path / "d.bnc")
+    assert np.allclose(a["latent"], [1, 2, 3], rtol=1e-3) and np.isclose(a["s"], 1.0, rtol=1e-3)
+    with pytest.raises(PosteriorError, match="samples no continuous latent site"):  # (packed all unconstrained)
+        _quiet_pack(store, tmp_path / "c.bnc", model=Gained)
+
+
+def test_condition_says_when_a_live_guides_site_came_back_unconstrained(tmp_path):
+    # A support with more bounds than an archive records: pack said it, condition() then did not (the rule was
+    # for param stores only).
+    from pyro.infer.autoguide import AutoNormal
+
+    high = torch.linspace(1.0, 2.0, 70_000)
+
+    def bounded():
+        pyro.sample("u", dist.Uniform(torch.zeros(70_000), high).to_event(1))
+
+    pyro.clear_param_store()
+    guide = AutoNormal(bounded)
+    guide()
+    _quiet_pack(guide, tmp_path / "u.bnc")
+    with pytest.warns(QualityWarning, match=r"site\(s\) u have a constrained support"):
+        bnncompress.load(tmp_path / "u.bnc").condition(bounded)()

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ArchiveError, PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
-from ..supports import constraint_of, ignored_warning, unknown_support_warning
+from ..supports import constrain, constraint_of, ignored_warning, unknown_support_warning
 from ..vocabulary import decode_words, validate_words
 from .pickledconstraints import PickledConstraint
 
@@ -57,6 +57,14 @@ def from_mapping(obj: Any, where: str) -> Posterior:
         warnings += [note] if note else []
     tensors = {name: make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
     supports = {n: spec for n, spec in recorded.items() if spec is not None and n in tensors}
+    for name, spec in supports.items():  # a record that does not fit its tensor would make an archive none can load
+        try:
+            constrain(spec, np.zeros(tensors[name].shape, np.float32), f"'{name}'")
+        except ArchiveError:
+            raise PosteriorError(
+                f"{where}: 'supports' of '{name}' ({spec.get('constraint')}) does not fit its tensor of shape "
+                f"{tuple(tensors[name].shape)}; fix the file"
+            ) from None
     return Posterior(tensors, vocab, f"{kind}: {where}", warnings, supports, points)
 
 
