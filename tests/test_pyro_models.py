@@ -251,3 +251,9 @@ def test_condition_says_when_a_live_guides_site_came_back_unconstrained(tmp_path
     _quiet_pack(guide, tmp_path / "u.bnc")
     with pytest.warns(QualityWarning, match=r"site\(s\) u have a constrained support"):
         bnncompress.load(tmp_path / "u.bnc").condition(bounded)()
+
+
+def test_an_auto_normal_site_named_latent_is_not_called_a_flat_guide(tmp_path):
+    store = _store(tmp_path / "n.pt", {"AutoNormal.locs.latent": [1.0, 2.0]})
+    _, caught = _quiet_pack(store, tmp_path / "n.bnc")
+    assert not any("read without its model: packed as one flat tensor" in w for w in caught)

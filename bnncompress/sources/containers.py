@@ -45,7 +45,9 @@ def from_mapping(obj: Any, where: str) -> Posterior:
         pairs, kind = _pairs_from_mean_variance(obj["mean"], obj["variance"], where)
     else:
         pairs, kind = _pairs_from_plain(obj, where)
-    if FLAT_LATENT_NAME in pairs and kind.startswith("Pyro"):
+    keys = getattr(pairs, "keys_of", {})
+    flat = FLAT_LATENT_NAME in pairs and ".locs." not in keys.get(FLAT_LATENT_NAME, "")  # (not a site named latent)
+    if flat and kind.startswith("Pyro"):
         guide = kind[kind.find("(") + 1 : -1] if kind.endswith(")") else "AutoDiagonalNormal"
         warnings.append(
             f"{guide} posterior read without its model: packed as one flat tensor "
