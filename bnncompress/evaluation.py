@@ -39,6 +39,11 @@ def dataset_path(name: str) -> Path:
     return Path(datapath(DATASETS[name]))
 
 
+def _no_tensors(tensor: str | None) -> None:
+    if tensor is not None:
+        raise OptionError(f"«tensor» {tensor!r} names a tensor of an archive or posterior; word vectors have none")
+
+
 def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     """gensim ``KeyedVectors`` from an archive (path or :class:`~bnncompress.Archive`), a posterior
     file (its means), plain word vectors (word2vec text or binary, GloVe text) or KeyedVectors, and
@@ -46,6 +51,7 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     from gensim.models import KeyedVectors
 
     if isinstance(source, KeyedVectors):
+        _no_tensors(tensor)
         return source, "word vectors"
     if isinstance(source, Archive):
         name = tensor or source.default_embedding_name()
@@ -64,7 +70,9 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     except PosteriorError:
         if not path.is_file():
             raise
-        return read_word_vectors(path), "word vectors"  # not a posterior: word vectors, or an error saying so
+        vectors = read_word_vectors(path)  # not a posterior: word vectors, or an error saying so
+        _no_tensors(tensor)
+        return vectors, "word vectors"
     try:
         return _posterior_means(path, tensor)
     except PosteriorError as exc:  # e.g. unpack's own .kv/.npz/.pt point estimates: not a posterior
@@ -351,8 +359,9 @@ def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
     return out
 
 
-def format_table(result: dict[str, Any], sections: bool = True) -> str:
-    """A plain-text table of :func:`evaluate`'s result (at most 60 columns wide)."""
+def format_table(result: dict[str, Any], sections: bool = True, details: bool = True) -> str:
+    """A plain-text table of :func:`evaluate`'s result (at most 60 columns wide); ``details``: the tensor,
+    vocabulary and zero vectors below it."""
     names = [f"analogy: {n}" for n in result.get("analogy_sections", {})] if sections else []
     width = max([len(m) for m in METRICS] + [len(n) + 2 for n in names] + [6])
     lines = [f"{'metric':<{width}} {'score':>7} {'missing':>13}"]
@@ -363,6 +372,8 @@ def format_table(result: dict[str, Any], sections: bool = True) -> str:
             lines.append(f"{metric:<{width}} {score:>7} {missing:>13}")
     for name, acc in zip(names, result.get("analogy_sections", {}).values()):
         lines.append(f"  {name:<{width - 2}} {'n/a' if acc is None else f'{acc:.4f}':>7}")
+    if not details:
+        return "\n".join(lines)
     lines.append(f"tensor: {result.get('tensor', 'word vectors')}; vocabulary used: {result['vocab_size']:,} words")
     if result.get("zero_vectors"):
         lines.append(f"{result['zero_vectors']:,} of these vectors are all zeros (no direction): they match nothing")

@@ -51,6 +51,8 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
+        if directory.exists():  # (-o archive.bnc/x.bnc)
+            raise OptionError(f"'{directory}' in the output path is a file, not a directory; give another path")
         raise OptionError(f"output directory '{directory}' does not exist; create it first")
     try:
         st = os.lstat(target)

@@ -141,6 +141,8 @@ def pack(
     output = _check_request(source, output, force, vocab)
     if device != "auto":  # for every method (some run only on the CPU): an unknown device, or cuda without a GPU
         resolve_device(device)
+    if "device" in (options or {}):  # (a TypeError from the call below)
+        raise OptionError("the device is not a method option; give it as «device»")
     quantizer = get_quantizer(method or DEFAULT_METHOD, device=device, **(options or {}))
     if (bits is not None or lam is not None) and quantizer.fixed_rate:
         raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no bits or lam")

@@ -155,6 +155,10 @@ def _check_outputs(csv_path: Any, plot_path: Any, force: bool, source: Any) -> N
             from matplotlib.backend_bases import FigureCanvasBase
         except ImportError:
             raise OptionError("«plot» needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
+        if os.path.isdir(plot_path):  # (its figures were written beside it, as <dir>-analogy.png)
+            raise OptionError(
+                f"«plot_path» '{plot_path}' is a directory; give a file name, e.g. {Path(plot_path) / 'rd.png'}"
+            )
         targets += list(plot_paths(plot_path).values())
         kind = targets[-1].suffix.lstrip(".")
         if kind.lower() not in FigureCanvasBase.get_supported_filetypes():

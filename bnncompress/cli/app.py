@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,6 +30,7 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
 from .._version import __version__
+from ..contents import printable
 from ..errors import BnnCompressError, OptionError
 from ..export import FORMATS
 from ..files import check_output_path
@@ -90,9 +91,10 @@ def fails_cleanly(command):
             try:
                 return command(*args, **kwargs)
             except BnnCompressError as exc:
-                say(f"error: {exc.render(_FLAGS, prefix='--')}", err)
+                say(f"error: {printable(exc.render(_FLAGS, prefix='--'))}", err)  # (a path may hold a newline)
             except OSError as exc:
-                say(f"error: {exc.strerror or exc} ({exc.filename or 'file'})", err)
+                where = exc.filename or "file"
+                say(f"error: {printable(f'{exc.strerror or exc} ({where})')}", err)
             except MemoryError:
                 say("error: not enough memory for this input and these options; use smaller values", err)
             except OverflowError as exc:
@@ -210,17 +212,33 @@ DEFAULT_METHOD_CHOICE = Method(DEFAULT_METHOD)
 
 
 def parse_options(pairs: list[str] | None) -> dict:
-    """``["prune=0.1", "centroids=false"]`` -> ``{"prune": 0.1, "centroids": False}``."""
+    """``["prune=0.1", "centroids=false"]`` -> ``{"prune": 0.1, "centroids": False}``: JSON values, any
+    number Python reads (``.5``, ``1.``), true/false in any case, else the text; a key given twice is refused."""
     options: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise OptionError(f"--option takes KEY=VALUE, got {pair!r}")
-        try:
-            options[key.replace("-", "_")] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
-        except (json.JSONDecodeError, RecursionError):
-            options[key.replace("-", "_")] = value
+        key = key.replace("-", "_")
+        if key in options:
+            raise OptionError(f"--option {key} is given twice; give it once")
+        options[key] = _option_value(value)
     return options
+
+
+def _option_value(text: str) -> Any:
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 class Device(str, Enum):

@@ -170,7 +170,7 @@ def pack(
         say(f"note: {result.size_note}", err)
     aim = f" (target {bits:g})" if bits is not None else ""
     say(
-        f"wrote {'standard output' if to_stdout else result.path}: {result.num_weights:,} weights, "
+        f"wrote {'standard output' if to_stdout else printable(str(result.path))}: {result.num_weights:,} weights, "
         f"{result.file_bytes:,} bytes, payload {result.payload_bits_per_weight:.3f} bits/weight{aim}, "
         f"file {result.file_bits_per_weight:.3f} bits/weight, lambda {result.lam:.4g}",
         err if to_stdout else out,
@@ -335,4 +335,4 @@ def unpack(
     with load(archive) as a:
         written = a.export(output, fmt, tensor=tensor, binary=binary, force=force)
     if not quiet:
-        say(f"wrote {output} ({written})")
+        say(f"wrote {printable(str(output))} ({written})")

@@ -11,6 +11,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from ..contents import printable
 from ..errors import OptionError
 from ..evaluation import METRICS, evaluate, format_table, read_word_vectors
 from ..models import SkipGramConfig, read_corpus, save_posterior, train_skipgram
@@ -34,9 +35,9 @@ from .stages import stage_progress
 _QUIET = "Print nothing on success, and no warnings."
 
 
-def _refuse_stdout(output: Path | None, what: str) -> None:
+def _refuse_stdout(output: Path | None, what: str, flag: str = "output") -> None:
     if is_stdio(output):
-        raise OptionError(f"this command cannot write {what} to standard output; pass «output» FILE")
+        raise OptionError(f"this command cannot write {what} to standard output; pass «{flag}» FILE")
 
 
 @app.command("eval")
@@ -64,7 +65,7 @@ def eval_(
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        say(format_table(result))
+        say(format_table(result, details=not quiet))
 
 
 def _number_list(text: str, what: str) -> list[float]:
@@ -106,9 +107,9 @@ def sweep(
 
     refuse_stdin(source)
     _refuse_stdout(output, "the CSV")
-    _refuse_stdout(plot, "figures")
+    _refuse_stdout(plot, "figures", "plot_path")
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    with stage_progress(quiet, err, "sweeping") as report:
+    with stage_progress(quiet, err, "sweeping", "sweep") as report:
         rows = _sweep(
             source,
             names,
@@ -142,7 +143,7 @@ def sweep(
         if r.get("note"):
             say(f"note: {r['method']} @ {r['target_bits']:g} bits: {r['note']}", err)
     written = [str(output)] + ([str(p) for p in plot_paths(plot).values()] if plot else [])
-    say("wrote " + ", ".join(written))
+    say("wrote " + ", ".join(printable(w) for w in written))
 
 
 @app.command()
@@ -185,7 +186,7 @@ def train(
     if vectors is not None and dim is not None and dim != vectors.vector_size:
         raise OptionError(f"--dim {dim} differs from the {vectors.vector_size} dimensions of '{init}'; drop --dim")
     config = SkipGramConfig(
-        dim=dim or (vectors.vector_size if vectors is not None else 50),
+        dim=dim if dim is not None else (vectors.vector_size if vectors is not None else 50),
         vocab_size=vocab_size,
         min_count=min_count,
         window=window,
@@ -207,6 +208,7 @@ def train(
     save_posterior(output, result, force=force)
     if not quiet:
         say(
-            f"wrote {output}: {len(result.vocab):,} words x {config.dim} dims, {result.num_pairs:,} pairs/epoch, "
+            f"wrote {printable(str(output))}: {len(result.vocab):,} words x {config.dim} dims, "
+            f"{result.num_pairs:,} pairs/epoch, "
             f"loss/pair {result.losses[-1]:.4f}, {result.pairs_per_second:,.0f} pairs/s"
         )

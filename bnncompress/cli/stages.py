@@ -40,8 +40,10 @@ class StageDisplay:
         ['pack: reading posterior', 'pack: fitting']
     """
 
-    def __init__(self, console: Console, after: float | None = None, first_stage: str = "packing"):
-        self.console, self.terminal = console, console.is_terminal
+    def __init__(
+        self, console: Console, after: float | None = None, first_stage: str = "packing", command: str = "pack"
+    ):
+        self.console, self.terminal, self.command = console, console.is_terminal, command
         self.after = (SHOW_AFTER if self.terminal else LOG_AFTER) if after is None else after
         self.stage, self.started = first_stage, time.perf_counter()
         self.active, self.lock = False, threading.Lock()
@@ -86,7 +88,7 @@ class StageDisplay:
 
     def _line(self) -> None:
         self.console.print(
-            f"pack: {self.stage} ({time.perf_counter() - self.started:.1f} s)", markup=False, highlight=False
+            f"{self.command}: {self.stage} ({time.perf_counter() - self.started:.1f} s)", markup=False, highlight=False
         )
 
     def __call__(self, stage: str, done: int, total: int, /) -> None:
@@ -100,11 +102,11 @@ class StageDisplay:
 
 
 @contextlib.contextmanager
-def stage_progress(quiet: bool, console: Console, first_stage: str) -> Iterator[Progress]:
+def stage_progress(quiet: bool, console: Console, first_stage: str, command: str = "pack") -> Iterator[Progress]:
     """A ``progress(stage, done, total)`` callback for a command's stages (pack, sweep): a
     :class:`StageDisplay` on ``console`` (stderr) starting at ``first_stage``, or nothing when ``quiet``."""
     if quiet:
         yield no_progress
         return
-    with StageDisplay(console, first_stage=first_stage) as display:
+    with StageDisplay(console, first_stage=first_stage, command=command) as display:
         yield display

@@ -56,6 +56,8 @@ class SkipGramConfig:
         check_options(**{name: getattr(self, name) for name in names})
         if not isinstance(self.device, str):
             raise ArgumentTypeError(f"«device» must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.refine_means and self.init_vectors is None:  # (it was ignored: the means are trained anyway)
+            raise OptionError("«refine_means» trains the means «init_vectors» start at; give those too, or drop it")
         if self.init_vectors is not None:
             _, size = init_shape(self.init_vectors)
             if size != self.dim:

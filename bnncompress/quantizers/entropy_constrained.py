@@ -33,6 +33,7 @@ from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
 from .base import STORED_IF_NOT_DEFAULT, Block, PassData, Rows, reduce_cells
+from .checks import is_integer, is_number
 from .registry import register_quantizer
 from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
 
@@ -97,16 +98,16 @@ class EntropyConstrainedVBQ(VBQ):
     def __post_init__(self) -> None:
         super().__post_init__()
         trust, row_weight, cap, iterations = self.trust, self.row_weight, self.cap, self.iterations
-        if not 0.0 <= trust <= 1.0:
+        if not (is_number(trust) and 0.0 <= trust <= 1.0):
             raise OptionError(f"trust must be between 0 and 1, got {trust}")
-        if not 0.0 <= row_weight <= 2.0:
+        if not (is_number(row_weight) and 0.0 <= row_weight <= 2.0):
             raise OptionError(f"row_weight must be between 0 and 2, got {row_weight}")
-        if not (isinstance(cap, (int, float)) and 0 <= cap < float("inf")):
+        if not (is_number(cap) and 0 <= cap < float("inf")):
             raise OptionError(f"cap must be a number >= 0 (0 = no cap), got {cap!r}")
         table_cost = self.table_cost
-        if isinstance(table_cost, bool) or not (isinstance(table_cost, (int, float)) and 0 <= table_cost <= 4):
+        if not (is_number(table_cost) and 0 <= table_cost <= 4):
             raise OptionError(f"table_cost must be a number from 0 to 4, got {table_cost!r}")
-        if not (isinstance(iterations, (int, np.integer)) and 0 <= iterations <= 20):
+        if not (is_integer(iterations) and 0 <= iterations <= 20):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
         for key in ("centroids", "levelled"):
             if not isinstance(getattr(self, key), (bool, np.bool_)):

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import OptionError
 from .base import Block, FittedQuantizer, Quantizer, Rows
+from .checks import is_number
 from .registry import register_quantizer
 
 _BINS = 1 << 14
@@ -84,7 +85,7 @@ class KMeans(Quantizer):
     prune: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.prune, (int, float)) and 0.0 <= self.prune < 1.0):
+        if not (is_number(self.prune) and 0.0 <= self.prune < 1.0):
             raise OptionError(f"prune must be a fraction in [0, 1), got {self.prune!r}")
         self._normalize(prune=float(self.prune))
 

@@ -38,6 +38,7 @@ from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
 from ..records import MAX_REFLECTED, decoded_rotation, inverse_transform, position_classes, stored_rotation
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, PassData, Quantizer, Rows, reduce_cells
+from .checks import is_number
 from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
@@ -98,17 +99,17 @@ class TransformVBQ(Quantizer):
         transform, trust, iterations, step = self.transform, self.trust, self.iterations, self.step
         if transform not in ("auto", "pca", "none"):
             raise OptionError(f"transform must be auto, pca or none, got {transform!r}")
-        if not (isinstance(trust, (int, float)) and 0.0 <= trust <= 1.0):
+        if not (is_number(trust) and 0.0 <= trust <= 1.0):
             raise OptionError(f"trust must be between 0 and 1, got {trust!r}")
         for key, top in (("row_weight", 2.0), ("small_trust", 1.0), ("small_row_weight", 2.0)):
             value = getattr(self, key)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= top):
+            if not (is_number(value) and 0.0 <= value <= top):
                 raise OptionError(f"{key} must be between 0 and {top:g}, got {value!r}")
         if not (
             isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) and 0 <= iterations <= 20
         ):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
-        if not (isinstance(step, (int, float)) and 0.01 <= step <= 10):
+        if not (is_number(step) and 0.01 <= step <= 10):
             raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
         for key in ("centroids", "class_costs", "class_values", "reflectors", "small_levels"):
             if not isinstance(getattr(self, key), (bool, np.bool_)):
@@ -323,7 +324,8 @@ class FittedTransform(FittedQuantizer):
         state = state.columns if isinstance(state, ClassValues) else state
         if isinstance(state, SeedGrid):
             width = int(state.cells.max())
-            grid = ((state.firsts[:, None] + np.arange(width)[None, :]) * state.steps[:, None]).astype(np.float32)
+            with np.errstate(over="ignore"):  # a huge lambda's steps: cells beyond float32, which no value takes
+                grid = ((state.firsts[:, None] + np.arange(width)[None, :]) * state.steps[:, None]).astype(np.float32)
         else:
             grid = np.zeros((self.d, state.width), np.float32)
             used = np.arange(state.width)[None, :] < state.sizes[:, None]

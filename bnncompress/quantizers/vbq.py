@@ -39,6 +39,7 @@ from ..errors import OptionError
 from ..exactsum import ExactSum
 from ..priors import GaussianPrior
 from .base import NOT_IN_CONFIG, Block, FittedQuantizer, Quantizer, Rows
+from .checks import is_integer
 from .registry import register_quantizer
 
 DEFAULT_MAX_LEVEL = 10
@@ -65,7 +66,7 @@ class VBQ(Quantizer):
     device: str = field(default="auto", metadata=NOT_IN_CONFIG)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.max_level, (int, np.integer)) and 1 <= self.max_level <= 20):
+        if not (is_integer(self.max_level) and 1 <= self.max_level <= 20):
             raise OptionError(f"max_level must be an integer from 1 to 20, got {self.max_level!r}")
         self._normalize(max_level=int(self.max_level))
 
