@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,8 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         parts = [np.asarray(arrays[key]).astype(dtype) for arrays in stored_arrays if key in arrays]
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
-    with h5py.File("archive.bnc", "w", driver="core", backing_store=False, libver=("v110", "v110")) as f:
+    name = f"archive-{uuid.uuid4().hex}.bnc"  # (HDF5 refuses to make a core file of a name another thread has open)
+    with h5py.File(name, "w", driver="core", backing_store=False, libver=("v110", "v110")) as f:
         f.attrs["format"] = _fixed(FORMAT_NAME)
         f.attrs["format_version"] = np.int64(format_version(tensors))
         f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())

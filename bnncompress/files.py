@@ -164,13 +164,30 @@ def atomic_output(
             verify(tmp)
         try:
             check_output_path(target, force)  # still a regular file (or absent) right before the rename
-            os.replace(tmp, target)
+            if force:
+                os.replace(tmp, target)
+            else:
+                _rename_to_new(tmp, target)
         except OSError as exc:
             raise _named(exc, target) from None
         _fsync_directory(directory)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _rename_to_new(tmp: Path, target: Path) -> None:
+    """``tmp`` becomes ``target`` only if no file is there, in one step (a hard link; the caller removes
+    ``tmp``): a file made at ``target`` since the last check, e.g. by another pack, is never replaced."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        check_output_path(target, force=False)  # says so in the words of the first check
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        os.replace(tmp, target)  # no hard links on this file system: the check just made is the last word
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = True) -> None:

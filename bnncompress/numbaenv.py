@@ -43,7 +43,8 @@ def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool
     numba's environment cannot run bnncompress's kernels. ``pack`` False allows ``NUMBA_DISABLE_JIT``
     (training works without compiling, slowly). numba's own settings count once it is imported."""
     env = os.environ if environ is None else environ
-    config = sys.modules["numba"].config if environ is None and "numba" in sys.modules else None
+    # (importlib waits for another thread's import of numba to finish: sys.modules may hold it half made)
+    config = importlib.import_module("numba").config if environ is None and "numba" in sys.modules else None
     threads = env.get("NUMBA_NUM_THREADS")
     if threads is not None and config is None:
         try:

@@ -253,6 +253,7 @@ UnpackFormat = Enum("UnpackFormat", [(name, name) for name in FORMATS], type=str
 def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     refuse_bad_numba_environment()  # a bad NUMBA_* variable: one line and exit 2, not a traceback later
     # numba warns in 4 lines when it cannot create its import lock in /dev/shm (e.g. under a file
     # size limit); the command's own error, if any, is the one line that matters
@@ -278,6 +279,8 @@ def main() -> None:
         if not _interrupted(exc):
             raise
         code = 130
+    if "received" in _SIGNALS:  # its KeyboardInterrupt may have been swallowed (raised in a gc callback or a
+        code = 130  # __del__, which Dask's client runs often), and the command then ran on to the end
     if code == 130:  # the temporary files are gone: the exception unwound through atomic_output
         terminated = _SIGNALS.get("received") == signal.SIGTERM
         say("terminated" if terminated else "interrupted", err)
@@ -311,6 +314,6 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def _terminate(signum, frame) -> None:
-    """SIGTERM: unwind like Ctrl-C (removing temporary files on the way out), then exit 143."""
+    """SIGTERM: unwind like Ctrl-C (removing temporary files on the way out), then exit 143; SIGINT: 130."""
     _SIGNALS["received"] = signum
     raise KeyboardInterrupt

@@ -1,0 +1,113 @@
+"""Packs from several threads and processes at once, and signals (a helper's hunt of concurrency and
+interruption): every pack succeeds or refuses in one line, none replaces another's file without «force»."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bnncompress
+from bnncompress import OptionError, files
+
+EXAMPLE = Path(__file__).parents[1] / "data" / "example.pt"
+
+
+def test_a_file_made_between_the_last_check_and_the_rename_is_kept(tmp_path, monkeypatch):
+    # Two packs to one new path without force: both passed the last check, and the second rename replaced
+    # the first archive (1 in 300 rounds of two threads).
+    target = tmp_path / "a.bnc"
+    check = files.check_output_path
+
+    calls = []
+
+    def then_another_pack_writes(path, force, *args):
+        found = check(path, force, *args)
+        calls.append(path)
+        if len(calls) == 2:  # atomic_output's last check, right before the rename: another pack's file appears
+            target.write_bytes(b"the other pack's archive")
+        return found
+
+    monkeypatch.setattr(files, "check_output_path", then_another_pack_writes)
+    rng = np.random.default_rng(0)
+    with pytest.raises(OptionError, match="exists"):
+        bnncompress.pack({"w": (rng.normal(size=(20, 5)), np.full((20, 5), 0.1))}, target, lam=0.1, force=False)
+    assert target.read_bytes() == b"the other pack's archive" and [p.name for p in tmp_path.iterdir()] == ["a.bnc"]
+
+
+def test_packs_in_threads_at_once(tmp_path):
+    # HDF5 refused to make a pack's in-memory image while another thread had one of the same name open
+    # ("unable to truncate a file which is already open"): 5-15% of concurrent packs failed.
+    rng = np.random.default_rng(0)
+    posterior = {"w": (rng.normal(size=(30, 5)), np.full((30, 5), 0.1))}
+    failed = []
+
+    def packs(k):
+        for i in range(15):
+            try:
+                bnncompress.pack(posterior, tmp_path / f"{k}-{i}.bnc", method="float16")
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                failed.append(repr(exc))
+
+    threads = [threading.Thread(target=packs, args=(k,)) for k in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert failed == []
+    assert len({(tmp_path / f"{k}-{i}.bnc").read_bytes() for k in range(4) for i in range(15)}) == 1
+
+
+_FIRST_PACKS = """
+import threading, numpy as np, bnncompress
+rng = np.random.default_rng(0)
+posterior = {"w": (rng.normal(size=(300, 20)), np.full((300, 20), 0.1))}
+failed = []
+def packs(k):
+    for i in range(3):
+        try:
+            bnncompress.pack(posterior, f"%s/{k}-{i}.bnc", lam=0.1)
+        except Exception as exc:
+            failed.append(repr(exc))
+threads = [threading.Thread(target=packs, args=(k,)) for k in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(failed)
+"""
+
+
+def test_the_first_packs_of_a_process_in_two_threads(tmp_path):
+    # One thread read numba's settings from sys.modules while the other was still importing it:
+    # "partially initialized module 'numba' has no attribute 'config'".
+    done = subprocess.run([sys.executable, "-c", _FIRST_PACKS % tmp_path], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+
+
+_SWALLOWED = """
+import os, signal, sys
+import bnncompress.cli.archives as archives
+from bnncompress.cli.app import main
+real = archives._pack
+
+class Dies:
+    def __del__(self):  # as Dask's client's gc callbacks and __del__ methods run during a pack
+        os.kill(os.getpid(), signal.SIGTERM)
+
+def pack(*args, **kwargs):
+    Dies()  # the handler's KeyboardInterrupt is raised in __del__: Python ignores it
+    return real(*args, **kwargs)
+
+archives._pack = pack
+sys.argv = ["bnncompress", "pack", %r, "-o", %r]
+main()
+"""
+
+
+def test_a_signal_whose_interrupt_was_swallowed_still_ends_the_command(tmp_path):
+    # SIGTERM to `pack --workers 2` sometimes ran on and exited 0: its KeyboardInterrupt was raised inside a
+    # gc callback or __del__ of Dask's, which Python ignores.
+    script = _SWALLOWED % (str(EXAMPLE), str(tmp_path / "a.bnc"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143 and done.stderr.strip().endswith("terminated"), done.stderr[-2000:]
