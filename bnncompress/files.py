@@ -67,7 +67,7 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
                 "vocabulary); choose another output path"
             )
     if st is None:
-        return target
+        return _writable(target, directory)
     if stat.S_ISDIR(st.st_mode):
         raise OptionError(f"output '{target}' is a directory; give a file name")
     if stat.S_ISLNK(st.st_mode):
@@ -76,6 +76,21 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
         raise OptionError(f"output '{target}' exists and is not a regular file (a device or pipe); choose another path")
     if not force:
         raise OptionError(f"output '{target}' already exists; pass «force=True» to overwrite it")
+    return _writable(target, directory)
+
+
+def _writable(target: Path, directory: Path) -> Path:
+    """``target``, once a file could be made in ``directory`` (and removed): a directory that cannot be
+    written is said before the work (a training run of minutes), not when the result is written."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bnc-probe.", suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise OptionError(
+            f"cannot write in the output directory '{directory}' ({exc.strerror or exc}); choose another output path"
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
     return target
 
 

@@ -111,3 +111,22 @@ def test_a_signal_whose_interrupt_was_swallowed_still_ends_the_command(tmp_path)
     script = _SWALLOWED % (str(EXAMPLE), str(tmp_path / "a.bnc"))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 143 and done.stderr.strip().endswith("terminated"), done.stderr[-2000:]
+
+
+def test_an_output_directory_that_cannot_be_written_is_said_before_the_work(tmp_path, monkeypatch):
+    # (chattr +i, a read-only mount): train ran for minutes, then "error: Operation not permitted"
+    from typer.testing import CliRunner
+
+    import bnncompress.cli.embeddings as embeddings
+    from bnncompress.cli import app
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    trained = []
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)
+    monkeypatch.setattr(embeddings, "train_skipgram", lambda *a, **k: trained.append(1))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\n" * 20)
+    result = CliRunner().invoke(app, ["train", str(corpus), "-o", str(tmp_path / "e.pt")])
+    assert result.exit_code == 2 and "cannot write in the output directory" in result.output and trained == []
