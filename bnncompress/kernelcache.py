@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -49,17 +50,18 @@ _IN_CHILD = "BNNCOMPRESS_COMPILING_KERNELS"
 _CHILD = """
 import json, sys
 from bnncompress.kernelcache import warm_kernels
-warm_kernels(sys.argv[1], json.loads(sys.argv[2]))
+warm_kernels(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3])
 """
 
 
-def warm_kernels(method: str, options: dict[str, Any]) -> None:
+def warm_kernels(method: str, options: dict[str, Any], workdir: str | None = None) -> None:
     """Run every numba kernel a streamed pack with ``method`` and ``options`` runs: the pack's
     pipeline over a small posterior read by rows from .npy files, at 2 bits per weight (rate
-    control's passes, unless the method has a fixed rate) and at its default rate."""
+    control's passes, unless the method has a fixed rate) and at its default rate. ``workdir``: where the
+    posterior's files go (the caller removes it; else a temporary directory of this function's)."""
     quantizer = get_quantizer(method, **options)
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as src:
+    with tempfile.TemporaryDirectory() if workdir is None else contextlib.nullcontext(workdir) as src:
         np.save(src + "/w.loc.npy", rng.normal(size=(4096, 32)).astype(np.float32))
         np.save(src + "/w.scale.npy", rng.uniform(0.01, 1.0, (4096, 32)).astype(np.float32))
         tensors = open_posterior(src).tensors
@@ -85,10 +87,11 @@ def compile_in_child(method: str, options: dict) -> str:
     marker = _marker(method, spec)
     if marker is None or marker.exists():
         return "warm"
-    args = [sys.executable, "-c", _CHILD, method, spec]
     env = {**os.environ, _IN_CHILD: "1"}
-    try:
-        done = subprocess.run(args, capture_output=True, timeout=900, check=False, env=env)
+    try:  # the child's files in a directory of this process: removed even when an interrupt kills the child
+        with tempfile.TemporaryDirectory() as workdir:
+            args = [sys.executable, "-c", _CHILD, method, spec, workdir]
+            done = subprocess.run(args, capture_output=True, timeout=900, check=False, env=env)
         outcome = "compiled" if done.returncode == 0 else "failed"
     except (OSError, subprocess.SubprocessError):
         outcome = "failed"

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,23 @@ def test_the_marker_changes_with_any_file_of_the_package(tmp_path):
     assert files_key(tmp_path) != before
     caller.write_text("TABLE = 'int16'\n")  # the same size, a new time
     assert files_key(tmp_path) != before
+
+
+def test_an_interrupted_child_leaves_no_files(tmp_path, monkeypatch):
+    # An interrupt kills the child (subprocess.run's SIGKILL, or a group's SIGTERM) before its temporary
+    # directory is removed: ~1 MB of .npy files stayed in $TMPDIR. The directory is the parent's now.
+    import bnncompress.kernelcache as kernelcache
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(kernelcache.tempfile, "tempdir", None)  # (tempfile reads TMPDIR once)
+    monkeypatch.setattr(kernelcache, "_marker", lambda method, spec: tmp_path / "marker")
+
+    def killed(args, **kwargs):
+        workdir = args[-1]
+        (Path(workdir) / "w.loc.npy").write_bytes(b"the child's file")  # as the child writes before it is killed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kernelcache.subprocess, "run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        compile_in_child("uniform", {})
+    assert list(tmp_path.iterdir()) == []
