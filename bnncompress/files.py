@@ -37,15 +37,32 @@ TEMP_SUFFIX = ".bnctmp"
 def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Check that ``path`` can be written as a regular file; return it as a Path.
 
-    Raises :class:`OptionError` if its directory is missing, or it exists and is not a
-    regular file, or it is one of the ``inputs`` (by name, or the same file through a link),
-    or it exists and ``force`` is False.
+    Raises :class:`OptionError` if its directory is missing or cannot be written (a file is made
+    there and removed: said before the work, e.g. a training run of minutes, not when the result
+    is written), or it exists and is not a regular file, or it is one of the ``inputs`` (by name,
+    or the same file through a link), or it exists and ``force`` is False.
 
     Example:
         >>> import tempfile, pathlib
         >>> check_output_path(pathlib.Path(tempfile.mkdtemp()) / "new.bnc", force=False).name
         'new.bnc'
     """
+    target = _check_target(path, force, inputs)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bnc-probe.", suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise OptionError(
+            f"cannot write in the output directory '{directory}' ({exc.strerror or exc}); choose another output path"
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return target
+
+
+def _check_target(path: str | os.PathLike, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """:func:`check_output_path` but for the directory's write test (where a file is made next anyway)."""
     if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file 'newname'
         raise OptionError(f"the output '{os.fspath(path)}' ends with a slash; give the path of a file")
     target = Path(path)
@@ -67,7 +84,7 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
                 "vocabulary); choose another output path"
             )
     if st is None:
-        return _writable(target, directory)
+        return target
     if stat.S_ISDIR(st.st_mode):
         raise OptionError(f"output '{target}' is a directory; give a file name")
     if stat.S_ISLNK(st.st_mode):
@@ -76,21 +93,6 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
         raise OptionError(f"output '{target}' exists and is not a regular file (a device or pipe); choose another path")
     if not force:
         raise OptionError(f"output '{target}' already exists; pass «force=True» to overwrite it")
-    return _writable(target, directory)
-
-
-def _writable(target: Path, directory: Path) -> Path:
-    """``target``, once a file could be made in ``directory`` (and removed): a directory that cannot be
-    written is said before the work (a training run of minutes), not when the result is written."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".bnc-probe.", suffix=TEMP_SUFFIX, dir=directory)
-    except OSError as exc:
-        raise OptionError(
-            f"cannot write in the output directory '{directory}' ({exc.strerror or exc}); choose another output path"
-        ) from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
     return target
 
 
@@ -153,7 +155,7 @@ def atomic_output(
         >>> target.read_text()
         'done'
     """
-    target = check_output_path(path, force)
+    target = _check_target(path, force)  # (its directory is written next: mkstemp tests it)
     directory = target.parent if str(target.parent) else Path(".")
     remove_stale_temporaries(target)
     prefix = f".{_temp_stem(target)}.{_host()}.{os.getpid()}."
@@ -178,7 +180,7 @@ def atomic_output(
         if verify is not None:
             verify(tmp)
         try:
-            check_output_path(target, force)  # still a regular file (or absent) right before the rename
+            _check_target(target, force)  # still a regular file (or absent) right before the rename
             if force:
                 os.replace(tmp, target)
             else:
@@ -197,7 +199,7 @@ def _rename_to_new(tmp: Path, target: Path) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        check_output_path(target, force=False)  # says so in the words of the first check
+        _check_target(target, force=False)  # says so in the words of the first check
         raise
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):

@@ -21,18 +21,16 @@ def test_a_file_made_between_the_last_check_and_the_rename_is_kept(tmp_path, mon
     # Two packs to one new path without force: both passed the last check, and the second rename replaced
     # the first archive (1 in 300 rounds of two threads).
     target = tmp_path / "a.bnc"
-    check = files.check_output_path
-
-    calls = []
+    check = files._check_target
 
     def then_another_pack_writes(path, force, *args):
         found = check(path, force, *args)
-        calls.append(path)
-        if len(calls) == 2:  # atomic_output's last check, right before the rename: another pack's file appears
+        written = [p for p in tmp_path.iterdir() if p.name.endswith(files.TEMP_SUFFIX) and p.stat().st_size]
+        if written and not target.exists():  # the last check, right before the rename: another pack's file appears
             target.write_bytes(b"the other pack's archive")
         return found
 
-    monkeypatch.setattr(files, "check_output_path", then_another_pack_writes)
+    monkeypatch.setattr(files, "_check_target", then_another_pack_writes)
     rng = np.random.default_rng(0)
     with pytest.raises(OptionError, match="exists"):
         bnncompress.pack({"w": (rng.normal(size=(20, 5)), np.full((20, 5), 0.1))}, target, lam=0.1, force=False)
