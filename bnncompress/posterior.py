@@ -9,6 +9,7 @@ checks every source passes through (:func:`make_tensor`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
@@ -211,8 +212,12 @@ class Posterior:
 
     def load(self) -> Posterior:
         """A copy of this posterior with every tensor's values in memory (read now if they are in a file)."""
-        tensors = {n: t.load() for n, t in self.tensors.items()}
-        return Posterior(tensors, self.vocab, self.source, list(self.warnings), dict(self.supports), dict(self.points))
+        return self.with_tensors({n: t.load() for n, t in self.tensors.items()})
+
+    def with_tensors(self, tensors: dict[str, TensorPosterior], **changes: Any) -> Posterior:
+        """A copy holding ``tensors``, every other field kept (its lists and dicts copied) unless in ``changes``."""
+        kept = {"warnings": list(self.warnings), "supports": dict(self.supports), "points": dict(self.points)}
+        return dataclasses.replace(self, tensors=tensors, **{**kept, **changes})
 
     @property
     def vocab_tensors(self) -> list[str]:
@@ -242,7 +247,7 @@ class Posterior:
             warnings.append("the stored vocabulary labels none of the selected tensors; it is not packed")
             vocab = None
         supports = {n: s for n, s in self.supports.items() if n in names}
-        return Posterior({n: self.tensors[n] for n in names}, vocab, self.source, warnings, supports)
+        return self.with_tensors({n: self.tensors[n] for n in names}, vocab=vocab, warnings=warnings, supports=supports)
 
 
 def check_vocab(posterior: Posterior) -> None:

@@ -122,8 +122,7 @@ def open_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
 def _open(source: Any) -> Posterior:
     if isinstance(source, Posterior):
         tensors = {name: _checked(name, t, source.source) for name, t in source.tensors.items()}
-        warned, supports = list(source.warnings), dict(source.supports)
-        posterior = Posterior(tensors, source.vocab, source.source, warned, supports, dict(source.points))
+        posterior = source.with_tensors(tensors)
     elif isinstance(source, (str, os.PathLike)):
         posterior = detect(source).open()
     elif is_pyro_guide(source):
