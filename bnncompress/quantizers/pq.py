@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import OptionError
 from ..geometry import num_rows, row_size
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows
+from .checks import is_integer
 from .kmeans import KMeans
 from .registry import register_quantizer
 
@@ -55,7 +56,7 @@ class ProductQuantization(Quantizer):
 
     def __post_init__(self) -> None:
         seed = self.seed
-        if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**31):
+        if not (is_integer(seed) and 0 <= seed < 2**31):
             raise OptionError(f"seed must be an integer from 0 to 2^31 - 1, got {seed!r}")
         self._normalize(seed=int(seed))
 

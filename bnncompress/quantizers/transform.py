@@ -38,7 +38,7 @@ from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
 from ..records import MAX_REFLECTED, decoded_rotation, inverse_transform, position_classes, stored_rotation
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, PassData, Quantizer, Rows, reduce_cells
-from .checks import is_number
+from .checks import is_integer, is_number
 from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
@@ -105,9 +105,7 @@ class TransformVBQ(Quantizer):
             value = getattr(self, key)
             if not (is_number(value) and 0.0 <= value <= top):
                 raise OptionError(f"{key} must be between 0 and {top:g}, got {value!r}")
-        if not (
-            isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) and 0 <= iterations <= 20
-        ):
+        if not (is_integer(iterations) and 0 <= iterations <= 20):
             raise OptionError(f"iterations must be an integer from 0 to 20, got {iterations!r}")
         if not (is_number(step) and 0.01 <= step <= 10):
             raise OptionError(f"step must be between 0.01 and 10, got {step!r}")
@@ -119,9 +117,7 @@ class TransformVBQ(Quantizer):
         self._normalize(step=float(step), small_trust=float(self.small_trust))
         self._normalize(small_row_weight=float(self.small_row_weight))
         classes = self.classes
-        if classes != "auto" and (
-            isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or not 0 <= classes <= 255
-        ):
+        if classes != "auto" and not (is_integer(classes) and 0 <= classes <= 255):
             raise OptionError(f"classes must be auto or an integer from 0 to 255, got {classes!r}")
         self._normalize(classes=classes if classes == "auto" else int(classes))
 
