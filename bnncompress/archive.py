@@ -175,6 +175,8 @@ def is_archive(path: str | os.PathLike) -> bool:
 
 def read_archive(path: str | os.PathLike) -> ArchiveContents:
     """Open, validate and checksum an archive; raise :class:`ArchiveError` on any defect."""
+    if not os.fspath(path):  # (Path("") is the working directory)
+        raise ArchiveError("the archive path is empty; pass the path of a .bnc archive")
     path = Path(path)
     location = os.path.abspath(path)  # now: the working directory may change before rows are served
     if not path.exists():

@@ -95,6 +95,8 @@ def export_archive(
         raise ArgumentTypeError(
             f"path must be the path of the file to write (a str or os.PathLike), not {type(path).__name__}"
         )
+    if binary is not None and not isinstance(binary, bool):  # binary="no" wrote binary
+        raise ArgumentTypeError(f"«binary» must be True, False or None, not {binary!r:.40}")
     fmt = fmt or format_from_suffix(path)
     if not isinstance(fmt, str) or fmt not in FORMATS:
         raise OptionError(f"unknown export format {fmt!r}; choose {FORMAT_NAMES}")

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from .errors import OptionError
+from .errors import ArgumentTypeError, OptionError
 
 TEMP_SUFFIX = ".bnctmp"
 
@@ -63,6 +63,8 @@ def check_output_path(path: str | os.PathLike, force: bool = True, inputs: Itera
 
 def _check_target(path: str | os.PathLike, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """:func:`check_output_path` but for the directory's write test (where a file is made next anyway)."""
+    if not isinstance(force, bool):  # force="no" would overwrite
+        raise ArgumentTypeError(f"«force» must be True or False, not {force!r:.40}")
     if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file 'newname'
         raise OptionError(f"the output '{os.fspath(path)}' ends with a slash; give the path of a file")
     target = Path(path)

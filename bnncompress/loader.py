@@ -100,8 +100,8 @@ class Archive:
 
     @property
     def vocab(self) -> list[str] | None:
-        """The vocabulary (row labels of 2-D tensors with that many rows), or None."""
-        return self._contents.vocab
+        """The vocabulary (row labels of 2-D tensors with that many rows), or None; a copy: keep it in a variable."""
+        return None if self._contents.vocab is None else list(self._contents.vocab)
 
     @property
     def source(self) -> str:
@@ -210,10 +210,10 @@ class Archive:
 
     @property
     def _words(self) -> dict[str, int]:
-        if self.vocab is None:
+        if self._contents.vocab is None:
             raise OptionError("the archive has no vocabulary; pack it with «vocab», or use rows(name, indices)")
         if "_word_index" not in self.__dict__:  # built once: index() is a dict lookup
-            self._word_index = dict(zip(self.vocab, range(len(self.vocab))))
+            self._word_index = dict(zip(self._contents.vocab, range(len(self._contents.vocab))))
         return self._word_index
 
     def index(self, word: str) -> int:
@@ -290,19 +290,19 @@ class Archive:
 
     # ------------------------------------------------------------------ conversions
     def _vocab_for_shape(self, name: str) -> list[str]:
-        shape = tuple(self.record(name).shape)
-        if self.vocab is None:
+        shape, vocab = tuple(self.record(name).shape), self._contents.vocab
+        if vocab is None:
             raise OptionError(f"the archive has no vocabulary; pack it with «vocab» to get word vectors for '{name}'")
-        if len(shape) != 2 or shape[0] != len(self.vocab):
+        if len(shape) != 2 or shape[0] != len(vocab):
             raise OptionError(
-                f"tensor '{name}' has shape {shape}, which the {len(self.vocab)}-word vocabulary does not label"
+                f"tensor '{name}' has shape {shape}, which the {len(vocab)}-word vocabulary does not label"
             )
-        return self.vocab
+        return vocab
 
     def default_embedding_name(self) -> str:
         """The word vectors, as for a posterior file (:func:`bnncompress.wordvectors.embedding_tensor`)."""
         shapes = {r.name: tuple(r.shape) for r in self._records.values()}
-        name = embedding_tensor(shapes, None if self.vocab is None else len(self.vocab))
+        name = embedding_tensor(shapes, None if self._contents.vocab is None else len(self._contents.vocab))
         if name is None:
             raise OptionError("the archive has no 2-D tensor to use as an embedding; name one with «tensor»")
         return name

@@ -59,6 +59,10 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
 
     if not isinstance(module, torch.nn.Module):
         raise ArgumentTypeError(f"«module» must be a torch.nn.Module, not a {type(module).__name__}")
+    if not isinstance(prefix, str) or not isinstance(strict, bool):
+        raise ArgumentTypeError(
+            f"«prefix» must be a str and «strict» True or False, not {prefix!r:.40} and {strict!r:.40}"
+        )
     names = {n[len(prefix) :]: n for n in archive.names if n.startswith(prefix)}
     params = dict(module.named_parameters(remove_duplicate=False))  # tied weights: every name they have
     _check_materialized(module, params)

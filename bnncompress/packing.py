@@ -174,6 +174,12 @@ def pack(
     ]
     result = write_packed(output, records, posterior, lam, bits, report, force)
     notes = list(posterior.warnings) + notes  # how the posterior was read (supports, a flat latent), then values
+    if result.target_missed:
+        notes.append(
+            f"target missed: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from the "
+            f"target {bits:g} (no lambda the search tried came closer: this method's rate jumps, or turns back, "
+            "near it on this posterior); ask for another target, or give a lambda"
+        )
     for note in notes if _WARN_NOTES.get() else ():
         warnings.warn(note, QualityWarning, stacklevel=2)
     return dataclasses.replace(result, warnings=result.warnings + tuple(n for n in notes if n not in result.warnings))

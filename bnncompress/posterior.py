@@ -190,6 +190,12 @@ class Posterior:
     #: the model, an AutoDelta's ``<guide>.<site>`` point estimates (:func:`bnncompress.modelsites.with_model`).
     points: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # (the dataclass's would print every word of the vocabulary)
+        shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in list(self.tensors.items())[:8])
+        more = f" and {len(self.tensors) - 8} more" if len(self.tensors) > 8 else ""
+        words = "no vocabulary" if self.vocab is None else f"a vocabulary of {len(self.vocab):,} words"
+        return f"Posterior({shapes}{more}; {words}; from {self.source})"
+
     @property
     def names(self) -> list[str]:
         return list(self.tensors)
@@ -229,7 +235,7 @@ class Posterior:
     def select(self, names: Iterable[str], require_vocab: bool = False) -> Posterior:
         """The same posterior restricted to ``names`` (in that order). A vocabulary that labels
         none of them is dropped with a warning, or refused if ``require_vocab`` (it was asked for)."""
-        names = list(names)
+        names = [names] if isinstance(names, str) else list(names)  # (one name, not its characters)
         unknown = [n for n in names if n not in self.tensors]
         if unknown:
             raise PosteriorError(

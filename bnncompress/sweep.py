@@ -101,8 +101,7 @@ def sweep(
             row["pack_seconds"] = time.perf_counter() - start
             row["payload_bits"] = result.payload_bits_per_weight
             row["file_bits"] = result.file_bits_per_weight
-            notes = [f"target missed: {result.payload_bits_per_weight:.3f} bits/weight"] if result.target_missed else []
-            row["note"] = "; ".join(notes + [w.split(": ", 1)[-1] for w in result.warnings])
+            row["note"] = "; ".join(w.split(": ", 1)[-1] for w in result.warnings)
             scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
             rows.append({**row, **{k: scores[k] for k in METRICS}})
     report("done", total, total)

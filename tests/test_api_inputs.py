@@ -221,3 +221,101 @@ def test_float128_and_streamed_kmeans_messages_say_what_to_do(tmp_path):
     np.savez(tmp_path / "p.npz", **{"w.loc": LOC, "w.scale": SCALE})
     r = CliRunner().invoke(app, ["pack", str(tmp_path / "p.npz"), "--method", "kmeans", "--stream"])
     assert r.exit_code == 2 and "--no-stream without --workers or --scheduler" in r.output
+
+
+# A helper's third hunt of the Python API (stop 37): each test fails without its fix.
+
+
+@pytest.mark.parametrize(
+    "supports, message",
+    [
+        ({"w": "positive"}, "unknown support 'positive'"),  # (a spec, not its name)
+        ({"w": {"constraint": "interval"}}, "lacks finite lower_bound"),
+        ({"w": {"constraint": "bogus"}}, "unknown support"),
+        ({"w": {"constraint": "simplex"}, "v": None}, "names of its tensors"),
+    ],
+)
+def test_a_posteriors_supports_are_checked_before_the_pack(tmp_path, supports, message):
+    """They wrote an archive that every load refused (unknown support None / lacks bounds)."""
+    p = Posterior({"w": TensorPosterior(LOC, SCALE)}, supports=supports)
+    with pytest.raises(PosteriorError, match=message):
+        bnncompress.pack(p, tmp_path / "s.bnc", lam=0.1)
+    assert not (tmp_path / "s.bnc").exists()
+
+
+def test_a_posteriors_real_support_given_as_none_packs(tmp_path):
+    p = Posterior({"w": TensorPosterior(LOC, SCALE)}, supports={"w": None})
+    bnncompress.pack(p, tmp_path / "s.bnc", lam=0.1)
+    assert "support" not in bnncompress.load(tmp_path / "s.bnc").record("w").params
+
+
+@pytest.mark.parametrize(
+    "vocab, message",
+    [
+        ([f"w{i}" for i in range(59)] + [3], "is a int"),
+        ([f"w{i}" for i in range(59)] + ["\ud800"], "unpaired surrogate"),
+        ([f"w{i}" for i in range(59)] + ["a\nb"], "control character"),
+        (["a"] * 60, "more than once"),
+        ("abc", "must be a list of words"),  # became ['a', 'b', 'c']
+    ],
+)
+def test_a_posteriors_vocabulary_is_checked_before_the_pack(tmp_path, vocab, message):
+    p = Posterior({"w": TensorPosterior(LOC, SCALE)}, vocab=vocab)
+    with pytest.raises(PosteriorError, match=message):
+        bnncompress.pack(p, tmp_path / "v.bnc", lam=0.1)
+
+
+def test_an_empty_posterior_is_refused(tmp_path):
+    """It wrote a 0-weight archive whose PackResult raised ZeroDivisionError."""
+    with pytest.raises(PosteriorError, match="no posterior tensors"):
+        bnncompress.pack(Posterior({}), tmp_path / "e.bnc", lam=0.1)
+    with pytest.raises(PosteriorError, match="no posterior tensors"):
+        bnncompress.pack(bnncompress.read_posterior({"w": (LOC, SCALE)}).select([]), tmp_path / "e.bnc", lam=0.1)
+
+
+def test_select_takes_one_name_and_repr_is_short():
+    p = bnncompress.read_posterior({"w": (LOC, SCALE), "b": (LOC[0], SCALE[0])}, vocab=[f"w{i}" for i in range(60)])
+    assert p.select("w").names == ["w"]  # (said: no tensor named 'w'... per character)
+    assert repr(p) == "Posterior(w (60, 40), b (40,); a vocabulary of 60 words; from loc/scale dict: python dict)"
+
+
+def test_the_vocabulary_given_out_is_a_copy(tmp_path):
+    """Sorting a.vocab relabelled every row: vector('w0') returned another word's row."""
+    path = tmp_path / "v.bnc"
+    bnncompress.pack({"w": (LOC, SCALE)}, path, vocab=[f"w{i}" for i in range(60)], bits=3)
+    a = bnncompress.load(path)
+    first = a.vector("w0").copy()
+    words = a.vocab
+    words.reverse()
+    assert a.vocab[0] == "w0" and a.index("w0") == 0
+    np.testing.assert_array_equal(a.vector("w0"), first)
+    np.testing.assert_array_equal(a.to_keyed_vectors()["w0"], first)
+
+
+def test_a_missed_target_is_a_quality_warning(tmp_path):
+    """Only the CLI said it; pack(bits=...) returned target_missed True with no warning."""
+    with pytest.warns(bnncompress.QualityWarning, match="target missed: payload"):
+        r = bnncompress.pack({"w": (LOC, SCALE)}, tmp_path / "k.bnc", bits=0.5, method="kmeans")
+    assert r.target_missed and any(w.startswith("target missed") for w in r.warnings)
+
+
+def test_export_takes_force_and_binary_as_bools_only(archive_path, tmp_path):
+    """force="no" replaced the user's file; binary="no" wrote binary."""
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious")
+    a = bnncompress.load(archive_path)
+    with pytest.raises(ArgumentTypeError, match="force"):
+        a.export(keep, format="npz", force="no")
+    with pytest.raises(ArgumentTypeError, match="binary"):
+        a.export(tmp_path / "o.txt", format="npz", binary="no")
+    assert keep.read_text() == "precious"
+
+
+def test_load_into_refuses_a_prefix_that_is_no_str(archive_path):
+    with pytest.raises(ArgumentTypeError, match="prefix"):
+        bnncompress.load(archive_path).load_into(torch.nn.Linear(40, 60, bias=False), prefix=0)
+
+
+def test_an_empty_archive_path_is_said(tmp_path):
+    with pytest.raises(ArchiveError, match="path is empty"):
+        bnncompress.load("")

@@ -62,8 +62,17 @@ def _options(
     pass
 
 
-err = Console(stderr=True)
-out = Console()
+class _Console(Console):
+    """rich's Console, but a reader that left (``| head``) ends what is said there, not the command
+    (rich exits 1): the work was done (a trained posterior written) and its exit code says so."""
+
+    def on_broken_pipe(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
+
+
+err = _Console(stderr=True)
+out = _Console()
 #: API parameter -> flag, where the flag is not just --NAME.
 _FLAGS = {
     "options": "--option KEY=VALUE",
@@ -102,6 +111,15 @@ def fails_cleanly(command):
             raise typer.Exit(2)
 
     return wrapper
+
+
+def print_text(text: str) -> None:
+    """Print to standard output as it is (say() through rich takes minutes for 200,000 tensors
+    lines); a reader that leaves early (``| head``) ends the output quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and Python's flush at exit
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -149,8 +167,13 @@ def refuse_stdin(*inputs: Path | None) -> None:
 
 
 def say(text: str, to: Console = out) -> None:
-    """Print plain text: no rich markup or highlighting (file and tensor names may contain brackets)."""
-    to.print(text, markup=False, highlight=False, soft_wrap=True)
+    """Print plain text: no rich markup or highlighting (file and tensor names may contain brackets).
+    A stream that is closed or full (``2>&-``, ``2>/dev/full``, a reader gone) takes nothing more,
+    and the work goes on: a report that cannot be shown must not end a training run."""
+    try:
+        to.print(text, markup=False, highlight=False, soft_wrap=True)
+    except OSError:
+        to.on_broken_pipe()  # (and Python's flush at exit stays quiet)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from .app import (
     is_stdio,
     out,
     parse_options,
+    print_text,
     refuse_existing,
     refuse_stdin,
     say,
@@ -159,13 +160,6 @@ def pack(
         return
     for warning in result.warnings:
         say(f"warning: {warning}", err)
-    if result.target_missed:
-        say(
-            f"warning: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from "
-            f"--bits {bits:g}: no lambda the search tried came closer (this method's rate jumps, or turns back, near "
-            "it on this posterior); ask for other --bits, or give --lam",
-            err,
-        )
     if result.size_note:
         say(f"note: {result.size_note}", err)
     aim = f" (target {bits:g})" if bits is not None else ""
@@ -194,7 +188,7 @@ def info(
             return
         summary = a.info()
     if as_json:
-        _print(json.dumps(summary, indent=2))
+        print_text(json.dumps(summary, indent=2))
         return
     rows = [
         (
@@ -226,22 +220,13 @@ def info(
         header += ("support",)
         rows = [row + (text,) for row, text in zip(rows, [*supports, ""])]
     vocab = f"{summary['vocab_words']:,} words ({summary['vocab_bytes']:,} bytes)" if summary["vocab_words"] else "none"
-    _print(
+    print_text(
         f"{printable(str(archive))}  ({tot['file_bytes']:,} bytes)\n\n"
         + _table(header, rows, left=(0, 2, 7))
         + "\n(payload and file: bits per weight)\n"
         f"vocab: {vocab}\nsource: {printable(summary['source'])}\nformat version {summary['format_version']}, "
         f"written by bnncompress {printable(summary['tool_version'])}"
     )
-
-
-def _print(text: str) -> None:
-    """Print to standard output as it is (say() through rich takes minutes for 200,000 tensors
-    lines); a reader that leaves early (``| head``) ends the output quietly."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and Python's flush at exit
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:

@@ -25,6 +25,7 @@ from .app import (
     fails_cleanly,
     is_stdio,
     out,
+    print_text,
     refuse_existing,
     refuse_stdin,
     say,
@@ -63,7 +64,7 @@ def eval_(
     refuse_stdin(source)
     result = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print_text(json.dumps(result, indent=2))
     else:
         say(format_table(result, details=not quiet))
 

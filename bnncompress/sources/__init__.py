@@ -34,8 +34,8 @@ from typing import Any
 
 from ..errors import OptionError, PosteriorError
 from ..posterior import FLOAT_DTYPES, Posterior, StoredTensor, TensorPosterior, check_vocab, make_tensor
-from ..vocabulary import read_vocab
-from .containers import from_mapping
+from ..vocabulary import decode_words, read_vocab, validate_words
+from .containers import fitting_supports, from_mapping
 from .guides import from_live_guide, is_pyro_guide, ivon_posterior
 from .hdf5 import HDF5Reader, is_hdf5
 from .npy import NpyDirectoryReader, is_npy_directory
@@ -121,8 +121,7 @@ def open_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
 
 def _open(source: Any) -> Posterior:
     if isinstance(source, Posterior):
-        tensors = {name: _checked(name, t, source.source) for name, t in source.tensors.items()}
-        posterior = source.with_tensors(tensors)
+        posterior = _checked_posterior(source)
     elif isinstance(source, (str, os.PathLike)):
         posterior = detect(source).open()
     elif is_pyro_guide(source):
@@ -135,6 +134,30 @@ def _open(source: Any) -> Posterior:
             "a Pyro AutoNormal/AutoDiagonalNormal guide, or a dict {name: (loc, scale)}"
         )
     return posterior
+
+
+def _checked_posterior(source: Posterior) -> Posterior:
+    """A :class:`Posterior` the caller built, checked as every source's are: its tensors, names,
+    vocabulary and supports (an unchecked support or word wrote an archive none could load)."""
+    where = source.source if isinstance(source.source, str) else "Posterior"
+    if not isinstance(source.source, str) or not isinstance(source.warnings, list):
+        raise PosteriorError(f"{where}: Posterior.source must be a str and .warnings a list of str")
+    if not isinstance(source.tensors, Mapping) or not source.tensors:
+        raise PosteriorError(f"{where} holds no posterior tensors; Posterior.tensors maps names to TensorPosteriors")
+    if not all(isinstance(name, str) and name for name in source.tensors):
+        raise PosteriorError(f"{where}: tensor names must be non-empty str, found {list(source.tensors)!r:.200}")
+    tensors = {name: _checked(name, t, where) for name, t in source.tensors.items()}
+    vocab = source.vocab
+    if vocab is not None:
+        if not isinstance(vocab, (list, tuple)):
+            raise PosteriorError(f"{where}: Posterior.vocab must be a list of words, not a {type(vocab).__name__}")
+        vocab = validate_words(decode_words(vocab, f"{where}: vocabulary"), f"{where}: vocabulary")
+    if not isinstance(source.supports, Mapping) or any(n not in tensors for n in source.supports):
+        raise PosteriorError(
+            f"{where}: Posterior.supports must map names of its tensors to supports, found {source.supports!r:.200}"
+        )
+    supports = fitting_supports(source.supports, tensors, where, "give one bnncompress.supports.describe makes")
+    return source.with_tensors(tensors, vocab=vocab, supports=supports)
 
 
 def _checked(name: str, tensor: Any, where: str) -> TensorPosterior:

@@ -58,19 +58,11 @@ def from_mapping(obj: Any, where: str) -> Posterior:
         note = unknown_support_warning([n for n in pairs if n not in recorded])
         warnings += [note] if note else []
     tensors = {name: make_tensor(name, loc, scale, where) for name, (loc, scale) in pairs.items()}
-    supports = {n: spec for n, spec in recorded.items() if spec is not None and n in tensors}
-    for name, spec in supports.items():  # a record that does not fit its tensor would make an archive none can load
-        try:
-            constrain(spec, np.zeros(tensors[name].shape, np.float32), f"'{name}'")
-        except ArchiveError:
-            raise PosteriorError(
-                f"{where}: 'supports' of '{name}' ({spec.get('constraint')}) does not fit its tensor of shape "
-                f"{tuple(tensors[name].shape)}; fix the file"
-            ) from None
+    supports = fitting_supports({n: s for n, s in recorded.items() if n in tensors}, tensors, where, "fix the file")
     return Posterior(tensors, vocab, f"{kind}: {where}", warnings, supports, points)
 
 
-def _supports_record(record: Any, where: str) -> dict[str, Any]:
+def _supports_record(record: Any, where: str, fix: str = "fix the file") -> dict[str, Any]:
     """A param store's ``"supports"``: ``{site: None}`` for a real support, or ``{site: spec}`` as an
     archive records one (:func:`bnncompress.supports.describe`); PosteriorError if it is not."""
     if not isinstance(record, Mapping) or not all(isinstance(k, str) for k in record):
@@ -80,8 +72,23 @@ def _supports_record(record: Any, where: str) -> dict[str, Any]:
             try:
                 constraint_of(spec, f"{where}: 'supports' of '{name}'")
             except ArchiveError as exc:
-                raise PosteriorError(str(exc).replace("the archive is damaged", "fix the file")) from None
+                raise PosteriorError(f"{str(exc).rsplit('; ', 1)[0]}; {fix}") from None
     return dict(record)
+
+
+def fitting_supports(record: Mapping[str, Any], tensors: Mapping[str, Any], where: str, fix: str) -> dict[str, Any]:
+    """The supports of ``record`` (checked by :func:`_supports_record`) that are not real, each checked
+    against its tensor's shape: a record that does not fit would make an archive none can load."""
+    supports = {n: spec for n, spec in _supports_record(record, where, fix).items() if spec is not None}
+    for name, spec in supports.items():
+        try:
+            constrain(spec, np.zeros(tensors[name].shape, np.float32), f"'{name}'")
+        except ArchiveError:
+            raise PosteriorError(
+                f"{where}: 'supports' of '{name}' ({spec.get('constraint')}) does not fit its tensor of shape "
+                f"{tuple(tensors[name].shape)}; {fix}"
+            ) from None
+    return supports
 
 
 class _Pairs(dict):
