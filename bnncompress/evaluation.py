@@ -145,7 +145,7 @@ def read_word_vectors(path: str | os.PathLike):
         fields = first.split()
         if len(fields) == 2 and all(x.isdigit() for x in fields):  # word2vec: a "count dim" line first
             count, dim = int(fields[0]), int(fields[1])
-            while (probe := fh.readline(1 << 20)) and not probe.strip():
+            while (probe := fh.readline(_PROBE)) and not probe.strip():
                 pass
             binary = bool(probe) and not _text_line(probe, dim)  # binary values never split into dim numbers
             _check_header(path, count, dim, binary)
@@ -162,8 +162,17 @@ def read_word_vectors(path: str | os.PathLike):
     return kv
 
 
+#: Bytes of the first vector line read to tell word2vec text from binary.
+_PROBE = 1 << 20
+_NUMBER_TEXT = frozenset(b"0123456789+-.eEinfaINFA \t\r\n")
+
+
 def _text_line(line: bytes, dim: int) -> bool:
-    """Whether ``line`` is a word2vec text line: a word and ``dim`` numbers."""
+    """Whether ``line`` is a word2vec text line: a word and ``dim`` numbers (a line longer than the
+    probe, cut: a word and then only characters of numbers; float32 bytes are not all of those)."""
+    if len(line) == _PROBE and not line.endswith(b"\n"):
+        values = line.split(maxsplit=1)[1:]
+        return bool(values) and _NUMBER_TEXT.issuperset(values[0])
     parts = line.split()
     if len(parts) != dim + 1:
         return False
@@ -235,7 +244,14 @@ def _read_binary(fh, path: Path, count: int, dim: int) -> tuple[list[str], np.nd
         _add_word(words, word, i + 1, path, "vectors")
         vectors[i] = np.frombuffer(buf, dtype="<f4", count=dim, offset=space + 1)
         pos = space + 1 + size
-    return _finite(words, vectors, path, "vector")
+    while not (rest := buf[pos:]).strip():  # after the last vector: line breaks at most
+        if not (buf := fh.read(1 << 20)):
+            return _finite(words, vectors, path, "vector")
+        pos = 0
+    raise OptionError(
+        f"'{path}' holds more than the {count:,} binary vectors of its header ({rest[:20]!r} follows); "
+        "the header is wrong or the file is not word2vec binary"
+    )
 
 
 def _add_word(words: dict[str, int], word: str, where: int, path: Path, units: str) -> None:

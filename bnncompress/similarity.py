@@ -88,8 +88,9 @@ class WordQueries:
             raise ArgumentTypeError(f"«topn» is a number of words (an int) or None for every score, not {topn!r}")
         if restrict_vocab is not None and (not isinstance(restrict_vocab, Integral) or restrict_vocab < 0):
             raise OptionError(f"«restrict_vocab» is a row count >= 0 (or None: every row), not {restrict_vocab!r}")
-        items = _as_list(positive) + _as_list(negative)
-        weights = np.concatenate((np.ones(len(_as_list(positive))), -np.ones(len(_as_list(negative)))))
+        positive, negative = _as_list(positive), _as_list(negative)  # once: an iterator is read once
+        items = positive + negative
+        weights = np.concatenate((np.ones(len(positive)), -np.ones(len(negative))))
         keys = []
         for i, item in enumerate(items):
             if isinstance(item, (str, int, np.integer, np.ndarray)):
@@ -149,7 +150,8 @@ def _gensim_mean(keys: list, weights: np.ndarray, units: Any, size: int) -> np.n
         if vector.shape != mean.shape:
             raise OptionError(f"a vector in «positive» or «negative» has shape {vector.shape}, not {mean.shape}")
         mean += weight * vector
-    mean = mean / np.abs(weights).sum()
+    if np.abs(weights).sum() > 0:  # (weights all 0: gensim leaves the sum as it is)
+        mean = mean / np.abs(weights).sum()
     length = dnrm2(mean) if mean.size else 0.0
     return (dscal(1.0 / length, mean) if length > 0 else mean).astype(np.float32)  # a zero mean stays zero
 

@@ -174,3 +174,45 @@ def test_a_truncated_archive_is_one_line_for_eval_and_pack(tmp_path):
     for args in (["eval", str(tmp_path / "t.bnc")], ["pack", str(tmp_path / "t.bnc"), "-o", str(tmp_path / "x.bnc")]):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and "damaged or truncated" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_text_line_longer_than_the_probe_is_read_as_text(tmp_path, monkeypatch):
+    """A first vector line longer than the probe (1 MiB) was read as word2vec binary: ASCII digits as
+    float32, words '2', '64526'..., exit 0."""
+    import bnncompress.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "_PROBE", 4096)
+    kv = KeyedVectors(vector_size=1000, count=0, dtype=np.float32)
+    kv.add_vectors(["king", "queen", "man"], np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32))
+    kv.save_word2vec_format(str(tmp_path / "long.txt"), binary=False)
+    got = evaluation.read_word_vectors(tmp_path / "long.txt")
+    assert got.index_to_key == ["king", "queen", "man"]
+    np.testing.assert_array_equal(got.vectors, kv.vectors)
+
+
+def test_a_binary_file_holding_more_than_its_header_says_is_refused(tmp_path):
+    from bnncompress.errors import OptionError
+    from bnncompress.evaluation import read_word_vectors
+
+    kv = KeyedVectors(vector_size=3, count=0, dtype=np.float32)
+    kv.add_vectors(["a", "b", "c"], np.arange(9, dtype=np.float32).reshape(3, 3) + 0.5)
+    kv.save_word2vec_format(str(tmp_path / "v.bin"), binary=True)
+    data = (tmp_path / "v.bin").read_bytes()
+    (tmp_path / "short.bin").write_bytes(b"2 3" + data[data.index(b"\n") :])  # a header one vector short
+    with pytest.raises(OptionError, match="more than the 2 binary vectors of its header"):
+        read_word_vectors(tmp_path / "short.bin")
+    assert read_word_vectors(tmp_path / "v.bin").index_to_key == ["a", "b", "c"]
+
+
+def test_eval_json_into_a_closed_pipe_ends_quietly(trained):
+    import subprocess
+    import sys
+
+    path = str(trained["paths"]["with_vocab"])
+    argv = ["bnncompress", "eval", path, "--json", "-q"]
+    script = f"import sys; sys.argv = {argv!r}; from bnncompress.cli import main; main()"
+    for _ in range(3):  # (5 of 8 runs said "error: Broken pipe" with exit 2)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.read(5)
+        proc.stdout.close()
+        assert proc.wait(timeout=120) == 0 and proc.stderr.read() == b""

@@ -188,6 +188,19 @@ QUERIES = [
 ]
 
 
+def test_iterators_and_zero_weights_query_as_lists_do(example):
+    """An iterator was read twice (a map of two words queried minus the first; one in «negative» was
+    ignored), and weights all 0 divided by 0 (NaN scores; gensim leaves the sum: 0.0)."""
+    path, _ = example
+    a = bnncompress.load(path)
+    kv = a.to_keyed_vectors()
+    expected = a.most_similar(positive=["king", "woman"], negative=["man"], topn=3)
+    assert a.most_similar(positive=map(str.lower, ["King", "Woman"]), negative=iter(["man"]), topn=3) == expected
+    assert a.most_similar(positive=(w for w in ["king", "woman"]), negative=["man"], topn=3) == expected
+    ours, theirs = a.most_similar(positive=[("king", 0.0)], topn=3), kv.most_similar(positive=[("king", 0.0)], topn=3)
+    assert ours == [(w, 0.0) for w, _ in theirs] and [s for _, s in theirs] == [0.0] * 3
+
+
 def test_similarity_queries_equal_gensim(example, monkeypatch):
     path, _ = example
     a = bnncompress.load(path)
