@@ -32,7 +32,7 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 from recipe_args import methods as methods_arg
-from recipe_args import positive_int, rates, run
+from recipe_args import positive_int, rates, run, seed
 
 import bnncompress
 from bnncompress.quantizers import METHODS
@@ -135,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--model", choices=sorted(NETWORKS), default="mlp", help="network")
     parser.add_argument("--steps", type=positive_int, default=4000, help="SVI steps")
-    parser.add_argument("--seed", type=int, default=0, help="SVI seed (the data split is always the same)")
+    parser.add_argument("--seed", type=seed, default=0, help="SVI seed (the data split is always the same)")
     parser.add_argument(
         "--quick", action="store_true", help="300 steps, 2 and 4 bits, 3 methods (--steps, --bits, --methods not used)"
     )

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 import tempfile
 import time
 import warnings
@@ -45,7 +44,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from pyro.poutine.util import site_is_subsample
-from recipe_args import methods, positive_int, rates
+from recipe_args import methods, positive_int, rates, seed
 from recipe_args import run as run_recipe
 from torch.distributions import biject_to
 
@@ -214,15 +213,15 @@ class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpF
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
-    parser.add_argument("--steps", type=positive_int, default=600, help="SVI steps (both networks)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="SVI steps (both networks; default 600)")
     parser.add_argument("--quick", action="store_true", help="200 SVI steps (600 for the 1-H-1 network)")
     parser.add_argument("--hidden", type=positive_int, default=64, help="width of the 8-H-H-1 network")
     parser.add_argument("--small-hidden", type=positive_int, default=32, help="width of the 1-H-1 network")
     parser.add_argument(
-        "--small-steps", type=positive_int, default=1500, help="SVI steps of the 1-H-1 network (lr 0.03)"
+        "--small-steps", type=positive_int, default=None, help="SVI steps of the 1-H-1 network (lr 0.03; default 1500)"
     )
     parser.add_argument("--train", type=positive_int, default=1000, help="training points")
-    parser.add_argument("--seed", type=int, default=SEED, help="SVI seed of the 8-H-H-1 network (data: always 0)")
+    parser.add_argument("--seed", type=seed, default=SEED, help="SVI seed of the 8-H-H-1 network (data: always 0)")
     parser.add_argument("--test", type=positive_int, default=500, help="test points")
     parser.add_argument(
         "--bits", type=rates, default=",".join(f"{b:g}" for b in TARGETS), help="target payload bits/weight"
@@ -235,11 +234,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--out", default=str(Path(__file__).parent / "work" / "bnn_regression"), help="folder for results.md/.csv"
     )
     args = parser.parse_args(argv)
-    given = sys.argv[1:] if argv is None else argv  # --quick keeps what was given (argv None: the command line)
-    if args.quick and "--steps" not in given:
-        args.steps = 200
-    if args.quick and "--small-steps" not in given:
-        args.small_steps = 600
+    if args.steps is None:  # --quick keeps what was given, in any spelling (--steps=300, --step 300)
+        args.steps = 200 if args.quick else 600
+    if args.small_steps is None:
+        args.small_steps = 600 if args.quick else 1500
     fixed = [m for m in args.methods if METHODS[m].fixed_rate]
     if fixed:
         parser.error(f"--methods: {fixed[0]!r} has no rate knob")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gensim
 from gensim.corpora import WikiCorpus
+from recipe_args import positive_int, run
 
 from bnncompress import BnnCompressError
 from bnncompress.files import check_output_path
@@ -41,9 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=WORK / "example.pt", help="default: %(default)s")
     parser.add_argument("--force", action="store_true", help="replace the output if it exists")
-    parser.add_argument("--vocab-size", type=int, default=4000, help="default: %(default)s")
-    parser.add_argument("--dim", type=int, default=50, help="default: %(default)s")
-    parser.add_argument("--epochs", type=int, default=3, help="default: %(default)s")
+    parser.add_argument("--vocab-size", type=positive_int, default=4000, help="default: %(default)s")
+    parser.add_argument("--dim", type=positive_int, default=50, help="default: %(default)s")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="default: %(default)s")
     args = parser.parse_args()
     if args.output == WORK / "example.pt":
         WORK.mkdir(exist_ok=True)
@@ -78,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

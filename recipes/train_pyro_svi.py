@@ -46,7 +46,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from recipe_args import positive_int, run
+from recipe_args import positive_float, positive_int, run, seed
+
+from bnncompress import BnnCompressError
+from bnncompress.files import atomic_output, check_output_path
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "work" / "corpus.txt"
@@ -62,14 +65,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="text file, one document per line")
     parser.add_argument("--vocab-size", type=positive_int, default=30000, help="words kept (most frequent)")
     parser.add_argument("--dim", type=positive_int, default=50, help="embedding dimension")
-    parser.add_argument("--seed", type=int, default=1, help="seed (pairs, order, noise words, Pyro)")
-    parser.add_argument("--epochs", type=float, default=2.0, help="passes over the pairs (may be fractional)")
+    parser.add_argument("--seed", type=seed, default=1, help="seed (pairs, order, noise words, Pyro)")
+    parser.add_argument("--epochs", type=positive_float, default=2.0, help="passes over the pairs (may be fractional)")
     parser.add_argument("--steps", type=positive_int, default=None, help="SVI steps (overrides --epochs)")
     parser.add_argument("--batch-size", type=positive_int, default=16384, help="pairs per SVI step")
-    parser.add_argument("--lr", type=float, default=0.02, help="initial learning rate")
-    parser.add_argument("--final-lr", type=float, default=0.1, help="last step's lr as a fraction of --lr")
-    parser.add_argument("--clip-norm", type=float, default=1e6, help="ClippedAdam's elementwise gradient clip")
-    parser.add_argument("--init-scale", type=float, default=0.1, help="AutoNormal's init_scale (Pyro's default 0.1)")
+    parser.add_argument("--lr", type=positive_float, default=0.02, help="initial learning rate")
+    parser.add_argument("--final-lr", type=positive_float, default=0.1, help="last step's lr as a fraction of --lr")
+    parser.add_argument("--clip-norm", type=positive_float, default=1e6, help="ClippedAdam's elementwise gradient clip")
+    parser.add_argument(
+        "--init-scale", type=positive_float, default=0.1, help="AutoNormal's init_scale (Pyro's default 0.1)"
+    )
     parser.add_argument(
         "--init-loc",
         choices=["median", "small"],
@@ -86,11 +91,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--log-every", type=positive_int, default=100, help="print the loss every N steps")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="posterior .pt file to write")
+    parser.add_argument("--force", action="store_true", help="replace the output if it exists")
     args = parser.parse_args(argv)
     if not args.corpus.is_file():
         parser.error(
             f"--corpus {args.corpus} does not exist; make it: python recipes/analogy_benchmark.py --stage corpus"
         )
+    if args.output == OUTPUT:
+        OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    try:  # before minutes of training; never the corpus itself
+        check_output_path(args.output, force=args.force, inputs=[args.corpus])
+    except BnnCompressError as exc:
+        parser.exit(2, f"error: {exc.render({'force=True': '--force'}, prefix='--')}\n")
     return args
 
 
@@ -144,9 +156,13 @@ def main(argv=None) -> None:
         idx = order[position : position + batch]
         position += batch
         noise = torch.multinomial(noise_weights, len(idx) * args.negatives, replacement=True)
-        loss = svi.step(centers_t[idx], contexts_t[idx], noise.view(len(idx), args.negatives), idx)
+        try:
+            loss = svi.step(centers_t[idx], contexts_t[idx], noise.view(len(idx), args.negatives), idx)
+        except ValueError:  # Pyro's validation: a parameter became NaN/inf inside the guide
+            loss = math.nan
         if not math.isfinite(loss):
-            sys.exit(f"error: the loss is {loss} at step {step}: training diverged; lower --lr")
+            print(f"error: the loss is {loss} at step {step}: training diverged; lower --lr", file=sys.stderr)
+            sys.exit(2)
         window_loss += loss / n
         window_steps += 1
         if step % args.log_every == 0 or step == steps:
@@ -162,10 +178,8 @@ def main(argv=None) -> None:
     state["params"] = {k: t.detach().clone().contiguous() for k, t in state["params"].items()}
     state["vocab"] = list(vocab)
     state["supports"] = {"word_vectors": None, "context_vectors": None}  # both real: pack need not warn
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(args.output)
+    with atomic_output(args.output, force=args.force) as tmp:
+        torch.save(state, tmp)
     print(f"trained {steps} steps in {time.time() - train_start:.0f} s (whole run {time.time() - started:.0f} s)")
     print(f"wrote {args.output} ({args.output.stat().st_size:,} bytes): {sorted(state['params'])}")
 

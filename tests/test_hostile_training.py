@@ -386,3 +386,37 @@ def test_a_corpus_that_subsampling_empties_names_subsample(sentences):
     with pytest.raises(OptionError, match="subsampling frequent words .*kept 0 of its 6 words; lower subsample"):
         make_pairs(tiny, vocab, counts, 2, 1e-6, np.random.default_rng(0))
     assert len(make_pairs(tiny, vocab, counts, 2, 0.0, np.random.default_rng(0))[0]) > 0
+
+
+# The training hunt's second pass (stop 37).
+
+
+def test_a_corpus_of_one_word_lines_is_said_to_hold_no_pairs(tmp_path):
+    """It said "lower subsample" (and with subsample 0 "a larger window"): no line holds two words."""
+    lines = [["hello"], ["hello"], ["hello"], ["world"], ["world"], ["world"]]
+    vocab, counts = build_vocab(lines, 10, 1)
+    for subsample in (1e-6, 0.0):
+        with pytest.raises(OptionError, match="no line holds two words of the vocabulary"):
+            make_pairs(lines, vocab, counts, 2, subsample, np.random.default_rng(0))
+
+
+def test_a_compressed_corpus_is_said_to_be_compressed(tmp_path):
+    import gzip
+
+    (tmp_path / "c.txt.gz").write_bytes(gzip.compress(b"the cat sat on the mat\n" * 50))
+    with pytest.raises(OptionError, match="is gzip-compressed; decompress it first"):  # (said: iconv -f latin1)
+        read_corpus(tmp_path / "c.txt.gz")
+
+
+def test_train_ends_its_work_when_stderr_or_stdout_cannot_be_written(tmp_path):
+    """With stderr closed or full, the first epoch's line raised: exit 1 and no posterior after the
+    training; a reader of stdout that left made the 'wrote' line exit 1 after the posterior was written."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(" ".join(s) for s in read_corpus(LEE)[:40]))
+    base = [sys.executable, "-m", "bnncompress.cli", "train", str(corpus), "--dim", "4", "--epochs", "1", "-f"]
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([*base, "-o", str(tmp_path / "a.pt")], stderr=full, stdout=subprocess.DEVNULL, timeout=120)
+    assert p.returncode == 0 and (tmp_path / "a.pt").stat().st_size > 0
+    proc = subprocess.Popen([*base, "-o", str(tmp_path / "c.pt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader leaves before the 'wrote' line
+    assert proc.wait(timeout=120) == 0 and (tmp_path / "c.pt").stat().st_size > 0, proc.stderr.read()[-500:]

@@ -34,3 +34,37 @@ def test_pyro_svi_recipe_trains_a_param_store_that_packs(tmp_path):  # gensim's 
     a = bnncompress.load(result.path)
     assert sorted(a.names) == ["context_vectors", "word_vectors"] and a["word_vectors"].shape == (800, 16)
     assert len(a.vocab) == 800 and abs(result.payload_bits_per_weight - 2) < 0.1
+
+
+def test_regression_quick_keeps_steps_in_any_spelling():
+    """--quick replaced --steps=300 and --step 300 by its 200, silently (it compared raw argv strings)."""
+    sys.path.insert(0, str(RECIPES))
+    try:
+        import bnn_regression
+    finally:
+        sys.path.remove(str(RECIPES))
+    for argv, steps, small in [
+        (["--quick", "--steps=300"], 300, 600),
+        (["--quick", "--step", "300"], 300, 600),
+        (["--quick", "--small-steps=900"], 200, 900),
+        (["--quick"], 200, 600),
+        ([], 600, 1500),
+    ]:
+        args = bnn_regression.parse(argv)
+        assert (args.steps, args.small_steps) == (steps, small), argv
+
+
+def test_pyro_svi_recipe_refuses_to_write_over_its_corpus_or_a_file_and_bad_rates(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 20)
+    (tmp_path / "old.pt").write_text("kept")
+    script = [sys.executable, str(RECIPES / "train_pyro_svi.py"), "--corpus", str(corpus), "--steps", "1"]
+    for extra, message in [
+        (["--output", str(corpus)], "is the input"),  # the corpus was replaced by the posterior
+        (["--output", str(tmp_path / "old.pt")], "pass --force"),
+        (["--lr", "-1", "--output", str(tmp_path / "n.pt")], "not a finite number above 0"),  # trained uphill
+        (["--seed", "-1", "--output", str(tmp_path / "n.pt")], "not a seed"),
+    ]:
+        p = subprocess.run([*script, *extra], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and message in p.stderr.strip().splitlines()[-1], p.stderr[-500:]
+    assert corpus.read_text().startswith("the cat") and (tmp_path / "old.pt").read_text() == "kept"

@@ -114,6 +114,9 @@ def tokenize(line: str) -> list[str]:
     return _TOKEN.findall(line.lower())
 
 
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ", "xz"), (b"(\xb5/\xfd", "zstd"), (b"PK", "zip"))
+
+
 def read_corpus(path: str | os.PathLike) -> list[list[str]]:
     """Read a text file into token lists, one per line: lowercased alphabetic tokens (as gensim's)."""
     path = Path(path)
@@ -127,6 +130,11 @@ def read_corpus(path: str | os.PathLike) -> list[list[str]]:
             try:
                 lines.append(tokenize(raw.decode("utf-8")))
             except UnicodeDecodeError:  # (it was decoded with replacement characters, which split words)
+                fh.seek(0)
+                head = fh.read(8)
+                kind = next((k for magic, k in _COMPRESSED if head.startswith(magic)), None)
+                if kind:
+                    raise OptionError(f"corpus '{path}' is {kind}-compressed; decompress it first") from None
                 raise OptionError(
                     f"corpus '{path}' is not UTF-8 text (line {number:,}); convert it, e.g. iconv -f latin1 -t utf-8"
                 ) from None
@@ -191,11 +199,16 @@ def make_pairs(
             contexts += [ids[offset:], ids[:-offset]]
     if not centers:
         known = sum(sum(w in index for w in sentence) for sentence in sentences)
-        if int(lengths.sum()) < known:  # subsampling took the words that would have paired
+        paired = any(sum(w in index for w in sentence) > 1 for sentence in sentences)  # without subsampling
+        if paired and int(lengths.sum()) < known:  # subsampling took the words that would have paired
             raise OptionError(
                 f"the corpus yields no word pairs: subsampling frequent words («subsample» {subsample:g}) kept "
                 f"{int(lengths.sum()):,} of its {known:,} words; lower «subsample» (0 keeps every word) or use a "
                 "longer corpus"
+            )
+        if not paired:
+            raise OptionError(
+                "the corpus yields no word pairs: no line holds two words of the vocabulary; use a longer corpus"
             )
         raise OptionError("the corpus yields no word pairs; use a longer corpus or a larger «window»")
     return np.concatenate(centers).astype(np.int32), np.concatenate(contexts).astype(np.int32)
