@@ -13,8 +13,9 @@ from typing import Any
 
 #: The first 8 bytes of every HDF5 file.
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-#: A dataset may declare at most this many bytes per stored byte (gzip of very repetitive data).
-MAX_EXPANSION = 1024
+#: A dataset may declare at most this many bytes per stored byte: deflate's own ceiling is about 1032
+#: (258-byte matches of under 2 bits each), which a constant scale written with gzip reaches (1024 refused it).
+MAX_EXPANSION = 1100
 #: HDF5 filter ids: deflate (gzip) only, as archives use it; and the lossless filters posteriors may use.
 GZIP = (1,)
 LOSSLESS = (1, 2, 3, 32000)  # deflate, shuffle, fletcher32, h5py's lzf

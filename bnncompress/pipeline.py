@@ -225,11 +225,12 @@ class TensorJob:
         else:
             quality = Quality()
             tasks = self.rows.tasks(self.fitted, state, shape, keep, self._check)
-            for (c, q), k in self.executor.map_keep(histogram_task, tasks):
+            for (c, q, sizes), k in self.executor.map_keep(histogram_task, tasks):
                 counts += c
                 quality.add(q)
+                seen.append(sizes)
                 kept.append(k)
-            seen = quality.count_rows()
+            seen = (quality.count_rows(self._rows), seen)
         if keep:
             self._kept = (lam, kept, 2 * n)
             self.budget.available -= 2 * n
@@ -242,19 +243,25 @@ class TensorJob:
 
     def quality(self, lam: float, decoded: Any = None) -> Quality:
         """What the values at ``lam`` (of the ``decoded`` state, if given) lost: one pass reconstructing
-        them from the kept indices, unless the count pass checked them (streamed: the column values,
-        not a class-valued record's class values, rather than read the file once more)."""
+        them from the kept indices, unless the count pass checked the very values that decode (streamed:
+        it did, but for a class-valued record, whose class values are known only after the count)."""
         self.histogram(lam)
         seen = self._histograms[(lam, False)][2]
-        if isinstance(seen, Quality):
-            return seen
+        if isinstance(seen, tuple):  # streamed: (what the count pass found, each block's number of symbols)
+            if decoded is None or not self.class_valued:
+                return seen[0]
+            seen = seen[1]
         kept = self._kept_at(lam)
         kept = [None] * len(seen) if kept is None else kept
         tasks = self.rows.tasks(self.fitted, self.state(lam) if decoded is None else decoded, self._check)
         quality = Quality()
         for q in self.executor.map(check_task, [t + (sizes, k) for t, sizes, k in zip(tasks, seen, kept)]):
             quality.add(q)
-        return quality.count_rows()
+        return quality.count_rows(self._rows)
+
+    @property
+    def _rows(self) -> int:
+        return self.shape[0] if len(self.shape) == 2 else 1
 
     def _kept_at(self, lam: float) -> list[Any] | None:
         """The grid indices the count pass at ``lam`` kept (per task), or None."""

@@ -164,7 +164,8 @@ def as_float32(a: np.ndarray) -> np.ndarray:
     """Flat float32 values; uint16 arrays are bfloat16 bit patterns."""
     if a.dtype == np.uint16:
         return (a.astype(np.uint32).reshape(-1) << 16).view(np.float32)
-    return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused by the caller's check
+        return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
 
 
 @dataclass

@@ -149,9 +149,10 @@ class Quality:
         self.row_sketch = sketch(self.row_sketch, other.row_sketch)
         self.mean_sketch = sketch(self.mean_sketch, other.mean_sketch)
 
-    def count_rows(self) -> Quality:
-        """Count the distinct rows the sketches saw and drop them (a pack keeps one Quality per tensor and rate)."""
-        self.rows_distinct, self.means_distinct = distinct(self.row_sketch), distinct(self.mean_sketch)
+    def count_rows(self, rows: int) -> Quality:
+        """Count the distinct rows (of ``rows``) the sketches saw and drop them (a pack keeps one Quality
+        per tensor and rate)."""
+        self.rows_distinct, self.means_distinct = distinct(self.row_sketch, rows), distinct(self.mean_sketch, rows)
         self.row_sketch, self.mean_sketch = _no_hashes(), _no_hashes()
         return self
 
@@ -161,11 +162,12 @@ def sketch(*hashes: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(hashes))[:SKETCH]
 
 
-def distinct(hashes: np.ndarray) -> int:
-    """How many distinct rows a sketch saw: exact below :data:`SKETCH`, else the K-minimum-values estimate."""
+def distinct(hashes: np.ndarray, rows: int) -> int:
+    """How many distinct rows (of ``rows``) a sketch saw: exact below :data:`SKETCH`, else the
+    K-minimum-values estimate, at most ``rows`` (it is off by about 2% either way)."""
     if len(hashes) < SKETCH:
         return len(hashes)
-    return int((SKETCH - 1) / ((float(hashes[-1]) + 1.0) / 2.0**64))
+    return min(int((SKETCH - 1) / ((float(hashes[-1]) + 1.0) / 2.0**64)), rows)
 
 
 def check_block(
@@ -206,19 +208,20 @@ def histogram_task(
     source, start, stop, block_rows, fitted: FittedQuantizer, state: Any, shape: tuple, keep: bool, check: tuple
 ):
     """Counts of every grid index (``shape``: (models, alphabet)) over a task's blocks, what the
-    reconstructed values lost, and (if ``keep``) the indices."""
+    reconstructed values lost, the number of symbols of each block, and (if ``keep``) the indices."""
     counts = np.zeros(shape, dtype=np.int64)
     checked = Quality.accumulator()
-    kept, hashes = [], []
+    kept, hashes, lengths = [], [], []
     for block in blocks(source, start, stop, block_rows):
         indices = fitted.assign(block, state)
         count_block(fitted, block, indices, counts)
         hashes.append(check_block(fitted, block, indices, state, check, checked))
+        lengths.append(len(indices))
         if keep:
             kept.append(indices.astype(np.uint16))
     rows = np.concatenate(hashes, axis=1)
     quality = Quality.from_checks(checked, sketch(rows[0]), sketch(rows[1]))
-    return (counts, quality), (np.concatenate(kept) if keep else None)
+    return (counts, quality, lengths), (np.concatenate(kept) if keep else None)
 
 
 def renumber(indices: np.ndarray, remap: np.ndarray) -> np.ndarray:

@@ -320,3 +320,42 @@ def test_cuda_without_a_gpu_is_refused_for_every_method(tmp_path, method):
     _one_line(err.value)
     result = bnncompress.pack({"w": _posterior()}, tmp_path / "a.bnc", method=method, device="auto")
     assert result.num_weights == len(WORDS) * 4  # auto falls back to the CPU
+
+
+# The streaming hunt's second pass (stop 37).
+
+
+def test_a_constant_scale_gzipped_past_1024x_is_read(tmp_path):
+    """Deflate reaches about 1032:1 on a constant tensor (an untrained scale still at its initial value);
+    the 1024x bound refused the file as 'declares 8,000,000 bytes but only 7,808 are stored'."""
+    path = tmp_path / "const.h5"
+    with h5py.File(path, "w") as f:
+        f["w/loc"] = np.random.default_rng(0).normal(size=(4000, 500)).astype(np.float32)
+        scale = np.full((4000, 500), 0.1, np.float32)
+        f.create_dataset("w/scale", data=scale, compression="gzip", shuffle=True, chunks=(2000, 500))
+        assert 4000 * 500 * 4 > 1024 * f["w/scale"].id.get_storage_size()
+    assert read_posterior(path).tensors["w"].scale.max() == np.float32(0.1)
+
+
+def test_an_hdf5_file_locked_by_its_writer_is_said_to_be_open_elsewhere(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "locked.h5"
+    with h5py.File(path, "w") as f:
+        f["w/loc"], f["w/scale"] = np.zeros((10, 3), np.float32), np.ones((10, 3), np.float32)
+    script = f"import h5py, sys; f = h5py.File({str(path)!r}, 'a'); print('held', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(PosteriorError, match="open for writing in another process"):  # said: damaged
+            read_posterior(path)
+    finally:
+        holder.communicate(b"", timeout=30)
+
+
+def test_the_distinct_row_estimate_is_at_most_the_row_count():
+    from bnncompress.tasks import SKETCH, distinct
+
+    hashes = np.arange(1, SKETCH + 1, dtype=np.uint64) << np.uint64(40)  # an estimate above 200,001 rows
+    assert distinct(hashes, 10**12) > 200_001 and distinct(hashes, 200_001) == 200_001

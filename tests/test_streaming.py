@@ -306,3 +306,41 @@ def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_sam
     assert sorted(extent_rows) == sorted([a for a, _ in spread] * 2)
     a = bnncompress.load(tmp_path / "memory.bnc")
     assert a.record("word_vectors").num_weights == loc.size and abs(8 * a.payload_bytes / loc.size - 2.0) < 0.04
+
+
+def test_a_streamed_pack_warns_of_the_values_it_wrote(tmp_path):
+    """A streamed pack checked the column values during its count pass, not a class-valued record's
+    class values: its warnings numbered 2,932 far weights where the archive holds 2,892 (byte-identical
+    to the in-memory pack, which said 2,892). The streaming hunt's example, smaller."""
+    rng = np.random.default_rng(1)
+    n, k = 3000, 40
+    loc = (rng.normal(size=(n, k)) @ rng.normal(size=(k, k)) * 0.3).astype(np.float32)
+    scale = (rng.uniform(0.05, 0.8, size=(n, k)) * np.linspace(0.5, 3, n)[:, None]).astype(np.float32)
+    scale.reshape(-1)[rng.choice(n * k, 1500, replace=False)] = 1e-5
+    np.save(tmp_path / "emb.loc.npy", loc)
+    np.save(tmp_path / "emb.scale.npy", scale)
+    results = {}
+    for stream in (False, True):
+        with pytest.warns(bnncompress.QualityWarning):
+            options = {"classes": 4}  # (class values need classes: 4 of 5 blocks of 3,000 rows of 40)
+            results[stream] = bnncompress.pack(
+                tmp_path, tmp_path / f"{stream}.bnc", lam=1.0, stream=stream, options=options
+            )
+    assert (tmp_path / "False.bnc").read_bytes() == (tmp_path / "True.bnc").read_bytes()
+    err = np.abs(bnncompress.load(tmp_path / "True.bnc")["emb"].astype(np.float64) - loc)
+    far = f"tensor 'emb': {int((err > 100 * scale).sum()):,} weights were decoded more than 100"
+    assert any(w.startswith(far) for w in results[True].warnings), results[True].warnings
+    assert results[True].warnings == results[False].warnings
+
+
+def test_float64_beyond_float32_in_a_streamed_file_is_one_error_without_numpys_warning(tmp_path):
+    loc = np.zeros((50, 4))
+    loc[3, 1] = 1e300
+    np.save(tmp_path / "w.loc.npy", loc)
+    np.save(tmp_path / "w.scale.npy", np.ones((50, 4)))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "overflow encountered in cast" leaked (and on Dask, to stderr)
+        with pytest.raises(PosteriorError, match="NaN/inf values"):
+            bnncompress.pack(tmp_path, tmp_path / "o.bnc", lam=1.0, stream=True)

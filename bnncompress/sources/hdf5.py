@@ -76,6 +76,10 @@ def _open_hdf5(path: Path) -> Posterior:
         opened = h5py.File(path, "r")
     except OSError as exc:  # a damaged or truncated file (a truncated archive is no archive either)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "unable to lock file" in detail:  # HDF5's file locking: another process writes it (errno 11)
+            raise PosteriorError(
+                f"'{path}' is open for writing in another process (HDF5 file lock); close it there, or wait for it"
+            ) from None
         raise PosteriorError(
             f"'{path}' is an HDF5 file that cannot be read ({detail}); it is damaged or truncated"
         ) from None
