@@ -150,8 +150,7 @@ class Quality:
         self.mean_sketch = sketch(self.mean_sketch, other.mean_sketch)
 
     def count_rows(self, rows: int) -> Quality:
-        """Count the distinct rows (of ``rows``) the sketches saw and drop them (a pack keeps one Quality
-        per tensor and rate)."""
+        """Count the distinct rows (of ``rows``) the sketches saw and drop them (kept: one Quality per tensor)."""
         self.rows_distinct, self.means_distinct = distinct(self.row_sketch, rows), distinct(self.mean_sketch, rows)
         self.row_sketch, self.mean_sketch = _no_hashes(), _no_hashes()
         return self
@@ -163,8 +162,7 @@ def sketch(*hashes: np.ndarray) -> np.ndarray:
 
 
 def distinct(hashes: np.ndarray, rows: int) -> int:
-    """How many distinct rows (of ``rows``) a sketch saw: exact below :data:`SKETCH`, else the
-    K-minimum-values estimate, at most ``rows`` (it is off by about 2% either way)."""
+    """Distinct rows (of ``rows``) a sketch saw: exact below :data:`SKETCH`, else the K-minimum-values estimate."""
     if len(hashes) < SKETCH:
         return len(hashes)
     return min(int((SKETCH - 1) / ((float(hashes[-1]) + 1.0) / 2.0**64)), rows)

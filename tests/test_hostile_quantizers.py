@@ -209,12 +209,12 @@ def test_streamed_pack_is_byte_identical_and_warns_alike(tmp_path):
 def test_the_distinct_row_sketch_is_exact_when_small_and_close_when_large():
     rng = np.random.default_rng(0)
     few = rng.integers(0, 2**63, 300, dtype=np.uint64)
-    assert distinct(sketch(few, few[:100], np.zeros(0, np.uint64))) == 300
+    assert distinct(sketch(few, few[:100], np.zeros(0, np.uint64)), 10**9) == 300
     many = rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64, endpoint=True)
     parts = np.array_split(many, 7)
     merged = sketch(*(sketch(p) for p in parts))  # in any grouping, the same sketch
     np.testing.assert_array_equal(merged, sketch(many))
-    assert len(merged) == SKETCH and abs(distinct(merged) / len(np.unique(many)) - 1) < 0.05
+    assert len(merged) == SKETCH and abs(distinct(merged, 10**9) / len(np.unique(many)) - 1) < 0.05
 
 
 def test_weights_decoded_far_from_their_posterior_are_reported(tmp_path):
