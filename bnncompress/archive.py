@@ -23,7 +23,10 @@ from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, open_unreplaced, plain_dataset
+from .manifest import check_vocab_count, parse_manifest
+from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
+from .supports import check_bound_shapes
 from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
@@ -36,7 +39,7 @@ READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 MAX_WEIGHTS = 1 << 40  # per tensor
 MAX_BLOCK_ROWS = 1 << 31
 MAX_TENSORS = 1 << 22
-MAX_MANIFEST_BYTES = 1 << 30
+MAX_MANIFEST_BYTES = 1 << 28
 MAX_VOCAB_BYTES = 1 << 34
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -266,10 +269,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     raw = _dataset(f, "manifest", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, MAX_MANIFEST_BYTES)).tobytes()
     if not isinstance(expected_sha, bytes) or hashlib.sha256(raw).hexdigest().encode() != expected_sha:
         raise ArchiveError(f"{where}: manifest checksum mismatch; the archive is corrupt")
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArchiveError(f"{where}: the manifest is not valid JSON; the archive is damaged") from None
+    manifest = parse_manifest(raw, where)
     _require(manifest, dict, "manifest", where)
     source = _require(manifest.get("source"), str, "manifest 'source'", where)
     tool_version = _require(manifest.get("tool_version"), str, "manifest 'tool_version'", where)
@@ -284,9 +284,8 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         vraw = _dataset(f, "vocab", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, MAX_VOCAB_BYTES)).tobytes()
         if hashlib.sha256(vraw).hexdigest() != vinfo.get("sha256"):
             raise ArchiveError(f"{where}: vocabulary checksum mismatch; the archive is corrupt")
+        check_vocab_count(vraw, vinfo.get("num_words"), entries, where)
         vocab = validate_words(vraw.decode("utf-8").split("\n"), f"{where}: the vocabulary", ArchiveError)
-        if len(vocab) != vinfo.get("num_words"):
-            raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
         vocab_bytes = int(f["vocab"].id.get_storage_size())
     elif "vocab" in f:
         raise ArchiveError(f"{where}: a vocabulary is stored but the manifest has none; the archive is damaged")
@@ -311,14 +310,6 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     if len(set(names)) != len(names):
         raise ArchiveError(f"{where}: two tensors share a name; the archive is damaged")
     return ArchiveContents(path, tensors, vocab, source, tool_version, int(version), file_bytes, vocab_bytes)
-
-
-def _require(value: Any, kind: type, what: str, where: str) -> Any:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ArchiveError(
-            f"{where}: {what} should be {kind.__name__}, found {type(value).__name__}; the archive is damaged"
-        )
-    return value
 
 
 def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version: int) -> TensorRecord:
@@ -356,6 +347,7 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     if len(offsets) != record.num_blocks + 1 or (len(offsets) > 2 and np.any(offsets[1:] < offsets[:-1])):
         raise ArchiveError(f"{where}: the block jump table does not fit the coded words; the archive is damaged")
     kind.validate(record, where)
+    check_bound_shapes(record.params.get("support"), record.shape, where)
     if len(record.words) and np.shape(kind.model_counts(record))[-1] <= 1:  # one symbol needs no words: none is read
         raise ArchiveError(f"{where}: coded words for one-value models; the archive is damaged")
     return record

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import resource
+from typing import Any
 
 import numpy as np
 
 from .errors import ArchiveError
 from .records import TensorRecord
+from .supports import constrain
 
 #: The numpy dtype a tensor of each stored dtype is returned in (numpy has no bfloat16).
 NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
@@ -34,7 +36,11 @@ def restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
         bits = values.view(np.uint32)
         bits = (bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))) & np.uint32(0xFFFF0000)  # (no NaN is decoded)
         return np.asarray(bits, np.uint32).view(np.float32)  # (a 0-d array's arithmetic gives a scalar)
-    return values.astype(target, copy=False)
+    with np.errstate(over="ignore"):  # (float64 from a support's transform beyond float32: inf, refused below)
+        values = values.astype(target, copy=False)
+    if not np.isfinite(values).all():  # a damaged or forged archive's finite parameters decoding beyond range
+        raise ArchiveError(f"values decode beyond the range of {dtype}; the archive is damaged")
+    return values
 
 
 _BFLOAT16_MAX = np.float32(3.3895313892515355e38)  # the largest finite bfloat16
@@ -46,19 +52,36 @@ def record_bytes(record: TensorRecord) -> int:
     return int(sum(np.asarray(a).nbytes for a in arrays))
 
 
+def available_memory() -> float:
+    """Bytes this process may use: the machine's memory, or a lower address-space limit (``ulimit -v``)."""
+    try:
+        available = float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return float("inf")
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return available if limit == resource.RLIM_INFINITY else min(available, float(limit))
+
+
 def check_fits_in_memory(rec: TensorRecord) -> None:
     """Refuse to decode a tensor whose declared size exceeds the memory this process may use:
     the machine's, or a lower address-space limit (``ulimit -v``)."""
     needed = rec.num_weights * (12 + np.dtype(NUMPY_DTYPES[rec.dtype]).itemsize)  # symbols, values, result
-    try:
-        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if limit != resource.RLIM_INFINITY:
-        available = min(available, limit)
+    available = available_memory()
     if needed > available:
         raise ArchiveError(
             f"tensor '{rec.name}' declares {rec.num_weights:,} weights ({needed / 2**30:.1f} GiB to decode), "
             f"more than the {available / 2**30:.1f} GiB of memory this process may use"
         )
+
+
+def decode_whole(rec: TensorRecord, reader: Any) -> np.ndarray:
+    """Tensor ``rec`` decoded whole by its row ``reader`` (:class:`~bnncompress.rowaccess.RowReader`):
+    shaped, constrained to its recorded support (the posterior median) and in its original dtype."""
+    check_fits_in_memory(rec)
+    try:
+        values = reader.all().reshape(rec.shape)
+        if "support" in rec.params:  # stored unconstrained: the constrained posterior median
+            values = constrain(rec.params["support"], values, f"tensor '{rec.name}'")
+        return restore_dtype(values, rec.dtype)
+    except MemoryError:
+        raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None

@@ -12,15 +12,14 @@ import numpy as np
 from . import modules
 from .archive import read_archive
 from .contents import ArchiveContents, ClosedContents, TensorInfo, loaded_shape, printable, summary, tensor_infos
-from .decoded import check_fits_in_memory, restore_dtype
-from .errors import ArchiveError, ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
+from .decoded import decode_whole, restore_dtype
+from .errors import ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
 from .export import export_archive
 from .geometry import row_positions
 from .records import TensorRecord
 from .rowaccess import RowReader
 from .servedrows import ServedRows
 from .similarity import WordQueries
-from .supports import constrain
 from .wordvectors import embedding_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,17 +143,16 @@ class Archive:
         """The dequantized tensor ``name`` as a numpy array of its original dtype (bfloat16 -> float32)."""
         rec = self.record(name)
         if name not in self._cache:
-            check_fits_in_memory(rec)
-            try:
-                values = self.reader(name).all().reshape(rec.shape)
-                if "support" in rec.params:  # stored unconstrained: the constrained posterior median
-                    values = constrain(rec.params["support"], values, f"tensor '{name}'")
-                values = restore_dtype(values, rec.dtype)
-            except MemoryError:
-                raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None
+            values = decode_whole(rec, self.reader(name))
             values.flags.writeable = False
             return self._kept(self._cache, name, values)
         return self._cache[name]
+
+    def verify(self) -> None:
+        """Decode every tensor once (not kept): ArchiveError if one does not decode (what ``bnncompress
+        info -q`` runs; a row lookup decodes only the rows it needs)."""
+        for name in self.names:
+            decode_whole(self.record(name), RowReader(self.record(name)))
 
     def rows(self, name: str, indices) -> np.ndarray:
         """``self[name][indices]`` for row ``indices`` (numpy's rules), decoding only the blocks that hold them.

@@ -37,6 +37,7 @@ _CONSTRAINED_WORDS = re.compile(
 
 SUPPORT_UNKNOWN = "site supports unknown"
 _MAX_BOUNDS = 1 << 16  # per-element bounds recorded at most (they are JSON in the manifest)
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 def describe(constraint: Any) -> dict[str, Any] | None:
@@ -68,6 +69,23 @@ def describe(constraint: Any) -> dict[str, Any] | None:
             spec[bound] = float(value) if isinstance(value, (int, float)) else value
         return spec
     raise ValueError(f"the constraint {constraint!r} cannot be recorded")
+
+
+def check_bound_shapes(spec: Any, shape: tuple[int, ...], where: str) -> None:
+    """ArchiveError if a per-element bound of ``spec`` does not broadcast to the stored ``shape``
+    (a forged (2, 4, 3) bound turned a (4, 3) tensor into (2, 4, 3) on load); numpy only, at read time."""
+    bounds = (
+        [v for k, v in spec.items() if k.endswith("_bound") and isinstance(v, list)] if isinstance(spec, dict) else []
+    )
+    for value in bounds:
+        try:
+            fits = np.broadcast_shapes(np.shape(np.asarray(value, dtype=np.float64)), shape) == tuple(shape)
+        except (ValueError, TypeError, OverflowError):  # ragged, not numbers, or shapes that do not broadcast
+            fits = False
+        if not fits:
+            raise ArchiveError(
+                f"{where}: a bound of its support does not fit its shape {tuple(shape)}; the archive is damaged"
+            )
 
 
 def constraint_of(spec: Any, where: str) -> Any:
@@ -114,7 +132,7 @@ def _bound(value: Any) -> Any:
     """A recorded bound as a constraint takes it: a finite float, or a float64 tensor of finite floats
     from a nested list (per-element bounds); None if it is neither."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) if math.isfinite(value) else None
+        return float(value) if abs(value) <= _FLOAT_MAX else None  # (not NaN; 10**400 compares without overflow)
     if not isinstance(value, list):
         return None
     flat, stack = [], [value]

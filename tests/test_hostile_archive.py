@@ -389,3 +389,116 @@ def test_a_tensor_without_rows_or_weights(tmp_path):
     assert a.info()["tensors"][0]["payload_bits_per_weight"] is None
     r = run("info", tmp_path / "e.bnc")
     assert r.exit_code == 0 and "3x0" in r.output, r.output
+
+
+# ----------------------------------------------------------------------------- forged archives (stop 37)
+# Each archive below has its checksums recomputed, as a forger would: only the reader's checks stand.
+
+
+def _forged(src, dst, change, vocab=Ellipsis):
+    """``src`` rewritten with ``change(records)`` applied (limits unchecked, checksums recomputed)."""
+    from unittest import mock
+
+    from bnncompress.archive import archive_image, read_archive
+
+    contents = read_archive(src)
+    with mock.patch("bnncompress.archive.check_archive_limits"):
+        image = archive_image(
+            change(list(contents.tensors)),
+            contents.vocab if vocab is Ellipsis else vocab,
+            contents.source,
+            contents.tool_version,
+        )
+    dst.write_bytes(image)
+    return dst
+
+
+def _edit_manifest(path, edit=None, raw=None):
+    import hashlib
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        if raw is None:
+            manifest = json.loads(f["manifest"][()].tobytes())
+            edit(manifest)
+            raw = json.dumps(manifest).encode()
+        del f["manifest"]
+        f["manifest"] = np.frombuffer(raw, dtype=np.uint8)
+        f.attrs["manifest_sha256"] = np.bytes_(hashlib.sha256(raw).hexdigest().encode())
+
+
+@pytest.fixture(scope="module")
+def classed(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("forged") / "c.bnc"
+    loc = rng.normal(size=(2000, 8)) @ rng.normal(size=(8, 8))
+    bnncompress.pack({"w": (loc, np.full((2000, 8), 0.1)), "b": (rng.normal(size=5), np.full(5, 0.1))}, path, lam=0.5)
+    return path
+
+
+def test_json_numbers_beyond_float64_or_nan_are_refused(classed, tmp_path):
+    """lam = 10**400 broke info's table (raw OverflowError in Python); lam = NaN printed invalid JSON."""
+    for value in (10**400, float("nan")):
+        path = tmp_path / "n.bnc"
+        path.write_bytes(classed.read_bytes())
+        _edit_manifest(path, lambda m, v=value: m["tensors"][0]["params"].update(lam=v))
+        with pytest.raises(ArchiveError, match="the manifest holds the number"):
+            bnncompress.load(path)
+
+
+def test_a_small_forged_vocabulary_or_manifest_does_not_expand_into_gigabytes(classed, tmp_path, monkeypatch):
+    """118 KB of gzip expanded to 100 MB of 'ab\\n' or '[{},{},...]' took 2.6 GB before it was refused."""
+    import bnncompress.manifest as manifest
+
+    path = _forged(classed, tmp_path / "v.bnc", lambda r: r, vocab=[f"w{i}" for i in range(2000)])
+    _edit_manifest(path, lambda m: m["vocab"].update(num_words=10**7))  # more words than any tensor has rows
+    with pytest.raises(ArchiveError, match="vocabulary word count does not match"):
+        bnncompress.load(path)
+    monkeypatch.setattr(manifest, "available_memory", lambda: 10_000)  # a parse would take 24 x 3 MB
+    path = tmp_path / "m.bnc"
+    path.write_bytes(classed.read_bytes())
+    _edit_manifest(path, raw=b"[" + b"{}," * 1_000_000 + b"{}]")
+    with pytest.raises(ArchiveError, match="would not fit in memory parsed"):
+        bnncompress.load(path)
+
+
+def test_a_per_element_bound_that_does_not_fit_the_tensor_is_refused(tmp_path):
+    """A (2, 4, 3) bound turned a (4, 3) tensor into (2, 4, 3) on load (unpack wrote it, exit 0)."""
+    import dataclasses
+
+    from bnncompress.posterior import Posterior, TensorPosterior
+
+    rng = np.random.default_rng(0)
+    support = {"constraint": "interval", "lower_bound": 0.0, "upper_bound": 2.0}
+    p = Posterior({"u": TensorPosterior(rng.normal(size=(4, 3)), np.full((4, 3), 0.1))}, supports={"u": support})
+    bnncompress.pack(p, tmp_path / "u.bnc", lam=0.1)
+    wide = {**support, "lower_bound": np.zeros((2, 4, 3)).tolist()}
+
+    def change(records):
+        return [dataclasses.replace(records[0], params={**records[0].params, "support": wide})]
+
+    _forged(tmp_path / "u.bnc", tmp_path / "f.bnc", change)
+    with pytest.raises(ArchiveError, match=r"does not fit its shape \(4, 3\)"):
+        bnncompress.load(tmp_path / "f.bnc")
+
+
+def test_info_q_decodes_every_tensor_and_finite_parameters_decoding_to_inf_are_refused(classed, tmp_path):
+    """A forged rotation scale of 3e37 (finite, as the checks require) decoded to inf on every path,
+    and info -q said 'sound' (exit 0) for archives every load refused (it read only the manifest)."""
+    import dataclasses
+
+    def huge(records):
+        rec = records[0]
+        side = {**rec.side, "rotation_scale": np.full_like(rec.side["rotation_scale"], 3e37)}
+        return [dataclasses.replace(rec, side=side), *records[1:]]
+
+    path = _forged(classed, tmp_path / "inf.bnc", huge)
+    a = bnncompress.load(path)
+    for read in (lambda: a["w"], lambda: a.rows("w", [0])):
+        with pytest.raises(ArchiveError, match="beyond the range"):
+            read()
+    r = run("info", "-q", str(path))
+    assert r.exit_code == 2 and "beyond the range" in r.output
+    assert run("info", "-q", str(classed)).exit_code == 0

@@ -177,7 +177,10 @@ def info(
     archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to describe.", metavar="ARCHIVE")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing: only check the archive (exit code 0 if it is sound).")
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print nothing: check the archive, every tensor decoded (exit code 0 if it is sound)."
+        ),
     ] = False,
 ) -> None:
     """Show each tensor's shape and size: payload and file bits per weight, ratio vs float32."""
@@ -185,6 +188,7 @@ def info(
     refuse_stdin(archive)
     with load(archive) as a:
         if quiet:
+            a.verify()
             return
         summary = a.info()
     if as_json:

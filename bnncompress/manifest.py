@@ -1,0 +1,54 @@
+"""Reading an archive's manifest and vocabulary safely: strict JSON (no NaN, Infinity, or number
+beyond float64 and int64), checked field types, and the memory a parse may take bounded before
+it starts (a small forged file must not expand into gigabytes of Python objects)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .decoded import available_memory
+from .errors import ArchiveError
+
+#: Bytes of Python objects a byte of JSON may become at most (``[{},{},...]``: an empty dict and its
+#: list slot, 72 bytes, per 3 bytes).
+PARSE_EXPANSION = 24
+
+
+def parse_manifest(raw: bytes, where: str) -> Any:
+    """The manifest's JSON; ArchiveError if it is not strict JSON or its parse may not fit in memory."""
+    if PARSE_EXPANSION * len(raw) > available_memory():
+        raise ArchiveError(f"{where}: the manifest ({len(raw):,} bytes) would not fit in memory parsed; refusing it")
+
+    def refuse(text: str) -> Any:
+        raise ArchiveError(f"{where}: the manifest holds the number {text[:40]}; the archive is damaged")
+
+    def whole(text: str) -> int:
+        return int(text) if len(text.lstrip("-")) <= 18 else refuse(text)  # (every count and size < 10**18)
+
+    def real(text: str) -> float:
+        value = float(text)
+        return value if abs(value) != float("inf") else refuse(text)
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=refuse, parse_int=whole, parse_float=real)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ArchiveError(f"{where}: the manifest is not valid JSON; the archive is damaged") from None
+
+
+def require(value: Any, kind: type, what: str, where: str) -> Any:
+    """``value`` if it is a ``kind`` (an int is not a bool), else ArchiveError."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ArchiveError(
+            f"{where}: {what} should be {kind.__name__}, found {type(value).__name__}; the archive is damaged"
+        )
+    return value
+
+
+def check_vocab_count(raw: bytes, num_words: Any, entries: list, where: str) -> None:
+    """Before the vocabulary is split into words: it declares ``num_words``, no more than the rows of
+    the largest tensor, and holds that many lines (a forged ``ab\\n`` x 33 million took 2.6 GB)."""
+    shapes = [e.get("shape") for e in entries if isinstance(e, dict)]
+    rows = max((s[0] for s in shapes if isinstance(s, list) and s and type(s[0]) is int), default=0)
+    if type(num_words) is not int or not 0 < num_words <= rows or raw.count(b"\n") + 1 != num_words:
+        raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
