@@ -359,3 +359,105 @@ def test_the_distinct_row_estimate_is_at_most_the_row_count():
 
     hashes = np.arange(1, SKETCH + 1, dtype=np.uint64) << np.uint64(40)  # an estimate above 200,001 rows
     assert distinct(hashes, 10**12) > 200_001 and distinct(hashes, 200_001) == 200_001
+
+
+# The sources hunt's second pass (stop 37).
+
+
+def test_tensors_named_mean_and_variance_in_a_plain_dict_keep_their_names(tmp_path):
+    """They were read as an IVON mean/variance state dict: tensors 'loc' and 'scale', each the sqrt
+    of the other's values."""
+    rng = np.random.default_rng(0)
+    d = {
+        n: {"loc": torch.tensor(rng.normal(size=3)), "scale": torch.full((3,), s)}
+        for n, s in (("mean", 0.1), ("variance", 0.2))
+    }
+    torch.save(d, tmp_path / "mv.pt")
+    p = read_posterior(tmp_path / "mv.pt")
+    assert p.names == ["mean", "variance"]
+    np.testing.assert_allclose(p.tensors["variance"].scale, 0.2, rtol=1e-6)
+    np.testing.assert_allclose(p.tensors["mean"].loc, d["mean"]["loc"].numpy(), rtol=1e-6)
+
+
+def test_a_continuous_guide_nested_in_pyro_modules_is_read_as_one(tmp_path):
+    """outer.inner.guide.loc / .scale / .scale_tril was read as a TyXe site 'inner.guide' whose scale
+    was the raw 'scale' parameter (up to 2.7x too small), the correlation dropped without a word."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer.autoguide import AutoMultivariateNormal
+    from pyro.nn import PyroModule
+
+    def model():
+        pyro.sample("w", dist.Normal(torch.zeros(6), 1.0).to_event(1))
+
+    class Inner(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.guide = AutoMultivariateNormal(model)
+
+    class Outer(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.inner = Inner()
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    outer = Outer()
+    outer.inner.guide()
+    with torch.no_grad():
+        for _, param in outer.named_parameters():
+            param.copy_(torch.randn_like(param))
+    sd = outer.inner.guide.get_posterior().variance.sqrt().detach().numpy()
+    pyro.get_param_store().save(tmp_path / "nested.pt")
+    pyro.clear_param_store()
+    p = read_posterior(tmp_path / "nested.pt")
+    assert p.names == ["latent"] and any("is not mean-field" in w for w in p.warnings)
+    np.testing.assert_allclose(p.tensors["latent"].scale, sd, rtol=1e-5)
+
+
+def test_a_bayesian_torch_state_dict_names_the_tensors_it_does_not_pack(tmp_path):
+    """A BatchNorm between two mu/rho layers was dropped without a word."""
+    rng = np.random.default_rng(0)
+    sd = {
+        "fc.mu_weight": torch.tensor(rng.normal(size=(3, 2))),
+        "fc.rho_weight": torch.full((3, 2), -3.0),
+        "fc.prior_weight_mu": torch.zeros(3, 2),
+        "bn.weight": torch.ones(3),
+        "bn.running_mean": torch.zeros(3),
+    }
+    torch.save(sd, tmp_path / "bt.pt")
+    p = read_posterior(tmp_path / "bt.pt")
+    assert p.names == ["fc.weight"]
+    assert any("bn.weight, bn.running_mean" in w and "mu/rho" in w for w in p.warnings), p.warnings
+
+
+def test_an_npy_scale_without_its_loc_is_refused(tmp_path):
+    for name in ("w.loc", "w.scale", "b.scale"):  # an incomplete copy: 'b' was dropped silently
+        np.save(tmp_path / f"{name}.npy", np.ones((4, 3), np.float32))
+    with pytest.raises(PosteriorError, match="'b.scale.npy' has no matching '.loc.npy'"):
+        read_posterior(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({"fc.mu_weight": {"loc": torch.ones(2), "scale": torch.ones(2)}, "fc.rho_weight": {"a": 1}}, "is a dict"),
+        ({"mean": {"a": torch.ones(2)}, "variance": {"a": {"x": 1}}}, "is a dict"),
+        ({"mean": {0: torch.ones(2)}, "variance": {0: torch.ones(2)}}, "keys must be tensor names"),
+    ],
+)
+def test_values_that_are_no_arrays_on_the_state_dict_paths_are_one_error(tmp_path, obj, message):
+    torch.save(obj, tmp_path / "x.pt")  # (raw TypeErrors, or a 'damaged archive' after the quantizing)
+    with pytest.raises(PosteriorError, match=message):
+        read_posterior(tmp_path / "x.pt")
+
+
+def test_a_constraint_that_contains_itself_is_one_error_through_torchs_loader_too(tmp_path):
+    from torch.distributions import constraints
+
+    c = constraints.independent(constraints.real, 1)
+    c.base_constraint = c
+    params = {"AutoNormal.locs.w": torch.randn(4, 3).bfloat16(), "AutoNormal.scales.w": torch.rand(4, 3).bfloat16()}
+    torch.save({"params": params, "constraints": {"AutoNormal.locs.w": c}}, tmp_path / "s.pt")  # bfloat16: torch.load
+    with pytest.raises(PosteriorError, match="contains itself"):  # (a RecursionError before)
+        read_posterior(tmp_path / "s.pt")

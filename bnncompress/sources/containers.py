@@ -40,8 +40,8 @@ def from_mapping(obj: Any, where: str) -> Posterior:
     elif any(_is_state_dict_key(k) for k in obj):
         pairs, kind = _pairs_from_guide_state_dict(obj, where, warnings)
     elif any(isinstance(k, str) and k.rsplit(".", 1)[-1] in _BAYESIAN_TORCH_MU for k in obj):
-        pairs, kind = _pairs_from_bayesian_torch(obj, where)
-    elif set(obj) == {"mean", "variance"} and all(isinstance(v, Mapping) for v in obj.values()):
+        pairs, kind = _pairs_from_bayesian_torch(obj, where, warnings)
+    elif set(obj) == {"mean", "variance"} and all(_is_ivon_state(v) for v in obj.values()):
         pairs, kind = _pairs_from_mean_variance(obj["mean"], obj["variance"], where)
     else:
         pairs, kind = _pairs_from_plain(obj, where)
@@ -134,6 +134,8 @@ def _pairs_from_param_store(
             return transform_to(constraint)(_as_tensor(value))
         except NotImplementedError:
             raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
+        except RecursionError:  # (the torch-free reader says so as it unpickles)
+            raise PosteriorError(f"{where}: the constraint of '{key}' contains itself; the file is damaged") from None
 
     pairs = _Pairs(where)
     flat: dict[str, tuple[Any, Any]] = {}
@@ -159,7 +161,7 @@ def _pairs_from_param_store(
         prefix = key[: -len(".loc")]
         guide, _, rest = prefix.partition(".")
         loc, scale = constrained(key), _as_tensor(constrained(prefix + ".scale"))
-        if rest and not rest.isdigit():  # TyXe: <guide>.<site>.loc
+        if rest and not rest.isdigit() and not _multivariate(prefix, params):  # TyXe: <guide>.<site>.loc
             pairs.add(rest, key, (loc, scale))
             guides.add(guide)
             used |= {key, prefix + ".scale"}
@@ -254,23 +256,29 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
 _BAYESIAN_TORCH_MU = {"mu_weight": "weight", "mu_kernel": "weight", "mu_bias": "bias"}
 
 
-def _pairs_from_bayesian_torch(sd: Mapping, where: str) -> tuple[dict, str]:
+def _pairs_from_bayesian_torch(sd: Mapping, where: str, warnings: list[str]) -> tuple[dict, str]:
     """bayesian-torch layers: ``L.mu_weight`` / ``L.rho_weight`` (``mu_kernel`` for convolutions),
-    scale = softplus(rho); named ``L.weight`` / ``L.bias`` like the deterministic layer they replace."""
+    scale = softplus(rho); named ``L.weight`` / ``L.bias`` like the deterministic layer they replace.
+    The module's other tensors (a BatchNorm's weights and statistics) are not packed: said in a warning."""
     import torch.nn.functional as F
 
     pairs = _Pairs(where)
+    ignored = []
     for key in sd:
         if not isinstance(key, str):
             continue
         prefix, _, leaf = key.rpartition(".")
         if leaf not in _BAYESIAN_TORCH_MU:
+            if not leaf.startswith(("rho_", "eps_", "prior_")):
+                ignored.append(key)
             continue
         rho_key = f"{prefix}.rho_{leaf[3:]}" if prefix else f"rho_{leaf[3:]}"
         if rho_key not in sd:
             raise PosteriorError(f"{where}: '{key}' has no matching '{rho_key}'")
         name = f"{prefix}.{_BAYESIAN_TORCH_MU[leaf]}" if prefix else _BAYESIAN_TORCH_MU[leaf]
-        pairs.add(name, key, (sd[key], F.softplus(_as_tensor(sd[rho_key]))))
+        pairs.add(name, key, (sd[key], F.softplus(_as_tensor(sd[rho_key], where, rho_key))))
+    if ignored:  # (load_into(strict=False) then kept their initial values, and nothing said so)
+        warnings.append(ignored_warning(ignored).replace("guide loc/scale pairs", "Bayesian layers' mu/rho pairs"))
     return pairs, "bayesian-torch state dict"
 
 
@@ -279,12 +287,14 @@ def _pairs_from_mean_variance(means: Mapping, variances: Mapping, where: str) ->
     if set(means) != set(variances):
         diff = sorted(set(means) ^ set(variances))
         raise PosteriorError(f"{where}: 'mean' and 'variance' must have the same tensor names; differ in {diff[:5]}")
-    pairs = {}
+    pairs = _Pairs(where)
     for name in means:
-        var = _as_tensor(variances[name])
+        if not isinstance(name, str):
+            raise PosteriorError(f"{where}: keys must be tensor names (strings), found {name!r}")
+        var = _as_tensor(variances[name], where, f"variance.{name}")
         if var.is_floating_point() and bool((var < 0).any()):
             raise PosteriorError(f"{where}: variance of '{name}' has negative values; variances must be >= 0")
-        pairs[name] = (means[name], var.sqrt() if var.is_floating_point() else var)
+        pairs.add(name, f"mean.{name}", (means[name], var.sqrt() if var.is_floating_point() else var))
     return pairs, "mean/variance state dicts"
 
 
@@ -319,7 +329,24 @@ def _pairs_from_plain(obj: Mapping, where: str) -> tuple[dict, str]:
     return pairs, "loc/scale dict"
 
 
-def _as_tensor(x: Any) -> Any:
+def _as_tensor(x: Any, where: str = "", key: str = "") -> Any:
     import torch
 
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError):  # (a dict, a string, ragged lists: raw errors before)
+        raise PosteriorError(f"{where}: '{key}' is a {type(x).__name__}, not an array of numbers") from None
+
+
+def _is_ivon_state(value: Any) -> bool:
+    """An IVON-style ``mean`` / ``variance`` state dict, not a plain posterior's ``{"loc", "scale"}`` entry
+    (tensors named ``mean`` and ``variance`` were read as one another's variance)."""
+    return isinstance(value, Mapping) and set(value) != {"loc", "scale"}
+
+
+def _multivariate(prefix: str, params: Mapping) -> bool:
+    """``<prefix>.loc`` is a continuous guide's flat vector: it has a ``scale_tril`` or ``cov_factor``
+    (a guide nested in PyroModules, ``outer.inner.guide.loc``, was read as a TyXe site ``inner.guide``)."""
+    return f"{prefix}.scale_tril" in params or f"{prefix}.cov_factor" in params

@@ -33,6 +33,9 @@ class NpyDirectoryReader(PosteriorReader):
         names = sorted(p.name[: -len(".loc.npy")] for p in path.glob("*.loc.npy"))
         if not names:
             raise PosteriorError(f"directory '{path}' holds no NAME.loc.npy / NAME.scale.npy pairs")
+        orphans = sorted(p.name for p in path.glob("*.scale.npy") if p.name[: -len(".scale.npy")] not in names)
+        if orphans:  # (an incomplete copy: its tensor was dropped, silently)
+            raise PosteriorError(f"{where}: '{orphans[0]}' has no matching '.loc.npy'; copy it, or remove the scale")
         tensors: dict[str, TensorPosterior] = {}
         for name in names:
             loc_path, scale_path = path / f"{name}.loc.npy", path / f"{name}.scale.npy"
