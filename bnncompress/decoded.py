@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArchiveError
+from .errors import ArchiveError, OutOfRangeError
+from .geometry import row_positions
 from .records import TensorRecord
-from .supports import constrain
+from .supports import apply_constraint, constrain, constraint_of
 
 #: The numpy dtype a tensor of each stored dtype is returned in (numpy has no bfloat16).
 NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
@@ -85,3 +86,21 @@ def decode_whole(rec: TensorRecord, reader: Any) -> np.ndarray:
         return restore_dtype(values, rec.dtype)
     except MemoryError:
         raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None
+
+
+def select_rows(rec: TensorRecord, indices: Any, whole: np.ndarray | None, reader: Any) -> np.ndarray:
+    """``archive[name][indices]`` by numpy's rules: from the ``whole`` tensor if it is given (decoded, or a
+    support acting across rows), else decoding only the blocks that hold the rows (a support applied to them)."""
+    shape = tuple(rec.shape) if whole is None else whole.shape
+    if not shape:
+        raise OutOfRangeError(f"tensor '{rec.name}' is 0-dimensional; it has no rows; read it as archive['{rec.name}']")
+    positions, index_shape = row_positions(indices, shape[0], rec.name)
+    if whole is not None:
+        values = whole[positions]
+    else:
+        values, spec, where = reader.rows(positions), rec.params.get("support"), f"tensor '{rec.name}'"
+        if spec is not None:  # (elementwise: bounds given per element taken at those rows)
+            values = apply_constraint(constraint_of(spec, where), values, where, positions, rec.shape)
+        values = restore_dtype(values, rec.dtype)
+    values = values.reshape(index_shape + tuple(shape[1:]))
+    return values[()] if values.ndim == 0 else values  # one value of a 1-D tensor: a numpy scalar

@@ -12,14 +12,15 @@ import numpy as np
 from . import modules
 from .archive import read_archive
 from .contents import ArchiveContents, ClosedContents, TensorInfo, loaded_shape, printable, summary, tensor_infos
-from .decoded import decode_whole, restore_dtype
-from .errors import ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
+from .decoded import decode_whole, select_rows
+from .errors import ArgumentTypeError, NotFoundError, OptionError
 from .export import export_archive
-from .geometry import row_positions
+from .forksafe import renew_after_fork
 from .records import TensorRecord
 from .rowaccess import RowReader
 from .servedrows import ServedRows
 from .similarity import WordQueries
+from .supports import constraint_of, is_elementwise
 from .wordvectors import embedding_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +54,7 @@ class Archive:
         self._readers: dict[str, RowReader] = {}
         self._served: dict[str, ServedRows] = {}
         self._closing = threading.Lock()  # a tensor decoded while another thread closes is not kept
+        renew_after_fork(self)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Archive:
@@ -82,6 +84,10 @@ class Archive:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _cache={}, _readers={}, _served={}, _closing=threading.Lock())
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:  # (forksafe: another thread of the parent may have held the lock)
+        self._closing = threading.Lock()
 
     def __enter__(self) -> Archive:
         if isinstance(self._records, ClosedContents):
@@ -165,24 +171,10 @@ class Archive:
             >>> load("small.bnc").rows("word_vectors", [0, 17]).shape    # doctest: +SKIP
             (2, 50)
         """
-        rec = self.record(name)
-        if "support" in rec.params:  # its transform may change the shape (simplex): from the whole tensor
-            whole = self[name]
-            if not whole.shape:
-                raise OutOfRangeError(f"tensor '{name}' is 0-dimensional; it has no rows; read it as archive['{name}']")
-            positions, index_shape = row_positions(indices, whole.shape[0], name)
-            values = whole[positions].reshape(index_shape + whole.shape[1:])
-            return values[()] if values.ndim == 0 else values
-        if not rec.shape:
-            raise OutOfRangeError(f"tensor '{name}' is 0-dimensional; it has no rows; read it as archive['{name}']")
-        positions, index_shape = row_positions(indices, rec.shape[0], name)
-        shape = index_shape + tuple(rec.shape[1:])
-        if name in self._cache:
-            values = self._cache[name][positions]
-        else:
-            values = restore_dtype(self.reader(name).rows(positions), rec.dtype)
-        values = values.reshape(shape)
-        return values[()] if values.ndim == 0 else values  # one value of a 1-D tensor: a numpy scalar
+        rec, spec = self.record(name), self.record(name).params.get("support")
+        across = spec is not None and not is_elementwise(constraint_of(spec, f"tensor '{name}'"))  # (simplex)
+        whole = self[name] if across or name in self._cache else None  # (a support on rows decoded them all)
+        return select_rows(rec, indices, whole, self.reader(name))
 
     # ------------------------------------------------------------------ serving (rows stay compressed)
     def served_rows(self, name: str | None = None) -> ServedRows:
@@ -223,8 +215,11 @@ class Archive:
 
     def vectors(self, words_or_ids: Sequence[str | int] | np.ndarray, name: str | None = None) -> np.ndarray:
         """The (k, dim) rows of words and/or row ids in tensor ``name`` (default: word vectors), via its cache."""
-        if isinstance(words_or_ids, str) or np.ndim(words_or_ids) == 0:  # (a word, an int, a 0-d array or tensor)
+        listed = isinstance(words_or_ids, (list, tuple))
+        if isinstance(words_or_ids, str) or (not listed and np.ndim(words_or_ids) == 0):  # (a word, an int, 0-d)
             raise ArgumentTypeError("«words_or_ids» is a list of words or row ids; for one word use vector(word)")
+        if listed and any(isinstance(i, (bool, np.bool_, list, tuple, np.ndarray)) for i in words_or_ids):
+            raise ArgumentTypeError("«words_or_ids» is a flat list of words or integer row ids")  # ([True, 5]: row 1)
         if any(isinstance(w, str) for w in words_or_ids):  # the vocabulary must label this tensor's rows
             self._vocab_for_shape(name or self.default_embedding_name())
         ids = [self.index(i) if isinstance(i, str) else i for i in words_or_ids]

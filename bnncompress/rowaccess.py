@@ -47,6 +47,21 @@ _IMPORT_PAYS = 1 << 22
 BLOCKS_PER_STEP = 8
 
 
+#: Symbols a row lookup decodes at once when it decodes blocks up to the rows it needs (2 MiB of int32).
+PREFIX_SYMBOLS = 1 << 19
+
+
+def _groups(sizes: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of ``sizes`` summing to at most ``limit`` each (or one entry, if it is larger)."""
+    ranges, start, total = [], 0, 0
+    for i, size in enumerate(sizes.tolist()):
+        if i > start and total + size > limit:
+            ranges.append((start, i))
+            start, total = i, 0
+        total += size
+    return [*ranges, (start, len(sizes))]
+
+
 class RowReader:
     """Decoded rows of ``record`` by position, and its coding blocks one after another.
 
@@ -165,21 +180,26 @@ class RowReader:
         """Rows by decoding each of ``blocks`` (sorted) up to its ``lengths`` rows only."""
         rec = self.record
         spr = rec.symbols_per_row
-        try:
-            symbols = coding.decode_prefixes(
-                rec.words,
-                rec.offsets,
-                rec.model_counts,
-                rec.num_symbols,
-                rec.block_size,
-                blocks.tolist(),
-                (lengths * spr).tolist(),
-                classes=rec.block_classes,
-            )
-            block_of = positions // rec.block_rows
-            first = np.r_[0, np.cumsum(lengths)[:-1]]  # each block's first row among the decoded ones
-            at = first[np.searchsorted(blocks, block_of)] + positions - block_of * rec.block_rows
-            wanted = symbols.reshape(-1, spr)[at].reshape(-1)
+        block_of = positions // rec.block_rows
+        wanted = np.empty((positions.size, spr), np.int32)
+        try:  # a group of blocks at a time: a batch of rows across every block decoded all at once took twice
+            for start, stop in _groups(lengths * spr, PREFIX_SYMBOLS):  # the float32 table (numpy peak)
+                group, counts = blocks[start:stop], lengths[start:stop]
+                symbols = coding.decode_prefixes(
+                    rec.words,
+                    rec.offsets,
+                    rec.model_counts,
+                    rec.num_symbols,
+                    rec.block_size,
+                    group.tolist(),
+                    (counts * spr).tolist(),
+                    classes=rec.block_classes,
+                )
+                mine = np.flatnonzero((block_of >= group[0]) & (block_of <= group[-1]))
+                first = np.r_[0, np.cumsum(counts)[:-1]]  # each block's first row among the decoded ones
+                at = first[np.searchsorted(group, block_of[mine])] + positions[mine] - block_of[mine] * rec.block_rows
+                wanted[mine] = symbols.reshape(-1, spr)[at]
+            wanted = wanted.reshape(-1)
             if len(rec.counts) and int(wanted.max(initial=0)) >= np.shape(rec.model_counts)[-1]:
                 raise ValueError("symbols outside the grid")
             return rec.dequantize(wanted, block_of).reshape(-1, self.shape[1])

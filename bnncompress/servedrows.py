@@ -28,10 +28,11 @@ import numpy as np
 from .archive import read_archive
 from .decoded import NUMPY_DTYPES, record_bytes, restore_dtype
 from .errors import ArchiveError, ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
+from .forksafe import renew_after_fork
 from .records import TensorRecord
 from .rowaccess import RowReader
 from .rowcache import RowCache
-from .supports import apply_constraint, constraint_of
+from .supports import apply_constraint, constraint_of, is_elementwise
 
 #: Default cache: this fraction of a tensor's rows.
 DEFAULT_CACHE_FRACTION = 0.1
@@ -69,6 +70,23 @@ class ServedRows:
         self.cache = self._new_cache(cache_rows)
         self._norms: np.ndarray | None = None
         self._lock = threading.Lock()  # one lookup at a time: the cache's arrays change as it serves
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """A forked child's own lock, empty cache and reader (another thread may have been looking up)."""
+        self._lock = threading.Lock()
+        self.cache = RowCache(self.shape[0], self.shape[1], self.cache.capacity, self.dtype)
+        self.reader = RowReader(self.record)
+
+    def __deepcopy__(self, memo: dict) -> ServedRows:
+        """A copy sharing the (read-only) record and reader, with an empty cache: not the archive read
+        anew, as pickling does (a deep copy failed once the file was packed again or removed)."""
+        copy = object.__new__(ServedRows)
+        copy.__dict__.update(self.__dict__, _lock=threading.Lock())
+        copy.cache = RowCache(self.shape[0], self.shape[1], self.cache.capacity, self.dtype)
+        memo[id(self)] = copy
+        renew_after_fork(copy)
+        return copy
 
     def _new_cache(self, cache_rows: int | None) -> RowCache:
         if cache_rows is None:
@@ -188,10 +206,7 @@ def _reopen(path: str, name: str, checksum: str, cache_rows: int) -> ServedRows:
 def _check_elementwise(constraint: Any, spec: Any, name: str) -> None:
     """Refuse a support (``constraint``, recorded as ``spec``) whose transform is not elementwise: its
     rows cannot be served one by one."""
-    from torch.distributions import biject_to
-
-    transform = biject_to(constraint)
-    if transform.domain.event_dim or transform.codomain.event_dim:
+    if not is_elementwise(constraint):
         raise OptionError(
             f"tensor '{name}' has support {spec.get('constraint')!r}, whose transform acts across a row "
             f"(or changes its shape), so its rows cannot be served one by one; use archive['{name}']"

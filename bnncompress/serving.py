@@ -50,6 +50,8 @@ class CompressedEmbedding(torch.nn.Module):
         return self.rows.shape[1]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():  # a trace would keep the rows of its example ids as constants
+            self.rows.refuse("torch.jit.trace cannot trace the compressed lookup; use torch.compile or eager mode")
         if torch.compiler.is_compiling():  # torch.compile traced the numpy lookup into torch ops that fail
             return torch.compiler.disable(self._lookup)(ids)
         return self._lookup(ids)

@@ -154,6 +154,15 @@ def _bound(value: Any) -> Any:
         return None
 
 
+def is_elementwise(constraint: Any) -> bool:
+    """Whether ``constraint``'s transform maps each value on its own (``positive``, bounds), so rows can be
+    decoded one by one; not ``simplex``, ``ordered_vector``, ``corr_cholesky`` (across a row, or reshaping)."""
+    from torch.distributions import biject_to
+
+    transform = biject_to(constraint)
+    return not (transform.domain.event_dim or transform.codomain.event_dim)
+
+
 def constrain(spec: Any, values: np.ndarray, where: str) -> np.ndarray:
     """``biject_to(support)(values)`` in float64 (values keep their shape unless the transform
     changes it, as ``simplex`` adds one entry to the last dimension); ArchiveError where the

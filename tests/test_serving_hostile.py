@@ -183,3 +183,93 @@ def test_doesnt_match_equals_gensim_with_row_ids_and_unknown_words(gensim_pair):
     for words in (["king", 5, "queen", 300], [1, 2, 3, "river"], ["king", "queen", "zzz-unknown", "the"]):
         with pytest.warns(UserWarning) if "zzz-unknown" in words else contextlib.nullcontext():
             assert a.doesnt_match(words) == kv.doesnt_match(words), words
+
+
+# The serving hunt's second pass (stop 37).
+
+
+def _lookup_in_forked_child(emb, ids) -> bool:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put(emb(ids).shape == (len(ids), emb.embedding_dim)))
+    child.start()
+    try:
+        return queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+
+
+def test_a_child_forked_while_another_thread_looks_rows_up_can_look_them_up(example):
+    """The lookup lock was inherited held: a DataLoader worker forked during a lookup hung forever."""
+    path, _ = example
+    a = bnncompress.load(path)
+    emb = a.embedding(cache_rows=5)
+    rows = emb.rows
+    with rows._lock, a._closing:  # (as another thread inside a lookup, and inside _kept, holds them)
+        assert _lookup_in_forked_child(emb, torch.tensor([1, 2, 3000]))
+
+
+def test_rows_of_a_tensor_with_an_elementwise_support_decode_only_their_blocks(tmp_path):
+    """rows() decoded and kept the whole tensor when it had a support (46 MB peak for 2 rows)."""
+    from bnncompress.posterior import Posterior, TensorPosterior
+
+    rng = np.random.default_rng(0)
+    p = Posterior(
+        {"w": TensorPosterior(rng.normal(size=(5000, 8)), np.full((5000, 8), 0.05))},
+        supports={"w": {"constraint": "positive"}},
+    )
+    bnncompress.pack(p, tmp_path / "p.bnc", lam=0.3)
+    a = bnncompress.load(tmp_path / "p.bnc")
+    got = a.rows("w", [0, 17, 4999])
+    assert "w" not in a._cache
+    np.testing.assert_array_equal(got, bnncompress.load(tmp_path / "p.bnc")["w"][[0, 17, 4999]])
+
+
+def test_a_deep_copy_of_a_model_holding_the_embedding_does_not_read_the_archive_again(example, tmp_path):
+    import copy
+    import shutil
+
+    path, full = example
+    shutil.copy(path, tmp_path / "e.bnc")
+    model = torch.nn.Sequential(bnncompress.load(tmp_path / "e.bnc").embedding(cache_rows=10), torch.nn.Linear(50, 2))
+    (tmp_path / "e.bnc").unlink()  # ("does not exist": the deep copy reopened the file, as pickling does)
+    twin = copy.deepcopy(model)
+    assert np.array_equal(twin[0](torch.tensor([5, 7])).numpy(), full[[5, 7]])
+    assert twin[0].rows is not model[0].rows and twin[0].rows.cache is not model[0].rows.cache
+
+
+def test_vectors_refuses_bools_among_ids_and_nested_lists(example):
+    from bnncompress.errors import ArgumentTypeError
+
+    a = bnncompress.load(example[0])
+    for ids in ([True, 5], [a.vocab[3], True], [np.True_, 2], [[1], [2, 3]]):  # (row 1 for the bool; ValueError)
+        with pytest.raises(ArgumentTypeError, match="flat list"):
+            a.vectors(ids)
+
+
+def test_jit_trace_of_the_embedding_is_refused(example):
+    """A trace kept the rows of its example ids: traced(tensor([100, 200])) returned rows 1 and 2."""
+    from bnncompress.errors import ArgumentTypeError
+
+    emb = bnncompress.load(example[0]).embedding()
+    with pytest.raises(ArgumentTypeError, match="torch.jit.trace"):
+        torch.jit.trace(emb, torch.tensor([1, 2]))
+
+
+def test_rows_decoded_by_prefixes_in_groups_equal_the_decode(example, monkeypatch):
+    """A batch of rows across every block is decoded a group of blocks at a time (it took every block's
+    symbols at once: twice the float32 table); the rows are the same."""
+    import bnncompress.rowaccess as rowaccess
+
+    path, full = example
+    monkeypatch.setattr(rowaccess, "PREFIX_SYMBOLS", 3000)
+    calls = []
+    real = rowaccess.coding.decode_prefixes
+    monkeypatch.setattr(rowaccess.coding, "decode_prefixes", lambda *a, **k: calls.append(sum(a[6])) or real(*a, **k))
+    ids = np.random.default_rng(0).integers(0, 4000, 700)
+    got = bnncompress.load(path).rows("word_vectors", ids)
+    assert np.array_equal(got, full[ids]) and len(calls) > 3
