@@ -213,12 +213,20 @@ class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpF
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
-    parser.add_argument("--steps", type=positive_int, default=None, help="SVI steps (both networks; default 600)")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="SVI steps of the 8-H-H-1 network (default 600; 200 with --quick)%(default).0s",
+    )
     parser.add_argument("--quick", action="store_true", help="200 SVI steps (600 for the 1-H-1 network)")
     parser.add_argument("--hidden", type=positive_int, default=64, help="width of the 8-H-H-1 network")
     parser.add_argument("--small-hidden", type=positive_int, default=32, help="width of the 1-H-1 network")
     parser.add_argument(
-        "--small-steps", type=positive_int, default=None, help="SVI steps of the 1-H-1 network (lr 0.03; default 1500)"
+        "--small-steps",
+        type=positive_int,
+        default=None,
+        help="SVI steps of the 1-H-1 network (lr 0.03; default 1500; 600 with --quick)%(default).0s",
     )
     parser.add_argument("--train", type=positive_int, default=1000, help="training points")
     parser.add_argument("--seed", type=seed, default=SEED, help="SVI seed of the 8-H-H-1 network (data: always 0)")

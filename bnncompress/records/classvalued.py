@@ -42,7 +42,8 @@ def class_value_table(
     steps = np.zeros(valid.shape, np.float64)
     steps.transpose(1, 0, 2)[valid.transpose(1, 0, 2)] = deltas  # in the levels' order: column, class, symbol
     table = column[None] + steps * np.asarray(units, np.float64)[None, :, None]
-    return np.where(valid, table, 0.0).astype(np.float32), valid
+    with np.errstate(over="ignore"):  # (beyond float32: inf, which validate refuses in one line)
+        return np.where(valid, table, 0.0).astype(np.float32), valid
 
 
 def class_value_deltas(column: np.ndarray, valid: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
