@@ -502,3 +502,26 @@ def test_info_q_decodes_every_tensor_and_finite_parameters_decoding_to_inf_are_r
     r = run("info", "-q", str(path))
     assert r.exit_code == 2 and "beyond the range" in r.output
     assert run("info", "-q", str(classed)).exit_code == 0
+
+
+def test_forged_means_beyond_float32_are_one_error_without_numpys_warning(tmp_path):
+    """Column means of 3e38 and values of 1e38 (finite float32) decoded to inf, with numpy's overflow
+    warning on stderr."""
+    import dataclasses
+    import warnings
+
+    def huge(records):
+        rec = records[0]
+        side = {**rec.side, "mean": np.full_like(rec.side["mean"], 3e38)}
+        return [dataclasses.replace(rec, side=side, grid=rec.grid + np.float32(1e38)), *records[1:]]
+
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(2000, 8)) @ rng.normal(size=(8, 8))
+    plain = tmp_path / "p.bnc"  # (no rotation: the untransformed inverse path)
+    bnncompress.pack({"w": (loc, np.full((2000, 8), 0.1))}, plain, lam=0.5, options={"transform": "none"})
+    a = bnncompress.load(_forged(plain, tmp_path / "m.bnc", huge))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for read in (lambda: a["w"], lambda: a.rows("w", [0, 1999])):
+            with pytest.raises(ArchiveError, match="beyond the range"):
+                read()

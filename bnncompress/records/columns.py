@@ -31,7 +31,8 @@ def inverse_transform(y_hat: np.ndarray, mean: np.ndarray, rotation: np.ndarray 
     """
     y = np.asarray(y_hat, dtype=np.float64)
     if rotation is None:
-        return (y + mean).astype(np.float32)
+        with np.errstate(over="ignore"):  # (a forged archive's values beyond float32: inf, refused on restore)
+            return (y + mean).astype(np.float32)
     y = y.reshape(-1, len(mean))
     rt = np.ascontiguousarray(np.asarray(rotation, dtype=np.float64).T)
     out = np.empty(y.shape, dtype=np.float32)
