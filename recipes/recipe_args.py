@@ -36,26 +36,25 @@ def methods(text: str) -> list[str]:
     return names
 
 
-def positive_int(text: str) -> int:
-    """An integer of at least 1."""
+def _integer(text: str, low: int, high: float, what: str) -> int:
+    """``text`` as an integer in ``low .. high``; argparse's error (one usage line) if it is not."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is {what}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    return _integer(text, 1, math.inf, "less than 1")
 
 
 def seed(text: str) -> int:
     """A random seed: an integer in 0 .. 2**32 - 1 (what numpy and Pyro take)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{value} is not a seed in 0 .. 2**32 - 1")
-    return value
+    return _integer(text, 0, 2**32 - 1, "not a seed in 0 .. 2**32 - 1")
 
 
 def positive_float(text: str) -> float:

@@ -13,7 +13,6 @@ The default run tries a few hundred cases; the long run is
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from unittest import mock
@@ -27,6 +26,8 @@ from hypothesis import strategies as st
 import bnncompress
 from bnncompress import ArchiveError, BnnCompressError
 from bnncompress.archive import archive_image, read_archive, write_archive
+
+from .forging import rewrite_manifest
 
 settings.register_profile(
     "default-fuzz", max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -191,17 +192,6 @@ def _rewrite_tensor(path, index, **changes):
     path.write_bytes(image)
 
 
-def _rewrite_manifest(path, edit):
-    """Edit the manifest JSON and recompute its checksum (tensor checksums stay as they were)."""
-    with h5py.File(path, "r+") as f:
-        manifest = json.loads(f["manifest"][()].tobytes())
-        edit(manifest)
-        raw = json.dumps(manifest).encode()
-        del f["manifest"]
-        f["manifest"] = np.frombuffer(raw, dtype=np.uint8)
-        f.attrs["manifest_sha256"] = np.bytes_(hashlib.sha256(raw).hexdigest().encode())
-
-
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
@@ -247,7 +237,7 @@ def test_forged_manifests_fail_cleanly(tmp_path, original, index, field, value):
         else:
             manifest["tensors"][index][field] = value
 
-    _rewrite_manifest(path, edit)
+    rewrite_manifest(path, edit)
     try:
         a = bnncompress.load(path)
         a.info()
