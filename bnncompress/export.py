@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from .errors import ArgumentTypeError, OptionError
-from .files import atomic_output
+from .files import atomic_output, same_file
 
 
 class Exportable(Protocol):
@@ -100,7 +100,8 @@ def export_archive(
     fmt = fmt or format_from_suffix(path)
     if not isinstance(fmt, str) or fmt not in FORMATS:
         raise OptionError(f"unknown export format {fmt!r}; choose {FORMAT_NAMES}")
-    if Path(path).resolve() == Path(archive.path).resolve():
+    source = getattr(archive, "location", "") or archive.path  # (absolute when read: the directory may change)
+    if same_file(Path(path), Path(source)):
         raise OptionError(f"the output '{path}' is the archive itself; choose another output path")
     if binary is not None and fmt != "word2vec":  # (text or binary: either is refused, not ignored)
         raise OptionError(f"«binary» (text or binary) is an option of the word2vec format, not of {fmt}")

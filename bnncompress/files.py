@@ -124,6 +124,15 @@ def check_stdout_not_an_input(inputs: Iterable[str | os.PathLike]) -> None:
                 raise OptionError(f"standard output is the input '{file}'; write the output elsewhere")
 
 
+def same_file(target: Path, given: Path) -> bool:
+    """Whether writing ``target`` would replace the file ``given`` (by name, or through a link)."""
+    try:
+        st = os.lstat(target)
+    except (FileNotFoundError, ValueError):
+        st = None
+    return _same_file(target, st, given)
+
+
 def _same_file(target: Path, target_stat: os.stat_result | None, given: Path) -> bool:
     """Whether writing ``target`` would replace ``given``: the same name, or (through a symbolic
     or hard link) the same file."""
@@ -296,9 +305,19 @@ def _mode_for(target: Path) -> int:
     try:
         return stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``os.umask`` sets one to
+    read it: for that moment another thread's new files were world-writable)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
         umask = os.umask(0)
         os.umask(umask)
-        return 0o666 & ~umask
+        return umask
 
 
 def _named(exc: OSError, target: Path) -> OSError:

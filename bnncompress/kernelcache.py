@@ -91,7 +91,9 @@ def compile_in_child(method: str, options: dict) -> str:
     try:  # the child's files in a directory of this process: removed even when an interrupt kills the child
         with tempfile.TemporaryDirectory() as workdir:
             args = [sys.executable, "-c", _CHILD, method, spec, workdir]
-            done = subprocess.run(args, capture_output=True, timeout=900, check=False, env=env)
+            # cwd: `python -c` puts the working directory first on sys.path, so a json.py or random.py of the
+            # user's project ran in the child; an empty directory of ours holds none
+            done = subprocess.run(args, capture_output=True, timeout=900, check=False, env=env, cwd=workdir)
         outcome = "compiled" if done.returncode == 0 else "failed"
     except (OSError, subprocess.SubprocessError):
         outcome = "failed"

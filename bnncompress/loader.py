@@ -116,6 +116,12 @@ class Archive:
     def path(self) -> os.PathLike:
         return self._contents.path
 
+    @property
+    def location(self) -> str:
+        """The archive file's absolute path when it was read (``path`` is as given, relative to the
+        working directory of then)."""
+        return self._contents.location or os.path.abspath(self._contents.path)
+
     def __contains__(self, name: object) -> bool:
         return name in self._records
 

@@ -59,8 +59,8 @@ def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool
     disabled = env.get("NUMBA_DISABLE_JIT", "") if config is None else str(config.DISABLE_JIT)
     try:
         jit = int(disabled or "0") == 0
-    except ValueError:
-        jit = False
+    except ValueError:  # numba reads a value that is no integer as its default, 0: compiled
+        jit = True
     if pack and not jit:
         raise OptionError(
             f"NUMBA_DISABLE_JIT={disabled} asks to run the compiled kernels as plain Python, "
@@ -72,6 +72,12 @@ def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool
         raise OptionError(
             f"NUMBA_THREADING_LAYER={layer} is not a numba threading layer; unset it or choose one of "
             + ", ".join(LAYERS)
+        )
+    priority = env.get("NUMBA_THREADING_LAYER_PRIORITY") if config is None else None
+    if priority is not None and sorted(priority.split()) != ["omp", "tbb", "workqueue"]:
+        raise OptionError(
+            f"NUMBA_THREADING_LAYER_PRIORITY={priority} is not an order of numba's threading layers; "
+            "unset it or give all three, e.g. 'omp tbb workqueue'"
         )
     if layer.lower() != "default" and not any(_loads(module) for module in needs):
         hint = "pip install tbb, or " if "tbbpool" in needs else ""

@@ -128,3 +128,87 @@ def test_an_output_directory_that_cannot_be_written_is_said_before_the_work(tmp_
     corpus.write_text("the cat sat on the mat\n" * 20)
     result = CliRunner().invoke(app, ["train", str(corpus), "-o", str(tmp_path / "e.pt")])
     assert result.exit_code == 2 and "cannot write in the output directory" in result.output and trained == []
+
+
+# The processes-and-files hunt's second pass (stop 37).
+
+
+def test_export_refuses_its_own_archive_after_a_change_of_directory(tmp_path, monkeypatch):
+    """export('../cwd/own.bnc') after os.chdir wrote an npz over the archive it was exporting (the
+    check resolved the archive's path as given against the new working directory)."""
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    bnncompress.pack(EXAMPLE, "own.bnc", lam=1.0)
+    a = bnncompress.load("own.bnc")
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(OptionError, match="is the archive itself"):
+        a.export("../cwd/own.bnc", format="npz")
+    assert bnncompress.load(tmp_path / "cwd" / "own.bnc").names == a.names
+    a.export("own.bnc", format="npz")  # a file of the same name elsewhere is not the archive
+    assert (tmp_path / "work" / "own.bnc").read_bytes().startswith(b"PK")
+
+
+def test_the_kernel_compiling_child_runs_no_module_of_the_working_directory(tmp_path, monkeypatch):
+    """`python -c` puts the working directory first on sys.path: a json.py there ran in the child."""
+    import bnncompress.kernelcache as kernelcache
+
+    (tmp_path / "json.py").write_text("raise SystemExit('the json.py of the working directory ran')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(kernelcache, "_marker", lambda method, spec: tmp_path / "marker")
+    monkeypatch.setattr(kernelcache, "_CHILD", "import json, sys; sys.exit(0 if json.dumps([1]) == '[1]' else 3)")
+    assert kernelcache.compile_in_child("uniform", {}) == "compiled"
+
+
+_SIGNAL_WHILE_BUILDING = """
+import os, signal, sys, typer.main
+real = typer.main.get_command
+def get_command(app):
+    os.kill(os.getpid(), signal.%s)  # (a signal in the window before the command runs)
+    return real(app)
+typer.main.get_command = get_command
+from bnncompress.cli import main
+sys.argv = ["bnncompress", "info", "missing.bnc"]
+main()
+"""
+
+
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_signal_while_the_command_is_built_is_one_line(tmp_path, signame, code):
+    """It printed a 46-line traceback and the process died by SIGINT, also for SIGTERM; SIGHUP (the
+    terminal closed) was not handled: no cleanup of a pack's temporary files."""
+    done = subprocess.run([sys.executable, "-c", _SIGNAL_WHILE_BUILDING % signame], capture_output=True, text=True)
+    assert done.returncode == code and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+
+
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+    """Reading it set the umask to 0 for a moment: another thread's new files were world-writable."""
+    import os
+
+    umask = os.umask(0o027)
+    try:
+        monkeypatch.setattr(files.os, "umask", lambda mask: pytest.fail("the umask was set"))
+        assert files._umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+
+
+@pytest.mark.parametrize(
+    "env, refused",
+    [
+        ({"NUMBA_THREADING_LAYER_PRIORITY": "foo"}, True),  # (numba's 60-line traceback, exit 1)
+        ({"NUMBA_THREADING_LAYER_PRIORITY": "tbb"}, True),
+        ({"NUMBA_THREADING_LAYER_PRIORITY": "workqueue omp tbb"}, False),
+        ({"NUMBA_DISABLE_JIT": "false"}, False),  # numba reads it as its default, 0 (refused before)
+        ({"NUMBA_DISABLE_JIT": "1"}, True),
+    ],
+)
+def test_numba_variables_are_read_as_numba_reads_them(env, refused):
+    from bnncompress.numbaenv import check_numba_environment
+
+    if refused:
+        with pytest.raises(OptionError, match=next(iter(env))):
+            check_numba_environment(env)
+    else:
+        check_numba_environment(env)

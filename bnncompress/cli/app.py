@@ -102,7 +102,7 @@ def fails_cleanly(command):
             except BnnCompressError as exc:
                 say(f"error: {printable(exc.render(_FLAGS, prefix='--'))}", err)  # (a path may hold a newline)
             except OSError as exc:
-                where = exc.filename or "file"
+                where = exc.filename or "standard output or a file"
                 say(f"error: {printable(f'{exc.strerror or exc} ({where})')}", err)
             except MemoryError:
                 say("error: not enough memory for this input and these options; use smaller values", err)
@@ -275,14 +275,14 @@ UnpackFormat = Enum("UnpackFormat", [(name, name) for name in FORMATS], type=str
 
 def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
-    refuse_bad_numba_environment()  # a bad NUMBA_* variable: one line and exit 2, not a traceback later
-    # numba warns in 4 lines when it cannot create its import lock in /dev/shm (e.g. under a file
-    # size limit); the command's own error, if any, is the one line that matters
-    warnings.filterwarnings("ignore", message=".*Could not obtain multiprocessing lock")
-    command = typer.main.get_command(app)
-    try:
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # (SIGHUP: the terminal closed)
+        signal.signal(signum, _terminate)
+    try:  # (from the first step after the handlers: a signal while the command is built is one line too)
+        refuse_bad_numba_environment()  # a bad NUMBA_* variable: one line and exit 2, not a traceback later
+        # numba warns in 4 lines when it cannot create its import lock in /dev/shm (e.g. under a file
+        # size limit); the command's own error, if any, is the one line that matters
+        warnings.filterwarnings("ignore", message=".*Could not obtain multiprocessing lock")
+        command = typer.main.get_command(app)
         code = command.main(prog_name="bnncompress", standalone_mode=False)  # returns typer.Exit's code
     except KeyboardInterrupt:  # typer turns it into exit code 130 itself; this is in case it does not
         code = 130
@@ -305,7 +305,8 @@ def main() -> None:
     if "received" in _SIGNALS:  # its KeyboardInterrupt may have been swallowed (raised in a gc callback or a
         code = 130  # __del__, which Dask's client runs often), and the command then ran on to the end
     if code == 130:  # the temporary files are gone: the exception unwound through atomic_output
-        terminated = _SIGNALS.get("received") == signal.SIGTERM
+        received = _SIGNALS.get("received", signal.SIGINT)
+        terminated = received != signal.SIGINT
         say("terminated" if terminated else "interrupted", err)
         # Exit now: under load the interpreter's shutdown (joining worker threads, atexit hooks) could
         # still end in an unhandled KeyboardInterrupt, and Python then kills itself with SIGINT (-2),
@@ -313,7 +314,7 @@ def main() -> None:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
-        os._exit(143 if terminated else 130)
+        os._exit(128 + received)  # 130, 143, or 129 for SIGHUP
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -337,6 +338,7 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def _terminate(signum, frame) -> None:
-    """SIGTERM: unwind like Ctrl-C (removing temporary files on the way out), then exit 143; SIGINT: 130."""
+    """SIGTERM, SIGHUP: unwind like Ctrl-C (removing temporary files on the way out), then exit 143, 129;
+    SIGINT: 130."""
     _SIGNALS["received"] = signum
     raise KeyboardInterrupt
