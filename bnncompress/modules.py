@@ -129,6 +129,15 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
 
 def _fills_unconstrained(archive: Any, name: str, sub: Any, attr: str) -> bool:
     prior = sub._pyro_samples[attr]
+    if not hasattr(prior, "support"):  # a function of the module (a learned hyper-prior): built to see its support
+        import pyro
+        import torch
+
+        try:
+            with pyro.poutine.block(), torch.no_grad():
+                prior = prior(sub)
+        except Exception:  # (a prior that cannot be built outside the model's call: unsure, so it is said)
+            return _packed_unconstrained(archive, name)
     return hasattr(prior, "support") and not _is_real(prior.support) and _packed_unconstrained(archive, name)
 
 

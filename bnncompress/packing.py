@@ -160,7 +160,13 @@ def pack(
     if model is not None:
         posterior = with_model(posterior, model, tuple(model_args))
     if names:
+        left_out = [n for n in posterior.names if n not in names] if model is not None else []
         posterior = posterior.select(names, require_vocab=vocab is not None)
+        if left_out:  # (a model conditioned on the archive drew them on every call, unsaid)
+            posterior.warnings.append(
+                f"the model's site(s) {', '.join(left_out[:10])} are left out by the tensor selection: a model "
+                "conditioned on the archive samples them from their priors"
+            )
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})

@@ -360,3 +360,49 @@ def test_a_read_only_umask_still_writes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "w" / "new.bnc").stat().st_mode & 0o777 == 0o444
     assert bnncompress.load(tmp_path / "w" / "new.bnc").names == ["word_vectors", "context_vectors"]
+
+
+def test_a_model_module_that_prints_does_not_write_into_the_archive_on_stdout(tmp_path):
+    """pack -o - --model: the module's prints (at import and in the model) went into the archive's bytes,
+    exit 0, and info then said 'not a bnncompress archive'. The Pyro hunt's third pass."""
+    import torch
+
+    store = tmp_path / "store.pt"
+    params = {"AutoNormal.locs.a": torch.zeros(3), "AutoNormal.scales.a": torch.ones(3)}
+    torch.save({"params": params, "constraints": {}}, store)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("# the package\n")
+    (tmp_path / "pkg" / "loud.py").write_text(
+        "import pyro, pyro.distributions as dist\nprint('loading data...')\n"
+        "def model():\n    print('tracing')\n    pyro.sample('a', dist.Normal(0.0, 1.0).expand([3]).to_event(1))\n"
+    )
+    with open(tmp_path / "out.bnc", "wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "bnncompress.cli", "pack", str(store), "-o", "-", "--model", "pkg.loud:model"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 0 and "loading data" in done.stderr, done.stderr
+    assert bnncompress.load(tmp_path / "out.bnc").names == ["a"]
+    # --force onto the package's __init__.py (only the module's own file was protected)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bnncompress.cli",
+            "pack",
+            str(store),
+            "-o",
+            "pkg/__init__.py",
+            "-f",
+            "--model",
+            "pkg.loud:model",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "is the input" in done.stderr, done.stderr
+    assert (tmp_path / "pkg" / "__init__.py").read_text() == "# the package\n"

@@ -159,6 +159,28 @@ def stdout_file(name: str) -> Iterator[Path]:
             raise typer.Exit(128 + signal.SIGPIPE) from None
 
 
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool = True) -> Iterator[None]:
+    """Within the block, what anything prints to standard output (a ``--model`` module's print, a C
+    library's) goes to standard error: standard output is the archive being written (``-o -``)."""
+    if not active or sys.stdout is None:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(sys.stdout.fileno())
+    try:
+        target = sys.stderr.fileno() if sys.stderr is not None else os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # (standard error closed)
+        target = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(target, sys.stdout.fileno())
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, sys.stdout.fileno())
+        os.close(saved)
+
+
 def refuse_stdin(*inputs: Path | None) -> None:
     """Inputs are read by name (some are read twice, or seeked in): a clear refusal of ``-``."""
     for given in inputs:

@@ -37,6 +37,7 @@ from .app import (
     refuse_stdin,
     say,
     stdout_file,
+    stdout_to_stderr,
 )
 from .stages import stage_progress
 
@@ -128,14 +129,16 @@ def pack(
         check_workers(workers)
     if scheduler is not None:
         check_scheduler_address(scheduler)
-    pyro_model = None if model is None else import_model(model)
-    model_file = getattr(sys.modules.get(model.partition(":")[0]), "__file__", None) if model else None
+    with stdout_to_stderr(to_stdout):  # (the module's prints went into the archive's bytes)
+        pyro_model = None if model is None else import_model(model)
+    model_files = _module_files(model.partition(":")[0]) if model else []  # the module and its packages
     if to_stdout:
-        check_stdout_not_an_input([x for x in (source, vocab, model_file) if x is not None])
-    elif model_file is not None:
-        refuse_existing(output, force, source, vocab, Path(model_file))  # your model's code is an input too
+        check_stdout_not_an_input([x for x in (source, vocab, *model_files) if x is not None])
+    elif model_files:
+        refuse_existing(output, force, source, vocab, *model_files)  # your model's code is an input too
     with (
         stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
+        stdout_to_stderr(to_stdout),
         stage_progress(quiet, err, "reading posterior") as report,
         notes_unwarned(),  # they are in result.warnings, printed below
     ):
@@ -246,6 +249,13 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int
 
 def _number(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def _module_files(name: str) -> list[Path]:
+    """The files of module ``name`` and of every package on its dotted path (``pkg/__init__.py``)."""
+    parts = name.split(".")
+    found = (getattr(sys.modules.get(".".join(parts[: i + 1])), "__file__", None) for i in range(len(parts)))
+    return [Path(f) for f in found if f]
 
 
 def import_model(spec: str) -> object:
