@@ -229,3 +229,35 @@ def test_weights_decoded_far_from_their_posterior_are_reported(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # per-weight methods keep every weight within 100 sd: no warning
         bnncompress.pack({"w": (loc, scale)}, tmp_path / "v.bnc", method="vbq", bits=4)
+
+
+# The methods hunt's second pass (stop 37).
+
+
+@pytest.mark.parametrize("method", ["kmeans", "weighted-kmeans"])
+def test_one_outlier_does_not_cap_the_clusters_of_kmeans(tmp_path, method):
+    """2^14 equal-width bins over [min, max]: one mean of 1e4 put the bulk into a few bins, so every lam
+    gave the same 15 values (bulk RMS error 0.17 where 64 clusters give 0.037)."""
+    loc = np.random.default_rng(0).normal(size=20000)
+    loc[0] = 1e4
+    bnncompress.pack({"w": (loc, np.full(20000, 0.5))}, tmp_path / "k.bnc", lam=1.0, method=method)
+    v = bnncompress.load(tmp_path / "k.bnc")["w"]
+    assert len(np.unique(v)) == 64 and np.sqrt(np.mean((v[1:] - loc[1:]) ** 2)) < 0.05
+
+
+def test_options_that_need_classes_are_refused_without_them(tmp_path):
+    """reflectors=true and class_costs=true with classes=0 wrote the version 3 record, and its params
+    said they were used."""
+    for option in ("reflectors", "class_costs"):
+        with pytest.raises(bnncompress.OptionError, match=f"{option} need"):
+            bnncompress.pack(
+                {"w": (np.zeros((50, 4)), np.ones((50, 4)))}, tmp_path / "r.bnc", options={option: True, "classes": 0}
+            )
+
+
+def test_float16_takes_values_that_round_to_its_largest(tmp_path):
+    loc = np.r_[65519.9, -65519.9, np.arange(4998.0)]  # (refused: "beyond +-65504"; 5,000: coded, not raw)
+    bnncompress.pack({"w": (loc, np.ones(5000))}, tmp_path / "f.bnc", method="float16")
+    assert bnncompress.load(tmp_path / "f.bnc")["w"][:3].tolist() == [65504.0, -65504.0, 0.0]
+    with pytest.raises(bnncompress.OptionError, match="cannot hold"):
+        bnncompress.pack({"w": (np.array([65520.0]), np.ones(1))}, tmp_path / "g.bnc", method="float16")

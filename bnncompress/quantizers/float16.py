@@ -11,6 +11,7 @@ from .base import Block, FittedQuantizer, Quantizer, Rows
 from .registry import register_quantizer
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+_FLOAT16_ROUNDS_TO_INF = 65520.0  # the smallest value float16 rounding makes infinite
 
 
 @register_quantizer
@@ -31,7 +32,7 @@ class Float16(Quantizer):
 
     def statistics(self, block: Block) -> np.ndarray:
         largest = float(np.abs(block.loc).max(initial=0))
-        if largest > _FLOAT16_MAX:
+        if largest >= _FLOAT16_ROUNDS_TO_INF:  # (65519.9 rounds to 65504: it fits)
             raise OptionError(
                 f"method 'float16' cannot hold values beyond +-{_FLOAT16_MAX:g} (this tensor has {largest:.3g}); "
                 "use another method"

@@ -108,6 +108,12 @@ class WeightedKMeans(KMeans):
     weighted: ClassVar[bool] = True
 
 
+def _binned(x: np.ndarray, w: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's bin among sorted ``edges`` and every bin's weight (``w`` summed)."""
+    b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    return b, np.bincount(b, weights=w, minlength=len(edges) - 1)
+
+
 class FittedKMeans(FittedQuantizer):
     """State at a rate: the sorted centroids."""
 
@@ -122,10 +128,13 @@ class FittedKMeans(FittedQuantizer):
         # Fine weighted histogram: each non-empty bin becomes one point at its weighted mean.
         if len(x):
             edges = np.linspace(x.min(), x.max(), _BINS + 1)
-            b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, _BINS - 1)
-            mass = np.bincount(b, weights=w, minlength=_BINS)
+            b, mass = _binned(x, w, edges)
+            if np.count_nonzero(mass) * 8 < min(len(x), _BINS):  # a few outliers stretched the bins over the
+                half = np.linspace(0.0, 1.0, _BINS // 2 + 1)  # bulk: 15 values at any lam. Half the edges
+                edges = np.unique(np.r_[np.quantile(x, half), np.interp(half, [0, 1], [x.min(), x.max()])])
+                b, mass = _binned(x, w, edges)  # by mass then (equal-count bins), half evenly spaced
             nz = mass > 0
-            self._points = np.bincount(b, weights=w * x, minlength=_BINS)[nz] / mass[nz]
+            self._points = np.bincount(b, weights=w * x, minlength=len(mass))[nz] / mass[nz]
             self._mass = mass[nz]
         else:
             self._points = self._mass = np.zeros(0)

@@ -120,6 +120,9 @@ class TransformVBQ(Quantizer):
         if classes != "auto" and not (is_integer(classes) and 0 <= classes <= 255):
             raise OptionError(f"classes must be auto or an integer from 0 to 255, got {classes!r}")
         self._normalize(classes=classes if classes == "auto" else int(classes))
+        unused = [key for key in ("reflectors", "class_costs") if getattr(self, key) and self.classes == 0]
+        if unused:  # (the version 3 record was written, and its params claimed them)
+            raise OptionError(f"{' and '.join(unused)} need classes of rows; drop them or classes=0")
 
     def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
