@@ -237,9 +237,9 @@ class TensorJob:
         return self._shaped(counts), n, seen
 
     @property
-    def _check(self) -> tuple[bool, float, float]:
+    def _check(self) -> tuple[bool, float, float, str]:
         rows_matter = len(self.shape) == 2 and self.shape[0] > 1 and self.shape[1] > 1
-        return rows_matter, CERTAIN_FRACTION, FAR_SDS
+        return rows_matter, CERTAIN_FRACTION, FAR_SDS, self.source.dtype
 
     def quality(self, lam: float, decoded: Any = None) -> Quality:
         """What the values at ``lam`` (of the ``decoded`` state, if given) lost: one pass reconstructing

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import coding
+from .decoded import restore_dtype
 from .geometry import num_rows
 from .posterior import TensorPosterior
 from .quantizers import Block, ClassValues, FittedQuantizer, Quantizer, narrow_counts, used_grid
@@ -22,14 +23,12 @@ from .records import class_corrections, float16_exact, level_weights, levels_of,
 #: Weights with scales below this fraction of the RMS of their block's means (a block: ~65,536 weights of
 #: whole rows) are expected to be kept within their scale.
 CERTAIN_FRACTION = 1e-3
-#: Weights decoded farther than this many posterior standard deviations from their means are
-#: reported: no ordinary rate does that (on data/example.pt at 0.5-3 bits/weight every method
-#: stays within 26), so it means an outlier the grid did not reach or a method trading
-#: per-weight fidelity for something else (vbq-direction's row-relative errors).
+#: Weights decoded farther than this many posterior standard deviations from their means are reported: no
+#: ordinary rate does that (data/example.pt at 0.5-3 bits/weight: every method within 26), so it means an
+#: outlier the grid did not reach or a method trading per-weight fidelity (vbq-direction's row-relative errors).
 FAR_SDS = 100.0
-#: A matrix whose decoded rows are fewer than this fraction of its distinct rows of means has collapsed:
-#: on data/example.pt (4,000 x 50) the default method keeps 77 distinct rows at 0.05 bits/weight, 321 at
-#: 0.1, 885 at 0.2 and 3,968 or more from 1 bit on.
+#: A matrix whose decoded rows are fewer than this fraction of its distinct rows of means has collapsed: on data/
+#: example.pt (4,000 x 50) the default keeps 77 distinct rows at 0.05 bits/weight, 885 at 0.2, 3,968+ from 1.
 DISTINCT_FRACTION = 0.1
 
 
@@ -97,10 +96,9 @@ CHECKED = (
 
 @dataclass
 class Quality:
-    """What a histogram pass saw of the quantized values (reduced over blocks). ``row_sketch`` and
-    ``mean_sketch`` keep the :data:`SKETCH` smallest distinct hashes of the decoded rows and of the
-    rows of means (a K-minimum-values sketch: merged in any order, it is the same) until
-    :meth:`count_rows` turns them into ``rows_distinct`` and ``means_distinct``."""
+    """What a histogram pass saw of the quantized values (reduced over blocks). ``row_sketch`` and ``mean_sketch``
+    keep the :data:`SKETCH` smallest distinct hashes of the decoded rows and of the rows of means (a K-minimum-values
+    sketch: merged in any order, the same) until :meth:`count_rows` makes ``rows_distinct``, ``means_distinct``."""
 
     values_min: float = np.inf
     values_max: float = -np.inf
@@ -175,11 +173,13 @@ def check_block(
     (:meth:`Quality.accumulator`) and return its rows' hashes (2 x rows; none unless ``check[0]``)."""
     from ._pipeline_kernels import check_values  # numba: imported on first use
 
-    values = np.ascontiguousarray(fitted.reconstruct(block, indices, state), dtype=np.float32)
-    loc = np.ascontiguousarray(block.loc, dtype=np.float32)
+    values = fitted.reconstruct(block, indices, state)
+    if check[3] in ("float16", "bfloat16"):  # what a load returns, rounded to the source's dtype (check[3])
+        values = restore_dtype(values, check[3])
+    values, loc = (np.ascontiguousarray(a, dtype=np.float32) for a in (values, block.loc))
     rows = np.zeros((2, block.num_rows if check[0] else 0), np.uint64)  # rows_matter: hash every row
     bits = values.view(np.uint32), loc.view(np.uint32)
-    check_values(values, loc, block.scale, block.row_size, *check, checked, *bits, rows)
+    check_values(values, loc, block.scale, block.row_size, *check[:3], checked, *bits, rows)
     return rows
 
 

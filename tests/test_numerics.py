@@ -133,3 +133,24 @@ def test_blocks_ending_in_runs_of_one_value_load(tmp_path, method):
         a = bnncompress.load(path)
         assert np.abs(a["w"] - loc).max() < 3.0, name  # (k-means: an outlier is 1.03 off its cluster)
         assert np.array_equal(a.rows("w", [len(loc) - 1]), a["w"][[-1]]), name
+
+
+def test_the_warnings_of_a_bfloat16_posterior_count_the_values_a_load_returns(tmp_path):
+    """The pack checked its float32 values, the load rounds them to bfloat16: 12 weights decoded 125 sd
+    from their means and no warning (the numerics hunt's second pass)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    loc = rng.normal(size=65536)
+    out = rng.choice(65536, 60, replace=False)
+    loc[out] = rng.uniform(64, 128, 60)  # (bfloat16's step there is 0.5: 125 sd of 0.004)
+    scale = np.full(65536, 0.5)
+    scale[out] = 0.004
+    loc_t, scale_t = (torch.tensor(a.reshape(256, 256)).to(torch.bfloat16) for a in (loc, scale))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bnncompress.pack({"w": (loc_t, scale_t)}, tmp_path / "b.bnc", method="uniform", lam=0.2)
+    values = bnncompress.load(tmp_path / "b.bnc")["w"].astype(np.float64)
+    far = int((np.abs(values - loc_t.float().numpy()) > 100 * scale_t.float().numpy()).sum())
+    said = [str(w.message) for w in caught if "posterior standard deviations" in str(w.message)]
+    assert far > 0 and said and said[0].startswith(f"tensor 'w': {far:,} weights were decoded more than 100")

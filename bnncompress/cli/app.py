@@ -166,18 +166,24 @@ def stdout_to_stderr(active: bool = True) -> Iterator[None]:
     if not active or sys.stdout is None:
         yield
         return
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # (no file descriptor: a test runner's stream) Python's prints only
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
     sys.stdout.flush()
-    saved = os.dup(sys.stdout.fileno())
+    saved = os.dup(fd)
     try:
         target = sys.stderr.fileno() if sys.stderr is not None else os.open(os.devnull, os.O_WRONLY)
     except (OSError, ValueError):  # (standard error closed)
         target = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(target, sys.stdout.fileno())
+    os.dup2(target, fd)
     try:
         yield
     finally:
         sys.stdout.flush()
-        os.dup2(saved, sys.stdout.fileno())
+        os.dup2(saved, fd)
         os.close(saved)
 
 

@@ -129,10 +129,10 @@ class FittedKMeans(FittedQuantizer):
         if len(x):
             edges = np.linspace(x.min(), x.max(), _BINS + 1)
             b, mass = _binned(x, w, edges)
-            if np.count_nonzero(mass) * 8 < min(len(x), _BINS):  # a few outliers stretched the bins over the
-                half = np.linspace(0.0, 1.0, _BINS // 2 + 1)  # bulk: 15 values at any lam. Half the edges
+            if x.max() > x.min() and np.count_nonzero(mass) * 8 < min(len(x), _BINS):  # outliers stretched the
+                half = np.linspace(0.0, 1.0, _BINS // 2 + 1)  # bins over the bulk: 15 values at any lam. Half
                 edges = np.unique(np.r_[np.quantile(x, half), np.interp(half, [0, 1], [x.min(), x.max()])])
-                b, mass = _binned(x, w, edges)  # by mass then (equal-count bins), half evenly spaced
+                b, mass = _binned(x, w, edges)  # the edges by mass then (equal-count bins), half evenly spaced
             nz = mass > 0
             self._points = np.bincount(b, weights=w * x, minlength=len(mass))[nz] / mass[nz]
             self._mass = mass[nz]
