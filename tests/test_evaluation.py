@@ -204,6 +204,7 @@ def test_a_binary_file_holding_more_than_its_header_says_is_refused(tmp_path):
     assert read_word_vectors(tmp_path / "v.bin").index_to_key == ["a", "b", "c"]
 
 
+@pytest.mark.slow  # (child processes)
 def test_eval_json_into_a_closed_pipe_ends_quietly(trained):
     import subprocess
     import sys

@@ -362,6 +362,7 @@ def test_a_read_only_umask_still_writes(tmp_path):
     assert bnncompress.load(tmp_path / "w" / "new.bnc").names == ["word_vectors", "context_vectors"]
 
 
+@pytest.mark.slow  # (child processes)
 def test_a_model_module_that_prints_does_not_write_into_the_archive_on_stdout(tmp_path):
     """pack -o - --model: the module's prints (at import and in the model) went into the archive's bytes,
     exit 0, and info then said 'not a bnncompress archive'. The Pyro hunt's third pass."""

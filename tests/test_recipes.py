@@ -54,6 +54,7 @@ def test_regression_quick_keeps_steps_in_any_spelling():
         assert (args.steps, args.small_steps) == (steps, small), argv
 
 
+@pytest.mark.slow  # (child processes)
 def test_pyro_svi_recipe_refuses_to_write_over_its_corpus_or_a_file_and_bad_rates(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat\n" * 20)
