@@ -289,3 +289,24 @@ def test_sites_of_the_model_left_out_by_the_tensor_selection_are_said(tmp_path):
 
     with pytest.warns(QualityWarning, match="site.s. log_tau are left out by the tensor selection"):
         bnncompress.pack(store, tmp_path / "g.bnc", lam=0.1, model=model, tensors=["gain"])
+
+
+def test_a_live_auto_guide_list_is_refused_with_the_way_that_works(tmp_path):
+    """It said "use AutoNormal, ...", though its saved param store packs with the model."""
+    from pyro.infer.autoguide import AutoDelta, AutoGuideList, AutoNormal
+
+    def model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(0.0, 1.0))
+
+    pyro.clear_param_store()
+    guide = AutoGuideList(model)
+    guide.append(AutoDelta(pyro.poutine.block(model, expose=["a"])))
+    guide.append(AutoNormal(pyro.poutine.block(model, expose=["b"])))
+    guide()
+    with pytest.raises(PosteriorError, match=r"save its param store .* pack\(path, model=model\)"):
+        bnncompress.pack(guide, tmp_path / "g.bnc", lam=0.1)
+    pyro.get_param_store().save(tmp_path / "g.pt")
+    _quiet_pack(tmp_path / "g.pt", tmp_path / "g.bnc", model=model)
+    assert sorted(bnncompress.load(tmp_path / "g.bnc").names) == ["a", "b"]
+    pyro.clear_param_store()

@@ -176,8 +176,9 @@ def _pairs_from_param_store(
     if not pairs:
         sample = ", ".join(list(map(str, params))[:5])
         raise PosteriorError(
-            f"{where} is a Pyro param store without guide loc/scale parameters "
-            f"(found: {sample}); save the guide's parameters after training"
+            f"{where} is a Pyro param store without guide loc/scale parameters (found: {sample}): a guide without "
+            "a Gaussian posterior (AutoIAFNormal, AutoDelta) or one that keeps it outside the store (pack the live "
+            "guide laplace_approximation() returns); save a normal guide's parameters after training"
         )
     ignored = [k for k in params if k not in used]
     if ignored:

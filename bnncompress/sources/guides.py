@@ -64,6 +64,11 @@ def from_live_guide(guide: Any) -> Posterior:
         elif hasattr(guide, "get_loc") and hasattr(guide, "get_scale"):  # TyXe's AutoNormal
             sites = [site for site, _ in guide.prototype_trace.iter_stochastic_nodes()]
             pairs = {site: (guide.get_loc(site), guide.get_scale(site)) for site in sites}
+        elif name == "AutoGuideList":  # (its saved store packs: each part by its own keys)
+            raise PosteriorError(
+                "cannot pack a live AutoGuideList; save its param store (pyro.get_param_store().save(path)) "
+                "and pack that with the model: pack(path, model=model)"
+            )
         else:
             raise PosteriorError(f"cannot pack the {name} guide; {_SUPPORTED}")
     tensors = {n: make_tensor(n, loc, scale, f"{name} guide") for n, (loc, scale) in pairs.items()}
