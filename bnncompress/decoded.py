@@ -37,8 +37,10 @@ def restore_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
         bits = values.view(np.uint32)
         bits = (bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))) & np.uint32(0xFFFF0000)  # (no NaN is decoded)
         return np.asarray(bits, np.uint32).view(np.float32)  # (a 0-d array's arithmetic gives a scalar)
-    with np.errstate(over="ignore"):  # (float64 from a support's transform beyond float32: inf, refused below)
-        values = values.astype(target, copy=False)
+    if values.dtype == np.float64 and target == np.float32:  # (a support's transform: exp(100) is clipped,
+        limit = float(np.finfo(np.float32).max)  # as float16's are, not made infinite)
+        values = np.asarray(np.clip(values, -limit, limit))  # (0-d too)
+    values = values.astype(target, copy=False)
     if not np.isfinite(values).all():  # a damaged or forged archive's finite parameters decoding beyond range
         raise ArchiveError(f"values decode beyond the range of {dtype}; the archive is damaged")
     return values
@@ -99,6 +101,7 @@ def select_rows(rec: TensorRecord, indices: Any, whole: np.ndarray | None, reade
         values = whole[positions]
     else:
         values, spec, where = reader.rows(positions), rec.params.get("support"), f"tensor '{rec.name}'"
+        values = values.reshape((len(positions),) + tuple(shape[1:]))  # (bounds broadcast against the rows' shape)
         if spec is not None:  # (elementwise: bounds given per element taken at those rows)
             values = apply_constraint(constraint_of(spec, where), values, where, positions, rec.shape)
         values = restore_dtype(values, rec.dtype)

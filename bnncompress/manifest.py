@@ -13,6 +13,7 @@ from .errors import ArchiveError
 #: Bytes of Python objects a byte of JSON may become at most (``[{},{},...]``: an empty dict and its
 #: list slot, 72 bytes, per 3 bytes).
 PARSE_EXPANSION = 24
+_FLOAT_MAX = 1.7976931348623157e308
 
 
 def parse_manifest(raw: bytes, where: str) -> Any:
@@ -23,12 +24,15 @@ def parse_manifest(raw: bytes, where: str) -> Any:
     def refuse(text: str) -> Any:
         raise ArchiveError(f"{where}: the manifest holds the number {text[:40]}; the archive is damaged")
 
-    def whole(text: str) -> int:
-        return int(text) if len(text.lstrip("-")) <= 18 else refuse(text)  # (every count and size < 10**18)
-
     def real(text: str) -> float:
         value = float(text)
         return value if abs(value) != float("inf") else refuse(text)
+
+    def whole(text: str) -> int:  # (kept exact: the record's checksum covers it; a bound may be a big int)
+        if len(text) > 400:  # (no integer this long is below float64's largest)
+            refuse(text)
+        value = int(text)
+        return value if abs(value) <= _FLOAT_MAX else refuse(text)
 
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=refuse, parse_int=whole, parse_float=real)

@@ -212,3 +212,24 @@ def test_numba_variables_are_read_as_numba_reads_them(env, refused):
             check_numba_environment(env)
     else:
         check_numba_environment(env)
+
+
+def test_an_ignored_hangup_stays_ignored(tmp_path):
+    """nohup (or `cmd &` in a script) ignores SIGHUP: main replaced it with its handler, so closing the
+    terminal killed the pack nohup was meant to keep (exit 129)."""
+    script = "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + _SIGNAL_WHILE_BUILDING % "SIGHUP"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and "missing.bnc" in done.stderr, done.stderr[-2000:]  # (info's own error)
+
+
+def test_redirecting_standard_output_leaks_no_descriptor(monkeypatch):
+    import os
+
+    from bnncompress.cli.app import stdout_to_stderr
+
+    monkeypatch.setattr(sys, "stderr", None)  # (started with 2>&-: /dev/null was opened and never closed)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with stdout_to_stderr():
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before

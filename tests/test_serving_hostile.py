@@ -273,3 +273,42 @@ def test_rows_decoded_by_prefixes_in_groups_equal_the_decode(example, monkeypatc
     ids = np.random.default_rng(0).integers(0, 4000, 700)
     got = bnncompress.load(path).rows("word_vectors", ids)
     assert np.array_equal(got, full[ids]) and len(calls) > 3
+
+
+# A review of this session's changes (stop 37).
+
+
+@pytest.mark.parametrize("shape, bound", [((300,), (300,)), ((50, 3, 4), (4,)), ((50, 3, 4), (50, 1, 1))])
+def test_rows_of_tensors_of_any_rank_with_bounds_per_element_equal_the_decode(tmp_path, shape, bound):
+    """The support was applied to the flat (rows, row size) values: a raw reshape error for a 1-D tensor,
+    'the archive is damaged' for a 3-D one."""
+    from bnncompress.posterior import Posterior, TensorPosterior
+
+    rng = np.random.default_rng(0)
+    support = {"constraint": "greater_than", "lower_bound": rng.normal(size=bound).tolist()}
+    p = Posterior({"w": TensorPosterior(rng.normal(size=shape), np.full(shape, 0.05))}, supports={"w": support})
+    bnncompress.pack(p, tmp_path / "b.bnc", lam=0.3)
+    full = bnncompress.load(tmp_path / "b.bnc")["w"]
+    assert np.array_equal(bnncompress.load(tmp_path / "b.bnc").rows("w", [0, shape[0] - 1, 2]), full[[0, -1, 2]])
+
+
+def test_big_integer_bounds_and_a_median_beyond_float32_load(tmp_path):
+    """A bound of 10**19 (an int) was refused by the strict manifest parse, after the pack; a positive site
+    whose median exp(100) is beyond float32 made every load refuse the tensor (it was inf before: now the
+    largest float32, as float16 values are clipped)."""
+    from bnncompress.posterior import Posterior, TensorPosterior
+
+    loc = np.zeros((40, 3))
+    loc[0, 0] = 100.0
+    supports = {
+        "w": {"constraint": "interval", "lower_bound": 0, "upper_bound": 10**19},
+        "v": {"constraint": "positive"},
+    }
+    tensors = {
+        "w": TensorPosterior(np.zeros((40, 3)), np.ones((40, 3))),
+        "v": TensorPosterior(loc, np.full((40, 3), 1e-3)),
+    }
+    bnncompress.pack(Posterior(tensors, supports=supports), tmp_path / "i.bnc", method="float16")
+    a = bnncompress.load(tmp_path / "i.bnc")
+    assert np.all((a["w"] > 0) & (a["w"] < 1e19))
+    assert a["v"][0, 0] == np.finfo(np.float32).max and np.allclose(a["v"].reshape(-1)[1:], 1.0, atol=1e-2)

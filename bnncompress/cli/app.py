@@ -62,13 +62,22 @@ def _options(
     pass
 
 
+def _silence(fd: int) -> None:
+    """``fd`` writes to /dev/null from now on (a stream whose reader left: Python's flush at exit stays quiet)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 class _Console(Console):
     """rich's Console, but a reader that left (``| head``) ends what is said there, not the command
     (rich exits 1): the work was done (a trained posterior written) and its exit code says so."""
 
     def on_broken_pipe(self) -> None:
         with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
+            _silence(self.file.fileno())
 
 
 err = _Console(stderr=True)
@@ -119,7 +128,7 @@ def print_text(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and Python's flush at exit
+        _silence(sys.stdout.fileno())  # and Python's flush at exit
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -155,7 +164,7 @@ def stdout_file(name: str) -> Iterator[Path]:
                 shutil.copyfileobj(fh, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         except BrokenPipeError:  # the reader left (`| head`): end quietly with SIGPIPE's 141, as gzip -c
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # does (and no flush at exit)
+            _silence(sys.stdout.fileno())  # does (and no flush at exit)
             raise typer.Exit(128 + signal.SIGPIPE) from None
 
 
@@ -175,10 +184,9 @@ def stdout_to_stderr(active: bool = True) -> Iterator[None]:
     sys.stdout.flush()
     saved = os.dup(fd)
     try:
-        target = sys.stderr.fileno() if sys.stderr is not None else os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError):  # (standard error closed)
-        target = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(target, fd)
+        os.dup2(sys.stderr.fileno(), fd)
+    except (AttributeError, OSError, ValueError):  # (standard error closed: started with 2>&-)
+        _silence(fd)
     try:
         yield
     finally:
@@ -304,7 +312,8 @@ UnpackFormat = Enum("UnpackFormat", [(name, name) for name in FORMATS], type=str
 def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # (SIGHUP: the terminal closed)
-        signal.signal(signum, _terminate)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup, or `cmd &` in a script: kept ignored)
+            signal.signal(signum, _terminate)
     try:  # (from the first step after the handlers: a signal while the command is built is one line too)
         refuse_bad_numba_environment()  # a bad NUMBA_* variable: one line and exit 2, not a traceback later
         # numba warns in 4 lines when it cannot create its import lock in /dev/shm (e.g. under a file
