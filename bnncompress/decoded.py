@@ -12,7 +12,7 @@ import numpy as np
 from .errors import ArchiveError, OutOfRangeError
 from .geometry import row_positions
 from .records import TensorRecord
-from .supports import apply_constraint, constrain, constraint_of
+from .supports import apply_constraint, constrain
 
 #: The numpy dtype a tensor of each stored dtype is returned in (numpy has no bfloat16).
 NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
@@ -90,9 +90,20 @@ def decode_whole(rec: TensorRecord, reader: Any) -> np.ndarray:
         raise ArchiveError(f"tensor '{rec.name}' does not fit in the memory left to decode it") from None
 
 
-def select_rows(rec: TensorRecord, indices: Any, whole: np.ndarray | None, reader: Any) -> np.ndarray:
+def served_values(rec: TensorRecord, stored: np.ndarray, positions: np.ndarray, constraint: Any = None) -> np.ndarray:
+    """Stored (float32) rows of ``rec`` at ``positions`` as ``archive[name]`` has them: its support's elementwise
+    ``constraint`` applied (bounds per element taken at those rows), its dtype restored."""
+    if constraint is not None:
+        stored = apply_constraint(constraint, stored, f"tensor '{rec.name}'", positions, tuple(rec.shape))
+    return restore_dtype(stored, rec.dtype)
+
+
+def select_rows(
+    rec: TensorRecord, indices: Any, whole: np.ndarray | None, reader: Any, constraint: Any = None
+) -> np.ndarray:
     """``archive[name][indices]`` by numpy's rules: from the ``whole`` tensor if it is given (decoded, or a
-    support acting across rows), else decoding only the blocks that hold the rows (a support applied to them)."""
+    support acting across rows), else decoding only the blocks that hold the rows (an elementwise
+    ``constraint`` of its support applied to them)."""
     shape = tuple(rec.shape) if whole is None else whole.shape
     if not shape:
         raise OutOfRangeError(f"tensor '{rec.name}' is 0-dimensional; it has no rows; read it as archive['{rec.name}']")
@@ -100,10 +111,7 @@ def select_rows(rec: TensorRecord, indices: Any, whole: np.ndarray | None, reade
     if whole is not None:
         values = whole[positions]
     else:
-        values, spec, where = reader.rows(positions), rec.params.get("support"), f"tensor '{rec.name}'"
-        values = values.reshape((len(positions),) + tuple(shape[1:]))  # (bounds broadcast against the rows' shape)
-        if spec is not None:  # (elementwise: bounds given per element taken at those rows)
-            values = apply_constraint(constraint_of(spec, where), values, where, positions, rec.shape)
-        values = restore_dtype(values, rec.dtype)
+        values = reader.rows(positions).reshape((len(positions),) + tuple(shape[1:]))  # (bounds broadcast on it)
+        values = served_values(rec, values, positions, constraint)
     values = values.reshape(index_shape + tuple(shape[1:]))
     return values[()] if values.ndim == 0 else values  # one value of a 1-D tensor: a numpy scalar

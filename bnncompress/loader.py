@@ -118,8 +118,7 @@ class Archive:
 
     @property
     def location(self) -> str:
-        """The archive file's absolute path when it was read (``path`` is as given, relative to the
-        working directory of then)."""
+        """The archive file's absolute path when it was read (``path`` is as given, relative to the directory then)."""
         return self._contents.location or os.path.abspath(self._contents.path)
 
     def __contains__(self, name: object) -> bool:
@@ -177,10 +176,12 @@ class Archive:
             >>> load("small.bnc").rows("word_vectors", [0, 17]).shape    # doctest: +SKIP
             (2, 50)
         """
-        rec, spec = self.record(name), self.record(name).params.get("support")
-        across = spec is not None and not is_elementwise(constraint_of(spec, f"tensor '{name}'"))  # (simplex)
-        whole = self[name] if across or name in self._cache else None  # (a support on rows decoded them all)
-        return select_rows(rec, indices, whole, self.reader(name))
+        rec = self.record(name)
+        spec = rec.params.get("support")
+        constraint = None if spec is None else constraint_of(spec, f"tensor '{name}'")  # (built once a call)
+        across = constraint is not None and not is_elementwise(constraint)  # (simplex: from the whole tensor)
+        whole = self[name] if across or name in self._cache else None
+        return select_rows(rec, indices, whole, self.reader(name), constraint)
 
     # ------------------------------------------------------------------ serving (rows stay compressed)
     def served_rows(self, name: str | None = None) -> ServedRows:

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from .archive import read_archive
-from .decoded import NUMPY_DTYPES, record_bytes, restore_dtype
+from .decoded import NUMPY_DTYPES, record_bytes, served_values
 from .errors import ArchiveError, ArgumentTypeError, NotFoundError, OptionError, OutOfRangeError
 from .forksafe import renew_after_fork
 from .records import TensorRecord
 from .rowaccess import RowReader
 from .rowcache import RowCache
-from .supports import apply_constraint, constraint_of, is_elementwise
+from .supports import constraint_of, is_elementwise
 
 #: Default cache: this fraction of a tensor's rows.
 DEFAULT_CACHE_FRACTION = 0.1
@@ -110,9 +110,7 @@ class ServedRows:
     def served(self, stored: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Stored (float32) rows at ``positions`` as ``archive[name]`` has them: support applied (bounds
         per element taken at those rows), dtype restored."""
-        if self._constraint is not None:
-            stored = apply_constraint(self._constraint, stored, f"tensor '{self.name}'", positions, self.shape)
-        return restore_dtype(stored, self.record.dtype)
+        return served_values(self.record, stored, positions, self._constraint)
 
     def _fetch(self, positions: np.ndarray) -> np.ndarray:
         return self.served(self.reader.rows(positions), positions)
