@@ -328,3 +328,22 @@ def test_the_rotation_as_reflectors_costs_half_the_bytes_for_the_same_error(tmp_
     side_bytes = {on: sum(v.nbytes for v in found[on][1].values()) for on in found}
     assert side_bytes == {True: 31 * 32 // 2 + 31 * 4, False: 32 * 32 + 32 * 4}
     assert abs(found[True][2] / found[False][2] - 1) < 0.01, found
+
+
+@pytest.mark.parametrize("outlier", [1e4, -5e3])
+def test_a_far_value_does_not_make_its_column_coarse(tmp_path, outlier):
+    """One mean of 1e4 among N(0, 1) means with sd 0.05: a column grid of at most 4,096 cells over its range
+    would be coarser than the posterior at every rate (8.5 sd RMS in that column at 6 bits); such a tensor
+    gets one entropy model, as info says, and that column is as close as the others."""
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(4096, 16)).astype(np.float32)
+    scale = np.full_like(loc, 0.05)
+    loc[7, 3] = outlier
+    result = bnncompress.pack({"t": (loc, scale)}, tmp_path / "o.bnc", bits=6)
+    z = (bnncompress.load(result.path)["t"] - loc) / scale
+    assert abs(z[7, 3]) < 1
+    assert np.sqrt(np.mean(z[:, 3] ** 2)) < 1.5 * np.sqrt(np.mean(z[:, [0, 1, 2, 4]] ** 2)) < 1
+    assert bnncompress.load(result.path).info()["tensors"][0]["method_used"].endswith("(vbq-direction fallback)")
+    loc[7, 3] = 100.0  # far, but a 4,096-cell grid still resolves the posterior: per-column models as before
+    result = bnncompress.pack({"t": (loc, scale)}, tmp_path / "n.bnc", bits=6)
+    assert bnncompress.load(result.path).info()["tensors"][0]["method_used"] == "vbq-transform"

@@ -7,8 +7,9 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    (PCA). The decoder computes ``x_hat = y_hat Rᵀ + m`` with R as stored (int8 entries and a float32
    scale per column; float16 in the version 3 record), and the encoder quantizes ``y = (x - m) F``
    with ``F = (Rᵀ)⁻¹``, so what it chooses is what decodes. Where the rotation does not pay, only the
-   means are removed. Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows)
-   or with means beyond ±1e30 are quantized as ``vbq-direction`` with one entropy model
+   means are removed. Tensors too small for per-column tables (1-D, or fewer than max(1024, 32 d) rows),
+   with means beyond ±1e30, or with a column whose far values (a mean of 1e4 among N(0, 1)) make its grid of
+   at most 4,096 cells coarser than its posterior sd, are quantized as ``vbq-direction`` with one entropy model
    (``"fallback": "one model"``), their own ``small_trust`` and ``small_row_weight``, and (``small_levels``)
    stored as one-byte levels and float16 values (format version 7).
 2. **Posterior in the rotated basis**: ``v_j = sum_i F_ij² scale_i²`` (exact for a mean-field posterior).
@@ -42,6 +43,7 @@ from .checks import is_integer, is_number
 from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
+from .transform_choices import grid_too_coarse, rotation_pays_off, scale_squares
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
@@ -147,10 +149,7 @@ class TransformVBQ(Quantizer):
         d, n = row_size(shape), num_rows(shape)
         magnitude = max(max(-s[2], s[3]) for s in stats)  # the largest |mean|
         if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d) or not magnitude <= _MAX_MAGNITUDE:
-            single = self._single  # its record stores this method's options, the prior, its max_level
-            fitted = single.fit(shape, rows.map(_statistics_of, single), rows)  # and the settings it used
-            used = {"max_level": single.max_level, "small_trust": single.trust, "small_row_weight": single.row_weight}
-            return Fallback(fitted, "one model", used, stores_method_options=True)
+            return self._one_model(shape, rows)
         sums, products = np.array(stats[0][0]), np.array(stats[0][1])
         for s, p, *_ in stats[1:]:  # in block order: the same bits on every route
             sums += s
@@ -166,24 +165,19 @@ class TransformVBQ(Quantizer):
             values, vectors = np.linalg.eigh(cov)
             order = np.argsort(values)[::-1]
             form = "float16" if self.classes == 0 else "reflectors" if self.reflectors else "int8"
-            if self._pays_off(np.diag(cov), values[order], n, d, bits={"float16": 16, "int8": 8}.get(form, 4)):
+            bits = {"float16": 16, "int8": 8}.get(form, 4)  # an entry (reflectors: half the entries, 8 each)
+            pays = self.transform == "auto" and rotation_pays_off(np.diag(cov), values[order], n, d, bits)
+            if self.transform == "pca" or pays:
                 stored = stored_rotation(vectors[:, order], form)
         fitted = FittedTransform(shape, mean, stored, self)
         fitted.fit_rows(rows, spread)
-        return fitted
+        return self._one_model(shape, rows) if fitted.too_coarse(rows) else fitted
 
-    def _pays_off(self, column_variance: np.ndarray, eigenvalues: np.ndarray, n: int, d: int, bits: int) -> bool:
-        """Rotate if asked to, or (auto) with at least 160 rows per column (the matrix, b = 8 bits an entry,
-        16 in version 3, 4 as reflectors (half the entries), costs at most b / 160 bits per weight) and a
-        high-rate coding gain ``n/2 sum_j log2(var_j / eigenvalue_j)`` of at least half its b d² bits (at
-        low rates the gain is larger)."""
-        if self.transform != "auto":
-            return self.transform == "pca" and d >= 2
-        if d < 2 or n < 160 * d:
-            return False
-        tiny = 1e-12 * max(float(column_variance.max()), 1e-300)
-        gain = 0.5 * n * float(np.sum(np.log2(np.maximum(column_variance, tiny) / np.maximum(eigenvalues, tiny))))
-        return gain >= 0.5 * bits * d * d
+    def _one_model(self, shape: tuple[int, ...], rows: Rows) -> Fallback:
+        single = self._single  # its record stores this method's options, the prior, its max_level
+        fitted = single.fit(shape, rows.map(_statistics_of, single), rows)  # and the settings it used
+        used = {"max_level": single.max_level, "small_trust": single.trust, "small_row_weight": single.row_weight}
+        return Fallback(fitted, "one model", used, stores_method_options=True)
 
 
 class FittedTransform(FittedQuantizer):
@@ -219,9 +213,16 @@ class FittedTransform(FittedQuantizer):
         rms = np.concatenate([p[0] for p in parts])
         if not spread > 0:
             self.sd = max(float(np.sqrt(np.mean(rms**2))), 1e-30)
-        self.row_floor = _ROW_FLOOR * max(float(np.median(rms)), 1e-30)
+        self.typical = max(float(np.median(rms)), 1e-30)  # the median row's RMS about the means
+        self.row_floor = _ROW_FLOOR * self.typical
         self.low = np.min([p[1] for p in parts], axis=0)
         self.high = np.max([p[2] for p in parts], axis=0)
+
+    def too_coarse(self, rows: Rows) -> bool:
+        """Whether far values make a column's grid coarser than its posterior (:func:`grid_too_coarse`)."""
+        rows = rows.representative if self.iterations else rows
+        squares = lambda: rows.map(scale_squares, self.d)  # noqa: E731
+        return grid_too_coarse(self.low, self.high, self.typical, _MAX_CELLS - 2, self.forward, squares)
 
     def models(self, state: Any) -> int:
         return self.d
