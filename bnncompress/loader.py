@@ -378,10 +378,10 @@ class Archive:
         return export_archive(self, path, format, tensor, binary, force)
 
     def tensor(self, name: str) -> torch.Tensor:
-        """The tensor ``name`` as a ``torch.Tensor`` of its original dtype (bfloat16 restored)."""
+        """The tensor ``name`` as a CPU ``torch.Tensor`` of its original dtype (bfloat16 restored)."""
         import torch
 
-        t = torch.tensor(self[name])
+        t = torch.tensor(self[name], device="cpu")  # (not torch's default device: meta would lose the values)
         return t.to(torch.bfloat16) if self.record(name).dtype == "bfloat16" else t
 
     def state_dict(self) -> dict[str, torch.Tensor]:

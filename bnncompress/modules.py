@@ -65,7 +65,7 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
         )
     names = {n[len(prefix) :]: n for n in archive.names if n.startswith(prefix)}
     params = dict(module.named_parameters(remove_duplicate=False))  # tied weights: every name they have
-    _check_materialized(module, params)
+    _check_materialized(module, {n: p for n, p in params.items() if n in names})
     samples = {n: s for n, s in _pyro_sample_sites(module).items() if n not in params}
     targets = set(params) | set(samples)
     given = {id(params[n]) for n in names if n in params}  # a tied weight is given under any of its names
@@ -76,7 +76,7 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     if pyro_module:  # a PyroModule: its parameters (PyroParam, nn.Parameter) are Pyro params, not posteriors,
         missing = [n for n in missing if n in samples]  # and other archive tensors are its model's other sites
         left, unexpected = [n for n in unexpected if n in names], []
-        computed = [n for n in missing if _sample_shape(*samples[n]) is None]
+        computed = [n for n in missing if not hasattr(samples[n][0]._pyro_samples[samples[n][1]], "batch_shape")]
         missing = [n for n in missing if n not in computed]
     shapes = []
     for n in sorted(set(names) & targets):
@@ -101,11 +101,11 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
         for short, full in names.items():
             if short in params:
                 p = params[short]
-                p.copy_(torch.tensor(archive[full]).to(dtype=p.dtype, device=p.device))
-            elif short in samples:  # the PyroSample site becomes a fixed tensor: the module is deterministic
-                sub, attr = samples[short]
+                p.copy_(torch.tensor(archive[full], device="cpu").to(dtype=p.dtype, device=p.device))
+            elif short in samples:  # the PyroSample site becomes a fixed tensor: the module is deterministic (a
+                sub, attr = samples[short]  # buffer: Pyro makes a module's nn.Parameters into trainable pyro.params)
                 delattr(sub, attr)
-                setattr(sub, attr, torch.nn.Parameter(archive.tensor(full), requires_grad=False))
+                sub.register_buffer(attr, archive.tensor(full))
     for unsaid, what in (
         (outside, f"site(s) {', '.join(outside[:10])} {UNCONSTRAINED}"),
         (
@@ -128,17 +128,26 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
 
 
 def _fills_unconstrained(archive: Any, name: str, sub: Any, attr: str) -> bool:
-    prior = sub._pyro_samples[attr]
-    if not hasattr(prior, "support"):  # a function of the module (a learned hyper-prior): built to see its support
-        import pyro
-        import torch
-
-        try:
-            with pyro.poutine.block(), torch.no_grad():
-                prior = prior(sub)
-        except Exception:  # (a prior that cannot be built outside the model's call: unsure, so it is said)
-            return _packed_unconstrained(archive, name)
+    prior = _prior(sub, attr)
+    if prior is None:  # (a prior that cannot be built outside the model's call: unsure, so it is said)
+        return _packed_unconstrained(archive, name)
     return hasattr(prior, "support") and not _is_real(prior.support) and _packed_unconstrained(archive, name)
+
+
+def _prior(sub: Any, attr: str) -> Any:
+    """A PyroSample attribute's prior; one that is a function of the module (a learned hyper-prior) built,
+    or None if it cannot be built outside the model's call."""
+    prior = sub._pyro_samples[attr]
+    if hasattr(prior, "batch_shape"):
+        return prior
+    import pyro
+    import torch
+
+    try:
+        with pyro.poutine.block(), torch.no_grad():
+            return prior(sub)
+    except Exception:
+        return None
 
 
 def _check_materialized(module: Any, params: dict[str, Any]) -> None:
@@ -160,9 +169,9 @@ def _check_materialized(module: Any, params: dict[str, Any]) -> None:
 
 
 def _sample_shape(sub: Any, attr: str) -> tuple[int, ...] | None:
-    """The shape of a PyroSample prior's samples (batch + event), or None if it depends on the module."""
-    prior = sub._pyro_samples[attr]
-    if not hasattr(prior, "batch_shape"):  # a function of the module
+    """The shape of a PyroSample prior's samples (batch + event), or None if its prior cannot be built."""
+    prior = _prior(sub, attr)
+    if not hasattr(prior, "batch_shape"):
         return None
     return tuple(prior.batch_shape) + tuple(prior.event_shape)
 
@@ -186,7 +195,7 @@ def condition(archive: Any, model: Any) -> Any:
         with pyro.poutine.trace() as tracer:
             out = conditioned(*args, **kwargs)
         nodes = {n: site for n, site in tracer.trace.nodes.items() if site["type"] == "sample"}
-        fixed = dict(model.named_parameters()) if isinstance(model, torch.nn.Module) else {}  # (by load_into)
+        fixed = dict(model.named_buffers()) if isinstance(model, torch.nn.Module) else {}  # (by load_into)
         unused = [n for n in data if n not in nodes and n not in fixed]
         if unused:
             warnings.warn(

@@ -125,14 +125,23 @@ class ServedRows:
         Only rows not in the cache are decoded (in one RowReader call); an id outside
         ``[0, rows)`` raises :class:`~bnncompress.errors.OutOfRangeError` (an ``IndexError``).
         """
-        ids = np.asarray(ids)
+        if isinstance(ids, (list, tuple)) and any(isinstance(i, (bool, np.bool_)) for i in _items(ids)):
+            raise ArgumentTypeError("row ids must be integers, not bools (True would be row 1); pass an int list")
+        try:
+            ids = np.asarray(ids)
+        except ValueError:  # (ragged lists)
+            raise ArgumentTypeError(
+                "row ids must be integers in a rectangular list or array, not a ragged one"
+            ) from None
         if ids.size == 0:
             ids = ids.astype(np.int64)  # (an empty list is float64 to numpy)
         if ids.dtype == object and all(isinstance(i, Integral) and not isinstance(i, bool) for i in ids.flat):
-            big = max((i for i in ids.flat), key=abs)  # beyond int64
-            raise OutOfRangeError(
-                f"row id {big} is out of range for tensor '{self.name}' (ids are 0 .. {self.shape[0] - 1})"
-            )
+            big = max((int(i) for i in ids.flat), key=abs)
+            if not -(2**63) <= big < 2**63:
+                raise OutOfRangeError(
+                    f"row id {big} is out of range for tensor '{self.name}' (ids are 0 .. {self.shape[0] - 1})"
+                )
+            ids = ids.astype(np.int64)  # (Python ints in an object array)
         if ids.dtype.kind not in "iu":
             raise ArgumentTypeError(f"row ids must be integers, not {ids.dtype}; pass a LongTensor or an int array")
         if ids.dtype == np.uint64 and ids.size and int(ids.max()) > np.iinfo(np.int64).max:  # (would wrap)
@@ -209,3 +218,8 @@ def _check_elementwise(constraint: Any, spec: Any, name: str) -> None:
             f"tensor '{name}' has support {spec.get('constraint')!r}, whose transform acts across a row "
             f"(or changes its shape), so its rows cannot be served one by one; use archive['{name}']"
         )
+
+
+def _items(ids: list | tuple) -> list:
+    """The items of nested lists and tuples, flattened."""
+    return [j for i in ids for j in (_items(i) if isinstance(i, (list, tuple)) else [i])]

@@ -58,8 +58,13 @@ class CompressedEmbedding(torch.nn.Module):
 
     def _lookup(self, ids: Any) -> torch.Tensor:
         marker = self.device_marker
-        if not isinstance(ids, torch.Tensor):
-            ids = torch.as_tensor(ids)
+        if isinstance(ids, torch.fx.Proxy) or (isinstance(ids, torch.Tensor) and _traced(ids)):
+            self.rows.refuse(
+                f"{type(ids).__name__} ids: FX, vmap and torch.export cannot trace the compressed lookup (it decodes "
+                "rows in numpy); call it eagerly or under torch.compile"
+            )
+        if not isinstance(ids, torch.Tensor):  # lists, numpy arrays: checked as Archive.vectors checks them
+            return torch.from_numpy(self.rows.lookup(ids)).to(device=marker.device, dtype=marker.dtype)
         if ids.layout != torch.strided:
             self.rows.refuse(f"row ids must be a dense tensor, not {ids.layout}; pass ids.to_dense()")
         if ids.is_meta:  # shape inference: no values to look up
@@ -76,3 +81,9 @@ class CompressedEmbedding(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return self.rows.describe()
+
+
+def _traced(ids: torch.Tensor) -> bool:
+    """A tensor subclass (torch.export's fake tensors) or functorch's wrapper (vmap, grad): no values to read."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return type(ids) not in (torch.Tensor, torch.nn.Parameter) or bool(wrapped and wrapped(ids))

@@ -91,3 +91,43 @@ def test_load_into_names_buffers_as_buffers(tmp_path):
     bnncompress.pack({n: (v, np.full(4, 0.01)) for n, v in tensors.items()}, tmp_path / "n.bnc", method="float16")
     with pytest.raises(bnncompress.ModelMismatchError, match=r"running_mean: buffers, not parameters"):
         bnncompress.load(tmp_path / "n.bnc").load_into(bn)
+
+
+def test_ids_that_are_not_tensors_are_checked_as_vectors_checks_them(example):
+    """A list went through torch.as_tensor: [True, 5] gave rows 1 and 5, 2**64 a raw ValueError, an object
+    array of ints a raw TypeError; FX, vmap and torch.export failed with unrelated torch errors."""
+    path, full = example
+    emb = bnncompress.load(path).embedding()
+    for ids in ([True, 5], [[1, True]], [[1, 2], [3]]):
+        with pytest.raises(ArgumentTypeError, match="row ids must be integers"):
+            emb(ids)
+    with pytest.raises(IndexError, match="out of range"):
+        emb([2**64])
+    assert np.array_equal(emb(np.array([[1, 2]], dtype=object)).numpy(), full[[[1, 2]]])
+    assert np.array_equal(emb([[3, 4], [0, 3999]]).numpy(), full[[[3, 4], [0, 3999]]])
+    model = torch.nn.Sequential(emb, torch.nn.Linear(full.shape[1], 2))
+    for trace in (
+        lambda: torch.fx.symbolic_trace(model),
+        lambda: torch.func.vmap(emb)(torch.tensor([[1, 2], [3, 4]])),
+        lambda: torch.export.export(model, (torch.tensor([1, 2]),)),
+    ):
+        with pytest.raises(ArgumentTypeError, match="cannot trace the compressed lookup"):
+            trace()
+
+
+def test_load_into_and_state_dict_are_cpu_values_under_a_default_device(example):
+    """Under ``with torch.device("meta")`` load_into raised 'Cannot copy out of meta tensor' and state_dict()
+    returned meta tensors: values lost without a word. A module's meta parameters the archive does not fill
+    do not stop a strict=False load."""
+    path, full = example
+    archive = bnncompress.load(path)
+    model = torch.nn.Module()
+    model.vectors = torch.nn.Parameter(torch.zeros(full.shape))
+    with torch.device("meta"):
+        assert archive.state_dict()["word_vectors"].device.type == "cpu"
+        archive.load_into(model, strict=False, prefix="word_")
+    assert np.array_equal(model.vectors.detach().numpy(), full)
+    model.vectors.data.zero_()
+    model.head = torch.nn.Linear(3, 2, device="meta")
+    archive.load_into(model, strict=False, prefix="word_")
+    assert np.array_equal(model.vectors.detach().numpy(), full)

@@ -310,3 +310,43 @@ def test_a_live_auto_guide_list_is_refused_with_the_way_that_works(tmp_path):
     _quiet_pack(tmp_path / "g.pt", tmp_path / "g.bnc", model=model)
     assert sorted(bnncompress.load(tmp_path / "g.bnc").names) == ["a", "b"]
     pyro.clear_param_store()
+
+
+class FixedRegression(PyroModule):
+    def __init__(self, computed_prior: bool = False):
+        super().__init__()
+        self.fc = PyroModule[torch.nn.Linear](3, 4)
+        weight, bias = dist.Normal(0.0, 1.0).expand([4, 3]).to_event(2), dist.Normal(0.0, 1.0).expand([4]).to_event(1)
+        self.fc.weight = PyroSample((lambda m: weight) if computed_prior else weight)
+        self.fc.bias = PyroSample((lambda m: bias) if computed_prior else bias)
+
+    def forward(self, x, y=None):
+        sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("obs", dist.Normal(self.fc(x).sum(-1), sigma), obs=y)
+
+
+def test_weights_load_into_fixes_stay_fixed_under_svi_and_shapes_are_checked_for_computed_priors(tmp_path):
+    """load_into made the fixed weights nn.Parameters: the first Predictive call put them into Pyro's param
+    store with requires_grad=True, and an SVI fitting only sigma then trained them. A prior that is a function
+    of the module took an archive bias of shape (1,) for (4,), broadcast silently."""
+    pyro.clear_param_store()
+    w, b = np.arange(12, dtype=np.float32).reshape(4, 3) / 10, np.array([0.5, -0.5, 1.0, 2.0], np.float32)
+    tensors = {"fc.weight": (w, np.full_like(w, 1e-3)), "fc.bias": (b, np.full_like(b, 1e-3))}
+    archive = bnncompress.load(bnncompress.pack(tensors, tmp_path / "f.bnc", lam=0.1).path)
+    net = archive.load_into(FixedRegression())
+    x = torch.randn(20, 3)
+    pyro.infer.Predictive(net, num_samples=2)(x)
+    guide = pyro.infer.autoguide.AutoNormal(pyro.poutine.block(net, expose=["sigma"]))
+    svi = pyro.infer.SVI(net, guide, pyro.optim.Adam({"lr": 0.1}), pyro.infer.Trace_ELBO())
+    for _ in range(5):
+        svi.step(x, torch.randn(20))
+    assert not any(name.startswith("fc.") for name in pyro.get_param_store())
+    assert np.array_equal(net.fc.weight.numpy(), archive["fc.weight"])
+    assert np.array_equal(net.fc.bias.numpy(), archive["fc.bias"])
+    wrong = {**tensors, "fc.bias": (b[:1], np.full_like(b[:1], 1e-3))}
+    archive = bnncompress.load(bnncompress.pack(wrong, tmp_path / "w.bnc", lam=0.1).path)
+    for computed in (False, True):
+        with pytest.raises(bnncompress.ModelMismatchError, match=r"fc.bias: archive \(1,\) vs module \(4,\)"):
+            archive.load_into(FixedRegression(computed))
+    pyro.clear_param_store()
