@@ -335,8 +335,8 @@ class Archive:
         ``"net."`` for TyXe) only names that start with it are used, without it. With ``strict`` (the default) every
         archive tensor must have a parameter and every parameter a tensor, else
         :class:`~bnncompress.ModelMismatchError` lists the missing and unexpected names; shapes
-        must always match. A PyroModule's ``PyroSample`` weights become fixed tensors (the module is
-        then deterministic, equal to :meth:`condition`); archive tensors that are not attributes
+        must always match. A PyroModule's ``PyroSample`` weights become buffers (SVI leaves them; the module
+        is then deterministic, equal to :meth:`condition`); archive tensors that are not attributes
         of a PyroModule (sites sampled in its ``forward``, e.g. a noise scale) are left to :meth:`condition`.
 
         Example:
