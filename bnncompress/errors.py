@@ -43,6 +43,10 @@ class PosteriorError(BnnCompressError):
     """A posterior source (file, guide or dict) cannot be read or is invalid."""
 
 
+class NotAPosteriorError(PosteriorError):
+    """A file that holds no posterior of a kind bnncompress reads (e.g. point estimates, pickled objects)."""
+
+
 class ArchiveError(BnnCompressError):
     """An archive is missing, corrupt, truncated or of an unknown format version."""
 

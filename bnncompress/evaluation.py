@@ -13,23 +13,29 @@ import logging
 import operator
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .archive import is_archive
-from .errors import ArgumentTypeError, OptionError, PosteriorError
+from .contents import printable
+from .errors import ArgumentTypeError, NotAPosteriorError, OptionError, PosteriorError, QualityWarning
 from .loader import Archive, load
 from .posterior import Posterior
 from .sources import detect, read_posterior
 from .supports import constrain
+from .vectorfiles import read_word_vectors
 from .wordvectors import labelled_tensors, word_vector_tensor
 
 #: Metric name -> gensim test-data file.
 DATASETS = {"analogy": "questions-words.txt", "ws353": "wordsim353.tsv", "simlex": "simlex999.txt"}
 #: The headline scores, in table order.
 METRICS = tuple(DATASETS)
+#: Held while gensim's evaluators run: they swap the KeyedVectors' ``key_to_index`` for the restricted one
+#: (two threads evaluating one object read each other's: KeyError for words it has).
+_GENSIM_SWAPS = threading.Lock()
 
 
 def dataset_path(name: str) -> Path:
@@ -75,7 +81,7 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
         return vectors, "word vectors"
     try:
         return _posterior_means(path, tensor)
-    except PosteriorError as exc:  # e.g. unpack's own .kv/.npz/.pt point estimates: not a posterior
+    except NotAPosteriorError as exc:  # e.g. unpack's own .kv/.npz/.pt point estimates
         raise PosteriorError(  # (the message as written: the CLI shows its «parameters» as flags)
             f"{Exception.__str__(exc)} (evaluation reads archives, posterior files and word2vec or GloVe vectors: "
             "`bnncompress unpack -o vectors.txt` writes word2vec)"
@@ -118,154 +124,6 @@ def posterior_word_vectors(posterior: Posterior, source: Any) -> str:
     if name is None:
         raise OptionError(f"no tensor of '{source}' has one row per vocabulary word")
     return name
-
-
-def read_word_vectors(path: str | os.PathLike):
-    """gensim ``KeyedVectors`` from word2vec text or binary, or GloVe text (no header line), told
-    apart by their content, not their names.
-
-    Blank lines are skipped. A file whose lines do not all hold a word and the same number of
-    finite values, that repeats a word, or whose header's count is not what follows, is refused
-    with an :class:`OptionError` naming the line.
-
-    Example:
-        >>> kv = read_word_vectors("vectors.txt")  # doctest: +SKIP
-    """
-    from gensim.models import KeyedVectors
-
-    path = Path(path)
-    if not path.is_file():
-        raise OptionError(f"word-vector file '{path}' does not exist or is not a file; pass word2vec or GloVe text")
-    with open(path, "rb") as fh:
-        start, number = 0, 1  # of the first line that is not blank
-        while not (first := fh.readline(1 << 20)).strip():
-            if not first:
-                raise OptionError(f"'{path}' is empty; pass word2vec or GloVe vectors")
-            start, number = start + len(first), number + 1
-        fields = first.split()
-        if len(fields) == 2 and all(x.isdigit() for x in fields):  # word2vec: a "count dim" line first
-            count, dim = int(fields[0]), int(fields[1])
-            while (probe := fh.readline(_PROBE)) and not probe.strip():
-                pass
-            binary = bool(probe) and not _text_line(probe, dim)  # binary values never split into dim numbers
-            _check_header(path, count, dim, binary)
-            fh.seek(start + len(first))
-            if binary:
-                words, vectors = _read_binary(fh, path, count, dim)
-            else:
-                words, vectors = _read_text(fh, path, count, dim, number + 1)
-        else:  # GloVe: no header, as many vectors as lines
-            fh.seek(start)
-            words, vectors = _read_text(fh, path, None, len(fields) - 1, number)
-    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
-    kv.add_vectors(words, vectors)
-    return kv
-
-
-#: Bytes of the first vector line read to tell word2vec text from binary.
-_PROBE = 1 << 20
-_NUMBER_TEXT = frozenset(b"0123456789+-.eEinfaINFA \t\r\n")
-
-
-def _text_line(line: bytes, dim: int) -> bool:
-    """Whether ``line`` is a word2vec text line: a word and ``dim`` numbers (a line longer than the
-    probe, cut: a word and then only characters of numbers; float32 bytes are not all of those)."""
-    if len(line) == _PROBE and not line.endswith(b"\n"):
-        values = line.split(maxsplit=1)[1:]
-        return bool(values) and _NUMBER_TEXT.issuperset(values[0])
-    parts = line.split()
-    if len(parts) != dim + 1:
-        return False
-    try:
-        np.array(parts[1:], dtype=np.float32)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_header(path: Path, count: int, dim: int, binary: bool) -> None:
-    """A word2vec header promises ``count x dim`` values: the file must be big enough to hold them
-    (4 bytes each in binary, 2 characters in text) before the matrix is allocated."""
-    if count < 1 or dim < 1:
-        raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values; a word-vector file needs some")
-    if count * dim * (4 if binary else 2) > path.stat().st_size:
-        raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values, more than the file holds")
-
-
-def _read_text(fh, path: Path, count: int | None, dim: int, first_line: int) -> tuple[list[str], np.ndarray]:
-    """Word2vec text (``count`` vectors after the header) or GloVe (``count`` None: every line)."""
-    if dim < 1:
-        raise OptionError(f"line {first_line} of '{path}' holds a word but no values; pass word2vec or GloVe vectors")
-    words: dict[str, int] = {}  # word -> its line, in file order
-    rows: list[np.ndarray] = []
-    for number, raw in enumerate(fh, start=first_line):
-        parts = raw.split()
-        if not parts:
-            continue  # a blank line holds nothing
-        if len(rows) == count:
-            raise OptionError(f"'{path}' holds more vectors than the {count:,} of its header (line {number})")
-        if len(parts) != dim + 1:
-            raise OptionError(
-                f"line {number} of '{path}' has {len(parts) - 1} values, not {dim}; "
-                "each line must be a word and its values"
-            )
-        try:
-            word = parts[0].decode("utf-8")
-            rows.append(np.array(parts[1:], dtype=np.float32))
-        except (UnicodeDecodeError, ValueError):
-            raise OptionError(
-                f"'{path}' is not word2vec or GloVe vectors: line {number} is not a UTF-8 word followed by numbers"
-            ) from None
-        _add_word(words, word, number, path, "lines")
-    if count is not None and len(rows) < count:
-        raise OptionError(f"'{path}' holds {len(rows):,} vectors, not the {count:,} of its header")
-    return _finite(words, np.stack(rows), path, "line")
-
-
-def _read_binary(fh, path: Path, count: int, dim: int) -> tuple[list[str], np.ndarray]:
-    """Word2vec binary: per vector, a word, a space and ``dim`` little-endian float32 (each may
-    be followed by a newline, which the next word then starts with)."""
-    words: dict[str, int] = {}
-    vectors = np.empty((count, dim), dtype=np.float32)
-    size = 4 * dim
-    buf, pos = b"", 0
-    for i in range(count):
-        while (space := buf.find(b" ", pos)) == -1 or len(buf) - space - 1 < size:
-            more = fh.read(max(1 << 20, size + 1))
-            if not more:
-                raise OptionError(f"'{path}' ends inside vector {i + 1:,} of the {count:,} of its header; it is cut")
-            buf, pos = buf[pos:] + more, 0
-        try:
-            word = buf[pos:space].lstrip(b"\n").decode("utf-8")
-        except UnicodeDecodeError:
-            raise OptionError(f"the word of vector {i + 1:,} of '{path}' is not UTF-8 text") from None
-        if not word:
-            raise OptionError(f"vector {i + 1:,} of '{path}' has no word; the file is damaged")
-        _add_word(words, word, i + 1, path, "vectors")
-        vectors[i] = np.frombuffer(buf, dtype="<f4", count=dim, offset=space + 1)
-        pos = space + 1 + size
-    while not (rest := buf[pos:]).strip():  # after the last vector: line breaks at most
-        if not (buf := fh.read(1 << 20)):
-            return _finite(words, vectors, path, "vector")
-        pos = 0
-    raise OptionError(
-        f"'{path}' holds more than the {count:,} binary vectors of its header ({rest[:20]!r} follows); "
-        "the header is wrong or the file is not word2vec binary"
-    )
-
-
-def _add_word(words: dict[str, int], word: str, where: int, path: Path, units: str) -> None:
-    if word in words:
-        raise OptionError(f"word {word!r} appears twice in '{path}' ({units} {words[word]:,} and {where:,}); keep one")
-    words[word] = where
-
-
-def _finite(words: dict[str, int], vectors: np.ndarray, path: Path, unit: str) -> tuple[list[str], np.ndarray]:
-    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-    if bad.size:
-        where = list(words.values())[int(bad[0])]
-        raise OptionError(f"{unit} {where:,} of '{path}' has a value that is not a finite number; fix or remove it")
-    return list(words), vectors
 
 
 def evaluate(
@@ -362,16 +220,20 @@ def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
         if metric == "analogy":
             out["analogy_sections"] = {}
     elif metric == "analogy":
-        score, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=limit)
+        with _GENSIM_SWAPS:
+            score, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=limit)
         out["analogy"] = float(score)
         out["analogy_sections"] = {  # None: no question of the section could be asked (not 0 correct)
             s["section"]: len(s["correct"]) / n if (n := len(s["correct"]) + len(s["incorrect"])) else None
             for s in sections[:-1]
         }
     else:
-        _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
+        with _GENSIM_SWAPS, warnings.catch_warnings(record=True):  # (scipy's "input is constant": said below)
+            _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
         value = float(spearman[0])
         out[metric] = value if np.isfinite(value) else None
+        if out[metric] is None:
+            warnings.warn(f"{metric}: all answerable pairs are equally similar: no correlation", QualityWarning, 2)
     return out
 
 
@@ -390,7 +252,8 @@ def format_table(result: dict[str, Any], sections: bool = True, details: bool = 
         lines.append(f"  {name:<{width - 2}} {'n/a' if acc is None else f'{acc:.4f}':>7}")
     if not details:
         return "\n".join(lines)
-    lines.append(f"tensor: {result.get('tensor', 'word vectors')}; vocabulary used: {result['vocab_size']:,} words")
+    tensor = printable(result.get("tensor", "word vectors"))  # (a tensor's name may hold terminal escapes)
+    lines.append(f"tensor: {tensor}; vocabulary used: {result['vocab_size']:,} words")
     if result.get("zero_vectors"):
         lines.append(f"{result['zero_vectors']:,} of these vectors are all zeros (no direction): they match nothing")
     return "\n".join(lines)

@@ -141,7 +141,8 @@ class WordQueries:
 def _gensim_mean(keys: list, weights: np.ndarray, units: Any, size: int) -> np.ndarray:
     """The unit query vector of 3CosAdd with the very operations of gensim's ``get_mean_vector`` and
     ``matutils.unitvec`` (float32 sums of float64 products, a float64 mean scaled by BLAS's
-    ``dnrm2`` and ``dscal``), so that scores tie and rank as gensim's do to the last bit."""
+    ``dnrm2`` and ``dscal``): the query is gensim's to the last bit (a score may still differ from gensim's
+    by a unit in the last place: rows' norms and products are computed block by block)."""
     from scipy.linalg.blas import dnrm2, dscal  # (loaded with numba already: its BLAS check)
 
     mean = np.zeros(size, np.float32)

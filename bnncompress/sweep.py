@@ -12,6 +12,7 @@ import csv
 import math
 import numbers
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -101,7 +102,7 @@ def sweep(
             row["pack_seconds"] = time.perf_counter() - start
             row["payload_bits"] = result.payload_bits_per_weight
             row["file_bits"] = result.file_bits_per_weight
-            row["note"] = "; ".join(w.split(": ", 1)[-1] for w in result.warnings)
+            row["note"] = "; ".join(re.sub(r"^tensor '[^']*': ", "", w) for w in result.warnings)  # (one tensor)
             scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
             rows.append({**row, **{k: scores[k] for k in METRICS}})
     report("done", total, total)

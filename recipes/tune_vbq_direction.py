@@ -17,6 +17,7 @@ from recipe_args import rates as rates_arg
 
 import bnncompress
 from bnncompress import read_posterior
+from bnncompress.sweep import score_text
 
 SETTINGS = [
     ("vbq", {}),
@@ -64,7 +65,7 @@ def main() -> None:
             for bits in rates:
                 bnncompress.pack(posterior, path, bits=bits, method=method, options=options)
                 s = bnncompress.evaluate(path, restrict_vocab=args.restrict_vocab)
-                cells.append(f"{s['analogy']:.4f} / {s['ws353']:.3f} / {s['simlex']:.3f}")
+                cells.append(" / ".join(score_text(s[m]) for m in ("analogy", "ws353", "simlex")))
             print(f"| {method} | {options or ''} | " + " | ".join(cells) + " |", flush=True)
 
 

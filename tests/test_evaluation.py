@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from gensim.models import KeyedVectors
 from typer.testing import CliRunner
 
 import bnncompress
+from bnncompress import vectorfiles
 from bnncompress.cli import app
 from bnncompress.evaluation import dataset_path, evaluate
 
@@ -179,13 +181,11 @@ def test_a_truncated_archive_is_one_line_for_eval_and_pack(tmp_path):
 def test_a_text_line_longer_than_the_probe_is_read_as_text(tmp_path, monkeypatch):
     """A first vector line longer than the probe (1 MiB) was read as word2vec binary: ASCII digits as
     float32, words '2', '64526'..., exit 0."""
-    import bnncompress.evaluation as evaluation
-
-    monkeypatch.setattr(evaluation, "_PROBE", 4096)
+    monkeypatch.setattr(vectorfiles, "_PROBE", 4096)
     kv = KeyedVectors(vector_size=1000, count=0, dtype=np.float32)
     kv.add_vectors(["king", "queen", "man"], np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32))
     kv.save_word2vec_format(str(tmp_path / "long.txt"), binary=False)
-    got = evaluation.read_word_vectors(tmp_path / "long.txt")
+    got = vectorfiles.read_word_vectors(tmp_path / "long.txt")
     assert got.index_to_key == ["king", "queen", "man"]
     np.testing.assert_array_equal(got.vectors, kv.vectors)
 
@@ -217,3 +217,59 @@ def test_eval_json_into_a_closed_pipe_ends_quietly(trained):
         proc.stdout.read(5)
         proc.stdout.close()
         assert proc.wait(timeout=120) == 0 and proc.stderr.read() == b""
+
+
+def test_threads_evaluating_one_keyed_vectors_and_files_with_a_byte_order_mark(tmp_path, tiny_kv, example):
+    """gensim's evaluators swap kv.key_to_index: threads evaluating one object raised KeyError for words it
+    has (23 of 32 calls). A UTF-8 byte-order mark became part of the first word (GloVe) or hid the header."""
+    import threading
+
+    kv, metrics = bnncompress.load(example[0]).to_keyed_vectors("word_vectors"), ("ws353", "simlex")
+    expected = {n: evaluate(kv, restrict_vocab=n, metrics=metrics) for n in (2000, 3000)}
+    results = []
+
+    def run(n):
+        try:
+            results.append((n, evaluate(kv, restrict_vocab=n, metrics=metrics)))
+        except Exception as exc:  # (what the test reports)
+            results.append((n, exc))
+
+    for _ in range(3):
+        threads = [threading.Thread(target=run, args=(n,)) for n in (2000, 3000, 2000, 3000)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    assert all(r == expected[n] for n, r in results), results
+    words = tiny_kv.index_to_key[:4]
+    lines = [f"{w} " + " ".join(f"{v:.4f}" for v in tiny_kv[w]) for w in words]
+    for name, header in (("glove.txt", []), ("w2v.txt", [f"4 {tiny_kv.vector_size}"])):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + "\n".join(header + lines).encode() + b"\n")
+        assert vectorfiles.read_word_vectors(tmp_path / name).index_to_key == words
+
+
+def test_a_posteriors_own_errors_get_no_hint_about_word_vectors_and_escapes_are_shown(tmp_path):
+    """Every error of a real posterior (a NaN mean) was followed by the hint meant for files that are no
+    posterior at all; a tensor's name went to the eval table with its terminal escapes."""
+    loc = np.zeros((30, 4), np.float32)
+    loc[1, 2] = np.nan
+    (tmp_path / "p").mkdir()
+    np.save(tmp_path / "p" / "word_vectors.loc.npy", loc)
+    np.save(tmp_path / "p" / "word_vectors.scale.npy", np.ones_like(loc))
+    (tmp_path / "p" / "vocab.txt").write_text("\n".join(f"w{i}" for i in range(30)) + "\n")
+    result = runner.invoke(app, ["eval", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "NaN" in result.output and "unpack" not in result.output
+    from bnncompress.evaluation import format_table
+
+    table = format_table(
+        {"tensor": "emb\x1b[2J", "vocab_size": 3, "analogy": None, "analogy_missing": 1, "analogy_total": 1}
+    )
+    assert "\x1b" not in table
+
+
+def test_equal_similarities_are_said_in_words(tiny_kv):
+    """Vectors all alike (a coarse archive) gave scipy's bare 'An input array is constant' and n/a."""
+    same = KeyedVectors(vector_size=tiny_kv.vector_size, count=0, dtype=np.float32)
+    same.add_vectors(tiny_kv.index_to_key, np.ones((len(tiny_kv), tiny_kv.vector_size), np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert evaluate(same, metrics=("ws353",))["ws353"] is None
+    assert [str(w.message) for w in caught] == ["ws353: all answerable pairs are equally similar: no correlation"]

@@ -81,3 +81,20 @@ def test_a_repeated_method_or_rate_is_swept_once(tmp_path):
     rows = sweep(EXAMPLE, ["float16", "uniform", "float16"], [2, 2.0], restrict_vocab=300, tensor="word_vectors")
     got = [(r["method"], r["target_bits"]) for r in rows]
     assert got == [("uncompressed", None), ("float16", None), ("uniform", 2.0)]
+
+
+def test_a_float16_rows_note_is_printed_and_notes_keep_their_words(tmp_path):
+    """A note on a fixed-rate row (float16: no target) crashed the table's notes with a TypeError; notes kept
+    only what followed their first ': ' ('temperature' for 'ignored 1 parameter(s) ...: temperature')."""
+    import torch
+
+    store = torch.load(EXAMPLE, weights_only=False)
+    store["params"]["temperature"] = torch.tensor(1.0)  # a user's own pyro.param beside the guide's
+    store["constraints"]["temperature"] = store["constraints"]["AutoNormal.locs.word_vectors"]
+    torch.save(store, tmp_path / "extra.pt")
+    args = ["sweep", str(tmp_path / "extra.pt"), "--methods", "float16", "-o", str(tmp_path / "s.csv")]
+    result = runner.invoke(app, [*args, "--restrict-vocab", "300"])
+    assert result.exit_code == 0, result.output
+    assert "note: float16: ignored 1 parameter(s)" in result.output and "temperature" in result.output
+    with open(tmp_path / "s.csv", newline="") as fh:
+        assert next(r for r in csv.DictReader(fh) if r["method"] == "float16")["note"].startswith("ignored 1 param")

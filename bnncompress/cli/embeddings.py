@@ -142,7 +142,8 @@ def sweep(
     out.print(table)
     for r in rows:
         if r.get("note"):
-            say(f"note: {r['method']} @ {r['target_bits']:g} bits: {r['note']}", err)
+            rate = "" if r["target_bits"] is None else f" @ {r['target_bits']:g} bits"  # (float16: no target)
+            say(f"note: {r['method']}{rate}: {r['note']}", err)
     written = [str(output)] + ([str(p) for p in plot_paths(plot).values()] if plot else [])
     say("wrote " + ", ".join(printable(w) for w in written))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArchiveError, PosteriorError
+from ..errors import ArchiveError, NotAPosteriorError, PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
 from ..supports import constrain, constraint_of, ignored_warning, unknown_support_warning
 from ..vocabulary import decode_words, validate_words
@@ -321,7 +321,7 @@ def _pairs_from_plain(obj: Mapping, where: str) -> tuple[dict, str]:
             if key[: -len(".scale")] + ".loc" not in obj:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{key[: -len('.scale')]}.loc'")
         else:
-            raise PosteriorError(
+            raise NotAPosteriorError(
                 f"{where}: cannot tell what '{key}' is; expected a Pyro param store, a guide state dict, "
                 "{name: {'loc': T, 'scale': T}} or flat 'name.loc' / 'name.scale' keys"
             )

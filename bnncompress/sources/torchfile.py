@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import PosteriorError
+from ..errors import NotAPosteriorError, PosteriorError
 from ..posterior import Posterior
 from .containers import from_mapping
 from .reader import PosteriorReader, Probe
@@ -65,7 +65,7 @@ def torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), "")
-        raise PosteriorError(
+        raise NotAPosteriorError(
             f"'{path}' contains pickled objects that are not allowed ({detail or 'refused by the safe loader'}); "
             "bnncompress only reads tensors, plain containers and Pyro constraints — re-save the "
             "posterior with pyro.get_param_store().save() or as a dict of tensors"

@@ -1,0 +1,160 @@
+"""Word vectors from word2vec text or binary and GloVe text files, told apart by their content: what
+evaluation and ``bnncompress train --init`` read (gensim's own loaders accept files these refuse)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OptionError
+
+
+def read_word_vectors(path: str | os.PathLike):
+    """gensim ``KeyedVectors`` from word2vec text or binary, or GloVe text (no header line), told
+    apart by their content, not their names.
+
+    Blank lines are skipped. A file whose lines do not all hold a word and the same number of
+    finite values, that repeats a word, or whose header's count is not what follows, is refused
+    with an :class:`OptionError` naming the line.
+
+    Example:
+        >>> kv = read_word_vectors("vectors.txt")  # doctest: +SKIP
+    """
+    from gensim.models import KeyedVectors
+
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"word-vector file '{path}' does not exist or is not a file; pass word2vec or GloVe text")
+    with open(path, "rb") as fh:
+        start, number = (3, 1) if fh.read(3) == b"\xef\xbb\xbf" else (0, 1)  # after a UTF-8 byte-order mark
+        fh.seek(start)  # (start, number: of the first line that is not blank)
+        while not (first := fh.readline(1 << 20)).strip():
+            if not first:
+                raise OptionError(f"'{path}' is empty; pass word2vec or GloVe vectors")
+            start, number = start + len(first), number + 1
+        fields = first.split()
+        if len(fields) == 2 and all(x.isdigit() for x in fields):  # word2vec: a "count dim" line first
+            count, dim = int(fields[0]), int(fields[1])
+            while (probe := fh.readline(_PROBE)) and not probe.strip():
+                pass
+            binary = bool(probe) and not _text_line(probe, dim)  # binary values never split into dim numbers
+            _check_header(path, count, dim, binary)
+            fh.seek(start + len(first))
+            if binary:
+                words, vectors = _read_binary(fh, path, count, dim)
+            else:
+                words, vectors = _read_text(fh, path, count, dim, number + 1)
+        else:  # GloVe: no header, as many vectors as lines
+            fh.seek(start)
+            words, vectors = _read_text(fh, path, None, len(fields) - 1, number)
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
+    kv.add_vectors(words, vectors)
+    return kv
+
+
+#: Bytes of the first vector line read to tell word2vec text from binary.
+_PROBE = 1 << 20
+_NUMBER_TEXT = frozenset(b"0123456789+-.eEinfaINFA \t\r\n")
+
+
+def _text_line(line: bytes, dim: int) -> bool:
+    """Whether ``line`` is a word2vec text line: a word and ``dim`` numbers (a line longer than the
+    probe, cut: a word and then only characters of numbers; float32 bytes are not all of those)."""
+    if len(line) == _PROBE and not line.endswith(b"\n"):
+        values = line.split(maxsplit=1)[1:]
+        return bool(values) and _NUMBER_TEXT.issuperset(values[0])
+    parts = line.split()
+    if len(parts) != dim + 1:
+        return False
+    try:
+        np.array(parts[1:], dtype=np.float32)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_header(path: Path, count: int, dim: int, binary: bool) -> None:
+    """A word2vec header promises ``count x dim`` values: the file must be big enough to hold them
+    (4 bytes each in binary, 2 characters in text) before the matrix is allocated."""
+    if count < 1 or dim < 1:
+        raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values; a word-vector file needs some")
+    if count * dim * (4 if binary else 2) > path.stat().st_size:
+        raise OptionError(f"'{path}' declares {count:,} vectors of {dim:,} values, more than the file holds")
+
+
+def _read_text(fh, path: Path, count: int | None, dim: int, first_line: int) -> tuple[list[str], np.ndarray]:
+    """Word2vec text (``count`` vectors after the header) or GloVe (``count`` None: every line)."""
+    if dim < 1:
+        raise OptionError(f"line {first_line} of '{path}' holds a word but no values; pass word2vec or GloVe vectors")
+    words: dict[str, int] = {}  # word -> its line, in file order
+    rows: list[np.ndarray] = []
+    for number, raw in enumerate(fh, start=first_line):
+        parts = raw.split()
+        if not parts:
+            continue  # a blank line holds nothing
+        if len(rows) == count:
+            raise OptionError(f"'{path}' holds more vectors than the {count:,} of its header (line {number})")
+        if len(parts) != dim + 1:
+            raise OptionError(
+                f"line {number} of '{path}' has {len(parts) - 1} values, not {dim}; "
+                "each line must be a word and its values"
+            )
+        try:
+            word = parts[0].decode("utf-8")
+            rows.append(np.array(parts[1:], dtype=np.float32))
+        except (UnicodeDecodeError, ValueError):
+            raise OptionError(
+                f"'{path}' is not word2vec or GloVe vectors: line {number} is not a UTF-8 word followed by numbers"
+            ) from None
+        _add_word(words, word, number, path, "lines")
+    if count is not None and len(rows) < count:
+        raise OptionError(f"'{path}' holds {len(rows):,} vectors, not the {count:,} of its header")
+    return _finite(words, np.stack(rows), path, "line")
+
+
+def _read_binary(fh, path: Path, count: int, dim: int) -> tuple[list[str], np.ndarray]:
+    """Word2vec binary: per vector, a word, a space and ``dim`` little-endian float32 (each may
+    be followed by a newline, which the next word then starts with)."""
+    words: dict[str, int] = {}
+    vectors = np.empty((count, dim), dtype=np.float32)
+    size = 4 * dim
+    buf, pos = b"", 0
+    for i in range(count):
+        while (space := buf.find(b" ", pos)) == -1 or len(buf) - space - 1 < size:
+            more = fh.read(max(1 << 20, size + 1))
+            if not more:
+                raise OptionError(f"'{path}' ends inside vector {i + 1:,} of the {count:,} of its header; it is cut")
+            buf, pos = buf[pos:] + more, 0
+        try:
+            word = buf[pos:space].lstrip(b"\n").decode("utf-8")
+        except UnicodeDecodeError:
+            raise OptionError(f"the word of vector {i + 1:,} of '{path}' is not UTF-8 text") from None
+        if not word:
+            raise OptionError(f"vector {i + 1:,} of '{path}' has no word; the file is damaged")
+        _add_word(words, word, i + 1, path, "vectors")
+        vectors[i] = np.frombuffer(buf, dtype="<f4", count=dim, offset=space + 1)
+        pos = space + 1 + size
+    while not (rest := buf[pos:]).strip():  # after the last vector: line breaks at most
+        if not (buf := fh.read(1 << 20)):
+            return _finite(words, vectors, path, "vector")
+        pos = 0
+    raise OptionError(
+        f"'{path}' holds more than the {count:,} binary vectors of its header ({rest[:20]!r} follows); "
+        "the header is wrong or the file is not word2vec binary"
+    )
+
+
+def _add_word(words: dict[str, int], word: str, where: int, path: Path, units: str) -> None:
+    if word in words:
+        raise OptionError(f"word {word!r} appears twice in '{path}' ({units} {words[word]:,} and {where:,}); keep one")
+    words[word] = where
+
+
+def _finite(words: dict[str, int], vectors: np.ndarray, path: Path, unit: str) -> tuple[list[str], np.ndarray]:
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if bad.size:
+        where = list(words.values())[int(bad[0])]
+        raise OptionError(f"{unit} {where:,} of '{path}' has a value that is not a finite number; fix or remove it")
+    return list(words), vectors
