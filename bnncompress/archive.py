@@ -171,7 +171,7 @@ def is_archive(path: str | os.PathLike) -> bool:
             if fh.read(8) != HDF5_MAGIC:
                 return False
         with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == FORMAT_NAME.encode()
+            return f.attrs.get("format") in (FORMAT_NAME.encode(), FORMAT_NAME)  # (str: said by read_archive)
     except Exception:  # unreadable or damaged: not an archive we can recognise
         return False
 
@@ -189,7 +189,7 @@ def read_archive(path: str | os.PathLike) -> ArchiveContents:
     for attempt in range(3):  # an archive renamed over the path while it was opened is opened again
         with open(path, "rb") as fh:
             if fh.read(8) != HDF5_MAGIC:
-                raise ArchiveError(f"'{path}' is not a bnncompress archive (not an HDF5 file)")
+                raise ArchiveError(f"'{path}' is not a bnncompress archive (no HDF5 signature at its start)")
             opened = os.fstat(fh.fileno())
         try:
             contents = _read_hdf5(functools.partial(open_unreplaced, path, opened, _Replaced), path, opened.st_size)
@@ -232,10 +232,16 @@ def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:
         ) from None
 
 
-def _root_attr(f: Any, key: str, where: str) -> Any:
-    if key not in f.attrs:
+def _root_attr(f: Any, key: str, where: str, required: bool = True) -> Any:
+    if key not in f.attrs and required:
         raise ArchiveError(f"{where}: attribute '{key}' is missing; the archive is damaged")
-    return f.attrs[key]
+    value = f.attrs.get(key)  # (format and manifest_sha256 are fixed-length byte strings, which read as bytes)
+    if isinstance(value, str) and key in ("format", "manifest_sha256"):  # h5py rewrites str and bytes as str
+        raise ArchiveError(
+            f"{where}: attribute '{key}' is a variable-length string (rewritten with h5py?); "
+            f"the format stores it as a fixed-length byte string: np.bytes_({value.encode()!r:.80})"
+        )
+    return value
 
 
 def _dataset(f: Any, key: str, dtypes: tuple[str, ...], where: str, max_items: int) -> np.ndarray:
@@ -254,7 +260,7 @@ _GZIPPED = ("manifest", "vocab")
 
 def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     where = f"archive '{path}'"
-    fmt = f.attrs.get("format")
+    fmt = _root_attr(f, "format", where, required=False)
     if not isinstance(fmt, bytes) or fmt != FORMAT_NAME.encode():
         raise ArchiveError(f"'{path}' is an HDF5 file but not a bnncompress archive")
     version = _root_attr(f, "format_version", where)

@@ -511,3 +511,34 @@ def test_forged_means_beyond_float32_are_one_error_without_numpys_warning(tmp_pa
         for read in (lambda: a["w"], lambda: a.rows("w", [0, 1999])):
             with pytest.raises(ArchiveError, match="beyond the range"):
                 read()
+
+
+def test_an_archive_copied_with_h5py_keeps_loading_or_says_what_changed(tmp_path):
+    """Counts stored big-endian (the same values; a big-endian writer's native arrays) failed the checksum,
+    which hashes the spec's type name ("uint32"), not the byte order; root strings rewritten with h5py (which
+    stores str and bytes as variable-length strings) were "not a bnncompress archive" or "corrupt"."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v.bnc"
+    bnncompress.pack({"w": (rng.normal(size=(3000, 8)), np.full((3000, 8), 0.01))}, path, method="vbq", bits=6)
+    with h5py.File(path) as f:
+        assert f["counts"].dtype.itemsize > 1
+        attrs = dict(f.attrs)
+    copy = tmp_path / "big.bnc"
+    with h5py.File(path) as src, h5py.File(copy, "w") as dst:
+        for key, value in attrs.items():
+            dst.attrs[key] = value
+        for key in src:
+            if key == "counts":
+                dst.create_dataset(key, data=src[key][()].astype(src[key].dtype.newbyteorder(">")))
+            else:
+                src.copy(key, dst)
+    assert np.array_equal(bnncompress.load(copy)["w"], bnncompress.load(path)["w"])
+    for key in ("format", "manifest_sha256"):
+        edited = tmp_path / f"{key}.bnc"
+        edited.write_bytes(path.read_bytes())
+        with h5py.File(edited, "a") as f:
+            f.attrs[key] = bytes(attrs[key])  # (h5py writes bytes as a variable-length string)
+        _one_line_error(run("info", edited), f"attribute '{key}' is a variable-length string")
+        _one_line_error(run("eval", edited), f"attribute '{key}' is a variable-length string")

@@ -338,8 +338,8 @@ _CHECKSUM_JSON = json.JSONEncoder(sort_keys=True)  # json.dumps(..., sort_keys=T
 
 
 @functools.cache
-def _dtype_name(dtype: np.dtype) -> str:  # str(dtype) costs microseconds, per tensor of an archive
-    return str(dtype)
+def _dtype_name(dtype: np.dtype) -> str:  # "uint32" in either byte order (the spec's); cached: per tensor
+    return dtype.name
 
 
 @functools.cache

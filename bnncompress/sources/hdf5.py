@@ -84,7 +84,7 @@ def _open_hdf5(path: Path) -> Posterior:
             f"'{path}' is an HDF5 file that cannot be read ({detail}); it is damaged or truncated"
         ) from None
     with opened as f:
-        if f.attrs.get("format") == b"bnncompress":
+        if f.attrs.get("format") in (b"bnncompress", "bnncompress"):  # (str: rewritten with h5py)
             raise PosteriorError(f"'{path}' is a bnncompress archive, not a posterior")
         links: list[tuple[str, Any]] = []
         f.visititems_links(lambda key, link: links.append((key, link)))  # h5py callbacks must not raise
