@@ -35,7 +35,9 @@ _LAM_RANGE = (1e-8, 1e12)
 _SAMPLE_WEIGHTS = 1 << 17  # the subsample's size: at least this, 1/64 of the posterior, at most _SAMPLE_MAX
 _SAMPLE_MAX = 1 << 21
 _GRID_BYTES_PER_VALUE = 4  # one float32 grid value
-_CODER_BYTES_PER_BLOCK = 5  # ANS's final state: 34-42 bits measured per coded block
+#: A coded block is whole uint32 words: its information content and ANS's final state, this many bits on
+#: average (40 bits a block with the rounding to words, as measured; a block of two symbols is one word).
+_CODER_STATE_BITS = 24
 
 
 class RateModel(Protocol):
@@ -88,14 +90,15 @@ def estimate_payload_bits(tensors: Sequence[RateModel], lam: float, on_sample: b
             entries = used if counts.ndim == 1 else len(counts) * int((counts > 0).sum(axis=1).max(initial=0))
             entry_bytes = count_bytes
             coded = used > 1 if counts.ndim == 1 else bool(np.any((counts > 0).sum(axis=1) > 1))
+        info = information_bits(counts) * (t.num_symbols(lam) / max(counted, 1))
         table = 8 * payload_bytes(
-            words=_CODER_BYTES_PER_BLOCK * blocks if coded else 0,  # + the information content, below
+            words=4 * blocks * math.ceil((info / blocks + _CODER_STATE_BITS) / 32) if coded else 0,
             blocks=blocks,
             counts=entry_bytes * entries,
             grid=4 * -(-used // 2) if lv else _GRID_BYTES_PER_VALUE * t.values_per_symbol * used,  # float16 pairs
             side=t.side_bits // 8,
         )
-        coded_bits = information_bits(counts) * (t.num_symbols(lam) / max(counted, 1)) + table
+        coded_bits = table
         # a tensor is never stored larger than its raw float32 values
         bits += min(coded_bits, 8 * raw_payload_bytes(t.num_weights, blocks))
         weights += t.num_weights

@@ -185,3 +185,23 @@ def test_the_solver_bisects_only_when_neither_the_bracket_nor_the_miss_halves():
     a, b = -1.1, 3.0
     root = _solve(g, a, b, g(a), g(b), 1e-3)
     assert abs(g(root)) <= 1e-3 and len(calls) - 3 <= 11, calls  # 14 checks before
+
+
+def test_a_few_dozen_weights_are_estimated_as_the_coder_writes_them(tmp_path, monkeypatch):
+    """Rate control charged a coded tensor 5 bytes of ANS state beside its information content; the coder
+    writes whole uint32 words (two symbols: one word), so each tiny tensor was 1-2 bytes too dear and the
+    1-32-1 net of recipes/bnn_regression.py packed at --bits 3 to 2.694 bits/weight, 'no lambda closer'
+    though lambda 6.05 gives 3.02."""
+    from bnncompress import pipeline, ratecontrol
+
+    rng = np.random.default_rng(1)
+    shapes = {"fc1.weight": (32, 1), "fc1.bias": (32,), "fc2.weight": (1, 32), "fc2.bias": (1,), "sigma": (1,)}
+    post = {n: (rng.normal(size=s), np.exp(rng.normal(-2.0, 1.0, size=s))) for n, s in shapes.items()}
+    jobs = []
+    choose = pipeline.choose_lambda
+    monkeypatch.setattr(pipeline, "choose_lambda", lambda tensors, *a: (jobs.append(tensors), choose(tensors, *a))[1])
+    result = bnncompress.pack(post, tmp_path / "r.bnc", bits=3.0)
+    assert abs(result.payload_bits_per_weight - 3.0) < 0.06 and not result.target_missed
+    for lam in (result.lam, 6.054, 20.0):
+        packed = bnncompress.pack(post, tmp_path / "l.bnc", lam=lam).payload_bits_per_weight
+        assert ratecontrol.estimate_payload_bits(jobs[0], lam) == pytest.approx(packed, abs=1e-9)
