@@ -27,6 +27,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from .forksafe import in_forked_child
+
 PRECISION = 24
 _LOOKUP_BITS = 12  # the decoder finds a symbol by a 4096-entry table and a short forward scan
 
@@ -42,15 +44,16 @@ _LOOKUP_SHIFT = np.uint64(PRECISION - _LOOKUP_BITS)
 OK, BAD_FIRST_WORD, WORDS_LEFT = 0, 1, 2
 
 
-def serial_twin(kernel, name: str):
+def serial_twin(kernel, name: str, **options):
     """A non-parallel njit compile of a ``parallel=True`` kernel (``prange`` runs as ``range``),
-    under its own name so that numba's on-disk caches of the two never overwrite each other."""
+    under its own name so that numba's on-disk caches of the two never overwrite each other;
+    ``options``: the kernel's other njit options (``fastmath``)."""
     import types
 
     f = getattr(kernel, "py_func", kernel)  # NUMBA_DISABLE_JIT=1: the plain Python function
     twin = types.FunctionType(f.__code__.replace(co_name=name, co_qualname=name), f.__globals__, name, f.__defaults__)
     twin.__qualname__ = name
-    return numba.njit(cache=True, nogil=True)(twin)
+    return numba.njit(cache=True, nogil=True, **options)(twin)
 
 
 def quantized_cdf(counts: np.ndarray) -> np.ndarray:
@@ -271,8 +274,8 @@ def _parallel(parallel_kernel, serial_kernel):
     worker thread): no thread pool to start, and safe under any numba threading layer. Only one
     thread of the process is in a prange kernel at a time, and none in a forked child
     (:func:`one_region_at_a_time`)."""
-    if numba.get_num_threads() <= 1:
-        return serial_kernel
+    if in_forked_child() or numba.get_num_threads() <= 1:  # (a child starts no thread pool: its locks may be
+        return serial_kernel  # held by a thread of the parent that the fork left behind)
     return functools.partial(one_region_at_a_time, parallel_kernel, serial_kernel)
 
 
@@ -290,7 +293,7 @@ def one_region_at_a_time(parallel_kernel, serial_kernel, *args):
     """``parallel_kernel(*args)`` if no other thread is in a prange kernel and this is the process
     that loaded the kernels (not a forked child), else ``serial_kernel(*args)`` in this thread (the
     same results: the twin runs the prange loop as a range loop)."""
-    if os.getpid() == _LOADED_IN and _PARALLEL_REGION.acquire(blocking=False):
+    if os.getpid() == _LOADED_IN and not in_forked_child() and _PARALLEL_REGION.acquire(blocking=False):
         try:
             return parallel_kernel(*args)
         finally:

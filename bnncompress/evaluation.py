@@ -38,6 +38,14 @@ METRICS = tuple(DATASETS)
 _GENSIM_SWAPS = threading.Lock()
 
 
+def _renew_gensim_lock() -> None:  # a child forked while another thread evaluated would wait on it forever
+    global _GENSIM_SWAPS
+    _GENSIM_SWAPS = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_gensim_lock)
+
+
 def dataset_path(name: str) -> Path:
     """Path of a dataset that ships with gensim, e.g. ``dataset_path("ws353")``."""
     from gensim.test.utils import datapath

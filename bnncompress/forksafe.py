@@ -1,11 +1,20 @@
 """Objects a forked child renews: a lock another thread of the parent held at the fork would stay
 held forever in the child (a torch DataLoader worker hung on its first lookup), and what that
 thread was changing may be half changed. Each object registered here has an ``_after_fork()``.
+
+Locks of other libraries cannot be renewed, so a fork waits for them instead: while another thread
+imports numba or one of the package's kernel modules, or numba compiles or starts its thread pool
+(a process's first lookup: 1-2 s), a child forked then hung on that import or lock. And a forked
+child runs no parallel kernel (:func:`in_forked_child`): its parent's OpenMP threads (numba's or
+torch's: both use the system's GNU OpenMP) do not exist in it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 import weakref
 from typing import Any
 
@@ -22,4 +31,62 @@ def _renew() -> None:
         obj._after_fork()
 
 
-os.register_at_fork(after_in_child=_renew)
+_FORKED = [False]
+_HELD: list[Any] = []
+
+
+def in_forked_child() -> bool:
+    """True in a process forked from one that had imported bnncompress (a DataLoader worker, a fork Pool)."""
+    return _FORKED[0]
+
+
+def _wait_for_kernels() -> None:
+    """Before a fork: let other threads finish the imports they are in (a child would wait on their import
+    locks forever), and hold numba's compiler and thread-pool locks (no thread compiles or starts the pool)
+    until the fork is done; up to 30 s, then the fork goes ahead."""
+    deadline = time.monotonic() + 30
+    compiler = sys.modules.get("numba.core.compiler_lock")
+    pool = sys.modules.get("numba.np.ufunc.parallel")
+    # in the order numba takes them (a compile starts the thread pool while it holds the compiler lock; the
+    # pool's process lock, a semaphore the child shares, is released by the parent alone)
+    names = [(compiler, "global_compiler_lock"), (pool, "_backend_init_process_lock")]
+    names += [(pool, "_backend_init_thread_lock")]
+    names += [(getattr(sys.modules.get("llvmlite.binding.ffi"), "lib", None), "_lock")]  # (LLVM's: innermost)
+    locks = [getattr(m, n, None) for m, n in names]
+    locks = [getattr(lock, "_lock", lock) for lock in locks]  # (numba's and llvmlite's wrappers of an RLock)
+    while True:
+        while _importing_elsewhere() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for lock, (_, name) in zip(locks, names):
+            if hasattr(lock, "acquire") and lock.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
+                _HELD.append((lock, name != "_backend_init_process_lock"))
+        if not _importing_elsewhere() or time.monotonic() >= deadline:  # (a compile may have begun an import)
+            return
+        _release()
+
+
+def _importing_elsewhere() -> bool:
+    """Whether another thread holds a module's import lock (importing it: numba's first compile imports
+    numpy.ma, ...); read from importlib's table of module locks (CPython's, 3.10-3.13), else False."""
+    locks = getattr(sys.modules.get("importlib._bootstrap"), "_module_locks", None)
+    me = threading.get_ident()
+    try:
+        return any(getattr(ref(), "owner", None) not in (None, me) for ref in list((locks or {}).values()))
+    except Exception:  # (another Python's table)
+        return False
+
+
+def _release(in_child: bool = False) -> None:
+    while _HELD:
+        lock, by_child = _HELD.pop()
+        if by_child or not in_child:
+            lock.release()
+
+
+def _in_child() -> None:
+    _FORKED[0] = True
+    _release(in_child=True)
+    _renew()
+
+
+os.register_at_fork(before=_wait_for_kernels, after_in_parent=_release, after_in_child=_in_child)

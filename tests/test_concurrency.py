@@ -233,3 +233,53 @@ def test_redirecting_standard_output_leaks_no_descriptor(monkeypatch):
         with stdout_to_stderr():
             pass
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+_FORKED_CHILD = """
+import os, signal, sys, numpy as np, torch, bnncompress
+a = bnncompress.load(sys.argv[1])
+torch.manual_seed(0)
+torch.nn.Linear(100, 2)(torch.randn(4096, 100)).sum().backward()  # torch's GNU OpenMP threads start
+torch.randn(1000, 1000) @ torch.randn(1000, 1000)
+if sys.argv[2] == "train":  # the parent trains (numba's OpenMP pool starts), then a child trains too
+    from bnncompress.models import SkipGramConfig, train_skipgram
+    corpus = [["a", "b", "c", "d"] * 50] * 20
+    train_skipgram(corpus, SkipGramConfig(dim=8, epochs=1, min_count=1))
+pid = os.fork()
+if pid == 0:
+    signal.alarm(120)  # a hang ends here: killed by SIGALRM
+    if sys.argv[2] == "train":
+        train_skipgram(corpus, SkipGramConfig(dim=8, epochs=1, min_count=1))
+    else:
+        assert np.array_equal(a.rows("w", np.arange(0, 20000, 7)), a["w"][::7])
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child", status)
+"""
+
+
+@pytest.mark.slow  # children that compile kernels
+@pytest.mark.parametrize("work", ["lookup", "train"])
+def test_a_child_forked_after_torch_or_training_runs_the_kernels(tmp_path, work):
+    """A DataLoader worker or a fork Pool child looked rows up with numba's parallel kernel after the parent
+    had used torch (both use the system's GNU OpenMP): it hung; a child training after its parent trained
+    was terminated ("fork() called from a process already using GNU OpenMP"): the trainer's kernels ran
+    parallel in it. A forked child runs the serial twins."""
+    path, rng = tmp_path / "e.bnc", np.random.default_rng(0)
+    bnncompress.pack({"w": (rng.normal(size=(20000, 100)), np.full((20000, 100), 0.3))}, path, lam=1.0)
+    run = subprocess.run([sys.executable, "-c", _FORKED_CHILD, str(path), work], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "child 0", run.stdout + run.stderr[-2000:]
+
+
+def test_a_child_forked_while_another_thread_evaluates_can_evaluate():
+    """evaluation's lock (held while gensim swaps key_to_index) stayed held in a child forked meanwhile."""
+    import os
+
+    from bnncompress import evaluation
+
+    with evaluation._GENSIM_SWAPS:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if evaluation._GENSIM_SWAPS.acquire(timeout=5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0

@@ -17,6 +17,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from .._ans import _parallel, serial_twin
+
 _FAST = {"cache": True, "nogil": True, "fastmath": True}
 
 
@@ -245,3 +247,13 @@ def adam_step(  # pragma: no cover - compiled
                 scale[r, j] = np.exp(rho[r, j])
         kl[r] = acc
     return kl.sum()
+
+
+_PARALLEL = (sample_rows, pair_gradients, adam_step)
+_SERIAL = {kernel: serial_twin(kernel, f"{kernel.__name__}_serial", fastmath=True) for kernel in _PARALLEL}
+
+
+def run(kernel, *args):
+    """``kernel(*args)``, or its serial twin where bnncompress runs no parallel kernel (a forked child, a
+    thread while another is in one, one numba thread): :func:`bnncompress._ans._parallel`."""
+    return _parallel(kernel, _SERIAL[kernel])(*args)

@@ -160,7 +160,8 @@ class Trainer:
         for site, grad in (("word_vectors", gw[0]), ("context_vectors", gc[0])):
             zero = len(eps[site])  # untouched rows: grad[zero] (zeroed by pair_gradients) and eps[zero]
             self._eps[site][zero] = 0.0
-            kl += k.adam_step(
+            kl += k.run(
+                k.adam_step,
                 self.loc[site],
                 self.rho[site],
                 self.scale[site],
@@ -210,10 +211,13 @@ class Trainer:
         for site, count in (("word_vectors", n_w), ("context_vectors", n_c)):
             eps[site], sampled[site] = self._eps[site][:count], self._sampled[site][:count]
             key = self.rng.integers(0, 2**64, dtype=np.uint64)  # eps: a hash of (key, row, column)
-            k.sample_rows(self.loc[site], self.scale[site], self.rows[site][:count], key, eps[site], sampled[site])
+            k.run(
+                k.sample_rows, self.loc[site], self.scale[site], self.rows[site][:count], key, eps[site], sampled[site]
+            )
         gw, gc = self._buffers(n_w + 1, n_c + 1)  # one zero row beyond the touched rows: see step
         words, contexts = sampled["word_vectors"], sampled["context_vectors"]
-        data = k.pair_gradients(w_slot, c_slot, words, contexts, num_pairs / len(center), gw, gc, n_w + 1, n_c + 1)
+        scale = num_pairs / len(center)
+        data = k.run(k.pair_gradients, w_slot, c_slot, words, contexts, scale, gw, gc, n_w + 1, n_c + 1)
         return data, eps, (gw, gc)
 
     def _untouch(self, eps: dict[str, np.ndarray]) -> None:
