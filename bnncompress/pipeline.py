@@ -44,8 +44,9 @@ from .tasks import (
     statistics_task,
 )
 
-#: Bytes of pass data (a transform's rotated rows) a posterior in memory may keep, shared by size (streamed: 256 MiB).
-PASS_DATA_BYTES = 1 << 30
+#: Bytes of pass data (a transform's rotated rows) a pack may keep, shared by its tensors' sizes: in memory,
+#: and streamed (each tensor kept up to 256 MiB until the pack ended: 1.2 GiB for 8 tensors).
+PASS_DATA_BYTES, STREAMED_PASS_DATA_BYTES = 1 << 30, 1 << 28
 
 
 def quantize_and_code(
@@ -69,15 +70,16 @@ def quantize_and_code(
         sample = None if positions is None else positions[i]
         jobs.append(TensorJob(name, tensors[name], quantizer, executor, budget, sample))
     report("fitting", len(names), len(names))
-    held = [job for job in jobs if job.source.in_memory]
-    total = sum(job.num_weights for job in held)
-    for job in held:  # rotated rows kept between passes, not recomputed at each
-        job.fitted.keep_pass_data(PASS_DATA_BYTES * job.num_weights // max(total, 1))
+    total = sum(job.num_weights for job in jobs)
+    for job in jobs:  # rotated rows kept between passes, not recomputed at each
+        kept = PASS_DATA_BYTES if job.source.in_memory else STREAMED_PASS_DATA_BYTES
+        job.fitted.keep_pass_data(kept * job.num_weights // max(total, 1))
     lam = choose_lambda(jobs, bits, lam, quantizer.default_lam, positions is not None, report)
     records, qualities = [], []
     for i, job in enumerate(jobs):
         report("quantizing and coding", i, len(jobs))
         record, quality = job.code(lam)
+        job.fitted.keep_pass_data(0)  # (its passes are done)
         records.append(record)
         qualities.append(quality)
     report("quantizing and coding", len(jobs), len(jobs))

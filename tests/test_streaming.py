@@ -241,11 +241,11 @@ def test_cli_workers_starts_a_local_cluster(tmp_path, synthetic):
     assert r.exit_code == 2 and "lambda" in r.output
 
 
-def test_a_posterior_in_memory_keeps_its_pass_data_and_a_streamed_one_does_not(tmp_path, big, monkeypatch):
+def test_the_tensors_of_a_pack_share_one_allowance_of_pass_data(tmp_path, big, monkeypatch):
     """The tensors of a posterior held in memory share PASS_DATA_BYTES of pass data (a transform's
-    rotated coordinates and weights, recomputed at every pass otherwise); a streamed posterior keeps
-    the method's own allowance, which bounds a pack of 200M weights from disk."""
-    from bnncompress.pipeline import PASS_DATA_BYTES
+    rotated coordinates and weights, recomputed at every pass otherwise), a streamed one's share 256 MiB
+    (each kept up to 256 MiB until the pack ended: 1.2 GiB for 8 tensors); each drops it once coded."""
+    from bnncompress.pipeline import PASS_DATA_BYTES, STREAMED_PASS_DATA_BYTES
     from bnncompress.quantizers.transform import FittedTransform
 
     allowed = []
@@ -253,11 +253,11 @@ def test_a_posterior_in_memory_keeps_its_pass_data_and_a_streamed_one_does_not(t
     loc, scale = big
     tensors = {"a": (loc, scale), "b": (loc[: len(loc) // 4], scale[: len(loc) // 4])}
     bnncompress.pack(tensors, tmp_path / "memory.bnc", bits=2.0)
-    assert allowed == [PASS_DATA_BYTES * 4 // 5, PASS_DATA_BYTES // 5]  # each at least CACHE_BYTES, in the fit
+    assert allowed == [PASS_DATA_BYTES * 4 // 5, PASS_DATA_BYTES // 5, 0, 0]
     allowed.clear()
     write_npy_dir(tmp_path / "src", tensors)
     bnncompress.pack(tmp_path / "src", tmp_path / "stream.bnc", bits=2.0, stream=True)
-    assert allowed == []
+    assert allowed == [STREAMED_PASS_DATA_BYTES * 4 // 5, STREAMED_PASS_DATA_BYTES // 5, 0, 0]
 
 
 def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_same(

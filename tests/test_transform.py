@@ -199,8 +199,8 @@ def test_the_ranges_kernel_takes_the_rotation_kernels_coordinates_for_any_row_co
 
 
 def test_a_raised_allowance_keeps_every_blocks_coordinates():
-    """keep_pass_data raises what a fit may keep (never below CACHE_BYTES); with it, a tensor larger
-    than the allowance keeps every block's rotated coordinates, so passes reuse them."""
+    """keep_pass_data sets what a fit may keep (CACHE_BYTES until it is called; 0 drops them); with a larger
+    allowance, a tensor larger than the method's keeps every block's rotated coordinates, so passes reuse them."""
     from bnncompress.quantizers.base import PassData
     from bnncompress.quantizers.transform import CACHE_BYTES
 
@@ -208,7 +208,6 @@ def test_a_raised_allowance_keeps_every_blocks_coordinates():
     loc = (rng.normal(size=(4000, 8)) @ rng.normal(size=(8, 8))).astype(np.float32)
     job = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, np.full((4000, 8), 0.1, np.float32)))
     fitted, blocks = job.fitted, job.rows.blocks()
-    fitted.keep_pass_data(0)
     assert fitted.kept.limit == CACHE_BYTES
     fitted.kept = PassData(16 * 8 * 1000)  # room for 1,000 of the 4,000 rows
     first = [fitted.coordinates(b) for b in blocks]

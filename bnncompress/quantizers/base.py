@@ -194,10 +194,10 @@ class FittedQuantizer(ABC):
         return sample
 
     def keep_pass_data(self, limit: int) -> None:
-        """Allow keeping up to ``limit`` bytes of per-block values every pass would recompute (:attr:`kept`:
-        a transform's rotated coordinates), raised for a posterior in memory; never below the method's own."""
+        """Keep up to ``limit`` bytes of per-block values every pass would recompute (:attr:`kept`: a
+        transform's rotated coordinates; the pack's tensors share one budget); 0 drops them."""
         if self.kept is not None:
-            self.kept.limit = max(self.kept.limit, int(limit))
+            self.kept = PassData(int(limit))
 
     def at(self, lam: float, rows: Rows) -> Any:
         """The state :meth:`assign` needs at rate knob ``lam``, after any passes over ``rows``
