@@ -118,6 +118,7 @@ def export_archive(
                 kv.save_word2vec_format(str(tmp), binary=binary)
             else:
                 with open(tmp, "wb") as fh:  # to a file object: one file, never arrays in side files
+                    kv.lifecycle_events = None  # (gensim records the time, host and file name: not reproducible)
                     kv.save(fh)
         elif fmt == "pt":
             import torch

@@ -88,6 +88,8 @@ def compile_in_child(method: str, options: dict) -> str:
     if marker is None or marker.exists():
         return "warm"
     env = {**os.environ, _IN_CHILD: "1"}
+    if env.get("NUMBA_CACHE_DIR"):  # the child runs elsewhere: a relative cache went to its temporary directory
+        env["NUMBA_CACHE_DIR"] = os.path.abspath(env["NUMBA_CACHE_DIR"])
     try:  # the child's files in a directory of this process: removed even when an interrupt kills the child
         with tempfile.TemporaryDirectory() as workdir:
             args = [sys.executable, "-c", _CHILD, method, spec, workdir]

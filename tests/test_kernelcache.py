@@ -64,3 +64,36 @@ def test_an_interrupted_child_leaves_no_files(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         compile_in_child("uniform", {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_relative_cache_directory_reaches_the_child_as_the_parent_sees_it(tmp_path, monkeypatch):
+    """The child runs in its own temporary directory: NUMBA_CACHE_DIR=rel put its kernels there, deleted
+    with it, and the parent compiled everything again in-process (26 s against 8 s)."""
+    import bnncompress.kernelcache as kernelcache
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "rel")
+    monkeypatch.setattr(kernelcache, "_marker", lambda method, spec: tmp_path / "marker")
+    seen = []
+
+    def run(args, **kwargs):
+        seen.append(kwargs["env"]["NUMBA_CACHE_DIR"])
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(kernelcache.subprocess, "run", run)
+    compile_in_child("uniform", {})
+    assert seen == [str(tmp_path / "rel")]
+
+
+def test_unpacked_keyed_vectors_are_the_same_bytes_every_time(tmp_path):
+    """gensim recorded the save's time, host and (temporary) file name in every .kv file."""
+    import numpy as np
+
+    import bnncompress
+
+    rng = np.random.default_rng(0)
+    posterior, vocab = {"w": (rng.normal(size=(30, 4)), np.full((30, 4), 0.1))}, [f"w{i}" for i in range(30)]
+    archive = bnncompress.load(bnncompress.pack(posterior, tmp_path / "a.bnc", lam=0.1, vocab=vocab).path)
+    archive.export(tmp_path / "one.kv", tensor="w")
+    archive.export(tmp_path / "two.kv", tensor="w")
+    assert (tmp_path / "one.kv").read_bytes() == (tmp_path / "two.kv").read_bytes()

@@ -133,8 +133,8 @@ class FittedPQ(FittedQuantizer):
         """(M, K, D/M) float32 centroids."""
         try:
             import faiss
-        except ImportError:
-            raise OptionError("method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval])") from None
+        except ImportError as exc:  # (not installed, or installed and broken: its own reason said)
+            raise OptionError(f"method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval]); {exc}") from None
         pq = faiss.ProductQuantizer(self.dim, m, nbits)
         pq.cp.seed = self.seed
         pq.cp.min_points_per_centroid = 1  # small tensors: train anyway, without faiss's warning
