@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import threading
 
 import numba
@@ -28,6 +29,37 @@ import numpy as np
 from numba import prange
 
 from .forksafe import in_forked_child
+
+
+def writable_cache(places: list[str]) -> str | None:
+    """Where numba can keep compiled kernels: None if one of ``places`` (beside the modules, the user's
+    cache) takes a file, else a temporary directory, set as numba's cache (a read-only install and home
+    raised "cannot cache function" on every kernel, and a lookup called the archive corrupt).
+
+    Example:
+        >>> writable_cache([tempfile.gettempdir()]) is None
+        True
+    """
+    if numba.config.CACHE_DIR:
+        return None
+    for place in places:
+        try:
+            os.makedirs(place, exist_ok=True)
+            with tempfile.TemporaryFile(dir=place):
+                return None
+        except OSError:
+            pass
+    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"bnncompress-numba-{os.getuid()}")
+    return numba.config.CACHE_DIR
+
+
+def _user_cache() -> str:  # numba's user-wide cache (its _UserWideCacheLocator's)
+    from numba.misc.appdirs import AppDirs
+
+    return AppDirs(appname="numba", appauthor=False).user_cache_dir
+
+
+writable_cache([os.path.join(os.path.dirname(__file__), "__pycache__"), _user_cache()])
 
 PRECISION = 24
 _LOOKUP_BITS = 12  # the decoder finds a symbol by a 4096-entry table and a short forward scan

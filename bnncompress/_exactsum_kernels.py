@@ -3,6 +3,8 @@
 import numba
 import numpy as np
 
+from ._ans import writable_cache  # noqa: F401 (numba's cache: set before the kernels)
+
 
 @numba.njit(cache=True, nogil=True)
 def sum_float32(bits, acc):  # pragma: no cover - compiled

@@ -5,6 +5,8 @@ lost (hashing rows, to count distinct ones), and one that checks the values read
 import numba
 import numpy as np
 
+from ._ans import writable_cache  # noqa: F401 (numba's cache: set before the kernels)
+
 
 @numba.njit(cache=True, nogil=True)
 def count_invalid(loc, scale):  # pragma: no cover - compiled

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,18 @@ def test_unpacked_keyed_vectors_are_the_same_bytes_every_time(tmp_path):
     archive.export(tmp_path / "one.kv", tensor="w")
     archive.export(tmp_path / "two.kv", tensor="w")
     assert (tmp_path / "one.kv").read_bytes() == (tmp_path / "two.kv").read_bytes()
+
+
+def test_kernels_are_cached_in_a_temporary_directory_where_nothing_else_can_be_written(tmp_path, monkeypatch):
+    """A read-only install and home: every kernel raised "cannot cache function" (a lookup called the archive
+    corrupt). Where neither numba's place beside the modules nor the user's cache takes a file, numba's cache
+    is a temporary directory."""
+    import numba
+
+    from bnncompress._ans import writable_cache
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    assert writable_cache([str(tmp_path)]) is None and numba.config.CACHE_DIR == ""
+    (tmp_path / "file").write_text("")
+    chosen = writable_cache([str(tmp_path / "file" / "cache")])  # (under a file: nothing can be made there)
+    assert chosen == numba.config.CACHE_DIR and chosen.startswith(tempfile.gettempdir())

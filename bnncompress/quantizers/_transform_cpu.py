@@ -9,6 +9,8 @@ that importing bnncompress does not import numba.
 import numba
 import numpy as np
 
+from .._ans import writable_cache  # noqa: F401 (numba's cache: set before the kernels)
+
 #: Rows :func:`gram` takes at a time: each product is loaded and stored once per 8 rows (2.4x faster).
 GRAM_ROWS = 8
 
