@@ -65,13 +65,19 @@ def _wait_for_kernels() -> None:
         _release()
 
 
+#: Packages whose imports a first lookup, pack or training step makes (numba's first compile imports numpy.ma).
+_KERNEL_PACKAGES = ("numba", "llvmlite", "numpy", "scipy", "bnncompress")
+
+
 def _importing_elsewhere() -> bool:
-    """Whether another thread holds a module's import lock (importing it: numba's first compile imports
-    numpy.ma, ...); read from importlib's table of module locks (CPython's, 3.10-3.13), else False."""
+    """Whether another thread holds the import lock of a module of :data:`_KERNEL_PACKAGES` (importing it;
+    a thread importing the user's own module and waiting for a forking thread is not waited for); read
+    from importlib's table of module locks (CPython's, 3.10-3.13), else False."""
     locks = getattr(sys.modules.get("importlib._bootstrap"), "_module_locks", None)
     me = threading.get_ident()
     try:
-        return any(getattr(ref(), "owner", None) not in (None, me) for ref in list((locks or {}).values()))
+        held = [(name, getattr(ref(), "owner", None)) for name, ref in list((locks or {}).items())]
+        return any(owner not in (None, me) and name.split(".")[0] in _KERNEL_PACKAGES for name, owner in held)
     except Exception:  # (another Python's table)
         return False
 

@@ -11,12 +11,16 @@ from .errors import ArgumentTypeError, ModelMismatchError, QualityWarning
 
 
 def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
-    """``{full name: (submodule, attribute)}`` of a PyroModule's ``PyroSample`` attributes."""
+    """``{full name: (submodule, attribute)}`` of a PyroModule's ``PyroSample`` attributes, and of those an
+    earlier load_into made buffers (a second load_into fills them again)."""
     found = {}
     for prefix, sub in module.named_modules():
-        for attr in getattr(sub, "_pyro_samples", {}):
+        for attr in [*getattr(sub, "_pyro_samples", {}), *getattr(sub, _FIXED, ())]:
             found[f"{prefix}.{attr}" if prefix else attr] = (sub, attr)
     return found
+
+
+_FIXED = "_bnncompress_fixed"  # a submodule's PyroSample attributes that load_into made buffers
 
 
 def _within_support(archive: Any, name: str, site: dict) -> bool:
@@ -76,7 +80,7 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     if pyro_module:  # a PyroModule: its parameters (PyroParam, nn.Parameter) are Pyro params, not posteriors,
         missing = [n for n in missing if n in samples]  # and other archive tensors are its model's other sites
         left, unexpected = [n for n in unexpected if n in names], []
-        computed = [n for n in missing if not hasattr(samples[n][0]._pyro_samples[samples[n][1]], "batch_shape")]
+        computed = [n for n in missing if not hasattr(_declared(*samples[n]), "batch_shape")]
         missing = [n for n in missing if n not in computed]
     shapes = []
     for n in sorted(set(names) & targets):
@@ -106,6 +110,7 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
                 sub, attr = samples[short]  # buffer: Pyro makes a module's nn.Parameters into trainable pyro.params)
                 delattr(sub, attr)
                 sub.register_buffer(attr, archive.tensor(full))
+                sub.__dict__.setdefault(_FIXED, set()).add(attr)
     for unsaid, what in (
         (outside, f"site(s) {', '.join(outside[:10])} {UNCONSTRAINED}"),
         (
@@ -134,12 +139,17 @@ def _fills_unconstrained(archive: Any, name: str, sub: Any, attr: str) -> bool:
     return hasattr(prior, "support") and not _is_real(prior.support) and _packed_unconstrained(archive, name)
 
 
+def _declared(sub: Any, attr: str) -> Any:
+    """A PyroSample attribute's prior as declared, or (made a buffer by load_into) the buffer."""
+    return sub._pyro_samples[attr] if attr in getattr(sub, "_pyro_samples", {}) else sub._buffers[attr]
+
+
 def _prior(sub: Any, attr: str) -> Any:
     """A PyroSample attribute's prior; one that is a function of the module (a learned hyper-prior) built,
-    or None if it cannot be built outside the model's call."""
-    prior = sub._pyro_samples[attr]
-    if hasattr(prior, "batch_shape"):
-        return prior
+    or None if it cannot be built outside the model's call (or is a buffer load_into made)."""
+    prior = _declared(sub, attr)
+    if hasattr(prior, "batch_shape") or not callable(prior):
+        return prior if hasattr(prior, "batch_shape") else None
     import pyro
     import torch
 
@@ -170,6 +180,9 @@ def _check_materialized(module: Any, params: dict[str, Any]) -> None:
 
 def _sample_shape(sub: Any, attr: str) -> tuple[int, ...] | None:
     """The shape of a PyroSample prior's samples (batch + event), or None if its prior cannot be built."""
+    prior = _declared(sub, attr)
+    if not callable(prior) and hasattr(prior, "shape"):  # a buffer an earlier load_into made
+        return tuple(prior.shape)
     prior = _prior(sub, attr)
     if not hasattr(prior, "batch_shape"):
         return None

@@ -60,8 +60,8 @@ class CompressedEmbedding(torch.nn.Module):
         marker = self.device_marker
         if isinstance(ids, torch.fx.Proxy) or (isinstance(ids, torch.Tensor) and _traced(ids)):
             self.rows.refuse(
-                f"{type(ids).__name__} ids: FX, vmap and torch.export cannot trace the compressed lookup (it decodes "
-                "rows in numpy); call it eagerly or under torch.compile"
+                f"{type(ids).__name__} ids: the compressed lookup takes plain tensors (FX, vmap and torch.export "
+                "cannot trace it: it decodes rows in numpy); call it eagerly or under torch.compile"
             )
         if not isinstance(ids, torch.Tensor):  # lists, numpy arrays: checked as Archive.vectors checks them
             return torch.from_numpy(self.rows.lookup(ids)).to(device=marker.device, dtype=marker.dtype)

@@ -344,6 +344,12 @@ def test_weights_load_into_fixes_stay_fixed_under_svi_and_shapes_are_checked_for
     assert not any(name.startswith("fc.") for name in pyro.get_param_store())
     assert np.array_equal(net.fc.weight.numpy(), archive["fc.weight"])
     assert np.array_equal(net.fc.bias.numpy(), archive["fc.bias"])
+    again = {"fc.weight": (w + 1, np.full_like(w, 1e-3)), "fc.bias": (b - 1, np.full_like(b, 1e-3))}
+    second = bnncompress.load(bnncompress.pack(again, tmp_path / "g.bnc", lam=0.1).path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (it kept the first archive's weights and said they were left to sample)
+        second.load_into(net)
+    assert np.array_equal(net.fc.weight.numpy(), second["fc.weight"])
     wrong = {**tensors, "fc.bias": (b[:1], np.full_like(b[:1], 1e-3))}
     archive = bnncompress.load(bnncompress.pack(wrong, tmp_path / "w.bnc", lam=0.1).path)
     for computed in (False, True):

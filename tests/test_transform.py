@@ -346,3 +346,6 @@ def test_a_far_value_does_not_make_its_column_coarse(tmp_path, outlier):
     loc[7, 3] = 100.0  # far, but a 4,096-cell grid still resolves the posterior: per-column models as before
     result = bnncompress.pack({"t": (loc, scale)}, tmp_path / "n.bnc", bits=6)
     assert bnncompress.load(result.path).info()["tensors"][0]["method_used"] == "vbq-transform"
+    loc[: len(loc) * 6 // 10] = 0.0  # most rows unused (their median RMS is 0), the posterior confident
+    result = bnncompress.pack({"t": (loc, np.full_like(loc, 0.001))}, tmp_path / "z.bnc", bits=6)
+    assert bnncompress.load(result.path).info()["tensors"][0]["method_used"] == "vbq-transform"

@@ -134,7 +134,8 @@ class FittedPQ(FittedQuantizer):
         try:
             import faiss
         except ImportError as exc:  # (not installed, or installed and broken: its own reason said)
-            raise OptionError(f"method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval]); {exc}") from None
+            why = " ".join(str(exc).split())  # (one line)
+            raise OptionError(f"method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval]); {why}") from None
         pq = faiss.ProductQuantizer(self.dim, m, nbits)
         pq.cp.seed = self.seed
         pq.cp.min_points_per_centroid = 1  # small tensors: train anyway, without faiss's warning

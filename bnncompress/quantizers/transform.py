@@ -213,8 +213,8 @@ class FittedTransform(FittedQuantizer):
         rms = np.concatenate([p[0] for p in parts])
         if not spread > 0:
             self.sd = max(float(np.sqrt(np.mean(rms**2))), 1e-30)
-        self.typical = max(float(np.median(rms)), 1e-30)  # the median row's RMS about the means
-        self.row_floor = _ROW_FLOOR * self.typical
+        self.typical = max(float(np.mean(rms)), 1e-30)  # a row's mean RMS (the median is 0 if most rows are)
+        self.row_floor = _ROW_FLOOR * max(float(np.median(rms)), 1e-30)
         self.low = np.min([p[1] for p in parts], axis=0)
         self.high = np.max([p[2] for p in parts], axis=0)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .base import Block
 
-#: A column spanning more than this x the median row's RMS has far values (a Gaussian column: 10 sqrt(d) at most).
+#: A column spanning more than this x the rows' mean RMS has far values (a Gaussian column: 10 sqrt(d) at most).
 FAR_SPAN = 256
 
 
@@ -39,10 +39,11 @@ def grid_too_coarse(
     forward: np.ndarray,
     squares: Callable[[], list[np.ndarray]],
 ) -> bool:
-    """Whether a rotated column spans far more than the rows (:data:`FAR_SPAN` x ``typical``, the median row's
-    RMS), so that its grid's step, at least its range (``low`` to ``high``) / ``cells``, is coarser than the
-    column's mean posterior sd at every rate (a mean of 1e4 among N(0, 1) with sd 0.05). ``squares()``: the
-    :func:`scale_squares` of the rows (only computed for such a column); ``forward``: y = (x - mean) forward.
+    """Whether a rotated column spans far more than the rows (:data:`FAR_SPAN` x ``typical``, the rows' mean
+    RMS: robust to a few far rows and to many constant ones), so that its grid's step, at least its range
+    (``low`` to ``high``) / ``cells``, is coarser than the column's mean posterior sd at every rate (a mean
+    of 1e4 among N(0, 1) with sd 0.05). ``squares()``: the :func:`scale_squares` of the rows (only computed
+    for such a column); ``forward``: y = (x - mean) forward.
 
     Example:
         >>> far = lambda: [np.array([0.0025, 0.0025, 1.0])]  # two columns of sd 0.05, one row
