@@ -45,24 +45,29 @@ def _wait_for_kernels() -> None:
     locks forever), and hold numba's compiler and thread-pool locks (no thread compiles or starts the pool)
     until the fork is done; up to 30 s, then the fork goes ahead."""
     deadline = time.monotonic() + 30
-    compiler = sys.modules.get("numba.core.compiler_lock")
-    pool = sys.modules.get("numba.np.ufunc.parallel")
-    # in the order numba takes them (a compile starts the thread pool while it holds the compiler lock; the
-    # pool's process lock, a semaphore the child shares, is released by the parent alone)
-    names = [(compiler, "global_compiler_lock"), (pool, "_backend_init_process_lock")]
-    names += [(pool, "_backend_init_thread_lock")]
-    names += [(getattr(sys.modules.get("llvmlite.binding.ffi"), "lib", None), "_lock")]  # (LLVM's: innermost)
-    locks = [getattr(m, n, None) for m, n in names]
-    locks = [getattr(lock, "_lock", lock) for lock in locks]  # (numba's and llvmlite's wrappers of an RLock)
     while True:
         while _importing_elsewhere() and time.monotonic() < deadline:
             time.sleep(0.001)
-        for lock, (_, name) in zip(locks, names):
-            if hasattr(lock, "acquire") and lock.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
-                _HELD.append((lock, name != "_backend_init_process_lock"))
+        for lock, by_child in _numba_locks():
+            if lock.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
+                _HELD.append((lock, by_child))
         if not _importing_elsewhere() or time.monotonic() >= deadline:  # (a compile may have begun an import)
             return
         _release()
+
+
+def _numba_locks() -> list[tuple[Any, bool]]:
+    """numba's and llvmlite's locks as they are now (imported since the fork began to wait, maybe), in the
+    order numba takes them: a compile starts the thread pool while it holds the compiler lock, LLVM's lock is
+    innermost; with whether the child releases it (the pool's process lock is a semaphore the child shares:
+    the parent alone releases it)."""
+    compiler = sys.modules.get("numba.core.compiler_lock")
+    pool = sys.modules.get("numba.np.ufunc.parallel")
+    llvm = getattr(sys.modules.get("llvmlite.binding.ffi"), "lib", None)
+    found = [getattr(compiler, "global_compiler_lock", None), getattr(pool, "_backend_init_process_lock", None)]
+    found += [getattr(pool, "_backend_init_thread_lock", None), getattr(llvm, "_lock", None)]
+    found = [getattr(lock, "_lock", lock) for lock in found]  # (numba's and llvmlite's wrappers of an RLock)
+    return [(lock, i != 1) for i, lock in enumerate(found) if hasattr(lock, "acquire")]
 
 
 #: Packages whose imports a first lookup, pack or training step makes (numba's first compile imports numpy.ma).
