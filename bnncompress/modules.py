@@ -148,8 +148,10 @@ def _prior(sub: Any, attr: str) -> Any:
     """A PyroSample attribute's prior; one that is a function of the module (a learned hyper-prior) built,
     or None if it cannot be built outside the model's call (or is a buffer load_into made)."""
     prior = _declared(sub, attr)
-    if hasattr(prior, "batch_shape") or not callable(prior):
-        return prior if hasattr(prior, "batch_shape") else None
+    if hasattr(prior, "batch_shape"):
+        return prior
+    if not callable(prior):  # (a buffer load_into made)
+        return None
     import pyro
     import torch
 
