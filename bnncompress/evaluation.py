@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from .archive import is_archive
 from .contents import printable
 from .errors import ArgumentTypeError, NotAPosteriorError, OptionError, PosteriorError, QualityWarning
+from .forksafe import renew_after_fork
 from .loader import Archive, load
 from .posterior import Posterior
 from .sources import detect, read_posterior
@@ -38,12 +40,12 @@ METRICS = tuple(DATASETS)
 _GENSIM_SWAPS = threading.Lock()
 
 
-def _renew_gensim_lock() -> None:  # a child forked while another thread evaluated would wait on it forever
+def _after_fork() -> None:  # a child forked while another thread evaluated would wait on the lock forever
     global _GENSIM_SWAPS
     _GENSIM_SWAPS = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_renew_gensim_lock)
+renew_after_fork(sys.modules[__name__])  # (forksafe calls this module's _after_fork in every forked child)
 
 
 def dataset_path(name: str) -> Path:
