@@ -200,3 +200,25 @@ def test_quality_is_named_from_the_numba_pass():
     assert (q.values_min, q.values_max, q.loc_min, q.loc_max) == (-1.5, 2.0, -3.0, 4.0)
     assert (q.flat_rows, q.certain_missed, q.largest_error) == (5, 6, 0.25) and isinstance(q.flat_rows, int)
     assert (q.far_weights, q.farthest_sds) == (7, 120.0) and isinstance(q.far_weights, int)
+
+
+def test_the_cli_packs_with_a_method_an_entry_point_names(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from bnncompress.cli import app
+
+    entry = importlib.metadata.EntryPoint(
+        name="x-entry", value="tests.test_quantizer_plugins:EntryPointMethod", group=registry.ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [entry] if group == entry.group else [])
+    loc = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    np.savez(tmp_path / "p.npz", **{"w.loc": loc, "w.scale": np.full_like(loc, 0.1)})
+    source, out = str(tmp_path / "p.npz"), str(tmp_path / "p.bnc")
+    try:  # --method's choices were fixed when the CLI was imported: a plug-in's name was 'Invalid value'
+        done = CliRunner().invoke(app, ["pack", source, "-o", out, "--method", "x-entry", "--bits", "2", "-q"])
+    finally:
+        METHODS.pop("x-entry", None)
+    assert done.exit_code == 0, done.output
+    assert bnncompress.load(out).record("w").method == "x-entry"
+    done = CliRunner().invoke(app, ["pack", source, "-o", out, "--force", "--method", "nope"])
+    assert done.exit_code == 2 and "unknown method 'nope'" in done.output

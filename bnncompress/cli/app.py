@@ -36,7 +36,7 @@ from ..export import FORMATS
 from ..files import check_output_path
 from ..models import TrainCallback, TrainProgress
 from ..numbaenv import refuse_bad_numba_environment
-from ..quantizers import DEFAULT_METHOD, METHODS
+from ..quantizers import METHODS, method_class
 
 app = typer.Typer(
     add_completion=False,
@@ -266,8 +266,16 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-Method = Enum("Method", [(m.replace("-", "_"), m) for m in METHODS], type=str)
-DEFAULT_METHOD_CHOICE = Method(DEFAULT_METHOD)
+def method_choice(value: str) -> str:
+    """``--method``: a registered method, or one another distribution names in the entry-point group."""
+    try:
+        method_class(value)
+    except OptionError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+METHOD_HELP = f"Quantization method: {', '.join(METHODS)}, or an installed plugin's name."
 
 
 def parse_options(pairs: list[str] | None) -> dict:

@@ -22,14 +22,14 @@ from ..packing import default_output, notes_unwarned
 from ..packing import pack as _pack
 from ..quantizers import DEFAULT_METHOD, METHODS
 from .app import (
-    DEFAULT_METHOD_CHOICE,
+    METHOD_HELP,
     Device,
-    Method,
     UnpackFormat,
     app,
     err,
     fails_cleanly,
     is_stdio,
+    method_choice,
     out,
     parse_options,
     print_text,
@@ -77,7 +77,7 @@ def pack(
             f"{METHODS[DEFAULT_METHOD].default_lam:g} for {DEFAULT_METHOD}).",
         ),
     ] = None,
-    method: Annotated[Method, typer.Option(help="Quantization method.")] = DEFAULT_METHOD_CHOICE,
+    method: Annotated[str, typer.Option(help=METHOD_HELP, callback=method_choice, metavar="<method>")] = DEFAULT_METHOD,
     option: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -148,7 +148,7 @@ def pack(
             vocab=vocab,
             bits=bits,
             lam=lam,
-            method=method.value,
+            method=method,
             options=parse_options(option),
             tensors=tensor,
             device=device.value,
