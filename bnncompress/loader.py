@@ -18,7 +18,7 @@ from .export import export_archive
 from .forksafe import renew_after_fork
 from .records import TensorRecord
 from .rowaccess import RowReader
-from .servedrows import ServedRows
+from .servedrows import ServedRows, is_bool_id
 from .similarity import WordQueries
 from .supports import constraint_of, is_elementwise
 from .wordvectors import embedding_tensor
@@ -225,7 +225,7 @@ class Archive:
         listed = isinstance(words_or_ids, (list, tuple))
         if isinstance(words_or_ids, str) or (not listed and np.ndim(words_or_ids) == 0):  # (a word, an int, 0-d)
             raise ArgumentTypeError("«words_or_ids» is a list of words or row ids; for one word use vector(word)")
-        if listed and any(isinstance(i, (bool, np.bool_, list, tuple, np.ndarray)) for i in words_or_ids):
+        if listed and any(is_bool_id(i) or isinstance(i, (list, tuple, np.ndarray)) for i in words_or_ids):
             raise ArgumentTypeError("«words_or_ids» is a flat list of words or integer row ids")  # ([True, 5]: row 1)
         if any(isinstance(w, str) for w in words_or_ids):  # the vocabulary must label this tensor's rows
             self._vocab_for_shape(name or self.default_embedding_name())

@@ -125,7 +125,7 @@ class ServedRows:
         Only rows not in the cache are decoded (in one RowReader call); an id outside
         ``[0, rows)`` raises :class:`~bnncompress.errors.OutOfRangeError` (an ``IndexError``).
         """
-        if isinstance(ids, (list, tuple)) and any(isinstance(i, (bool, np.bool_)) for i in _items(ids)):
+        if isinstance(ids, (list, tuple)) and any(is_bool_id(i) for i in _items(ids)):
             raise ArgumentTypeError("row ids must be integers, not bools (True would be row 1); pass an int list")
         try:
             ids = np.asarray(ids)
@@ -218,6 +218,11 @@ def _check_elementwise(constraint: Any, spec: Any, name: str) -> None:
             f"tensor '{name}' has support {spec.get('constraint')!r}, whose transform acts across a row "
             f"(or changes its shape), so its rows cannot be served one by one; use archive['{name}']"
         )
+
+
+def is_bool_id(item: Any) -> bool:
+    """Whether a list's item is a bool: Python's, numpy's, or a 0-d array or tensor of bools (all read as 0 or 1)."""
+    return isinstance(item, (bool, np.bool_)) or str(getattr(item, "dtype", "")) in ("bool", "torch.bool")
 
 
 def _items(ids: list | tuple) -> list:

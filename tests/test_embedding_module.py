@@ -98,9 +98,14 @@ def test_ids_that_are_not_tensors_are_checked_as_vectors_checks_them(example):
     array of ints a raw TypeError; FX, vmap and torch.export failed with unrelated torch errors."""
     path, full = example
     emb = bnncompress.load(path).embedding()
-    for ids in ([True, 5], [[1, True]], [[1, 2], [3]]):
+    a = bnncompress.load(path)
+    bool_items = ([torch.tensor(1), torch.tensor(True)], [np.array(True), 5], [[1, np.bool_(True)]])
+    for ids in ([True, 5], [[1, True]], [[1, 2], [3]], *bool_items):  # 0-d bool tensors and arrays read as 1 too
         with pytest.raises(ArgumentTypeError, match="row ids must be integers"):
             emb(ids)
+    for ids in bool_items[:2]:
+        with pytest.raises(ArgumentTypeError, match="flat list of words or integer row ids"):
+            a.vectors(ids)
     with pytest.raises(IndexError, match="out of range"):
         emb([2**64])
     assert np.array_equal(emb(np.array([[1, 2]], dtype=object)).numpy(), full[[[1, 2]]])
