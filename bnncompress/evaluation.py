@@ -215,6 +215,13 @@ def check_word_vector_options(tensor: Any, restrict_vocab: Any) -> int | None:
     return count
 
 
+def _all_alike(rows: np.ndarray) -> bool:
+    """Whether all rows point the same way (so every cosine similarity between them is the same number)."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    units = rows / np.where(norms > 0, norms, 1)
+    return bool(len(units) and np.all(norms > 0) and np.all(units == units[0]))
+
+
 def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
     """One metric through gensim's evaluator, with the questions or pairs it had to skip."""
     path = dataset_path(metric)
@@ -238,9 +245,12 @@ def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
             for s in sections[:-1]
         }
     else:
-        with _GENSIM_SWAPS, warnings.catch_warnings(record=True):  # (scipy's "input is constant": said below)
-            _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
-        value = float(spearman[0])
+        if _all_alike(kv.vectors[:limit]):  # every similarity equal: scipy would warn 'input is constant' twice
+            value = float("nan")
+        else:  # (no catch_warnings to hide scipy's: it swaps every thread's warnings, and can leave them swallowed)
+            with _GENSIM_SWAPS:
+                _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)
+            value = float(spearman[0])
         out[metric] = value if np.isfinite(value) else None
         if out[metric] is None:
             warnings.warn(f"{metric}: all answerable pairs are equally similar: no correlation", QualityWarning, 2)

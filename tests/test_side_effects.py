@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -107,3 +108,70 @@ def test_a_pack_leaves_no_thread_of_its_own_running(tmp_path):
     before = set(threading.enumerate())
     bnncompress.pack(posterior, tmp_path / "a.bnc", bits=2)
     assert [t.name for t in set(threading.enumerate()) - before if t.name.startswith("bnncompress")] == []
+
+
+def test_evaluate_never_swaps_the_process_wide_warnings_state(tmp_path, monkeypatch):
+    """evaluate wrapped gensim in warnings.catch_warnings(record=True): while it ran, other threads' warnings
+    went into its list (16 of 40 QualityWarnings lost), and a thread leaving its own catch_warnings meanwhile
+    left every later warning of the process swallowed."""
+    archive = tmp_path / "a.bnc"
+    bnncompress.pack(EXAMPLE, archive, lam=1.0)
+
+    callers, real = [], warnings.catch_warnings
+
+    def spy(*args, **kwargs):
+        callers.append(sys._getframe(1).f_code.co_filename)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(warnings, "catch_warnings", spy)
+    scores = bnncompress.evaluate(archive, metrics=("ws353", "simlex", "analogy"))
+    monkeypatch.undo()
+    assert all(scores[m] is not None for m in ("ws353", "simlex", "analogy"))
+    assert not [c for c in callers if "bnncompress" in c], callers
+
+
+def test_reading_a_torch_file_keeps_the_callers_torch_allow_list(tmp_path):
+    """torch.serialization.safe_globals removes its classes on exit: the caller's own allowed classes went
+    with them, and a read in another thread lost them while unpickling (39 of 60 reads refused)."""
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.distributions import constraints as pc
+    from pyro.infer.autoguide import AutoMultivariateNormal
+    from torch.distributions import constraints as tc
+
+    def model():
+        return pyro.sample("w", dist.Normal(torch.zeros(6), 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    AutoMultivariateNormal(model)()  # its store pickles pyro's _UnitLowerCholesky: read with torch's loader
+    for i in range(100):
+        pyro.param(f"extra{i}", torch.ones(2), constraint=tc.interval(0.0, 2.0))
+    store = tmp_path / "mvn.pt"
+    pyro.get_param_store().save(store)
+    pyro.clear_param_store()
+    before = torch.serialization.get_safe_globals()
+    mine = [tc._Real, tc._LowerCholesky, tc._Interval, pc._SoftplusPositive, tc._IndependentConstraint]
+    mine.append(pc._UnitLowerCholesky)
+    torch.serialization.add_safe_globals(mine)
+    try:
+        errors: list[Exception] = []
+
+        def read():
+            try:
+                for _ in range(5):
+                    bnncompress.read_posterior(store)
+            except Exception as exc:  # noqa: BLE001 (collected, asserted below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        assert set(mine) <= set(torch.serialization.get_safe_globals())
+        torch.load(store, weights_only=True)  # the caller's own load still works
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)

@@ -106,6 +106,8 @@ def fails_cleanly(command):
                 warnings.simplefilter("ignore")
             else:
                 warnings.showwarning = _show_warning
+            # torch warns about a pickle protocol it does not expect before refusing a file: the error says it
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
             try:
                 return command(*args, **kwargs)
             except BnnCompressError as exc:

@@ -9,12 +9,16 @@ refused before it runs.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
-import warnings
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import NotAPosteriorError, PosteriorError
+from ..forksafe import renew_after_fork
 from ..posterior import Posterior
 from .containers import from_mapping
 from .reader import PosteriorReader, Probe
@@ -53,14 +57,51 @@ def _allowed_constraint_classes() -> list[type]:
     return classes
 
 
+#: Guards the constraint classes this module adds to torch's process-wide allow-list, and how many loads use them.
+_ALLOWED = threading.Lock()
+_LOADS_AND_ADDED: list[Any] = [0, []]
+
+
+def _after_fork() -> None:  # a child forked during another thread's load would wait on the lock forever
+    global _ALLOWED
+    _ALLOWED = threading.Lock()
+
+
+renew_after_fork(sys.modules[__name__])
+
+
+@contextlib.contextmanager
+def _constraints_allowed() -> Iterator[None]:
+    """torch's allow-list with Pyro's constraint classes while a load runs. ``torch.serialization.safe_globals``
+    removes its classes on exit: classes the caller allowed before were dropped, and a load in another thread
+    lost them mid-unpickling. Only the classes missing at the first load are added, and removed after the last."""
+    import torch
+
+    with _ALLOWED:
+        if _LOADS_AND_ADDED[0] == 0:
+            present = set(torch.serialization.get_safe_globals())
+            _LOADS_AND_ADDED[1] = [c for c in _allowed_constraint_classes() if c not in present]
+            torch.serialization.add_safe_globals(_LOADS_AND_ADDED[1])
+        _LOADS_AND_ADDED[0] += 1
+    try:
+        yield
+    finally:
+        with _ALLOWED:
+            _LOADS_AND_ADDED[0] -= 1
+            if _LOADS_AND_ADDED[0] == 0:
+                added = set(_LOADS_AND_ADDED[1])
+                kept = [g for g in torch.serialization.get_safe_globals() if g not in added]
+                torch.serialization.clear_safe_globals()
+                torch.serialization.add_safe_globals(kept)
+
+
 def torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` allowing Pyro's constraint classes besides what the caller allowed.
+    (torch may warn about a pickle protocol before refusing a file; the CLI hides that, its error says it.)"""
     import torch
 
     try:
-        with torch.serialization.safe_globals(_allowed_constraint_classes()), warnings.catch_warnings():
-            # torch warns about pickle protocols it does not expect before refusing the file; the
-            # refusal (below) says what is wrong, in one line
-            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+        with _constraints_allowed():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
