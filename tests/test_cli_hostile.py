@@ -350,3 +350,33 @@ def test_missing_tensor_message_is_not_quoted(tmp_path):
     r = run("eval", tmp_path / "e.bnc", "-t", "nope")
     one_error_line(r, "no tensor named 'nope'")
     assert '"' not in r.output
+
+
+@pytest.mark.slow
+def test_closed_or_full_standard_streams(tmp_path):
+    """pack -o - under 2>&-: os.dup gave the saved standard output fd 2, so what C code wrote to 'standard
+    error' went into the archive (exit 0, unreadable); eval's scores to a closed or full standard output were
+    lost with exit 0; --version to a full device was a 33-line traceback."""
+    (tmp_path / "noisy.py").write_text(
+        "import os, pyro, torch\nos.write(2, b'diagnostic from C code\\n')\n\ndef model():\n"
+        "    prior = pyro.distributions.Normal(torch.zeros(4000, 50), 1.0).to_event(2)\n"
+        "    pyro.sample('word_vectors', prior)\n    pyro.sample('context_vectors', prior)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "bnncompress", "pack", EXAMPLE, "-o", "-", "--lam", "1", "--model", "noisy:model"]
+    closed = subprocess.run(cmd, capture_output=False, stdout=subprocess.PIPE, env=env, preexec_fn=lambda: os.close(2))
+    assert closed.returncode == 0 and closed.stdout.startswith(b"\x89HDF")
+    (tmp_path / "a.bnc").write_bytes(closed.stdout)
+    bnncompress.load(tmp_path / "a.bnc").verify()
+    eval_cmd = [sys.executable, "-m", "bnncompress", "eval", str(tmp_path / "a.bnc"), "--metrics", "ws353"]
+    sinks = [(os.devnull, lambda: os.close(1))] + ([("/dev/full", None)] if os.path.exists("/dev/full") else [])
+    for sink, before in sinks:  # standard output closed (>&-), then full
+        with open(sink, "wb") as stdout:
+            r = subprocess.run(eval_cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=before)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "wb") as full:
+            r = subprocess.run(
+                [sys.executable, "-m", "bnncompress", "--version"], stdout=full, stderr=subprocess.PIPE, text=True
+            )
+        assert r.returncode == 2 and r.stderr == "error: No space left on device (standard output)\n", r.stderr

@@ -109,7 +109,9 @@ def test_a_method_named_by_an_entry_point_is_loaded_when_first_asked_for(monkeyp
     entry = importlib.metadata.EntryPoint(
         name="x-entry", value="tests.test_quantizer_plugins:EntryPointMethod", group=registry.ENTRY_POINT_GROUP
     )
-    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [entry] if group == entry.group else [])
+    monkeypatch.setattr(
+        registry.metadata, "entry_points", lambda group=None, **kw: [entry] if group == entry.group else []
+    )
     try:
         assert type(get_quantizer("x-entry")).__name__ == "EntryPointMethod" and "x-entry" in METHODS
     finally:
@@ -210,12 +212,17 @@ def test_the_cli_packs_with_a_method_an_entry_point_names(monkeypatch, tmp_path)
     entry = importlib.metadata.EntryPoint(
         name="x-entry", value="tests.test_quantizer_plugins:EntryPointMethod", group=registry.ENTRY_POINT_GROUP
     )
-    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [entry] if group == entry.group else [])
+    monkeypatch.setattr(
+        registry.metadata, "entry_points", lambda group=None, **kw: [entry] if group == entry.group else []
+    )
     loc = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     np.savez(tmp_path / "p.npz", **{"w.loc": loc, "w.scale": np.full_like(loc, 0.1)})
     source, out = str(tmp_path / "p.npz"), str(tmp_path / "p.bnc")
     try:  # --method's choices were fixed when the CLI was imported: a plug-in's name was 'Invalid value'
         done = CliRunner().invoke(app, ["pack", source, "-o", out, "--method", "x-entry", "--bits", "2", "-q"])
+        METHODS.pop("x-entry", None)
+        with pytest.raises(bnncompress.OptionError, match="at least one method and one rate"):  # (the name is good)
+            bnncompress.sweep(source, ["x-entry"], [])
     finally:
         METHODS.pop("x-entry", None)
     assert done.exit_code == 0, done.output

@@ -10,6 +10,7 @@ SIGTERM remove any temporary file and exit with 130 and 143.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -37,6 +38,7 @@ from ..files import check_output_path
 from ..models import TrainCallback, TrainProgress
 from ..numbaenv import refuse_bad_numba_environment
 from ..quantizers import METHODS, method_class
+from .stages import redraws
 
 app = typer.Typer(
     add_completion=False,
@@ -48,7 +50,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        print(f"bnncompress {__version__}")
+        print(f"bnncompress {__version__}", flush=True)
         raise typer.Exit()
 
 
@@ -125,12 +127,26 @@ def fails_cleanly(command):
 
 
 def print_text(text: str) -> None:
-    """Print to standard output as it is (say() through rich takes minutes for 200,000 tensors
+    """Print a command's result to standard output as it is (say() through rich takes minutes for 200,000 tensors
     lines); a reader that leaves early (``| head``) ends the output quietly."""
+    if sys.stdout is None:  # started with standard output closed (>&-): the result would be lost, exit 0
+        raise OptionError("standard output is closed; the result has nowhere to go (do not close it with >&-)")
     try:
         print(text, flush=True)
     except BrokenPipeError:
         _silence(sys.stdout.fileno())  # and Python's flush at exit
+
+
+def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:
+    """Plain aligned columns: a rich Table takes minutes for the rows of 200,000 tensors, and in a narrow
+    terminal it drops columns and folds numbers across lines."""
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        cells = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), "-" * (sum(widths) + 2 * len(widths) - 2), *map(line, rows)])
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -184,7 +200,8 @@ def stdout_to_stderr(active: bool = True) -> Iterator[None]:
             yield
         return
     sys.stdout.flush()
-    saved = os.dup(fd)
+    saved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)  # (os.dup takes the lowest free number: 2 under 2>&-,
+    # and what C code then wrote to 'standard error' went into the archive on standard output)
     try:
         os.dup2(sys.stderr.fileno(), fd)
     except (AttributeError, OSError, ValueError):  # (standard error closed: started with 2>&-)
@@ -221,7 +238,7 @@ def training_progress(quiet: bool) -> Iterator[TrainCallback]:
     if quiet:
         yield lambda p: None
         return
-    if not err.is_terminal:
+    if not redraws(err):
 
         def line(p: TrainProgress) -> None:
             if p.epoch_done:
@@ -319,8 +336,22 @@ class Device(str, Enum):
 UnpackFormat = Enum("UnpackFormat", [(name, name) for name in FORMATS], type=str)  # export.FORMATS: the one list
 
 
+def _standard_fds_taken() -> None:
+    """A standard file descriptor the command was started without (``2>&-``) is given /dev/null: else the
+    next file opened takes its number, and what C code writes to 'standard error' goes into that file."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
+    _standard_fds_taken()  # (sys.stdout stays None for a closed standard output: commands refuse to write there)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # (SIGHUP: the terminal closed)
         if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup, or `cmd &` in a script: kept ignored)
             signal.signal(signum, _terminate)
@@ -345,6 +376,9 @@ def main() -> None:
         code = exc.exit_code
     except typer.Abort:
         code = 1
+    except OSError as exc:  # --help or --version to a full device; a command's own are said by fails_cleanly
+        say(f"error: {exc.strerror or exc} (standard output)", err)
+        code = 2
     except Exception as exc:  # a signal inside a C callback (numba loading a kernel) arrives wrapped
         if not _interrupted(exc):
             raise

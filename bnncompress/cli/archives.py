@@ -38,6 +38,7 @@ from .app import (
     say,
     stdout_file,
     stdout_to_stderr,
+    text_table,
 )
 from .stages import stage_progress
 
@@ -229,22 +230,11 @@ def info(
     vocab = f"{summary['vocab_words']:,} words ({summary['vocab_bytes']:,} bytes)" if summary["vocab_words"] else "none"
     print_text(
         f"{printable(str(archive))}  ({tot['file_bytes']:,} bytes)\n\n"
-        + _table(header, rows, left=(0, 2, 7))
+        + text_table(header, rows, left=(0, 2, 7))
         + "\n(payload and file: bits per weight)\n"
         f"vocab: {vocab}\nsource: {printable(summary['source'])}\nformat version {summary['format_version']}, "
         f"written by bnncompress {printable(summary['tool_version'])}"
     )
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:
-    """Plain aligned columns (a rich Table takes minutes for the rows of 200,000 tensors)."""
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        cells = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([line(header), "-" * (sum(widths) + 2 * len(widths) - 2), *map(line, rows)])
 
 
 def _number(value: float | None, spec: str, unit: str = "") -> str:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.markup import escape
-from rich.table import Table
 
 from ..contents import printable
 from ..errors import OptionError
@@ -24,11 +22,11 @@ from .app import (
     err,
     fails_cleanly,
     is_stdio,
-    out,
     print_text,
     refuse_existing,
     refuse_stdin,
     say,
+    text_table,
     training_progress,
 )
 from .stages import stage_progress
@@ -66,7 +64,7 @@ def eval_(
     if as_json:
         print_text(json.dumps(result, indent=2))
     else:
-        say(format_table(result, details=not quiet))
+        print_text(format_table(result, details=not quiet))
 
 
 def _number_list(text: str, what: str) -> list[float]:
@@ -125,21 +123,20 @@ def sweep(
     if quiet:
         return
 
-    table = Table(title=escape(str(output)), caption="rates: bits per weight", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("method", "target", "payload", "file", *METRICS):
-        table.add_column(col, justify="left" if col == "method" else "right", overflow="fold")
-    for r in rows:
-        if "payload_bits" not in r:
-            continue
-        target = "" if r["target_bits"] is None else f"{r['target_bits']:g}"
-        table.add_row(
+    header = ("method", "target", "payload", "file", *METRICS)
+    lines = [
+        (
             r["method"],
-            target,
+            "" if r["target_bits"] is None else f"{r['target_bits']:g}",
             f"{r['payload_bits']:.3f}",
             f"{r['file_bits']:.3f}",
             *(score_text(r[m]) for m in METRICS),
         )
-    out.print(table)
+        for r in rows
+        if "payload_bits" in r
+    ]
+    if lines and sys.stdout is not None:  # (the results are in the CSV; this is their summary)
+        print_text(f"{printable(str(output))}\n\n" + text_table(header, lines, left=(0,)) + "\n(bits per weight)")
     for r in rows:
         if r.get("note"):
             rate = "" if r["target_bits"] is None else f" @ {r['target_bits']:g} bits"  # (float16: no target)

@@ -26,6 +26,19 @@ SHOW_AFTER = 1.0
 LOG_AFTER = 10.0
 
 
+def redraws(console: Console) -> bool:
+    """Whether ``console`` is a terminal a bar can redraw: a console made with ``force_terminal`` says so,
+    else its file must be a tty that is not ``TERM=dumb`` (rich's ``is_terminal`` is also true for
+    ``FORCE_COLOR`` / ``TTY_COMPATIBLE``, which CI sets for colours in a log: that log wants lines)."""
+    forced = getattr(console, "_force_terminal", None)
+    if forced is not None:
+        return bool(forced)
+    try:
+        return bool(console.file.isatty()) and not console.is_dumb_terminal
+    except (AttributeError, ValueError, OSError):  # (no isatty, or a closed file)
+        return False
+
+
 class StageDisplay:
     """A :class:`~bnncompress.progress.Progress` callback showing a pack's stages on ``console``
     once ``after`` seconds have passed (default :data:`SHOW_AFTER` for a terminal, which gets a
@@ -43,10 +56,10 @@ class StageDisplay:
     def __init__(
         self, console: Console, after: float | None = None, first_stage: str = "packing", command: str = "pack"
     ):
-        self.console, self.terminal, self.command = console, console.is_terminal, command
+        self.console, self.terminal, self.command = console, redraws(console), command
         self.after = (SHOW_AFTER if self.terminal else LOG_AFTER) if after is None else after
         self.stage, self.started = first_stage, time.perf_counter()
-        self.active, self.lock = False, threading.Lock()
+        self.active, self.closed, self.lock = False, False, threading.Lock()
         self.bar = None
         if self.terminal:
             self.bar = RichProgress(
@@ -70,21 +83,26 @@ class StageDisplay:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.timer.cancel()
+        self.timer.cancel()  # (a timer already firing is not stopped: `closed` keeps it from starting the bar)
         with self.lock:
+            self.closed = True
             if self.active and self.bar is not None:
-                self.bar.stop()
+                with contextlib.suppress(OSError):
+                    self.bar.stop()
             self.active = False
 
     def _activate(self) -> None:
         with self.lock:
-            if self.active:
+            if self.active or self.closed:
                 return
             self.active = True
-            if self.bar is not None:
-                self.bar.start()
-            else:
-                self._line()
+            try:  # a display that cannot be shown (stderr full or gone) must not end the work
+                if self.bar is not None:
+                    self.bar.start()
+                else:
+                    self._line()
+            except OSError:
+                self.bar, self.closed = None, True
 
     def _line(self) -> None:
         self.console.print(
@@ -95,10 +113,15 @@ class StageDisplay:
         with self.lock:
             new = stage != self.stage
             self.stage = stage
-            if self.bar is not None:
-                self.bar.update(self.task, description=stage, completed=done, total=total)
-            elif new and self.active:
-                self._line()
+            if self.closed:
+                return
+            try:
+                if self.bar is not None:
+                    self.bar.update(self.task, description=stage, completed=done, total=total)
+                elif new and self.active:
+                    self._line()
+            except OSError:
+                self.bar, self.closed = None, True
 
 
 @contextlib.contextmanager
