@@ -23,7 +23,7 @@ from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, open_unreplaced, plain_dataset
-from .manifest import check_vocab_count, parse_manifest
+from .manifest import check_vocab_count, parse_manifest, refuse_unknown_fields
 from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
 from .supports import check_bound_shapes
@@ -45,6 +45,7 @@ MAX_VOCAB_BYTES = 1 << 34
 _DTYPES = ("float16", "bfloat16", "float32", "float64")
 #: The datasets every tensor has a slice of, and their stored types (a kind's side arrays follow).
 _COMMON = {"words": "<u4", "grid": "<f4", "counts": None, "offsets": "<u8"}
+_FIELDS = {"name", "shape", "dtype", "method", "params", "coder", "block_rows", "sha256", *_COMMON}
 _MAX_EXPANSION = 1024  # gzip-compressed datasets (manifest, vocab) expand at most this much
 _GZIP = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
 
@@ -361,6 +362,7 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
 
 def _kind(entry: dict, shape: tuple[int, ...], where: str, version: int) -> tuple[RecordKind, dict[str, Any]]:
     """The tensor's kind, from the one mark (manifest field) it may carry, and that mark."""
+    refuse_unknown_fields(entry, {*_FIELDS, *marks(), *(side.name for side, _ in side_arrays())}, where)
     found = {}
     for mark, kind in marks().items():
         value = _require(entry.get(mark, kind.absent), kind.mark_type, f"'{mark}'", where)

@@ -56,3 +56,14 @@ def check_vocab_count(raw: bytes, num_words: Any, entries: list, where: str) -> 
     rows = max((s[0] for s in shapes if isinstance(s, list) and s and type(s[0]) is int), default=0)
     if type(num_words) is not int or not 0 < num_words <= rows or raw.count(b"\n") + 1 != num_words:
         raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
+
+
+def refuse_unknown_fields(entry: dict, known: set[str], where: str) -> None:
+    """A tensor entry's fields must all be ``known``: a record kind of a plug-in not imported here (or of a
+    newer bnncompress) was read as the scalar grid, and decoded to other values, silently."""
+    unknown = set(entry) - known
+    if unknown:
+        raise ArchiveError(
+            f"{where}: field {min(unknown)!r} is not one this bnncompress knows (a record kind of a plug-in not "
+            "imported here, or a newer bnncompress); import the plug-in that wrote the archive, or upgrade"
+        )

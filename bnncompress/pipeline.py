@@ -27,6 +27,7 @@ from .executors import Executor
 from .posterior import TensorPosterior
 from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
+from .quantizers.plugins import CheckedFit, is_plugin
 from .ratecontrol import choose_lambda, sample_positions, whole_rows
 from .ratetasks import check_task, count_task
 from .records import TensorRecord, common_counts_dtype, kind_of, raw_payload_bytes
@@ -134,6 +135,8 @@ class TensorJob:
             locs.append(loc)
             scales.append(scale)
         self.fitted = quantizer.fit(self.shape, stats, self.rows)
+        if is_plugin(quantizer):  # (what a plug-in returns is checked before it reaches a kernel or the archive)
+            self.fitted = CheckedFit(self.fitted, quantizer.name)
         sample = None
         if len(positions):
             sample = Block(np.concatenate(locs), np.concatenate(scales), rs, positions=positions)

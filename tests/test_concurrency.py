@@ -225,7 +225,7 @@ def test_an_ignored_hangup_stays_ignored(tmp_path):
 def test_redirecting_standard_output_leaks_no_descriptor(monkeypatch):
     import os
 
-    from bnncompress.cli.app import stdout_to_stderr
+    from bnncompress.cli.streams import stdout_to_stderr
 
     monkeypatch.setattr(sys, "stderr", None)  # (started with 2>&-: /dev/null was opened and never closed)
     before = len(os.listdir("/proc/self/fd"))

@@ -10,14 +10,11 @@ SIGTERM remove any temporary file and exit with 130 and 143.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -26,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
@@ -39,6 +35,7 @@ from ..models import TrainCallback, TrainProgress
 from ..numbaenv import refuse_bad_numba_environment
 from ..quantizers import METHODS, method_class
 from .stages import redraws
+from .streams import err, is_stdio, say, standard_fds_taken
 
 app = typer.Typer(
     add_completion=False,
@@ -64,26 +61,6 @@ def _options(
     pass
 
 
-def _silence(fd: int) -> None:
-    """``fd`` writes to /dev/null from now on (a stream whose reader left: Python's flush at exit stays quiet)."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
-
-
-class _Console(Console):
-    """rich's Console, but a reader that left (``| head``) ends what is said there, not the command
-    (rich exits 1): the work was done (a trained posterior written) and its exit code says so."""
-
-    def on_broken_pipe(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            _silence(self.file.fileno())
-
-
-err = _Console(stderr=True)
-out = _Console()
 #: API parameter -> flag, where the flag is not just --NAME.
 _FLAGS = {
     "options": "--option KEY=VALUE",
@@ -126,29 +103,6 @@ def fails_cleanly(command):
     return wrapper
 
 
-def print_text(text: str) -> None:
-    """Print a command's result to standard output as it is (say() through rich takes minutes for 200,000 tensors
-    lines); a reader that leaves early (``| head``) ends the output quietly."""
-    if sys.stdout is None:  # started with standard output closed (>&-): the result would be lost, exit 0
-        raise OptionError("standard output is closed; the result has nowhere to go (do not close it with >&-)")
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        _silence(sys.stdout.fileno())  # and Python's flush at exit
-
-
-def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:
-    """Plain aligned columns: a rich Table takes minutes for the rows of 200,000 tensors, and in a narrow
-    terminal it drops columns and folds numbers across lines."""
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        cells = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([line(header), "-" * (sum(widths) + 2 * len(widths) - 2), *map(line, rows)])
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as one line on stderr, without the source file and line it came from."""
     say(f"warning: {' '.join(str(message).split())}", err)
@@ -160,75 +114,11 @@ def refuse_existing(output: Path, force: bool, *inputs: Path | None) -> None:
     check_output_path(output, force, [i for i in inputs if i is not None])
 
 
-def is_stdio(path: Path | None) -> bool:
-    """Whether ``path`` is ``-`` (standard input or output)."""
-    return path is not None and str(path) == "-"
-
-
-@contextlib.contextmanager
-def stdout_file(name: str) -> Iterator[Path]:
-    """A temporary path named ``name`` to write; when the block succeeds its bytes go to standard
-    output. Refused when standard output is a terminal (binary data would garble it, as zstd says)."""
-    if sys.stdout is None:  # started with standard output closed (>&-)
-        raise OptionError("standard output is closed; pass «output» FILE")
-    if sys.stdout.isatty():
-        raise OptionError("standard output is a terminal; redirect it to a file or pipe, or pass «output» FILE")
-    with tempfile.TemporaryDirectory(prefix="bnncompress-") as tmp:
-        path = Path(tmp) / name
-        yield path
-        sys.stdout.flush()
-        try:
-            with open(path, "rb") as fh:
-                shutil.copyfileobj(fh, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:  # the reader left (`| head`): end quietly with SIGPIPE's 141, as gzip -c
-            _silence(sys.stdout.fileno())  # does (and no flush at exit)
-            raise typer.Exit(128 + signal.SIGPIPE) from None
-
-
-@contextlib.contextmanager
-def stdout_to_stderr(active: bool = True) -> Iterator[None]:
-    """Within the block, what anything prints to standard output (a ``--model`` module's print, a C
-    library's) goes to standard error: standard output is the archive being written (``-o -``)."""
-    if not active or sys.stdout is None:
-        yield
-        return
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError):  # (no file descriptor: a test runner's stream) Python's prints only
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-        return
-    sys.stdout.flush()
-    saved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)  # (os.dup takes the lowest free number: 2 under 2>&-,
-    # and what C code then wrote to 'standard error' went into the archive on standard output)
-    try:
-        os.dup2(sys.stderr.fileno(), fd)
-    except (AttributeError, OSError, ValueError):  # (standard error closed: started with 2>&-)
-        _silence(fd)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, fd)
-        os.close(saved)
-
-
 def refuse_stdin(*inputs: Path | None) -> None:
     """Inputs are read by name (some are read twice, or seeked in): a clear refusal of ``-``."""
     for given in inputs:
         if is_stdio(given):
             raise OptionError("'-' (standard input) cannot be read here; save the input to a file and pass its path")
-
-
-def say(text: str, to: Console = out) -> None:
-    """Print plain text: no rich markup or highlighting (file and tensor names may contain brackets).
-    A stream that is closed or full (``2>&-``, ``2>/dev/full``, a reader gone) takes nothing more,
-    and the work goes on: a report that cannot be shown must not end a training run."""
-    try:
-        to.print(text, markup=False, highlight=False, soft_wrap=True)
-    except OSError:
-        to.on_broken_pipe()  # (and Python's flush at exit stays quiet)
 
 
 @contextlib.contextmanager
@@ -336,22 +226,9 @@ class Device(str, Enum):
 UnpackFormat = Enum("UnpackFormat", [(name, name) for name in FORMATS], type=str)  # export.FORMATS: the one list
 
 
-def _standard_fds_taken() -> None:
-    """A standard file descriptor the command was started without (``2>&-``) is given /dev/null: else the
-    next file opened takes its number, and what C code writes to 'standard error' goes into that file."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
 def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
-    _standard_fds_taken()  # (sys.stdout stays None for a closed standard output: commands refuse to write there)
+    standard_fds_taken()  # (sys.stdout stays None for a closed standard output: commands refuse to write there)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # (SIGHUP: the terminal closed)
         if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup, or `cmd &` in a script: kept ignored)
             signal.signal(signum, _terminate)

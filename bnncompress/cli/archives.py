@@ -26,21 +26,23 @@ from .app import (
     Device,
     UnpackFormat,
     app,
-    err,
     fails_cleanly,
-    is_stdio,
     method_choice,
-    out,
     parse_options,
-    print_text,
     refuse_existing,
     refuse_stdin,
+)
+from .stages import stage_progress
+from .streams import (
+    err,
+    is_stdio,
+    out,
+    print_text,
     say,
     stdout_file,
     stdout_to_stderr,
     text_table,
 )
-from .stages import stage_progress
 
 
 @app.command()

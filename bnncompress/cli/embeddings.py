@@ -19,17 +19,19 @@ from ..sweep import sweep as _sweep
 from .app import (
     Device,
     app,
-    err,
     fails_cleanly,
-    is_stdio,
-    print_text,
     refuse_existing,
     refuse_stdin,
-    say,
-    text_table,
     training_progress,
 )
 from .stages import stage_progress
+from .streams import (
+    err,
+    is_stdio,
+    print_text,
+    say,
+    text_table,
+)
 
 _QUIET = "Print nothing on success, and no warnings."
 

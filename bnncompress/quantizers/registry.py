@@ -34,12 +34,23 @@ DEFAULT_METHOD = "vbq-transform"
 COMMON_OPTIONS = ("device",)
 #: Entry-point group naming methods of other distributions (``name = "module:Class"``).
 ENTRY_POINT_GROUP = "bnncompress.quantizers"
+#: Names a record's params give a meaning of their own (``support``: a Pyro constraint applied on load):
+#: no method's option or fitted param may take them (the package's fallback fits write ``fallback``).
+RESERVED_PARAMS = ("support", "stored", "lam", "fallback")
+
+
+def _same_class(a: type, b: type) -> bool:
+    """The same class, or the same one defined again (a reloaded module, a notebook cell run twice)."""
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def register_quantizer(cls: Q) -> Q:
     """Add a method to :data:`METHODS` under ``cls.name`` (a class decorator)."""
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
+    if cls.name in METHODS and not _same_class(METHODS[cls.name], cls):
         raise ValueError(f"a quantizer named {cls.name!r} is already registered")
+    clash = [name for name in cls.option_names() if name in RESERVED_PARAMS]
+    if clash:
+        raise ValueError(f"quantizer {cls.name!r}: an option cannot be named {clash[0]!r} (archives read it)")
     METHODS[cls.name] = cls
     return cls
 
@@ -57,11 +68,28 @@ def method_class(method: str) -> type[Quantizer]:
     if isinstance(method, str) and method not in METHODS:
         for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry.name == method:
-                register_quantizer(entry.load())
+                _load_entry_point(entry)
     try:
         return METHODS[method]
     except (KeyError, TypeError):
         raise OptionError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}") from None
+
+
+def _load_entry_point(entry: Any) -> None:
+    """Register the method an entry point names, or say in one line what is wrong with it."""
+    where = f"entry point {entry.name!r} ({entry.value})"
+    dist = getattr(getattr(entry, "dist", None), "name", None)
+    where += f" of {dist}" if dist else ""
+    try:
+        cls = entry.load()
+    except Exception as exc:  # (an import error of the plug-in's own module: its name, in one line)
+        raise OptionError(f"{where} cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if getattr(cls, "name", None) != entry.name:
+        raise OptionError(f"{where} names a class whose method name is {getattr(cls, 'name', None)!r}, not its own")
+    try:
+        register_quantizer(cls)
+    except ValueError as exc:
+        raise OptionError(f"{where}: {exc}") from None
 
 
 def option_names(method: str) -> list[str]:

@@ -1,0 +1,109 @@
+"""What a method from outside the package returns is checked before it reaches a kernel or an archive
+(a plug-in hunt): indices outside its grid, params named as the archive's own fields, values JSON
+cannot store, side arrays their stored type cannot hold; a reader refuses a record field it does not know."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+import bnncompress
+from bnncompress.errors import ArchiveError, OptionError
+from bnncompress.quantizers import METHODS, Uniform, register_quantizer
+from bnncompress.quantizers.uniform import FittedUniform
+
+from .forging import rewrite_manifest
+
+
+def _posterior():
+    loc = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    return {"w": (loc, np.full_like(loc, 0.1))}
+
+
+def test_a_record_field_this_reader_does_not_know_is_refused(tmp_path):
+    """A plug-in's record kind (marked 'halved') was read as the scalar grid: values doubled, exit 0."""
+    path = bnncompress.pack(_posterior(), tmp_path / "a.bnc", method="uniform", lam=1.0).path
+
+    def edit(manifest):
+        manifest["tensors"][0]["halved"] = True
+
+    rewrite_manifest(path, edit)
+    with pytest.raises(ArchiveError, match="field 'halved' is not one this bnncompress knows"):
+        bnncompress.load(path)
+
+
+def test_an_option_cannot_take_a_name_the_archive_reads():
+    """An option 'support' was stored in the record's params and applied on load as a Pyro constraint."""
+    with pytest.raises(ValueError, match="cannot be named 'support'"):
+
+        @register_quantizer
+        @dataclasses.dataclass(frozen=True)
+        class Clipped(Uniform):
+            name: ClassVar[str] = "x-clipped"
+            support: float = 3.0
+
+    assert "x-clipped" not in METHODS
+
+
+class _Bad(FittedUniform):
+    mode = ""
+
+    def assign(self, block, state):
+        indices = super().assign(block, state)
+        if self.mode == "outside":
+            indices = indices + len(self.grid(state))  # the count kernel wrote past its table
+        if self.mode == "float":
+            indices = indices.astype(np.float64)
+        return indices
+
+    def params(self, state) -> dict[str, Any]:
+        extra = {"support": {"constraint": "positive"}} if self.mode == "support" else {}
+        extra |= {"scale": np.float32(1)} if self.mode == "numpy" else {}
+        return {**super().params(state), **extra}
+
+    def side_arrays(self):
+        return {"mean": np.full(8, 0.1, np.float64)} if self.mode == "mean" else {}
+
+
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        ("outside", "returned from assign"),
+        ("float", "returned from assign"),
+        ("support", "with 'support', a name the archive reads"),
+        ("numpy", "that JSON cannot store"),
+        ("mean", "side array 'mean' with values its stored type float32 cannot hold exactly"),
+    ],
+)
+def test_a_plugins_output_is_checked_before_it_is_written(tmp_path, mode, message):
+    @register_quantizer
+    class Misbehaving(Uniform):
+        name: ClassVar[str] = "x-bad"
+
+        def fit(self, shape, stats, rows):
+            fitted = super().fit(shape, stats, rows)
+            fitted.__class__ = type("Bad", (_Bad,), {"mode": mode})
+            return fitted
+
+    out = tmp_path / "keep.bnc"
+    out.write_bytes(b"the user's file")
+    try:
+        with pytest.raises(OptionError, match=rf"method 'x-bad' \(a plug-in\) .*{message}"):
+            bnncompress.pack(_posterior(), out, method="x-bad", lam=1.0)
+    finally:
+        METHODS.pop("x-bad")
+    assert out.read_bytes() == b"the user's file"
+
+
+def test_a_class_defined_again_registers_again():
+    """importlib.reload or a notebook cell run twice raised 'already registered'."""
+    for _ in range(2):
+
+        @register_quantizer
+        class Again(Uniform):
+            name: ClassVar[str] = "x-again"
+
+    assert METHODS.pop("x-again") is Again
