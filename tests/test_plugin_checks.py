@@ -107,3 +107,26 @@ def test_a_class_defined_again_registers_again():
             name: ClassVar[str] = "x-again"
 
     assert METHODS.pop("x-again") is Again
+
+
+class NamedOtherwise(Uniform):  # an entry point's class whose method name is not the entry point's
+    name: ClassVar[str] = "x-other-name"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("no_such_module_here:Method", "cannot be loaded \\(ModuleNotFoundError"),
+        ("tests.test_plugin_checks:NamedOtherwise", "names a class whose method name is 'x-other-name'"),
+    ],
+)
+def test_an_entry_point_that_does_not_give_its_method_is_one_line(monkeypatch, value, message):
+    import importlib.metadata
+
+    from bnncompress.quantizers import get_quantizer, registry
+
+    entry = importlib.metadata.EntryPoint(name="x-entry", value=value, group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group=None, **kw: [entry])
+    with pytest.raises(OptionError, match=f"entry point 'x-entry' \\({value}\\) {message}"):
+        get_quantizer("x-entry")
+    assert "x-entry" not in METHODS and "x-other-name" not in METHODS
