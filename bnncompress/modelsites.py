@@ -79,6 +79,9 @@ def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, rando
 
     state, store = get_rng_state(), pyro.get_param_store()
     before = set(store.keys())
+    handlers = pyro.poutine.runtime._PYRO_STACK  # the caller's (a condition, a trace): not applied to this run,
+    outer = handlers[:]  # which they would change (an observed site not found) or record (an outer trace)
+    handlers.clear()
     try:
         init = functools.partial(_initial_point, random=random)
         with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
@@ -90,6 +93,7 @@ def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, rando
             "give the arguments it needs as «model_args»"
         ) from None
     finally:
+        handlers[:] = outer
         set_rng_state(state)  # the user's next draws stay the same
         for key in set(store.keys()) - before:  # parameters the model registered (a PyroParam): not ours to keep
             del store[key]

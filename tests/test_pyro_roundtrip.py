@@ -226,3 +226,17 @@ def test_model_that_needs_arguments_or_does_not_fit_is_refused(regression, tmp_p
     pyro.get_param_store().save(tmp_path / "diag.pt")
     with pytest.raises(bnncompress.PosteriorError, match="flat 'latent'"):
         bnncompress.pack(tmp_path / "diag.pt", tmp_path / "c.bnc", model=constrained_model)
+
+
+def test_the_model_is_traced_without_the_callers_pyro_handlers(regression, tmp_path):
+    """pack(model=...) inside the caller's pyro.condition treated 'sigma' as observed: no support recorded, the
+    unconstrained value loaded; inside the caller's poutine.trace it failed ('Multiple sample sites') and
+    left its nodes in the caller's trace."""
+    model, guide, x, y, store = regression
+    median = float(guide.median(x, y)["sigma"])
+    with pyro.condition(data={"sigma": torch.tensor(5.0)}):
+        bnncompress.pack(store, tmp_path / "c.bnc", bits=4, model=model, model_args=(x, y))
+    assert abs(float(bnncompress.load(tmp_path / "c.bnc")["sigma"]) - median) < 0.1 * median
+    with pyro.poutine.trace() as outer:
+        bnncompress.pack(store, tmp_path / "t.bnc", bits=4, model=model, model_args=(x, y))
+    assert list(outer.trace.nodes) == []
