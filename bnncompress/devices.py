@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from .errors import OptionError
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str = "auto") -> str:
-    """Return ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``) for a requested device name.
+def resolve_device(device: Any = "auto") -> str:
+    """Return ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``) for a requested device name (or a ``torch.device``).
 
     ``auto`` imports torch (about 2 s) only where a GPU could be there: when torch is already
     loaded or an NVIDIA driver is installed.
@@ -20,6 +21,8 @@ def resolve_device(device: str = "auto") -> str:
         >>> resolve_device("cpu")
         'cpu'
     """
+    if type(device).__name__ == "device" and type(device).__module__ == "torch":  # a torch.device: its name
+        device = str(device)
     index = device[5:] if isinstance(device, str) and device.startswith("cuda:") else ""
     if not isinstance(device, str) or not (device in DEVICES or (index.isascii() and index.isdigit())):
         raise OptionError(f"unknown «device» {device!r}; choose auto, cpu, cuda or cuda:N")

@@ -90,18 +90,31 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
             shapes.append(f"{n}: archive {shape} vs module {expected}")
     problems = []
     if strict and missing:
-        problems.append(f"missing from the archive: {', '.join(missing)}")
+        problems.append(f"missing from the archive: {', '.join(_few(missing))}")
     if strict and unexpected:
         buffers = dict(module.named_buffers(remove_duplicate=False))
         held = [n for n in unexpected if n in buffers]  # (they are not parameters: load them with load_state_dict)
-        what = f" ({', '.join(held)}: buffers, not parameters; load_into fills parameters)" if held else ""
-        problems.append(f"not in the module: {', '.join(unexpected)}{what}")
+        what = f" ({', '.join(_few(held))}: buffers, not parameters; load_into fills parameters)" if held else ""
+        problems.append(f"not in the module: {', '.join(_few(unexpected))}{what}")
     if shapes:
-        problems.append(f"shape mismatch: {'; '.join(shapes)}")
+        problems.append(f"shape mismatch: {'; '.join(_few(shapes))}")
+    if strict and missing and unexpected and not set(names) & targets:
+        problems.append(_HINT)
+    tied = _tied_apart(archive, names, params)
+    if tied:
+        problems.append(f"tied parameters given different values: {tied}")
     if problems:
         raise ModelMismatchError(f"cannot load the archive into {type(module).__name__}: {'; '.join(problems)}")
+    if not strict and names and not set(names) & targets:
+        warnings.warn(
+            f"load_into(strict=False) loaded nothing: no archive tensor names a parameter of the "
+            f"{type(module).__name__} (its names: {', '.join(_few(sorted(params)))}); {_HINT}",
+            QualityWarning,
+            stacklevel=3,
+        )
     outside = [n for n in names if n in samples and _fills_unconstrained(archive, names[n], *samples[n])]
-    with torch.no_grad():
+    like = {n: _like(*samples[n]) for n in names if n in samples}  # (before the priors become buffers)
+    with torch.inference_mode(False), torch.no_grad():  # (buffers made in inference mode: no backward later)
         for short, full in names.items():
             if short in params:
                 p = params[short]
@@ -109,7 +122,7 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
             elif short in samples:  # the PyroSample site becomes a fixed tensor: the module is deterministic (a
                 sub, attr = samples[short]  # buffer: Pyro makes a module's nn.Parameters into trainable pyro.params)
                 delattr(sub, attr)
-                sub.register_buffer(attr, archive.tensor(full))
+                sub.register_buffer(attr, archive.tensor(full).to(**like[short]))  # (the model's dtype, device)
                 sub.__dict__.setdefault(_FIXED, set()).add(attr)
     for unsaid, what in (
         (outside, f"site(s) {', '.join(outside[:10])} {UNCONSTRAINED}"),
@@ -130,6 +143,44 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
             stacklevel=3,
         )
     return module
+
+
+_HINT = (
+    "a wrapper adds a prefix to every name (DataParallel: pass model.module; torch.compile: model._orig_mod), "
+    "or pass prefix= for the archive's own"
+)
+
+
+def _few(names: list[str], most: int = 10) -> list[str]:
+    """At most ``most`` names, then how many more (a 1000-layer model's message was 21,878 characters)."""
+    return names if len(names) <= most else [*names[:most], f"... ({len(names) - most} more)"]
+
+
+def _tied_apart(archive: Any, names: dict[str, str], params: dict[str, Any]) -> str:
+    """Tied parameters (one tensor under several names) the archive gives different values: the last one
+    copied was kept, silently."""
+    import numpy as np
+
+    seen: dict[int, str] = {}
+    for short in sorted(n for n in names if n in params):
+        first = seen.setdefault(id(params[short]), short)
+        if first != short and not np.array_equal(archive[names[first]], archive[names[short]]):
+            return f"{first} and {short}"
+    return ""
+
+
+def _like(sub: Any, attr: str) -> dict[str, Any]:
+    """The dtype and device a PyroSample attribute has in the model: its prior's, else the submodule's other
+    tensors' (an archive packed from float64 numpy made a float64 buffer in a float32 model: forward failed)."""
+    prior = _prior(sub, attr)
+    try:
+        reference = prior.mean if prior is not None else None
+    except (NotImplementedError, AttributeError, ValueError):
+        reference = None
+    if reference is None:
+        tensors = [*sub.parameters(recurse=False), *sub.buffers(recurse=False)]
+        reference = next((t for t in tensors if t.is_floating_point()), None)
+    return {} if reference is None else {"dtype": reference.dtype, "device": reference.device}
 
 
 def _fills_unconstrained(archive: Any, name: str, sub: Any, attr: str) -> bool:
@@ -177,6 +228,11 @@ def _check_materialized(module: Any, params: dict[str, Any]) -> None:
             raise ModelMismatchError(
                 f"{type(module).__name__}'s parameter {name} is on the meta device (no storage to load into); "
                 "materialize the module first, e.g. module.to_empty(device='cpu')"
+            )
+        if p.is_inference():  # (checked before any copy: the first layers were loaded, then a raw RuntimeError)
+            raise ModelMismatchError(
+                f"{type(module).__name__}'s parameter {name} was made under torch.inference_mode (it cannot be "
+                "written outside it); build the module outside inference_mode, or call load_into inside it"
             )
 
 

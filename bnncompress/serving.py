@@ -8,6 +8,7 @@ torch and nothing else of the package, so ``import bnncompress`` stays free of t
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,10 @@ class CompressedEmbedding(torch.nn.Module):
     def embedding_dim(self) -> int:
         return self.rows.shape[1]
 
+    def __prepare_scriptable__(self) -> CompressedEmbedding:  # torch.jit.script: said as jit.trace says it
+        self.rows.refuse("torch.jit.script cannot compile the compressed lookup; use torch.compile or eager mode")
+        return self
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_tracing():  # a trace would keep the rows of its example ids as constants
             self.rows.refuse("torch.jit.trace cannot trace the compressed lookup; use torch.compile or eager mode")
@@ -71,7 +76,9 @@ class CompressedEmbedding(torch.nn.Module):
             if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
                 self.rows.refuse(f"row ids must be integers, not {ids.dtype}; pass a LongTensor")
             return torch.empty((*ids.shape, self.embedding_dim), dtype=marker.dtype, device="meta")
-        values = torch.from_numpy(self.rows.lookup(ids.detach().cpu().numpy()))  # refuses non-integer ids
+        with getattr(torch._C, "_DisableFuncTorch", contextlib.nullcontext)():  # (under torch.func.grad/jacrev the
+            plain = ids.detach().cpu().numpy()  # ids are plain, but .numpy() failed: "doesn't have storage")
+        values = torch.from_numpy(self.rows.lookup(plain))  # refuses non-integer ids
         return values.to(device=marker.device, dtype=marker.dtype)
 
     def memory_bytes(self) -> int:

@@ -1,0 +1,109 @@
+"""load_into and the served embedding in torch code (the second torch hunt): a PyroModule's fixed weights
+take the model's dtype and device, a module that cannot be written is refused before any copy, tied
+parameters get one value, mismatches name a wrapper's prefix, and torch.func / torch.jit are handled."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.nn import PyroModule, PyroSample
+
+import bnncompress
+from bnncompress.errors import ArgumentTypeError, ModelMismatchError, QualityWarning
+
+
+def _pack(tmp_path, tensors, name="a.bnc"):
+    posterior = {n: (v, np.full_like(v, 0.01)) for n, v in tensors.items()}
+    return bnncompress.load(bnncompress.pack(posterior, tmp_path / name, method="float16").path)
+
+
+class Regression(PyroModule):
+    def __init__(self, dtype=torch.float32):
+        super().__init__()
+        self.fc = PyroModule[torch.nn.Linear](4, 3).to(dtype)
+        zero = torch.zeros((), dtype=dtype)
+        self.fc.weight = PyroSample(dist.Normal(zero, 1.0).expand([3, 4]).to_event(2))
+        self.fc.bias = PyroSample(dist.Normal(zero, 1.0).expand([3]).to_event(1))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_pyro_modules_fixed_weights_take_the_models_dtype(tmp_path):
+    """An archive packed from numpy's float64 arrays made float64 buffers in a float32 model: forward failed
+    ('mat1 and mat2 must have the same dtype'); a float64 model got float32 ones."""
+    rng = np.random.default_rng(0)
+    a = _pack(tmp_path, {"fc.weight": rng.normal(size=(3, 4)), "fc.bias": rng.normal(size=3)})
+    for dtype in (torch.float32, torch.float64):
+        model = a.load_into(Regression(dtype))
+        assert model.fc.weight.dtype == dtype and model.fc.bias.dtype == dtype
+        assert model(torch.randn(2, 4, dtype=dtype)).dtype == dtype
+        with torch.inference_mode():  # buffers made under inference mode could not be saved for backward
+            model = a.load_into(Regression())
+        x = torch.randn(2, 4, requires_grad=True)
+        model(x).sum().backward()
+        assert x.grad is not None
+
+
+def test_parameters_made_in_inference_mode_are_refused_before_any_copy(tmp_path):
+    """Layer 0 was loaded, then layer 1 raised torch's raw 'Inplace update to inference tensor'."""
+    first = torch.nn.Linear(2, 2)
+    with torch.inference_mode():
+        second = torch.nn.Linear(2, 2)
+    model = torch.nn.Sequential(first, second)
+    a = _pack(tmp_path, {k: np.ones(tuple(v.shape)) for k, v in model.state_dict().items()})
+    before = first.weight.detach().clone()
+    with pytest.raises(ModelMismatchError, match="1.weight was made under torch.inference_mode"):
+        a.load_into(model)
+    assert torch.equal(first.weight, before)
+
+
+class Tied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False)
+        self.dec.weight = self.enc.weight
+
+
+def test_tied_parameters_given_two_values_are_refused(tmp_path):
+    """The last one copied was kept, silently."""
+    a = _pack(tmp_path, {"enc.weight": np.ones((3, 3)), "dec.weight": np.zeros((3, 3))})
+    with pytest.raises(ModelMismatchError, match="tied parameters given different values: dec.weight and enc.weight"):
+        a.load_into(Tied())
+    same = _pack(tmp_path, {"enc.weight": np.ones((3, 3)), "dec.weight": np.ones((3, 3))}, "same.bnc")
+    assert torch.equal(same.load_into(Tied()).dec.weight, torch.ones(3, 3))
+
+
+def test_a_wrappers_prefix_is_named_and_long_lists_are_cut(tmp_path):
+    layers = torch.nn.Sequential(*(torch.nn.Linear(2, 2) for _ in range(30)))
+    a = _pack(tmp_path, {k: v.numpy() for k, v in layers.state_dict().items()})
+    wrapped = torch.nn.Module()
+    wrapped.module = torch.nn.Sequential(*(torch.nn.Linear(2, 2) for _ in range(30)))  # as DataParallel names them
+    with pytest.raises(ModelMismatchError, match="DataParallel: pass model.module") as caught:
+        a.load_into(wrapped)
+    assert len(str(caught.value)) < 1000 and "(50 more)" in str(caught.value)  # (was every name: 21,878 chars)
+    with pytest.warns(QualityWarning, match=r"strict=False\) loaded nothing"):  # (was silent)
+        a.load_into(wrapped, strict=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a.load_into(wrapped.module, strict=False)
+
+
+def test_the_compressed_embedding_under_torch_func_and_jit(tmp_path):
+    vectors = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
+    a = _pack(tmp_path, {"emb": vectors})
+    emb, ids = a.embedding("emb"), torch.tensor([3, 17])
+    grad = torch.func.grad(lambda w: (emb(ids) @ w).sum())(torch.zeros(5))  # was "doesn't have storage"
+    assert torch.allclose(grad, torch.from_numpy(a["emb"][[3, 17]].sum(0)))
+    with pytest.raises(ArgumentTypeError, match="torch.jit.script cannot compile the compressed lookup"):
+        torch.jit.script(emb)
+
+
+def test_pack_takes_a_torch_device(tmp_path):
+    w = np.zeros((10, 4), np.float32)
+    r = bnncompress.pack({"w": (w, w + 0.1)}, tmp_path / "d.bnc", lam=0.1, device=torch.device("cpu"))
+    assert r.num_weights == 40
