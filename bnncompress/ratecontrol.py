@@ -31,7 +31,9 @@ from .records import payload_bytes, raw_payload_bytes
 #: --bits lands within this relative tolerance of the target (payload bits per weight).
 BITS_TOLERANCE = 0.02
 _AIM = 0.01  # search until this close, leaving room for the real coder's rounding
-_LAM_RANGE = (1e-8, 1e12)
+#: lambda's range (the rate a lambda gives scales with the posterior's (mean spread / scale)²: a collapsed
+#: posterior needed 1e-16 for 8 bits, which the range of 1e-8 to 1e12 called unreachable).
+_LAM_RANGE = (1e-24, 1e24)
 _SAMPLE_WEIGHTS = 1 << 17  # the subsample's size: at least this, 1/64 of the posterior, at most _SAMPLE_MAX
 _SAMPLE_MAX = 1 << 21
 _GRID_BYTES_PER_VALUE = 4  # one float32 grid value
@@ -176,10 +178,10 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
         if on_samples:  # never call a target unreachable from a subsample: walk again on everything
             on_samples = False
             continue
-        v, g_v = found
+        v, g_v, moved = found
         measured = [bits for (_, on), bits in estimates.items() if not on]  # (not g_v + target_bits: 1e20 gives 0)
         edge = f"; the search stopped at lambda {math.exp(v):g}, the end of its range: «lam» beyond it may go further"
-        edge = edge if v in (lo, hi) else ""
+        edge = edge if moved else ""  # (a rate that no longer changed there: no lambda goes further)
         if g_v < -BITS_TOLERANCE * target_bits:
             raise RateControlError(
                 f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
@@ -226,7 +228,8 @@ _PAST = 1.2  # each step aims this far past the secant's root, so that the next 
 def _bracket(g, u: float, g_u: float, slope: float, lo: float, hi: float) -> tuple:
     """A bracket ``(a, b, g(a), g(b))`` of the root of a decreasing ``g``, from ``u`` by secant steps
     (the first with ``slope``; each a little past the root the line through the latest two points
-    gives, from 0.05 to 2.5 in ln(lambda)), or ``(v, g(v))`` at ``lo`` or ``hi`` with no sign change."""
+    gives, from 0.05 to 2.5 in ln(lambda)), or ``(v, g(v), moved)`` at ``lo`` or ``hi`` with no sign change,
+    ``moved`` whether the last step still changed the rate (else no lambda beyond goes further)."""
     if g_u == 0:
         return u, u, g_u, g_u
     while True:
@@ -237,7 +240,7 @@ def _bracket(g, u: float, g_u: float, slope: float, lo: float, hi: float) -> tup
         if (g_v > 0) != (g_u > 0) or g_v == 0:
             return (u, v, g_u, g_v) if u < v else (v, u, g_v, g_u)
         if v in (lo, hi):
-            return v, g_v
+            return v, g_v, abs(g_v - g_u) > 1e-9 * max(abs(g_u), 1.0)
         if g_v != g_u:
             slope = (g_v - g_u) / (v - u)
         u, g_u = v, g_v

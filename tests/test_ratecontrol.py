@@ -205,3 +205,18 @@ def test_a_few_dozen_weights_are_estimated_as_the_coder_writes_them(tmp_path, mo
     for lam in (result.lam, 6.054, 20.0):
         packed = bnncompress.pack(post, tmp_path / "l.bnc", lam=lam).payload_bits_per_weight
         assert ratecontrol.estimate_payload_bits(jobs[0], lam) == pytest.approx(packed, abs=1e-9)
+
+
+def test_a_collapsed_posterior_reaches_its_rate_and_a_flat_end_gives_no_lambda_hint(tmp_path):
+    """Scales 1e4 times the means' spread need lambda near 1e-9 for 2 bits: the search range ended at 1e-8 and
+    called 2 bits unreachable ('about 0.0048 at most'); at k-means' 4,096 clusters the message said a lambda
+    beyond the range might go further, where none does."""
+    rng = np.random.default_rng(0)
+    loc, scale = rng.normal(size=(500, 20)) * 1e-4, np.exp(rng.normal(0, 0.3, size=(500, 20)))
+    r = bnncompress.pack({"w": (loc, scale)}, tmp_path / "c.bnc", method="vbq", bits=2)
+    assert abs(r.payload_bits_per_weight - 2) < 0.04
+    with pytest.raises(bnncompress.RateControlError, match="at most") as caught:
+        bnncompress.pack(
+            {"w": (rng.normal(size=(300, 8)), np.full((300, 8), 0.1))}, tmp_path / "k.bnc", method="kmeans", bits=40
+        )
+    assert "beyond" not in str(caught.value)
