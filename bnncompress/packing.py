@@ -180,6 +180,13 @@ def pack(
     ]
     result = write_packed(output, records, posterior, lam, bits, report, force)
     notes = list(posterior.warnings) + notes  # how the posterior was read (supports, a flat latent), then values
+    for name, t in posterior.tensors.items():
+        far, most = getattr(t, "beyond_float32", (0, 0.0))
+        if far:
+            notes.append(
+                f"tensor '{name}': {far:,} float64 means have posterior sds below float32's spacing there; the "
+                f"archive holds float32 values, up to {most:.3g} sds from them"
+            )
     if result.target_missed:
         notes.append(
             f"target missed: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from the "

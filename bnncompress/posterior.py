@@ -62,6 +62,8 @@ class TensorPosterior:
     def __init__(self, loc: np.ndarray, scale: np.ndarray, dtype: str = "float32"):
         self._loc, self._scale, self.dtype = loc, scale, dtype
         self.shape: tuple[int, ...] = tuple(loc.shape)
+        #: float64 means float32 cannot hold within 100 posterior sds: (how many, the most sds off).
+        self.beyond_float32: tuple[int, float] = (0, 0.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype!r})"
@@ -334,7 +336,19 @@ def make_tensor(name: str, loc: Any, scale: Any, where: str) -> TensorPosterior:
     if loc_arr.size == 0:
         raise PosteriorError(f"{where}: tensor '{name}' is empty (shape {loc_arr.shape})")
     check_values(name, where, loc_arr, scale_arr)
-    return TensorPosterior(loc_arr, scale_arr, dtype)
+    tensor = TensorPosterior(loc_arr, scale_arr, dtype)
+    if dtype == "float64":  # sds below float32's spacing at their means: the archive's float32 values are far
+        tensor.beyond_float32 = _beyond_float32(loc, scale, loc_arr)
+    return tensor
+
+
+def _beyond_float32(loc: Any, scale: Any, loc32: np.ndarray) -> tuple[int, float]:
+    """How many float64 means their float32 values miss by over 100 posterior sds, and the most sds off."""
+    torch = sys.modules.get("torch")
+    wide = [v.detach().cpu().double().numpy() if torch and isinstance(v, torch.Tensor) else v for v in (loc, scale)]
+    off = np.abs(np.asarray(wide[0], np.float64) - loc32) / np.asarray(wide[1], np.float64)
+    far = int(np.count_nonzero(off > 100.0))
+    return (far, float(off.max())) if far else (0, 0.0)
 
 
 def check_values(name: str, where: str, loc: np.ndarray, scale: np.ndarray) -> None:

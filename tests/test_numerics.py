@@ -154,3 +154,13 @@ def test_the_warnings_of_a_bfloat16_posterior_count_the_values_a_load_returns(tm
     far = int((np.abs(values - loc_t.float().numpy()) > 100 * scale_t.float().numpy()).sum())
     said = [str(w.message) for w in caught if "posterior standard deviations" in str(w.message)]
     assert far > 0 and said and said[0].startswith(f"tensor 'w': {far:,} weights were decoded more than 100")
+
+
+def test_float64_means_float32_cannot_hold_within_their_sds_are_said(tmp_path):
+    """Scales of 1e-10 on means near 1 (below float32's spacing there): the archive's float32 values were up
+    to 469 sds off, with no warning (a raw tensor's quality is not checked; coded ones compare with float32)."""
+    loc = np.linspace(1.0, 2.0, 10)
+    r = bnncompress.pack({"b": (loc, np.full(10, 1e-10))}, tmp_path / "f.bnc", lam=0.1)
+    assert any("float64 means have posterior sds below float32's spacing" in w for w in r.warnings), r.warnings
+    r = bnncompress.pack({"b": (loc, np.full(10, 1e-3))}, tmp_path / "g.bnc", lam=0.1)
+    assert not any("float32's spacing" in w for w in r.warnings)
