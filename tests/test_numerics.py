@@ -164,3 +164,15 @@ def test_float64_means_float32_cannot_hold_within_their_sds_are_said(tmp_path):
     assert any("float64 means have posterior sds below float32's spacing" in w for w in r.warnings), r.warnings
     r = bnncompress.pack({"b": (loc, np.full(10, 1e-3))}, tmp_path / "g.bnc", lam=0.1)
     assert not any("float32's spacing" in w for w in r.warnings)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "weighted-kmeans"])
+def test_kmeans_is_the_same_at_any_magnitude(tmp_path, method):
+    """Lloyd's iterations stopped at an absolute tolerance of 1e-12: weights below about 1e-9 got other
+    clusters (0.24 relative difference, sd-RMS error 0.76 -> 1.15 at 1e-12)."""
+    rng = np.random.default_rng(0)
+    loc, scale = rng.normal(size=(400, 10)), np.exp(rng.normal(-1, 0.3, size=(400, 10)))
+    one = bnncompress.pack({"w": (loc, scale)}, tmp_path / "1.bnc", method=method, lam=4.0).path
+    tiny = bnncompress.pack({"w": (loc * 1e-12, scale * 1e-12)}, tmp_path / "t.bnc", method=method, lam=4.0).path
+    a, b = bnncompress.load(one)["w"], bnncompress.load(tiny)["w"] / 1e-12
+    assert np.allclose(a, b, rtol=1e-5, atol=1e-6)

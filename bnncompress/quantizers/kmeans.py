@@ -58,7 +58,7 @@ def weighted_lloyd(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
         moved = np.bincount(cell, weights=w * x, minlength=len(centroids))
         keep = total > 0
         new = np.sort(moved[keep] / total[keep])
-        if len(new) == len(centroids) and np.allclose(new, centroids, rtol=0, atol=1e-12 * (1 + abs(x).max())):
+        if len(new) == len(centroids) and np.allclose(new, centroids, rtol=0, atol=1e-12 * abs(x).max()):
             break
         centroids = new
     return centroids
