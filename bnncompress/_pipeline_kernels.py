@@ -43,7 +43,7 @@ def check_values(  # pragma: no cover - compiled
     values, loc, scale, row_size, rows_matter, certain_fraction, far_sds, stats, value_bits, loc_bits, hashes
 ):
     """Accumulate in ``stats``, over whole rows of quantized ``values``: [min value, max value, min loc,
-    max loc, rows that became constant while their means were not, certain weights (scale <
+    max loc, rows that became constant while their means spread wider than their mean sd, certain weights (scale <
     certain_fraction x the block's RMS) not kept within their scale, their largest error, weights
     more than ``far_sds`` posterior standard deviations from their means, the largest such
     distance in standard deviations]. If
@@ -63,6 +63,7 @@ def check_values(  # pragma: no cover - compiled
         lhi = -np.inf
         hv = _START
         hl = _START
+        ssum = 0.0
         for i in range(r, min(r + row_size, n)):
             if hashed:
                 hv = (hv ^ np.uint64(value_bits[i])) * _MULTIPLIER
@@ -76,6 +77,7 @@ def check_values(  # pragma: no cover - compiled
             llo = min(llo, x)
             lhi = max(lhi, x)
             s = np.float64(scale[i])
+            ssum += s
             err = abs(v - x)
             if err > far_sds * s:
                 stats[7] += 1
@@ -88,8 +90,8 @@ def check_values(  # pragma: no cover - compiled
         stats[1] = max(stats[1], vhi)
         stats[2] = min(stats[2], llo)
         stats[3] = max(stats[3], lhi)
-        if rows_matter and vlo == vhi and llo != lhi:
-            stats[4] += 1
+        if rows_matter and vlo == vhi and lhi - llo > ssum / (min(r + row_size, n) - r):  # (means apart by
+            stats[4] += 1  # more than their sds: a direction was lost; a row of means within their sds had none)
         if hashed:
             hashes[0, r // row_size] = (hv ^ (hv >> _SHIFT)) * _FINAL
             hashes[1, r // row_size] = (hl ^ (hl >> _SHIFT)) * _FINAL

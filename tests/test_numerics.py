@@ -176,3 +176,19 @@ def test_kmeans_is_the_same_at_any_magnitude(tmp_path, method):
     tiny = bnncompress.pack({"w": (loc * 1e-12, scale * 1e-12)}, tmp_path / "t.bnc", method=method, lam=4.0).path
     a, b = bnncompress.load(one)["w"], bnncompress.load(tiny)["w"] / 1e-12
     assert np.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_quantized_to_constants_are_said_only_where_a_direction_was_lost(tmp_path):
+    """Rows whose means lie within their posterior sds (unused words) were called 'quantized to a constant
+    vector (their direction is lost); use more bits' at every rate, even at 10 bits/weight."""
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(64, 64))
+    loc[:3] = rng.normal(0, 1e-4, size=(3, 64))  # three rows of means far inside their sds (0.5)
+    scale = np.full((64, 64), 0.5)
+    for method in ("uniform", "vbq-transform"):
+        r = bnncompress.pack({"w": (loc, scale)}, tmp_path / "r.bnc", method=method, bits=6)
+        assert not any("direction is lost" in w for w in r.warnings), (method, r.warnings)
+    loc[:3] = rng.normal(0, 0.01, size=(3, 64))  # rows of means apart by more than their sds (1e-3), collapsed
+    scale[:3] = 1e-3
+    r = bnncompress.pack({"w": (loc, scale)}, tmp_path / "c.bnc", method="uniform", bits=2)
+    assert any("direction is lost" in w for w in r.warnings), r.warnings
