@@ -16,6 +16,7 @@ and prints one table. The default's rotation costs what the default archive (pac
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from bnncompress.archive import read_archive
 from bnncompress.cli.app import parse_options
 from bnncompress.records import level_weights, levels_of, position_classes
 from bnncompress.records.base import TensorRecord
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the recipes' argument types
+from recipe_args import positive_float, run  # noqa: E402
 
 PARTS = ("words", "tables", "grid", "mean", "rotation", "jump", "class values")
 
@@ -66,7 +70,7 @@ def default_parts(r: TensorRecord, classes: int, class_values: bool, rotation_by
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("posterior", type=Path)
-    parser.add_argument("--bits", type=float, default=1.0)
+    parser.add_argument("--bits", type=positive_float, default=1.0)
     parser.add_argument("--option", action="append", help="KEY=VALUE for the default's pack, as `pack --option`")
     args = parser.parse_args()
     if not args.posterior.exists():
@@ -95,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

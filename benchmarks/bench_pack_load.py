@@ -52,6 +52,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the recipes' argument types
+from recipe_args import positive_int, run  # noqa: E402
+
 ROWS, DIM = 20000, 100
 LARGE_ROWS = 2_000_000
 VOCAB_WORDS, VOCAB_DIM = 1_000_000, 8
@@ -322,8 +325,8 @@ def np_prod(shape: tuple[int, ...]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--dask-rows", type=int, default=1_000_000, help="rows of the Dask posterior (x 100)")
+    parser.add_argument("--repeat", type=positive_int, default=5)
+    parser.add_argument("--dask-rows", type=positive_int, default=1_000_000, help="rows of the Dask posterior (x 100)")
     parser.add_argument("--no-dask", action="store_true", help="skip table 2")
     parser.add_argument("--no-table1", action="store_true", help="skip table 1")
     parser.add_argument(
@@ -396,4 +399,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,10 +23,14 @@ first: other work on the machine skews every number.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the recipes' argument types
+from recipe_args import fraction, positive_int, run  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "recipes" / "work" / "corpus.txt"
 VOCAB, DIM, WINDOW, NEGATIVES, SUBSAMPLE, MIN_COUNT = 20000, 100, 5, 5, 1e-4, 5
@@ -105,18 +109,22 @@ def bench_gensim(sentences, epochs: int) -> dict:
 def main() -> None:
     global VOCAB, MIN_COUNT, SUBSAMPLE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per trainer (default: 1)")
+    parser.add_argument("--epochs", type=positive_int, default=1, help="epochs per trainer (default: 1)")
     parser.add_argument(
-        "--batch", type=int, nargs="+", default=[4096, 16384], help="bnncompress batch sizes (default: 4096 16384)"
+        "--batch",
+        type=positive_int,
+        nargs="+",
+        default=[4096, 16384],
+        help="bnncompress batch sizes (default: 4096 16384)",
     )
     parser.add_argument(
         "--corpus",
         type=Path,
         help="a text corpus, one sentence a line (default: the recipe's corpus or a synthetic one, as above)",
     )
-    parser.add_argument("--vocab", type=int, default=VOCAB, help=f"words kept (default: {VOCAB})")
-    parser.add_argument("--min-count", type=int, default=MIN_COUNT, help=f"(default: {MIN_COUNT})")
-    parser.add_argument("--subsample", type=float, default=SUBSAMPLE, help=f"(default: {SUBSAMPLE})")
+    parser.add_argument("--vocab", type=positive_int, default=VOCAB, help=f"words kept (default: {VOCAB})")
+    parser.add_argument("--min-count", type=positive_int, default=MIN_COUNT, help=f"(default: {MIN_COUNT})")
+    parser.add_argument("--subsample", type=fraction, default=SUBSAMPLE, help=f"(default: {SUBSAMPLE})")
     args = parser.parse_args()
     if args.corpus is not None and not args.corpus.is_file():
         parser.error(f"--corpus {args.corpus} is not a file")
@@ -135,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

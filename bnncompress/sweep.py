@@ -199,7 +199,8 @@ def write_markdown(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> N
             f"{r['pack_seconds']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_output(path, force=True) as tmp:  # (whole or not at all, beside the CSV and plots written so)
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def score_text(value: float | None) -> str:

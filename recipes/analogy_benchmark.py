@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recipe_args import methods, positive_int, rates, run
+from recipe_args import check_results, methods, positive_int, rates, run
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -129,6 +129,7 @@ def sweep(args) -> None:
         csv_path=csv,
         plot_path=results / "analogy_benchmark.png",
         progress=lambda stage, done, total: print(f"[{done}/{total}] {stage}", flush=True),
+        force=args.force,
     )
     write_markdown(rows, results / "analogy_benchmark.md")
     print((results / "analogy_benchmark.md").read_text())
@@ -148,6 +149,7 @@ def main() -> None:
         "the training, --methods, --bits and --stage options are not used)",
     )
     parser.add_argument("--results", type=Path, default=WORK / "results", help="directory for tables and plots")
+    parser.add_argument("--force", action="store_true", help="replace the tables and plots if they exist")
     parser.add_argument("--vocab-size", type=positive_int, default=20000, help="words kept (most frequent)")
     parser.add_argument("--dim", type=positive_int, default=100, help="embedding dimension")
     parser.add_argument("--epochs", type=positive_int, default=2, help="training epochs")
@@ -170,18 +172,23 @@ def main() -> None:
         args.posterior = WORK / "quick.pt"
         if args.results == WORK / "results":
             args.results = WORK / "quick-results"
-    elif args.stage in ("all", "corpus") and (args.stage == "corpus" or not CORPUS.exists()):
+    if args.stage in ("all", "sweep"):  # before the corpus and the training: the tables are not replaced unasked
+        args.results.mkdir(parents=True, exist_ok=True)
+        check_results([args.results / f"analogy_benchmark.{suffix}" for suffix in ("csv", "md")], args.force)
+    if not args.quick and args.stage in ("all", "corpus") and (args.stage == "corpus" or not CORPUS.exists()):
         if shutil.which("apt-get") is None:
-            sys.exit("error: apt-get is needed to fetch the dict-gcide package; run on Debian/Ubuntu, or use --quick")
+            parser.exit(
+                2, "error: apt-get is needed to fetch the dict-gcide package; run on Debian/Ubuntu, or use --quick\n"
+            )
         build_corpus()
     if args.stage == "train" and not args.quick and not CORPUS.exists():
-        sys.exit(f"error: {CORPUS} does not exist; run --stage corpus first")
+        parser.exit(2, f"error: {CORPUS} does not exist; run --stage corpus first\n")
     if args.stage in ("all", "train") and (args.stage == "train" or not args.posterior.exists()):
         train(args)
     elif args.stage == "all":
         print(f"using the posterior trained before, {args.posterior} (--stage train trains it again)", flush=True)
     if args.stage == "sweep" and not args.posterior.exists():
-        sys.exit(f"error: {args.posterior} does not exist; run --stage train first")
+        parser.exit(2, f"error: {args.posterior} does not exist; run --stage train first\n")
     if args.stage in ("all", "sweep"):
         sweep(args)
 

@@ -44,12 +44,13 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from pyro.poutine.util import site_is_subsample
-from recipe_args import methods, positive_int, rates, seed
+from recipe_args import check_results, methods, positive_int, rates, seed, write_result
 from recipe_args import run as run_recipe
 from torch.distributions import biject_to
 
 import bnncompress
 from bnncompress.errors import RateControlError
+from bnncompress.files import atomic_output
 from bnncompress.quantizers import DEFAULT_METHOD, METHODS
 
 TARGETS = (1.0, 1.5, 2.0, 3.0, 4.0)
@@ -241,6 +242,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "work" / "bnn_regression"), help="folder for results.md/.csv"
     )
+    parser.add_argument("--force", action="store_true", help="replace results.md/.csv if they exist")
     args = parser.parse_args(argv)
     if args.steps is None:  # --quick keeps what was given, in any spelling (--steps=300, --step 300)
         args.steps = 200 if args.quick else 600
@@ -249,6 +251,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     fixed = [m for m in args.methods if METHODS[m].fixed_rate]
     if fixed:
         parser.error(f"--methods: {fixed[0]!r} has no rate knob")
+    if args.per_tensor_bits not in args.bits:  # (its table was a header without rows)
+        parser.error(f"--per-tensor-bits {args.per_tensor_bits:g} is not one of --bits")
     return args
 
 
@@ -275,6 +279,7 @@ def run(args: argparse.Namespace) -> dict:
     methods, targets = args.methods, args.bits
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_results([out / "results.md", out / "results.csv"], args.force)  # before minutes of training
     start = time.time()
 
     # --- 1-3: the 8-H-H-1 regression net
@@ -343,7 +348,8 @@ def run(args: argparse.Namespace) -> dict:
     reference = methods[0]
     points = [("file", rate, f"file {rate:g}") for rate in EQUAL_RATES]
     spans = [[r["file_bits"] for r in rows if r["method"] == m] for m in methods]
-    low, high = max(min(s) for s in spans if s), min(max(s) for s in spans if s)
+    measured = [s for s in spans if s]  # (none when no target was reached: the tables say so, no traceback)
+    low, high = (max(min(s) for s in measured), min(max(s) for s in measured)) if measured else (1.0, 0.0)
     for rate in EQUAL_RATES:
         own = [r["file_bits"] for r in rows if r["method"] == reference and r["target_bits"] == rate]
         if own and low <= high:
@@ -501,8 +507,8 @@ def run(args: argparse.Namespace) -> dict:
         ),
     ]
     text = "\n".join(lines) + "\n"
-    (out / "results.md").write_text(text)
-    with open(out / "results.csv", "w", newline="") as f:
+    write_result(out / "results.md", text)
+    with atomic_output(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["table", *keys, "file_bytes", "rate", "distinct", "max_z"])
         writer.writeheader()
         for r in rows:

@@ -1,5 +1,6 @@
 """Command-line pieces the recipes share: list and number types argparse checks (a bad value is one
-usage line, before any training), and :func:`run`, which says a bnncompress error in one line.
+usage line, before any training), results files checked before the work and written whole
+(:func:`check_results`, :func:`write_result`), and :func:`run`, which says an error in one line.
 
     from recipe_args import methods, positive_int, rates, run   # (recipes/ is the script's directory)
 """
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from bnncompress import BnnCompressError
+from bnncompress.files import atomic_output, check_output_path
 from bnncompress.quantizers import METHODS
 
 
@@ -68,10 +72,45 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A number from 0 to 1 (a subsampling threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
+    return value
+
+
+def check_results(paths: Iterable[Path], force: bool) -> None:
+    """Before any work: each results file can be written and, without ``--force``, does not exist yet
+    (a rerun replaced the user's own notes in a results folder, silently)."""
+    for path in paths:
+        check_output_path(path, force=force)
+
+
+def write_result(path: Path, text: str) -> None:
+    """``text`` to ``path`` whole or not at all (a temporary file renamed over it)."""
+    with atomic_output(path, force=True) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
 def run(main: Callable[[], None]) -> None:
-    """``main()``; a bnncompress error (a missing file, a target no method reaches) is one line, exit 2."""
+    """``main()``; a bnncompress error (a missing file, a target no method reaches), a file the system
+    refuses, or a failed tool is one line, exit 2."""
     try:
         main()
     except BnnCompressError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.render({'force=True': '--force'}, prefix='--')}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc} ({exc.filename or 'a file'})", file=sys.stderr)
+        sys.exit(2)
+    except subprocess.CalledProcessError as exc:
+        said = (exc.stderr or b"").decode(errors="replace").strip().splitlines() if exc.stderr else []
+        print(
+            f"error: {' '.join(map(str, exc.cmd))} failed ({said[-1] if said else f'exit {exc.returncode}'})",
+            file=sys.stderr,
+        )
         sys.exit(2)

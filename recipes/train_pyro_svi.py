@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from recipe_args import positive_float, positive_int, run, seed
+from recipe_args import fraction, positive_float, positive_int, run, seed
 
 from bnncompress import BnnCompressError
 from bnncompress.files import atomic_output, check_output_path
@@ -85,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--min-count", type=positive_int, default=5)
     parser.add_argument("--window", type=positive_int, default=5)
     parser.add_argument("--negatives", type=positive_int, default=5)
-    parser.add_argument("--subsample", type=float, default=1e-4)
+    parser.add_argument("--subsample", type=fraction, default=1e-4)
     parser.add_argument(
         "--threads", type=positive_int, default=2, help="torch threads (1 is much faster when the 2 cores are shared)"
     )

@@ -69,3 +69,40 @@ def test_pyro_svi_recipe_refuses_to_write_over_its_corpus_or_a_file_and_bad_rate
         p = subprocess.run([*script, *extra], capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and message in p.stderr.strip().splitlines()[-1], p.stderr[-500:]
     assert corpus.read_text().startswith("the cat") and (tmp_path / "old.pt").read_text() == "kept"
+
+
+@pytest.mark.slow  # (child processes)
+def test_recipes_keep_existing_results_unless_forced_and_skip_unreachable_points(tmp_path):
+    """bnn_digits and bnn_regression replaced the results files in their folder without --force (after minutes
+    of training); one unreachable --bits ended bnn_digits with every finished row lost; bnn_regression with
+    no target reached ended in a traceback; --per-tensor-bits outside --bits gave an empty table."""
+    mine = tmp_path / "bnn_digits.md"
+    mine.write_text("MY OWN NOTES")
+    digits = [sys.executable, str(RECIPES / "bnn_digits.py"), "--steps", "5", "--methods", "uniform"]
+    p = subprocess.run([*digits, "--bits", "4", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "pass --force" in p.stderr and mine.read_text() == "MY OWN NOTES", p.stderr[-500:]
+    p = subprocess.run(
+        [*digits, "--bits", "4,0.0001", "--out", str(tmp_path), "--force"], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0 and "0.0001 bits: skipped" in p.stdout, p.stderr[-500:]
+    assert "| uniform | 4 |" in mine.read_text()
+    regression = [sys.executable, str(RECIPES / "bnn_regression.py"), "--steps", "5", "--small-steps", "5"]
+    p = subprocess.run([*regression, "--bits", "4", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 2 and "--per-tensor-bits 2 is not one of --bits" in p.stderr, p.stderr[-500:]
+    p = subprocess.run(
+        [
+            *regression,
+            "--methods",
+            "uniform",
+            "--bits",
+            "0.0001",
+            "--per-tensor-bits",
+            "0.0001",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0 and (tmp_path / "results.md").exists(), p.stderr[-800:]
