@@ -212,7 +212,11 @@ def _read_image(image: bytes, path: Path) -> ArchiveContents:
     """Validate an archive held in memory (the writer checks its own output this way)."""
     import h5py
 
-    return _read_hdf5(lambda: h5py.File(io.BytesIO(image), "r"), path, len(image))
+    try:
+        return _read_hdf5(lambda: h5py.File(io.BytesIO(image), "r"), path, len(image))
+    except ArchiveError as exc:  # nothing was written, a file at path is intact: not "the archive is damaged"
+        said = str(exc).replace("; the archive is damaged", "").replace("; the archive is corrupt", "")
+        raise ArchiveError(f"nothing written: the archive made for it would be invalid ({said})") from None
 
 
 def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:
@@ -246,7 +250,7 @@ def _root_attr(f: Any, key: str, where: str, required: bool = True) -> Any:
 
 
 def _dataset(f: Any, key: str, dtypes: tuple[str, ...], where: str, max_items: int) -> np.ndarray:
-    ds = plain_dataset(f, key, f"{where}: dataset '{key}'", ArchiveError, GZIP if key in _GZIPPED else ())
+    ds = plain_dataset(f, key, f"{where}: dataset '{key}'", ArchiveError, GZIP if key in ("manifest", "vocab") else ())
     if ds is None:
         raise ArchiveError(f"{where}: dataset '{key}' is missing; the archive is damaged")
     if ds.ndim != 1 or ds.dtype.kind not in "uif" or ds.dtype.name not in dtypes:
@@ -254,9 +258,6 @@ def _dataset(f: Any, key: str, dtypes: tuple[str, ...], where: str, max_items: i
     if ds.shape[0] > max_items:
         raise ArchiveError(f"{where}: dataset '{key}' declares {ds.shape[0]} items, more than the file can hold")
     return ds[()]
-
-
-_GZIPPED = ("manifest", "vocab")
 
 
 def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:

@@ -130,3 +130,30 @@ def test_an_entry_point_that_does_not_give_its_method_is_one_line(monkeypatch, v
     with pytest.raises(OptionError, match=f"entry point 'x-entry' \\({value}\\) {message}"):
         get_quantizer("x-entry")
     assert "x-entry" not in METHODS and "x-other-name" not in METHODS
+
+
+def test_an_invalid_archive_is_not_written_and_not_called_damaged(tmp_path):
+    """A method's NaN grid was refused as 'dataset grid holds NaN...; the archive is damaged' while the file at
+    the path, the user's, was intact: the message blamed the file."""
+
+    class NanGrid(FittedUniform):
+        def grid(self, state):
+            return np.full_like(super().grid(state), np.nan)
+
+    @register_quantizer
+    class Nan(Uniform):
+        name: ClassVar[str] = "x-nan"
+
+        def fit(self, shape, stats, rows):
+            fitted = super().fit(shape, stats, rows)
+            fitted.__class__ = NanGrid
+            return fitted
+
+    out = tmp_path / "keep.bnc"
+    out.write_bytes(b"the user's file")
+    try:
+        with pytest.raises(ArchiveError, match="nothing written: the archive made for it would be invalid") as caught:
+            bnncompress.pack(_posterior(), out, method="x-nan", lam=1.0)
+    finally:
+        METHODS.pop("x-nan")
+    assert "damaged" not in str(caught.value) and out.read_bytes() == b"the user's file"
