@@ -210,10 +210,12 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
 
 @contextlib.contextmanager
 def _callers_state_kept() -> Iterator[None]:
-    """Give back the environment and ``random``'s state a local cluster changes: its nannies set
-    OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in this process's ``os.environ`` (every process started
-    afterwards inherited them), and starting it draws from ``random``."""
+    """Give back the environment, ``random``'s state and the logging handlers a local cluster changes: its
+    nannies set OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in this process's ``os.environ`` (every process
+    started afterwards inherited them), starting it draws from ``random``, and each cluster added a
+    handler (a deque of records) to distributed's nanny and scheduler loggers, never removed."""
     environment, state = dict(os.environ), random.getstate()
+    handlers = {name: list(logger.handlers) for name, logger in _distributed_loggers()}
     try:
         yield
     finally:
@@ -221,6 +223,17 @@ def _callers_state_kept() -> Iterator[None]:
             del os.environ[key]
         os.environ.update({k: v for k, v in environment.items() if os.environ.get(k) != v})
         random.setstate(state)
+        for name, logger in _distributed_loggers():
+            for handler in [h for h in logger.handlers if h not in handlers.get(name, [])]:
+                logger.removeHandler(handler)
+
+
+def _distributed_loggers() -> list[tuple[str, logging.Logger]]:
+    return [
+        (name, logger)
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if name.startswith("distributed") and isinstance(logger, logging.Logger)
+    ]
 
 
 def check_workers(workers: Any) -> None:

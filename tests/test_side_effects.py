@@ -87,6 +87,10 @@ def test_a_local_cluster_leaves_the_environment_and_random_state(tmp_path):
     bnncompress.pack(EXAMPLE, tmp_path / "a.bnc", lam=1.0, workers=1)
     assert random.random() == expected
     assert dict(os.environ) == environment
+    loggers = ("distributed.nanny", "distributed.scheduler")  # each cluster added a handler holding a deque of records
+    handlers = [len(logging.getLogger(name).handlers) for name in loggers]
+    bnncompress.pack(EXAMPLE, tmp_path / "a.bnc", lam=1.0, workers=1)
+    assert [len(logging.getLogger(name).handlers) for name in loggers] == handlers
 
 
 def test_a_sweep_with_figures_keeps_the_callers_plotting_backend(tmp_path):
