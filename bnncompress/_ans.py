@@ -19,9 +19,9 @@ Kept in its own module so that importing bnncompress does not import numba;
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-import tempfile
 import threading
 
 import numba
@@ -29,37 +29,9 @@ import numpy as np
 from numba import prange
 
 from .forksafe import in_forked_child
+from .numbaenv import user_cache, writable_cache
 
-
-def writable_cache(places: list[str]) -> str | None:
-    """Where numba can keep compiled kernels: None if one of ``places`` (beside the modules, the user's
-    cache) takes a file, else a temporary directory, set as numba's cache (a read-only install and home
-    raised "cannot cache function" on every kernel, and a lookup called the archive corrupt).
-
-    Example:
-        >>> writable_cache([tempfile.gettempdir()]) is None
-        True
-    """
-    if numba.config.CACHE_DIR:
-        return None
-    for place in places:
-        try:
-            os.makedirs(place, exist_ok=True)
-            with tempfile.TemporaryFile(dir=place):
-                return None
-        except OSError:
-            pass
-    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"bnncompress-numba-{os.getuid()}")
-    return numba.config.CACHE_DIR
-
-
-def _user_cache() -> str:  # numba's user-wide cache (its _UserWideCacheLocator's)
-    from numba.misc.appdirs import AppDirs
-
-    return AppDirs(appname="numba", appauthor=False).user_cache_dir
-
-
-writable_cache([os.path.join(os.path.dirname(__file__), "__pycache__"), _user_cache()])
+writable_cache([os.path.join(os.path.dirname(__file__), "__pycache__"), user_cache()])
 
 PRECISION = 24
 _LOOKUP_BITS = 12  # the decoder finds a symbol by a 4096-entry table and a short forward scan
@@ -306,7 +278,7 @@ def _parallel(parallel_kernel, serial_kernel):
     worker thread): no thread pool to start, and safe under any numba threading layer. Only one
     thread of the process is in a prange kernel at a time, and none in a forked child
     (:func:`one_region_at_a_time`)."""
-    if in_forked_child() or numba.get_num_threads() <= 1:  # (a child starts no thread pool: its locks may be
+    if in_forked_child() or numba_threads() <= 1:  # (a child starts no thread pool: its locks may be
         return serial_kernel  # held by a thread of the parent that the fork left behind)
     return functools.partial(one_region_at_a_time, parallel_kernel, serial_kernel)
 
@@ -331,6 +303,26 @@ def one_region_at_a_time(parallel_kernel, serial_kernel, *args):
         finally:
             _PARALLEL_REGION.release()
     return serial_kernel(*args)
+
+
+_THREADS = [False]  # numba's thread pool launched (by numba_threads)
+
+
+def numba_threads() -> int:
+    """``numba.get_num_threads()``, its first call (which starts numba's thread pool) leaving
+    multiprocessing's start method unset if it was: numba reads it without ``allow_none``, which fixed
+    it to 'fork', and the caller's later ``multiprocessing.set_start_method`` failed."""
+    if not _THREADS[0]:
+        import multiprocessing
+
+        unset = multiprocessing.get_start_method(allow_none=True) is None
+        threads = numba.get_num_threads()
+        if unset:
+            with contextlib.suppress(AttributeError):  # (multiprocessing's own: what get_start_method() sets)
+                multiprocessing.context._default_context._actual_context = None
+        _THREADS[0] = True
+        return threads
+    return numba.get_num_threads()
 
 
 def encode_blocks(

@@ -120,7 +120,9 @@ def single_threaded(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a task with numba on one thread (the executor runs one task per core)."""
     import numba
 
-    previous = numba.get_num_threads()  # the setting is per thread: restore it for the caller
+    from ._ans import numba_threads  # (numba's kernels: imported where they run)
+
+    previous = numba_threads()  # the setting is per thread: restore it for the caller
     numba.set_num_threads(1)
     try:
         return fn(*args)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 
 from .errors import OptionError
@@ -104,3 +105,34 @@ def refuse_bad_numba_environment() -> None:
     except OptionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def writable_cache(places: list[str]) -> str | None:
+    """Where numba can keep compiled kernels: None if one of ``places`` (beside the modules, the user's
+    cache) takes a file, else a temporary directory, set as numba's cache (a read-only install and home
+    raised "cannot cache function" on every kernel, and a lookup called the archive corrupt).
+
+    Example:
+        >>> writable_cache([tempfile.gettempdir()]) is None
+        True
+    """
+    import numba
+
+    if numba.config.CACHE_DIR:
+        return None
+    for place in places:
+        try:
+            os.makedirs(place, exist_ok=True)
+            with tempfile.TemporaryFile(dir=place):
+                return None
+        except OSError:
+            pass
+    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"bnncompress-numba-{os.getuid()}")
+    return numba.config.CACHE_DIR
+
+
+def user_cache() -> str:
+    """numba's user-wide cache directory (its _UserWideCacheLocator's)."""
+    from numba.misc.appdirs import AppDirs
+
+    return AppDirs(appname="numba", appauthor=False).user_cache_dir

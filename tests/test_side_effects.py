@@ -179,3 +179,22 @@ def test_reading_a_torch_file_keeps_the_callers_torch_allow_list(tmp_path):
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(before)
+
+
+@pytest.mark.slow  # (a child process: the start method is the process's once set)
+def test_a_pack_leaves_multiprocessing_start_method_unset():
+    """numba's thread pool, started by the first parallel kernel, read the start method without allow_none,
+    which fixed it to 'fork': the caller's later set_start_method('spawn') raised 'context has already been set'."""
+    import subprocess
+
+    code = (
+        "import multiprocessing, numpy as np, tempfile, os, bnncompress\n"
+        "rng = np.random.default_rng(0)\n"
+        "out = os.path.join(tempfile.mkdtemp(), 'a.bnc')\n"
+        "bnncompress.pack({'w': (rng.normal(size=(300, 8)), np.full((300, 8), 0.1))}, out, lam=0.5)\n"
+        "bnncompress.load(out).rows('w', [1, 2])\n"
+        "assert multiprocessing.get_start_method(allow_none=True) is None\n"
+        "multiprocessing.set_start_method('spawn')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
