@@ -159,11 +159,11 @@ class FittedQuantizer(ABC):
         return num_rows(self.shape) * (self.subvectors(state) or row_size(self.shape))
 
     def models(self, state: Any) -> int:
-        """Entropy models: 1, or one per column (symbol i of a row uses model i)."""
+        """Entropy models: 1, or one per column (symbol i of a row uses i; needs a 'mean' side array)."""
         return 1
 
     def side_arrays(self) -> dict[str, np.ndarray]:
-        """Arrays besides the grid that the decoder needs (a transform's means and rotation)."""
+        """Arrays besides the grid the decoder needs (a transform's means, rotation), exact in their stored type."""
         return {}
 
     @property
