@@ -6,7 +6,8 @@ Corpus (all offline except one Debian package download, done here and never in t
 - the shortened English Wikipedia dump and the Lee corpus that ship inside gensim.
 
 Stages (each reuses the previous one's output if it exists):
-1. ``corpus``: ``recipes/work/corpus.txt`` (one document per line, lowercased tokens; ~30 s);
+1. ``corpus``: ``recipes/work/corpus.txt`` (one document per line, lowercased tokens; ~30 s; ``--work``
+   names another directory for the corpus and the posterior);
 2. ``train``: ``recipes/work/skipgram.pt`` (the posterior, ``bnncompress train``'s trainer;
    20,000 x 100, 2 epochs of 18 M pairs: ~3 min on 2 cores);
 3. ``sweep``: every method at every rate, evaluated with gensim on questions-words,
@@ -35,8 +36,6 @@ from recipe_args import check_results, methods, positive_int, rates, run
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
-CORPUS = WORK / "corpus.txt"
-POSTERIOR = WORK / "skipgram.pt"
 QUICK = {"vocab_size": 3000, "dim": 50, "epochs": 2, "batch_size": 8192, "lr": 0.02}
 QUICK_METHODS, QUICK_BITS = ["vbq-transform", "vbq", "uniform"], [1.0, 2.0]
 GCIDE_DICT = "usr/share/dictd/gcide.dict.dz"
@@ -57,19 +56,19 @@ def gcide_documents() -> list[str]:
     return [p for p in paragraphs if len(p.split()) >= 3]
 
 
-def build_corpus() -> None:
+def build_corpus(corpus: Path) -> None:
     from gensim.utils import tokenize
 
     sys.path.insert(0, str(HERE))
     from make_example import english_sentences
 
-    WORK.mkdir(exist_ok=True)
+    corpus.parent.mkdir(parents=True, exist_ok=True)
     documents = [" ".join(tokenize(p, lowercase=True)) for p in gcide_documents()]
     documents += [" ".join(s) for s in english_sentences()]
-    tmp = CORPUS.with_suffix(".tmp")
+    tmp = corpus.with_suffix(".tmp")
     tmp.write_text("\n".join(d for d in documents if d) + "\n", encoding="utf-8")
-    tmp.replace(CORPUS)
-    print(f"corpus: {len(documents):,} documents, {sum(len(d.split()) for d in documents):,} tokens -> {CORPUS}")
+    tmp.replace(corpus)
+    print(f"corpus: {len(documents):,} documents, {sum(len(d.split()) for d in documents):,} tokens -> {corpus}")
 
 
 def train(args) -> None:
@@ -81,7 +80,7 @@ def train(args) -> None:
 
         sentences = english_sentences()  # gensim's bundled Wikipedia sample and Lee corpus
     else:
-        sentences = read_corpus(CORPUS)
+        sentences = read_corpus(args.work / "corpus.txt")
     config = SkipGramConfig(
         dim=args.dim,
         vocab_size=args.vocab_size,
@@ -148,7 +147,8 @@ def main() -> None:
         help="a small model on gensim's bundled text, 3 methods at 2 rates, all stages (its own settings: "
         "the training, --methods, --bits and --stage options are not used)",
     )
-    parser.add_argument("--results", type=Path, default=WORK / "results", help="directory for tables and plots")
+    parser.add_argument("--work", type=Path, default=WORK, help="directory of the corpus and the posterior")
+    parser.add_argument("--results", type=Path, help="directory for tables and plots (default: WORK/results)")
     parser.add_argument("--force", action="store_true", help="replace the tables and plots if they exist")
     parser.add_argument("--vocab-size", type=positive_int, default=20000, help="words kept (most frequent)")
     parser.add_argument("--dim", type=positive_int, default=100, help="embedding dimension")
@@ -164,25 +164,25 @@ def main() -> None:
     )
     parser.add_argument("--bits", type=rates, default="0.5,0.75,1,1.5,2,2.5,3", help="comma-separated bits/weight")
     args = parser.parse_args()
-    args.posterior = POSTERIOR
+    corpus, args.posterior = args.work / "corpus.txt", args.work / "skipgram.pt"
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
         args.methods, args.bits, args.stage = QUICK_METHODS, QUICK_BITS, "all"
-        args.posterior = WORK / "quick.pt"
-        if args.results == WORK / "results":
-            args.results = WORK / "quick-results"
+        args.posterior = args.work / "quick.pt"
+    if args.results is None:
+        args.results = args.work / ("quick-results" if args.quick else "results")
     if args.stage in ("all", "sweep"):  # before the corpus and the training: the tables are not replaced unasked
         args.results.mkdir(parents=True, exist_ok=True)
         check_results([args.results / f"analogy_benchmark.{suffix}" for suffix in ("csv", "md")], args.force)
-    if not args.quick and args.stage in ("all", "corpus") and (args.stage == "corpus" or not CORPUS.exists()):
+    if not args.quick and args.stage in ("all", "corpus") and (args.stage == "corpus" or not corpus.exists()):
         if shutil.which("apt-get") is None:
             parser.exit(
                 2, "error: apt-get is needed to fetch the dict-gcide package; run on Debian/Ubuntu, or use --quick\n"
             )
-        build_corpus()
-    if args.stage == "train" and not args.quick and not CORPUS.exists():
-        parser.exit(2, f"error: {CORPUS} does not exist; run --stage corpus first\n")
+        build_corpus(corpus)
+    if args.stage == "train" and not args.quick and not corpus.exists():
+        parser.exit(2, f"error: {corpus} does not exist; run --stage corpus first\n")
     if args.stage in ("all", "train") and (args.stage == "train" or not args.posterior.exists()):
         train(args)
     elif args.stage == "all":
