@@ -216,10 +216,13 @@ def check_word_vector_options(tensor: Any, restrict_vocab: Any) -> int | None:
 
 
 def _all_alike(rows: np.ndarray) -> bool:
-    """Whether all rows point the same way (so every cosine similarity between them is the same number)."""
+    """Whether every cosine similarity between ``rows`` is the same number: all rows zero (a coarse archive's),
+    or all pointing the same way (to within float rounding)."""
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    if not len(rows) or not np.any(norms):
+        return bool(len(rows))
     units = rows / np.where(norms > 0, norms, 1)
-    return bool(len(units) and np.all(norms > 0) and np.all(units == units[0]))
+    return bool(np.all(norms > 0) and np.allclose(units, units[0], rtol=0, atol=1e-6))
 
 
 def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:

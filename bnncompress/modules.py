@@ -170,16 +170,17 @@ def _tied_apart(archive: Any, names: dict[str, str], params: dict[str, Any]) -> 
 
 
 def _like(sub: Any, attr: str) -> dict[str, Any]:
-    """The dtype and device a PyroSample attribute has in the model: its prior's, else the submodule's other
-    tensors' (an archive packed from float64 numpy made a float64 buffer in a float32 model: forward failed)."""
-    prior = _prior(sub, attr)
-    try:
-        reference = prior.mean if prior is not None else None
-    except (NotImplementedError, AttributeError, ValueError):
-        reference = None
+    """The dtype and device a PyroSample attribute has in the model: the submodule's other tensors' (moved by
+    ``.double()`` / ``.to(device)``, which leave a prior as it was made), else its prior's (an archive packed
+    from float64 numpy made a float64 buffer in a float32 model: forward failed)."""
+    tensors = [t for n, t in [*sub.named_parameters(recurse=False), *sub.named_buffers(recurse=False)] if n != attr]
+    reference = next((t for t in tensors if t.is_floating_point()), None)
     if reference is None:
-        tensors = [*sub.parameters(recurse=False), *sub.buffers(recurse=False)]
-        reference = next((t for t in tensors if t.is_floating_point()), None)
+        prior = _prior(sub, attr)
+        try:
+            reference = prior.mean if prior is not None else None
+        except (NotImplementedError, AttributeError, ValueError):
+            reference = None
     return {} if reference is None else {"dtype": reference.dtype, "device": reference.device}
 
 

@@ -232,15 +232,19 @@ def _bracket(g, u: float, g_u: float, slope: float, lo: float, hi: float) -> tup
     ``moved`` whether the last step still changed the rate (else no lambda beyond goes further)."""
     if g_u == 0:
         return u, u, g_u, g_u
+    flat = 0.0  # the last step's length if it left the rate unchanged: the next one is twice as long
     while True:
         step = -g_u / slope * _PAST if slope < 0 else math.copysign(_STEPS[1], g_u)
         step = math.copysign(min(max(abs(step), _STEPS[0]), _STEPS[1]), g_u)  # the rate falls as lambda grows
+        step = math.copysign(2 * flat, g_u) if flat else step  # (to the range's ends in a few steps, not 20)
         v = min(max(u + step, lo), hi)
         g_v = g(v)
         if (g_v > 0) != (g_u > 0) or g_v == 0:
             return (u, v, g_u, g_v) if u < v else (v, u, g_v, g_u)
+        moved = abs(g_v - g_u) > 1e-9 * max(abs(g_u), 1.0)
         if v in (lo, hi):
-            return v, g_v, abs(g_v - g_u) > 1e-9 * max(abs(g_u), 1.0)
+            return v, g_v, moved
+        flat = 0.0 if moved else abs(v - u)
         if g_v != g_u:
             slope = (g_v - g_u) / (v - u)
         u, g_u = v, g_v

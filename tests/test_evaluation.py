@@ -273,3 +273,11 @@ def test_equal_similarities_are_said_in_words(tiny_kv):
         warnings.simplefilter("always")
         assert evaluate(same, metrics=("ws353",))["ws353"] is None
     assert [str(w.message) for w in caught] == ["ws353: all answerable pairs are equally similar: no correlation"]
+    rng = np.random.default_rng(0)
+    for rows in (np.zeros_like(same.vectors), same.vectors * rng.uniform(0.1, 3, size=(len(same), 1))):
+        alike = KeyedVectors(vector_size=tiny_kv.vector_size, count=0, dtype=np.float32)
+        alike.add_vectors(tiny_kv.index_to_key, rows.astype(np.float32))  # all zero; one direction, rounded
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert evaluate(alike, metrics=("ws353",))["ws353"] is None
+        assert len(caught) == 1 and "equally similar" in str(caught[0].message), [str(w.message) for w in caught]

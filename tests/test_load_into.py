@@ -38,15 +38,20 @@ def test_a_pyro_modules_fixed_weights_take_the_models_dtype(tmp_path):
     ('mat1 and mat2 must have the same dtype'); a float64 model got float32 ones."""
     rng = np.random.default_rng(0)
     a = _pack(tmp_path, {"fc.weight": rng.normal(size=(3, 4)), "fc.bias": rng.normal(size=3)})
-    for dtype in (torch.float32, torch.float64):
-        model = a.load_into(Regression(dtype))
+    for model, dtype in ((Regression(), torch.float32), (Regression(torch.float64), torch.float64)):
+        model = a.load_into(model)
         assert model.fc.weight.dtype == dtype and model.fc.bias.dtype == dtype
         assert model(torch.randn(2, 4, dtype=dtype)).dtype == dtype
-        with torch.inference_mode():  # buffers made under inference mode could not be saved for backward
-            model = a.load_into(Regression())
-        x = torch.randn(2, 4, requires_grad=True)
-        model(x).sum().backward()
-        assert x.grad is not None
+    model = Regression()
+    del model.fc.bias
+    model.fc.bias = torch.nn.Parameter(torch.zeros(3))  # a plain parameter beside the sampled weight
+    model = a.load_into(model.double())  # .double() moves the module's tensors, not its priors
+    assert model.fc.weight.dtype == torch.float64 and model(torch.randn(2, 4, dtype=torch.float64)).shape == (2, 3)
+    with torch.inference_mode():  # buffers made under inference mode could not be saved for backward
+        model = a.load_into(Regression())
+    x = torch.randn(2, 4, requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad is not None
 
 
 def test_parameters_made_in_inference_mode_are_refused_before_any_copy(tmp_path):

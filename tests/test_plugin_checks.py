@@ -157,3 +157,27 @@ def test_an_invalid_archive_is_not_written_and_not_called_damaged(tmp_path):
     finally:
         METHODS.pop("x-nan")
     assert "damaged" not in str(caught.value) and out.read_bytes() == b"the user's file"
+
+
+def test_a_plugin_subclassing_the_transform_writes_the_same_record(tmp_path):
+    """The checked fit hid the transform's class values: a plug-in deriving from it wrote another record kind."""
+    from bnncompress.quantizers.transform import TransformVBQ
+
+    @register_quantizer
+    @dataclasses.dataclass(frozen=True, eq=False, repr=False)
+    class Mine(TransformVBQ):
+        name: ClassVar[str] = "x-transform"
+
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(20000, 16)) * np.linspace(1, 0.1, 20000)[:, None]
+    posterior = {"w": (loc, np.exp(rng.normal(-2, 0.3, size=loc.shape)) * np.linspace(0.2, 1, 20000)[:, None])}
+    try:
+        made = {
+            m: bnncompress.pack(posterior, tmp_path / f"{m}.bnc", method=m, lam=0.1, options={"classes": 8}).path
+            for m in ("vbq-transform", "x-transform")
+        }
+    finally:
+        METHODS.pop("x-transform")
+    own, plugin = (bnncompress.load(made[m]) for m in ("vbq-transform", "x-transform"))
+    assert own.record("w").marks == plugin.record("w").marks and "class_values" in own.record("w").marks
+    assert np.array_equal(own["w"], plugin["w"])

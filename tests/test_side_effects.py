@@ -176,6 +176,14 @@ def test_reading_a_torch_file_keeps_the_callers_torch_allow_list(tmp_path):
         assert not errors, errors[0]
         assert set(mine) <= set(torch.serialization.get_safe_globals())
         torch.load(store, weights_only=True)  # the caller's own load still works
+        torch.serialization.clear_safe_globals()  # nothing allowed by the caller: the reads add and remove their own
+        threads = [threading.Thread(target=read) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        assert torch.serialization.get_safe_globals() == []
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(before)

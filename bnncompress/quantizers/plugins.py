@@ -43,6 +43,13 @@ class CheckedFit(Fallback):
         super().__init__(fitted, "", {}, fitted.stores_method_options)
         self.method = method
 
+    @property
+    def class_values(self) -> bool:  # (a per-class-values record, as the method's own fit says)
+        return bool(getattr(self.fitted, "class_values", False))
+
+    def class_moments(self, *args: Any) -> Any:
+        return self.fitted.class_moments(*args)
+
     def _refuse(self, what: str) -> None:
         raise OptionError(f"method {self.method!r} (a plug-in) {what}; fix the method")
 

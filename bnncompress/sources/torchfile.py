@@ -65,6 +65,22 @@ _LOADS_AND_ADDED: list[Any] = [0, []]
 def _after_fork() -> None:  # a child forked during another thread's load would wait on the lock forever
     global _ALLOWED
     _ALLOWED = threading.Lock()
+    if _LOADS_AND_ADDED[0]:  # (no load runs in the child: what the parent's loads added goes)
+        _LOADS_AND_ADDED[0] = 0
+        _remove_allowed(_LOADS_AND_ADDED[1])
+
+
+def _remove_allowed(added: list[Any]) -> None:
+    """Take ``added`` off torch's allow-list in one step (torch's own safe_globals does so), else rebuilt."""
+    import torch
+
+    remove = getattr(torch.serialization._weights_only_unpickler, "_remove_safe_globals", None)
+    if remove is not None:
+        remove(added)
+        return
+    kept = [g for g in torch.serialization.get_safe_globals() if g not in set(added)]
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(kept)
 
 
 renew_after_fork(sys.modules[__name__])
@@ -89,10 +105,7 @@ def _constraints_allowed() -> Iterator[None]:
         with _ALLOWED:
             _LOADS_AND_ADDED[0] -= 1
             if _LOADS_AND_ADDED[0] == 0:
-                added = set(_LOADS_AND_ADDED[1])
-                kept = [g for g in torch.serialization.get_safe_globals() if g not in added]
-                torch.serialization.clear_safe_globals()
-                torch.serialization.add_safe_globals(kept)
+                _remove_allowed(_LOADS_AND_ADDED[1])
 
 
 def torch_load(path: Path) -> Any:
