@@ -103,15 +103,15 @@ def test_requests_a_method_cannot_meet_say_so_exactly(tmp_path):
         bnncompress.pack(posterior, tmp_path / "b.bnc", bits=1e20)
     # The limits said are the search's: the largest rate it measured (vbq-direction's rate here falls with
     # lambda below 1: it said "about 0.02 at most" where lambda 1 gives 1.57), and the range's end said as such
-    # (all scales 1e-7: "below the smallest payload this posterior packs to (3.85)", where lambda 1e14 gives 0.47).
+    # (all scales 1e-13: "below the smallest payload this posterior packs to (3.85)", beyond lambda 1e24).
     outlier = np.random.default_rng(0).normal(size=(257, 31)).astype(np.float32)
     outlier[0, 0] = 1e6
     posterior = {"w": (outlier, np.full_like(outlier, 0.1))}
     with pytest.raises(RateControlError, match=r"about 1\.03 bits/weight at most"):
         bnncompress.pack(posterior, tmp_path / "o.bnc", method="vbq-direction", bits=2)
-    tiny = rng.normal(size=(300, 40)).astype(np.float32)
-    with pytest.raises(RateControlError, match=r"stopped at lambda 1e\+12, the end of its range: lam beyond"):
-        bnncompress.pack({"w": (tiny, np.full_like(tiny, 1e-7))}, tmp_path / "t.bnc", method="vbq", bits=2)
+    tiny = rng.normal(size=(300, 40)).astype(np.float32)  # (scales 1e-7 reach 2 bits now, at lambda 3e13)
+    with pytest.raises(RateControlError, match=r"stopped at lambda 1e\+24, the end of its range: lam beyond"):
+        bnncompress.pack({"w": (tiny, np.full_like(tiny, 1e-13))}, tmp_path / "t.bnc", method="vbq", bits=2)
     with pytest.raises(OptionError, match="fixed rate"):  # was accepted, and 7 recorded as its lambda
         bnncompress.pack(posterior, tmp_path / "f.bnc", method="float16", lam=7.0)
     with pytest.raises(OptionError, match="give output"):  # '.' is a posterior directory without a name
