@@ -168,21 +168,19 @@ def test_reading_a_torch_file_keeps_the_callers_torch_allow_list(tmp_path):
             except Exception as exc:  # noqa: BLE001 (collected, asserted below)
                 errors.append(exc)
 
-        threads = [threading.Thread(target=read) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[0]
+        def read_in_three_threads():
+            threads = [threading.Thread(target=read) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors[0]
+
+        read_in_three_threads()
         assert set(mine) <= set(torch.serialization.get_safe_globals())
         torch.load(store, weights_only=True)  # the caller's own load still works
         torch.serialization.clear_safe_globals()  # nothing allowed by the caller: the reads add and remove their own
-        threads = [threading.Thread(target=read) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[0]
+        read_in_three_threads()
         assert torch.serialization.get_safe_globals() == []
     finally:
         torch.serialization.clear_safe_globals()
