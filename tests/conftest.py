@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +17,30 @@ import pytest
 
 LEE = Path(os.path.dirname(gensim.__file__)) / "test" / "test_data" / "lee_background.cor"
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the kernels the tests call in a second process (tests/warm_kernels.py) while the tests run."""
+    work = tempfile.mkdtemp(prefix="bnncompress-warm-")
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("warm_kernels.py")), work],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    session.config.stash[_WARMING] = (process, work)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    process, work = session.config.stash.get(_WARMING, (None, None))
+    if process is not None:
+        if process.poll() is None:  # (a short run ends before it: it is not waited for)
+            process.kill()
+        process.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_WARMING = pytest.StashKey[tuple]()
 
 
 def load_recipe(name: str) -> ModuleType:

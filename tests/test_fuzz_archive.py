@@ -145,6 +145,7 @@ _values = st.one_of(
 )
 
 
+@pytest.mark.slow  # (hypothesis: the longest of the quick run; CI runs it with -m slow)
 @settings(settings.get_profile(PROFILE))
 @given(
     action=st.sampled_from(["del_attr", "set_attr", "del_obj", "replace_dataset"]),
@@ -246,6 +247,7 @@ def test_forged_manifests_fail_cleanly(tmp_path, original, index, field, value):
         pass
 
 
+@pytest.mark.slow  # (hypothesis: the longest of the quick run; CI runs it with -m slow)
 @settings(settings.get_profile(PROFILE))
 @given(
     index=st.integers(0, 3),

@@ -408,6 +408,7 @@ def test_a_compressed_corpus_is_said_to_be_compressed(tmp_path):
         read_corpus(tmp_path / "c.txt.gz")
 
 
+@pytest.mark.slow  # (child processes)
 def test_train_ends_its_work_when_stderr_or_stdout_cannot_be_written(tmp_path):
     """With stderr closed or full, the first epoch's line raised: exit 1 and no posterior after the
     training; a reader of stdout that left made the 'wrote' line exit 1 after the posterior was written."""

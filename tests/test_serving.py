@@ -244,6 +244,7 @@ def test_rows_and_the_embedding_share_one_reader(example):
     assert np.array_equal(emb(torch.tensor([5, 3999])).numpy(), example[1][[5, 3999]])
 
 
+@pytest.mark.slow  # (a child process)
 def test_packing_and_serving_from_threads_survive_numbas_workqueue_layer(tmp_path):
     # numba's workqueue layer (its fallback without TBB or OpenMP, e.g. a pip install on macOS) aborts the
     # process when two threads run parallel kernels at once: a pack's worker threads, two serving threads
