@@ -140,11 +140,21 @@ class StoredTensor(TensorPosterior):
                     "nothing writes to it"
                 )
 
+    @property
+    def beyond_float32(self) -> tuple[int, float]:  # type: ignore[override]
+        """As :attr:`TensorPosterior.beyond_float32`, over the rows read in this process so far."""
+        parts = list(self.__dict__.get("_beyond", {}).values())
+        return sum(p[0] for p in parts), max((p[1] for p in parts), default=0.0)
+
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         self.check_unchanged()
-        loc, scale = self._read(start, stop)
+        wide, wide_scale = self._read(start, stop)
         self.check_unchanged()  # a write during the read
-        loc, scale = as_float32(loc), as_float32(scale)
+        loc, scale = as_float32(wide), as_float32(wide_scale)
+        if wide.dtype == np.float64 and len(wide) == len(loc) == len(
+            wide_scale
+        ):  # (per range: read again, counted once)
+            self.__dict__.setdefault("_beyond", {})[start] = _beyond_float32(wide, wide_scale, loc)
         if len(loc) != (stop - start) * self.row_size or len(scale) != len(loc):
             raise PosteriorError(f"{self.where}: '{self.name}' holds fewer values than its shape says; it is truncated")
         from ._pipeline_kernels import count_invalid  # numba, imported on the first read (~0.3 s)
@@ -159,7 +169,9 @@ class StoredTensor(TensorPosterior):
 
     def load(self) -> TensorPosterior:
         loc, scale = self.read(0, self.num_rows)
-        return TensorPosterior(loc.reshape(self.shape), scale.reshape(self.shape), self.dtype)
+        tensor = TensorPosterior(loc.reshape(self.shape), scale.reshape(self.shape), self.dtype)
+        tensor.beyond_float32 = self.beyond_float32
+        return tensor
 
 
 def as_float32(a: np.ndarray) -> np.ndarray:

@@ -162,6 +162,14 @@ def test_float64_means_float32_cannot_hold_within_their_sds_are_said(tmp_path):
     loc = np.linspace(1.0, 2.0, 10)
     r = bnncompress.pack({"b": (loc, np.full(10, 1e-10))}, tmp_path / "f.bnc", lam=0.1)
     assert any("float64 means have posterior sds below float32's spacing" in w for w in r.warnings), r.warnings
+    directory = tmp_path / "npy"  # read by rows from the files (in memory, or streamed), not through make_tensor
+    directory.mkdir()
+    np.save(directory / "b.loc.npy", np.linspace(1.0, 2.0, 4000).reshape(100, 40))
+    np.save(directory / "b.scale.npy", np.full((100, 40), 1e-10))
+    for stream in (False, True):
+        r = bnncompress.pack(directory, tmp_path / "d.bnc", lam=0.1, stream=stream)
+        said = [w for w in r.warnings if "float32's spacing" in w]
+        assert len(said) == 1 and "3,328 float64 means" in said[0], (stream, r.warnings)  # (each row counted once)
     r = bnncompress.pack({"b": (loc, np.full(10, 1e-3))}, tmp_path / "g.bnc", lam=0.1)
     assert not any("float32's spacing" in w for w in r.warnings)
 
