@@ -380,3 +380,22 @@ def test_closed_or_full_standard_streams(tmp_path):
                 [sys.executable, "-m", "bnncompress", "--version"], stdout=full, stderr=subprocess.PIPE, text=True
             )
         assert r.returncode == 2 and r.stderr == "error: No space left on device (standard output)\n", r.stderr
+
+
+@pytest.mark.slow  # (a child process on a terminal)
+def test_quiet_pack_writes_nothing_to_a_terminal(tmp_path):
+    """numba initialises colorama when it imports, whose exit hook wrote ESC[0m to a terminal's standard output:
+    -q printed something."""
+    leader, follower = pty.openpty()
+    try:
+        cmd = [sys.executable, "-m", "bnncompress", "pack", EXAMPLE, "-o", str(tmp_path / "q.bnc"), "-q"]
+        r = subprocess.run(cmd, stdout=follower, stderr=subprocess.PIPE, cwd=tmp_path)
+        os.set_blocking(leader, False)
+        try:
+            written = os.read(leader, 1024)
+        except BlockingIOError:  # (nothing there to read)
+            written = b""
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert r.returncode == 0 and written == b"" and r.stderr == b"", (written, r.stderr)

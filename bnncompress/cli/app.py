@@ -9,6 +9,7 @@ SIGTERM remove any temporary file and exit with 130 and 143.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -273,6 +274,9 @@ def main() -> None:
             if stream is not None:
                 stream.flush()
         os._exit(128 + received)  # 130, 143, or 129 for SIGHUP
+    colorama = sys.modules.get("colorama.initialise")  # numba initialises it when it imports: at exit it wrote
+    if colorama is not None:  # ESC[0m to a terminal's standard output, also under --quiet (the CLI prints no colour)
+        atexit.unregister(colorama.reset_all)
     sys.exit(code if isinstance(code, int) else 0)
 
 
