@@ -83,7 +83,8 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
         computed = [n for n in missing if not hasattr(_declared(*samples[n]), "batch_shape")]
         missing = [n for n in missing if n not in computed]
     shapes = []
-    for n in sorted(set(names) & targets):
+    matched = set(names) & targets
+    for n in sorted(matched):
         shape = tuple(archive.shape(names[n]))
         expected = tuple(params[n].shape) if n in params else _sample_shape(*samples[n])
         if expected is not None and shape != expected:
@@ -98,14 +99,14 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
         problems.append(f"not in the module: {', '.join(_few(unexpected))}{what}")
     if shapes:
         problems.append(f"shape mismatch: {'; '.join(_few(shapes))}")
-    if strict and missing and unexpected and not set(names) & targets:
+    if strict and missing and unexpected and not matched:
         problems.append(_HINT)
     tied = _tied_apart(archive, names, params)
     if tied:
         problems.append(f"tied parameters given different values: {tied}")
     if problems:
         raise ModelMismatchError(f"cannot load the archive into {type(module).__name__}: {'; '.join(problems)}")
-    if not strict and names and not set(names) & targets:
+    if not strict and names and not matched:
         warnings.warn(
             f"load_into(strict=False) loaded nothing: no archive tensor names a parameter of the "
             f"{type(module).__name__} (its names: {', '.join(_few(sorted(params)))}); {_HINT}",

@@ -151,16 +151,14 @@ class StoredTensor(TensorPosterior):
         wide, wide_scale = self._read(start, stop)
         self.check_unchanged()  # a write during the read
         loc, scale = as_float32(wide), as_float32(wide_scale)
-        if wide.dtype == np.float64 and len(wide) == len(loc) == len(
-            wide_scale
-        ):  # (per range: read again, counted once)
-            self.__dict__.setdefault("_beyond", {})[start] = _beyond_float32(wide, wide_scale, loc)
         if len(loc) != (stop - start) * self.row_size or len(scale) != len(loc):
             raise PosteriorError(f"{self.where}: '{self.name}' holds fewer values than its shape says; it is truncated")
         from ._pipeline_kernels import count_invalid  # numba, imported on the first read (~0.3 s)
 
         if any(count_invalid(loc, scale)):  # one pass; the error says how many
             check_values(self.name, self.where, loc, scale)
+        if wide.dtype == np.float64:  # (of values checked above; a range read again is counted once)
+            self.__dict__.setdefault("_beyond", {})[start] = _beyond_float32(wide, wide_scale, loc)
         return loc, scale
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract

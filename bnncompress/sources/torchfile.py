@@ -78,7 +78,8 @@ def _remove_allowed(added: list[Any]) -> None:
     if remove is not None:
         remove(added)
         return
-    kept = [g for g in torch.serialization.get_safe_globals() if g not in set(added)]
+    gone = set(added)
+    kept = [g for g in torch.serialization.get_safe_globals() if g not in gone]
     torch.serialization.clear_safe_globals()
     torch.serialization.add_safe_globals(kept)
 
