@@ -108,6 +108,8 @@ def export_archive(
     if binary is None:  # GoogleNews-vectors.bin: a .bin word2vec file is binary wherever it is read
         binary = fmt == "word2vec" and Path(path).suffix.lower() == ".bin"
     names = [archive.record(tensor).name] if tensor is not None else archive.names  # pt, npz: only «tensor»
+    if fmt == "npz":
+        _refuse_npz_names(names)
     vocab_key = _vocab_key(names, fmt) if fmt in ("pt", "npz") and archive.vocab is not None else None
     if fmt == "word2vec" and archive.vocab is not None and any(len(w.split()) != 1 for w in archive.vocab):
         raise OptionError("the vocabulary has words containing whitespace, which word2vec files cannot hold; export kv")
@@ -144,12 +146,30 @@ def _vocab_key(names: list[str], fmt: str) -> str:
     candidates = itertools.chain(
         [_VOCAB_KEY, f"{_VOCAB_KEY}.words"], (f"{_VOCAB_KEY}.words.{i}" for i in itertools.count(2))
     )
-    key = next(k for k in candidates if k not in taken)
+    clashes = taken | ({n[: -len(".npy")] for n in names if n.endswith(".npy")} if fmt == "npz" else set())
+    key = next(k for k in candidates if k not in clashes)  # (npz: numpy's npz["k.npy"] reads member k.npy)
     if key != _VOCAB_KEY:
         warnings.warn(
-            f"a tensor is named '{_VOCAB_KEY}': the {fmt} file keeps the vocabulary under '{key}'", stacklevel=3
+            f"a tensor is named '{_VOCAB_KEY}'{' (or vocab.npy)' if fmt == 'npz' else ''}: the {fmt} file keeps the "
+            f"vocabulary under '{key}'",
+            stacklevel=3,
         )
     return key
+
+
+def _refuse_npz_names(names: list[str]) -> None:
+    """Names an npz file cannot keep apart: one with a NUL (zip member names end there) and two
+    named ``n`` and ``n.npy`` (numpy's ``npz["n.npy"]`` returns the member of ``n``)."""
+    taken = set(names)
+    nul = next((n for n in names if "\0" in n), None)
+    if nul is not None:
+        raise OptionError(f"tensor name {nul!r:.80} has a NUL character, which an npz file cannot hold; export pt")
+    clash = next((n for n in names if n + ".npy" in taken), None)
+    if clash is not None:
+        raise OptionError(
+            f"tensors {clash!r:.80} and {clash + '.npy'!r:.80} cannot both be kept in an npz file (numpy reads the "
+            f"key {clash + '.npy'!r:.80} as tensor {clash!r:.80}); export pt, or one tensor at a time"
+        )
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

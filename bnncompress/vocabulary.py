@@ -55,6 +55,8 @@ def decode_words(
         kinds = set(map(type, items))
         if kinds <= {str}:
             return list(items)
+        if kinds <= {str, bytes}:  # before decoding copies: a pickle can repeat one long word many times for free
+            _refuse_duplicates(items, where, error)
         if kinds == {bytes}:
             try:
                 words = b"\n".join(items).decode("utf-8").split("\n")
@@ -96,23 +98,28 @@ def validate_words(words: list[str], where: str, error: type[Exception] = Poster
     """
     if not words:
         raise error(f"{where} is empty; it needs one word per row of the embedding")
+    if set(map(type, words)) <= {str} and all(words):  # before joining copies (see decode_words); else the loop raises
+        _refuse_duplicates(words, where, error)
     if not _plainly_valid(words):
         for i, w in enumerate(words):  # the first word that is wrong, and how
             if not isinstance(w, str) or not w or w.strip() != w:
                 raise error(
-                    f"{where} has an empty word or one with surrounding whitespace at line {i + 1} ({w!r}); "
+                    f"{where} has an empty word or one with surrounding whitespace at line {i + 1} ({w!r:.80}); "
                     "remove it so that line numbers match rows"
                 )
             if _CONTROL.search(w):
                 raise error(
-                    f"{where} has a word with a control character or an unpaired surrogate at line {i + 1} ({w!r}); "
-                    "words must be printable UTF-8 text"
+                    f"{where} has a word with a control character or an unpaired surrogate at line {i + 1} "
+                    f"({w!r:.80}); words must be printable UTF-8 text"
                 )
-    if len(set(words)) != len(words):
-        seen: set[str] = set()
-        dup = next(w for w in words if w in seen or seen.add(w))
-        raise error(f"{where} lists the word {dup!r} more than once; each row needs a unique word")
     return words
+
+
+def _refuse_duplicates(words: list | tuple, where: str, error: type[Exception]) -> None:
+    if len(set(words)) != len(words):
+        seen: set = set()
+        dup = next(w for w in words if w in seen or seen.add(w))
+        raise error(f"{where} lists the word {dup!r:.80} more than once; each row needs a unique word")
 
 
 def _plainly_valid(words: list[str]) -> bool:

@@ -542,3 +542,35 @@ def test_an_archive_copied_with_h5py_keeps_loading_or_says_what_changed(tmp_path
             f.attrs[key] = bytes(attrs[key])  # (h5py writes bytes as a variable-length string)
         _one_line_error(run("info", edited), f"attribute '{key}' is a variable-length string")
         _one_line_error(run("eval", edited), f"attribute '{key}' is a variable-length string")
+
+
+def test_npz_export_refuses_names_numpy_would_read_as_another_tensor(tmp_path):
+    # npz["x.npy"] is the member x.npy, which holds tensor 'x' (tensor 'x.npy' is member x.npy.npy): 0 for 5
+    a = bnncompress.load(_vocab_tensor_archive(tmp_path, with_vocab=False, names=("x", "x.npy")))
+    with pytest.raises(OptionError, match="'x' and 'x.npy' cannot both be kept in an npz file"):
+        a.export(tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
+    r = run("unpack", a.path, "-o", tmp_path / "cli.npz")
+    assert r.exit_code == 2 and "cannot both be kept" in r.output and not (tmp_path / "cli.npz").exists()
+    a.export(tmp_path / "one.npz", tensor="x.npy")  # one at a time is fine
+    with np.load(tmp_path / "one.npz") as npz:
+        np.testing.assert_array_equal(npz["x.npy"], a["x.npy"])
+    words = bnncompress.load(_vocab_tensor_archive(tmp_path, with_vocab=True, names=("w", "vocab.npy")))
+    with pytest.warns(UserWarning, match="'vocab.words'"):  # the words' key 'vocab' would be read for 'vocab.npy'
+        words.export(tmp_path / "words.npz")
+    with np.load(tmp_path / "words.npz") as npz:
+        np.testing.assert_array_equal(npz["vocab.npy"], words["vocab.npy"])
+        assert list(npz["vocab.words"]) == words.vocab
+
+
+def test_npz_export_refuses_a_name_with_a_nul(tmp_path):
+    # zip member names end at a NUL: 'w\0a' and 'w\0b' were both stored as 'w', the second read for both
+    rng = np.random.default_rng(0)
+    post = {n: (rng.normal(size=(40, 8)) + k, np.full((40, 8), 0.2)) for k, n in enumerate(["w\0a", "w\0b"])}
+    bnncompress.pack(post, tmp_path / "nul.bnc", method="uniform", bits=4)
+    a = bnncompress.load(tmp_path / "nul.bnc")
+    with pytest.raises(OptionError, match="NUL character"):
+        a.export(tmp_path / "out.npz")
+    a.export(tmp_path / "out.pt")  # a dict key may hold it
+    state = torch.load(tmp_path / "out.pt", weights_only=True)
+    np.testing.assert_array_equal(state["w\0b"].numpy(), a["w\0b"])

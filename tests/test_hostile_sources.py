@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import tracemalloc
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -461,3 +462,21 @@ def test_a_constraint_that_contains_itself_is_one_error_through_torchs_loader_to
     torch.save({"params": params, "constraints": {"AutoNormal.locs.w": c}}, tmp_path / "s.pt")  # bfloat16: torch.load
     with pytest.raises(PosteriorError, match="contains itself"):  # (a RecursionError before)
         read_posterior(tmp_path / "s.pt")
+
+
+@pytest.mark.parametrize("word", ["a" * 1_000_000, b"a" * 1_000_000])
+def test_a_vocabulary_repeating_one_long_word_is_refused_before_it_is_copied(tmp_path, word):
+    # pickle's memo stores the word once: a 1 MB file of 100 references was joined into 100 MB before the
+    # duplicate check (8 GB for a 10 MB word), and the one-line error quoted the whole word
+    n = 100
+    path = tmp_path / "bomb.pt"
+    torch.save({"w.loc": torch.zeros(n, 4), "w.scale": torch.ones(n, 4), "vocab": [word] * n}, path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(PosteriorError, match="more than once") as caught:
+            read_posterior(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 << 20, f"{peak / 2**20:.0f} MiB for a {path.stat().st_size} byte file"
+    assert len(str(caught.value)) < 300

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
@@ -94,6 +95,37 @@ def test_the_model_module_is_an_input_and_a_model_that_exits_or_fails_is_one_lin
     _one_line_exit_2(run(app, ["pack", str(store), "--model", "mymodel:exits", "-o", "e.bnc"]), "SystemExit")
     assert not (tmp_path / "e.bnc").exists()
     _one_line_exit_2(run(app, ["pack", str(store), "--model", "mymodel:fails", "-o", "f.bnc"]), "RuntimeError: boom")
+    assert str(tmp_path) not in sys.path  # a stray ./h5py.py must not be imported in place of the library
+
+
+def test_the_model_modules_directory_is_left_off_the_path_after_its_import(tmp_path, monkeypatch):
+    # --model put the working directory first on sys.path for the rest of the run: ./h5py.py (imported when the
+    # archive is written) ran instead of the library, and the pack ended in a traceback
+    (tmp_path / "mymodel.py").write_text(
+        "import pyro, pyro.distributions as dist\n"
+        "def model():\n    pyro.sample('a', dist.Normal(0.0, 1.0).expand([3]).to_event(1))\n"
+    )
+    (tmp_path / "h5py.py").write_text("raise ImportError('./h5py.py, not the library')\n")
+    store = tmp_path / "store.pt"
+    torch.save(
+        {"params": {"AutoNormal.locs.a": torch.zeros(3), "AutoNormal.scales.a": torch.ones(3)}, "constraints": {}},
+        store,
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    runner = tmp_path / "bin" / "bnncompress_cli.py"  # as the console script: its own directory first on the path
+    runner.parent.mkdir()
+    runner.write_text("from bnncompress.cli import main\nmain()\n")
+    repo = str(Path(__file__).resolve().parents[1])
+    r = subprocess.run(
+        [sys.executable, str(runner), "pack", str(store), "--model", "mymodel:model", "-o", "a.bnc", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": repo},
+    )
+    assert r.returncode == 0, r.stderr
+    assert bnncompress.load(tmp_path / "a.bnc").names == ["a"]
 
 
 def test_requests_a_method_cannot_meet_say_so_exactly(tmp_path):

@@ -250,6 +250,24 @@ def test_a_forged_member_size_does_not_allocate_what_it_claims(tmp_path):
     assert peak < 64 << 20, f"{peak / 2**20:.0f} MiB allocated for a {path.stat().st_size} byte file"
 
 
+def test_storages_that_share_their_bytes_are_not_read_many_times_over(tmp_path):
+    # data/1.. are empty, their central directory entries patched to data/0's bytes: 40 tensors of 256 KiB each
+    # from a file of a few KiB (each read into a copy of its own)
+    count, numel = 40, 1 << 16
+    tensors = {f"t{i}": _tensor(str(i), numel, 0, (numel,), (1,)) for i in range(count)}
+    storages = {"0": bytes(4 * numel), **{str(i): b"" for i in range(1, count)}}
+    path = _forge(tmp_path / "overlap.pt", _dict(**tensors), storages)
+    with zipfile.ZipFile(path) as archive:
+        first = archive.getinfo("archive/data/0").header_offset
+    for key in range(1, count):
+        for field, value in ((20, 4 * numel), (24, 4 * numel), (42, first)):  # sizes, local header offset
+            _patch_central(path, f"archive/data/{key}", field, value)
+    assert path.stat().st_size < 2 * 4 * numel
+    peak, outcome = _peak_bytes(lambda: read_zip_pickle(path))
+    assert isinstance(outcome, PosteriorError) and "declare more bytes than the file holds" in str(outcome)
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB allocated for a {path.stat().st_size} byte file"
+
+
 def test_a_huge_memo_index_does_not_allocate(tmp_path):
     # LONG_BINPUT 2**23: the C unpickler grows its memo array to 2**24 pointers (128 MiB, zeroed) for 7 bytes
     path = _forge(tmp_path / "memo.pt", _dict(w=b"N" + b"r" + struct.pack("<I", 1 << 23)))

@@ -255,7 +255,8 @@ def import_model(spec: str) -> object:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise OptionError(f"--model must be pkg.module:attr (e.g. mymodels:model), not {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:  # for the user's module only: what bnncompress imports later must not come from here
         sys.path.insert(0, os.getcwd())
     try:
         obj = importlib.import_module(module_name)
@@ -267,6 +268,9 @@ def import_model(spec: str) -> object:
             f"--model: importing {module_name!r} failed ({type(exc).__name__}: {detail}); "
             "fix the module or name another"
         ) from None
+    finally:
+        if added and os.getcwd() in sys.path:
+            sys.path.remove(os.getcwd())
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise OptionError(f"--model: {module_name!r} has no attribute {attr!r}")

@@ -294,6 +294,7 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix, self.path = archive, prefix, path
         self.storages: dict[str, _Storage] = {}
+        self.unclaimed = os.stat(path).st_size  # bytes no storage has declared yet (each is a member of its own)
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
@@ -315,6 +316,12 @@ class _Unpickler(pickle.Unpickler):
         if not (isinstance(kind, _StorageType) and isinstance(key, str) and type(numel) is int and numel >= 0):
             raise NotPlain(f"persistent id {_SHORT.repr(pid)}")
         if key not in self.storages:
+            self.unclaimed -= numel * np.dtype(kind.dtype).itemsize
+            if self.unclaimed < 0:  # members that share their bytes: the file would be read many times over
+                raise PosteriorError(
+                    f"'{self.path}': its storages declare more bytes than the file holds (members that overlap); "
+                    "re-save it with torch.save"
+                )
             self.storages[key] = _Storage(self.archive, f"{self.prefix}data/{key}", kind.dtype, numel)
         storage = self.storages[key]
         if storage.dtype != np.dtype(kind.dtype) or storage.numel != numel:
