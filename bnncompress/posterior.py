@@ -356,7 +356,8 @@ def _beyond_float32(loc: Any, scale: Any, loc32: np.ndarray) -> tuple[int, float
     """How many float64 means their float32 values miss by over 100 posterior sds, and the most sds off."""
     torch = sys.modules.get("torch")
     wide = [v.detach().cpu().double().numpy() if torch and isinstance(v, torch.Tensor) else v for v in (loc, scale)]
-    off = np.abs(np.asarray(wide[0], np.float64) - loc32) / np.asarray(wide[1], np.float64)
+    wide64 = [np.asarray(v, np.float64).reshape(loc32.shape) for v in wide]  # (a reader's rows: 2-D, loc32 flat)
+    off = np.abs(wide64[0] - loc32) / wide64[1]
     far = int(np.count_nonzero(off > 100.0))
     return (far, float(off.max())) if far else (0, 0.0)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -172,6 +173,23 @@ def test_float64_means_float32_cannot_hold_within_their_sds_are_said(tmp_path):
         assert len(said) == 1 and "3,328 float64 means" in said[0], (stream, r.warnings)  # (each row counted once)
     r = bnncompress.pack({"b": (loc, np.full(10, 1e-3))}, tmp_path / "g.bnc", lam=0.1)
     assert not any("float32's spacing" in w for w in r.warnings)
+
+
+@pytest.mark.parametrize("shape", [(100, 40), (4000, 1)])
+def test_float64_hdf5_posteriors_pack_and_are_counted_per_weight(tmp_path, shape):
+    """HDF5 readers return rows as stored (2-D) against flat float32 values: every float64 HDF5 posterior of 2
+    or more dimensions failed with a broadcasting ValueError traceback, and a (R, 1) one was compared R x R (a
+    3,000-weight tensor said 8,489,890 means, in memory growing with rows squared)."""
+    path = tmp_path / "p.h5"
+    for scale, expected in ((1e-10, "3,328 float64 means"), (1e-3, None)):
+        with h5py.File(path, "w") as f:  # h5py writes numpy's float64 unless told otherwise
+            f["b/loc"] = np.linspace(1.0, 2.0, 4000).reshape(shape)
+            f["b/scale"] = np.full(shape, scale)
+        for stream in (False, True):
+            r = bnncompress.pack(path, tmp_path / "h.bnc", lam=0.1, stream=stream, force=True)
+            said = [w for w in r.warnings if "float32's spacing" in w]
+            assert (said and expected in said[0]) if expected else not said, (stream, r.warnings)
+            assert bnncompress.load(r.path)["b"].shape == shape
 
 
 @pytest.mark.parametrize("method", ["kmeans", "weighted-kmeans"])
