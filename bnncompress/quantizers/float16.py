@@ -16,7 +16,9 @@ _FLOAT16_ROUNDS_TO_INF = 65520.0  # the smallest value float16 rounding makes in
 
 @register_quantizer
 class Float16(Quantizer):
-    """Round every mean to the nearest float16, then entropy-code the values like any grid.
+    """Round every mean to the nearest float16, then entropy-code the values like any grid. A tensor
+    whose values cost less than that code (a small one with many distinct values) is stored as its
+    float32 means, as with every method: 32 bits/weight, not float16's 16.
 
     Example:
         >>> from bnncompress.posterior import TensorPosterior
