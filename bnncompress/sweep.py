@@ -106,11 +106,12 @@ def sweep(
             scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
             rows.append({**row, **{k: scores[k] for k in METRICS}})
     report("done", total, total)
-    with contextlib.ExitStack() as outputs:  # every file written to its temporary first: all renamed, or none
+    with contextlib.ExitStack() as outputs:  # every file written to its temporary first, then renamed
         if csv_path is not None:
             write_csv(rows, outputs.enter_context(atomic_output(csv_path, force=force)))
         if plot_path is not None:
             plot(rows, plot_path, lambda path: outputs.enter_context(atomic_output(path, force=force)))
+        _check_outputs(csv_path, plot_path, force, source)  # a file made meanwhile: refused before any rename
     return rows
 
 

@@ -210,3 +210,27 @@ def test_packing_numpy_arrays_imports_neither_torch_nor_pyro(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+_SECOND_SIGNAL_AS_THE_LINE_IS_SAID = """
+import os, signal, sys
+from bnncompress.cli import main
+app = sys.modules["bnncompress.cli.app"]
+said = app.say
+def say(text, *args, **kwargs):
+    if text == "interrupted":  # a second Ctrl-C while the line is printed (rich loads its tables then)
+        os.kill(os.getpid(), signal.SIGINT)
+    said(text, *args, **kwargs)
+def interrupted():
+    os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, as the command starts
+app.say, app.refuse_bad_numba_environment = say, interrupted
+sys.argv = ["bnncompress", "info", "--help"]
+main()
+"""
+
+
+def test_a_second_signal_while_interrupted_is_said_still_exits_130_in_one_line():
+    # the handler stayed installed while the line was printed: a traceback and death by SIGINT (-2), not 130
+    cmd = [sys.executable, "-c", _SECOND_SIGNAL_AS_THE_LINE_IS_SAID]
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_default_signals, timeout=120)
+    assert proc.returncode == 130 and proc.stderr.strip() == "interrupted", (proc.returncode, proc.stderr[-2000:])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from bnncompress import OptionError
 from bnncompress.cli import app
 from bnncompress.sweep import COLUMNS, plot_paths, sweep
 
@@ -98,3 +100,22 @@ def test_a_float16_rows_note_is_printed_and_notes_keep_their_words(tmp_path):
     assert "note: float16: ignored 1 parameter(s)" in result.output and "temperature" in result.output
     with open(tmp_path / "s.csv", newline="") as fh:
         assert next(r for r in csv.DictReader(fh) if r["method"] == "float16")["note"].startswith("ignored 1 param")
+
+
+def test_a_figure_made_while_the_outputs_are_written_leaves_none_of_them_written(tmp_path, monkeypatch):
+    # without --force each output checked its own target as it was renamed: the SimLex figure was written,
+    # then the WordSim353 one refused, the CSV and analogy figure not written (interrupts hunt)
+    figures = plot_paths(tmp_path / "rd.png")
+    module = sys.modules["bnncompress.sweep"]  # (bnncompress.sweep is the function)
+    draw = module.plot
+
+    def plot_then_another_process_writes(*args):
+        draw(*args)  # (every output's temporary is made by now)
+        figures["ws353"].write_bytes(b"theirs")
+
+    monkeypatch.setattr(module, "plot", plot_then_another_process_writes)
+    with pytest.raises(OptionError, match="already exists"):
+        sweep(EXAMPLE, ["uniform"], [2.0], restrict_vocab=2000, csv_path=tmp_path / "r.csv",
+              plot_path=tmp_path / "rd.png", force=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rd-ws353.png"]
+    assert figures["ws353"].read_bytes() == b"theirs"

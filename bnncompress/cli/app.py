@@ -264,6 +264,8 @@ def main() -> None:
     if "received" in _SIGNALS:  # its KeyboardInterrupt may have been swallowed (raised in a gc callback or a
         code = 130  # __del__, which Dask's client runs often), and the command then ran on to the end
     if code == 130:  # the temporary files are gone: the exception unwound through atomic_output
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a second one while the line is said
+            signal.signal(signum, signal.SIG_IGN)
         received = _SIGNALS.get("received", signal.SIGINT)
         terminated = received != signal.SIGINT
         say("terminated" if terminated else "interrupted", err)
