@@ -13,7 +13,6 @@ import io
 import itertools
 import os
 import shutil
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from .errors import ArgumentTypeError, OptionError
-from .files import atomic_output, same_file
+from .files import atomic_output, same_file, scratch_directory
 
 
 class Exportable(Protocol):
@@ -188,8 +187,8 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def export_to_stream(archive: Exportable, stream: BinaryIO, fmt: str, tensor: str | None, binary: bool | None) -> str:
     """Export to ``stream`` (``bnncompress unpack -o -`` writes text formats to a terminal this way).
     Returns the format."""
-    with tempfile.TemporaryDirectory(prefix="bnncompress-") as directory:
-        tmp = Path(directory) / f"export{FORMATS[fmt].suffixes[0] if fmt in FORMATS else ''}"
+    with scratch_directory("copy of the export") as directory:
+        tmp = directory / f"export{FORMATS[fmt].suffixes[0] if fmt in FORMATS else ''}"
         written = export_archive(archive, tmp, fmt, tensor, binary, force=True)
         with open(tmp, "rb") as fh:
             shutil.copyfileobj(fh, stream)

@@ -345,3 +345,22 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def scratch_directory(purpose: str) -> Iterator[Path]:
+    """A temporary directory, removed at the end; an error about a file in it names ``purpose`` and
+    the directory for temporary files, not a path that is gone by the time the user reads it.
+
+    Example:
+        >>> with scratch_directory("copy of standard output") as d:
+        ...     d.is_dir()
+        True
+    """
+    with tempfile.TemporaryDirectory(prefix="bnncompress-") as directory:
+        try:
+            yield Path(directory)
+        except OSError as exc:
+            if exc.filename is None or not str(exc.filename).startswith(directory):
+                raise
+            raise OSError(exc.errno, exc.strerror, f"a temporary {purpose} in {tempfile.gettempdir()}") from None

@@ -13,7 +13,6 @@ import math
 import numbers
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from .errors import ArgumentTypeError, OptionError, RateControlError
 from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_word_vectors
-from .files import atomic_output, check_output_path
+from .files import atomic_output, check_output_path, scratch_directory
 from .packing import notes_unwarned, pack
 from .progress import Progress, no_progress
 from .quantizers import METHODS, method_class
@@ -86,8 +85,8 @@ def sweep(
             "note": "",
         }
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = Path(tmp) / "sweep.bnc"
+    with scratch_directory("archive of the sweep") as tmp:
+        archive = tmp / "sweep.bnc"
         for i, (method, target) in enumerate(jobs, start=1):
             label = method if target is None else f"{method} @ {target:g} bits"
             report(label, i, total)

@@ -245,3 +245,14 @@ def test_a_failed_export_is_one_line_and_keeps_the_old_file(tmp_path, fmt):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert out.read_bytes() == b"keep" and _leftovers(tmp_path) == []
+
+
+def test_a_failed_write_to_standard_output_names_no_temporary_path(tmp_path):
+    # 'error: File too large (/tmp/bnncompress-_t0yinqu/example.bnc)': a path gone by the time it is read
+    archive = tmp_path / "a.bnc"
+    bnncompress.pack(EXAMPLE, archive, lam=5.0)
+    cmd = [sys.executable, "-m", "bnncompress.cli", "unpack", str(archive), "-o", "-", "--format", "npz"]
+    with open(os.devnull, "wb") as sink:
+        proc = subprocess.run(cmd, stdout=sink, stderr=subprocess.PIPE, text=True, preexec_fn=_limit_file_size(2000))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "a temporary copy of standard output in " in proc.stderr and "bnncompress-" not in proc.stderr

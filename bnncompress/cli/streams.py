@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import typer
 from rich.console import Console
 
 from ..errors import OptionError
+from ..files import scratch_directory
 
 
 def _silence(fd: int) -> None:
@@ -97,8 +97,8 @@ def stdout_file(name: str) -> Iterator[Path]:
         raise OptionError("standard output is closed; pass «output» FILE")
     if sys.stdout.isatty():
         raise OptionError("standard output is a terminal; redirect it to a file or pipe, or pass «output» FILE")
-    with tempfile.TemporaryDirectory(prefix="bnncompress-") as tmp:
-        path = Path(tmp) / name
+    with scratch_directory("copy of standard output") as tmp:
+        path = tmp / name
         yield path
         sys.stdout.flush()
         try:
