@@ -4,6 +4,8 @@
     python benchmarks/bench_train.py --epochs 2    # longer runs, steadier numbers
     python benchmarks/bench_train.py --corpus lee10.txt --vocab 5000 --min-count 2 --subsample 1e-3 --batch 2048
                                                    # issue 21's setting: the `train` defaults on a small corpus
+                                                   # (lee10.txt: gensim's lee_background.cor, each line through
+                                                   # gensim.utils.simple_preprocess, 10 times: 581,520 tokens)
 
 The corpus is the analogy recipe's (recipes/work/corpus.txt, 4.9 M tokens, made by
 `python recipes/analogy_benchmark.py --stage corpus`) when it exists, else a synthetic
