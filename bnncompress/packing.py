@@ -152,6 +152,8 @@ def pack(
     report = progress or no_progress
     report("reading posterior", 0, 1)
     posterior = open_posterior(source, vocab=words)  # a file that reads by rows: its headers only
+    if names and model is None:  # before deciding to stream and reading: the other tensors are not read at all
+        posterior = posterior.select(names, require_vocab=vocab is not None)
     if stream is None and not lazy and not posterior.in_memory and posterior.num_weights >= STREAM_WEIGHTS:
         lazy = True
         _check_blockwise(quantizer, lazy)
@@ -159,8 +161,8 @@ def pack(
         posterior = posterior.load()
     if model is not None:
         posterior = with_model(posterior, model, tuple(model_args))
-    if names:
-        left_out = [n for n in posterior.names if n not in names] if model is not None else []
+    if names and model is not None:  # (the model's sites are known once it has been traced)
+        left_out = [n for n in posterior.names if n not in names]
         posterior = posterior.select(names, require_vocab=vocab is not None)
         if left_out:  # (a model conditioned on the archive drew them on every call, unsaid)
             posterior.warnings.append(

@@ -3,6 +3,7 @@ that works block by block; the others refuse the streamed and Dask routes in one
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -344,3 +345,28 @@ def test_float64_beyond_float32_in_a_streamed_file_is_one_error_without_numpys_w
         warnings.simplefilter("error")  # numpy's "overflow encountered in cast" leaked (and on Dask, to stderr)
         with pytest.raises(PosteriorError, match="NaN/inf values"):
             bnncompress.pack(tmp_path, tmp_path / "o.bnc", lam=1.0, stream=True)
+
+
+def test_a_selected_tensor_is_packed_as_if_it_were_alone(tmp_path, monkeypatch):
+    # the other tensors were read and checked first: a NaN in one refused `--tensor good` in memory (not when
+    # streamed), and a big one switched streaming on, so kmeans was refused for a 1,000-weight tensor
+    packing = sys.modules["bnncompress.packing"]  # (bnncompress.pack is the function)
+    monkeypatch.setattr(packing, "STREAM_WEIGHTS", 10_000)
+    rng = np.random.default_rng(0)
+    directory = tmp_path / "post"
+    directory.mkdir()
+    for name, rows in (("good", 100), ("big", 2_000)):
+        np.save(directory / f"{name}.loc.npy", rng.normal(size=(rows, 10)).astype(np.float32))
+        np.save(directory / f"{name}.scale.npy", np.full((rows, 10), 0.1, np.float32))
+    alone = bnncompress.pack(directory, tmp_path / "k.bnc", method="kmeans", lam=1.0, tensors=["good"])
+    loc = np.load(directory / "big.loc.npy")
+    loc[5, 5] = np.nan
+    np.save(directory / "big.loc.npy", loc)
+    for stream in (None, False, True):
+        if stream is True:  # (kmeans cannot stream: the default method can, whatever else the file holds)
+            r = bnncompress.pack(directory, tmp_path / "s.bnc", lam=1.0, tensors=["good"], stream=True)
+            assert bnncompress.load(r.path).names == ["good"]
+            continue
+        r = bnncompress.pack(directory, tmp_path / "g.bnc", method="kmeans", lam=1.0, tensors=["good"], stream=stream)
+        assert r.payload_bytes == alone.payload_bytes
+        np.testing.assert_array_equal(bnncompress.load(r.path)["good"], bnncompress.load(alone.path)["good"])
