@@ -16,6 +16,9 @@ import numpy as np
 
 #: Every lookup multiplies the access counts by this: a count halves in about 70 batches.
 DECAY = 0.99
+#: Counts are kept in units that grow by 1 / DECAY per lookup (so that a lookup touches only the rows it
+#: hits, not every cached row's count); past this the units are reset (every ~6,900 lookups).
+_RESCALE = 1e30
 
 
 class RowCache:
@@ -36,7 +39,8 @@ class RowCache:
         self.dtype = np.dtype(dtype)
         self.slot_of = np.full(num_rows if self.capacity else 0, -1, np.int32)  # row -> slot, -1: not cached
         self.row_of = np.full(self.capacity, -1, np.int64)  # slot -> row, -1: free
-        self.score = np.full(self.capacity, -1.0, np.float32)  # decayed access count; free slots -1
+        self.score = np.full(self.capacity, -1.0, np.float32)  # decayed access count x unit; free slots -1
+        self.unit = 1.0  # what one access adds now: scores decay as the unit grows
         self.values = np.zeros((self.capacity, row_size), self.dtype)
         self.hits = self.misses = 0
 
@@ -59,8 +63,11 @@ class RowCache:
         hit = slots >= 0
         hit_slots = slots[hit]
         self.hits += hit_slots.size
-        self.score *= DECAY
-        self.score += np.bincount(hit_slots, minlength=self.capacity).astype(np.float32)
+        self._decay()
+        if hit_slots.size * 8 > self.capacity:  # many hits: one pass over the counts
+            self.score += np.bincount(hit_slots, minlength=self.capacity).astype(np.float32) * np.float32(self.unit)
+        else:  # a few: only theirs (a single-word lookup cost 185 us with a 200,000-row cache)
+            np.add.at(self.score, hit_slots, np.float32(self.unit))
         if hit_slots.size == rows.size:
             return self.values[slots]
         out = np.empty((rows.size, self.row_size), self.dtype)
@@ -79,20 +86,29 @@ class RowCache:
         candidates = np.argsort(-counts, kind="stable")[:m]  # most asked for first
         victims = np.argpartition(self.score, m - 1)[:m] if m < self.capacity else np.arange(self.capacity)
         victims = victims[np.argsort(self.score[victims], kind="stable")]  # weakest first
-        admitted = counts[candidates] >= self.score[victims]  # a prefix: one side falls, the other rises
+        asked = (counts[candidates] * self.unit).astype(np.float32)  # (in the scores' units)
+        admitted = asked >= self.score[victims]  # a prefix: one side falls, the other rises
         candidates, victims = candidates[admitted], victims[admitted]
         evicted = self.row_of[victims]
         self.slot_of[evicted[evicted >= 0]] = -1
         self.row_of[victims] = rows[candidates]
         self.slot_of[rows[candidates]] = victims
         self.values[victims] = values[candidates]
-        self.score[victims] = counts[candidates]
+        self.score[victims] = asked[admitted]
+
+    def _decay(self) -> None:
+        self.unit /= DECAY
+        if self.unit > _RESCALE:
+            live = self.score >= 0
+            self.score[live] = (self.score[live] / self.unit).astype(np.float32)
+            self.unit = 1.0
 
     def clear(self) -> None:
         """Forget every cached row (the arrays stay allocated)."""
         self.slot_of[:] = -1
         self.row_of[:] = -1
         self.score[:] = -1.0
+        self.unit = 1.0
         self.hits = self.misses = 0
 
 

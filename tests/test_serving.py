@@ -13,7 +13,7 @@ import bnncompress
 from bnncompress.decoded import record_bytes
 from bnncompress.posterior import Posterior, TensorPosterior
 from bnncompress.rowaccess import RowReader
-from bnncompress.rowcache import RowCache
+from bnncompress.rowcache import DECAY, RowCache
 
 
 def _small(path, seed=0, dtype="float32", support=None, shape=(300, 6)):
@@ -82,6 +82,29 @@ def test_cache_keeps_the_frequent_rows_under_zipf():
         np.testing.assert_array_equal(cache.lookup(rows, fetch)[:, 0], rows)
     assert (cache.slot_of[:20] >= 0).all()  # the most frequent rows are cached
     assert cache.hits > cache.misses
+
+
+class _EagerCache(RowCache):
+    """The cache as it was: every lookup scaled every count by DECAY (O(capacity) per lookup)."""
+
+    def _decay(self):
+        self.score[self.score >= 0] *= DECAY
+
+
+def test_counts_decayed_lazily_keep_the_rows_eager_decay_keeps():
+    # a single-id lookup cost O(capacity) (185 us with a 200,000-row cache): counts now decay by a growing
+    # unit, reset every ~6,900 lookups; the rows kept must be those the eager decay keeps, across resets
+    rng = np.random.default_rng(1)
+    fetch = lambda rows: np.stack([rows, rows], axis=1).astype(np.float32)  # noqa: E731
+    lazy, eager = (kind(num_rows=5_000, row_size=2, capacity=64, dtype=np.float32) for kind in (RowCache, _EagerCache))
+    for step in range(15_000):
+        size = 1 if step % 3 else int(rng.integers(1, 300))  # single words, and batches
+        rows = np.minimum(rng.zipf(1.3, size) - 1, 4_999)
+        np.testing.assert_array_equal(lazy.lookup(rows, fetch)[:, 0], rows)
+        eager.lookup(rows, fetch)
+    assert 15_000 * -np.log(DECAY) > 2 * np.log(1e30)  # (the lazy units were reset twice)
+    np.testing.assert_array_equal(np.sort(lazy.row_of), np.sort(eager.row_of))
+    assert (lazy.hits, lazy.misses) == (eager.hits, eager.misses)
 
 
 def test_out_of_range_ids_raise_index_error_like_nn_embedding(example):
