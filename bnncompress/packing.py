@@ -31,6 +31,7 @@ from .pipeline import quantize_and_code
 from .posterior import Posterior
 from .progress import Progress, no_progress
 from .quantizers import DEFAULT_METHOD, Quantizer, get_quantizer
+from .quantizers.plugins import plugin_errors
 from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord, common_counts_dtype
 from .sources import STREAM_WEIGHTS, open_posterior
@@ -172,7 +173,7 @@ def pack(
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})
-    with executor_for(workers, scheduler) as executor:
+    with executor_for(workers, scheduler) as executor, plugin_errors(quantizer):
         records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
     posterior.check_unchanged()  # a file written while it was read would give an archive of two versions
     supports = posterior.supports

@@ -23,11 +23,12 @@ import numpy as np
 
 from . import coding, geometry
 from .blockrows import BlockRows
+from .errors import OptionError
 from .executors import Executor
 from .posterior import TensorPosterior
 from .progress import Progress
 from .quantizers import Block, Quantizer, SampleRows
-from .quantizers.plugins import CheckedFit, is_plugin
+from .quantizers.plugins import checked
 from .ratecontrol import choose_lambda, sample_positions, whole_rows
 from .ratetasks import check_task, count_task
 from .records import TensorRecord, common_counts_dtype, kind_of, raw_payload_bytes
@@ -134,9 +135,8 @@ class TensorJob:
             stats += part
             locs.append(loc)
             scales.append(scale)
-        self.fitted = quantizer.fit(self.shape, stats, self.rows)
-        if is_plugin(quantizer):  # (what a plug-in returns is checked before it reaches a kernel or the archive)
-            self.fitted = CheckedFit(self.fitted, quantizer.name)
+        # (what a plug-in's code returns is checked before it reaches a kernel or the archive)
+        self.fitted = checked(quantizer.fit(self.shape, stats, self.rows), quantizer)
         sample = None
         if len(positions):
             sample = Block(np.concatenate(locs), np.concatenate(scales), rs, positions=positions)
@@ -306,6 +306,12 @@ class TensorJob:
             **marks,
             **side,
         )
+        unstored = sorted(set(side) - {s.name for s in record.kind.side_arrays})
+        if unstored:  # (a plug-in's: the decoder would not get them)
+            raise OptionError(
+                f"method {self.quantizer_name!r} returned side array(s) {', '.join(unstored)} that its tensor's "
+                f"record ({record.kind.name}) does not store; return only those the record kind declares"
+            )
         if raw_payload_bytes(self.num_weights, record.num_blocks) <= record.payload_bytes:
             return self.raw_record(lam), Quality()  # tiny tensor: its values cost less than its code
         return record, quality

@@ -20,13 +20,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
-from ..records import side_arrays
+from ..errors import BnnCompressError, OptionError
+from ..geometry import block_rows_for, num_blocks
+from ..records import decoded_rotation, side_arrays
 from .base import Block, Fallback, FittedQuantizer
 from .registry import RESERVED_PARAMS
 
@@ -36,12 +39,44 @@ def is_plugin(quantizer: Any) -> bool:
     return not type(quantizer).__module__.startswith("bnncompress.")
 
 
+@contextlib.contextmanager
+def plugin_errors(quantizer: Any) -> Iterator[None]:
+    """Within the block, an exception a plug-in's code raises (not the package's errors, memory or
+    file errors) becomes one :class:`OptionError` naming the method, not a traceback."""
+    try:
+        yield
+    except (BnnCompressError, MemoryError, OSError):
+        raise
+    except Exception as exc:
+        if not is_plugin(quantizer):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise OptionError(
+            f"method {quantizer.name!r} (a plug-in) failed: {type(exc).__name__}: {detail:.200}; fix the method"
+        ) from exc
+
+
+def own_fit(fitted: FittedQuantizer) -> FittedQuantizer:
+    """The fit inside the package's :class:`Fallback` wrappers (a plug-in's, if it made one)."""
+    while type(fitted) is Fallback:
+        fitted = fitted.fitted
+    return fitted
+
+
+def checked(fitted: FittedQuantizer, quantizer: Any) -> FittedQuantizer:
+    """``fitted`` as :class:`CheckedFit` where a plug-in's code made it (a plug-in deriving from a
+    package method may return the package's own fits: those are trusted)."""
+    if not is_plugin(quantizer) or not is_plugin(own_fit(fitted)):
+        return fitted
+    return CheckedFit(fitted, quantizer.name, quantizer.option_names())
+
+
 class CheckedFit(Fallback):
     """``fitted`` (of method ``method``), every pass its own, with its outputs checked."""
 
-    def __init__(self, fitted: FittedQuantizer, method: str):
+    def __init__(self, fitted: FittedQuantizer, method: str, options: list[str] = ()):
         super().__init__(fitted, "", {}, fitted.stores_method_options)
-        self.method = method
+        self.method, self.options, self.assigned = method, set(options), 0
 
     @property
     def class_values(self) -> bool:  # (a per-class-values record, as the method's own fit says)
@@ -55,9 +90,17 @@ class CheckedFit(Fallback):
 
     def assign(self, block: Block, state: Any) -> np.ndarray:
         indices = self.fitted.assign(block, state)
+        if self.assigned < 2:  # the count pass and the coding pass may each assign: the same indices
+            self.assigned += 1
+            if not np.array_equal(self.fitted.assign(block, state), indices):
+                self._refuse(
+                    "returned other indices from assign() for the same block and lambda; it must be deterministic"
+                )
         alphabet = len(self.fitted.grid(state)) // self.values_per_symbol // max(self.fitted.models(state), 1)
         ok = isinstance(indices, np.ndarray) and indices.ndim == 1 and indices.dtype.kind in "iu"
-        ok = ok and len(indices) * self.values_per_symbol == len(block.loc)
+        sub = self.fitted.subvectors(state)  # (product quantization: sub symbols a row)
+        expected = block.num_rows * sub if sub else len(block.loc) // self.values_per_symbol
+        ok = ok and len(indices) == expected
         if ok and len(indices):
             ok = 0 <= int(indices.min()) and int(indices.max()) < alphabet
         if not ok:
@@ -65,18 +108,37 @@ class CheckedFit(Fallback):
             if isinstance(indices, np.ndarray) and indices.size and indices.dtype.kind in "iuf":
                 got += f" from {indices.min()} to {indices.max()}"
             self._refuse(
-                f"returned from assign() a {got}; it must be a 1-D integer array of one grid index per "
-                f"{self.values_per_symbol} of the block's {len(block.loc)} weights, each from 0 to {alphabet - 1}"
+                f"returned from assign() a {got}; it must be a 1-D integer array of {expected} grid indices "
+                f"for the block's {len(block.loc)} weights, each from 0 to {alphabet - 1}"
             )
         return indices
+
+    def row_classes(self, block: Block) -> np.ndarray | None:
+        classes = self.fitted.row_classes(block)
+        if classes is None and not self.fitted.classes:
+            return None
+        ok = bool(self.fitted.classes) and classes is not None
+        if ok and block.is_rows:  # a coding block: each row of the class its block is coded with
+            rows = block_rows_for(self.shape)
+            coded = self.fitted.block_classes(num_blocks(self.shape, rows))
+            own = (block.first_row + np.arange(block.num_rows)) // rows
+            ok = coded is not None and np.array_equal(classes, np.asarray(coded)[own])
+        if not ok:
+            self._refuse(
+                f"returned row_classes() that are not each row's block's class from block_classes() (classes "
+                f"{self.fitted.classes}); the counts of a row's class must be those its block is coded with"
+            )
+        return classes
 
     def params(self, state: Any) -> dict[str, Any]:
         params = self.fitted.params(state)
         if not isinstance(params, dict):
             self._refuse(f"returned params() of type {type(params).__name__}; it must be a dict")
-        clash = [k for k in RESERVED_PARAMS if k in params]
+        own = own_fit(self.fitted).params(state) if own_fit(self.fitted) is not self.fitted else params
+        clash = [k for k in (*RESERVED_PARAMS, *sorted(self.options)) if k in own]
         if clash:
-            self._refuse(f"returned params() with {clash[0]!r}, a name the archive reads with a meaning of its own")
+            meaning = "an option of the method" if clash[0] in self.options else "a name the archive reads"
+            self._refuse(f"returned params() with {clash[0]!r}, {meaning} (a config would rebuild another method)")
         try:
             json.dumps(params)
         except (TypeError, ValueError) as exc:
@@ -96,3 +158,14 @@ class CheckedFit(Fallback):
                     "exactly (the decoder would get other values than the method chose); round them to it first"
                 )
         return side
+
+    def reconstruct(self, block: Block, indices: np.ndarray, state: Any) -> np.ndarray:
+        values = self.fitted.reconstruct(block, indices, state)
+        side = self.fitted.side_arrays()
+        own = type(own_fit(self.fitted)).reconstruct
+        if own is not FittedQuantizer.reconstruct or self.fitted.models(state) <= 1 or "mean" not in side:
+            return values
+        d = len(side["mean"])  # the base class gives per-column values: what decodes adds the transform back
+        rotation = decoded_rotation(side, d)
+        y = values.reshape(-1, d).astype(np.float64)
+        return ((y if rotation is None else y @ rotation.T) + side["mean"]).astype(np.float32).reshape(-1)

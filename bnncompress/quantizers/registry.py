@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,7 +37,7 @@ COMMON_OPTIONS = ("device",)
 ENTRY_POINT_GROUP = "bnncompress.quantizers"
 #: Names a record's params give a meaning of their own (``support``: a Pyro constraint applied on load):
 #: no method's option or fitted param may take them (the package's fallback fits write ``fallback``).
-RESERVED_PARAMS = ("support", "stored", "lam", "fallback")
+RESERVED_PARAMS = ("support", "stored", "lam", "fallback", "method")
 
 
 def _same_class(a: type, b: type) -> bool:
@@ -113,9 +114,16 @@ def get_quantizer(method: str = DEFAULT_METHOD, *, device: str = "auto", **optio
     if "device" in accepted:
         options["device"] = device
     try:
-        return METHODS[method](**options)
+        quantizer = METHODS[method](**options)
     except (TypeError, ValueError) as exc:
         raise OptionError(f"bad option for method {method!r}: {exc}") from None
+    try:  # (a plug-in's options as given; the package's are checked to plain types)
+        json.dumps(quantizer.stored_options())
+    except (TypeError, ValueError) as exc:
+        raise OptionError(
+            f"method {method!r}: an option JSON cannot store ({exc}); give plain numbers and strings"
+        ) from None
+    return quantizer
 
 
 def get_config(quantizer: Quantizer) -> dict[str, Any]:

@@ -129,6 +129,11 @@ _SIDE_ARRAYS: dict[str, SideArray] = {}
 _SIDE_KINDS: dict[str, RecordKind] = {}
 
 
+def plugin_kind(kind: RecordKind) -> bool:
+    """Whether ``kind``'s class is defined outside the package (the row kernels decode only the package's)."""
+    return not type(kind).__module__.startswith("bnncompress.")
+
+
 def register_record_kind(cls: type[RecordKind]) -> type[RecordKind]:
     """Class decorator: make a record kind known to archives (write and read), by its ``mark``.
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry import num_rows, row_size
-from .base import RecordKind, SideArray, TensorRecord, damaged, register_record_kind
+from .base import RecordKind, SideArray, TensorRecord, damaged, plugin_kind, register_record_kind
 from .columns import inverse_transform
 from .scalar import MEAN, ROTATED
 
@@ -261,8 +261,10 @@ class Classed(RecordKind):
         y_hat = record.grid[rows + np.r_[0, np.cumsum(widths)[:-1]]]
         return inverse_transform(y_hat, record.side["mean"], decoded_rotation(record.side, d)).reshape(-1)
 
-    def value_table(self, record: TensorRecord) -> tuple:
+    def value_table(self, record: TensorRecord) -> tuple | None:
         """As :func:`.columns.value_table`: (D, widest, 1) values, which symbols exist, the transform."""
+        if plugin_kind(self):  # a plug-in's subclass decodes by its own dequantize
+            return None
         vt, valid = column_values(record.grid.astype(np.float32), record.side["widths"])
         rotation = decoded_rotation(record.side, len(vt))
         mode = MEAN if rotation is None else ROTATED

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import row_size
-from .base import SideArray, TensorRecord, damaged, register_record_kind
+from .base import SideArray, TensorRecord, damaged, plugin_kind, register_record_kind
 from .classed import Classed, column_values, decoded_rotation, level_layout
 from .columns import inverse_transform
 
@@ -96,8 +96,10 @@ class ClassValued(Classed):
         y_hat = table[classes, np.arange(d)[None, :], rows]
         return inverse_transform(y_hat, record.side["mean"], decoded_rotation(record.side, d)).reshape(-1)
 
-    def value_table(self, record: TensorRecord) -> tuple:
+    def value_table(self, record: TensorRecord) -> tuple | None:
         """As :meth:`Classed.value_table`, with (C x D, widest, 1) values: a block's symbols use its class's D."""
+        if plugin_kind(self):  # a plug-in's subclass decodes by its own dequantize
+            return None
         table, valid = self.class_table(record)
         c, d, width = table.shape
         _, _, mode, mean, rt = super().value_table(record)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import RecordKind, TensorRecord, damaged, register_record_kind
+from .base import RecordKind, TensorRecord, damaged, plugin_kind, register_record_kind
 from .classed import level_weights
 from .scalar import PLAIN
 
@@ -92,9 +92,11 @@ class Levelled(RecordKind):
     def dequantize(self, record: TensorRecord, symbols: np.ndarray) -> np.ndarray:
         return self.values16(record)[symbols]
 
-    def value_table(self, record: TensorRecord) -> tuple:
+    def value_table(self, record: TensorRecord) -> tuple | None:
         """What the row kernels decode with (as :meth:`.scalar.ScalarGrid.value_table`): (1, K, 1) values,
         which symbols have a level, no transform."""
+        if plugin_kind(self):  # a plug-in's subclass decodes by its own dequantize
+            return None
         values = self.values16(record)
         valid = (np.asarray(record.counts) > 0)[None, :]
         return values.reshape(1, -1, 1), valid, PLAIN, np.zeros(1), np.eye(1)
