@@ -23,7 +23,7 @@ from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
 from .hdf5checks import GZIP, HDF5_MAGIC, open_unreplaced, plain_dataset
-from .manifest import check_vocab_count, parse_manifest, refuse_unknown_fields
+from .manifest import KnownFields, check_vocab_count, parse_manifest, refuse_unknown_fields
 from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
 from .supports import check_bound_shapes
@@ -313,15 +313,15 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     for key, array in arrays.items():  # once for all tensors: per tensor, it dominates many tiny ones
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise ArchiveError(f"{where}: dataset '{key}' holds NaN or infinite values; the archive is damaged")
-    known = {*_FIELDS, *marks(), *(side.name for side, _ in side_arrays())}  # (once: 10k tensors took 34 ms more)
-    tensors = [_read_tensor(e, arrays, f"{where}, tensor {i}", int(version), known) for i, e in enumerate(entries)]
+    known = KnownFields.of({*_FIELDS, *marks()}, side_arrays(), int(version))  # (once: not per tensor)
+    tensors = [_read_tensor(e, arrays, f"{where}, tensor {i}", known) for i, e in enumerate(entries)]
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise ArchiveError(f"{where}: two tensors share a name; the archive is damaged")
     return ArchiveContents(path, tensors, vocab, source, tool_version, int(version), file_bytes, vocab_bytes)
 
 
-def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version: int, known: set[str]) -> TensorRecord:
+def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, known: KnownFields) -> TensorRecord:
     # Long on purpose: one check per manifest field, in the order of docs/FORMAT.md, each with
     # its own message; split up, the checks would only be harder to compare with the spec.
     _require(entry, dict, "entry", where)
@@ -338,7 +338,7 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     block_rows = _require(entry.get("block_rows"), int, "'block_rows'", where)
     if not 1 <= block_rows <= MAX_BLOCK_ROWS:
         raise ArchiveError(f"{where}: 'block_rows' should be from 1 to 2^31, found {block_rows}")
-    kind, found = _kind(entry, tuple(shape), where, version, known)
+    kind, found = _kind(entry, tuple(shape), where, known)
     record = TensorRecord(
         name=name,
         shape=tuple(shape),
@@ -362,14 +362,14 @@ def _read_tensor(entry: Any, arrays: dict[str, np.ndarray], where: str, version:
     return record
 
 
-def _kind(entry: dict, shape: tuple[int, ...], where: str, version: int, known: set[str]) -> tuple[RecordKind, dict]:
+def _kind(entry: dict, shape: tuple[int, ...], where: str, known: KnownFields) -> tuple[RecordKind, dict]:
     """The tensor's kind, from the one mark (manifest field) it may carry, and that mark."""
     refuse_unknown_fields(entry, known, where)  # (its fields, marks and side arrays: every kind's)
     found = {}
     for mark, kind in marks().items():
         value = _require(entry.get(mark, kind.absent), kind.mark_type, f"'{mark}'", where)
         if value != kind.absent:
-            if version < kind.version:
+            if (version := known.version) < kind.version:
                 raise ArchiveError(f"{where}: '{mark}' is not part of format version {version}; the archive is damaged")
             kind.check_mark(value, shape, where)
             found[mark] = value

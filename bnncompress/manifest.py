@@ -5,6 +5,7 @@ it starts (a small forged file must not expand into gigabytes of Python objects)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from .decoded import available_memory
@@ -58,12 +59,33 @@ def check_vocab_count(raw: bytes, num_words: Any, entries: list, where: str) -> 
         raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
 
 
-def refuse_unknown_fields(entry: dict, known: set[str], where: str) -> None:
+@dataclass(frozen=True)
+class KnownFields:
+    """The tensor-entry fields a reader knows (``names``), and those of them newer than the archive's
+    ``version`` (``late``: side arrays of later versions, whose spans the reader would skip)."""
+
+    names: frozenset[str]
+    late: frozenset[str]
+    version: int
+
+    @classmethod
+    def of(cls, fields: set[str], sides: list[tuple[Any, int]], version: int) -> KnownFields:
+        """``fields`` and the side arrays (each with the version that added it), for an archive of ``version``."""
+        late = frozenset(side.name for side, since in sides if since > version)
+        return cls(frozenset(fields | {side.name for side, _ in sides}), late, version)
+
+
+def refuse_unknown_fields(entry: dict, known: KnownFields, where: str) -> None:
     """A tensor entry's fields must all be ``known``: a record kind of a plug-in not imported here (or of a
-    newer bnncompress) was read as the scalar grid, and decoded to other values, silently."""
-    unknown = set(entry) - known
+    newer bnncompress) was read as the scalar grid, and decoded to other values, silently; a version 5
+    archive's reflectors (version 6) were skipped, so its rotation was dropped."""
+    unknown = set(entry) - known.names
     if unknown:
         raise ArchiveError(
             f"{where}: field {min(unknown)!r} is not one this bnncompress knows (a record kind of a plug-in not "
             "imported here, or a newer bnncompress); import the plug-in that wrote the archive, or upgrade"
         )
+    late = known.late.intersection(entry)
+    if late:
+        what = f"'{min(late)}' is not part of format version {known.version}"
+        raise ArchiveError(f"{where}: {what}; the archive is damaged")
