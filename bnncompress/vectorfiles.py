@@ -39,7 +39,7 @@ def read_word_vectors(path: str | os.PathLike):
             count, dim = int(fields[0]), int(fields[1])
             while (probe := fh.readline(_PROBE)) and not probe.strip():
                 pass
-            binary = bool(probe) and not _text_line(probe, dim)  # binary values never split into dim numbers
+            binary = bool(probe) and not _text_line(probe, dim) and not _text_like(probe, dim)  # (see _text_like)
             _check_header(path, count, dim, binary)
             fh.seek(start + len(first))
             if binary:
@@ -73,6 +73,17 @@ def _text_line(line: bytes, dim: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _text_like(line: bytes, dim: int) -> bool:
+    """Whether ``line`` is printable text of a word and ``dim`` fields that are not all numbers (``0,5``):
+    read as text, so that the reader names the bad number. Read as binary, values of three characters
+    (four bytes with their space, a float32's size) gave numbers like 1.5e-19, and scores, exit 0."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return text.endswith("\n") and len(text.split()) == dim + 1 and text.rstrip("\r\n").replace("\t", " ").isprintable()
 
 
 def _check_header(path: Path, count: int, dim: int, binary: bool) -> None:

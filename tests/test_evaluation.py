@@ -281,3 +281,14 @@ def test_equal_similarities_are_said_in_words(tiny_kv):
             warnings.simplefilter("always")
             assert evaluate(alike, metrics=("ws353",))["ws353"] is None
         assert len(caught) == 1 and "equally similar" in str(caught[0].message), [str(w.message) for w in caught]
+
+
+def test_a_text_file_with_numbers_that_do_not_parse_is_not_read_as_binary(tmp_path):
+    # '0,5 ' is four bytes, a float32's size: the first vector line did not parse as text, so the file was
+    # read as binary and scored (values like 1.5e-19), exit 0
+    path = tmp_path / "comma.txt"
+    path.write_text("4 3\n" + "".join(f"{w} 0,5 0,1 0,9\n" for w in ("king", "queen", "man", "woman")))
+    with pytest.raises(bnncompress.OptionError, match="line 2 is not a UTF-8 word followed by numbers"):
+        vectorfiles.read_word_vectors(path)
+    r = CliRunner().invoke(app, ["eval", str(path)])
+    assert r.exit_code == 2 and "line 2" in r.output
