@@ -278,5 +278,8 @@ def format_table(result: dict[str, Any], sections: bool = True, details: bool = 
     tensor = printable(result.get("tensor", "word vectors"))  # (a tensor's name may hold terminal escapes)
     lines.append(f"tensor: {tensor}; vocabulary used: {result['vocab_size']:,} words")
     if result.get("zero_vectors"):
-        lines.append(f"{result['zero_vectors']:,} of these vectors are all zeros (no direction): they match nothing")
+        lines.append(
+            f"{result['zero_vectors']:,} of these vectors are all zeros (no direction): gensim answers the "
+            "analogy questions that use one by chance"
+        )
     return "\n".join(lines)
