@@ -70,7 +70,7 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
         _no_tensors(tensor)
         return source, "word vectors"
     if isinstance(source, Archive):
-        name = tensor or source.default_embedding_name()
+        name = source.default_embedding_name() if tensor is None else tensor
         return source.to_keyed_vectors(name), name
     if not isinstance(source, (str, os.PathLike)):
         raise ArgumentTypeError(f"«source» must be a path, an Archive or KeyedVectors, got {type(source).__name__}")
@@ -79,7 +79,7 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
         raise OptionError(f"'{source}' does not exist; pass an archive, a posterior file or word vectors")
     if path.is_file() and is_archive(path):
         archive = load(path)
-        name = tensor or archive.default_embedding_name()
+        name = archive.default_embedding_name() if tensor is None else tensor
         return archive.to_keyed_vectors(name), name
     try:
         detect(path)

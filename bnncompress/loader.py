@@ -187,7 +187,7 @@ class Archive:
     def served_rows(self, name: str | None = None) -> ServedRows:
         """Tensor ``name``'s (default: word vectors) reader, row cache and norms, one per tensor, shared
         by :meth:`embedding`, :meth:`vectors` and the similarity queries (:mod:`bnncompress.servedrows`)."""
-        name = name or self.default_embedding_name()
+        name = self.default_embedding_name() if name is None else name
         found = self._served.get(name)
         if found is None:
             where = self._contents.location or self._contents.path
@@ -228,7 +228,7 @@ class Archive:
         if listed and any(is_bool_id(i) or isinstance(i, (list, tuple, np.ndarray)) for i in words_or_ids):
             raise ArgumentTypeError("«words_or_ids» is a flat list of words or integer row ids")  # ([True, 5]: row 1)
         if any(isinstance(w, str) for w in words_or_ids):  # the vocabulary must label this tensor's rows
-            self._vocab_for_shape(name or self.default_embedding_name())
+            self._vocab_for_shape(self.default_embedding_name() if name is None else name)
         ids = [self.index(i) if isinstance(i, str) else i for i in words_or_ids]
         return self.served_rows(name).lookup(np.asarray(ids).reshape(-1))
 
@@ -311,7 +311,7 @@ class Archive:
         """The tensor ``name`` (default: word vectors) as gensim ``KeyedVectors`` keyed by the vocabulary."""
         from gensim.models import KeyedVectors
 
-        name = name or self.default_embedding_name()
+        name = self.default_embedding_name() if name is None else name
         words = self._vocab_for_shape(name)
         vectors = np.asarray(self[name], dtype=np.float32)
         kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
@@ -322,7 +322,7 @@ class Archive:
         """The 2-D tensor ``name`` as ``torch.nn.Embedding.from_pretrained``, in its dtype (as :meth:`tensor`)."""
         import torch
 
-        name = name or self.default_embedding_name()
+        name = self.default_embedding_name() if name is None else name
         arr = self[name]
         if arr.ndim != 2:
             raise OptionError(f"tensor '{name}' has shape {arr.shape}; an embedding needs a 2-D tensor")

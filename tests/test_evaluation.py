@@ -292,3 +292,15 @@ def test_a_text_file_with_numbers_that_do_not_parse_is_not_read_as_binary(tmp_pa
         vectorfiles.read_word_vectors(path)
     r = CliRunner().invoke(app, ["eval", str(path)])
     assert r.exit_code == 2 and "line 2" in r.output
+
+
+def test_an_empty_tensor_name_is_not_taken_for_the_default(tmp_path, trained):
+    # `eval archive -t ''` scored the word vectors, to_keyed_vectors('') and embedding('') used them too,
+    # while `eval posterior.pt -t ''` and `unpack -t ''` refused it
+    path = bnncompress.pack(trained["paths"]["with_vocab"], tmp_path / "a.bnc", lam=1.0).path
+    archive = bnncompress.load(path)
+    for use in (archive.to_keyed_vectors, archive.embedding, lambda name: archive.vectors([0], name=name)):
+        with pytest.raises(bnncompress.NotFoundError, match="no tensor named ''"):
+            use("")
+    r = CliRunner().invoke(app, ["eval", str(path), "-t", ""])
+    assert r.exit_code == 2 and "no tensor named ''" in r.output
