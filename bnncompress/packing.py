@@ -153,7 +153,7 @@ def pack(
     report = progress or no_progress
     report("reading posterior", 0, 1)
     posterior = open_posterior(source, vocab=words)  # a file that reads by rows: its headers only
-    if names and model is None:  # before deciding to stream and reading: the other tensors are not read at all
+    if names and model is None:  # before deciding to stream and reading (files read by rows: the others are not)
         posterior = posterior.select(names, require_vocab=vocab is not None)
     if stream is None and not lazy and not posterior.in_memory and posterior.num_weights >= STREAM_WEIGHTS:
         lazy = True

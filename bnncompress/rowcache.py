@@ -17,8 +17,9 @@ import numpy as np
 #: Every lookup multiplies the access counts by this: a count halves in about 70 batches.
 DECAY = 0.99
 #: Counts are kept in units that grow by 1 / DECAY per lookup (so that a lookup touches only the rows it
-#: hits, not every cached row's count); past this the units are reset (every ~6,900 lookups).
-_RESCALE = 1e30
+#: hits, not every cached row's count); past this the units are reset (every ~4,600 lookups), far below
+#: float32's 3.4e38 for any count a lookup can add.
+_RESCALE = 1e20
 
 
 class RowCache:

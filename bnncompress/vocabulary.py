@@ -55,20 +55,18 @@ def decode_words(
         kinds = set(map(type, items))
         if kinds <= {str}:
             return list(items)
-        if kinds <= {str, bytes}:  # before decoding copies: a pickle can repeat one long word many times for free
-            _refuse_duplicates(items, where, error)
-        if kinds == {bytes}:
+        if kinds == {bytes} and not _repeats_large(items):
             try:
                 words = b"\n".join(items).decode("utf-8").split("\n")
             except UnicodeDecodeError:
                 words = []  # the loop below names the word
             if len(words) == len(items):  # (a word with a line break in it: the loop keeps it whole)
                 return words
-    words = []
+    words, decoded = [], {}  # (a word object listed again decodes to the same str, not to a copy)
     for i, w in enumerate(items):
         if isinstance(w, bytes):
             try:
-                w = w.decode("utf-8")
+                w = decoded[id(w)] if id(w) in decoded else decoded.setdefault(id(w), w.decode("utf-8"))
             except UnicodeDecodeError:
                 raise error(f"{where}: word {i + 1} ({w[:20]!r}) is not UTF-8 text") from None
         elif not isinstance(w, str):
@@ -98,8 +96,6 @@ def validate_words(words: list[str], where: str, error: type[Exception] = Poster
     """
     if not words:
         raise error(f"{where} is empty; it needs one word per row of the embedding")
-    if set(map(type, words)) <= {str} and all(words):  # before joining copies (see decode_words); else the loop raises
-        _refuse_duplicates(words, where, error)
     if not _plainly_valid(words):
         for i, w in enumerate(words):  # the first word that is wrong, and how
             if not isinstance(w, str) or not w or w.strip() != w:
@@ -112,20 +108,27 @@ def validate_words(words: list[str], where: str, error: type[Exception] = Poster
                     f"{where} has a word with a control character or an unpaired surrogate at line {i + 1} "
                     f"({w!r:.80}); words must be printable UTF-8 text"
                 )
+    if len(set(words)) != len(words):
+        seen: set[str] = set()
+        dup = next(w for w in words if w in seen or seen.add(w))
+        raise error(f"{where} lists the word {dup!r:.80} more than once; each row needs a unique word")
     return words
 
 
-def _refuse_duplicates(words: list | tuple, where: str, error: type[Exception]) -> None:
-    if len(set(words)) != len(words):
-        seen: set = set()
-        dup = next(w for w in words if w in seen or seen.add(w))
-        raise error(f"{where} lists the word {dup!r:.80} more than once; each row needs a unique word")
+#: Characters of all words beyond which joining them is first checked for a word object listed many times.
+_LARGE = 1 << 26
+
+
+def _repeats_large(items: list | tuple) -> bool:
+    """Whether ``items`` (str or bytes) are long in all and list some object more than once: a pickle stores a
+    repeated word once (a 2 MB file listing a 2 MB word 4,000 times), and joining copies it per listing."""
+    return sum(map(len, items)) > _LARGE and len(set(map(id, items))) != len(items)
 
 
 def _plainly_valid(words: list[str]) -> bool:
     """True if every word is a non-empty ``str`` with no control character and no surrounding
     whitespace, checked over all words at once; False: some word is not (look word by word)."""
-    if not set(map(type, words)) <= {str} or not all(words):
+    if not set(map(type, words)) <= {str} or not all(words) or _repeats_large(words):
         return False
     joined = "\n".join(words)
     spaced = joined.replace("\n", " ")

@@ -255,9 +255,10 @@ def import_model(spec: str) -> object:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise OptionError(f"--model must be pkg.module:attr (e.g. mymodels:model), not {spec!r}")
-    added = os.getcwd() not in sys.path and "" not in sys.path
-    if added:  # for the user's module only: what bnncompress imports later must not come from here
-        sys.path.insert(0, os.getcwd())
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:  # first for the user's module; then last, so that its own later imports still find their
+        sys.path.insert(0, here)  # siblings, and a stray ./h5py.py cannot stand in for the library
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
@@ -269,8 +270,9 @@ def import_model(spec: str) -> object:
             "fix the module or name another"
         ) from None
     finally:
-        if added and os.getcwd() in sys.path:
-            sys.path.remove(os.getcwd())
+        if added and here in sys.path:
+            sys.path.remove(here)
+            sys.path.append(here)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise OptionError(f"--model: {module_name!r} has no attribute {attr!r}")

@@ -316,13 +316,17 @@ class _Unpickler(pickle.Unpickler):
         if not (isinstance(kind, _StorageType) and isinstance(key, str) and type(numel) is int and numel >= 0):
             raise NotPlain(f"persistent id {_SHORT.repr(pid)}")
         if key not in self.storages:
-            self.unclaimed -= numel * np.dtype(kind.dtype).itemsize
-            if self.unclaimed < 0:  # members that share their bytes: the file would be read many times over
+            member, nbytes = f"{self.prefix}data/{key}", numel * np.dtype(kind.dtype).itemsize
+            info = _member_info(self.archive, member)
+            if info is not None and info.file_size < nbytes:  # (as _read_member says it, before the budget)
+                raise PosteriorError(f"'{self.path}': storage {member} is shorter than it says; is the file truncated?")
+            self.unclaimed -= nbytes
+            if self.unclaimed < 0:  # members each within the file, together beyond it: they share their bytes
                 raise PosteriorError(
                     f"'{self.path}': its storages declare more bytes than the file holds (members that overlap); "
                     "re-save it with torch.save"
                 )
-            self.storages[key] = _Storage(self.archive, f"{self.prefix}data/{key}", kind.dtype, numel)
+            self.storages[key] = _Storage(self.archive, member, kind.dtype, numel)
         storage = self.storages[key]
         if storage.dtype != np.dtype(kind.dtype) or storage.numel != numel:
             raise NotPlain(f"storage {key} declared twice differently")
