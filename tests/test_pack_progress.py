@@ -2,6 +2,9 @@
 stage when stderr is not one (after LOG_AFTER seconds), nothing with -q."""
 
 import io
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -106,3 +109,28 @@ def test_a_log_with_colours_forced_gets_lines_not_a_bar(monkeypatch, environ):
     console = Console(file=io.StringIO())
     assert not redraws(console)
     assert redraws(Console(file=io.StringIO(), force_terminal=True)) and not StageDisplay(console).terminal
+
+
+def test_a_bar_leaves_standard_output_as_it_is(monkeypatch):
+    # rich swapped sys.stdout for its proxy while the bar showed: under `>&-` (sys.stdout None) numba's
+    # colorama then called None.isatty() as the first kernel loaded, a traceback that lost a whole train
+    monkeypatch.setattr(sys, "stdout", None)
+    console = Console(file=io.StringIO(), force_terminal=True)
+    with StageDisplay(console, after=0.0, first_stage="fitting") as show:
+        show("fitting", 0, 1)
+        assert sys.stdout is None
+
+
+def test_messages_keep_colons_and_names_a_locale_cannot_encode(tmp_path):
+    # ':x:' in a file name was said as an emoji ('ckpt❌final.bnc'); info's table under an ASCII locale
+    # ended in a UnicodeEncodeError traceback for a tensor named 'wörter'
+    rng = np.random.default_rng(0)
+    posterior = tmp_path / "post.npz"
+    np.savez(posterior, **{"wörter.loc": rng.normal(size=(50, 4)), "wörter.scale": np.full((50, 4), 0.1)})
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    out = tmp_path / "ckpt:x:final.bnc"
+    r = subprocess.run([sys.executable, "-m", "bnncompress", "pack", str(posterior), "-o", str(out), "--lam", "1"],
+                       capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 0 and "ckpt:x:final.bnc" in r.stdout, (r.stdout, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "bnncompress", "info", str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "w\\xf6rter" in r.stdout, r.stderr

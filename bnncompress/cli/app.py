@@ -148,6 +148,8 @@ def training_progress(quiet: bool) -> Iterator[TrainCallback]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        redirect_stdout=False,  # (rich's stand-in for a closed stdout broke colorama's isatty() in numba)
+        redirect_stderr=False,
     )
     with bar:
         task = bar.add_task("training", total=None, speed="", eta="-")

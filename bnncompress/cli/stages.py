@@ -70,6 +70,8 @@ class StageDisplay:
                 TimeElapsedColumn(),
                 console=console,
                 transient=True,
+                redirect_stdout=False,  # (rich's stand-in for a closed stdout, >&-, broke colorama's isatty():
+                redirect_stderr=False,  # a traceback when numba loaded a kernel under the bar)
             )
             self.task = self.bar.add_task(first_stage, total=None)
         self.timer = threading.Timer(self.after, self._activate)

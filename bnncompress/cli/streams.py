@@ -47,8 +47,8 @@ class _Console(Console):
 
 
 #: Messages (standard error) and results (standard output).
-err = _Console(stderr=True)
-out = _Console()
+err = _Console(stderr=True, emoji=False)  # (no emoji: 'ckpt:x:final.bnc' was said as 'ckpt❌final.bnc')
+out = _Console(emoji=False)
 
 
 def say(text: str, to: Console = out) -> None:
@@ -66,8 +66,12 @@ def print_text(text: str) -> None:
     lines); a reader that leaves early (``| head``) ends the output quietly."""
     if sys.stdout is None:  # started with standard output closed (>&-): the result would be lost, exit 0
         raise OptionError("standard output is closed; the result has nowhere to go (do not close it with >&-)")
-    try:
-        print(text, flush=True)
+    try:  # (a locale that cannot encode a tensor's name: escaped, not a UnicodeEncodeError traceback)
+        sys.stdout.write(
+            text.encode(sys.stdout.encoding or "utf-8", "backslashreplace").decode(sys.stdout.encoding or "utf-8")
+            + "\n"
+        )
+        sys.stdout.flush()
     except BrokenPipeError:
         _silence(sys.stdout.fileno())  # and Python's flush at exit
 
