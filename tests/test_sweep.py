@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,3 +120,13 @@ def test_a_figure_made_while_the_outputs_are_written_leaves_none_of_them_written
               plot_path=tmp_path / "rd.png", force=False)  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rd-ws353.png"]
     assert figures["ws353"].read_bytes() == b"theirs"
+
+
+def test_a_full_standard_output_loses_the_summary_not_the_sweep(tmp_path):
+    # the CSV was written, then the table's write failed: exit 2 'No space left on device' for a sweep that was
+    # done (with >&- it exited 0)
+    out = tmp_path / "s.csv"
+    cmd = [sys.executable, "-m", "bnncompress", "sweep", str(EXAMPLE), "--methods", "uniform", "--bits", "2", "-o"]
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([*cmd, str(out), "--restrict-vocab=2000"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0 and "could not be printed" in r.stderr and out.stat().st_size > 0, r.stderr

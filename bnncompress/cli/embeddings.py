@@ -138,7 +138,10 @@ def sweep(
         if "payload_bits" in r
     ]
     if lines and sys.stdout is not None:  # (the results are in the CSV; this is their summary)
-        print_text(f"{printable(str(output))}\n\n" + text_table(header, lines, left=(0,)) + "\n(bits per weight)")
+        try:
+            print_text(f"{printable(str(output))}\n\n" + text_table(header, lines, left=(0,)) + "\n(bits per weight)")
+        except OSError as exc:  # (a full device: the sweep is done and written, as with >&-)
+            say(f"warning: the table could not be printed ({exc.strerror or exc}); the results are in the CSV", err)
     for r in rows:
         if r.get("note"):
             rate = "" if r["target_bits"] is None else f" @ {r['target_bits']:g} bits"  # (float16: no target)
