@@ -322,10 +322,7 @@ class _Unpickler(pickle.Unpickler):
                 raise PosteriorError(f"'{self.path}': storage {member} is shorter than it says; is the file truncated?")
             self.unclaimed -= nbytes
             if self.unclaimed < 0:  # members each within the file, together beyond it: they share their bytes
-                raise PosteriorError(
-                    f"'{self.path}': its storages declare more bytes than the file holds (members that overlap); "
-                    "re-save it with torch.save"
-                )
+                raise PosteriorError(f"'{self.path}': storages declare more bytes than the file holds; re-save it")
             self.storages[key] = _Storage(self.archive, member, kind.dtype, numel)
         storage = self.storages[key]
         if storage.dtype != np.dtype(kind.dtype) or storage.numel != numel:
