@@ -108,7 +108,7 @@ def block_starts(blocks, size, total):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, inline="always")
 def _fast_quantized_cdf_into(p, cdf):  # pragma: no cover - compiled
     # constriction::stream::model::categorical::fast_quantized_cdf, for f64 probabilities:
-    # left[i] = floor(sum(p[:i]) * (2^24 - K) / sum(p)) + i, sums left to right in f64.
+    # scale = (2^24 - K) / sum(p), then left[i] = floor(sum(p[:i]) * scale) + i; sums left to right in f64.
     k = p.shape[0]
     normalization = 0.0
     for i in range(k):

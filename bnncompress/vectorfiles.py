@@ -57,6 +57,8 @@ def read_word_vectors(path: str | os.PathLike):
 #: Bytes of the first vector line read to tell word2vec text from binary.
 _PROBE = 1 << 20
 _NUMBER_TEXT = frozenset(b"0123456789+-.eEinfaINFA \t\r\n")
+#: Characters of a number as text, a decimal comma too (of a text file whose numbers do not parse).
+_NUMBER_LIKE = frozenset("0123456789+-.,eEinfaINFA")
 
 
 def _text_line(line: bytes, dim: int) -> bool:
@@ -83,7 +85,10 @@ def _text_like(line: bytes, dim: int) -> bool:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return text.endswith("\n") and len(text.split()) == dim + 1 and text.rstrip("\r\n").replace("\t", " ").isprintable()
+    fields = text.split()
+    if not text.endswith("\n") or len(fields) != dim + 1 or not text.rstrip("\r\n").replace("\t", " ").isprintable():
+        return False
+    return all(_NUMBER_LIKE.issuperset(field) for field in fields[1:])  # (random float32 bytes rarely are)
 
 
 def _check_header(path: Path, count: int, dim: int, binary: bool) -> None:

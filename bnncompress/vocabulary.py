@@ -97,7 +97,11 @@ def validate_words(words: list[str], where: str, error: type[Exception] = Poster
     if not words:
         raise error(f"{where} is empty; it needs one word per row of the embedding")
     if not _plainly_valid(words):
+        checked: set[int] = set()  # (a word object listed again: checked once, then the duplicate check says it)
         for i, w in enumerate(words):  # the first word that is wrong, and how
+            if id(w) in checked:
+                continue
+            checked.add(id(w))
             if not isinstance(w, str) or not w or w.strip() != w:
                 raise error(
                     f"{where} has an empty word or one with surrounding whitespace at line {i + 1} ({w!r:.80}); "

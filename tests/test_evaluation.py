@@ -304,3 +304,15 @@ def test_an_empty_tensor_name_is_not_taken_for_the_default(tmp_path, trained):
             use("")
     r = CliRunner().invoke(app, ["eval", str(path), "-t", ""])
     assert r.exit_code == 2 and "no tensor named ''" in r.output
+
+
+def test_a_binary_file_whose_bytes_look_like_a_line_of_text_is_read_as_binary(tmp_path):
+    # with two dimensions, random float32 bytes made a printable line of three fields: taken for text
+    # (the decimal-comma rule above) and refused; the fields must look like numbers to be text
+    rng = np.random.default_rng(1512)
+    words = ["".join(rng.choice(list("abcdefghij"), rng.integers(1, 6))) + str(i) for i in range(5)]
+    kv = KeyedVectors(2)
+    kv.add_vectors(words, rng.normal(size=(5, 2)).astype(np.float32))
+    kv.save_word2vec_format(str(tmp_path / "v.bin"), binary=True)
+    read = vectorfiles.read_word_vectors(tmp_path / "v.bin")
+    assert read.index_to_key == words and np.array_equal(read.vectors, kv.vectors)

@@ -66,12 +66,8 @@ def print_text(text: str) -> None:
     lines); a reader that leaves early (``| head``) ends the output quietly."""
     if sys.stdout is None:  # started with standard output closed (>&-): the result would be lost, exit 0
         raise OptionError("standard output is closed; the result has nowhere to go (do not close it with >&-)")
-    try:  # (a locale that cannot encode a tensor's name: escaped, not a UnicodeEncodeError traceback)
-        sys.stdout.write(
-            text.encode(sys.stdout.encoding or "utf-8", "backslashreplace").decode(sys.stdout.encoding or "utf-8")
-            + "\n"
-        )
-        sys.stdout.flush()
+    try:
+        print(text, flush=True)
     except BrokenPipeError:
         _silence(sys.stdout.fileno())  # and Python's flush at exit
 

@@ -76,7 +76,7 @@ class CheckedFit(Fallback):
 
     def __init__(self, fitted: FittedQuantizer, method: str, options: list[str] = ()):
         super().__init__(fitted, "", {}, fitted.stores_method_options)
-        self.method, self.options, self.assigned = method, set(options), 0
+        self.method, self.options, self.assigned = method, set(options), {True: 0, False: 0}  # (by block.is_rows)
 
     @property
     def class_values(self) -> bool:  # (a per-class-values record, as the method's own fit says)
@@ -90,8 +90,8 @@ class CheckedFit(Fallback):
 
     def assign(self, block: Block, state: Any) -> np.ndarray:
         indices = self.fitted.assign(block, state)
-        if self.assigned < 2:  # the count pass and the coding pass may each assign: the same indices
-            self.assigned += 1
+        if self.assigned[block.is_rows] < 2:  # the first two coding blocks and samples: assigned twice, the
+            self.assigned[block.is_rows] += 1  # same indices (the count and coding passes may each assign)
             if not np.array_equal(self.fitted.assign(block, state), indices):
                 self._refuse(
                     "returned other indices from assign() for the same block and lambda; it must be deterministic"
