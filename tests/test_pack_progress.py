@@ -128,9 +128,9 @@ def test_messages_keep_colons_and_names_a_locale_cannot_encode(tmp_path):
     posterior = tmp_path / "post.npz"
     np.savez(posterior, **{"wörter.loc": rng.normal(size=(50, 4)), "wörter.scale": np.full((50, 4), 0.1)})
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
-    out = tmp_path / "ckpt:x:final.bnc"
+    out = tmp_path / "ckpt:x:fïnal.bnc"
     r = subprocess.run([sys.executable, "-m", "bnncompress", "pack", str(posterior), "-o", str(out), "--lam", "1"],
                        capture_output=True, text=True, env=env)  # fmt: skip
-    assert r.returncode == 0 and "ckpt:x:final.bnc" in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 0 and "ckpt:x:f\\xefnal.bnc" in r.stdout, (r.stdout, r.stderr)  # (said by say())
     r = subprocess.run([sys.executable, "-m", "bnncompress", "info", str(out)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "w\\xf6rter" in r.stdout, r.stderr
