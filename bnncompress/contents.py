@@ -136,8 +136,16 @@ class ClosedContents:
 
 def printable(text: str) -> str:
     """``text`` (a tensor name from an archive) with control characters, such as terminal escapes,
-    shown as escapes: names are printed in tables and messages."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    shown as escapes: names are printed in tables and messages. Only those characters are escaped
+    (one undecodable byte in a path escaped every 'ö' of the message).
+
+    Example:
+        >>> print(printable("wörter\\x1b[2J"))
+        wörter\\x1b[2J
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @contextlib.contextmanager

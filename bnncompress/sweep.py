@@ -82,7 +82,7 @@ def sweep(
             "file_bits": 32.0,
             **{k: means[k] for k in METRICS},
             "pack_seconds": 0.0,
-            "note": "",
+            "note": "; ".join(posterior.warnings),  # how the posterior was read: its row, not every pack's
         }
     )
     with scratch_directory("archive of the sweep") as tmp:
@@ -101,7 +101,8 @@ def sweep(
             row["pack_seconds"] = time.perf_counter() - start
             row["payload_bits"] = result.payload_bits_per_weight
             row["file_bits"] = result.file_bits_per_weight
-            row["note"] = "; ".join(re.sub(r"^tensor '[^']*': ", "", w) for w in result.warnings)  # (one tensor)
+            notes = [re.sub(r"^tensor '[^']*': ", "", w) for w in result.warnings if w not in posterior.warnings]
+            row["note"] = "; ".join(notes)  # (one tensor: its name is not repeated)
             scores = evaluate(archive, tensor=tensor, restrict_vocab=restrict_vocab)
             rows.append({**row, **{k: scores[k] for k in METRICS}})
     report("done", total, total)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from bnncompress import OptionError
@@ -98,9 +99,9 @@ def test_a_float16_rows_note_is_printed_and_notes_keep_their_words(tmp_path):
     args = ["sweep", str(tmp_path / "extra.pt"), "--methods", "float16", "-o", str(tmp_path / "s.csv")]
     result = runner.invoke(app, [*args, "--restrict-vocab", "300"])
     assert result.exit_code == 0, result.output
-    assert "note: float16: ignored 1 parameter(s)" in result.output and "temperature" in result.output
-    with open(tmp_path / "s.csv", newline="") as fh:
-        assert next(r for r in csv.DictReader(fh) if r["method"] == "float16")["note"].startswith("ignored 1 param")
+    assert "note: uncompressed: ignored 1 parameter(s)" in result.output and "temperature" in result.output
+    with open(tmp_path / "s.csv", newline="") as fh:  # (how the posterior was read: the uncompressed row's note)
+        assert next(r for r in csv.DictReader(fh) if r["method"] == "uncompressed")["note"].startswith("ignored 1 p")
 
 
 def test_a_figure_made_while_the_outputs_are_written_leaves_none_of_them_written(tmp_path, monkeypatch):
@@ -130,3 +131,12 @@ def test_a_full_standard_output_loses_the_summary_not_the_sweep(tmp_path):
     with open("/dev/full", "w") as full:
         r = subprocess.run([*cmd, str(out), "--restrict-vocab=2000"], stdout=full, stderr=subprocess.PIPE, text=True)
     assert r.returncode == 0 and "could not be printed" in r.stderr and out.stat().st_size > 0, r.stderr
+
+
+def test_how_the_posterior_was_read_is_the_uncompressed_rows_note_not_every_rows(tmp_path):
+    # 'site supports unknown' (420 characters) was the note of every method x rate: 35 times with the defaults
+    state = torch.load(EXAMPLE, weights_only=False)
+    del state["supports"]
+    torch.save(state, tmp_path / "nosupports.pt")
+    rows = sweep(tmp_path / "nosupports.pt", ["uniform"], [2.0, 3.0], restrict_vocab=2000, csv_path=tmp_path / "c")
+    assert ["supports unknown" in r["note"] for r in rows] == [True, False, False]  # (the uncompressed row's)
