@@ -98,6 +98,7 @@ def test_the_model_module_is_an_input_and_a_model_that_exits_or_fails_is_one_lin
     assert str(tmp_path) not in sys.path[:-1]  # last: a stray ./h5py.py must not stand in for the library
 
 
+@pytest.mark.slow  # (a child process: run by .ci/run's -m slow)
 def test_the_model_modules_directory_is_left_off_the_path_after_its_import(tmp_path, monkeypatch):
     # --model put the working directory first on sys.path for the rest of the run: ./h5py.py (imported when the
     # archive is written) ran instead of the library, and the pack ended in a traceback

@@ -123,6 +123,7 @@ def test_a_figure_made_while_the_outputs_are_written_leaves_none_of_them_written
     assert figures["ws353"].read_bytes() == b"theirs"
 
 
+@pytest.mark.slow  # (a child process: run by .ci/run's -m slow)
 def test_a_full_standard_output_loses_the_summary_not_the_sweep(tmp_path):
     # the CSV was written, then the table's write failed: exit 2 'No space left on device' for a sweep that was
     # done (with >&- it exited 0)
