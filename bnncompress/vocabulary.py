@@ -66,7 +66,9 @@ def decode_words(
     for i, w in enumerate(items):
         if isinstance(w, bytes):
             try:
-                w = decoded[id(w)] if id(w) in decoded else decoded.setdefault(id(w), w.decode("utf-8"))
+                if id(w) not in decoded:
+                    decoded[id(w)] = w.decode("utf-8")
+                w = decoded[id(w)]
             except UnicodeDecodeError:
                 raise error(f"{where}: word {i + 1} ({w[:20]!r}) is not UTF-8 text") from None
         elif not isinstance(w, str):

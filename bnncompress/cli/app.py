@@ -25,7 +25,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 
 from .._version import __version__
 from ..contents import printable
@@ -35,7 +34,7 @@ from ..files import check_output_path
 from ..models import TrainCallback, TrainProgress
 from ..numbaenv import refuse_bad_numba_environment
 from ..quantizers import METHODS, method_class
-from .stages import redraws
+from .stages import progress_bar, redraws
 from .streams import err, is_stdio, say, standard_fds_taken
 
 app = typer.Typer(
@@ -141,15 +140,12 @@ def training_progress(quiet: bool) -> Iterator[TrainCallback]:
 
         yield line
         return
-    bar = RichProgress(
+    bar = progress_bar(
+        err,
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%  {task.fields[speed]}  ETA {task.fields[eta]}"),
         TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        redirect_stdout=False,  # (rich's stand-in for a closed stdout broke colorama's isatty() in numba)
-        redirect_stderr=False,
     )
     with bar:
         task = bar.add_task("training", total=None, speed="", eta="-")

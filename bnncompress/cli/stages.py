@@ -26,6 +26,12 @@ SHOW_AFTER = 1.0
 LOG_AFTER = 10.0
 
 
+def progress_bar(console: Console, *columns: object) -> RichProgress:
+    """A rich bar on ``console`` that leaves the screen when done and ``sys.stdout`` alone (rich's stand-in
+    for a closed standard output, ``>&-``, broke colorama's ``isatty()`` when numba loaded a kernel)."""
+    return RichProgress(*columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False)
+
+
 def redraws(console: Console) -> bool:
     """Whether ``console`` is a terminal a bar can redraw: a console made with ``force_terminal`` says so,
     else its file must be a tty that is not ``TERM=dumb`` (rich's ``is_terminal`` is also true for
@@ -62,16 +68,13 @@ class StageDisplay:
         self.active, self.closed, self.lock = False, False, threading.Lock()
         self.bar = None
         if self.terminal:
-            self.bar = RichProgress(
+            self.bar = progress_bar(
+                console,
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TextColumn("{task.percentage:>3.0f}%"),
                 TimeElapsedColumn(),
-                console=console,
-                transient=True,
-                redirect_stdout=False,  # (rich's stand-in for a closed stdout, >&-, broke colorama's isatty():
-                redirect_stderr=False,  # a traceback when numba loaded a kernel under the bar)
             )
             self.task = self.bar.add_task(first_stage, total=None)
         self.timer = threading.Timer(self.after, self._activate)

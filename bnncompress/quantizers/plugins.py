@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import BnnCompressError, OptionError
 from ..geometry import block_rows_for, num_blocks
-from ..records import decoded_rotation, side_arrays
+from ..records import decoded_rotation, inverse_transform, side_arrays
 from .base import Block, Fallback, FittedQuantizer
 from .registry import RESERVED_PARAMS
 
@@ -134,7 +134,8 @@ class CheckedFit(Fallback):
         params = self.fitted.params(state)
         if not isinstance(params, dict):
             self._refuse(f"returned params() of type {type(params).__name__}; it must be a dict")
-        own = own_fit(self.fitted).params(state) if own_fit(self.fitted) is not self.fitted else params
+        inner = own_fit(self.fitted)  # (its own params: not the package's fallback's 'fallback')
+        own = params if inner is self.fitted else inner.params(state)
         clash = [k for k in (*RESERVED_PARAMS, *sorted(self.options)) if k in own]
         if clash:
             meaning = "an option of the method" if clash[0] in self.options else "a name the archive reads"
@@ -166,6 +167,4 @@ class CheckedFit(Fallback):
         if own is not FittedQuantizer.reconstruct or self.fitted.models(state) <= 1 or "mean" not in side:
             return values
         d = len(side["mean"])  # the base class gives per-column values: what decodes adds the transform back
-        rotation = decoded_rotation(side, d)
-        y = values.reshape(-1, d).astype(np.float64)
-        return ((y if rotation is None else y @ rotation.T) + side["mean"]).astype(np.float32).reshape(-1)
+        return inverse_transform(values.reshape(-1, d), side["mean"], decoded_rotation(side, d)).reshape(-1)
