@@ -155,8 +155,12 @@ class Quality:
 
 
 def sketch(*hashes: np.ndarray) -> np.ndarray:
-    """The :data:`SKETCH` smallest distinct values among ``hashes`` (sorted)."""
-    return np.unique(np.concatenate(hashes))[:SKETCH]
+    """The :data:`SKETCH` smallest distinct values among ``hashes`` (sorted). A sort and a comparison of
+    neighbours, not ``np.unique``: numpy 2.4's hashes first, 20x slower on sketches (0.39 against 0.02 ms)."""
+    values = np.sort(np.concatenate(hashes), kind="stable")  # (sorted runs: merged, not sorted again)
+    if len(values) > 1:
+        values = values[np.r_[True, values[1:] != values[:-1]]]
+    return values[:SKETCH]
 
 
 def distinct(hashes: np.ndarray, rows: int) -> int:

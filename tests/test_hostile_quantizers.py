@@ -215,6 +215,9 @@ def test_the_distinct_row_sketch_is_exact_when_small_and_close_when_large():
     merged = sketch(*(sketch(p) for p in parts))  # in any grouping, the same sketch
     np.testing.assert_array_equal(merged, sketch(many))
     assert len(merged) == SKETCH and abs(distinct(merged, 10**9) / len(np.unique(many)) - 1) < 0.05
+    repeated = rng.integers(0, 50, 9000).astype(np.uint64)  # (sorted by hand, not np.unique: the same values)
+    for hashes in (repeated, repeated[:1], repeated[:0], np.sort(repeated), few):
+        np.testing.assert_array_equal(sketch(hashes, hashes[::3]), np.unique(hashes)[:SKETCH])
 
 
 def test_weights_decoded_far_from_their_posterior_are_reported(tmp_path):
