@@ -183,6 +183,17 @@ def test_other_dtypes_and_elementwise_supports_equal_archive_rows(tmp_path):
         a.embedding()
 
 
+def test_float64_rows_under_sigmoid_and_softplus_supports_equal_the_whole_tensors_bits(tmp_path):
+    # torch's float64 sigmoid and softplus gave a value's last bit by how many were transformed at once
+    supports = ({"constraint": "unit_interval"}, {"constraint": "interval", "lower_bound": -1.0, "upper_bound": 2.0})
+    for i, support in enumerate((*supports, {"constraint": "softplus_positive"}, {"constraint": "positive"})):
+        a = _small(tmp_path / f"{i}.bnc", dtype="float64", support=support, shape=(400, 50))
+        whole = bnncompress.load(tmp_path / f"{i}.bnc")["w"]
+        one_by_one = np.stack([a.rows("w", r) for r in range(400)])
+        served = a.embedding()(torch.arange(400)[:, None]).numpy()[:, 0]
+        assert whole.dtype == np.float64 and np.array_equal(one_by_one, whole) and np.array_equal(served, whole)
+
+
 def test_index_vectors_and_vector_share_the_embedding_cache(example):
     path, full = example
     a = bnncompress.load(path)
