@@ -219,3 +219,5 @@ def test_vbq_direction_cap_limits_the_effective_scales(posterior):
     assert np.array_equal(effective, np.minimum(first, np.float32(0.1 * s)))
     with pytest.raises(bnncompress.OptionError, match="cap must be"):
         get_quantizer("vbq-direction", cap=-1)
+    huge = fit_in_memory(get_quantizer("vbq-direction", device="cpu", trust=1.0, row_weight=0.0, cap=1e200), t)
+    assert np.array_equal(huge.fitted.search_scale(huge.rows.blocks()[0]), first)  # caps nothing (no OverflowError)

@@ -219,7 +219,8 @@ class FittedEntropyConstrained(FittedVBQ):
         s = self.prior.std
         variance = block.scale.astype(np.float64) ** (2 * self.trust) * s ** (2 * (1 - self.trust))
         if self.cap > 0:
-            variance = np.minimum(variance, (self.cap * s) ** 2)
+            with np.errstate(over="ignore"):  # (a cap beyond float64's range caps nothing)
+                variance = np.minimum(variance, np.square(np.float64(self.cap) * s))
         if self.row_weight and len(self.shape) > 1:
             if "row_rms" in block.extra:
                 rms = block.extra["row_rms"]
