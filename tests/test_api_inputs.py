@@ -267,6 +267,14 @@ def test_a_posteriors_vocabulary_is_checked_before_the_pack(tmp_path, vocab, mes
         bnncompress.pack(p, tmp_path / "v.bnc", lam=0.1)
 
 
+def test_a_dict_tensor_named_vocab_is_told_that_the_key_is_the_vocabularys(tmp_path):
+    for post in ({"vocab": (LOC, SCALE), "w": (LOC, SCALE)}, {"vocab": {"loc": LOC, "scale": SCALE}}):
+        with pytest.raises(PosteriorError, match="key 'vocab' holds the vocabulary .* rename the tensor"):
+            bnncompress.pack(post, tmp_path / "v.bnc", lam=0.1)
+    words = list(np.array([f"w{i}" for i in range(60)]))  # numpy strings are words, not tensors
+    assert bnncompress.read_posterior({"vocab": words, "w": (LOC, SCALE)}).vocab[:2] == ["w0", "w1"]
+
+
 def test_an_empty_posterior_is_refused(tmp_path):
     """It wrote a 0-weight archive whose PackResult raised ZeroDivisionError."""
     with pytest.raises(PosteriorError, match="no posterior tensors"):

@@ -28,6 +28,10 @@ def from_mapping(obj: Any, where: str) -> Posterior:
     if vocab is not None:
         if isinstance(vocab, np.ndarray) and vocab.dtype.kind in "US":
             vocab = vocab.reshape(-1).tolist()
+        if isinstance(vocab, dict) or (isinstance(vocab, (list, tuple)) and vocab and getattr(vocab[0], "ndim", 0)):
+            raise PosteriorError(  # (a tensor of that name: the key is the vocabulary's)
+                f"{where}: the key 'vocab' holds the vocabulary (a list of words), not a tensor; rename the tensor"
+            )
         if not isinstance(vocab, (list, tuple)):
             raise PosteriorError(f"{where}: 'vocab' must be a list of strings, found {type(vocab).__name__}")
         vocab = validate_words(decode_words(vocab, f"{where}: 'vocab'"), f"vocabulary in {where}")
