@@ -268,6 +268,36 @@ def test_storages_that_share_their_bytes_are_not_read_many_times_over(tmp_path):
     assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB allocated for a {path.stat().st_size} byte file"
 
 
+def test_shared_storages_are_refused_on_torchs_loader_route_too(tmp_path):
+    # a bfloat16 storage first sent the file to torch.load, which read every member whole: 1.3 MB read as 1 GB
+    count, numel = 40, 1 << 16
+    bf16 = _global("torch._utils", "_rebuild_tensor_v2") + b"(" + _pid("b", 2, "BFloat16Storage")
+    bf16 += b"Q" + _atom(0) + _atom((2,)) + _atom((1,)) + b"\x89" + _global("collections", "OrderedDict") + b")RtR"
+    tensors = {"a": bf16, **{f"t{i}": _tensor(str(i), numel, 0, (numel,), (1,)) for i in range(count)}}
+    storages = {"b": bytes(4), "0": bytes(4 * numel), **{str(i): b"" for i in range(1, count)}}
+    path = _forge(tmp_path / "overlap.pt", _dict(**tensors), storages)
+    with zipfile.ZipFile(path) as archive:
+        first = archive.getinfo("archive/data/0").header_offset
+    for key in range(1, count):
+        for field, value in ((20, 4 * numel), (24, 4 * numel), (42, first)):
+            _patch_central(path, f"archive/data/{key}", field, value)
+    peak, outcome = _peak_bytes(lambda: bnncompress.read_posterior(path))
+    assert isinstance(outcome, PosteriorError) and "sharing their bytes" in str(outcome), outcome
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB allocated for a {path.stat().st_size} byte file"
+
+
+def test_an_npz_whose_members_share_their_bytes_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "p.npz", **{"w.loc": rng.normal(size=(50, 4)), "w.scale": np.full((50, 4), 0.1)})
+    path = tmp_path / "p.npz"
+    with zipfile.ZipFile(path) as archive:
+        first = archive.getinfo("w.loc.npy")
+    for field, value in ((20, first.compress_size), (24, first.file_size), (42, first.header_offset)):
+        _patch_central(path, "w.scale.npy", field, value)
+    with pytest.raises(PosteriorError, match="runs into the bytes of another member"):
+        bnncompress.read_posterior(path)
+
+
 def test_a_huge_memo_index_does_not_allocate(tmp_path):
     # LONG_BINPUT 2**23: the C unpickler grows its memo array to 2**24 pointers (128 MiB, zeroed) for 7 bytes
     path = _forge(tmp_path / "memo.pt", _dict(w=b"N" + b"r" + struct.pack("<I", 1 << 23)))

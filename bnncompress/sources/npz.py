@@ -16,7 +16,7 @@ from ..errors import PosteriorError
 from ..posterior import Posterior
 from ..vocabulary import decode_words
 from .containers import from_mapping
-from .reader import PosteriorReader, Probe
+from .reader import PosteriorReader, Probe, check_zip_layout, first_repeated
 
 _MAX_DEFLATE_RATIO = 1032  # zlib cannot expand more than this
 
@@ -38,10 +38,10 @@ def read_npz(path: Path) -> dict[str, Any]:
     """The arrays of a .npz file (no pickle), each member's header checked against its stored size."""
     try:
         with zipfile.ZipFile(path) as zf:
-            members = zf.namelist()
-            if len(set(members)) != len(members):  # numpy would keep only one of them
-                dup = next(m for i, m in enumerate(members) if m in members[:i])
+            dup = first_repeated(zf.namelist())
+            if dup is not None:  # numpy would keep only one of them
                 raise PosteriorError(f"'{path}' holds two arrays named '{dup}'; re-save it with unique names")
+            check_zip_layout(zf.infolist(), path.stat().st_size, f"'{path}'")
             for info in zf.infolist():
                 _check_npz_member(zf, info, path)
         with np.load(path, allow_pickle=False) as npz:

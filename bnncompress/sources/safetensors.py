@@ -19,7 +19,7 @@ from ..errors import PosteriorError
 from ..posterior import Posterior, TensorPosterior
 from ..vocabulary import split_lines, validate_words
 from .containers import from_mapping
-from .reader import PosteriorReader, Probe
+from .reader import PosteriorReader, Probe, first_repeated
 from .stored import FileArray, FileTensor, check_pair
 
 #: safetensors dtype name -> numpy dtype string ("bfloat16" is read as uint16 bit patterns)
@@ -62,9 +62,8 @@ def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]
     where = f"'{path.name}' (safetensors)"
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # JSON lets a later key replace an earlier
-        names = [k for k, _ in pairs]
-        if len(set(names)) != len(names):
-            dup = next(k for i, k in enumerate(names) if k in names[:i])
+        dup = first_repeated([k for k, _ in pairs])
+        if dup is not None:
             raise PosteriorError(f"{where}: the header names '{dup}' twice; re-save the file with unique names")
         return dict(pairs)
 
