@@ -22,7 +22,7 @@ import numpy as np
 from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
-from .hdf5checks import GZIP, HDF5_MAGIC, open_unreplaced, plain_dataset
+from .hdf5checks import GZIP, HDF5_MAGIC, open_unreplaced, plain_dataset, scalar_attribute
 from .manifest import KnownFields, check_vocab_count, parse_manifest, refuse_unknown_fields
 from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
@@ -172,7 +172,8 @@ def is_archive(path: str | os.PathLike) -> bool:
             if fh.read(8) != HDF5_MAGIC:
                 return False
         with h5py.File(path, "r") as f:
-            return f.attrs.get("format") in (FORMAT_NAME.encode(), FORMAT_NAME)  # (str: said by read_archive)
+            fmt = scalar_attribute(f.attrs, "format")
+            return fmt in (FORMAT_NAME.encode(), FORMAT_NAME)  # (str: said by read_archive)
     except Exception:  # unreadable or damaged: not an archive we can recognise
         return False
 
@@ -240,7 +241,9 @@ def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:
 def _root_attr(f: Any, key: str, where: str, required: bool = True) -> Any:
     if key not in f.attrs and required:
         raise ArchiveError(f"{where}: attribute '{key}' is missing; the archive is damaged")
-    value = f.attrs.get(key)  # (format and manifest_sha256 are fixed-length byte strings, which read as bytes)
+    value = scalar_attribute(f.attrs, key)  # (format and manifest_sha256: fixed-length byte strings, read as bytes)
+    if value is None and key in f.attrs and key != "format":  # (an array is not read: no format attribute is one)
+        raise ArchiveError(f"{where}: attribute '{key}' is not one value; the archive is damaged")
     if isinstance(value, str) and key in ("format", "manifest_sha256"):  # h5py rewrites str and bytes as str
         raise ArchiveError(
             f"{where}: attribute '{key}' is a variable-length string (rewritten with h5py?); "

@@ -42,6 +42,22 @@ def plain_dataset(group: Any, key: str, what: str, error: type[Exception], filte
     return obj
 
 
+def scalar_attribute(attrs: Any, key: str) -> Any:
+    """``attrs[key]`` if it is one value, else None without reading it: an array attribute of variable-length
+    strings that all point at one heap object reads as that object times the count (1 MB read as 4 GB).
+
+    Example:
+        >>> import h5py, io, numpy as np
+        >>> with h5py.File(io.BytesIO(), "w") as f:
+        ...     f.attrs["one"], f.attrs["many"] = np.bytes_(b"x"), [b"x", b"y"]
+        ...     scalar_attribute(f.attrs, "one"), scalar_attribute(f.attrs, "many"), scalar_attribute(f.attrs, "no")
+        (np.bytes_(b'x'), None, None)
+    """
+    if key not in attrs or attrs.get_id(key).shape not in ((), None):
+        return None
+    return attrs[key]
+
+
 def check_local_dataset(ds: Any, what: str, error: type[Exception], filters: tuple[int, ...] = ()) -> None:
     """Refuse a dataset whose bytes could come from outside its own file (external raw storage,
     a virtual dataset), that needs an HDF5 filter not in ``filters`` (e.g. :data:`GZIP`), or

@@ -496,3 +496,112 @@ def test_a_word_object_listed_many_times_is_checked_once(monkeypatch):
     with pytest.raises(PosteriorError, match="more than once"):
         vocabulary.validate_words(vocabulary.decode_words(["a" * 100_000] * 1000 + ["b"], "vocab"), "vocab")
     assert len(scanned) <= 2, len(scanned)
+
+
+# -- HDF5 files whose small bytes would read as far more (security hunt, second pass) --------
+
+
+def _shared_descriptors(path: Path, offset: int, count: int) -> None:
+    """Point ``count`` 16-byte variable-length descriptors stored at ``offset`` at the first one's heap object."""
+    raw = bytearray(path.read_bytes())
+    first = raw[offset : offset + 16]
+    for i in range(1, count):
+        raw[offset + 16 * i : offset + 16 * i + 16] = first
+    path.write_bytes(bytes(raw))
+
+
+def _traced_peak(function):
+    tracemalloc.start()
+    try:
+        try:
+            outcome = function()
+        except Exception as exc:  # noqa: BLE001 - the outcome is checked by the caller
+            outcome = exc
+        return tracemalloc.get_traced_memory()[1], outcome
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_hdf5_posterior_whose_format_attribute_is_an_array_is_read(tmp_path):
+    loc, scale = _posterior()
+    with h5py.File(tmp_path / "p.h5", "w") as f:  # (any tool may write a root attribute of that name)
+        f["w/loc"], f["w/scale"] = loc, scale
+        f.attrs["format"] = np.array([1, 2])
+    assert np.array_equal(read_posterior(tmp_path / "p.h5").tensors["w"].loc, loc)  # was a ValueError traceback
+
+
+def test_a_format_attribute_of_shared_strings_is_not_read(tmp_path, example):
+    path = tmp_path / "bomb.bnc"
+    path.write_bytes(example[0].read_bytes())
+    count, big = 5000, 20_000  # (over 64 kB of descriptors: dense storage, which has no checksum)
+    strings = np.array([b"x" * big] + [b"abc"] * (count - 1), dtype=object)
+    with h5py.File(path, "r+", libver="latest") as f:
+        del f.attrs["format"]
+        f.attrs.create("format", strings, dtype=h5py.string_dtype("ascii"))
+    raw = path.read_bytes()
+    at = raw.find((big).to_bytes(4, "little"))
+    while raw[at + 16 : at + 20] != (3).to_bytes(4, "little"):  # the first descriptor, then one of length 3
+        at = raw.find((big).to_bytes(4, "little"), at + 1)
+    _shared_descriptors(path, at, count)  # 5,000 strings of 20 kB from a file of 300 kB: 100 MB read
+    assert not bnncompress.archive.is_archive(path)
+    for read in (lambda: bnncompress.load(path), lambda: read_posterior(path)):
+        peak, outcome = _traced_peak(read)
+        assert isinstance(outcome, bnncompress.BnnCompressError), outcome
+        assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB for a {path.stat().st_size} byte file"
+    assert "not a bnncompress archive" in _one_line(_traced_peak(lambda: bnncompress.load(path))[1])
+
+
+def test_an_hdf5_vocabulary_of_shared_strings_is_refused_before_it_is_copied(tmp_path):
+    path, count = tmp_path / "v.h5", 2000
+    with h5py.File(path, "w") as f:
+        f["w/loc"], f["w/scale"] = np.zeros((count, 2), np.float32), np.full((count, 2), 0.1, np.float32)
+        f.create_dataset("vocab", data=["x" * 50_000] + [f"w{i}" for i in range(1, count)], dtype=h5py.string_dtype())
+        offset = f["vocab"].id.get_offset()
+    _shared_descriptors(path, offset, count)  # 2,000 words of 50 kB from 100 kB: 100 MB read
+    peak, outcome = _traced_peak(lambda: read_posterior(path))
+    assert isinstance(outcome, PosteriorError) and "sharing their stored bytes" in _one_line(outcome), outcome
+    assert peak < 80 << 20, f"{peak / 2**20:.0f} MiB for a {path.stat().st_size} byte file"
+
+
+def test_hdf5_datasets_that_share_their_stored_bytes_are_refused(tmp_path):
+    # datasets 1.. created but never written, their layout's address patched to dataset 0's data: each passes
+    # its own size check (1.4 MB read as 52 M weights)
+    path, tensors, m = tmp_path / "s.h5", 20, 10_000
+    with h5py.File(path, "w") as f:  # (the earliest format: no metadata checksums to fix)
+        first = f.create_dataset("t0/loc", data=np.full(m, 0.5, np.float32))
+        for name in ["t0/scale"] + [f"t{i}/{x}" for i in range(1, tensors) for x in ("loc", "scale")]:
+            f.create_dataset(name, shape=(m,), dtype="<f4")
+        f.flush()
+        address = first.id.get_offset()
+    unset = b"\xff" * 8 + (4 * m).to_bytes(8, "little")
+    raw = path.read_bytes()
+    assert raw.count(unset) == 2 * tensors - 1
+    path.write_bytes(raw.replace(unset, address.to_bytes(8, "little") + (4 * m).to_bytes(8, "little")))
+    with pytest.raises(PosteriorError, match="datasets sharing their stored bytes"):
+        read_posterior(path)
+
+
+def test_hdf5_groups_nested_too_deep_are_refused_before_a_long_walk(tmp_path):
+    loc, scale = _posterior()
+    with h5py.File(tmp_path / "deep.h5", "w") as f:
+        f["/".join(["g"] * 100) + "/loc"], f["/".join(["g"] * 100) + "/scale"] = loc, scale
+        f["w/loc"], f["w/scale"] = loc, scale  # (a chain of 1,500 took h5py's own walk 16 s)
+    with pytest.raises(PosteriorError, match="nested more than 64 deep"):
+        read_posterior(tmp_path / "deep.h5")
+    with h5py.File(tmp_path / "ok.h5", "w") as f:  # a few levels, and a group reached twice, are read as before:
+        f["a/b/c/w/loc"], f["a/b/c/w/scale"] = loc, scale
+        f["a/again"] = f["a/b"]
+    assert read_posterior(tmp_path / "ok.h5").names == ["a/again/c/w"]  # (entered once, by its first name)
+
+
+def test_an_hdf5_posterior_with_damaged_object_metadata_is_one_error(tmp_path):
+    path = tmp_path / "c.h5"
+    loc, scale = _posterior()
+    with h5py.File(path, "w", libver="latest") as f:  # (object headers with checksums)
+        f["w/loc"], f["w/scale"] = loc, scale
+        address = h5py.h5o.get_info(f["w/scale"].id).addr
+    raw = bytearray(path.read_bytes())
+    raw[address + 12] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(PosteriorError, match="cannot be read .*checksum.* it is damaged"):  # was h5py's KeyError
+        read_posterior(path)

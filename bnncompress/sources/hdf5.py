@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PosteriorError
-from ..hdf5checks import HDF5_MAGIC, LOSSLESS, check_local_dataset, plain_dataset
+from ..errors import BnnCompressError, PosteriorError
+from ..hdf5checks import HDF5_MAGIC, LOSSLESS, check_local_dataset, plain_dataset, scalar_attribute
 from ..posterior import FileStamp, Posterior, StoredTensor, TensorPosterior, file_stamp
 from ..vocabulary import decode_words, validate_words
 from .reader import PosteriorReader, Probe
@@ -69,58 +69,124 @@ class HDF5Reader(PosteriorReader):
 def _open_hdf5(path: Path) -> Posterior:
     import h5py
 
-    where = f"HDF5 file '{path.name}'"
-    found: dict[str, dict[str, Any]] = {}
-    vocab = None
     try:
         opened = h5py.File(path, "r")
     except OSError as exc:  # a damaged or truncated file (a truncated archive is no archive either)
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "unable to lock file" in detail:  # HDF5's file locking: another process writes it (errno 11)
+        if "unable to lock file" in _first_line(exc):  # HDF5's file locking: another process writes it (errno 11)
             raise PosteriorError(
                 f"'{path}' is open for writing in another process (HDF5 file lock); close it there, or wait for it"
             ) from None
-        raise PosteriorError(
-            f"'{path}' is an HDF5 file that cannot be read ({detail}); it is damaged or truncated"
-        ) from None
+        raise PosteriorError(_damaged(path, exc)) from None
     with opened as f:
-        if f.attrs.get("format") in (b"bnncompress", "bnncompress"):  # (str: rewritten with h5py)
-            raise PosteriorError(f"'{path}' is a bnncompress archive, not a posterior")
-        links: list[tuple[str, Any]] = []
-        f.visititems_links(lambda key, link: links.append((key, link)))  # h5py callbacks must not raise
-        for key, link in links:  # before reading anything: no data from other files
-            if not isinstance(link, h5py.HardLink):
-                raise PosteriorError(f"{where}: '{key}' is a link to elsewhere ({type(link).__name__}); refusing it")
-        for key, _ in links:
-            obj = f[key]
-            leaf = next((x for x in ("loc", "scale") if key.endswith(("/" + x, "." + x))), None)
-            if leaf is not None and isinstance(obj, h5py.Dataset):
-                check_local_dataset(obj, f"{where}: dataset '{key}'", PosteriorError, LOSSLESS)
-                pair = found.setdefault(key[: -len(leaf) - 1], {})
-                if leaf in pair:  # 'w/loc' and 'w.loc' both name w's loc
-                    raise PosteriorError(
-                        f"{where}: datasets '{pair[leaf].name.lstrip('/')}' and '{key}' are both the {leaf} of "
-                        f"'{key[: -len(leaf) - 1]}'; keep one of them"
-                    )
-                pair[leaf] = obj
-        words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
-        if words is not None:
-            vocab = validate_words(_decode_words(words, where), f"vocabulary in {where}")
-        tensors: dict[str, TensorPosterior] = {}
-        for name in sorted(found):
-            pair = found[name]
-            if set(pair) != {"loc", "scale"}:
-                missing = ({"loc", "scale"} - set(pair)).pop()
-                raise PosteriorError(f"{where}: '{name}' has no matching '{missing}' dataset")
-            loc, scale = pair["loc"], pair["scale"]
-            dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
-            tensors[name] = HDF5Tensor(name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype)
+        try:
+            return _read_open(f, path, f"HDF5 file '{path.name}'")
+        except BnnCompressError:
+            raise
+        except (KeyError, OSError, ValueError, RuntimeError, TypeError) as exc:  # h5py's, on damaged metadata
+            raise PosteriorError(_damaged(path, exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _damaged(path: Path, exc: BaseException) -> str:
+    return f"'{path}' is an HDF5 file that cannot be read ({_first_line(exc)}); it is damaged or truncated"
+
+
+def _read_open(f: Any, path: Path, where: str) -> Posterior:
+    import h5py
+
+    found: dict[str, dict[str, Any]] = {}
+    vocab = None
+    if scalar_attribute(f.attrs, "format") in (b"bnncompress", "bnncompress"):  # (str: rewritten with h5py)
+        raise PosteriorError(f"'{path}' is a bnncompress archive, not a posterior")
+    links = _links(f, where)
+    for key, link in links:  # before reading anything: no data from other files
+        if not isinstance(link, h5py.HardLink):
+            raise PosteriorError(f"{where}: '{key}' is a link to elsewhere ({type(link).__name__}); refusing it")
+    stored: dict[Any, int] = {}  # each dataset's stored bytes (once, however many names it has)
+    for key, _ in links:
+        obj = f[key]
+        leaf = next((x for x in ("loc", "scale") if key.endswith(("/" + x, "." + x))), None)
+        if leaf is not None and isinstance(obj, h5py.Dataset):
+            check_local_dataset(obj, f"{where}: dataset '{key}'", PosteriorError, LOSSLESS)
+            stored[obj.id] = int(obj.id.get_storage_size())
+            pair = found.setdefault(key[: -len(leaf) - 1], {})
+            if leaf in pair:  # 'w/loc' and 'w.loc' both name w's loc
+                raise PosteriorError(
+                    f"{where}: datasets '{pair[leaf].name.lstrip('/')}' and '{key}' are both the {leaf} of "
+                    f"'{key[: -len(leaf) - 1]}'; keep one of them"
+                )
+            pair[leaf] = obj
+    file_bytes = path.stat().st_size
+    if sum(stored.values()) > file_bytes:  # each is checked against its own storage: not against another's
+        raise PosteriorError(
+            f"{where}: its datasets store {sum(stored.values()):,} bytes in a file of {file_bytes:,} "
+            "(datasets sharing their stored bytes); refusing it"
+        )
+    words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
+    if words is not None:
+        vocab = validate_words(_decode_words(words, where, file_bytes), f"vocabulary in {where}")
+    tensors: dict[str, TensorPosterior] = {}
+    for name in sorted(found):
+        pair = found[name]
+        if set(pair) != {"loc", "scale"}:
+            missing = ({"loc", "scale"} - set(pair)).pop()
+            raise PosteriorError(f"{where}: '{name}' has no matching '{missing}' dataset")
+        loc, scale = pair["loc"], pair["scale"]
+        dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
+        tensors[name] = HDF5Tensor(name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype)
     if not tensors:
         raise PosteriorError(f"{where} holds no NAME/loc and NAME/scale datasets")
     return Posterior(tensors, vocab, f"HDF5 loc/scale datasets: {where}")
 
 
-def _decode_words(dataset: Any, where: str) -> list[str]:
+#: Groups a posterior may nest (``NAME/loc`` is one): h5py's own walk took 16 s for a chain of 1,500 (200 kB).
+MAX_DEPTH = 64
+#: Variable-length words read at a time: each may point at one shared heap object, so a read is bounded by
+#: this many times the file (the ceiling gzip has too), and the words' length is checked after each.
+_WORDS_AT_ONCE = 1024
+
+
+def _links(f: Any, where: str) -> list[tuple[str, Any]]:
+    """Every link of the file by its path, depth first in name order (as ``visititems_links``); a group
+    reached by several hard links is entered once; groups nested deeper than :data:`MAX_DEPTH` are refused."""
+    import h5py
+
+    links: list[tuple[str, Any]] = []
+    seen, stack = {f.id}, [("", f, iter(f))]
+    while stack:
+        prefix, group, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
+        key, link = prefix + name, group.get(name, getlink=True)
+        links.append((key, link))
+        obj = group.get(name) if isinstance(link, h5py.HardLink) else None
+        if isinstance(obj, h5py.Group) and obj.id not in seen:
+            if len(stack) > MAX_DEPTH:
+                raise PosteriorError(f"{where}: groups nested more than {MAX_DEPTH} deep ('{key[:60]}...'); refusing")
+            seen.add(obj.id)
+            stack.append((key + "/", obj, iter(obj)))
+    return links
+
+
+def _decode_words(dataset: Any, where: str, file_bytes: int) -> list[str]:
     if dataset.dtype.kind not in "SUO":
         raise PosteriorError(f"{where}: dataset 'vocab' must hold strings, found {dataset.dtype}")
-    return decode_words(np.asarray(dataset[()]).reshape(-1).tolist(), f"{where}: dataset 'vocab'")
+    if dataset.dtype.kind != "O" or not dataset.shape:  # (fixed-length: its size was checked against its storage)
+        return decode_words(np.asarray(dataset[()]).reshape(-1).tolist(), f"{where}: dataset 'vocab'")
+    items: list[Any] = []
+    total = 0  # (each word is stored once: together they are no longer than the file)
+    for start in range(0, dataset.shape[0], _WORDS_AT_ONCE):
+        part = np.asarray(dataset[start : start + _WORDS_AT_ONCE]).reshape(-1).tolist()
+        total += sum(len(w) if isinstance(w, (bytes, str)) else 0 for w in part)
+        items += part
+        if total > file_bytes:
+            raise PosteriorError(
+                f"{where}: dataset 'vocab' holds words longer than the file (strings sharing their stored bytes); "
+                "refusing it"
+            )
+    return decode_words(items, f"{where}: dataset 'vocab'")
