@@ -280,7 +280,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     raw = _dataset(f, "manifest", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, MAX_MANIFEST_BYTES)).tobytes()
     if not isinstance(expected_sha, bytes) or hashlib.sha256(raw).hexdigest().encode() != expected_sha:
         raise ArchiveError(f"{where}: manifest checksum mismatch; the archive is corrupt")
-    manifest = parse_manifest(raw, where)
+    manifest = parse_manifest(raw, where, file_bytes)
     _require(manifest, dict, "manifest", where)
     source = _require(manifest.get("source"), str, "manifest 'source'", where)
     tool_version = _require(manifest.get("tool_version"), str, "manifest 'tool_version'", where)
@@ -295,7 +295,7 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
         vraw = _dataset(f, "vocab", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, MAX_VOCAB_BYTES)).tobytes()
         if hashlib.sha256(vraw).hexdigest() != vinfo.get("sha256"):
             raise ArchiveError(f"{where}: vocabulary checksum mismatch; the archive is corrupt")
-        check_vocab_count(vraw, vinfo.get("num_words"), entries, where)
+        check_vocab_count(vraw, vinfo.get("num_words"), entries, where, file_bytes)
         vocab = validate_words(vraw.decode("utf-8").split("\n"), f"{where}: the vocabulary", ArchiveError)
         vocab_bytes = int(f["vocab"].id.get_storage_size())
     elif "vocab" in f:

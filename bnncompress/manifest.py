@@ -11,16 +11,31 @@ from typing import Any
 from .decoded import available_memory
 from .errors import ArchiveError
 
-#: Bytes of Python objects a byte of JSON may become at most (``[{},{},...]``: an empty dict and its
-#: list slot, 72 bytes, per 3 bytes).
-PARSE_EXPANSION = 24
+#: Bytes of Python objects a JSON item (``{}``, ``[]``, a string, or a value after a comma) takes at most
+#: with its slot in a list or dict: an empty dict 64 + 8 (``[{},{},...]`` took 24 times its bytes).
+ITEM_BYTES = 72
+#: A parse (the manifest's, the vocabulary's split) may take this many bytes per byte of the archive, and
+#: this many in any case: a small forged file must not expand into gigabytes (a 228 kB file's manifest of
+#: ``[{},{},...]`` took 2.7 GB; a 104 kB file's ``ab\n`` x 33 million words 2.7 GB). A real archive of
+#: 3,000 tensors parses to 15 MB at most from 190 kB.
+PARSE_PER_FILE_BYTE, PARSE_FLOOR = 256, 64 << 20
 _FLOAT_MAX = 1.7976931348623157e308
 
 
-def parse_manifest(raw: bytes, where: str) -> Any:
-    """The manifest's JSON; ArchiveError if it is not strict JSON or its parse may not fit in memory."""
-    if PARSE_EXPANSION * len(raw) > available_memory():
-        raise ArchiveError(f"{where}: the manifest ({len(raw):,} bytes) would not fit in memory parsed; refusing it")
+def parse_budget(file_bytes: int) -> int:
+    """Bytes a parse of an archive of ``file_bytes`` may take (:data:`PARSE_PER_FILE_BYTE`, within memory)."""
+    return min(available_memory(), max(PARSE_FLOOR, PARSE_PER_FILE_BYTE * file_bytes))
+
+
+def parse_manifest(raw: bytes, where: str, file_bytes: int) -> Any:
+    """The manifest's JSON; ArchiveError if it is not strict JSON or its parse may take more than
+    :func:`parse_budget` (an upper bound counted before parsing: items by their brackets, quotes and commas)."""
+    items = raw.count(b"{") + raw.count(b"[") + raw.count(b'"') // 2 + raw.count(b",") + 1
+    if ITEM_BYTES * items + 4 * len(raw) > parse_budget(file_bytes):  # (4: a str of wide characters)
+        raise ArchiveError(
+            f"{where}: the manifest ({len(raw):,} bytes, {items:,} items) would take more memory parsed than an "
+            f"archive of {file_bytes:,} bytes can need; refusing it"
+        )
 
     def refuse(text: str) -> Any:
         raise ArchiveError(f"{where}: the manifest holds the number {text[:40]}; the archive is damaged")
@@ -50,13 +65,19 @@ def require(value: Any, kind: type, what: str, where: str) -> Any:
     return value
 
 
-def check_vocab_count(raw: bytes, num_words: Any, entries: list, where: str) -> None:
+def check_vocab_count(raw: bytes, num_words: Any, entries: list, where: str, file_bytes: int) -> None:
     """Before the vocabulary is split into words: it declares ``num_words``, no more than the rows of
-    the largest tensor, and holds that many lines (a forged ``ab\\n`` x 33 million took 2.6 GB)."""
+    the largest tensor, holds that many lines, and its words fit the :func:`parse_budget` (the rows come
+    from the same unchecked manifest: a forged ``ab\\n`` x 33 million, 104 kB, took 2.7 GB)."""
     shapes = [e.get("shape") for e in entries if isinstance(e, dict)]
     rows = max((s[0] for s in shapes if isinstance(s, list) and s and type(s[0]) is int), default=0)
     if type(num_words) is not int or not 0 < num_words <= rows or raw.count(b"\n") + 1 != num_words:
         raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
+    if ITEM_BYTES * num_words + 4 * len(raw) > parse_budget(file_bytes):
+        raise ArchiveError(
+            f"{where}: the vocabulary's {num_words:,} words would take more memory than an archive of "
+            f"{file_bytes:,} bytes can need; refusing it"
+        )
 
 
 @dataclass(frozen=True)

@@ -446,7 +446,43 @@ def test_a_small_forged_vocabulary_or_manifest_does_not_expand_into_gigabytes(cl
     path = tmp_path / "m.bnc"
     path.write_bytes(classed.read_bytes())
     rewrite_manifest(path, raw=b"[" + b"{}," * 1_000_000 + b"{}]")
-    with pytest.raises(ArchiveError, match="would not fit in memory parsed"):
+    with pytest.raises(ArchiveError, match="would take more memory parsed"):
+        bnncompress.load(path)
+
+
+def _gzipped(path, key, raw):
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        del f[key]
+        f.create_dataset(key, data=np.frombuffer(raw, np.uint8), chunks=(len(raw),), compression="gzip")
+
+
+def test_a_manifest_or_vocabulary_is_parsed_only_within_a_budget_set_by_the_files_size(classed, tmp_path):
+    """With memory to spare, a 228 kB file's gzipped '[{},{},...]' still took 2.7 GB, and a 104 kB file's 'ab\\n'
+    x 33 million (the manifest saying a tensor of 33 million rows) 2.7 GB. Here files of a few kB would parse
+    to 144 MB (2 M items) and 84 MB (1 M words): over the 64 MiB a file this small may take."""
+    import hashlib
+
+    path = tmp_path / "m.bnc"
+    path.write_bytes(classed.read_bytes())
+    raw = b"[" + b"{}," * 1_000_000 + b"{}]"
+    rewrite_manifest(path, raw=raw)
+    _gzipped(path, "manifest", raw)
+    with pytest.raises(ArchiveError, match="manifest .* would take more memory parsed than an archive of"):
+        bnncompress.load(path)
+    words = 1_000_000
+    vraw = b"\n".join([b"ab"] * words)
+    path = _forged(classed, tmp_path / "v.bnc", lambda r: r, vocab=[f"w{i}" for i in range(2000)])
+    rewrite_manifest(
+        path,
+        lambda m: m.update(
+            tensors=[{"shape": [words, 1]}], vocab={"num_words": words, "sha256": hashlib.sha256(vraw).hexdigest()}
+        ),
+    )
+    _gzipped(path, "vocab", vraw)
+    assert path.stat().st_size < 100_000  # (a few kB: the vocabulary gzipped ~1000x)
+    with pytest.raises(ArchiveError, match="1,000,000 words would take more memory than an archive of"):
         bnncompress.load(path)
 
 
