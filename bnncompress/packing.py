@@ -30,7 +30,7 @@ from .modelsites import with_model
 from .pipeline import quantize_and_code
 from .posterior import Posterior
 from .progress import Progress, no_progress
-from .quantizers import DEFAULT_METHOD, Quantizer, get_quantizer
+from .quantizers import DEFAULT_METHOD, Quantizer, check_requirements, get_quantizer
 from .quantizers.plugins import plugin_errors
 from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord, common_counts_dtype
@@ -145,6 +145,7 @@ def pack(
     if "device" in (options or {}):  # (a TypeError from the call below)
         raise OptionError("the device is not a method option; give it as «device»")
     quantizer = get_quantizer(method or DEFAULT_METHOD, device=device, **(options or {}))
+    check_requirements(quantizer.name)  # (before the posterior is read)
     if (bits is not None or lam is not None) and quantizer.fixed_rate:
         raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no bits or lam")
     words = read_vocab(vocab) if vocab is not None else None  # before the (possibly slow) source

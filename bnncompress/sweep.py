@@ -23,7 +23,7 @@ from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_
 from .files import atomic_output, check_output_path, scratch_directory
 from .packing import notes_unwarned, pack
 from .progress import Progress, no_progress
-from .quantizers import METHODS, method_class
+from .quantizers import METHODS, check_requirements
 from .sources import read_posterior
 
 #: CSV columns, in order (the metric columns follow ``target_bits`` .. ``file_bits``).
@@ -129,8 +129,8 @@ def _check_request(
         isinstance(b, numbers.Real) and not isinstance(b, bool) for b in bits
     ):
         raise ArgumentTypeError(f"«bits» must be a list of rates in bits per weight such as [1, 2], not {bits!r:.60}")
-    for m in methods:  # (a plug-in's method is loaded from its entry point here)
-        method_class(m)
+    for m in methods:  # (a plug-in's method is loaded from its entry point here; what it imports to run, checked)
+        check_requirements(m)
     if not methods or not bits:
         raise OptionError("give at least one method and one rate")
     if any(not (b > 0 and math.isfinite(b)) for b in bits):

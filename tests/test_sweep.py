@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import bnncompress
 from bnncompress import OptionError
 from bnncompress.cli import app
 from bnncompress.sweep import COLUMNS, plot_paths, sweep
@@ -141,3 +142,15 @@ def test_how_the_posterior_was_read_is_the_uncompressed_rows_note_not_every_rows
     torch.save(state, tmp_path / "nosupports.pt")
     rows = sweep(tmp_path / "nosupports.pt", ["uniform"], [2.0, 3.0], restrict_vocab=2000, csv_path=tmp_path / "c")
     assert ["supports unknown" in r["note"] for r in rows] == [True, False, False]  # (the uncompressed row's)
+
+
+def test_a_method_whose_library_is_missing_is_said_before_any_work(tmp_path, monkeypatch):
+    # without FAISS, a sweep packed and scored every other method, then stopped at pq with no CSV
+    monkeypatch.setitem(sys.modules, "faiss", None)  # (as if not installed: importing it raises ImportError)
+    packed = []
+    monkeypatch.setattr(sys.modules["bnncompress.sweep"], "pack", lambda *a, **k: packed.append(a))  # (the module)
+    with pytest.raises(OptionError, match="method 'pq' needs faiss: pip install faiss-cpu"):
+        sweep(EXAMPLE, methods=["uniform", "pq"], bits=[1], csv_path=tmp_path / "r.csv")
+    assert packed == []
+    with pytest.raises(OptionError, match="needs faiss"):  # pack: before the posterior is read
+        bnncompress.pack(tmp_path / "absent.pt", tmp_path / "o.bnc", method="pq")

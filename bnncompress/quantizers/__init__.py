@@ -38,6 +38,7 @@ from .registry import (
     COMMON_OPTIONS,
     DEFAULT_METHOD,
     METHODS,
+    check_requirements,
     from_config,
     get_config,
     get_quantizer,
@@ -58,6 +59,7 @@ list_first(
 __all__ = [
     "ClassValues",
     "COMMON_OPTIONS",
+    "check_requirements",
     "METHODS",
     "DEFAULT_METHOD",
     "Block",

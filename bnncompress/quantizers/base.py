@@ -285,10 +285,9 @@ NOT_IN_CONFIG = {"stored": "never"}
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Quantizer(ABC):
-    """A quantization method with its options. Subclasses set ``name`` and implement
-    :meth:`statistics` and :meth:`fit`; their options are dataclass fields (keyword arguments,
-    checked in ``__post_init__``), declared once: :meth:`options`, ``==`` and ``repr`` follow from
-    them, and :func:`~bnncompress.quantizers.from_config` rebuilds the method from them.
+    """A quantization method with its options. Subclasses set ``name`` and implement :meth:`statistics` and
+    :meth:`fit`; their options are dataclass fields (keyword arguments, checked in ``__post_init__``), declared
+    once: :meth:`options`, ``==`` and ``repr`` follow, and :func:`~bnncompress.quantizers.from_config` rebuilds it.
 
     Example:
         >>> from bnncompress.quantizers import KMeans
@@ -305,6 +304,7 @@ class Quantizer(ABC):
     blockwise: ClassVar[bool] = True
     #: True for methods whose rate-control subsample must be whole rows (a rotation mixes a row's values).
     whole_row_samples: ClassVar[bool] = False
+    requires: ClassVar[dict[str, str]] = {}  #: modules it imports to run, and the package that installs each
 
     @classmethod
     def option_names(cls) -> list[str]:

@@ -23,7 +23,7 @@ from ..geometry import num_rows, row_size
 from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, Quantizer, Rows
 from .checks import is_integer
 from .kmeans import KMeans
-from .registry import register_quantizer
+from .registry import check_requirements, register_quantizer
 
 _MAX_NBITS = 8
 #: Distances (float32) computed at once: 16,384 rows x 100 subvectors x 256 codes took 1.6 GB, twice.
@@ -52,6 +52,7 @@ class ProductQuantization(Quantizer):
     name: ClassVar[str] = "pq"
     default_lam: ClassVar[float] = 2.0
     blockwise: ClassVar[bool] = False
+    requires: ClassVar[dict[str, str]] = {"faiss": "faiss-cpu (or bnncompress[eval])"}
 
     seed: int = field(default=DEFAULT_SEED, metadata=STORED_IF_NOT_DEFAULT)  # archives of the default seed as before
 
@@ -131,11 +132,9 @@ class FittedPQ(FittedQuantizer):
 
     def _train(self, m: int, nbits: int) -> np.ndarray:
         """(M, K, D/M) float32 centroids."""
-        try:
-            import faiss
-        except ImportError as exc:  # (not installed, or installed and broken: its own reason said)
-            why = " ".join(str(exc).split())  # (one line)
-            raise OptionError(f"method 'pq' needs FAISS: pip install faiss-cpu (or bnncompress[eval]); {why}") from None
+        check_requirements("pq")
+        import faiss
+
         pq = faiss.ProductQuantizer(self.dim, m, nbits)
         pq.cp.seed = self.seed
         pq.cp.min_points_per_centroid = 1  # small tensors: train anyway, without faiss's warning
