@@ -270,15 +270,20 @@ def probe_scheduler(address: Any, seconds: float = CONNECT_SECONDS) -> str:
     line, not a hang (distributed waits for the greeting without a time limit) or a huge allocation
     (it trusts the length); returns the ``tcp://`` address."""
     host, port = check_scheduler_address(address)
+    connected = False
     try:
         with socket.create_connection((host, port), timeout=seconds) as sock:
-            greeting = b""
+            connected, greeting = True, b""
             while len(greeting) < 8:
                 chunk = sock.recv(8 - len(greeting))
                 if not chunk:
                     break
                 greeting += chunk
     except TimeoutError:
+        if not connected:  # (nothing answered the connection: not a peer that stayed silent)
+            raise OptionError(
+                f"cannot connect to the Dask scheduler at {address} (no answer within {seconds:g} s); check «scheduler»"
+            ) from None
         raise OptionError(
             f"the peer at {address} sent no Dask greeting within {seconds:g} s; check that «scheduler» is a scheduler"
         ) from None

@@ -292,6 +292,17 @@ def test_a_scheduler_address_at_a_silent_server_is_refused_in_seconds(tmp_path, 
     assert not (tmp_path / "x.bnc").exists()
 
 
+def test_a_host_that_never_answers_is_not_called_a_silent_peer(monkeypatch):
+    def unanswered(*args, **kwargs):  # (a connect to a host that drops the packets times out)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(bnncompress.executors.socket, "create_connection", unanswered)
+    with pytest.raises(
+        OptionError, match=r"cannot connect to the Dask scheduler at tcp://10.255.255.1:8786 \(no answer"
+    ):
+        bnncompress.executors.probe_scheduler("tcp://10.255.255.1:8786", 1)
+
+
 def test_a_closed_port_is_refused_at_once(tmp_path, npz):
     pytest.importorskip("distributed")
     with socket.socket() as s:  # a port nobody listens on
