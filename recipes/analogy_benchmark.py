@@ -148,7 +148,11 @@ def main() -> None:
         "the training, --methods, --bits and --stage options are not used)",
     )
     parser.add_argument("--work", type=Path, default=WORK, help="directory of the corpus and the posterior")
-    parser.add_argument("--results", type=Path, help="directory for tables and plots (default: WORK/results)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="directory for tables and plots (default: WORK/results; with --quick, WORK/quick-results)",
+    )
     parser.add_argument("--force", action="store_true", help="replace the tables and plots if they exist")
     parser.add_argument("--vocab-size", type=positive_int, default=20000, help="words kept (most frequent)")
     parser.add_argument("--dim", type=positive_int, default=100, help="embedding dimension")
