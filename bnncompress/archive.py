@@ -1,8 +1,7 @@
 """The archive container: one HDF5 file of plain arrays and attributes (docs/FORMAT.md).
 
-This module only stores and validates what other stages produced; it knows nothing about
-how symbols were chosen or how they are decoded. Nothing here can unpickle: every value is
-a numeric array, a string, or a JSON document.
+This module only stores and validates what other stages produced; it knows nothing about how symbols
+were chosen or decoded. Nothing here can unpickle: every value is a numeric array, a string, or JSON.
 """
 
 from __future__ import annotations
@@ -51,8 +50,7 @@ _GZIP = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
 
 
 def _fixed(text: str) -> np.bytes_:
-    """A fixed-length string attribute: stored in the (checksummed) object header, not in
-    HDF5's unchecksummed global heap, whose corruption can hang libhdf5."""
+    """A fixed-length string attribute: in the checksummed object header, not HDF5's global heap (hangs if damaged)."""
     return np.bytes_(text.encode("utf-8"))
 
 
@@ -172,8 +170,7 @@ def is_archive(path: str | os.PathLike) -> bool:
             if fh.read(8) != HDF5_MAGIC:
                 return False
         with h5py.File(path, "r") as f:
-            fmt = scalar_attribute(f.attrs, "format")
-            return fmt in (FORMAT_NAME.encode(), FORMAT_NAME)  # (str: said by read_archive)
+            return scalar_attribute(f.attrs, "format") in (FORMAT_NAME.encode(), FORMAT_NAME)  # (str: read_archive)
     except Exception:  # unreadable or damaged: not an archive we can recognise
         return False
 
