@@ -186,7 +186,7 @@ def apply_constraint(
         try:
             steps = _elementwise_steps(transform)
             if steps is not None:
-                return _apply_steps(steps, np.ascontiguousarray(values, dtype=np.float64))
+                return _apply_steps(steps, np.asarray(values, dtype=np.float64, order="C"))
             return transform(torch.as_tensor(np.asarray(values, dtype=np.float64))).numpy()
         except (IndexError, ValueError, RuntimeError) as exc:
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
