@@ -11,14 +11,14 @@ from typing import Any
 from .decoded import available_memory
 from .errors import ArchiveError
 
-#: Bytes of Python objects a JSON item (``{}``, ``[]``, a string, or a value after a comma) takes at most
-#: with its slot in a list or dict: an empty dict 64 + 8 (``[{},{},...]`` took 24 times its bytes).
-ITEM_BYTES = 72
+#: Bytes of Python objects a JSON item takes at most with its slot in a list or dict: a dict, a list, a string
+#: (and 4 per byte of its text: wide characters), a number (``[{},{},...]`` took 24 times its bytes).
+DICT_BYTES, LIST_BYTES, STR_BYTES, NUMBER_BYTES = 72, 64, 57, 32
 #: A parse (the manifest's, the vocabulary's split) may take this many bytes per byte of the archive, and
 #: this many in any case: a small forged file must not expand into gigabytes (a 228 kB file's manifest of
-#: ``[{},{},...]`` took 2.7 GB; a 104 kB file's ``ab\n`` x 33 million words 2.7 GB). A real archive of
-#: 3,000 tensors parses to 15 MB at most from 190 kB.
-PARSE_PER_FILE_BYTE, PARSE_FLOOR = 256, 64 << 20
+#: ``[{},{},...]`` took 2.7 GB; a 104 kB file's ``ab\n`` x 33 million words 2.7 GB). Real archives: 3,000
+#: tensors parse to 15 MB from 190 kB; six 256 x 256 per-element bounds (790,000 numbers) to 28 MB from 110 kB.
+PARSE_PER_FILE_BYTE, PARSE_FLOOR = 256, 256 << 20
 _FLOAT_MAX = 1.7976931348623157e308
 
 
@@ -30,10 +30,11 @@ def parse_budget(file_bytes: int) -> int:
 def parse_manifest(raw: bytes, where: str, file_bytes: int) -> Any:
     """The manifest's JSON; ArchiveError if it is not strict JSON or its parse may take more than
     :func:`parse_budget` (an upper bound counted before parsing: items by their brackets, quotes and commas)."""
-    items = raw.count(b"{") + raw.count(b"[") + raw.count(b'"') // 2 + raw.count(b",") + 1
-    if ITEM_BYTES * items + 4 * len(raw) > parse_budget(file_bytes):  # (4: a str of wide characters)
+    dicts, lists, strings, commas = raw.count(b"{"), raw.count(b"["), raw.count(b'"') // 2, raw.count(b",")
+    need = DICT_BYTES * dicts + LIST_BYTES * lists + STR_BYTES * strings + NUMBER_BYTES * (commas + 1) + 4 * len(raw)
+    if need > parse_budget(file_bytes):
         raise ArchiveError(
-            f"{where}: the manifest ({len(raw):,} bytes, {items:,} items) would take more memory parsed than an "
+            f"{where}: the manifest ({len(raw):,} bytes) would take up to {need:,} bytes parsed, more than an "
             f"archive of {file_bytes:,} bytes can need; refusing it"
         )
 
@@ -73,7 +74,7 @@ def check_vocab_count(raw: bytes, num_words: Any, entries: list, where: str, fil
     rows = max((s[0] for s in shapes if isinstance(s, list) and s and type(s[0]) is int), default=0)
     if type(num_words) is not int or not 0 < num_words <= rows or raw.count(b"\n") + 1 != num_words:
         raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
-    if ITEM_BYTES * num_words + 4 * len(raw) > parse_budget(file_bytes):
+    if STR_BYTES * num_words + 4 * len(raw) > parse_budget(file_bytes):
         raise ArchiveError(
             f"{where}: the vocabulary's {num_words:,} words would take more memory than an archive of "
             f"{file_bytes:,} bytes can need; refusing it"
