@@ -551,11 +551,13 @@ def test_a_format_attribute_of_shared_strings_is_not_read(tmp_path, example):
     assert "not a bnncompress archive" in _one_line(_traced_peak(lambda: bnncompress.load(path))[1])
 
 
-def test_an_hdf5_vocabulary_of_shared_strings_is_refused_before_it_is_copied(tmp_path):
+@pytest.mark.parametrize("shape", [(2000,), (1, 2000)])  # (a (1, N) vocabulary was read in one piece)
+def test_an_hdf5_vocabulary_of_shared_strings_is_refused_before_it_is_copied(tmp_path, shape):
     path, count = tmp_path / "v.h5", 2000
+    words = np.array(["x" * 50_000] + [f"w{i}" for i in range(1, count)], dtype=object).reshape(shape)
     with h5py.File(path, "w") as f:
         f["w/loc"], f["w/scale"] = np.zeros((count, 2), np.float32), np.full((count, 2), 0.1, np.float32)
-        f.create_dataset("vocab", data=["x" * 50_000] + [f"w{i}" for i in range(1, count)], dtype=h5py.string_dtype())
+        f.create_dataset("vocab", data=words, dtype=h5py.string_dtype())
         offset = f["vocab"].id.get_offset()
     _shared_descriptors(path, offset, count)  # 2,000 words of 50 kB from 100 kB: 100 MB read
     peak, outcome = _traced_peak(lambda: read_posterior(path))
@@ -605,3 +607,20 @@ def test_an_hdf5_posterior_with_damaged_object_metadata_is_one_error(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(PosteriorError, match="cannot be read .*checksum.* it is damaged"):  # was h5py's KeyError
         read_posterior(path)
+
+
+def test_an_hdf5_vocabulary_of_variable_length_numbers_is_refused_unread(tmp_path):
+    with h5py.File(tmp_path / "n.h5", "w") as f:  # (the same element kind as strings: its length was not counted)
+        f["w/loc"], f["w/scale"] = np.zeros((3, 2), np.float32), np.full((3, 2), 0.1, np.float32)
+        vocab = f.create_dataset("vocab", (3,), dtype=h5py.vlen_dtype(np.uint8))
+        vocab[...] = [np.arange(n, dtype=np.uint8) for n in (1, 2, 3)]
+    with pytest.raises(PosteriorError, match="must hold strings, found variable-length uint8"):
+        read_posterior(tmp_path / "n.h5")
+
+
+def test_a_two_dimensional_variable_length_vocabulary_keeps_its_order(tmp_path):
+    words = np.array([f"w{i}" for i in range(12)], dtype=object).reshape(3, 4)  # (read along its longest axis)
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["w/loc"], f["w/scale"] = np.zeros((12, 2), np.float32), np.full((12, 2), 0.1, np.float32)
+        f.create_dataset("vocab", data=words, dtype=h5py.string_dtype())
+    assert read_posterior(tmp_path / "v.h5").vocab == [f"w{i}" for i in range(12)]

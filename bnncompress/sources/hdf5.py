@@ -174,19 +174,26 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
 
 
 def _decode_words(dataset: Any, where: str, file_bytes: int) -> list[str]:
-    if dataset.dtype.kind not in "SUO":
-        raise PosteriorError(f"{where}: dataset 'vocab' must hold strings, found {dataset.dtype}")
-    if dataset.dtype.kind != "O" or not dataset.shape:  # (fixed-length: its size was checked against its storage)
+    import h5py
+
+    if dataset.dtype.kind not in "SUO" or (
+        dataset.dtype.kind == "O" and h5py.check_string_dtype(dataset.dtype) is None
+    ):
+        vlen = h5py.check_vlen_dtype(dataset.dtype)  # (variable-length numbers are read whole: refused unread)
+        found = dataset.dtype if vlen is None else f"variable-length {vlen}"
+        raise PosteriorError(f"{where}: dataset 'vocab' must hold strings, found {found}")
+    if dataset.dtype.kind != "O" or not dataset.size:  # (fixed-length: its size was checked against its storage)
         return decode_words(np.asarray(dataset[()]).reshape(-1).tolist(), f"{where}: dataset 'vocab'")
-    items: list[Any] = []
-    total = 0  # (each word is stored once: together they are no longer than the file)
-    for start in range(0, dataset.shape[0], _WORDS_AT_ONCE):
-        part = np.asarray(dataset[start : start + _WORDS_AT_ONCE]).reshape(-1).tolist()
-        total += sum(len(w) if isinstance(w, (bytes, str)) else 0 for w in part)
-        items += part
+    axis = int(np.argmax(dataset.shape))  # sliced along its longest axis, about _WORDS_AT_ONCE words at a time
+    step = max(1, _WORDS_AT_ONCE * dataset.shape[axis] // dataset.size)
+    parts, total = [], 0  # (each word is stored once: together they are no longer than the file)
+    for start in range(0, dataset.shape[axis], step):
+        index = tuple(slice(start, start + step) if i == axis else slice(None) for i in range(dataset.ndim))
+        parts.append(np.asarray(dataset[index], dtype=object))
+        total += sum(len(w) for w in parts[-1].reshape(-1).tolist())
         if total > file_bytes:
             raise PosteriorError(
                 f"{where}: dataset 'vocab' holds words longer than the file (strings sharing their stored bytes); "
                 "refusing it"
             )
-    return decode_words(items, f"{where}: dataset 'vocab'")
+    return decode_words(np.concatenate(parts, axis=axis).reshape(-1).tolist(), f"{where}: dataset 'vocab'")
