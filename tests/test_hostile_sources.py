@@ -624,3 +624,21 @@ def test_a_two_dimensional_variable_length_vocabulary_keeps_its_order(tmp_path):
         f["w/loc"], f["w/scale"] = np.zeros((12, 2), np.float32), np.full((12, 2), 0.1, np.float32)
         f.create_dataset("vocab", data=words, dtype=h5py.string_dtype())
     assert read_posterior(tmp_path / "v.h5").vocab == [f"w{i}" for i in range(12)]
+
+
+def test_one_hdf5_dataset_under_many_names_is_refused_as_read_many_times(tmp_path):
+    loc, scale = np.zeros((20_000, 4), np.float32), np.full((20_000, 4), 0.1, np.float32)
+    with h5py.File(tmp_path / "h.h5", "w") as f:  # (no forgery: hard links, 320 kB read once per name)
+        f["t0/loc"], f["t0/scale"] = loc, scale
+        for i in range(1, 50):
+            f[f"t{i}/loc"], f[f"t{i}/scale"] = f["t0/loc"], f["t0/scale"]
+    with pytest.raises(PosteriorError, match="one dataset under many names"):
+        read_posterior(tmp_path / "h.h5")
+
+
+def test_hdf5_links_are_walked_in_name_order_in_files_that_track_creation_order(tmp_path):
+    loc, scale = _posterior()
+    with h5py.File(tmp_path / "o.h5", "w", track_order=True) as f:  # (netCDF4 and xarray files do)
+        f["z/w/loc"], f["z/w/scale"] = loc, scale
+        f["a"] = f["z"]  # the group under a second name, created later: entered once, by the first in name order
+    assert read_posterior(tmp_path / "o.h5").names == ["a/w"]

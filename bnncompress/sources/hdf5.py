@@ -105,13 +105,13 @@ def _read_open(f: Any, path: Path, where: str) -> Posterior:
     for key, link in links:  # before reading anything: no data from other files
         if not isinstance(link, h5py.HardLink):
             raise PosteriorError(f"{where}: '{key}' is a link to elsewhere ({type(link).__name__}); refusing it")
-    stored: dict[Any, int] = {}  # each dataset's stored bytes (once, however many names it has)
+    stored = 0  # the bytes each loc and scale is read from (a dataset under two names is read twice)
     for key, _ in links:
         obj = f[key]
         leaf = next((x for x in ("loc", "scale") if key.endswith(("/" + x, "." + x))), None)
         if leaf is not None and isinstance(obj, h5py.Dataset):
             check_local_dataset(obj, f"{where}: dataset '{key}'", PosteriorError, LOSSLESS)
-            stored[obj.id] = int(obj.id.get_storage_size())
+            stored += int(obj.id.get_storage_size())
             pair = found.setdefault(key[: -len(leaf) - 1], {})
             if leaf in pair:  # 'w/loc' and 'w.loc' both name w's loc
                 raise PosteriorError(
@@ -120,10 +120,10 @@ def _read_open(f: Any, path: Path, where: str) -> Posterior:
                 )
             pair[leaf] = obj
     file_bytes = path.stat().st_size
-    if sum(stored.values()) > file_bytes:  # each is checked against its own storage: not against another's
+    if stored > file_bytes:  # each is checked against its own storage: not against another's
         raise PosteriorError(
-            f"{where}: its datasets store {sum(stored.values()):,} bytes in a file of {file_bytes:,} "
-            "(datasets sharing their stored bytes); refusing it"
+            f"{where}: its loc and scale datasets are read from {stored:,} stored bytes in a file of {file_bytes:,} "
+            "(datasets sharing their stored bytes, or one dataset under many names); refusing it"
         )
     words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
     if words is not None:
@@ -155,7 +155,7 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
     import h5py
 
     links: list[tuple[str, Any]] = []
-    seen, stack = {f.id}, [("", f, iter(f))]
+    seen, stack = {f.id}, [("", f, iter(sorted(f)))]  # (sorted: not the creation order a file may track)
     while stack:
         prefix, group, names = stack[-1]
         name = next(names, None)
@@ -169,7 +169,7 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
             if len(stack) > MAX_DEPTH:
                 raise PosteriorError(f"{where}: groups nested more than {MAX_DEPTH} deep ('{key[:60]}...'); refusing")
             seen.add(obj.id)
-            stack.append((key + "/", obj, iter(obj)))
+            stack.append((key + "/", obj, iter(sorted(obj))))
     return links
 
 
