@@ -271,6 +271,8 @@ def test_a_dict_tensor_named_vocab_is_told_that_the_key_is_the_vocabularys(tmp_p
     for post in ({"vocab": (LOC, SCALE), "w": (LOC, SCALE)}, {"vocab": {"loc": LOC, "scale": SCALE}}):
         with pytest.raises(PosteriorError, match="key 'vocab' holds the vocabulary .* rename the tensor"):
             bnncompress.pack(post, tmp_path / "v.bnc", lam=0.1)
+    with pytest.raises(PosteriorError, match=r"found dict; for a word -> index mapping d give sorted\(d, key=d.get\)"):
+        bnncompress.pack({"vocab": {"a": 0}, "w": (LOC, SCALE)}, tmp_path / "v.bnc", lam=0.1)  # (key_to_index)
     words = list(np.array([f"w{i}" for i in range(60)]))  # numpy strings are words, not tensors
     assert bnncompress.read_posterior({"vocab": words, "w": (LOC, SCALE)}).vocab[:2] == ["w0", "w1"]
 

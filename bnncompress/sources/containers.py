@@ -28,9 +28,15 @@ def from_mapping(obj: Any, where: str) -> Posterior:
     if vocab is not None:
         if isinstance(vocab, np.ndarray) and vocab.dtype.kind in "US":
             vocab = vocab.reshape(-1).tolist()
-        if isinstance(vocab, dict) or (isinstance(vocab, (list, tuple)) and vocab and getattr(vocab[0], "ndim", 0)):
+        pair = isinstance(vocab, dict) and {"loc", "scale"} <= set(vocab)
+        if pair or (isinstance(vocab, (list, tuple)) and vocab and getattr(vocab[0], "ndim", 0)):
             raise PosteriorError(  # (a tensor of that name: the key is the vocabulary's)
                 f"{where}: the key 'vocab' holds the vocabulary (a list of words), not a tensor; rename the tensor"
+            )
+        if isinstance(vocab, dict):  # gensim's key_to_index, torchtext's stoi
+            raise PosteriorError(
+                f"{where}: 'vocab' must be a list of strings (the words in row order), found dict; for a word -> "
+                "index mapping d give sorted(d, key=d.get)"
             )
         if not isinstance(vocab, (list, tuple)):
             raise PosteriorError(f"{where}: 'vocab' must be a list of strings, found {type(vocab).__name__}")
