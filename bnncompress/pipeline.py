@@ -131,10 +131,13 @@ class TensorJob:
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
             args.append((quantizer, positions[lo:hi]))
         stats, locs, scales = [], [], []
-        for part, loc, scale in self.executor.map(statistics_task, [t + a for t, a in zip(self.rows.tasks(), args)]):
+        tasks = [t + a for t, a in zip(self.rows.tasks(), args)]
+        for (start, _), (part, loc, scale, beyond) in zip(self.rows.ranges, self.executor.map(statistics_task, tasks)):
             stats += part
             locs.append(loc)
             scales.append(scale)
+            if beyond is not None:  # (read by a worker: told to the driver's tensor, which reports it)
+                vars(self.source).setdefault("_beyond", {})[start] = beyond
         # (what a plug-in's code returns is checked before it reaches a kernel or the archive)
         self.fitted = checked(quantizer.fit(self.shape, stats, self.rows), quantizer)
         sample = None

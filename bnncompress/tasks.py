@@ -62,11 +62,11 @@ def map_kept_task(
 
 
 def statistics_task(source, start, stop, block_rows, quantizer: Quantizer, positions: np.ndarray):
-    """Pass 1 of a task: the quantizer's statistics per block, and the sample values at ``positions``."""
+    """Pass 1 of a task: per-block statistics, the sample at ``positions``, the read's float64 means off float32."""
     loc, scale = source.read(start, stop)
     stats = [quantizer.statistics(b) for b in split(loc, scale, start, stop, block_rows, source.row_size)]
     local = positions - start * source.row_size
-    return stats, loc[local], scale[local]
+    return stats, loc[local], scale[local], vars(source).get("_beyond", {}).get(start)
 
 
 #: Row hashes a distinct-row sketch keeps: counts up to this are exact, larger ones estimated (~2%).

@@ -10,6 +10,7 @@ inputs. The long run is
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 
 import h5py
@@ -218,3 +219,20 @@ def test_rows_quantized_to_constants_are_said_only_where_a_direction_was_lost(tm
     scale[:3] = 1e-3
     r = bnncompress.pack({"w": (loc, scale)}, tmp_path / "c.bnc", method="uniform", bits=2)
     assert any("direction is lost" in w for w in r.warnings), r.warnings
+
+
+def test_the_float64_note_comes_back_from_workers_that_read_the_rows(tmp_path, monkeypatch):
+    """On Dask the workers read a file's rows into their own copies of the tensor: the note counted this
+    process's reads only, so --workers and --scheduler packs of .npy, HDF5 and safetensors files said nothing."""
+    from bnncompress.executors import LocalExecutor
+
+    original = LocalExecutor.map
+
+    def in_copies(self, fn, tasks):  # as a worker gets them: pickled
+        return original(self, fn, [pickle.loads(pickle.dumps(task)) for task in tasks])
+
+    monkeypatch.setattr(LocalExecutor, "map", in_copies)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["b/loc"], f["b/scale"] = np.linspace(1.0, 2.0, 4000).reshape(100, 40), np.full((100, 40), 1e-10)
+    r = bnncompress.pack(tmp_path / "p.h5", tmp_path / "h.bnc", lam=0.1, stream=True)
+    assert any("3,328 float64 means have posterior sds below float32's spacing" in w for w in r.warnings), r.warnings
