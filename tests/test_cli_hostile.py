@@ -254,6 +254,16 @@ def test_pack_writes_the_archive_to_standard_output(tmp_path, monkeypatch):
     assert "wrote standard output" in r.stderr and not os.path.exists("-")
 
 
+def test_the_current_directory_packs_to_standard_output(tmp_path, monkeypatch):
+    # '.' named the temporary archive behind -o -: "cannot name the archive after the directory '.'; give -o"
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "w.loc.npy", rng.normal(size=(200, 10)).astype(np.float32))
+    np.save(tmp_path / "w.scale.npy", np.full((200, 10), 0.1, np.float32))
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["pack", ".", "-o", "-", "--lam", "1"])
+    assert r.exit_code == 0 and r.stdout_bytes.startswith(b"\x89HDF"), r.output
+
+
 def test_a_reader_that_leaves_early_ends_unpack_quietly(tmp_path):
     # README's `bnncompress unpack small.bnc -o - | head` ended with an "error:" line and exit 2; a
     # compressor's -c ends quietly with SIGPIPE's 141 (a docs review).

@@ -140,7 +140,7 @@ def pack(
     elif model_files:
         refuse_existing(output, force, source, vocab, *model_files)  # your model's code is an input too
     with (
-        stdout_file(default_output(source).name) if to_stdout else contextlib.nullcontext(output) as target,
+        stdout_file(_stdout_name(source)) if to_stdout else contextlib.nullcontext(output) as target,
         stdout_to_stderr(to_stdout),
         stage_progress(quiet, err, "reading posterior") as report,
         notes_unwarned(),  # they are in result.warnings, printed below
@@ -333,3 +333,11 @@ def unpack(
         written = a.export(output, fmt, tensor=tensor, binary=binary, force=force)
     if not quiet:
         say(f"wrote {printable(str(output))} ({written})")
+
+
+def _stdout_name(source: str) -> str:
+    """The name of the temporary archive behind ``-o -``: the posterior's (``.`` named by the directory it is)."""
+    try:
+        return default_output(Path(source).resolve()).name
+    except OptionError:  # ('/': no name; anything else wrong with the source is said by the pack)
+        return "archive.bnc"
