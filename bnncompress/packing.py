@@ -34,7 +34,7 @@ from .quantizers import DEFAULT_METHOD, Quantizer, check_requirements, get_quant
 from .quantizers.plugins import plugin_errors
 from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord, common_counts_dtype
-from .sources import STREAM_WEIGHTS, open_posterior
+from .sources import STREAM_WEIGHTS, is_pyro_guide, open_posterior
 from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
@@ -155,7 +155,9 @@ def pack(
     report("reading posterior", 0, 1)
     posterior = open_posterior(source, vocab=words)  # a file that reads by rows: its headers only
     if names and model is None:  # before deciding to stream and reading (files read by rows: the others are not)
+        left_out = [n for n in posterior.names if n not in names] if is_pyro_guide(source) else []
         posterior = posterior.select(names, require_vocab=vocab is not None)
+        _note_left_out(posterior, left_out)  # (a live guide knows its model)
     if stream is None and not lazy and not posterior.in_memory and posterior.num_weights >= STREAM_WEIGHTS:
         lazy = True
         _check_blockwise(quantizer, lazy)
@@ -166,11 +168,7 @@ def pack(
     if names and model is not None:  # (the model's sites are known once it has been traced)
         left_out = [n for n in posterior.names if n not in names]
         posterior = posterior.select(names, require_vocab=vocab is not None)
-        if left_out:  # (a model conditioned on the archive drew them on every call, unsaid)
-            posterior.warnings.append(
-                f"the model's site(s) {', '.join(left_out[:10])} are left out by the tensor selection: a model "
-                "conditioned on the archive samples them from their priors"
-            )
+        _note_left_out(posterior, left_out)
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})
@@ -200,6 +198,14 @@ def pack(
     for note in notes if _WARN_NOTES.get() else ():
         warnings.warn(note, QualityWarning, stacklevel=2)
     return dataclasses.replace(result, warnings=result.warnings + tuple(n for n in notes if n not in result.warnings))
+
+
+def _note_left_out(posterior: Posterior, left_out: list[str]) -> None:
+    if left_out:  # (a model conditioned on the archive drew them on every call, unsaid)
+        posterior.warnings.append(
+            f"the model's site(s) {', '.join(left_out[:10])} are left out by the tensor selection: a model "
+            "conditioned on the archive samples them from their priors"
+        )
 
 
 def _check_blockwise(quantizer: Quantizer, lazy: bool) -> None:

@@ -289,6 +289,14 @@ def test_sites_of_the_model_left_out_by_the_tensor_selection_are_said(tmp_path):
 
     with pytest.warns(QualityWarning, match="site.s. log_tau are left out by the tensor selection"):
         bnncompress.pack(store, tmp_path / "g.bnc", lam=0.1, model=model, tensors=["gain"])
+    from pyro.infer.autoguide import AutoNormal
+
+    pyro.clear_param_store()
+    guide = AutoNormal(model)
+    guide()  # a live guide knows its model: the same selection said nothing
+    with pytest.warns(QualityWarning, match="site.s. log_tau are left out by the tensor selection"):
+        bnncompress.pack(guide, tmp_path / "live.bnc", lam=0.1, tensors=["gain"])
+    pyro.clear_param_store()
 
 
 def test_a_live_auto_guide_list_is_refused_with_the_way_that_works(tmp_path):
