@@ -24,8 +24,7 @@ For a tensor of rows x (n rows of d values; a matrix, or any tensor by its first
    version 4), and (``class_values``) their own values of the symbols they use: the weighted mean of
    their coordinates coded to it, as int8 corrections of the column values (format version 5).
 
-Passes: column sums, Gram matrix, means' range; rows' RMS, rotated columns' ranges; ``1 + iterations``
-per rate; one for the class values at the rate coded (:meth:`class_moments`).
+Passes: sums, Gram matrix, means' range; rows' RMS, rotated ranges; ``1 + iterations`` per rate; the class values'.
 """
 
 from __future__ import annotations
@@ -124,7 +123,9 @@ class TransformVBQ(Quantizer):
         self._normalize(classes=classes if classes == "auto" else int(classes))
         unused = [key for key in ("reflectors", "class_costs") if getattr(self, key) and self.classes == 0]
         if unused:  # (the version 3 record was written, and its params claimed them)
-            raise OptionError(f"{' and '.join(unused)} need classes of rows; drop them or classes=0")
+            raise OptionError(f"{' and '.join(unused)} need classes of rows; drop them or give classes above 0")
+        if self.reflectors and self.transform == "none":  # (its params claimed a rotation never stored)
+            raise OptionError("reflectors store a rotation; drop them or give transform=auto or pca")
 
     def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
