@@ -48,6 +48,19 @@ def test_an_option_cannot_take_a_name_the_archive_reads():
     assert "x-clipped" not in METHODS
 
 
+def _uniform_fitted_as(method: str, fitted_class: type) -> None:
+    """Register plug-in ``method``: uniform, its fit made a ``fitted_class`` (the test pops it from METHODS)."""
+
+    @register_quantizer
+    class Plugin(Uniform):
+        name: ClassVar[str] = method
+
+        def fit(self, shape, stats, rows):
+            fitted = super().fit(shape, stats, rows)
+            fitted.__class__ = fitted_class
+            return fitted
+
+
 class _Bad(FittedUniform):
     mode = ""
 
@@ -79,14 +92,7 @@ class _Bad(FittedUniform):
     ],
 )
 def test_a_plugins_output_is_checked_before_it_is_written(tmp_path, mode, message):
-    @register_quantizer
-    class Misbehaving(Uniform):
-        name: ClassVar[str] = "x-bad"
-
-        def fit(self, shape, stats, rows):
-            fitted = super().fit(shape, stats, rows)
-            fitted.__class__ = type("Bad", (_Bad,), {"mode": mode})
-            return fitted
+    _uniform_fitted_as("x-bad", type("Bad", (_Bad,), {"mode": mode}))
 
     out = tmp_path / "keep.bnc"
     out.write_bytes(b"the user's file")
@@ -140,14 +146,7 @@ def test_an_invalid_archive_is_not_written_and_not_called_damaged(tmp_path):
         def grid(self, state):
             return np.full_like(super().grid(state), np.nan)
 
-    @register_quantizer
-    class Nan(Uniform):
-        name: ClassVar[str] = "x-nan"
-
-        def fit(self, shape, stats, rows):
-            fitted = super().fit(shape, stats, rows)
-            fitted.__class__ = NanGrid
-            return fitted
+    _uniform_fitted_as("x-nan", NanGrid)
 
     out = tmp_path / "keep.bnc"
     out.write_bytes(b"the user's file")
@@ -189,14 +188,7 @@ def test_a_plugin_cannot_change_the_callers_arrays(tmp_path):
             block.loc[:] = 0.0  # (a plug-in's bug: the caller's posterior was changed in place, silently)
             return super().assign(block, state)
 
-    @register_quantizer
-    class Writing(Uniform):
-        name: ClassVar[str] = "x-writes"
-
-        def fit(self, shape, stats, rows):
-            fitted = super().fit(shape, stats, rows)
-            fitted.__class__ = Writes
-            return fitted
+    _uniform_fitted_as("x-writes", Writes)
 
     posterior = _posterior()
     before = posterior["w"][0].copy()
