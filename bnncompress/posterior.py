@@ -94,9 +94,7 @@ class TensorPosterior:
         """Flat float32 ``loc`` and ``scale`` of rows ``start:stop`` (first dimension; a 0-d or 1-D
         tensor has one value per row)."""
         rs = self.row_size
-        loc, scale = self._loc.reshape(-1)[start * rs : stop * rs], self._scale.reshape(-1)[start * rs : stop * rs]
-        loc.flags.writeable = scale.flags.writeable = False  # (views of the caller's arrays: no pass changes them)
-        return loc, scale
+        return self._loc.reshape(-1)[start * rs : stop * rs], self._scale.reshape(-1)[start * rs : stop * rs]
 
     def load(self) -> TensorPosterior:
         """The tensor with its values in memory (itself when they already are)."""
