@@ -256,12 +256,6 @@ def test_options_that_need_classes_are_refused_without_them(tmp_path):
             bnncompress.pack(
                 {"w": (np.zeros((50, 4)), np.ones((50, 4)))}, tmp_path / "r.bnc", options={option: True, "classes": 0}
             )
-    with pytest.raises(bnncompress.OptionError, match="reflectors store a rotation; drop them or give transform="):
-        bnncompress.pack(  # (its params said reflectors: true for a tensor stored with no rotation)
-            {"w": (np.zeros((50, 4)), np.ones((50, 4)))},
-            tmp_path / "r.bnc",
-            options={"reflectors": True, "transform": "none"},
-        )
 
 
 def test_float16_takes_values_that_round_to_its_largest(tmp_path):

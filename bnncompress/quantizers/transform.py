@@ -124,8 +124,6 @@ class TransformVBQ(Quantizer):
         unused = [key for key in ("reflectors", "class_costs") if getattr(self, key) and self.classes == 0]
         if unused:  # (the version 3 record was written, and its params claimed them)
             raise OptionError(f"{' and '.join(unused)} need classes of rows; drop them or give classes above 0")
-        if self.reflectors and self.transform == "none":  # (its params claimed a rotation never stored)
-            raise OptionError("reflectors store a rotation; drop them or give transform=auto or pca")
 
     def statistics(self, block: Block) -> tuple:
         from ._transform_cpu import gram  # numba: imported on first use
