@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnnCompressError, PosteriorError
-from ..hdf5checks import HDF5_MAGIC, LOSSLESS, check_local_dataset, plain_dataset, scalar_attribute
+from ..hdf5checks import HDF5_MAGIC, LOSSLESS, MAX_EXPANSION, check_local_dataset, plain_dataset, scalar_attribute
 from ..posterior import FileStamp, Posterior, StoredTensor, TensorPosterior, file_stamp
 from ..vocabulary import decode_words, validate_words
 from .reader import PosteriorReader, Probe
@@ -105,13 +105,15 @@ def _read_open(f: Any, path: Path, where: str) -> Posterior:
     for key, link in links:  # before reading anything: no data from other files
         if not isinstance(link, h5py.HardLink):
             raise PosteriorError(f"{where}: '{key}' is a link to elsewhere ({type(link).__name__}); refusing it")
-    stored = 0  # the bytes each loc and scale is read from (a dataset under two names is read twice)
+    stored: dict[Any, int] = {}  # each loc and scale dataset's stored bytes; the bytes they declare under every name
+    reads = 0  # (at most what gzip's ceiling allows the file: tied weights have two names, a forgery thousands)
     for key, _ in links:
         obj = f[key]
         leaf = next((x for x in ("loc", "scale") if key.endswith(("/" + x, "." + x))), None)
         if leaf is not None and isinstance(obj, h5py.Dataset):
             check_local_dataset(obj, f"{where}: dataset '{key}'", PosteriorError, LOSSLESS)
-            stored += int(obj.id.get_storage_size())
+            stored[obj.id] = int(obj.id.get_storage_size())
+            reads += int(obj.size) * obj.dtype.itemsize
             pair = found.setdefault(key[: -len(leaf) - 1], {})
             if leaf in pair:  # 'w/loc' and 'w.loc' both name w's loc
                 raise PosteriorError(
@@ -120,10 +122,11 @@ def _read_open(f: Any, path: Path, where: str) -> Posterior:
                 )
             pair[leaf] = obj
     file_bytes = path.stat().st_size
-    if stored > file_bytes:  # each is checked against its own storage: not against another's
+    if sum(stored.values()) > file_bytes or reads > MAX_EXPANSION * file_bytes:  # (each checked only on its own)
         raise PosteriorError(
-            f"{where}: its loc and scale datasets are read from {stored:,} stored bytes in a file of {file_bytes:,} "
-            "(datasets sharing their stored bytes, or one dataset under many names); refusing it"
+            f"{where}: its loc and scale datasets store {sum(stored.values()):,} bytes and declare {reads:,} under "
+            f"their names, in a file of {file_bytes:,} (datasets sharing their stored bytes, or one dataset under many "
+            "names); refusing it"
         )
     words = plain_dataset(f, "vocab", f"{where}: dataset 'vocab'", PosteriorError, LOSSLESS)
     if words is not None:
