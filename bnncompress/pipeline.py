@@ -132,12 +132,12 @@ class TensorJob:
             args.append((quantizer, positions[lo:hi]))
         stats, locs, scales = [], [], []
         tasks = [t + a for t, a in zip(self.rows.tasks(), args)]
-        for (start, _), (part, loc, scale, beyond) in zip(self.rows.ranges, self.executor.map(statistics_task, tasks)):
+        for part, loc, scale, beyond in self.executor.map(statistics_task, tasks):
             stats += part
             locs.append(loc)
             scales.append(scale)
-            if beyond is not None:  # (read by a worker: told to the driver's tensor, which reports it)
-                vars(self.source).setdefault("_beyond", {})[start] = beyond
+            if beyond:  # (read by a worker: told to the driver's tensor, which reports it)
+                vars(self.source).setdefault("_beyond", {}).update(beyond)
         # (what a plug-in's code returns is checked before it reaches a kernel or the archive)
         self.fitted = checked(quantizer.fit(self.shape, stats, self.rows), quantizer)
         sample = None

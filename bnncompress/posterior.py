@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import PosteriorError
-from .geometry import num_rows, row_size
+from .geometry import block_rows_for, num_rows, row_size
 
 #: Name given to the single flat tensor of an AutoDiagonalNormal guide read without its model.
 FLAT_LATENT_NAME = "latent"
@@ -142,7 +142,8 @@ class StoredTensor(TensorPosterior):
 
     @property
     def beyond_float32(self) -> tuple[int, float]:  # type: ignore[override]
-        """As :attr:`TensorPosterior.beyond_float32`, over the rows read in this process so far."""
+        """As :attr:`TensorPosterior.beyond_float32`, over the coding blocks read so far (each once: passes read
+        ranges that overlap; a Dask worker's reads are told back by the pipeline)."""
         parts = list(self.__dict__.get("_beyond", {}).values())
         return sum(p[0] for p in parts), max((p[1] for p in parts), default=0.0)
 
@@ -157,8 +158,12 @@ class StoredTensor(TensorPosterior):
 
         if any(count_invalid(loc, scale)):  # one pass; the error says how many
             check_values(self.name, self.where, loc, scale)
-        if wide.dtype == np.float64:  # (of values checked above; a range read again is counted once)
-            self.__dict__.setdefault("_beyond", {})[start] = _beyond_float32(wide, wide_scale, loc)
+        if wide.dtype == np.float64:  # (of values checked above; per coding block: one read again is counted once)
+            br = block_rows_for(self.shape)
+            for first in range(start, stop, br):
+                part = slice((first - start) * self.row_size, (min(first + br, stop) - start) * self.row_size)
+                wide_part = [np.asarray(w).reshape(-1)[part] for w in (wide, wide_scale)]
+                self.__dict__.setdefault("_beyond", {})[first // br] = _beyond_float32(*wide_part, loc[part])
         return loc, scale
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract

@@ -66,7 +66,8 @@ def statistics_task(source, start, stop, block_rows, quantizer: Quantizer, posit
     loc, scale = source.read(start, stop)
     stats = [quantizer.statistics(b) for b in split(loc, scale, start, stop, block_rows, source.row_size)]
     local = positions - start * source.row_size
-    return stats, loc[local], scale[local], vars(source).get("_beyond", {}).get(start)
+    beyond = {b: e for b, e in vars(source).get("_beyond", {}).items() if start <= b * block_rows < stop}
+    return stats, loc[local], scale[local], beyond
 
 
 #: Row hashes a distinct-row sketch keeps: counts up to this are exact, larger ones estimated (~2%).
@@ -153,8 +154,7 @@ class Quality:
 
 
 def sketch(*hashes: np.ndarray) -> np.ndarray:
-    """The :data:`SKETCH` smallest distinct values among ``hashes`` (sorted; not by np.unique, which hashes first
-    in numpy 2.4: 0.39 ms a merge of sketches against 0.02 for a sort of the sorted runs)."""
+    """The :data:`SKETCH` smallest distinct values among ``hashes`` (sorted; not np.unique: 20x slower in numpy 2.4)."""
     values = np.sort(np.concatenate(hashes), kind="stable")
     return values[np.r_[True, values[1:] != values[:-1]]][:SKETCH] if len(values) else values
 
