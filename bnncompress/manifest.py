@@ -12,8 +12,9 @@ from .decoded import available_memory
 from .errors import ArchiveError
 
 #: Bytes of Python objects a JSON item takes at most with its slot in a list or dict: a dict, a list, a string
-#: (and 4 per byte of its text: wide characters), a number (``[{},{},...]`` took 24 times its bytes).
-DICT_BYTES, LIST_BYTES, STR_BYTES, NUMBER_BYTES = 72, 64, 57, 32
+#: (and 4 per byte of its text: wide characters), a number, and a dict's entry (its key, table slot and the
+#: parser's memo of keys) (``[{},{},...]`` took 24 times its bytes; measured peaks stay below the sum).
+DICT_BYTES, LIST_BYTES, STR_BYTES, NUMBER_BYTES, ENTRY_BYTES = 72, 104, 57, 32, 64  # (a list: 56, 4 slots, its own)
 #: A parse (the manifest's, the vocabulary's split) may take this many bytes per byte of the archive, and
 #: this many in any case: a small forged file must not expand into gigabytes (a 228 kB file's manifest of
 #: ``[{},{},...]`` took 2.7 GB; a 104 kB file's ``ab\n`` x 33 million words 2.7 GB). Real archives: 3,000
@@ -27,11 +28,17 @@ def parse_budget(file_bytes: int) -> int:
     return min(available_memory(), max(PARSE_FLOOR, PARSE_PER_FILE_BYTE * file_bytes))
 
 
+def parse_need(raw: bytes) -> int:
+    """At most the bytes of Python objects ``json.loads(raw)`` makes, from its brackets, quotes, commas and colons."""
+    dicts, lists, strings, commas = raw.count(b"{"), raw.count(b"["), raw.count(b'"') // 2, raw.count(b",")
+    need = DICT_BYTES * dicts + LIST_BYTES * lists + STR_BYTES * strings + NUMBER_BYTES * (commas + 1) + 4 * len(raw)
+    return need + ENTRY_BYTES * raw.count(b":")
+
+
 def parse_manifest(raw: bytes, where: str, file_bytes: int) -> Any:
     """The manifest's JSON; ArchiveError if it is not strict JSON or its parse may take more than
     :func:`parse_budget` (an upper bound counted before parsing: items by their brackets, quotes and commas)."""
-    dicts, lists, strings, commas = raw.count(b"{"), raw.count(b"["), raw.count(b'"') // 2, raw.count(b",")
-    need = DICT_BYTES * dicts + LIST_BYTES * lists + STR_BYTES * strings + NUMBER_BYTES * (commas + 1) + 4 * len(raw)
+    need = parse_need(raw)
     if need > parse_budget(file_bytes):
         raise ArchiveError(
             f"{where}: the manifest ({len(raw):,} bytes) would take up to {need:,} bytes parsed, more than an "
