@@ -267,7 +267,7 @@ def _check_request(source: Any, output: Any, force: bool, vocab: Any = None) -> 
         if not isinstance(source, (str, os.PathLike)):
             raise OptionError("«output» is needed when the source is not a file; give an archive path")
         output = default_output(source)
-    if isinstance(source, (str, os.PathLike)) and Path(output).resolve() == Path(source).resolve():
+    if isinstance(source, (str, os.PathLike)) and os.path.realpath(output) == os.path.realpath(source):  # (loops too)
         raise OptionError(f"the output '{output}' is the posterior file itself; choose another output path")
     inputs = [x for x in (source, vocab) if isinstance(x, (str, os.PathLike))]  # (a directory: its files too)
     return check_output_path(output, force, inputs)

@@ -264,6 +264,16 @@ def test_the_current_directory_packs_to_standard_output(tmp_path, monkeypatch):
     assert r.exit_code == 0 and r.stdout_bytes.startswith(b"\x89HDF"), r.output
 
 
+def test_a_symbolic_link_loop_as_the_posterior_or_archive_is_one_line(tmp_path, monkeypatch):
+    # Path.resolve raised RuntimeError('Symlink loop') from the output check: a traceback, exit 1
+    monkeypatch.chdir(tmp_path)
+    os.symlink("b", "a")
+    os.symlink("a", "b")
+    for args in (["pack", "a", "-o", "x.bnc"], ["pack", "a", "-o", "-"], ["unpack", "a", "-o", "y.npz"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output, (args, r.output)
+
+
 def test_a_reader_that_leaves_early_ends_unpack_quietly(tmp_path):
     # README's `bnncompress unpack small.bnc -o - | head` ended with an "error:" line and exit 2; a
     # compressor's -c ends quietly with SIGPIPE's 141 (a docs review).

@@ -326,7 +326,7 @@ def unpack(
                 a.export(tmp, fmt, tensor=tensor, binary=binary)
         return
     fmt = format.value if format else format_from_suffix(output)
-    if output.resolve() == archive.resolve():
+    if os.path.realpath(output) == os.path.realpath(archive):  # (Path.resolve raises on a symbolic-link loop)
         raise OptionError(f"the output '{output}' is the archive itself; choose another output path")
     refuse_existing(output, force, archive)
     with load(archive) as a:
@@ -338,6 +338,6 @@ def unpack(
 def _stdout_name(source: str) -> str:
     """The name of the temporary archive behind ``-o -``: the posterior's (``.`` named by the directory it is)."""
     try:
-        return default_output(Path(source).resolve()).name
+        return default_output(os.path.realpath(source)).name
     except OptionError:  # ('/': no name; anything else wrong with the source is said by the pack)
         return "archive.bnc"
