@@ -5,6 +5,7 @@ it starts (a small forged file must not expand into gigabytes of Python objects)
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +13,8 @@ from .decoded import available_memory
 from .errors import ArchiveError
 
 #: Bytes of Python objects a JSON item takes at most with its slot in a list or dict: a dict, a list, a string
-#: (and 4 per byte of its text: wide characters), a number, and a dict's entry (its key, table slot and the
-#: parser's memo of keys) (``[{},{},...]`` took 24 times its bytes; measured peaks stay below the sum).
+#: (its text: :func:`text_bytes`), a number, and a dict's entry (its key, table slot and the parser's memo of
+#: keys) (``[{},{},...]`` took 24 times its bytes; measured peaks stay below the sum).
 DICT_BYTES, LIST_BYTES, STR_BYTES, NUMBER_BYTES, ENTRY_BYTES = 72, 104, 57, 32, 64  # (a list: 56, 4 slots, its own)
 #: A parse (the manifest's, the vocabulary's split) may take this many bytes per byte of the archive, and
 #: this many in any case: a small forged file must not expand into gigabytes (a 228 kB file's manifest of
@@ -31,8 +32,15 @@ def parse_budget(file_bytes: int) -> int:
 def parse_need(raw: bytes) -> int:
     """At most the bytes of Python objects ``json.loads(raw)`` makes, from its brackets, quotes, commas and colons."""
     dicts, lists, strings, commas = raw.count(b"{"), raw.count(b"["), raw.count(b'"') // 2, raw.count(b",")
-    need = DICT_BYTES * dicts + LIST_BYTES * lists + STR_BYTES * strings + NUMBER_BYTES * (commas + 1) + 4 * len(raw)
-    return need + ENTRY_BYTES * raw.count(b":")
+    need = DICT_BYTES * dicts + LIST_BYTES * lists + STR_BYTES * strings + NUMBER_BYTES * (commas + 1)
+    return need + ENTRY_BYTES * raw.count(b":") + text_bytes(raw) + (1 << 16)  # (and the parser's own few objects)
+
+
+def text_bytes(raw: bytes) -> int:
+    """The decoded text of ``raw`` and its strings again, at CPython's 1, 2 or 4 bytes a character: a str is as
+    wide as its widest character (one emoji made a manifest 4 bytes a character, twice the estimate's 4 in all)."""
+    width = 1 if raw.isascii() else 4 if re.search(rb"[\xf0-\xf4]", raw) else 2
+    return 2 * width * len(raw)
 
 
 def parse_manifest(raw: bytes, where: str, file_bytes: int) -> Any:
@@ -81,7 +89,7 @@ def check_vocab_count(raw: bytes, num_words: Any, entries: list, where: str, fil
     rows = max((s[0] for s in shapes if isinstance(s, list) and s and type(s[0]) is int), default=0)
     if type(num_words) is not int or not 0 < num_words <= rows or raw.count(b"\n") + 1 != num_words:
         raise ArchiveError(f"{where}: vocabulary word count does not match the manifest; the archive is damaged")
-    if STR_BYTES * num_words + 4 * len(raw) > parse_budget(file_bytes):
+    if STR_BYTES * num_words + text_bytes(raw) > parse_budget(file_bytes):
         raise ArchiveError(
             f"{where}: the vocabulary's {num_words:,} words would take more memory than an archive of "
             f"{file_bytes:,} bytes can need; refusing it"

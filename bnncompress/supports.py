@@ -63,9 +63,13 @@ def describe(constraint: Any) -> dict[str, Any] | None:
         for bound in bounds:
             value = getattr(constraint, bound)
             if hasattr(value, "numel"):  # a tensor of bounds (Uniform(low, high) with tensors): per element
-                if value.numel() > _MAX_BOUNDS:
+                flat = value.detach().reshape(-1)
+                if flat.numel() and bool((flat == flat[0]).all()):  # one value (Uniform(zeros, ones)): a scalar
+                    value = flat[0].item()  # (the same where it broadcasts; 65,536 numbers in the manifest each)
+                elif value.numel() > _MAX_BOUNDS:
                     raise ValueError(f"{name} with {value.numel():,} bounds (over {_MAX_BOUNDS:,}) is not recorded")
-                value = value.item() if value.numel() == 1 else value.detach().cpu().double().tolist()
+                else:
+                    value = value.detach().cpu().double().tolist()
             spec[bound] = float(value) if isinstance(value, (int, float)) else value
         return spec
     raise ValueError(f"the constraint {constraint!r} cannot be recorded")

@@ -623,11 +623,23 @@ def test_npz_export_refuses_a_name_with_a_nul(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "item", [b"[1.5]", b"[[1.5]]", b'{"a":1.5}', b'{"a":{"b":1.5}}', b'{"a":[1.5]}', b"{}", b'""', b"1.5e300"]
+    "item",
+    [
+        b"[1.5]",
+        b"[[1.5]]",
+        b'{"a":1.5}',
+        b'{"a":{"b":1.5}}',
+        b'{"a":[1.5]}',
+        b"{}",
+        b'""',
+        b"1.5e300",
+        ('"' + "a" * 2000 + '\U0001f600"').encode(),  # (one emoji: the whole text 4 bytes a character)
+    ],
 )
 def test_the_manifests_parse_estimate_is_above_what_the_parse_takes(item):
     """Counting a number at 32 bytes and a dict's entries not at all, small lists and dicts of entries parsed to
-    1.05-1.28 times the estimate: a forged manifest admitted for a 10 kB archive took 1.18 times the budget."""
+    1.05-1.28 times the estimate: a forged manifest admitted for a 10 kB archive took 1.18 times the budget; one
+    emoji made the whole text 4 bytes a character, and its parse twice the estimate."""
     import tracemalloc
 
     from bnncompress.manifest import parse_manifest, parse_need

@@ -641,6 +641,12 @@ def test_one_hdf5_dataset_under_many_names_is_refused_but_tied_weights_are_read(
         f["enc/loc"], f["enc/scale"], f["dec/scale"] = loc[:1000], scale[:1000], scale[:1000]
         f["dec/loc"] = f["enc/loc"]
     assert read_posterior(tmp_path / "tied.h5").names == ["dec", "enc"]
+    loc, scale = np.zeros((200_000, 10), np.float32), np.full((200_000, 10), 0.1, np.float32)
+    with h5py.File(tmp_path / "const.h5", "w") as f:  # an untrained posterior's gzip'd constants, tied: 1,300x the file
+        f.create_dataset("enc/loc", data=loc, compression="gzip", chunks=(100_000, 10))
+        f.create_dataset("enc/scale", data=scale, compression="gzip", chunks=(100_000, 10))
+        f["dec/loc"], f["dec/scale"] = f["enc/loc"], f["enc/scale"]
+    assert read_posterior(tmp_path / "const.h5").names == ["dec", "enc"]
 
 
 def test_hdf5_links_are_walked_in_name_order_in_files_that_track_creation_order(tmp_path):

@@ -364,3 +364,18 @@ def test_weights_load_into_fixes_stay_fixed_under_svi_and_shapes_are_checked_for
         with pytest.raises(bnncompress.ModelMismatchError, match=r"fc.bias: archive \(1,\) vs module \(4,\)"):
             archive.load_into(FixedRegression(computed))
     pyro.clear_param_store()
+
+
+def test_a_bound_of_one_value_everywhere_is_recorded_as_one_number():
+    """Uniform(zeros, ones) over a 256 x 256 site put 131,072 numbers in the manifest: 44 such sites made the pack
+    refuse its own archive (its parse over the budget), and over 65,536 elements a bound was not recorded at all."""
+    import torch
+    from pyro.distributions import constraints
+
+    from bnncompress.supports import describe
+
+    for n in (256, 512):
+        spec = describe(constraints.interval(torch.zeros(n, n), torch.ones(n, n)))
+        assert spec == {"constraint": "interval", "lower_bound": 0.0, "upper_bound": 1.0}
+    varied = describe(constraints.interval(torch.arange(4.0), torch.full((4,), 9.0)))
+    assert varied["lower_bound"] == [0.0, 1.0, 2.0, 3.0] and varied["upper_bound"] == 9.0
