@@ -331,3 +331,15 @@ def test_checking_whether_all_vectors_are_alike_reads_them_a_chunk_at_a_time():
     assert peak < vectors.nbytes / 2, f"{peak / 2**20:.0f} MiB for {vectors.nbytes / 2**20:.0f} MiB of vectors"
     vectors[-1, 0] = 2.0
     assert not _all_alike(vectors)
+
+
+def test_a_gensim_keyed_vectors_file_is_told_as_what_it_is(tmp_path, tiny_kv):
+    # unpack -o v.kv wrote it; eval led with "pickled objects that are not allowed (Unsupported operand 149)" and a
+    # hint to re-save a Pyro posterior (new-user hunt)
+    tiny_kv.save(str(tmp_path / "v.kv"))
+    with pytest.raises(
+        bnncompress.OptionError, match="is a gensim KeyedVectors file .* never loads.*unpack -o vectors.txt"
+    ):
+        evaluate(tmp_path / "v.kv")
+    r = runner.invoke(app, ["eval", str(tmp_path / "v.kv")])
+    assert r.exit_code == 2 and "gensim KeyedVectors file" in r.output and "Unsupported operand" not in r.output
