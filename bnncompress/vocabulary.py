@@ -115,10 +115,24 @@ def validate_words(words: list[str], where: str, error: type[Exception] = Poster
                     f"({w!r:.80}); words must be printable UTF-8 text"
                 )
     if len(set(words)) != len(words):
-        seen: set[str] = set()
-        dup = next(w for w in words if w in seen or seen.add(w))
+        dup = first_repeated(words)
         raise error(f"{where} lists the word {dup!r:.80} more than once; each row needs a unique word")
     return words
+
+
+def first_repeated(names: list[str]) -> str | None:
+    """The first name that comes a second time, or None (a set: a header of many names is not searched N^2 times).
+
+    Example:
+        >>> first_repeated(["a", "b", "a"]), first_repeated(["a"])
+        ('a', None)
+    """
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 #: Characters of all words beyond which joining them is first checked for a word object listed many times.

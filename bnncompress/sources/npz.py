@@ -14,9 +14,9 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..posterior import Posterior
-from ..vocabulary import decode_words
+from ..vocabulary import decode_words, first_repeated
 from .containers import from_mapping
-from .reader import PosteriorReader, Probe, check_zip_layout, first_repeated
+from .reader import PosteriorReader, Probe, check_zip_layout
 
 _MAX_DEFLATE_RATIO = 1032  # zlib cannot expand more than this
 

@@ -90,21 +90,6 @@ def check_zip_layout(infos: list[zipfile.ZipInfo], size: int, where: str) -> Non
             )
 
 
-def first_repeated(names: list[str]) -> str | None:
-    """The first name that comes a second time, or None (a set: a header of many names is not searched N^2 times).
-
-    Example:
-        >>> first_repeated(["a", "b", "a"]), first_repeated(["a"])
-        ('a', None)
-    """
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            return name
-        seen.add(name)
-    return None
-
-
 class PosteriorReader(ABC):
     """Opens one posterior file or directory whose format was detected (made by :func:`detect`).
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..posterior import Posterior, TensorPosterior
-from ..vocabulary import split_lines, validate_words
+from ..vocabulary import first_repeated, split_lines, validate_words
 from .containers import from_mapping
-from .reader import PosteriorReader, Probe, first_repeated
+from .reader import PosteriorReader, Probe
 from .stored import FileArray, FileTensor, check_pair
 
 #: safetensors dtype name -> numpy dtype string ("bfloat16" is read as uint16 bit patterns)
