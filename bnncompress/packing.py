@@ -155,9 +155,7 @@ def pack(
     report("reading posterior", 0, 1)
     posterior = open_posterior(source, vocab=words)  # a file that reads by rows: its headers only
     if names and model is None:  # before deciding to stream and reading (files read by rows: the others are not)
-        left_out = [n for n in posterior.names if n not in names] if is_pyro_guide(source) else []
-        posterior = posterior.select(names, require_vocab=vocab is not None)
-        _note_left_out(posterior, left_out)  # (a live guide knows its model)
+        posterior = _select(posterior, names, vocab is not None, is_pyro_guide(source))  # (a guide knows its model)
     if stream is None and not lazy and not posterior.in_memory and posterior.num_weights >= STREAM_WEIGHTS:
         lazy = True
         _check_blockwise(quantizer, lazy)
@@ -166,9 +164,7 @@ def pack(
     if model is not None:
         posterior = with_model(posterior, model, tuple(model_args))
     if names and model is not None:  # (the model's sites are known once it has been traced)
-        left_out = [n for n in posterior.names if n not in names]
-        posterior = posterior.select(names, require_vocab=vocab is not None)
-        _note_left_out(posterior, left_out)
+        posterior = _select(posterior, names, vocab is not None, True)
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})
@@ -200,12 +196,16 @@ def pack(
     return dataclasses.replace(result, warnings=result.warnings + tuple(n for n in notes if n not in result.warnings))
 
 
-def _note_left_out(posterior: Posterior, left_out: list[str]) -> None:
+def _select(posterior: Posterior, names: list[str], require_vocab: bool, of_a_model: bool) -> Posterior:
+    """The tensors ``names``; for a model's sites, a note naming those left out."""
+    left_out = [n for n in posterior.names if n not in names] if of_a_model else []
+    posterior = posterior.select(names, require_vocab=require_vocab)
     if left_out:  # (a model conditioned on the archive drew them on every call, unsaid)
         posterior.warnings.append(
             f"the model's site(s) {', '.join(left_out[:10])} are left out by the tensor selection: a model "
             "conditioned on the archive samples them from their priors"
         )
+    return posterior
 
 
 def _check_blockwise(quantizer: Quantizer, lazy: bool) -> None:
