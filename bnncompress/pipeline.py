@@ -136,8 +136,7 @@ class TensorJob:
             stats += part
             locs.append(loc)
             scales.append(scale)
-            if beyond:  # (read by a worker: told to the driver's tensor, which reports it)
-                vars(self.source).setdefault("_beyond", {}).update(beyond)
+            self.source.add_beyond_blocks(beyond)  # (read by a worker: told to the driver's tensor, which reports it)
         # (what a plug-in's code returns is checked before it reaches a kernel or the archive)
         self.fitted = checked(quantizer.fit(self.shape, stats, self.rows), quantizer)
         sample = None

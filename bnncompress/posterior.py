@@ -100,6 +100,16 @@ class TensorPosterior:
         """The tensor with its values in memory (itself when they already are)."""
         return self
 
+    def beyond_blocks(self, start: int, stop: int) -> dict[int, tuple[int, float]]:
+        """What reads found of float64 means beyond float32 (:attr:`beyond_float32`) in the coding blocks of rows
+        ``start:stop``, per block (a Dask worker's copy tells them back with :meth:`add_beyond_blocks`)."""
+        br = block_rows_for(self.shape)
+        return {b: e for b, e in self.__dict__.get("_beyond", {}).items() if start <= b * br < stop}
+
+    def add_beyond_blocks(self, blocks: dict[int, tuple[int, float]]) -> None:
+        """Keep :meth:`beyond_blocks` another copy of this tensor read (a block read again replaces its own)."""
+        self.__dict__.setdefault("_beyond", {}).update(blocks)
+
 
 class StoredTensor(TensorPosterior):
     """A tensor whose values stay in a file until asked for; :meth:`read` checks them as packing
@@ -159,11 +169,12 @@ class StoredTensor(TensorPosterior):
         if any(count_invalid(loc, scale)):  # one pass; the error says how many
             check_values(self.name, self.where, loc, scale)
         if wide.dtype == np.float64:  # (of values checked above; per coding block: one read again is counted once)
-            br = block_rows_for(self.shape)
+            br, flat = block_rows_for(self.shape), [np.asarray(w).reshape(-1) for w in (wide, wide_scale)]
+            found = {}
             for first in range(start, stop, br):
                 part = slice((first - start) * self.row_size, (min(first + br, stop) - start) * self.row_size)
-                wide_part = [np.asarray(w).reshape(-1)[part] for w in (wide, wide_scale)]
-                self.__dict__.setdefault("_beyond", {})[first // br] = _beyond_float32(*wide_part, loc[part])
+                found[first // br] = _beyond_float32(flat[0][part], flat[1][part], loc[part])
+            self.add_beyond_blocks(found)
         return loc, scale
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract

@@ -66,8 +66,7 @@ def statistics_task(source, start, stop, block_rows, quantizer: Quantizer, posit
     loc, scale = source.read(start, stop)
     stats = [quantizer.statistics(b) for b in split(loc, scale, start, stop, block_rows, source.row_size)]
     local = positions - start * source.row_size
-    beyond = {b: e for b, e in vars(source).get("_beyond", {}).items() if start <= b * block_rows < stop}
-    return stats, loc[local], scale[local], beyond
+    return stats, loc[local], scale[local], source.beyond_blocks(start, stop)
 
 
 #: Row hashes a distinct-row sketch keeps: counts up to this are exact, larger ones estimated (~2%).
