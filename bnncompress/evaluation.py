@@ -29,7 +29,7 @@ from .loader import Archive, load
 from .posterior import Posterior
 from .sources import detect, read_posterior
 from .supports import constrain
-from .vectorfiles import read_word_vectors
+from .vectorfiles import gensim_pickle, read_word_vectors
 from .wordvectors import labelled_tensors, word_vector_tensor
 
 #: Metric name -> gensim test-data file.
@@ -82,7 +82,7 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
         archive = load(path)
         name = archive.default_embedding_name() if tensor is None else tensor
         return archive.to_keyed_vectors(name), name
-    if path.is_file() and _gensim_pickle(path):  # (unpack's .kv: told as what it is, not as a posterior's pickle)
+    if path.is_file() and gensim_pickle(path):  # (unpack's .kv: told as what it is, not as a posterior's pickle)
         raise OptionError(
             f"'{source}' is a gensim KeyedVectors file (a pickle, which bnncompress never loads); evaluate the archive "
             "it came from, or word2vec vectors (`bnncompress unpack -o vectors.txt` writes them)"
@@ -102,13 +102,6 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
             f"{Exception.__str__(exc)} (evaluation reads archives, posterior files and word2vec or GloVe vectors: "
             "`bnncompress unpack -o vectors.txt` writes word2vec)"
         ) from None
-
-
-def _gensim_pickle(path: Path) -> bool:
-    """A pickle whose first 4 kB name gensim's KeyedVectors class (``KeyedVectors.save``, bnncompress unpack's .kv)."""
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    return head[:1] == b"\x80" and b"gensim.models.keyedvectors" in head
 
 
 def _posterior_means(path: Path, tensor: str | None):

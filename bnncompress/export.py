@@ -75,15 +75,29 @@ FORMAT_NAMES = ", ".join(list(FORMATS)[:-1]) + " or " + list(FORMATS)[-1]
 #: What each format holds, for help texts: "word2vec (vectors of one tensor, ...), kv (...), ...".
 FORMAT_HELP = ", ".join(f"{f.name} ({f.holds})" for f in FORMATS.values())
 _VOCAB_KEY = "vocab"
+#: What word2vec readers split a line on (gensim: the space; the C tool and bnncompress: ASCII whitespace).
+_WORD2VEC_SEPARATORS = frozenset(" \t\n\r\x0b\x0c")
+#: Suffixes gensim's loaders decompress by; an export writes its formats uncompressed.
+_COMPRESSED = (".gz", ".bz2", ".xz", ".lzma", ".zst")
 
 
 def format_from_suffix(path: str | os.PathLike) -> str:
     """The export format a file name asks for, e.g. ``vectors.txt`` -> ``word2vec``."""
+    _refuse_compressed(path)
     suffix = Path(path).suffix.lower()
     for fmt in FORMATS.values():
         if suffix in fmt.suffixes:
             return fmt.name
     raise OptionError(f"cannot tell the format from '{Path(path).name}'; give «format» {FORMAT_NAMES}")
+
+
+def _refuse_compressed(path: str | os.PathLike) -> None:
+    """gensim reads ``x.txt.gz`` as gzip (and fails on the plain text an export writes)."""
+    if Path(path).suffix.lower() in _COMPRESSED:
+        raise OptionError(
+            f"'{Path(path).name}' names a compressed file, but exports are written uncompressed; drop "
+            f"'{Path(path).suffix}' (and compress the file afterwards)"
+        )
 
 
 def export_archive(
@@ -96,6 +110,7 @@ def export_archive(
         )
     if binary is not None and not isinstance(binary, bool):  # binary="no" wrote binary
         raise ArgumentTypeError(f"«binary» must be True, False or None, not {binary!r:.40}")
+    _refuse_compressed(path)
     fmt = fmt or format_from_suffix(path)
     if not isinstance(fmt, str) or fmt not in FORMATS:
         raise OptionError(f"unknown export format {fmt!r}; choose {FORMAT_NAMES}")
@@ -110,8 +125,12 @@ def export_archive(
     if fmt == "npz":
         _refuse_npz_names(names)
     vocab_key = _vocab_key(names, fmt) if fmt in ("pt", "npz") and archive.vocab is not None else None
-    if fmt == "word2vec" and archive.vocab is not None and any(len(w.split()) != 1 for w in archive.vocab):
-        raise OptionError("the vocabulary has words containing whitespace, which word2vec files cannot hold; export kv")
+    if fmt == "word2vec" and archive.vocab is not None:
+        spaced = next((w for w in archive.vocab if not _WORD2VEC_SEPARATORS.isdisjoint(w)), None)
+        if spaced is not None:
+            raise OptionError(f"the word {spaced!r:.80} holds a space, which word2vec lines cannot; export kv or pt")
+    if fmt == "npz" and vocab_key is not None:
+        _refuse_wide_npz_words(archive.vocab)
     kv = archive.to_keyed_vectors(tensor) if fmt in ("word2vec", "kv") else None
     with atomic_output(path, force=force) as tmp:
         if kv is not None:
@@ -136,6 +155,17 @@ def export_archive(
                 arrays[vocab_key] = np.asarray(archive.vocab, dtype=str)
             _write_npz(tmp, arrays)
     return fmt
+
+
+def _refuse_wide_npz_words(words: list[str]) -> None:
+    """npz holds the words as one fixed-width array: every word as wide as the longest (4 bytes a character)."""
+    widest = max(map(len, words), default=0)
+    stored = 4 * widest * len(words)
+    if stored > max(1 << 26, 32 * sum(map(len, words))):
+        raise OptionError(
+            f"npz would store each of the {len(words):,} words as wide as the longest ({widest:,} characters): "
+            f"{stored / 2**20:,.0f} MiB of vocabulary; export pt"
+        )
 
 
 def _vocab_key(names: list[str], fmt: str) -> str:

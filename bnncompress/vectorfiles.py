@@ -27,7 +27,18 @@ def read_word_vectors(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise OptionError(f"word-vector file '{path}' does not exist or is not a file; pass word2vec or GloVe text")
+    if gensim_pickle(path):  # (unpack's .kv)
+        raise OptionError(
+            f"'{path}' is a gensim KeyedVectors file (a pickle, which bnncompress never loads); pass word2vec or "
+            "GloVe text (`bnncompress unpack -o vectors.txt` writes it)"
+        )
     with open(path, "rb") as fh:
+        if fh.read(4) == b"PK\x03\x04":  # (unpack's .npz and .pt)
+            raise OptionError(
+                f"'{path}' is a zip file (as .npz and .pt files are), not word vectors; pass word2vec or GloVe text "
+                "(`bnncompress unpack -o vectors.txt` writes it)"
+            )
+        fh.seek(0)
         start, number = (3, 1) if fh.read(3) == b"\xef\xbb\xbf" else (0, 1)  # after a UTF-8 byte-order mark
         fh.seek(start)  # (start, number: of the first line that is not blank)
         while not (first := fh.readline(1 << 20)).strip():
@@ -54,6 +65,13 @@ def read_word_vectors(path: str | os.PathLike):
     return kv
 
 
+def gensim_pickle(path: str | os.PathLike) -> bool:
+    """A pickle whose first 4 kB name gensim's KeyedVectors class (``KeyedVectors.save``, bnncompress unpack's .kv)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    return head[:1] == b"\x80" and b"gensim.models.keyedvectors" in head
+
+
 #: Bytes of the first vector line read to tell word2vec text from binary.
 _PROBE = 1 << 20
 _NUMBER_TEXT = frozenset(b"0123456789+-.eEinfaINFA \t\r\n")
@@ -63,10 +81,11 @@ _NUMBER_LIKE = frozenset("0123456789+-.,eEinfaINFA")
 
 def _text_line(line: bytes, dim: int) -> bool:
     """Whether ``line`` is a word2vec text line: a word and ``dim`` numbers (a line longer than the
-    probe, cut: a word and then only characters of numbers; float32 bytes are not all of those)."""
+    probe, cut: a word and then only characters of numbers, float32 bytes are not all of those; or a
+    word longer than the probe, which tells nothing: read as text, whose reader checks every line)."""
     if len(line) == _PROBE and not line.endswith(b"\n"):
         values = line.split(maxsplit=1)[1:]
-        return bool(values) and _NUMBER_TEXT.issuperset(values[0])
+        return not values or _NUMBER_TEXT.issuperset(values[0])
     parts = line.split()
     if len(parts) != dim + 1:
         return False

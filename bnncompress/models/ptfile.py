@@ -4,8 +4,9 @@
 vocabulary). Importing torch and Pyro only to write that file cost about 1.1 s of the command.
 This module writes the same zip layout torch does (a protocol-2 ``data.pkl`` whose tensors are
 ``torch._utils._rebuild_tensor_v2`` over storages stored, uncompressed and 64-byte aligned, as
-``data/<key>``), which ``torch.load`` (also with ``weights_only=True`` and ``mmap=True``),
-``pyro.get_param_store().load`` and bnncompress's own reader read.
+``data/<key>``), which ``torch.load`` (also with ``weights_only=True`` and ``mmap=True``) and
+bnncompress's own reader read. Pyro's ``ParamStoreDict.load`` takes only ``params`` and ``constraints``
+(this file also holds ``supports`` and ``vocab``): give those two to ``pyro.get_param_store().set_state``.
 
 Example:
     >>> import numpy as np

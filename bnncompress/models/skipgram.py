@@ -251,7 +251,8 @@ def param_store_state(result: TrainResult) -> dict[str, Any]:
 
 def save_posterior(path: str | os.PathLike, result: TrainResult, force: bool = True) -> None:
     """Write AutoNormal's param store for the result (as ``pyro.get_param_store().save`` does) plus
-    the ``vocab`` list into one .pt file, which ``bnncompress pack`` reads: torch's zip format,
+    its sites' ``supports`` and the ``vocab`` list into one .pt file (``pyro.get_param_store().load``
+    refuses the two extra keys: see :mod:`.ptfile`), which ``bnncompress pack`` reads: torch's zip format,
     written without importing torch (:mod:`.ptfile`).
 
     Example:
