@@ -240,8 +240,8 @@ def decode_blocks_values(
                     ck_state[b * per_block + j // every] = state
                     ck_pos[b * per_block + j // every] = np.uint32(pos - wstart)
                 state, pos = _decode_row(words, wstart, pos, state, cdfs, tables, base, period, syms, hist[i], True)
-                if out.shape[0] > 0:
-                    _fill_row(syms, vt, valid, y[q], block_base(vbases, b), vperiod)
+                if out.shape[0] > 0 and not _fill_row(syms, vt, valid, y[q], block_base(vbases, b), vperiod):
+                    status[i] = UNCOUNTED  # (a symbol with no value: as the row kernel says)
             if out.shape[0] > 0:
                 _transform_rows(y, m, mode, rt, mean, acc, out, starts[i] + j0)
         if state != 0 or pos != wstart:

@@ -289,6 +289,8 @@ class RowReader:
                 raise _corrupt(rec, "a block ends in a zero word")
             if np.any(status == _ans.WORDS_LEFT):
                 raise _corrupt(rec, "coded words left over after decoding")
+            if np.any(status == _rows_kernels.UNCOUNTED):  # (a whole decode's histogram would say so too; a part's not)
+                raise _corrupt(rec, "a decoded symbol has no value in its column")
             histogram += hist.sum(axis=0)
             start = stop
         if everything:

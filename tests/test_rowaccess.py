@@ -159,6 +159,29 @@ def test_corrupt_words_are_refused(archive):
         checkpointed.rows(np.array([1]))  # builds the checkpoints: the whole record checked
 
 
+def test_a_symbol_with_no_value_is_refused_by_the_streamed_blocks_too(archive):
+    """Coded words that decode to a symbol its model gives no weight (checksums intact): whole decodes,
+    row lookups and the blocks served rows stream for norms and similarities all refuse them."""
+    rec = bnncompress.load(archive).record("word_vectors")
+    if not rec.kind.coded or len(rec.words) == 0:
+        pytest.skip("no coded words")
+    table, classes, d = np.asarray(rec.model_counts, np.float64), rec.block_classes, rec.symbols_per_row
+    symbols = coding.decode_blocks(rec.words, rec.offsets, table, rec.num_symbols, rec.block_size, classes=classes)
+    symbols = symbols.astype(np.int64)
+    models = table.reshape((1,) * (3 - table.ndim) + table.shape)  # (classes, columns or 1, symbols)
+    model = models[0 if classes is None else int(classes[0])]
+    unused = [(j, k) for j in range(len(model)) for k in range(model.shape[1]) if model[j, k] == 0]
+    if not unused:
+        pytest.skip("every symbol has a weight")
+    j, k = unused[0]
+    symbols[5 * d + j if len(model) == d else 5 * d] = k  # row 5, block 0
+    words, offsets = coding.encode_blocks(symbols, table, rec.block_size, classes)
+    forged = dataclasses.replace(rec, words=words, offsets=offsets)
+    for read in (lambda r: r.all(), lambda r: r.rows(np.array([5])), lambda r: next(iter(r.blocks()))):
+        with pytest.raises(bnncompress.ArchiveError, match="corrupt"):
+            read(RowReader(forged))  # (the blocks' path returned the row with a 0.0 for the symbol)
+
+
 def test_the_kernels_number_the_transform_modes_as_the_record_kinds_do():
     from bnncompress.records import scalar
 
