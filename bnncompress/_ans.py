@@ -55,7 +55,8 @@ def serial_twin(kernel, name: str, **options):
     import types
 
     f = getattr(kernel, "py_func", kernel)  # NUMBA_DISABLE_JIT=1: the plain Python function
-    twin = types.FunctionType(f.__code__.replace(co_name=name, co_qualname=name), f.__globals__, name, f.__defaults__)
+    names = {"co_name": name, "co_qualname": name} if hasattr(f.__code__, "co_qualname") else {"co_name": name}
+    twin = types.FunctionType(f.__code__.replace(**names), f.__globals__, name, f.__defaults__)  # (3.10: no qualname)
     twin.__qualname__ = name
     return numba.njit(cache=True, nogil=True, **options)(twin)
 

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
-from .hdf5checks import GZIP, HDF5_MAGIC, open_unreplaced, plain_dataset, scalar_attribute
+from .hdf5checks import GZIP, HDF5_MAGIC, image_hint, open_unreplaced, plain_dataset, scalar_attribute
 from .manifest import KnownFields, check_vocab_count, parse_manifest, refuse_unknown_fields
 from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
@@ -69,10 +70,9 @@ def write_archive(
 ) -> ArchiveContents:
     """Write an archive; returns it as read back (its ``file_bytes``, ``vocab_bytes``, ...).
 
-    The HDF5 file is built in memory (:func:`archive_image`) and validated as
-    :func:`read_archive` would before a byte of it is written; then it is written to a
-    temporary file, read back, and renamed over ``path`` (:func:`bnncompress.files.write_bytes`),
-    so a write error never leaves a partial or corrupt archive at ``path``.
+    The HDF5 file is built in memory (:func:`archive_image`) and validated as :func:`read_archive` would before a
+    byte of it is written; then it is written to a temporary file, read back, and renamed over ``path``
+    (:func:`bnncompress.files.write_bytes`), so a write error never leaves a partial or corrupt archive at ``path``.
     """
     image = archive_image(tensors, vocab, source, tool_version)
     written = _read_image(image, Path(path))  # what is written must read back: checksums, sizes, manifest
@@ -213,8 +213,8 @@ def _read_image(image: bytes, path: Path) -> ArchiveContents:
     try:
         return _read_hdf5(lambda: h5py.File(io.BytesIO(image), "r"), path, len(image))
     except ArchiveError as exc:  # nothing was written, a file at path is intact: not "the archive is damaged"
-        said = str(exc).replace("; the archive is damaged", "").replace("; the archive is corrupt", "")
-        raise ArchiveError(f"nothing written: the archive made for it would be invalid ({said})") from None
+        said = re.sub("; (the archive is (damaged|corrupt)|re-create it with bnncompress pack)", "", str(exc))
+        raise ArchiveError(f"nothing written: the archive made for it is invalid ({said}{image_hint()})") from None
 
 
 def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:

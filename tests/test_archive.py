@@ -176,3 +176,23 @@ def test_a_bfloat16_tensor_has_the_same_values_on_every_path(tmp_path):
     np.testing.assert_array_equal(a.embedding("w")(torch.tensor([7])).numpy(), as_torch[[7]].float().numpy())
     a.export(tmp_path / "b.npz")
     np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["w"], as_torch.float().numpy())
+
+
+def test_an_image_hdf5_1_14_cannot_read_back_is_told_as_such_not_as_a_damaged_file(tmp_path, monkeypatch):
+    import h5py
+
+    from bnncompress import archive as archive_module
+
+    def fails(opener, path, file_bytes):  # what HDF5 1.14 said of its own in-memory image
+        raise bnncompress.ArchiveError(
+            f"archive '{path}' is corrupt or truncated (metadata checksum); re-create it with bnncompress pack"
+        )
+
+    monkeypatch.setattr(archive_module, "_read_hdf5", fails)
+    monkeypatch.setattr(h5py.version, "hdf5_version_tuple", (1, 14, 6))
+    monkeypatch.setattr(h5py.version, "hdf5_version", "1.14.6")
+    with pytest.raises(bnncompress.ArchiveError) as caught:
+        bnncompress.pack({"w": (np.zeros((8, 2)), np.ones((8, 2)))}, tmp_path / "w.bnc", lam=1.0)
+    said = str(caught.value)
+    assert said.startswith("nothing written") and "re-create" not in said, said
+    assert said.endswith("HDF5 1.14.6 writes such images wrongly: install h5py>=3.16 (HDF5 2))"), said

@@ -160,7 +160,7 @@ def test_usage_errors_are_one_line_through_the_console_script(args, message):
 
 
 def test_the_command_line_does_not_need_click_when_typer_does_not():
-    """typer >= 0.16 vendors click; `pip install bnncompress` then has no click to import."""
+    """typer >= 0.26 vendors click; `pip install bnncompress` then has no click to import."""
     code = (
         "import sys, typer\n"
         "if 'click' in sys.modules: raise SystemExit(3)  # an older typer that uses click itself\n"
