@@ -214,7 +214,7 @@ def _read_image(image: bytes, path: Path) -> ArchiveContents:
         return _read_hdf5(lambda: h5py.File(io.BytesIO(image), "r"), path, len(image))
     except ArchiveError as exc:  # nothing was written, a file at path is intact: not "the archive is damaged"
         said = re.sub("; (the archive is (damaged|corrupt)|re-create it with bnncompress pack)", "", str(exc))
-        raise ArchiveError(f"nothing written: the archive made for it is invalid ({said}{image_hint()})") from None
+        raise ArchiveError(f"nothing written: the archive made for it is invalid ({said}{image_hint(said)})") from None
 
 
 def _read_hdf5(opener: Any, path: Path, file_bytes: int) -> ArchiveContents:

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from .archive import is_archive
-from .blasthreads import one_blas_thread
 from .contents import printable
 from .errors import ArgumentTypeError, NotAPosteriorError, OptionError, PosteriorError, QualityWarning
 from .forksafe import renew_after_fork
@@ -180,7 +179,7 @@ def evaluate(
 
     quiet.addFilter(this_threads_details)
     try:
-        with np.errstate(divide="ignore", invalid="ignore"), one_blas_thread():  # a vector product a question
+        with np.errstate(divide="ignore", invalid="ignore"):
             known = {w.upper() for w in kv.index_to_key[:limit]}  # as gensim's evaluators match words
             for metric in metrics:
                 result.update(_score(kv, metric, limit, known))

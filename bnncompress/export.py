@@ -77,8 +77,8 @@ FORMAT_HELP = ", ".join(f"{f.name} ({f.holds})" for f in FORMATS.values())
 _VOCAB_KEY = "vocab"
 #: What word2vec readers split a line on (gensim: the space; the C tool and bnncompress: ASCII whitespace).
 _WORD2VEC_SEPARATORS = frozenset(" \t\n\r\x0b\x0c")
-#: Suffixes gensim's loaders decompress by; an export writes its formats uncompressed.
-_COMPRESSED = (".gz", ".bz2", ".xz", ".lzma", ".zst")
+#: Suffixes gensim's loaders decompress by (smart_open's); an export writes its formats uncompressed.
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4")
 
 
 def format_from_suffix(path: str | os.PathLike) -> str:
@@ -161,7 +161,7 @@ def _refuse_wide_npz_words(words: list[str]) -> None:
     """npz holds the words as one fixed-width array: every word as wide as the longest (4 bytes a character)."""
     widest = max(map(len, words), default=0)
     stored = 4 * widest * len(words)
-    if stored > max(1 << 26, 32 * sum(map(len, words))):
+    if stored > max(1 << 26, 256 * sum(map(len, words))):  # (64 times the words' own 4 bytes a character)
         raise OptionError(
             f"npz would store each of the {len(words):,} words as wide as the longest ({widest:,} characters): "
             f"{stored / 2**20:,.0f} MiB of vocabulary; export pt"

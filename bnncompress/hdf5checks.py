@@ -98,11 +98,11 @@ def open_unreplaced(path: os.PathLike, opened: os.stat_result, error: type[Excep
     return f
 
 
-def image_hint() -> str:
-    """Why an archive image may fail its own checks: with HDF5 1.14 (h5py < 3.16's), the image of a file held in
-    memory fails its metadata checksum when read back."""
+def image_hint(said: str) -> str:
+    """Why HDF5 could not open an archive image the writer just made (``said``: the reader's message): with
+    HDF5 1.14 (h5py < 3.16), the image taken of the open in-memory file fails its own metadata checksum."""
     import h5py
 
-    if h5py.version.hdf5_version_tuple >= (2,):
+    if h5py.version.hdf5_version_tuple >= (2,) or "corrupt or truncated" not in said:
         return ""
-    return f"; HDF5 {h5py.version.hdf5_version} writes such images wrongly: install h5py>=3.16 (HDF5 2)"
+    return f"; with HDF5 {h5py.version.hdf5_version} the writer's images do not read back: install h5py>=3.16 (HDF5 2)"

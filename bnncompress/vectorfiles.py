@@ -50,7 +50,10 @@ def read_word_vectors(path: str | os.PathLike):
             count, dim = int(fields[0]), int(fields[1])
             while (probe := fh.readline(_PROBE)) and not probe.strip():
                 pass
-            binary = bool(probe) and not _text_line(probe, dim) and not _text_like(probe, dim)  # (see _text_like)
+            cut = len(probe) == _PROBE and not probe.endswith(b"\n")
+            while cut and len(probe) < _WORD and len(probe.split(maxsplit=1)) < 2 and (more := fh.readline(_PROBE)):
+                probe, cut = probe + more, len(more) == _PROBE and not more.endswith(b"\n")  # a word past the probe
+            binary = bool(probe) and not _text_line(probe, dim, cut) and not _text_like(probe, dim)  # (see _text_like)
             _check_header(path, count, dim, binary)
             fh.seek(start + len(first))
             if binary:
@@ -74,18 +77,19 @@ def gensim_pickle(path: str | os.PathLike) -> bool:
 
 #: Bytes of the first vector line read to tell word2vec text from binary.
 _PROBE = 1 << 20
+#: The longest first word read past the probe to find what follows it.
+_WORD = 1 << 26
 _NUMBER_TEXT = frozenset(b"0123456789+-.eEinfaINFA \t\r\n")
 #: Characters of a number as text, a decimal comma too (of a text file whose numbers do not parse).
 _NUMBER_LIKE = frozenset("0123456789+-.,eEinfaINFA")
 
 
-def _text_line(line: bytes, dim: int) -> bool:
+def _text_line(line: bytes, dim: int, cut: bool) -> bool:
     """Whether ``line`` is a word2vec text line: a word and ``dim`` numbers (a line longer than the
-    probe, cut: a word and then only characters of numbers, float32 bytes are not all of those; or a
-    word longer than the probe, which tells nothing: read as text, whose reader checks every line)."""
-    if len(line) == _PROBE and not line.endswith(b"\n"):
+    probe, ``cut``: a word and then only characters of numbers; float32 bytes are not all of those)."""
+    if cut:
         values = line.split(maxsplit=1)[1:]
-        return not values or _NUMBER_TEXT.issuperset(values[0])
+        return bool(values) and _NUMBER_TEXT.issuperset(values[0][:_PROBE])
     parts = line.split()
     if len(parts) != dim + 1:
         return False

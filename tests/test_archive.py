@@ -195,4 +195,16 @@ def test_an_image_hdf5_1_14_cannot_read_back_is_told_as_such_not_as_a_damaged_fi
         bnncompress.pack({"w": (np.zeros((8, 2)), np.ones((8, 2)))}, tmp_path / "w.bnc", lam=1.0)
     said = str(caught.value)
     assert said.startswith("nothing written") and "re-create" not in said, said
-    assert said.endswith("HDF5 1.14.6 writes such images wrongly: install h5py>=3.16 (HDF5 2))"), said
+    assert said.endswith("with HDF5 1.14.6 the writer's images do not read back: install h5py>=3.16 (HDF5 2))"), said
+
+
+def test_the_hdf5_hint_is_for_an_image_hdf5_could_not_open_only(monkeypatch):
+    import h5py
+
+    from bnncompress.hdf5checks import image_hint
+
+    monkeypatch.setattr(h5py.version, "hdf5_version_tuple", (1, 14, 6))
+    assert "install h5py>=3.16" in image_hint("archive 'a' is corrupt or truncated (metadata checksum)")
+    assert image_hint("tensor 'w': the grid holds NaN") == ""  # (a plug-in's values: not HDF5's doing)
+    monkeypatch.setattr(h5py.version, "hdf5_version_tuple", (2, 0, 0))
+    assert image_hint("archive 'a' is corrupt or truncated (metadata checksum)") == ""

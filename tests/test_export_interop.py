@@ -8,7 +8,7 @@ from gensim.models import KeyedVectors
 from typer.testing import CliRunner
 
 import bnncompress
-from bnncompress import OptionError
+from bnncompress import OptionError, export
 from bnncompress.cli import app
 from bnncompress.vectorfiles import read_word_vectors
 
@@ -25,7 +25,7 @@ def archive_with(tmp_path):
     return make
 
 
-@pytest.mark.parametrize("name", ["v.txt.gz", "v.kv.gz", "v.bin.bz2", "v.pt.xz"])
+@pytest.mark.parametrize("name", ["v.txt.gz", "v.kv.gz", "v.bin.bz2", "v.pt.xz", "v.txt.lz4"])
 def test_a_compressed_name_is_refused_not_written_uncompressed(tmp_path, archive_with, name):
     a = archive_with([f"w{i}" for i in range(50)])
     fmt = {"txt": "word2vec", "kv": "kv", "bin": "word2vec", "pt": "pt"}[name.split(".")[1]]
@@ -63,6 +63,17 @@ def test_a_text_file_whose_first_word_is_longer_than_the_probe_is_read_as_text(t
     path.write_bytes(b"1 1\n" + b"x" * (1 << 20) + b" 0.5\n")  # the probe ends inside the word
     kv = read_word_vectors(path)
     assert kv.vectors.tolist() == [[0.5]] and len(kv.index_to_key[0]) == 1 << 20  # was read as binary: 8.7e-33
+
+
+def test_a_binary_file_whose_first_word_is_longer_than_the_probe_is_read_as_binary(tmp_path):
+    kv = KeyedVectors(vector_size=2)
+    kv.add_vectors(["x" * (1 << 20) + "y", "b"], np.array([[0.5, 1.5], [2.0, 3.0]], np.float32))
+    kv.save_word2vec_format(str(tmp_path / "long.bin"), binary=True)
+    assert read_word_vectors(tmp_path / "long.bin").vectors.tolist() == [[0.5, 1.5], [2.0, 3.0]]
+
+
+def test_an_npz_vocabulary_of_many_words_and_one_long_one_is_written():
+    export._refuse_wide_npz_words([f"word{i}" for i in range(1_000_000)] + ["u" * 120])  # 480 MB, 15x its words
 
 
 def test_the_reader_says_what_an_exported_kv_npz_or_pt_file_is(tmp_path, archive_with):

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..blasthreads import one_blas_thread
+from ..blasthreads import eigh, inv
 from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
 from ..records import MAX_REFLECTED, decoded_rotation, inverse_transform, position_classes, stored_rotation
@@ -162,14 +162,13 @@ class TransformVBQ(Quantizer):
             m64 = sums / n
             cov = np.triu(products) / n
             cov = cov + np.triu(cov, 1).T - np.outer(m64, m64)
-            with one_blas_thread():  # D x D: 1 ms on one thread, 100-400 ms on two of a busy machine
-                values, vectors = np.linalg.eigh(cov)
-                order = np.argsort(values)[::-1]
-                form = "float16" if self.classes == 0 else "reflectors" if self.reflectors else "int8"
-                bits = {"float16": 16, "int8": 8}.get(form, 4)  # an entry (reflectors: half the entries, 8 each)
-                pays = self.transform == "auto" and rotation_pays_off(np.diag(cov), values[order], n, d, bits)
-                if self.transform == "pca" or pays:
-                    stored = stored_rotation(vectors[:, order], form)  # (reflectors: a QR factorisation)
+            values, vectors = eigh(cov)  # (on one BLAS thread: 1 ms, against 100-400 ms on two of a busy machine)
+            order = np.argsort(values)[::-1]
+            form = "float16" if self.classes == 0 else "reflectors" if self.reflectors else "int8"
+            bits = {"float16": 16, "int8": 8}.get(form, 4)  # an entry (reflectors: half the entries, 8 each)
+            pays = self.transform == "auto" and rotation_pays_off(np.diag(cov), values[order], n, d, bits)
+            if self.transform == "pca" or pays:
+                stored = stored_rotation(vectors[:, order], form)
         fitted = FittedTransform(shape, mean, stored, self)
         fitted.fit_rows(rows, spread)
         return self._one_model(shape, rows) if fitted.too_coarse(rows) else fitted
@@ -194,11 +193,11 @@ class FittedTransform(FittedQuantizer):
         # R, the matrix the decoder computes x = y R^T + mean with, and F = (R^T)^-1, the one the encoder
         # rotates with, so that y = (x - mean) F decodes to x: the stored R is not exactly orthonormal
         self.rotation = decoded_rotation(stored, self.d) if stored else np.eye(self.d)
-        with one_blas_thread():
-            self.forward = self.rotation if "rotation" in stored or not stored else np.linalg.inv(self.rotation.T)
+        self.forward = self.rotation if "rotation" in stored or not stored else inv(self.rotation.T)
         self.trust, self.row_weight = method.trust, method.row_weight
         self.iterations, self.centroids, self.step = method.iterations, method.centroids, method.step
-        self.block_rows, self.num_blocks = block_rows_for(shape), num_blocks(shape, block_rows_for(shape))
+        self.block_rows = block_rows_for(shape)
+        self.num_blocks = num_blocks(shape, self.block_rows)
         asked = _auto_classes(self.num_blocks) if method.classes == "auto" else method.classes
         self._classes = min(self.num_blocks, asked)
         self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1

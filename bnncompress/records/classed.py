@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..blasthreads import qr_raw
 from ..geometry import num_rows, row_size
 from .base import RecordKind, SideArray, TensorRecord, damaged, plugin_kind, register_record_kind
 from .columns import inverse_transform
@@ -150,7 +151,7 @@ def stored_rotation(vectors: np.ndarray, form: str) -> dict[str, np.ndarray]:
         q = np.clip(np.rint(vectors / scale.astype(np.float64)), -127, 127).astype(np.int8)
         return {"rotation8": q.reshape(-1), "rotation_scale": scale}
     d = len(vectors)
-    packed = np.linalg.qr(np.asarray(vectors, dtype=np.float64), mode="raw")[0]  # reflector k: row k after k
+    packed = qr_raw(np.asarray(vectors, dtype=np.float64))[0]  # reflector k: row k after k (one BLAS thread)
     tails = [packed[k, k + 1 :] for k in range(d - 1)]
     scales = np.array([np.abs(t).max(initial=0.0) / 127 for t in tails], dtype=np.float32)
     scales[scales == 0] = 1.0
