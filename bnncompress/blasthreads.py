@@ -1,17 +1,17 @@
-"""A pack's D x D decompositions on one BLAS thread (threadpoolctl), when no other thread can tell.
+"""A pack's D x D decompositions on one BLAS thread (threadpoolctl): the same bits on every route, and fast.
 
 OpenBLAS splits even a 100 x 100 ``eigh`` or ``inv`` into many small parallel steps, and each
 waits for its second thread: on a 2-core machine with other jobs running, the ``eigh`` and ``inv`` of
 a pack of P1 (two 100 x 100 covariances) took 25-771 ms on two threads against 1.7-2.9 ms on one,
-up to longer than the rest of the pack. A pack's large work runs in its own tasks, one per core, so
-:func:`eigh`, :func:`inv` and :func:`qr_raw` run on one BLAS thread.
+up to longer than the rest of the pack. And the result depends on the thread count where the
+eigenvalues repeat: a 256 x 256 covariance of rank 32 has eigenvectors up to 0.95 apart on one and on
+two threads, which would make an archive depend on how many threads the process had. So
+:func:`eigh`, :func:`inv` and :func:`qr_raw` always run on one BLAS thread.
 
-That limit is process-wide: another thread doing BLAS meanwhile would run on one thread, and
-another limiter (threadpoolctl's ``threadpool_limits``, which scikit-learn uses) overlapping it would
-take the one thread for the process's own setting and put it back for good. So the limit is set
-only while the process has no Python thread but the caller, bnncompress's own pool and rich's
-progress refresh; otherwise (a notebook's kernel threads, a Dask worker, the caller's threads) the
-decompositions run on the process's BLAS threads as they are. Sections run one at a time.
+OpenBLAS's limit is process-wide: while a section runs (a millisecond or a few per tensor), another
+thread's BLAS runs on one thread too, and another limiter entered meanwhile in another thread (such as
+threadpoolctl's ``threadpool_limits``, which scikit-learn uses) takes the one thread for the process's
+setting and puts it back when it ends. Sections run one at a time and restore what they found.
 
 Example:
     >>> import numpy as np
@@ -63,20 +63,9 @@ def qr_raw(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Run the block with the process's BLAS libraries on one thread, then restore their limits, if no
-    other thread of the process could do BLAS or set limits meanwhile; else run it as it is."""
+    """Run the block with the process's BLAS libraries on one thread, then restore their limits."""
     global _controller
     with _lock:
-        if not _alone():
-            yield
-            return
         _controller = _controller or ThreadpoolController()
         with _controller.limit(limits=1, user_api="blas"):
             yield
-
-
-def _alone() -> bool:
-    """No Python thread but this one, bnncompress's pool threads and rich's progress refresh."""
-    here = threading.current_thread()
-    ours = ("bnncompress", "_RefreshThread")
-    return all(t is here or t.name.startswith(ours[0]) or type(t).__name__ == ours[1] for t in threading.enumerate())

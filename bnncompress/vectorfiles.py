@@ -51,8 +51,8 @@ def read_word_vectors(path: str | os.PathLike):
             while (probe := fh.readline(_PROBE)) and not probe.strip():
                 pass
             cut = len(probe) == _PROBE and not probe.endswith(b"\n")
-            while cut and len(probe) < _WORD and len(probe.split(maxsplit=1)) < 2 and (more := fh.readline(_PROBE)):
-                probe, cut = probe + more, len(more) == _PROBE and not more.endswith(b"\n")  # a word past the probe
+            if cut and len(probe.split(maxsplit=1)) < 2:  # a first word longer than the probe: read past it
+                probe, cut = _past_the_word(fh, probe, path, number + 1)
             binary = bool(probe) and not _text_line(probe, dim, cut) and not _text_like(probe, dim)  # (see _text_like)
             _check_header(path, count, dim, binary)
             fh.seek(start + len(first))
@@ -82,6 +82,23 @@ _WORD = 1 << 26
 _NUMBER_TEXT = frozenset(b"0123456789+-.eEinfaINFA \t\r\n")
 #: Characters of a number as text, a decimal comma too (of a text file whose numbers do not parse).
 _NUMBER_LIKE = frozenset("0123456789+-.,eEinfaINFA")
+
+
+def _past_the_word(fh, probe: bytes, path: Path, line: int) -> tuple[bytes, bool]:
+    """The probe read on past a first word longer than it, to what follows the word (and whether still cut)."""
+    parts, size, cut = [probe], len(probe), True
+    while cut:
+        more = fh.readline(_PROBE)
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+        cut = len(more) == _PROBE and not more.endswith(b"\n")
+        if any(c in more for c in b" \t\r\x0b\x0c") or not cut:  # the word (or the line) ended
+            break
+        if size >= _WORD:  # (a guess past it would read garbage as numbers)
+            raise OptionError(f"line {line} of '{path}' starts with a word longer than 64 MiB; pass word2vec or GloVe")
+    return b"".join(parts), cut
 
 
 def _text_line(line: bytes, dim: int, cut: bool) -> bool:

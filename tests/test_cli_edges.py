@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pty
+import shlex
 import shutil
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def test_option_names_take_dashes_for_underscores():
 
 def _shell(command: str, cwd) -> subprocess.CompletedProcess:
     """``bnncompress COMMAND`` through a shell (for its redirections), in ``cwd``."""
-    line = f"{sys.executable} -m bnncompress {command}"
+    line = f"{shlex.quote(sys.executable)} -m bnncompress {command}"
     return subprocess.run(line, shell=True, cwd=cwd, capture_output=True, text=True)
 
 

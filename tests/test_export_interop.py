@@ -82,3 +82,13 @@ def test_the_reader_says_what_an_exported_kv_npz_or_pt_file_is(tmp_path, archive
         a.export(tmp_path / name)
         with pytest.raises(OptionError, match=what):
             read_word_vectors(tmp_path / name)
+
+
+def test_a_first_word_longer_than_the_reader_looks_is_refused_not_guessed(tmp_path, monkeypatch):
+    from bnncompress import vectorfiles
+
+    monkeypatch.setattr(vectorfiles, "_WORD", 3 << 20)  # (64 MiB in use: a word past it was read as binary)
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"1 1\n" + b"x" * (4 << 20) + b" 0.5\n")
+    with pytest.raises(OptionError, match="word longer than 64 MiB"):
+        read_word_vectors(path)
