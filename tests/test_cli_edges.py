@@ -21,6 +21,7 @@ import bnncompress
 from bnncompress import BnnCompressError, OptionError, QualityWarning
 from bnncompress.cli import app
 from bnncompress.cli.app import parse_options
+from bnncompress.files import write_bytes
 
 CLI = [sys.executable, "-m", "bnncompress"]
 
@@ -160,3 +161,24 @@ def test_an_archive_is_not_written_to_a_terminal(npz):
         sent = b""
     os.close(controller)
     assert r.returncode == 2 and b"HDF" not in sent, r.stderr
+
+
+def test_long_output_names_are_written_with_a_7_digit_process_id(tmp_path, monkeypatch):
+    """Linux's pid_max is 4,194,304 on most 64-bit systems (this machine's 32,768 hides it): the temporary
+    name beside a 255-byte output name must still fit."""
+    monkeypatch.setattr(os, "getpid", lambda: 4194303)
+    for n in (240, 250, 255):
+        write_bytes(tmp_path / ("v" * (n - 4) + ".bnc"), b"abc")
+    assert sorted(len(p.name) for p in tmp_path.iterdir()) == [240, 250, 255]
+
+
+def test_a_target_just_above_the_most_a_posterior_reaches_packs_as_missed(tmp_path):
+    rng = np.random.default_rng(0)
+    posterior = {"w": (rng.normal(size=(60, 20)), rng.uniform(0.3, 1, size=(60, 20)))}
+    with pytest.raises(bnncompress.RateControlError, match="at most") as caught:
+        bnncompress.pack(posterior, tmp_path / "x.bnc", bits=30)
+    top = float(str(caught.value).split("about ")[1].split(" bits/weight")[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bnncompress.pack(posterior, tmp_path / "x.bnc", bits=round(top * 1.015, 3))  # within 2%
+    assert abs(result.payload_bits_per_weight - top) / top < 0.02
