@@ -142,3 +142,26 @@ def example(tmp_path_factory):
     path = tmp_path_factory.mktemp("example") / "example2.bnc"
     bnncompress.pack("data/example.pt", path, bits=2)
     return path, bnncompress.load(path)["word_vectors"].copy()
+
+
+@pytest.fixture(autouse=True)
+def _every_archive_packed_decodes(monkeypatch):
+    """Every archive a test packs is decoded whole right after it is written (the writer itself checks checksums
+    and structure, not the coded words): an encoder change that writes undecodable words fails the test that
+    packed them, not only the tests that load (the mutation hunt's ANS flush bound and uint16 indices)."""
+    from bnncompress import ArchiveError, load, packing
+
+    write = packing.write_archive
+
+    def write_and_decode(output, records, *args, **kwargs):
+        written = write(output, records, *args, **kwargs)
+        if all(r.num_weights <= 1 << 24 for r in records) and len(records) <= 64:  # (not the large-input cases)
+            archive = load(output)
+            for name in archive.names:
+                try:
+                    archive[name]
+                except ArchiveError as exc:
+                    raise AssertionError(f"pack wrote an archive that does not decode: {exc}") from exc
+        return written
+
+    monkeypatch.setattr(packing, "write_archive", write_and_decode)
