@@ -162,7 +162,7 @@ class TransformVBQ(Quantizer):
             m64 = sums / n
             cov = np.triu(products) / n
             cov = cov + np.triu(cov, 1).T - np.outer(m64, m64)
-            values, vectors = eigh(cov)  # (on one BLAS thread: 1 ms, against 100-400 ms on two of a busy machine)
+            values, vectors = eigh(cov)  # (on one BLAS thread: bnncompress/blasthreads.py says why)
             order = np.argsort(values)[::-1]
             form = "float16" if self.classes == 0 else "reflectors" if self.reflectors else "int8"
             bits = {"float16": 16, "int8": 8}.get(form, 4)  # an entry (reflectors: half the entries, 8 each)
