@@ -158,44 +158,51 @@ def test_the_gram_kernel_sums_every_row_in_any_count():
         assert not np.tril(products, -1).any()
 
 
-def test_the_rotation_kernel_sums_each_coordinate_in_order_for_any_row_count():
+def test_the_rotation_kernels_sum_each_coordinate_in_order_for_any_row_count():
     """y = (x - mean) @ R and v = scale² @ R² with every sum over i ascending in float64 (bit for bit
-    a sequential sum, whether a row falls in one of the kernel's 4-row groups or after them), and
-    w = 0.5 / (v^trust sd^(2 (1 - trust)) row_factor)."""
-    from bnncompress.quantizers._transform_cpu import ROTATE_ROWS, rotate
+    a sequential sum, whether a row falls in one of the kernels' 4-row groups or after them),
+    w = 0.5 / (v^trust sd^(2 (1 - trust)) row_factor), and each column's range of exactly those y."""
+    from bnncompress.quantizers._transform_cpu import ROTATE_ROWS, rotate_means, rotated_weights
 
     rng = np.random.default_rng(12)
-    for rows, d, trust in ((1, 3, 1.0), (ROTATE_ROWS, 5, 0.75), (2 * ROTATE_ROWS + 3, 8, 1.0), (40, 20, 0.5)):
+    for rows, d, trust in ((1, 3, 1.0), (ROTATE_ROWS, 5, 0.75), (2 * ROTATE_ROWS + 3, 8, 1.0), (41, 20, 0.5)):
         loc = rng.normal(size=(rows, d)).astype(np.float32)
         scale = rng.uniform(0.01, 1.0, (rows, d)).astype(np.float32)
         mean, rotation = rng.normal(size=d), np.linalg.qr(rng.normal(size=(d, d)))[0]
         factor = rng.uniform(0.5, 2.0, rows)
         y, w = np.empty(rows * d), np.empty(rows * d)
-        rotate(loc.reshape(-1), scale.reshape(-1), mean, rotation, trust, 0.3, factor, y, w)
+        low, high = np.full(d, np.inf), np.full(d, -np.inf)
+        rotate_means(loc.reshape(-1), mean, rotation, y, low, high)
+        rotated_weights(scale.reshape(-1), rotation, trust, 0.3, factor, w)
         centered = loc.astype(np.float64) - mean
         expected_y = np.cumsum(centered[:, :, None] * rotation[None], axis=1)[:, -1]  # sums over i in order
         variance = np.cumsum(scale.astype(np.float64)[:, :, None] ** 2 * rotation[None] ** 2, axis=1)[:, -1]
         assert np.array_equal(y.reshape(rows, d), expected_y)
+        assert np.array_equal(low, expected_y.min(axis=0)) and np.array_equal(high, expected_y.max(axis=0))
         expected_w = 0.5 / (variance**trust * 0.3 ** (2 * (1 - trust)) * factor[:, None])
         np.testing.assert_allclose(w.reshape(rows, d), expected_w, rtol=1e-12)
 
 
-def test_the_ranges_kernel_takes_the_rotation_kernels_coordinates_for_any_row_count():
-    """The seeding grid's extent: each rotated column's minimum and maximum, of exactly the coordinates
-    :func:`rotate` computes (sums over i ascending; rotate takes 4 rows at a time, then one by one)."""
-    from bnncompress.quantizers._transform_cpu import ROTATE_ROWS, rotate, rotated_ranges
+def test_the_fits_row_pass_keeps_the_coordinates_the_first_weighting_pass_takes():
+    """The fit's second pass rotates every block once and keeps y and the rows' RMS; the first pass that
+    needs the weights takes them (freeing their bytes) and gets what rotating again gives, bit for bit."""
+    from bnncompress.quantizers.transform import FittedTransform
 
-    rng = np.random.default_rng(13)
-    for rows, d in ((1, 3), (ROTATE_ROWS, 5), (2 * ROTATE_ROWS + 3, 8), (41, 20)):
-        loc = rng.normal(size=rows * d).astype(np.float32)
-        mean, rotation = rng.normal(size=d), np.linalg.qr(rng.normal(size=(d, d)))[0]
-        y, w = np.empty(rows * d), np.empty(rows * d)
-        rotate(loc, np.ones(rows * d, np.float32), mean, rotation, 1.0, 1.0, np.ones(rows), y, w)
-        low, high = np.full(d, np.inf), np.full(d, -np.inf)
-        rotated_ranges(loc, mean, rotation, low, high)
-        assert np.array_equal(low, y.reshape(rows, d).min(axis=0)) and np.array_equal(
-            high, y.reshape(rows, d).max(axis=0)
-        )
+    rng = np.random.default_rng(5)
+    loc = (rng.normal(size=(6000, 16)) @ rng.normal(size=(16, 16))).astype(np.float32)
+    scale = rng.uniform(0.05, 0.5, (6000, 16)).astype(np.float32)
+    job = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc, scale))
+    fitted, blocks = job.fitted, job.rows.blocks()
+    assert isinstance(fitted, FittedTransform) and fitted.rotated and len(blocks) > 1
+    kept = [fitted.kept.get(("means", b.first_row, len(b.loc))) for b in blocks]
+    assert all(k is not None for k in kept)
+    got = [fitted.coordinates(b) for b in blocks]
+    assert all(fitted.kept.get(("means", b.first_row, len(b.loc))) is None for b in blocks)
+    assert fitted.kept._bytes == sum(y.nbytes + w.nbytes for y, w in got)
+    fitted.keep_pass_data(0)  # nothing kept: rotated again
+    again = [fitted.coordinates(b) for b in blocks]
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(got, again))
+    assert all(np.array_equal(k[0], g[0]) for k, g in zip(kept, got))
 
 
 def test_a_raised_allowance_keeps_every_blocks_coordinates():

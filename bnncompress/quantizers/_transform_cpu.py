@@ -47,45 +47,73 @@ def gram(loc, d, sums, products):  # pragma: no cover - compiled
         r += n
 
 
-#: Rows :func:`rotate` takes at a time: each entry of the rotation is loaded once per 4 rows (1.9x faster).
+#: Rows :func:`rotate_means` and :func:`rotated_weights` take at a time: each entry of the rotation is loaded
+#: once per 4 rows (1.9x faster).
 ROTATE_ROWS = 4
 
 
 @numba.njit(cache=True, nogil=True)
-def rotate(loc, scale, mean, rotation, trust, sd, row_factor, y, w):  # pragma: no cover - compiled
-    """Per row: y = (x - mean) @ R, rotated variance v_j = sum_i R_ij^2 scale_i^2, and the
-    distortion weight w = 1 / (2 v^trust sd^(2 (1 - trust)) row_factor) (float64; each sum
-    over i in increasing order, the inner loop over j contiguous so that it vectorises; ROTATE_ROWS
-    rows at a time, the same sums)."""
+def rotate_means(loc, mean, rotation, y, low, high):  # pragma: no cover - compiled
+    """Per row y = (x - mean) @ R (float64; each sum over i in increasing order, the inner loop over j
+    contiguous so that it vectorises; ROTATE_ROWS rows at a time, the same sums), and low[j], high[j] =
+    the running minimum and maximum of column j of y."""
     d = mean.shape[0]
     rows = loc.shape[0] // d
+    acc = np.empty((ROTATE_ROWS, d), np.float64)
+    x = np.empty(ROTATE_ROWS, np.float64)
+    r = 0
+    while r < rows:
+        n = min(ROTATE_ROWS, rows - r)
+        acc[:, :] = 0.0
+        for i in range(d):
+            for k in range(n):
+                x[k] = np.float64(loc[(r + k) * d + i]) - mean[i]
+            if n == ROTATE_ROWS:
+                x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
+                for j in range(d):
+                    rij = rotation[i, j]
+                    acc[0, j] += x0 * rij
+                    acc[1, j] += x1 * rij
+                    acc[2, j] += x2 * rij
+                    acc[3, j] += x3 * rij
+            else:  # the last rows, one at a time
+                for k in range(n):
+                    for j in range(d):
+                        acc[k, j] += x[k] * rotation[i, j]
+        for k in range(n):
+            base = (r + k) * d
+            for j in range(d):
+                v = acc[k, j]
+                y[base + j] = v
+                low[j] = min(low[j], v)
+                high[j] = max(high[j], v)
+        r += n
+
+
+@numba.njit(cache=True, nogil=True)
+def rotated_weights(scale, rotation, trust, sd, row_factor, w):  # pragma: no cover - compiled
+    """Per row the rotated variance v_j = sum_i R_ij^2 scale_i^2 and the distortion weight
+    w = 1 / (2 v^trust sd^(2 (1 - trust)) row_factor) (float64; sums as in :func:`rotate_means`)."""
+    d = rotation.shape[0]
+    rows = scale.shape[0] // d
     floor = 1e-300
     squared = rotation * rotation
-    acc = np.empty((ROTATE_ROWS, d), np.float64)
     var = np.empty((ROTATE_ROWS, d), np.float64)
-    x = np.empty(ROTATE_ROWS, np.float64)
     s = np.empty(ROTATE_ROWS, np.float64)
     tempered = sd ** (2.0 * (1.0 - trust))
     whole = trust == 1.0  # v ** 1.0 is v: no power per weight
     r = 0
     while r < rows:
         n = min(ROTATE_ROWS, rows - r)
-        acc[:, :] = 0.0
         var[:, :] = 0.0
         for i in range(d):
             for k in range(n):
-                x[k] = np.float64(loc[(r + k) * d + i]) - mean[i]
                 sk = np.float64(scale[(r + k) * d + i])
                 s[k] = sk * sk
             if n == ROTATE_ROWS:
-                x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
                 s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
                 for j in range(d):
-                    rij, qij = rotation[i, j], squared[i, j]
-                    acc[0, j] += x0 * rij
-                    acc[1, j] += x1 * rij
-                    acc[2, j] += x2 * rij
-                    acc[3, j] += x3 * rij
+                    qij = squared[i, j]
                     var[0, j] += qij * s0
                     var[1, j] += qij * s1
                     var[2, j] += qij * s2
@@ -93,33 +121,14 @@ def rotate(loc, scale, mean, rotation, trust, sd, row_factor, y, w):  # pragma: 
             else:  # the last rows, one at a time
                 for k in range(n):
                     for j in range(d):
-                        acc[k, j] += x[k] * rotation[i, j]
                         var[k, j] += squared[i, j] * s[k]
         for k in range(n):
             base = (r + k) * d
             for j in range(d):
-                y[base + j] = acc[k, j]
                 v = max(var[k, j], floor)
                 eff = (v if whole else v**trust) * tempered * row_factor[r + k]
                 w[base + j] = 0.5 / max(eff, floor)
         r += n
-
-
-@numba.njit(cache=True, nogil=True)
-def rotated_ranges(loc, mean, rotation, low, high):  # pragma: no cover - compiled
-    """low[j], high[j] = running minimum and maximum of column j of (x - mean) @ R (as :func:`rotate`)."""
-    d = mean.shape[0]
-    acc = np.empty(d, np.float64)
-    for r in range(loc.shape[0] // d):
-        base = r * d
-        acc[:] = 0.0
-        for i in range(d):
-            xi = np.float64(loc[base + i]) - mean[i]
-            for j in range(d):
-                acc[j] += xi * rotation[i, j]
-        for j in range(d):
-            low[j] = min(low[j], acc[j])
-            high[j] = max(high[j], acc[j])
 
 
 @numba.njit(cache=True, nogil=True)

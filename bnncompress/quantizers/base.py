@@ -20,7 +20,6 @@ order, so every route gives the same bits. Quantizers know nothing about files.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..geometry import num_rows, row_size
 from ..records import dequantize
+from .passdata import PassData
 
 
 @dataclass(frozen=True)
@@ -100,39 +100,6 @@ class QuantizedTensor:
         return dequantize(self.grid, self.symbols, len(self.counts), self.subvectors)
 
 
-class PassData:
-    """Per-block values a fit computes once and every pass reuses (a transform's rotated coordinates),
-    kept within ``limit`` bytes in this process: a copy sent to a worker starts empty, with the limit.
-
-    Example:
-        >>> kept = PassData(limit=16)
-        >>> kept.put("a", np.zeros(2)), kept.put("b", np.zeros(2)), kept.get("b") is None
-        (True, False, True)
-    """
-
-    def __init__(self, limit: int):
-        self.limit, self._items, self._bytes, self._lock = limit, {}, 0, threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        return self._items.get(key)
-
-    def put(self, key: Any, value: Any) -> bool:
-        """Keep ``value`` (an array or a tuple of arrays) if it fits in the limit; True if kept."""
-        size = sum(a.nbytes for a in (value if isinstance(value, tuple) else (value,)))
-        with self._lock:
-            if self._bytes + size > self.limit:
-                return False
-            self._items[key] = value
-            self._bytes += size
-            return True
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"limit": self.limit}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["limit"])
-
-
 class FittedQuantizer(ABC):
     """A method fitted to one tensor. Picklable: it is sent to workers with each pass."""
 
@@ -196,8 +163,8 @@ class FittedQuantizer(ABC):
     def keep_pass_data(self, limit: int) -> None:
         """Keep up to ``limit`` bytes of per-block values every pass would recompute (:attr:`kept`: a
         transform's rotated coordinates; the pack's tensors share one budget); 0 drops them."""
-        if self.kept is not None:
-            self.kept = PassData(int(limit))
+        if self.kept is not None:  # (what a fit's own passes kept stays, as far as it fits)
+            self.kept = self.kept.within(int(limit))
 
     def at(self, lam: float, rows: Rows) -> Any:
         """The state :meth:`assign` needs at rate knob ``lam``, after any passes over ``rows``

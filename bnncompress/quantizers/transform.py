@@ -43,7 +43,7 @@ from .checks import is_integer, is_number
 from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
-from .transform_choices import grid_too_coarse, rotation_pays_off, scale_squares
+from .transform_choices import auto_classes, grid_too_coarse, rotation_pays_off, scale_squares
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
@@ -198,7 +198,7 @@ class FittedTransform(FittedQuantizer):
         self.iterations, self.centroids, self.step = method.iterations, method.centroids, method.step
         self.block_rows = block_rows_for(shape)
         self.num_blocks = num_blocks(shape, self.block_rows)
-        asked = _auto_classes(self.num_blocks) if method.classes == "auto" else method.classes
+        asked = auto_classes(self.num_blocks) if method.classes == "auto" else method.classes
         self._classes = min(self.num_blocks, asked)
         self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1
         self.class_values = method.class_values and self._classes > 0  # a class-valued record (version 5)
@@ -209,7 +209,7 @@ class FittedTransform(FittedQuantizer):
         row RMS (the floor of row lengths) and the rotated columns' ranges (the seeding grid's extent);
         with refinements, on the rows they run on (:attr:`Rows.representative`): their cells are refined."""
         self.sd, self.row_floor = max(spread, 1e-30), 0.0
-        parts = (rows.representative if self.iterations else rows).map(_row_pass, self.mean, self.forward)
+        parts = (rows.representative if self.iterations else rows).map(_row_pass, self)
         rms = np.concatenate([p[0] for p in parts])
         if not spread > 0:
             self.sd = max(float(np.sqrt(np.mean(rms**2))), 1e-30)
@@ -253,25 +253,31 @@ class FittedTransform(FittedQuantizer):
         return {"mean": self.mean, **self.stored_rotation}
 
     def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """The block's rotated coordinates y and distortion weights w (float64), once per block per process."""
-        key = (block.first_row, len(block.loc)) if block.is_rows else ("sample", id(block))
+        """The block's rotated coordinates y and distortion weights w (float64), once per block per process
+        (y and the row RMS from :meth:`rotated_means` if :meth:`fit_rows`'s pass kept them)."""
+        key = _block_key(block)
         found = self.kept.get(key)
         if found is not None:
             return found
-        from ._transform_cpu import rotate  # numba: imported on first use
+        from ._transform_cpu import rotated_weights  # numba: imported on first use
 
-        rms = _centered_row_rms(block.loc, self.mean)
-        factor = (
-            (np.maximum(rms, self.row_floor) / self.sd) ** (2 * self.row_weight)
-            if self.row_weight
-            else np.ones(len(rms))
-        )
-        y = np.empty(len(block.loc), np.float64)
-        w = np.empty(len(block.loc), np.float64)
-        mean, forward = self.mean.astype(np.float64), np.asarray(self.forward, np.float64)
-        rotate(block.loc, block.scale, mean, forward, self.trust, self.sd, factor, y, w)  # whole rows (samples too)
+        y, rms, _, _ = self.kept.take(("means",) + key) or self.rotated_means(block)
+        factor = np.ones(len(rms))
+        if self.row_weight:
+            factor = (np.maximum(rms, self.row_floor) / self.sd) ** (2 * self.row_weight)
+        w, forward = np.empty(len(block.loc), np.float64), np.asarray(self.forward, np.float64)
+        rotated_weights(block.scale, forward, self.trust, self.sd, factor, w)  # whole rows (samples too)
         self.kept.put(key, (y, w))
         return y, w
+
+    def rotated_means(self, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The block's rotated coordinates y (float64), its rows' RMS about the means, its columns' min and max of y."""
+        from ._transform_cpu import rotate_means  # numba: imported on first use
+
+        y = np.empty(len(block.loc), np.float64)
+        low, high = np.full(self.d, np.inf), np.full(self.d, -np.inf)
+        rotate_means(block.loc, self.mean.astype(np.float64), np.asarray(self.forward, np.float64), y, low, high)
+        return y, _centered_row_rms(block.loc, self.mean), low, high
 
     def _seed(self, lam: float) -> SeedGrid:
         """The seeding grid at ``lam``: per column a step, its first cell and number of cells."""
@@ -351,14 +357,6 @@ class FittedTransform(FittedQuantizer):
         return {"rotated": self.rotated}
 
 
-def _auto_classes(blocks: int) -> int:
-    """Classes for ``blocks`` coding blocks: the most, up to 8 and a power of two, with 4 blocks each."""
-    classes = 1
-    while classes < 8 and blocks // (2 * classes) >= 4:
-        classes *= 2
-    return classes
-
-
 def _centered_row_rms(loc: np.ndarray, mean: np.ndarray) -> np.ndarray:
     rows = loc.reshape(-1, len(mean)).astype(np.float64)
     return np.sqrt(np.mean((rows - mean) ** 2, axis=1))
@@ -368,13 +366,16 @@ def _statistics_of(block: Block, method: Quantizer) -> Any:
     return method.statistics(block)
 
 
-def _row_pass(block: Block, mean: np.ndarray, rotation: np.ndarray) -> tuple:
-    """Each row's RMS about the means, and the ranges of the rotated columns (for the grid's cells)."""
-    from ._transform_cpu import rotated_ranges  # numba: imported on first use
+def _block_key(block: Block) -> tuple:
+    return (block.first_row, len(block.loc)) if block.is_rows else ("sample", id(block))
 
-    low, high = np.full(len(mean), np.inf), np.full(len(mean), -np.inf)
-    rotated_ranges(block.loc, mean.astype(np.float64), rotation.astype(np.float64), low, high)
-    return _centered_row_rms(block.loc, mean), low, high
+
+def _row_pass(block: Block, fitted: FittedTransform) -> tuple:
+    """Each row's RMS about the means, and the ranges of the rotated columns (for the grid's cells);
+    the rotated coordinates kept (within the allowance) for the first pass that weighs them."""
+    found = fitted.rotated_means(block)
+    fitted.kept.put(("means",) + _block_key(block), found)
+    return found[1:]
 
 
 def _cell_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnValues, width: int) -> tuple:

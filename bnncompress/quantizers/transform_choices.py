@@ -63,3 +63,17 @@ def scale_squares(block: Block, d: int) -> np.ndarray:
     """Per column the sum of the block's posterior variances, then (last) its number of rows of ``d``."""
     squares = np.square(block.scale.reshape(-1, d), dtype=np.float64).sum(axis=0)
     return np.append(squares, len(block.scale) // d)
+
+
+def auto_classes(blocks: int) -> int:
+    """Classes for ``blocks`` coding blocks (``classes="auto"``): the most, up to 8 and a power of two, with
+    4 blocks each.
+
+    Example:
+        >>> auto_classes(31), auto_classes(32), auto_classes(1000)
+        (4, 8, 8)
+    """
+    classes = 1
+    while classes < 8 and blocks // (2 * classes) >= 4:
+        classes *= 2
+    return classes

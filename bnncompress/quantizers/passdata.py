@@ -1,0 +1,70 @@
+"""Per-block values a fitted quantizer computes once and every later pass reuses, within a byte limit."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class PassData:
+    """Per-block values a fit computes once and every pass reuses (a transform's rotated coordinates),
+    kept within ``limit`` bytes in this process: a copy sent to a worker starts empty, with the limit.
+
+    Example:
+        >>> import numpy as np
+        >>> kept = PassData(limit=16)
+        >>> kept.put("a", np.zeros(2)), kept.put("b", np.zeros(2)), kept.get("b") is None
+        (True, False, True)
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self._items, self._bytes, self._lock = limit, {}, 0, threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        return self._items.get(key)
+
+    def put(self, key: Any, value: Any) -> bool:
+        """Keep ``value`` (an array or a tuple of arrays) if it fits in the limit; True if kept."""
+        size = _nbytes(value)
+        with self._lock:
+            if self._bytes + size > self.limit:
+                return False
+            self._items[key] = value
+            self._bytes += size
+            return True
+
+    def take(self, key: Any) -> Any:
+        """Remove ``key``'s value and return it (None if not kept), freeing its bytes."""
+        with self._lock:
+            value = self._items.pop(key, None)
+            if value is not None:
+                self._bytes -= _nbytes(value)
+            return value
+
+    def within(self, limit: int) -> PassData:
+        """A PassData of ``limit`` bytes with the values kept here that fit in it, oldest first.
+
+        Example:
+            >>> import numpy as np
+            >>> kept = PassData(limit=32)
+            >>> kept.put("a", np.zeros(2)), kept.put("b", np.zeros(2))
+            (True, True)
+            >>> smaller = kept.within(16)
+            >>> smaller.get("a") is not None, smaller.get("b") is None
+            (True, True)
+        """
+        kept = PassData(limit)
+        with self._lock:
+            for key, value in self._items.items():
+                kept.put(key, value)
+        return kept
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limit": self.limit}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limit"])
+
+
+def _nbytes(value: Any) -> int:
+    return sum(a.nbytes for a in (value if isinstance(value, tuple) else (value,)))
