@@ -295,6 +295,29 @@ def test_class_values_from_the_kept_indices_are_those_assigned_again(tmp_path, m
     assert bnncompress.load(tmp_path / "kept.bnc").record("w").class_values == 3
 
 
+@pytest.mark.parametrize("options", [{"classes": 3}, {"classes": 3, "class_values": False}, {"transform": "none"}])
+def test_the_packs_reconstruction_is_what_the_archive_decodes(tmp_path, options):
+    """What the pack's check pass reconstructs from grid indices (``reconstruct``: the values its quality notes
+    judge) is, bit for bit, what the archive decodes: for each coding block (one class), and for one block of
+    rows spanning all three classes (each row takes its own class's values)."""
+    from bnncompress.quantizers import Block
+
+    rng = np.random.default_rng(8)
+    loc = (rng.normal(size=(6144, 32)) @ rng.normal(size=(32, 32)) / 6).astype(np.float32)
+    scale = np.repeat(np.geomspace(0.02, 1.0, 6144)[:, None], 32, axis=1).astype(np.float32)
+    bnncompress.pack({"w": (loc, scale)}, tmp_path / "w.bnc", lam=0.3, options=options)
+    decoded = bnncompress.load(tmp_path / "w.bnc")["w"].reshape(-1)
+    job = fit_in_memory(get_quantizer("vbq-transform", **options), TensorPosterior(loc, scale))
+    indices, state = job.assign(0.3), job.tables(0.3)[-1]
+    for b in job.rows.blocks():
+        at = slice(b.first_row * 32, b.first_row * 32 + len(b.loc))
+        np.testing.assert_array_equal(job.fitted.reconstruct(b, indices[at], state), decoded[at])
+    rows = np.arange(2000, 4200)  # coding blocks of 2,048 rows: classes 0, 1 and 2
+    spanning = Block(loc[rows].reshape(-1), scale[rows].reshape(-1), 32, first_row=2000)
+    at = slice(2000 * 32, 4200 * 32)
+    np.testing.assert_array_equal(job.fitted.reconstruct(spanning, indices[at], state), decoded[at])
+
+
 @pytest.mark.parametrize("d", [2, 3, 17, 100, 161])
 def test_reflectors_decode_to_an_orthogonal_matrix_alike_in_numpy_and_numba(d, monkeypatch):
     """The stored reflectors rebuild the rotation up to column signs, exactly orthogonal; numpy's loop

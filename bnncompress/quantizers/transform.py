@@ -341,16 +341,16 @@ class FittedTransform(FittedQuantizer):
     def reconstruct(
         self, block: Block, indices: np.ndarray, state: SeedGrid | ColumnValues | ClassValues
     ) -> np.ndarray:
-        columns = np.resize(np.arange(self.d), len(indices))
+        table = state.table if isinstance(state, ClassValues) else self.grid(state).reshape(1, self.d, -1)
+        cells = indices.reshape(-1, self.d) + np.arange(self.d) * table.shape[2]  # flat takes: 4x faster
+        table = table.reshape(len(table), -1)  # (classes, d x alphabet)
         if isinstance(state, ClassValues):  # each row's block class's values
             rows = block.first_row + np.arange(len(indices) // self.d)
             classes = state.block_class[rows // self.block_rows].astype(np.int64)
-            if len(classes) and classes.min() == classes.max():  # a coding block: one class
-                y_hat = state.table[classes[0]][columns, indices].reshape(-1, self.d)
-            else:
-                y_hat = state.table[np.repeat(classes, self.d), columns, indices].reshape(-1, self.d)
+            one = len(classes) and classes.min() == classes.max()  # a coding block: one class
+            y_hat = table[classes[0]][cells] if one else table[classes[:, None], cells]
         else:
-            y_hat = self.grid(state).reshape(self.d, -1)[columns, indices].reshape(-1, self.d)
+            y_hat = table[0][cells]
         return inverse_transform(y_hat, self.mean, self.rotation if self.rotated else None).reshape(-1)
 
     def params(self, state: SeedGrid | ColumnValues) -> dict[str, Any]:
