@@ -268,11 +268,10 @@ def _read_open_file(f: Any, path: Path, file_bytes: int) -> ArchiveContents:
     version = _root_attr(f, "format_version", where)
     if not isinstance(version, (int, np.integer)) or isinstance(version, bool):
         raise ArchiveError(f"{where}: attribute 'format_version' should be an integer, found {version!r}")
-    if int(version) not in READABLE_VERSIONS:
-        raise ArchiveError(
-            f"{where} has format version {int(version)}; this bnncompress reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))} — upgrade bnncompress"
-        )
+    if int(version) not in READABLE_VERSIONS:  # (below the first version: none such was ever written)
+        fix = "upgrade bnncompress" if int(version) > max(READABLE_VERSIONS) else "the archive is damaged"
+        known = f"versions {READABLE_VERSIONS[0]} to {READABLE_VERSIONS[-1]}"
+        raise ArchiveError(f"{where} has format version {int(version)}; this bnncompress reads {known} — {fix}")
     expected_sha = _root_attr(f, "manifest_sha256", where)
     raw = _dataset(f, "manifest", ("uint8",), where, min(_MAX_EXPANSION * file_bytes, MAX_MANIFEST_BYTES)).tobytes()
     if not isinstance(expected_sha, bytes) or hashlib.sha256(raw).hexdigest().encode() != expected_sha:

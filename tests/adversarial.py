@@ -1,6 +1,6 @@
 """An adversarial run through the command line: hostile archives, posterior files, options and I/O faults.
 
-    python tests/adversarial.py [--cases-per-kind 25] [--workdir DIR]
+    python tests/adversarial.py [--cases-per-kind 60] [--workdir DIR]
 
 Every case runs ``bnncompress`` in a fresh process (60 s timeout) and is classified:
 ``exact`` (decoded to the right values), ``clean`` (exit 2, one line on stderr, nothing left

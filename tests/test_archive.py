@@ -108,8 +108,13 @@ def test_unknown_version_and_altered_attributes(packed, tmp_path):
     path = packed[0]
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
-    with pytest.raises(ArchiveError, match="upgrade bnncompress"):
+    with pytest.raises(ArchiveError, match="reads versions 1 to 7 — upgrade bnncompress"):
         bnncompress.load(path)
+    for never in (0, -1):  # no archive was ever written with such a version: damaged, not new
+        with h5py.File(path, "r+") as f:
+            f.attrs["format_version"] = np.int64(never)
+        with pytest.raises(ArchiveError, match=f"format version {never};.* — the archive is damaged$"):
+            bnncompress.load(path)
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = np.int64(FORMAT_VERSION)
         f.attrs["manifest_sha256"] = np.bytes_(b"0" * 64)
