@@ -40,14 +40,23 @@ class BlockRows:
         per_task = max(1, min(executor.task_symbols // max(block_symbols, 1), -(-n_blocks // (2 * executor.slots))))
         step = per_task * self.block_rows
         self.ranges = [(a, min(a + step, source.num_rows)) for a in range(0, source.num_rows, step)]
+        # the spread rows (None: not made yet), or self is its own (never stored: a cycle would keep the
+        # posterior alive after the pack until Python's cyclic garbage collector ran)
         self._representative: BlockRows | None = None
+        self._all_representative = False
 
     @property
     def representative(self) -> BlockRows:
         """Where refinements run: every row, or :data:`REFINE_RUNS` runs of blocks of at most
         :data:`REFINE_ROWS` rows in all (:meth:`spread`)."""
+        if self._all_representative:
+            return self
         if self._representative is None:
-            self._representative = self.spread(REFINE_ROWS, REFINE_RUNS)
+            spread = self.spread(REFINE_ROWS, REFINE_RUNS)
+            if spread is self:
+                self._all_representative = True
+                return self
+            self._representative = spread
         return self._representative
 
     def tasks(self, *args: Any) -> list[tuple]:
@@ -67,7 +76,7 @@ class BlockRows:
         last = picks[np.r_[np.diff(picks) > 1, True]]
         spread, br = copy.copy(self), self.block_rows
         spread.ranges = [(int(a) * br, min(int(b + 1) * br, rows)) for a, b in zip(first, last)]
-        spread._representative = spread
+        spread._representative, spread._all_representative = None, True
         return spread
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:

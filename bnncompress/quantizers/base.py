@@ -350,7 +350,11 @@ class SampleRows:
     """A rate-control sample as :class:`Rows`: one block of scattered weights."""
 
     def __init__(self, shape: tuple[int, ...], block: Block):
-        self.shape, self.block, self.representative = shape, block, self
+        self.shape, self.block = shape, block
+
+    @property
+    def representative(self) -> SampleRows:  # (a property: an attribute of itself would be a reference cycle)
+        return self
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         return [fn(self.block, *args)]
