@@ -31,8 +31,8 @@ REFINE_RUNS = 32
 class BlockRows:
     """One tensor's coding blocks, mapped over an executor in tasks of whole blocks (a ``Rows``)."""
 
-    def __init__(self, source: TensorPosterior, handle: Any, executor: Executor):
-        self.shape = source.shape
+    def __init__(self, source: TensorPosterior, handle: Any, executor: Executor, pass_bytes: int | None = None):
+        self.shape, self.pass_bytes = source.shape, pass_bytes
         self.handle, self.executor = handle, executor
         self.block_rows = geometry.block_rows_for(source.shape)
         block_symbols = self.block_rows * source.row_size

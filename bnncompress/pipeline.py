@@ -66,16 +66,15 @@ def quantize_and_code(
     if positions is not None and quantizer.whole_row_samples:
         positions = [whole_rows(p, tensors[n].row_size) for p, n in zip(positions, names)]
     budget = KeepBudget(executor.keep_bytes)
+    total = sum(tensors[n].size for n in names)
     jobs = []
     for i, name in enumerate(names):
         report("fitting", i, len(names))
         sample = None if positions is None else positions[i]
-        jobs.append(TensorJob(name, tensors[name], quantizer, executor, budget, sample))
+        kept = PASS_DATA_BYTES if tensors[name].in_memory else STREAMED_PASS_DATA_BYTES  # (rotated rows, ...)
+        share = kept * tensors[name].size // max(total, 1)
+        jobs.append(TensorJob(name, tensors[name], quantizer, executor, budget, sample, share))
     report("fitting", len(names), len(names))
-    total = sum(job.num_weights for job in jobs)
-    for job in jobs:  # rotated rows kept between passes, not recomputed at each
-        kept = PASS_DATA_BYTES if job.source.in_memory else STREAMED_PASS_DATA_BYTES
-        job.fitted.keep_pass_data(kept * job.num_weights // max(total, 1))
     lam = choose_lambda(jobs, bits, lam, quantizer.default_lam, positions is not None, report)
     records, qualities = [], []
     for i, job in enumerate(jobs):
@@ -113,13 +112,18 @@ class TensorJob:
         executor: Executor,
         budget: KeepBudget,
         positions: np.ndarray | None,
+        pass_bytes: int | None = None,
     ):
+        """``pass_bytes``: what the fit may keep of per-block values between passes (a transform's rotated
+        rows, not recomputed at each: :meth:`FittedQuantizer.keep_pass_data`); None: the method's own allowance."""
         self.name, self.source, self.executor, self.budget = name, source, executor, budget
         self.quantizer, self.quantizer_name = quantizer, quantizer.name
         self.shape, self.num_weights = source.shape, source.size
         handle = executor.scatter(source) if source.in_memory else source  # files: workers read them
-        self.rows = BlockRows(source, handle, executor)
+        self.rows = BlockRows(source, handle, executor, pass_bytes)
         self._fit(quantizer, np.zeros(0, np.int64) if positions is None else positions)
+        if pass_bytes is not None:
+            self.fitted.keep_pass_data(pass_bytes)
         self._states: dict[tuple[float, bool], Any] = {}
         self._histograms: dict[tuple[float, bool], tuple[np.ndarray, int, Any]] = {}
         self._kept: tuple[float, list[Any], int] | None = None  # lambda, indices per task, bytes

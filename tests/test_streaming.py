@@ -245,20 +245,45 @@ def test_cli_workers_starts_a_local_cluster(tmp_path, synthetic):
 def test_the_tensors_of_a_pack_share_one_allowance_of_pass_data(tmp_path, big, monkeypatch):
     """The tensors of a posterior held in memory share PASS_DATA_BYTES of pass data (a transform's
     rotated coordinates and weights, recomputed at every pass otherwise), a streamed one's share 256 MiB
-    (each kept up to 256 MiB until the pack ended: 1.2 GiB for 8 tensors); each drops it once coded."""
+    (each kept up to 256 MiB until the pack ended: 1.2 GiB for 8 tensors); each keeps at most its share
+    while it is fitted too (the fit's pass keeps the rotated rows), and drops it once coded."""
     from bnncompress.pipeline import PASS_DATA_BYTES, STREAMED_PASS_DATA_BYTES
-    from bnncompress.quantizers.transform import FittedTransform
+    from bnncompress.quantizers.transform import CACHE_BYTES, FittedTransform
 
     allowed = []
     monkeypatch.setattr(FittedTransform, "keep_pass_data", lambda self, limit: allowed.append(limit))
     loc, scale = big
     tensors = {"a": (loc, scale), "b": (loc[: len(loc) // 4], scale[: len(loc) // 4])}
     bnncompress.pack(tensors, tmp_path / "memory.bnc", bits=2.0)
-    assert allowed == [PASS_DATA_BYTES * 4 // 5, PASS_DATA_BYTES // 5, 0, 0]
+    a, b = PASS_DATA_BYTES * 4 // 5, PASS_DATA_BYTES // 5
+    assert allowed == [min(CACHE_BYTES, a), a, min(CACHE_BYTES, b), b, 0, 0]
     allowed.clear()
     write_npy_dir(tmp_path / "src", tensors)
     bnncompress.pack(tmp_path / "src", tmp_path / "stream.bnc", bits=2.0, stream=True)
-    assert allowed == [STREAMED_PASS_DATA_BYTES * 4 // 5, STREAMED_PASS_DATA_BYTES // 5, 0, 0]
+    a, b = STREAMED_PASS_DATA_BYTES * 4 // 5, STREAMED_PASS_DATA_BYTES // 5
+    assert allowed == [min(CACHE_BYTES, a), a, min(CACHE_BYTES, b), b, 0, 0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_what_the_fits_keep_stays_within_the_packs_allowance(tmp_path, big, monkeypatch, stream):
+    """A tensor's fit keeps its rotated rows for the first pass at a rate within its share of the pack's
+    allowance (here 1 MiB, a fifth of what the rows would take), also while the tensors are being fitted one
+    after another, and the archive is the one packed with room for everything."""
+    from bnncompress import pipeline
+    from bnncompress.quantizers.transform import FittedTransform
+
+    loc, scale = big
+    src = write_npy_dir(tmp_path / "src", {"a": (loc, scale), "b": (loc[: len(loc) // 4], scale[: len(loc) // 4])})
+    bnncompress.pack(src, tmp_path / "roomy.bnc", bits=2.0, stream=stream)
+    kept = []  # (bytes, limit) after each fit's row pass
+    fit_rows = FittedTransform.fit_rows
+    record = lambda self, *a: fit_rows(self, *a) or kept.append((self.kept._bytes, self.kept.limit))  # noqa: E731
+    monkeypatch.setattr(FittedTransform, "fit_rows", record)
+    monkeypatch.setattr(pipeline, "STREAMED_PASS_DATA_BYTES" if stream else "PASS_DATA_BYTES", 1 << 20)
+    bnncompress.pack(src, tmp_path / "tight.bnc", bits=2.0, stream=stream)
+    assert [limit for _, limit in kept] == [(1 << 20) * 4 // 5, (1 << 20) // 5]
+    assert kept[0][0] > 0 and all(size <= limit for size, limit in kept)  # (b's share holds no whole block)
+    assert (tmp_path / "roomy.bnc").read_bytes() == (tmp_path / "tight.bnc").read_bytes()
 
 
 def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_same(

@@ -70,6 +70,9 @@ class Rows(Protocol):
 
     shape: tuple[int, ...]
     representative: Rows
+    #: Bytes of per-block values a fit may keep for later passes (:meth:`FittedQuantizer.keep_pass_data`) while
+    #: it passes over these rows (its share of the pack's), or None for the method's own allowance.
+    pass_bytes: int | None
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``[fn(block, *args) for block in blocks]``, in block order (``fn`` module-level: it may run elsewhere)."""
@@ -350,7 +353,7 @@ class SampleRows:
     """A rate-control sample as :class:`Rows`: one block of scattered weights."""
 
     def __init__(self, shape: tuple[int, ...], block: Block):
-        self.shape, self.block = shape, block
+        self.shape, self.block, self.pass_bytes = shape, block, None
 
     @property
     def representative(self) -> SampleRows:  # (a property: an attribute of itself would be a reference cycle)

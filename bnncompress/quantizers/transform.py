@@ -209,6 +209,8 @@ class FittedTransform(FittedQuantizer):
         row RMS (the floor of row lengths) and the rotated columns' ranges (the seeding grid's extent);
         with refinements, on the rows they run on (:attr:`Rows.representative`): their cells are refined."""
         self.sd, self.row_floor = max(spread, 1e-30), 0.0
+        if rows.pass_bytes is not None:  # the pass keeps the rotated rows: within this tensor's share of the pack's
+            self.keep_pass_data(min(self.kept.limit, rows.pass_bytes))
         parts = (rows.representative if self.iterations else rows).map(_row_pass, self)
         rms = np.concatenate([p[0] for p in parts])
         if not spread > 0:
@@ -253,8 +255,7 @@ class FittedTransform(FittedQuantizer):
         return {"mean": self.mean, **self.stored_rotation}
 
     def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """The block's rotated coordinates y and distortion weights w (float64), once per block per process
-        (y and the row RMS from :meth:`rotated_means` if :meth:`fit_rows`'s pass kept them)."""
+        """The block's rotated coordinates y and distortion weights w (float64), once per block per process."""
         key = _block_key(block)
         found = self.kept.get(key)
         if found is not None:
@@ -262,9 +263,8 @@ class FittedTransform(FittedQuantizer):
         from ._transform_cpu import rotated_weights  # numba: imported on first use
 
         y, rms, _, _ = self.kept.take(("means",) + key) or self.rotated_means(block)
-        factor = np.ones(len(rms))
-        if self.row_weight:
-            factor = (np.maximum(rms, self.row_floor) / self.sd) ** (2 * self.row_weight)
+        floored = np.maximum(rms, self.row_floor) / self.sd
+        factor = floored ** (2 * self.row_weight) if self.row_weight else np.ones(len(rms))
         w, forward = np.empty(len(block.loc), np.float64), np.asarray(self.forward, np.float64)
         rotated_weights(block.scale, forward, self.trust, self.sd, factor, w)  # whole rows (samples too)
         self.kept.put(key, (y, w))
