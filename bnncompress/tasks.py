@@ -377,8 +377,9 @@ def quality_notes(name: str, shape: Sequence[int], q: Quality) -> list[str]:
     if size > 1 and q.values_min == q.values_max and q.loc_min != q.loc_max:
         notes.append(f"tensor '{name}': all {size:,} weights were quantized to one value ({q.values_min:.4g})")
     elif rows < DISTINCT_FRACTION * means:
+        count = lambda n: f"about {n:,}" if n >= SKETCH else f"{n:,}"  # noqa: E731 (a sketch's estimate)
         notes.append(
-            f"tensor '{name}': its {means:,} distinct rows were quantized to only {rows:,} distinct vectors "
+            f"tensor '{name}': its {count(means)} distinct rows were quantized to only {count(rows)} distinct vectors "
             "(most rows can no longer be told apart); use more bits"
         )
     if q.flat_rows and not notes:

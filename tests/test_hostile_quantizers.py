@@ -206,6 +206,17 @@ def test_streamed_pack_is_byte_identical_and_warns_alike(tmp_path):
     assert len(notes) == 4 and notes[:2] == notes[2:] and a.warnings == b.warnings
 
 
+def test_a_collapse_note_says_when_its_count_of_distinct_rows_is_an_estimate():
+    """Counts of distinct rows from SKETCH on are the sketch's estimate (about 2%): the note says "about"."""
+    from bnncompress.tasks import SKETCH, Quality, quality_notes
+
+    q = Quality(rows_distinct=12, means_distinct=SKETCH - 1, values_min=0.0, values_max=1.0, loc_min=0.0, loc_max=1.0)
+    assert "its 4,095 distinct rows were quantized to only 12 distinct" in quality_notes("w", (5000, 8), q)[0]
+    q = Quality(rows_distinct=2669, means_distinct=64683, values_min=0.0, values_max=1.0, loc_min=0.0, loc_max=1.0)
+    note = quality_notes("w", (65535, 8), q)[0]
+    assert "its about 64,683 distinct rows were quantized to only 2,669 distinct" in note
+
+
 def test_the_distinct_row_sketch_is_exact_when_small_and_close_when_large():
     rng = np.random.default_rng(0)
     few = rng.integers(0, 2**63, 300, dtype=np.uint64)
