@@ -198,7 +198,8 @@ def test_the_fits_row_pass_keeps_the_coordinates_the_first_weighting_pass_takes(
     assert all(k is not None for k in kept)
     got = [fitted.coordinates(b) for b in blocks]
     assert all(fitted.kept.get(("means", b.first_row, len(b.loc))) is None for b in blocks)
-    assert fitted.kept._bytes == sum(y.nbytes + w.nbytes for y, w in got)
+    flag = fitted.kept.get("rotated about")  # (whether the fit still has the means and basis they were rotated about)
+    assert flag.dtype == bool and flag and fitted.kept._bytes == sum(y.nbytes + w.nbytes for y, w in got) + flag.nbytes
     fitted.keep_pass_data(0)  # nothing kept: rotated again
     again = [fitted.coordinates(b) for b in blocks]
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(got, again))
@@ -223,6 +224,16 @@ def test_a_raised_allowance_keeps_every_blocks_coordinates():
     again = [fitted.coordinates(b) for b in blocks]
     assert all(fitted.kept.get((b.first_row, len(b.loc))) is not None for b in blocks)
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, again))
+
+
+def test_pass_data_counts_a_replaced_value_once():
+    """Putting a key again replaces its value and its bytes; taking it frees them."""
+    from bnncompress.quantizers.passdata import PassData
+
+    kept = PassData(limit=40)
+    assert kept.put("a", np.zeros(2)) and kept.put("a", np.zeros(3)) and kept._bytes == 24
+    assert not kept.put("a", np.zeros(6)) and kept._bytes == 24 and len(kept.get("a")) == 3
+    assert kept.put("a", np.zeros(5)) and kept.take("a") is not None and kept._bytes == 0
 
 
 def test_pass_data_is_not_sent_to_workers():
@@ -293,6 +304,82 @@ def test_class_values_from_the_kept_indices_are_those_assigned_again(tmp_path, m
     assert len(assigned) == 3
     assert (tmp_path / "kept.bnc").read_bytes() == (tmp_path / "again.bnc").read_bytes()
     assert bnncompress.load(tmp_path / "kept.bnc").record("w").class_values == 3
+
+
+def test_rows_kept_by_the_fit_are_not_used_once_a_derived_method_changed_its_means(tmp_path):
+    """A method derived from vbq-transform may change the fit's means (or basis) after the package's fit: the rows
+    its row pass rotated about the old ones are then not used (they would decode 3.0 off, silently), and nothing
+    is kept in an unpickled copy of the fit (a Dask task's: it would not outlive the task)."""
+    import dataclasses
+    import pickle
+    from typing import ClassVar
+
+    from bnncompress.quantizers import register_quantizer
+    from bnncompress.quantizers.transform import FittedTransform, TransformVBQ, _row_pass
+
+    @register_quantizer
+    @dataclasses.dataclass(frozen=True, eq=False, repr=False, kw_only=True)
+    class AboutZero(TransformVBQ):
+        name: ClassVar[str] = "x-about-zero"
+
+        def fit(self, shape, stats, rows):
+            fitted = super().fit(shape, stats, rows)
+            if isinstance(fitted, FittedTransform):
+                fitted.mean = np.zeros_like(fitted.mean)  # the record stores (the decoder adds) this mean
+            return fitted
+
+    rng = np.random.default_rng(0)
+    loc = (rng.normal(size=(20000, 16)) + 3.0).astype(np.float32)  # column means about 3
+    try:
+        bnncompress.pack({"w": (loc, np.full_like(loc, 0.05))}, tmp_path / "z.bnc", method="x-about-zero", lam=0.1)
+    finally:
+        METHODS.pop("x-about-zero")
+    assert float(np.abs(bnncompress.load(tmp_path / "z.bnc")["w"] - loc).mean()) < 0.2
+    scale = np.full((6000, 16), 0.05, np.float32)
+    job = fit_in_memory(get_quantizer("vbq-transform"), TensorPosterior(loc[:6000], scale))
+    copy = pickle.loads(pickle.dumps(job.fitted))
+    assert not copy.kept.lasting and job.fitted.kept.lasting
+    for block in job.rows.blocks():
+        _row_pass(block, copy)
+    assert copy.kept._bytes == 0
+
+
+def test_a_derived_methods_own_rows_need_not_tell_an_allowance(tmp_path):
+    """Rows as the Rows protocol had them before ``pass_bytes`` (shape, representative, map) still fit."""
+    import dataclasses
+    from typing import ClassVar
+
+    from bnncompress.quantizers import register_quantizer
+    from bnncompress.quantizers.transform import TransformVBQ
+
+    class Counted:
+        def __init__(self, rows):
+            self.rows, self.shape, self.passes = rows, rows.shape, 0
+
+        @property
+        def representative(self):
+            return Counted(self.rows.representative)
+
+        def map(self, fn, *args):
+            self.passes += 1
+            return self.rows.map(fn, *args)
+
+    @register_quantizer
+    @dataclasses.dataclass(frozen=True, eq=False, repr=False, kw_only=True)
+    class Counting(TransformVBQ):
+        name: ClassVar[str] = "x-counting-rows"
+
+        def fit(self, shape, stats, rows):
+            return super().fit(shape, stats, Counted(rows))
+
+    loc = np.random.default_rng(0).normal(size=(20000, 16)).astype(np.float32)
+    try:
+        bnncompress.pack({"w": (loc, np.full_like(loc, 0.05))}, tmp_path / "a.bnc", method="x-counting-rows", lam=0.1)
+    finally:
+        METHODS.pop("x-counting-rows")
+    bnncompress.pack({"w": (loc, np.full_like(loc, 0.05))}, tmp_path / "b.bnc", lam=0.1)
+    a, b = bnncompress.load(tmp_path / "a.bnc"), bnncompress.load(tmp_path / "b.bnc")
+    np.testing.assert_array_equal(a["w"], b["w"])
 
 
 @pytest.mark.parametrize("options", [{"classes": 3}, {"classes": 3, "class_values": False}, {"transform": "none"}])

@@ -8,7 +8,8 @@ from typing import Any
 
 class PassData:
     """Per-block values a fit computes once and every pass reuses (a transform's rotated coordinates),
-    kept within ``limit`` bytes in this process: a copy sent to a worker starts empty, with the limit.
+    kept within ``limit`` bytes in this process: a copy sent to a worker starts empty, with the limit, and
+    is not :attr:`lasting` (what a task keeps in it ends with the task).
 
     Example:
         >>> import numpy as np
@@ -17,8 +18,9 @@ class PassData:
         (True, False, True)
     """
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, lasting: bool = True):
         self.limit, self._items, self._bytes, self._lock = limit, {}, 0, threading.Lock()
+        self.lasting = lasting
 
     def get(self, key: Any) -> Any:
         return self._items.get(key)
@@ -27,10 +29,11 @@ class PassData:
         """Keep ``value`` (an array or a tuple of arrays) if it fits in the limit; True if kept."""
         size = _nbytes(value)
         with self._lock:
-            if self._bytes + size > self.limit:
+            replaced = _nbytes(self._items[key]) if key in self._items else 0
+            if self._bytes - replaced + size > self.limit:
                 return False
             self._items[key] = value
-            self._bytes += size
+            self._bytes += size - replaced
             return True
 
     def take(self, key: Any) -> Any:
@@ -53,7 +56,7 @@ class PassData:
             >>> smaller.get("a") is not None, smaller.get("b") is None
             (True, True)
         """
-        kept = PassData(limit)
+        kept = PassData(limit, self.lasting)
         with self._lock:
             for key, value in self._items.items():
                 kept.put(key, value)
@@ -63,7 +66,7 @@ class PassData:
         return {"limit": self.limit}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["limit"])
+        self.__init__(state["limit"], lasting=False)
 
 
 def _nbytes(value: Any) -> int:

@@ -43,6 +43,7 @@ from .checks import is_integer, is_number
 from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
+from .rotated_rows import block_key, keep_basis, keep_rows, kept_rows, rotated_means
 from .transform_choices import auto_classes, grid_too_coarse, rotation_pays_off, scale_squares
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
@@ -50,7 +51,7 @@ _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very sm
 _MAX_ROTATED = MAX_REFLECTED  # wider rows are not rotated (the matrix and the product grow as d²)
 _MIN_ROWS, _MIN_ROWS_PER_COLUMN = 1024, 32  # fewer rows: one entropy model (per-column tables cost too much)
 _MAX_MAGNITUDE = 1e30  # larger means: one model (sqrt(d) x 2 x this must stay far inside float32's range)
-CACHE_BYTES = 1 << 28  # rotated coordinates and weights kept per tensor (16 bytes per weight), unless raised
+CACHE_BYTES = 1 << 28  # rotated rows (8 bytes a weight), then with their weights (16) kept per tensor, unless raised
 
 
 @register_quantizer
@@ -202,15 +203,18 @@ class FittedTransform(FittedQuantizer):
         self._classes = min(self.num_blocks, asked)
         self.cost_sets = self._classes if method.class_costs and self._classes > 1 else 1
         self.class_values = method.class_values and self._classes > 0  # a class-valued record (version 5)
-        self.kept = PassData(CACHE_BYTES)  # each block's (y, w): every pass at every rate needs them
+        self.kept = PassData(CACHE_BYTES)  # each block's rotated rows, then (y, w): every pass at every rate needs them
 
     def fit_rows(self, rows: Rows, spread: float) -> None:
         """The second pass: the RMS of the centered means (if the Gram matrix was too wide), the median
         row RMS (the floor of row lengths) and the rotated columns' ranges (the seeding grid's extent);
-        with refinements, on the rows they run on (:attr:`Rows.representative`): their cells are refined."""
+        with refinements, on the rows they run on (:attr:`Rows.representative`): their cells are refined. The
+        rotated rows are kept for the first pass at a rate (:mod:`.rotated_rows`), within ``rows.pass_bytes``."""
         self.sd, self.row_floor = max(spread, 1e-30), 0.0
-        if rows.pass_bytes is not None:  # the pass keeps the rotated rows: within this tensor's share of the pack's
-            self.keep_pass_data(min(self.kept.limit, rows.pass_bytes))
+        share = getattr(rows, "pass_bytes", None)  # (a plug-in's own rows may not say)
+        if share is not None:
+            self.keep_pass_data(min(self.kept.limit, share))
+        keep_basis(self.kept, self.mean, self.forward)
         parts = (rows.representative if self.iterations else rows).map(_row_pass, self)
         rms = np.concatenate([p[0] for p in parts])
         if not spread > 0:
@@ -256,28 +260,20 @@ class FittedTransform(FittedQuantizer):
 
     def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
         """The block's rotated coordinates y and distortion weights w (float64), once per block per process."""
-        key = _block_key(block)
+        key = block_key(block)
         found = self.kept.get(key)
         if found is not None:
             return found
         from ._transform_cpu import rotated_weights  # numba: imported on first use
 
-        y, rms, _, _ = self.kept.take(("means",) + key) or self.rotated_means(block)
+        rotated = kept_rows(self.kept, block, self.mean, self.forward) or rotated_means(block, self.mean, self.forward)
+        y, rms = rotated[:2]
         floored = np.maximum(rms, self.row_floor) / self.sd
         factor = floored ** (2 * self.row_weight) if self.row_weight else np.ones(len(rms))
         w, forward = np.empty(len(block.loc), np.float64), np.asarray(self.forward, np.float64)
         rotated_weights(block.scale, forward, self.trust, self.sd, factor, w)  # whole rows (samples too)
         self.kept.put(key, (y, w))
         return y, w
-
-    def rotated_means(self, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The block's rotated coordinates y (float64), its rows' RMS about the means, its columns' min and max of y."""
-        from ._transform_cpu import rotate_means  # numba: imported on first use
-
-        y = np.empty(len(block.loc), np.float64)
-        low, high = np.full(self.d, np.inf), np.full(self.d, -np.inf)
-        rotate_means(block.loc, self.mean.astype(np.float64), np.asarray(self.forward, np.float64), y, low, high)
-        return y, _centered_row_rms(block.loc, self.mean), low, high
 
     def _seed(self, lam: float) -> SeedGrid:
         """The seeding grid at ``lam``: per column a step, its first cell and number of cells."""
@@ -357,24 +353,15 @@ class FittedTransform(FittedQuantizer):
         return {"rotated": self.rotated}
 
 
-def _centered_row_rms(loc: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    rows = loc.reshape(-1, len(mean)).astype(np.float64)
-    return np.sqrt(np.mean((rows - mean) ** 2, axis=1))
-
-
 def _statistics_of(block: Block, method: Quantizer) -> Any:
     return method.statistics(block)
-
-
-def _block_key(block: Block) -> tuple:
-    return (block.first_row, len(block.loc)) if block.is_rows else ("sample", id(block))
 
 
 def _row_pass(block: Block, fitted: FittedTransform) -> tuple:
     """Each row's RMS about the means, and the ranges of the rotated columns (for the grid's cells);
     the rotated coordinates kept (within the allowance) for the first pass that weighs them."""
-    found = fitted.rotated_means(block)
-    fitted.kept.put(("means",) + _block_key(block), found)
+    found = rotated_means(block, fitted.mean, fitted.forward)
+    keep_rows(fitted.kept, block, found)
     return found[1:]
 
 
