@@ -71,7 +71,7 @@ class Rows(Protocol):
     shape: tuple[int, ...]
     representative: Rows
     #: Bytes of per-block values a fit may keep for later passes (:meth:`FittedQuantizer.keep_pass_data`) while
-    #: it passes over these rows (its share of the pack's), or None for the method's own allowance.
+    #: it passes over these rows (its share of the pack's); None, or absent (a method's own rows): the method's own.
     pass_bytes: int | None
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
