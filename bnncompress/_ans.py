@@ -274,13 +274,19 @@ _encode_blocks_serial = serial_twin(encode_blocks_into, "_encode_blocks_serial")
 _decode_blocks_serial = serial_twin(decode_blocks_into, "_decode_blocks_serial")
 
 
-def _parallel(parallel_kernel, serial_kernel):
-    """The prange kernel, or its serial twin where numba may use one thread only (a Dask
-    worker thread): no thread pool to start, and safe under any numba threading layer. Only one
-    thread of the process is in a prange kernel at a time, and none in a forked child
-    (:func:`one_region_at_a_time`)."""
-    if in_forked_child() or numba_threads() <= 1:  # (a child starts no thread pool: its locks may be
-        return serial_kernel  # held by a thread of the parent that the fork left behind)
+#: Work (weights, symbols or products) below which a prange kernel runs as its serial twin: starting numba's
+#: threads costs more than they save, far more while another process holds the other core (each launch waits
+#: for its second thread: a row lookup 0.1 -> 8 ms at the 99th percentile beside a busy torch process).
+PARALLEL_WORK = 1 << 16
+
+
+def _parallel(parallel_kernel, serial_kernel, work: int | None = None):
+    """The prange kernel, or its serial twin for less than :data:`PARALLEL_WORK` of ``work`` or where numba
+    may use one thread only (a Dask worker thread): no thread pool to start, and safe under any numba
+    threading layer. Only one thread of the process is in a prange kernel at a time, and none in a
+    forked child (:func:`one_region_at_a_time`). Both give the same results."""
+    if in_forked_child() or (work is not None and work < PARALLEL_WORK) or numba_threads() <= 1:
+        return serial_kernel  # (a child starts no thread pool: its locks may be held by a thread the fork left behind)
     return functools.partial(one_region_at_a_time, parallel_kernel, serial_kernel)
 
 
@@ -336,7 +342,8 @@ def encode_blocks(
     bases, period = model_bases(counts, classes)
     scratch = np.empty(n_blocks * (block_size + 2), dtype=np.uint32)
     lengths = np.zeros(n_blocks, dtype=np.int64)
-    _parallel(encode_blocks_into, _encode_blocks_serial)(symbols, block_size, cdfs, bases, period, scratch, lengths)
+    encode = _parallel(encode_blocks_into, _encode_blocks_serial, len(symbols) if n_blocks > 1 else 0)
+    encode(symbols, block_size, cdfs, bases, period, scratch, lengths)
     offsets = np.zeros(n_blocks + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
     words = np.empty(int(offsets[-1]), dtype=np.uint32)
@@ -375,7 +382,7 @@ def decode_blocks(
         stop = start + int(sizes[g : g + group].sum())
         hist = np.zeros((len(part), models, alphabet), dtype=np.int64)
         status = np.zeros(len(part), dtype=np.int8)
-        decode = _parallel(decode_blocks_into, _decode_blocks_serial)
+        decode = _parallel(decode_blocks_into, _decode_blocks_serial, stop - start if len(part) > 1 else 0)
         decode(
             words, offsets, part, block_size, num_symbols, cdfs, tables, bases, period, out[start:stop], hist, status
         )

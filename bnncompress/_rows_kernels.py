@@ -326,7 +326,7 @@ inverse_transform_into_serial = _ans_serial_twin(inverse_transform_into, "invers
 
 def inverse_transform(y, rt, mean, out) -> None:
     """:func:`inverse_transform_into`, or its serial twin while another thread is in a parallel kernel."""
-    _ans_parallel(inverse_transform_into, inverse_transform_into_serial)(y, rt, mean, out)
+    _ans_parallel(inverse_transform_into, inverse_transform_into_serial, y.size * len(mean))(y, rt, mean, out)
 
 
 decode_blocks_values_serial = _ans_serial_twin(decode_blocks_values, "decode_blocks_values_serial")
@@ -336,8 +336,9 @@ decode_prefixes_into_serial = _ans_serial_twin(decode_prefixes_into, "decode_pre
 
 def decode_prefixes(*args) -> None:
     """:func:`decode_prefixes_into`, or its serial twin while another thread is in a parallel kernel
-    (or in a forked child: :func:`bnncompress._ans.one_region_at_a_time`)."""
-    _ans_parallel(decode_prefixes_into, decode_prefixes_into_serial)(*args)
+    (or in a forked child: :func:`bnncompress._ans.one_region_at_a_time`), or for few symbols."""
+    blocks, starts = args[2], args[3]
+    _ans_parallel(decode_prefixes_into, decode_prefixes_into_serial, int(starts[-1]) if len(blocks) > 1 else 0)(*args)
 
 
 @numba.njit(cache=True, nogil=True)

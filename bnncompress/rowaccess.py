@@ -77,7 +77,7 @@ class RowReader:
         self._value_table: tuple | None = None  # the record kind's, for the kernels; () if it has none
         self._tables: tuple | None = None  # the row kernels' coder and value tables
         self._checkpoints: tuple | None = None  # (every, per_block, states, positions)
-        self._prefix_symbols = 0  # symbols decoded so far without the row kernels
+        self._plain_symbols = 0  # symbols decoded so far without the row kernels (prefixes and whole blocks)
 
     @property
     def nbytes(self) -> int:
@@ -98,9 +98,13 @@ class RowReader:
     def _decode(self, blocks: list[int] | None) -> np.ndarray:
         rec = self.record
         try:
-            return rec.values(coding.decode_blocks, blocks)
+            values = rec.values(coding.decode_blocks, blocks)
         except (ValueError, RuntimeError) as exc:
             raise _corrupt(rec, exc) from None
+        starts = rec.block_rows * np.asarray(blocks if blocks is not None else [0], np.int64)
+        rows = self.shape[0] if blocks is None else int(np.minimum(rec.block_rows, self.shape[0] - starts).sum())
+        self._plain_symbols += rows * rec.symbols_per_row  # (the row kernels pay once this reaches _IMPORT_PAYS)
+        return values
 
     def _fused(self) -> bool:
         """True where the row kernels can decode this record."""
@@ -117,7 +121,7 @@ class RowReader:
         return (
             _KERNELS in sys.modules
             or self.record.num_symbols >= coding.NUMBA_DECODE_SYMBOLS
-            or self._prefix_symbols >= _IMPORT_PAYS
+            or self._plain_symbols >= _IMPORT_PAYS
         )
 
     # ------------------------------------------------------------------ public
@@ -138,11 +142,10 @@ class RowReader:
             blocks = block_of[order][ends]
             last = np.maximum.reduceat(positions[order], np.r_[0, ends[:-1] + 1]) - blocks * rec.block_rows
             work = int((last + 1).sum()) * rec.symbols_per_row
-            if self._prefix_symbols + work <= rec.num_symbols:
-                self._prefix_symbols += work
+            if self._plain_symbols + work <= rec.num_symbols:
+                self._plain_symbols += work
                 return self._rows_by_prefixes(positions, blocks, last + 1)
-            if not self._kernels_worth_it():
-                self._prefix_symbols += work  # (at least): the kernels pay once this reaches _IMPORT_PAYS
+            if not self._kernels_worth_it():  # (whole blocks: their symbols count towards _IMPORT_PAYS)
                 return self._rows_by_blocks(positions)
             self._decode_fused(None, values=False)
         return self._rows_from_checkpoints(positions)
@@ -262,7 +265,8 @@ class RowReader:
         models, alphabet = cdfs.shape[0], cdfs.shape[1] - 1
         histogram = np.zeros((models, alphabet), np.int64)
         group = max(1, _ans._GROUP_ENTRIES // max(models * alphabet, 1))  # bounds the per-block histograms
-        kernel = _ans._parallel(_rows_kernels.decode_blocks_values, _rows_kernels.decode_blocks_values_serial)
+        work = rows * rec.symbols_per_row if len(block_ids) > 1 else 0  # (one block: one thread either way)
+        kernel = _ans._parallel(_rows_kernels.decode_blocks_values, _rows_kernels.decode_blocks_values_serial, work)
         start = 0
         for g in range(0, len(block_ids), group):
             part = block_ids[g : g + group]
@@ -315,7 +319,8 @@ class RowReader:
         distinct = ordered[first]
         out = np.empty((len(distinct), self.shape[1]), np.float32)
         status = np.zeros(len(distinct), np.int8)
-        kernel = _ans._parallel(_rows_kernels.decode_rows_values, _rows_kernels.decode_rows_values_serial)
+        work = len(distinct) * every * rec.symbols_per_row  # (each row decoded from the checkpoint before it)
+        kernel = _ans._parallel(_rows_kernels.decode_rows_values, _rows_kernels.decode_rows_values_serial, work)
         kernel(
             distinct,
             words,

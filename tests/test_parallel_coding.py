@@ -119,3 +119,29 @@ def test_per_column_models_are_constrictions_model_family(monkeypatch):
         np.testing.assert_array_equal(decoded, symbols)
         np.testing.assert_array_equal(histogram, counts)
         assert coding.information_bits(counts) <= 32 * len(words) + 64 * (len(offsets) - 1)
+
+
+def test_small_kernel_calls_run_their_serial_twin_and_large_ones_may_run_in_parallel(tmp_path, monkeypatch):
+    """Below PARALLEL_WORK a kernel runs as its serial twin (the same results): no numba thread to wait for, which
+    beside a busy process cost single-row lookups and small tensors' packs 10-20x. A row lookup and a small
+    tensor's pack start no parallel region; a large encode still may."""
+    import bnncompress
+
+    assert _ans._parallel(_ans.encode_blocks_into, _ans._encode_blocks_serial, 1000) is _ans._encode_blocks_serial
+    regions = []
+    one_region = _ans.one_region_at_a_time
+    record = lambda p, s, *a: regions.append(p.__name__) or one_region(p, s, *a)  # noqa: E731
+    monkeypatch.setattr(_ans, "one_region_at_a_time", record)
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(300, 16)).astype(np.float32)
+    for method in ("vbq", "vbq-direction", "vbq-empirical"):
+        bnncompress.pack({"w": (loc, np.full_like(loc, 0.1))}, tmp_path / f"{method}.bnc", method=method, bits=3.0)
+    bnncompress.load(tmp_path / "vbq.bnc").rows("w", [7])
+    assert regions == []
+    if _ans.numba_threads() > 1:  # (a machine of one core runs every kernel serially)
+        symbols = rng.integers(0, 3, 1 << 18).astype(np.int32)
+        counts = np.bincount(symbols, minlength=3)
+        words, offsets = _ans.encode_blocks(symbols, counts, 1 << 15)
+        assert regions == ["encode_blocks_into"]
+        decoded = coding.decode_blocks(words, offsets, counts, len(symbols), 1 << 15)
+        np.testing.assert_array_equal(decoded, symbols)

@@ -117,7 +117,7 @@ def test_a_small_record_served_for_long_switches_to_the_kernels(archive, monkeyp
     if not RowReader(rec)._fused():
         pytest.skip("not a kernel-decoded record kind")
     full = RowReader(rec).all().reshape(-1, COLUMNS)
-    monkeypatch.delitem(sys.modules, "bnncompress._rows_kernels")
+    monkeypatch.delitem(sys.modules, "bnncompress._rows_kernels", raising=False)
     reader, everything = RowReader(rec), np.arange(ROWS)[::-1]
     assert rec.num_symbols < coding.NUMBA_DECODE_SYMBOLS and not reader._kernels_worth_it()
     for _ in range(-(-(1 << 22) // rec.num_symbols) + 2):
@@ -154,7 +154,7 @@ def test_corrupt_words_are_refused(archive):
         RowReader(damaged).rows(np.arange(rec.shape[0]))  # whole blocks from prefixes: no words may be left
     checkpointed = RowReader(damaged)
     checkpointed.rows(np.array([0]))
-    checkpointed._prefix_symbols = rec.num_symbols
+    checkpointed._plain_symbols = rec.num_symbols
     with pytest.raises(bnncompress.ArchiveError, match="corrupt"):
         checkpointed.rows(np.array([1]))  # builds the checkpoints: the whole record checked
 
@@ -224,3 +224,29 @@ def test_decode_prefixes_by_constriction_and_by_the_kernel_agree(monkeypatch, al
     assert np.array_equal(coding.decode_prefixes(words, offsets, counts, len(symbols), 600, blocks, lengths), expected)
     monkeypatch.setenv("BNNCOMPRESS_CODER", "constriction")
     assert np.array_equal(coding.decode_prefixes(words, offsets, counts, len(symbols), 600, blocks, lengths), expected)
+
+
+def test_every_symbol_decoded_without_the_row_kernels_counts_towards_loading_them(tmp_path, monkeypatch):
+    """A small record read where the row kernels are not loaded: lookups decode prefixes, then whole blocks,
+    and ``blocks()`` (norms, most_similar) whole blocks; each decoded symbol counts towards loading the kernels
+    (:data:`~bnncompress.rowaccess._IMPORT_PAYS`). A frequent word's lookup used to count only its row's prefix
+    (84,000 whole-block lookups of 2.9 ms before row 0 switched), and ``blocks()`` counted nothing (never)."""
+    from bnncompress import rowaccess
+
+    bnncompress.pack("data/example.pt", tmp_path / "e.bnc", bits=2.0, tensors=["word_vectors"])
+    monkeypatch.setattr(rowaccess, "_IMPORT_PAYS", 1 << 19)  # (2.6 of the record's 200,000 symbols)
+    monkeypatch.delitem(sys.modules, "bnncompress._rows_kernels", raising=False)  # (as in a serving process)
+    rec = bnncompress.load(tmp_path / "e.bnc").record("word_vectors")
+    expected = bnncompress.load(tmp_path / "e.bnc")["word_vectors"]
+    reader, lookups = RowReader(rec), 0
+    while reader._checkpoints is None and lookups < 5000:
+        np.testing.assert_array_equal(reader.rows(np.array([0])), expected[:1])
+        lookups += 1
+    whole_blocks = -(-(1 << 19) // (rec.block_rows * rec.symbols_per_row))
+    assert reader._checkpoints is not None and lookups <= rec.num_symbols // rec.symbols_per_row + whole_blocks + 1
+    monkeypatch.delitem(sys.modules, "bnncompress._rows_kernels", raising=False)
+    reader, scans = RowReader(rec), 0
+    while not reader._kernels_worth_it() and scans < 50:
+        np.testing.assert_array_equal(np.concatenate([rows for _, rows in reader.blocks()]), expected)
+        scans += 1
+    assert scans == -(-(1 << 19) // rec.num_symbols)

@@ -33,7 +33,7 @@ def assign_cpu(loc, scale, grid, first, max_level, lam, out, table=None):
     if table is None:
         table = bucket_table(grid[first : first + (1 << (max_level + 1)) - 1])
     starts, lo, inv = table
-    kernel = _parallel(_assign, _assign_serial)  # one prange kernel at a time; serial in a Dask worker thread
+    kernel = _parallel(_assign, _assign_serial, len(loc))  # one prange kernel at a time; serial if small
     kernel(loc, scale, grid, first, max_level, lam, out, starts, lo, inv)
 
 

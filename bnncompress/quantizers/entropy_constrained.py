@@ -261,7 +261,7 @@ class FittedEntropyConstrained(FittedVBQ):
         from ._ecsq_cpu import assign_ecsq, assign_ecsq_serial
 
         out = np.empty(len(block.loc), dtype=np.int32)
-        assign = _ans._parallel(assign_ecsq, assign_ecsq_serial)
+        assign = _ans._parallel(assign_ecsq, assign_ecsq_serial, len(block.loc))
         assign(block.loc, self.effective(block)[1], state.values, state.costs, state.lam, out)
         return out
 
