@@ -326,7 +326,8 @@ inverse_transform_into_serial = _ans_serial_twin(inverse_transform_into, "invers
 
 def inverse_transform(y, rt, mean, out) -> None:
     """:func:`inverse_transform_into`, or its serial twin while another thread is in a parallel kernel."""
-    _ans_parallel(inverse_transform_into, inverse_transform_into_serial, y.size * len(mean))(y, rt, mean, out)
+    work = y.size * len(mean) if len(out) > _CHUNK else 0  # (one chunk of rows: one task either way)
+    _ans_parallel(inverse_transform_into, inverse_transform_into_serial, work)(y, rt, mean, out)
 
 
 decode_blocks_values_serial = _ans_serial_twin(decode_blocks_values, "decode_blocks_values_serial")

@@ -8,7 +8,10 @@ How rows are decoded (the archive format is not involved; all of this is in memo
 
 - The first few lookups decode each block they touch only up to the last row they need
   (:func:`bnncompress.coding.decode_prefixes`; constriction until numba is loaded).
-- Once those prefixes have cost as many symbols as the whole record, or a batch would, one pass
+- Once the symbols decoded so far (prefixes, and whole blocks decoded for lookups or for
+  :meth:`RowReader.blocks`) reach as many as the whole record, or a batch would, lookups decode
+  whole blocks with constriction until numba's import pays (:data:`_IMPORT_PAYS` symbols decoded,
+  or numba loaded already); then one pass
   over the record (numba, histogram-checked) records *checkpoints*: the ANS decoder's state at
   every r-th row, with r the smallest spacing whose checkpoints (12 bytes each) take at most
   :data:`CHECKPOINT_SHARE` of the record's payload. A row then decodes from the checkpoint
@@ -265,12 +268,12 @@ class RowReader:
         models, alphabet = cdfs.shape[0], cdfs.shape[1] - 1
         histogram = np.zeros((models, alphabet), np.int64)
         group = max(1, _ans._GROUP_ENTRIES // max(models * alphabet, 1))  # bounds the per-block histograms
-        work = rows * rec.symbols_per_row if len(block_ids) > 1 else 0  # (one block: one thread either way)
-        kernel = _ans._parallel(_rows_kernels.decode_blocks_values, _rows_kernels.decode_blocks_values_serial, work)
         start = 0
         for g in range(0, len(block_ids), group):
             part = block_ids[g : g + group]
             stop = start + int(np.minimum(rec.block_rows, self.shape[0] - part * rec.block_rows).sum())
+            work = (stop - start) * rec.symbols_per_row if len(part) > 1 else 0  # (one block: one thread either way)
+            kernel = _ans._parallel(_rows_kernels.decode_blocks_values, _rows_kernels.decode_blocks_values_serial, work)
             hist = np.zeros((len(part), models, alphabet), np.int64)
             status = np.zeros(len(part), np.int8)
             kernel(
@@ -319,7 +322,7 @@ class RowReader:
         distinct = ordered[first]
         out = np.empty((len(distinct), self.shape[1]), np.float32)
         status = np.zeros(len(distinct), np.int8)
-        work = len(distinct) * every * rec.symbols_per_row  # (each row decoded from the checkpoint before it)
+        work = len(distinct) * every * rec.symbols_per_row if len(distinct) > 1 else 0  # (from its checkpoint)
         kernel = _ans._parallel(_rows_kernels.decode_rows_values, _rows_kernels.decode_rows_values_serial, work)
         kernel(
             distinct,

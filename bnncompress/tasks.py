@@ -162,7 +162,7 @@ def distinct(hashes: np.ndarray, rows: int) -> int:
     """Distinct rows (of ``rows``) a sketch saw: exact below :data:`SKETCH`, else the K-minimum-values estimate."""
     if len(hashes) < SKETCH:
         return len(hashes)
-    return min(int((SKETCH - 1) / ((float(hashes[-1]) + 1.0) / 2.0**64)), rows)
+    return max(min(int((SKETCH - 1) / ((float(hashes[-1]) + 1.0) / 2.0**64)), rows), SKETCH)  # (it saw SKETCH)
 
 
 def check_block(

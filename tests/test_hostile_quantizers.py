@@ -208,7 +208,7 @@ def test_streamed_pack_is_byte_identical_and_warns_alike(tmp_path):
 
 def test_a_collapse_note_says_when_its_count_of_distinct_rows_is_an_estimate():
     """Counts of distinct rows from SKETCH on are the sketch's estimate (about 2%): the note says "about"."""
-    from bnncompress.tasks import SKETCH, Quality, quality_notes
+    from bnncompress.tasks import Quality, quality_notes
 
     q = Quality(rows_distinct=12, means_distinct=SKETCH - 1, values_min=0.0, values_max=1.0, loc_min=0.0, loc_max=1.0)
     assert "its 4,095 distinct rows were quantized to only 12 distinct" in quality_notes("w", (5000, 8), q)[0]
@@ -218,6 +218,8 @@ def test_a_collapse_note_says_when_its_count_of_distinct_rows_is_an_estimate():
 
 
 def test_the_distinct_row_sketch_is_exact_when_small_and_close_when_large():
+    top = np.arange(2**64 - SKETCH, 2**64, dtype=np.uint64)  # SKETCH distinct hashes, all large: an estimate
+    assert distinct(top, 10**9) == SKETCH  # (it saw SKETCH distinct rows: never fewer, so never read as exact)
     rng = np.random.default_rng(0)
     few = rng.integers(0, 2**63, 300, dtype=np.uint64)
     assert distinct(sketch(few, few[:100], np.zeros(0, np.uint64)), 10**9) == 300

@@ -137,6 +137,15 @@ def test_small_kernel_calls_run_their_serial_twin_and_large_ones_may_run_in_para
     for method in ("vbq", "vbq-direction", "vbq-empirical"):
         bnncompress.pack({"w": (loc, np.full_like(loc, 0.1))}, tmp_path / f"{method}.bnc", method=method, bits=3.0)
     bnncompress.load(tmp_path / "vbq.bnc").rows("w", [7])
+    from bnncompress.quantizers import transform
+
+    monkeypatch.setattr(transform, "_MIN_ROWS_PER_COLUMN", 1)  # (per-column models for 2,048 rows of 256)
+    wide = rng.normal(size=(2048, 256)).astype(np.float32)
+    bnncompress.pack({"w": (wide, np.full_like(wide, 0.3))}, tmp_path / "t.bnc", lam=0.5, options={"transform": "pca"})
+    a, regions[:] = bnncompress.load(tmp_path / "t.bnc"), []  # (the pack's own large kernels may run in parallel)
+    assert a.record("w").params["rotated"]
+    for row in (5, 1500, 2047, 5):  # prefixes, then (row kernels loaded) single rows from checkpoints
+        a.rows("w", [row])
     assert regions == []
     if _ans.numba_threads() > 1:  # (a machine of one core runs every kernel serially)
         symbols = rng.integers(0, 3, 1 << 18).astype(np.int32)

@@ -286,6 +286,30 @@ def test_what_the_fits_keep_stays_within_the_packs_allowance(tmp_path, big, monk
     assert (tmp_path / "roomy.bnc").read_bytes() == (tmp_path / "tight.bnc").read_bytes()
 
 
+def test_a_tight_allowance_keeps_no_rotated_rows_it_cannot_use(tmp_path, monkeypatch):
+    """Where a wide tensor's share of the allowance holds a block's rotated rows but not much more, the rows are
+    kept only with what checks them (a 16-byte digest of the means and basis, not a copy of the D x D basis: 720 kB
+    at D = 300, which did not fit, so the rows were kept, never used, and crowded out the later passes' weights)."""
+    from bnncompress import pipeline
+    from bnncompress.quantizers import base, transform
+
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(2048, 300)).astype(np.float32)
+    monkeypatch.setattr(pipeline, "PASS_DATA_BYTES", 700_000)  # one block's rows (523 kB), not the basis as well
+    monkeypatch.setattr(transform, "_MIN_ROWS_PER_COLUMN", 1)  # (per-column models for 2,048 rows of 300)
+    left = []
+    keep = base.FittedQuantizer.keep_pass_data
+
+    def record(self, limit):
+        if limit == 0 and self.kept is not None:  # (the pack is done with the tensor)
+            left.append([k for k in self.kept._items if isinstance(k, tuple) and k[0] == "means"])
+        return keep(self, limit)
+
+    monkeypatch.setattr(base.FittedQuantizer, "keep_pass_data", record)
+    bnncompress.pack({"w": (loc, np.full_like(loc, 0.3))}, tmp_path / "w.bnc", lam=0.5, options={"transform": "pca"})
+    assert bnncompress.load(tmp_path / "w.bnc").record("w").params.get("rotated") and left == [[]]
+
+
 def test_full_evaluations_refine_on_spread_blocks_and_every_route_writes_the_same(
     tmp_path, big, small_tasks, client, monkeypatch
 ):

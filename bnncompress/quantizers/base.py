@@ -66,13 +66,12 @@ class Block:
 
 class Rows(Protocol):
     """The blocks of one tensor (or a sample of it), as passes see them; ``representative``: the rows that
-    refinement passes run on (these, or whole blocks evenly spread over a tensor of many rows)."""
+    refinement passes run on (these, or whole blocks evenly spread over a tensor of many rows). The pipeline's
+    rows also have ``pass_bytes``: what a fit may keep of per-block values for later passes while it passes over
+    them (:meth:`FittedQuantizer.keep_pass_data`; its share of the pack's), or None; a method's own rows need not."""
 
     shape: tuple[int, ...]
     representative: Rows
-    #: Bytes of per-block values a fit may keep for later passes (:meth:`FittedQuantizer.keep_pass_data`) while
-    #: it passes over these rows (its share of the pack's); None, or absent (a method's own rows): the method's own.
-    pass_bytes: int | None
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``[fn(block, *args) for block in blocks]``, in block order (``fn`` module-level: it may run elsewhere)."""

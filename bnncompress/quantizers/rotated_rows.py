@@ -9,6 +9,7 @@ copy of the fit (a Dask task's) keeps none, as nothing of it would reach a later
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ import numpy as np
 from .base import Block
 from .passdata import PassData
 
-#: The key of the means and basis the kept rows were rotated about (then of whether the fit still has them).
+#: The key of a digest of the means and basis the kept rows were rotated about (then of whether the fit still has
+#: them): 16 bytes in the allowance, where a copy of a 2048 x 2048 basis would take 32 MiB of it.
 _BASIS = "rotated about"
 
 
@@ -37,16 +39,26 @@ def rotated_means(block: Block, mean: np.ndarray, forward: np.ndarray) -> tuple:
     return y, np.sqrt(np.mean((rows - mean) ** 2, axis=1)), low, high
 
 
+def _digest(mean: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (mean, forward):
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.tobytes())
+    return np.frombuffer(digest.digest(), np.uint8)
+
+
 def keep_basis(kept: PassData, mean: np.ndarray, forward: np.ndarray) -> None:
-    """Before the row pass: the means and basis its rows are rotated about (copies), kept first."""
+    """Before the row pass: the digest of the means and basis its rows are rotated about, kept first."""
     kept.take(_BASIS)
     if kept.lasting:
-        kept.put(_BASIS, (np.array(mean, copy=True), np.array(forward, np.float64, copy=True)))
+        kept.put(_BASIS, _digest(mean, forward))
 
 
 def keep_rows(kept: PassData, block: Block, found: tuple) -> None:
-    """In the row pass: keep a block's :func:`rotated_means` for the first pass at a rate (not in a task's copy)."""
-    if kept.lasting:
+    """In the row pass: keep a block's :func:`rotated_means` for the first pass at a rate (not in a task's copy, nor
+    without the digest they would be checked against)."""
+    if kept.lasting and kept.get(_BASIS) is not None:
         kept.put(("means",) + block_key(block), found)
 
 
@@ -54,8 +66,9 @@ def kept_rows(kept: PassData, block: Block, mean: np.ndarray, forward: np.ndarra
     """The block's kept :func:`rotated_means`, taken (its bytes freed), if the fit still has the means and basis
     they were rotated about (compared once); else None."""
     basis = kept.get(_BASIS)
-    if isinstance(basis, tuple):  # (two threads may both compare: the same answer)
-        basis = np.array(np.array_equal(basis[0], mean) and np.array_equal(basis[1], forward))
+    if basis is not None and basis.dtype == np.uint8:  # (two threads may both compare: the same answer)
+        basis = np.array(np.array_equal(basis, _digest(mean, forward)))
         kept.take(_BASIS)
         kept.put(_BASIS, basis)
-    return kept.take(("means",) + block_key(block)) if basis is not None and bool(basis) else None
+    found = kept.take(("means",) + block_key(block))  # (freed either way: rows of other means are of no use)
+    return found if basis is not None and bool(basis) else None
