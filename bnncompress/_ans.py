@@ -280,12 +280,14 @@ _decode_blocks_serial = serial_twin(decode_blocks_into, "_decode_blocks_serial")
 PARALLEL_WORK = 1 << 16
 
 
-def _parallel(parallel_kernel, serial_kernel, work: int | None = None):
-    """The prange kernel, or its serial twin for less than :data:`PARALLEL_WORK` of ``work`` or where numba
-    may use one thread only (a Dask worker thread): no thread pool to start, and safe under any numba
-    threading layer. Only one thread of the process is in a prange kernel at a time, and none in a
-    forked child (:func:`one_region_at_a_time`). Both give the same results."""
-    if in_forked_child() or (work is not None and work < PARALLEL_WORK) or numba_threads() <= 1:
+def _parallel(parallel_kernel, serial_kernel, work: int | None = None, tasks: int | None = None):
+    """The prange kernel, or its serial twin for less than :data:`PARALLEL_WORK` of ``work``, for one of its
+    prange loop's ``tasks`` (a block, a chunk of rows: one thread either way), or where numba may use one
+    thread only (a Dask worker thread): no thread pool to start, and safe under any numba threading layer.
+    Only one thread of the process is in a prange kernel at a time, and none in a forked child
+    (:func:`one_region_at_a_time`). Both give the same results."""
+    small = (work is not None and work < PARALLEL_WORK) or (tasks is not None and tasks < 2)
+    if in_forked_child() or small or numba_threads() <= 1:
         return serial_kernel  # (a child starts no thread pool: its locks may be held by a thread the fork left behind)
     return functools.partial(one_region_at_a_time, parallel_kernel, serial_kernel)
 
@@ -342,7 +344,7 @@ def encode_blocks(
     bases, period = model_bases(counts, classes)
     scratch = np.empty(n_blocks * (block_size + 2), dtype=np.uint32)
     lengths = np.zeros(n_blocks, dtype=np.int64)
-    encode = _parallel(encode_blocks_into, _encode_blocks_serial, len(symbols) if n_blocks > 1 else 0)
+    encode = _parallel(encode_blocks_into, _encode_blocks_serial, len(symbols), n_blocks)
     encode(symbols, block_size, cdfs, bases, period, scratch, lengths)
     offsets = np.zeros(n_blocks + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
@@ -382,7 +384,7 @@ def decode_blocks(
         stop = start + int(sizes[g : g + group].sum())
         hist = np.zeros((len(part), models, alphabet), dtype=np.int64)
         status = np.zeros(len(part), dtype=np.int8)
-        decode = _parallel(decode_blocks_into, _decode_blocks_serial, stop - start if len(part) > 1 else 0)
+        decode = _parallel(decode_blocks_into, _decode_blocks_serial, stop - start, len(part))
         decode(
             words, offsets, part, block_size, num_symbols, cdfs, tables, bases, period, out[start:stop], hist, status
         )

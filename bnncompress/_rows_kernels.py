@@ -324,10 +324,15 @@ def decode_prefixes_into(
 inverse_transform_into_serial = _ans_serial_twin(inverse_transform_into, "inverse_transform_into_serial")
 
 
+def chunks(rows: int) -> int:
+    """Tasks of the prange loops over rows (:func:`inverse_transform_into`, :func:`decode_rows_values`)."""
+    return -(-rows // _CHUNK)
+
+
 def inverse_transform(y, rt, mean, out) -> None:
     """:func:`inverse_transform_into`, or its serial twin while another thread is in a parallel kernel."""
-    work = y.size * len(mean) if len(out) > _CHUNK else 0  # (one chunk of rows: one task either way)
-    _ans_parallel(inverse_transform_into, inverse_transform_into_serial, work)(y, rt, mean, out)
+    kernel = _ans_parallel(inverse_transform_into, inverse_transform_into_serial, y.size * len(mean), chunks(len(out)))
+    kernel(y, rt, mean, out)
 
 
 decode_blocks_values_serial = _ans_serial_twin(decode_blocks_values, "decode_blocks_values_serial")
@@ -339,7 +344,7 @@ def decode_prefixes(*args) -> None:
     """:func:`decode_prefixes_into`, or its serial twin while another thread is in a parallel kernel
     (or in a forked child: :func:`bnncompress._ans.one_region_at_a_time`), or for few symbols."""
     blocks, starts = args[2], args[3]
-    _ans_parallel(decode_prefixes_into, decode_prefixes_into_serial, int(starts[-1]) if len(blocks) > 1 else 0)(*args)
+    _ans_parallel(decode_prefixes_into, decode_prefixes_into_serial, int(starts[-1]), len(blocks))(*args)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -104,10 +104,13 @@ class RowReader:
             values = rec.values(coding.decode_blocks, blocks)
         except (ValueError, RuntimeError) as exc:
             raise _corrupt(rec, exc) from None
-        starts = rec.block_rows * np.asarray(blocks if blocks is not None else [0], np.int64)
-        rows = self.shape[0] if blocks is None else int(np.minimum(rec.block_rows, self.shape[0] - starts).sum())
+        rows = self.shape[0] if blocks is None else self._rows_in(np.asarray(blocks, np.int64))
         self._plain_symbols += rows * rec.symbols_per_row  # (the row kernels pay once this reaches _IMPORT_PAYS)
         return values
+
+    def _rows_in(self, blocks: np.ndarray) -> int:
+        """Rows of these coding blocks (int64 ids; the last block may be shorter)."""
+        return int(np.minimum(self.record.block_rows, self.shape[0] - blocks * self.record.block_rows).sum())
 
     def _fused(self) -> bool:
         """True where the row kernels can decode this record."""
@@ -263,7 +266,7 @@ class RowReader:
             per_block = -(-rec.block_rows // every)
             states = np.empty(rec.num_blocks * per_block, np.uint64)
             positions = np.empty(rec.num_blocks * per_block, np.uint32)
-        rows = int(np.minimum(rec.block_rows, self.shape[0] - block_ids * rec.block_rows).sum())
+        rows = self._rows_in(block_ids)
         out = np.empty((rows if values else 0, self.shape[1]), np.float32)
         models, alphabet = cdfs.shape[0], cdfs.shape[1] - 1
         histogram = np.zeros((models, alphabet), np.int64)
@@ -271,9 +274,11 @@ class RowReader:
         start = 0
         for g in range(0, len(block_ids), group):
             part = block_ids[g : g + group]
-            stop = start + int(np.minimum(rec.block_rows, self.shape[0] - part * rec.block_rows).sum())
-            work = (stop - start) * rec.symbols_per_row if len(part) > 1 else 0  # (one block: one thread either way)
-            kernel = _ans._parallel(_rows_kernels.decode_blocks_values, _rows_kernels.decode_blocks_values_serial, work)
+            stop = start + self._rows_in(part)
+            work = (stop - start) * rec.symbols_per_row
+            kernel = _ans._parallel(
+                _rows_kernels.decode_blocks_values, _rows_kernels.decode_blocks_values_serial, work, len(part)
+            )
             hist = np.zeros((len(part), models, alphabet), np.int64)
             status = np.zeros(len(part), np.int8)
             kernel(
@@ -322,8 +327,13 @@ class RowReader:
         distinct = ordered[first]
         out = np.empty((len(distinct), self.shape[1]), np.float32)
         status = np.zeros(len(distinct), np.int8)
-        work = len(distinct) * every * rec.symbols_per_row if len(distinct) > 1 else 0  # (from its checkpoint)
-        kernel = _ans._parallel(_rows_kernels.decode_rows_values, _rows_kernels.decode_rows_values_serial, work)
+        work = len(distinct) * every * rec.symbols_per_row  # (each row decoded from the checkpoint before it)
+        kernel = _ans._parallel(
+            _rows_kernels.decode_rows_values,
+            _rows_kernels.decode_rows_values_serial,
+            work,
+            _rows_kernels.chunks(len(distinct)),
+        )
         kernel(
             distinct,
             words,
