@@ -27,13 +27,14 @@ def read_word_vectors(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise OptionError(f"word-vector file '{path}' does not exist or is not a file; pass word2vec or GloVe text")
-    if gensim_pickle(path):  # (unpack's .kv)
-        raise OptionError(
-            f"'{path}' is a gensim KeyedVectors file (a pickle, which bnncompress never loads); pass word2vec or "
-            "GloVe text (`bnncompress unpack -o vectors.txt` writes it)"
-        )
     with open(path, "rb") as fh:
-        if fh.read(4) == b"PK\x03\x04":  # (unpack's .npz and .pt)
+        head = fh.read(_HEAD)
+        if _names_gensim(head):  # (unpack's .kv)
+            raise OptionError(
+                f"'{path}' is a gensim KeyedVectors file (a pickle, which bnncompress never loads); pass word2vec or "
+                "GloVe text (`bnncompress unpack -o vectors.txt` writes it)"
+            )
+        if head[:4] == b"PK\x03\x04":  # (unpack's .npz and .pt)
             raise OptionError(
                 f"'{path}' is a zip file (as .npz and .pt files are), not word vectors; pass word2vec or GloVe text "
                 "(`bnncompress unpack -o vectors.txt` writes it)"
@@ -71,7 +72,14 @@ def read_word_vectors(path: str | os.PathLike):
 def gensim_pickle(path: str | os.PathLike) -> bool:
     """A pickle whose first 4 kB name gensim's KeyedVectors class (``KeyedVectors.save``, bnncompress unpack's .kv)."""
     with open(path, "rb") as fh:
-        head = fh.read(4096)
+        return _names_gensim(fh.read(_HEAD))
+
+
+#: Bytes of a file's start that tell a gensim pickle or a zip file from word vectors.
+_HEAD = 4096
+
+
+def _names_gensim(head: bytes) -> bool:
     return head[:1] == b"\x80" and b"gensim.models.keyedvectors" in head
 
 
