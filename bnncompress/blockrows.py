@@ -7,7 +7,7 @@ every coding block, or (:attr:`BlockRows.representative`) the runs of blocks ref
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -80,18 +80,18 @@ class BlockRows:
         return spread
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
-        out: list[Any] = []
-        for part in self.executor.map(map_task, self.tasks(fn, args)):
-            out.extend(part)
-        return out
+        return list(self.imap(fn, *args))
 
-    def map_kept(self, fn: Callable[..., Any], kept: list[Any], *args: Any) -> list[Any]:
-        """As :meth:`map`, each block's grid indices (one per weight) from ``kept``, a task's each as the
+    def imap(self, fn: Callable[..., Any], *args: Any) -> Iterator[Any]:
+        """As :meth:`map`, each block's result as its task is done (a reduction holds the tasks in flight)."""
+        for part in self.executor.map(map_task, self.tasks(fn, args)):
+            yield from part
+
+    def imap_kept(self, fn: Callable[..., Any], kept: list[Any], *args: Any) -> Iterator[Any]:
+        """As :meth:`imap`, each block's grid indices (one per weight) from ``kept``, a task's each as the
         count pass kept them (:meth:`~bnncompress.pipeline.TensorJob.histogram`), given as ``fn``'s second argument."""
-        out: list[Any] = []
         for part in self.executor.map(map_kept_task, [t + (k,) for t, k in zip(self.tasks(fn, args), kept)]):
-            out.extend(part)
-        return out
+            yield from part
 
     def blocks(self) -> list[Block]:
         """Every coding block, read here (to inspect a tensor in memory; a pack maps over them instead)."""

@@ -68,7 +68,8 @@ class Rows(Protocol):
     """The blocks of one tensor (or a sample of it), as passes see them; ``representative``: the rows that
     refinement passes run on (these, or whole blocks evenly spread over a tensor of many rows). The pipeline's
     rows also have ``pass_bytes``: what a fit may keep of per-block values for later passes while it passes over
-    them (:meth:`FittedQuantizer.keep_pass_data`; its share of the pack's), or None; a method's own rows need not."""
+    them (:meth:`FittedQuantizer.keep_pass_data`; its share of the pack's), or None, and ``imap``: ``map``'s results
+    one at a time as they are made (:func:`~bnncompress.quantizers.cells.each`); a method's own rows need neither."""
 
     shape: tuple[int, ...]
     representative: Rows
@@ -360,14 +361,3 @@ class SampleRows:
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         return [fn(self.block, *args)]
-
-
-def reduce_cells(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum the blocks' cell statistics (counts, total weight, weighted sum) in block order: the
-    same bits on every route."""
-    counts, total, moment = (np.array(a, copy=True) for a in parts[0])
-    for c, t, m in parts[1:]:
-        counts += c
-        total += t
-        moment += m
-    return counts, total, moment

@@ -32,7 +32,8 @@ import numpy as np
 from ..devices import resolve_device
 from ..errors import OptionError
 from ..priors import GaussianPrior
-from .base import STORED_IF_NOT_DEFAULT, Block, PassData, Rows, reduce_cells
+from .base import STORED_IF_NOT_DEFAULT, Block, PassData, Rows
+from .cells import each, reduce_cells
 from .checks import is_integer, is_number
 from .registry import register_quantizer
 from .vbq import VBQ, FittedVBQ, fit_prior, fit_range
@@ -238,7 +239,7 @@ class FittedEntropyConstrained(FittedVBQ):
         state: VBQPass | EmpiricalPass = VBQPass(float(lam))
         values = self.candidates
         for _ in range(self.iterations):
-            counts, total, moment = reduce_cells(rows.map(_cell_stats, self, state))
+            counts, total, moment = reduce_cells(each(rows, _cell_stats, self, state))
             used = np.flatnonzero(counts)
             if self.centroids:
                 values = (moment[used] / total[used]).astype(np.float32)

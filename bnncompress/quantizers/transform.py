@@ -38,7 +38,8 @@ from ..blasthreads import eigh, inv
 from ..errors import OptionError
 from ..geometry import block_rows_for, num_blocks, num_rows, row_size
 from ..records import MAX_REFLECTED, decoded_rotation, inverse_transform, position_classes, stored_rotation
-from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, PassData, Quantizer, Rows, reduce_cells
+from .base import STORED_IF_NOT_DEFAULT, Block, Fallback, FittedQuantizer, PassData, Quantizer, Rows
+from .cells import add_cells, compact_cells, each, reduce_cells
 from .checks import is_integer, is_number
 from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
@@ -290,20 +291,19 @@ class FittedTransform(FittedQuantizer):
         seed = self._seed(lam)
         width, state = int(seed.cells.max()), seed
         for _ in range(self.iterations):
-            counts, total, moment = reduce_cells(rows.map(_cell_stats, self, state, width))
+            counts, total, moment = reduce_cells(each(rows, _cell_stats, self, state, width))
             state = refine(state, self.grid(state), counts, total, moment, self.cost_sets, self.centroids)
         return state
 
     def class_moments(self, state: ColumnValues, rows: Rows, kept: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per (class, column, cell) the sums of the weights and of weight x y of the coordinates assigned at
-        ``state`` in ``rows`` (coding blocks, one class each; in block order), or ``kept`` (BlockRows.map_kept)."""
+        ``state`` in ``rows`` (coding blocks, one class each; in block order), or ``kept`` (BlockRows.imap_kept)."""
         width = state.width if isinstance(state, ColumnValues) else int(state.cells.max())
         total = np.zeros((self._classes, self.d, width), np.float64)
         moment = np.zeros_like(total)
-        sums = rows.map_kept(_class_sums, kept, self, width) if kept else rows.map(_class_stats, self, state, width)
-        for c, t, m in sums:
-            total[c] += t
-            moment[c] += m
+        sums = rows.imap_kept(_class_sums, kept, self, width) if kept else each(rows, _class_stats, self, state, width)
+        for c, part in sums:
+            add_cells(total[c], moment[c], part)
         return total, moment
 
     def assign(self, block: Block, state: SeedGrid | ColumnValues | ClassValues) -> np.ndarray:
@@ -370,7 +370,8 @@ def _cell_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnV
 
     y, w = fitted.coordinates(block)
     classes = fitted.cost_classes(block)
-    return cell_stats(fitted.assign(block, state), w, y, fitted.d, width, classes, fitted.cost_sets)
+    stats = cell_stats(fitted.assign(block, state), w, y, fitted.d, width, classes, fitted.cost_sets)
+    return compact_cells(*stats, len(y))
 
 
 def _class_stats(block: Block, fitted: FittedTransform, state: SeedGrid | ColumnValues, width: int) -> tuple:
@@ -383,5 +384,5 @@ def _class_sums(block: Block, indices: np.ndarray, fitted: FittedTransform, widt
 
     y, w = fitted.coordinates(block)
     one = np.zeros(len(y) // fitted.d, np.int64)
-    _, total, moment = cell_stats(indices, w, y, fitted.d, width, one, 1)
-    return int(fitted.classes_of_rows(block)[0]), total, moment
+    stats = cell_stats(indices, w, y, fitted.d, width, one, 1)
+    return int(fitted.classes_of_rows(block)[0]), compact_cells(*stats, len(y))
