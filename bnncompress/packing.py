@@ -165,6 +165,7 @@ def pack(
         posterior = with_model(posterior, model, tuple(model_args))
     if names and model is not None:  # (the model's sites are known once it has been traced)
         posterior = _select(posterior, names, vocab is not None, True)
+    posterior.check()  # the tensors selected, before any is packed (one left out may hold a NaN)
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import PosteriorError
+from .floatvalues import as_float32, beyond_float32, check_values, to_float32
 from .geometry import block_rows_for, num_rows, row_size
 
 #: Name given to the single flat tensor of an AutoDiagonalNormal guide read without its model.
 FLAT_LATENT_NAME = "latent"
-FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 #: What tells a file apart from another at its path, or from itself after a write (see :func:`file_stamp`).
 FileStamp = tuple[int, int, int, int]
@@ -58,6 +57,8 @@ class TensorPosterior:
 
     #: True when ``loc`` and ``scale`` are arrays in memory (:meth:`read` returns views of them).
     in_memory: ClassVar[bool] = True
+    #: (name, where) while the values wait for :meth:`check` (:func:`make_tensor`; done on first use at the latest)
+    _unchecked: tuple[str, str] | None = None
 
     def __init__(self, loc: np.ndarray, scale: np.ndarray, dtype: str = "float32"):
         self._loc, self._scale, self.dtype = loc, scale, dtype
@@ -71,12 +72,22 @@ class TensorPosterior:
     @property
     def loc(self) -> np.ndarray:
         """The means, float32, of shape :attr:`shape`."""
+        self.check()
         return self._loc
 
     @property
     def scale(self) -> np.ndarray:
         """The standard deviations, float32, of shape :attr:`shape`."""
+        self.check()
         return self._scale
+
+    def check(self) -> TensorPosterior:
+        """Refuse values a pack cannot use (PosteriorError: NaN/inf means, scales not finite and > 0), once;
+        a :class:`StoredTensor` checks the rows it reads instead. Returns the tensor."""
+        if self._unchecked is not None:
+            check_values(*self._unchecked, self._loc, self._scale)
+            self._unchecked = None
+        return self
 
     @property
     def size(self) -> int:
@@ -93,7 +104,7 @@ class TensorPosterior:
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Flat float32 ``loc`` and ``scale`` of rows ``start:stop`` (first dimension; a 0-d or 1-D
         tensor has one value per row)."""
-        rs = self.row_size
+        rs = self.check().row_size
         return self._loc.reshape(-1)[start * rs : stop * rs], self._scale.reshape(-1)[start * rs : stop * rs]
 
     def load(self) -> TensorPosterior:
@@ -173,7 +184,7 @@ class StoredTensor(TensorPosterior):
             found = {}
             for first in range(start, stop, br):
                 part = slice((first - start) * self.row_size, (min(first + br, stop) - start) * self.row_size)
-                found[first // br] = _beyond_float32(flat[0][part], flat[1][part], loc[part])
+                found[first // br] = beyond_float32(flat[0][part], flat[1][part], loc[part])
             self.add_beyond_blocks(found)
         return loc, scale
 
@@ -186,14 +197,6 @@ class StoredTensor(TensorPosterior):
         tensor = TensorPosterior(loc.reshape(self.shape), scale.reshape(self.shape), self.dtype)
         tensor.beyond_float32 = self.beyond_float32
         return tensor
-
-
-def as_float32(a: np.ndarray) -> np.ndarray:
-    """Flat float32 values; uint16 arrays are bfloat16 bit patterns."""
-    if a.dtype == np.uint16:
-        return (a.astype(np.uint32).reshape(-1) << 16).view(np.float32)
-    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused by the caller's check
-        return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
 
 
 @dataclass
@@ -248,6 +251,12 @@ class Posterior:
     def load(self) -> Posterior:
         """A copy of this posterior with every tensor's values in memory (read now if they are in a file)."""
         return self.with_tensors({n: t.load() for n, t in self.tensors.items()})
+
+    def check(self) -> Posterior:
+        """Check every tensor's values in memory (:meth:`TensorPosterior.check`; a file's are checked as read)."""
+        for tensor in self.tensors.values():
+            tensor.check()
+        return self
 
     def with_tensors(self, tensors: dict[str, TensorPosterior], **changes: Any) -> Posterior:
         """A copy holding ``tensors``, every other field kept (its lists and dicts copied) unless in ``changes``."""
@@ -316,79 +325,24 @@ def input_file(path: Path, what: str, within: Path | None = None) -> Path:
     return path
 
 
-def _to_numpy(name: str, what: str, value: Any, where: str) -> tuple[np.ndarray, str]:
-    """A float32 numpy copy of ``value`` (numpy array or torch tensor) and its original dtype name."""
-    torch = sys.modules.get("torch")  # a tensor (of any subclass) means torch is imported already
-    if torch is not None and isinstance(value, torch.Tensor):
-        if isinstance(value, torch.nn.parameter.UninitializedParameter):
-            raise PosteriorError(
-                f"{where}: {what} of '{name}' is an uninitialized (lazy) parameter; run the model once first"
-            )
-        if value.layout != torch.strided or value.is_meta or value.is_quantized:
-            kind = "meta" if value.is_meta else ("quantized" if value.is_quantized else str(value.layout))
-            raise PosteriorError(f"{where}: {what} of '{name}' is a {kind} tensor; store dense floating-point tensors")
-        value = value.detach().resolve_neg().resolve_conj()  # torch's lazy views: their values, as numpy needs
-        dtype = str(value.dtype).removeprefix("torch.")
-        if dtype not in FLOAT_DTYPES:
-            raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; it must be floating point")
-        return value.to(dtype=torch.float32, device="cpu").numpy(), dtype
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise PosteriorError(f"{where}: {what} of '{name}' is not an array ({exc})") from None
-    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
-        raise PosteriorError(
-            f"{where}: {what} of '{name}' has dtype {arr.dtype}; it must be float16, float32 or float64"
-            + (" (convert it to float64)" if arr.dtype.kind == "f" else "")
-        )
-    dtype = arr.dtype.newbyteorder("=").name
-    with np.errstate(over="ignore"):  # beyond float32's range: inf, which check_values reports
-        return np.asarray(arr, dtype=np.float32, order="C").reshape(arr.shape), dtype
-
-
 def make_tensor(name: str, loc: Any, scale: Any, where: str) -> TensorPosterior:
-    """Validate ``loc`` and ``scale`` (arrays or tensors) as the posterior of tensor ``name``.
+    """Validate ``loc`` and ``scale`` (arrays or tensors) as the posterior of tensor ``name``: types and shapes
+    now, values (finite means, positive scales) on :meth:`TensorPosterior.check` or first use.
 
     Example:
         >>> make_tensor("w", np.zeros(2), np.ones(2), "test").dtype
         'float64'
     """
-    loc_arr, dtype = _to_numpy(name, "loc", loc, where)
-    scale_arr, _ = _to_numpy(name, "scale", scale, where)
+    loc_arr, dtype = to_float32(name, "loc", loc, where)
+    scale_arr, _ = to_float32(name, "scale", scale, where)
     if loc_arr.shape != scale_arr.shape:
         raise PosteriorError(
             f"{where}: loc of '{name}' has shape {loc_arr.shape} but scale has {scale_arr.shape}; they must match"
         )
     if loc_arr.size == 0:
         raise PosteriorError(f"{where}: tensor '{name}' is empty (shape {loc_arr.shape})")
-    check_values(name, where, loc_arr, scale_arr)
     tensor = TensorPosterior(loc_arr, scale_arr, dtype)
+    tensor._unchecked = (name, where)  # on first use (a pack checks the tensors it selected: one left out may be bad)
     if dtype == "float64":  # sds below float32's spacing at their means: the archive's float32 values are far
-        tensor.beyond_float32 = _beyond_float32(loc, scale, loc_arr)
+        tensor.beyond_float32 = beyond_float32(loc, scale, loc_arr)
     return tensor
-
-
-def _beyond_float32(loc: Any, scale: Any, loc32: np.ndarray) -> tuple[int, float]:
-    """How many float64 means their float32 values miss by over 100 posterior sds, and the most sds off."""
-    torch = sys.modules.get("torch")
-    wide = [v.detach().cpu().double().numpy() if torch and isinstance(v, torch.Tensor) else v for v in (loc, scale)]
-    wide64 = [np.asarray(v, np.float64).reshape(loc32.shape) for v in wide]  # (a reader's rows: 2-D, loc32 flat)
-    off = np.abs(wide64[0] - loc32) / wide64[1]
-    far = int(np.count_nonzero(off > 100.0))
-    return (far, float(off.max())) if far else (0, 0.0)
-
-
-def check_values(name: str, where: str, loc: np.ndarray, scale: np.ndarray) -> None:
-    """Means must be finite, scales finite and positive (float32 after conversion)."""
-    bad = int(np.count_nonzero(~np.isfinite(loc)))
-    if bad:
-        raise PosteriorError(
-            f"{where}: loc of '{name}' has {bad} NaN/inf values (after conversion to float32: beyond ±3.4e38 is "
-            "inf); means must be finite float32 numbers"
-        )
-    bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
-    if bad:
-        raise PosteriorError(
-            f"{where}: scale of '{name}' has {bad} NaN/inf or non-positive values (after conversion to float32); "
-            "scales must be finite and > 0"
-        )

@@ -110,3 +110,21 @@ def test_real_entry_point_exit_code_and_help(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
     for cmd in ("pack", "unpack", "info", "train"):
         assert run(cmd, "--help").exit_code == 0
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz"])
+def test_a_tensor_left_out_may_hold_nans(tmp_path, suffix):
+    """--tensor good packs when another tensor of the file holds a NaN (the file's tensors were all checked as it
+    was opened); packing them all still refuses, naming the bad one, and writes nothing."""
+    good, bad = np.ones((40, 4), np.float32), np.full((40, 4), np.nan, np.float32)
+    path = tmp_path / f"two{suffix}"
+    if suffix == ".pt":
+        torch.save({"good.loc": torch.tensor(good), "good.scale": torch.tensor(good), "bad.loc": torch.tensor(bad),
+                    "bad.scale": torch.tensor(good)}, path)  # fmt: skip
+    else:
+        np.savez(path, **{"good.loc": good, "good.scale": good, "bad.loc": bad, "bad.scale": good})
+    r = run("pack", path, "--tensor", "good", "--method", "float16", "-o", tmp_path / "g.bnc")
+    assert r.exit_code == 0, r.output
+    assert run("info", tmp_path / "g.bnc", "--json").exit_code == 0
+    _assert_one_line_error(run("pack", path, "-o", tmp_path / "all.bnc"), "loc of 'bad' has 160 NaN/inf values")
+    assert not (tmp_path / "all.bnc").exists()

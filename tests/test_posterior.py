@@ -149,3 +149,26 @@ def test_selecting_tensors_the_vocab_does_not_label():
     assert kept.vocab is None and any("not packed" in w for w in kept.warnings)
     with pytest.raises(PosteriorError, match="labels none of the selected tensors"):
         post.select(["b"], require_vocab=True)
+
+
+def test_values_are_checked_for_the_tensors_a_pack_selects(tmp_path):
+    """A Python dict, a read posterior and each tensor: bad values are refused where they are used (read_posterior,
+    pack of that tensor, .loc), not where another tensor is."""
+    import bnncompress
+
+    good, bad = np.ones((30, 4)), np.ones((30, 4))
+    bad[3, 1] = 0.0
+    source = {"good": (good, good), "bad": (good, bad)}
+    with pytest.raises(PosteriorError, match="scale of 'bad' has 1 NaN/inf or non-positive"):
+        read_posterior(source)
+    bnncompress.pack(source, tmp_path / "g.bnc", tensors=["good"], method="float16")
+    np.testing.assert_array_equal(bnncompress.load(tmp_path / "g.bnc")["good"], good)
+    with pytest.raises(PosteriorError, match="scale of 'bad'"):
+        bnncompress.pack(source, tmp_path / "all.bnc", method="float16")
+    assert not (tmp_path / "all.bnc").exists()
+    from bnncompress.sources import open_posterior
+
+    opened = open_posterior(source)  # (what pack opens: values not checked yet)
+    with pytest.raises(PosteriorError, match="scale of 'bad'"):
+        _ = opened.tensors["bad"].scale
+    assert opened.tensors["good"].check() is opened.tensors["good"]

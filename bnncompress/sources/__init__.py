@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError, PosteriorError
-from ..posterior import FLOAT_DTYPES, Posterior, StoredTensor, TensorPosterior, check_vocab, make_tensor
+from ..floatvalues import FLOAT_DTYPES
+from ..posterior import Posterior, StoredTensor, TensorPosterior, check_vocab, make_tensor
 from ..vocabulary import decode_words, read_vocab, validate_words
 from .containers import fitting_supports, from_mapping
 from .guides import from_live_guide, is_pyro_guide, ivon_posterior
@@ -109,7 +110,7 @@ def read_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None 
     ``vocab`` is a file with one word per line (row order) or a list of words; it overrides a
     vocabulary stored in the source. It must match the first dimension of a 2-D tensor.
     """
-    return _with_vocab(_open(source).load(), vocab)
+    return _with_vocab(_open(source).load().check(), vocab)
 
 
 def open_posterior(source: Any, vocab: str | os.PathLike | Iterable[str] | None = None) -> Posterior:
