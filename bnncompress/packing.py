@@ -28,13 +28,14 @@ from .files import check_output_path
 from .kernelcache import compile_in_child
 from .modelsites import with_model
 from .pipeline import quantize_and_code
-from .posterior import Posterior
+from .posterior import Posterior, StoredTensor
 from .progress import Progress, no_progress
 from .quantizers import DEFAULT_METHOD, Quantizer, check_requirements, get_quantizer
 from .quantizers.plugins import plugin_errors
 from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord, common_counts_dtype
 from .sources import STREAM_WEIGHTS, is_pyro_guide, open_posterior
+from .sources.hdf5bands import forget as forget_bands
 from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
@@ -169,8 +170,11 @@ def pack(
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})
-    with executor_for(workers, scheduler) as executor, plugin_errors(quantizer):
-        records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
+    try:
+        with executor_for(workers, scheduler) as executor, plugin_errors(quantizer):
+            records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
+    finally:  # the decompressed HDF5 bands this pack read are not kept for the process
+        forget_bands(s for t in posterior.tensors.values() if isinstance(t, StoredTensor) for s in t.stamps())
     posterior.check_unchanged()  # a file written while it was read would give an archive of two versions
     supports = posterior.supports
     records = [

@@ -18,6 +18,7 @@ from ..errors import BnnCompressError, PosteriorError
 from ..hdf5checks import HDF5_MAGIC, LOSSLESS, MAX_EXPANSION, check_local_dataset, plain_dataset, scalar_attribute
 from ..posterior import FileStamp, Posterior, StoredTensor, TensorPosterior, file_stamp
 from ..vocabulary import decode_words, validate_words
+from .hdf5bands import read_rows
 from .reader import PosteriorReader, Probe
 from .stored import check_pair
 
@@ -56,7 +57,9 @@ class HDF5Tensor(StoredTensor):
         with h5py.File(self.path, "r") as f:
             if not self.shape:
                 return f[self.loc_key][()], f[self.scale_key][()]
-            return f[self.loc_key][start:stop], f[self.scale_key][start:stop]
+            # (chunks taller than the read, e.g. by columns: whole bands of chunks, cached by file stamp)
+            loc = read_rows(f, self.path, self.stamp, self.loc_key, start, stop)
+            return loc, read_rows(f, self.path, self.stamp, self.scale_key, start, stop)
 
 
 class HDF5Reader(PosteriorReader):
