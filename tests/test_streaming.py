@@ -14,6 +14,7 @@ import bnncompress
 from bnncompress import OptionError, PosteriorError, executors
 from bnncompress.exactsum import ExactSum
 from bnncompress.quantizers import METHODS
+from bnncompress.sources import open_posterior
 from bnncompress.sources.stored import FileTensor as FileSource
 
 BLOCKWISE = sorted(m for m, cls in METHODS.items() if cls.blockwise)
@@ -419,3 +420,130 @@ def test_a_selected_tensor_is_packed_as_if_it_were_alone(tmp_path, monkeypatch):
         r = bnncompress.pack(directory, tmp_path / "g.bnc", method="kmeans", lam=1.0, tensors=["good"], stream=stream)
         assert r.payload_bytes == alone.payload_bytes
         np.testing.assert_array_equal(bnncompress.load(r.path)["good"], bnncompress.load(alone.path)["good"])
+
+
+def write_column_chunked(path, loc, scale, columns=1):
+    """loc and scale gzip-compressed in chunks of every row and ``columns`` columns (a column-major writer's)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for key, values in (("w/loc", loc), ("w/scale", scale)):
+            f.create_dataset(key, data=values, chunks=(len(values), columns), compression="gzip")
+    return path
+
+
+@pytest.fixture()
+def bands():
+    """The process's cache of HDF5 bands, empty before and after the test."""
+    from bnncompress.sources.hdf5bands import CACHE
+
+    CACHE.clear()
+    yield CACHE
+    CACHE.clear()
+
+
+def _count_decompressed_chunks(monkeypatch) -> list[int]:
+    """Chunks each row-range read of a chunked h5py dataset decompresses (every chunk it overlaps, once)."""
+    import h5py
+
+    counted: list[int] = []
+    real = h5py.Dataset.__getitem__
+
+    def counting(self, args, *more, **named):
+        if self.chunks and isinstance(args, slice):
+            start, stop, _ = args.indices(self.shape[0])
+            height = self.chunks[0]
+            across = int(np.prod([-(-n // c) for n, c in zip(self.shape[1:], self.chunks[1:])]))
+            counted.append(max(-(-stop // height) - start // height, 0) * across)
+        return real(self, args, *more, **named)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+    return counted
+
+
+@pytest.mark.parametrize("columns", [1, 4])
+def test_a_column_chunked_hdf5_file_is_decompressed_once_per_streamed_pack(
+    tmp_path, synthetic, small_tasks, bands, monkeypatch, columns
+):
+    # Every read of a few rows decompressed every whole column chunk: (tasks x whole tensor) per pass, a
+    # 100,000 x 100 file chunked (N, 1) took 66 s to pack streamed against 5.5 s chunked by rows.
+    loc, scale = synthetic
+    src = write_column_chunked(tmp_path / "cols.h5", loc, scale, columns)
+    bnncompress.pack(src, tmp_path / "memory.bnc", bits=2.0, stream=False)
+    counted = _count_decompressed_chunks(monkeypatch)
+    bnncompress.pack(src, tmp_path / "stream.bnc", bits=2.0, stream=True)
+    assert sum(counted) == 2 * -(-loc.shape[1] // columns)  # loc's and scale's chunks, each once
+    assert (tmp_path / "memory.bnc").read_bytes() == (tmp_path / "stream.bnc").read_bytes()
+    assert bands.nbytes == 0  # the pack's bands are not kept for the process
+
+
+def test_a_band_over_the_budget_is_read_as_before_and_packs_the_same(
+    tmp_path, synthetic, small_tasks, bands, monkeypatch
+):
+    loc, scale = synthetic
+    src = write_column_chunked(tmp_path / "cols.h5", loc, scale)
+    bnncompress.pack(src, tmp_path / "cached.bnc", bits=2.0, stream=True)
+    monkeypatch.setattr(bands, "budget", loc.nbytes)  # loc's and scale's bands do not fit together
+    counted, reads = _count_decompressed_chunks(monkeypatch), bands.reads
+    bnncompress.pack(src, tmp_path / "uncached.bnc", bits=2.0, stream=True)
+    assert sum(counted) > 10 * 2 * loc.shape[1] and bands.nbytes == 0 and bands.reads == reads
+    assert (tmp_path / "cached.bnc").read_bytes() == (tmp_path / "uncached.bnc").read_bytes()
+
+
+def test_hdf5_bands_are_never_served_from_a_file_written_since(tmp_path, synthetic, bands):
+    import os
+
+    loc, scale = synthetic
+    path = write_column_chunked(tmp_path / "cols.h5", loc, scale)
+    old = open_posterior(path).tensors["w"]
+    np.testing.assert_array_equal(old.read(10, 20)[0], loc[10:20].reshape(-1))
+    assert bands.nbytes == loc.nbytes + scale.nbytes  # kept: rows 10:20 of every column chunk
+    for how in ("in place", "replaced"):
+        loc, scale = loc + 1, scale * 2
+        if how == "in place":  # the same inode and size: its times differ (set apart: the clock ticks coarsely)
+            stamp = os.stat(path)
+            write_column_chunked(path, loc, scale)
+            os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+        else:
+            os.replace(write_column_chunked(tmp_path / "new.h5", loc, scale), path)
+        with pytest.raises(PosteriorError, match="was changed while"):
+            old.read(10, 20)
+        new = open_posterior(path).tensors["w"]
+        got = new.read(10, 20)
+        np.testing.assert_array_equal(got[0], loc[10:20].reshape(-1))
+        np.testing.assert_array_equal(got[1], scale[10:20].reshape(-1))
+        old = new
+
+
+def test_a_file_rewritten_between_two_streamed_packs_packs_its_new_values(tmp_path, synthetic, small_tasks, bands):
+    loc, scale = synthetic
+    path = write_column_chunked(tmp_path / "cols.h5", loc, scale)
+    bnncompress.pack(path, tmp_path / "first.bnc", lam=0.5, stream=True)
+    write_column_chunked(path, loc[::-1], scale[::-1])
+    bnncompress.pack(path, tmp_path / "second.bnc", lam=0.5, stream=True)
+    bnncompress.pack(path, tmp_path / "memory.bnc", lam=0.5, stream=False)
+    assert (tmp_path / "second.bnc").read_bytes() == (tmp_path / "memory.bnc").read_bytes()
+    assert (tmp_path / "second.bnc").read_bytes() != (tmp_path / "first.bnc").read_bytes()
+
+
+def test_two_threads_reading_a_column_chunked_file_read_each_band_once(tmp_path, synthetic, bands):
+    import threading
+
+    loc, scale = synthetic
+    tensor = open_posterior(write_column_chunked(tmp_path / "cols.h5", loc, scale)).tensors["w"]
+    got: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    ranges = [(a, min(a + 70, len(loc))) for a in range(0, len(loc), 70)]
+
+    def read(part):
+        for a, b in part:
+            got[a, b] = tensor.read(a, b)
+
+    threads = [threading.Thread(target=read, args=(ranges[i::2],)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bands.reads == 2  # loc's band and scale's (the whole of each): the other thread waited for it
+    for (a, b), (read_loc, s) in got.items():
+        np.testing.assert_array_equal(read_loc, loc[a:b].reshape(-1))
+        np.testing.assert_array_equal(s, scale[a:b].reshape(-1))

@@ -103,9 +103,10 @@ class BandCache:
                 self._drop(key)
 
     def clear(self) -> None:
+        """Drop every band and zero the count of reads."""
         with self._lock:
             self._bands.clear()
-            self.nbytes = 0
+            self.nbytes = self.reads = 0
 
 
 CACHE = BandCache(BUDGET)
