@@ -62,6 +62,12 @@ class BlockRows:
     def tasks(self, *args: Any) -> list[tuple]:
         return [(self.handle, a, b, self.block_rows, *args) for a, b in self.ranges]
 
+    def split_ranges(self, most_blocks: int) -> list[tuple[int, int]]:
+        """:attr:`ranges`, each cut into ranges of at most ``most_blocks`` coding blocks (for a pass whose
+        results per block are large)."""
+        step = most_blocks * self.block_rows
+        return [(a, min(a + step, b)) for start, b in self.ranges for a in range(start, b, step)]
+
     def spread(self, most_rows: int, runs: int) -> BlockRows:
         """These rows, or about ``most_rows`` of them: ``runs`` runs of whole coding blocks evenly spread
         over the tensor, a task each (the same on every route: not one per slot); a run is at least one

@@ -100,6 +100,11 @@ class KeepBudget:
         self.available = available
 
 
+#: Bytes of block statistics a task of the statistics pass returns at most (a transform's Gram matrices: 8 MiB a
+#: block of 1,024-wide rows); the pass holds those of the tasks in flight.
+STATISTICS_BYTES = 1 << 25
+
+
 class TensorJob:
     """One tensor through the pipeline: fitted on creation; histograms at any lambda (cached);
     coded at the chosen one. Implements :class:`~bnncompress.ratecontrol.RateModel`."""
@@ -130,14 +135,19 @@ class TensorJob:
 
     def _fit(self, quantizer: Quantizer, positions: np.ndarray) -> None:
         rs = self.source.row_size
-        args = []
-        for a, b in self.rows.ranges:
+        most = max(1, STATISTICS_BYTES // max(quantizer.statistics_bytes(rs), 1))  # blocks' statistics in a task
+        tasks = []
+        for a, b in self.rows.split_ranges(most):
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
-            args.append((quantizer, positions[lo:hi]))
-        stats, locs, scales = [], [], []
-        tasks = [t + a for t, a in zip(self.rows.tasks(), args)]
+            tasks.append((self.rows.handle, a, b, self.rows.block_rows, quantizer, positions[lo:hi]))
+        stats: list[Any] = []
+        locs, scales = [], []
         for part, loc, scale, beyond in self.executor.map(statistics_task, tasks):
-            stats += part
+            for block in part:  # (a method that needs only their sum holds one total, not every block's)
+                if stats and quantizer.folds_statistics:
+                    stats[0] = quantizer.fold_statistics(stats[0], block)
+                else:
+                    stats.append(block)
             locs.append(loc)
             scales.append(scale)
             self.source.add_beyond_blocks(beyond)  # (read by a worker: told to the driver's tensor, which reports it)

@@ -312,6 +312,20 @@ class Quantizer(ABC):
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         """Fit to one tensor from the statistics of its blocks (in block order); may map more passes over ``rows``."""
 
+    #: True for methods whose :meth:`fit` needs only the sum of the blocks' statistics (:meth:`fold_statistics`):
+    #: the pipeline adds each block's to a total as it comes and ``fit`` gets ``[total]``.
+    folds_statistics: ClassVar[bool] = False
+
+    def fold_statistics(self, total: Any, block: Any) -> Any:
+        """``total`` (the first block's statistics, then what this returned) with one more block's added, in
+        block order; it may update ``total`` in place (the pipeline owns it)."""
+        raise NotImplementedError(f"{type(self).__name__} sets folds_statistics but has no fold_statistics")
+
+    def statistics_bytes(self, row_size: int) -> int:
+        """About how many bytes :meth:`statistics` returns for a block of rows of ``row_size`` values (0: small), so
+        that the statistics pass holds a bounded number of them (a Gram matrix is ``8 row_size²``)."""
+        return 0
+
 
 def compact(
     indices: np.ndarray,

@@ -21,10 +21,11 @@ class SeedGrid:
 
 @dataclass(frozen=True, eq=False)
 class ColumnValues:
-    """The state after a refinement at ``lam``: every column's used values (d x width, ascending, the
-    first ``sizes[j]`` of row j), their code lengths per (set, column) (sets x d rows), the running
-    minima of the costs from either side, the seeding cell each value came from, and where to start
-    looking for a coordinate among its column's values (:func:`start_table`)."""
+    """The state after a refinement at ``lam``: every column's used values (d x the most any column uses,
+    ascending, the first ``sizes[j]`` of row j), their code lengths per (set, column) (sets x d rows), the
+    running minima of the costs from either side, the seeding cell each value came from (of ``width``
+    cells a column), and where to start looking for a coordinate among its column's values
+    (:func:`start_table`)."""
 
     lam: float
     values: np.ndarray
@@ -83,15 +84,16 @@ def refine(
     cols, cells, v = cols[order], cells[order], v[order]
     sizes = np.bincount(cols, minlength=d).astype(np.int64)
     rank = np.arange(len(cols)) - (np.cumsum(sizes) - sizes)[cols]  # the value's place in its column
-    values = np.zeros((d, width))
-    cell_ids = np.zeros((d, width), np.int64)
+    most = max(int(sizes.max(initial=0)), 1)  # (not the cells' width: at a high rate thousands, 20-200 used)
+    values = np.zeros((d, most))
+    cell_ids = np.zeros((d, most), np.int64)
     values[cols, rank], cell_ids[cols, rank] = v, cells
-    costs = np.full((sets, d, width), np.inf)
+    costs = np.full((sets, d, most), np.inf)
     for c in range(sets):
         seen = np.where(by_set[c].any(axis=1)[:, None], by_set[c], pooled)
         with np.errstate(divide="ignore"):
             costs[c, cols, rank] = -np.log2(seen[cols, cells] / seen.sum(axis=1)[cols])
-    costs = costs.reshape(sets * d, width)
+    costs = costs.reshape(sets * d, most)
     below = np.minimum.accumulate(costs, axis=1)  # padding costs are inf: never the minimum
     above = np.ascontiguousarray(np.minimum.accumulate(costs[:, ::-1], axis=1)[:, ::-1])  # one numba signature
     from ._transform_cpu import SCAN_VALUES  # numba: imported on first use

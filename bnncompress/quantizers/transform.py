@@ -141,6 +141,17 @@ class TransformVBQ(Quantizer):
         low, high = (float(block.loc.min()), float(block.loc.max())) if len(block.loc) else (np.inf, -np.inf)
         return sums, products, low, high  # a tensor that falls back to one model reads its statistics again
 
+    folds_statistics = True
+
+    def fold_statistics(self, total: tuple, block: tuple) -> tuple:
+        sums, products, low, high = total
+        sums += block[0]
+        products += block[1]
+        return sums, products, min(low, block[2]), max(high, block[3])
+
+    def statistics_bytes(self, row_size: int) -> int:
+        return 8 * row_size * (row_size + 1) if row_size <= _MAX_ROTATED else 8 * row_size
+
     @property
     def _single(self) -> VBQDirection:
         """What a tensor too small for per-column models gets: one entropy model, its own settings."""
@@ -152,10 +163,10 @@ class TransformVBQ(Quantizer):
         magnitude = max(max(-s[2], s[3]) for s in stats)  # the largest |mean|
         if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d) or not magnitude <= _MAX_MAGNITUDE:
             return self._one_model(shape, rows)
-        sums, products = np.array(stats[0][0]), np.array(stats[0][1])
-        for s, p, *_ in stats[1:]:  # in block order: the same bits on every route
-            sums += s
-            products += p
+        total = (np.array(stats[0][0]), np.array(stats[0][1]), *stats[0][2:])
+        for block in stats[1:]:  # in block order: the same bits on every route (as the pipeline folds them)
+            total = self.fold_statistics(total, block)
+        sums, products = total[:2]
         mean = (sums / n).astype(np.float32)
         stored: dict[str, np.ndarray] = {}  # the rotation as the record stores it (none: not rotated)
         spread = 0.0
@@ -330,7 +341,7 @@ class FittedTransform(FittedQuantizer):
                 grid = ((state.firsts[:, None] + np.arange(width)[None, :]) * state.steps[:, None]).astype(np.float32)
         else:
             grid = np.zeros((self.d, state.width), np.float32)
-            used = np.arange(state.width)[None, :] < state.sizes[:, None]
+            used = np.arange(state.values.shape[1])[None, :] < state.sizes[:, None]
             grid[np.nonzero(used)[0], state.cell_ids[used]] = state.values[used]
         return grid.reshape(-1)
 

@@ -1,0 +1,57 @@
+"""Wide rows (hundreds of columns) at high rates: what the fit's statistics pass and the rate search's states hold
+(a 10,000 x 1,024 tensor peaked at 1.5 GB in the statistics pass; the same bytes either way)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import bnncompress
+from bnncompress import pipeline
+from bnncompress.quantizers import transform
+from bnncompress.quantizers.column_grids import refine
+
+
+def _pack(tmp_path, name, posterior, **kw):
+    bnncompress.pack(posterior, tmp_path / name, bits=2.0, options={"transform": "pca"}, **kw)
+    return (tmp_path / name).read_bytes()
+
+
+def test_the_statistics_pass_adds_up_gram_matrices_as_they_come(tmp_path, monkeypatch):
+    """A transform's fit gets one total of the blocks' Gram matrices, summed in block order as the tasks finish,
+    and the pass's tasks return a bounded number of them: the archive is the one of every block's kept."""
+    rng = np.random.default_rng(8)
+    loc = (rng.normal(size=(6000, 8)) @ rng.normal(size=(8, 64))).astype(np.float32)
+    posterior = {"w": (loc, np.full_like(loc, 0.1))}
+    seen, tasks = [], []
+    fit, statistics_task = transform.TransformVBQ.fit, pipeline.statistics_task
+    monkeypatch.setattr(transform.TransformVBQ, "fit", lambda self, shape, stats, rows: seen.append(len(stats)) or fit(
+        self, shape, stats, rows))  # fmt: skip
+    monkeypatch.setattr(pipeline, "statistics_task", lambda *a: tasks.append(a[2] - a[1]) or statistics_task(*a))
+    monkeypatch.setattr(pipeline, "STATISTICS_BYTES", 2 * 8 * 64 * 65)  # two blocks' Gram matrices a task
+    folded = _pack(tmp_path, "folded.bnc", posterior)
+    block_rows = bnncompress.geometry.block_rows_for(loc.shape)
+    assert seen == [1] and max(tasks) <= 2 * block_rows and len(tasks) >= 6000 // block_rows // 2
+    monkeypatch.setattr(transform.TransformVBQ, "folds_statistics", False)
+    monkeypatch.setattr(pipeline, "STATISTICS_BYTES", 1 << 40)
+    seen.clear()
+    assert _pack(tmp_path, "listed.bnc", posterior) == folded and seen[0] > 1
+
+
+def test_a_refined_state_holds_the_values_its_columns_use_not_every_cell():
+    """At a high rate a column has thousands of cells and uses a few: the state's arrays are as wide as the most
+    values a column uses; the grid (every cell's value) is the same."""
+    rng = np.random.default_rng(3)
+    d, width = 4, 3000
+    counts = np.zeros((d, width), np.int64)
+    for j, used in enumerate((5, 17, 1, 9)):
+        counts[j, rng.choice(width, used, replace=False)] = rng.integers(1, 50, used)
+    total = counts.astype(np.float64)
+    state = refine(None, np.zeros(d * width), counts, total, total * rng.normal(size=(d, width)), 1, True)
+    assert state.values.shape == state.costs.shape == state.cell_ids.shape == (d, 17) and state.width == width
+    fitted = transform.FittedTransform.__new__(transform.FittedTransform)
+    fitted.d = d
+    grid = fitted.grid(state).reshape(d, width)
+    for j in range(d):
+        used = np.flatnonzero(counts[j])
+        np.testing.assert_array_equal(np.sort(grid[j, used]), state.values[j, : state.sizes[j]].astype(np.float32))
+        assert not grid[j, np.setdiff1d(np.arange(width), used)].any()
