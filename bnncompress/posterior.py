@@ -81,6 +81,10 @@ class TensorPosterior:
         self.check()
         return self._scale
 
+    def unchecked_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """``loc`` and ``scale`` as held, before :meth:`check` (to copy a tensor that a selection may leave out)."""
+        return self._loc, self._scale
+
     def check(self) -> TensorPosterior:
         """Refuse values a pack cannot use (PosteriorError: NaN/inf means, scales not finite and > 0), once;
         a :class:`StoredTensor` checks the rows it reads instead. Returns the tensor."""

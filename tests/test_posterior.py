@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bnncompress import PosteriorError, read_posterior
-from bnncompress.posterior import FLAT_LATENT_NAME
+from bnncompress.posterior import FLAT_LATENT_NAME, Posterior, make_tensor
 
 
 def test_param_store_applies_constraints(trained):
@@ -172,3 +172,6 @@ def test_values_are_checked_for_the_tensors_a_pack_selects(tmp_path):
     with pytest.raises(PosteriorError, match="scale of 'bad'"):
         _ = opened.tensors["bad"].scale
     assert opened.tensors["good"].check() is opened.tensors["good"]
+    built = Posterior({n: make_tensor(n, loc, scale, "built") for n, (loc, scale) in source.items()})  # (as ivon's)
+    bnncompress.pack(built, tmp_path / "b.bnc", tensors=["good"], method="float16")
+    np.testing.assert_array_equal(bnncompress.load(tmp_path / "b.bnc")["good"], good)

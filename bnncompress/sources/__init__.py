@@ -170,7 +170,7 @@ def _checked(name: str, tensor: Any, where: str) -> TensorPosterior:
         raise PosteriorError(f"{where}: '{name}' is a {type(tensor).__name__}, not a TensorPosterior")
     if tensor.dtype not in FLOAT_DTYPES:
         raise PosteriorError(f"{where}: '{name}' has dtype {tensor.dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}")
-    checked = make_tensor(name, tensor.loc, tensor.scale, where)
+    checked = make_tensor(name, *tensor.unchecked_values(), where)  # (its values: checked if the pack selects it)
     checked.dtype = tensor.dtype  # the dtype to restore, as the caller said
     return checked
 
