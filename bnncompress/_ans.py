@@ -19,18 +19,17 @@ Kept in its own module so that importing bnncompress does not import numba;
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
 
-import numba
 import numpy as np
-from numba import prange
 
 from .forksafe import in_forked_child
-from .numbaenv import user_cache, writable_cache
+from .numbaenv import imported_numba, numba_threads, user_cache, writable_cache
 
+numba = imported_numba()  # (numba's environment checked first: NUMBA_NUM_THREADS=0 fails its import)
+prange = numba.prange
 writable_cache([os.path.join(os.path.dirname(__file__), "__pycache__"), user_cache()])
 
 PRECISION = 24
@@ -312,26 +311,6 @@ def one_region_at_a_time(parallel_kernel, serial_kernel, *args):
         finally:
             _PARALLEL_REGION.release()
     return serial_kernel(*args)
-
-
-_THREADS = [False]  # numba's thread pool launched (by numba_threads)
-
-
-def numba_threads() -> int:
-    """``numba.get_num_threads()``, its first call (which starts numba's thread pool) leaving
-    multiprocessing's start method unset if it was: numba reads it without ``allow_none``, which fixed
-    it to 'fork', and the caller's later ``multiprocessing.set_start_method`` failed."""
-    if not _THREADS[0]:
-        import multiprocessing
-
-        unset = multiprocessing.get_start_method(allow_none=True) is None
-        threads = numba.get_num_threads()
-        if unset:
-            with contextlib.suppress(AttributeError):  # (multiprocessing's own: what get_start_method() sets)
-                multiprocessing.context._default_context._actual_context = None
-        _THREADS[0] = True
-        return threads
-    return numba.get_num_threads()
 
 
 def encode_blocks(

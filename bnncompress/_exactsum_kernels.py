@@ -1,9 +1,8 @@
 """numba kernels of :mod:`bnncompress.exactsum` (kept apart so that importing it needs no numba)."""
 
-import numba
 import numpy as np
 
-from ._ans import writable_cache  # noqa: F401 (numba's cache: set before the kernels)
+from ._ans import numba  # (numba imported after its environment is checked; its cache set before the kernels)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -2,10 +2,12 @@
 lost (hashing rows, to count distinct ones), and one that checks the values read from a file
 (kept apart so that importing bnncompress needs no numba)."""
 
-import numba
 import numpy as np
 
-from ._ans import writable_cache  # noqa: F401 (numba's cache: set before the kernels)
+from ._ans import (
+    numba,  # (numba imported after its environment is checked)
+    writable_cache,  # noqa: F401 (numba's cache: set before the kernels)
+)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -22,11 +22,9 @@ file too (this paragraph, at least), so that every checkout recompiles these ker
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import prange
 
-from ._ans import (
+from ._ans import (  # (numba imported after its environment is checked)
     _PRECISION,
     BAD_FIRST_WORD,
     OK,
@@ -34,7 +32,9 @@ from ._ans import (
     block_base,
     block_starts,
     lookup_tables_into,
+    numba,
     pop_symbol,
+    prange,
     quantized_cdfs,
     read_initial_state,
 )

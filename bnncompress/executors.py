@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 from .errors import OptionError
-from .numbaenv import check_numba_environment
+from .numbaenv import check_numba_environment, numba_threads
 
 #: Weights per task (rounded to whole coding blocks): ~16 MiB of float32 loc + scale.
 TASK_SYMBOLS = 1 << 21
@@ -119,8 +119,6 @@ class LocalExecutor:
 def single_threaded(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a task with numba on one thread (the executor runs one task per core)."""
     import numba
-
-    from ._ans import numba_threads  # (numba's kernels: imported where they run)
 
     previous = numba_threads()  # the setting is per thread: restore it for the caller
     numba.set_num_threads(1)

@@ -18,11 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 import tempfile
 from collections.abc import Mapping
+from typing import Any
 
 from .errors import OptionError
 
@@ -86,6 +88,44 @@ def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool
             f"NUMBA_THREADING_LAYER={layer} needs a threading library that is not installed; "
             f"{hint}unset NUMBA_THREADING_LAYER"
         )
+
+
+def imported_numba() -> Any:
+    """numba, imported after :func:`check_numba_environment` (numba's own import raises a bare ValueError for
+    ``NUMBA_NUM_THREADS=0``, which a decode reported as a corrupt archive). Kernel modules import it so."""
+    check_numba_environment(pack=False)
+    return importlib.import_module("numba")
+
+
+_THREADS = [False]  # numba's thread pool launched (by numba_threads)
+
+
+def numba_threads() -> int:
+    """``numba.get_num_threads()``, its first call (which starts numba's thread pool) leaving
+    multiprocessing's start method unset if it was: numba reads it without ``allow_none``, which fixed
+    it to 'fork', and the caller's later ``multiprocessing.set_start_method`` failed."""
+    if not _THREADS[0]:
+        import multiprocessing
+
+        import numba
+
+        check_numba_environment(pack=False)  # (a threading layer that cannot load: one line, not "corrupt")
+        unset = multiprocessing.get_start_method(allow_none=True) is None
+        try:
+            threads = numba.get_num_threads()
+        except (ValueError, RuntimeError) as exc:  # (not the archive's fault: callers take these for damage)
+            raise OptionError(
+                f"numba's thread pool did not start ({' '.join(str(exc).split())}); "
+                "unset NUMBA_NUM_THREADS and NUMBA_THREADING_LAYER, or set them to values that work here"
+            ) from None
+        if unset:
+            with contextlib.suppress(AttributeError):  # (multiprocessing's own: what get_start_method() sets)
+                multiprocessing.context._default_context._actual_context = None
+        _THREADS[0] = True
+        return threads
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _loads(module: str) -> bool:

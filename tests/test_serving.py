@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -366,3 +369,42 @@ def test_odd_row_ids_get_the_right_rows_or_an_error_that_says_what_was_wrong(exa
     for one in (5, np.int64(5), torch.tensor(7)):
         with pytest.raises(ArgumentTypeError, match="list of words or row ids"):  # was a bare TypeError
             a.vectors(one)
+
+
+@pytest.mark.parametrize(
+    "variable, value, said",
+    [
+        ("NUMBA_NUM_THREADS", "0", "NUMBA_NUM_THREADS=0 is not a number"),
+        ("NUMBA_THREADING_LAYER", "tbb", "not installed"),
+    ],
+)
+def test_an_environment_numba_cannot_run_in_is_no_corrupt_archive(tmp_path, variable, value, said):
+    """numba's import fails on NUMBA_NUM_THREADS=0 (a bare ValueError), and its thread pool on a threading layer
+    that is not installed: a decode said the intact archive was corrupt (rows) or raised numba's ValueError
+    (a whole tensor). Both now say what to change, as an OptionError; a row the plain-Python path decodes works."""
+    if value == "tbb" and _numba_layer_loads("tbbpool"):
+        pytest.skip("Intel TBB is installed: numba's tbb layer starts")
+    rng = np.random.default_rng(0)
+    loc = (rng.normal(size=(30000, 64)) @ rng.normal(size=(64, 64)) * 0.3).astype(np.float32)
+    bnncompress.pack({"emb": (loc, np.full_like(loc, 0.1))}, tmp_path / "e.bnc", lam=0.1)
+    script = f"""
+import numpy as np, bnncompress
+a = bnncompress.load({str(tmp_path / "e.bnc")!r})
+print("one row", a.rows("emb", [5]).shape)
+for call in (lambda: a.rows("emb", np.arange(0, 30000, 2)), lambda: a["emb"]):
+    try:
+        call()
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")} | {variable: value}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines[0] == "one row (1, 64)", done.stderr[-2000:]
+    assert len(lines) == 3 and all(line.startswith("OptionError") and said in line for line in lines[1:]), lines
+
+
+def _numba_layer_loads(module: str) -> bool:
+    from bnncompress.numbaenv import _loads
+
+    return _loads(module)

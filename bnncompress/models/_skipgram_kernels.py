@@ -13,11 +13,9 @@ of threads. Kept in its own module so that importing bnncompress does not
 import numba.
 """
 
-import numba
 import numpy as np
-from numba import prange
 
-from .._ans import _parallel, serial_twin
+from .._ans import _parallel, numba, prange, serial_twin  # (numba imported after its environment is checked)
 
 _FAST = {"cache": True, "nogil": True, "fastmath": True}
 

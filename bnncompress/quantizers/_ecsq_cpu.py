@@ -6,10 +6,12 @@ the values and stops on each side once the distortion alone can no longer win (t
 cost is a lower bound on every candidate's rate term).
 """
 
-import numba
 import numpy as np
 
-from .._ans import serial_twin
+from .._ans import (
+    numba,  # (numba imported after its environment is checked)
+    serial_twin,
+)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

@@ -6,10 +6,12 @@ processed (the pipeline's routes must write identical archives). Kept in its own
 that importing bnncompress does not import numba.
 """
 
-import numba
 import numpy as np
 
-from .._ans import writable_cache  # noqa: F401 (numba's cache: set before the kernels)
+from .._ans import (
+    numba,  # (numba imported after its environment is checked)
+    writable_cache,  # noqa: F401 (numba's cache: set before the kernels)
+)
 
 #: Rows :func:`gram` takes at a time: each product is loaded and stored once per 8 rows (2.4x faster).
 GRAM_ROWS = 8

@@ -12,10 +12,13 @@ numba does not check bounds: every index below is clamped into its array by cons
 (a NaN bucket position starts the scan at 0), whatever the values.
 """
 
-import numba
 import numpy as np
 
-from .._ans import _parallel, serial_twin
+from .._ans import (
+    _parallel,
+    numba,  # (numba imported after its environment is checked)
+    serial_twin,
+)
 
 
 def bucket_table(grid):

@@ -6,7 +6,7 @@ Every read is bounds-checked: the bytes are untrusted, and numba does not check 
 
 from __future__ import annotations
 
-import numba
+from .._ans import numba  # (numba imported after its environment is checked)
 
 #: What the walk does with an opcode, by its first byte (:data:`bnncompress.sources.torchzip.OPCODE_KINDS`).
 UNKNOWN, FIXED, EXTENSION, STOP, MEMO_PUT, ONE_LINE, TWO_LINES, TEXT_PUT, LENGTH, SIGNED_LENGTH = range(10)
