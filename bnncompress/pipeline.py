@@ -135,11 +135,12 @@ class TensorJob:
 
     def _fit(self, quantizer: Quantizer, positions: np.ndarray) -> None:
         rs = self.source.row_size
-        most = max(1, STATISTICS_BYTES // max(quantizer.statistics_bytes(rs), 1))  # blocks' statistics in a task
+        gather = quantizer if quantizer.needs_statistics(self.shape) else None  # (else the pass reads the sample)
+        most = max(1, STATISTICS_BYTES // max(quantizer.statistics_bytes(rs), 1)) if gather else len(self.rows.ranges)
         tasks = []
         for a, b in self.rows.split_ranges(most):
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
-            tasks.append((self.rows.handle, a, b, self.rows.block_rows, quantizer, positions[lo:hi]))
+            tasks.append((self.rows.handle, a, b, self.rows.block_rows, gather, positions[lo:hi]))
         stats: list[Any] = []
         locs, scales = [], []
         for part, loc, scale, beyond in self.executor.map(statistics_task, tasks):

@@ -61,12 +61,12 @@ def map_kept_task(
     return out
 
 
-def statistics_task(source, start, stop, block_rows, quantizer: Quantizer, positions: np.ndarray):
-    """Pass 1 of a task: per-block statistics, the sample at ``positions``, the read's float64 means off float32."""
+def statistics_task(source, start, stop, block_rows, quantizer: Quantizer | None, positions: np.ndarray):
+    """Pass 1 of a task: per-block statistics (none without a quantizer), the sample, float64 means off float32."""
     loc, scale = source.read(start, stop)
-    stats = [quantizer.statistics(b) for b in split(loc, scale, start, stop, block_rows, source.row_size)]
+    blocks = split(loc, scale, start, stop, block_rows, source.row_size) if quantizer else []
     local = positions - start * source.row_size
-    return stats, loc[local], scale[local], source.beyond_blocks(start, stop)
+    return [quantizer.statistics(b) for b in blocks], loc[local], scale[local], source.beyond_blocks(start, stop)
 
 
 #: Row hashes a distinct-row sketch keeps: counts up to this are exact, larger ones estimated (~2%).

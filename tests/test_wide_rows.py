@@ -55,3 +55,18 @@ def test_a_refined_state_holds_the_values_its_columns_use_not_every_cell():
         used = np.flatnonzero(counts[j])
         np.testing.assert_array_equal(np.sort(grid[j, used]), state.values[j, : state.sizes[j]].astype(np.float32))
         assert not grid[j, np.setdiff1d(np.arange(width), used)].any()
+
+
+def test_a_tensor_with_too_few_rows_for_column_models_computes_no_gram_matrices(tmp_path, monkeypatch):
+    """Fewer rows than 32 a column: the transform's fit takes one model whatever the statistics say, so the pass
+    computes none (10,000 x 1,024 spent 2 s on Gram matrices it dropped); the same archive either way."""
+    rng = np.random.default_rng(5)
+    loc = rng.normal(size=(1500, 64)).astype(np.float32)  # 1,500 < 32 x 64 rows
+    posterior = {"w": (loc, np.full_like(loc, 0.1))}
+    calls = []
+    statistics = transform.TransformVBQ.statistics
+    monkeypatch.setattr(transform.TransformVBQ, "statistics", lambda self, b: calls.append(1) or statistics(self, b))
+    lean = _pack(tmp_path, "lean.bnc", posterior)
+    assert not calls and bnncompress.load(tmp_path / "lean.bnc").info()["tensors"][0]["method"] == "vbq-transform"
+    monkeypatch.setattr(transform.TransformVBQ, "needs_statistics", lambda self, shape: True)
+    assert _pack(tmp_path, "full.bnc", posterior) == lean and calls

@@ -312,6 +312,10 @@ class Quantizer(ABC):
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         """Fit to one tensor from the statistics of its blocks (in block order); may map more passes over ``rows``."""
 
+    def needs_statistics(self, shape: tuple[int, ...]) -> bool:
+        """False when :meth:`fit` of a tensor of ``shape`` uses no :meth:`statistics` (it is then given none)."""
+        return True
+
     #: True for methods whose :meth:`fit` needs only the sum of the blocks' statistics (:meth:`fold_statistics`):
     #: the pipeline adds each block's to a total as it comes and ``fit`` gets ``[total]``.
     folds_statistics: ClassVar[bool] = False

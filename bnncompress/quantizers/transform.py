@@ -45,7 +45,7 @@ from .column_grids import ClassValues, ColumnValues, SeedGrid, refine
 from .entropy_constrained import VBQDirection
 from .registry import register_quantizer
 from .rotated_rows import block_key, keep_basis, keep_rows, kept_rows, rotated_means
-from .transform_choices import auto_classes, grid_too_coarse, rotation_pays_off, scale_squares
+from .transform_choices import auto_classes, grid_too_coarse, per_column_models, rotation_pays_off, scale_squares
 
 _ROW_FLOOR = 0.05  # rows shorter than this fraction of the typical row are weighted as this long
 _MAX_CELLS = 4096  # cells per column at most (the grid's step grows for very small lambda)
@@ -80,8 +80,7 @@ class TransformVBQ(Quantizer):
     iterations: int = 3
     centroids: bool = True
     step: float = 0.5
-    #: ``trust`` and ``row_weight`` of tensors too small for per-column models (the one-model fallback):
-    #: a small network's layers are not embeddings, whose rows' directions matter (docs/METHODS.md).
+    #: ``trust``/``row_weight`` of tensors too small for per-column models: a small net's layers are no embeddings.
     small_trust: float = field(default=0.75, metadata=STORED_IF_NOT_DEFAULT)
     small_row_weight: float = field(default=0.0, metadata=STORED_IF_NOT_DEFAULT)
     small_levels: bool = field(default=True, metadata=STORED_IF_NOT_DEFAULT)  # False: their records in version 1
@@ -144,13 +143,15 @@ class TransformVBQ(Quantizer):
     folds_statistics = True
 
     def fold_statistics(self, total: tuple, block: tuple) -> tuple:
-        sums, products, low, high = total
-        sums += block[0]
-        products += block[1]
-        return sums, products, min(low, block[2]), max(high, block[3])
+        for acc, part in zip(total[:2], block[:2]):
+            acc += part  # (in place: the pipeline owns the total)
+        return total[0], total[1], min(total[2], block[2]), max(total[3], block[3])
 
     def statistics_bytes(self, row_size: int) -> int:
         return 8 * row_size * (row_size + 1) if row_size <= _MAX_ROTATED else 8 * row_size
+
+    def needs_statistics(self, shape: tuple[int, ...]) -> bool:  # (too few rows for per-column models: one model)
+        return per_column_models(shape, _MIN_ROWS, _MIN_ROWS_PER_COLUMN)
 
     @property
     def _single(self) -> VBQDirection:
@@ -160,8 +161,8 @@ class TransformVBQ(Quantizer):
 
     def fit(self, shape: tuple[int, ...], stats: list[Any], rows: Rows) -> FittedQuantizer:
         d, n = row_size(shape), num_rows(shape)
-        magnitude = max(max(-s[2], s[3]) for s in stats)  # the largest |mean|
-        if d == 1 or n < max(_MIN_ROWS, _MIN_ROWS_PER_COLUMN * d) or not magnitude <= _MAX_MAGNITUDE:
+        magnitude = max((max(-s[2], s[3]) for s in stats), default=0.0)  # the largest |mean| (none: one model)
+        if not per_column_models(shape, _MIN_ROWS, _MIN_ROWS_PER_COLUMN) or not magnitude <= _MAX_MAGNITUDE:
             return self._one_model(shape, rows)
         total = (np.array(stats[0][0]), np.array(stats[0][1]), *stats[0][2:])
         for block in stats[1:]:  # in block order: the same bits on every route (as the pipeline folds them)

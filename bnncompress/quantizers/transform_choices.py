@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..geometry import num_rows, row_size
 from .base import Block
 
 #: A column spanning more than this x the rows' mean RMS has far values (a Gaussian column: 10 sqrt(d) at most).
@@ -77,3 +78,10 @@ def auto_classes(blocks: int) -> int:
     while classes < 8 and blocks // (2 * classes) >= 4:
         classes *= 2
     return classes
+
+
+def per_column_models(shape: tuple[int, ...], min_rows: int, rows_per_column: int) -> bool:
+    """Whether a tensor has rows enough for a model per column: at least ``min_rows`` and ``rows_per_column``
+    a column (1-D tensors and fewer rows get one model; their fit needs no statistics)."""
+    d = row_size(shape)
+    return d > 1 and num_rows(shape) >= max(min_rows, rows_per_column * d)
