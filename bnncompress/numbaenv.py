@@ -91,9 +91,11 @@ def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool
 
 
 def imported_numba() -> Any:
-    """numba, imported after :func:`check_numba_environment` (numba's own import raises a bare ValueError for
-    ``NUMBA_NUM_THREADS=0``, which a decode reported as a corrupt archive). Kernel modules import it so."""
-    check_numba_environment(pack=False)
+    """numba, imported after ``NUMBA_NUM_THREADS`` is checked (numba's own import raises a bare ValueError for 0,
+    which a decode reported as a corrupt archive); the threading layer is checked when the thread pool starts
+    (:func:`numba_threads`), as single-threaded kernels need none. Kernel modules import numba so."""
+    if "numba" not in sys.modules and (threads := os.environ.get("NUMBA_NUM_THREADS")) is not None:
+        check_numba_environment({"NUMBA_NUM_THREADS": threads}, pack=False)
     return importlib.import_module("numba")
 
 

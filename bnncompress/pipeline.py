@@ -135,8 +135,11 @@ class TensorJob:
 
     def _fit(self, quantizer: Quantizer, positions: np.ndarray) -> None:
         rs = self.source.row_size
-        gather = quantizer if quantizer.needs_statistics(self.shape) else None  # (else the pass reads the sample)
-        most = max(1, STATISTICS_BYTES // max(quantizer.statistics_bytes(rs), 1)) if gather else len(self.rows.ranges)
+        skip = quantizer.passes_agree("needs_statistics") and not quantizer.needs_statistics(self.shape)
+        gather = None if skip else quantizer  # (None: the pass reads the rate-control sample only)
+        fold = quantizer.folds_statistics and quantizer.passes_agree("folds_statistics")
+        block_bytes = max(int(quantizer.statistics_bytes(rs)), 1)
+        most = max(1, STATISTICS_BYTES // block_bytes) if gather else len(self.rows.ranges)  # blocks a task
         tasks = []
         for a, b in self.rows.split_ranges(most):
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
@@ -145,7 +148,7 @@ class TensorJob:
         locs, scales = [], []
         for part, loc, scale, beyond in self.executor.map(statistics_task, tasks):
             for block in part:  # (a method that needs only their sum holds one total, not every block's)
-                if stats and quantizer.folds_statistics:
+                if stats and fold:
                     stats[0] = quantizer.fold_statistics(stats[0], block)
                 else:
                     stats.append(block)

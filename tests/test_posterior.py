@@ -175,3 +175,12 @@ def test_values_are_checked_for_the_tensors_a_pack_selects(tmp_path):
     built = Posterior({n: make_tensor(n, loc, scale, "built") for n, (loc, scale) in source.items()})  # (as ivon's)
     bnncompress.pack(built, tmp_path / "b.bnc", tensors=["good"], method="float16")
     np.testing.assert_array_equal(bnncompress.load(tmp_path / "b.bnc")["good"], good)
+
+
+def test_a_built_posterior_keeps_the_note_on_float64_means_float32_cannot_hold(tmp_path):
+    import bnncompress
+
+    loc, scale = np.full((2000, 8), 1e4) + np.arange(8) * 1e-6, np.full((2000, 8), 1e-8)
+    built = Posterior({"w": make_tensor("w", loc, scale, "built")})
+    with pytest.warns(bnncompress.QualityWarning, match="float64 means have posterior sds below float32"):
+        bnncompress.pack(built, tmp_path / "b.bnc", method="float16")

@@ -408,3 +408,22 @@ def _numba_layer_loads(module: str) -> bool:
     from bnncompress.numbaenv import _loads
 
     return _loads(module)
+
+
+def test_single_threaded_kernels_run_where_numbas_thread_pool_cannot_start(tmp_path):
+    """A threading layer that is not installed stops only what needs numba's thread pool: reading a .pt through
+    the pickle walk's kernel (single-threaded) works, as before numba's import was checked."""
+    if _numba_layer_loads("tbbpool"):
+        pytest.skip("Intel TBB is installed: numba's tbb layer starts")
+    torch.save({"w.loc": torch.zeros(3, 2), "w.scale": torch.ones(3, 2)}, tmp_path / "p.pt")
+    script = f"""
+import sys
+from bnncompress.sources import torchzip
+torchzip._KERNEL_BYTES = 0  # (the numba walk for any pickle)
+import bnncompress
+names = list(bnncompress.read_posterior({str(tmp_path / "p.pt")!r}).tensors)
+print(names, "bnncompress.sources._pickle_kernels" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")} | {"NUMBA_THREADING_LAYER": "tbb"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["['w']", "True"], done.stdout + done.stderr[-2000:]

@@ -70,3 +70,36 @@ def test_a_tensor_with_too_few_rows_for_column_models_computes_no_gram_matrices(
     assert not calls and bnncompress.load(tmp_path / "lean.bnc").info()["tensors"][0]["method"] == "vbq-transform"
     monkeypatch.setattr(transform.TransformVBQ, "needs_statistics", lambda self, shape: True)
     assert _pack(tmp_path, "full.bnc", posterior) == lean and calls
+
+
+def test_a_plug_in_that_changes_the_transforms_statistics_or_fit_gets_every_blocks_statistics(tmp_path):
+    """The fold and the skipped statistics hold for the transform's own passes: a subclass that adds a value to
+    its statistics, or whose fit reads each block's, gets every block's as before (and any shape's)."""
+    import dataclasses
+    from typing import ClassVar
+
+    from bnncompress.quantizers import METHODS, register_quantizer
+
+    seen = {}
+
+    @register_quantizer
+    @dataclasses.dataclass(frozen=True, eq=False, repr=False, kw_only=True)
+    class Counted(transform.TransformVBQ):
+        name: ClassVar[str] = "x-counted"
+
+        def statistics(self, block):
+            return (*super().statistics(block), len(block.loc))
+
+        def fit(self, shape, stats, rows):
+            seen[shape] = (len(stats), sum(s[4] for s in stats))
+            return super().fit(shape, [s[:4] for s in stats], rows)
+
+    try:
+        loc = np.random.default_rng(0).normal(size=(20000, 16)).astype(np.float32)
+        for rows in (20000, 300):  # per-column models, and one model (no statistics for the package's own fit)
+            part = loc[:rows]
+            bnncompress.pack({"w": (part, np.full_like(part, 0.05))}, tmp_path / "c.bnc", method="x-counted", lam=0.1)
+            blocks = bnncompress.geometry.num_blocks(part.shape, bnncompress.geometry.block_rows_for(part.shape))
+            assert seen[part.shape] == (blocks, part.size)
+    finally:
+        METHODS.pop("x-counted")

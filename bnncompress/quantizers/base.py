@@ -325,6 +325,13 @@ class Quantizer(ABC):
         block order; it may update ``total`` in place (the pipeline owns it)."""
         raise NotImplementedError(f"{type(self).__name__} sets folds_statistics but has no fold_statistics")
 
+    def passes_agree(self, setting: str) -> bool:
+        """Whether ``setting`` (:attr:`folds_statistics`, :meth:`needs_statistics`) holds for this method's passes:
+        the class that set it also made its :meth:`statistics` and :meth:`fit` (a subclass that changes either gets
+        every block's statistics, as a method that never set it)."""
+        owner = next(c for c in type(self).__mro__ if setting in vars(c))
+        return all(getattr(type(self), name) is getattr(owner, name) for name in ("statistics", "fit"))
+
     def statistics_bytes(self, row_size: int) -> int:
         """About how many bytes :meth:`statistics` returns for a block of rows of ``row_size`` values (0: small), so
         that the statistics pass holds a bounded number of them (a Gram matrix is ``8 row_size²``)."""

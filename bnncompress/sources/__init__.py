@@ -172,6 +172,7 @@ def _checked(name: str, tensor: Any, where: str) -> TensorPosterior:
         raise PosteriorError(f"{where}: '{name}' has dtype {tensor.dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}")
     checked = make_tensor(name, *tensor.unchecked_values(), where)  # (its values: checked if the pack selects it)
     checked.dtype = tensor.dtype  # the dtype to restore, as the caller said
+    checked.beyond_float32 = max(checked.beyond_float32, tensor.beyond_float32)  # (float64 means the copy has not)
     return checked
 
 
