@@ -91,12 +91,19 @@ def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool
 
 
 def imported_numba() -> Any:
-    """numba, imported after ``NUMBA_NUM_THREADS`` is checked (numba's own import raises a bare ValueError for 0,
-    which a decode reported as a corrupt archive); the threading layer is checked when the thread pool starts
-    (:func:`numba_threads`), as single-threaded kernels need none. Kernel modules import numba so."""
-    if "numba" not in sys.modules and (threads := os.environ.get("NUMBA_NUM_THREADS")) is not None:
-        check_numba_environment({"NUMBA_NUM_THREADS": threads}, pack=False)
-    return importlib.import_module("numba")
+    """numba; an :class:`~bnncompress.OptionError` if its import fails (it raises a bare ValueError for
+    ``NUMBA_NUM_THREADS=0``, which a decode reported as a corrupt archive). The threading layer is checked when
+    the thread pool starts (:func:`numba_threads`): single-threaded kernels need none. Kernel modules import
+    numba so."""
+    try:
+        return importlib.import_module("numba")
+    except (ValueError, RuntimeError) as exc:
+        threads = os.environ.get("NUMBA_NUM_THREADS")
+        setting = f" with NUMBA_NUM_THREADS={threads}" if threads is not None else ""
+        raise OptionError(
+            f"numba cannot start{setting} ({' '.join(str(exc).split())}); unset NUMBA_NUM_THREADS or set it to a "
+            f"whole number from 1 to {MAX_THREADS}"
+        ) from None
 
 
 _THREADS = [False]  # numba's thread pool launched (by numba_threads)

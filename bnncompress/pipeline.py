@@ -138,10 +138,9 @@ class TensorJob:
         skip = quantizer.passes_agree("needs_statistics") and not quantizer.needs_statistics(self.shape)
         gather = None if skip else quantizer  # (None: the pass reads the rate-control sample only)
         fold = quantizer.folds_statistics and quantizer.passes_agree("folds_statistics")
-        block_bytes = max(int(quantizer.statistics_bytes(rs)), 1)
-        most = max(1, STATISTICS_BYTES // block_bytes) if gather else len(self.rows.ranges)  # blocks a task
+        most = max(1, STATISTICS_BYTES // max(int(quantizer.statistics_bytes(rs)), 1))  # blocks' statistics a task
         tasks = []
-        for a, b in self.rows.split_ranges(most):
+        for a, b in self.rows.split_ranges(most) if gather else self.rows.ranges:
             lo, hi = np.searchsorted(positions, [a * rs, b * rs])
             tasks.append((self.rows.handle, a, b, self.rows.block_rows, gather, positions[lo:hi]))
         stats: list[Any] = []

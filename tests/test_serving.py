@@ -374,7 +374,7 @@ def test_odd_row_ids_get_the_right_rows_or_an_error_that_says_what_was_wrong(exa
 @pytest.mark.parametrize(
     "variable, value, said",
     [
-        ("NUMBA_NUM_THREADS", "0", "NUMBA_NUM_THREADS=0 is not a number"),
+        ("NUMBA_NUM_THREADS", "0", "numba cannot start with NUMBA_NUM_THREADS=0"),
         ("NUMBA_THREADING_LAYER", "tbb", "not installed"),
     ],
 )

@@ -103,3 +103,21 @@ def test_a_plug_in_that_changes_the_transforms_statistics_or_fit_gets_every_bloc
             assert seen[part.shape] == (blocks, part.size)
     finally:
         METHODS.pop("x-counted")
+
+
+def test_a_mixin_may_set_the_fold_and_a_plain_subclass_keeps_every_blocks_statistics():
+    """passes_agree: the class that set a statistics setting may be a mixin before the method (its statistics and
+    fit come after it); a subclass that overrides fit below the transform gets every block's statistics."""
+
+    class Fold:
+        folds_statistics = True
+
+    class Mixed(Fold, transform.TransformVBQ):
+        pass
+
+    class Logged(transform.TransformVBQ):
+        def fit(self, shape, stats, rows):
+            return super().fit(shape, stats, rows)
+
+    assert Mixed().passes_agree("folds_statistics") and transform.TransformVBQ().passes_agree("needs_statistics")
+    assert not Logged().passes_agree("folds_statistics") and not Logged().passes_agree("needs_statistics")

@@ -329,8 +329,12 @@ class Quantizer(ABC):
         """Whether ``setting`` (:attr:`folds_statistics`, :meth:`needs_statistics`) holds for this method's passes:
         the class that set it also made its :meth:`statistics` and :meth:`fit` (a subclass that changes either gets
         every block's statistics, as a method that never set it)."""
-        owner = next(c for c in type(self).__mro__ if setting in vars(c))
-        return all(getattr(type(self), name) is getattr(owner, name) for name in ("statistics", "fit"))
+        mro = type(self).__mro__
+
+        def made_by(name: str) -> int:  # (the place in the MRO of the class that defines it: 0 is this class)
+            return next(i for i, c in enumerate(mro) if name in vars(c))
+
+        return all(made_by(name) >= made_by(setting) for name in ("statistics", "fit"))  # (a mixin may set it)
 
     def statistics_bytes(self, row_size: int) -> int:
         """About how many bytes :meth:`statistics` returns for a block of rows of ``row_size`` values (0: small), so
