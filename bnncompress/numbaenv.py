@@ -113,10 +113,10 @@ def numba_threads() -> int:
     """``numba.get_num_threads()``, its first call (which starts numba's thread pool) leaving
     multiprocessing's start method unset if it was: numba reads it without ``allow_none``, which fixed
     it to 'fork', and the caller's later ``multiprocessing.set_start_method`` failed."""
+    import numba
+
     if not _THREADS[0]:
         import multiprocessing
-
-        import numba
 
         check_numba_environment(pack=False)  # (a threading layer that cannot load: one line, not "corrupt")
         unset = multiprocessing.get_start_method(allow_none=True) is None
@@ -132,8 +132,6 @@ def numba_threads() -> int:
                 multiprocessing.context._default_context._actual_context = None
         _THREADS[0] = True
         return threads
-    import numba
-
     return numba.get_num_threads()
 
 

@@ -53,12 +53,13 @@ def reduce_cells(parts: Iterable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for part in parts:
         if sums is None:
             sums = _copy(part)
-        elif isinstance(part, TouchedCells):
-            sums[0].reshape(-1, sums[1].size)[:, part.cells] += part.counts
-            add_cells(sums[1], sums[2], part)
+            continue
+        counts, total, moment = sums
+        if isinstance(part, TouchedCells):
+            counts.reshape(-1, total.size)[:, part.cells] += part.counts
         else:
-            for acc, value in zip(sums, part):
-                acc += value
+            counts += part[0]
+        add_cells(total, moment, part)
     if sums is None:
         raise ValueError("no blocks to sum the cell statistics of")
     return sums
