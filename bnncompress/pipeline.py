@@ -158,7 +158,7 @@ class TensorJob:
         self.fitted = checked(quantizer.fit(self.shape, stats, self.rows), quantizer)
         sample = None
         if len(positions):
-            sample = Block(np.concatenate(locs), np.concatenate(scales), rs, positions=positions)
+            sample = Block(np.concatenate(locs), np.concatenate(scales), rs, positions=positions, key=("sample",))
         sample = self.fitted.prepare_sample(sample)
         self.sample = None if sample is None else SampleRows(self.shape, sample)
 

@@ -40,7 +40,7 @@ def split(loc: np.ndarray, scale: np.ndarray, start: int, stop: int, block_rows:
     blocks = []
     for a in range(start, stop, block_rows):
         span = slice((a - start) * rs, (min(a + block_rows, stop) - start) * rs)
-        blocks.append(Block(loc[span], scale[span], rs, a))
+        blocks.append(Block(loc[span], scale[span], rs, a, key=(a, span.stop - span.start)))  # (kept by a fit)
     return blocks
 
 

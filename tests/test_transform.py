@@ -12,7 +12,7 @@ from bnncompress import OptionError
 from bnncompress._rows_kernels import reflect_into
 from bnncompress.inmemory import fit_in_memory
 from bnncompress.posterior import TensorPosterior
-from bnncompress.quantizers import METHODS, from_config, get_config, get_quantizer
+from bnncompress.quantizers import METHODS, Block, SampleRows, from_config, get_config, get_quantizer
 
 
 @pytest.fixture(scope="module")
@@ -466,3 +466,43 @@ def test_a_far_value_does_not_make_its_column_coarse(tmp_path, outlier):
     loc[: len(loc) * 6 // 10] = 0.0  # most rows unused (their median RMS is 0), the posterior confident
     result = bnncompress.pack({"t": (loc, np.full_like(loc, 0.001))}, tmp_path / "z.bnc", bits=6)
     assert bnncompress.load(result.path).info()["tensors"][0]["method_used"] == "vbq-transform"
+
+
+def _block(rng, rows, d, first_row=0, key=None):
+    loc = rng.normal(size=rows * d).astype(np.float32)
+    scale = rng.uniform(0.05, 0.5, rows * d).astype(np.float32)
+    return Block(loc, scale, d, first_row) if key is None else Block(loc, scale, d, first_row, key=key)
+
+
+def test_a_fit_keeps_no_values_of_a_callers_blocks():
+    """A fit's per-block cache (rotated coordinates and weights) holds only the pipeline's keyed blocks: two of the
+    caller's blocks of the same rows, or two temporary samples that Python gives the same id, each get their own
+    (the second got the first one's coordinates, so its indices, and reconstructions 88 sd away)."""
+    rng = np.random.default_rng(5)
+    n, d = 3000, 16
+    a, b = _block(rng, n, d), _block(rng, n, d)  # (both first_row 0, Block's default)
+    q = get_quantizer("vbq-transform")
+    fit = q.fit((n, d), [q.statistics(a)], SampleRows((n, d), a))
+    state = fit.at(0.5, SampleRows((n, d), a))
+    fresh = q.fit((n, d), [q.statistics(a)], SampleRows((n, d), a))
+    fit.assign(a, state)
+    assert np.array_equal(fit.assign(b, state), fresh.assign(b, state))
+    for _ in range(20):  # temporary samples: freed after each call
+        rows = np.sort(rng.choice(n, 100, replace=False))
+        pos = (rows[:, None] * d + np.arange(d)).reshape(-1)
+        got = fit.assign(Block(b.loc[pos], b.scale[pos], d, positions=pos), state)
+        assert np.array_equal(got, fresh.assign(Block(b.loc[pos], b.scale[pos], d, positions=pos), state))
+    vbq_direction = get_quantizer("vbq-direction")
+    direction = vbq_direction.fit((n, d), [vbq_direction.statistics(a)], SampleRows((n, d), a))
+    assert not np.array_equal(direction.effective(a)[1], direction.effective(b)[1])
+
+
+def test_the_pipelines_blocks_are_kept_once():
+    """Keyed blocks (the pipeline's) are rotated once per fit, whichever pass asks first."""
+    rng = np.random.default_rng(6)
+    n, d = 3000, 16
+    a = _block(rng, n, d, key=(0, n * d))
+    q = get_quantizer("vbq-transform")
+    fit = q.fit((n, d), [q.statistics(a)], SampleRows((n, d), a))
+    first = fit.coordinates(a)
+    assert fit.coordinates(a)[0] is first[0]

@@ -38,7 +38,10 @@ class Block:
 
     A coding block holds whole rows starting at row ``first_row``; a rate-control sample holds
     scattered weights at flat ``positions``. ``extra`` carries per-weight values a fitted method
-    attached to a sample (see :meth:`FittedQuantizer.prepare_sample`).
+    attached to a sample (see :meth:`FittedQuantizer.prepare_sample`). ``key``: set by the pipeline
+    on the blocks of the tensor a fit was made for (the same key on every pass is the same weights), so
+    that the fit may keep per-block values for later passes under it; None (a block of the caller's):
+    nothing is kept, as another block of the same rows may hold other values.
     """
 
     loc: np.ndarray
@@ -47,6 +50,7 @@ class Block:
     first_row: int = 0
     positions: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    key: tuple | None = field(default=None, compare=False)
 
     @property
     def is_rows(self) -> bool:

@@ -205,8 +205,8 @@ class FittedEntropyConstrained(FittedVBQ):
         rate needs them."""
         if "search_scale" in block.extra:
             return block.extra["search_scale"], block.extra["weight"]
-        key = (block.first_row, len(block.loc)) if block.is_rows else None
-        found = self.kept.get(key)
+        key = block.key  # (None: a block of the caller's, whose rows may hold other values than the last one's)
+        found = None if key is None else self.kept.get(key)
         if found is not None:
             return found
         scale = self._effective_scale(block)

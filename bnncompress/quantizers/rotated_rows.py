@@ -22,9 +22,9 @@ from .passdata import PassData
 _BASIS = "rotated about"
 
 
-def block_key(block: Block) -> tuple:
-    """A block's key among the kept values: its first row and size (a sample: its identity)."""
-    return (block.first_row, len(block.loc)) if block.is_rows else ("sample", id(block))
+def block_key(block: Block) -> tuple | None:
+    """A block's key among the kept values (:attr:`Block.key`), or None: its values are not kept."""
+    return block.key
 
 
 def rotated_means(block: Block, mean: np.ndarray, forward: np.ndarray) -> tuple:
@@ -58,7 +58,7 @@ def keep_basis(kept: PassData, mean: np.ndarray, forward: np.ndarray) -> None:
 def keep_rows(kept: PassData, block: Block, found: tuple) -> None:
     """In the row pass: keep a block's :func:`rotated_means` for the first pass at a rate (not in a task's copy, nor
     without the digest they would be checked against)."""
-    if kept.lasting and kept.get(_BASIS) is not None:
+    if kept.lasting and kept.get(_BASIS) is not None and block_key(block) is not None:
         kept.put(("means",) + block_key(block), found)
 
 
@@ -70,5 +70,6 @@ def kept_rows(kept: PassData, block: Block, mean: np.ndarray, forward: np.ndarra
         basis = np.array(np.array_equal(basis, _digest(mean, forward)))
         kept.take(_BASIS)
         kept.put(_BASIS, basis)
-    found = kept.take(("means",) + block_key(block))  # (freed either way: rows of other means are of no use)
+    key = block_key(block)
+    found = None if key is None else kept.take(("means",) + key)  # (freed either way: rows of other means are no use)
     return found if basis is not None and bool(basis) else None
