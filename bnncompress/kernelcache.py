@@ -88,6 +88,8 @@ def compile_in_child(method: str, options: dict) -> str:
     if marker is None or marker.exists():
         return "warm"
     env = {**os.environ, _IN_CHILD: "1"}
+    # the child imports this very package (a checkout or vendored copy imported from a script's directory too)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent.parent), env.get("PYTHONPATH")) if p)
     if env.get("NUMBA_CACHE_DIR"):  # the child runs elsewhere: a relative cache went to its temporary directory
         env["NUMBA_CACHE_DIR"] = os.path.abspath(env["NUMBA_CACHE_DIR"])
     try:  # the child's files in a directory of this process: removed even when an interrupt kills the child
@@ -123,11 +125,15 @@ def files_key(package: Path) -> str:
 def _marker(method: str, options: str) -> Path | None:
     """The marker file for ``method``: beside numba's cache of the pipeline kernels, named by a
     hash of everything that would make numba recompile: the kernels' files, and their callers',
-    which choose the argument types numba compiles for (so every file of the package), and the
-    numba and Python versions (None if the cache cannot be found)."""
+    which choose the argument types numba compiles for (so every file of the package), the
+    numba and Python versions, and the CPU numba compiles for (a cache shared by two kinds of machine)
+    (None if the cache cannot be found)."""
+    import llvmlite.binding
     import numba
 
-    key = hashlib.sha256(f"{sys.version}|{numba.__version__}|{method}|{options}".encode())
+    cpu = numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name()
+    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
+    key = hashlib.sha256(f"{sys.version}|{numba.__version__}|{method}|{options}|{cpu}|{features}".encode())
     key.update(files_key(Path(__file__).parent).encode())
     cache_dir = None
     for name in KERNEL_MODULES:

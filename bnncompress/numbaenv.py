@@ -18,9 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import os
+import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -156,8 +159,9 @@ def refuse_bad_numba_environment() -> None:
 
 def writable_cache(places: list[str]) -> str | None:
     """Where numba can keep compiled kernels: None if one of ``places`` (beside the modules, the user's
-    cache) takes a file, else a temporary directory, set as numba's cache (a read-only install and home
-    raised "cannot cache function" on every kernel, and a lookup called the archive corrupt).
+    cache) takes a file, else a directory of this user's own in the temporary directory, set as numba's cache (a
+    read-only install and home raised "cannot cache function" on every kernel, and a lookup called the archive
+    corrupt). A ``NUMBA_CACHE_DIR`` that cannot take a file is an :class:`~bnncompress.OptionError`.
 
     Example:
         >>> writable_cache([tempfile.gettempdir()]) is None
@@ -166,16 +170,47 @@ def writable_cache(places: list[str]) -> str | None:
     import numba
 
     if numba.config.CACHE_DIR:
+        if not _takes_files(numba.config.CACHE_DIR):
+            raise OptionError(
+                f"NUMBA_CACHE_DIR={numba.config.CACHE_DIR} is not a directory numba can write its compiled kernels "
+                "to; point it at a writable directory or unset it"
+            )
         return None
-    for place in places:
-        try:
-            os.makedirs(place, exist_ok=True)
-            with tempfile.TemporaryFile(dir=place):
-                return None
-        except OSError:
-            pass
-    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"bnncompress-numba-{os.getuid()}")
+    if any(_takes_files(place) for place in places):
+        return None
+    numba.config.CACHE_DIR = private_directory(f"bnncompress-numba-{os.getuid()}")
     return numba.config.CACHE_DIR
+
+
+def _takes_files(place: str) -> bool:
+    try:
+        os.makedirs(place, exist_ok=True)
+        with tempfile.TemporaryFile(dir=place):
+            return True
+    except OSError:
+        return False
+
+
+def private_directory(name: str) -> str:
+    """``name`` in the temporary directory if it is a directory of this user's that no one else can write to
+    (made so if it is not there), else a new directory of a random name: numba unpickles the index files it finds in
+    its cache, so a directory another user made first (the name is easy to guess) would run their code as ours."""
+    path = os.path.join(tempfile.gettempdir(), name)
+    with contextlib.suppress(OSError):
+        os.mkdir(path, 0o700)
+    with contextlib.suppress(OSError):
+        found = os.lstat(path)  # (not a symbolic link's target)
+        if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o022:
+            return path
+    try:
+        fresh = tempfile.mkdtemp(prefix=name + "-")  # (kernels compiled again in each process: slower, never another's)
+        atexit.register(shutil.rmtree, fresh, ignore_errors=True)
+        return fresh
+    except OSError as exc:
+        raise OptionError(
+            f"numba has no directory to keep compiled kernels in ({exc.strerror or exc}: {tempfile.gettempdir()}); "
+            "set NUMBA_CACHE_DIR to a writable directory"
+        ) from None
 
 
 def user_cache() -> str:

@@ -113,3 +113,75 @@ def test_kernels_are_cached_in_a_temporary_directory_where_nothing_else_can_be_w
     (tmp_path / "file").write_text("")
     chosen = writable_cache([str(tmp_path / "file" / "cache")])  # (under a file: nothing can be made there)
     assert chosen == numba.config.CACHE_DIR and chosen.startswith(tempfile.gettempdir())
+
+
+def test_the_temporary_cache_is_never_a_directory_another_user_could_write(tmp_path, monkeypatch):
+    """numba unpickles the index files in its cache: ``/tmp/bnncompress-numba-<uid>`` made first by another local
+    user (mode 0777, a pickle planted) ran their code as whoever packed next (deploy hunt). The fixed name is used
+    only while it is this user's directory that no one else can write to; else a new one of a random name."""
+    import os
+
+    import numba
+
+    from bnncompress._ans import writable_cache
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    (tmp_path / "file").write_text("")
+    nowhere = [str(tmp_path / "file" / "cache")]
+    fixed = tmp_path / f"bnncompress-numba-{os.getuid()}"
+    assert writable_cache(nowhere) == str(fixed) and (fixed.stat().st_mode & 0o777) == 0o700  # made private
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    assert writable_cache(nowhere) == str(fixed)  # (this user's own: kept across processes)
+    fixed.chmod(0o777)  # as another user would leave it
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    other = writable_cache(nowhere)
+    assert other != str(fixed) and Path(other).is_dir() and (Path(other).stat().st_mode & 0o077) == 0
+    fixed.rmdir()
+    fixed.write_text("")  # a file in its place (anyone can leave one): not a cache either
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    assert writable_cache(nowhere) not in (str(fixed), other)
+
+
+def test_a_numba_cache_dir_that_takes_no_file_is_one_line(tmp_path, monkeypatch):
+    """NUMBA_CACHE_DIR where nothing can be written raised numba's "cannot cache function" traceback at the first
+    kernel (the CLI exited 1; a[name] raised a bare RuntimeError)."""
+    import numba
+
+    from bnncompress import OptionError
+    from bnncompress._ans import writable_cache
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "file" / "cache"))
+    with pytest.raises(OptionError, match="NUMBA_CACHE_DIR=.* is not a directory numba can write"):
+        writable_cache([str(tmp_path)])
+
+
+def test_the_child_imports_the_package_the_parent_imported(tmp_path, monkeypatch):
+    """A checkout imported from a script's directory: the child (`python -c` in an empty directory) imported the
+    installed copy, or none, so the parent compiled everything itself (228 MB against 181, deploy hunt)."""
+    import bnncompress.kernelcache as kernelcache
+
+    monkeypatch.setenv("PYTHONPATH", "elsewhere")
+    monkeypatch.setattr(kernelcache, "_marker", lambda method, spec: tmp_path / "marker")
+    seen = []
+    monkeypatch.setattr(
+        kernelcache.subprocess,
+        "run",
+        lambda args, **kw: seen.append(kw["env"]["PYTHONPATH"]) or subprocess.CompletedProcess(args, 0),
+    )
+    compile_in_child("uniform", {})
+    package_parent = str(Path(kernelcache.__file__).parent.parent)
+    assert seen == [package_parent + os.pathsep + "elsewhere"]
+
+
+def test_the_marker_names_the_cpu(monkeypatch):
+    """numba's cache is per CPU: a cache shared by two kinds of machine (an NFS home) had one marker, so the second
+    machine compiled in the packing process, which the child exists to spare (226 MB against 180)."""
+    import numba
+
+    from bnncompress.kernelcache import _marker
+
+    here = _marker("uniform", "{}")
+    monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
+    assert here is not None and _marker("uniform", "{}") not in (None, here)

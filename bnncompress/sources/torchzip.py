@@ -116,6 +116,8 @@ def _kernel_at_hand() -> bool:
     """Whether the kernel walk is cheap already: it ran before, or numba's CPU target is set up (its first kernel
     call in a process costs 0.5 s, a cached kernel's load after that 3 ms; the walk of 0.3 MB then takes 0.2 ms)."""
     return "bnncompress.sources._pickle_kernels" in sys.modules or "numba.np.arraymath" in sys.modules
+
+
 #: What the walk refuses, by :mod:`._pickle_kernels`' outcome (1 is an unknown opcode, with its position).
 _REFUSED = {
     2: "an extension code",
