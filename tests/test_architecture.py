@@ -154,3 +154,41 @@ if __name__ == "__main__":
     print(f"{len(g)} modules, {edges} import edges ({lazy} inside functions), {len(found)} cycles")
     for c in found:
         print(f"  cycle of {len(c)}: {' '.join(c)}")
+
+
+def imported_kernels() -> dict[str, list]:
+    """Per module of the package, the numba kernels it takes from another module (sorted by name)."""
+    import importlib
+    import pkgutil
+
+    from numba.core.registry import CPUDispatcher
+
+    import bnncompress
+
+    found = {}
+    for info in pkgutil.walk_packages(bnncompress.__path__, "bnncompress."):
+        if info.name.endswith("__main__"):  # (runs the command line)
+            continue
+        module = importlib.import_module(info.name)
+        taken = [k for k in vars(module).values() if isinstance(k, CPUDispatcher) and k.py_func.__module__ != info.name]
+        if taken:
+            found[info.name] = sorted(taken, key=lambda k: k.py_func.__qualname__)
+    return found
+
+
+def test_a_kernel_module_changes_with_the_kernels_it_takes_from_another():
+    """numba's on-disk cache of a kernel notices changes to the kernel's own file only: one that inlines or calls a
+    kernel of another module keeps the old code in every checkout whose cache predates a change to it (acd15e5
+    changed _ans.pop_symbol and not _rows_kernels.py, whose lookups kept the linear scan in such checkouts until an
+    unrelated edit). So such a module quotes a digest of those kernels' sources: changing one edits it too."""
+    import hashlib
+    import inspect
+
+    for name, kernels in imported_kernels().items():
+        text = "".join(inspect.getsource(k.py_func) for k in kernels)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        source = inspect.getsource(sys.modules[name])
+        assert f"kernels taken from other modules: digest {digest}" in source, (
+            f"{name} takes {', '.join(k.py_func.__name__ for k in kernels)}, which changed: put "
+            f"'kernels taken from other modules: digest {digest}' in its docstring"
+        )
