@@ -206,7 +206,7 @@ class FittedEntropyConstrained(FittedVBQ):
         if "search_scale" in block.extra:
             return block.extra["search_scale"], block.extra["weight"]
         key = block.key  # (None: a block of the caller's, whose rows may hold other values than the last one's)
-        found = None if key is None else self.kept.get(key)
+        found = self.kept.get(key)
         if found is not None:
             return found
         scale = self._effective_scale(block)

@@ -23,10 +23,12 @@ class PassData:
         self.lasting = lasting
 
     def get(self, key: Any) -> Any:
-        return self._items.get(key)
+        return None if key is None else self._items.get(key)
 
     def put(self, key: Any, value: Any) -> bool:
-        """Keep ``value`` (an array or a tuple of arrays) if it fits in the limit; True if kept."""
+        """Keep ``value`` (an array or a tuple of arrays) if it fits in the limit (a key None: never); True if kept."""
+        if key is None:
+            return False
         size = _nbytes(value)
         with self._lock:
             replaced = _nbytes(self._items[key]) if key in self._items else 0

@@ -274,7 +274,7 @@ class FittedTransform(FittedQuantizer):
     def coordinates(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
         """The block's rotated coordinates y and distortion weights w (float64), once per block per process."""
         key = block_key(block)
-        found = None if key is None else self.kept.get(key)
+        found = self.kept.get(key)
         if found is not None:
             return found
         from ._transform_cpu import rotated_weights  # numba: imported on first use
@@ -285,8 +285,7 @@ class FittedTransform(FittedQuantizer):
         factor = floored ** (2 * self.row_weight) if self.row_weight else np.ones(len(rms))
         w, forward = np.empty(len(block.loc), np.float64), np.asarray(self.forward, np.float64)
         rotated_weights(block.scale, forward, self.trust, self.sd, factor, w)  # whole rows (samples too)
-        if key is not None:
-            self.kept.put(key, (y, w))
+        self.kept.put(key, (y, w))  # (a key of None: not kept)
         return y, w
 
     def _seed(self, lam: float) -> SeedGrid:

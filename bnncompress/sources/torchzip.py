@@ -90,8 +90,9 @@ def _prescan(data: bytes) -> None:
     """Refuse, before unpickling, the opcodes that act without :meth:`_Unpickler.find_class`:
     extension codes (copyreg's cache of already-loaded objects) and memo indices beyond the
     pickle's length (the C unpickler allocates a memo that large). A walk over the opcodes that
-    skips their arguments; a large pickle's (a big vocabulary) in numba, with the same outcomes."""
-    if len(data) < _KERNEL_BYTES and not _kernel_at_hand():
+    skips their arguments; a large pickle's (a big vocabulary) in numba, with the same outcomes, and any once numba
+    is set up (its CPU target: a first kernel costs 0.5 s, a cached one 3 ms; then 0.3 MB take 0.2 ms, not 11)."""
+    if len(data) < _KERNEL_BYTES and not any(module in sys.modules for module in _SET_UP):
         _prescan_python(data)
     else:
         _prescan_numba(data)
@@ -107,17 +108,9 @@ def _prescan_numba(data: bytes) -> None:
         raise NotPlain(_REFUSED[outcome])
 
 
-#: Pickles from this size are walked by numba's kernel (a 20,000-word vocabulary's is about 0.3 MB, 11 ms in
-#: Python; importing numba takes 0.6 s, which a pack pays anyway, but reading alone need not).
-_KERNEL_BYTES = 4 << 20
-
-
-def _kernel_at_hand() -> bool:
-    """Whether the kernel walk is cheap already: it ran before, or numba's CPU target is set up (its first kernel
-    call in a process costs 0.5 s, a cached kernel's load after that 3 ms; the walk of 0.3 MB then takes 0.2 ms)."""
-    return "bnncompress.sources._pickle_kernels" in sys.modules or "numba.np.arraymath" in sys.modules
-
-
+#: Pickles from this size are walked by numba's kernel (importing numba takes 0.6 s, which a pack pays, but a read
+#: alone need not), and all once one of these modules is loaded.
+_KERNEL_BYTES, _SET_UP = 4 << 20, ("bnncompress.sources._pickle_kernels", "numba.np.arraymath")
 #: What the walk refuses, by :mod:`._pickle_kernels`' outcome (1 is an unknown opcode, with its position).
 _REFUSED = {
     2: "an extension code",
