@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ArchiveError
+from .forksafe import renew_after_fork
 from .records import TensorRecord
 
 
@@ -151,14 +154,35 @@ def printable(text: str) -> str:
 @contextlib.contextmanager
 def no_gc() -> Iterator[None]:
     """Without Python's cyclic garbage collector: it would scan the objects made per tensor (a
-    record, a dict) again and again, which is most of the time an archive of 200k tiny tensors takes."""
-    collecting = gc.isenabled()
-    gc.disable()
+    record, a dict) again and again, which is most of the time an archive of 200k tiny tensors takes.
+    Sections of several threads at once: the collector is back (if it was on before the first) when the last ends
+    (a section ending while another ran turned it on under the other's feet, or left it off for good)."""
+    with _SECTIONS_LOCK:
+        if not _SECTIONS[0]:
+            _SECTIONS[1] = gc.isenabled()
+            gc.disable()
+        _SECTIONS[0] += 1
     try:
         yield
     finally:
-        if collecting:
-            gc.enable()
+        with _SECTIONS_LOCK:
+            _SECTIONS[0] = max(_SECTIONS[0] - 1, 0)  # (0 in a child forked within this section)
+            if not _SECTIONS[0] and _SECTIONS[1]:
+                gc.enable()
+
+
+_SECTIONS: list = [0, False]  # no_gc sections running, and whether the collector was on before the first
+_SECTIONS_LOCK = threading.Lock()
+
+
+def _after_fork() -> None:  # a child forked during another thread's section: that section never ends in it
+    global _SECTIONS_LOCK
+    if _SECTIONS[0] and _SECTIONS[1]:
+        gc.enable()
+    _SECTIONS[:], _SECTIONS_LOCK = [0, False], threading.Lock()
+
+
+renew_after_fork(sys.modules[__name__])
 
 
 def support_text(spec: Any) -> str:

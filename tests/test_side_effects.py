@@ -235,3 +235,29 @@ def test_a_pack_leaves_multiprocessing_start_method_unset():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_collector_is_back_when_the_last_of_several_threads_sections_ends():
+    """Loads in two threads: the first to end turned Python's collector on while the other still ran without it
+    (and one ending after the caller turned it off left it so); now it is back when the last ends, as it was."""
+    import gc
+    import threading
+
+    from bnncompress.contents import no_gc
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with no_gc():
+            inside.set()
+            leave.wait(5)
+
+    assert gc.isenabled()
+    thread = threading.Thread(target=other)
+    with no_gc():
+        thread.start()
+        inside.wait(5)
+    assert not gc.isenabled()  # (the other thread's section still runs)
+    leave.set()
+    thread.join()
+    assert gc.isenabled()
