@@ -156,7 +156,7 @@ def no_gc() -> Iterator[None]:
     """Without Python's cyclic garbage collector: it would scan the objects made per tensor (a
     record, a dict) again and again, which is most of the time an archive of 200k tiny tensors takes.
     Sections of several threads at once: the collector is back (if it was on before the first) when the last ends
-    (a section ending while another ran turned it on under the other's feet, or left it off for good)."""
+    (a section ending while another ran turned it on under the other's feet)."""
     with _SECTIONS_LOCK:
         if not _SECTIONS[0]:
             _SECTIONS[1] = gc.isenabled()
