@@ -11,13 +11,22 @@ from .errors import ArgumentTypeError, ModelMismatchError, QualityWarning
 
 
 def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
-    """``{full name: (submodule, attribute)}`` of a PyroModule's ``PyroSample`` attributes, and of those an
-    earlier load_into made buffers (a second load_into fills them again)."""
+    """``{name: (submodule, attribute)}`` of a PyroModule's ``PyroSample`` attributes, and of those an earlier
+    load_into made buffers (a second load_into fills them again), under every name they have: each module path (a
+    layer used under two names has two) and the site name Pyro samples them as (the submodule's Pyro name, which a
+    root ``PyroModule(name=...)`` prefixes; a shared layer's is its last path)."""
     found = {}
-    for prefix, sub in module.named_modules():
+    for prefix, sub in module.named_modules(remove_duplicate=False):
         for attr in [*getattr(sub, "_pyro_samples", {}), *getattr(sub, _FIXED, ())]:
             found[f"{prefix}.{attr}" if prefix else attr] = (sub, attr)
+            pyro_name = getattr(sub, "_pyro_name", "")
+            found.setdefault(f"{pyro_name}.{attr}" if pyro_name else attr, (sub, attr))
     return found
+
+
+def _site(found: tuple[Any, str]) -> tuple[int, str]:
+    """One key per PyroSample attribute, whichever of its names found it."""
+    return id(found[0]), found[1]
 
 
 _FIXED = "_bnncompress_fixed"  # a submodule's PyroSample attributes that load_into made buffers
@@ -72,14 +81,21 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     _check_materialized(module, {n: p for n, p in params.items() if n in names})
     samples = {n: s for n, s in _pyro_sample_sites(module).items() if n not in params}
     targets = set(params) | set(samples)
-    given = {id(params[n]) for n in names if n in params}  # a tied weight is given under any of its names
-    missing = sorted(n for n in targets - set(names) if n not in params or id(params[n]) not in given)
-    unexpected = sorted(set(names) - targets) + sorted(n for n in archive.names if not n.startswith(prefix))
+    # a tied weight, or a site (a shared layer's, a named root's), is given under any of its names
+    given = {id(params[n]) for n in names if n in params} | {_site(samples[n]) for n in names if n in samples}
+    missing = sorted(
+        n
+        for n in targets - set(names)
+        if (id(params[n]) if n in params else _site(samples[n])) not in given
+        and (n in params or _canonical(samples, n))  # (a site missing under all its names: said once)
+    )
+    outside = sorted(n for n in archive.names if not n.startswith(prefix))
+    unexpected = sorted(set(names) - targets) + outside
     pyro_module = hasattr(module, "_pyro_samples")
     computed = []  # PyroSample attributes whose prior is a function of the module: maybe deterministic
     if pyro_module:  # a PyroModule: its parameters (PyroParam, nn.Parameter) are Pyro params, not posteriors,
         missing = [n for n in missing if n in samples]  # and other archive tensors are its model's other sites
-        left, unexpected = [n for n in unexpected if n in names], []
+        left, unexpected = [n for n in unexpected if n in names] + outside, []
         computed = [n for n in missing if not hasattr(_declared(*samples[n]), "batch_shape")]
         missing = [n for n in missing if n not in computed]
     shapes = []
@@ -99,9 +115,9 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
         problems.append(f"not in the module: {', '.join(_few(unexpected))}{what}")
     if shapes:
         problems.append(f"shape mismatch: {'; '.join(_few(shapes))}")
-    if strict and missing and unexpected and not matched:
-        problems.append(_HINT)
-    tied = _tied_apart(archive, names, params)
+    if strict and missing and not matched and (unexpected or pyro_module):
+        problems.append(_hint(archive.names))
+    tied = _tied_apart(archive, names, params) or _tied_apart(archive, names, {n: _site(s) for n, s in samples.items()})
     if tied:
         problems.append(f"tied parameters given different values: {tied}")
     if problems:
@@ -109,24 +125,27 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     if not strict and names and not matched:
         warnings.warn(
             f"load_into(strict=False) loaded nothing: no archive tensor names a parameter of the "
-            f"{type(module).__name__} (its names: {', '.join(_few(sorted(params)))}); {_HINT}",
+            f"{type(module).__name__} (its names: {', '.join(_few(sorted(params)))}); {_hint(archive.names)}",
             QualityWarning,
             stacklevel=3,
         )
-    outside = [n for n in names if n in samples and _fills_unconstrained(archive, names[n], *samples[n])]
+    unconstrained = [n for n in names if n in samples and _fills_unconstrained(archive, names[n], *samples[n])]
     like = {n: _like(*samples[n]) for n in names if n in samples}  # (before the priors become buffers)
+    _check_writable(module, {n: params[n] for n in names if n in params}, like)  # (before any copy)
+    done = set()  # (a site given under two names is written once)
     with torch.inference_mode(False), torch.no_grad():  # (buffers made in inference mode: no backward later)
         for short, full in names.items():
             if short in params:
                 p = params[short]
                 p.copy_(torch.tensor(archive[full], device="cpu").to(dtype=p.dtype, device=p.device))
-            elif short in samples:  # the PyroSample site becomes a fixed tensor: the module is deterministic (a
-                sub, attr = samples[short]  # buffer: Pyro makes a module's nn.Parameters into trainable pyro.params)
+            elif short in samples and _site(samples[short]) not in done:  # the PyroSample site becomes a fixed
+                sub, attr = samples[short]  # tensor, a buffer (Pyro makes nn.Parameters trainable pyro.params):
+                done.add(_site(samples[short]))  # the module is deterministic
                 delattr(sub, attr)
                 sub.register_buffer(attr, archive.tensor(full).to(**like[short]))  # (the model's dtype, device)
                 sub.__dict__.setdefault(_FIXED, set()).add(attr)
     for unsaid, what in (
-        (outside, f"site(s) {', '.join(outside[:10])} {UNCONSTRAINED}"),
+        (unconstrained, f"site(s) {', '.join(unconstrained[:10])} {UNCONSTRAINED}"),
         (
             computed,
             f"PyroSample attribute(s) {', '.join(computed[:10])} (a prior that is a function of the module: "
@@ -146,10 +165,23 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     return module
 
 
-_HINT = (
-    "a wrapper adds a prefix to every name (DataParallel: pass model.module; torch.compile: model._orig_mod), "
-    "or pass prefix= for the archive's own"
-)
+def _hint(archive_names: list[str]) -> str:
+    """Why no archive tensor names a parameter or site of the module, and what to do."""
+    if "latent" in archive_names:
+        return (
+            "the archive holds a flat 'latent' (an AutoDiagonalNormal or AutoMultivariateNormal guide packed "
+            "without its model): repack with pack(path, model=model) to split it into the model's sites"
+        )
+    return (
+        f"the archive's names are {', '.join(_few(sorted(archive_names), 3))}: a wrapper adds a prefix to every "
+        "name (DataParallel: pass model.module; torch.compile: model._orig_mod), or pass prefix= for the archive's own"
+    )
+
+
+def _canonical(samples: dict[str, tuple[Any, str]], name: str) -> bool:
+    """``name`` is the one a site missing under all its names is listed as: the first of them in order."""
+    key = _site(samples[name])
+    return name == min(n for n, s in samples.items() if _site(s) == key)
 
 
 def _few(names: list[str], most: int = 10) -> list[str]:
@@ -158,13 +190,14 @@ def _few(names: list[str], most: int = 10) -> list[str]:
 
 
 def _tied_apart(archive: Any, names: dict[str, str], params: dict[str, Any]) -> str:
-    """Tied parameters (one tensor under several names) the archive gives different values: the last one
-    copied was kept, silently."""
+    """Tied parameters (one tensor under several names; a site under several) the archive gives different values:
+    the last one copied was kept, silently. ``params`` values: the tensors, or keys alike for one tensor."""
     import numpy as np
 
-    seen: dict[int, str] = {}
+    seen: dict[Any, str] = {}
     for short in sorted(n for n in names if n in params):
-        first = seen.setdefault(id(params[short]), short)
+        value = params[short]
+        first = seen.setdefault(value if isinstance(value, tuple) else id(value), short)
         if first != short and not np.array_equal(archive[names[first]], archive[names[short]]):
             return f"{first} and {short}"
     return ""
@@ -208,8 +241,8 @@ def _prior(sub: Any, attr: str) -> Any:
     import pyro
     import torch
 
-    try:
-        with pyro.poutine.block(), torch.no_grad():
+    try:  # (a hierarchical prior samples its hyper-parameters: the caller's random state is kept)
+        with torch.random.fork_rng(devices=[]), pyro.poutine.block(), torch.no_grad():
             return prior(sub)
     except Exception:
         return None
@@ -238,6 +271,24 @@ def _check_materialized(module: Any, params: dict[str, Any]) -> None:
             )
 
 
+def _check_writable(module: Any, params: dict[str, Any], like: dict[str, dict[str, Any]]) -> None:
+    """Before any copy (a refusal then leaves the module as it was): a parameter whose elements share memory (an
+    expanded tensor) cannot take values, and a site's buffer on the meta device (its submodule's other tensors are
+    there) would hold none: load_into succeeded and the values were lost."""
+    for name, p in params.items():
+        if any(stride == 0 and size > 1 for stride, size in zip(p.stride(), p.shape)):
+            raise ModelMismatchError(
+                f"{type(module).__name__}'s parameter {name} shares one value among its elements (an expanded "
+                "tensor): it cannot take the archive's; give it storage of its own, e.g. nn.Parameter(p.clone())"
+            )
+    meta = sorted(n for n, where in like.items() if getattr(where.get("device"), "type", "") == "meta")
+    if meta:
+        raise ModelMismatchError(
+            f"{type(module).__name__}'s site {meta[0]} would be on the meta device (its module's tensors are: no "
+            "storage to load into); materialize the module first, e.g. module.to_empty(device='cpu')"
+        )
+
+
 def _sample_shape(sub: Any, attr: str) -> tuple[int, ...] | None:
     """The shape of a PyroSample prior's samples (batch + event), or None if its prior cannot be built."""
     prior = _declared(sub, attr)
@@ -264,11 +315,11 @@ def condition(archive: Any, model: Any) -> Any:
     def run(*args: Any, **kwargs: Any) -> Any:
         if checked[0]:
             return conditioned(*args, **kwargs)
-        checked[0] = True
         with pyro.poutine.trace() as tracer:
             out = conditioned(*args, **kwargs)
+        checked[0] = True  # (after a call that returned: one that raised, e.g. a missing argument, checked nothing)
         nodes = {n: site for n, site in tracer.trace.nodes.items() if site["type"] == "sample"}
-        fixed = dict(model.named_buffers()) if isinstance(model, torch.nn.Module) else {}  # (by load_into)
+        fixed = _fixed_sites(model) if isinstance(model, torch.nn.Module) else set()  # (by load_into)
         unused = [n for n in data if n not in nodes and n not in fixed]
         if unused:
             warnings.warn(
@@ -283,3 +334,8 @@ def condition(archive: Any, model: Any) -> Any:
         return out
 
     return run
+
+
+def _fixed_sites(module: Any) -> set[str]:
+    """The names (module paths and Pyro site names) of the sites load_into made buffers."""
+    return {n for n, (sub, attr) in _pyro_sample_sites(module).items() if attr in getattr(sub, _FIXED, ())}

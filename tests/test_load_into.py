@@ -112,3 +112,114 @@ def test_pack_takes_a_torch_device(tmp_path):
     w = np.zeros((10, 4), np.float32)
     r = bnncompress.pack({"w": (w, w + 0.1)}, tmp_path / "d.bnc", lam=0.1, device=torch.device("cpu"))
     assert r.num_weights == 40
+
+
+# ----------------------------------------------------------------------------- the modules hunt (stop 45)
+
+
+def _site_layer(i, o):
+    layer = PyroModule[torch.nn.Linear](i, o)
+    layer.weight = PyroSample(dist.Normal(0.0, 1.0).expand([o, i]).to_event(2))
+    layer.bias = PyroSample(dist.Normal(0.0, 1.0).expand([o]).to_event(1))
+    return layer
+
+
+class Siamese(PyroModule):
+    """One encoder under two names: Pyro samples its sites as right.* (its last name)."""
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        shared = _site_layer(3, 3)
+        self.left, self.right, self.head = shared, shared, _site_layer(3, 1)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.left(x)) * torch.tanh(self.right(x)))
+
+
+def _traced(model, x):
+    import pyro
+
+    with pyro.poutine.trace() as tracer:
+        model(x)
+    return [n for n, s in tracer.trace.nodes.items() if s["type"] == "sample"]
+
+
+def test_a_layer_shared_under_two_names_and_a_named_root_load(tmp_path):
+    """load_into found a PyroModule's sites by module path only: a layer used under two names (a siamese net) was
+    refused ("missing from the archive: left.*" though the archive holds it as right.*, Pyro's name for it; with
+    strict=False it went on sampling), and a root PyroModule(name="bnn") (TyXe names its net) missed every site;
+    after a load with prefix="bnn.", condition() said every tensor conditioned nothing."""
+    rng = np.random.default_rng(0)
+    x = torch.randn(4, 3)
+    shapes = {"right.weight": (3, 3), "right.bias": (3,), "head.weight": (1, 3), "head.bias": (1,)}
+    for root in ("", "bnn"):
+        named = {f"{root}.{n}" if root else n: shape for n, shape in shapes.items()}
+        assert sorted(_traced(Siamese(root), x)) == sorted(named)
+        a = _pack(tmp_path, {n: rng.normal(size=shape) for n, shape in named.items()}, f"siamese{root}.bnc")
+        for prefix in ("", f"{root}." if root else ""):
+            model = a.load_into(Siamese(root), prefix=prefix)
+            assert torch.equal(model.left.weight, a.tensor(next(n for n in named if n.endswith("right.weight"))))
+            assert torch.equal(model(x), model(x))  # (deterministic: nothing sampled)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # (no "conditioned nothing": the loaded sites are the model's)
+                a.condition(model)(x)
+
+
+class MetaNet(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.fc = PyroModule[torch.nn.Linear](3, 2)  # (its bias stays an nn.Parameter: a Pyro param)
+        self.fc.weight = PyroSample(dist.Normal(0.0, 1.0).expand([2, 3]).to_event(2))
+
+
+def test_a_site_on_the_meta_device_and_a_shared_value_parameter_are_refused_before_any_copy(tmp_path):
+    """A PyroModule built on the meta device took its site as a meta buffer, silently: the values were lost (garbage
+    after to_empty). An expanded parameter (one value shared by its elements) failed with torch's RuntimeError
+    after the layers before it were overwritten."""
+    rng = np.random.default_rng(1)
+    a = _pack(tmp_path, {"fc.weight": rng.normal(size=(2, 3))})
+    with pytest.raises(ModelMismatchError, match="fc.weight would be on the meta device.*to_empty"):
+        a.load_into(MetaNet().to("meta"))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    b = _pack(tmp_path, {n: np.ones(tuple(p.shape)) for n, p in net.named_parameters()}, "b.bnc")
+    net[2].bias = torch.nn.Parameter(torch.zeros(1).expand(2))
+    before = net[0].weight.detach().clone()
+    with pytest.raises(ModelMismatchError, match="2.bias shares one value"):
+        b.load_into(net)
+    assert torch.equal(net[0].weight, before)
+
+
+class Hierarchical(PyroModule[torch.nn.Linear]):
+    def __init__(self):
+        super().__init__(3, 2)
+        self.tau = PyroSample(dist.LogNormal(0.0, 1.0))
+        self.weight = PyroSample(lambda self: dist.Normal(0.0, self.tau).expand([2, 3]).to_event(2))
+        self.bias = PyroSample(dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+
+def test_load_into_keeps_the_callers_random_state(tmp_path):
+    """Checking a hierarchical prior's shape sampled its scale from torch's global generator: a seeded script's
+    later draws changed once load_into ran (pack keeps the random state)."""
+    rng = np.random.default_rng(2)
+    a = _pack(tmp_path, {"tau": np.ones(()), "weight": rng.normal(size=(2, 3)), "bias": rng.normal(size=2)})
+    model = Hierarchical()  # (nn.Linear's init draws too)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a.load_into(model)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_flat_latent_says_to_repack_with_the_model_and_condition_checks_after_a_call_that_failed(tmp_path):
+    """An AutoDiagonalNormal store packed without its model is one tensor 'latent': load_into suggested a wrapper's
+    prefix (into a PyroModule, nothing), and condition()'s check ran only on the first call, marked done before it
+    ran: a first call that raised (a missing argument) meant no warning ever."""
+    a = _pack(tmp_path, {"latent": np.zeros(16)})
+    for module in (torch.nn.Sequential(torch.nn.Linear(3, 4)), Regression()):
+        with pytest.raises(ModelMismatchError, match="flat 'latent'.*pack\\(path, model=model\\)"):
+            a.load_into(module)
+    conditioned = a.condition(Regression())
+    with pytest.raises(TypeError):
+        conditioned()  # (forgot x)
+    with pytest.warns(QualityWarning, match="latent are not sample sites"):
+        conditioned(torch.randn(2, 4))
