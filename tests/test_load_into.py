@@ -223,3 +223,14 @@ def test_a_flat_latent_says_to_repack_with_the_model_and_condition_checks_after_
         conditioned()  # (forgot x)
     with pytest.warns(QualityWarning, match="latent are not sample sites"):
         conditioned(torch.randn(2, 4))
+
+
+def test_tensors_outside_the_prefix_are_said_to_be_left_to_a_pyro_model(tmp_path):
+    """With prefix=, the archive's other tensors were dropped without the 'left to the model' warning a PyroModule
+    gets for tensors that are not its attributes."""
+    rng = np.random.default_rng(3)
+    a = _pack(
+        tmp_path, {"net.fc.weight": rng.normal(size=(3, 4)), "net.fc.bias": rng.normal(size=3), "sigma": np.ones(())}
+    )
+    with pytest.warns(QualityWarning, match=r"left archive tensor\(s\) sigma to the model"):
+        a.load_into(Regression(), prefix="net.")
