@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import operator
 import os
 import random
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 from .errors import OptionError
+from .forksafe import runs_alone
 from .numbaenv import check_numba_environment, numba_threads
 
 #: Weights per task (rounded to whole coding blocks): ~16 MiB of float32 loc + scale.
@@ -194,35 +196,61 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
             yield DaskExecutor(client)
         return
     check_workers(workers)
-    with (
-        _callers_state_kept(),
-        distributed.LocalCluster(  # a task's error is re-raised here as one line: not logged by workers too
+    if multiprocessing.current_process().daemon:  # (distributed said only "Nanny failed to start.")
+        raise OptionError(
+            "a local Dask cluster cannot start in a daemonic process (a multiprocessing.Pool worker may not have "
+            "child processes); pack without «workers» there, or give «scheduler» of a running cluster"
+        )
+    with _callers_state_kept() as started:
+        with distributed.LocalCluster(  # a task's error is re-raised here as one line: not logged by workers too
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
             silence_logs=logging.CRITICAL,
-        ) as c,
-        distributed.Client(c) as client,
-    ):
-        yield DaskExecutor(client)
+        ) as c:
+            started()
+            with distributed.Client(c) as client:
+                yield DaskExecutor(client)
 
 
 @contextlib.contextmanager
-def _callers_state_kept() -> Iterator[None]:
+def _callers_state_kept() -> Iterator[Callable[[], None]]:
     """Give back the environment, ``random``'s state and the logging handlers a local cluster changes: its
     nannies set OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in this process's ``os.environ`` (every process
-    started afterwards inherited them), starting it draws from ``random``, and each cluster added a
-    handler (a deque of records) to distributed's nanny and scheduler loggers, never removed."""
+    started afterwards inherited them), its scheduler draws from ``random``, and each cluster added a
+    handler (a deque of records) to distributed's nanny and scheduler loggers, never removed. Yields
+    ``started()``, to call once the cluster is up: the variables it set then are the ones given back, each only
+    if it still has the cluster's value (what other threads set meanwhile stays; a whole snapshot put back undid
+    it, and two overlapping packs left the cluster's variables for good). ``random`` is given back only if no other
+    thread of the caller's runs (Dask's are daemons): another's draws would come again."""
     environment, state = dict(os.environ), random.getstate()
     handlers = {name: list(logger.handlers) for name, logger in _distributed_loggers()}
+    changed: dict[str, str] = {}
+    cluster_up = []
+
+    def started() -> None:  # (only the variables the cluster sets: another thread may set others meanwhile)
+        import dask
+
+        theirs = {"PYTHONHASHSEED", "__DASK_PARENT_PID"}  # (the nannies' own, and distributed.proctitle's)
+        for setting in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"):
+            theirs.update(dask.config.get(setting, default={}) or {})
+        changed.update({k: v for k, v in os.environ.items() if k in theirs and environment.get(k) != v})
+        cluster_up.append(True)
+
     try:
-        yield
+        yield started
     finally:
-        for key in [k for k in os.environ if k not in environment]:
-            del os.environ[key]
-        os.environ.update({k: v for k, v in environment.items() if os.environ.get(k) != v})
-        random.setstate(state)
+        if not cluster_up:  # (it failed to start: what changed since)
+            started()
+        for key, value in changed.items():
+            if os.environ.get(key) == value:
+                if key in environment:
+                    os.environ[key] = environment[key]
+                else:
+                    del os.environ[key]
+        if runs_alone():
+            random.setstate(state)
         for name, logger in _distributed_loggers():
             for handler in [h for h in logger.handlers if h not in handlers.get(name, [])]:
                 logger.removeHandler(handler)

@@ -40,6 +40,13 @@ def in_forked_child() -> bool:
     return _FORKED[0]
 
 
+def runs_alone() -> bool:
+    """Whether this thread is the program's only one but daemons (Dask's) and bnncompress's task threads: a
+    random state saved and given back then undoes no other thread's draws (they would come again)."""
+    here = threading.current_thread()
+    return all(t is here or t.daemon or t.name.startswith("bnncompress") for t in threading.enumerate())
+
+
 def _wait_for_kernels() -> None:
     """Before a fork: let other threads finish the imports they are in (a child would wait on their import
     locks forever), and hold numba's compiler and thread-pool locks (no thread compiles or starts the pool)

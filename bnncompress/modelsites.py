@@ -8,11 +8,13 @@ parts as point estimates; :func:`model_sites` traces the model once at its feasi
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import numpy as np
 
 from .errors import ArgumentTypeError, PosteriorError
+from .forksafe import runs_alone
 from .posterior import FLAT_LATENT_NAME, Posterior, TensorPosterior
 from .supports import IGNORED, SUPPORT_UNKNOWN, describe, has_bounds, ignored_warning, site_supports
 
@@ -70,21 +72,31 @@ def model_sites(
     return sites
 
 
+#: Pyro's handler stack is the process's: two traces at once (packs with a model in two threads) put one model's
+#: sites in the other's trace, or in none (a positive site then loaded as its log). They run one at a time.
+_TRACING = threading.Lock()
+
+
 def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, random: bool) -> Any:
     """One trace of ``model`` at its feasible point, or (``random``) at a random point of (-2, 2) unconstrained."""
+    with _TRACING:
+        return _trace_alone(model, model_args, model_kwargs, random)
+
+
+def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, random: bool) -> Any:
     import pyro
     import torch
     from pyro.infer.autoguide.initialization import InitMessenger
     from pyro.util import get_rng_state, set_rng_state
 
-    state, store = get_rng_state(), pyro.get_param_store()
+    state, store, made = get_rng_state(), pyro.get_param_store(), _param_names()
     before = set(store.keys())
     handlers = pyro.poutine.runtime._PYRO_STACK  # the caller's (a condition, a trace): not applied to this run,
     outer = handlers[:]  # which they would change (an observed site not found) or record (an outer trace)
     handlers.clear()
     try:
         init = functools.partial(_initial_point, random=random)
-        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]):
+        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]), made:
             return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(*model_args, **(model_kwargs or {}))
     except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
         detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
@@ -94,9 +106,29 @@ def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, rando
         ) from None
     finally:
         handlers[:] = outer
-        set_rng_state(state)  # the user's next draws stay the same
-        for key in set(store.keys()) - before:  # parameters the model registered (a PyroParam): not ours to keep
-            del store[key]
+        if runs_alone():  # the user's next draws stay the same (but not another thread's, which would come again)
+            set_rng_state(state)
+        for key in (set(store.keys()) - before) & made.names:  # the model registered them (a PyroParam): not ours
+            del store[key]  # to keep (those another thread made meanwhile stay)
+
+
+def _param_names() -> Any:
+    from pyro.poutine.messenger import Messenger
+
+    class ParamNames(Messenger):
+        """Records the names of the params the run makes (inside the block that hides them from the caller's), in
+        this thread (Pyro's handler stack is the process's: another thread's params pass through it meanwhile)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+            self.thread = threading.get_ident()
+
+        def _process_message(self, msg: dict) -> None:
+            if msg["type"] == "param" and threading.get_ident() == self.thread:
+                self.names.add(msg["name"])
+
+    return ParamNames()
 
 
 def _initial_point(site: dict, random: bool) -> Any:
