@@ -29,7 +29,7 @@ def model_sites(
     """``(name, support, unconstrained shape)`` of every continuous latent (unobserved) sample site
     of ``model``, traced with ``model_args`` at its feasible point (every site at 0 unconstrained, as
     AutoNormal's prototype with its default initialization; no draw from the prior, and the caller's
-    random state and param store are left as they were): a callable (or a PyroModule) model, in trace
+    random state, where no other thread runs, and param store are left as they were): a callable (or a PyroModule) model, in trace
     order (the order of an AutoContinuous guide's flat latent), a subsampled plate's dimension at its
     full size (as AutoNormal's parameters). Discrete sites are left out (no continuous guide holds them),
     unless ``held`` names them: then PosteriorError. Sites whose bounds depend on other sites (they move
