@@ -8,13 +8,14 @@ parts as point estimates; :func:`model_sites` traces the model once at its feasi
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from typing import Any
 
 import numpy as np
 
 from .errors import ArgumentTypeError, PosteriorError
-from .forksafe import runs_alone
+from .forksafe import renew_after_fork, runs_alone
 from .posterior import FLAT_LATENT_NAME, Posterior, TensorPosterior
 from .supports import IGNORED, SUPPORT_UNKNOWN, describe, has_bounds, ignored_warning, site_supports
 
@@ -28,9 +29,9 @@ def model_sites(
 ) -> list[tuple[str, Any, Any]]:
     """``(name, support, unconstrained shape)`` of every continuous latent (unobserved) sample site
     of ``model``, traced with ``model_args`` at its feasible point (every site at 0 unconstrained, as
-    AutoNormal's prototype with its default initialization; no draw from the prior, and the caller's
-    random state, where no other thread runs, and param store are left as they were): a callable (or a PyroModule) model, in trace
-    order (the order of an AutoContinuous guide's flat latent), a subsampled plate's dimension at its
+    AutoNormal's prototype with its default initialization; no draw from the prior; the caller's random
+    state, where no other thread runs, and param store left as they were): a callable (or a PyroModule) model, in
+    trace order (the order of an AutoContinuous guide's flat latent), a subsampled plate's dimension at its
     full size (as AutoNormal's parameters). Discrete sites are left out (no continuous guide holds them),
     unless ``held`` names them: then PosteriorError. Sites whose bounds depend on other sites (they move
     in a second trace at a random point) are named in ``warnings``."""
@@ -75,6 +76,20 @@ def model_sites(
 #: Pyro's handler stack is the process's: two traces at once (packs with a model in two threads) put one model's
 #: sites in the other's trace, or in none (a positive site then loaded as its log). They run one at a time.
 _TRACING = threading.Lock()
+_CALLERS: list = []  # the handler stack a trace running now will give back (for a child forked meanwhile)
+
+
+def _after_fork() -> None:  # a child forked during another thread's trace: that trace never ends in it
+    global _TRACING
+    if _CALLERS:
+        import pyro
+
+        pyro.poutine.runtime._PYRO_STACK[:] = _CALLERS[0]  # (not the tracer's handlers)
+    _CALLERS.clear()
+    _TRACING = threading.Lock()
+
+
+renew_after_fork(sys.modules[__name__])
 
 
 def _trace_model(model: Any, model_args: tuple, model_kwargs: dict | None, random: bool) -> Any:
@@ -93,6 +108,7 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
     before = set(store.keys())
     handlers = pyro.poutine.runtime._PYRO_STACK  # the caller's (a condition, a trace): not applied to this run,
     outer = handlers[:]  # which they would change (an observed site not found) or record (an outer trace)
+    _CALLERS[:] = [outer]
     handlers.clear()
     try:
         init = functools.partial(_initial_point, random=random)
@@ -106,6 +122,7 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
         ) from None
     finally:
         handlers[:] = outer
+        _CALLERS.clear()
         if runs_alone():  # the user's next draws stay the same (but not another thread's, which would come again)
             set_rng_state(state)
         for key in (set(store.keys()) - before) & made.names:  # the model registered them (a PyroParam): not ours

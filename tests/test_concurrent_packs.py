@@ -65,11 +65,16 @@ def test_two_packs_with_models_at_once_record_their_own_sites(tmp_path):
     assert not [w for r in results.values() for w in r.warnings if "site" in w]  # (no other model's sites)
 
 
+def _slow_model():
+    pyro.sample("w", dist.Normal(torch.zeros(20), 1.0).to_event(1))
+    time.sleep(0.4)
+
+
 def test_a_pack_tracing_a_model_keeps_another_threads_param_and_draws(tmp_path):
     """The trace's clean-up deleted every Pyro param made meanwhile (another thread's too) and rewound torch's random
     state, so another thread's draws came again."""
     posterior = {"w": (np.zeros(20), np.ones(20))}
-    thread = threading.Thread(target=_pack, args=(posterior, tmp_path / "p.bnc"), kwargs={"model": _real_model})
+    thread = threading.Thread(target=_pack, args=(posterior, tmp_path / "p.bnc"), kwargs={"model": _slow_model})
     thread.start()
     time.sleep(0.1)
     pyro.param("another_threads_param", torch.ones(3))
@@ -120,3 +125,29 @@ def test_a_local_cluster_in_a_daemonic_process_is_one_line(tmp_path):
     with multiprocessing.get_context("fork").Pool(1) as pool:
         said = pool.apply(_pack_with_workers, (str(tmp_path / "w.bnc"),))
     assert "cannot start in a daemonic process" in said
+
+
+def _sites_in_child(queue):
+    from bnncompress.modelsites import model_sites
+
+    queue.put([name for name, _, _ in model_sites(_slow_model)])
+
+
+def test_a_child_forked_while_another_thread_traces_a_model_can_trace(tmp_path):
+    """The trace's lock, held by another thread at the fork, was never released in the child (it hung on its first
+    trace), and Pyro's handler stack there kept the tracer's handlers."""
+    from bnncompress.modelsites import model_sites
+
+    tracing = threading.Thread(target=model_sites, args=(_slow_model,))
+    tracing.start()
+    time.sleep(0.1)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_sites_in_child, args=(queue,))
+    child.start()
+    child.join(20)
+    tracing.join(20)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and queue.get(timeout=5) == ["w"]
