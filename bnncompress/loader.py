@@ -331,13 +331,13 @@ class Archive:
     def load_into(self, module: torch.nn.Module, strict: bool = True, prefix: str = "") -> torch.nn.Module:
         """Copy every tensor into the parameter of ``module`` with the same name and return ``module``.
 
-        Archive names are the posterior's site names (``fc1.weight``); with ``prefix`` (e.g.
-        ``"net."`` for TyXe) only names that start with it are used, without it. With ``strict`` (the default) every
-        archive tensor must have a parameter and every parameter a tensor, else
-        :class:`~bnncompress.ModelMismatchError` lists the missing and unexpected names; shapes
-        must always match. A PyroModule's ``PyroSample`` weights become buffers (SVI leaves them; the module
-        is then deterministic, equal to :meth:`condition`); archive tensors that are not attributes
-        of a PyroModule (sites sampled in its ``forward``, e.g. a noise scale) are left to :meth:`condition`.
+        Archive names are the posterior's site names (``fc1.weight``); with ``prefix`` (e.g. ``"net."`` for TyXe)
+        only names that start with it are used, without it. With ``strict`` (the default) every archive tensor must
+        have a parameter and every parameter a tensor, else :class:`~bnncompress.ModelMismatchError` lists the
+        missing and unexpected names; shapes must always match. A PyroModule's ``PyroSample`` weights become buffers
+        (then deterministic, equal to :meth:`condition`), found by Pyro's site names (a named root's; a shared
+        layer's last) and module paths (with ``prefix``, paths alone); tensors that are not attributes of a
+        PyroModule (sites sampled in its ``forward``, e.g. a noise scale) are left to :meth:`condition`.
 
         Example:
             >>> import torch

@@ -10,17 +10,22 @@ from typing import Any
 from .errors import ArgumentTypeError, ModelMismatchError, QualityWarning
 
 
-def _pyro_sample_sites(module: Any) -> dict[str, tuple[Any, str]]:
+def _pyro_sample_sites(module: Any, site_names: bool = True) -> dict[str, tuple[Any, str]]:
     """``{name: (submodule, attribute)}`` of a PyroModule's ``PyroSample`` attributes, and of those an earlier
-    load_into made buffers (a second load_into fills them again), under every name they have: each module path (a
-    layer used under two names has two) and the site name Pyro samples them as (the submodule's Pyro name, which a
-    root ``PyroModule(name=...)`` prefixes; a shared layer's is its last path)."""
-    found = {}
+    load_into made buffers (a second load_into fills them again), under every name they have: the site name Pyro
+    samples them as (``site_names``: the submodule's Pyro name, which a root ``PyroModule(name=...)`` prefixes; a
+    shared layer's is its last path), then each module path (a layer used under two names has two) that is not
+    already a site's name."""
+    found: dict[str, tuple[Any, str]] = {}
+    paths = []
     for prefix, sub in module.named_modules(remove_duplicate=False):
         for attr in [*getattr(sub, "_pyro_samples", {}), *getattr(sub, _FIXED, ())]:
-            found[f"{prefix}.{attr}" if prefix else attr] = (sub, attr)
             pyro_name = getattr(sub, "_pyro_name", "")
-            found.setdefault(f"{pyro_name}.{attr}" if pyro_name else attr, (sub, attr))
+            if site_names:
+                found.setdefault(f"{pyro_name}.{attr}" if pyro_name else attr, (sub, attr))
+            paths.append((f"{prefix}.{attr}" if prefix else attr, (sub, attr)))
+    for path, site in paths:
+        found.setdefault(path, site)
     return found
 
 
@@ -79,7 +84,8 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     names = {n[len(prefix) :]: n for n in archive.names if n.startswith(prefix)}
     params = dict(module.named_parameters(remove_duplicate=False))  # tied weights: every name they have
     _check_materialized(module, {n: p for n, p in params.items() if n in names})
-    samples = {n: s for n, s in _pyro_sample_sites(module).items() if n not in params}
+    # (with prefix=, the archive's names less the prefix are module paths: a named root's name is the prefix)
+    samples = {n: s for n, s in _pyro_sample_sites(module, site_names=not prefix).items() if n not in params}
     targets = set(params) | set(samples)
     # a tied weight, or a site (a shared layer's, a named root's), is given under any of its names
     given = {id(params[n]) for n in names if n in params} | {_site(samples[n]) for n in names if n in samples}
@@ -167,7 +173,7 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
 
 def _hint(archive_names: list[str]) -> str:
     """Why no archive tensor names a parameter or site of the module, and what to do."""
-    if "latent" in archive_names:
+    if list(archive_names) == ["latent"]:
         return (
             "the archive holds a flat 'latent' (an AutoDiagonalNormal or AutoMultivariateNormal guide packed "
             "without its model): repack with pack(path, model=model) to split it into the model's sites"
@@ -302,7 +308,7 @@ def _sample_shape(sub: Any, attr: str) -> tuple[int, ...] | None:
 
 def condition(archive: Any, model: Any) -> Any:
     """``pyro.poutine.condition(model, data={site: point estimate})`` over all the archive's tensors.
-    The first call of the conditioned model warns (:class:`~bnncompress.errors.QualityWarning`)
+    The first call of the conditioned model that returns warns (:class:`~bnncompress.errors.QualityWarning`)
     if some tensors named no sample site of the model, so they conditioned nothing (e.g. a flat
     ``latent`` packed without the model)."""
     import pyro

@@ -234,3 +234,50 @@ def test_tensors_outside_the_prefix_are_said_to_be_left_to_a_pyro_model(tmp_path
     )
     with pytest.warns(QualityWarning, match=r"left archive tensor\(s\) sigma to the model"):
         a.load_into(Regression(), prefix="net.")
+
+
+class _Inner(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.fc = _site_layer(2, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class _Named(PyroModule):
+    """A root named "net" with a child named "net": Pyro samples root.fc as net.fc.* and root.net.fc as
+    net.net.fc.*, so the module path of root.net.fc (net.fc.*) is the site name of root.fc."""
+
+    def __init__(self):
+        super().__init__("net")
+        self.fc, self.net = _site_layer(2, 2), _Inner()
+
+    def forward(self, x):
+        return self.net(self.fc(x))
+
+
+def test_site_names_come_before_module_paths(tmp_path):
+    """An archive of exactly the model's sites was refused as 'tied parameters given different values' (strict=False
+    too): a module path that is another site's name took that site's values. With prefix=, names are module paths."""
+    rng = np.random.default_rng(4)
+    names = _traced(_Named(), torch.randn(3, 2))
+    assert names == ["net.fc.weight", "net.fc.bias", "net.net.fc.weight", "net.net.fc.bias"]
+    a = _pack(tmp_path, {n: rng.normal(size=(2, 2) if n.endswith("weight") else 2) for n in names})
+    for prefix in ("", "net."):
+        model = a.load_into(_Named(), prefix=prefix)
+        assert torch.equal(model.fc.weight, a.tensor("net.fc.weight"))
+        assert torch.equal(model.net.fc.weight, a.tensor("net.net.fc.weight"))
+
+
+def test_a_tensor_named_latent_among_others_gets_the_prefix_hint(tmp_path):
+    """The flat-guide hint is for an archive that is one flat 'latent': a site named latent among a model's others
+    under a forgotten prefix gets the prefix advice."""
+    rng = np.random.default_rng(5)
+    tensors = {
+        "latent": rng.normal(size=4),
+        "decoder.0.weight": rng.normal(size=(2, 4)),
+        "decoder.0.bias": rng.normal(size=2),
+    }
+    with pytest.raises(ModelMismatchError, match="pass prefix="):
+        _pack(tmp_path, tensors).load_into(torch.nn.Sequential(torch.nn.Linear(4, 2)))
