@@ -16,9 +16,9 @@ state (64-bit state, word position within the block) at the start of a row, so t
 start there. Kept in its own module so that importing bnncompress does not import numba.
 
 These kernels inline :mod:`bnncompress._ans`'s ``pop_symbol`` and ``read_initial_state``, and numba's
-on-disk cache only notices a change to this file: a commit that changes those functions edits this
-file too, so that every checkout recompiles these kernels (tests/test_architecture.py checks this line,
-kernels taken from other modules: digest 770de977abde36a9).
+on-disk cache only notices a change to this file: a commit that changes those functions (or the constants
+they read) edits this file too, so that every checkout recompiles these kernels (tests/test_architecture.py
+checks this line, kernels taken from other modules: digest ea412ed3c7c0c38d).
 """
 
 from __future__ import annotations

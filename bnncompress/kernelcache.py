@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import json
 import os
+import site
 import subprocess
 import sys
 import tempfile
@@ -88,10 +89,18 @@ def compile_in_child(method: str, options: dict) -> str:
     if marker is None or marker.exists():
         return "warm"
     env = {**os.environ, _IN_CHILD: "1"}
-    # the child imports this very package (a checkout or vendored copy imported from a script's directory too)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent.parent), env.get("PYTHONPATH")) if p)
-    if env.get("NUMBA_CACHE_DIR"):  # the child runs elsewhere: a relative cache went to its temporary directory
-        env["NUMBA_CACHE_DIR"] = os.path.abspath(env["NUMBA_CACHE_DIR"])
+    # the child imports this very package: a checkout or vendored copy imported from a script's directory is put on
+    # its path (site-packages is on it already, after the standard library, where it stays)
+    home = str(Path(__file__).parent.parent)
+    if home not in site.getsitepackages() + [site.getusersitepackages()]:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
+    # the child fills this process's cache: NUMBA_CACHE_DIR (absolute: the child runs elsewhere) or the temporary
+    # one writable_cache chose (the child would choose another, of a random name, removed when it ends)
+    import numba
+
+    cache = env.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR
+    if cache:
+        env["NUMBA_CACHE_DIR"] = os.path.abspath(cache)
     try:  # the child's files in a directory of this process: removed even when an interrupt kills the child
         with tempfile.TemporaryDirectory() as workdir:
             args = [sys.executable, "-c", _CHILD, method, spec, workdir]

@@ -193,24 +193,35 @@ def _takes_files(place: str) -> bool:
 
 def private_directory(name: str) -> str:
     """``name`` in the temporary directory if it is a directory of this user's that no one else can write to
-    (made so if it is not there), else a new directory of a random name: numba unpickles the index files it finds in
-    its cache, so a directory another user made first (the name is easy to guess) would run their code as ours."""
-    path = os.path.join(tempfile.gettempdir(), name)
-    with contextlib.suppress(OSError):
-        os.mkdir(path, 0o700)
-    with contextlib.suppress(OSError):
-        found = os.lstat(path)  # (not a symbolic link's target)
-        if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o022:
-            return path
+    (made so if it is not there; one of ours others could write to, as an older release left it under umask 002, is
+    made again), else a new directory of a random name: numba unpickles the index files it finds in its cache, so a
+    directory another user made first (the name is easy to guess) would run their code as ours."""
     try:
+        path = os.path.join(tempfile.gettempdir(), name)
+        with contextlib.suppress(OSError):
+            found = os.lstat(path)  # (not a symbolic link's target)
+            if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and found.st_mode & 0o022:
+                shutil.rmtree(path)  # (ours, but what others may have put in it is not run)
+        with contextlib.suppress(OSError):
+            os.mkdir(path, 0o700)
+        with contextlib.suppress(OSError):
+            found = os.lstat(path)
+            if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o022:
+                if _takes_files(path):
+                    return path
         fresh = tempfile.mkdtemp(prefix=name + "-")  # (kernels compiled again in each process: slower, never another's)
-        atexit.register(shutil.rmtree, fresh, ignore_errors=True)
-        return fresh
-    except OSError as exc:
+    except OSError as exc:  # (no usable temporary directory at all: gettempdir's FileNotFoundError too)
         raise OptionError(
-            f"numba has no directory to keep compiled kernels in ({exc.strerror or exc}: {tempfile.gettempdir()}); "
+            f"numba has no directory to keep compiled kernels in ({exc.strerror or exc}); "
             "set NUMBA_CACHE_DIR to a writable directory"
         ) from None
+    atexit.register(_remove_if_made_here, fresh, os.getpid())  # (a forked child's exit leaves it to its parent)
+    return fresh
+
+
+def _remove_if_made_here(path: str, pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def user_cache() -> str:

@@ -118,7 +118,8 @@ def test_kernels_are_cached_in_a_temporary_directory_where_nothing_else_can_be_w
 def test_the_temporary_cache_is_never_a_directory_another_user_could_write(tmp_path, monkeypatch):
     """numba unpickles the index files in its cache: ``/tmp/bnncompress-numba-<uid>`` made first by another local
     user (mode 0777, a pickle planted) ran their code as whoever packed next (deploy hunt). The fixed name is used
-    only while it is this user's directory that no one else can write to; else a new one of a random name."""
+    only while it is this user's directory that no one else can write to (one of ours that others could write to is
+    made again, empty); another user's or a file there: a new directory of a random name, removed at exit."""
     import os
 
     import numba
@@ -126,21 +127,27 @@ def test_the_temporary_cache_is_never_a_directory_another_user_could_write(tmp_p
     from bnncompress._ans import writable_cache
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
     (tmp_path / "file").write_text("")
     nowhere = [str(tmp_path / "file" / "cache")]
     fixed = tmp_path / f"bnncompress-numba-{os.getuid()}"
-    assert writable_cache(nowhere) == str(fixed) and (fixed.stat().st_mode & 0o777) == 0o700  # made private
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    assert writable_cache(nowhere) == str(fixed)  # (this user's own: kept across processes)
-    fixed.chmod(0o777)  # as another user would leave it
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    other = writable_cache(nowhere)
-    assert other != str(fixed) and Path(other).is_dir() and (Path(other).stat().st_mode & 0o077) == 0
+
+    def chosen():
+        monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+        return writable_cache(nowhere)
+
+    assert chosen() == str(fixed) and (fixed.stat().st_mode & 0o777) == 0o700  # made private
+    assert chosen() == str(fixed)  # (this user's own: kept across processes)
+    fixed.chmod(0o777)  # as an older release left it under umask 002, or another user could have
+    (fixed / "planted.nbi").write_bytes(b"not ours to unpickle")
+    assert chosen() == str(fixed) and list(fixed.iterdir()) == [] and (fixed.stat().st_mode & 0o777) == 0o700
+    if os.getuid() == 0:  # (a directory of another user's: only root can make one here)
+        os.chown(fixed, 65534, 65534)
+        other = chosen()
+        assert other != str(fixed) and Path(other).is_dir() and (Path(other).stat().st_mode & 0o077) == 0
+        os.chown(fixed, 0, 0)
     fixed.rmdir()
     fixed.write_text("")  # a file in its place (anyone can leave one): not a cache either
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    assert writable_cache(nowhere) not in (str(fixed), other)
+    assert chosen() != str(fixed)
 
 
 def test_a_numba_cache_dir_that_takes_no_file_is_one_line(tmp_path, monkeypatch):
@@ -185,3 +192,24 @@ def test_the_marker_names_the_cpu(monkeypatch):
     here = _marker("uniform", "{}")
     monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
     assert here is not None and _marker("uniform", "{}") not in (None, here)
+
+
+def test_the_child_fills_the_cache_this_process_reads(tmp_path, monkeypatch):
+    """Where writable_cache chose a temporary cache (no NUMBA_CACHE_DIR), the child chose one of its own, removed
+    when it ended, and the parent compiled every kernel again itself."""
+    import numba
+
+    import bnncompress.kernelcache as kernelcache
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "chosen"))
+    monkeypatch.setattr(kernelcache, "_marker", lambda method, spec: tmp_path / "marker")
+    seen = []
+
+    def run(args, **kwargs):
+        seen.append(kwargs["env"].get("NUMBA_CACHE_DIR"))
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(kernelcache.subprocess, "run", run)
+    compile_in_child("uniform", {})
+    assert seen == [str(tmp_path / "chosen")]
