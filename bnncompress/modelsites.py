@@ -118,7 +118,7 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
         detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
         raise PosteriorError(
             f"calling the model to find its sample sites failed ({type(exc).__name__}: {detail}); "
-            "give the arguments it needs as «model_args»"
+            "give the arguments it needs as «model_args» (keyword ones: pass functools.partial(model, x=...))"
         ) from None
     finally:
         handlers[:] = outer
@@ -279,10 +279,17 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
             "their supports are unknown and they load as stored"
         )
     unheld = [name for name, _, _ in sites if name not in tensors]
+    parts = [n for n in tensors if n.endswith(f".{FLAT_LATENT_NAME}")]  # (an AutoGuideList's flat parts)
     if unheld:
+        where = (
+            f"may be in the flat parts {', '.join(parts[:5])}, which are not split into sites (which part holds "
+            "which site is not in the store; an AutoGuideList with one flat part is split)"
+            if parts
+            else "are in no tensor of the posterior"
+        )
         warnings.append(
-            f"the model's latent site(s) {', '.join(unheld[:10])} are in no tensor of the posterior: a model "
-            "conditioned on the archive samples them from their priors"
+            f"the model's latent site(s) {', '.join(unheld[:10])} {where}: a model conditioned on the archive "
+            "samples them from their priors"
         )
     unlike = [(n, shape) for n, _, shape in sites if n in tensors and tuple(tensors[n].shape) != shape]
     if unlike:  # another model's store: its supports would not fit the values

@@ -379,3 +379,42 @@ def test_a_bound_of_one_value_everywhere_is_recorded_as_one_number():
         assert spec == {"constraint": "interval", "lower_bound": 0.0, "upper_bound": 1.0}
     varied = describe(constraints.interval(torch.arange(4.0), torch.full((4,), 9.0)))
     assert varied["lower_bound"] == [0.0, 1.0, 2.0, 3.0] and varied["upper_bound"] == 9.0
+
+
+def test_guides_whose_locs_are_not_their_posterior_are_refused_in_stores_and_state_dicts(tmp_path):
+    """An AutoGaussian param store (its posterior also rests on white_vecs / prec_sqrts) packed its locs as the
+    posterior (15% off on the weights, 50% on a noise scale), with only a generic note; a guide state dict dropped
+    every key it did not use without a word, so AutoGaussian, AutoHierarchicalNormalMessenger (locs + weights x the
+    prior's mean) and AutoStructured state dicts packed wrong values (pyrozoo hunt)."""
+    store = _store(tmp_path / "ag.pt", {"AutoGaussianDense.locs.w": [0.0, 1.0]})
+    state = torch.load(store, weights_only=False)
+    state["params"]["AutoGaussianDense.white_vecs.w"] = torch.zeros(2)
+    torch.save(state, store)
+    with pytest.raises(PosteriorError, match="AutoGaussian"):
+        _quiet_pack(store, tmp_path / "ag.bnc")
+    locs = {"locs.w_unconstrained": torch.zeros(2), "scales.w_unconstrained": torch.zeros(2)}
+    for key, kind in (
+        ("weights.w_unconstrained", "AutoHierarchicalNormalMessenger"),
+        ("deps.w.s.weight", "AutoStructured"),
+    ):
+        torch.save({**locs, key: torch.zeros(2)}, path := tmp_path / f"{kind}.pt")
+        with pytest.raises(PosteriorError, match=kind):
+            _quiet_pack(path, tmp_path / f"{kind}.bnc")
+    torch.save({**locs, "something_else": torch.zeros(2)}, path := tmp_path / "extra.pt")
+    with pytest.warns(UserWarning, match=r"1 parameter\(s\) that are not guide loc/scale pairs: something_else"):
+        bnncompress.pack(path, tmp_path / "extra.bnc")
+
+
+def two_site_model():
+    pyro.sample("a", dist.Normal(0.0, 1.0))
+    pyro.sample("b", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+
+def test_an_autoguidelists_flat_parts_are_named_in_the_notes(tmp_path):
+    """With two flat parts neither is split (which part holds which site is not in the store), and the notes said the
+    sites were in no tensor of the posterior and that packing with the model would split them, which it had been."""
+    store = _store(tmp_path / "two.pt", {"AutoGuideList.0.loc": [0.5], "AutoGuideList.1.loc": [1.0, 2.0]})
+    result, _ = _quiet_pack(store, tmp_path / "two.bnc", model=two_site_model)
+    assert any("may be in the flat parts AutoGuideList.0.latent, AutoGuideList.1.latent" in w for w in result.warnings)
+    with pytest.warns(QualityWarning, match="an AutoGuideList's flat parts are not split into sites"):
+        bnncompress.load(tmp_path / "two.bnc").condition(two_site_model)()

@@ -115,8 +115,8 @@ def pack(
         Optional[str],
         typer.Option(
             help="The Pyro model of a param store, imported from your code: a callable or PyroModule, called "
-            "without arguments (wrap one that needs data: def model(): return net(x)); records each site's "
-            "support so values load constrained.",
+            "without arguments (wrap one that needs data, observations too: def model(): return net(x, y)); "
+            "records each site's support so values load constrained.",
             metavar="<pkg.module:attr>",
         ),
     ] = None,

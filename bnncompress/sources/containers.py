@@ -155,11 +155,9 @@ def _pairs_from_param_store(
         split = _autonormal_split(key, params, where) if isinstance(key, str) and ".locs." in key else None
         if split:
             prefix, site = split
-            if any(isinstance(k, str) and k.startswith((f"{prefix}.scale_trils.", f"{prefix}.deps.")) for k in params):
-                raise PosteriorError(
-                    f"{where}: '{prefix}' has scale_trils / deps parameters (AutoStructured), whose posterior is not "
-                    "a normal per site; pack an AutoNormal, AutoDiagonalNormal or (multivariate) normal guide"
-                )
+            _refuse_other_guides(
+                [k[len(prefix) + 1 :] for k in params if isinstance(k, str) and k.startswith(prefix + ".")], where
+            )
             pairs.add(site, key, (constrained(key), constrained(f"{prefix}.scales.{site}")))
             guides.add(prefix)
             used |= {key, f"{prefix}.scales.{site}"}
@@ -195,6 +193,27 @@ def _pairs_from_param_store(
         warnings.append(ignored_warning(ignored))
     points.update({k: params[k] for k in ignored if isinstance(k, str)})  # as stored: unconstrained
     return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
+
+
+#: Parameters of guides whose posterior is no normal per site though they also have AutoNormal's locs and scales.
+_OTHER_GUIDES = {
+    "scale_trils": "AutoStructured",
+    "deps": "AutoStructured",
+    "white_vecs": "AutoGaussian",
+    "prec_sqrts": "AutoGaussian",
+    "weights": "AutoHierarchicalNormalMessenger",
+}
+
+
+def _refuse_other_guides(keys: list[str], where: str) -> None:
+    """Refuse the parameters (names within one guide) of a guide whose locs are not its posterior's centre."""
+    found = sorted({k.split(".", 1)[0] for k in keys if "." in k and k.split(".", 1)[0] in _OTHER_GUIDES})
+    if found:
+        kind = _OTHER_GUIDES[found[0]]
+        raise PosteriorError(
+            f"{where}: its {' / '.join(found)} parameters are an {kind} guide's, whose posterior is not a normal at "
+            "its locs; pack an AutoNormal, AutoDiagonalNormal or (multivariate) normal guide"
+        )
 
 
 def _autonormal_split(key: str, params: Mapping, where: str) -> tuple[str, str] | None:
@@ -238,6 +257,8 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
     from torch.distributions import transform_to
 
     pairs = _Pairs(where)
+    _refuse_other_guides([k for k in sd if isinstance(k, str)], where)
+    used = {"loc", "scale_unconstrained", "scale_tril_unconstrained", "cov_factor"}
     for key in sd:
         if isinstance(key, str) and key.startswith("locs.") and key.endswith("_unconstrained"):
             site = key[len("locs.") : -len("_unconstrained")]
@@ -245,6 +266,7 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
             if scale_key not in sd:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
             pairs.add(site, key, (sd[key], F.softplus(_as_tensor(sd[scale_key]))))
+            used |= {key, scale_key}
     if "loc" in sd and "scale_unconstrained" in sd:
         # AutoDiagonalNormal / AutoLowRank / AutoMultivariateNormal all store a softplus-positive scale
         scale = F.softplus(_as_tensor(sd["scale_unconstrained"]))
@@ -258,6 +280,9 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
         pairs.add(FLAT_LATENT_NAME, "loc", (sd["loc"], scale))
     if not pairs:
         raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
+    ignored = [k for k in sd if k not in used]  # (said, as the param store's are: they may have meant something)
+    if ignored:
+        warnings.append(ignored_warning(ignored))
     if FLAT_LATENT_NAME not in pairs:
         return pairs, "Pyro guide state dict"
     flat = "AutoMultivariateNormal" if "scale_tril_unconstrained" in sd else "AutoDiagonalNormal"
