@@ -41,7 +41,8 @@ def to_float32(name: str, what: str, value: Any, where: str) -> tuple[np.ndarray
         value = value.detach().resolve_neg().resolve_conj()  # torch's lazy views: their values, as numpy needs
         dtype = str(value.dtype).removeprefix("torch.")
         if dtype not in FLOAT_DTYPES:
-            raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; it must be floating point")
+            need = "convert it to float16 or float32" if value.is_floating_point() else "it must be floating point"
+            raise PosteriorError(f"{where}: {what} of '{name}' has dtype {dtype}; {need}")
         return value.to(dtype=torch.float32, device="cpu").numpy(), dtype
     try:
         arr = np.asarray(value)

@@ -8,6 +8,7 @@ then shared, or to hang a reader. bnncompress never writes them and refuses them
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -65,6 +66,8 @@ def check_local_dataset(ds: Any, what: str, error: type[Exception], filters: tup
     whose declared size is not backed by stored bytes (never written, or absurdly compressed)."""
     from h5py import h5d
 
+    if ds.shape is None:  # (h5py.Empty: a dataset without a dataspace)
+        raise error(f"{what} has no dataspace (an empty HDF5 dataset): it holds no values; refusing it")
     plist = ds.id.get_create_plist()
     layout = plist.get_layout()
     if layout == getattr(h5d, "VIRTUAL", 3) or plist.get_external_count() > 0:
@@ -77,6 +80,14 @@ def check_local_dataset(ds: Any, what: str, error: type[Exception], filters: tup
     declared = int(ds.size) * int(ds.dtype.itemsize)
     if declared == 0 or layout == h5d.COMPACT:
         return
+    if layout == h5d.CHUNKED:  # (unwritten chunks read as the fill value: not the posterior's)
+        grid = [-(-size // chunk) for size, chunk in zip(ds.shape, ds.chunks)]
+        total, written = math.prod(grid), int(ds.id.get_num_chunks())
+        if written < total:
+            raise error(
+                f"{what} has {total - written:,} of its {total:,} chunks never written (they would read as the fill "
+                "value, not the posterior's); write every row; refusing it"
+            )
     stored = int(ds.id.get_storage_size())
     if stored == 0:
         raise error(f"{what} declares {declared:,} bytes but none are stored (never written); refusing it")

@@ -183,7 +183,8 @@ class StoredTensor(TensorPosterior):
 
         if any(count_invalid(loc, scale)):  # one pass; the error says how many
             check_values(self.name, self.where, loc, scale)
-        if wide.dtype == np.float64:  # (of values checked above; per coding block: one read again is counted once)
+        if wide.dtype.kind == "f" and wide.dtype.itemsize == 8:  # float64 of either byte order (checked above; per
+            # coding block: one read again is counted once)
             br, flat = block_rows_for(self.shape), [np.asarray(w).reshape(-1) for w in (wide, wide_scale)]
             found = {}
             for first in range(start, stop, br):

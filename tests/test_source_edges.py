@@ -98,3 +98,60 @@ def test_an_empty_interval_is_refused_and_the_sigmoid_is_clipped_as_torchs():
     x = np.array([-800.0, 40.0])
     expected = transform_to(constraints.unit_interval)(torch.tensor(x)).numpy()
     np.testing.assert_array_equal(constrain({"constraint": "unit_interval"}, x, "t"), expected)
+
+
+# ----------------------------------------------------------------------------- the arrays hunt (stop 45)
+
+
+def test_big_endian_float64_means_get_the_float32_spacing_note(tmp_path):
+    """'>f8' means in an .npy directory or HDF5 file never got the note that some posterior sds are below
+    float32's spacing (the dtype test compared with np.float64, which a big-endian dtype is not)."""
+    loc = (1e6 + np.random.default_rng(1).normal(size=(300, 8))).astype(">f8")  # (float32's spacing there: 0.0625)
+    scale = np.full((300, 8), 1e-5, ">f8")
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "w.loc.npy", loc)
+    np.save(tmp_path / "npy" / "w.scale.npy", scale)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["w/loc"], f["w/scale"] = loc, scale
+    for source in (tmp_path / "npy", tmp_path / "p.h5"):
+        result = bnncompress.pack(source, tmp_path / "o.bnc", lam=0.1, force=True)
+        assert any("float64 means have posterior sds below float32's spacing" in w for w in result.warnings)
+
+
+def test_state_dict_layouts_take_big_endian_and_reversed_arrays(tmp_path):
+    """A guide state dict's, IVON's and bayesian-torch's arrays in another byte order or as a reversed view were
+    refused as "'' is a ndarray, not an array of numbers" (torch takes neither; the message named no key)."""
+    rng = np.random.default_rng(0)
+    loc, raw = rng.normal(size=12), rng.normal(size=12)
+    want = bnncompress.load(
+        bnncompress.pack({"loc": loc, "scale_unconstrained": raw}, tmp_path / "a.bnc", lam=0.1).path
+    )
+    for form in (lambda a: a.astype(">f8"), lambda a: a[::-1].copy()[::-1]):
+        got = bnncompress.pack(
+            {"loc": form(loc), "scale_unconstrained": form(raw)}, tmp_path / "b.bnc", lam=0.1, force=True
+        )
+        assert np.array_equal(bnncompress.load(got.path)["latent"], want["latent"])
+
+
+def test_hdf5_datasets_with_unwritten_chunks_or_no_dataspace_are_refused_in_one_line(tmp_path):
+    """Chunks never written read as the fill value: gzip'd, they were packed as the posterior silently (uncompressed:
+    refused, with a message about stored bytes); a dataset without a dataspace was 'damaged or truncated', with
+    Python's int() error as the reason."""
+    for compression in (None, "gzip"):
+        with h5py.File(path := tmp_path / f"{compression}.h5", "w") as f:
+            for name, fill in (("w/loc", 0.0), ("w/scale", 0.1)):
+                d = f.create_dataset(name, (400, 8), "f4", chunks=(100, 8), fillvalue=fill, compression=compression)
+                d[:200] = 0.5
+        with pytest.raises(PosteriorError, match="2 of its 4 chunks never written"):
+            bnncompress.pack(path, tmp_path / "o.bnc", lam=0.1)
+    with h5py.File(path := tmp_path / "empty.h5", "w") as f:
+        f["a/loc"], f["a/scale"] = np.zeros((4, 2), "f4"), np.ones((4, 2), "f4")
+        f["b/loc"], f["b/scale"] = h5py.Empty("f4"), h5py.Empty("f4")
+    with pytest.raises(PosteriorError, match="'b/loc' has no dataspace"):
+        bnncompress.pack(path, tmp_path / "o.bnc", lam=0.1)
+
+
+def test_float8_is_told_to_be_converted(tmp_path):
+    loc = torch.zeros(4, 2).to(torch.float8_e4m3fn)
+    with pytest.raises(PosteriorError, match="dtype float8_e4m3fn; convert it to float16 or float32"):
+        bnncompress.pack({"w": (loc, torch.ones(4, 2))}, tmp_path / "o.bnc", lam=0.1)

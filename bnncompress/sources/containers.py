@@ -265,17 +265,18 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
             scale_key = f"scales.{site}_unconstrained"
             if scale_key not in sd:
                 raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
-            pairs.add(site, key, (sd[key], F.softplus(_as_tensor(sd[scale_key]))))
+            pairs.add(site, key, (sd[key], F.softplus(_as_tensor(sd[scale_key], where, scale_key))))
             used |= {key, scale_key}
     if "loc" in sd and "scale_unconstrained" in sd:
         # AutoDiagonalNormal / AutoLowRank / AutoMultivariateNormal all store a softplus-positive scale
-        scale = F.softplus(_as_tensor(sd["scale_unconstrained"]))
+        scale = F.softplus(_as_tensor(sd["scale_unconstrained"], where, "scale_unconstrained"))
         if "scale_tril_unconstrained" in sd:  # AutoMultivariateNormal: scale[:, None] * unit lower Cholesky
-            tril = transform_to(constraints.unit_lower_cholesky)(_as_tensor(sd["scale_tril_unconstrained"]))
+            tril = _as_tensor(sd["scale_tril_unconstrained"], where, "scale_tril_unconstrained")
+            tril = transform_to(constraints.unit_lower_cholesky)(tril)
             scale = scale * (tril**2).sum(-1).sqrt()
             warnings.append(f"the multivariate normal guide {NOT_MEAN_FIELD}")
         elif "cov_factor" in sd:
-            scale = scale * (1 + (_as_tensor(sd["cov_factor"]) ** 2).sum(-1)).sqrt()
+            scale = scale * (1 + (_as_tensor(sd["cov_factor"], where, "cov_factor") ** 2).sum(-1)).sqrt()
             warnings.append(f"the low-rank multivariate normal guide {NOT_MEAN_FIELD}")
         pairs.add(FLAT_LATENT_NAME, "loc", (sd["loc"], scale))
     if not pairs:
@@ -371,7 +372,10 @@ def _as_tensor(x: Any, where: str = "", key: str = "") -> Any:
     if isinstance(x, torch.Tensor):
         return x
     try:
-        return torch.as_tensor(np.asarray(x))
+        a = np.asarray(x)
+        if a.dtype.byteorder not in "=|":  # (torch takes neither big-endian arrays nor negative strides)
+            a = a.astype(a.dtype.newbyteorder("="))
+        return torch.as_tensor(a if a.flags.c_contiguous else a.copy())  # (not ascontiguousarray: 0-d stays 0-d)
     except (TypeError, ValueError, RuntimeError):  # (a dict, a string, ragged lists: raw errors before)
         raise PosteriorError(f"{where}: '{key}' is a {type(x).__name__}, not an array of numbers") from None
 
