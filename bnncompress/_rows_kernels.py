@@ -18,7 +18,7 @@ start there. Kept in its own module so that importing bnncompress does not impor
 These kernels inline :mod:`bnncompress._ans`'s ``pop_symbol`` and ``read_initial_state``, and numba's
 on-disk cache only notices a change to this file: a commit that changes those functions (or the constants
 they read) edits this file too, so that every checkout recompiles these kernels (tests/test_architecture.py
-checks this line, kernels taken from other modules: digest ea412ed3c7c0c38d).
+checks this line, kernels taken from other modules: digest c290ac3255b0f387).
 """
 
 from __future__ import annotations

@@ -279,12 +279,12 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
             "their supports are unknown and they load as stored"
         )
     unheld = [name for name, _, _ in sites if name not in tensors]
-    parts = [n for n in tensors if n.endswith(f".{FLAT_LATENT_NAME}")]  # (an AutoGuideList's flat parts)
-    if unheld:
+    parts = [n for n in tensors if n.endswith(f".{FLAT_LATENT_NAME}")]  # (an AutoGuideList's flat parts: at
+    if unheld:  # least two, else the one is named latent; one such name is a site's own)
         where = (
             f"may be in the flat parts {', '.join(parts[:5])}, which are not split into sites (which part holds "
             "which site is not in the store; an AutoGuideList with one flat part is split)"
-            if parts
+            if len(parts) > 1
             else "are in no tensor of the posterior"
         )
         warnings.append(

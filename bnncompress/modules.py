@@ -328,7 +328,7 @@ def condition(archive: Any, model: Any) -> Any:
         fixed = _fixed_sites(model) if isinstance(model, torch.nn.Module) else set()  # (by load_into)
         unused = [n for n in data if n not in nodes and n not in fixed]
         if unused:
-            parts = any(n.endswith(".latent") for n in unused)  # (an AutoGuideList's flat parts: not split)
+            parts = sum(n.endswith(".latent") for n in unused) > 1  # (an AutoGuideList's flat parts: not split)
             why = "an AutoGuideList's flat parts are not split into sites" if parts else "a flat 'latent' needs "
             warnings.warn(
                 f"archive tensor(s) {', '.join(unused[:10])} are not sample sites of the model, so they conditioned "

@@ -201,7 +201,12 @@ def private_directory(name: str) -> str:
         with contextlib.suppress(OSError):
             found = os.lstat(path)  # (not a symbolic link's target)
             if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and found.st_mode & 0o022:
-                shutil.rmtree(path)  # (ours, but what others may have put in it is not run)
+                aside = f"{path}.old-{os.getpid()}"  # (ours, but what others may have put in it is not run; moved
+                os.rename(path, aside)  # aside first: another process may be making the new one meanwhile)
+                if os.lstat(aside).st_ino == found.st_ino:
+                    shutil.rmtree(aside)
+                else:  # (that was the other process's new one: given back)
+                    os.rename(aside, path)
         with contextlib.suppress(OSError):
             os.mkdir(path, 0o700)
         with contextlib.suppress(OSError):

@@ -418,3 +418,18 @@ def test_an_autoguidelists_flat_parts_are_named_in_the_notes(tmp_path):
     assert any("may be in the flat parts AutoGuideList.0.latent, AutoGuideList.1.latent" in w for w in result.warnings)
     with pytest.warns(QualityWarning, match="an AutoGuideList's flat parts are not split into sites"):
         bnncompress.load(tmp_path / "two.bnc").condition(two_site_model)()
+
+
+def test_a_modules_own_weights_beside_a_guides_parameters_are_no_other_guide(tmp_path):
+    """The other-guide check took any key starting with weights. (or deps., white_vecs., ...) for that guide's: a
+    checkpoint of a net with a module named 'weights' and an AutoNormal's state dict was refused (second review)."""
+    state = {"locs.w_unconstrained": torch.zeros(2), "scales.w_unconstrained": torch.zeros(2)}
+    torch.save({**state, "weights.weight": torch.ones(2, 2), "weights.bias": torch.ones(2)}, path := tmp_path / "c.pt")
+    result, _ = _quiet_pack(path, tmp_path / "c.bnc")
+    assert bnncompress.load(result.path).names == ["w"]
+    store = _store(tmp_path / "s.pt", {"AutoNormal.locs.w": [0.0, 1.0]})
+    state = torch.load(store, weights_only=False)
+    state["params"]["AutoNormal.weights.weight"] = torch.ones(2, 2)  # (a guide subclass's own module)
+    torch.save(state, store)
+    result, _ = _quiet_pack(store, tmp_path / "s.bnc")
+    assert bnncompress.load(result.path).names == ["w"]

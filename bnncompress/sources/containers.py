@@ -151,16 +151,18 @@ def _pairs_from_param_store(
     flat: dict[str, tuple[Any, Any]] = {}
     guides: set[str] = set()
     used: set[str] = set()
+    sites: dict[str, set[str]] = {}  # AutoNormal-like guides' sites, by guide
     for key in params:  # AutoNormal first (its sites may be named loc and scale): <guide>.locs.<site>
         split = _autonormal_split(key, params, where) if isinstance(key, str) and ".locs." in key else None
         if split:
             prefix, site = split
-            _refuse_other_guides(
-                [k[len(prefix) + 1 :] for k in params if isinstance(k, str) and k.startswith(prefix + ".")], where
-            )
+            sites.setdefault(prefix, set()).add(site)
             pairs.add(site, key, (constrained(key), constrained(f"{prefix}.scales.{site}")))
             guides.add(prefix)
             used |= {key, f"{prefix}.scales.{site}"}
+    for prefix, its_sites in sites.items():  # (once per guide: a store of 4,000 sites)
+        own = [k[len(prefix) + 1 :] for k in params if isinstance(k, str) and k.startswith(prefix + ".")]
+        _refuse_other_guides(own, its_sites, where)
     for key in params:
         if not isinstance(key, str) or key in used:
             continue
@@ -196,24 +198,24 @@ def _pairs_from_param_store(
 
 
 #: Parameters of guides whose posterior is no normal per site though they also have AutoNormal's locs and scales.
-_OTHER_GUIDES = {
-    "scale_trils": "AutoStructured",
-    "deps": "AutoStructured",
-    "white_vecs": "AutoGaussian",
-    "prec_sqrts": "AutoGaussian",
-    "weights": "AutoHierarchicalNormalMessenger",
-}
+_OTHER_GUIDES = dict(scale_trils="AutoStructured", deps="AutoStructured", white_vecs="AutoGaussian")
+_OTHER_GUIDES.update(prec_sqrts="AutoGaussian", weights="AutoHierarchicalNormalMessenger")
 
 
-def _refuse_other_guides(keys: list[str], where: str) -> None:
-    """Refuse the parameters (names within one guide) of a guide whose locs are not its posterior's centre."""
-    found = sorted({k.split(".", 1)[0] for k in keys if "." in k and k.split(".", 1)[0] in _OTHER_GUIDES})
-    if found:
-        kind = _OTHER_GUIDES[found[0]]
-        raise PosteriorError(
-            f"{where}: its {' / '.join(found)} parameters are an {kind} guide's, whose posterior is not a normal at "
-            "its locs; pack an AutoNormal, AutoDiagonalNormal or (multivariate) normal guide"
-        )
+def _refuse_other_guides(keys: list[str], sites: set[str], where: str, suffix: str = "") -> None:
+    """Refuse a guide whose locs are not its posterior's centre: among ``keys`` (names within one guide), one of
+    :data:`_OTHER_GUIDES`' parameters of one of its ``sites`` (``white_vecs.<site><suffix>``, ``deps.<site>.<...>``;
+    a user's own module named ``weights`` beside the guide's parameters is not one)."""
+    for key in keys:
+        head, _, rest = key.partition(".")
+        if head not in _OTHER_GUIDES:
+            continue
+        parts = rest.removesuffix(suffix).split(".")
+        if any(".".join(parts[:i]) in sites for i in range(1, len(parts) + 1)):
+            raise PosteriorError(
+                f"{where}: its {head} parameters are an {_OTHER_GUIDES[head]} guide's, whose posterior is not a "
+                "normal at its locs; pack an AutoNormal, AutoDiagonalNormal or (multivariate) normal guide"
+            )
 
 
 def _autonormal_split(key: str, params: Mapping, where: str) -> tuple[str, str] | None:
@@ -257,7 +259,13 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
     from torch.distributions import transform_to
 
     pairs = _Pairs(where)
-    _refuse_other_guides([k for k in sd if isinstance(k, str)], where)
+    suffix = "_unconstrained"
+    sites = {
+        k[len("locs.") : -len(suffix)]
+        for k in sd
+        if isinstance(k, str) and k.startswith("locs.") and k.endswith(suffix)
+    }
+    _refuse_other_guides([k for k in sd if isinstance(k, str)], sites, where, suffix)
     used = {"loc", "scale_unconstrained", "scale_tril_unconstrained", "cov_factor"}
     for key in sd:
         if isinstance(key, str) and key.startswith("locs.") and key.endswith("_unconstrained"):
