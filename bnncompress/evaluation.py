@@ -121,6 +121,8 @@ def _posterior_means(path: Path, tensor: str | None):
     if tensor in posterior.supports:  # unconstrained as stored: the posterior median, as an archive loads it
         loc = constrain(posterior.supports[tensor], loc, f"tensor '{tensor}' of '{path}'").astype(np.float32)
         point = "medians"
+    if loc.ndim != 2:  # (a support that makes matrices of rows: corr_cholesky)
+        raise OptionError(f"tensor {tensor!r} of '{path}' loads with shape {loc.shape}: no word vectors")
     kv = KeyedVectors(vector_size=loc.shape[1], count=0, dtype=np.float32)
     kv.add_vectors(posterior.vocab, loc)
     return kv, f"{tensor} (posterior {point})"

@@ -293,10 +293,8 @@ class Archive:
         shape, vocab = tuple(self.record(name).shape), self._contents.vocab
         if vocab is None:
             raise OptionError(f"the archive has no vocabulary; pack it with «vocab» to get word vectors for '{name}'")
-        if len(shape) != 2 or shape[0] != len(vocab):
-            raise OptionError(
-                f"tensor '{name}' has shape {shape}, which the {len(vocab)}-word vocabulary does not label"
-            )
+        if len(shape) != 2 or shape[0] != len(vocab) or len(self.shape(name)) != 2:  # (as it loads: a support's)
+            raise OptionError(f"tensor '{name}' has shape {self.shape(name)}: no word vectors of {len(vocab)} words")
         return vocab
 
     def default_embedding_name(self) -> str:

@@ -343,3 +343,27 @@ def test_a_gensim_keyed_vectors_file_is_told_as_what_it_is(tmp_path, tiny_kv):
         evaluate(tmp_path / "v.kv")
     r = runner.invoke(app, ["eval", str(tmp_path / "v.kv")])
     assert r.exit_code == 2 and "gensim KeyedVectors file" in r.output and "Unsupported operand" not in r.output
+
+
+def test_word_vectors_whose_support_makes_matrices_are_refused_in_one_line(tmp_path):
+    """A vocabulary-labelled tensor with a corr_cholesky support loads as (V, 3, 3): to_keyed_vectors, exports and
+    evaluate checked the stored (V, 3) shape and gensim then raised its own ValueError (kv hunt)."""
+    import torch
+
+    vocab = [f"w{i}" for i in range(50)]
+    store = {
+        "params": {
+            "AutoNormal.locs.word_vectors": torch.zeros(50, 3),
+            "AutoNormal.scales.word_vectors": torch.full((50, 3), 0.2),
+        },
+        "constraints": {},
+        "supports": {"word_vectors": {"constraint": "corr_cholesky"}},
+        "vocab": vocab,
+    }
+    torch.save(store, tmp_path / "corr.pt")
+    a = bnncompress.load(bnncompress.pack(tmp_path / "corr.pt", tmp_path / "corr.bnc", lam=0.1).path)
+    for call in (a.to_keyed_vectors, lambda: a.export(tmp_path / "c.txt"), lambda: bnncompress.evaluate(a)):
+        with pytest.raises(bnncompress.OptionError, match=r"shape \(50, 3, 3\)"):
+            call()
+    with pytest.raises(bnncompress.OptionError, match=r"loads with shape \(50, 3, 3\): no word vectors"):
+        bnncompress.evaluate(tmp_path / "corr.pt")
