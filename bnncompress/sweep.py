@@ -133,7 +133,7 @@ def _check_request(
         check_requirements(m)
     if not methods or not bits:
         raise OptionError("give at least one method and one rate")
-    if any(not (b > 0 and math.isfinite(b)) for b in bits):
+    if not all(_positive_rate(b) for b in bits):
         raise OptionError("every rate in «bits» must be a positive number")
     check_word_vector_options(tensor, restrict_vocab)
     for name, value in (("csv_path", csv_path), ("plot_path", plot_path)):
@@ -261,3 +261,11 @@ def plot(
         fig.tight_layout()
         fig.savefig(write_to(path), dpi=120, format=path.suffix.lstrip(".") or "png")
     return paths
+
+
+def _positive_rate(bits: Any) -> bool:
+    """A positive, finite rate (an int too large for a float is none: float() raised a bare OverflowError)."""
+    try:
+        return float(bits) > 0 and math.isfinite(float(bits))
+    except OverflowError:
+        return False

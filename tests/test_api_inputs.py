@@ -8,6 +8,7 @@ import copy
 import multiprocessing
 import pickle
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 import bnncompress
-from bnncompress import ArchiveError, ModelMismatchError, PosteriorError
+from bnncompress import ArchiveError, ModelMismatchError, OptionError, PosteriorError
 from bnncompress.cli import app
 from bnncompress.errors import ArgumentTypeError
 from bnncompress.posterior import Posterior, TensorPosterior
@@ -331,3 +332,13 @@ def test_load_into_refuses_a_prefix_that_is_no_str(archive_path):
 def test_an_empty_archive_path_is_said(tmp_path):
     with pytest.raises(ArchiveError, match="path is empty"):
         bnncompress.load("")
+
+
+def test_a_rate_too_large_for_a_float_is_an_option_error(tmp_path):
+    """bits=10**400, lam=10**400 and sweep(bits=[10**400]) raised a bare OverflowError (rates hunt)."""
+    posterior = {"w": (np.zeros((10, 4)), np.ones((10, 4)))}
+    for kwargs in ({"bits": 10**400}, {"lam": 10**400}):
+        with pytest.raises(OptionError, match="too large for a float"):
+            bnncompress.pack(posterior, tmp_path / "w.bnc", **kwargs)
+    with pytest.raises(OptionError, match="positive number"):
+        bnncompress.sweep(Path(__file__).parent.parent / "data" / "example.pt", ["uniform"], [10**400], csv_path=None)
