@@ -11,6 +11,7 @@ task per core.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import operator
@@ -18,12 +19,14 @@ import os
 import random
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import OptionError
+from .errors import BnnCompressError, OptionError
 from .forksafe import runs_alone
 from .numbaenv import check_numba_environment, numba_threads
 
@@ -33,6 +36,9 @@ TASK_SYMBOLS = 1 << 21
 KEEP_BYTES = 1 << 29
 #: Seconds to connect to a Dask scheduler and hear its greeting.
 CONNECT_SECONDS = 5
+#: A Dask pack's wait for a result checks every this many seconds that the cluster still has workers, and gives up
+#: after this long without any (a pack whose workers were all killed waited for ever, silently).
+WORKERLESS_POLL, WORKERLESS_SECONDS = 5, 60
 
 
 class Executor(Protocol):
@@ -136,6 +142,19 @@ class DaskExecutor:
     def __init__(self, client: Any):
         self.client = client
         workers = client.scheduler_info().get("workers", {})
+        if not workers:  # (a pack waited for ever, silently)
+            raise OptionError(
+                "the Dask scheduler has no workers; start some (dask worker ADDRESS) before packing on it"
+            )
+        try:  # (a worker of another release failed deep in the pipeline with a bare traceback)
+            other = sorted(str(a) for a, digest in client.run(package_digest).items() if digest != package_digest())
+        except Exception:  # (one whose bnncompress has no package_digest, or none at all)
+            other = ["of the cluster's"]
+        if other:
+            raise OptionError(
+                f"a Dask worker ({', '.join(other[:3])}) runs another bnncompress than this process (or none); "
+                "install this one on every worker"
+            )
         self.slots = max(len(workers), 1)
         self.task_symbols = 4 * TASK_SYMBOLS  # fewer, larger tasks: scheduling costs a few ms each
         self.keep_bytes = KEEP_BYTES * self.slots  # kept results stay on the workers
@@ -147,10 +166,11 @@ class DaskExecutor:
         futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
         try:
             for i in range(len(futures)):
-                yield futures[i].result()
+                yield self._result(futures[i])
                 futures[i] = None  # lets the cluster forget the result
         finally:
-            self.client.cancel([f for f in futures if f is not None])
+            with contextlib.suppress(Exception):  # (a client the caller closed: its error is not the one to say)
+                self.client.cancel([f for f in futures if f is not None])
 
     def map_keep(self, fn: Callable[..., tuple[Any, Any]], tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
         futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
@@ -158,7 +178,44 @@ class DaskExecutor:
             result = self.client.submit(operator.getitem, futures[i], 0, pure=False)
             kept = self.client.submit(operator.getitem, futures[i], 1, pure=False)
             futures[i] = None
-            yield result.result(), kept
+            yield self._result(result), kept
+
+    def _result(self, future: Any) -> Any:
+        """The task's result; the cluster's own failures (the scheduler gone, every worker gone for a minute, a
+        worker killed on a task, a worker of another bnncompress) as one :class:`OptionError` line."""
+        alone_since = None
+        while True:
+            try:
+                return future.result(timeout=WORKERLESS_POLL)
+            except TimeoutError:  # (still running, or no worker left to run it)
+                if self.client.scheduler_info().get("workers"):
+                    alone_since = None
+                    continue
+                alone_since = alone_since or time.monotonic()
+                if time.monotonic() - alone_since >= WORKERLESS_SECONDS:
+                    raise OptionError(
+                        f"the Dask cluster has had no workers for {WORKERLESS_SECONDS} s; start some, or pack locally"
+                    ) from None
+            except (BnnCompressError, MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # (a task's error of the package's own is a BnnCompressError, raised above)
+                raise OptionError(
+                    f"packing on the Dask cluster failed ({type(exc).__name__}: {_reason(exc)}); check that the "
+                    "scheduler and workers run and have this version of bnncompress"
+                ) from None
+
+
+def package_digest() -> str:
+    """A digest of the package's source files: the same code gives the same digest on every host.
+
+    Example:
+        >>> package_digest() == package_digest()
+        True
+    """
+    root, digest = Path(__file__).parent, hashlib.sha256()
+    for source in sorted(root.rglob("*.py")):
+        digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _import_distributed() -> Any:

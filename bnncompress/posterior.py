@@ -159,7 +159,13 @@ class StoredTensor(TensorPosterior):
         """Raise :class:`PosteriorError` if a file this tensor reads was written, replaced or removed
         since it was opened (the rows read before and after would be of two different files)."""
         for path, stamp in self.stamps():
-            if file_stamp(path) != stamp:
+            now = file_stamp(path)
+            if now is None and stamp is not None and not os.path.exists(path):  # (a Dask worker that lacks it)
+                raise PosteriorError(
+                    f"{self.where}: '{path}' cannot be found here (removed, or a Dask worker that does not have it: "
+                    f"give an absolute path on a file system every worker shares; working directory {os.getcwd()})"
+                )
+            if now != stamp:
                 raise PosteriorError(
                     f"{self.where}: '{path}' was changed while '{self.name}' was read from it; pack again once "
                     "nothing writes to it"

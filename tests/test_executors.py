@@ -56,3 +56,64 @@ def test_an_abandoned_map_runs_none_of_its_tasks_afterwards():
         done = len(ran)
         time.sleep(0.2)
         assert len(ran) == done < 18
+
+
+class _FakeFuture:
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def result(self, timeout=None):
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+class _FakeClient:
+    """What DaskExecutor asks of a distributed.Client, scripted."""
+
+    def __init__(self, workers=("tcp://w1",), digest=None, outcome=1):
+        self.workers, self.digest, self.outcome = list(workers), digest, outcome
+
+    def scheduler_info(self):
+        return {"workers": {w: {} for w in self.workers}}
+
+    def run(self, fn):
+        return {w: self.digest or fn() for w in self.workers}
+
+    def submit(self, *args, **kwargs):
+        return _FakeFuture(self.outcome)
+
+    def cancel(self, futures):
+        raise RuntimeError("the client was closed")  # (as a closed client does: not the error to say)
+
+
+def test_a_dask_cluster_that_cannot_pack_is_one_line():
+    """A scheduler without workers made a pack wait for ever, silently; a worker of another bnncompress, the scheduler
+    killed or a worker killed on a task ended the CLI in Dask's traceback (daskfail hunt)."""
+    from bnncompress import OptionError
+    from bnncompress.executors import DaskExecutor
+
+    with pytest.raises(OptionError, match="has no workers"):
+        DaskExecutor(_FakeClient(workers=()))
+    with pytest.raises(OptionError, match=r"tcp://w1\) runs another bnncompress"):
+        DaskExecutor(_FakeClient(digest="another"))
+    failing = DaskExecutor(_FakeClient(outcome=RuntimeError("FutureCancelledError: cancelled")))
+    with pytest.raises(OptionError, match="packing on the Dask cluster failed .RuntimeError"):
+        list(failing.map(pow, [(2, 3)]))
+    assert list(DaskExecutor(_FakeClient(outcome=8)).map(pow, [(2, 3)])) == [8]
+
+
+def test_a_posterior_file_missing_on_a_worker_is_said_so(tmp_path):
+    """A worker without the file (a relative path, a worker started elsewhere) was told the file 'was changed while it
+    was read' and to pack again, which failed the same way."""
+    import numpy as np
+
+    from bnncompress import PosteriorError
+    from bnncompress.sources import open_posterior
+
+    np.save(tmp_path / "w.loc.npy", np.zeros((4, 2), np.float32))
+    np.save(tmp_path / "w.scale.npy", np.ones((4, 2), np.float32))
+    tensor = open_posterior(tmp_path).tensors["w"]  # (an .npy directory: read by rows, stamped)
+    (tmp_path / "w.loc.npy").unlink()
+    with pytest.raises(PosteriorError, match="cannot be found here"):
+        tensor.check_unchanged()
