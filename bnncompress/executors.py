@@ -22,11 +22,11 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import BnnCompressError, OptionError
+from .errors import OptionError
 from .forksafe import runs_alone
 from .numbaenv import check_numba_environment, numba_threads
 
@@ -36,8 +36,7 @@ TASK_SYMBOLS = 1 << 21
 KEEP_BYTES = 1 << 29
 #: Seconds to connect to a Dask scheduler and hear its greeting.
 CONNECT_SECONDS = 5
-#: A Dask pack's wait for a result checks every this many seconds that the cluster still has workers, and gives up
-#: after this long without any (a pack whose workers were all killed waited for ever, silently).
+#: A Dask pack checks this often that its cluster has workers, and gives up after this long without (was: never).
 WORKERLESS_POLL, WORKERLESS_SECONDS = 5, 60
 
 
@@ -141,19 +140,24 @@ class DaskExecutor:
 
     def __init__(self, client: Any):
         self.client = client
-        workers = client.scheduler_info().get("workers", {})
-        if not workers:  # (a pack waited for ever, silently)
+        try:  # (workers may join late: an adaptive cluster starts at none; with none a pack waited for ever, silently)
+            client.wait_for_workers(1, timeout=WORKERLESS_SECONDS)
+        except TimeoutError:
             raise OptionError(
-                "the Dask scheduler has no workers; start some (dask worker ADDRESS) before packing on it"
-            )
+                f"no worker joined the Dask scheduler within {WORKERLESS_SECONDS} s; start some (dask worker ADDRESS)"
+            ) from None
+        workers = client.scheduler_info().get("workers", {})
         try:  # (a worker of another release failed deep in the pipeline with a bare traceback)
             other = sorted(str(a) for a, digest in client.run(package_digest).items() if digest != package_digest())
-        except Exception:  # (one whose bnncompress has no package_digest, or none at all)
-            other = ["of the cluster's"]
+        except Exception as exc:  # (one whose bnncompress has no package_digest, or none at all)
+            raise OptionError(
+                f"could not ask the Dask workers which bnncompress they run ({type(exc).__name__}: {_reason(exc)}); "
+                "install this one on every worker"
+            ) from None
         if other:
             raise OptionError(
-                f"a Dask worker ({', '.join(other[:3])}) runs another bnncompress than this process (or none); "
-                "install this one on every worker"
+                f"a Dask worker ({', '.join(other[:3])}) runs other bnncompress source files than this process (a "
+                "digest of the package's .py files differs); install this one on every worker"
             )
         self.slots = max(len(workers), 1)
         self.task_symbols = 4 * TASK_SYMBOLS  # fewer, larger tasks: scheduling costs a few ms each
@@ -181,28 +185,34 @@ class DaskExecutor:
             yield self._result(result), kept
 
     def _result(self, future: Any) -> Any:
-        """The task's result; the cluster's own failures (the scheduler gone, every worker gone for a minute, a
-        worker killed on a task, a worker of another bnncompress) as one :class:`OptionError` line."""
+        """The task's result, its own errors as it raised them; the cluster's own failures (the scheduler gone, a
+        worker killed on a task, no worker left for WORKERLESS_SECONDS) as one :class:`OptionError` line."""
+        from distributed import wait as done_within  # (distributed is installed: the caller made a Client)
+
         alone_since = None
         while True:
             try:
-                return future.result(timeout=WORKERLESS_POLL)
+                done_within([future], timeout=WORKERLESS_POLL)
+                break
             except TimeoutError:  # (still running, or no worker left to run it)
-                if self.client.scheduler_info().get("workers"):
-                    alone_since = None
-                    continue
-                alone_since = alone_since or time.monotonic()
-                if time.monotonic() - alone_since >= WORKERLESS_SECONDS:
+                try:
+                    workers = self.client.scheduler_info().get("workers")
+                except Exception:  # (the scheduler gone: the future is cancelled soon)
+                    workers = None
+                alone_since = None if workers else alone_since or time.monotonic()
+                if alone_since and time.monotonic() - alone_since >= WORKERLESS_SECONDS:
                     raise OptionError(
                         f"the Dask cluster has had no workers for {WORKERLESS_SECONDS} s; start some, or pack locally"
                     ) from None
-            except (BnnCompressError, MemoryError, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # (a task's error of the package's own is a BnnCompressError, raised above)
-                raise OptionError(
-                    f"packing on the Dask cluster failed ({type(exc).__name__}: {_reason(exc)}); check that the "
-                    "scheduler and workers run and have this version of bnncompress"
-                ) from None
+        try:
+            return future.result()
+        except Exception as exc:
+            if not _cluster_failure(exc):
+                raise  # (a task's own error, as it raised it)
+            raise OptionError(
+                f"packing on the Dask cluster failed ({type(exc).__name__}: {_reason(exc)}); check that the "
+                "scheduler and workers run"
+            ) from None
 
 
 def package_digest() -> str:
@@ -216,6 +226,11 @@ def package_digest() -> str:
     for source in sorted(root.rglob("*.py")):
         digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _cluster_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is Dask's own (a cancelled future, a killed worker, a closed connection), not a task's."""
+    return isinstance(exc, CancelledError) or type(exc).__module__.split(".")[0] in ("distributed", "tornado")
 
 
 def _import_distributed() -> Any:
