@@ -167,7 +167,8 @@ class DaskExecutor:
         return self.client.scatter(obj, broadcast=False, hash=False)
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
-        futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
+        with cluster_errors():
+            futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
         try:
             for i in range(len(futures)):
                 yield self._result(futures[i])
@@ -177,24 +178,29 @@ class DaskExecutor:
                 self.client.cancel([f for f in futures if f is not None])
 
     def map_keep(self, fn: Callable[..., tuple[Any, Any]], tasks: Sequence[tuple]) -> Iterator[tuple[Any, Any]]:
-        futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
+        with cluster_errors():
+            futures = [self.client.submit(single_threaded, fn, *args, pure=False) for args in tasks]
         for i in range(len(futures)):
-            result = self.client.submit(operator.getitem, futures[i], 0, pure=False)
-            kept = self.client.submit(operator.getitem, futures[i], 1, pure=False)
+            with cluster_errors():
+                result = self.client.submit(operator.getitem, futures[i], 0, pure=False)
+                kept = self.client.submit(operator.getitem, futures[i], 1, pure=False)
             futures[i] = None
             yield self._result(result), kept
 
     def _result(self, future: Any) -> Any:
-        """The task's result, its own errors as it raised them; the cluster's own failures (the scheduler gone, a
-        worker killed on a task, no worker left for WORKERLESS_SECONDS) as one :class:`OptionError` line."""
+        """The task's result, its own errors as it raised them (:func:`cluster_errors`); no worker left for
+        WORKERLESS_SECONDS: one :class:`OptionError` line."""
         from distributed import wait as done_within  # (distributed is installed: the caller made a Client)
 
         alone_since = None
-        while True:
-            try:
-                done_within([future], timeout=WORKERLESS_POLL)
-                break
-            except TimeoutError:  # (still running, or no worker left to run it)
+        with cluster_errors():
+            while True:
+                try:
+                    done_within([future], timeout=WORKERLESS_POLL)
+                    return future.result()
+                except TimeoutError:  # (still running, or no worker left to run it; not the task's: it is not done)
+                    if future.done():
+                        raise
                 try:
                     workers = self.client.scheduler_info().get("workers")
                 except Exception:  # (the scheduler gone: the future is cancelled soon)
@@ -203,34 +209,30 @@ class DaskExecutor:
                 if alone_since and time.monotonic() - alone_since >= WORKERLESS_SECONDS:
                     raise OptionError(
                         f"the Dask cluster has had no workers for {WORKERLESS_SECONDS} s; start some, or pack locally"
-                    ) from None
-        try:
-            return future.result()
-        except Exception as exc:
-            if not _cluster_failure(exc):
-                raise  # (a task's own error, as it raised it)
-            raise OptionError(
-                f"packing on the Dask cluster failed ({type(exc).__name__}: {_reason(exc)}); check that the "
-                "scheduler and workers run"
-            ) from None
+                    )
 
 
 def package_digest() -> str:
-    """A digest of the package's source files: the same code gives the same digest on every host.
-
-    Example:
-        >>> package_digest() == package_digest()
-        True
-    """
+    """A digest of the package's source files: the same code gives the same digest on every host."""
     root, digest = Path(__file__).parent, hashlib.sha256()
     for source in sorted(root.rglob("*.py")):
         digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _cluster_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is Dask's own (a cancelled future, a killed worker, a closed connection), not a task's."""
-    return isinstance(exc, CancelledError) or type(exc).__module__.split(".")[0] in ("distributed", "tornado")
+@contextlib.contextmanager
+def cluster_errors() -> Iterator[None]:
+    """Dask's own failures (a cancelled future: the scheduler gone; a killed worker; a closed connection) as one
+    :class:`OptionError` line; a task's own errors as it raised them."""
+    try:
+        yield
+    except Exception as exc:
+        if not (isinstance(exc, CancelledError) or type(exc).__module__.split(".")[0] in ("distributed", "tornado")):
+            raise
+        raise OptionError(
+            f"packing on the Dask cluster failed ({type(exc).__name__}: {_reason(exc)}); check that the scheduler "
+            "and workers run"
+        ) from None
 
 
 def _import_distributed() -> Any:
@@ -289,13 +291,10 @@ def executor_for(workers: int | None = None, scheduler: Any = None) -> Iterator[
 @contextlib.contextmanager
 def _callers_state_kept() -> Iterator[Callable[[], None]]:
     """Give back the environment, ``random``'s state and the logging handlers a local cluster changes: its
-    nannies set OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in this process's ``os.environ`` (every process
-    started afterwards inherited them), its scheduler draws from ``random``, and each cluster added a
-    handler (a deque of records) to distributed's nanny and scheduler loggers, never removed. Yields
-    ``started()``, to call once the cluster is up: the variables it set then are the ones given back, each only
-    if it still has the cluster's value (what other threads set meanwhile stays; a whole snapshot put back undid
-    it, and two overlapping packs left the cluster's variables for good). ``random`` is given back only if no other
-    thread of the caller's runs (Dask's are daemons): another's draws would come again."""
+    nannies set OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in ``os.environ``, its scheduler draws from ``random``, each
+    cluster adds handlers to distributed's loggers. Yields ``started()``, to call once the cluster is up: the variables
+    it set then are given back, each only if it still has the cluster's value (a whole snapshot put back undid other
+    threads' variables); ``random`` only if no other thread runs (Dask's are daemons)."""
     environment, state = dict(os.environ), random.getstate()
     handlers = {name: list(logger.handlers) for name, logger in _distributed_loggers()}
     changed: dict[str, str] = {}

@@ -101,8 +101,11 @@ def test_a_dask_cluster_that_cannot_pack_is_one_line_and_a_tasks_own_errors_pass
             assert list(dask.map(_sleeps, [(0.5,), (0.1,)])) == [0.5, 0.1]  # (polled, not cut short)
     with pytest.raises(OptionError, match=r"tcp://w1\) runs other bnncompress source files"):
         executors.DaskExecutor(_OtherRelease())
-    assert executors._cluster_failure(distributed.client.FutureCancelledError("k", "reason"))
-    assert not executors._cluster_failure(ValueError("a task's"))
+    with pytest.raises(OptionError, match="packing on the Dask cluster failed .FutureCancelledError"):
+        with executors.cluster_errors():
+            raise distributed.client.FutureCancelledError("k", "reason")
+    with pytest.raises(ValueError, match="a task"), executors.cluster_errors():
+        raise ValueError("a task's")
 
 
 def test_a_posterior_file_missing_on_a_worker_is_said_so(tmp_path):
