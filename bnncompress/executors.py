@@ -148,7 +148,8 @@ class DaskExecutor:
             ) from None
         workers = client.scheduler_info().get("workers", {})
         try:  # (a worker of another release failed deep in the pipeline with a bare traceback)
-            other = sorted(str(a) for a, digest in client.run(package_digest).items() if digest != package_digest())
+            ours = package_digest()
+            other = sorted(str(a) for a, digest in client.run(package_digest).items() if digest != ours)
         except Exception as exc:  # (one whose bnncompress has no package_digest, or none at all)
             raise OptionError(
                 f"could not ask the Dask workers which bnncompress they run ({type(exc).__name__}: {_reason(exc)}); "

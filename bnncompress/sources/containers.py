@@ -260,21 +260,19 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
 
     pairs = _Pairs(where)
     suffix = "_unconstrained"
-    sites = {
+    sites = [
         k[len("locs.") : -len(suffix)]
         for k in sd
         if isinstance(k, str) and k.startswith("locs.") and k.endswith(suffix)
-    }
-    _refuse_other_guides([k for k in sd if isinstance(k, str)], sites, where, suffix)
+    ]
+    _refuse_other_guides([k for k in sd if isinstance(k, str)], set(sites), where, suffix)
     used = {"loc", "scale_unconstrained", "scale_tril_unconstrained", "cov_factor"}
-    for key in sd:
-        if isinstance(key, str) and key.startswith("locs.") and key.endswith("_unconstrained"):
-            site = key[len("locs.") : -len("_unconstrained")]
-            scale_key = f"scales.{site}_unconstrained"
-            if scale_key not in sd:
-                raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
-            pairs.add(site, key, (sd[key], F.softplus(_as_tensor(sd[scale_key], where, scale_key))))
-            used |= {key, scale_key}
+    for site in sites:
+        key, scale_key = f"locs.{site}{suffix}", f"scales.{site}{suffix}"
+        if scale_key not in sd:
+            raise PosteriorError(f"{where}: '{key}' has no matching '{scale_key}'")
+        pairs.add(site, key, (sd[key], F.softplus(_as_tensor(sd[scale_key], where, scale_key))))
+        used |= {key, scale_key}
     if "loc" in sd and "scale_unconstrained" in sd:
         # AutoDiagonalNormal / AutoLowRank / AutoMultivariateNormal all store a softplus-positive scale
         scale = F.softplus(_as_tensor(sd["scale_unconstrained"], where, "scale_unconstrained"))
