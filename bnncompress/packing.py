@@ -221,7 +221,8 @@ def _check_blockwise(quantizer: Quantizer, lazy: bool) -> None:
         )
 
 
-def _fits_a_float(value: Any) -> bool:
+def fits_a_float(value: Any) -> bool:
+    """Whether ``float(value)`` works (an int of 10**400 raises OverflowError)."""
     try:
         float(value)
         return True
@@ -236,7 +237,7 @@ def _check_arguments(
     for name, value in (("bits", bits), ("lam", lam)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise ArgumentTypeError(f"«{name}» must be a number, not a {type(value).__name__}")
-        if value is not None and not _fits_a_float(value):  # (10**400: float() raised a bare OverflowError)
+        if value is not None and not fits_a_float(value):  # (10**400: float() raised a bare OverflowError)
             raise OptionError(f"«{name}» is too large for a float; give a finite number")
     if bits is not None and lam is not None:
         raise OptionError("give either «bits» or «lam», not both")

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import ArgumentTypeError, OptionError, RateControlError
 from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_word_vectors
 from .files import atomic_output, check_output_path, scratch_directory
-from .packing import notes_unwarned, pack
+from .packing import fits_a_float, notes_unwarned, pack
 from .progress import Progress, no_progress
 from .quantizers import METHODS, check_requirements
 from .sources import read_posterior
@@ -133,7 +133,7 @@ def _check_request(
         check_requirements(m)
     if not methods or not bits:
         raise OptionError("give at least one method and one rate")
-    if not all(_positive_rate(b) for b in bits):
+    if not all(fits_a_float(b) and b > 0 and math.isfinite(float(b)) for b in bits):
         raise OptionError("every rate in «bits» must be a positive number")
     check_word_vector_options(tensor, restrict_vocab)
     for name, value in (("csv_path", csv_path), ("plot_path", plot_path)):
@@ -261,11 +261,3 @@ def plot(
         fig.tight_layout()
         fig.savefig(write_to(path), dpi=120, format=path.suffix.lstrip(".") or "png")
     return paths
-
-
-def _positive_rate(bits: Any) -> bool:
-    """A positive, finite rate (an int too large for a float is none: float() raised a bare OverflowError)."""
-    try:
-        return float(bits) > 0 and math.isfinite(float(bits))
-    except OverflowError:
-        return False
