@@ -89,11 +89,14 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
     targets = set(params) | set(samples)
     # a tied weight, or a site (a shared layer's, a named root's), is given under any of its names
     given = {id(params[n]) for n in names if n in params} | {_site(samples[n]) for n in names if n in samples}
+    listed_as: dict[tuple[int, str], str] = {}  # the name a site missing under all its names is listed as: its first
+    for n in sorted(samples):
+        listed_as.setdefault(_site(samples[n]), n)
     missing = sorted(
         n
         for n in targets - set(names)
         if (id(params[n]) if n in params else _site(samples[n])) not in given
-        and (n in params or _canonical(samples, n))  # (a site missing under all its names: said once)
+        and (n in params or listed_as[_site(samples[n])] == n)  # (a site missing under all its names: said once)
     )
     outside = sorted(n for n in archive.names if not n.startswith(prefix))
     unexpected = sorted(set(names) - targets) + outside
@@ -182,12 +185,6 @@ def _hint(archive_names: list[str]) -> str:
         f"the archive's names are {', '.join(_few(sorted(archive_names), 3))}: a wrapper adds a prefix to every "
         "name (DataParallel: pass model.module; torch.compile: model._orig_mod), or pass prefix= for the archive's own"
     )
-
-
-def _canonical(samples: dict[str, tuple[Any, str]], name: str) -> bool:
-    """``name`` is the one a site missing under all its names is listed as: the first of them in order."""
-    key = _site(samples[name])
-    return name == min(n for n, s in samples.items() if _site(s) == key)
 
 
 def _few(names: list[str], most: int = 10) -> list[str]:
