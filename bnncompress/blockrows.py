@@ -95,7 +95,7 @@ class BlockRows:
 
     def imap_kept(self, fn: Callable[..., Any], kept: list[Any], *args: Any) -> Iterator[Any]:
         """As :meth:`imap`, each block's grid indices (one per weight) from ``kept``, a task's each as the
-        count pass kept them (:meth:`~bnncompress.pipeline.TensorJob.histogram`), given as ``fn``'s second argument."""
+        count pass kept them (:meth:`~bnncompress.tensorjob.TensorJob.histogram`), given as ``fn``'s second argument."""
         for part in self.executor.map(map_kept_task, [t + (k,) for t, k in zip(self.tasks(fn, args), kept)]):
             yield from part
 

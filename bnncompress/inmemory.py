@@ -1,6 +1,6 @@
 """A quantizer fitted to one tensor in memory, for direct use (tests, notebooks, recipes).
 
-:func:`fit_in_memory` runs the pack pipeline's own :class:`~bnncompress.pipeline.TensorJob` on
+:func:`fit_in_memory` runs the pack pipeline's own :class:`~bnncompress.tensorjob.TensorJob` on
 the tensor, serially in this process, so that what it fits, assigns and reconstructs is what a
 pack would; :class:`InMemoryFit` adds the uncoded symbols (:meth:`InMemoryFit.quantize`).
 """
@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 
 from .executors import LocalExecutor
-from .pipeline import KeepBudget, TensorJob
 from .posterior import TensorPosterior
 from .quantizers import Block, FittedQuantizer, QuantizedTensor, Quantizer, compact
+from .tensorjob import KeepBudget, TensorJob
 
 
 class InMemoryFit(TensorJob):
-    """A :class:`~bnncompress.pipeline.TensorJob` of a tensor in memory, named after its method:
+    """A :class:`~bnncompress.tensorjob.TensorJob` of a tensor in memory, named after its method:
     ``fit_in_memory(VBQ(), tensor).quantize(lam).values()``."""
 
     def __init__(self, quantizer: Quantizer, tensor: TensorPosterior):

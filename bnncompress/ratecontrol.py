@@ -43,7 +43,7 @@ _CODER_STATE_BITS = 24
 
 
 class RateModel(Protocol):
-    """One tensor as rate control sees it (:class:`bnncompress.pipeline.TensorJob`)."""
+    """One tensor as rate control sees it (:class:`bnncompress.tensorjob.TensorJob`)."""
 
     shape: tuple[int, ...]
     num_weights: int

@@ -12,7 +12,6 @@ import pytest
 
 import bnncompress
 from bnncompress.inmemory import InMemoryFit, fit_in_memory
-from bnncompress.pipeline import TensorJob
 from bnncompress.posterior import TensorPosterior
 from bnncompress.quantizers import (
     DEFAULT_METHOD,
@@ -28,6 +27,7 @@ from bnncompress.quantizers.entropy_constrained import EmpiricalPass, VBQPass
 from bnncompress.quantizers.pq import PQState
 from bnncompress.quantizers.transform import ColumnValues, SeedGrid
 from bnncompress.tasks import CHECKED, Quality
+from bnncompress.tensorjob import TensorJob
 
 #: Options other than every default, for every method of the package.
 NON_DEFAULT = {

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bnncompress
-from bnncompress import coding, pipeline
+from bnncompress import coding, pipeline, tensorjob
 from bnncompress.archive import read_archive, write_archive
 from bnncompress.errors import ArchiveError
 from bnncompress.records import (
@@ -137,6 +137,7 @@ def test_a_transforms_side_arrays_count_in_the_raw_or_coded_choice(tmp_path, mon
     raw = raw_payload_bytes(1024 * 32, 1)
     with monkeypatch.context() as m:  # what the code costs: never raw
         m.setattr(pipeline, "raw_payload_bytes", lambda num_weights, blocks: 1 << 62)
+        m.setattr(tensorjob, "raw_payload_bytes", lambda num_weights, blocks: 1 << 62)
         bnncompress.pack(post, tmp_path / "coded.bnc", method="vbq-transform", options=v3, lam=lam, device="cpu")
     coded = bnncompress.load(tmp_path / "coded.bnc").record("t")
     side = sum(a.nbytes for a in coded.side.values())

@@ -113,7 +113,7 @@ def test_a_pack_keeps_no_reference_to_the_posterior_once_it_returns(tmp_path, mo
     import gc
     import weakref
 
-    from bnncompress import blockrows, pipeline
+    from bnncompress import blockrows, tensorjob
     from bnncompress.quantizers.base import SampleRows
 
     if refine_rows:  # refinements on a spread of the rows (a copy of the rows object), not on all of them
@@ -128,7 +128,7 @@ def test_a_pack_keeps_no_reference_to_the_posterior_once_it_returns(tmp_path, mo
         bnncompress.pack({"w": (loc, scale)}, tmp_path / "w.bnc", bits=2.0)
         del loc, scale
         assert alive() is None
-        kinds = (blockrows.BlockRows, SampleRows, pipeline.TensorJob)  # (uncollected cycles of them stay listed)
+        kinds = (blockrows.BlockRows, SampleRows, tensorjob.TensorJob)  # (uncollected cycles of them stay listed)
         left = [type(o).__name__ for o in gc.get_objects() if issubclass(type(o), kinds)]  # (not isinstance: a
         # dead weak proxy another test left raises ReferenceError there)
         assert not left

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 import bnncompress
-from bnncompress import pipeline
+from bnncompress import tensorjob
 from bnncompress.quantizers import transform
 from bnncompress.quantizers.column_grids import refine
 
@@ -23,16 +23,16 @@ def test_the_statistics_pass_adds_up_gram_matrices_as_they_come(tmp_path, monkey
     loc = (rng.normal(size=(6000, 8)) @ rng.normal(size=(8, 64))).astype(np.float32)
     posterior = {"w": (loc, np.full_like(loc, 0.1))}
     seen, tasks = [], []
-    fit, statistics_task = transform.TransformVBQ.fit, pipeline.statistics_task
+    fit, statistics_task = transform.TransformVBQ.fit, tensorjob.statistics_task
     monkeypatch.setattr(transform.TransformVBQ, "fit", lambda self, shape, stats, rows: seen.append(len(stats)) or fit(
         self, shape, stats, rows))  # fmt: skip
-    monkeypatch.setattr(pipeline, "statistics_task", lambda *a: tasks.append(a[2] - a[1]) or statistics_task(*a))
-    monkeypatch.setattr(pipeline, "STATISTICS_BYTES", 2 * 8 * 64 * 65)  # two blocks' Gram matrices a task
+    monkeypatch.setattr(tensorjob, "statistics_task", lambda *a: tasks.append(a[2] - a[1]) or statistics_task(*a))
+    monkeypatch.setattr(tensorjob, "STATISTICS_BYTES", 2 * 8 * 64 * 65)  # two blocks' Gram matrices a task
     folded = _pack(tmp_path, "folded.bnc", posterior)
     block_rows = bnncompress.geometry.block_rows_for(loc.shape)
     assert seen == [1] and max(tasks) <= 2 * block_rows and len(tasks) >= 6000 // block_rows // 2
     monkeypatch.setattr(transform.TransformVBQ, "folds_statistics", False)
-    monkeypatch.setattr(pipeline, "STATISTICS_BYTES", 1 << 40)
+    monkeypatch.setattr(tensorjob, "STATISTICS_BYTES", 1 << 40)
     seen.clear()
     assert _pack(tmp_path, "listed.bnc", posterior) == folded and seen[0] > 1
 
