@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .archive import write_archive
+from .archive import archive_image, write_archive
 from .contents import BitsPerWeight
 from .devices import resolve_device
 from .errors import ArgumentTypeError, OptionError, QualityWarning
@@ -27,7 +27,7 @@ from .executors import check_scheduler_address, check_workers, executor_for
 from .files import check_output_path
 from .kernelcache import compile_in_child
 from .modelsites import with_model
-from .pipeline import quantize_and_code
+from .pipeline import fit_jobs, quantize_and_code
 from .posterior import Posterior, StoredTensor
 from .progress import Progress, no_progress
 from .quantizers import DEFAULT_METHOD, Quantizer, check_requirements, get_quantizer
@@ -36,6 +36,7 @@ from .ratecontrol import BITS_TOLERANCE, check_bits
 from .records import TensorRecord, common_counts_dtype
 from .sources import STREAM_WEIGHTS, is_pyro_guide, open_posterior
 from .sources.hdf5bands import forget as forget_bands
+from .targetsize import SIZE_TOLERANCE, code_to_size, parse_size
 from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
@@ -53,10 +54,14 @@ class PackResult(BitsPerWeight):
     target_bits: float | None
     warnings: tuple[str, ...] = ()
     vocab_bytes: int = 0  # of file_bytes: the stored vocabulary
+    target_size: int | None = None  # bytes, when ``size`` was given
 
     @property
     def target_missed(self) -> bool:
-        """True if ``bits`` was given and the payload is not within 2% of it."""
+        """True if ``bits`` was given and the payload is not within 2% of it, or ``size`` was given and the
+        file is not within 2% below it."""
+        if self.target_size is not None:
+            return not self.target_size * (1 - SIZE_TOLERANCE) <= self.file_bytes <= self.target_size
         if self.target_bits is None:
             return False
         return abs(self.payload_bits_per_weight - self.target_bits) > BITS_TOLERANCE * self.target_bits
@@ -97,6 +102,7 @@ def pack(
     vocab: str | os.PathLike | Iterable[str] | None = None,
     bits: float | None = None,
     lam: float | None = None,
+    size: int | str | None = None,
     method: str | None = None,
     options: dict[str, Any] | None = None,
     tensors: Sequence[str] | None = None,
@@ -113,7 +119,9 @@ def pack(
 
     ``source`` is a posterior file, a live Pyro guide, ``{name: (loc, scale)}`` or a
     :class:`~bnncompress.posterior.Posterior`. Give ``bits`` (payload bits per weight, found
-    by searching lambda) or ``lam``; with neither, the method's ``default_lam`` is used.
+    by searching lambda), ``size`` (the archive's bytes at most, within 2% below where the method
+    allows: an int, or a string such as ``"200K"`` or ``"1.5MB"``, see
+    :func:`~bnncompress.targetsize.parse_size`) or ``lam``; with none, the method's ``default_lam`` is used.
     ``method`` is one of :data:`~bnncompress.quantizers.METHODS` (default ``vbq-transform``),
     ``options`` its keyword options (e.g. ``{"prune": 0.1}`` for ``weighted-kmeans``).
     ``tensors`` selects which tensors to pack (default: all).
@@ -139,6 +147,9 @@ def pack(
     """
     _check_arguments(bits, lam, method, options, progress, stream, force, workers, scheduler)
     bits, lam = (None if v is None else float(v) for v in (bits, lam))  # np.float32(2), Fraction(1, 2): numbers too
+    if size is not None and (bits is not None or lam is not None):
+        raise OptionError("give only one of «bits», «size» and «lam»")
+    size = None if size is None else parse_size(size)
     names = _tensor_names(tensors)
     output = _check_request(source, output, force, vocab)
     if device != "auto":  # for every method (some run only on the CPU): an unknown device, or cuda without a GPU
@@ -147,8 +158,8 @@ def pack(
         raise OptionError("the device is not a method option; give it as «device»")
     quantizer = get_quantizer(method or DEFAULT_METHOD, device=device, **(options or {}))
     check_requirements(quantizer.name)  # (before the posterior is read)
-    if (bits is not None or lam is not None) and quantizer.fixed_rate:
-        raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no bits or lam")
+    if (bits is not None or lam is not None or size is not None) and quantizer.fixed_rate:
+        raise OptionError(f"method {quantizer.name!r} has a fixed rate; give no «bits», «size» or «lam»")
     words = read_vocab(vocab) if vocab is not None else None  # before the (possibly slow) source
     lazy = bool(stream) or workers is not None or scheduler is not None
     _check_blockwise(quantizer, lazy)  # before reading anything, when streaming was asked for
@@ -172,16 +183,17 @@ def pack(
         compile_in_child(quantizer.name, options or {})
     try:
         with executor_for(workers, scheduler) as executor, plugin_errors(quantizer):
-            records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
+            if size is None:
+                records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
+            else:
+                jobs = fit_jobs(posterior.tensors, quantizer, executor, True, report)
+                sized = code_to_size(jobs, size, lambda rs: _archive_bytes(rs, posterior), report)
+                records, lam, notes = sized.records, sized.lam, sized.notes
     finally:  # the decompressed HDF5 bands this pack read are not kept for the process
         forget_bands(s for t in posterior.tensors.values() if isinstance(t, StoredTensor) for s in t.stamps())
     posterior.check_unchanged()  # a file written while it was read would give an archive of two versions
-    supports = posterior.supports
-    records = [
-        dataclasses.replace(r, params={**r.params, "support": supports[r.name]}) if r.name in supports else r
-        for r in records
-    ]
-    result = write_packed(output, records, posterior, lam, bits, report, force)
+    records = _with_supports(records, posterior)
+    result = write_packed(output, records, posterior, lam, bits, report, force, size)
     notes = list(posterior.warnings) + notes  # how the posterior was read (supports, a flat latent), then values
     for name, t in posterior.tensors.items():
         far, most = getattr(t, "beyond_float32", (0, 0.0))
@@ -190,7 +202,13 @@ def pack(
                 f"tensor '{name}': {far:,} float64 means have posterior sds below float32's spacing there; the "
                 f"archive holds float32 values, up to {most:.3g} sds from them"
             )
-    if result.target_missed:
+    if result.target_missed and size is not None:
+        notes.append(
+            f"target missed: the archive is {result.file_bytes:,} bytes, more than 2% below the target size {size:,} "
+            "(no lambda the search tried came closer from below: this method's rate jumps near it on this "
+            "posterior); ask for another size, or give a lambda"
+        )
+    elif result.target_missed:
         notes.append(
             f"target missed: payload {result.payload_bits_per_weight:.3f} bits/weight is more than 2% from the "
             f"target {bits:g} (no lambda the search tried came closer: this method's rate jumps, or turns back, "
@@ -199,6 +217,20 @@ def pack(
     for note in notes if _WARN_NOTES.get() else ():
         warnings.warn(note, QualityWarning, stacklevel=2)
     return dataclasses.replace(result, warnings=result.warnings + tuple(n for n in notes if n not in result.warnings))
+
+
+def _with_supports(records: list[TensorRecord], posterior: Posterior) -> list[TensorRecord]:
+    """The records with each tensor's support (:mod:`bnncompress.supports`) in its params, as archived."""
+    supports = posterior.supports
+    return [
+        dataclasses.replace(r, params={**r.params, "support": supports[r.name]}) if r.name in supports else r
+        for r in records
+    ]
+
+
+def _archive_bytes(records: list[TensorRecord], posterior: Posterior) -> int:
+    """The size of the archive :func:`pack` would write for ``records`` (before their supports)."""
+    return len(archive_image(_with_supports(records, posterior), posterior.vocab, posterior.source, __version__))
 
 
 def _select(posterior: Posterior, names: list[str], require_vocab: bool, of_a_model: bool) -> Posterior:
@@ -297,8 +329,9 @@ def write_packed(
     bits: float | None,
     report: Progress,
     force: bool = True,
+    size: int | None = None,
 ) -> PackResult:
-    """Write a pack's records as an archive and say what it achieved."""
+    """Write a pack's records as an archive and say what it achieved (``bits`` or ``size``: its target)."""
     counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
     records = [r.with_counts_dtype(counts_dtype) for r in records]
     report("writing archive", 0, 1)
@@ -313,4 +346,5 @@ def write_packed(
         target_bits=bits,
         warnings=tuple(posterior.warnings),
         vocab_bytes=written.vocab_bytes,
+        target_size=size,
     )

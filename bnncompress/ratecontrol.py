@@ -154,9 +154,20 @@ def check_bits(bits: float) -> None:
         raise RateControlError(f"the target rate must be a positive number of bits per weight, got {bits}")
 
 
-def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bool = False) -> float:
-    """The lambda whose payload is closest to ``target_bits`` per weight (within 1% where
-    the posterior allows). Raises :class:`RateControlError` for unreachable targets.
+class TargetOutOfReach(RateControlError):
+    """A target rate beyond what the method reaches on the posterior: ``reached`` is the nearest payload
+    (bits per weight) the search measured, at ``lam`` (where it stopped); ``above`` whether the target was above it."""
+
+    def __init__(self, message: str, reached: float, lam: float, above: bool):
+        super().__init__(message)
+        self.reached, self.lam, self.above = reached, lam, above
+
+
+def find_lambda(
+    tensors: Sequence[RateModel], target_bits: float, has_sample: bool = False, *, start: float = 1.0, aim: float = _AIM
+) -> float:
+    """The lambda whose payload is closest to ``target_bits`` per weight (within ``aim``, 1%, where
+    the posterior allows), searched from ``start``. Raises :class:`TargetOutOfReach` for unreachable targets.
 
     ``has_sample``: the tensors have a rate-control subsample to search on first.
     """
@@ -169,10 +180,11 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
         return estimates[(u, on_samples)] - target_bits
 
     lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
-    aim = _AIM * target_bits
+    u0 = min(max(math.log(start), lo), hi)
+    aim = aim * target_bits
     on_samples = has_sample
-    while True:  # bracket the root from lambda = 1 by secant steps (most targets take 1-2)
-        found = _bracket(lambda u, s=on_samples: excess(u, s), 0.0, excess(0.0, on_samples), _SLOPE, lo, hi)
+    while True:  # bracket the root from lambda = start by secant steps (most targets take 1-2)
+        found = _bracket(lambda u, s=on_samples: excess(u, s), u0, excess(u0, on_samples), _SLOPE, lo, hi)
         if len(found) == 4:
             break
         if on_samples:  # never call a target unreachable from a subsample: walk again on everything
@@ -183,14 +195,20 @@ def find_lambda(tensors: Sequence[RateModel], target_bits: float, has_sample: bo
         edge = f"; the search stopped at lambda {math.exp(v):g}, the end of its range: «lam» beyond it may go further"
         edge = edge if moved else ""  # (a rate that no longer changed there: no lambda goes further)
         if g_v < -BITS_TOLERANCE * target_bits:
-            raise RateControlError(
+            raise TargetOutOfReach(
                 f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
-                f"(about {max(measured):.3g} bits/weight at most); ask for fewer bits{edge}"
+                f"(about {max(measured):.3g} bits/weight at most); ask for fewer bits{edge}",
+                max(measured),
+                math.exp(v),
+                True,
             )
         if g_v > BITS_TOLERANCE * target_bits:
-            raise RateControlError(
+            raise TargetOutOfReach(
                 f"a target of {target_bits:g} bits/weight is below the smallest payload this posterior packs to "
-                f"(about {min(measured):.3g} bits/weight); ask for more bits{edge}"
+                f"(about {min(measured):.3g} bits/weight); ask for more bits{edge}",
+                min(measured),
+                math.exp(v),
+                False,
             )
         return math.exp(v)  # the extreme itself is within tolerance
     a, b, g_a, g_b = found

@@ -82,8 +82,8 @@ def test_the_blockwise_methods_include_the_default_and_the_anchors():
 def _stream_cases():
     """In the quick run, every method from HDF5 at 2 bits/weight and the default method from every
     format at both rates; the rest of the product with the slow tests."""
-    for rate, rate_id in (({"bits": 2.0}, "bits2"), ({"lam": None}, "default-lam")):
-        for method in BLOCKWISE:
+    for rate, rate_id in (({"bits": 2.0}, "bits2"), ({"lam": None}, "default-lam"), ({"size": 100_000}, "size")):
+        for method in BLOCKWISE if "size" not in rate else ["vbq-transform"]:  # (a size: the default's only)
             for kind in sorted(WRITERS):
                 quick = method == "vbq-transform" or (kind == "hdf5" and rate_id == "bits2")
                 marks = () if quick else pytest.mark.slow
@@ -219,6 +219,11 @@ def test_dask_pack_is_byte_identical_to_local_pack(tmp_path, big, small_tasks, c
     bnncompress.pack(src, tmp_path / "local.bnc", method=method, stream=False, **rate)
     bnncompress.pack(src, tmp_path / "dask.bnc", method=method, scheduler=client, **rate)
     assert (tmp_path / "local.bnc").read_bytes() == (tmp_path / "dask.bnc").read_bytes()
+    if method == "vbq-transform":  # a target size: the same passes, so the same bytes
+        bnncompress.pack(src, tmp_path / "local_size.bnc", method=method, stream=False, size="80K")
+        bnncompress.pack(src, tmp_path / "dask_size.bnc", method=method, scheduler=client, size="80K")
+        assert (tmp_path / "local_size.bnc").read_bytes() == (tmp_path / "dask_size.bnc").read_bytes()
+        assert 0.98 * 80 * 1024 <= (tmp_path / "dask_size.bnc").stat().st_size <= 80 * 1024
     # a posterior in memory is scattered to the workers once
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_local.bnc", method=method)
     bnncompress.pack({"w": (loc, scale)}, tmp_path / "mem_dask.bnc", method=method, scheduler=client)

@@ -71,6 +71,14 @@ def pack(
     bits: Annotated[
         Optional[float], typer.Option(help="Target payload bits per weight (searches lambda).", metavar="<bits>")
     ] = None,
+    size: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Target archive size: the file is at most this many bytes, within 2% below where the method "
+            "allows (searches lambda); K, M, G are powers of 1024, KB, MB, GB of 1000, e.g. 200K or 1.5MB.",
+            metavar="<size>",
+        ),
+    ] = None,
     lam: Annotated[
         Optional[float],
         typer.Option(
@@ -151,6 +159,7 @@ def pack(
             vocab=vocab,
             bits=bits,
             lam=lam,
+            size=size,
             method=method,
             options=parse_options(option),
             tensors=tensor,
@@ -169,9 +178,10 @@ def pack(
     if result.size_note:
         say(f"note: {result.size_note}", err)
     aim = f" (target {bits:g})" if bits is not None else ""
+    room = f" (target {result.target_size:,})" if result.target_size is not None else ""
     say(
         f"wrote {'standard output' if to_stdout else printable(str(result.path))}: {result.num_weights:,} weights, "
-        f"{result.file_bytes:,} bytes, payload {result.payload_bits_per_weight:.3f} bits/weight{aim}, "
+        f"{result.file_bytes:,} bytes{room}, payload {result.payload_bits_per_weight:.3f} bits/weight{aim}, "
         f"file {result.file_bits_per_weight:.3f} bits/weight, lambda {result.lam:.4g}",
         err if to_stdout else out,
     )

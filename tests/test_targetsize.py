@@ -1,0 +1,132 @@
+"""Packing to a target archive size: the file at most the size and within 2% below it, vocabulary and container
+included; sizes read with units; sizes out of reach refused in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import bnncompress
+from bnncompress import packing, targetsize
+from bnncompress.cli import app
+from bnncompress.errors import ArgumentTypeError, OptionError, RateControlError
+from bnncompress.sources import open_posterior
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4096", 4096),
+        ("200K", 204_800),
+        ("200k", 204_800),
+        ("200KiB", 204_800),
+        ("200KB", 200_000),
+        ("200 kb", 200_000),
+        ("1.5M", 1_572_864),
+        ("1.5MB", 1_500_000),
+        ("2G", 2 * 1024**3),
+        ("1e3", 1000),
+        ("10B", 10),
+        (".5K", 512),
+        ("1000.9", 1000),  # whole bytes, rounded down: the size is a maximum
+        (3000, 3000),
+        (2500.7, 2500),
+        (np.int64(77), 77),
+    ],
+)
+def test_sizes_are_read_with_units(text, expected):
+    assert targetsize.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "K", "12Q", "1.5.2M", "-5", "0", "0.5", "inf", "nan", "1e30", "5 M B", 0, -3])
+def test_sizes_that_mean_nothing_are_refused(text):
+    with pytest.raises(OptionError, match="size"):
+        targetsize.parse_size(text)
+
+
+@pytest.mark.parametrize("value", [True, [1000], None, b"100K"])
+def test_sizes_of_other_types_are_refused(value):
+    with pytest.raises(ArgumentTypeError, match="size"):
+        targetsize.parse_size(value)
+
+
+@pytest.mark.parametrize("size", [30_000, 60_000, "100KB", "200K"])
+def test_the_example_lands_within_two_percent_below_the_size(tmp_path, size):
+    out = tmp_path / "s.bnc"
+    r = bnncompress.pack("data/example.pt", out, size=size)  # 4,000 words: the vocabulary is 17 KB of the file
+    target = targetsize.parse_size(size)
+    assert 0.98 * target <= out.stat().st_size == r.file_bytes <= target
+    assert r.target_size == target and not r.target_missed and r.target_bits is None
+    a = bnncompress.load(out)
+    assert len(a.vocab) == 4000 and a["word_vectors"].shape == (4000, 50)
+
+
+def _tiny():
+    """Three small tensors: the container is most of the archive, so the first archive measured is off."""
+    rng = np.random.default_rng(1)
+    shapes = {"conv.weight": (8, 1, 3, 3), "fc.weight": (10, 256), "fc.bias": (10,)}
+    return {n: (rng.normal(size=s), rng.uniform(0.05, 0.8, size=s)) for n, s in shapes.items()}
+
+
+@pytest.mark.parametrize("size", [3_300, 4_000, 6_000])
+def test_a_small_model_whose_container_outweighs_its_payload_lands_below_the_size(tmp_path, size, monkeypatch):
+    coded = []
+    original = targetsize.code_jobs
+    monkeypatch.setattr(targetsize, "code_jobs", lambda *a, **k: coded.append(1) or original(*a, **k))
+    r = bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=size)
+    assert 0.98 * size <= (tmp_path / "t.bnc").stat().st_size == r.file_bytes <= size
+    assert 2 <= len(coded) <= targetsize.MAX_PASSES  # the first archive measured missed: its tensors' entries
+
+
+def test_sizes_out_of_reach_are_one_line_and_write_nothing(tmp_path):
+    out = tmp_path / "x.bnc"
+    with pytest.raises(RateControlError, match=r"less than this archive needs besides its payload \(about 2,"):
+        bnncompress.pack(_tiny(), out, size=2_000)
+    with pytest.raises(RateControlError, match="more than this method packs this posterior to"):
+        bnncompress.pack(_tiny(), out, size="1M")
+    assert not out.exists()
+
+
+def test_a_size_goes_alone_and_not_with_a_fixed_rate(tmp_path):
+    for rate in ({"bits": 2.0}, {"lam": 0.5}):
+        with pytest.raises(OptionError, match="only one of bits, size and lam"):
+            bnncompress.pack(_tiny(), tmp_path / "x.bnc", size=5000, **rate)
+    with pytest.raises(OptionError, match="fixed rate; give no bits, size or lam"):
+        bnncompress.pack(_tiny(), tmp_path / "x.bnc", size=5000, method="float16")
+
+
+def test_the_archive_is_what_the_size_pass_measured_supports_included(tmp_path, monkeypatch):
+    """The bytes measured are the bytes written: the records' supports (a model's constrained sites) count."""
+    measured = []
+    original = targetsize.code_to_size
+
+    def spy(jobs, size, measure, report):
+        def recording(records):
+            measured.append(measure(records))
+            return measured[-1]
+
+        return original(jobs, size, recording, report)
+
+    monkeypatch.setattr(packing, "code_to_size", spy)
+    post = open_posterior(_tiny())
+    bounds = np.random.default_rng(2).normal(size=(10, 256)).round(6).tolist()  # ~20 KB of JSON in the manifest
+    post.supports["fc.weight"] = {"constraint": "greater_than", "lower_bound": bounds}
+    r = bnncompress.pack(post, tmp_path / "p.bnc", size=18_000)
+    assert r.file_bytes in measured and 0.98 * 18_000 <= r.file_bytes == (tmp_path / "p.bnc").stat().st_size <= 18_000
+    assert (bnncompress.load(tmp_path / "p.bnc")["fc.weight"] > np.array(bounds)).all()
+
+
+def test_the_command_line_takes_a_size_and_maps_errors_to_its_flags(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "c.bnc"
+    ok = runner.invoke(app, ["pack", "data/example.pt", "-o", str(out), "--size", "50K"])
+    assert ok.exit_code == 0, ok.output
+    assert "(target 51,200)" in ok.output and out.stat().st_size <= 51_200
+    bad = runner.invoke(app, ["pack", "data/example.pt", "-o", str(tmp_path / "d.bnc"), "--size", "50Q"])
+    assert bad.exit_code == 2 and "cannot read the size '50Q'" in bad.output and "Traceback" not in bad.output
+    both = runner.invoke(app, ["pack", "data/example.pt", "-o", str(tmp_path / "d.bnc"), "--size", "5K", "--bits", "2"])
+    assert both.exit_code == 2 and "give only one of --bits, --size and --lam" in both.output
+    small = runner.invoke(app, ["pack", "data/example.pt", "-o", str(tmp_path / "d.bnc"), "--size", "10K"])
+    assert small.exit_code == 2 and "ask for a larger --size" in small.output
+    assert not (tmp_path / "d.bnc").exists()
