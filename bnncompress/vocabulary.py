@@ -83,6 +83,17 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SURROUNDING_SPACE = re.compile(r"(?:\A|\n)\s|\s(?:\n|\Z)")
 
 
+def storable_word(word: str) -> bool:
+    """Whether an archive's vocabulary can hold ``word``: not empty, no surrounding whitespace, no control
+    character or unpaired surrogate (:func:`validate_words`'s rules for one word).
+
+    Example:
+        >>> storable_word("New York"), storable_word(" padded"), storable_word("tab\\tword")
+        (True, False, False)
+    """
+    return bool(word) and word.strip() == word and _CONTROL.search(word) is None
+
+
 def validate_words(words: list[str], where: str, error: type[Exception] = PosteriorError) -> list[str]:
     """Check a word list: non-empty, no empty entries, no control characters (line breaks, NUL)
     or unpaired surrogates, no duplicates.

@@ -4,6 +4,7 @@ traceback, hang, or posterior that ``pack`` refuses, but one line naming what to
 from __future__ import annotations
 
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -101,6 +102,7 @@ def test_a_posterior_that_diverged_in_the_last_step_is_not_returned(sentences, m
         ("dim", "8", TypeError),
         ("dim", 0, OptionError),
         ("negatives", -1, OptionError),
+        ("negatives", 0, OptionError),  # (no noise words: every pair a match, all vectors turned one way, unsaid)
         ("window", 0, OptionError),
         ("batch_size", 0, OptionError),
         ("epochs", 1.0, TypeError),
@@ -417,6 +419,39 @@ def test_a_compressed_corpus_is_said_to_be_compressed(tmp_path):
     (tmp_path / "c.txt.gz").write_bytes(gzip.compress(b"the cat sat on the mat\n" * 50))
     with pytest.raises(OptionError, match="is gzip-compressed; decompress it first"):  # (said: iconv -f latin1)
         read_corpus(tmp_path / "c.txt.gz")
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ("the cat sat on the mat\n".encode("utf-16-le") * 20, "holds NUL bytes (line 1): UTF-16 or UTF-32 text"),
+        ("the cat sat on the mat\n".encode("utf-16-be") * 20, "holds NUL bytes (line 1)"),
+        ("the cat sat on the mat\n".encode("utf-16") * 20, "is UTF-16 text; convert it, e.g. iconv -f utf-16"),
+        ("the cat sat on the mat\n".encode("utf-32") * 20, "is UTF-32 text; convert it, e.g. iconv -f utf-32"),
+        (b"\x04\x22\x4d\x18" + bytes(range(256)), "is lz4-compressed; decompress it first"),
+        (b"\x89HDF\r\n\x1a\n" + bytes(200), "is an HDF5 file (as .bnc archives and .h5 files are), not text"),
+        (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}" + bytes(100), "is a .npy array, not text"),
+        (b"PK\x03\x04" + bytes(range(256)), "is a zip file (as .pt and .npz files are), not text"),
+        (b"", "is empty; pass a UTF-8 text file"),
+        (b"12 407 3 \n" * 500 + b"-- 42, 7!\n", "holds no words: a word is a run of letters (digits and punctuation"),
+    ],
+    ids=["utf16le", "utf16be", "utf16-bom", "utf32-bom", "lz4", "hdf5", "npy", "zip", "empty", "token-ids"],
+)
+def test_a_corpus_that_is_not_text_of_words_is_said_to_be_what_it_is(tmp_path, data, said):
+    """UTF-16 without a byte-order mark is valid UTF-8 (a letter between NULs): it trained on single letters; the
+    others were told to convert from latin1 (binary files) or to use a larger corpus (token ids, an empty file)."""
+    (tmp_path / "c.txt").write_bytes(data)
+    with pytest.raises(OptionError, match=re.escape(said)):
+        read_corpus(tmp_path / "c.txt")
+
+
+@pytest.mark.parametrize("word", ["", " padded", "tab\tword", "nul\x00"])
+def test_sentences_with_words_no_archive_can_keep_are_refused_before_training(word):
+    """They trained (for as long as it takes) into a posterior file that pack then refused for its vocabulary."""
+    sentences = [["city", "ok", "city", "ok", word]] * 5
+    with pytest.raises(OptionError, match="which an archive's vocabulary cannot keep"):
+        train_skipgram(sentences, SkipGramConfig(dim=4, epochs=1, min_count=1, subsample=0))
+    build_vocab(sentences, 2, 1)  # (a word left out of the vocabulary does not matter)
 
 
 @pytest.mark.slow  # (child processes)

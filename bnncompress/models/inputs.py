@@ -53,9 +53,10 @@ def check_options(**options: Any) -> None:
         else:
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
                 raise ArgumentTypeError(f"«{name}» must be a whole number, got {value!r}")
-            low = 0 if name in ("negatives", "seed") else 1
+            low = 0 if name == "seed" else 1
             if value < low:
-                raise OptionError(f"«{name}» must be at least {low}, got {value}")
+                why = " (with no noise word every pair matches: vectors turn one way)" if name == "negatives" else ""
+                raise OptionError(f"«{name}» must be at least {low}{why}, got {value}")
 
 
 def init_shape(init: Any) -> tuple[int, int]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ArgumentTypeError, OptionError
 from ..files import atomic_output
+from ..vocabulary import storable_word
 from .inputs import check_options, check_pairs_memory, init_shape
 from .ptfile import save_param_store
 
@@ -98,8 +99,9 @@ class TrainProgress:
 TrainCallback = Callable[[TrainProgress], None]
 
 
-#: A token: a run of word characters other than digits (letters, marks, underscores), as gensim's
-#: ``tokenize`` finds them; matched here so that reading a corpus does not import gensim (0.7 s).
+#: A token: a run of word characters other than digits (letters and underscores; digits, punctuation and
+#: combining marks split words, so scripts written with combining marks, such as Devanagari, and NFD text come
+#: apart), as gensim's ``tokenize`` finds them; matched here so that reading a corpus does not import gensim (0.7 s).
 _TOKEN = re.compile(r"[^\W\d]+")
 
 
@@ -114,7 +116,21 @@ def tokenize(line: str) -> list[str]:
     return _TOKEN.findall(line.lower())
 
 
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ", "xz"), (b"(\xb5/\xfd", "zstd"), (b"PK", "zip"))
+#: What a file that is not UTF-8 text starts with, and what to say of it (UTF-32's mark first: it starts as UTF-16's).
+_NOT_TEXT = (
+    (b"\xff\xfe\x00\x00", "is UTF-32 text; convert it, e.g. iconv -f utf-32 -t utf-8"),
+    (b"\x00\x00\xfe\xff", "is UTF-32 text; convert it, e.g. iconv -f utf-32 -t utf-8"),
+    (b"\xff\xfe", "is UTF-16 text; convert it, e.g. iconv -f utf-16 -t utf-8"),
+    (b"\xfe\xff", "is UTF-16 text; convert it, e.g. iconv -f utf-16 -t utf-8"),
+    (b"\x1f\x8b", "is gzip-compressed; decompress it first"),
+    (b"BZh", "is bzip2-compressed; decompress it first"),
+    (b"\xfd7zXZ", "is xz-compressed; decompress it first"),
+    (b"(\xb5/\xfd", "is zstd-compressed; decompress it first"),
+    (b"\x04\x22\x4d\x18", "is lz4-compressed; decompress it first"),
+    (b"PK", "is a zip file (as .pt and .npz files are), not text; pass a UTF-8 text file"),
+    (b"\x89HDF", "is an HDF5 file (as .bnc archives and .h5 files are), not text; pass a UTF-8 text file"),
+    (b"\x93NUMPY", "is a .npy array, not text; pass a UTF-8 text file"),
+)
 
 
 def read_corpus(path: str | os.PathLike) -> list[list[str]]:
@@ -127,18 +143,41 @@ def read_corpus(path: str | os.PathLike) -> list[list[str]]:
     with open(path, "rb") as fh:
         lines = []
         for number, raw in enumerate(fh, 1):
-            try:
-                lines.append(tokenize(raw.decode("utf-8")))
-            except UnicodeDecodeError:  # (it was decoded with replacement characters, which split words)
+            nul = b"\x00" in raw  # (UTF-16 without a byte-order mark decodes as UTF-8: letters between NULs)
+            text = None if nul else _utf8(raw)  # (not decoded with replacement characters, which split words)
+            if text is None:
                 fh.seek(0)
-                head = fh.read(8)
-                kind = next((k for magic, k in _COMPRESSED if head.startswith(magic)), None)
-                if kind:
-                    raise OptionError(f"corpus '{path}' is {kind}-compressed; decompress it first") from None
-                raise OptionError(
-                    f"corpus '{path}' is not UTF-8 text (line {number:,}); convert it, e.g. iconv -f latin1 -t utf-8"
-                ) from None
+                raise _not_text(path, fh.read(8), number, nul)
+            lines.append(tokenize(text))
+        if not any(lines):
+            if path.stat().st_size == 0:
+                raise OptionError(f"corpus '{path}' is empty; pass a UTF-8 text file")
+            raise OptionError(
+                f"corpus '{path}' holds no words: a word is a run of letters (digits and punctuation are dropped); "
+                "pass text, or train token ids through the Python API"
+            )
         return lines
+
+
+def _utf8(raw: bytes) -> str | None:
+    """``raw`` decoded as UTF-8, or None."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _not_text(path: Path, head: bytes, line: int, nul: bool) -> OptionError:
+    """What to say of a corpus that is not UTF-8 text, from how it starts."""
+    said = next((what for magic, what in _NOT_TEXT if head.startswith(magic)), None)
+    if said:
+        return OptionError(f"corpus '{path}' {said}")
+    if nul:
+        return OptionError(
+            f"corpus '{path}' holds NUL bytes (line {line:,}): UTF-16 or UTF-32 text without a byte-order mark, or "
+            "not text; convert it to UTF-8, e.g. iconv -f utf-16le -t utf-8"
+        )
+    return OptionError(f"corpus '{path}' is not UTF-8 text (line {line:,}); convert it, e.g. iconv -f latin1 -t utf-8")
 
 
 def build_vocab(
@@ -156,6 +195,14 @@ def build_vocab(
         ((c, w) for w, c in counts.items() if c >= min_count and (allowed is None or w in allowed)),
         key=lambda cw: (-cw[0], cw[1]),
     )[:vocab_size]
+    unstorable = next((w for _, w in ranked if not storable_word(w)), None)
+    if unstorable is not None:
+        raise OptionError(
+            f"«sentences» hold the word {unstorable!r:.60}, which an archive's vocabulary cannot keep (empty, "
+            "surrounding whitespace or a control character); split lines into words without them, e.g. line.split()"
+        )
+    if not counts:
+        raise OptionError("«sentences» hold no words; pass lists of words, e.g. [line.split() for line in lines]")
     if not ranked:
         frequent = sum(c >= min_count for c in counts.values())
         if allowed is not None and frequent:
