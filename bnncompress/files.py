@@ -65,7 +65,7 @@ def _check_target(path: str | os.PathLike, force: bool, inputs: Iterable[str | o
     """:func:`check_output_path` but for the directory's write test (where a file is made next anyway)."""
     if not isinstance(force, bool):  # force="no" would overwrite
         raise ArgumentTypeError(f"«force» must be True or False, not {force!r:.40}")
-    if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file 'newname'
+    if ends_with_slash(path):
         raise OptionError(f"the output '{os.fspath(path)}' ends with a slash; give the path of a file")
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
@@ -96,6 +96,13 @@ def _check_target(path: str | os.PathLike, force: bool, inputs: Iterable[str | o
     if not force:
         raise OptionError(f"output '{target}' already exists; pass «force=True» to overwrite it")
     return target
+
+
+def ends_with_slash(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a directory by a trailing slash (``out/``): an output path must not, since
+    Path() would drop the slash and write a file ``out``. Give it the path as the user typed it: a Path
+    has lost the slash already."""
+    return os.fspath(path).endswith(("/", os.sep))
 
 
 def check_stdout_not_an_input(inputs: Iterable[str | os.PathLike]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ArgumentTypeError, OptionError, RateControlError
 from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_word_vectors
-from .files import atomic_output, check_output_path, scratch_directory
+from .files import atomic_output, check_output_path, ends_with_slash, scratch_directory
 from .packing import fits_a_float, notes_unwarned, pack
 from .progress import Progress, no_progress
 from .quantizers import METHODS, check_requirements
@@ -159,6 +159,8 @@ def _check_outputs(csv_path: Any, plot_path: Any, force: bool, source: Any) -> N
             raise OptionError(
                 f"«plot_path» '{plot_path}' is a directory; give a file name, e.g. {Path(plot_path) / 'rd.png'}"
             )
+        if ends_with_slash(plot_path):  # (Path() drops the slash: its figures were written as <name>-analogy.png)
+            raise OptionError(f"«plot_path» '{os.fspath(plot_path)}' ends with a slash; give the path of a file")
         targets += list(plot_paths(plot_path).values())
         kind = targets[-1].suffix.lstrip(".")
         if kind.lower() not in FigureCanvasBase.get_supported_filetypes():

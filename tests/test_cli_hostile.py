@@ -92,6 +92,28 @@ def test_a_directory_output_is_named_at_once(tmp_path):
         one_error_line(run(*args, "-o", tmp_path / "d"), "is a directory")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("pack", EXAMPLE, "-o", "arch/"),
+        ("unpack", "a.bnc", "-o", "out/", "--format", "npz"),
+        ("unpack", "a.bnc", "-o", "notes.txt/", "-f"),  # (was: notes.txt replaced by word2vec text)
+        ("sweep", EXAMPLE, "--methods", "float16", "--restrict-vocab", "100", "-o", "res/"),
+        ("sweep", EXAMPLE, "--methods", "float16", "--restrict-vocab", "100", "-o", "r.csv", "--plot", "rd/"),
+        ("train", "corpus.txt", "-o", "t/"),
+    ],
+)
+def test_an_output_path_ending_in_a_slash_is_refused_as_the_api_refuses_it(tmp_path, monkeypatch, args):
+    # typer's Path dropped the slash: `-o out/` wrote a file named 'out'
+    monkeypatch.chdir(tmp_path)
+    bnncompress.pack({"w": (np.ones((4, 3)), np.full((4, 3), 0.1))}, "a.bnc", method="float16")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "corpus.txt").write_text(CORPUS)
+    one_error_line(run(*args), "ends with a slash")
+    assert sorted(os.listdir(tmp_path)) == ["a.bnc", "corpus.txt", "notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 # --- 4. long output names ---
 
 

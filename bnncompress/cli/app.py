@@ -108,9 +108,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     say(f"warning: {' '.join(str(message).split())}", err)
 
 
-def refuse_existing(output: Path, force: bool, *inputs: Path | None) -> None:
+def refuse_existing(output: str | Path, force: bool, *inputs: str | Path | None) -> None:
     """The one check of every command's output path, before any work: not one of the command's
-    ``inputs`` (also through a link), not a directory, device or link, and absent unless ``force``."""
+    ``inputs`` (also through a link), not a directory, device or link, and absent unless ``force``.
+    ``output`` is the text as typed (a str option, not a Path, which drops the slash of ``out/``)."""
     check_output_path(output, force, [i for i in inputs if i is not None])
 
 

@@ -57,7 +57,7 @@ def pack(
         ),
     ],
     output: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
             "--output",
             "-o",
@@ -133,7 +133,7 @@ def pack(
 
     refuse_stdin(source, vocab)
     to_stdout = output is not None and str(output) == "-"
-    output = output or default_output(source)
+    output = output if output is not None else default_output(source)  # (as typed: 'arch/' is refused)
     if not to_stdout:
         refuse_existing(output, force, source, vocab)
     if workers is not None:
@@ -297,7 +297,7 @@ def import_model(spec: str) -> object:
 def unpack(
     archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to decode.", metavar="ARCHIVE")],
     output: Annotated[
-        Path,
+        str,
         typer.Option(
             "--output",
             "-o",

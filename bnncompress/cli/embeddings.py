@@ -36,7 +36,7 @@ from .streams import (
 _QUIET = "Print nothing on success, and no warnings."
 
 
-def _refuse_stdout(output: Path | None, what: str, flag: str = "output") -> None:
+def _refuse_stdout(output: str | None, what: str, flag: str = "output") -> None:
     if is_stdio(output):
         raise OptionError(f"this command cannot write {what} to standard output; pass «{flag}» FILE")
 
@@ -88,11 +88,9 @@ def sweep(
     bits: Annotated[
         str, typer.Option(help="Comma-separated payload rates (bits/weight).", metavar="<b1,b2,...>")
     ] = "0.75,1,1.5,2,3",
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.", metavar="<path>")] = Path(
-        "results.csv"
-    ),
+    output: Annotated[str, typer.Option("--output", "-o", help="CSV file to write.", metavar="<path>")] = "results.csv",
     plot: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(help="Figure path; one PNG per metric (rd.png -> rd-analogy.png, ...).", metavar="<path>"),
     ] = None,
     tensor: Annotated[
@@ -154,7 +152,7 @@ def sweep(
 @fails_cleanly
 def train(
     corpus: Annotated[Path, typer.Argument(help="UTF-8 text; one sentence or document per line.", metavar="CORPUS")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Posterior file to write (.pt).", metavar="<path>")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Posterior file to write (.pt).", metavar="<path>")],
     dim: Annotated[
         Optional[int], typer.Option(help="Embedding dimension (default 50, or that of --init).", metavar="<n>")
     ] = None,
