@@ -345,6 +345,25 @@ def test_standard_input_and_output_are_refused_in_one_line_where_not_supported(t
     assert not os.path.exists("-")
 
 
+def test_dot_slash_dash_is_a_file_named_dash_not_standard_input_or_output(tmp_path, monkeypatch):
+    # typer's Path made './-' into Path('-'), taken as standard output or input: `unpack -o ./-` wrote the
+    # vectors to standard output, `info ./-` refused a real archive named '-'
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez("p.npz", **{"w.loc": rng.normal(size=(6, 4)), "w.scale": np.full((6, 4), 0.1)})
+    r = runner.invoke(app, ["pack", "p.npz", "-o", "./-", "--method", "float16", "-q"])
+    assert r.exit_code == 0 and r.stdout_bytes == b"", r.output
+    assert bnncompress.load("-").info()["total"]["num_weights"] == 24
+    r = run("info", "./-")
+    assert r.exit_code == 0 and "24" in r.output, r.output
+    r = runner.invoke(app, ["unpack", "./-", "-o", "./-", "--format", "npz", "-f"])
+    assert r.exit_code == 2 and "archive itself" in r.output  # (a file: the archive, not standard output)
+    assert run("unpack", "./-", "-o", "w.npz", "-q").exit_code == 0 and np.load("w.npz")["w"].shape == (6, 4)
+    _vectors().save_word2vec_format("-")
+    r = run("eval", "./-")
+    assert r.exit_code == 0 and "6 words" in r.output, r.output
+
+
 # --- 5. Python API: parameters checked at entry ---
 
 

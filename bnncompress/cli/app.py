@@ -115,8 +115,9 @@ def refuse_existing(output: str | Path, force: bool, *inputs: str | Path | None)
     check_output_path(output, force, [i for i in inputs if i is not None])
 
 
-def refuse_stdin(*inputs: Path | None) -> None:
-    """Inputs are read by name (some are read twice, or seeked in): a clear refusal of ``-``."""
+def refuse_stdin(*inputs: str | None) -> None:
+    """Inputs are read by name (some are read twice, or seeked in): a clear refusal of ``-`` (the arguments
+    as typed: ``./-`` is a file)."""
     for given in inputs:
         if is_stdio(given):
             raise OptionError("'-' (standard input) cannot be read here; save the input to a file and pass its path")

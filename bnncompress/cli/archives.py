@@ -54,6 +54,7 @@ def pack(
             help="Posterior: Pyro param store or guide state dict (.pt), .npz, .safetensors, HDF5, "
             "or a directory of NAME.loc.npy / NAME.scale.npy.",
             metavar="SOURCE",
+            path_type=str,  # (shown as <path>, handed over as typed: see is_stdio)
         ),
     ],
     output: Annotated[
@@ -66,7 +67,7 @@ def pack(
         ),
     ] = None,
     vocab: Annotated[
-        Optional[Path], typer.Option(help="Vocabulary file, one word per line in row order.", metavar="<path>")
+        Optional[str], typer.Option(help="Vocabulary file, one word per line in row order.", metavar="<path>")
     ] = None,
     bits: Annotated[
         Optional[float], typer.Option(help="Target payload bits per weight (searches lambda).", metavar="<bits>")
@@ -132,7 +133,7 @@ def pack(
     """Quantize a posterior by its uncertainty and write one compressed archive."""
 
     refuse_stdin(source, vocab)
-    to_stdout = output is not None and str(output) == "-"
+    to_stdout = is_stdio(output)
     output = output if output is not None else default_output(source)  # (as typed: 'arch/' is refused)
     if not to_stdout:
         refuse_existing(output, force, source, vocab)
@@ -190,7 +191,7 @@ def pack(
 @app.command()
 @fails_cleanly
 def info(
-    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to describe.", metavar="ARCHIVE")],
+    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to describe.", metavar="ARCHIVE", path_type=str)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     quiet: Annotated[
         bool,
@@ -295,7 +296,7 @@ def import_model(spec: str) -> object:
 @app.command()
 @fails_cleanly
 def unpack(
-    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to decode.", metavar="ARCHIVE")],
+    archive: Annotated[Path, typer.Argument(help="Archive (.bnc) to decode.", metavar="ARCHIVE", path_type=str)],
     output: Annotated[
         str,
         typer.Option(

@@ -47,7 +47,9 @@ def eval_(
     source: Annotated[
         Path,
         typer.Argument(
-            help="Archive (.bnc), posterior file (evaluates its means), or word2vec/GloVe vectors.", metavar="SOURCE"
+            help="Archive (.bnc), posterior file (evaluates its means), or word2vec/GloVe vectors.",
+            metavar="SOURCE",
+            path_type=str,  # (shown as <path>, handed over as typed: see is_stdio)
         ),
     ],
     tensor: Annotated[
@@ -80,7 +82,10 @@ def _number_list(text: str, what: str) -> list[float]:
 @fails_cleanly
 def sweep(
     source: Annotated[
-        Path, typer.Argument(help="Posterior file with a vocabulary (e.g. from bnncompress train).", metavar="SOURCE")
+        Path,
+        typer.Argument(
+            help="Posterior file with a vocabulary (e.g. from bnncompress train).", metavar="SOURCE", path_type=str
+        ),
     ],
     methods: Annotated[
         str, typer.Option(help=f"Comma-separated methods, from: {', '.join(METHODS)}.", metavar="<m1,m2,...>")
@@ -151,7 +156,9 @@ def sweep(
 @app.command()
 @fails_cleanly
 def train(
-    corpus: Annotated[Path, typer.Argument(help="UTF-8 text; one sentence or document per line.", metavar="CORPUS")],
+    corpus: Annotated[
+        Path, typer.Argument(help="UTF-8 text; one sentence or document per line.", metavar="CORPUS", path_type=str)
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="Posterior file to write (.pt).", metavar="<path>")],
     dim: Annotated[
         Optional[int], typer.Option(help="Embedding dimension (default 50, or that of --init).", metavar="<n>")
@@ -168,7 +175,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Adam learning rate.", metavar="<rate>")] = SkipGramConfig.lr,
     lr_decay: Annotated[bool, typer.Option(help="Decay the learning rate linearly to 10% of --lr.")] = True,
     init: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
             help="Pretrained vectors (word2vec text or binary, GloVe text): means start there; scales are fit.",
             metavar="<path>",

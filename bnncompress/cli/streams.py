@@ -84,9 +84,11 @@ def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple
     return "\n".join([line(header), "-" * (sum(widths) + 2 * len(widths) - 2), *map(line, rows)])
 
 
-def is_stdio(path: Path | None) -> bool:
-    """Whether ``path`` is ``-`` (standard input or output)."""
-    return path is not None and str(path) == "-"
+def is_stdio(path: str | None) -> bool:
+    """Whether the argument ``path``, as typed, is ``-`` (standard input or output). Only the literal
+    ``-``: ``./-`` names a file called ``-``, which a Path cannot tell apart (``Path("./-") == Path("-")``),
+    so the commands take their paths as typed (options as str, arguments with ``path_type=str``)."""
+    return path == "-"
 
 
 @contextlib.contextmanager
