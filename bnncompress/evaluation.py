@@ -77,6 +77,11 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     path = Path(source)
     if not path.exists():
         raise OptionError(f"'{source}' does not exist; pass an archive, a posterior file or word vectors")
+    if not path.is_file() and not path.is_dir():  # (a pipe, <(...), /dev/stdin: not only a posterior is wanted)
+        raise OptionError(
+            f"'{source}' is not a regular file (a pipe or a device); evaluation reads archives, posterior files and "
+            "word2vec or GloVe vectors by name: save the input to a file and pass its path"
+        )
     if path.is_file() and is_archive(path):
         archive = load(path)
         name = archive.default_embedding_name() if tensor is None else tensor

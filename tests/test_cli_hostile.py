@@ -197,6 +197,13 @@ def test_bad_word_vector_files_are_one_line(tmp_path, content, message):
     one_error_line(run("train", EXAMPLE, "--init", path, "-o", tmp_path / "t.pt"), message)
 
 
+def test_eval_of_a_pipe_names_everything_eval_reads(tmp_path):
+    # `eval <(unpack ... -o -)` and `cat a.bnc | eval /dev/stdin` said "pass a posterior file (.pt, .npz, ...)"
+    fifo = tmp_path / "vectors"
+    os.mkfifo(fifo)
+    one_error_line(run("eval", fifo), "is not a regular file", "archives, posterior files and word2vec")
+
+
 def test_a_bin_file_is_written_binary_unless_text_is_asked_for(tmp_path):
     # `unpack -o v.bin` wrote word2vec text under a .bin name, which gensim's binary=True cannot read.
     from gensim.models import KeyedVectors
