@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import bnncompress
 from bnncompress import OptionError
 from bnncompress.cli import app
-from bnncompress.sweep import COLUMNS, plot_paths, sweep
+from bnncompress.sweep import COLUMNS, METRICS, plot, plot_paths, sweep
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).parents[1] / "data" / "example.pt"
@@ -154,3 +154,36 @@ def test_a_method_whose_library_is_missing_is_said_before_any_work(tmp_path, mon
     assert packed == []
     with pytest.raises(OptionError, match="needs faiss"):  # pack: before the posterior is read
         bnncompress.pack(tmp_path / "absent.pt", tmp_path / "o.bnc", method="pq")
+
+
+def test_the_figures_show_every_measured_point_and_only_fixed_rate_methods_as_reference_lines(tmp_path, monkeypatch):
+    # kmeans overshot its largest target (0.75 -> 1.0024 bits/w): the axis ended at 1.1 x 0.75, and where one
+    # point was left it was drawn as a dotted "reference" line, as float16 is
+    from matplotlib.figure import Figure
+
+    def row(method, target, payload, *scores):
+        return {"method": method, "target_bits": target, "payload_bits": payload, **dict(zip(METRICS, scores))}
+
+    rows = [
+        row("uncompressed", None, 32.0, 0.1, 0.5, 0.04),
+        row("kmeans", 0.5, 0.0013, 0.0, None, None),
+        row("kmeans", 0.75, 1.0024, 0.02, 0.23, 0.06),
+        {"method": "kmeans", "target_bits": 0.25, "note": "missed"},
+        row("float16", None, 16.0, 0.1, 0.5, 0.04),
+    ]
+    seen = {}
+
+    def savefig(fig, fname, **kwargs):
+        ax = fig.axes[0]
+        seen[ax.get_ylabel()] = (ax.get_xlim(), {line.get_label(): line for line in ax.lines})
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    plot(rows, tmp_path / "rd.png")
+    assert sorted(seen) == ["analogy", "simlex", "ws353"]
+    for metric, ((left, right), lines) in seen.items():
+        kmeans = [(x, y) for x, y in zip(lines["kmeans"].get_xdata(), lines["kmeans"].get_ydata())]
+        assert kmeans == [(r["payload_bits"], r[metric]) for r in rows[1:3] if r[metric] is not None], metric
+        assert all(left <= x <= right for x, _ in kmeans), (metric, right)
+        assert lines["kmeans"].get_marker() == "o"
+        reference = lines["float16 (16.0 bits/w)"]  # off the axis: its score as a horizontal line
+        assert list(reference.get_ydata()) == [rows[4][metric]] * 2 and reference.get_linestyle() == ":"
