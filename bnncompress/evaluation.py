@@ -187,7 +187,8 @@ def evaluate(
     quiet.addFilter(this_threads_details)
     try:
         with np.errstate(divide="ignore", invalid="ignore"):
-            known = {w.upper() for w in kv.index_to_key[:limit]}  # as gensim's evaluators match words
+            rows = reversed(list(enumerate(kv.index_to_key[:limit])))  # as gensim's evaluators match words:
+            known = {w.upper(): row for row, w in rows}  # upper-cased, to the first row of any case
             for metric in metrics:
                 result.update(_score(kv, metric, limit, known))
     finally:
@@ -251,7 +252,7 @@ def _all_alike(rows: np.ndarray, chunk: int = 1 << 14) -> bool:
     return bool(len(rows))
 
 
-def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
+def _score(kv: Any, metric: str, limit: int, known: dict[str, int]) -> dict[str, Any]:
     """One metric through gensim's evaluator, with the questions or pairs it had to skip."""
     path = dataset_path(metric)
     lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
@@ -274,8 +275,9 @@ def _score(kv: Any, metric: str, limit: int, known: set[str]) -> dict[str, Any]:
             for s in sections[:-1]
         }
     else:
-        if _all_alike(kv.vectors[:limit]):  # every similarity equal: scipy would warn 'input is constant' twice
-            value = float("nan")
+        rows = {known[x.upper()] for item in items if all(x.upper() in known for x in item) for x in item}
+        if _all_alike(kv.vectors[sorted(rows)]):  # the answerable pairs' similarities all equal: scipy would
+            value = float("nan")  # warn 'input is constant' twice (their words alike, whatever the other rows)
         else:  # (no catch_warnings to hide scipy's: it swaps every thread's warnings, and can leave them swallowed)
             with _GENSIM_SWAPS:
                 _, spearman, _ = kv.evaluate_word_pairs(str(path), restrict_vocab=limit)

@@ -284,6 +284,24 @@ def test_equal_similarities_are_said_in_words(tiny_kv):
         assert len(caught) == 1 and "equally similar" in str(caught[0].message), [str(w.message) for w in caught]
 
 
+def test_equal_similarities_of_the_answerable_pairs_alone_are_said_once(tiny_kv):
+    """Only the pairs' words alike, the other rows not: scipy's 'An input array is constant' leaked twice
+    before the one line (the check looked at the whole vocabulary)."""
+    lines = dataset_path("ws353").read_text(encoding="utf-8").splitlines()
+    in_pairs = {w.upper() for line in lines if line and not line.startswith("#") for w in line.split()[:2]}
+    vectors = tiny_kv.vectors.copy()
+    rows = [i for i, w in enumerate(tiny_kv.index_to_key) if w.upper() in in_pairs]
+    vectors[rows] = 1.0
+    assert 0 < len(rows) < len(vectors)
+    kv = KeyedVectors(vector_size=tiny_kv.vector_size, count=0, dtype=np.float32)
+    kv.add_vectors(tiny_kv.index_to_key, vectors)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = evaluate(kv, metrics=("ws353",))
+    assert r["ws353"] is None and r["ws353_total"] - r["ws353_missing"] >= 3
+    assert [str(w.message) for w in caught] == ["ws353: all answerable pairs are equally similar: no correlation"]
+
+
 def test_a_text_file_with_numbers_that_do_not_parse_is_not_read_as_binary(tmp_path):
     # '0,5 ' is four bytes, a float32's size: the first vector line did not parse as text, so the file was
     # read as binary and scored (values like 1.5e-19), exit 0
