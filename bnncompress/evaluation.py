@@ -62,8 +62,8 @@ def _no_tensors(tensor: str | None) -> None:
 
 def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
     """gensim ``KeyedVectors`` from an archive (path or :class:`~bnncompress.Archive`), a posterior
-    file (its means), plain word vectors (word2vec text or binary, GloVe text) or KeyedVectors, and
-    which tensor they are (or what kind of file)."""
+    file (its means, medians for constrained sites), plain word vectors (word2vec text or binary, GloVe
+    text) or KeyedVectors, and which tensor they are (or what kind of file)."""
     from gensim.models import KeyedVectors
 
     if isinstance(source, KeyedVectors):

@@ -47,7 +47,8 @@ def eval_(
     source: Annotated[
         Path,
         typer.Argument(
-            help="Archive (.bnc), posterior file (evaluates its means), or word2vec/GloVe vectors.",
+            help="Archive (.bnc), posterior file (evaluates its means, medians for constrained sites), "
+            "or word2vec/GloVe vectors.",
             metavar="SOURCE",
             path_type=str,  # (shown as <path>, handed over as typed: see is_stdio)
         ),
