@@ -185,6 +185,13 @@ def test_cli_init_with_a_huge_value_is_one_line_naming_init(tmp_path):
     p = _cli(["train", corpus, "--init", vectors, "-o", tmp_path / "t.pt", "--epochs", "1"], tmp_path)
     assert "1 value of --init is NaN, infinite or beyond" in _one_line_error(p)
     assert not (tmp_path / "t.pt").exists()
+    # the other options are checked before the vectors file is read (gigabytes of GoogleNews took minutes)
+    unreadable = tmp_path / "u.txt"
+    unreadable.write_text("2 4\nthe 0.1 0.2\n")  # (a short row: reading it fails)
+    p = _cli(["train", corpus, "--init", unreadable, "-o", tmp_path / "t.pt", "--lr", "5"], tmp_path)
+    assert "--lr must be a number above 0" in _one_line_error(p)
+    p = _cli(["train", corpus, "--init", vectors, "-o", tmp_path / "t.pt", "--dim", "7"], tmp_path)
+    assert "--dim 7 differs from the 4 dimensions of" in _one_line_error(p)  # (checked once they are read)
 
 
 # ----------------------------------------------------------------------------- memory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -192,11 +193,8 @@ def train(
     refuse_stdin(corpus, init)
     _refuse_stdout(output, "a posterior")
     refuse_existing(output, force, corpus, init)
-    vectors = read_word_vectors(init) if init is not None else None
-    if vectors is not None and dim is not None and dim != vectors.vector_size:
-        raise OptionError(f"--dim {dim} differs from the {vectors.vector_size} dimensions of '{init}'; drop --dim")
     config = SkipGramConfig(
-        dim=dim if dim is not None else (vectors.vector_size if vectors is not None else 50),
+        dim=dim if dim is not None else 50,
         vocab_size=vocab_size,
         min_count=min_count,
         window=window,
@@ -208,9 +206,14 @@ def train(
         lr_decay=lr_decay,
         seed=seed,
         device=device.value,
-        init_vectors=vectors,
-        refine_means=refine_means,
+        refine_means=refine_means and init is None,  # (said at once when there is no --init)
     )
+    config.validate()  # before a vectors file of gigabytes is read
+    if init is not None:
+        vectors = read_word_vectors(init)
+        if dim is not None and dim != vectors.vector_size:
+            raise OptionError(f"--dim {dim} differs from the {vectors.vector_size} dimensions of '{init}'; drop --dim")
+        config = dataclasses.replace(config, dim=vectors.vector_size, init_vectors=vectors, refine_means=refine_means)
     config.validate()
     sentences = read_corpus(corpus)
     with training_progress(quiet) as report:
