@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the recipes' argument types
+from recipe_args import method as method_arg  # noqa: E402
 from recipe_args import positive_int, run  # noqa: E402
 
 ROWS, DIM = 20000, 100
@@ -339,7 +340,9 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also pack a 200M-weight posterior from disk")
     parser.add_argument("--large-dir", type=Path, help="where to write (or reuse) the 1.6 GB posterior")
     parser.add_argument("--vocabulary", action="store_true", help="also table 4: a 1M-word vocabulary")
-    parser.add_argument("--method", help="method of the Dask and large packs (default: the default method)")
+    parser.add_argument(
+        "--method", type=method_arg, help="method of the Dask and large packs (default: the default method)"
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--dask-dir", type=Path, help=argparse.SUPPRESS)

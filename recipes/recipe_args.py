@@ -40,6 +40,14 @@ def methods(text: str) -> list[str]:
     return names
 
 
+def method(text: str) -> str:
+    """One of bnncompress's methods."""
+    names = methods(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one method")
+    return names[0]
+
+
 def _integer(text: str, low: int, high: float, what: str) -> int:
     """``text`` as an integer in ``low .. high``; argparse's error (one usage line) if it is not."""
     try:
@@ -108,7 +116,8 @@ def run(main: Callable[[], None]) -> None:
         print(f"error: {exc.strerror or exc} ({exc.filename or 'a file'})", file=sys.stderr)
         sys.exit(2)
     except subprocess.CalledProcessError as exc:
-        said = (exc.stderr or b"").decode(errors="replace").strip().splitlines() if exc.stderr else []
+        said = exc.stderr or ""  # bytes, or str when the tool was run with text=True
+        said = (said.decode(errors="replace") if isinstance(said, bytes) else said).strip().splitlines()
         print(
             f"error: {' '.join(map(str, exc.cmd))} failed ({said[-1] if said else f'exit {exc.returncode}'})",
             file=sys.stderr,

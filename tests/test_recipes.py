@@ -1,5 +1,7 @@
 """The recipes run end to end (tiny settings)."""
 
+import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,15 @@ import pytest
 import bnncompress
 
 RECIPES = Path(__file__).parent.parent / "recipes"
+
+
+def _recipe(name: str):
+    """The recipe module ``name`` (recipes/ is the scripts' own directory, not a package)."""
+    sys.path.insert(0, str(RECIPES))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(RECIPES))
 
 
 @pytest.mark.slow
@@ -106,3 +117,21 @@ def test_recipes_keep_existing_results_unless_forced_and_skip_unreachable_points
         timeout=300,
     )
     assert p.returncode == 0 and (tmp_path / "results.md").exists(), p.stderr[-800:]
+
+
+@pytest.mark.parametrize("stderr", ["warming up\nerror: no such method", b"warming up\nerror: no such method"])
+def test_recipe_args_run_says_a_failed_tool_in_one_line_whatever_its_stderr(stderr, capsys):
+    """bench_pack_load runs its cases with text=True: run() called .decode() on a str, a second traceback."""
+    recipe_args = _recipe("recipe_args")
+
+    def main():
+        raise subprocess.CalledProcessError(2, ["tool", "--case", "x"], stderr=stderr)
+
+    with pytest.raises(SystemExit) as exc:
+        recipe_args.run(main)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "error: tool --case x failed (error: no such method)\n"
+    assert recipe_args.method("vbq") == "vbq"
+    for bad in ("bogus", "vbq,uniform"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            recipe_args.method(bad)
