@@ -121,7 +121,8 @@ def main() -> None:
         "--workdir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "bench_serving",
-        help="archives (default: %(default)s)",
+        help="the packed archives, reused by later runs; gensim's files go to a temporary directory in it "
+        "(default: %(default)s)",
     )
     parser.add_argument("--batches", type=positive_int, default=40, help="batches per pass (default: %(default)s)")
     parser.add_argument(
@@ -173,18 +174,20 @@ def main() -> None:
     z, u = (rows_per_second(lambda ids: kv.vectors[ids], b, args.repeat) for b in (zipf, uniform))
     sim = best_ms(kv.most_similar, words)
     table.append(("gensim KeyedVectors", matrix.nbytes, matrix.nbytes + kv.norms.nbytes, 0, z, u, None, sim))
-    kv_path = args.workdir / "vectors.kv"
-    # mmap= maps only the arrays save() wrote to .npy files of their own; by default gensim pickles
-    # arrays of fewer than 10M elements into the .kv (a 20,000 x 100 matrix too), and they load into memory
-    kv.save(str(kv_path), separately=["vectors"])
     from gensim.models import KeyedVectors
 
-    mapped = KeyedVectors.load(str(kv_path), mmap="r")
-    z, u = (rows_per_second(lambda ids: mapped.vectors[ids], b, args.repeat) for b in (zipf, uniform))
-    sim = best_ms(mapped.most_similar, words)
-    disk = sum(p.stat().st_size for p in args.workdir.glob("vectors.kv*"))
-    arrays = [*vars(mapped).values(), *mapped.expandos.values()]
-    held = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray) and not isinstance(a, np.memmap))
+    # a directory of its own in --workdir (a vectors.kv of the user's there was replaced, and counted)
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="gensim-") as own:
+        kv_path = Path(own) / "vectors.kv"
+        # mmap= maps only the arrays save() wrote to .npy files of their own; by default gensim pickles
+        # arrays of fewer than 10M elements into the .kv (a 20,000 x 100 matrix too), and they load into memory
+        kv.save(str(kv_path), separately=["vectors"])
+        mapped = KeyedVectors.load(str(kv_path), mmap="r")
+        z, u = (rows_per_second(lambda ids: mapped.vectors[ids], b, args.repeat) for b in (zipf, uniform))
+        sim = best_ms(mapped.most_similar, words)
+        disk = sum(p.stat().st_size for p in Path(own).iterdir())
+        arrays = [*vars(mapped).values(), *mapped.expandos.values()]
+        held = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray) and not isinstance(a, np.memmap))
     table.append(("gensim KeyedVectors mmap", disk, held, 0, z, u, None, sim))
     notes = []
     try:
