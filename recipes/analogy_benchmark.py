@@ -177,8 +177,11 @@ def main() -> None:
     if args.results is None:
         args.results = args.work / ("quick-results" if args.quick else "results")
     if args.stage in ("all", "sweep"):  # before the corpus and the training: the tables are not replaced unasked
+        from bnncompress.sweep import plot_paths
+
         args.results.mkdir(parents=True, exist_ok=True)
-        check_results([args.results / f"analogy_benchmark.{suffix}" for suffix in ("csv", "md")], args.force)
+        tables = [args.results / f"analogy_benchmark.{suffix}" for suffix in ("csv", "md")]
+        check_results([*tables, *plot_paths(args.results / "analogy_benchmark.png").values()], args.force)
     if not args.quick and args.stage in ("all", "corpus") and (args.stage == "corpus" or not corpus.exists()):
         if shutil.which("apt-get") is None:
             parser.exit(

@@ -135,3 +135,16 @@ def test_recipe_args_run_says_a_failed_tool_in_one_line_whatever_its_stderr(stde
     for bad in ("bogus", "vbq,uniform"):
         with pytest.raises(argparse.ArgumentTypeError):
             recipe_args.method(bad)
+
+
+def test_analogy_benchmark_refuses_an_existing_figure_before_the_corpus_and_training(tmp_path, monkeypatch):
+    """Only the .csv and .md were checked up front: an existing figure was refused after minutes of training."""
+    analogy = _recipe("analogy_benchmark")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "analogy_benchmark-ws353.png").write_text("MY OWN FIGURE")
+    argv = ["analogy_benchmark.py", "--stage", "sweep", "--work", str(tmp_path), "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)  # (no posterior in --work: the sweep stage would stop there)
+    with pytest.raises(bnncompress.BnnCompressError, match="analogy_benchmark-ws353.png' already exists"):
+        analogy.main()
+    assert (results / "analogy_benchmark-ws353.png").read_text() == "MY OWN FIGURE"
