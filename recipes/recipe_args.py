@@ -91,6 +91,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def positive_fraction(text: str) -> float:
+    """A number above 0 and at most 1 (a share of a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0 and at most 1")
+    return value
+
+
 def check_results(paths: Iterable[Path], force: bool) -> None:
     """Before any work: each results file can be written and, without ``--force``, does not exist yet
     (a rerun replaced the user's own notes in a results folder, silently)."""

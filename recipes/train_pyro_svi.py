@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from recipe_args import fraction, positive_float, positive_int, run, seed
+from recipe_args import fraction, positive_float, positive_fraction, positive_int, run, seed
 
 from bnncompress import BnnCompressError
 from bnncompress.files import atomic_output, check_output_path
@@ -70,7 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=positive_int, default=None, help="SVI steps (overrides --epochs)")
     parser.add_argument("--batch-size", type=positive_int, default=16384, help="pairs per SVI step")
     parser.add_argument("--lr", type=positive_float, default=0.02, help="initial learning rate")
-    parser.add_argument("--final-lr", type=positive_float, default=0.1, help="last step's lr as a fraction of --lr")
+    parser.add_argument(
+        "--final-lr", type=positive_fraction, default=0.1, help="last step's lr as a fraction of --lr (at most 1)"
+    )
     parser.add_argument("--clip-norm", type=positive_float, default=1e6, help="ClippedAdam's elementwise gradient clip")
     parser.add_argument(
         "--init-scale", type=positive_float, default=0.1, help="AutoNormal's init_scale (Pyro's default 0.1)"
@@ -104,6 +106,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     except BnnCompressError as exc:
         parser.exit(2, f"error: {exc.render({'force=True': '--force'}, prefix='--')}\n")
     return args
+
+
+def lr_decay(final_lr: float, steps: int) -> float:
+    """ClippedAdam's ``lrd``: it multiplies the lr by ``lrd`` before each step, so step k (1-based) runs
+    at lr * lrd^k and the last of ``steps`` at lr * final_lr (``1 / (steps - 1)`` overshot by a step)."""
+    return final_lr ** (1.0 / steps)
 
 
 def main(argv=None) -> None:
@@ -142,8 +150,7 @@ def main(argv=None) -> None:
             return 0.1 * torch.randn(site["fn"].shape())
 
     guide = AutoNormal(model, init_loc_fn=init_loc_fn, init_scale=args.init_scale)
-    lrd = args.final_lr ** (1.0 / max(steps - 1, 1))  # ClippedAdam: lr_t = lr * lrd^t
-    optim = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": lrd, "clip_norm": args.clip_norm})
+    optim = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": lr_decay(args.final_lr, steps), "clip_norm": args.clip_norm})
     svi = SVI(model, guide, optim, loss=Trace_ELBO())
 
     centers_t = torch.from_numpy(centers.astype(np.int64))

@@ -148,3 +148,25 @@ def test_analogy_benchmark_refuses_an_existing_figure_before_the_corpus_and_trai
     with pytest.raises(bnncompress.BnnCompressError, match="analogy_benchmark-ws353.png' already exists"):
         analogy.main()
     assert (results / "analogy_benchmark-ws353.png").read_text() == "MY OWN FIGURE"
+
+
+def test_pyro_svi_recipe_final_lr_is_the_last_steps_lr_and_at_most_1(tmp_path, capsys):
+    """ClippedAdam decays the lr before each step: lrd = final_lr ** (1 / (steps - 1)) ran the last step
+    below --final-lr (3 steps: 0.0316 for 0.1); --final-lr 2 made the lr grow."""
+    import torch
+    from pyro.optim.clipped_adam import ClippedAdam
+
+    svi = _recipe("train_pyro_svi")
+    for steps in (1, 3, 10):
+        p = torch.nn.Parameter(torch.zeros(1))
+        optim = ClippedAdam([p], lr=0.02, lrd=svi.lr_decay(0.1, steps))
+        for _ in range(steps):
+            p.grad = torch.ones(1)
+            optim.step()
+        assert optim.param_groups[0]["lr"] == pytest.approx(0.02 * 0.1), steps
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat\n")
+    for bad in ("2", "0"):
+        with pytest.raises(SystemExit) as exc:
+            svi.parse_args(["--corpus", str(corpus), "--output", str(tmp_path / "o.pt"), "--final-lr", bad])
+        assert exc.value.code == 2 and "above 0 and at most 1" in capsys.readouterr().err
