@@ -16,7 +16,7 @@ Stages (each reuses the previous one's output if it exists):
     python recipes/analogy_benchmark.py                  # all stages -> recipes/work/results/
     python recipes/analogy_benchmark.py --stage sweep    # re-run only the sweep
     python recipes/analogy_benchmark.py --quick          # < 1 min: gensim's bundled text only, small model
-    python recipes/analogy_benchmark.py --results recipes/results   # refresh the committed results
+    python recipes/analogy_benchmark.py --results recipes/results --force   # refresh the committed results
 """
 
 from __future__ import annotations

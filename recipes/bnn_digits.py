@@ -8,7 +8,7 @@ log-likelihood against the posterior mean:
     python recipes/bnn_digits.py               # MLP 64-64-10 -> recipes/work/results/bnn_digits.{md,png}
     python recipes/bnn_digits.py --model cnn   # small CNN    -> recipes/work/results/bnn_digits_cnn.{md,png}
     python recipes/bnn_digits.py --quick       # < 1 min: 300 steps, 2 rates, 3 methods
-    python recipes/bnn_digits.py --out recipes/results   # refresh the committed results
+    python recipes/bnn_digits.py --out recipes/results --force   # refresh the committed results
 
 The CNN (two 3x3 convolutions on the 8x8 images, then a linear layer) is the convolutional
 model that fits this 2-core machine: the digits are the only image data that ships in a
