@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recipe_args import check_results, methods, positive_int, rates, run
+from recipe_args import check_results, directory, methods, positive_int, rates, run
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK, help="directory of the corpus and the posterior")
     parser.add_argument(
         "--results",
-        type=Path,
+        type=directory,
         help="directory for tables and plots (default: WORK/results; with --quick, WORK/quick-results)",
     )
     parser.add_argument("--force", action="store_true", help="replace the tables and plots if they exist")

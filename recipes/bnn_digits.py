@@ -31,7 +31,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
-from recipe_args import check_results, positive_int, rates, run, seed, write_result
+from recipe_args import check_results, directory, positive_int, rates, run, seed, write_result
 from recipe_args import methods as methods_arg
 
 import bnncompress
@@ -149,7 +149,10 @@ def main() -> None:
         help="comma-separated methods with a rate knob (not float16)",
     )
     parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "work" / "results"), help="folder for the .md and .png"
+        "--out",
+        type=directory,
+        default=str(Path(__file__).parent / "work" / "results"),
+        help="folder for the .md and .png",
     )
     parser.add_argument("--force", action="store_true", help="replace the .md and .png if they exist")
     args = parser.parse_args()

@@ -44,7 +44,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 from pyro.poutine.util import site_is_subsample
-from recipe_args import check_results, methods, positive_int, rates, seed, write_result
+from recipe_args import check_results, directory, methods, positive_int, rates, seed, write_result
 from recipe_args import run as run_recipe
 from torch.distributions import biject_to
 
@@ -240,7 +240,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--per-tensor-bits", type=float, default=2.0, help="target of the per-tensor table")
     parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "work" / "bnn_regression"), help="folder for results.md/.csv"
+        "--out",
+        type=directory,
+        default=str(Path(__file__).parent / "work" / "bnn_regression"),
+        help="folder for results.md/.csv",
     )
     parser.add_argument("--force", action="store_true", help="replace results.md/.csv if they exist")
     args = parser.parse_args(argv)

@@ -102,6 +102,15 @@ def positive_fraction(text: str) -> float:
     return value
 
 
+def directory(text: str) -> Path:
+    """A folder for results, made later if missing, but not an existing file (its mkdir said "File
+    exists", read as the results existing, and --force did not help)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a directory")
+    return path
+
+
 def check_results(paths: Iterable[Path], force: bool) -> None:
     """Before any work: each results file can be written and, without ``--force``, does not exist yet
     (a rerun replaced the user's own notes in a results folder, silently)."""

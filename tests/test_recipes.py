@@ -170,3 +170,22 @@ def test_pyro_svi_recipe_final_lr_is_the_last_steps_lr_and_at_most_1(tmp_path, c
         with pytest.raises(SystemExit) as exc:
             svi.parse_args(["--corpus", str(corpus), "--output", str(tmp_path / "o.pt"), "--final-lr", bad])
         assert exc.value.code == 2 and "above 0 and at most 1" in capsys.readouterr().err
+
+
+def test_recipes_say_an_output_folder_that_is_a_file_is_not_a_directory(tmp_path, monkeypatch, capsys):
+    """--out / --results naming a file ended in "error: File exists (...)", as if the results did, --force or not."""
+    afile = tmp_path / "notadir"
+    afile.write_text("kept")
+    calls = [
+        ("bnn_regression", lambda m: m.parse(["--out", str(afile), "--force"])),
+        ("bnn_digits", lambda m: m.main()),
+        ("analogy_benchmark", lambda m: m.main()),
+    ]
+    for name, call in calls:
+        option = "--results" if name == "analogy_benchmark" else "--out"
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", option, str(afile), "--force"])
+        with pytest.raises(SystemExit) as exc:
+            call(_recipe(name))
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and err.endswith(f"argument {option}: '{afile}' is a file, not a directory"), err
+    assert afile.read_text() == "kept"
