@@ -145,7 +145,8 @@ def main() -> None:
         "--quick",
         action="store_true",
         help="a small model on gensim's bundled text, 3 methods at 2 rates, all stages (its own settings: "
-        "the training, --methods, --bits and --stage options are not used)",
+        "--vocab-size, --dim, --epochs, --batch-size, --lr, --methods, --bits and --stage are not used; --seed is, "
+        "when WORK/quick.pt is trained, and a later --quick reuses that file)",
     )
     parser.add_argument("--work", type=Path, default=WORK, help="directory of the corpus and the posterior")
     parser.add_argument(
