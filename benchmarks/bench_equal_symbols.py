@@ -88,7 +88,8 @@ def main() -> None:
         print(f"{args.posterior} at --bits {args.bits:g}: bits/weight ({' + '.join(PARTS)})")
         print("| tensor | version 3 | the default's record, the same symbols | change |")
         print("|---|---|---|---|")
-        for r in read_archive(v3).tensors:
+        v3_tensors = read_archive(v3).tensors
+        for r in v3_tensors:
             if r.kind.name != "columns":
                 continue
             old, new = version3_parts(r), default_parts(r, classes[r.name], valued[r.name], rotations[r.name])
@@ -96,6 +97,9 @@ def main() -> None:
             cells = [" + ".join(f"{p[k] / w:.3f}" for k in PARTS) + f" = {sum(p.values()) / w:.3f}" for p in (old, new)]
             change = 100 * (sum(new.values()) / sum(old.values()) - 1)
             print(f"| {r.name} {r.shape} C={classes[r.name]} | {cells[0]} | {cells[1]} | {change:+.1f}% |")
+        if all(r.kind.name != "columns" for r in v3_tensors):
+            kinds = ", ".join(f"{r.name}: {r.kind.name}" for r in v3_tensors)
+            print(f"note: no tensor has a per-column record at --bits {args.bits:g} ({kinds}): nothing to compare")
 
 
 if __name__ == "__main__":
