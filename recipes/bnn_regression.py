@@ -381,17 +381,18 @@ def run(args: argparse.Namespace) -> dict:
     xs = torch.linspace(-3, 3, args.test).unsqueeze(-1)
     small_base = predict(small_model, small_medians, xs)
     loc, scale = (v.detach().reshape(-1) for v in small_guide._get_loc_and_scale("fc1.weight"))
-    small = []
+    small, small_warnings = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
             path = Path(tmp) / f"small-{method}.bnc"
-            with warnings.catch_warnings(record=True):
+            with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
                     result = bnncompress.pack(small_guide, path, bits=4.0, method=method)
                 except RateControlError as exc:
                     print(f"1-{args.small_hidden}-1, {method}: skipped ({exc})")
                     continue
+            small_warnings += [f"{method}: {w.message}" for w in caught]  # (a missed target: not at 4 bits)
             archive = bnncompress.load(path)
             values, _ = decoded_sites(archive, small_sups, small_medians)
             w = torch.as_tensor(np.array(archive["fc1.weight"]), dtype=torch.float32).reshape(-1)
@@ -471,6 +472,7 @@ def run(args: argparse.Namespace) -> dict:
             ],
             small,
         ),
+        *(["", "Pack warnings:", *(f"- {w}" for w in small_warnings)] if small_warnings else []),
         "",
         f"## Per tensor at target {args.per_tensor_bits:g} bits/weight (z = (decoded - loc) / scale, "
         "unconstrained; rel = RMS error / RMS of the means)",
