@@ -33,7 +33,7 @@ BITS_TOLERANCE = 0.02
 _AIM = 0.01  # search until this close, leaving room for the real coder's rounding
 #: lambda's range (the rate a lambda gives scales with the posterior's (mean spread / scale)²: a collapsed
 #: posterior needed 1e-16 for 8 bits, which the range of 1e-8 to 1e12 called unreachable).
-_LAM_RANGE = (1e-24, 1e24)
+LAM_RANGE = (1e-24, 1e24)
 _SAMPLE_WEIGHTS = 1 << 17  # the subsample's size: at least this, 1/64 of the posterior, at most _SAMPLE_MAX
 _SAMPLE_MAX = 1 << 21
 _GRID_BYTES_PER_VALUE = 4  # one float32 grid value
@@ -179,7 +179,7 @@ def find_lambda(
             estimates[(u, on_samples)] = estimate_payload_bits(tensors, math.exp(u), on_samples)
         return estimates[(u, on_samples)] - target_bits
 
-    lo, hi = math.log(_LAM_RANGE[0]), math.log(_LAM_RANGE[1])
+    lo, hi = math.log(LAM_RANGE[0]), math.log(LAM_RANGE[1])
     u0 = min(max(math.log(start), lo), hi)
     aim = aim * target_bits
     on_samples = has_sample

@@ -21,18 +21,19 @@ import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .errors import ArgumentTypeError, OptionError, RateControlError
 from .pipeline import code_jobs, jobs_have_sample
 from .progress import Progress
-from .ratecontrol import BITS_TOLERANCE, TargetOutOfReach, estimate_payload_bits, find_lambda
+from .ratecontrol import BITS_TOLERANCE, LAM_RANGE, TargetOutOfReach, estimate_payload_bits, find_lambda
 from .records import TensorRecord
 from .tensorjob import TensorJob
 
 #: A pack to a size lands within this fraction below it (never above), where the method's rate allows.
 SIZE_TOLERANCE = BITS_TOLERANCE
-#: Packs measured at most: the first without the container, then with what the latest one measured.
-MAX_PASSES = 4
+#: Archives coded and measured at most (one more to see whether any archive is small enough): usually one or two.
+MAX_PASSES = 6
 #: Units of a size: powers of 1024 as in GNU coreutils (K, KiB), powers of 1000 with a B (KB); case is ignored.
 SIZE_UNITS = {
     "": 1,
@@ -44,6 +45,7 @@ SIZE_UNITS = {
 #: Where in the window a pass aims (0: at ``size``, 1: at its bottom): above the middle, leaving room for what the
 #: archive holds besides the payload and was not measured yet (each tensor's entries, about 1 KB).
 _AIM_BELOW = 0.6
+_MAX_SIZE = 2**63  # (HDF5's offsets are 64-bit)
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([a-zA-Z]*)\s*")
 
 
@@ -52,8 +54,8 @@ def parse_size(size: int | str) -> int:
     KiB, MiB...; KB, MB, GB, TB: powers of 1000; B or none: bytes), rounded down to whole bytes.
 
     Example:
-        >>> parse_size("2.5 kb"), parse_size("1e3")
-        (2500, 1000)
+        >>> parse_size("2.5 kb"), parse_size("1e3"), parse_size("2.01KB")
+        (2500, 1000, 2010)
     """
     if isinstance(size, bool) or not isinstance(size, (numbers.Real, str)):
         raise ArgumentTypeError(f"«size» must be a number of bytes or a string such as '200K', not {size!r:.40}")
@@ -65,12 +67,15 @@ def parse_size(size: int | str) -> int:
                 f"cannot read the size {size!r:.40}; give bytes or a number with K, M, G (powers of 1024) "
                 "or KB, MB, GB (powers of 1000), e.g. 200K or 1.5MB"
             )
-        number = float(match.group(1) + (f"e{match.group(2)}" if match.group(2) else "")) * unit
+        exponent = int(match.group(2) or 0)  # (exact: 2.01KB is 2,010 bytes, not float's 2,009.99)
+        number = Fraction(match.group(1)) * unit * Fraction(10) ** exponent if abs(exponent) < 100 else math.inf
+    elif isinstance(size, numbers.Integral):
+        number = int(size)
     else:
-        number = float(size) if math.isfinite(size) else math.inf
-    if not 1 <= number < 2**63:
-        raise OptionError(f"the target «size» must be at least 1 byte and finite, got {size!r:.40}")
-    return int(number)
+        number = Fraction(float(size)) if math.isfinite(size) else math.inf
+    if not 1 <= number < _MAX_SIZE:
+        raise OptionError(f"the target «size» must be from 1 byte to 2^63 - 1 bytes, got {size!r:.40}")
+    return math.floor(number)
 
 
 @dataclass(frozen=True)
@@ -91,49 +96,93 @@ def code_to_size(
 ) -> SizedPack:
     """Code ``jobs`` at the lambda whose archive (``measure(records)``: its bytes; ``measure([])`` the
     archive's without tensors) is at most ``size`` bytes and within :data:`SIZE_TOLERANCE` below it.
-    Raises :class:`RateControlError` for a size the method cannot reach on this posterior, or that no
-    pass could stay within."""
+    Raises :class:`RateControlError` for a size the method cannot reach on this posterior."""
     weights = sum(job.num_weights for job in jobs)
     has_sample = jobs_have_sample(jobs)
-    extra = float(measure([]))  # bytes of the archive besides the estimated payload: at first, of no tensors
-    lam, kept, smallest = 1.0, None, math.inf
+    empty = measure([])
+    if size <= empty:
+        raise RateControlError(
+            f"a target size of {size:,} bytes is no more than an archive of no tensors takes ({empty:,} bytes: the "
+            "HDF5 container, its manifest and any vocabulary); ask for a larger «size»"
+        )
+    extra = float(empty)  # bytes of the archive besides the estimated payload: at first, of no tensors
+    search = _Measured(size)
+    lam = 1.0
     for attempt in range(MAX_PASSES):
-        payload = size * (1 - _AIM_BELOW * SIZE_TOLERANCE) - extra  # (an unmeasured extra is more bytes)
-        if payload <= 0:
-            raise RateControlError(
-                f"a target size of {size:,} bytes is less than this archive needs besides its payload "
-                f"(about {extra:,.0f} bytes: the HDF5 container, the manifest and any vocabulary); ask for a "
-                "larger «size»"
-            )
         report("searching lambda" if attempt == 0 else "searching lambda again for the size", 0, 1)
-        try:
-            lam, beyond = find_lambda(jobs, 8 * payload / weights, has_sample, start=lam, aim=SIZE_TOLERANCE / 4), None
-        except TargetOutOfReach as e:  # (the extra was measured without the tensors' entries: code there to see)
-            lam, beyond = e.lam, e
+        lam, beyond = _estimated(jobs, size * (1 - _AIM_BELOW * SIZE_TOLERANCE) - extra, weights, has_sample, lam)
+        lam = search.within_bracket(lam)
         report("searching lambda" if attempt == 0 else "searching lambda again for the size", 1, 1)
-        records, notes = code_jobs(jobs, lam, report, last=False)
-        got = measure(records)
-        if got <= size and (kept is None or got > kept.file_bytes):
-            kept = SizedPack(records, float(lam), got, notes)
-        if beyond is not None and beyond.above and got <= size * (1 - SIZE_TOLERANCE):
+        got = search.add(lam, *code_jobs(jobs, lam, report, last=False), measure)
+        if search.done or search.jumps or (got > size and lam >= LAM_RANGE[1]):  # (the last: no archive is smaller)
+            break
+        if beyond is not None and beyond.above and got < size * (1 - SIZE_TOLERANCE):  # (the largest archive)
             raise RateControlError(
                 f"a target size of {size:,} bytes is more than this method packs this posterior to ({got:,} bytes "
                 "at most); ask for a smaller «size»"
             )
-        if beyond is not None and not beyond.above and got > size:
-            raise RateControlError(
-                f"a target size of {size:,} bytes is below the smallest archive this posterior packs to ({got:,} "
-                "bytes); ask for a larger «size»"
-            )
-        if size * (1 - SIZE_TOLERANCE) <= got <= size or (beyond is not None and got <= size):
-            break  # (at an end of lambda's range: no lambda comes closer)
-        smallest = min(smallest, got)
         extra = got - estimate_payload_bits(jobs, lam) * weights / 8
+    if search.fits is None and LAM_RANGE[1] not in search.tried:  # (is there an archive small enough at all?)
+        search.add(LAM_RANGE[1], *code_jobs(jobs, LAM_RANGE[1], report, last=False), measure)
     for job in jobs:
         job.fitted.keep_pass_data(0)  # (their passes are done)
-    if kept is None:
+    if search.fits is None:
         raise RateControlError(
-            f"no lambda the search tried gives an archive of at most {size:,} bytes (the smallest was "
-            f"{smallest:,.0f}: this method's rate jumps near it on this posterior); ask for a larger «size»"
+            f"a target size of {size:,} bytes is below the smallest archive this posterior packs to (about "
+            f"{min(search.tried.values()):,} bytes); ask for a larger «size»"
         )
-    return kept
+    return search.fits
+
+
+def _estimated(
+    jobs: list[TensorJob], payload: float, weights: int, has_sample: bool, start: float
+) -> tuple[float, TargetOutOfReach | None]:
+    """The lambda rate control finds for ``payload`` bytes (an end of lambda's range for one beyond it), and
+    what it said of one beyond reach."""
+    if payload <= 0:  # (measured besides the payload: more than the size leaves)
+        return LAM_RANGE[1], None
+    try:
+        return find_lambda(jobs, 8 * payload / weights, has_sample, start=start, aim=SIZE_TOLERANCE / 4), None
+    except TargetOutOfReach as e:
+        return e.lam, e
+
+
+class _Measured:
+    """The archives a pack to ``size`` coded: the largest at most the size (``fits``), every lambda's bytes, and
+    the bracket of lambdas where the size must be: the largest measured over it (``over``) and the smallest
+    measured within it (``under``); lambdas it proposes stay between those two."""
+
+    def __init__(self, size: int):
+        self.size, self.fits, self.over, self.under = size, None, None, None
+        self.tried: dict[float, int] = {}
+
+    def add(self, lam: float, records: list[TensorRecord], notes: list[str], measure: Callable) -> int:
+        got = self.tried[lam] = measure(records)
+        if got <= self.size and (self.fits is None or got > self.fits.file_bytes):
+            self.fits = SizedPack(records, float(lam), got, notes)
+        if got > self.size and (self.over is None or lam > self.over):
+            self.over = lam
+        if got <= self.size and (self.under is None or lam < self.under):
+            self.under = lam
+        return got
+
+    @property
+    def done(self) -> bool:
+        """An archive within the window."""
+        return self.fits is not None and self.fits.file_bytes >= self.size * (1 - SIZE_TOLERANCE)
+
+    @property
+    def jumps(self) -> bool:
+        """The lambdas of the smallest archive over the size and the largest within it are next to each other:
+        the rate jumps there, past the window."""
+        return self.under is not None and self.over is not None and self.under <= self.over * 1.0001
+
+    def within_bracket(self, lam: float) -> float:
+        """``lam`` if it lies between the lambdas measured over and within the size and is new, else their
+        geometric mean (or a step of 4x from the one side measured)."""
+        low, high = self.over, self.under
+        if lam not in self.tried and (low is None or lam > low) and (high is None or lam < high):
+            return lam
+        if low is not None and high is not None:
+            return math.sqrt(low * high)  # (never one tried: each is at most low or at least high)
+        return min(low * 4, LAM_RANGE[1]) if low is not None else max(high / 4, LAM_RANGE[0])

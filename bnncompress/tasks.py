@@ -1,7 +1,7 @@
 """The pipeline's tasks: module-level functions over a range of whole coding blocks of one
 tensor, run where the executor runs them (threads of this process, or Dask workers).
 
-Each task reads its rows once (:func:`blocks`); :mod:`bnncompress.pipeline` reduces its small results in block order.
+Each task reads its rows once (:func:`blocks`); a ``TensorJob`` (:mod:`.tensorjob`) reduces its results in block order.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ from bnncompress.sources import open_posterior
         ("10B", 10),
         (".5K", 512),
         ("1000.9", 1000),  # whole bytes, rounded down: the size is a maximum
+        ("2.01KB", 2010),  # (exactly: a float product gave 2,009)
+        ("8.11KB", 8110),
+        (2**63 - 1, 2**63 - 1),
         (3000, 3000),
         (2500.7, 2500),
         (np.int64(77), 77),
@@ -39,7 +42,9 @@ def test_sizes_are_read_with_units(text, expected):
     assert targetsize.parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "K", "12Q", "1.5.2M", "-5", "0", "0.5", "inf", "nan", "1e30", "5 M B", 0, -3])
+@pytest.mark.parametrize(
+    "text", ["", "K", "12Q", "1.5.2M", "-5", "0", "0.5", "inf", "nan", "1e30", "1e400", "5 M B", 0, -3, 10**400, 2**63]
+)
 def test_sizes_that_mean_nothing_are_refused(text):
     with pytest.raises(OptionError, match="size"):
         targetsize.parse_size(text)
@@ -79,9 +84,28 @@ def test_a_small_model_whose_container_outweighs_its_payload_lands_below_the_siz
     assert 2 <= len(coded) <= targetsize.MAX_PASSES  # the first archive measured missed: its tensors' entries
 
 
+def test_sizes_just_above_the_smallest_archive_land_in_the_window(tmp_path):
+    """A first pass far above them measured more bytes besides the payload than the smallest archives have: sizes
+    the largest lambdas reach were refused, or packed more than 2% below with a note that no lambda came closer."""
+    smallest = bnncompress.pack(_tiny(), tmp_path / "top.bnc", lam=1e24).file_bytes
+    for size in (smallest + 15, smallest + 40, smallest + 80):
+        r = bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=size)
+        assert 0.98 * size <= r.file_bytes <= size and not r.target_missed
+    with pytest.raises(RateControlError, match="below the smallest archive this posterior packs to"):
+        bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=smallest - 40)
+
+
+def test_a_size_inside_a_jump_of_the_rate_packs_the_largest_archive_below_it(tmp_path):
+    """k-means on the example jumps from 69 KB to 19 KB between two lambdas: a size between them was refused
+    ("the smallest was 69,144"), the same lambda coded four times."""
+    r = bnncompress.pack("data/example.pt", tmp_path / "k.bnc", size=50_000, method="kmeans")
+    assert r.file_bytes <= 50_000 and r.target_missed
+    assert any(w.startswith("target missed: the archive is") for w in r.warnings)
+
+
 def test_sizes_out_of_reach_are_one_line_and_write_nothing(tmp_path):
     out = tmp_path / "x.bnc"
-    with pytest.raises(RateControlError, match=r"less than this archive needs besides its payload \(about 2,"):
+    with pytest.raises(RateControlError, match=r"no more than an archive of no tensors takes \(2,"):
         bnncompress.pack(_tiny(), out, size=2_000)
     with pytest.raises(RateControlError, match="more than this method packs this posterior to"):
         bnncompress.pack(_tiny(), out, size="1M")
