@@ -53,8 +53,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))  # the recipes' argument types
-from recipe_args import method as method_arg  # noqa: E402
+from recipe_args import method as one_method  # noqa: E402
 from recipe_args import positive_int, run  # noqa: E402
+
+from bnncompress.quantizers import METHODS  # noqa: E402
 
 ROWS, DIM = 20000, 100
 LARGE_ROWS = 2_000_000
@@ -134,6 +136,15 @@ def _best(op, repeat: int, warm_up: bool = True) -> tuple[float, object]:
         result = op()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+def streamed_method(text: str) -> str:
+    """A method that packs block by block (streamed and on Dask) at 2 bits/weight: the cases' route and rate."""
+    name = one_method(text)
+    if not METHODS[name].blockwise or METHODS[name].fixed_rate:
+        why = "needs whole tensors in memory" if not METHODS[name].blockwise else "has a fixed rate"
+        raise argparse.ArgumentTypeError(f"{name!r} {why}: the Dask and large cases stream at 2 bits/weight")
+    return name
 
 
 def run_case(
@@ -341,7 +352,7 @@ def main() -> None:
     parser.add_argument("--large-dir", type=Path, help="where to write (or reuse) the 1.6 GB posterior")
     parser.add_argument("--vocabulary", action="store_true", help="also table 4: a 1M-word vocabulary")
     parser.add_argument(
-        "--method", type=method_arg, help="method of the Dask and large packs (default: the default method)"
+        "--method", type=streamed_method, help="method of the Dask and large packs (default: the default method)"
     )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)

@@ -66,7 +66,7 @@ def _check_target(path: str | os.PathLike, force: bool, inputs: Iterable[str | o
     if not isinstance(force, bool):  # force="no" would overwrite
         raise ArgumentTypeError(f"«force» must be True or False, not {force!r:.40}")
     if ends_with_slash(path):
-        raise OptionError(f"the output '{os.fspath(path)}' ends with a slash; give the path of a file")
+        raise OptionError(f"the output '{os.fspath(path)}' names a directory (a final / or /.); give a file's path")
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
@@ -99,10 +99,10 @@ def _check_target(path: str | os.PathLike, force: bool, inputs: Iterable[str | o
 
 
 def ends_with_slash(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a directory by a trailing slash (``out/``): an output path must not, since
-    Path() would drop the slash and write a file ``out``. Give it the path as the user typed it: a Path
-    has lost the slash already."""
-    return os.fspath(path).endswith(("/", os.sep))
+    """Whether ``path`` names a directory by a trailing slash or ``/.`` (``out/``, ``out/.``): an output path
+    must not, since Path() would drop them and write a file ``out``. Give it the path as the user typed it: a
+    Path has lost them already."""
+    return os.fspath(path).endswith(("/", os.sep, "/.", os.sep + "."))
 
 
 def check_stdout_not_an_input(inputs: Iterable[str | os.PathLike]) -> None:

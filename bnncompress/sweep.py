@@ -155,12 +155,14 @@ def _check_outputs(csv_path: Any, plot_path: Any, force: bool, source: Any) -> N
             from matplotlib.backend_bases import FigureCanvasBase
         except ImportError:
             raise OptionError("«plot» needs matplotlib: pip install matplotlib (or bnncompress[eval])") from None
+        if not os.fspath(plot_path):  # ('' crashed in plot_paths: "PosixPath('.') has an empty name")
+            raise OptionError("«plot_path» is empty; give a file name, e.g. rd.png")
         if os.path.isdir(plot_path):  # (its figures were written beside it, as <dir>-analogy.png)
             raise OptionError(
                 f"«plot_path» '{plot_path}' is a directory; give a file name, e.g. {Path(plot_path) / 'rd.png'}"
             )
         if ends_with_slash(plot_path):  # (Path() drops the slash: its figures were written as <name>-analogy.png)
-            raise OptionError(f"«plot_path» '{os.fspath(plot_path)}' ends with a slash; give the path of a file")
+            raise OptionError(f"«plot_path» '{os.fspath(plot_path)}' names a directory (a final / or /.); give a file")
         targets += list(plot_paths(plot_path).values())
         kind = targets[-1].suffix.lstrip(".")
         if kind.lower() not in FigureCanvasBase.get_supported_filetypes():

@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 import bnncompress
 from bnncompress.cli import app
 from bnncompress.cli import embeddings as eval_command
+from bnncompress.cli.streams import is_stdio
 from bnncompress.errors import OptionError
 from bnncompress.evaluation import read_word_vectors
 from bnncompress.files import TEMP_SUFFIX, atomic_output, remove_stale_temporaries, write_bytes
@@ -101,6 +103,10 @@ def test_a_directory_output_is_named_at_once(tmp_path):
         ("sweep", EXAMPLE, "--methods", "float16", "--restrict-vocab", "100", "-o", "res/"),
         ("sweep", EXAMPLE, "--methods", "float16", "--restrict-vocab", "100", "-o", "r.csv", "--plot", "rd/"),
         ("train", "corpus.txt", "-o", "t/"),
+        ("pack", EXAMPLE, "-o", "arch/."),  # (Path() drops a final /. too)
+        ("unpack", "a.bnc", "-o", "notes.txt/.", "-f"),
+        ("sweep", EXAMPLE, "--methods", "float16", "--restrict-vocab", "100", "-o", "r.csv", "--plot", "rd/."),
+        ("train", "corpus.txt", "-o", "t/."),
     ],
 )
 def test_an_output_path_ending_in_a_slash_is_refused_as_the_api_refuses_it(tmp_path, monkeypatch, args):
@@ -109,7 +115,7 @@ def test_an_output_path_ending_in_a_slash_is_refused_as_the_api_refuses_it(tmp_p
     bnncompress.pack({"w": (np.ones((4, 3)), np.full((4, 3), 0.1))}, "a.bnc", method="float16")
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "corpus.txt").write_text(CORPUS)
-    one_error_line(run(*args), "ends with a slash")
+    one_error_line(run(*args), "names a directory (a final / or /.)")
     assert sorted(os.listdir(tmp_path)) == ["a.bnc", "corpus.txt", "notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -467,3 +473,8 @@ def test_quiet_pack_writes_nothing_to_a_terminal(tmp_path):
         os.close(follower)
         os.close(leader)
     assert r.returncode == 0 and written == b"" and r.stderr == b"", (written, r.stderr)
+
+
+def test_only_the_literal_dash_is_a_standard_stream():
+    """Typer before 0.29 ignored path_type=str and gave Path('-'): that is still standard input, as it was."""
+    assert is_stdio("-") and is_stdio(Path("-")) and not is_stdio("./-") and not is_stdio(None)

@@ -190,6 +190,8 @@ def test_cli_init_with_a_huge_value_is_one_line_naming_init(tmp_path):
     unreadable.write_text("2 4\nthe 0.1 0.2\n")  # (a short row: reading it fails)
     p = _cli(["train", corpus, "--init", unreadable, "-o", tmp_path / "t.pt", "--lr", "5"], tmp_path)
     assert "--lr must be a number above 0" in _one_line_error(p)
+    p = _cli(["train", tmp_path / "missing.txt", "--init", unreadable, "-o", tmp_path / "t.pt"], tmp_path)
+    assert "corpus file" in _one_line_error(p) and "does not exist" in _one_line_error(p)
     p = _cli(["train", corpus, "--init", vectors, "-o", tmp_path / "t.pt", "--dim", "7"], tmp_path)
     assert "--dim 7 differs from the 4 dimensions of" in _one_line_error(p)  # (checked once they are read)
 
@@ -450,6 +452,21 @@ def test_a_corpus_that_is_not_text_of_words_is_said_to_be_what_it_is(tmp_path, d
     (tmp_path / "c.txt").write_bytes(data)
     with pytest.raises(OptionError, match=re.escape(said)):
         read_corpus(tmp_path / "c.txt")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello\x00world foo bar\n" + b"the cat sat on the mat\n" * 20,  # a stray NUL splits a word, as before
+        b"the cat sat on the mat\n" * 20 + b"\x00" * 4096,  # NUL padding at the end
+        b"PK ratings are high\n" + b"the cat sat on the mat\n" * 20,  # text that starts as a zip file's magic does
+        b"BZh9 is a tag\n" + b"the cat sat on the mat\n" * 20,
+    ],
+    ids=["stray-nul", "nul-padding", "pk-text", "bzh-text"],
+)
+def test_text_with_stray_nuls_or_starting_like_a_magic_number_still_trains(tmp_path, data):
+    (tmp_path / "c.txt").write_bytes(data)
+    assert ["the", "cat", "sat", "on", "the", "mat"] in read_corpus(tmp_path / "c.txt")
 
 
 @pytest.mark.parametrize("word", ["", " padded", "tab\tword", "nul\x00"])

@@ -187,3 +187,12 @@ def test_the_figures_show_every_measured_point_and_only_fixed_rate_methods_as_re
         assert lines["kmeans"].get_marker() == "o"
         reference = lines["float16 (16.0 bits/w)"]  # off the axis: its score as a horizontal line
         assert list(reference.get_ydata()) == [rows[4][metric]] * 2 and reference.get_linestyle() == ":"
+
+
+def test_an_empty_plot_path_is_one_line(tmp_path):
+    """`--plot ''` (typer's Path made it '.', a directory) reached plot_paths as '' and raised a ValueError."""
+    with pytest.raises(OptionError, match="plot_path is empty"):
+        sweep(EXAMPLE, ["float16"], [2.0], restrict_vocab=100, csv_path=tmp_path / "r.csv", plot_path="")
+    args = ["sweep", str(EXAMPLE), "--methods", "float16", "-o", str(tmp_path / "s.csv"), "--plot", ""]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--plot is empty" in result.output

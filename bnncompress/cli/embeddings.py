@@ -11,9 +11,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..contents import printable
+from ..devices import resolve_device
 from ..errors import OptionError
 from ..evaluation import METRICS, evaluate, format_table, read_word_vectors
-from ..models import SkipGramConfig, read_corpus, save_posterior, train_skipgram
+from ..models import SkipGramConfig, check_corpus_path, read_corpus, save_posterior, train_skipgram
 from ..quantizers import METHODS
 from ..sweep import plot_paths, score_text
 from ..sweep import sweep as _sweep
@@ -208,7 +209,9 @@ def train(
         device=device.value,
         refine_means=refine_means and init is None,  # (said at once when there is no --init)
     )
-    config.validate()  # before a vectors file of gigabytes is read
+    config.validate()  # before a vectors file of gigabytes is read, as the corpus's path and the device
+    check_corpus_path(corpus)
+    resolve_device(config.device)
     if init is not None:
         vectors = read_word_vectors(init)
         if dim is not None and dim != vectors.vector_size:

@@ -84,11 +84,12 @@ def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple
     return "\n".join([line(header), "-" * (sum(widths) + 2 * len(widths) - 2), *map(line, rows)])
 
 
-def is_stdio(path: str | None) -> bool:
+def is_stdio(path: str | Path | None) -> bool:
     """Whether the argument ``path``, as typed, is ``-`` (standard input or output). Only the literal
     ``-``: ``./-`` names a file called ``-``, which a Path cannot tell apart (``Path("./-") == Path("-")``),
-    so the commands take their paths as typed (options as str, arguments with ``path_type=str``)."""
-    return path == "-"
+    so the commands take their paths as typed (options as str, arguments with ``path_type=str``, which
+    typer respects from 0.29 on; a Path ``-`` from an older one is standard input as before)."""
+    return path == "-" or (isinstance(path, Path) and str(path) == "-")
 
 
 @contextlib.contextmanager

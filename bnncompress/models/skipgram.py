@@ -123,31 +123,40 @@ _NOT_TEXT = (
     (b"\xff\xfe", "is UTF-16 text; convert it, e.g. iconv -f utf-16 -t utf-8"),
     (b"\xfe\xff", "is UTF-16 text; convert it, e.g. iconv -f utf-16 -t utf-8"),
     (b"\x1f\x8b", "is gzip-compressed; decompress it first"),
-    (b"BZh", "is bzip2-compressed; decompress it first"),
+    (b"BZh", "is bzip2-compressed; decompress it first"),  # (then a digit and 1AY&SY: checked below)
     (b"\xfd7zXZ", "is xz-compressed; decompress it first"),
     (b"(\xb5/\xfd", "is zstd-compressed; decompress it first"),
     (b"\x04\x22\x4d\x18", "is lz4-compressed; decompress it first"),
-    (b"PK", "is a zip file (as .pt and .npz files are), not text; pass a UTF-8 text file"),
+    (b"PK\x03\x04", "is a zip file (as .pt and .npz files are), not text; pass a UTF-8 text file"),
+    (b"PK\x05\x06", "is an empty zip file, not text; pass a UTF-8 text file"),
     (b"\x89HDF", "is an HDF5 file (as .bnc archives and .h5 files are), not text; pass a UTF-8 text file"),
     (b"\x93NUMPY", "is a .npy array, not text; pass a UTF-8 text file"),
 )
 
 
-def read_corpus(path: str | os.PathLike) -> list[list[str]]:
-    """Read a text file into token lists, one per line: lowercased alphabetic tokens (as gensim's)."""
+def check_corpus_path(path: str | os.PathLike) -> Path:
+    """The corpus file exists and is a regular file (before anything slow is read)."""
     path = Path(path)
     if not path.exists():
         raise OptionError(f"corpus file '{path}' does not exist; pass a UTF-8 text file")
     if not path.is_file():
         raise OptionError(f"corpus '{path}' is not a regular file; pass a UTF-8 text file")
+    return path
+
+
+def read_corpus(path: str | os.PathLike) -> list[list[str]]:
+    """Read a text file into token lists, one per line: lowercased alphabetic tokens (as gensim's)."""
+    path = check_corpus_path(path)
     with open(path, "rb") as fh:
         lines = []
         for number, raw in enumerate(fh, 1):
-            nul = b"\x00" in raw  # (UTF-16 without a byte-order mark decodes as UTF-8: letters between NULs)
-            text = None if nul else _utf8(raw)  # (not decoded with replacement characters, which split words)
+            # UTF-16 without a byte-order mark is valid UTF-8 (letters between NULs); a stray NUL, or padding of
+            # NULs, splits words as any non-letter does. (No replacement characters either: they split words too.)
+            nul = 4 * raw.count(b"\x00") >= len(raw) and bool(raw.strip(b"\x00\r\n"))
+            text = None if nul else _utf8(raw)
             if text is None:
                 fh.seek(0)
-                raise _not_text(path, fh.read(8), number, nul)
+                raise _not_text(path, fh.read(16), number, nul)
             lines.append(tokenize(text))
         if not any(lines):
             if path.stat().st_size == 0:
@@ -168,8 +177,9 @@ def _utf8(raw: bytes) -> str | None:
 
 
 def _not_text(path: Path, head: bytes, line: int, nul: bool) -> OptionError:
-    """What to say of a corpus that is not UTF-8 text, from how it starts."""
-    said = next((what for magic, what in _NOT_TEXT if head.startswith(magic)), None)
+    """What to say of a corpus that is not UTF-8 text, from how it starts (``head``: its first bytes)."""
+    bzip2 = head[3:4].isdigit() and head[4:10] == b"1AY&SY"
+    said = next((w for magic, w in _NOT_TEXT if head.startswith(magic) and (magic != b"BZh" or bzip2)), None)
     if said:
         return OptionError(f"corpus '{path}' {said}")
     if nul:
