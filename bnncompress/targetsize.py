@@ -46,7 +46,14 @@ SIZE_UNITS = {
 #: archive holds besides the payload and was not measured yet (each tensor's entries, about 1 KB).
 _AIM_BELOW = 0.6
 _MAX_SIZE = 2**63  # (HDF5's offsets are 64-bit)
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([a-zA-Z]*)\s*")
+_SIZE = re.compile(r"\s*(\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE]([+-]?\d{1,3}))?\s*([a-zA-Z]*)\s*", re.ASCII)
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # (a number too large for a float)
+        return False
 
 
 def parse_size(size: int | str) -> int:
@@ -67,12 +74,12 @@ def parse_size(size: int | str) -> int:
                 f"cannot read the size {size!r:.40}; give bytes or a number with K, M, G (powers of 1024) "
                 "or KB, MB, GB (powers of 1000), e.g. 200K or 1.5MB"
             )
-        exponent = int(match.group(2) or 0)  # (exact: 2.01KB is 2,010 bytes, not float's 2,009.99)
-        number = Fraction(match.group(1)) * unit * Fraction(10) ** exponent if abs(exponent) < 100 else math.inf
-    elif isinstance(size, numbers.Integral):
-        number = int(size)
+        # (exact: 2.01KB is 2,010 bytes, not float's 2,009.99)
+        number = Fraction(match.group(1)) * unit * Fraction(10) ** int(match.group(2) or 0)
+    elif isinstance(size, numbers.Rational):  # (ints, Fractions: exactly)
+        number = Fraction(int(size.numerator), int(size.denominator))
     else:
-        number = Fraction(float(size)) if math.isfinite(size) else math.inf
+        number = Fraction(float(size)) if _finite(size) else math.inf
     if not 1 <= number < _MAX_SIZE:
         raise OptionError(f"the target «size» must be from 1 byte to 2^63 - 1 bytes, got {size!r:.40}")
     return math.floor(number)
@@ -107,20 +114,17 @@ def code_to_size(
         )
     extra = float(empty)  # bytes of the archive besides the estimated payload: at first, of no tensors
     search = _Measured(size)
-    lam = 1.0
+    lam: float | None = 1.0
     for attempt in range(MAX_PASSES):
         report("searching lambda" if attempt == 0 else "searching lambda again for the size", 0, 1)
-        lam, beyond = _estimated(jobs, size * (1 - _AIM_BELOW * SIZE_TOLERANCE) - extra, weights, has_sample, lam)
-        lam = search.within_bracket(lam)
+        estimate = _estimated(jobs, size * (1 - _AIM_BELOW * SIZE_TOLERANCE) - extra, weights, has_sample, lam)
+        lam = search.propose(estimate)
         report("searching lambda" if attempt == 0 else "searching lambda again for the size", 1, 1)
-        got = search.add(lam, *code_jobs(jobs, lam, report, last=False), measure)
-        if search.done or search.jumps or (got > size and lam >= LAM_RANGE[1]):  # (the last: no archive is smaller)
+        if lam is None:  # (every lambda worth trying was coded)
             break
-        if beyond is not None and beyond.above and got < size * (1 - SIZE_TOLERANCE):  # (the largest archive)
-            raise RateControlError(
-                f"a target size of {size:,} bytes is more than this method packs this posterior to ({got:,} bytes "
-                "at most); ask for a smaller «size»"
-            )
+        got = search.add(lam, *code_jobs(jobs, lam, report, last=False), measure)
+        if search.done or search.jumps or (got > size and lam == LAM_RANGE[1]):  # (the last: no archive is smaller)
+            break
         extra = got - estimate_payload_bits(jobs, lam) * weights / 8
     if search.fits is None and LAM_RANGE[1] not in search.tried:  # (is there an archive small enough at all?)
         search.add(LAM_RANGE[1], *code_jobs(jobs, LAM_RANGE[1], report, last=False), measure)
@@ -131,30 +135,44 @@ def code_to_size(
             f"a target size of {size:,} bytes is below the smallest archive this posterior packs to (about "
             f"{min(search.tried.values()):,} bytes); ask for a larger «size»"
         )
+    if not search.done and search.fits.lam == LAM_RANGE[0]:  # (the smallest lambda: the largest archive)
+        raise RateControlError(
+            f"a target size of {size:,} bytes is more than this method packs this posterior to (about "
+            f"{max(search.tried.values()):,} bytes at most); ask for a smaller «size»"
+        )
     return search.fits
 
 
-def _estimated(
-    jobs: list[TensorJob], payload: float, weights: int, has_sample: bool, start: float
-) -> tuple[float, TargetOutOfReach | None]:
-    """The lambda rate control finds for ``payload`` bytes (an end of lambda's range for one beyond it), and
-    what it said of one beyond reach."""
+def _estimated(jobs: list[TensorJob], payload: float, weights: int, has_sample: bool, start: float | None) -> float:
+    """The lambda rate control finds for ``payload`` bytes (an end of lambda's range for one beyond it)."""
     if payload <= 0:  # (measured besides the payload: more than the size leaves)
-        return LAM_RANGE[1], None
+        return LAM_RANGE[1]
     try:
-        return find_lambda(jobs, 8 * payload / weights, has_sample, start=start, aim=SIZE_TOLERANCE / 4), None
+        return find_lambda(jobs, 8 * payload / weights, has_sample, start=start or 1.0, aim=SIZE_TOLERANCE / 4)
     except TargetOutOfReach as e:
-        return e.lam, e
+        return e.lam
+
+
+def _short(lam: float) -> float:
+    """``lam`` to 4 significant digits, within lambda's range: a lambda the manifest stores in few digits (their
+    number changed the archive's bytes: 1e24 and 9.999999999999981e23 are 7 bytes apart), whose repeats are seen.
+
+    Example:
+        >>> _short(20.43718), _short(9.999999999999981e23)
+        (20.44, 1e+24)
+    """
+    return min(max(float(f"{lam:.4g}"), LAM_RANGE[0]), LAM_RANGE[1])
 
 
 class _Measured:
     """The archives a pack to ``size`` coded: the largest at most the size (``fits``), every lambda's bytes, and
     the bracket of lambdas where the size must be: the largest measured over it (``over``) and the smallest
-    measured within it (``under``); lambdas it proposes stay between those two."""
+    measured within it (``under``); the lambdas it proposes lie between those two."""
 
     def __init__(self, size: int):
         self.size, self.fits, self.over, self.under = size, None, None, None
         self.tried: dict[float, int] = {}
+        self.steps = 0  # proposals in a row not rate control's
 
     def add(self, lam: float, records: list[TensorRecord], notes: list[str], measure: Callable) -> int:
         got = self.tried[lam] = measure(records)
@@ -173,16 +191,25 @@ class _Measured:
 
     @property
     def jumps(self) -> bool:
-        """The lambdas of the smallest archive over the size and the largest within it are next to each other:
-        the rate jumps there, past the window."""
-        return self.under is not None and self.over is not None and self.under <= self.over * 1.0001
+        """The lambdas of the smallest archive over the size and the largest within it are next to each other
+        (two steps of 4 digits): the rate jumps there, past the window."""
+        return self.under is not None and self.over is not None and self.under <= self.over * 1.002
 
-    def within_bracket(self, lam: float) -> float:
-        """``lam`` if it lies between the lambdas measured over and within the size and is new, else their
-        geometric mean (or a step of 4x from the one side measured)."""
-        low, high = self.over, self.under
-        if lam not in self.tried and (low is None or lam > low) and (high is None or lam < high):
+    def propose(self, estimate: float) -> float | None:
+        """The next lambda to code: rate control's ``estimate`` if it is new and inside the bracket, not within
+        0.5% of an end already measured; else a step from the end measured over the size of 1%, 4%, 16%, ...
+        (a jump in the rate is often just past it; rate control crept towards it: 20.42, 20.43, ...), the bracket's
+        geometric mean once that passes the other end, or a step of 4x down from the one end measured within
+        the size. None: nothing new to try."""
+        lam, low, high = _short(estimate), self.over, self.under
+        if lam not in self.tried and (low is None or lam > low * 1.005) and (high is None or lam < high / 1.005):
+            self.steps = 0
             return lam
-        if low is not None and high is not None:
-            return math.sqrt(low * high)  # (never one tried: each is at most low or at least high)
-        return min(low * 4, LAM_RANGE[1]) if low is not None else max(high / 4, LAM_RANGE[0])
+        self.steps += 1
+        if low is not None:
+            lam = low * (1 + 0.01 * 4 ** (self.steps - 1))
+            lam = math.sqrt(low * high) if high is not None and lam >= high / 1.005 else lam
+        else:
+            lam = high / 4**self.steps
+        lam = _short(lam)
+        return None if lam in self.tried else lam

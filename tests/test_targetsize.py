@@ -3,6 +3,8 @@ included; sizes read with units; sizes out of reach refused in one line."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -36,6 +38,9 @@ from bnncompress.sources import open_posterior
         (3000, 3000),
         (2500.7, 2500),
         (np.int64(77), 77),
+        (Fraction(10**18 + 1), 10**18 + 1),  # (exactly, not through a float)
+        (Fraction(7, 2), 3),
+        ("9.2233720368547758e18", 9_223_372_036_854_775_800),
     ],
 )
 def test_sizes_are_read_with_units(text, expected):
@@ -43,7 +48,9 @@ def test_sizes_are_read_with_units(text, expected):
 
 
 @pytest.mark.parametrize(
-    "text", ["", "K", "12Q", "1.5.2M", "-5", "0", "0.5", "inf", "nan", "1e30", "1e400", "5 M B", 0, -3, 10**400, 2**63]
+    "text",
+    ["", "K", "12Q", "1.5.2M", "-5", "0", "0.5", "inf", "nan", "1e30", "1e400", "5 M B", 0, -3, 10**400, 2**63]
+    + ["0" * 5000 + "12", "१२३", "12\xa0K", Fraction(10**400, 3), np.uint64(2**63)],  # (a ValueError, an OverflowError)
 )
 def test_sizes_that_mean_nothing_are_refused(text):
     with pytest.raises(OptionError, match="size"):
@@ -101,6 +108,35 @@ def test_a_size_inside_a_jump_of_the_rate_packs_the_largest_archive_below_it(tmp
     r = bnncompress.pack("data/example.pt", tmp_path / "k.bnc", size=50_000, method="kmeans")
     assert r.file_bytes <= 50_000 and r.target_missed
     assert any(w.startswith("target missed: the archive is") for w in r.warnings)
+
+
+def test_a_size_just_above_the_largest_archive_is_refused_after_one_pass(tmp_path, monkeypatch):
+    """Within 2% of the largest payload rate control returns the end of lambda's range without raising: the
+    smallest lambda was coded six times, then written far below the size with a note blaming a jump."""
+    largest = bnncompress.pack(_tiny(), tmp_path / "max.bnc", lam=1e-24).file_bytes
+    lambdas = []
+    original = targetsize.code_jobs
+    monkeypatch.setattr(targetsize, "code_jobs", lambda jobs, lam, *a, **k: lambdas.append(lam) or original(
+        jobs, lam, *a, **k))  # fmt: skip
+    with pytest.raises(RateControlError, match=f"more than this method packs this posterior to .about {largest:,}"):
+        bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=int(largest * 1.025))
+    assert len(lambdas) == len(set(lambdas)) <= 2
+
+
+def test_no_pack_to_a_size_codes_a_lambda_twice(tmp_path, monkeypatch):
+    """Rate control's exp(log(lam)) differs in the last digit (9.999999999999981e23 for 1e24): near repeats were
+    coded as new, and the lambda's digits in the manifest changed the archive's bytes."""
+    lambdas = []
+    original = targetsize.code_jobs
+    monkeypatch.setattr(targetsize, "code_jobs", lambda jobs, lam, *a, **k: lambdas.append(lam) or original(
+        jobs, lam, *a, **k))  # fmt: skip
+    for size in (2_700, 2_900, 3_300, 8_000, 10_000):
+        lambdas.clear()
+        try:
+            bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=size, force=True)
+        except RateControlError:
+            pass
+        assert len(lambdas) == len(set(lambdas)) and all(float(f"{lam:.4g}") == lam for lam in lambdas), lambdas
 
 
 def test_sizes_out_of_reach_are_one_line_and_write_nothing(tmp_path):
