@@ -56,7 +56,7 @@ class BitsPerWeight:
         return (
             f"the archive's fixed cost ({fixed:,.0f} bytes: the HDF5 container and each tensor's record{aside}) "
             f"outweighs the payload ({self.payload_bytes:,} bytes, {self.payload_bits_per_weight:.3f} bits/weight): "
-            "for a model this small, file bits per weight measure the container, payload bits the quantization"
+            "file bits per weight then measure the container, payload bits the quantization"
         )
 
 

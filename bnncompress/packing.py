@@ -132,8 +132,9 @@ def pack(
     Dask scheduler address or ``distributed.Client``) run the tasks on Dask. All write the
     same bytes. ``force=False`` refuses to replace an existing ``output``.
 
-    ``model`` is the Pyro model of a Pyro posterior (a callable or a PyroModule, called once as
-    ``model(*model_args)`` under a trace): each latent site's support is recorded, so loading
+    ``model`` is the Pyro model of a Pyro posterior (a callable or a PyroModule, called as
+    ``model(*model_args)`` under a trace, once, or twice where a site has bounds: a second trace at random values
+    tells whether they depend on other sites): each latent site's support is recorded, so loading
     returns constrained values (the posterior median); a flat AutoDiagonalNormal ``latent`` is
     split into the model's sites. A live AutoGuide knows its model already.
 

@@ -234,3 +234,28 @@ def test_a_second_signal_while_interrupted_is_said_still_exits_130_in_one_line()
     cmd = [sys.executable, "-c", _SECOND_SIGNAL_AS_THE_LINE_IS_SAID]
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_default_signals, timeout=120)
     assert proc.returncode == 130 and proc.stderr.strip() == "interrupted", (proc.returncode, proc.stderr[-2000:])
+
+
+_SIGNAL_AS_THE_INTERPRETER_SHUTS_DOWN = """
+import atexit, os, signal, sys, time
+from bnncompress.cli import main
+
+def ctrl_c_at_exit():  # (as a Ctrl-C that arrives after the command, while the interpreter shuts down)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+
+atexit.register(ctrl_c_at_exit)
+sys.argv = ["bnncompress", "info", "--help"]
+main()
+"""
+
+
+def test_a_signal_after_the_command_ends_the_process_without_a_traceback():
+    # the handler that raises KeyboardInterrupt stayed installed: "Exception ignored in ... KeyboardInterrupt" and
+    # a traceback, exit 0 (a size pack, with more to collect at exit, hit it 1 in 8 Ctrl-Cs at its end)
+    cmd = [sys.executable, "-c", _SIGNAL_AS_THE_INTERPRETER_SHUTS_DOWN]
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_default_signals, timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, (
+        proc.returncode,
+        proc.stderr[-2000:],
+    )

@@ -279,6 +279,9 @@ def main() -> None:
             if stream is not None:
                 stream.flush()
         os._exit(128 + received)  # 130, 143, or 129 for SIGHUP
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the command is done: a signal while the
+        if signal.getsignal(signum) is _terminate:  # interpreter shuts down ends it at once ("Exception ignored in
+            signal.signal(signum, _exit_at_once)  # ... KeyboardInterrupt" from a __del__, and exit 0, before)
     colorama = sys.modules.get("colorama.initialise")  # numba initialises it when it imports: at exit it wrote
     if colorama is not None:  # ESC[0m to a terminal's standard output, also under --quiet (the CLI prints no colour)
         atexit.unregister(colorama.reset_all)
@@ -302,6 +305,15 @@ def _interrupted(exc: BaseException) -> bool:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def _exit_at_once(signum, frame) -> None:
+    """After the command: exit with the signal's code (128 + signum), the streams flushed, nothing raised."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    os._exit(128 + signum)
 
 
 def _terminate(signum, frame) -> None:
