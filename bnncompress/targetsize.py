@@ -71,8 +71,8 @@ def parse_size(size: int | str) -> int:
         unit = match and SIZE_UNITS.get(match.group(3).lower())
         if not unit:
             raise OptionError(
-                f"cannot read the size {size!r:.40}; give bytes or a number with K, M, G (powers of 1024) "
-                "or KB, MB, GB (powers of 1000), e.g. 200K or 1.5MB"
+                f"cannot read the size {size!r:.40}; give bytes or a number (at most 30 digits) with K, M, G (powers "
+                "of 1024) or KB, MB, GB (powers of 1000), e.g. 200K or 1.5MB"
             )
         # (exact: 2.01KB is 2,010 bytes, not float's 2,009.99)
         number = Fraction(match.group(1)) * unit * Fraction(10) ** int(match.group(2) or 0)
@@ -191,16 +191,17 @@ class _Measured:
 
     @property
     def jumps(self) -> bool:
-        """The lambdas of the smallest archive over the size and the largest within it are next to each other
-        (two steps of 4 digits): the rate jumps there, past the window."""
+        """The lambdas of the smallest archive over the size and the largest within it are within 0.2% of each
+        other: the rate jumps there, past the window."""
         return self.under is not None and self.over is not None and self.under <= self.over * 1.002
 
     def propose(self, estimate: float) -> float | None:
         """The next lambda to code: rate control's ``estimate`` if it is new and inside the bracket, not within
         0.5% of an end already measured; else a step from the end measured over the size of 1%, 4%, 16%, ...
-        (a jump in the rate is often just past it; rate control crept towards it: 20.42, 20.43, ...), the bracket's
-        geometric mean once that passes the other end, or a step of 4x down from the one end measured within
-        the size. None: nothing new to try."""
+        (a jump in the rate is often just past it; rate control crept towards it: 20.42, 20.43, ...; bisecting a
+        bracket that reaches 1e24 kept kmeans 81% of its size where 95% was reachable), the bracket's geometric mean
+        once that passes the other end, or steps of 4x, 16x ... down from the one end measured within the size.
+        None: nothing new to try."""
         lam, low, high = _short(estimate), self.over, self.under
         if lam not in self.tried and (low is None or lam > low * 1.005) and (high is None or lam < high / 1.005):
             self.steps = 0

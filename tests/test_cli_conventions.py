@@ -250,12 +250,13 @@ main()
 """
 
 
-def test_a_signal_after_the_command_ends_the_process_without_a_traceback():
+def test_a_signal_after_the_command_is_ignored_while_the_process_exits():
     # the handler that raises KeyboardInterrupt stayed installed: "Exception ignored in ... KeyboardInterrupt" and
-    # a traceback, exit 0 (a size pack, with more to collect at exit, hit it 1 in 8 Ctrl-Cs at its end)
+    # a traceback, exit 0 (a size pack, with more to collect at exit, hit it 1 in 8 Ctrl-Cs at its end); the exit
+    # hooks after it still run (a temporary numba cache directory's removal)
     cmd = [sys.executable, "-c", _SIGNAL_AS_THE_INTERPRETER_SHUTS_DOWN]
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_default_signals, timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, (
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, (
         proc.returncode,
         proc.stderr[-2000:],
     )

@@ -442,9 +442,12 @@ def test_a_compressed_corpus_is_said_to_be_compressed(tmp_path):
         (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}" + bytes(100), "is a .npy array, not text"),
         (b"PK\x03\x04" + bytes(range(256)), "is a zip file (as .pt and .npz files are), not text"),
         (b"", "is empty; pass a UTF-8 text file"),
+        ("中文字符 测试\n".encode("utf-16-le") * 20, "holds NUL bytes (line 1): UTF-16"),  # (few NULs: CJK)
+        (b"BZh9\x17rE8P\x90\x00\x00\x00\x00", "is bzip2-compressed"),  # (bz2.compress(b""): no block, the end)
         (b"12 407 3 \n" * 500 + b"-- 42, 7!\n", "holds no words: a word is a run of letters (digits and punctuation"),
     ],
-    ids=["utf16le", "utf16be", "utf16-bom", "utf32-bom", "lz4", "hdf5", "npy", "zip", "empty", "token-ids"],
+    ids=["utf16le", "utf16be", "utf16-bom", "utf32-bom", "lz4", "hdf5", "npy", "zip", "empty", "cjk16", "bz2-empty"]
+    + ["token-ids"],
 )
 def test_a_corpus_that_is_not_text_of_words_is_said_to_be_what_it_is(tmp_path, data, said):
     """UTF-16 without a byte-order mark is valid UTF-8 (a letter between NULs): it trained on single letters; the

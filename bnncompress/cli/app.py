@@ -279,9 +279,7 @@ def main() -> None:
             if stream is not None:
                 stream.flush()
         os._exit(128 + received)  # 130, 143, or 129 for SIGHUP
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the command is done: a signal while the
-        if signal.getsignal(signum) is _terminate:  # interpreter shuts down ends it at once ("Exception ignored in
-            signal.signal(signum, _exit_at_once)  # ... KeyboardInterrupt" from a __del__, and exit 0, before)
+    atexit.register(_ignore_signals)  # the command is done: registered last, this runs first at exit
     colorama = sys.modules.get("colorama.initialise")  # numba initialises it when it imports: at exit it wrote
     if colorama is not None:  # ESC[0m to a terminal's standard output, also under --quiet (the CLI prints no colour)
         atexit.unregister(colorama.reset_all)
@@ -307,13 +305,14 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
-def _exit_at_once(signum, frame) -> None:
-    """After the command: exit with the signal's code (128 + signum), the streams flushed, nothing raised."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            if stream is not None:
-                stream.flush()
-    os._exit(128 + signum)
+def _ignore_signals() -> None:
+    """At exit, after a command: the work is done and the exit hooks left (numba's, a temporary cache directory's)
+    should run, so a signal is ignored. Raised as a KeyboardInterrupt there, it was "Exception ignored in ...
+    KeyboardInterrupt" with a traceback, and exit 0. (A program that calls :func:`main` and goes on keeps the
+    handlers it had until it exits.)"""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(signum) is _terminate:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _terminate(signum, frame) -> None:

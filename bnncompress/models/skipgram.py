@@ -154,9 +154,9 @@ def read_corpus(path: str | os.PathLike) -> list[list[str]]:
             # NULs, splits words as any non-letter does. (No replacement characters either: they split words too.)
             nul = 4 * raw.count(b"\x00") >= len(raw) and bool(raw.strip(b"\x00\r\n"))
             text = None if nul else _utf8(raw)
-            if text is None:
+            if text is None:  # (not UTF-8 with a NUL in it: UTF-16 of CJK text has few)
                 fh.seek(0)
-                raise _not_text(path, fh.read(16), number, nul)
+                raise _not_text(path, fh.read(16), number, b"\x00" in raw)
             lines.append(tokenize(text))
         if not any(lines):
             if path.stat().st_size == 0:
@@ -178,7 +178,7 @@ def _utf8(raw: bytes) -> str | None:
 
 def _not_text(path: Path, head: bytes, line: int, nul: bool) -> OptionError:
     """What to say of a corpus that is not UTF-8 text, from how it starts (``head``: its first bytes)."""
-    bzip2 = head[3:4].isdigit() and head[4:10] == b"1AY&SY"
+    bzip2 = head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")  # (a block, or the end: empty)
     said = next((w for magic, w in _NOT_TEXT if head.startswith(magic) and (magic != b"BZh" or bzip2)), None)
     if said:
         return OptionError(f"corpus '{path}' {said}")
