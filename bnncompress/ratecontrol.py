@@ -155,12 +155,12 @@ def check_bits(bits: float) -> None:
 
 
 class TargetOutOfReach(RateControlError):
-    """A target rate beyond what the method reaches on the posterior: ``reached`` is the nearest payload
-    (bits per weight) the search measured, at ``lam`` (where it stopped); ``above`` whether the target was above it."""
+    """A target rate beyond what the method reaches on the posterior; ``lam``: the end of lambda's range where
+    the search stopped (the nearest it came)."""
 
-    def __init__(self, message: str, reached: float, lam: float, above: bool):
+    def __init__(self, message: str, lam: float):
         super().__init__(message)
-        self.reached, self.lam, self.above = reached, lam, above
+        self.lam = lam
 
 
 def find_lambda(
@@ -198,17 +198,13 @@ def find_lambda(
             raise TargetOutOfReach(
                 f"a target of {target_bits:g} bits/weight is more than this method reaches on this posterior "
                 f"(about {max(measured):.3g} bits/weight at most); ask for fewer bits{edge}",
-                max(measured),
                 math.exp(v),
-                True,
             )
         if g_v > BITS_TOLERANCE * target_bits:
             raise TargetOutOfReach(
                 f"a target of {target_bits:g} bits/weight is below the smallest payload this posterior packs to "
                 f"(about {min(measured):.3g} bits/weight); ask for more bits{edge}",
-                min(measured),
                 math.exp(v),
-                False,
             )
         return math.exp(v)  # the extreme itself is within tolerance
     a, b, g_a, g_b = found

@@ -114,14 +114,17 @@ def code_to_size(
         )
     extra = float(empty)  # bytes of the archive besides the estimated payload: at first, of no tensors
     search = _Measured(size)
-    lam: float | None = 1.0
+    lam = 1.0
     for attempt in range(MAX_PASSES):
-        report("searching lambda" if attempt == 0 else "searching lambda again for the size", 0, 1)
-        estimate = _estimated(jobs, size * (1 - _AIM_BELOW * SIZE_TOLERANCE) - extra, weights, has_sample, lam)
-        lam = search.propose(estimate)
-        report("searching lambda" if attempt == 0 else "searching lambda again for the size", 1, 1)
-        if lam is None:  # (every lambda worth trying was coded)
+        stage = "searching lambda" if attempt == 0 else "searching lambda again for the size"
+        report(stage, 0, 1)
+        proposed = search.propose(
+            _estimated(jobs, size * (1 - _AIM_BELOW * SIZE_TOLERANCE) - extra, weights, has_sample, lam)
+        )
+        report(stage, 1, 1)
+        if proposed is None:  # (every lambda worth trying was coded)
             break
+        lam = proposed
         got = search.add(lam, *code_jobs(jobs, lam, report, last=False), measure)
         if search.done or search.jumps or (got > size and lam == LAM_RANGE[1]):  # (the last: no archive is smaller)
             break
@@ -143,12 +146,12 @@ def code_to_size(
     return search.fits
 
 
-def _estimated(jobs: list[TensorJob], payload: float, weights: int, has_sample: bool, start: float | None) -> float:
+def _estimated(jobs: list[TensorJob], payload: float, weights: int, has_sample: bool, start: float) -> float:
     """The lambda rate control finds for ``payload`` bytes (an end of lambda's range for one beyond it)."""
     if payload <= 0:  # (measured besides the payload: more than the size leaves)
         return LAM_RANGE[1]
     try:
-        return find_lambda(jobs, 8 * payload / weights, has_sample, start=start or 1.0, aim=SIZE_TOLERANCE / 4)
+        return find_lambda(jobs, 8 * payload / weights, has_sample, start=start, aim=SIZE_TOLERANCE / 4)
     except TargetOutOfReach as e:
         return e.lam
 
