@@ -81,14 +81,21 @@ def _tiny():
     return {n: (rng.normal(size=s), rng.uniform(0.05, 0.8, size=s)) for n, s in shapes.items()}
 
 
-@pytest.mark.parametrize("size", [3_300, 4_000, 6_000])
-def test_a_small_model_whose_container_outweighs_its_payload_lands_below_the_size(tmp_path, size, monkeypatch):
-    coded = []
+@pytest.fixture()
+def coded_lambdas(monkeypatch) -> list[float]:
+    """The lambda of every coding pass a pack to a size makes, in order."""
+    lambdas: list[float] = []
     original = targetsize.code_jobs
-    monkeypatch.setattr(targetsize, "code_jobs", lambda *a, **k: coded.append(1) or original(*a, **k))
+    monkeypatch.setattr(targetsize, "code_jobs", lambda jobs, lam, *a, **k: lambdas.append(lam) or original(
+        jobs, lam, *a, **k))  # fmt: skip
+    return lambdas
+
+
+@pytest.mark.parametrize("size", [3_300, 4_000, 6_000])
+def test_a_small_model_whose_container_outweighs_its_payload_lands_below_the_size(tmp_path, size, coded_lambdas):
     r = bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=size)
     assert 0.98 * size <= (tmp_path / "t.bnc").stat().st_size == r.file_bytes <= size
-    assert 2 <= len(coded) <= targetsize.MAX_PASSES  # the first archive measured missed: its tensors' entries
+    assert 2 <= len(coded_lambdas) <= targetsize.MAX_PASSES  # the first archive measured missed: its tensors' entries
 
 
 def test_sizes_just_above_the_smallest_archive_land_in_the_window(tmp_path):
@@ -110,32 +117,25 @@ def test_a_size_inside_a_jump_of_the_rate_packs_the_largest_archive_below_it(tmp
     assert any(w.startswith("target missed: the archive is") for w in r.warnings)
 
 
-def test_a_size_just_above_the_largest_archive_is_refused_after_one_pass(tmp_path, monkeypatch):
+def test_a_size_just_above_the_largest_archive_is_refused_after_one_pass(tmp_path, coded_lambdas):
     """Within 2% of the largest payload rate control returns the end of lambda's range without raising: the
     smallest lambda was coded six times, then written far below the size with a note blaming a jump."""
     largest = bnncompress.pack(_tiny(), tmp_path / "max.bnc", lam=1e-24).file_bytes
-    lambdas = []
-    original = targetsize.code_jobs
-    monkeypatch.setattr(targetsize, "code_jobs", lambda jobs, lam, *a, **k: lambdas.append(lam) or original(
-        jobs, lam, *a, **k))  # fmt: skip
     with pytest.raises(RateControlError, match=f"more than this method packs this posterior to .about {largest:,}"):
         bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=int(largest * 1.025))
-    assert len(lambdas) == len(set(lambdas)) <= 2
+    assert len(coded_lambdas) == len(set(coded_lambdas)) <= 2
 
 
-def test_no_pack_to_a_size_codes_a_lambda_twice(tmp_path, monkeypatch):
+def test_no_pack_to_a_size_codes_a_lambda_twice(tmp_path, coded_lambdas):
     """Rate control's exp(log(lam)) differs in the last digit (9.999999999999981e23 for 1e24): near repeats were
     coded as new, and the lambda's digits in the manifest changed the archive's bytes."""
-    lambdas = []
-    original = targetsize.code_jobs
-    monkeypatch.setattr(targetsize, "code_jobs", lambda jobs, lam, *a, **k: lambdas.append(lam) or original(
-        jobs, lam, *a, **k))  # fmt: skip
     for size in (2_700, 2_900, 3_300, 8_000, 10_000):
-        lambdas.clear()
+        coded_lambdas.clear()
         try:
             bnncompress.pack(_tiny(), tmp_path / "t.bnc", size=size, force=True)
         except RateControlError:
             pass
+        lambdas = coded_lambdas
         assert len(lambdas) == len(set(lambdas)) and all(float(f"{lam:.4g}") == lam for lam in lambdas), lambdas
 
 
