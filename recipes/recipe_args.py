@@ -69,37 +69,31 @@ def seed(text: str) -> int:
     return _integer(text, 0, 2**32 - 1, "not a seed in 0 .. 2**32 - 1")
 
 
-def positive_float(text: str) -> float:
-    """A finite number above 0 (a learning rate, a scale)."""
+def _number(text: str, low: float, high: float, low_open: bool, what: str) -> float:
+    """``text`` as a float in ``low .. high`` (``low`` itself excluded if ``low_open``); argparse's error (one
+    usage line) saying it is not ``what`` if it is not."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number above 0")
+    if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a learning rate, a scale)."""
+    return _number(text, 0, math.inf, True, "a finite number above 0")
 
 
 def fraction(text: str) -> float:
     """A number from 0 to 1 (a subsampling threshold)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
-    return value
+    return _number(text, 0, 1, False, "a number from 0 to 1")
 
 
 def positive_fraction(text: str) -> float:
     """A number above 0 and at most 1 (a share of a learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0 and at most 1")
-    return value
+    return _number(text, 0, 1, True, "a number above 0 and at most 1")
 
 
 def directory(text: str) -> Path:
