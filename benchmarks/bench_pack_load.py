@@ -12,9 +12,9 @@ data/example.pt, 4,000 x 50) and on a synthetic 20000 x 100 posterior (a .pt fil
 {name: {loc, scale}}) shaped like a Bayesian skip-gram's (frequent rows sharp, rare rows near the
 prior N(0, 1)), which flatters the rate search; each table's title says which. Both are packed
 from disk as `bnncompress pack` would. Each case runs in a
-fresh process so that peak memory is its own: "peak extra" is ru_maxrss above the process's
+fresh process so that peak memory is its own: "peak extra" is the peak resident size (VmHWM) above the process's
 resident size after the warm-up run (which what an allocator keeps from that run lowers), "process
-peak" the process's whole ru_maxrss (imports included); timings are the best of --repeat runs
+peak" the process's whole peak (imports included); timings are the best of --repeat runs
 after one warm-up run. "load-2bits" decodes every tensor of the default method's `--bits 2` archive,
 "load-vbq-2bits" of VBQ's (no transform to undo); "lookup" is the first `Archive.rows` call on a
 freshly loaded default-method archive in a fresh process (one block); "first
@@ -27,7 +27,7 @@ single-threaded worker processes (cluster started before timing; best of 2 after
 
 Table 3 (--large): 2,000,000 x 100 = 200M weights, generated on disk as memory-mapped
 .npy files (1.6 GB, never held in memory), packed with `bnncompress pack DIR --bits 2` in
-a fresh process; reports the wall time and that process's peak RSS (ru_maxrss, total).
+a fresh process; reports the wall time and that process's peak RSS (VmHWM, total).
 
 Table 4 (--vocabulary): a 1,000,000-word vocabulary over 8 dimensions (8M weights; random vectors:
 the vocabulary's cost does not depend on them), a .pt file of {name.loc, name.scale, vocab} as
@@ -124,7 +124,18 @@ def _rss_bytes() -> int:
 
 
 def _peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident size: Linux's VmHWM, the high-water mark of the process's own memory, which starts
+    again at exec. Not ru_maxrss: a child inherits that from the process that started it (the parent that had just
+    written table 3's 1.6 GB posterior through memory maps made its pack's peak read 1.65 GiB instead of 1.05)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # (macOS counts bytes, Linux KiB)
 
 
 def _best(op, repeat: int, warm_up: bool = True) -> tuple[float, object]:
