@@ -20,10 +20,10 @@ from typing import Any
 
 from ._version import __version__
 from .archive import archive_image, write_archive
+from .clusters import check_scheduler_address, check_workers, executor_for
 from .contents import BitsPerWeight
 from .devices import resolve_device
 from .errors import ArgumentTypeError, OptionError, QualityWarning
-from .executors import check_scheduler_address, check_workers, executor_for
 from .files import check_output_path
 from .kernelcache import compile_in_child
 from .modelsites import with_model

@@ -3,6 +3,7 @@ that is abandoned (a task failed, or the caller stopped reading) runs none of it
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -85,26 +86,26 @@ def test_a_dask_cluster_that_cannot_pack_is_one_line_and_a_tasks_own_errors_pass
     cancellation ended the CLI in Dask's traceback (daskfail hunt). A task's own errors pass as they were raised (the
     review: a TimeoutError of its own made the first version poll for ever), and workers may join late."""
     distributed = pytest.importorskip("distributed")
-    from bnncompress import OptionError, PosteriorError, executors
+    from bnncompress import OptionError, PosteriorError, clusters
 
-    monkeypatch.setattr(executors, "WORKERLESS_SECONDS", 2)
+    monkeypatch.setattr(clusters, "WORKERLESS_SECONDS", 2)
     with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as client:
             with pytest.raises(OptionError, match="no worker joined the Dask scheduler within 2 s"):
-                executors.DaskExecutor(client)
+                clusters.DaskExecutor(client)
             threading.Timer(0.5, cluster.scale, (1,)).start()  # (a worker that joins late)
-            dask = executors.DaskExecutor(client)
+            dask = clusters.DaskExecutor(client)
             for error in (TimeoutError("the task's own"), PosteriorError("a posterior"), ValueError("a bug")):
                 with pytest.raises(type(error), match=str(error)):
                     list(dask.map(_raises, [(error,)]))
-            monkeypatch.setattr(executors, "WORKERLESS_POLL", 0.2)
+            monkeypatch.setattr(clusters, "WORKERLESS_POLL", 0.2)
             assert list(dask.map(_sleeps, [(0.5,), (0.1,)])) == [0.5, 0.1]  # (polled, not cut short)
     with pytest.raises(OptionError, match=r"tcp://w1\) runs other bnncompress source files"):
-        executors.DaskExecutor(_OtherRelease())
+        clusters.DaskExecutor(_OtherRelease())
     with pytest.raises(OptionError, match="packing on the Dask cluster failed .FutureCancelledError"):
-        with executors.cluster_errors():
+        with clusters.cluster_errors():
             raise distributed.client.FutureCancelledError("k", "reason")
-    with pytest.raises(ValueError, match="a task"), executors.cluster_errors():
+    with pytest.raises(ValueError, match="a task"), clusters.cluster_errors():
         raise ValueError("a task's")
 
 
@@ -122,3 +123,40 @@ def test_a_posterior_file_missing_on_a_worker_is_said_so(tmp_path):
     (tmp_path / "w.loc.npy").unlink()
     with pytest.raises(PosteriorError, match="cannot be found here"):
         tensor.check_unchanged()
+
+
+class _NoWorkerComes:
+    """A client whose workers never come: distributed's wait_for_workers raises asyncio's TimeoutError."""
+
+    def wait_for_workers(self, n, timeout=None):
+        raise asyncio.TimeoutError(f"Only 0/{n} workers arrived after {timeout}")
+
+
+def test_dask_timeouts_are_caught_where_asyncio_has_a_timeout_class_of_its_own(monkeypatch):
+    """Before Python 3.11 asyncio.TimeoutError is not TimeoutError, and distributed raises asyncio's: on 3.10 a
+    scheduler without workers ended a pack in a 43-line traceback, and a task running past one poll (5 s) ended the
+    pack (Python-versions check). Here asyncio gets a TimeoutError class of its own, as on 3.10."""
+    distributed = pytest.importorskip("distributed")
+    from bnncompress import OptionError, clusters
+
+    monkeypatch.setattr(asyncio, "TimeoutError", type("TimeoutError", (Exception,), {}))
+    with pytest.raises(OptionError, match="no worker joined the Dask scheduler"):
+        clusters.DaskExecutor(_NoWorkerComes())
+    polls = []
+
+    def wait(futures, timeout=None):  # (distributed.wait: the task still runs at the first poll)
+        polls.append(timeout)
+        if len(polls) == 1:
+            raise asyncio.TimeoutError("still running")
+
+    class Future:
+        def done(self):
+            return len(polls) > 1
+
+        def result(self):
+            return 7
+
+    monkeypatch.setattr(distributed, "wait", wait)
+    dask = object.__new__(clusters.DaskExecutor)
+    dask.client = _OtherRelease()  # (one worker)
+    assert dask._result(Future()) == 7 and len(polls) == 2

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import bnncompress
-import bnncompress.executors
+import bnncompress.clusters
 from bnncompress.errors import OptionError
 from bnncompress.models import SkipGramConfig, inputs, read_corpus, skipgram, train_skipgram
 from bnncompress.models import trainer as trainer_module
@@ -286,7 +286,7 @@ def test_a_scheduler_address_at_an_http_server_is_one_line(tmp_path, npz):
 
 def test_a_scheduler_address_at_a_silent_server_is_refused_in_seconds(tmp_path, npz, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr(bnncompress.executors, "CONNECT_SECONDS", 1)
+    monkeypatch.setattr(bnncompress.clusters, "CONNECT_SECONDS", 1)
     address = f"tcp://127.0.0.1:{_serve(_silent)}"
     outcome = []
 
@@ -307,11 +307,11 @@ def test_a_host_that_never_answers_is_not_called_a_silent_peer(monkeypatch):
     def unanswered(*args, **kwargs):  # (a connect to a host that drops the packets times out)
         raise TimeoutError("timed out")
 
-    monkeypatch.setattr(bnncompress.executors.socket, "create_connection", unanswered)
+    monkeypatch.setattr(bnncompress.clusters.socket, "create_connection", unanswered)
     with pytest.raises(
         OptionError, match=r"cannot connect to the Dask scheduler at tcp://10.255.255.1:8786 \(no answer"
     ):
-        bnncompress.executors.probe_scheduler("tcp://10.255.255.1:8786", 1)
+        bnncompress.clusters.probe_scheduler("tcp://10.255.255.1:8786", 1)
 
 
 def test_a_closed_port_is_refused_at_once(tmp_path, npz):

@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..clusters import check_scheduler_address, check_workers
 from ..contents import printable, support_text
 from ..errors import OptionError
-from ..executors import check_scheduler_address, check_workers
 from ..export import FORMAT_HELP, FORMATS, export_to_stream, format_from_suffix
 from ..files import check_stdout_not_an_input
 from ..loader import load
