@@ -91,6 +91,9 @@ def check_numba_environment(environ: Mapping[str, str] | None = None, pack: bool
             f"NUMBA_THREADING_LAYER={layer} needs a threading library that is not installed; "
             f"{hint}unset NUMBA_THREADING_LAYER"
         )
+    # (here, before a kernel module is imported on the pack's threads: one that failed there left the module half
+    # made for another thread, whose ImportError, a traceback, came out instead of this line)
+    _refuse_unwritable_cache(env.get("NUMBA_CACHE_DIR", "") if config is None else config.CACHE_DIR)
 
 
 def imported_numba() -> Any:
@@ -170,16 +173,21 @@ def writable_cache(places: list[str]) -> str | None:
     import numba
 
     if numba.config.CACHE_DIR:
-        if not _takes_files(numba.config.CACHE_DIR):
-            raise OptionError(
-                f"NUMBA_CACHE_DIR={numba.config.CACHE_DIR} is not a directory numba can write its compiled kernels "
-                "to; point it at a writable directory or unset it"
-            )
+        _refuse_unwritable_cache(numba.config.CACHE_DIR)
         return None
     if any(_takes_files(place) for place in places):
         return None
     numba.config.CACHE_DIR = private_directory(f"bnncompress-numba-{os.getuid()}")
     return numba.config.CACHE_DIR
+
+
+def _refuse_unwritable_cache(cache: str) -> None:
+    """A ``NUMBA_CACHE_DIR`` (numba reads '' as unset) that cannot take a file: one :class:`OptionError` line."""
+    if cache and not _takes_files(cache):
+        raise OptionError(
+            f"NUMBA_CACHE_DIR={cache} is not a directory numba can write its compiled kernels to; point it at a "
+            "writable directory or unset it"
+        )
 
 
 def _takes_files(place: str) -> bool:
