@@ -131,13 +131,12 @@ def load_into(archive: Any, module: Any, strict: bool = True, prefix: str = "") 
         problems.append(f"tied parameters given different values: {tied}")
     if problems:
         raise ModelMismatchError(f"cannot load the archive into {type(module).__name__}: {'; '.join(problems)}")
-    if not strict and names and not matched:
-        warnings.warn(
-            f"load_into(strict=False) loaded nothing: no archive tensor names a parameter of the "
-            f"{type(module).__name__} (its names: {', '.join(_few(sorted(params)))}); {_hint(archive.names)}",
-            QualityWarning,
-            stacklevel=3,
-        )
+    if not strict and archive.names and not matched:  # (a prefix no name starts with: nothing loaded, unsaid)
+        why = f"no archive tensor's name starts with the prefix {prefix!r}" if not names else (
+            f"no archive tensor names a parameter of the {type(module).__name__} (its names: "
+            f"{', '.join(_few(sorted(params)))})"
+        )  # fmt: skip
+        warnings.warn(f"load_into(strict=False) loaded nothing: {why}; {_hint(archive.names)}", QualityWarning, 3)
     unconstrained = [n for n in names if n in samples and _fills_unconstrained(archive, names[n], *samples[n])]
     like = {n: _like(*samples[n]) for n in names if n in samples}  # (before the priors become buffers)
     _check_writable(module, {n: params[n] for n in names if n in params}, like)  # (before any copy)

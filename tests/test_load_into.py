@@ -96,6 +96,10 @@ def test_a_wrappers_prefix_is_named_and_long_lists_are_cut(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         a.load_into(wrapped.module, strict=False)
+    before = wrapped.module[0].weight.detach().clone()
+    with pytest.warns(QualityWarning, match="no archive tensor's name starts with the prefix 'nett.'"):  # (was silent:
+        a.load_into(wrapped.module, strict=False, prefix="nett.")  # a mistyped prefix left every weight as it was)
+    assert torch.equal(wrapped.module[0].weight, before)
 
 
 def test_the_compressed_embedding_under_torch_func_and_jit(tmp_path):
