@@ -69,17 +69,19 @@ def beyond_float32(loc: Any, scale: Any, loc32: np.ndarray) -> tuple[int, float]
     return (far, float(off.max())) if far else (0, 0.0)
 
 
-def check_values(name: str, where: str, loc: np.ndarray, scale: np.ndarray) -> None:
-    """Means must be finite, scales finite and positive (float32 after conversion)."""
+def check_values(name: str, where: str, loc: np.ndarray, scale: np.ndarray, rows: range | None = None) -> None:
+    """Means must be finite, scales finite and positive (float32 after conversion); ``rows``: the rows ``loc`` and
+    ``scale`` hold, where they are some of the tensor's (a streamed read's: the count is theirs)."""
+    within = "" if rows is None else f" in rows {rows.start:,} to {rows.stop - 1:,} (checked as they are read)"
     bad = int(np.count_nonzero(~np.isfinite(loc)))
     if bad:
         raise PosteriorError(
-            f"{where}: loc of '{name}' has {bad} NaN/inf values (after conversion to float32: beyond ±3.4e38 is "
-            "inf); means must be finite float32 numbers"
+            f"{where}: loc of '{name}' has {bad} NaN/inf values{within} (after conversion to float32: beyond ±3.4e38 "
+            "is inf); means must be finite float32 numbers"
         )
     bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
     if bad:
         raise PosteriorError(
-            f"{where}: scale of '{name}' has {bad} NaN/inf or non-positive values (after conversion to float32); "
-            "scales must be finite and > 0"
+            f"{where}: scale of '{name}' has {bad} NaN/inf or non-positive values{within} (after conversion to "
+            "float32); scales must be finite and > 0"
         )

@@ -188,7 +188,7 @@ class StoredTensor(TensorPosterior):
         from ._pipeline_kernels import count_invalid  # numba, imported on the first read (~0.3 s)
 
         if any(count_invalid(loc, scale)):  # one pass; the error says how many
-            check_values(self.name, self.where, loc, scale)
+            check_values(self.name, self.where, loc, scale, range(start, stop))
         if wide.dtype.kind == "f" and wide.dtype.itemsize == 8:  # float64 of either byte order (checked above; per
             # coding block: one read again is counted once)
             br, flat = block_rows_for(self.shape), [np.asarray(w).reshape(-1) for w in (wide, wide_scale)]

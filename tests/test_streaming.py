@@ -176,6 +176,12 @@ def test_bad_values_in_a_streamed_file_name_the_tensor_and_write_nothing(tmp_pat
     with pytest.raises(PosteriorError, match="scale of 'emb' has 1 NaN/inf or non-positive"):
         bnncompress.pack(src, tmp_path / "out.bnc", stream=True)
     assert not (tmp_path / "out.bnc").exists()
+    scale[:, :] = -1.0  # (every scale: a streamed pack counted the first rows read and said it of the tensor)
+    src = write_npy_dir(tmp_path / "all", {"emb": (loc, scale)})
+    with pytest.raises(
+        PosteriorError, match=r"has \d+ NaN/inf or non-positive values in rows 0 to [\d,]+ \(checked as"
+    ):
+        bnncompress.pack(src, tmp_path / "out.bnc", stream=True)
     (tmp_path / "lonely").mkdir()
     np.save(tmp_path / "lonely" / "x.loc.npy", loc)
     with pytest.raises(PosteriorError, match="no matching 'x.scale.npy'"):
