@@ -3,6 +3,7 @@ interruption): every pack succeeds or refuses in one line, none replaces another
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -222,6 +223,16 @@ def test_numba_variables_are_read_as_numba_reads_them(env, refused):
             check_numba_environment(env)
     else:
         check_numba_environment(env)
+
+
+def test_a_numba_variable_numba_cannot_read_is_a_warning_of_one_line_without_its_traceback(tmp_path):
+    """numba reads NUMBA_DISABLE_JIT=yes as 0 and warns with the traceback of its parse quoted: the command said
+    that traceback, flattened, as its warning (docs hunt)."""
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "yes"}
+    args = [sys.executable, "-m", "bnncompress", "pack", str(Path("data/example.pt").resolve()), "-o", "a.bnc"]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env)
+    said = "warning: NUMBA_DISABLE_JIT=yes is not a value numba can read: numba uses its default; unset it or give a"
+    assert done.returncode == 0 and done.stderr.splitlines() == [said + " number"], done.stderr[-2000:]
 
 
 def test_an_ignored_hangup_stays_ignored(tmp_path):

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -104,8 +105,14 @@ def fails_cleanly(command):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line on stderr, without the source file and line it came from."""
-    say(f"warning: {' '.join(str(message).split())}", err)
+    """A warning as one line on stderr, without the source file and line it came from (numba's about a variable it
+    cannot read: without the traceback it quotes)."""
+    text = " ".join(str(message).split())
+    unread = re.match(r"Environment variable '(\w+)' is defined but its associated value '(.*?)' could not be", text)
+    if unread:
+        name, value = unread.groups()
+        text = f"{name}={value} is not a value numba can read: numba uses its default; unset it or give a number"
+    say(f"warning: {text}", err)
 
 
 def refuse_existing(output: str | Path, force: bool, *inputs: str | Path | None) -> None:
