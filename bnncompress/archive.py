@@ -27,11 +27,10 @@ from .manifest import KnownFields, check_vocab_count, parse_manifest, refuse_unk
 from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
 from .supports import check_bound_shapes
-from .vocabulary import validate_words
+from .vocabulary import GZIP_LEVEL, StoredVocabulary, validate_words
 
 FORMAT_NAME = "bnncompress"
-#: The newest version this code writes (the oldest that holds an archive's tensors, see
-#: :func:`format_version`); it reads every version in READABLE_VERSIONS.
+#: The newest version written (the oldest that holds the tensors: :func:`format_version`); READABLE_VERSIONS are read.
 FORMAT_VERSION = 7
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
@@ -47,7 +46,8 @@ _DTYPES = ("float16", "bfloat16", "float32", "float64")
 _COMMON = {"words": "<u4", "grid": "<f4", "counts": None, "offsets": "<u8"}
 _FIELDS = {"name", "shape", "dtype", "method", "params", "coder", "block_rows", "sha256", *_COMMON}
 _MAX_EXPANSION = 1024  # gzip-compressed datasets (manifest, vocab) expand at most this much
-_GZIP = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
+_GZIP = {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": False}
+Vocabulary = list[str] | StoredVocabulary | None  # the words labelling rows, as given or as stored (made once)
 
 
 def _fixed(text: str) -> np.bytes_:
@@ -55,15 +55,18 @@ def _fixed(text: str) -> np.bytes_:
     return np.bytes_(text.encode("utf-8"))
 
 
-def _gzip_bytes(f: Any, name: str, raw: bytes) -> None:
-    data = np.frombuffer(raw, dtype=np.uint8)
-    f.create_dataset(name, data=data, chunks=(max(1, len(data)),), **_GZIP)
+def _gzip_bytes(f: Any, name: str, raw: bytes, stream: bytes | None = None) -> None:  # (stream: raw compressed)
+    data, chunks = np.frombuffer(raw, dtype=np.uint8), (max(1, len(raw)),)
+    if stream is None or not len(data):
+        f.create_dataset(name, data=data, chunks=chunks, **_GZIP)
+    else:  # (the bytes HDF5's filter makes of it: the same file)
+        f.create_dataset(name, data.shape, data.dtype, chunks=chunks, **_GZIP).id.write_direct_chunk((0,), stream)
 
 
 def write_archive(
     path: str | os.PathLike,
     tensors: list[TensorRecord],
-    vocab: list[str] | None,
+    vocab: Vocabulary,
     source: str,
     tool_version: str,
     force: bool = True,
@@ -80,7 +83,7 @@ def write_archive(
     return written
 
 
-def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: str, tool_version: str) -> bytes:
+def archive_image(tensors: list[TensorRecord], vocab: Vocabulary, source: str, tool_version: str) -> bytes:
     """The bytes of an archive file holding ``tensors`` (unvalidated; see :func:`write_archive`)."""
     import h5py
 
@@ -105,13 +108,11 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
             entry[key] = [starts[key], len(array)]
             starts[key] += len(array)
         entries.append(entry)
-    manifest = {"source": source, "tool_version": tool_version, "tensors": entries, "vocab": None}
-    vocab_raw = None
-    if vocab is not None:
-        vocab_raw = "\n".join(vocab).encode("utf-8")
-        manifest["vocab"] = {"num_words": len(vocab), "sha256": hashlib.sha256(vocab_raw).hexdigest()}
+    stored_vocab = vocab if vocab is None or isinstance(vocab, StoredVocabulary) else StoredVocabulary.of(vocab)
+    about = None if stored_vocab is None else {"num_words": stored_vocab.num_words, "sha256": stored_vocab.sha256}
+    manifest = {"source": source, "tool_version": tool_version, "tensors": entries, "vocab": about}
     manifest_raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    check_archive_limits(tensors, len(manifest_raw), None if vocab_raw is None else len(vocab_raw))
+    check_archive_limits(tensors, len(manifest_raw), None if stored_vocab is None else len(stored_vocab.raw))
     stored_arrays = [dict(_stored_arrays(t)) for t in tensors]
 
     def concat(key: str, dtype: str) -> np.ndarray:
@@ -124,8 +125,8 @@ def archive_image(tensors: list[TensorRecord], vocab: list[str] | None, source: 
         f.attrs["format_version"] = np.int64(format_version(tensors))
         f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())
         _gzip_bytes(f, "manifest", manifest_raw)
-        if vocab_raw is not None:
-            _gzip_bytes(f, "vocab", vocab_raw)
+        if stored_vocab is not None:
+            _gzip_bytes(f, "vocab", stored_vocab.raw, stored_vocab.compressed())
         for key, dtype in _COMMON.items():
             f.create_dataset(key, data=concat(key, dtype or counts_dtype.str))
         for side in stored:  # only archives with a kind that has them

@@ -37,7 +37,7 @@ from .records import TensorRecord, common_counts_dtype
 from .sources import STREAM_WEIGHTS, is_pyro_guide, open_posterior
 from .sources.hdf5bands import forget as forget_bands
 from .targetsize import SIZE_TOLERANCE, code_to_size, parse_size
-from .vocabulary import read_vocab
+from .vocabulary import StoredVocabulary, read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
 
@@ -179,6 +179,7 @@ def pack(
     if names and model is not None:  # (the model's sites are known once it has been traced)
         posterior = _select(posterior, names, vocab is not None, True)
     posterior.check()  # the tensors selected, before any is packed (one left out may hold a NaN)
+    vocab_stored = None if posterior.vocab is None else StoredVocabulary.of(posterior.vocab).compress_meanwhile()
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})
@@ -188,13 +189,13 @@ def pack(
                 records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
             else:
                 jobs = fit_jobs(posterior.tensors, quantizer, executor, True, report)
-                sized = code_to_size(jobs, size, lambda rs: _archive_bytes(rs, posterior), report)
+                sized = code_to_size(jobs, size, lambda rs: _archive_bytes(rs, posterior, vocab_stored), report)
                 records, lam, notes = sized.records, sized.lam, sized.notes
     finally:  # the decompressed HDF5 bands this pack read are not kept for the process
         forget_bands(s for t in posterior.tensors.values() if isinstance(t, StoredTensor) for s in t.stamps())
     posterior.check_unchanged()  # a file written while it was read would give an archive of two versions
     records = _with_supports(records, posterior)
-    result = write_packed(output, records, posterior, lam, bits, report, force, size)
+    result = write_packed(output, records, posterior, lam, bits, report, force, size, vocab_stored)
     notes = list(posterior.warnings) + notes  # how the posterior was read (supports, a flat latent), then values
     for name, t in posterior.tensors.items():
         far, most = getattr(t, "beyond_float32", (0, 0.0))
@@ -229,9 +230,9 @@ def _with_supports(records: list[TensorRecord], posterior: Posterior) -> list[Te
     ]
 
 
-def _archive_bytes(records: list[TensorRecord], posterior: Posterior) -> int:
+def _archive_bytes(records: list[TensorRecord], posterior: Posterior, vocab: StoredVocabulary | None) -> int:
     """The size of the archive :func:`pack` would write for ``records`` (before their supports)."""
-    return len(archive_image(_with_supports(records, posterior), posterior.vocab, posterior.source, __version__))
+    return len(archive_image(_with_supports(records, posterior), vocab, posterior.source, __version__))
 
 
 def _select(posterior: Posterior, names: list[str], require_vocab: bool, of_a_model: bool) -> Posterior:
@@ -331,12 +332,14 @@ def write_packed(
     report: Progress,
     force: bool = True,
     size: int | None = None,
+    vocab: StoredVocabulary | None = None,
 ) -> PackResult:
-    """Write a pack's records as an archive and say what it achieved (``bits`` or ``size``: its target)."""
+    """Write a pack's records as an archive and say what it achieved (``bits`` or ``size``: its target); ``vocab``:
+    the posterior's vocabulary as stored, if made already."""
     counts_dtype = common_counts_dtype(records)  # what the archive will store, so the sizes below are exact
     records = [r.with_counts_dtype(counts_dtype) for r in records]
     report("writing archive", 0, 1)
-    written = write_archive(output, records, posterior.vocab, posterior.source, __version__, force)
+    written = write_archive(output, records, vocab or posterior.vocab, posterior.source, __version__, force)
     report("writing archive", 1, 1)
     return PackResult(
         path=Path(output),

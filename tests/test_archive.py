@@ -1,10 +1,13 @@
+import tempfile
+import zlib
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
 import bnncompress
-from bnncompress import ArchiveError
+from bnncompress import ArchiveError, archive, vocabulary
 from bnncompress.archive import FORMAT_VERSION
 from bnncompress.inmemory import fit_in_memory
 from bnncompress.posterior import TensorPosterior
@@ -213,3 +216,22 @@ def test_the_hdf5_hint_is_for_an_image_hdf5_could_not_open_only(monkeypatch):
     assert image_hint("tensor 'w': the grid holds NaN") == ""  # (a plug-in's values: not HDF5's doing)
     monkeypatch.setattr(h5py.version, "hdf5_version_tuple", (2, 0, 0))
     assert image_hint("archive 'a' is corrupt or truncated (metadata checksum)") == ""
+
+
+@pytest.mark.parametrize(
+    "words",
+    [["w0"], [f"{w}{i}" for i in range(500) for w in ("king", "ünïcode", "日本")], [f"w{i}" for i in range(20_000)]],
+)
+def test_a_vocabulary_compressed_beforehand_makes_the_file_hdf5s_filter_makes(words, monkeypatch):
+    """The vocabulary's chunk is written as zlib made it (a pack compresses it while it quantizes): the archive's
+    bytes are those of HDF5's own gzip filter, which the archive made before."""
+    rng = np.random.default_rng(0)
+    post = {"word_vectors": (rng.normal(size=(len(words), 4)), rng.uniform(0.1, 1, size=(len(words), 4)))}
+    with tempfile.TemporaryDirectory() as tmp:
+        bnncompress.pack(post, f"{tmp}/a.bnc", vocab=words, lam=0.5, method="uniform")
+        records = archive.read_archive(f"{tmp}/a.bnc").tensors
+    stored = vocabulary.StoredVocabulary.of(words).compress_meanwhile()
+    direct = archive.archive_image(records, stored, "src", "0")
+    assert zlib.decompress(stored.compressed()) == "\n".join(words).encode()
+    monkeypatch.setattr(vocabulary.StoredVocabulary, "compressed", lambda self: None)  # HDF5's filter compresses
+    assert archive.archive_image(records, words, "src", "0") == direct

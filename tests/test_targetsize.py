@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import bnncompress
-from bnncompress import packing, targetsize
+from bnncompress import packing, targetsize, vocabulary
 from bnncompress.cli import app
 from bnncompress.errors import ArgumentTypeError, OptionError, RateControlError
 from bnncompress.sources import open_posterior
@@ -190,3 +190,14 @@ def test_the_command_line_takes_a_size_and_maps_errors_to_its_flags(tmp_path):
     small = runner.invoke(app, ["pack", "data/example.pt", "-o", str(tmp_path / "d.bnc"), "--size", "10K"])
     assert small.exit_code == 2 and "ask for a larger --size" in small.output
     assert not (tmp_path / "d.bnc").exists()
+
+
+def test_a_pack_to_a_size_compresses_its_vocabulary_once(tmp_path, monkeypatch, coded_lambdas):
+    """Each pass's archive is measured, and the archive written: one gzip of the vocabulary for all of them."""
+    compressed = []
+    original = vocabulary.zlib.compress
+    monkeypatch.setattr(vocabulary.zlib, "compress", lambda raw, *a: compressed.append(len(raw)) or original(raw, *a))
+    r = bnncompress.pack("data/example.pt", tmp_path / "v.bnc", size=30_000)  # 4,000 words: 17 KB of the file
+    assert len(coded_lambdas) >= 2 and r.file_bytes <= 30_000  # (a second pass: the measure is made twice or more)
+    raw = len("\n".join(bnncompress.load(tmp_path / "v.bnc").vocab).encode())
+    assert compressed == [raw]
