@@ -22,12 +22,13 @@ import numpy as np
 from .contents import ArchiveContents, no_gc
 from .errors import ArchiveError
 from .files import write_bytes
+from .gzipped import StoredVocabulary, write_gzipped
 from .hdf5checks import GZIP, HDF5_MAGIC, image_hint, open_unreplaced, plain_dataset, scalar_attribute
 from .manifest import KnownFields, check_vocab_count, parse_manifest, refuse_unknown_fields
 from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
 from .supports import check_bound_shapes
-from .vocabulary import GZIP_LEVEL, StoredVocabulary, validate_words
+from .vocabulary import validate_words
 
 FORMAT_NAME = "bnncompress"
 #: The newest version written (the oldest that holds the tensors: :func:`format_version`); READABLE_VERSIONS are read.
@@ -46,21 +47,12 @@ _DTYPES = ("float16", "bfloat16", "float32", "float64")
 _COMMON = {"words": "<u4", "grid": "<f4", "counts": None, "offsets": "<u8"}
 _FIELDS = {"name", "shape", "dtype", "method", "params", "coder", "block_rows", "sha256", *_COMMON}
 _MAX_EXPANSION = 1024  # gzip-compressed datasets (manifest, vocab) expand at most this much
-_GZIP = {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": False}
 Vocabulary = list[str] | StoredVocabulary | None  # the words labelling rows, as given or as stored (made once)
 
 
 def _fixed(text: str) -> np.bytes_:
     """A fixed-length string attribute: in the checksummed object header, not HDF5's global heap (hangs if damaged)."""
     return np.bytes_(text.encode("utf-8"))
-
-
-def _gzip_bytes(f: Any, name: str, raw: bytes, stream: bytes | None = None) -> None:  # (stream: raw compressed)
-    data, chunks = np.frombuffer(raw, dtype=np.uint8), (max(1, len(raw)),)
-    if stream is None or not len(data):
-        f.create_dataset(name, data=data, chunks=chunks, **_GZIP)
-    else:  # (the bytes HDF5's filter makes of it: the same file)
-        f.create_dataset(name, data.shape, data.dtype, chunks=chunks, **_GZIP).id.write_direct_chunk((0,), stream)
 
 
 def write_archive(
@@ -124,9 +116,9 @@ def archive_image(tensors: list[TensorRecord], vocab: Vocabulary, source: str, t
         f.attrs["format"] = _fixed(FORMAT_NAME)
         f.attrs["format_version"] = np.int64(format_version(tensors))
         f.attrs["manifest_sha256"] = _fixed(hashlib.sha256(manifest_raw).hexdigest())
-        _gzip_bytes(f, "manifest", manifest_raw)
+        write_gzipped(f, "manifest", manifest_raw)
         if stored_vocab is not None:
-            _gzip_bytes(f, "vocab", stored_vocab.raw, stored_vocab.compressed())
+            write_gzipped(f, "vocab", stored_vocab.raw, stored_vocab.chunk())
         for key, dtype in _COMMON.items():
             f.create_dataset(key, data=concat(key, dtype or counts_dtype.str))
         for side in stored:  # only archives with a kind that has them

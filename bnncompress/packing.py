@@ -25,6 +25,7 @@ from .contents import BitsPerWeight
 from .devices import resolve_device
 from .errors import ArgumentTypeError, OptionError, QualityWarning
 from .files import check_output_path
+from .gzipped import StoredVocabulary
 from .kernelcache import compile_in_child
 from .modelsites import with_model
 from .pipeline import fit_jobs, quantize_and_code
@@ -37,7 +38,7 @@ from .records import TensorRecord, common_counts_dtype
 from .sources import STREAM_WEIGHTS, is_pyro_guide, open_posterior
 from .sources.hdf5bands import forget as forget_bands
 from .targetsize import SIZE_TOLERANCE, code_to_size, parse_size
-from .vocabulary import StoredVocabulary, read_vocab
+from .vocabulary import read_vocab
 
 __all__ = ["PackResult", "default_output", "pack"]
 
@@ -179,12 +180,13 @@ def pack(
     if names and model is not None:  # (the model's sites are known once it has been traced)
         posterior = _select(posterior, names, vocab is not None, True)
     posterior.check()  # the tensors selected, before any is packed (one left out may hold a NaN)
-    vocab_stored = None if posterior.vocab is None else StoredVocabulary.of(posterior.vocab).compress_meanwhile()
     report("reading posterior", 1, 1)
     if lazy and workers is None and scheduler is None:  # bounded memory: no compiler in this process
         compile_in_child(quantizer.name, options or {})
     try:
         with executor_for(workers, scheduler) as executor, plugin_errors(quantizer):
+            # (once the pack is sure to run: its chunk is made while the tensors are quantized, on a thread of its own)
+            vocab_stored = None if posterior.vocab is None else StoredVocabulary.of(posterior.vocab).chunk_meanwhile()
             if size is None:
                 records, lam, notes = quantize_and_code(posterior.tensors, quantizer, executor, bits, lam, report)
             else:

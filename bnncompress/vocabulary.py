@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import threading
-import zlib
 from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArgumentTypeError, PosteriorError
@@ -172,44 +168,3 @@ def _plainly_valid(words: list[str]) -> bool:
     if spaced.isprintable():  # no Cc or Cs then, and the only whitespace is U+0020 (every other is Cc or Z*)
         return not (joined[0] == " " or joined[-1] == " " or "\n " in joined or " \n" in joined)
     return _CONTROL.search(spaced) is None and _SURROUNDING_SPACE.search(joined) is None
-
-
-#: The gzip (deflate) level of an archive's compressed datasets: its vocabulary and its manifest.
-GZIP_LEVEL = 9
-
-
-@dataclass(frozen=True, eq=False)
-class StoredVocabulary:
-    """A vocabulary as an archive stores it: the words joined by newlines in UTF-8, their SHA-256, and
-    (:meth:`compressed`) the zlib stream HDF5's gzip filter makes of them at :data:`GZIP_LEVEL`, made once
-    however often the archive is built (``pack(size=...)`` builds one for each pass it measures), and by a
-    pack while it quantizes (:meth:`compress_meanwhile`).
-
-    Example:
-        >>> v = StoredVocabulary.of(["king", "queen"])
-        >>> v.raw, v.num_words, zlib.decompress(v.compressed()) == v.raw
-        (b'king\\nqueen', 2, True)
-    """
-
-    raw: bytes
-    num_words: int
-    sha256: str
-    _stream: list[bytes] = field(default_factory=list, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @classmethod
-    def of(cls, words: list[str]) -> StoredVocabulary:
-        raw = "\n".join(words).encode("utf-8")
-        return cls(raw, len(words), hashlib.sha256(raw).hexdigest())
-
-    def compressed(self) -> bytes:
-        """``raw`` as HDF5's gzip filter stores it (zlib's ``compress2`` at :data:`GZIP_LEVEL`: a zlib stream)."""
-        with self._lock:  # (a second caller waits for the first one's stream)
-            if not self._stream:
-                self._stream.append(zlib.compress(self.raw, GZIP_LEVEL))  # (zlib lets other threads run meanwhile)
-            return self._stream[0]
-
-    def compress_meanwhile(self) -> StoredVocabulary:
-        """Start :meth:`compressed` on a thread of its own (a daemon: it never holds up the program's exit)."""
-        threading.Thread(target=self.compressed, name="bnncompress-vocabulary", daemon=True).start()
-        return self

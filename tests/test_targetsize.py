@@ -3,6 +3,7 @@ included; sizes read with units; sizes out of reach refused in one line."""
 
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import bnncompress
-from bnncompress import packing, targetsize, vocabulary
+from bnncompress import gzipped, packing, targetsize
 from bnncompress.cli import app
 from bnncompress.errors import ArgumentTypeError, OptionError, RateControlError
 from bnncompress.sources import open_posterior
@@ -194,10 +195,26 @@ def test_the_command_line_takes_a_size_and_maps_errors_to_its_flags(tmp_path):
 
 def test_a_pack_to_a_size_compresses_its_vocabulary_once(tmp_path, monkeypatch, coded_lambdas):
     """Each pass's archive is measured, and the archive written: one gzip of the vocabulary for all of them."""
-    compressed = []
-    original = vocabulary.zlib.compress
-    monkeypatch.setattr(vocabulary.zlib, "compress", lambda raw, *a: compressed.append(len(raw)) or original(raw, *a))
+    made = []
+    original = gzipped.gzip_chunk
+    monkeypatch.setattr(gzipped, "gzip_chunk", lambda raw: made.append(len(raw)) or original(raw))
     r = bnncompress.pack("data/example.pt", tmp_path / "v.bnc", size=30_000)  # 4,000 words: 17 KB of the file
     assert len(coded_lambdas) >= 2 and r.file_bytes <= 30_000  # (a second pass: the measure is made twice or more)
-    raw = len("\n".join(bnncompress.load(tmp_path / "v.bnc").vocab).encode())
-    assert compressed == [raw]
+    assert made == [len("\n".join(bnncompress.load(tmp_path / "v.bnc").vocab).encode())]
+
+
+def test_a_failure_making_the_vocabulary_chunk_on_its_thread_is_no_traceback(tmp_path, monkeypatch):
+    """The chunk's thread had no handler: a MemoryError there printed 'Exception in thread' and its traceback (with
+    -q too), and the pack went on. The pack makes the chunk itself then (and would say its error as its own)."""
+    original = gzipped.gzip_chunk
+
+    def fails_on_its_thread(raw):
+        if threading.current_thread().name == "bnncompress-vocabulary":
+            raise MemoryError
+        return original(raw)
+
+    unhandled = []  # (what Python prints as "Exception in thread ..." and a traceback)
+    monkeypatch.setattr(threading, "excepthook", lambda args: unhandled.append(args.exc_type))
+    monkeypatch.setattr(gzipped, "gzip_chunk", fails_on_its_thread)
+    bnncompress.pack("data/example.pt", tmp_path / "v.bnc", lam=1.0)
+    assert len(bnncompress.load(tmp_path / "v.bnc").vocab) == 4000 and unhandled == []

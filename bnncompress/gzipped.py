@@ -1,0 +1,94 @@
+"""The archive's gzip datasets (its manifest and vocabulary), and a vocabulary as an archive stores it.
+
+A gzip dataset holds one chunk, deflated at level 9 by HDF5's filter. :class:`StoredVocabulary` makes a
+vocabulary's chunk once for a pack, on a thread of its own while the tensors are quantized (a pack to a size
+builds an archive for every pass it measures), with HDF5's own filter, so the chunk written is the one the
+filter would write (Python's zlib may be another build than the one HDF5 links).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: h5py's settings of the archive's gzip datasets.
+GZIP_SETTINGS = {"compression": "gzip", "compression_opts": 9, "shuffle": False}
+
+
+def write_gzipped(f: Any, name: str, raw: bytes, chunk: bytes | None = None) -> None:
+    """``raw`` as the one-chunk gzip dataset ``name`` of the open HDF5 file ``f``; ``chunk``: that chunk, made
+    already (:func:`gzip_chunk`)."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if chunk is None or not len(data):
+        f.create_dataset(name, data=data, chunks=(max(1, len(data)),), **GZIP_SETTINGS)
+    else:
+        f.create_dataset(name, data.shape, data.dtype, chunks=data.shape, **GZIP_SETTINGS).id.write_direct_chunk(
+            (0,), chunk
+        )
+
+
+def gzip_chunk(raw: bytes) -> bytes:
+    """The chunk :func:`write_gzipped` writes of ``raw`` (non-empty), made by HDF5's filter in a file in memory.
+
+    Example:
+        >>> import zlib
+        >>> zlib.decompress(gzip_chunk(b"king\\nqueen"))
+        b'king\\nqueen'
+    """
+    import h5py
+
+    name = f"gzip-{uuid.uuid4().hex}.h5"  # (HDF5 refuses a core file of a name another thread has open)
+    with h5py.File(name, "w", driver="core", backing_store=False) as f:
+        write_gzipped(f, "raw", raw)
+        return f["raw"].id.read_direct_chunk((0,))[1]
+
+
+@dataclass(frozen=True, eq=False)
+class StoredVocabulary:
+    """A vocabulary as an archive stores it: the words joined by newlines in UTF-8, their SHA-256, and
+    (:meth:`chunk`) its gzip dataset's chunk, made once, on a thread of its own from :meth:`chunk_meanwhile` on.
+
+    Example:
+        >>> v = StoredVocabulary.of(["king", "queen"]).chunk_meanwhile()
+        >>> v.raw, v.num_words, v.chunk() == gzip_chunk(v.raw)
+        (b'king\\nqueen', 2, True)
+    """
+
+    raw: bytes
+    num_words: int
+    sha256: str
+    _made: list[bytes] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _maker: list[threading.Thread] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, words: list[str]) -> StoredVocabulary:
+        raw = "\n".join(words).encode("utf-8")
+        return cls(raw, len(words), hashlib.sha256(raw).hexdigest())
+
+    def chunk(self) -> bytes | None:
+        """The gzip chunk of :attr:`raw` (None for an empty vocabulary: HDF5 stores no chunk)."""
+        if self._maker and self._maker[0] is not threading.current_thread():
+            self._maker[0].join()  # (its chunk, or nothing if it failed: made here then, its error raised here)
+        with self._lock:
+            if not self._made and self.raw:
+                self._made.append(gzip_chunk(self.raw))  # (h5py lets other threads run while HDF5 deflates)
+            return self._made[0] if self._made else None
+
+    def chunk_meanwhile(self) -> StoredVocabulary:
+        """Start :meth:`chunk` on a thread of its own (a daemon: it never holds up the program's exit)."""
+        thread = threading.Thread(target=self._chunk_quietly, name="bnncompress-vocabulary", daemon=True)
+        self._maker.append(thread)
+        thread.start()
+        return self
+
+    def _chunk_quietly(self) -> None:
+        try:
+            self.chunk()
+        except BaseException:  # (said by the caller's own chunk(), which makes it again; not as a thread's traceback)
+            return
