@@ -111,7 +111,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     unread = re.match(r"Environment variable '(\w+)' is defined but its associated value '(.*?)' could not be", text)
     if unread:
         name, value = unread.groups()
-        text = f"{name}={value} is not a value numba can read: numba uses its default; unset it or give a number"
+        text = f"{name}={value} is not a value numba can read: numba uses its default; unset it or see numba's "
+        text += "documentation"
     say(f"warning: {text}", err)
 
 
