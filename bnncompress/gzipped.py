@@ -26,10 +26,9 @@ def write_gzipped(f: Any, name: str, raw: bytes, chunk: bytes | None = None) -> 
     data = np.frombuffer(raw, dtype=np.uint8)
     if chunk is None or not len(data):
         f.create_dataset(name, data=data, chunks=(max(1, len(data)),), **GZIP_SETTINGS)
-    else:
-        f.create_dataset(name, data.shape, data.dtype, chunks=data.shape, **GZIP_SETTINGS).id.write_direct_chunk(
-            (0,), chunk
-        )
+        return
+    dataset = f.create_dataset(name, data.shape, data.dtype, chunks=data.shape, **GZIP_SETTINGS)
+    dataset.id.write_direct_chunk((0,), chunk)  # (as the filter writes it: the same file)
 
 
 def gzip_chunk(raw: bytes) -> bytes:
