@@ -1,16 +1,19 @@
 """The archive's gzip datasets (its manifest and vocabulary), and a vocabulary as an archive stores it.
 
-A gzip dataset holds one chunk, deflated at level 9 by HDF5's filter. :class:`StoredVocabulary` makes a
-vocabulary's chunk once for a pack, on a thread of its own while the tensors are quantized (a pack to a size
-builds an archive for every pass it measures), with HDF5's own filter, so the chunk written is the one the
-filter would write (Python's zlib may be another build than the one HDF5 links).
+A gzip dataset holds one chunk, deflated at level 9 as HDF5's filter deflates it. :class:`StoredVocabulary` makes a
+vocabulary's chunk once for a pack (a pack to a size builds an archive for every pass it measures), on a thread of
+its own while the tensors are quantized, with Python's zlib where it deflates as the zlib HDF5 links does (checked
+once per process). HDF5's own deflate is not run on a thread of its own: h5py holds its lock for the whole call, so
+every other HDF5 read of the process waited, and a pack that failed meanwhile hung at exit.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,20 +34,35 @@ def write_gzipped(f: Any, name: str, raw: bytes, chunk: bytes | None = None) -> 
     dataset.id.write_direct_chunk((0,), chunk)  # (as the filter writes it: the same file)
 
 
-def gzip_chunk(raw: bytes) -> bytes:
-    """The chunk :func:`write_gzipped` writes of ``raw`` (non-empty), made by HDF5's filter in a file in memory.
+def gzip_chunk(raw: bytes) -> bytes | None:
+    """The chunk :func:`write_gzipped` writes of ``raw`` (non-empty): zlib's, where it deflates as HDF5's filter
+    (:func:`zlib_deflates_as_hdf5`), else HDF5's filter's in a file in memory (None if the filter left it raw).
 
     Example:
-        >>> import zlib
         >>> zlib.decompress(gzip_chunk(b"king\\nqueen"))
         b'king\\nqueen'
     """
+    if zlib_deflates_as_hdf5():
+        return zlib.compress(raw, GZIP_SETTINGS["compression_opts"])
+    return _hdf5_chunk(raw)
+
+
+@functools.cache
+def zlib_deflates_as_hdf5() -> bool:
+    """Whether this Python's zlib deflates as the zlib HDF5 links (another build, such as zlib-ng, makes other
+    bytes): compared once, on a text-like sample."""
+    sample = "\n".join(f"w{i * 7919 % 100_003}{'ab'[i % 2] * (i % 11)}" for i in range(6_000)).encode()
+    return zlib.compress(sample, GZIP_SETTINGS["compression_opts"]) == _hdf5_chunk(sample)
+
+
+def _hdf5_chunk(raw: bytes) -> bytes | None:
     import h5py
 
     name = f"gzip-{uuid.uuid4().hex}.h5"  # (HDF5 refuses a core file of a name another thread has open)
     with h5py.File(name, "w", driver="core", backing_store=False) as f:
         write_gzipped(f, "raw", raw)
-        return f["raw"].id.read_direct_chunk((0,))[1]
+        skipped, chunk = f["raw"].id.read_direct_chunk((0,))
+        return None if skipped else chunk  # (an optional filter that failed stores the chunk raw: mask 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,19 +89,22 @@ class StoredVocabulary:
         return cls(raw, len(words), hashlib.sha256(raw).hexdigest())
 
     def chunk(self) -> bytes | None:
-        """The gzip chunk of :attr:`raw` (None for an empty vocabulary: HDF5 stores no chunk)."""
+        """The gzip chunk of :attr:`raw` (None for an empty vocabulary, where HDF5 stores no chunk, or where the
+        filter would store it raw: :func:`write_gzipped` then lets the filter write it)."""
         if self._maker and self._maker[0] is not threading.current_thread():
             self._maker[0].join()  # (its chunk, or nothing if it failed: made here then, its error raised here)
         with self._lock:
             if not self._made and self.raw:
-                self._made.append(gzip_chunk(self.raw))  # (h5py lets other threads run while HDF5 deflates)
+                self._made.append(gzip_chunk(self.raw))  # (zlib lets other threads run while it deflates)
             return self._made[0] if self._made else None
 
     def chunk_meanwhile(self) -> StoredVocabulary:
-        """Start :meth:`chunk` on a thread of its own (a daemon: it never holds up the program's exit)."""
-        thread = threading.Thread(target=self._chunk_quietly, name="bnncompress-vocabulary", daemon=True)
-        self._maker.append(thread)
-        thread.start()
+        """Start :meth:`chunk` on a thread of its own (a daemon: it never holds up the program's exit), where zlib
+        makes it (not HDF5, whose lock would stop every other HDF5 call of the process meanwhile)."""
+        if self.raw and zlib_deflates_as_hdf5():
+            thread = threading.Thread(target=self._chunk_quietly, name="bnncompress-vocabulary", daemon=True)
+            self._maker.append(thread)
+            thread.start()
         return self
 
     def _chunk_quietly(self) -> None:

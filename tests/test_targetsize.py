@@ -218,3 +218,21 @@ def test_a_failure_making_the_vocabulary_chunk_on_its_thread_is_no_traceback(tmp
     monkeypatch.setattr(gzipped, "gzip_chunk", fails_on_its_thread)
     bnncompress.pack("data/example.pt", tmp_path / "v.bnc", lam=1.0)
     assert len(bnncompress.load(tmp_path / "v.bnc").vocab) == 4000 and unhandled == []
+
+
+def test_hdf5_never_deflates_the_vocabulary_on_a_thread_of_its_own(tmp_path, monkeypatch):
+    """h5py holds its lock for a whole HDF5 call: a chunk deflated by HDF5 on the vocabulary's thread stopped every
+    other HDF5 read of the process meanwhile (a streamed HDF5 posterior's fit 2.2 -> 7.1 s), and a pack that failed
+    meanwhile hung at exit, the thread frozen holding the lock (second review). zlib makes it there; where zlib would
+    make other bytes than HDF5's filter, HDF5 makes it on the pack's own thread, when the archive is written."""
+    deflated_by_hdf5 = []
+    original = gzipped._hdf5_chunk
+    monkeypatch.setattr(gzipped, "_hdf5_chunk", lambda raw: deflated_by_hdf5.append(threading.current_thread().name)
+                        or original(raw))  # fmt: skip
+    bnncompress.pack("data/example.pt", tmp_path / "z.bnc", lam=1.0)
+    assert "bnncompress-vocabulary" not in deflated_by_hdf5
+    monkeypatch.setattr(gzipped, "zlib_deflates_as_hdf5", lambda: False)  # (as with a zlib-ng Python)
+    threads = set(threading.enumerate())
+    bnncompress.pack("data/example.pt", tmp_path / "h.bnc", lam=1.0)
+    assert deflated_by_hdf5[-1] == threading.current_thread().name and set(threading.enumerate()) <= threads
+    assert (tmp_path / "h.bnc").read_bytes() == (tmp_path / "z.bnc").read_bytes()
