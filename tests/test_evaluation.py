@@ -313,6 +313,20 @@ def test_a_text_file_with_numbers_that_do_not_parse_is_not_read_as_binary(tmp_pa
     assert r.exit_code == 2 and "line 2" in r.output
 
 
+def test_a_bin_file_whose_float32_bytes_are_digits_is_read_as_binary(tmp_path):
+    # a hunt: unpack -o X.bin of values whose bytes are b"2.5\n" and b"3.5\n" (8.7e-33) read back as the text
+    # "1 2.5 / 2 3.5": other values, exit 0; a .bin file that reads either way is binary, as unpack wrote it
+    data = b"2 1\n1 " + np.float32(8.7235214e-33).tobytes() + b"2 " + np.float32(8.7235221e-33).tobytes()
+    assert data == b"2 1\n1 2.5\n2 3.5\n"
+    (tmp_path / "v.bin").write_bytes(data)
+    (tmp_path / "v.txt").write_bytes(data)
+    binary = vectorfiles.read_word_vectors(tmp_path / "v.bin")
+    assert binary.index_to_key == ["1", "2"] and binary.vectors.tobytes() == b"2.5\n3.5\n"
+    assert vectorfiles.read_word_vectors(tmp_path / "v.txt").vectors.ravel().tolist() == [2.5, 3.5]
+    (tmp_path / "t.bin").write_text("2 3\nking 0.5 0.25 1\nqueen 2 3 4\n")  # text that does not read as binary
+    assert vectorfiles.read_word_vectors(tmp_path / "t.bin").vectors.tolist() == [[0.5, 0.25, 1], [2, 3, 4]]
+
+
 def test_an_empty_tensor_name_is_not_taken_for_the_default(tmp_path, trained):
     # `eval archive -t ''` scored the word vectors, to_keyed_vectors('') and embedding('') used them too,
     # while `eval posterior.pt -t ''` and `unpack -t ''` refused it
