@@ -118,7 +118,7 @@ def export_archive(
     if same_file(Path(path), Path(source)):
         raise OptionError(f"the output '{path}' is the archive itself; choose another output path")
     if binary is not None and fmt != "word2vec":  # (text or binary: either is refused, not ignored)
-        raise OptionError(f"«binary» (text or binary) is an option of the word2vec format, not of {fmt}")
+        raise OptionError(f"«binary» is an option of the word2vec format (text or binary), not of {fmt}")
     if binary is None:  # GoogleNews-vectors.bin: a .bin word2vec file is binary wherever it is read
         binary = fmt == "word2vec" and Path(path).suffix.lower() == ".bin"
     names = [archive.record(tensor).name] if tensor is not None else archive.names  # pt, npz: only «tensor»

@@ -44,7 +44,8 @@ def sweep(
     """Pack ``source`` with each method at each payload rate in ``bits``, evaluate, return the rows.
 
     Methods with a fixed rate (``float16``) are packed once. Targets a method cannot reach are
-    kept as rows with a ``note`` and no scores. Writes ``csv_path`` and, if ``plot_path`` is
+    kept as rows with a ``note`` and no scores; a target its search missed keeps the archive it made,
+    with its payload, its scores and a note. Writes ``csv_path`` and, if ``plot_path`` is
     given, one figure per metric (``rd.png`` -> ``rd-analogy.png``, ``rd-ws353.png``, ...); every
     output path is checked before the work starts (``force=False``: refuse existing files).
     ``progress(stage, done, total)`` (:class:`~bnncompress.progress.Progress`) is called before

@@ -68,7 +68,7 @@ def test_eval_and_unpack_flags_that_were_ignored(tmp_path, archive):
     vectors = tmp_path / "v.txt"
     assert run(app, ["unpack", str(archive), "-o", str(vectors)]).exit_code == 0
     _one_line_exit_2(run(app, ["eval", str(vectors), "-t", "nope"]), "word vectors have none")  # (scored them)
-    _one_line_exit_2(run(app, ["unpack", str(archive), "-o", str(tmp_path / "a.npz"), "--text"]), "word2vec format")
+    _one_line_exit_2(run(app, ["unpack", str(archive), "-o", str(tmp_path / "a.npz"), "--text"]), "--binary/--text is")
     quiet = run(app, ["eval", str(archive), "-q"])
     assert quiet.exit_code == 0 and "tensor:" not in quiet.output and "ws353" in quiet.output  # scores only
 

@@ -71,6 +71,7 @@ _FLAGS = {
     "csv_path": "--output",
     "plot_path": "--plot",
     "init_vectors": "--init",
+    "binary": "--binary/--text",
     "model_args": "--model FUNCTION: one without arguments that calls the model with them",
 }
 
