@@ -9,7 +9,7 @@ Stages (each reuses the previous one's output if it exists):
 1. ``corpus``: ``recipes/work/corpus.txt`` (one document per line, lowercased tokens; ~30 s; ``--work``
    names another directory for the corpus and the posterior);
 2. ``train``: ``recipes/work/skipgram.pt`` (the posterior, ``bnncompress train``'s trainer;
-   20,000 x 100, 2 epochs of 18 M pairs: ~3 min on 2 cores);
+   20,000 x 100, 2 epochs of 18 M pairs: ~1 min on 2 cores);
 3. ``sweep``: every method at every rate, evaluated with gensim on questions-words,
    WordSim353 and SimLex-999 -> ``<results>/analogy_benchmark.{csv,md}`` + plots.
 
