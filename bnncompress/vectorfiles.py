@@ -56,7 +56,7 @@ def read_word_vectors(path: str | os.PathLike):
                 probe, cut = _past_the_word(fh, probe, path, number + 1)
             binary = bool(probe) and not _text_line(probe, dim, cut) and not _text_like(probe, dim)  # (see _text_like)
             read = None
-            if not binary and probe and path.suffix.lower() == ".bin":  # (unpack's .bin is binary)
+            if not binary and path.suffix.lower() == ".bin" and _one_vector_long(probe, dim):  # (unpack's .bin)
                 read = _binary_if_whole(fh, path, start + len(first), count, dim)
             if read is None:
                 _check_header(path, count, dim, binary)
@@ -139,6 +139,13 @@ def _text_like(line: bytes, dim: int) -> bool:
     if not text.endswith("\n") or len(fields) != dim + 1 or not text.rstrip("\r\n").replace("\t", " ").isprintable():
         return False
     return all(_NUMBER_LIKE.issuperset(field) for field in fields[1:])  # (random float32 bytes rarely are)
+
+
+def _one_vector_long(line: bytes, dim: int) -> bool:
+    """Whether ``line`` (a first vector line) is a word, a space and as many bytes as ``dim`` float32 (with
+    or without a line break after them): the one shape of text that binary reads as a whole vector too."""
+    values = line.partition(b" ")[2]
+    return len(values) in (4 * dim, 4 * dim + 1) and values.endswith(b"\n")
 
 
 def _binary_if_whole(fh, path: Path, offset: int, count: int, dim: int) -> tuple[list[str], np.ndarray] | None:
