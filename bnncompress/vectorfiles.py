@@ -13,7 +13,7 @@ from .errors import OptionError
 
 def read_word_vectors(path: str | os.PathLike):
     """gensim ``KeyedVectors`` from word2vec text or binary, or GloVe text (no header line), told
-    apart by their content, not their names (but for a ``.bin`` file that reads either way: binary).
+    apart by their content, not their names.
 
     Blank lines are skipped. A file whose lines do not all hold a word and the same number of
     finite values, that repeats a word, or whose header's count is not what follows, is refused
@@ -55,14 +55,12 @@ def read_word_vectors(path: str | os.PathLike):
             if cut and len(probe.split(maxsplit=1)) < 2:  # a first word longer than the probe: read past it
                 probe, cut = _past_the_word(fh, probe, path, number + 1)
             binary = bool(probe) and not _text_line(probe, dim, cut) and not _text_like(probe, dim)  # (see _text_like)
-            read = None
-            if not binary and path.suffix.lower() == ".bin" and _one_vector_long(probe, dim):  # (unpack's .bin)
-                read = _binary_if_whole(fh, path, start + len(first), count, dim)
-            if read is None:
-                _check_header(path, count, dim, binary)
-                fh.seek(start + len(first))
-                read = _read_binary(fh, path, count, dim) if binary else _read_text(fh, path, count, dim, number + 1)
-            words, vectors = read
+            _check_header(path, count, dim, binary)
+            fh.seek(start + len(first))
+            if binary:
+                words, vectors = _read_binary(fh, path, count, dim)
+            else:
+                words, vectors = _read_text(fh, path, count, dim, number + 1)
         else:  # GloVe: no header, as many vectors as lines
             fh.seek(start)
             words, vectors = _read_text(fh, path, None, len(fields) - 1, number)
@@ -139,25 +137,6 @@ def _text_like(line: bytes, dim: int) -> bool:
     if not text.endswith("\n") or len(fields) != dim + 1 or not text.rstrip("\r\n").replace("\t", " ").isprintable():
         return False
     return all(_NUMBER_LIKE.issuperset(field) for field in fields[1:])  # (random float32 bytes rarely are)
-
-
-def _one_vector_long(line: bytes, dim: int) -> bool:
-    """Whether ``line`` (a first vector line) is a word, a space and as many bytes as ``dim`` float32 (with
-    or without a line break after them): the one shape of text that binary reads as a whole vector too."""
-    values = line.partition(b" ")[2]
-    return len(values) in (4 * dim, 4 * dim + 1) and values.endswith(b"\n")
-
-
-def _binary_if_whole(fh, path: Path, offset: int, count: int, dim: int) -> tuple[list[str], np.ndarray] | None:
-    """A ``.bin`` file whose first vector reads as text too: its vectors if the whole file reads as binary
-    (float32 bytes that are all digits, such as b"2.5\\n", read as text gave other values, exit 0), else None."""
-    if count * dim * 4 > path.stat().st_size:
-        return None
-    fh.seek(offset)
-    try:
-        return _read_binary(fh, path, count, dim)
-    except OptionError:
-        return None
 
 
 def _check_header(path: Path, count: int, dim: int, binary: bool) -> None:

@@ -313,18 +313,15 @@ def test_a_text_file_with_numbers_that_do_not_parse_is_not_read_as_binary(tmp_pa
     assert r.exit_code == 2 and "line 2" in r.output
 
 
-def test_a_bin_file_whose_float32_bytes_are_digits_is_read_as_binary(tmp_path):
-    # a hunt: unpack -o X.bin of values whose bytes are b"2.5\n" and b"3.5\n" (8.7e-33) read back as the text
-    # "1 2.5 / 2 3.5": other values, exit 0; a .bin file that reads either way is binary, as unpack wrote it
-    data = b"2 1\n1 " + np.float32(8.7235214e-33).tobytes() + b"2 " + np.float32(8.7235221e-33).tobytes()
-    assert data == b"2 1\n1 2.5\n2 3.5\n"
-    (tmp_path / "v.bin").write_bytes(data)
-    (tmp_path / "v.txt").write_bytes(data)
-    binary = vectorfiles.read_word_vectors(tmp_path / "v.bin")
-    assert binary.index_to_key == ["1", "2"] and binary.vectors.tobytes() == b"2.5\n3.5\n"
-    assert vectorfiles.read_word_vectors(tmp_path / "v.txt").vectors.ravel().tolist() == [2.5, 3.5]
-    (tmp_path / "t.bin").write_text("2 3\nking 0.5 0.25 1\nqueen 2 3 4\n")  # text that does not read as binary
-    assert vectorfiles.read_word_vectors(tmp_path / "t.bin").vectors.tolist() == [[0.5, 0.25, 1], [2, 3, 4]]
+def test_text_under_a_bin_name_is_read_as_text_even_where_its_lines_are_one_binary_vector_long(tmp_path):
+    # a fix that read a .bin file as binary wherever the whole file read so (for float32 bytes that are digits,
+    # b"2.5\n": read as text) read these as binary, exit 0: what unpack --text -o X.bin writes (values of three
+    # characters fill exactly 4 bytes a value) and decimal-comma files, refused as text; the content decides
+    (tmp_path / "v.bin").write_text("4 1\na 2.5\nb 1.25\nc 0.5\nd -1.0\n")
+    assert vectorfiles.read_word_vectors(tmp_path / "v.bin").vectors.ravel().tolist() == [2.5, 1.25, 0.5, -1.0]
+    (tmp_path / "comma.bin").write_text("4 3\n" + "".join(f"{w} 0,5 0,1 0,9\n" for w in ("king", "queen", "man", "woman")))
+    with pytest.raises(bnncompress.OptionError, match="line 2 is not a UTF-8 word followed by numbers"):
+        vectorfiles.read_word_vectors(tmp_path / "comma.bin")
 
 
 def test_an_empty_tensor_name_is_not_taken_for_the_default(tmp_path, trained):
