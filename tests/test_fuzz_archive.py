@@ -7,7 +7,9 @@ change, as an attacker would) must never raise anything but ``BnnCompressError``
 
 The default run tries a few hundred cases; the long run is
 
-    HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_fuzz_archive.py --hypothesis-show-statistics
+    HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_fuzz_archive.py -m "" --hypothesis-show-statistics
+
+(``-m ""``: two of the five fuzzers are marked slow, which the default run leaves out)
 """
 
 from __future__ import annotations
