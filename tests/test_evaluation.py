@@ -319,7 +319,8 @@ def test_text_under_a_bin_name_is_read_as_text_even_where_its_lines_are_one_bina
     # characters fill exactly 4 bytes a value) and decimal-comma files, refused as text; the content decides
     (tmp_path / "v.bin").write_text("4 1\na 2.5\nb 1.25\nc 0.5\nd -1.0\n")
     assert vectorfiles.read_word_vectors(tmp_path / "v.bin").vectors.ravel().tolist() == [2.5, 1.25, 0.5, -1.0]
-    (tmp_path / "comma.bin").write_text("4 3\n" + "".join(f"{w} 0,5 0,1 0,9\n" for w in ("king", "queen", "man", "woman")))
+    words = ("king", "queen", "man", "woman")
+    (tmp_path / "comma.bin").write_text("4 3\n" + "".join(f"{w} 0,5 0,1 0,9\n" for w in words))
     with pytest.raises(bnncompress.OptionError, match="line 2 is not a UTF-8 word followed by numbers"):
         vectorfiles.read_word_vectors(tmp_path / "comma.bin")
 
