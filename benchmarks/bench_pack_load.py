@@ -3,7 +3,7 @@
     python benchmarks/bench_pack_load.py             # the tables below (about 3 minutes)
     python benchmarks/bench_pack_load.py --posterior PATH   # table 1 also on this trained posterior
     python benchmarks/bench_pack_load.py --large     # + a 200M-weight posterior streamed from disk (minutes)
-    python benchmarks/bench_pack_load.py --no-table1 --no-dask --vocabulary   # table 4 alone (1 minute)
+    python benchmarks/bench_pack_load.py --no-table1 --no-dask --vocabulary   # table 4 alone (about 15 s)
 
 Table 1, twice: on a trained posterior (--posterior; default recipes/work/skipgram.pt, the
 analogy recipe's 20,000 x 100 skip-gram posterior, trained by `bnncompress train` and stored as

@@ -1,6 +1,6 @@
 """Training speed of the Bayesian skip-gram (bnncompress train) beside gensim's word2vec.
 
-    python benchmarks/bench_train.py               # the table below (about 3 minutes)
+    python benchmarks/bench_train.py               # the table below (about 1.5 minutes)
     python benchmarks/bench_train.py --epochs 2    # longer runs, steadier numbers
     python benchmarks/bench_train.py --corpus lee10.txt --vocab 5000 --min-count 2 --subsample 1e-3 --batch 2048
                                                    # issue 21's setting: the `train` defaults on a small corpus

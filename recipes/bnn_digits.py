@@ -12,7 +12,7 @@ log-likelihood against the posterior mean:
 
 The CNN (two 3x3 convolutions on the 8x8 images, then a linear layer) is the convolutional
 model that fits this 2-core machine: the digits are the only image data that ships in a
-registry package here, and SVI over its 1257 training images takes a few minutes.
+registry package here, and SVI over its 1257 training images takes under a minute.
 
 Needs the ``recipes`` extra (scikit-learn, matplotlib): ``pip install -e ".[recipes]"``.
 """

@@ -4,7 +4,7 @@ The corpus is real English text that ships inside the gensim package (its test d
 shortened English Wikipedia dump (parsed with gensim's WikiCorpus) and the Lee background
 corpus. The posterior is trained with the same code as ``bnncompress train``.
 
-    python recipes/make_example.py            # writes recipes/work/example.pt (~3 MB, a few minutes)
+    python recipes/make_example.py            # writes recipes/work/example.pt (~3 MB, about 10 s)
 
 It never writes over the bundled data/example.pt unless asked to (``--output data/example.pt
 --force``): a rerun makes a posterior of the same model and settings, not those exact bytes.
