@@ -418,8 +418,8 @@ def test_single_threaded_kernels_run_where_numbas_thread_pool_cannot_start(tmp_p
     torch.save({"w.loc": torch.zeros(3, 2), "w.scale": torch.ones(3, 2)}, tmp_path / "p.pt")
     script = f"""
 import sys
-from bnncompress.sources import torchzip
-torchzip._KERNEL_BYTES = 0  # (the numba walk for any pickle)
+from bnncompress.sources import picklescan
+picklescan._KERNEL_BYTES = 0  # (the numba walk for any pickle)
 import bnncompress
 names = list(bnncompress.read_posterior({str(tmp_path / "p.pt")!r}).tensors)
 print(names, "bnncompress.sources._pickle_kernels" in sys.modules)

@@ -209,15 +209,15 @@ def test_pickle_may_not_set_the_state_of_a_tensor_and_shared_structure_is_kept(t
 def test_the_opcode_scan_walks_every_protocols_pickles(protocol):
     """The pre-scan skips each opcode's argument by its size: it reaches STOP on pickles of every
     protocol (text opcodes, frames, long strings and bytes) and refuses a memo index past the end."""
-    from bnncompress.sources.torchzip import _prescan
+    from bnncompress.sources.picklescan import prescan
 
     obj = {"a": [1, -2, 2**40, -(2**70), 1.5, "x" * 300, b"y" * 70_000], ("t", 2): ({"nested": None}, True)}
     data = pickle.dumps([obj, obj, "é\n"], protocol=protocol)
-    _prescan(data)
+    prescan(data)
     with pytest.raises(NotPlain, match="without STOP|truncated"):
-        _prescan(data[:-1])
+        prescan(data[:-1])
     with pytest.raises(NotPlain, match="memo index beyond"):
-        _prescan(b"\x80\x02]r" + (2**20).to_bytes(4, "little") + b".")
+        prescan(b"\x80\x02]r" + (2**20).to_bytes(4, "little") + b".")
 
 
 def test_the_kernels_walk_over_a_pickle_refuses_what_the_python_walk_refuses():
@@ -226,7 +226,7 @@ def test_the_kernels_walk_over_a_pickle_refuses_what_the_python_walk_refuses():
     import random
 
     from bnncompress.sources import _pickle_kernels
-    from bnncompress.sources.torchzip import OPCODE_KINDS, NotPlain, _prescan_numba, _prescan_python
+    from bnncompress.sources.picklescan import OPCODE_KINDS, NotPlain, _prescan_numba, _prescan_python
 
     kinds = ("UNKNOWN", "FIXED", "EXTENSION", "STOP", "MEMO_PUT", "ONE_LINE", "TWO_LINES", "TEXT_PUT", "LENGTH")
     assert [getattr(_pickle_kernels, k) for k in kinds + ("SIGNED_LENGTH",)] == list(range(10))
@@ -278,15 +278,62 @@ def test_a_process_with_numba_set_up_walks_small_pickles_in_the_kernel(monkeypat
     Python (11 ms for 20,000 words, every pack); a process without it keeps the Python walk."""
     import numba.np.arraymath  # noqa: F401  (what numba's first kernel call imports)
 
-    from bnncompress.sources import open_posterior, torchzip
+    from bnncompress.sources import open_posterior, picklescan
 
     def python_walk(data):
         raise AssertionError("walked in Python")
 
     monkeypatch.delitem(sys.modules, "bnncompress.sources._pickle_kernels", raising=False)
-    monkeypatch.setattr(torchzip, "_prescan_python", python_walk)
+    monkeypatch.setattr(picklescan, "_prescan_python", python_walk)
     assert open_posterior(EXAMPLE).tensors
     monkeypatch.delitem(sys.modules, "numba.np.arraymath")
     monkeypatch.delitem(sys.modules, "bnncompress.sources._pickle_kernels")
     with pytest.raises(AssertionError, match="in Python"):
-        torchzip._prescan(b"N.")
+        picklescan.prescan(b"N.")
+
+
+def _checkpoint(path: Path, value: float) -> None:
+    """A trainer's checkpoint of two tensors, all ``value``, saved through a temporary file."""
+    torch.save({"a": torch.full((50, 4), value), "b": torch.full((50, 4), value)}, str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
+
+
+def _after_first_storage(monkeypatch, action) -> None:
+    """Run ``action()`` once, right after the reader has read the file's first storage."""
+    import bnncompress.sources.torchzip as torchzip
+
+    real, calls = torchzip._read_member, []
+
+    def read_then_act(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            action()
+        return out
+
+    monkeypatch.setattr(torchzip, "_read_member", read_then_act)
+
+
+def test_a_file_saved_over_the_path_while_it_is_read_is_read_in_one_version(tmp_path, monkeypatch):
+    # (each storage was read by opening the path again: the second tensor came from the new file)
+    path = tmp_path / "post.pt"
+    _checkpoint(path, 1.0)
+    _after_first_storage(monkeypatch, lambda: _checkpoint(path, 5.0))
+    store = read_zip_pickle(path)
+    assert [float(store[k].mean()) for k in "ab"] == [1.0, 1.0]
+
+
+def test_a_file_written_in_place_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "post.pt"
+    _checkpoint(path, 1.0)
+    _checkpoint(tmp_path / "next.pt", 5.0)
+    other = (tmp_path / "next.pt").read_bytes()
+    assert len(other) == path.stat().st_size
+
+    def write_in_place():  # torch.save(obj, path) truncates and rewrites the same file
+        with open(path, "r+b") as fh:
+            fh.write(other)
+
+    _after_first_storage(monkeypatch, write_in_place)
+    with pytest.raises(PosteriorError, match="changed while it was read"):
+        read_zip_pickle(path)

@@ -1,4 +1,4 @@
-"""numba kernel for :func:`bnncompress.sources.torchzip._prescan` on large pickles (a vocabulary of a
+"""numba kernel for :func:`bnncompress.sources.picklescan.prescan` on large pickles (a vocabulary of a
 million words is five million opcodes: 2.8 s in Python, 10 ms here). Imported on first use.
 
 Every read is bounds-checked: the bytes are untrusted, and numba does not check indices.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .._ans import numba  # (numba imported after its environment is checked)
 
-#: What the walk does with an opcode, by its first byte (:data:`bnncompress.sources.torchzip.OPCODE_KINDS`).
+#: What the walk does with an opcode, by its first byte (:data:`bnncompress.sources.picklescan.OPCODE_KINDS`).
 UNKNOWN, FIXED, EXTENSION, STOP, MEMO_PUT, ONE_LINE, TWO_LINES, TEXT_PUT, LENGTH, SIGNED_LENGTH = range(10)
 #: Outcomes: the walk reached STOP; or the first thing refused (the position of an unknown opcode).
 PASSED, UNKNOWN_OPCODE, EXTENSION_CODE, MEMO_BEYOND, TRUNCATED, NEGATIVE_LENGTH, NO_STOP = range(7)

@@ -21,9 +21,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import pickletools
 import reprlib
-import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 
 from ..errors import PosteriorError
 from .pickledconstraints import CONSTRAINT_CLASSES, NotPlain, PickledConstraint
+from .picklescan import prescan
 
 #: torch's typed storages (the persistent ids of a .pt file) as numpy dtypes, little-endian.
 _STORAGE_DTYPES = {
@@ -55,127 +54,56 @@ def read_zip_pickle(path: Path) -> Any:
     """The object ``torch.save`` wrote to ``path``, with numpy arrays for tensors and
     :class:`PickledConstraint` for constraints. Raises :class:`NotPlain` for anything else, and
     PosteriorError for a zip file whose tensors point outside their storage."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    try:  # one open file for the directory, the pickle and every storage: a file saved over the path
+        fh = open(path, "rb")  # meanwhile (a trainer's atomic save) is not read in part
+    except OSError as exc:
         raise NotPlain(f"not a zip file: {exc}") from None
-    with archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise NotPlain("no single <name>/data.pkl member")
-        prefix = pickles[0][: -len("data.pkl")]
+    with fh:
+        opened = _stamp(fh)
         try:
-            if _member(archive, prefix + "byteorder", optional=True) not in (None, b"little"):
-                raise NotPlain("a big-endian file")
-            data = _member(archive, prefix + "data.pkl")
-        except (zipfile.BadZipFile, EOFError) as exc:
-            raise PosteriorError(f"'{path}' is a damaged zip file ({exc}); re-save it") from None
-        _prescan(data)
-        unpickler = _Unpickler(archive, prefix, path, data)
+            archive = zipfile.ZipFile(fh)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise NotPlain(f"not a zip file: {exc}") from None
+        changed = PosteriorError(f"'{path}' was changed while it was read; read it again once nothing writes to it")
         try:
-            return _plain(unpickler.load(), {})
+            with archive:
+                obj = _read_archive(archive, path, fh)
         except (NotPlain, PosteriorError):
+            if _stamp(fh) != opened:  # written in place meanwhile (torch.save to the same path)
+                raise changed from None
             raise
-        except Exception as exc:  # a damaged pickle: let torch's loader say what it makes of it
-            raise NotPlain(f"{type(exc).__name__}: {exc}") from None
+        if _stamp(fh) != opened:  # ... and read whole, in two versions
+            raise changed
+        return obj
 
 
-#: Every pickle opcode by its byte, with its argument's size (>= 0: fixed; < 0: pickletools' codes).
-_OPCODES = {op.code.encode("latin-1")[0]: (op.name, op.arg.n if op.arg else 0) for op in pickletools.opcodes}
-_LENGTH_BYTES = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False), pickletools.TAKEN_FROM_ARGUMENT4: (4, True)}
-_LENGTH_BYTES.update({pickletools.TAKEN_FROM_ARGUMENT4U: (4, False), pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)})
+def _stamp(fh: Any) -> tuple[int, int]:
+    """Size and modification time of the open file: a write changes them (its change time also
+    changes when a new file is saved over its path, which leaves this one whole)."""
+    st = os.fstat(fh.fileno())
+    return (st.st_size, st.st_mtime_ns)
 
 
-def _prescan(data: bytes) -> None:
-    """Refuse, before unpickling, the opcodes that act without :meth:`_Unpickler.find_class`:
-    extension codes (copyreg's cache of already-loaded objects) and memo indices beyond the
-    pickle's length (the C unpickler allocates a memo that large). A walk over the opcodes that
-    skips their arguments; a large pickle's (a big vocabulary) in numba, with the same outcomes, and any once numba
-    is set up (its CPU target: a first kernel costs 0.5 s, a cached one 3 ms; then 0.3 MB take 0.2 ms, not 11)."""
-    if len(data) < _KERNEL_BYTES and not any(module in sys.modules for module in _SET_UP):
-        _prescan_python(data)
-    else:
-        _prescan_numba(data)
-
-
-def _prescan_numba(data: bytes) -> None:
-    from ._pickle_kernels import PASSED, UNKNOWN_OPCODE, scan_opcodes  # numba: imported on first use
-
-    outcome, pos = scan_opcodes(np.frombuffer(data, np.uint8), OPCODE_KINDS, OPCODE_SIZES, len(data))
-    if outcome == UNKNOWN_OPCODE:
-        raise NotPlain(f"an unknown pickle opcode at byte {pos}")
-    if outcome != PASSED:
-        raise NotPlain(_REFUSED[outcome])
-
-
-#: Pickles from this size are walked by numba's kernel (importing numba takes 0.6 s, which a pack pays, but a read
-#: alone need not), and all once one of these modules is loaded.
-_KERNEL_BYTES, _SET_UP = 4 << 20, ("bnncompress.sources._pickle_kernels", "numba.np.arraymath")
-#: What the walk refuses, by :mod:`._pickle_kernels`' outcome (1 is an unknown opcode, with its position).
-_REFUSED = {
-    2: "an extension code",
-    3: "a memo index beyond the pickle",
-    4: "a truncated pickle",
-    5: "a negative length in the pickle",
-    6: "a pickle without STOP",
-}
-
-
-def _prescan_python(data: bytes) -> None:
-    """:func:`_prescan`'s walk in Python (4x faster than ``pickletools.genops``, which decodes the arguments)."""
-    pos, end, limit = 0, len(data), len(data)
-    while pos < end:
-        found = _OPCODES.get(data[pos])
-        if found is None:
-            raise NotPlain(f"an unknown pickle opcode at byte {pos}")
-        name, size = found
-        pos += 1
-        if name in ("EXT1", "EXT2", "EXT4"):
-            raise NotPlain(_REFUSED[2])
-        if name == "STOP":
-            return
-        if size >= 0:
-            if name in ("BINPUT", "LONG_BINPUT") and int.from_bytes(data[pos : pos + size], "little") > limit:
-                raise NotPlain(_REFUSED[3])
-            pos += size
-        elif size == pickletools.UP_TO_NEWLINE:  # GLOBAL and INST take two lines
-            for _ in range(2 if name in ("GLOBAL", "INST") else 1):
-                newline = data.find(b"\n", pos)
-                if newline < 0:
-                    raise NotPlain(_REFUSED[4])
-                if name == "PUT" and (not data[pos:newline].isdigit() or int(data[pos:newline]) > limit):
-                    raise NotPlain(_REFUSED[3])
-                pos = newline + 1
-        else:
-            width, signed = _LENGTH_BYTES[size]
-            length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
-            if length < 0:
-                raise NotPlain(_REFUSED[5])
-            pos += width + length
-    raise NotPlain(_REFUSED[6])
-
-
-def _opcode_tables() -> tuple[np.ndarray, np.ndarray]:
-    """Every first byte's kind and size for :func:`._pickle_kernels.scan_opcodes` (as :data:`_OPCODES`),
-    the kinds numbered as there: unknown 0, fixed size 1, extension 2, STOP 3, BINPUT and LONG_BINPUT 4,
-    one line 5, two lines 6, PUT 7, a length 8, a signed length 9."""
-    kinds, sizes = np.zeros(256, np.int8), np.zeros(256, np.int64)  # kind 0: unknown
-    for byte, (name, size) in _OPCODES.items():
-        if name in ("EXT1", "EXT2", "EXT4"):
-            kinds[byte] = 2
-        elif name == "STOP":
-            kinds[byte] = 3
-        elif size >= 0:
-            kinds[byte], sizes[byte] = (4 if name in ("BINPUT", "LONG_BINPUT") else 1), size
-        elif size == pickletools.UP_TO_NEWLINE:
-            kinds[byte] = 6 if name in ("GLOBAL", "INST") else 7 if name == "PUT" else 5
-        else:
-            width, signed = _LENGTH_BYTES[size]
-            kinds[byte], sizes[byte] = (9 if signed else 8), width
-    return kinds, sizes
-
-
-OPCODE_KINDS, OPCODE_SIZES = _opcode_tables()
+def _read_archive(archive: zipfile.ZipFile, path: Path, fh: Any) -> Any:
+    """:func:`read_zip_pickle`'s work on the opened file ``fh``."""
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise NotPlain("no single <name>/data.pkl member")
+    prefix = pickles[0][: -len("data.pkl")]
+    try:
+        if _member(archive, prefix + "byteorder", optional=True) not in (None, b"little"):
+            raise NotPlain("a big-endian file")
+        data = _member(archive, prefix + "data.pkl")
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise PosteriorError(f"'{path}' is a damaged zip file ({exc}); re-save it") from None
+    prescan(data)
+    unpickler = _Unpickler(archive, prefix, path, fh, data)
+    try:
+        return _plain(unpickler.load(), {})
+    except (NotPlain, PosteriorError):
+        raise
+    except Exception as exc:  # a damaged pickle: let torch's loader say what it makes of it
+        raise NotPlain(f"{type(exc).__name__}: {exc}") from None
 
 
 _ATOMS = (str, bytes, int, float, bool, type(None))
@@ -237,29 +165,29 @@ def _member(archive: zipfile.ZipFile, name: str, optional: bool = False) -> byte
     return archive.read(info)
 
 
-def _read_member(path: Path, info: zipfile.ZipInfo, dtype: np.dtype, count: int) -> np.ndarray:
+def _read_member(fh: Any, path: Path, info: zipfile.ZipInfo, dtype: np.dtype, count: int) -> np.ndarray:
     """The first ``count`` items of a stored member, read straight into a new array (one copy, no
     temporary): its data start after the local header, whose name and extra field (torch pads it
     to align the data) have their own lengths there. A member shorter than ``count`` items, in the
-    directory or in the file, is refused before anything is allocated."""
+    directory or in the file, is refused before anything is allocated. ``fh``: the file opened once
+    (``path`` names it in messages)."""
     nbytes = count * dtype.itemsize
     short = PosteriorError(f"'{path}': storage {info.filename} is shorter than it says; is the file truncated?")
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if info.file_size < nbytes or info.header_offset + 30 + nbytes > size:
-            raise short
-        fh.seek(info.header_offset)
-        header = fh.read(30)
-        if len(header) != 30 or header[:4] != b"PK\x03\x04":
-            raise NotPlain(f"member {info.filename} has no local header")
-        name_length, extra_length = (int.from_bytes(header[k : k + 2], "little") for k in (26, 28))
-        start = info.header_offset + 30 + name_length + extra_length
-        if start + nbytes > size:
-            raise short
-        out = np.empty(count, dtype=dtype)
-        fh.seek(start)
-        if fh.readinto(memoryview(out).cast("B")) != nbytes:
-            raise short
+    size = os.fstat(fh.fileno()).st_size
+    if info.file_size < nbytes or info.header_offset + 30 + nbytes > size:
+        raise short
+    fh.seek(info.header_offset)
+    header = fh.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise NotPlain(f"member {info.filename} has no local header")
+    name_length, extra_length = (int.from_bytes(header[k : k + 2], "little") for k in (26, 28))
+    start = info.header_offset + 30 + name_length + extra_length
+    if start + nbytes > size:
+        raise short
+    out = np.empty(count, dtype=dtype)
+    fh.seek(start)
+    if fh.readinto(memoryview(out).cast("B")) != nbytes:
+        raise short
     return out
 
 
@@ -281,21 +209,21 @@ class _Storage(_Sealed):
         self.archive, self.member, self.dtype, self.numel = archive, member, np.dtype(dtype), numel
         self._array: np.ndarray | None = None
 
-    def array(self, where: Path) -> np.ndarray:
+    def array(self, fh: Any, where: Path) -> np.ndarray:
         if self._array is None:
             info = _member_info(self.archive, self.member)
             if info is None:
                 raise NotPlain(f"no member {self.member}")
-            self._array = _read_member(where, info, self.dtype, self.numel)
+            self._array = _read_member(fh, where, info, self.dtype, self.numel)
         return self._array
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path, data: bytes):
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path, fh: Any, data: bytes):
         super().__init__(io.BytesIO(data))
-        self.archive, self.prefix, self.path = archive, prefix, path
+        self.archive, self.prefix, self.path, self.fh = archive, prefix, path, fh
         self.storages: dict[str, _Storage] = {}
-        self.unclaimed = os.stat(path).st_size  # bytes no storage has declared yet (each is a member of its own)
+        self.unclaimed = os.fstat(fh.fileno()).st_size  # bytes no storage has declared yet (each its own member)
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
@@ -355,7 +283,7 @@ class _Unpickler(pickle.Unpickler):
                 f"'{self.path}': a tensor with an impossible layout "
                 f"(size {_SHORT.repr(size)}, stride {_SHORT.repr(stride)})"
             )
-        flat = storage.array(self.path)
+        flat = storage.array(self.fh, self.path)
         if 0 in size:
             return _Tensor(np.empty(size, dtype=flat.dtype))
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
