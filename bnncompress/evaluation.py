@@ -109,9 +109,21 @@ def _keyed_vectors(source: Any, tensor: str | None) -> tuple[Any, str]:
 
 
 def _posterior_means(path: Path, tensor: str | None):
+    return posterior_keyed_vectors(read_posterior(path), tensor, path)
+
+
+def posterior_keyed_vectors(posterior: Posterior, tensor: str | None, path: Any) -> tuple[Any, str]:
+    """gensim ``KeyedVectors`` of a posterior's word vectors (``tensor``, or the one the loader
+    picks): their means, or medians where the posterior records a support; and what they are.
+    ``path`` names the posterior in errors.
+
+    Example:
+        >>> kv, what = posterior_keyed_vectors(read_posterior("data/example.pt"), None, "data/example.pt")
+        >>> kv.vectors.shape, what
+        ((4000, 50), 'word_vectors (posterior means)')
+    """
     from gensim.models import KeyedVectors
 
-    posterior = read_posterior(path)
     if posterior.vocab is None:
         raise OptionError(f"'{path}' has no vocabulary; pass «vocab» when packing, or evaluate word vectors")
     names = labelled_tensors({n: t.shape for n, t in posterior.tensors.items()}, len(posterior.vocab))  # words x dims

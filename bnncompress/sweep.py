@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArgumentTypeError, OptionError, RateControlError
-from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_word_vectors
+from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_keyed_vectors, posterior_word_vectors
 from .files import atomic_output, check_output_path, ends_with_slash, scratch_directory
 from .packing import fits_a_float, notes_unwarned, pack
 from .progress import Progress, no_progress
@@ -74,7 +74,8 @@ def sweep(
     rows: list[dict[str, Any]] = []
 
     report("uncompressed", 0, total)
-    means = evaluate(source, tensor=tensor, restrict_vocab=restrict_vocab)
+    # the posterior as read for the packs (read again by path, a file saved meanwhile scored another one)
+    means = evaluate(posterior_keyed_vectors(posterior, tensor, source)[0], restrict_vocab=restrict_vocab)
     rows.append(
         {
             "method": "uncompressed",

@@ -196,3 +196,28 @@ def test_an_empty_plot_path_is_one_line(tmp_path):
     args = ["sweep", str(EXAMPLE), "--methods", "float16", "-o", str(tmp_path / "s.csv"), "--plot", ""]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--plot is empty" in result.output
+
+
+def test_the_uncompressed_row_scores_the_posterior_the_packs_were_made_from(tmp_path, monkeypatch):
+    # (it read the file again by path: a checkpoint saved there meanwhile was scored instead, silently)
+    sweep_module = sys.modules["bnncompress.sweep"]  # (the package's attribute is the function)
+    path = tmp_path / "post.pt"
+    path.write_bytes(EXAMPLE.read_bytes())
+    before = bnncompress.evaluate(path, restrict_vocab=2000)
+    store = torch.load(EXAMPLE, weights_only=False)
+    locs = store["params"]["AutoNormal.locs.word_vectors"]
+    store["params"]["AutoNormal.locs.word_vectors"] = locs[
+        torch.randperm(len(locs), generator=torch.Generator().manual_seed(0))
+    ]
+    real = sweep_module.read_posterior
+
+    def read_then_a_trainer_saves(source):
+        posterior = real(source)
+        torch.save(store, path)  # the next epoch's checkpoint: rows shuffled, other scores
+        return posterior
+
+    monkeypatch.setattr(sweep_module, "read_posterior", read_then_a_trainer_saves)
+    rows = sweep(path, ["float16"], [2.0], restrict_vocab=2000)
+    assert bnncompress.evaluate(path, restrict_vocab=2000)["ws353"] != pytest.approx(before["ws353"], abs=0.01)
+    assert [rows[0][m] for m in METRICS] == [before[m] for m in METRICS]
+    assert rows[1]["ws353"] == pytest.approx(before["ws353"], abs=0.01)
