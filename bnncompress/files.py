@@ -190,7 +190,7 @@ def atomic_output(
         try:
             yield tmp
             _fsync(tmp)
-            os.chmod(tmp, _mode_for(target))  # after writing: the mode may forbid writes (umask 222, a 0444 file)
+            _take_permissions(tmp, target)  # after writing: the mode may forbid writes (umask 222, a 0444 file)
         except OSError as exc:
             if exc.filename not in (None, str(tmp), tmp):
                 raise  # about another file (e.g. an input the caller read)
@@ -307,12 +307,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _mode_for(target: Path) -> int:
-    """The destination's permission bits, or those a new file gets under the umask."""
+def _take_permissions(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the permission bits of the file it replaces (not setuid, setgid or sticky), and its
+    owner and group where this process may (as ``cp -f`` keeps them: root replacing a user's 0640
+    file left it root's, unreadable to the user); a new file's bits are those the umask allows."""
     try:
-        return stat.S_IMODE(os.stat(target).st_mode)
+        old = os.stat(target)
     except FileNotFoundError:
-        return 0o666 & ~_umask()
+        os.chmod(tmp, 0o666 & ~_umask())
+        return
+    ours = os.stat(tmp)
+    for owner, group in ((old.st_uid, old.st_gid), (-1, old.st_gid)):  # (a user may give a group of theirs)
+        if (owner in (-1, ours.st_uid)) and old.st_gid == ours.st_gid:
+            break
+        try:
+            os.chown(tmp, owner, group)
+            break
+        except OSError:  # (not allowed, or a file system without owners: the file stays this process's)
+            continue
+    os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)  # (after chown, which may clear setuid bits)
 
 
 def _umask() -> int:

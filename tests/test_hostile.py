@@ -140,6 +140,18 @@ def test_overwriting_keeps_the_destinations_permissions(tmp_path):
     bnncompress.load(out)
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root gives a file to another user")
+def test_root_overwriting_a_users_archive_leaves_it_the_users_and_never_setuid(tmp_path):
+    # (it became root's: a 0640 archive its owner could no longer read; a 6755 file's setuid bits were copied)
+    out, other = tmp_path / "users.bnc", 65534  # nobody
+    out.write_bytes(b"old")
+    os.chown(out, other, other)
+    out.chmod(0o6750)
+    bnncompress.pack({"w": (np.zeros((3, 2)), np.ones((3, 2)))}, out)
+    st = out.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (other, other, 0o750)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
 def test_only_regular_files_are_replaced(tmp_path, kind):
     out = tmp_path / "out.bnc"
