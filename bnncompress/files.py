@@ -22,6 +22,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -367,17 +368,27 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+#: How scratch directories start (then ``.HOST.PID.``): one left by a process that no longer runs is removed.
+_SCRATCH = "bnncompress-scratch"
+
+
 @contextlib.contextmanager
 def scratch_directory(purpose: str) -> Iterator[Path]:
     """A temporary directory, removed at the end; an error about a file in it names ``purpose`` and
-    the directory for temporary files, not a path that is gone by the time the user reads it.
+    the directory for temporary files, not a path that is gone by the time the user reads it. Those
+    of this host's processes that no longer run (killed outright: SIGKILL) are removed first.
 
     Example:
         >>> with scratch_directory("copy of standard output") as d:
         ...     d.is_dir()
         True
     """
-    with tempfile.TemporaryDirectory(prefix="bnncompress-") as directory:
+    prefix = f"{_SCRATCH}.{_host()}."
+    for stale in Path(tempfile.gettempdir()).glob(f"{_glob_escape(prefix)}*"):  # of processes killed outright
+        pid = stale.name[len(prefix) :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)) and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}.") as directory:
         try:
             yield Path(directory)
         except OSError as exc:

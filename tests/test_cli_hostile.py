@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from bnncompress.cli import embeddings as eval_command
 from bnncompress.cli.streams import is_stdio
 from bnncompress.errors import OptionError
 from bnncompress.evaluation import read_word_vectors
-from bnncompress.files import TEMP_SUFFIX, atomic_output, remove_stale_temporaries, write_bytes
+from bnncompress.files import TEMP_SUFFIX, atomic_output, remove_stale_temporaries, scratch_directory, write_bytes
 
 runner = CliRunner()
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "data", "example.pt")
@@ -141,6 +142,23 @@ def test_temporaries_of_long_names_left_by_dead_processes_are_removed(tmp_path):
         assert len(os.fsencode(stale.name)) <= 255 and remove_stale_temporaries(target) == [stale]
         tmp.write_text("done")
     assert target.read_text() == "done" and not stale.exists()
+
+
+def test_scratch_directories_of_processes_killed_outright_are_removed(tmp_path, monkeypatch):
+    # (a sweep or `unpack -o -` killed with SIGKILL left its scratch copy in the temporary directory for good)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with scratch_directory("archive of the sweep") as ours:
+        (ours / "sweep.bnc").write_bytes(b"partial")
+    assert not ours.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / ours.name.replace(f".{os.getpid()}.", f".{int(dead.stdout)}.")
+    alive = tmp_path / ours.name.replace(f".{os.getpid()}.", f".{os.getppid()}.")
+    for d in (killed, alive, tmp_path / "bnncompress-numba-0"):
+        d.mkdir()
+        (d / "sweep.bnc").write_bytes(b"partial")
+    with scratch_directory("archive of the sweep") as ours:
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "bnncompress-numba-0"])
 
 
 def test_pack_writes_an_archive_with_a_255_byte_name(tmp_path):
