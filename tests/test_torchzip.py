@@ -293,8 +293,9 @@ def test_a_process_with_numba_set_up_walks_small_pickles_in_the_kernel(monkeypat
 
 
 def _checkpoint(path: Path, value: float) -> None:
-    """A trainer's checkpoint of two tensors, all ``value``, saved through a temporary file."""
-    torch.save({"a": torch.full((50, 4), value), "b": torch.full((50, 4), value)}, str(path) + ".tmp")
+    """A trainer's checkpoint of two tensors, all ``value``, saved through a temporary file (each larger than a
+    read buffer: the second is read from the file, not from bytes buffered with the first)."""
+    torch.save({"a": torch.full((100, 100), value), "b": torch.full((100, 100), value)}, str(path) + ".tmp")
     os.replace(str(path) + ".tmp", path)
 
 
@@ -323,17 +324,34 @@ def test_a_file_saved_over_the_path_while_it_is_read_is_read_in_one_version(tmp_
     assert [float(store[k].mean()) for k in "ab"] == [1.0, 1.0]
 
 
-def test_a_file_written_in_place_while_it_is_read_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("clock", ["fine", "coarse"])
+def test_a_file_written_in_place_while_it_is_read_is_refused(tmp_path, monkeypatch, clock):
     path = tmp_path / "post.pt"
     _checkpoint(path, 1.0)
     _checkpoint(tmp_path / "next.pt", 5.0)
     other = (tmp_path / "next.pt").read_bytes()
     assert len(other) == path.stat().st_size
+    os.utime(path, ns=(10**18, 10**18))
 
     def write_in_place():  # torch.save(obj, path) truncates and rewrites the same file
         with open(path, "r+b") as fh:
             fh.write(other)
+        if clock == "coarse":  # a kernel that stamps times once a tick (1-4 ms) may leave them as they were
+            os.utime(path, ns=(10**18, 10**18))
 
     _after_first_storage(monkeypatch, write_in_place)
-    with pytest.raises(PosteriorError, match="changed while it was read"):
+    with pytest.raises(PosteriorError, match="changed while it was read" if clock == "fine" else "its checksum"):
+        read_zip_pickle(path)
+
+
+def test_a_storage_that_does_not_match_its_checksum_is_refused(tmp_path):
+    path = tmp_path / "post.pt"
+    _checkpoint(path, 1.0)
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = (int.from_bytes(data[info.header_offset + k :][:2], "little") for k in (26, 28))
+    data[info.header_offset + 30 + name_length + extra_length] ^= 0x40  # one bit of the first value
+    path.write_bytes(bytes(data))
+    with pytest.raises(PosteriorError, match="does not match its checksum"):
         read_zip_pickle(path)

@@ -23,6 +23,7 @@ import os
 import pickle
 import reprlib
 import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,11 @@ def _read_member(fh: Any, path: Path, info: zipfile.ZipInfo, dtype: np.dtype, co
     fh.seek(start)
     if fh.readinto(memoryview(out).cast("B")) != nbytes:
         raise short
+    if info.file_size == nbytes and zlib.crc32(memoryview(out).cast("B")) != info.CRC:  # (4 ms for 32 MB)
+        raise PosteriorError(
+            f"'{path}': storage {info.filename} does not match its checksum; the file is damaged or was written "
+            "while it was read: read it again once nothing writes to it, or re-save it"
+        )
     return out
 
 
