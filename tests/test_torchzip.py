@@ -355,3 +355,17 @@ def test_a_storage_that_does_not_match_its_checksum_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(PosteriorError, match="does not match its checksum"):
         read_zip_pickle(path)
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, "set_crc32_options"), reason="torch < 2.5 always writes them")
+def test_a_file_saved_without_checksums_is_read_by_torchs_loader(tmp_path):
+    # (zipfile refused its first member: "'p.pt' is a damaged zip file (Bad CRC-32 ...)", which torch.load reads)
+    loc = torch.randn(30, 4)
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"w.loc": loc, "w.scale": torch.full((30, 4), 0.1)}, tmp_path / "p.pt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    with pytest.raises(NotPlain, match="without checksums"):
+        read_zip_pickle(tmp_path / "p.pt")
+    assert np.array_equal(bnncompress.read_posterior(tmp_path / "p.pt").tensors["w"].loc, loc.numpy())
