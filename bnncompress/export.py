@@ -22,7 +22,8 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from .errors import ArgumentTypeError, OptionError
-from .files import atomic_output, same_file, scratch_directory
+from .files import atomic_output, same_file
+from .scratch import scratch_directory
 
 
 class Exportable(Protocol):

@@ -22,8 +22,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
-import socket
 import stat
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import ArgumentTypeError, OptionError
+from .scratch import alive, glob_escape, host
 
 TEMP_SUFFIX = ".bnctmp"
 
@@ -177,21 +176,21 @@ def atomic_output(
     target = _check_target(path, force)  # (its directory is written next: mkstemp tests it)
     directory = target.parent if str(target.parent) else Path(".")
     remove_stale_temporaries(target)
-    prefix = f".{_temp_stem(target)}.{_host()}.{os.getpid()}."
+    prefix = f".{_temp_stem(target)}.{host()}.{os.getpid()}."
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
     except OSError as exc:
         raise _named(exc, target) from None
     try:
         os.fchmod(fd, 0o600)  # writable while it is written, whatever the umask (222 made mkstemp's 0400)
+        created = os.fstat(fd)
     finally:
         os.close(fd)
     tmp = Path(tmp_name)
     try:
         try:
             yield tmp
-            _fsync(tmp)
-            _take_permissions(tmp, target)  # after writing: the mode may forbid writes (umask 222, a 0444 file)
+            _finish(tmp, target, created)  # after writing: the mode may forbid writes (umask 222, a 0444 file)
         except OSError as exc:
             if exc.filename not in (None, str(tmp), tmp):
                 raise  # about another file (e.g. an input the caller read)
@@ -200,6 +199,7 @@ def atomic_output(
             verify(tmp)
         try:
             _check_target(target, force)  # still a regular file (or absent) right before the rename
+            _opened_as_created(os.lstat(tmp), created, tmp)  # (not a link put in its place: it would be renamed)
             if force:
                 os.replace(tmp, target)
             else:
@@ -253,15 +253,15 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove temporary files of ``target`` left by processes of this host that no longer run."""
     directory = target.parent if str(target.parent) else Path(".")
     removed = []
-    host = _host()
+    here = host()
     stem = _temp_stem(target)
     try:
-        candidates = list(directory.glob(f".{_glob_escape(stem)}.*{TEMP_SUFFIX}"))
+        candidates = list(directory.glob(f".{glob_escape(stem)}.*{TEMP_SUFFIX}"))
     except OSError:
         return removed
     for candidate in candidates:
         parts = candidate.name[len(stem) + 2 : -len(TEMP_SUFFIX)].split(".")
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+        if len(parts) != 3 or parts[0] != here or not parts[1].isdigit() or alive(int(parts[1])):
             continue
         with contextlib.suppress(OSError):
             candidate.unlink()
@@ -279,7 +279,7 @@ def _temp_stem(target: Path) -> str:
     except (OSError, ValueError, AttributeError):  # pragma: no cover - no pathconf (Windows)
         limit = 255
     # ".", ".HOST", ".PID" (at most 7 digits on Linux), ".", 8 random characters, TEMP_SUFFIX
-    room = limit - len(f"..{_host()}.{'9' * 7}..{'X' * 8}{TEMP_SUFFIX}".encode())
+    room = limit - len(f"..{host()}.{'9' * 7}..{'X' * 8}{TEMP_SUFFIX}".encode())
     encoded = os.fsencode(name)
     if len(encoded) <= room:
         return name
@@ -288,45 +288,50 @@ def _temp_stem(target: Path) -> str:
     return f"{kept}~{digest}"
 
 
-def _host() -> str:
-    return socket.gethostname().replace(".", "-") or "host"
-
-
-def _glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _finish(tmp: Path, target: Path, created: os.stat_result) -> None:
+    """Flush the written ``tmp`` to disk and give it the permission bits of the file it replaces (not
+    setuid, setgid or sticky) and its owner and group where this process may (as ``cp -f`` keeps them:
+    root replacing a user's 0640 file left it root's, unreadable to the user); a new file's bits are
+    those the umask allows. Through a descriptor of the file made (``created``): a link put at its
+    path by whoever may write to the directory is refused, not followed (root gave its target away)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True
-    return True
-
-
-def _take_permissions(tmp: Path, target: Path) -> None:
-    """Give ``tmp`` the permission bits of the file it replaces (not setuid, setgid or sticky), and its
-    owner and group where this process may (as ``cp -f`` keeps them: root replacing a user's 0640
-    file left it root's, unreadable to the user); a new file's bits are those the umask allows."""
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link
+            _opened_as_created(os.lstat(tmp), created, tmp)
+        raise
     try:
-        old = os.stat(target)
-    except FileNotFoundError:
-        os.chmod(tmp, 0o666 & ~_umask())
-        return
-    ours = os.stat(tmp)
-    for owner, group in ((old.st_uid, old.st_gid), (-1, old.st_gid)):  # (a user may give a group of theirs)
-        if (owner in (-1, ours.st_uid)) and old.st_gid == ours.st_gid:
-            break
+        ours = os.fstat(fd)
+        _opened_as_created(ours, created, tmp)
+        os.fsync(fd)
         try:
-            os.chown(tmp, owner, group)
-            break
-        except OSError:  # (not allowed, or a file system without owners: the file stays this process's)
-            continue
-    os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)  # (after chown, which may clear setuid bits)
+            old = os.stat(target)
+        except FileNotFoundError:
+            _chmod(fd, tmp, 0o666 & ~_umask())
+            return
+        for owner, group in ((old.st_uid, old.st_gid), (-1, old.st_gid)):  # (a user may give a group of theirs)
+            if owner in (-1, ours.st_uid) and old.st_gid == ours.st_gid:
+                break
+            try:
+                os.fchown(fd, owner, group)
+                break
+            except (OSError, AttributeError):  # (not allowed, no owners here, no fchown: the file stays ours)
+                continue
+        _chmod(fd, tmp, stat.S_IMODE(old.st_mode) & 0o777)  # (after chown, which may clear setuid bits)
+    finally:
+        os.close(fd)
+
+
+def _chmod(fd: int, path: Path, mode: int) -> None:
+    try:
+        os.fchmod(fd, mode)
+    except (AttributeError, NotImplementedError):  # pragma: no cover - no fchmod (Windows before 3.13)
+        os.chmod(path, mode)
+
+
+def _opened_as_created(found: os.stat_result, created: os.stat_result, tmp: Path) -> None:
+    if (found.st_dev, found.st_ino) != (created.st_dev, created.st_ino) or not stat.S_ISREG(found.st_mode):
+        raise OSError(errno.EEXIST, "its temporary file was replaced by another process while it was written", str(tmp))
 
 
 def _umask() -> int:
@@ -346,14 +351,6 @@ def _named(exc: OSError, target: Path) -> OSError:
     return OSError(exc.errno, exc.strerror or str(exc), str(target))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_directory(directory: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
     try:
@@ -366,32 +363,3 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-#: How scratch directories start (then ``.HOST.PID.``): one left by a process that no longer runs is removed.
-_SCRATCH = "bnncompress-scratch"
-
-
-@contextlib.contextmanager
-def scratch_directory(purpose: str) -> Iterator[Path]:
-    """A temporary directory, removed at the end; an error about a file in it names ``purpose`` and
-    the directory for temporary files, not a path that is gone by the time the user reads it. Those
-    of this host's processes that no longer run (killed outright: SIGKILL) are removed first.
-
-    Example:
-        >>> with scratch_directory("copy of standard output") as d:
-        ...     d.is_dir()
-        True
-    """
-    prefix = f"{_SCRATCH}.{_host()}."
-    for stale in Path(tempfile.gettempdir()).glob(f"{_glob_escape(prefix)}*"):  # of processes killed outright
-        pid = stale.name[len(prefix) :].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)) and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}.") as directory:
-        try:
-            yield Path(directory)
-        except OSError as exc:
-            if exc.filename is None or not str(exc.filename).startswith(directory):
-                raise
-            raise OSError(exc.errno, exc.strerror, f"a temporary {purpose} in {tempfile.gettempdir()}") from None

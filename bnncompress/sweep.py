@@ -20,10 +20,11 @@ from typing import Any
 
 from .errors import ArgumentTypeError, OptionError, RateControlError
 from .evaluation import METRICS, check_word_vector_options, evaluate, posterior_keyed_vectors, posterior_word_vectors
-from .files import atomic_output, check_output_path, ends_with_slash, scratch_directory
+from .files import atomic_output, check_output_path, ends_with_slash
 from .packing import fits_a_float, notes_unwarned, pack
 from .progress import Progress, no_progress
 from .quantizers import METHODS, check_requirements
+from .scratch import scratch_directory
 from .sources import read_posterior
 
 #: CSV columns, in order (the metric columns follow ``target_bits`` .. ``file_bits``).

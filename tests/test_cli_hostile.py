@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,8 @@ from bnncompress.cli import embeddings as eval_command
 from bnncompress.cli.streams import is_stdio
 from bnncompress.errors import OptionError
 from bnncompress.evaluation import read_word_vectors
-from bnncompress.files import TEMP_SUFFIX, atomic_output, remove_stale_temporaries, scratch_directory, write_bytes
+from bnncompress.files import TEMP_SUFFIX, atomic_output, remove_stale_temporaries, write_bytes
+from bnncompress.scratch import scratch_directory
 
 runner = CliRunner()
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "data", "example.pt")
@@ -153,12 +155,37 @@ def test_scratch_directories_of_processes_killed_outright_are_removed(tmp_path, 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     killed = tmp_path / ours.name.replace(f".{os.getpid()}.", f".{int(dead.stdout)}.")
     alive = tmp_path / ours.name.replace(f".{os.getpid()}.", f".{os.getppid()}.")
-    for d in (killed, alive, tmp_path / "bnncompress-numba-0"):
+    elsewhere = tmp_path / (killed.name + "x")  # a live process of another PID namespace: its pid looks dead
+    for d in (killed, alive, elsewhere, tmp_path / "bnncompress-numba-0"):
         d.mkdir()
         (d / "sweep.bnc").write_bytes(b"partial")
-    with scratch_directory("archive of the sweep") as ours:
-        pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "bnncompress-numba-0"])
+    import fcntl
+
+    held = os.open(elsewhere, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # (its own lock, as scratch_directory holds while in use)
+    try:
+        with scratch_directory("archive of the sweep") as ours:
+            pass
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, elsewhere.name, "bnncompress-numba-0"])
+
+
+def test_a_link_put_in_place_of_a_temporary_output_is_refused_not_followed(tmp_path):
+    # (the permissions of the replaced file were given by path: a link put there by whoever may write to the
+    # directory passed them, and root's owner, to the link's target, and the link was renamed over the output)
+    victim, target = tmp_path / "victim", tmp_path / "out.bnc"
+    victim.write_bytes(b"private")
+    victim.chmod(0o600)
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    with pytest.raises(OSError, match="replaced by another process"):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"new")
+            tmp.unlink()
+            tmp.symlink_to(victim)
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600 and victim.read_bytes() == b"private"
+    assert target.read_bytes() == b"old" and not target.is_symlink()
 
 
 def test_pack_writes_an_archive_with_a_255_byte_name(tmp_path):

@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 
 from ..errors import OptionError
-from ..files import scratch_directory
+from ..scratch import scratch_directory
 
 
 def _silence(fd: int) -> None:
