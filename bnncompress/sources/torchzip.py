@@ -87,7 +87,7 @@ def _stamp(fh: Any) -> tuple[int, int]:
 
 def _read_archive(archive: zipfile.ZipFile, path: Path, fh: Any) -> Any:
     """:func:`read_zip_pickle`'s work on the opened file ``fh``."""
-    if any(info.CRC == 0 and info.file_size for info in archive.infolist()):  # torch's reader takes them
+    if all(info.CRC == 0 for info in archive.infolist() if info.file_size):  # torch's reader takes them
         raise NotPlain("members without checksums (torch.serialization.set_crc32_options(False))")
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
