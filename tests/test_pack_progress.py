@@ -121,16 +121,25 @@ def test_a_bar_leaves_standard_output_as_it_is(monkeypatch):
         assert sys.stdout is None
 
 
-def test_messages_keep_colons_and_names_a_locale_cannot_encode(tmp_path):
+@pytest.mark.parametrize("encoding", ["ascii", "ascii:surrogateescape"])  # (the second: LC_ALL=C, PYTHONUTF8=0)
+def test_messages_keep_colons_and_names_a_locale_cannot_encode(tmp_path, encoding):
     # ':x:' in a file name was said as an emoji ('ckpt❌final.bnc'); info's table under an ASCII locale
-    # ended in a UnicodeEncodeError traceback for a tensor named 'wörter'
+    # ended in a UnicodeEncodeError traceback for a tensor named 'wörter' (under surrogateescape too, until stop 49)
     rng = np.random.default_rng(0)
     posterior = tmp_path / "post.npz"
     np.savez(posterior, **{"wörter.loc": rng.normal(size=(50, 4)), "wörter.scale": np.full((50, 4), 0.1)})
-    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
     out = tmp_path / "ckpt:x:fïnal.bnc"
     r = subprocess.run([sys.executable, "-m", "bnncompress", "pack", str(posterior), "-o", str(out), "--lam", "1"],
                        capture_output=True, text=True, env=env)  # fmt: skip
     assert r.returncode == 0 and "ckpt:x:f\\xefnal.bnc" in r.stdout, (r.stdout, r.stderr)  # (said by say())
     r = subprocess.run([sys.executable, "-m", "bnncompress", "info", str(out)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "w\\xf6rter" in r.stdout, r.stderr
+
+
+def test_a_columns_of_zero_does_not_silence_the_messages(tmp_path):
+    # (rich took COLUMNS=0 as a width of 0 and printed nothing: an error exited 2 with an empty standard error)
+    env = {**os.environ, "COLUMNS": "0"}
+    r = subprocess.run([sys.executable, "-m", "bnncompress", "pack", str(tmp_path / "none.pt")],
+                       capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr

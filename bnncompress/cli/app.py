@@ -240,7 +240,8 @@ def main() -> None:
     """Console-script entry point: one line and exit 130 / 143 on SIGINT / SIGTERM, no traceback."""
     standard_fds_taken()  # (sys.stdout stays None for a closed standard output: commands refuse to write there)
     for stream in (sys.stdout, sys.stderr):  # a locale that cannot encode a name (LC_ALL=C, PYTHONIOENCODING=ascii):
-        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):  # escaped, not a traceback
+        # escaped, not a traceback (surrogateescape, C's with PYTHONUTF8=0, fails on any character beyond ASCII)
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # (SIGHUP: the terminal closed)
         if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup, or `cmd &` in a script: kept ignored)

@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import typer
@@ -46,9 +46,26 @@ class _Console(Console):
             _silence(self.file.fileno())
 
 
+class _Environment(Mapping):
+    """``os.environ`` as rich reads it, but for a ``COLUMNS`` or ``LINES`` of 0 (rich then printed
+    nothing: every error, warning and note of the command was lost)."""
+
+    def __getitem__(self, key: str) -> str:
+        value = os.environ[key]
+        if key in ("COLUMNS", "LINES") and value.isdigit() and int(value) == 0:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(os.environ)
+
+    def __len__(self) -> int:
+        return len(os.environ)
+
+
 #: Messages (standard error) and results (standard output).
-err = _Console(stderr=True, emoji=False)  # (no emoji: 'ckpt:x:final.bnc' was said as 'ckpt❌final.bnc')
-out = _Console(emoji=False)
+err = _Console(stderr=True, emoji=False, _environ=_Environment())  # (no emoji: 'ckpt:x:f.bnc' was 'ckpt❌f.bnc')
+out = _Console(emoji=False, _environ=_Environment())
 
 
 def say(text: str, to: Console = out) -> None:
