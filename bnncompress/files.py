@@ -330,8 +330,14 @@ def _chmod(fd: int, path: Path, mode: int) -> None:
 
 
 def _opened_as_created(found: os.stat_result, created: os.stat_result, tmp: Path) -> None:
-    if (found.st_dev, found.st_ino) != (created.st_dev, created.st_ino) or not stat.S_ISREG(found.st_mode):
-        raise OSError(errno.EEXIST, "its temporary file was replaced by another process while it was written", str(tmp))
+    """``found`` (the file now at ``tmp``) must be the file made, or one a writer renamed there itself
+    (safetensors, matplotlib's PostScript): a regular file of this user's with one name, so never a link
+    nor a hard link to another file that a link's target would be."""
+    if (found.st_dev, found.st_ino) == (created.st_dev, created.st_ino) and stat.S_ISREG(found.st_mode):
+        return
+    if stat.S_ISREG(found.st_mode) and found.st_uid == created.st_uid and found.st_nlink == 1:
+        return
+    raise OSError(errno.EEXIST, "its temporary file was replaced by another process while it was written", str(tmp))
 
 
 def _umask() -> int:

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -55,7 +56,7 @@ def alive(pid: int) -> bool:
         >>> alive(os.getpid())
         True
     """
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # (Windows: os.kill(pid, 0) sends a Ctrl-C, it tests nothing)
         return True
     try:
         os.kill(pid, 0)
@@ -125,9 +126,13 @@ def _lock(directory: str | Path, wait: bool) -> int | None:
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        if wait:
+        if wait and exc.errno not in _NO_LOCKS:
             raise
-        return None
+        return None  # (held elsewhere; or a file system without locks: used unlocked, never removed as stale)
     return fd
+
+
+#: What ``flock`` says where a file system has no locks.
+_NO_LOCKS = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EBADF", "EINVAL")}

@@ -188,6 +188,38 @@ def test_a_link_put_in_place_of_a_temporary_output_is_refused_not_followed(tmp_p
     assert target.read_bytes() == b"old" and not target.is_symlink()
 
 
+def test_a_writer_that_renames_its_own_file_over_the_temporary_path_is_accepted_a_hard_link_is_not(tmp_path):
+    # (safetensors' save_file and matplotlib's PostScript writer rename a file of theirs onto the path given:
+    # refused as 'replaced by another process' by the first version of the check)
+    target, victim = tmp_path / "out.safetensors", tmp_path / "victim"
+    with atomic_output(target) as tmp:
+        own = tmp.with_name(tmp.name + ".writer")
+        own.write_bytes(b"new")
+        os.replace(own, tmp)
+    assert target.read_bytes() == b"new"
+    victim.write_bytes(b"private")
+    with pytest.raises(OSError, match="replaced by another process"):
+        with atomic_output(target) as tmp:
+            tmp.unlink()
+            os.link(victim, tmp)  # (a file that has another name: a link's target would be one)
+    assert victim.read_bytes() == b"private" and target.read_bytes() == b"new"
+
+
+def test_a_scratch_directory_works_where_the_file_system_has_no_locks(tmp_path, monkeypatch):
+    # (flock's ENOLCK ended a sweep or `unpack -o -` with 'No locks available')
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with scratch_directory("archive of the sweep") as d:
+        (d / "sweep.bnc").write_bytes(b"partial")
+    assert not d.exists()
+
+
 def test_pack_writes_an_archive_with_a_255_byte_name(tmp_path):
     out = tmp_path / ("a" * 251 + ".bnc")
     r = run("pack", _collapsing_posterior(tmp_path), "-o", out, "--lam", "0.01", "-q")

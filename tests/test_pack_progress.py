@@ -137,9 +137,11 @@ def test_messages_keep_colons_and_names_a_locale_cannot_encode(tmp_path, encodin
     assert r.returncode == 0 and "w\\xf6rter" in r.stdout, r.stderr
 
 
-def test_a_columns_of_zero_does_not_silence_the_messages(tmp_path):
-    # (rich took COLUMNS=0 as a width of 0 and printed nothing: an error exited 2 with an empty standard error)
-    env = {**os.environ, "COLUMNS": "0"}
+@pytest.mark.parametrize("columns", ["0", "²"])
+def test_a_columns_of_zero_does_not_silence_the_messages(tmp_path, columns):
+    # (rich took COLUMNS=0 as a width of 0 and printed nothing: an error exited 2 with an empty standard error;
+    # a digit int() refuses was a traceback at import)
+    env = {**os.environ, "COLUMNS": columns}
     r = subprocess.run([sys.executable, "-m", "bnncompress", "pack", str(tmp_path / "none.pt")],
                        capture_output=True, text=True, env=env)  # fmt: skip
     assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr

@@ -52,15 +52,15 @@ class _Environment(Mapping):
 
     def __getitem__(self, key: str) -> str:
         value = os.environ[key]
-        if key in ("COLUMNS", "LINES") and value.isdigit() and int(value) == 0:
-            raise KeyError(key)
+        if key in ("COLUMNS", "LINES") and value.isdigit() and not (value.isascii() and int(value) > 0):
+            raise KeyError(key)  # (also '²', a digit int() refuses: rich's traceback at import)
         return value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(os.environ)
+        return (key for key in list(os.environ) if key in self)
 
     def __len__(self) -> int:
-        return len(os.environ)
+        return sum(1 for _ in self)
 
 
 #: Messages (standard error) and results (standard output).
