@@ -22,6 +22,7 @@ import numpy as np
 from .errors import PosteriorError
 from .floatvalues import as_float32, beyond_float32, check_values, to_float32
 from .geometry import block_rows_for, num_rows, row_size
+from .wordvectors import WORD_VECTORS
 
 #: Name given to the single flat tensor of an AutoDiagonalNormal guide read without its model.
 FLAT_LATENT_NAME = "latent"
@@ -35,10 +36,24 @@ def file_stamp(path: str | os.PathLike) -> FileStamp | None:
     (ns), or None if there is none. Any write or replacement changes it (to the file system's time
     resolution). The device is left out: a network share may have another on each Dask worker."""
     try:
-        st = os.stat(path)
+        return stamp_of(os.stat(path))
     except OSError:
         return None
+
+
+def stamp_of(st: os.stat_result) -> FileStamp:
+    """:func:`file_stamp` of a file already open (``os.fstat`` of it): a reader that parsed a header through
+    a descriptor stamps that very file, not whatever the path names a moment later."""
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_opened(fd: int, path: str | os.PathLike, stamp: FileStamp | None) -> None:
+    """Raise :class:`PosteriorError` unless the file open as ``fd`` is the one stamped ``stamp`` (another
+    file renamed over ``path`` since, or this one written: its rows would mix two files)."""
+    if stamp is not None and stamp_of(os.fstat(fd)) != stamp:
+        raise PosteriorError(
+            f"'{path}' was replaced or written while it was read; pack again once nothing writes to it"
+        )
 
 
 class TensorPosterior:
@@ -306,12 +321,21 @@ class Posterior:
 
 
 def check_vocab(posterior: Posterior) -> None:
-    """The vocabulary must label at least one 2-D tensor (as many words as rows)."""
-    if not posterior.vocab_tensors:
+    """The vocabulary must label at least one 2-D tensor (as many words as rows); a note joins the
+    posterior's warnings when it passes over a 2-D ``word_vectors`` to label another tensor."""
+    labelled = posterior.vocab_tensors
+    if not labelled:
         shapes = ", ".join(f"{n} {t.shape}" for n, t in posterior.tensors.items())
         raise PosteriorError(
             f"vocabulary has {len(posterior.vocab or [])} words but no 2-D tensor has that many rows "
             f"({shapes}); pass the vocabulary the model was trained with"
+        )
+    passed_over = posterior.tensors.get(WORD_VECTORS)
+    if passed_over is not None and len(passed_over.shape) == 2 and WORD_VECTORS not in labelled:
+        posterior.warnings.append(
+            f"the vocabulary ({len(posterior.vocab or []):,} words) does not fit '{WORD_VECTORS}' "
+            f"({passed_over.shape[0]:,} rows): its words label '{labelled[0]}', which is read as the word vectors; "
+            f"pass the vocabulary of '{WORD_VECTORS}' if that was meant"
         )
 
 

@@ -9,6 +9,7 @@ virtual datasets are refused before any data is read (:mod:`bnncompress.hdf5chec
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..errors import BnnCompressError, PosteriorError
 from ..hdf5checks import HDF5_MAGIC, LOSSLESS, MAX_EXPANSION, check_local_dataset, plain_dataset, scalar_attribute
-from ..posterior import FileStamp, Posterior, StoredTensor, TensorPosterior, file_stamp
+from ..posterior import FileStamp, Posterior, StoredTensor, TensorPosterior, check_opened, file_stamp, stamp_of
 from ..vocabulary import decode_words, validate_words
 from .hdf5bands import read_rows
 from .reader import PosteriorReader, Probe
@@ -39,7 +40,7 @@ class HDF5Tensor(StoredTensor):
     shape: tuple[int, ...]
     where: str
     dtype: str = "float32"
-    stamp: FileStamp | None = None  # the file when it was opened (default: now)
+    stamp: FileStamp | None = None  # the file whose datasets were checked (:func:`stamp_of`; default: the path's now)
 
     def __post_init__(self) -> None:
         if self.stamp is None:
@@ -55,11 +56,18 @@ class HDF5Tensor(StoredTensor):
         # process held the file open after the pack (its space not freed when deleted, h5py unable to
         # write it again) and, kept by path, read an older file saved over it
         with h5py.File(self.path, "r") as f:
-            if not self.shape:
-                return f[self.loc_key][()], f[self.scale_key][()]
-            # (chunks taller than the read, e.g. by columns: whole bands of chunks, cached by file stamp)
-            loc = read_rows(f, self.path, self.stamp, self.loc_key, start, stop)
-            return loc, read_rows(f, self.path, self.stamp, self.scale_key, start, stop)
+            # the file whose links and storage were checked, not one renamed over it since (its datasets unchecked)
+            check_opened(f.id.get_vfd_handle(), self.path, self.stamp)
+            try:
+                if not self.shape:
+                    return f[self.loc_key][()], f[self.scale_key][()]
+                # (chunks taller than the read, e.g. by columns: whole bands of chunks, cached by file stamp)
+                loc = read_rows(f, self.path, self.stamp, self.loc_key, start, stop)
+                return loc, read_rows(f, self.path, self.stamp, self.scale_key, start, stop)
+            except OSError as exc:  # a chunk that its filter (gzip, fletcher32) cannot read
+                raise PosteriorError(
+                    f"{self.where}: rows of '{self.name}' cannot be read ({_first_line(exc)}); the file is damaged"
+                ) from None
 
 
 class HDF5Reader(PosteriorReader):
@@ -82,7 +90,7 @@ def _open_hdf5(path: Path) -> Posterior:
         raise PosteriorError(_damaged(path, exc)) from None
     with opened as f:
         try:
-            return _read_open(f, path, f"HDF5 file '{path.name}'")
+            return _read_open(f, path, f"HDF5 file '{path.name}'", os.fstat(f.id.get_vfd_handle()))
         except BnnCompressError:
             raise
         except (KeyError, OSError, ValueError, RuntimeError, TypeError) as exc:  # h5py's, on damaged metadata
@@ -97,7 +105,8 @@ def _damaged(path: Path, exc: BaseException) -> str:
     return f"'{path}' is an HDF5 file that cannot be read ({_first_line(exc)}); it is damaged or truncated"
 
 
-def _read_open(f: Any, path: Path, where: str) -> Posterior:
+def _read_open(f: Any, path: Path, where: str, opened: os.stat_result) -> Posterior:
+    """The posterior in the open file ``f`` (``opened``: its ``fstat``; its rows are read from that file only)."""
     import h5py
 
     found: dict[str, dict[str, Any]] = {}
@@ -124,7 +133,7 @@ def _read_open(f: Any, path: Path, where: str) -> Posterior:
                     f"'{key[: -len(leaf) - 1]}'; keep one of them"
                 )
             pair[leaf] = obj
-    file_bytes = path.stat().st_size
+    file_bytes = opened.st_size
     if sum(stored.values()) > file_bytes:  # each is checked against its own storage: not against another's
         raise PosteriorError(
             f"{where}: its loc and scale datasets store {sum(stored.values()):,} bytes in a file of {file_bytes:,} "
@@ -146,7 +155,9 @@ def _read_open(f: Any, path: Path, where: str) -> Posterior:
             raise PosteriorError(f"{where}: '{name}' has no matching '{missing}' dataset")
         loc, scale = pair["loc"], pair["scale"]
         dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
-        tensors[name] = HDF5Tensor(name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype)
+        tensors[name] = HDF5Tensor(
+            name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype, stamp_of(opened)
+        )
     if not tensors:
         raise PosteriorError(f"{where} holds no NAME/loc and NAME/scale datasets")
     return Posterior(tensors, vocab, f"HDF5 loc/scale datasets: {where}")
@@ -154,6 +165,8 @@ def _read_open(f: Any, path: Path, where: str) -> Posterior:
 
 #: Groups a posterior may nest (``NAME/loc`` is one): h5py's own walk took 16 s for a chain of 1,500 (200 kB).
 MAX_DEPTH = 64
+#: Names a file's links may give its objects in all (groups reached under several names count once for each).
+MAX_NAMES = 1 << 20
 #: Variable-length words read at a time: each may point at one shared heap object, so a read is bounded by
 #: this many times the file (the ceiling gzip has too), and the words' length is checked after each.
 _WORDS_AT_ONCE = 1024
@@ -161,25 +174,37 @@ _WORDS_AT_ONCE = 1024
 
 def _links(f: Any, where: str) -> list[tuple[str, Any]]:
     """Every link of the file by its path, depth first in name order (as ``visititems_links``); a group
-    reached by several hard links is entered once; groups nested deeper than :data:`MAX_DEPTH` are refused."""
+    reached by several hard links is listed under each of its names (tied weights: ``f["dec"] = f["enc"]``),
+    read once; a group that contains itself is not entered again; groups nested deeper than
+    :data:`MAX_DEPTH`, or more than :data:`MAX_NAMES` names in all, are refused."""
     import h5py
 
     links: list[tuple[str, Any]] = []
-    seen, stack = {f.id}, [("", f, iter(sorted(f)))]  # (sorted: not the creation order a file may track)
+    walked: dict[Any, tuple[str, int, int]] = {}  # group id -> (its first path's prefix, its links' span in links)
+    stack = [("", f, iter(sorted(f)), len(links))]  # (sorted: not the creation order a file may track)
     while stack:
-        prefix, group, names = stack[-1]
+        prefix, group, names, first = stack[-1]
         name = next(names, None)
         if name is None:
             stack.pop()
+            walked[group.id] = (prefix, first, len(links))
             continue
         key, link = prefix + name, group.get(name, getlink=True)
         links.append((key, link))
         obj = group.get(name) if isinstance(link, h5py.HardLink) else None
-        if isinstance(obj, h5py.Group) and obj.id not in seen:
+        if not isinstance(obj, h5py.Group) or obj.id == f.id or any(obj.id == s[1].id for s in stack):
+            pass  # (a dataset, another link, or a group that contains itself)
+        elif obj.id in walked:  # another name of a group already walked: its links again, under this name
+            was, a, b = walked[obj.id]
+            links.extend((key + "/" + k[len(was) :], lk) for k, lk in links[a:b])
+        else:
             if len(stack) > MAX_DEPTH:
                 raise PosteriorError(f"{where}: groups nested more than {MAX_DEPTH} deep ('{key[:60]}...'); refusing")
-            seen.add(obj.id)
-            stack.append((key + "/", obj, iter(sorted(obj))))
+            stack.append((key + "/", obj, iter(sorted(obj)), len(links)))
+        if len(links) > MAX_NAMES:
+            raise PosteriorError(
+                f"{where}: more than {MAX_NAMES:,} names (groups linked under many names); refusing it"
+            )
     return links
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PosteriorError
-from ..posterior import Posterior, TensorPosterior, input_file
+from ..posterior import Posterior, TensorPosterior, input_file, stamp_of
 from ..vocabulary import read_vocab
 from .reader import PosteriorReader, Probe
 from .stored import FileArray, FileTensor, check_pair
@@ -56,6 +56,7 @@ def npy_array(path: Path) -> FileArray:
     fmt = np.lib.format
     try:
         with open(path, "rb") as fh:
+            opened = os.fstat(fh.fileno())  # (the rows are read from this file: not one renamed over it later)
             version = fmt.read_magic(fh)
             reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = reader(fh)
@@ -66,7 +67,9 @@ def npy_array(path: Path) -> FileArray:
         raise PosteriorError(f"'{path}' is stored in Fortran order; save it in C order (np.ascontiguousarray)")
     if dtype.hasobject:
         raise PosteriorError(f"'{path}' holds Python objects; store a floating-point array")
-    array = FileArray(str(path), offset, tuple(int(s) for s in shape), dtype.str)
-    if offset + array.nbytes > path.stat().st_size:
+    if any(int(s) < 0 for s in shape):  # (numpy's own loader refuses it too)
+        raise PosteriorError(f"'{path}' declares shape {tuple(shape)}, a negative size; the file is damaged")
+    array = FileArray(str(path), offset, tuple(int(s) for s in shape), dtype.str, stamp_of(opened))
+    if offset + array.nbytes > opened.st_size:
         raise PosteriorError(f"'{path}' declares shape {tuple(shape)} but holds fewer bytes; it is truncated")
     return array

@@ -10,13 +10,14 @@ before anything is allocated, and a name given twice is refused.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import PosteriorError
-from ..posterior import Posterior, TensorPosterior
+from ..posterior import FileStamp, Posterior, TensorPosterior, stamp_of
 from ..vocabulary import first_repeated, split_lines, validate_words
 from .containers import from_mapping
 from .reader import PosteriorReader, Probe
@@ -53,8 +54,9 @@ class SafetensorsReader(PosteriorReader):
 
 def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]]:
     """The tensors (as :class:`FileArray`) and metadata of a safetensors file, checked against its size."""
-    size = path.stat().st_size
     with open(path, "rb") as fh:
+        opened = os.fstat(fh.fileno())  # (the tensors are read from this file: not one renamed over it later)
+        size = opened.st_size
         n = int.from_bytes(fh.read(8), "little")
         if not 0 < n <= min(size - 8, _MAX_HEADER):
             raise PosteriorError(f"'{path}': the safetensors header length {n} does not fit the file")
@@ -79,7 +81,7 @@ def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]
     data_start, data_len = 8 + n, size - 8 - n
     arrays = {}
     for key, entry in header.items():
-        arrays[key] = _safetensors_entry(key, entry, where, str(path), data_start, data_len)
+        arrays[key] = _safetensors_entry(key, entry, where, str(path), data_start, data_len, stamp_of(opened))
     _check_coverage(header, data_len, where)
     return arrays, meta
 
@@ -99,7 +101,9 @@ def _check_coverage(header: dict[str, Any], data_len: int, where: str) -> None:
         raise PosteriorError(f"{where}: {data_len - end:,} bytes after the last tensor; the file is damaged")
 
 
-def _safetensors_entry(key: str, entry: Any, where: str, path: str, data_start: int, data_len: int) -> FileArray:
+def _safetensors_entry(
+    key: str, entry: Any, where: str, path: str, data_start: int, data_len: int, stamp: FileStamp
+) -> FileArray:
     bad = f"{where}: entry '{key}'"
     if not isinstance(entry, dict):
         raise PosteriorError(f"{bad} is not an object")
@@ -111,7 +115,7 @@ def _safetensors_entry(key: str, entry: Any, where: str, path: str, data_start: 
         raise PosteriorError(f"{bad} has no valid 'shape' (a list of non-negative integers)")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         raise PosteriorError(f"{bad} has no valid 'data_offsets' ([begin, end])")
-    array = FileArray(path, data_start + offsets[0], tuple(shape), dtype)
+    array = FileArray(path, data_start + offsets[0], tuple(shape), dtype, stamp)
     if not 0 <= offsets[0] <= offsets[1] <= data_len or offsets[1] - offsets[0] != array.nbytes:
         raise PosteriorError(f"{bad} declares {array.nbytes:,} bytes at {offsets} that the file does not hold")
     return array

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..geometry import row_size
-from ..posterior import FileStamp, StoredTensor, file_stamp
+from ..posterior import FileStamp, StoredTensor, check_opened, file_stamp
 
 
 @dataclasses.dataclass
@@ -26,7 +26,7 @@ class FileArray:
     offset: int
     shape: tuple[int, ...]
     dtype: str  # numpy dtype string, or "bfloat16"
-    stamp: FileStamp | None = None  # the file when it was opened (default: now)
+    stamp: FileStamp | None = None  # the file whose header was read (:func:`stamp_of`; default: the path's now)
 
     def __post_init__(self) -> None:
         if self.stamp is None:
@@ -43,9 +43,10 @@ class FileArray:
     def rows(self, start: int, stop: int) -> np.ndarray:
         dt = np.dtype("<u2") if self.dtype == "bfloat16" else np.dtype(self.dtype)
         rs = row_size(self.shape)
-        return np.fromfile(
-            self.path, dtype=dt, count=(stop - start) * rs, offset=self.offset + start * rs * dt.itemsize
-        )
+        with open(self.path, "rb") as fh:  # the file whose header was read, or none (not one renamed over it since)
+            check_opened(fh.fileno(), self.path, self.stamp)
+            fh.seek(self.offset + start * rs * dt.itemsize)
+            return np.fromfile(fh, dtype=dt, count=(stop - start) * rs)
 
 
 @dataclasses.dataclass(repr=False)
