@@ -22,8 +22,9 @@ def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
     if isinstance(vocab, (str, os.PathLike)):
         where = f"vocabulary file '{vocab}'"
         path = input_file(Path(vocab), where)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
+        try:  # (newline="": a lone CR inside a word is that word's, refused below, not a line break that shifts rows)
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                text = fh.read()
         except UnicodeDecodeError as exc:
             raise PosteriorError(f"{where} is not UTF-8 text ({exc.reason})") from None
         except OSError as exc:
@@ -37,7 +38,15 @@ def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
 
 
 def split_lines(text: str) -> list[str]:
-    """The words of a text with one word per line (``\\n`` or ``\\r\\n``; a final line break ends the last)."""
+    """The words of a text with one word per line (``\\n`` or ``\\r\\n``, or ``\\r`` in a text without ``\\n``;
+    a final line break ends the last). A lone ``\\r`` among ``\\n`` lines stays in its word (and is refused there).
+
+    Example:
+        >>> split_lines("king\\r\\nqueen\\n"), split_lines("king\\rqueen\\r"), split_lines("ki\\rng\\nqueen")
+        (['king', 'queen'], ['king', 'queen'], ['ki\\rng', 'queen'])
+    """
+    if "\r" in text and "\n" not in text:  # classic Mac line ends
+        text = text.replace("\r", "\n")
     words = text.split("\n")
     if "\r" in text:
         words = [w.removesuffix("\r") for w in words]

@@ -1,0 +1,170 @@
+"""Posterior files saved over while they are opened, and other source edges of the stop-50 hunts: each
+reader parses a header through one open file and reads its rows only from that file (an HDF5 or
+safetensors file renamed over the path in between was read through the old header: another file's
+bytes, loc and scale swapped), HDF5 groups tied under two names, a negative .npy shape, a damaged
+HDF5 chunk, a carriage return inside a vocabulary file's word, a vocabulary that passes over
+``word_vectors``."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import bnncompress
+import bnncompress.sources.hdf5 as hdf5_source
+import bnncompress.sources.safetensors as safetensors_source
+from bnncompress import PosteriorError
+from bnncompress.errors import QualityWarning
+from bnncompress.sources import read_posterior
+
+LOC = np.linspace(1, 2, 32, dtype=np.float32).reshape(8, 4)
+SCALE = np.full((8, 4), 0.1, np.float32)
+
+
+def _replacing(monkeypatch, module, name: str, newer, path) -> None:
+    """``module.name`` renames ``newer`` over ``path`` on its first call (a writer saving a new version then)."""
+    original = getattr(module, name)
+
+    def racing(*args, **kwargs):
+        if os.path.exists(newer):
+            os.replace(newer, path)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, racing)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_safetensors_file_saved_over_its_path_after_its_header_was_read_is_refused(tmp_path, monkeypatch, stream):
+    path, newer = tmp_path / "p.safetensors", tmp_path / "newer.safetensors"
+    save_file({"w.loc": LOC, "w.scale": SCALE}, str(path))
+    # the same posterior, scale stored first: read through the old header, loc and scale came out swapped
+    n = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.dumps(
+        {
+            "w.scale": {"dtype": "F32", "shape": [8, 4], "data_offsets": [0, 128]},
+            "w.loc": {"dtype": "F32", "shape": [8, 4], "data_offsets": [128, 256]},
+        },
+        separators=(",", ":"),
+    ).encode()
+    header += b" " * (n - len(header))
+    newer.write_bytes(struct.pack("<Q", len(header)) + header + SCALE.tobytes() + LOC.tobytes())
+    _replacing(monkeypatch, safetensors_source, "_safetensors_entry", newer, path)
+    with pytest.raises(PosteriorError, match="changed|replaced"):
+        bnncompress.pack(path, tmp_path / "o.bnc", method="float16", stream=stream)
+    assert not (tmp_path / "o.bnc").exists()
+
+
+def test_an_hdf5_file_saved_over_its_path_after_its_checks_is_refused_not_read_unchecked(tmp_path, monkeypatch):
+    secret, path, forged = tmp_path / "secret.h5", tmp_path / "p.h5", tmp_path / "forged.h5"
+    with h5py.File(secret, "w") as f:
+        f["data"] = np.full((8, 4), 1000.0, np.float32)
+    with h5py.File(path, "w") as f:
+        f["w/loc"], f["w/scale"] = LOC, SCALE
+    with h5py.File(forged, "w") as f:  # its loc a virtual dataset of another file's bytes (refused when checked)
+        layout = h5py.VirtualLayout((8, 4), "f4")
+        layout[:] = h5py.VirtualSource(str(secret), "data", (8, 4))
+        f.create_virtual_dataset("w/loc", layout)
+        f["w/scale"] = SCALE
+    _replacing(monkeypatch, hdf5_source, "check_pair", forged, path)
+    with pytest.raises(PosteriorError, match="changed|replaced"):
+        bnncompress.pack(path, tmp_path / "o.bnc", method="float16")
+    monkeypatch.undo()
+    with pytest.raises(PosteriorError, match="VirtualDataset|virtual|another file|elsewhere"):
+        bnncompress.pack(path, tmp_path / "o.bnc", method="float16")
+
+
+def test_an_npy_file_saved_over_its_path_after_its_header_was_read_is_refused(tmp_path, monkeypatch):
+    np.save(tmp_path / "w.loc.npy", LOC)
+    np.save(tmp_path / "w.scale.npy", SCALE)
+    np.save(tmp_path / "newer.npy", LOC * 1000)
+    import bnncompress.sources.npy as npy_source
+
+    _replacing(monkeypatch, npy_source, "FileArray", tmp_path / "newer.npy", tmp_path / "w.loc.npy")
+    with pytest.raises(PosteriorError, match="changed|replaced"):
+        bnncompress.pack(tmp_path, tmp_path / "o.bnc", method="float16")
+
+
+def test_an_hdf5_group_tied_under_two_names_packs_both_names(tmp_path):
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["enc/loc"], f["enc/scale"] = rng.normal(size=(64, 8)).astype(np.float32), np.full((64, 8), 0.01, np.float32)
+        f["dec"] = f["enc"]  # a hard link: one group, two names (tied weights)
+        f["enc/self"] = f["enc"]  # and a group that contains itself: listed, not entered again
+    bnncompress.pack(tmp_path / "p.h5", tmp_path / "o.bnc", method="float16")
+    a = bnncompress.load(tmp_path / "o.bnc")
+    assert sorted(a.names) == ["dec", "enc"]
+    np.testing.assert_array_equal(a["dec"], a["enc"])
+
+
+def test_an_hdf5_file_of_groups_linked_under_ever_more_names_is_refused(tmp_path):
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        group = f.create_group("g0")
+        for i in range(1, 30):  # 2^29 names for one pair
+            group["a"] = group["b"] = f.create_group(f"n{i}")
+            group = f[f"n{i}"]
+        group["loc"], group["scale"] = np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32)
+    with pytest.raises(PosteriorError, match="names"):
+        read_posterior(tmp_path / "p.h5")
+
+
+def test_a_damaged_hdf5_chunk_is_one_posterior_error_not_an_os_error(tmp_path):
+    path = tmp_path / "p.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("w/loc", data=LOC, chunks=(8, 4), fletcher32=True)
+        f["w/scale"] = SCALE
+        offset = f["w/loc"].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(PosteriorError, match="cannot be read.*damaged"):
+        bnncompress.pack(path, tmp_path / "o.bnc", method="float16")
+
+
+def test_an_npy_header_with_a_negative_size_is_refused(tmp_path):
+    np.save(tmp_path / "w.loc.npy", LOC)
+    np.save(tmp_path / "w.scale.npy", SCALE)
+    raw = (tmp_path / "w.loc.npy").read_bytes()
+    forged = raw.replace(b"(8, 4)", b"(-8,4)")  # (as long: the header keeps its length)
+    assert forged != raw
+    (tmp_path / "w.loc.npy").write_bytes(forged)
+    with pytest.raises(PosteriorError, match="negative"):
+        read_posterior(tmp_path)
+
+
+def test_a_carriage_return_inside_a_vocabulary_files_word_is_refused_not_a_line_break(tmp_path):
+    (tmp_path / "vocab.txt").write_bytes(b"king\nque\ren\nman\n")  # three lines; read as four words, rows shifted
+    vectors = {"word_vectors": (np.zeros((4, 2)), np.ones((4, 2)))}
+    with pytest.raises(PosteriorError, match="control character"):
+        bnncompress.pack(vectors, tmp_path / "v.bnc", vocab=tmp_path / "vocab.txt")
+    (tmp_path / "mac.txt").write_bytes(b"king\rqueen\rman\rwoman\r")  # classic Mac line ends are still lines
+    bnncompress.pack(vectors, tmp_path / "v.bnc", vocab=tmp_path / "mac.txt", lam=0.01)
+    assert bnncompress.load(tmp_path / "v.bnc").vocab == ["king", "queen", "man", "woman"]
+
+
+def test_a_vocabulary_that_does_not_fit_word_vectors_but_another_tensor_is_said(tmp_path):
+    posterior = {"word_vectors": (np.zeros((6, 2)), np.ones((6, 2))), "context": (np.zeros((5, 2)), np.ones((5, 2)))}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bnncompress.pack(posterior, tmp_path / "v.bnc", vocab=list("abcde"), lam=0.01)
+        bnncompress.pack(posterior, tmp_path / "w.bnc", vocab=list("abcdef"), lam=0.01)
+    said = [str(w.message) for w in caught if w.category is QualityWarning and "does not fit" in str(w.message)]
+    assert len(said) == 1 and "'word_vectors' (6 rows)" in said[0] and "'context'" in said[0]
+
+
+def test_a_constraint_that_does_not_fit_its_tensor_is_one_posterior_error_on_torchs_path_too(tmp_path):
+    import torch
+    from torch.distributions import constraints
+
+    params = {"AutoNormal.locs.x": torch.tensor(0.5), "AutoNormal.scales.x": torch.tensor(0.3), "p": torch.ones(3) / 3}
+    # (the simplex sends the file to torch's loader; independent(real, 1) needs a dimension the 0-d loc lacks)
+    kinds = {"AutoNormal.locs.x": constraints.independent(constraints.real, 1), "p": constraints.simplex}
+    torch.save({"params": params, "constraints": kinds}, tmp_path / "store.pt")
+    with pytest.raises(PosteriorError, match="does not fit its tensor"):
+        read_posterior(tmp_path / "store.pt")
