@@ -168,3 +168,13 @@ def test_a_constraint_that_does_not_fit_its_tensor_is_one_posterior_error_on_tor
     torch.save({"params": params, "constraints": kinds}, tmp_path / "store.pt")
     with pytest.raises(PosteriorError, match="does not fit its tensor"):
         read_posterior(tmp_path / "store.pt")
+
+
+def test_an_npz_saved_over_its_path_while_it_is_checked_is_not_seen(tmp_path, monkeypatch):
+    import bnncompress.sources.npz as npz_source
+
+    np.savez(tmp_path / "p.npz", **{"w.loc": LOC, "w.scale": SCALE})
+    np.savez(tmp_path / "newer.npz", **{"w.loc": LOC * 1000, "w.scale": SCALE})  # (unchecked: any contents)
+    _replacing(monkeypatch, npz_source, "_check_npz_member", tmp_path / "newer.npz", tmp_path / "p.npz")
+    bnncompress.pack(tmp_path / "p.npz", tmp_path / "o.bnc", method="float16")
+    np.testing.assert_allclose(bnncompress.load(tmp_path / "o.bnc")["w"], LOC, rtol=1e-3)  # the file checked

@@ -6,6 +6,7 @@ Every member's header is checked against the bytes it is stored in before anythi
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,15 +38,17 @@ class NpzReader(PosteriorReader):
 def read_npz(path: Path) -> dict[str, Any]:
     """The arrays of a .npz file (no pickle), each member's header checked against its stored size."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            dup = first_repeated(zf.namelist())
-            if dup is not None:  # numpy would keep only one of them
-                raise PosteriorError(f"'{path}' holds two arrays named '{dup}'; re-save it with unique names")
-            check_zip_layout(zf.infolist(), path.stat().st_size, f"'{path}'")
-            for info in zf.infolist():
-                _check_npz_member(zf, info, path)
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
+        with open(path, "rb") as fh:  # one open file: the arrays read are those of the file checked
+            with zipfile.ZipFile(fh) as zf:
+                dup = first_repeated(zf.namelist())
+                if dup is not None:  # numpy would keep only one of them
+                    raise PosteriorError(f"'{path}' holds two arrays named '{dup}'; re-save it with unique names")
+                check_zip_layout(zf.infolist(), os.fstat(fh.fileno()).st_size, f"'{path}'")
+                for info in zf.infolist():
+                    _check_npz_member(zf, info, path)
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
     except PosteriorError:
         raise
     except ValueError as exc:
