@@ -7,9 +7,12 @@ HDF5 chunk, a carriage return inside a vocabulary file's word, a vocabulary that
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
+import subprocess
+import sys
 import warnings
 
 import h5py
@@ -22,7 +25,9 @@ import bnncompress.sources.hdf5 as hdf5_source
 import bnncompress.sources.safetensors as safetensors_source
 from bnncompress import PosteriorError
 from bnncompress.errors import QualityWarning
-from bnncompress.sources import read_posterior
+from bnncompress.posterior import stamp_of
+from bnncompress.sources import open_posterior, read_posterior
+from bnncompress.sources.npy import npy_array
 
 LOC = np.linspace(1, 2, 32, dtype=np.float32).reshape(8, 4)
 SCALE = np.full((8, 4), 0.1, np.float32)
@@ -128,12 +133,12 @@ def test_a_damaged_hdf5_chunk_is_one_posterior_error_not_an_os_error(tmp_path):
 
 
 def test_an_npy_header_with_a_negative_size_is_refused(tmp_path):
-    np.save(tmp_path / "w.loc.npy", LOC)
-    np.save(tmp_path / "w.scale.npy", SCALE)
-    raw = (tmp_path / "w.loc.npy").read_bytes()
-    forged = raw.replace(b"(8, 4)", b"(-8,4)")  # (as long: the header keeps its length)
-    assert forged != raw
-    (tmp_path / "w.loc.npy").write_bytes(forged)
+    for name, values in (("w.loc.npy", LOC), ("w.scale.npy", SCALE)):  # (both: shapes that agree)
+        np.save(tmp_path / name, values)
+        raw = (tmp_path / name).read_bytes()
+        forged = raw.replace(b"(8, 4)", b"(-8,4)")  # (as long: the header keeps its length)
+        assert forged != raw
+        (tmp_path / name).write_bytes(forged)
     with pytest.raises(PosteriorError, match="negative"):
         read_posterior(tmp_path)
 
@@ -178,3 +183,40 @@ def test_an_npz_saved_over_its_path_while_it_is_checked_is_not_seen(tmp_path, mo
     _replacing(monkeypatch, npz_source, "_check_npz_member", tmp_path / "newer.npz", tmp_path / "p.npz")
     bnncompress.pack(tmp_path / "p.npz", tmp_path / "o.bnc", method="float16")
     np.testing.assert_allclose(bnncompress.load(tmp_path / "o.bnc")["w"], LOC, rtol=1e-3)  # the file checked
+
+
+def test_each_read_checks_the_file_it_opened_against_the_file_whose_header_was_read(tmp_path):
+    # (a file swapped in for the read and back before the checks around it: only the open file tells)
+    np.save(tmp_path / "w.loc.npy", LOC)
+    np.save(tmp_path / "w.scale.npy", SCALE)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["w/loc"], f["w/scale"] = LOC, SCALE
+    other = stamp_of(os.stat(tmp_path / "w.scale.npy"))  # another file's stamp
+    array = npy_array(tmp_path / "w.loc.npy")
+    np.testing.assert_array_equal(array.rows(0, 2), LOC[:2].reshape(-1))
+    with pytest.raises(PosteriorError, match="replaced or written while it was read"):
+        dataclasses.replace(array, stamp=other).rows(0, 2)
+    tensor = open_posterior(tmp_path / "p.h5").tensors["w"]
+    np.testing.assert_array_equal(tensor._read(0, 2)[0], LOC[:2])
+    with pytest.raises(PosteriorError, match="replaced or written while it was read"):
+        dataclasses.replace(tensor, stamp=other)._read(0, 2)
+
+
+@pytest.mark.parametrize("driver", ["stdio", "core"])
+def test_hdf5_posteriors_and_archives_read_whatever_hdf5_driver_says(tmp_path, driver):
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["w/loc"], f["w/scale"] = LOC, SCALE
+    script = (  # (HDF5 reads HDF5_DRIVER when it starts: a process of its own; that driver's handle is no descriptor)
+        "import sys, bnncompress; p, o = sys.argv[1:]; bnncompress.pack(p, o, method='float16', stream=True); "
+        "print(bnncompress.load(o)['w'][0, 0])"
+    )
+    env = {**os.environ, "HDF5_DRIVER": driver}
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "p.h5"), str(tmp_path / "o.bnc")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-500:]
+    assert float(run.stdout) == pytest.approx(LOC[0, 0], rel=1e-3)

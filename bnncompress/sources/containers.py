@@ -146,7 +146,7 @@ def _pairs_from_param_store(
             raise PosteriorError(f"{where}: parameter '{key}' has an unsupported constraint") from None
         except RecursionError:  # (the torch-free reader says so as it unpickles)
             raise PosteriorError(f"{where}: the constraint of '{key}' contains itself; the file is damaged") from None
-        except (ValueError, OverflowError, TypeError, RuntimeError, IndexError):  # (torch's, on a misfit)
+        except (ValueError, OverflowError, TypeError, IndexError):  # (torch's, on a misfit)
             raise PosteriorError(f"{where}: the constraint of '{key}' does not fit its tensor (damaged)") from None
 
     pairs = _Pairs(where)

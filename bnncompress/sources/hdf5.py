@@ -55,7 +55,7 @@ class HDF5Tensor(StoredTensor):
         # opened for each read (about a millisecond, for a task's 16 MiB of rows): a handle kept for the
         # process held the file open after the pack (its space not freed when deleted, h5py unable to
         # write it again) and, kept by path, read an older file saved over it
-        with h5py.File(self.path, "r") as f:
+        with h5py.File(self.path, "r", driver="sec2") as f:
             # the file whose links and storage were checked, not one renamed over it since (its datasets unchecked)
             check_opened(f.id.get_vfd_handle(), self.path, self.stamp)
             try:
@@ -81,7 +81,7 @@ def _open_hdf5(path: Path) -> Posterior:
     import h5py
 
     try:
-        opened = h5py.File(path, "r")
+        opened = h5py.File(path, "r", driver="sec2")  # (whatever HDF5_DRIVER says: its handle is a descriptor)
     except OSError as exc:  # a damaged or truncated file (a truncated archive is no archive either)
         if "unable to lock file" in _first_line(exc):  # HDF5's file locking: another process writes it (errno 11)
             raise PosteriorError(
@@ -165,8 +165,8 @@ def _read_open(f: Any, path: Path, where: str, opened: os.stat_result) -> Poster
 
 #: Groups a posterior may nest (``NAME/loc`` is one): h5py's own walk took 16 s for a chain of 1,500 (200 kB).
 MAX_DEPTH = 64
-#: Names a file's links may give its objects in all (groups reached under several names count once for each).
-MAX_NAMES = 1 << 20
+#: Names that second links to groups may add, per link walked (tied weights add a few; doubling chains, 2^depth).
+MAX_ALIASES = 4
 #: Variable-length words read at a time: each may point at one shared heap object, so a read is bounded by
 #: this many times the file (the ceiling gzip has too), and the words' length is checked after each.
 _WORDS_AT_ONCE = 1024
@@ -175,12 +175,14 @@ _WORDS_AT_ONCE = 1024
 def _links(f: Any, where: str) -> list[tuple[str, Any]]:
     """Every link of the file by its path, depth first in name order (as ``visititems_links``); a group
     reached by several hard links is listed under each of its names (tied weights: ``f["dec"] = f["enc"]``),
-    read once; a group that contains itself is not entered again; groups nested deeper than
-    :data:`MAX_DEPTH`, or more than :data:`MAX_NAMES` names in all, are refused."""
+    walked once; a group that contains itself is not entered again. Groups nested deeper than
+    :data:`MAX_DEPTH`, or names given by such second links beyond :data:`MAX_ALIASES` times the links
+    walked, are refused (each name is looked up and checked: links doubling at every level would be 2^depth)."""
     import h5py
 
     links: list[tuple[str, Any]] = []
     walked: dict[Any, tuple[str, int, int]] = {}  # group id -> (its first path's prefix, its links' span in links)
+    aliases = 0  # names listed by copying a group walked before
     stack = [("", f, iter(sorted(f)), len(links))]  # (sorted: not the creation order a file may track)
     while stack:
         prefix, group, names, first = stack[-1]
@@ -192,19 +194,19 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
         key, link = prefix + name, group.get(name, getlink=True)
         links.append((key, link))
         obj = group.get(name) if isinstance(link, h5py.HardLink) else None
-        if not isinstance(obj, h5py.Group) or obj.id == f.id or any(obj.id == s[1].id for s in stack):
-            pass  # (a dataset, another link, or a group that contains itself)
-        elif obj.id in walked:  # another name of a group already walked: its links again, under this name
+        if not isinstance(obj, h5py.Group) or any(obj.id == s[1].id for s in stack):
+            continue  # (a dataset, another link, or a group that contains itself)
+        if obj.id in walked:  # another name of a group walked before: its names again, under this one
             was, a, b = walked[obj.id]
+            own = len(links) - aliases  # the links walked (not copied)
+            aliases += b - a
+            if aliases > MAX_ALIASES * own + 64:
+                raise PosteriorError(f"{where}: groups linked under ever more names ('{key[:60]}...'); refusing it")
             links.extend((key + "/" + k[len(was) :], lk) for k, lk in links[a:b])
-        else:
-            if len(stack) > MAX_DEPTH:
-                raise PosteriorError(f"{where}: groups nested more than {MAX_DEPTH} deep ('{key[:60]}...'); refusing")
-            stack.append((key + "/", obj, iter(sorted(obj)), len(links)))
-        if len(links) > MAX_NAMES:
-            raise PosteriorError(
-                f"{where}: more than {MAX_NAMES:,} names (groups linked under many names); refusing it"
-            )
+            continue
+        if len(stack) > MAX_DEPTH:
+            raise PosteriorError(f"{where}: groups nested more than {MAX_DEPTH} deep ('{key[:60]}...'); refusing")
+        stack.append((key + "/", obj, iter(sorted(obj)), len(links)))
     return links
 
 
