@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .errors import ArchiveError
 from .files import write_bytes
 from .gzipped import StoredVocabulary, write_gzipped
 from .hdf5checks import GZIP, HDF5_MAGIC, image_hint, open_unreplaced, plain_dataset, scalar_attribute
+from .inputfiles import open_nonblocking
 from .manifest import KnownFields, check_vocab_count, parse_manifest, refuse_unknown_fields
 from .manifest import require as _require
 from .records import RecordKind, TensorRecord, common_counts_dtype, kind_of, marks, side_arrays
@@ -179,19 +181,19 @@ def read_archive(path: str | os.PathLike) -> ArchiveContents:
     if not path.is_file():
         raise ArchiveError(f"'{path}' is not a file; pass a .bnc archive")
     for attempt in range(3):  # an archive renamed over the path while it was opened is opened again
-        with open(path, "rb") as fh:
-            if fh.read(8) != HDF5_MAGIC:
-                raise ArchiveError(f"'{path}' is not a bnncompress archive (no HDF5 signature at its start)")
+        with open_nonblocking(path) as fh:  # (held open: its inode number is not given to a file saved later)
             opened = os.fstat(fh.fileno())
-        try:
-            contents = _read_hdf5(functools.partial(open_unreplaced, path, opened, _Replaced), path, opened.st_size)
-            contents.location = location
-            return contents
-        except _Replaced:
-            if attempt == 2:
-                raise ArchiveError(
-                    f"archive '{path}' is being replaced again and again; open it once it is not"
-                ) from None
+            if not stat.S_ISREG(opened.st_mode) or fh.read(8) != HDF5_MAGIC:
+                raise ArchiveError(f"'{path}' is not a bnncompress archive (no HDF5 signature at its start)")
+            try:
+                contents = _read_hdf5(functools.partial(open_unreplaced, path, opened, _Replaced), path, opened.st_size)
+                contents.location = location
+                return contents
+            except _Replaced:
+                if attempt == 2:
+                    raise ArchiveError(
+                        f"archive '{path}' is being replaced again and again; open it once it is not"
+                    ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -337,27 +335,6 @@ def check_vocab(posterior: Posterior) -> None:
             f"({passed_over.shape[0]:,} rows): its words label '{labelled[0]}', which is read as the word vectors; "
             f"pass the vocabulary of '{WORD_VECTORS}' if that was meant"
         )
-
-
-def input_file(path: Path, what: str, within: Path | None = None) -> Path:
-    """``path`` if it is a regular file, checked before it is opened: reading a FIFO, socket or
-    device could block forever. Inside ``within`` (a posterior directory) a symbolic link must
-    also stay inside it, so a directory received from elsewhere cannot pull in local files."""
-    try:
-        if within is not None and path.is_symlink():
-            target = path.resolve(strict=True)
-            if not target.is_relative_to(within.resolve(strict=True)):
-                raise PosteriorError(
-                    f"{what} is a symbolic link to '{target}', outside the directory; copy the file in instead"
-                )
-        st = path.stat()
-    except FileNotFoundError:
-        raise PosteriorError(f"{what} does not exist (or is a broken link); pass an existing file") from None
-    except (OSError, RuntimeError) as exc:  # a link loop, a permission denied
-        raise PosteriorError(f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise PosteriorError(f"{what} is not a regular file (a directory, pipe, socket or device); pass a file")
-    return path
 
 
 def make_tensor(name: str, loc: Any, scale: Any, where: str) -> TensorPosterior:

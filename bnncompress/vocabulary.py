@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 
 from .errors import ArgumentTypeError, PosteriorError
-from .posterior import input_file
+from .inputfiles import open_input
 
 
-def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
+def read_vocab(vocab: str | os.PathLike | Iterable[str], *, within: Path | None = None) -> list[str]:
     """Read and validate a vocabulary: a file with one word per line, or an iterable of words
     (``str``, or ``bytes`` in UTF-8) in row order.
 
@@ -19,12 +20,11 @@ def read_vocab(vocab: str | os.PathLike | Iterable[str]) -> list[str]:
         >>> read_vocab(["king", b"queen"])
         ['king', 'queen']
     """
-    if isinstance(vocab, (str, os.PathLike)):
+    if isinstance(vocab, (str, os.PathLike)):  # (``within``: a posterior directory the file must stay in)
         where = f"vocabulary file '{vocab}'"
-        path = input_file(Path(vocab), where)
         try:  # (newline="": a lone CR inside a word is that word's, refused below, not a line break that shifts rows)
-            with open(path, encoding="utf-8-sig", newline="") as fh:
-                text = fh.read()
+            with open_input(Path(vocab), where, within) as fh:
+                text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="").read()
         except UnicodeDecodeError as exc:
             raise PosteriorError(f"{where} is not UTF-8 text ({exc.reason})") from None
         except OSError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -220,3 +221,91 @@ def test_hdf5_posteriors_and_archives_read_whatever_hdf5_driver_says(tmp_path, d
     )
     assert run.returncode == 0, run.stderr[-500:]
     assert float(run.stdout) == pytest.approx(LOC[0, 0], rel=1e-3)
+
+
+def _fifo_over(path) -> None:
+    fifo = f"{path}.fifo"
+    os.mkfifo(fifo)
+    os.replace(fifo, path)
+
+
+@pytest.fixture
+def no_hang():
+    """A test that would block for ever fails after 20 s instead."""
+
+    def hung(*_):
+        raise TimeoutError("blocked in open()")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_fifo_put_at_a_checked_path_is_refused_not_waited_on(tmp_path, monkeypatch, no_hang):
+    import bnncompress.inputfiles as inputfiles
+
+    (tmp_path / "vocab.txt").write_text("a\nb\n")
+    checked = inputfiles.input_file
+
+    def racing(path, what, within=None):
+        found = checked(path, what, within)
+        _fifo_over(path)  # after the check, before the open
+        return found
+
+    monkeypatch.setattr(inputfiles, "input_file", racing)
+    with pytest.raises(PosteriorError, match="not a regular file"):
+        bnncompress.vocabulary.read_vocab(tmp_path / "vocab.txt")
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_a_link_in_a_posterior_directory_turned_outwards_after_its_check_is_refused(tmp_path, monkeypatch):
+    import bnncompress.inputfiles as inputfiles
+
+    inside, outside = tmp_path / "posterior", tmp_path / "secret.txt"
+    inside.mkdir()
+    np.save(inside / "w.loc.npy", LOC)
+    np.save(inside / "w.scale.npy", SCALE)
+    outside.write_text("\n".join(f"secret{i}" for i in range(8)) + "\n")
+    (inside / "words.txt").write_text("\n".join(f"w{i}" for i in range(8)) + "\n")
+    (inside / "vocab.txt").symlink_to("words.txt")  # a link that stays inside: accepted
+    checked = inputfiles.input_file
+
+    def racing(path, what, within=None):
+        found = checked(path, what, within)
+        if path.name == "vocab.txt":  # the link turned outwards between the check and the open
+            (inside / "vocab.txt").unlink()
+            (inside / "vocab.txt").symlink_to(outside)
+        return found
+
+    monkeypatch.setattr(inputfiles, "input_file", racing)
+    with pytest.raises(PosteriorError, match="changed while it was opened"):
+        read_posterior(inside)
+    monkeypatch.undo()
+    with pytest.raises(PosteriorError, match="outside the directory"):
+        read_posterior(inside)
+
+
+def test_an_archive_saved_over_twice_while_it_is_opened_is_read_with_its_own_size(tmp_path, monkeypatch):
+    import bnncompress.archive as archive_module
+
+    path, small = tmp_path / "a.bnc", tmp_path / "small.bnc"
+    rng = np.random.default_rng(0)
+    bnncompress.pack({"w": (rng.normal(size=(2000, 20)), np.full((2000, 20), 0.05))}, path, method="float16")
+    bnncompress.pack({"w": (rng.normal(size=(20, 4)), np.full((20, 4), 0.05))}, small, method="float16")
+    checked = archive_module.open_unreplaced
+
+    def racing(where, opened, error):  # two saves over the path: the first file's inode number free again (ext4)
+        if small.exists():
+            (tmp_path / "b.tmp").write_bytes(b"B")
+            os.replace(tmp_path / "b.tmp", path)
+            (tmp_path / "c.tmp").write_bytes(small.read_bytes())  # (made now: it may get the first file's inode)
+            small.unlink()
+            os.replace(tmp_path / "c.tmp", path)
+        return checked(where, opened, error)
+
+    monkeypatch.setattr(archive_module, "open_unreplaced", racing)
+    a = bnncompress.load(path)
+    assert a.shape("w") == (20, 4) and a.file_bytes == path.stat().st_size

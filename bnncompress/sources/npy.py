@@ -2,7 +2,7 @@
 
 Headers are parsed strictly: the bytes every header promises must be in the file before
 anything is read, each file must be a regular file, and a symbolic link must not lead out of
-the directory (:func:`~bnncompress.posterior.input_file`). Tensors are read by rows, so they stream.
+the directory (:func:`~bnncompress.inputfiles.open_input`). Tensors are read by rows, so they stream.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PosteriorError
-from ..posterior import Posterior, TensorPosterior, input_file, stamp_of
+from ..inputfiles import open_input
+from ..posterior import Posterior, TensorPosterior, stamp_of
 from ..vocabulary import read_vocab
 from .reader import PosteriorReader, Probe
 from .stored import FileArray, FileTensor, check_pair
@@ -41,28 +42,29 @@ class NpyDirectoryReader(PosteriorReader):
             loc_path, scale_path = path / f"{name}.loc.npy", path / f"{name}.scale.npy"
             if not os.path.lexists(scale_path):
                 raise PosteriorError(f"{where}: '{name}.loc.npy' has no matching '{name}.scale.npy'")
-            loc, scale = (npy_array(input_file(p, f"{where}: '{p.name}'", within=path)) for p in (loc_path, scale_path))
+            loc, scale = (npy_array(p, f"{where}: '{p.name}'", within=path) for p in (loc_path, scale_path))
             dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
             tensors[name] = FileTensor(name, loc, scale, where, dtype)
         vocab_path = path / "vocab.txt"
         vocab = None
         if os.path.lexists(vocab_path):
-            vocab = read_vocab(input_file(vocab_path, f"{where}: 'vocab.txt'", within=path))
+            vocab = read_vocab(vocab_path, within=path)
         return Posterior(tensors, vocab, f"npy loc/scale pairs: {where}")
 
 
-def npy_array(path: Path) -> FileArray:
-    """The array in a .npy file, by its header (the file must hold all of it)."""
+def npy_array(path: Path, what: str | None = None, within: Path | None = None) -> FileArray:
+    """The array in a .npy file, by its header (the file must hold all of it; ``within``: a posterior
+    directory it must stay in, :func:`~bnncompress.inputfiles.open_input`)."""
     fmt = np.lib.format
-    try:
-        with open(path, "rb") as fh:
+    with open_input(path, what or f"'{path}'", within) as fh:
+        try:
             opened = os.fstat(fh.fileno())  # (the rows are read from this file: not one renamed over it later)
             version = fmt.read_magic(fh)
             reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = reader(fh)
             offset = fh.tell()
-    except (ValueError, OSError, SyntaxError) as exc:
-        raise PosteriorError(f"cannot read '{path}' as .npy ({exc})") from None
+        except (ValueError, OSError, SyntaxError) as exc:
+            raise PosteriorError(f"cannot read '{path}' as .npy ({exc})") from None
     if fortran and len(shape) > 1:
         raise PosteriorError(f"'{path}' is stored in Fortran order; save it in C order (np.ascontiguousarray)")
     if dtype.hasobject:

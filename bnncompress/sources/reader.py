@@ -8,6 +8,8 @@ entries of :data:`bnncompress.sources.FORMATS` in order, once per file.
 
 from __future__ import annotations
 
+import os
+import stat
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import PosteriorError
+from ..inputfiles import open_nonblocking
 from ..posterior import Posterior
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -47,11 +50,16 @@ class Probe:
                 f"'{path}' is not a regular file; pass a posterior file (.pt, .npz, .safetensors, .h5)"
             )
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(16)
+            with open_nonblocking(path) as fh:  # (a FIFO put at the path since the check: refused, not waited on)
+                opened = os.fstat(fh.fileno())
+                head = fh.read(16) if stat.S_ISREG(opened.st_mode) else None
         except OSError as exc:
             raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
-        return cls(path, False, head, path.stat().st_size)
+        if head is None:
+            raise PosteriorError(
+                f"'{path}' is not a regular file; pass a posterior file (.pt, .npz, .safetensors, .h5)"
+            )
+        return cls(path, False, head, opened.st_size)
 
     @cached_property
     def zip_members(self) -> list[str]:

@@ -1,0 +1,74 @@
+"""Input files a user names (a vocabulary, a directory's .npy files): checked to be regular files, and
+inside a posterior directory not a link that leads out of it, before they are opened and again on the
+open file (another file or link put at the path between the check and the open is refused, not read:
+a FIFO there would block for ever, a link could pull a local file into an archive)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import PosteriorError
+
+
+def input_file(path: Path, what: str, within: Path | None = None) -> Path:
+    """``path`` if it is a regular file, checked before it is opened: reading a FIFO, socket or
+    device could block forever. Inside ``within`` (a posterior directory) a symbolic link must
+    also stay inside it, so a directory received from elsewhere cannot pull in local files."""
+    try:
+        if within is not None and path.is_symlink():
+            target = path.resolve(strict=True)
+            if not target.is_relative_to(within.resolve(strict=True)):
+                raise PosteriorError(
+                    f"{what} is a symbolic link to '{target}', outside the directory; copy the file in instead"
+                )
+        st = path.stat()
+    except FileNotFoundError:
+        raise PosteriorError(f"{what} does not exist (or is a broken link); pass an existing file") from None
+    except (OSError, RuntimeError) as exc:  # a link loop, a permission denied
+        raise PosteriorError(f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PosteriorError(f"{what} is not a regular file (a directory, pipe, socket or device); pass a file")
+    return path
+
+
+def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
+    """``path`` opened for reading in binary mode once :func:`input_file` accepts it, and the open file
+    checked again: a regular file (opened without blocking: a FIFO put there meanwhile does not hang)
+    and, inside ``within``, the very file the path resolves to there.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = (Path(d) / "v.txt").write_text("king\\n")
+        ...     with open_input(Path(d) / "v.txt", "vocabulary", within=Path(d)) as fh:
+        ...         fh.read()
+        b'king\\n'
+    """
+    input_file(path, what, within)
+    try:
+        fh = open_nonblocking(path)
+    except OSError as exc:
+        raise PosteriorError(f"cannot read {what} ({exc.strerror})") from None
+    try:
+        opened = os.fstat(fh.fileno())
+        if not stat.S_ISREG(opened.st_mode):
+            raise PosteriorError(f"{what} is not a regular file (a directory, pipe, socket or device); pass a file")
+        if within is not None:  # what the path resolves to now: inside, and the file that was opened
+            real = Path(os.path.realpath(path))
+            now = os.stat(real) if real.is_relative_to(within.resolve()) else None
+            if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                raise PosteriorError(
+                    f"{what} changed while it was opened (its link leads elsewhere now); read it again"
+                )
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def open_nonblocking(path: str | os.PathLike) -> BinaryIO:
+    """``open(path, "rb")`` that does not wait for a writer if ``path`` is a FIFO (check ``os.fstat`` of it)."""
+    return os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)), "rb")
