@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -181,9 +180,13 @@ def read_archive(path: str | os.PathLike) -> ArchiveContents:
     if not path.is_file():
         raise ArchiveError(f"'{path}' is not a file; pass a .bnc archive")
     for attempt in range(3):  # an archive renamed over the path while it was opened is opened again
-        with open_nonblocking(path) as fh:  # (held open: its inode number is not given to a file saved later)
+        try:
+            fh = open_nonblocking(path)
+        except OSError as exc:
+            raise ArchiveError(f"cannot read archive '{path}' ({exc.strerror})") from None
+        with fh:  # (held open: its inode number is not given to a file saved over the path meanwhile)
             opened = os.fstat(fh.fileno())
-            if not stat.S_ISREG(opened.st_mode) or fh.read(8) != HDF5_MAGIC:
+            if fh.read(8) != HDF5_MAGIC:
                 raise ArchiveError(f"'{path}' is not a bnncompress archive (no HDF5 signature at its start)")
             try:
                 contents = _read_hdf5(functools.partial(open_unreplaced, path, opened, _Replaced), path, opened.st_size)

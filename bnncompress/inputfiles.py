@@ -5,6 +5,7 @@ a FIFO there would block for ever, a link could pull a local file into an archiv
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -53,16 +54,14 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
     except OSError as exc:
         raise PosteriorError(f"cannot read {what} ({exc.strerror})") from None
     try:
-        opened = os.fstat(fh.fileno())
-        if not stat.S_ISREG(opened.st_mode):
-            raise PosteriorError(f"{what} is not a regular file (a directory, pipe, socket or device); pass a file")
         if within is not None:  # what the path resolves to now: inside, and the file that was opened
-            real = Path(os.path.realpath(path))
-            now = os.stat(real) if real.is_relative_to(within.resolve()) else None
+            opened, real = os.fstat(fh.fileno()), Path(os.path.realpath(path))
+            try:
+                now = os.stat(real) if real.is_relative_to(within.resolve()) else None
+            except OSError:
+                now = None
             if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
-                raise PosteriorError(
-                    f"{what} changed while it was opened (its link leads elsewhere now); read it again"
-                )
+                raise PosteriorError(f"{what} changed while it was opened (another file or link at its path now)")
     except BaseException:
         fh.close()
         raise
@@ -70,5 +69,14 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
 
 
 def open_nonblocking(path: str | os.PathLike) -> BinaryIO:
-    """``open(path, "rb")`` that does not wait for a writer if ``path`` is a FIFO (check ``os.fstat`` of it)."""
-    return os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)), "rb")
+    """``open(path, "rb")`` of a regular file that does not wait for a writer if ``path`` is a FIFO: an
+    ``OSError`` for anything but a regular file (checked on the open file, so nothing put at the path
+    after an earlier check gets past it)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a directory, pipe, socket or device)", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

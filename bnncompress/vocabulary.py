@@ -12,7 +12,9 @@ from .errors import ArgumentTypeError, PosteriorError
 from .inputfiles import open_input
 
 
-def read_vocab(vocab: str | os.PathLike | Iterable[str], *, within: Path | None = None) -> list[str]:
+def read_vocab(
+    vocab: str | os.PathLike | Iterable[str], *, within: Path | None = None, what: str | None = None
+) -> list[str]:
     """Read and validate a vocabulary: a file with one word per line, or an iterable of words
     (``str``, or ``bytes`` in UTF-8) in row order.
 
@@ -21,7 +23,7 @@ def read_vocab(vocab: str | os.PathLike | Iterable[str], *, within: Path | None 
         ['king', 'queen']
     """
     if isinstance(vocab, (str, os.PathLike)):  # (``within``: a posterior directory the file must stay in)
-        where = f"vocabulary file '{vocab}'"
+        where = what or f"vocabulary file '{vocab}'"
         try:  # (newline="": a lone CR inside a word is that word's, refused below, not a line break that shifts rows)
             with open_input(Path(vocab), where, within) as fh:
                 text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="").read()

@@ -309,3 +309,51 @@ def test_an_archive_saved_over_twice_while_it_is_opened_is_read_with_its_own_siz
     monkeypatch.setattr(archive_module, "open_unreplaced", racing)
     a = bnncompress.load(path)
     assert a.shape("w") == (20, 4) and a.file_bytes == path.stat().st_size
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+@pytest.mark.parametrize("kind", ["safetensors", "npz", "pt"])
+def test_a_fifo_put_at_a_posterior_files_path_after_it_was_probed_is_refused(tmp_path, monkeypatch, no_hang, kind):
+    import torch
+
+    from bnncompress.sources import reader
+
+    path = tmp_path / f"p.{kind}"
+    pairs = {"w.loc": LOC, "w.scale": SCALE}
+    if kind == "safetensors":
+        save_file(pairs, str(path))
+    elif kind == "npz":
+        np.savez(path, **pairs)
+    else:
+        torch.save({k: torch.from_numpy(v) for k, v in pairs.items()}, path)
+    probed = reader.Probe.of.__func__
+
+    def racing(cls, where, given=None):
+        found = probed(cls, where, given)
+        _fifo_over(where)
+        return found
+
+    monkeypatch.setattr(reader.Probe, "of", classmethod(racing))
+    with pytest.raises(PosteriorError, match="not a regular file"):
+        read_posterior(path)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_directory_put_at_a_checked_path_leaks_no_descriptor(tmp_path, monkeypatch):
+    import bnncompress.inputfiles as inputfiles
+
+    checked = inputfiles.input_file
+
+    def racing(path, what, within=None):
+        found = checked(path, what, within)
+        path.unlink()
+        path.mkdir()
+        return found
+
+    monkeypatch.setattr(inputfiles, "input_file", racing)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        (tmp_path / f"v{i}.txt").write_text("a\n")
+        with pytest.raises(PosteriorError, match=f"v{i}.txt.*not a regular file"):
+            bnncompress.vocabulary.read_vocab(tmp_path / f"v{i}.txt")
+    assert len(os.listdir("/proc/self/fd")) <= before + 2

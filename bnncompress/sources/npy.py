@@ -48,7 +48,7 @@ class NpyDirectoryReader(PosteriorReader):
         vocab_path = path / "vocab.txt"
         vocab = None
         if os.path.lexists(vocab_path):
-            vocab = read_vocab(vocab_path, within=path)
+            vocab = read_vocab(vocab_path, within=path, what=f"{where}: 'vocab.txt'")
         return Posterior(tensors, vocab, f"npy loc/scale pairs: {where}")
 
 

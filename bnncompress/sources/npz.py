@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosteriorError
+from ..inputfiles import open_nonblocking
 from ..posterior import Posterior
 from ..vocabulary import decode_words, first_repeated
 from .containers import from_mapping
@@ -38,7 +39,7 @@ class NpzReader(PosteriorReader):
 def read_npz(path: Path) -> dict[str, Any]:
     """The arrays of a .npz file (no pickle), each member's header checked against its stored size."""
     try:
-        with open(path, "rb") as fh:  # one open file: the arrays read are those of the file checked
+        with open_nonblocking(path) as fh:  # one open file: the arrays read are those of the file checked
             with zipfile.ZipFile(fh) as zf:
                 dup = first_repeated(zf.namelist())
                 if dup is not None:  # numpy would keep only one of them

@@ -9,7 +9,6 @@ entries of :data:`bnncompress.sources.FORMATS` in order, once per file.
 from __future__ import annotations
 
 import os
-import stat
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -51,15 +50,10 @@ class Probe:
             )
         try:
             with open_nonblocking(path) as fh:  # (a FIFO put at the path since the check: refused, not waited on)
-                opened = os.fstat(fh.fileno())
-                head = fh.read(16) if stat.S_ISREG(opened.st_mode) else None
+                head, size = fh.read(16), os.fstat(fh.fileno()).st_size
         except OSError as exc:
             raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
-        if head is None:
-            raise PosteriorError(
-                f"'{path}' is not a regular file; pass a posterior file (.pt, .npz, .safetensors, .h5)"
-            )
-        return cls(path, False, head, opened.st_size)
+        return cls(path, False, head, size)
 
     @cached_property
     def zip_members(self) -> list[str]:
@@ -67,7 +61,11 @@ class Probe:
         if not self.head.startswith(ZIP_MAGIC):
             return []
         try:
-            with zipfile.ZipFile(self.path) as zf:
+            fh = open_nonblocking(self.path)
+        except OSError as exc:
+            raise PosteriorError(f"cannot read '{self.path}' ({exc.strerror})") from None
+        try:
+            with fh, zipfile.ZipFile(fh) as zf:
                 infos = zf.infolist()
         except Exception:  # zipfile raises many kinds on damaged input
             raise PosteriorError(f"'{self.path}' looks like a zip archive but is corrupt or truncated") from None

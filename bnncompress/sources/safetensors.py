@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosteriorError
+from ..inputfiles import open_nonblocking
 from ..posterior import FileStamp, Posterior, TensorPosterior, stamp_of
 from ..vocabulary import first_repeated, split_lines, validate_words
 from .containers import from_mapping
@@ -54,7 +55,11 @@ class SafetensorsReader(PosteriorReader):
 
 def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]]:
     """The tensors (as :class:`FileArray`) and metadata of a safetensors file, checked against its size."""
-    with open(path, "rb") as fh:
+    try:
+        fh = open_nonblocking(path)
+    except OSError as exc:
+        raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
+    with fh:
         opened = os.fstat(fh.fileno())  # (the tensors are read from this file: not one renamed over it later)
         size = opened.st_size
         n = int.from_bytes(fh.read(8), "little")

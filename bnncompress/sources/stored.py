@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import PosteriorError
 from ..geometry import row_size
+from ..inputfiles import open_nonblocking
 from ..posterior import FileStamp, StoredTensor, check_opened, file_stamp
 
 
@@ -43,7 +44,13 @@ class FileArray:
     def rows(self, start: int, stop: int) -> np.ndarray:
         dt = np.dtype("<u2") if self.dtype == "bfloat16" else np.dtype(self.dtype)
         rs = row_size(self.shape)
-        with open(self.path, "rb") as fh:  # the file whose header was read, or none (not one renamed over it since)
+        try:
+            fh = open_nonblocking(self.path)
+        except OSError as exc:
+            raise PosteriorError(
+                f"cannot read '{self.path}' again ({exc.strerror}); pack again once it is back"
+            ) from None
+        with fh:  # the file whose header was read, or none (not one renamed over it since)
             check_opened(fh.fileno(), self.path, self.stamp)
             fh.seek(self.offset + start * rs * dt.itemsize)
             return np.fromfile(fh, dtype=dt, count=(stop - start) * rs)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosteriorError
+from ..inputfiles import open_nonblocking
 from .pickledconstraints import CONSTRAINT_CLASSES, NotPlain, PickledConstraint
 from .picklescan import prescan
 
@@ -56,8 +58,10 @@ def read_zip_pickle(path: Path) -> Any:
     :class:`PickledConstraint` for constraints. Raises :class:`NotPlain` for anything else, and
     PosteriorError for a zip file whose tensors point outside their storage."""
     try:  # one open file for the directory, the pickle and every storage: a file saved over the path
-        fh = open(path, "rb")  # meanwhile (a trainer's atomic save) is not read in part
+        fh = open_nonblocking(path)  # meanwhile (a trainer's atomic save) is not read in part
     except OSError as exc:
+        if exc.errno == errno.EINVAL:  # (no regular file now: torch's loader would wait on a FIFO)
+            raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
         raise NotPlain(f"not a zip file: {exc}") from None
     with fh:
         opened = _stamp(fh)
