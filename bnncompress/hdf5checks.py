@@ -96,12 +96,20 @@ def check_local_dataset(ds: Any, what: str, error: type[Exception], filters: tup
         raise error(f"{what} declares {declared:,} bytes but only {stored:,} are stored; refusing it")
 
 
+def open_hdf5(path: str | os.PathLike) -> Any:
+    """``h5py.File(path, "r")`` with HDF5's sec2 driver whatever ``HDF5_DRIVER`` says: only its handle
+    (``f.id.get_vfd_handle()``) is a file descriptor, which ``os.fstat`` checks against the file expected
+    (stdio's and core's are pointers: every archive read as corrupt)."""
+    import h5py
+
+    return h5py.File(path, "r", driver="sec2")
+
+
 def open_unreplaced(path: os.PathLike, opened: os.stat_result, error: type[Exception]) -> Any:
     """``h5py.File(path, "r")`` if it is still the file ``opened`` describes (whose size and first
     bytes were read), else ``error``: another file was renamed over the path meanwhile."""
-    import h5py
 
-    f = h5py.File(path, "r", driver="sec2")  # (whatever HDF5_DRIVER says: only sec2's handle is a descriptor)
+    f = open_hdf5(path)
     now = os.fstat(f.id.get_vfd_handle())
     if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
         f.close()

@@ -49,10 +49,7 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
         b'king\\n'
     """
     input_file(path, what, within)
-    try:
-        fh = open_nonblocking(path)
-    except OSError as exc:
-        raise PosteriorError(f"cannot read {what} ({exc.strerror})") from None
+    fh = open_readable(path, what)
     try:
         if within is not None:  # what the path resolves to now: inside, and the file that was opened
             opened, real = os.fstat(fh.fileno()), Path(os.path.realpath(path))
@@ -66,6 +63,14 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
         fh.close()
         raise
     return fh
+
+
+def open_readable(path: str | os.PathLike, what: str) -> BinaryIO:
+    """:func:`open_nonblocking`, its ``OSError`` one :class:`PosteriorError` naming ``what``."""
+    try:
+        return open_nonblocking(path)
+    except OSError as exc:
+        raise PosteriorError(f"cannot read {what} ({exc.strerror})") from None
 
 
 def open_nonblocking(path: str | os.PathLike) -> BinaryIO:

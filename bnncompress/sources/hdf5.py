@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnnCompressError, PosteriorError
-from ..hdf5checks import HDF5_MAGIC, LOSSLESS, MAX_EXPANSION, check_local_dataset, plain_dataset, scalar_attribute
+from ..hdf5checks import (
+    HDF5_MAGIC,
+    LOSSLESS,
+    MAX_EXPANSION,
+    check_local_dataset,
+    open_hdf5,
+    plain_dataset,
+    scalar_attribute,
+)
 from ..posterior import FileStamp, Posterior, StoredTensor, TensorPosterior, check_opened, file_stamp, stamp_of
 from ..vocabulary import decode_words, validate_words
 from .hdf5bands import read_rows
@@ -50,12 +58,11 @@ class HDF5Tensor(StoredTensor):
         return [(self.path, self.stamp)]
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        import h5py
 
         # opened for each read (about a millisecond, for a task's 16 MiB of rows): a handle kept for the
         # process held the file open after the pack (its space not freed when deleted, h5py unable to
         # write it again) and, kept by path, read an older file saved over it
-        with h5py.File(self.path, "r", driver="sec2") as f:
+        with open_hdf5(self.path) as f:
             # the file whose links and storage were checked, not one renamed over it since (its datasets unchecked)
             check_opened(f.id.get_vfd_handle(), self.path, self.stamp)
             try:
@@ -78,10 +85,9 @@ class HDF5Reader(PosteriorReader):
 
 
 def _open_hdf5(path: Path) -> Posterior:
-    import h5py
 
     try:
-        opened = h5py.File(path, "r", driver="sec2")  # (whatever HDF5_DRIVER says: its handle is a descriptor)
+        opened = open_hdf5(path)
     except OSError as exc:  # a damaged or truncated file (a truncated archive is no archive either)
         if "unable to lock file" in _first_line(exc):  # HDF5's file locking: another process writes it (errno 11)
             raise PosteriorError(
@@ -148,6 +154,7 @@ def _read_open(f: Any, path: Path, where: str, opened: os.stat_result) -> Poster
     if words is not None:
         vocab = validate_words(_decode_words(words, where, file_bytes), f"vocabulary in {where}")
     tensors: dict[str, TensorPosterior] = {}
+    stamp = stamp_of(opened)
     for name in sorted(found):
         pair = found[name]
         if set(pair) != {"loc", "scale"}:
@@ -155,9 +162,7 @@ def _read_open(f: Any, path: Path, where: str, opened: os.stat_result) -> Poster
             raise PosteriorError(f"{where}: '{name}' has no matching '{missing}' dataset")
         loc, scale = pair["loc"], pair["scale"]
         dtype = check_pair(name, where, loc.shape, scale.shape, (loc.dtype, scale.dtype))
-        tensors[name] = HDF5Tensor(
-            name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype, stamp_of(opened)
-        )
+        tensors[name] = HDF5Tensor(name, str(path), loc.name, scale.name, tuple(loc.shape), where, dtype, stamp)
     if not tensors:
         raise PosteriorError(f"{where} holds no NAME/loc and NAME/scale datasets")
     return Posterior(tensors, vocab, f"HDF5 loc/scale datasets: {where}")

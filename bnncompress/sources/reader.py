@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import PosteriorError
-from ..inputfiles import open_nonblocking
+from ..inputfiles import open_readable
 from ..posterior import Posterior
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -48,11 +48,11 @@ class Probe:
             raise PosteriorError(
                 f"'{path}' is not a regular file; pass a posterior file (.pt, .npz, .safetensors, .h5)"
             )
-        try:
-            with open_nonblocking(path) as fh:  # (a FIFO put at the path since the check: refused, not waited on)
+        with open_readable(path, f"'{path}'") as fh:  # (a FIFO put at the path since the check: refused, not waited on)
+            try:
                 head, size = fh.read(16), os.fstat(fh.fileno()).st_size
-        except OSError as exc:
-            raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
+            except OSError as exc:
+                raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
         return cls(path, False, head, size)
 
     @cached_property
@@ -60,10 +60,7 @@ class Probe:
         """The member names of a zip file (empty for any other file)."""
         if not self.head.startswith(ZIP_MAGIC):
             return []
-        try:
-            fh = open_nonblocking(self.path)
-        except OSError as exc:
-            raise PosteriorError(f"cannot read '{self.path}' ({exc.strerror})") from None
+        fh = open_readable(self.path, f"'{self.path}'")
         try:
             with fh, zipfile.ZipFile(fh) as zf:
                 infos = zf.infolist()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PosteriorError
-from ..inputfiles import open_nonblocking
+from ..inputfiles import open_readable
 from ..posterior import FileStamp, Posterior, TensorPosterior, stamp_of
 from ..vocabulary import first_repeated, split_lines, validate_words
 from .containers import from_mapping
@@ -55,11 +55,7 @@ class SafetensorsReader(PosteriorReader):
 
 def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]]:
     """The tensors (as :class:`FileArray`) and metadata of a safetensors file, checked against its size."""
-    try:
-        fh = open_nonblocking(path)
-    except OSError as exc:
-        raise PosteriorError(f"cannot read '{path}' ({exc.strerror})") from None
-    with fh:
+    with open_readable(path, f"'{path}'") as fh:
         opened = os.fstat(fh.fileno())  # (the tensors are read from this file: not one renamed over it later)
         size = opened.st_size
         n = int.from_bytes(fh.read(8), "little")
@@ -84,9 +80,9 @@ def safetensors_header(path: Path) -> tuple[dict[str, FileArray], dict[str, str]
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise PosteriorError(f"{where}: '__metadata__' must map strings to strings")
     data_start, data_len = 8 + n, size - 8 - n
-    arrays = {}
+    arrays, stamp = {}, stamp_of(opened)
     for key, entry in header.items():
-        arrays[key] = _safetensors_entry(key, entry, where, str(path), data_start, data_len, stamp_of(opened))
+        arrays[key] = _safetensors_entry(key, entry, where, str(path), data_start, data_len, stamp)
     _check_coverage(header, data_len, where)
     return arrays, meta
 
