@@ -1,13 +1,16 @@
 """Input files a user names (a vocabulary, a directory's .npy files): checked to be regular files, and
 inside a posterior directory not a link that leads out of it, before they are opened and again on the
 open file (another file or link put at the path between the check and the open is refused, not read:
-a FIFO there would block for ever, a link could pull a local file into an archive)."""
+a FIFO there would block for ever, a link could pull a local file into an archive). Files are opened
+without blocking; a file under another process's lease (Samba's oplocks, an NFS server's delegations)
+is opened again until the holder lets go, as a plain ``open`` waits."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,18 +54,29 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
     input_file(path, what, within)
     fh = open_readable(path, what)
     try:
-        if within is not None:  # what the path resolves to now: inside, and the file that was opened
-            opened, real = os.fstat(fh.fileno()), Path(os.path.realpath(path))
-            try:
-                now = os.stat(real) if real.is_relative_to(within.resolve()) else None
-            except OSError:
-                now = None
-            if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
-                raise PosteriorError(f"{what} changed while it was opened (another file or link at its path now)")
+        if within is not None and not _names_inside(path, within, os.fstat(fh.fileno())):
+            raise PosteriorError(f"{what} changed while it was opened (another file or link at its path now)")
     except BaseException:
         fh.close()
         raise
     return fh
+
+
+def _names_inside(path: Path, within: Path, opened: os.stat_result) -> bool:
+    """Whether ``opened`` is the file ``path`` names now, inside ``within``: the directory's own entry
+    (a regular file, no link: one ``lstat``), or a link that resolves inside it (the file compared by the
+    path as the kernel resolves it: ``realpath`` reads a ``/proc/PID/root`` link as ``/``)."""
+    try:
+        if Path(path).parent == Path(within):
+            entry = os.lstat(path)
+            if stat.S_ISREG(entry.st_mode):
+                return (entry.st_dev, entry.st_ino) == (opened.st_dev, opened.st_ino)
+        if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(within)):
+            return False
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def open_readable(path: str | os.PathLike, what: str) -> BinaryIO:
@@ -76,8 +90,20 @@ def open_readable(path: str | os.PathLike, what: str) -> BinaryIO:
 def open_nonblocking(path: str | os.PathLike) -> BinaryIO:
     """``open(path, "rb")`` of a regular file that does not wait for a writer if ``path`` is a FIFO: an
     ``OSError`` for anything but a regular file (checked on the open file, so nothing put at the path
-    after an earlier check gets past it)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    after an earlier check gets past it). A file under another process's lease is opened again until
+    the holder releases it (the kernel breaks the lease within ``/proc/sys/fs/lease-break-time``)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    deadline, pause = None, 0.001
+    while True:
+        try:
+            fd = os.open(path, flags)
+            break
+        except BlockingIOError:  # (EWOULDBLOCK: a lease being broken; a FIFO opens at once, for reading)
+            deadline = deadline or time.monotonic() + _lease_break_seconds() + 1.0
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a directory, pipe, socket or device)", str(path))
@@ -85,3 +111,13 @@ def open_nonblocking(path: str | os.PathLike) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _lease_break_seconds() -> float:
+    """How long the kernel lets a lease holder take to release it (``/proc/sys/fs/lease-break-time``,
+    45 s by default)."""
+    try:
+        with open("/proc/sys/fs/lease-break-time", "rb") as fh:
+            return float(fh.read().strip() or 45)
+    except (OSError, ValueError):
+        return 45.0

@@ -1,0 +1,134 @@
+"""Legitimate files the stricter input checks of stop 50 refused (the stop-51 review): a file under another
+process's lease (Samba's oplocks, an NFS server's delegations), a posterior directory reached through
+``/proc/PID/root`` (a container's file system), an HDF5 checkpoint whose group is linked under a dozen
+names."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import bnncompress
+from bnncompress.sources import read_posterior
+
+LOC = np.linspace(1, 2, 32, dtype=np.float32).reshape(8, 4)
+SCALE = np.full((8, 4), 0.1, np.float32)
+
+_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, signal, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    def release(*_):  # a lease holder told of a break flushes, then lets go
+        time.sleep(0.3)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    signal.signal(signal.SIGIO, release)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError as exc:
+        print("no lease", exc, flush=True)
+        sys.exit(0)
+    print("leased", flush=True)
+    time.sleep(20)
+    """
+)
+
+
+def _leased(path: Path) -> subprocess.Popen:
+    """A child process holding a write lease on ``path`` (released 0.3 s after the kernel asks)."""
+    if not hasattr(__import__("fcntl"), "F_SETLEASE"):
+        pytest.skip("no file leases here")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    line = holder.stdout.readline()
+    if not line.startswith("leased"):
+        holder.wait()
+        pytest.skip(f"this file system gives no leases ({line.strip()})")
+    return holder
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "vocabulary", "archive", "npy"])
+def test_a_file_under_another_processs_lease_is_read_once_the_holder_lets_go(tmp_path, kind):
+    # the non-blocking open (a FIFO must not hang) failed at once with EAGAIN: "cannot read ... (Resource
+    # temporarily unavailable)", where a plain open waits for the lease to be broken
+    save_file({"w.loc": LOC, "w.scale": SCALE}, tmp_path / "p.safetensors")
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "w.loc.npy", LOC)
+    np.save(tmp_path / "npy" / "w.scale.npy", SCALE)
+    (tmp_path / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(8)))
+    bnncompress.pack(tmp_path / "p.safetensors", tmp_path / "a.bnc", method="float16")
+    leased = {
+        "safetensors": tmp_path / "p.safetensors",
+        "vocabulary": tmp_path / "vocab.txt",
+        "archive": tmp_path / "a.bnc",
+        "npy": tmp_path / "npy" / "w.loc.npy",
+    }[kind]
+    holder = _leased(leased)
+    try:
+        if kind == "archive":
+            np.testing.assert_array_equal(bnncompress.load(tmp_path / "a.bnc")["w"], LOC)
+        elif kind == "npy":
+            np.testing.assert_array_equal(read_posterior(tmp_path / "npy").tensors["w"].loc, LOC)
+        else:
+            vocab = tmp_path / "vocab.txt" if kind == "vocabulary" else None
+            p = read_posterior(tmp_path / "p.safetensors", vocab=vocab)
+            np.testing.assert_array_equal(p.tensors["w"].loc, LOC)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_posterior_directory_in_another_mount_namespace_is_read_through_proc_pid_root(tmp_path):
+    # realpath() reads /proc/PID/root as "/", so the check compared the open file with another path
+    # ("changed while it was opened (another file or link at its path now)") although nothing changed
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    source, mount = tmp_path / "src", tmp_path / "mnt"
+    source.mkdir()
+    mount.mkdir()
+    np.save(source / "w.loc.npy", LOC)
+    np.save(source / "w.scale.npy", SCALE)
+    (source / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(8)))
+    script = f"mount -t tmpfs tmpfs {mount} && cp -r {source} {mount}/post && echo ready && exec sleep 30"
+    other = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if other.stdout.readline().strip() != "ready":
+            pytest.skip("cannot make a mount namespace here (not root?)")
+        seen = Path(f"/proc/{other.pid}/root") / str(mount).lstrip("/") / "post"
+        if not (seen / "w.loc.npy").exists() or (mount / "post").exists():
+            pytest.skip("the other namespace's files are not where expected")
+        p = read_posterior(seen)
+        np.testing.assert_array_equal(p.tensors["w"].loc, LOC)
+        assert p.vocab == [f"w{i}" for i in range(8)]
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_an_hdf5_checkpoint_group_linked_under_a_dozen_names_is_read(tmp_path):
+    # a checkpoint's group of tensors also linked as best, ema, last ... (hard links): a group of 100 under 6 names
+    # was refused as "groups linked under ever more names"; links doubling at every level still are
+    # (test_source_replaced)
+    rng = np.random.default_rng(0)
+    names = ["best", "ema", "final", "latest", "swa", "step1000", "step2000", "step3000", "a", "b", "c"]
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        group = f.create_group("model")
+        for i in range(40):
+            group[f"t{i:03d}/loc"] = rng.normal(size=(4, 4)).astype(np.float32)
+            group[f"t{i:03d}/scale"] = np.full((4, 4), 0.1, np.float32)
+        for name in names:
+            f[name] = group
+    p = read_posterior(tmp_path / "c.h5")
+    assert len(p.names) == 40 * (len(names) + 1)
+    np.testing.assert_array_equal(p.tensors["ema/t007"].loc, p.tensors["model/t007"].loc)
