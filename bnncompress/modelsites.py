@@ -105,7 +105,7 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
     from pyro.util import get_rng_state, set_rng_state
 
     state, store, made = get_rng_state(), pyro.get_param_store(), _param_names()
-    before = set(store.keys())
+    before, buffers = set(store.keys()), _module_buffers(model)
     handlers = pyro.poutine.runtime._PYRO_STACK  # the caller's (a condition, a trace): not applied to this run,
     outer = handlers[:]  # which they would change (an observed site not found) or record (an outer trace)
     _CALLERS[:] = [outer]
@@ -123,10 +123,38 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
     finally:
         handlers[:] = outer
         _CALLERS.clear()
+        with torch.no_grad():  # a module in training mode updated them (BatchNorm's running statistics)
+            for module, name, buffer, kept in buffers:
+                if getattr(module, name, None) is not buffer:  # (a module that assigns a new tensor)
+                    setattr(module, name, buffer)
+                buffer.copy_(kept)
         if runs_alone():  # the user's next draws stay the same (but not another thread's, which would come again)
             set_rng_state(state)
         for key in (set(store.keys()) - before) & made.names:  # the model registered them (a PyroParam): not ours
             del store[key]  # to keep (those another thread made meanwhile stay)
+
+
+def _module_buffers(model: Any) -> list[tuple[Any, str, Any, Any]]:
+    """``(module, name, buffer, a copy)`` of every buffer of the torch modules the model is, is a method
+    of, or names as a global or a closure variable: the trace runs the model as it is (BatchNorm in
+    training mode updates its running statistics), so they are put back after it."""
+    import torch
+
+    found = [model, getattr(model, "__self__", None)]
+    code, cells = getattr(model, "__code__", None), getattr(model, "__closure__", None) or ()
+    if code is not None:
+        names = getattr(model, "__globals__", {})
+        found += [names.get(n) for n in code.co_names] + [_cell_value(c) for c in cells]
+    modules = {id(sub): sub for m in found if isinstance(m, torch.nn.Module) for sub in m.modules()}.values()
+    named = [(m, name, b) for m in modules for name, b in m.named_buffers(recurse=False)]
+    return [(m, name, b, b.detach().clone()) for m, name, b in named]
+
+
+def _cell_value(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # (an empty cell)
+        return None
 
 
 def _param_names() -> Any:

@@ -261,3 +261,47 @@ def test_the_collector_is_back_when_the_last_of_several_threads_sections_ends():
     leave.set()
     thread.join()
     assert gc.isenabled()
+
+
+def test_tracing_a_model_leaves_its_batchnorm_statistics_as_they_were(tmp_path):
+    # pack(store, model=...) calls the model to find its sites: a BatchNorm in training mode (as after SVI)
+    # moved its running statistics 10% towards the zero-weight run's and counted a batch, exit 0
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.infer.autoguide import AutoNormal
+    from pyro.nn import PyroModule, PyroSample
+
+    class Net(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.fc = PyroModule[torch.nn.Linear](3, 4)
+            self.fc.weight = PyroSample(dist.Normal(0.0, 1.0).expand([4, 3]).to_event(2))
+            self.bn = torch.nn.BatchNorm1d(4)
+
+        def forward(self, x, y=None):
+            mean = self.bn(self.fc(x)).sum(-1)  # (outside the plate: the weights are no batch of it)
+            with pyro.plate("data", x.shape[0]):
+                return pyro.sample("obs", dist.Normal(mean, 1.0), obs=y)
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3) * 2 + 5, torch.randn(16)
+    net = Net()
+    guide = AutoNormal(net)
+    guide(x, y)
+    net(x, y)  # (a forward pass in training mode, as SVI's: statistics away from their start)
+    pyro.get_param_store().save(tmp_path / "store.pt")
+    outer = torch.nn.BatchNorm1d(4)  # a module the model names as a global of its own
+    outer.running_mean += 3.0
+
+    def model(x, y=None):
+        outer(torch.cat([x, x[:, :1]], dim=1))
+        return net(x, y)
+
+    for m in (net, model, net.forward):
+        kept = [v.clone() for bn in (net.bn, outer) for v in bn.state_dict().values()]
+        bnncompress.pack(tmp_path / "store.pt", tmp_path / "a.bnc", model=m, model_args=(x, y), method="float16")
+        now = [v for bn in (net.bn, outer) for v in bn.state_dict().values()]
+        assert all(torch.equal(a, b) for a, b in zip(kept, now, strict=True)), m
+    pyro.clear_param_store()
