@@ -64,16 +64,17 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
 
 def _names_inside(path: Path, within: Path, opened: os.stat_result) -> bool:
     """Whether ``opened`` is the file ``path`` names now, inside ``within``: the directory's own entry
-    (a regular file, no link: one ``lstat``), or a link that resolves inside it (the file compared by the
-    path as the kernel resolves it: ``realpath`` reads a ``/proc/PID/root`` link as ``/``)."""
+    (a regular file, no link: one ``lstat``, which also holds where ``realpath`` misreads a
+    ``/proc/PID/root`` link as ``/``), or a link whose target ``realpath`` finds inside it, the file there."""
     try:
         if Path(path).parent == Path(within):
             entry = os.lstat(path)
             if stat.S_ISREG(entry.st_mode):
                 return (entry.st_dev, entry.st_ino) == (opened.st_dev, opened.st_ino)
-        if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(within)):
+        real = os.path.realpath(path)  # (the file realpath names, not the kernel's: a link there must agree)
+        if not Path(real).is_relative_to(os.path.realpath(within)):
             return False
-        now = os.stat(path)
+        now = os.stat(real)
     except OSError:
         return False
     return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)

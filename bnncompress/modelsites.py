@@ -7,9 +7,11 @@ parts as point estimates; :func:`model_sites` traces the model once at its feasi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -105,14 +107,14 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
     from pyro.util import get_rng_state, set_rng_state
 
     state, store, made = get_rng_state(), pyro.get_param_store(), _param_names()
-    before, buffers = set(store.keys()), _module_buffers(model)
+    before = set(store.keys())
     handlers = pyro.poutine.runtime._PYRO_STACK  # the caller's (a condition, a trace): not applied to this run,
     outer = handlers[:]  # which they would change (an observed site not found) or record (an outer trace)
     _CALLERS[:] = [outer]
     handlers.clear()
     try:
         init = functools.partial(_initial_point, random=random)
-        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]), made:
+        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]), made, _buffers_kept():
             return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(*model_args, **(model_kwargs or {}))
     except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
         detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
@@ -123,38 +125,39 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
     finally:
         handlers[:] = outer
         _CALLERS.clear()
-        with torch.no_grad():  # a module in training mode updated them (BatchNorm's running statistics)
-            for module, name, buffer, kept in buffers:
-                if getattr(module, name, None) is not buffer:  # (a module that assigns a new tensor)
-                    setattr(module, name, buffer)
-                buffer.copy_(kept)
         if runs_alone():  # the user's next draws stay the same (but not another thread's, which would come again)
             set_rng_state(state)
         for key in (set(store.keys()) - before) & made.names:  # the model registered them (a PyroParam): not ours
             del store[key]  # to keep (those another thread made meanwhile stay)
 
 
-def _module_buffers(model: Any) -> list[tuple[Any, str, Any, Any]]:
-    """``(module, name, buffer, a copy)`` of every buffer of the torch modules the model is, is a method
-    of, or names as a global or a closure variable: the trace runs the model as it is (BatchNorm in
-    training mode updates its running statistics), so they are put back after it."""
+@contextlib.contextmanager
+def _buffers_kept() -> Iterator[None]:
+    """Puts the buffers of every torch module the model calls (in this thread) back as they were once the
+    trace ends: a module in training mode updates them when called (BatchNorm's running statistics)."""
     import torch
+    from torch.nn.parameter import is_lazy
 
-    found = [model, getattr(model, "__self__", None)]
-    code, cells = getattr(model, "__code__", None), getattr(model, "__closure__", None) or ()
-    if code is not None:
-        names = getattr(model, "__globals__", {})
-        found += [names.get(n) for n in code.co_names] + [_cell_value(c) for c in cells]
-    modules = {id(sub): sub for m in found if isinstance(m, torch.nn.Module) for sub in m.modules()}.values()
-    named = [(m, name, b) for m in modules for name, b in m.named_buffers(recurse=False)]
-    return [(m, name, b, b.detach().clone()) for m, name, b in named]
+    me, kept = threading.get_ident(), {}
 
+    def keep(module: Any, args: Any) -> None:  # (before the module's own hooks: a lazy one's are not made yet)
+        if threading.get_ident() == me and id(module) not in kept:
+            buffers = module.named_buffers(recurse=False)
+            kept[id(module)] = (module, [(n, b, b.detach().clone()) for n, b in buffers if not is_lazy(b)])
 
-def _cell_value(cell: Any) -> Any:
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(keep)
     try:
-        return cell.cell_contents
-    except ValueError:  # (an empty cell)
-        return None
+        yield
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            for module, buffers in kept.values():
+                for name, buffer, copy in buffers:
+                    if getattr(module, name, None) is not buffer:  # (a module that assigns a new tensor)
+                        setattr(module, name, buffer)
+                    if not torch.equal(buffer, copy):  # (an inference tensor is changed only in inference mode)
+                        with torch.inference_mode(buffer.is_inference()):
+                            buffer.copy_(copy)
 
 
 def _param_names() -> Any:

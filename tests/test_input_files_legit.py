@@ -1,7 +1,8 @@
 """Legitimate files the stricter input checks of stop 50 refused (the stop-51 review): a file under another
 process's lease (Samba's oplocks, an NFS server's delegations), a posterior directory reached through
 ``/proc/PID/root`` (a container's file system), an HDF5 checkpoint whose group is linked under a dozen
-names."""
+names; and what the review of those fixes found (a link out of a directory seen through /proc/PID/root let in,
+a small HDF5 file of names looked up for minutes)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,38 @@ def test_a_posterior_directory_in_another_mount_namespace_is_read_through_proc_p
         other.wait()
 
 
+def test_a_link_out_of_a_directory_in_another_mount_namespace_is_still_refused(tmp_path):
+    # there w.scale.npy is a link to a file outside the directory, here the same path is a file of its own:
+    # comparing the open file with the kernel's path (not realpath's) let the outside file in (review)
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    secret, mount = tmp_path / "secret.npy", tmp_path / "mnt"
+    np.save(secret, np.full((8, 4), 42.0, np.float32))
+    (mount / "post").mkdir(parents=True)  # our side: ordinary files
+    np.save(mount / "post" / "w.loc.npy", LOC)
+    np.save(mount / "post" / "w.scale.npy", SCALE)
+    np.save(tmp_path / "loc.npy", LOC)
+    script = (
+        f"mount -t tmpfs tmpfs {mount} && mkdir {mount}/post && cp {tmp_path}/loc.npy {mount}/post/w.loc.npy && "
+        f"ln -s {secret} {mount}/post/w.scale.npy && echo ready && exec sleep 30"
+    )
+    other = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if other.stdout.readline().strip() != "ready":
+            pytest.skip("cannot make a mount namespace here (not root?)")
+        seen = Path(f"/proc/{other.pid}/root") / str(mount).lstrip("/") / "post"
+        with pytest.raises(bnncompress.PosteriorError, match="w.scale.npy"):
+            read_posterior(seen)
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_an_hdf5_checkpoint_group_linked_under_a_dozen_names_is_read(tmp_path):
     # a checkpoint's group of tensors also linked as best, ema, last ... (hard links): a group of 100 under 6 names
     # was refused as "groups linked under ever more names"; links doubling at every level still are
@@ -132,3 +165,17 @@ def test_an_hdf5_checkpoint_group_linked_under_a_dozen_names_is_read(tmp_path):
     p = read_posterior(tmp_path / "c.h5")
     assert len(p.names) == 40 * (len(names) + 1)
     np.testing.assert_array_equal(p.tensors["ema/t007"].loc, p.tensors["model/t007"].loc)
+
+
+def test_a_small_hdf5_file_whose_links_only_add_names_is_refused_quickly(tmp_path):
+    # 5,000 links to one dataset in a group, the group under 64 more names (a 0.2 MB file): allowing 64 names
+    # per link walked looked up 320,000 names (16 s; 3 MB of such links: 6 minutes and 1 GB) (review)
+    with h5py.File(tmp_path / "n.h5", "w", libver="latest") as f:
+        group = f.create_group("a")
+        group["x"] = np.zeros(1, np.float32)
+        for i in range(5000):
+            group[f"{i:05d}"] = group["x"]
+        for j in range(64):
+            f[f"b{j:02d}"] = group
+    with pytest.raises(bnncompress.PosteriorError, match="ever more names"):
+        read_posterior(tmp_path / "n.h5")

@@ -4,6 +4,7 @@ backend changed, also when two threads call at once."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -299,9 +300,20 @@ def test_tracing_a_model_leaves_its_batchnorm_statistics_as_they_were(tmp_path):
         outer(torch.cat([x, x[:, :1]], dim=1))
         return net(x, y)
 
-    for m in (net, model, net.forward):
+    def given(x, y=None, network=None):  # the modules reach the model as arguments
+        outer(torch.cat([x, x[:, :1]], dim=1))
+        return network(x, y)
+
+    for m, args in ((net, ()), (model, ()), (net.forward, ()), (functools.partial(given, network=net), ())):
         kept = [v.clone() for bn in (net.bn, outer) for v in bn.state_dict().values()]
-        bnncompress.pack(tmp_path / "store.pt", tmp_path / "a.bnc", model=m, model_args=(x, y), method="float16")
+        bnncompress.pack(tmp_path / "store.pt", tmp_path / "a.bnc", model=m, model_args=(x, y, *args), method="float16")
         now = [v for bn in (net.bn, outer) for v in bn.state_dict().values()]
         assert all(torch.equal(a, b) for a, b in zip(kept, now, strict=True)), m
+    lazy = torch.nn.LazyBatchNorm1d()  # a lazy module made ready by the trace, as by any first call: packs
+
+    def with_lazy(x, y=None):
+        lazy(x)
+        return net(x, y)
+
+    bnncompress.pack(tmp_path / "store.pt", tmp_path / "a.bnc", model=with_lazy, model_args=(x, y), method="float16")
     pyro.clear_param_store()

@@ -171,9 +171,13 @@ def _read_open(f: Any, path: Path, where: str, opened: os.stat_result) -> Poster
 #: Groups a posterior may nest (``NAME/loc`` is one): h5py's own walk took 16 s for a chain of 1,500 (200 kB).
 MAX_DEPTH = 64
 #: Names that second links to groups may add, per link walked, beyond :data:`FREE_ALIASES` (tied weights add
-#: a few, a checkpoint's group under a dozen names (best, ema ...) a dozen times its links; doubling chains 2^depth).
-MAX_ALIASES = 64
-FREE_ALIASES = 1024
+#: a few, a checkpoint's group under a dozen names (best, ema ...) a dozen times its links; doubling chains 2^depth),
+#: but past :data:`MANY_ALIASES` names only :data:`LARGE_FILE_ALIASES` per link: each name is looked up and checked
+#: (a 3 MB file of 100,000 links named 64 times over took 6 minutes and 1 GB with 64 per link).
+MAX_ALIASES = 16
+FREE_ALIASES = 4096
+MANY_ALIASES = 1 << 16
+LARGE_FILE_ALIASES = 4
 #: Variable-length words read at a time: each may point at one shared heap object, so a read is bounded by
 #: this many times the file (the ceiling gzip has too), and the words' length is checked after each.
 _WORDS_AT_ONCE = 1024
@@ -184,8 +188,8 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
     reached by several hard links is listed under each of its names (tied weights: ``f["dec"] = f["enc"]``),
     walked once; a group that contains itself is not entered again. Groups nested deeper than
     :data:`MAX_DEPTH`, or names given by such second links beyond :data:`MAX_ALIASES` times the links
-    walked (plus :data:`FREE_ALIASES`), are refused (each name is looked up and checked: links doubling at
-    every level would be 2^depth)."""
+    walked (plus :data:`FREE_ALIASES`; past :data:`MANY_ALIASES` names, :data:`LARGE_FILE_ALIASES` times),
+    are refused (each name is looked up and checked: links doubling at every level would be 2^depth)."""
     import h5py
 
     links: list[tuple[str, Any]] = []
@@ -208,7 +212,7 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
             was, a, b = walked[obj.id]
             own = len(links) - aliases  # the links walked (not copied)
             aliases += b - a
-            if aliases > MAX_ALIASES * own + FREE_ALIASES:
+            if aliases > min(MAX_ALIASES * own + FREE_ALIASES, max(MANY_ALIASES, LARGE_FILE_ALIASES * own)):
                 raise PosteriorError(f"{where}: groups linked under ever more names ('{key[:60]}...'); refusing it")
             links.extend((key + "/" + k[len(was) :], lk) for k, lk in links[a:b])
             continue
