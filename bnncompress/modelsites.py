@@ -7,17 +7,16 @@ parts as point estimates; :func:`model_sites` traces the model once at its feasi
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from .errors import ArgumentTypeError, PosteriorError
 from .forksafe import renew_after_fork, runs_alone
+from .modulebuffers import buffers_kept
 from .posterior import FLAT_LATENT_NAME, Posterior, TensorPosterior
 from .supports import IGNORED, SUPPORT_UNKNOWN, describe, has_bounds, ignored_warning, site_supports
 
@@ -114,7 +113,12 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
     handlers.clear()
     try:
         init = functools.partial(_initial_point, random=random)
-        with torch.no_grad(), pyro.poutine.block(hide_types=["param"]), made, _buffers_kept():
+        with (
+            torch.no_grad(),
+            pyro.poutine.block(hide_types=["param"]),
+            made,
+            buffers_kept(model, model_args, model_kwargs),
+        ):
             return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(*model_args, **(model_kwargs or {}))
     except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line
         detail = str(exc).splitlines()[0] if str(exc) else ""  # (Pyro appends the trace's shapes)
@@ -129,35 +133,6 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
             set_rng_state(state)
         for key in (set(store.keys()) - before) & made.names:  # the model registered them (a PyroParam): not ours
             del store[key]  # to keep (those another thread made meanwhile stay)
-
-
-@contextlib.contextmanager
-def _buffers_kept() -> Iterator[None]:
-    """Puts the buffers of every torch module the model calls (in this thread) back as they were once the
-    trace ends: a module in training mode updates them when called (BatchNorm's running statistics)."""
-    import torch
-    from torch.nn.parameter import is_lazy
-
-    me, kept = threading.get_ident(), {}
-
-    def keep(module: Any, args: Any) -> None:  # (before the module's own hooks: a lazy one's are not made yet)
-        if threading.get_ident() == me and id(module) not in kept:
-            buffers = module.named_buffers(recurse=False)
-            kept[id(module)] = (module, [(n, b, b.detach().clone()) for n, b in buffers if not is_lazy(b)])
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(keep)
-    try:
-        yield
-    finally:
-        handle.remove()
-        with torch.no_grad():
-            for module, buffers in kept.values():
-                for name, buffer, copy in buffers:
-                    if getattr(module, name, None) is not buffer:  # (a module that assigns a new tensor)
-                        setattr(module, name, buffer)
-                    if not torch.equal(buffer, copy):  # (an inference tensor is changed only in inference mode)
-                        with torch.inference_mode(buffer.is_inference()):
-                            buffer.copy_(copy)
 
 
 def _param_names() -> Any:
