@@ -93,7 +93,7 @@ def open_nonblocking(path: str | os.PathLike) -> BinaryIO:
     ``OSError`` for anything but a regular file (checked on the open file, so nothing put at the path
     after an earlier check gets past it). A file under another process's lease is opened again until
     the holder releases it (the kernel breaks the lease within ``/proc/sys/fs/lease-break-time``)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     deadline, pause = None, 0.001
     while True:
         try:

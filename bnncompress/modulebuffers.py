@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import threading
 import types
 from collections.abc import Iterator
@@ -64,11 +65,11 @@ def _held(value: Any) -> list[Any]:
         names = value.__globals__
         return [names.get(n) for n in value.__code__.co_names] + [_cell(c) for c in value.__closure__ or ()]
     if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)[:REACH_ITEMS]
+        return list(itertools.islice(value, REACH_ITEMS))
     if isinstance(value, dict):
-        return list(value.values())[:REACH_ITEMS]
+        return list(itertools.islice(value.values(), REACH_ITEMS))
     if callable(value) and isinstance(getattr(value, "__dict__", None), dict):
-        return list(vars(value).values())[:REACH_ITEMS]
+        return list(itertools.islice(vars(value).values(), REACH_ITEMS))
     return []
 
 

@@ -179,3 +179,16 @@ def test_a_small_hdf5_file_whose_links_only_add_names_is_refused_quickly(tmp_pat
             f[f"b{j:02d}"] = group
     with pytest.raises(bnncompress.PosteriorError, match="ever more names"):
         read_posterior(tmp_path / "n.h5")
+
+
+def test_an_hdf5_file_of_links_with_long_full_names_is_refused_quickly(tmp_path):
+    # every link's full name repeats its groups' names: 400 links in a group named by 64 KB build 26 MB of names
+    # from a small file (a 1 MB name and 4,000 links: 18 s and 4 GB) (review)
+    with h5py.File(tmp_path / "l.h5", "w", libver="latest") as f:
+        group = f.create_group("x" * 65536)
+        group["d"] = np.zeros(1, np.float32)
+        for i in range(400):
+            group[str(i)] = group["d"]
+    assert (tmp_path / "l.h5").stat().st_size < 200_000
+    with pytest.raises(bnncompress.PosteriorError, match="far longer than the file"):
+        read_posterior(tmp_path / "l.h5")

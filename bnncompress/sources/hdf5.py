@@ -119,7 +119,7 @@ def _read_open(f: Any, path: Path, where: str, opened: os.stat_result) -> Poster
     vocab = None
     if scalar_attribute(f.attrs, "format") in (b"bnncompress", "bnncompress"):  # (str: rewritten with h5py)
         raise PosteriorError(f"'{path}' is a bnncompress archive, not a posterior")
-    links = _links(f, where)
+    links = _links(f, where, opened.st_size)
     for key, link in links:  # before reading anything: no data from other files
         if not isinstance(link, h5py.HardLink):
             raise PosteriorError(f"{where}: '{key}' is a link to elsewhere ({type(link).__name__}); refusing it")
@@ -178,23 +178,29 @@ MAX_ALIASES = 16
 FREE_ALIASES = 4096
 MANY_ALIASES = 1 << 16
 LARGE_FILE_ALIASES = 4
+#: Characters the links' full names may take, per byte of the file, beyond :data:`FREE_NAME_CHARS`: a name repeats
+#: its groups' names (a 1.1 MB file of 4,000 links in a group named by 1 MB took 18 s and 4 GB).
+MAX_NAME_CHARS = 16
+FREE_NAME_CHARS = 1 << 20
 #: Variable-length words read at a time: each may point at one shared heap object, so a read is bounded by
 #: this many times the file (the ceiling gzip has too), and the words' length is checked after each.
 _WORDS_AT_ONCE = 1024
 
 
-def _links(f: Any, where: str) -> list[tuple[str, Any]]:
+def _links(f: Any, where: str, file_bytes: int) -> list[tuple[str, Any]]:
     """Every link of the file by its path, depth first in name order (as ``visititems_links``); a group
     reached by several hard links is listed under each of its names (tied weights: ``f["dec"] = f["enc"]``),
     walked once; a group that contains itself is not entered again. Groups nested deeper than
     :data:`MAX_DEPTH`, or names given by such second links beyond :data:`MAX_ALIASES` times the links
     walked (plus :data:`FREE_ALIASES`; past :data:`MANY_ALIASES` names, :data:`LARGE_FILE_ALIASES` times),
-    are refused (each name is looked up and checked: links doubling at every level would be 2^depth)."""
+    are refused (each name is looked up and checked: links doubling at every level would be 2^depth), and so are
+    full names longer in all than :data:`MAX_NAME_CHARS` times ``file_bytes`` (plus :data:`FREE_NAME_CHARS`)."""
     import h5py
 
     links: list[tuple[str, Any]] = []
     walked: dict[Any, tuple[str, int, int]] = {}  # group id -> (its first path's prefix, its links' span in links)
     aliases = 0  # names listed by copying a group walked before
+    chars, most = 0, MAX_NAME_CHARS * file_bytes + FREE_NAME_CHARS  # the full names' length, and its bound
     stack = [("", f, iter(sorted(f)), len(links))]  # (sorted: not the creation order a file may track)
     while stack:
         prefix, group, names, first = stack[-1]
@@ -205,6 +211,9 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
             continue
         key, link = prefix + name, group.get(name, getlink=True)
         links.append((key, link))
+        chars += len(key)
+        if chars > most:
+            raise PosteriorError(f"{where}: links whose full names are far longer than the file; refusing it")
         obj = group.get(name) if isinstance(link, h5py.HardLink) else None
         if not isinstance(obj, h5py.Group) or any(obj.id == s[1].id for s in stack):
             continue  # (a dataset, another link, or a group that contains itself)
@@ -214,6 +223,9 @@ def _links(f: Any, where: str) -> list[tuple[str, Any]]:
             aliases += b - a
             if aliases > min(MAX_ALIASES * own + FREE_ALIASES, max(MANY_ALIASES, LARGE_FILE_ALIASES * own)):
                 raise PosteriorError(f"{where}: groups linked under ever more names ('{key[:60]}...'); refusing it")
+            chars += sum(len(k) for k, _ in links[a:b]) + (b - a) * (len(key) + 1 - len(was))
+            if chars > most:
+                raise PosteriorError(f"{where}: links whose full names are far longer than the file; refusing it")
             links.extend((key + "/" + k[len(was) :], lk) for k, lk in links[a:b])
             continue
         if len(stack) > MAX_DEPTH:
