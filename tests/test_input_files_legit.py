@@ -6,10 +6,12 @@ a small HDF5 file of names looked up for minutes)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -85,68 +87,60 @@ def test_a_file_under_another_processs_lease_is_read_once_the_holder_lets_go(tmp
         holder.wait()
 
 
-def test_a_posterior_directory_in_another_mount_namespace_is_read_through_proc_pid_root(tmp_path):
-    # realpath() reads /proc/PID/root as "/", so the check compared the open file with another path
-    # ("changed while it was opened (another file or link at its path now)") although nothing changed
+@contextlib.contextmanager
+def _another_namespace(mount: Path, setup: str) -> Iterator[Path]:
+    """``mount`` as a process in another mount namespace sees it (a tmpfs there, filled by the shell command
+    ``setup``), through ``/proc/PID/root``; skipped where no namespace can be made."""
     if shutil.which("unshare") is None:
         pytest.skip("no unshare here")
-    source, mount = tmp_path / "src", tmp_path / "mnt"
-    source.mkdir()
-    mount.mkdir()
-    np.save(source / "w.loc.npy", LOC)
-    np.save(source / "w.scale.npy", SCALE)
-    (source / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(8)))
-    script = f"mount -t tmpfs tmpfs {mount} && cp -r {source} {mount}/post && echo ready && exec sleep 30"
+    mount.mkdir(parents=True, exist_ok=True)
     other = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs tmpfs {mount} && {setup} && echo ready && exec sleep 30"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-    )
+    )  # fmt: skip
     try:
         if other.stdout.readline().strip() != "ready":
             pytest.skip("cannot make a mount namespace here (not root?)")
-        seen = Path(f"/proc/{other.pid}/root") / str(mount).lstrip("/") / "post"
-        if not (seen / "w.loc.npy").exists() or (mount / "post").exists():
-            pytest.skip("the other namespace's files are not where expected")
-        p = read_posterior(seen)
-        np.testing.assert_array_equal(p.tensors["w"].loc, LOC)
-        assert p.vocab == [f"w{i}" for i in range(8)]
+        yield Path(f"/proc/{other.pid}/root") / str(mount).lstrip("/")
     finally:
         other.kill()
         other.wait()
 
 
+def test_a_posterior_directory_in_another_mount_namespace_is_read_through_proc_pid_root(tmp_path):
+    # realpath() reads /proc/PID/root as "/", so the check compared the open file with another path
+    # ("changed while it was opened (another file or link at its path now)") although nothing changed
+    source, mount = tmp_path / "src", tmp_path / "mnt"
+    source.mkdir()
+    np.save(source / "w.loc.npy", LOC)
+    np.save(source / "w.scale.npy", SCALE)
+    (source / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(8)))
+    with _another_namespace(mount, f"cp -r {source} {mount}/post") as seen:
+        if not (seen / "post" / "w.loc.npy").exists() or (mount / "post").exists():
+            pytest.skip("the other namespace's files are not where expected")
+        p = read_posterior(seen / "post")
+        np.testing.assert_array_equal(p.tensors["w"].loc, LOC)
+        assert p.vocab == [f"w{i}" for i in range(8)]
+
+
 def test_a_link_out_of_a_directory_in_another_mount_namespace_is_still_refused(tmp_path):
     # there w.scale.npy is a link to a file outside the directory, here the same path is a file of its own:
     # comparing the open file with the kernel's path (not realpath's) let the outside file in (review)
-    if shutil.which("unshare") is None:
-        pytest.skip("no unshare here")
     secret, mount = tmp_path / "secret.npy", tmp_path / "mnt"
     np.save(secret, np.full((8, 4), 42.0, np.float32))
     (mount / "post").mkdir(parents=True)  # our side: ordinary files
     np.save(mount / "post" / "w.loc.npy", LOC)
     np.save(mount / "post" / "w.scale.npy", SCALE)
     np.save(tmp_path / "loc.npy", LOC)
-    script = (
-        f"mount -t tmpfs tmpfs {mount} && mkdir {mount}/post && cp {tmp_path}/loc.npy {mount}/post/w.loc.npy && "
-        f"ln -s {secret} {mount}/post/w.scale.npy && echo ready && exec sleep 30"
+    setup = (
+        f"mkdir {mount}/post && cp {tmp_path}/loc.npy {mount}/post/w.loc.npy && ln -s {secret} {mount}/post/w.scale.npy"
     )
-    other = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        if other.stdout.readline().strip() != "ready":
-            pytest.skip("cannot make a mount namespace here (not root?)")
-        seen = Path(f"/proc/{other.pid}/root") / str(mount).lstrip("/") / "post"
+    with _another_namespace(mount, setup) as seen:
         with pytest.raises(bnncompress.PosteriorError, match="w.scale.npy"):
-            read_posterior(seen)
-    finally:
-        other.kill()
-        other.wait()
+            read_posterior(seen / "post")
 
 
 def test_an_hdf5_checkpoint_group_linked_under_a_dozen_names_is_read(tmp_path):
