@@ -170,14 +170,13 @@ def _read_open(f: Any, path: Path, where: str, opened: os.stat_result) -> Poster
 
 #: Groups a posterior may nest (``NAME/loc`` is one): h5py's own walk took 16 s for a chain of 1,500 (200 kB).
 MAX_DEPTH = 64
-#: Names that second links to groups may add, per link walked, beyond :data:`FREE_ALIASES` (tied weights add
-#: a few, a checkpoint's group under a dozen names (best, ema ...) a dozen times its links; doubling chains 2^depth),
-#: but past :data:`MANY_ALIASES` names only :data:`LARGE_FILE_ALIASES` per link: each name is looked up and checked
-#: (a 3 MB file of 100,000 links named 64 times over took 6 minutes and 1 GB with 64 per link).
+#: Names that second links to groups may add: per link walked, and per :data:`FILE_BYTES_PER_ALIAS` bytes of the
+#: file, whichever allows fewer, plus :data:`FREE_ALIASES` (tied weights add a few, a checkpoint's group under a
+#: dozen names (best, ema ...) a dozen times its links; doubling chains 2^depth; each name is looked up and checked:
+#: a 3 MB file of 100,000 links named 64 times over took 6 minutes and 1 GB with 64 per link and no byte bound).
 MAX_ALIASES = 16
+FILE_BYTES_PER_ALIAS = 8
 FREE_ALIASES = 4096
-MANY_ALIASES = 1 << 16
-LARGE_FILE_ALIASES = 4
 #: Characters the links' full names may take, per byte of the file, beyond :data:`FREE_NAME_CHARS`: a name repeats
 #: its groups' names (a 1.1 MB file of 4,000 links in a group named by 1 MB took 18 s and 4 GB).
 MAX_NAME_CHARS = 16
@@ -190,11 +189,11 @@ _WORDS_AT_ONCE = 1024
 def _links(f: Any, where: str, file_bytes: int) -> list[tuple[str, Any]]:
     """Every link of the file by its path, depth first in name order (as ``visititems_links``); a group
     reached by several hard links is listed under each of its names (tied weights: ``f["dec"] = f["enc"]``),
-    walked once; a group that contains itself is not entered again. Groups nested deeper than
-    :data:`MAX_DEPTH`, or names given by such second links beyond :data:`MAX_ALIASES` times the links
-    walked (plus :data:`FREE_ALIASES`; past :data:`MANY_ALIASES` names, :data:`LARGE_FILE_ALIASES` times),
-    are refused (each name is looked up and checked: links doubling at every level would be 2^depth), and so are
-    full names longer in all than :data:`MAX_NAME_CHARS` times ``file_bytes`` (plus :data:`FREE_NAME_CHARS`)."""
+    walked once; a group that contains itself is not entered again. Refused: groups nested deeper than
+    :data:`MAX_DEPTH`; names given by such second links beyond :data:`MAX_ALIASES` times the links walked or
+    one per :data:`FILE_BYTES_PER_ALIAS` bytes of the file (plus :data:`FREE_ALIASES`: each name is looked up
+    and checked, and links doubling at every level would be 2^depth); full names longer in all than
+    :data:`MAX_NAME_CHARS` times ``file_bytes`` (plus :data:`FREE_NAME_CHARS`)."""
     import h5py
 
     links: list[tuple[str, Any]] = []
@@ -221,7 +220,7 @@ def _links(f: Any, where: str, file_bytes: int) -> list[tuple[str, Any]]:
             was, a, b = walked[obj.id]
             own = len(links) - aliases  # the links walked (not copied)
             aliases += b - a
-            if aliases > min(MAX_ALIASES * own + FREE_ALIASES, max(MANY_ALIASES, LARGE_FILE_ALIASES * own)):
+            if aliases > min(MAX_ALIASES * own, file_bytes // FILE_BYTES_PER_ALIAS) + FREE_ALIASES:
                 raise PosteriorError(f"{where}: groups linked under ever more names ('{key[:60]}...'); refusing it")
             chars += sum(len(k) for k, _ in links[a:b]) + (b - a) * (len(key) + 1 - len(was))
             if chars > most:
