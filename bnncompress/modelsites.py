@@ -117,7 +117,7 @@ def _trace_alone(model: Any, model_args: tuple, model_kwargs: dict | None, rando
             torch.no_grad(),
             pyro.poutine.block(hide_types=["param"]),
             made,
-            buffers_kept(),  # (BatchNorm's running statistics, as they were)
+            buffers_kept(model),  # (BatchNorm's running statistics, as they were)
         ):
             return pyro.poutine.trace(InitMessenger(init)(model)).get_trace(*model_args, **(model_kwargs or {}))
     except (Exception, SystemExit) as exc:  # the user's code: any error (or a sys.exit), said in one line

@@ -2,25 +2,28 @@
 its sample sites, :mod:`bnncompress.modelsites`): a module in training mode updates them in place when
 called (BatchNorm's running statistics), which would silently change the model the user trained.
 
-Each module the model calls in this thread (a global forward pre-hook for the run) has its buffers copied
-before its first call and their values put back afterwards where they changed. Only modules that run are
-copied; the model's objects are not searched (a search reads attributes, which can run the user's code). A
-buffer the module replaces by another tensor (``self.avg = ...``) keeps the new one. torch is imported on
-first use, like the rest of bnncompress's Pyro support.
+Copied before the run: the buffers of the model's own modules (the model, or a bound method's module, and
+their submodules, whichever way the model then runs them: ``forward`` called directly, TorchScript). Copied
+as they are first seen during the run: the buffers of every module called in this thread (a global forward
+pre-hook), each tensor once (a ``functional_call`` first runs a module with other tensors). Values are put
+back where they changed; the model's other objects are not searched (a search reads attributes, which can
+run the user's code). A buffer a module replaces by another tensor (``self.avg = ...``) keeps the new one.
+torch is imported on first use, like the rest of bnncompress's Pyro support.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import types
 from collections.abc import Iterator
 from typing import Any
 
 
 @contextlib.contextmanager
-def buffers_kept() -> Iterator[None]:
-    """Puts back, when the block ends, the values of the buffers of every module called in this thread
-    meanwhile, where they changed.
+def buffers_kept(model: Any = None) -> Iterator[None]:
+    """Puts back, when the block ends, the values of the buffers of ``model``'s own modules and of every
+    module called in this thread meanwhile, where they changed.
 
     Example:
         >>> import torch
@@ -32,60 +35,63 @@ def buffers_kept() -> Iterator[None]:
     """
     import torch
 
-    me, kept = threading.get_ident(), {}
+    me, kept, lazy = threading.get_ident(), {}, {}
+    owner = model.__self__ if type(model) is types.MethodType else model  # (type(): no attribute of the model read)
+    if issubclass(type(owner), torch.nn.Module):
+        for module in owner.modules():
+            _copy(module, kept, lazy)
 
     def called(module: Any, args: Any) -> None:  # (before the module's own hooks: a lazy one's are not made yet)
-        if threading.get_ident() == me and id(module) not in kept:
-            kept[id(module)] = (module, *_copies(module))
+        if threading.get_ident() == me:
+            _copy(module, kept, lazy)
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(called)
     try:
         yield
     finally:
         handle.remove()
-        _put_back(kept.values())
+        _put_back(kept.values(), lazy.values())
 
 
-def _copies(module: Any) -> tuple[list, bool]:
-    """``([(buffer, its copy)], whether a buffer is not made yet)`` for ``module``'s own buffers that hold
-    values to keep: dense tensors (not a lazy module's unmade ones, meta tensors, a vmap's wrapped ones)."""
+def _copy(module: Any, kept: dict, lazy: dict) -> None:
+    """A copy of each of ``module``'s own buffers not copied yet that holds values to keep: dense tensors (not
+    a lazy module's unmade ones, which mark the module in ``lazy``, meta tensors, a vmap's wrapped ones)."""
     import torch
     from torch.nn.parameter import is_lazy
 
     functorch = getattr(torch._C, "_functorch", None)
     wrapped = getattr(functorch, "is_functorch_wrapped_tensor", lambda tensor: False)
-    copies, lazy = [], False
     for buffer in module.buffers(recurse=False):
+        if id(buffer) in kept:
+            continue
         if is_lazy(buffer):
-            lazy = True
+            lazy[id(module)] = module
         elif (
             type(buffer) is torch.Tensor
             and buffer.layout == torch.strided
             and not buffer.is_meta
             and not wrapped(buffer)
         ):
-            copies.append((buffer, buffer.detach().clone()))
-    return copies, lazy
+            kept[id(buffer)] = (buffer, buffer.detach().clone())  # (the tensor is held: its id is not reused)
 
 
-def _put_back(kept: Any) -> None:
+def _put_back(kept: Any, lazy: Any) -> None:
     import torch
     from torch.nn.parameter import is_lazy
 
     with torch.no_grad():
-        for module, copies, lazy in kept:
-            for buffer, copy in copies:
-                inference = torch.inference_mode() if buffer.is_inference() else contextlib.nullcontext()
-                try:
-                    with inference:  # (an inference tensor changes only there)
-                        if buffer.shape != copy.shape:  # (a module that resized it in place)
-                            buffer.resize_(copy.shape)
-                        if not torch.equal(buffer, copy) and not _same_with_nans(buffer, copy):
-                            buffer.copy_(copy)
-                except RuntimeError:  # (one that cannot be written to, e.g. expanded): left as the model made it
-                    continue
-            made = lazy and not any(is_lazy(b) for b in module.buffers(recurse=False))
-            if made and hasattr(module, "reset_running_stats"):  # a lazy norm layer the run made: as if never run
+        for buffer, copy in kept:
+            inference = torch.inference_mode() if buffer.is_inference() else contextlib.nullcontext()
+            try:
+                with inference:  # (an inference tensor changes only there)
+                    if buffer.shape != copy.shape:  # (a module that resized it in place)
+                        buffer.resize_(copy.shape)
+                    if not torch.equal(buffer, copy) and not _same_with_nans(buffer, copy):
+                        buffer.copy_(copy)
+            except RuntimeError:  # (one that cannot be written to, e.g. expanded): left as the model made it
+                continue
+        for module in lazy:  # a lazy norm layer the run made: as if never run
+            if not any(is_lazy(b) for b in module.buffers(recurse=False)) and hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
 
 

@@ -317,3 +317,37 @@ def test_tracing_a_model_leaves_its_batchnorm_statistics_as_they_were(tmp_path):
 
     bnncompress.pack(tmp_path / "store.pt", tmp_path / "a.bnc", model=with_lazy, model_args=(x, y), method="float16")
     pyro.clear_param_store()
+
+
+def test_tracing_keeps_buffers_a_module_updates_itself_or_meets_first_through_functional_call():
+    # a model that is a module's bound forward, updating its own statistics (no __call__ of it: no hook), and a
+    # module run first by functional_call with copies of its buffers, then itself: both were left changed (review)
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from torch import nn
+
+    from bnncompress.modelsites import model_sites
+
+    class Own(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("running_mean", torch.zeros(3))
+            self.register_buffer("running_var", torch.ones(3))
+
+        def forward(self, x):
+            h = nn.functional.batch_norm(x, self.running_mean, self.running_var, training=True)
+            pyro.sample("o", dist.Normal(h.sum() * pyro.sample("w", dist.Normal(0.0, 1.0)), 1.0), obs=torch.tensor(0.0))
+
+    bn = nn.BatchNorm1d(3)
+    copies = {k: v.clone() for k, v in bn.named_buffers()}
+
+    def model(x):
+        torch.func.functional_call(bn, copies, (x,))
+        Own().forward(bn(x))
+
+    x, own = torch.randn(8, 3) + 5, Own()
+    for m, module in ((own.forward, own), (model, bn)):
+        kept = [b.clone() for b in module.buffers()]
+        model_sites(m, (x,))
+        assert all(torch.equal(a, b) for a, b in zip(kept, module.buffers(), strict=True)), m
