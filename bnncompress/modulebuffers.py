@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -35,15 +35,15 @@ def buffers_kept(model: Any = None) -> Iterator[None]:
     """
     import torch
 
-    me, kept, lazy = threading.get_ident(), {}, {}
+    me, kept, lazy, keeps = threading.get_ident(), {}, {}, _keepable()
     owner = model.__self__ if type(model) is types.MethodType else model  # (type(): no attribute of the model read)
     if issubclass(type(owner), torch.nn.Module):
         for module in owner.modules():
-            _copy(module, kept, lazy)
+            _copy(module, kept, lazy, keeps)
 
     def called(module: Any, args: Any) -> None:  # (before the module's own hooks: a lazy one's are not made yet)
         if threading.get_ident() == me:
-            _copy(module, kept, lazy)
+            _copy(module, kept, lazy, keeps)
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(called)
     try:
@@ -53,25 +53,29 @@ def buffers_kept(model: Any = None) -> Iterator[None]:
         _put_back(kept.values(), lazy.values())
 
 
-def _copy(module: Any, kept: dict, lazy: dict) -> None:
-    """A copy of each of ``module``'s own buffers not copied yet that holds values to keep: dense tensors (not
-    a lazy module's unmade ones, which mark the module in ``lazy``, meta tensors, a vmap's wrapped ones)."""
+def _keepable() -> Callable[[Any], bool]:
+    """Whether a buffer holds values to keep: a dense tensor (not a lazy module's unmade one, a meta tensor, a
+    vmap's wrapped one). Made once per run: the hook asks at every module call."""
     import torch
-    from torch.nn.parameter import is_lazy
 
     functorch = getattr(torch._C, "_functorch", None)
     wrapped = getattr(functorch, "is_functorch_wrapped_tensor", lambda tensor: False)
+    return lambda buffer: (
+        type(buffer) is torch.Tensor and buffer.layout == torch.strided and not buffer.is_meta and not wrapped(buffer)
+    )
+
+
+def _copy(module: Any, kept: dict, lazy: dict, keeps: Callable[[Any], bool]) -> None:
+    """A copy of each of ``module``'s own buffers not copied yet that ``keeps``; a buffer a lazy module has not
+    made yet marks the module in ``lazy``."""
+    from torch.nn.parameter import is_lazy
+
     for buffer in module.buffers(recurse=False):
         if id(buffer) in kept:
             continue
         if is_lazy(buffer):
             lazy[id(module)] = module
-        elif (
-            type(buffer) is torch.Tensor
-            and buffer.layout == torch.strided
-            and not buffer.is_meta
-            and not wrapped(buffer)
-        ):
+        elif keeps(buffer):
             kept[id(buffer)] = (buffer, buffer.detach().clone())  # (the tensor is held: its id is not reused)
 
 
@@ -89,7 +93,7 @@ def _put_back(kept: Any, lazy: Any) -> None:
                     if not torch.equal(buffer, copy) and not _same_with_nans(buffer, copy):
                         buffer.copy_(copy)
             except RuntimeError:  # (one that cannot be written to, e.g. expanded): left as the model made it
-                continue
+                pass
         for module in lazy:  # a lazy norm layer the run made: as if never run
             if not any(is_lazy(b) for b in module.buffers(recurse=False)) and hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
