@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -152,6 +156,31 @@ def test_pq_stores_codebooks_and_counts_them(tmp_path, posterior):
     rows = a.rows("word_vectors", [5, 2999, 0])
     np.testing.assert_array_equal(rows, a["word_vectors"][[5, 2999, 0]])
     assert result.payload_bytes == sum(r.payload_bytes for r in (rec, a.record("bias")))
+
+
+_SPIN_REPORT = """
+import os
+from bnncompress.quantizers.registry import check_requirements
+check_requirements("pq")
+import faiss  # (loaded above: its OpenMP runtime printed its settings then)
+print("left:", os.environ.get("GOMP_SPINCOUNT"))
+"""
+
+
+@pytest.mark.parametrize(
+    "users, spincount",
+    [({}, "1000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000"), ({"GOMP_SPINCOUNT": "300000"}, "300000")],
+)
+def test_faiss_threads_spin_briefly_unless_the_user_chose(users, spincount):
+    """faiss's own libgomp spun its idle threads 300,000 times: --method pq ran 4-5x slower beside any other busy
+    process. libgomp reads GOMP_SPINCOUNT once, when loaded; the variable is ours only for that import."""
+    pytest.importorskip("faiss")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env |= users | {"OMP_DISPLAY_ENV": "VERBOSE"}
+    run = subprocess.run([sys.executable, "-c", _SPIN_REPORT], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"GOMP_SPINCOUNT = '{spincount}'" in run.stderr
+    assert f"left: {users.get('GOMP_SPINCOUNT')}" in run.stdout
 
 
 def test_scalar_archives_stay_format_version_1(tmp_path, posterior):

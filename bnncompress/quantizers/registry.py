@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import threading
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -87,10 +89,33 @@ def check_requirements(method: str) -> None:
     cls = method_class(method)
     for module, package in cls.requires.items():
         try:
-            importlib.import_module(module)
+            _import_spinning_briefly(module)
         except ImportError as exc:  # (not installed, or installed and broken: its own reason said, in one line)
             why = " ".join(str(exc).split())
             raise OptionError(f"method {cls.name!r} needs {module}: pip install {package}; {why}") from None
+
+
+#: libgomp's spin before an idle thread sleeps, while a method's own OpenMP runtime loads (see below).
+SHORT_SPIN = "1000"
+_SPIN_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+_SPIN_IMPORT = threading.Lock()
+
+
+def _import_spinning_briefly(module: str) -> None:
+    """Import ``module``; a libgomp of its own that it loads (faiss's, which its OpenBLAS uses too) spins an idle
+    thread 1,000 times, not 300,000, before it sleeps, unless the user set ``GOMP_SPINCOUNT`` or
+    ``OMP_WAIT_POLICY``. libgomp reads them once, as it is loaded: runtimes loaded before or after keep theirs.
+    Beside one busy process on 2 cores, faiss's spinning threads made ``--method pq`` 4-5x slower; the short
+    spin is as fast as the long one on a quiet machine (benchmarks/bench_pq_threads.py)."""
+    with _SPIN_IMPORT:
+        ours = not any(name in os.environ for name in _SPIN_SETTINGS)
+        if ours:
+            os.environ["GOMP_SPINCOUNT"] = SHORT_SPIN
+        try:
+            importlib.import_module(module)
+        finally:
+            if ours:
+                os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 def _load_entry_point(entry: Any) -> None:
