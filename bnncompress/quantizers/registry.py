@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import threading
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -107,6 +108,8 @@ def _import_spinning_briefly(module: str) -> None:
     ``OMP_WAIT_POLICY``. libgomp reads them once, as it is loaded: runtimes loaded before or after keep theirs.
     Beside one busy process on 2 cores, faiss's spinning threads made ``--method pq`` 4-5x slower; the short
     spin is as fast as the long one on a quiet machine (benchmarks/bench_pq_threads.py)."""
+    if sys.modules.get(module) is not None:  # (loaded: the environment is not touched while a pack's threads run)
+        return
     with _SPIN_IMPORT:
         ours = not any(name in os.environ for name in _SPIN_SETTINGS)
         if ours:
