@@ -1,9 +1,11 @@
 """Input files a user names (a vocabulary, a directory's .npy files): checked to be regular files, and
-inside a posterior directory not a link that leads out of it, before they are opened and again on the
-open file (another file or link put at the path between the check and the open is refused, not read:
-a FIFO there would block for ever, a link could pull a local file into an archive). Files are opened
-without blocking; a file under another process's lease (Samba's oplocks, an NFS server's delegations)
-is opened again until the holder lets go, as a plain ``open`` waits."""
+inside a posterior directory not a link that leads out of it. Inside a directory the kernel opens the file
+beneath it where it can (:func:`~bnncompress.openbeneath.open_beneath`: nothing swapped in meanwhile leads
+out); elsewhere a file is checked before it is opened and again on the open file (another file or link put
+at the path between the check and the open is refused, not read: a FIFO there would block for ever, a link
+could pull a local file into an archive). Files are opened without blocking; a file under another process's
+lease (Samba's oplocks, an NFS server's delegations) is opened again until the holder lets go, as a plain
+``open`` waits."""
 
 from __future__ import annotations
 
@@ -11,10 +13,17 @@ import errno
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import PosteriorError
+from .openbeneath import open_beneath
+
+_NOT_REGULAR = "is not a regular file (a directory, pipe, socket or device); pass a file"
+_OUTSIDE = "outside the directory; copy the file in instead"
+#: How input files are opened: for reading, without waiting for a FIFO's writer, never as a terminal.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 
 
 def input_file(path: Path, what: str, within: Path | None = None) -> Path:
@@ -25,23 +34,22 @@ def input_file(path: Path, what: str, within: Path | None = None) -> Path:
         if within is not None and path.is_symlink():
             target = path.resolve(strict=True)
             if not target.is_relative_to(within.resolve(strict=True)):
-                raise PosteriorError(
-                    f"{what} is a symbolic link to '{target}', outside the directory; copy the file in instead"
-                )
+                raise PosteriorError(f"{what} is a symbolic link to '{target}', {_OUTSIDE}")
         st = path.stat()
     except FileNotFoundError:
         raise PosteriorError(f"{what} does not exist (or is a broken link); pass an existing file") from None
     except (OSError, RuntimeError) as exc:  # a link loop, a permission denied
         raise PosteriorError(f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise PosteriorError(f"{what} is not a regular file (a directory, pipe, socket or device); pass a file")
+        raise PosteriorError(f"{what} {_NOT_REGULAR}")
     return path
 
 
 def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
-    """``path`` opened for reading in binary mode once :func:`input_file` accepts it, and the open file
-    checked again: a regular file (opened without blocking: a FIFO put there meanwhile does not hang)
-    and, inside ``within``, the very file the path resolves to there.
+    """``path`` opened for reading in binary mode, a regular file (opened without blocking: a FIFO put there
+    meanwhile does not hang). Inside ``within`` the kernel opens it beneath the directory where it can
+    (:func:`_open_inside`); elsewhere once :func:`input_file` accepts it, and the open file is checked again:
+    inside ``within``, the very file the path resolves to there.
 
     Example:
         >>> import tempfile
@@ -51,6 +59,10 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
         ...         fh.read()
         b'king\\n'
     """
+    if within is not None:
+        inside = _open_inside(path, what, within)
+        if inside is not None:
+            return inside
     input_file(path, what, within)
     fh = open_readable(path, what)
     try:
@@ -60,6 +72,55 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
         fh.close()
         raise
     return fh
+
+
+def _open_inside(path: Path, what: str, within: Path) -> BinaryIO | None:
+    """``path`` (``within / name``) opened by the kernel beneath ``within``, following links only while they
+    stay inside; a link whose target names a file inside by an absolute path or through ``..`` is opened as
+    that file's path relative to the directory, beneath it again. ``None`` where the kernel cannot."""
+    try:
+        name = path.relative_to(within)
+    except ValueError:
+        return None
+    try:
+        try:
+            fd = _open_waiting(lambda: open_beneath(within, name, _READ_FLAGS))
+        except OSError as exc:
+            inner = _named_inside(path, within) if exc.errno == errno.EXDEV else None
+            if inner is None:
+                raise
+            fd = _open_waiting(lambda: open_beneath(within, inner, _READ_FLAGS))
+        if fd is None:
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise PosteriorError(f"{what} {_NOT_REGULAR}")
+        return os.fdopen(fd, "rb")
+    except FileNotFoundError:
+        raise PosteriorError(f"{what} does not exist (or is a broken link); pass an existing file") from None
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise PosteriorError(f"{what} is a symbolic link to '{_shown_target(path)}', {_OUTSIDE}") from None
+        raise PosteriorError(f"cannot read {what} ({exc.strerror})") from None
+
+
+def _shown_target(link: Path) -> str:
+    """Where ``link`` leads, for a message (its path if a link on the way changes while it is read)."""
+    try:
+        return os.path.realpath(link)
+    except OSError:
+        return os.fspath(link)
+
+
+def _named_inside(link: Path, within: Path) -> str | None:
+    """The path relative to ``within`` of the file ``link``'s target names (read as text, ``..`` taken
+    lexically), or ``None`` if that is not inside ``within`` (by its name or its real path)."""
+    target = os.path.join(os.path.dirname(os.path.abspath(link)), os.readlink(link))
+    target = os.path.normpath(target)
+    for base in {os.path.abspath(within), os.path.realpath(within)}:
+        if target.startswith(base.rstrip(os.sep) + os.sep):
+            return os.path.relpath(target, base)
+    return None
 
 
 def _names_inside(path: Path, within: Path, opened: os.stat_result) -> bool:
@@ -93,18 +154,26 @@ def open_nonblocking(path: str | os.PathLike) -> BinaryIO:
     ``OSError`` for anything but a regular file (checked on the open file, so nothing put at the path
     after an earlier check gets past it). A file under another process's lease is opened again until
     the holder releases it (the kernel breaks the lease within ``/proc/sys/fs/lease-break-time``)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    return _regular(_open_waiting(lambda: os.open(path, _READ_FLAGS)), path)
+
+
+def _open_waiting(open_fd: Callable[[], int | None]) -> int | None:
+    """``open_fd()``, called again while the file is under a lease being broken (``EWOULDBLOCK``; a FIFO
+    opens at once, for reading), for at most the kernel's lease-break time and a second."""
     deadline, pause = None, 0.001
     while True:
         try:
-            fd = os.open(path, flags)
-            break
-        except BlockingIOError:  # (EWOULDBLOCK: a lease being broken; a FIFO opens at once, for reading)
+            return open_fd()
+        except BlockingIOError:
             deadline = deadline or time.monotonic() + _lease_break_seconds() + 1.0
             if time.monotonic() > deadline:
                 raise
             time.sleep(pause)
             pause = min(2 * pause, 0.05)
+
+
+def _regular(fd: int, path: str | os.PathLike) -> BinaryIO:
+    """The open file ``fd`` as a binary file object if it is a regular file, else ``OSError`` (closed)."""
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a directory, pipe, socket or device)", str(path))

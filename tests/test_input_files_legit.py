@@ -7,6 +7,7 @@ a small HDF5 file of names looked up for minutes)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import bnncompress
+from bnncompress.openbeneath import open_beneath
 from bnncompress.sources import read_posterior
 
 LOC = np.linspace(1, 2, 32, dtype=np.float32).reshape(8, 4)
@@ -186,3 +188,27 @@ def test_an_hdf5_file_of_links_with_long_full_names_is_refused_quickly(tmp_path)
     assert (tmp_path / "l.h5").stat().st_size < 200_000
     with pytest.raises(bnncompress.PosteriorError, match="far longer than the file"):
         read_posterior(tmp_path / "l.h5")
+
+
+def test_links_between_files_of_a_directory_in_another_mount_namespace_are_read_there(tmp_path):
+    # through /proc/PID/root a relative link was refused as broken, and an absolute one was read on this
+    # side of the namespace (another file, or none); the kernel now opens both beneath the directory
+    source, mount = tmp_path / "src", tmp_path / "mnt"
+    source.mkdir()
+    np.save(source / "w.loc.npy", LOC)
+    np.save(source / "real-scale.npy", SCALE)
+    (source / "words.txt").write_text("".join(f"w{i}\n" for i in range(8)))
+    setup = (
+        f"cp -r {source} {mount}/post && ln -s real-scale.npy {mount}/post/w.scale.npy"
+        f" && ln -s {mount}/post/words.txt {mount}/post/vocab.txt"
+    )
+    with _another_namespace(mount, setup) as seen:
+        if not (seen / "post" / "w.loc.npy").exists() or (mount / "post").exists():
+            pytest.skip("the other namespace's files are not where expected")
+        fd = open_beneath(seen, "post", os.O_RDONLY | os.O_DIRECTORY)
+        if fd is None:
+            pytest.skip("no openat2 here")
+        os.close(fd)
+        p = read_posterior(seen / "post")
+        np.testing.assert_array_equal(p.tensors["w"].scale, SCALE)
+        assert p.vocab == [f"w{i}" for i in range(8)]

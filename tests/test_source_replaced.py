@@ -261,7 +261,8 @@ def test_a_fifo_put_at_a_checked_path_is_refused_not_waited_on(tmp_path, monkeyp
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
-def test_a_link_in_a_posterior_directory_turned_outwards_after_its_check_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kernel", [True, False], ids=["openat2", "without-openat2"])
+def test_a_link_in_a_posterior_directory_turned_outwards_as_it_is_opened_is_refused(tmp_path, monkeypatch, kernel):
     import bnncompress.inputfiles as inputfiles
 
     inside, outside = tmp_path / "posterior", tmp_path / "secret.txt"
@@ -271,20 +272,59 @@ def test_a_link_in_a_posterior_directory_turned_outwards_after_its_check_is_refu
     outside.write_text("\n".join(f"secret{i}" for i in range(8)) + "\n")
     (inside / "words.txt").write_text("\n".join(f"w{i}" for i in range(8)) + "\n")
     (inside / "vocab.txt").symlink_to("words.txt")  # a link that stays inside: accepted
+    assert read_posterior(inside).vocab == [f"w{i}" for i in range(8)]
+
+    def turn_outwards():
+        (inside / "vocab.txt").unlink()
+        (inside / "vocab.txt").symlink_to(outside)
+
+    if kernel:  # the kernel resolves beneath the directory: a link turned outwards just before is refused
+        if inputfiles.open_beneath(inside, "words.txt", os.O_RDONLY) is None:
+            pytest.skip("no openat2 here")
+        opener = inputfiles.open_beneath
+
+        def racing(directory, name, flags):
+            if os.path.basename(name) == "vocab.txt":
+                turn_outwards()
+            return opener(directory, name, flags)
+
+        monkeypatch.setattr(inputfiles, "open_beneath", racing)
+        with pytest.raises(PosteriorError, match="outside the directory"):
+            read_posterior(inside)
+        return
+    monkeypatch.setattr(inputfiles, "open_beneath", lambda *args: None)  # (an older kernel: check, open, check)
     checked = inputfiles.input_file
 
-    def racing(path, what, within=None):
+    def racing_check(path, what, within=None):
         found = checked(path, what, within)
         if path.name == "vocab.txt":  # the link turned outwards between the check and the open
-            (inside / "vocab.txt").unlink()
-            (inside / "vocab.txt").symlink_to(outside)
+            turn_outwards()
         return found
 
-    monkeypatch.setattr(inputfiles, "input_file", racing)
+    monkeypatch.setattr(inputfiles, "input_file", racing_check)
     with pytest.raises(PosteriorError, match="changed while it was opened"):
         read_posterior(inside)
-    monkeypatch.undo()
+    monkeypatch.setattr(inputfiles, "input_file", checked)
     with pytest.raises(PosteriorError, match="outside the directory"):
+        read_posterior(inside)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_links_inside_by_absolute_path_or_through_dotdot_are_read_and_those_out_refused(tmp_path):
+    inside = tmp_path / "posterior"
+    inside.mkdir()
+    np.save(inside / "w.loc.npy", LOC)
+    np.save(inside / "real.npy", SCALE)
+    (inside / "w.scale.npy").symlink_to(inside / "real.npy")  # absolute, inside: the kernel says EXDEV to it
+    (inside / "words.txt").write_text("\n".join(f"w{i}" for i in range(8)) + "\n")
+    (inside / "vocab.txt").symlink_to(f"../{inside.name}/words.txt")
+    p = read_posterior(inside)
+    np.testing.assert_array_equal(p.tensors["w"].scale, SCALE)
+    assert p.vocab == [f"w{i}" for i in range(8)]
+    (tmp_path / "words.txt").write_text("\n".join(f"secret{i}" for i in range(8)) + "\n")
+    (inside / "vocab.txt").unlink()
+    (inside / "vocab.txt").symlink_to("../words.txt")
+    with pytest.raises(PosteriorError, match="'vocab.txt' is a symbolic link to .*outside the directory"):
         read_posterior(inside)
 
 
