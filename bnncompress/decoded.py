@@ -65,10 +65,11 @@ def available_memory() -> float:
     return available if limit == resource.RLIM_INFINITY else min(available, float(limit))
 
 
-def check_fits_in_memory(rec: TensorRecord) -> None:
+def check_fits_in_memory(rec: TensorRecord, work_bytes_per_weight: int) -> None:
     """Refuse to decode a tensor whose declared size exceeds the memory this process may use:
-    the machine's, or a lower address-space limit (``ulimit -v``)."""
-    needed = rec.num_weights * (12 + np.dtype(NUMPY_DTYPES[rec.dtype]).itemsize)  # symbols, values, result
+    the machine's, or a lower address-space limit (``ulimit -v``). The decode holds ``work_bytes_per_weight``
+    (symbols and values: 12; values alone: 4) besides its result."""
+    needed = rec.num_weights * (work_bytes_per_weight + np.dtype(NUMPY_DTYPES[rec.dtype]).itemsize)
     available = available_memory()
     if needed > available:
         raise ArchiveError(
@@ -80,7 +81,7 @@ def check_fits_in_memory(rec: TensorRecord) -> None:
 def decode_whole(rec: TensorRecord, reader: Any) -> np.ndarray:
     """Tensor ``rec`` decoded whole by its row ``reader`` (:class:`~bnncompress.rowaccess.RowReader`):
     shaped, constrained to its recorded support (the posterior median) and in its original dtype."""
-    check_fits_in_memory(rec)
+    check_fits_in_memory(rec, reader.work_bytes_per_weight())
     try:
         values = reader.all().reshape(rec.shape)
         if "support" in rec.params:  # stored unconstrained: the constrained posterior median

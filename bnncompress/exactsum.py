@@ -4,7 +4,8 @@ A quantization prior is fitted to the mean and spread of a tensor's means. To ma
 streamed pack (block by block), a parallel pack and a Dask pack write the same archive as
 an in-memory pack, these statistics must not depend on the order in which blocks are
 summed, nor on the machine. So every value is added exactly: its integer mantissa goes
-into a bucket for its binary exponent (int64 counters, no rounding at all), partial sums
+into a bucket for its binary exponent (int64 counters, Python's integers past 2**35 values: no
+rounding or wrapping at all), partial sums
 from blocks are added bucket by bucket, and only the final total is rounded once.
 
 Example:
@@ -25,6 +26,8 @@ import numpy as np
 _F32_LOW = -149  # exponent of a float32 mantissa unit for biased exponent 0 and 1
 _F64_LOW = -1074
 _SPLIT = 26  # float64 mantissas (53 bits) are added as two halves so that int64 never overflows
+#: Values whose sums int64 buckets hold for sure: a square adds under 2**27 to a bucket, a float32 under 2**24.
+_INT64_SAFE_COUNT = 2**35
 
 
 @dataclass
@@ -61,7 +64,10 @@ class ExactSum:
     def __add__(self, other: ExactSum) -> ExactSum:
         if (self.shift, self.split, len(self.hi)) != (other.shift, other.split, len(other.hi)):
             raise ValueError("cannot add exact sums of different kinds")
-        return ExactSum(self.hi + other.hi, self.lo + other.lo, self.shift, self.split, self.count + other.count)
+        hi, lo, count = self.hi, self.lo, self.count + other.count
+        if count > _INT64_SAFE_COUNT and hi.dtype != object:  # Python's integers from here: an int64 would wrap
+            hi, lo = hi.astype(object), lo.astype(object)
+        return ExactSum(hi + other.hi, lo + other.lo, self.shift, self.split, count)
 
     def exact(self) -> Fraction:
         total = 0

@@ -131,6 +131,11 @@ class RowReader:
         )
 
     # ------------------------------------------------------------------ public
+    def work_bytes_per_weight(self) -> int:
+        """Bytes per weight :meth:`all` holds besides its result: the float32 values, and the decoded symbols
+        too where the row kernels do not decode this record (they decode blocks straight to values)."""
+        return 4 if self._fused() and self._kernels_worth_it() else 12
+
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """Rows at ``positions`` (non-negative int64, already bounds-checked), as a (k, row size) float32 array."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)

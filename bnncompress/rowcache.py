@@ -38,7 +38,8 @@ class RowCache:
         self.capacity = int(min(max(capacity, 0), num_rows))
         self.row_size = row_size
         self.dtype = np.dtype(dtype)
-        self.slot_of = np.full(num_rows if self.capacity else 0, -1, np.int32)  # row -> slot, -1: not cached
+        slot = np.int32 if self.capacity <= np.iinfo(np.int32).max else np.int64  # (more slots: an int32 wraps)
+        self.slot_of = np.full(num_rows if self.capacity else 0, -1, slot)  # row -> slot, -1: not cached
         self.row_of = np.full(self.capacity, -1, np.int64)  # slot -> row, -1: free
         self.score = np.full(self.capacity, -1.0, np.float32)  # decayed access count x unit; free slots -1
         self.unit = 1.0  # what one access adds now: scores decay as the unit grows

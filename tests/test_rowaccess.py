@@ -250,3 +250,19 @@ def test_every_symbol_decoded_without_the_row_kernels_counts_towards_loading_the
         np.testing.assert_array_equal(np.concatenate([rows for _, rows in reader.blocks()]), expected)
         scans += 1
     assert scans == -(-(1 << 19) // rec.num_symbols)
+
+
+def test_a_whole_decode_by_the_kernels_is_charged_its_values_not_symbols_it_never_holds(tmp_path, monkeypatch):
+    """A 2.25e9-weight archive packed on a 23.5 GiB machine was refused there by load, info -q and unpack (16
+    bytes a float32 weight: symbols, values, result), though the kernels' decode peaked at 10.7 GiB."""
+    import bnncompress.decoded as decoded
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "w.bnc"
+    loc, scale = rng.normal(size=(600, 50)).astype(np.float32), np.full((600, 50), 0.1, np.float32)
+    bnncompress.pack({"w": (loc, scale)}, path, bits=2)
+    monkeypatch.setattr(decoded, "available_memory", lambda: 600 * 50 * 10.0)  # 8 bytes a weight fit, 16 do not
+    assert bnncompress.load(path)["w"].shape == (600, 50)  # (the kernels are loaded by the pack)
+    monkeypatch.setenv("BNNCOMPRESS_CODER", "constriction")  # whole blocks of symbols first, then values
+    with pytest.raises(bnncompress.ArchiveError, match=r"more than the 0.0 GiB of memory"):
+        bnncompress.load(path)["w"]

@@ -202,6 +202,19 @@ def test_exact_sums_do_not_depend_on_the_split():
     assert squares.exact() == sum(Fraction(float(v)) ** 2 for v in x)
 
 
+def test_exact_sums_of_more_values_than_int64_buckets_hold_stay_exact():
+    """Blocks' sums were added as int64 buckets: past about 7e10 weights (2**40 allowed) of means in [1, 2)
+    the mean of squares wrapped to -4.8e-07 (the vbq prior's spread, uniform's rms). Simulated by adding
+    one block's sum to itself, as folding 2**k equal blocks does."""
+    block = np.full(1 << 20, 1.9999999, np.float32)
+    squares, plain = ExactSum.of_squares(block), ExactSum.of_float32(block)
+    for _ in range(20):  # 2**40 weights
+        squares, plain = squares + squares, plain + plain
+    assert squares.count == plain.count == 2**40
+    assert squares.exact() == Fraction(float(block[0])) ** 2 * 2**40
+    assert plain.exact() == Fraction(float(block[0])) * 2**40
+
+
 # ------------------------------------------------------------------------------ Dask
 
 
