@@ -22,8 +22,11 @@ from .openbeneath import open_beneath
 
 _NOT_REGULAR = "is not a regular file (a directory, pipe, socket or device); pass a file"
 _OUTSIDE = "outside the directory; copy the file in instead"
+_MISSING = "does not exist (or is a broken link); pass an existing file"
 #: How input files are opened: for reading, without waiting for a FIFO's writer, never as a terminal.
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+#: How a file inside a directory is found before it is opened: a descriptor of its path only (Linux).
+_FIND_FLAGS = getattr(os, "O_PATH", _READ_FLAGS)
 
 
 def input_file(path: Path, what: str, within: Path | None = None) -> Path:
@@ -37,7 +40,7 @@ def input_file(path: Path, what: str, within: Path | None = None) -> Path:
                 raise PosteriorError(f"{what} is a symbolic link to '{target}', {_OUTSIDE}")
         st = path.stat()
     except FileNotFoundError:
-        raise PosteriorError(f"{what} does not exist (or is a broken link); pass an existing file") from None
+        raise PosteriorError(f"{what} {_MISSING}") from None
     except (OSError, RuntimeError) as exc:  # a link loop, a permission denied
         raise PosteriorError(f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
     if not stat.S_ISREG(st.st_mode):
@@ -76,51 +79,65 @@ def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
 
 def _open_inside(path: Path, what: str, within: Path) -> BinaryIO | None:
     """``path`` (``within / name``) opened by the kernel beneath ``within``, following links only while they
-    stay inside; a link whose target names a file inside by an absolute path or through ``..`` is opened as
-    that file's path relative to the directory, beneath it again. ``None`` where the kernel cannot."""
+    stay inside; a link the kernel will not follow from there (an absolute one, one through ``..``) is opened as
+    the path inside that ``realpath`` finds for it, beneath the directory again. The file is found first without
+    being opened for reading (``O_PATH``: a FIFO's writer is not released), then opened and compared with it.
+    ``None`` where the kernel cannot."""
     try:
         name = path.relative_to(within)
     except ValueError:
         return None
     try:
         try:
-            fd = _open_waiting(lambda: open_beneath(within, name, _READ_FLAGS))
+            found = _open_waiting(lambda: open_beneath(within, name, _FIND_FLAGS))
         except OSError as exc:
-            inner = _named_inside(path, within) if exc.errno == errno.EXDEV else None
-            if inner is None:
+            if exc.errno != errno.EXDEV:
                 raise
-            fd = _open_waiting(lambda: open_beneath(within, inner, _READ_FLAGS))
-        if fd is None:
+            name, found = _find_inside(path, within, exc)
+        if found is None:
             return None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
+        try:
+            seen = os.fstat(found)
+        finally:
+            os.close(found)
+        if not stat.S_ISREG(seen.st_mode):
             raise PosteriorError(f"{what} {_NOT_REGULAR}")
-        return os.fdopen(fd, "rb")
+        fd = _open_waiting(lambda: open_beneath(within, name, _READ_FLAGS))
+        if fd is None:  # (openat2 refused from now on: a sandbox)
+            return None
+        opened = _regular(fd, path)
     except FileNotFoundError:
-        raise PosteriorError(f"{what} does not exist (or is a broken link); pass an existing file") from None
+        raise PosteriorError(f"{what} {_MISSING}") from None
     except OSError as exc:
         if exc.errno == errno.EXDEV:
-            raise PosteriorError(f"{what} is a symbolic link to '{_shown_target(path)}', {_OUTSIDE}") from None
+            if not os.path.exists(path):
+                raise PosteriorError(f"{what} {_MISSING}") from None
+            raise PosteriorError(f"{what} is a symbolic link to '{os.path.realpath(path)}', {_OUTSIDE}") from None
         raise PosteriorError(f"cannot read {what} ({exc.strerror})") from None
+    now = os.fstat(opened.fileno())
+    if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+        opened.close()
+        raise PosteriorError(f"{what} changed while it was opened (another file or link at its path now)")
+    return opened
 
 
-def _shown_target(link: Path) -> str:
-    """Where ``link`` leads, for a message (its path if a link on the way changes while it is read)."""
-    try:
-        return os.path.realpath(link)
-    except OSError:
-        return os.fspath(link)
-
-
-def _named_inside(link: Path, within: Path) -> str | None:
-    """The path relative to ``within`` of the file ``link``'s target names (read as text, ``..`` taken
-    lexically), or ``None`` if that is not inside ``within`` (by its name or its real path)."""
-    target = os.path.join(os.path.dirname(os.path.abspath(link)), os.readlink(link))
-    target = os.path.normpath(target)
-    for base in {os.path.abspath(within), os.path.realpath(within)}:
-        if target.startswith(base.rstrip(os.sep) + os.sep):
-            return os.path.relpath(target, base)
-    return None
+def _find_inside(link: Path, within: Path, refused: OSError) -> tuple[str, int | None]:
+    """A name inside ``within`` for the file ``link`` leads to, found (``O_PATH``) beneath it: by ``link``'s
+    ``realpath``, else by its target read as text (through ``/proc/PID/root`` ``realpath`` resolves on this
+    side of the namespace); ``refused`` if neither is inside or opens there."""
+    names = []
+    for resolved in (os.path.realpath(link), os.path.normpath(os.path.join(link.parent, os.readlink(link)))):
+        resolved = os.path.join(os.path.abspath(within), resolved)  # (an absolute one stays as it is)
+        for base in (os.path.realpath(within), os.path.abspath(within)):
+            if resolved.startswith(base.rstrip(os.sep) + os.sep):
+                names.append(os.path.relpath(resolved, base))
+    for name in dict.fromkeys(names):
+        try:
+            return name, _open_waiting(lambda n=name: open_beneath(within, n, _FIND_FLAGS))
+        except (FileNotFoundError, OSError) as exc:
+            if not isinstance(exc, FileNotFoundError) and exc.errno != errno.EXDEV:
+                raise
+    raise refused
 
 
 def _names_inside(path: Path, within: Path, opened: os.stat_result) -> bool:

@@ -38,12 +38,31 @@ def _syscall() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     if not sys.platform.startswith("linux") or platform.machine().lower() not in _MACHINES:
         return None
     try:
-        return ctypes.CDLL(None, use_errno=True).syscall
+        call = ctypes.CDLL(None, use_errno=True).syscall
     except (OSError, AttributeError):
         return None
+    call.restype = ctypes.c_long
+    call.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_OpenHow), ctypes.c_size_t]
+    return call
 
 
 _openat2 = _syscall()
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: A descriptor of a directory to resolve beneath: no read permission needed (a ``--x`` directory).
+_DIRECTORY = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | _CLOEXEC
+
+
+def _call(dir_fd: int, name: bytes, flags: int) -> int:
+    how = _OpenHow(flags | _CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+    return _openat2(_SYS_OPENAT2, dir_fd, name, ctypes.byref(how), ctypes.sizeof(how))
+
+
+def _refused_itself(dir_fd: int) -> bool:
+    """Whether openat2 is refused as such (a seccomp filter's EPERM), not for one file (a fanotify deny)."""
+    probe = _call(dir_fd, b".", _DIRECTORY)
+    if probe >= 0:
+        os.close(probe)
+    return probe < 0
 
 
 def open_beneath(directory: Path, name: str | os.PathLike, flags: int) -> int | None:
@@ -53,15 +72,14 @@ def open_beneath(directory: Path, name: str | os.PathLike, flags: int) -> int | 
     global _openat2
     if _openat2 is None:
         return None
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    dir_fd = os.open(directory, _DIRECTORY)
     try:
-        how = _OpenHow(flags | getattr(os, "O_CLOEXEC", 0), 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-        fd = _openat2(_SYS_OPENAT2, dir_fd, os.fsencode(name), ctypes.byref(how), ctypes.sizeof(how))
+        fd = _call(dir_fd, os.fsencode(name), flags)
         if fd >= 0:
             return fd
         code = ctypes.get_errno()
-        if code in (errno.ENOSYS, errno.EPERM):  # (an older kernel, a seccomp filter: never again here)
-            _openat2 = None
+        if code == errno.ENOSYS or (code == errno.EPERM and _refused_itself(dir_fd)):
+            _openat2 = None  # (an older kernel, or a sandbox that refuses openat2 itself: never again here)
             return None
         raise OSError(code, os.strerror(code), os.fspath(name))
     finally:

@@ -14,7 +14,10 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -397,3 +400,97 @@ def test_a_directory_put_at_a_checked_path_leaks_no_descriptor(tmp_path, monkeyp
         with pytest.raises(PosteriorError, match=f"v{i}.txt.*not a regular file"):
             bnncompress.vocabulary.read_vocab(tmp_path / f"v{i}.txt")
     assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_links_that_the_kernel_will_not_follow_from_the_directory_are_read_as_the_system_resolves_them(tmp_path):
+    """Review of the openat2 change: a link retried by its target read as text took '..' after a linked
+    subdirectory lexically (another file, silently), and chains and aliases of the directory were refused."""
+    d = tmp_path / "post"
+    (d / "deep" / "er").mkdir(parents=True)
+    np.save(d / "w.loc.npy", LOC)
+    np.save(d / "real.npy", SCALE)
+    (d / "abs").symlink_to(d / "real.npy")
+    (d / "w.scale.npy").symlink_to("abs")  # a chain: relative, then absolute
+    (d / "words.txt").write_text("decoy0\ndecoy1\n")
+    (d / "deep" / "words.txt").write_text("\n".join(f"w{i}" for i in range(8)) + "\n")
+    (d / "sub").symlink_to("deep/er")
+    os.symlink(f"{d}/sub/../words.txt", d / "vocab.txt")  # the system: deep/words.txt (sub's parent is deep)
+    (tmp_path / "alias").symlink_to(d)
+    for given in (d, tmp_path / "alias"):
+        p = read_posterior(given)
+        assert p.vocab == [f"w{i}" for i in range(8)]
+        np.testing.assert_array_equal(p.tensors["w"].scale, SCALE)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs")
+def test_a_fifo_in_a_posterior_directory_is_refused_without_opening_it(tmp_path):
+    """Opened for reading before its type was known, a FIFO released a writer blocked on it (review)."""
+    d = tmp_path / "post"
+    d.mkdir()
+    np.save(d / "w.loc.npy", LOC)
+    os.mkfifo(d / "w.scale.npy")
+    released = threading.Event()
+
+    def writer():
+        fd = os.open(d / "w.scale.npy", os.O_WRONLY)  # blocks until the FIFO is opened for reading
+        released.set()
+        os.close(fd)
+
+    threading.Thread(target=writer, daemon=True).start()
+    time.sleep(0.1)
+    with pytest.raises(PosteriorError, match="w.scale.npy' is not a regular file"):
+        read_posterior(d)
+    assert not released.wait(0.3)
+    os.close(os.open(d / "w.scale.npy", os.O_RDONLY | os.O_NONBLOCK))  # (lets the writer go)
+
+
+def test_rows_are_read_again_beneath_the_directory(tmp_path, monkeypatch):
+    """The rows of a .npy were read by opening its path again, following links anywhere (review)."""
+    import bnncompress.inputfiles as inputfiles
+
+    d = tmp_path / "post"
+    d.mkdir()
+    np.save(d / "w.loc.npy", LOC)
+    np.save(d / "w.scale.npy", SCALE)
+    seen = []
+    opener = inputfiles.open_input
+    monkeypatch.setattr(
+        sys.modules["bnncompress.sources.stored"], "open_input", lambda *a: seen.append(a[2]) or opener(*a)
+    )
+    np.testing.assert_array_equal(read_posterior(d).tensors["w"].scale, SCALE)  # (its rows: read again)
+    assert len(seen) == 2 and all(Path(w) == d for w in seen)
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["one-file-denied", "sandbox"])
+def test_openat2_is_given_up_only_when_it_is_refused_as_such(tmp_path, monkeypatch, sandboxed):
+    """One file denied (a fanotify listener's EPERM) turned openat2 off for the whole process (review);
+    a sandbox that refuses openat2 itself leaves the check, open, check."""
+    import ctypes
+    import errno as errnos
+
+    import bnncompress.openbeneath as openbeneath
+
+    d = tmp_path / "post"
+    d.mkdir()
+    np.save(d / "w.loc.npy", LOC)
+    np.save(d / "w.scale.npy", SCALE)
+    if openbeneath.open_beneath(d, "w.loc.npy", os.O_RDONLY) is None:
+        pytest.skip("no openat2 here")
+    monkeypatch.setattr(openbeneath, "_openat2", openbeneath._openat2)  # (given back after the test)
+    real = openbeneath._call
+
+    def call(dir_fd, name, flags):
+        if name == b"w.scale.npy" or (sandboxed and name == b"."):
+            ctypes.set_errno(errnos.EPERM)
+            return -1
+        return real(dir_fd, name, flags)
+
+    monkeypatch.setattr(openbeneath, "_call", call)
+    if sandboxed:
+        np.testing.assert_array_equal(read_posterior(d).tensors["w"].scale, SCALE)  # (the path's open)
+        assert openbeneath._openat2 is None
+    else:
+        with pytest.raises(PosteriorError, match=r"w.scale.npy' \(Operation not permitted\)"):
+            read_posterior(d)
+        assert openbeneath._openat2 is not None

@@ -71,7 +71,8 @@ def npy_array(path: Path, what: str | None = None, within: Path | None = None) -
         raise PosteriorError(f"'{path}' holds Python objects; store a floating-point array")
     if any(int(s) < 0 for s in shape):  # (numpy's own loader refuses it too)
         raise PosteriorError(f"'{path}' declares shape {tuple(shape)}, a negative size; the file is damaged")
-    array = FileArray(str(path), offset, tuple(int(s) for s in shape), dtype.str, stamp_of(opened))
+    within_ = None if within is None else str(within)
+    array = FileArray(str(path), offset, tuple(int(s) for s in shape), dtype.str, stamp_of(opened), within_)
     if offset + array.nbytes > opened.st_size:
         raise PosteriorError(f"'{path}' declares shape {tuple(shape)} but holds fewer bytes; it is truncated")
     return array

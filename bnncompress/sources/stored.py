@@ -8,13 +8,14 @@ A :class:`FileTensor` is what a streamed or Dask pack reads, one task at a time:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import PosteriorError
 from ..geometry import row_size
-from ..inputfiles import open_nonblocking
+from ..inputfiles import open_input, open_nonblocking
 from ..posterior import FileStamp, StoredTensor, check_opened, file_stamp
 
 
@@ -28,6 +29,7 @@ class FileArray:
     shape: tuple[int, ...]
     dtype: str  # numpy dtype string, or "bfloat16"
     stamp: FileStamp | None = None  # the file whose header was read (:func:`stamp_of`; default: the path's now)
+    within: str | None = None  # a posterior directory the file is read beneath again (:func:`open_input`)
 
     def __post_init__(self) -> None:
         if self.stamp is None:
@@ -45,7 +47,10 @@ class FileArray:
         dt = np.dtype("<u2") if self.dtype == "bfloat16" else np.dtype(self.dtype)
         rs = row_size(self.shape)
         try:
-            fh = open_nonblocking(self.path)
+            if self.within is not None:  # (beneath its directory again: a link swapped in since leads nowhere)
+                fh = open_input(Path(self.path), f"'{self.path}'", Path(self.within))
+            else:
+                fh = open_nonblocking(self.path)
         except OSError as exc:
             raise PosteriorError(
                 f"cannot read '{self.path}' again ({exc.strerror}); pack again once it is back"
