@@ -112,13 +112,22 @@ def _open_inside(path: Path, what: str, within: Path) -> BinaryIO | None:
         if exc.errno == errno.EXDEV:
             if not os.path.exists(path):
                 raise PosteriorError(f"{what} {_MISSING}") from None
-            raise PosteriorError(f"{what} is a symbolic link to '{os.path.realpath(path)}', {_OUTSIDE}") from None
+            raise PosteriorError(f"{what} is a symbolic link to '{_shown_target(path)}', {_OUTSIDE}") from None
         raise PosteriorError(f"cannot read {what} ({exc.strerror})") from None
     now = os.fstat(opened.fileno())
     if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
         opened.close()
         raise PosteriorError(f"{what} changed while it was opened (another file or link at its path now)")
     return opened
+
+
+def _shown_target(link: Path) -> str:
+    """Where ``link`` leads, for a message; its own path if a link on the way is swapped while ``realpath``
+    reads it (``realpath`` then raises EINVAL: a link that is a directory by the time it is read)."""
+    try:
+        return os.path.realpath(link)
+    except OSError:
+        return os.fspath(link)
 
 
 def _find_inside(link: Path, within: Path, refused: OSError) -> tuple[str, int | None]:
