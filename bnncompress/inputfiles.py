@@ -98,11 +98,11 @@ def _open_inside(path: Path, what: str, within: Path) -> BinaryIO | None:
             return None
         try:
             seen = os.fstat(found)
+            if not stat.S_ISREG(seen.st_mode):
+                raise PosteriorError(f"{what} {_NOT_REGULAR}")
+            fd = _open_waiting(lambda: _reopen(found, within, name))
         finally:
             os.close(found)
-        if not stat.S_ISREG(seen.st_mode):
-            raise PosteriorError(f"{what} {_NOT_REGULAR}")
-        fd = _open_waiting(lambda: open_beneath(within, name, _READ_FLAGS))
         if fd is None:  # (openat2 refused from now on: a sandbox)
             return None
         opened = _regular(fd, path)
@@ -130,21 +130,32 @@ def _shown_target(link: Path) -> str:
         return os.fspath(link)
 
 
+def _reopen(found: int, within: Path, name: str) -> int | None:
+    """The file ``found`` (an ``O_PATH`` descriptor) opened for reading: that very file through
+    ``/proc/self/fd`` (nothing swapped in at its path meanwhile is opened), or where /proc is missing
+    by ``name`` beneath ``within`` again (then compared with it)."""
+    try:
+        return os.open(f"/proc/self/fd/{found}", _READ_FLAGS)
+    except FileNotFoundError:
+        return open_beneath(within, name, _READ_FLAGS)
+
+
 def _find_inside(link: Path, within: Path, refused: OSError) -> tuple[str, int | None]:
-    """A name inside ``within`` for the file ``link`` leads to, found (``O_PATH``) beneath it: by ``link``'s
-    ``realpath``, else by its target read as text (through ``/proc/PID/root`` ``realpath`` resolves on this
-    side of the namespace); ``refused`` if neither is inside or opens there."""
+    """A name inside ``within`` for the file ``link`` leads to, found (``O_PATH``) beneath it: the rest of
+    ``link``'s ``realpath`` after the directory's, else of its target as written (through ``/proc/PID/root``
+    ``realpath`` resolves on this side of the namespace), ``..`` and links in it left to the kernel beneath
+    the directory; ``refused`` if neither is inside or opens there."""
     names = []
-    for resolved in (os.path.realpath(link), os.path.normpath(os.path.join(link.parent, os.readlink(link)))):
-        resolved = os.path.join(os.path.abspath(within), resolved)  # (an absolute one stays as it is)
+    for resolved in (os.path.realpath(link), os.path.join(os.path.abspath(link.parent), os.readlink(link))):
         for base in (os.path.realpath(within), os.path.abspath(within)):
-            if resolved.startswith(base.rstrip(os.sep) + os.sep):
-                names.append(os.path.relpath(resolved, base))
+            prefix = base.rstrip(os.sep) + os.sep
+            if resolved.startswith(prefix) and len(resolved) > len(prefix):
+                names.append(resolved[len(prefix) :])
     for name in dict.fromkeys(names):
         try:
             return name, _open_waiting(lambda n=name: open_beneath(within, n, _FIND_FLAGS))
-        except (FileNotFoundError, OSError) as exc:
-            if not isinstance(exc, FileNotFoundError) and exc.errno != errno.EXDEV:
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EXDEV):
                 raise
     raise refused
 

@@ -475,8 +475,10 @@ def test_openat2_is_given_up_only_when_it_is_refused_as_such(tmp_path, monkeypat
     d.mkdir()
     np.save(d / "w.loc.npy", LOC)
     np.save(d / "w.scale.npy", SCALE)
-    if openbeneath.open_beneath(d, "w.loc.npy", os.O_RDONLY) is None:
+    probe = openbeneath.open_beneath(d, "w.loc.npy", os.O_RDONLY)
+    if probe is None:
         pytest.skip("no openat2 here")
+    os.close(probe)
     monkeypatch.setattr(openbeneath, "_openat2", openbeneath._openat2)  # (given back after the test)
     real = openbeneath._call
 
@@ -494,3 +496,29 @@ def test_openat2_is_given_up_only_when_it_is_refused_as_such(tmp_path, monkeypat
         with pytest.raises(PosteriorError, match=r"w.scale.npy' \(Operation not permitted\)"):
             read_posterior(d)
         assert openbeneath._openat2 is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+@pytest.mark.parametrize("given", ["absolute", "relative"])
+def test_a_link_out_through_a_linked_subdirectory_is_refused_not_read_as_a_decoy_inside(tmp_path, monkeypatch, given):
+    """Second review: a link's target read as text had '..' collapsed without following 'sub' (a decoy inside
+    was read, silently), and a directory given as a relative path had it joined twice."""
+    d = tmp_path / "post"
+    d.mkdir()
+    np.save(d / "w.loc.npy", LOC)
+    np.save(d / "w.scale.npy", SCALE)
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "v.txt").write_text("".join(f"secret{i}\n" for i in range(8)))
+    (d / "v.txt").write_text("".join(f"decoy{i}\n" for i in range(8)))  # what '..' taken as text would name
+    (d / "elsewhere").mkdir()  # and what a relative directory joined twice would name
+    (d / "elsewhere" / "v.txt").write_text("".join(f"decoy{i}\n" for i in range(8)))
+    (d / "sub").symlink_to("../elsewhere/deep")
+    (d / "vocab.txt").symlink_to("sub/../v.txt")  # the system: elsewhere/v.txt, outside
+    assert (d / "vocab.txt").read_text().startswith("secret")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PosteriorError, match="vocab.txt' is a symbolic link to .*outside the directory"):
+        read_posterior(d if given == "absolute" else Path("post"))
+    (d / "vocab.txt").unlink()
+    (d / "vocab.txt").symlink_to("../elsewhere/v.txt")
+    with pytest.raises(PosteriorError, match="vocab.txt' is a symbolic link to .*outside the directory"):
+        read_posterior(d if given == "absolute" else Path("post"))
