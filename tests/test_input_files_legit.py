@@ -112,14 +112,20 @@ def _another_namespace(mount: Path, setup: str) -> Iterator[Path]:
         other.wait()
 
 
+def _posterior_source(root: Path, scale: str = "w.scale.npy", vocab: str = "vocab.txt") -> tuple[Path, Path]:
+    """A .npy posterior directory to copy into another mount namespace, and where to mount it there."""
+    source = root / "src"
+    source.mkdir()
+    np.save(source / "w.loc.npy", LOC)
+    np.save(source / scale, SCALE)
+    (source / vocab).write_text("".join(f"w{i}\n" for i in range(8)))
+    return source, root / "mnt"
+
+
 def test_a_posterior_directory_in_another_mount_namespace_is_read_through_proc_pid_root(tmp_path):
     # realpath() reads /proc/PID/root as "/", so the check compared the open file with another path
     # ("changed while it was opened (another file or link at its path now)") although nothing changed
-    source, mount = tmp_path / "src", tmp_path / "mnt"
-    source.mkdir()
-    np.save(source / "w.loc.npy", LOC)
-    np.save(source / "w.scale.npy", SCALE)
-    (source / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(8)))
+    source, mount = _posterior_source(tmp_path)
     with _another_namespace(mount, f"cp -r {source} {mount}/post") as seen:
         if not (seen / "post" / "w.loc.npy").exists() or (mount / "post").exists():
             pytest.skip("the other namespace's files are not where expected")
@@ -193,11 +199,7 @@ def test_an_hdf5_file_of_links_with_long_full_names_is_refused_quickly(tmp_path)
 def test_links_between_files_of_a_directory_in_another_mount_namespace_are_read_there(tmp_path):
     # through /proc/PID/root a relative link was refused as broken, and an absolute one was read on this
     # side of the namespace (another file, or none); the kernel now opens both beneath the directory
-    source, mount = tmp_path / "src", tmp_path / "mnt"
-    source.mkdir()
-    np.save(source / "w.loc.npy", LOC)
-    np.save(source / "real-scale.npy", SCALE)
-    (source / "words.txt").write_text("".join(f"w{i}\n" for i in range(8)))
+    source, mount = _posterior_source(tmp_path, scale="real-scale.npy", vocab="words.txt")
     setup = (
         f"cp -r {source} {mount}/post && ln -s real-scale.npy {mount}/post/w.scale.npy"
         f" && ln -s {mount}/post/words.txt {mount}/post/vocab.txt"
