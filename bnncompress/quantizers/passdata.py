@@ -46,6 +46,13 @@ class PassData:
                 self._bytes -= _nbytes(value)
             return value
 
+    def end_task(self) -> None:
+        """Let go of what a task kept here, unless this is the lasting copy (a copy a worker got for a task:
+        a Dask worker holds a task's arguments as long as its result, 256 MiB of rows each)."""
+        if not self.lasting:
+            with self._lock:
+                self._items, self._bytes = {}, 0
+
     def within(self, limit: int) -> PassData:
         """A PassData of ``limit`` bytes with the values kept here that fit in it, oldest first.
 
