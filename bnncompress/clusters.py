@@ -126,15 +126,16 @@ class DaskExecutor:
 
 def cluster_task(fn: Callable[..., Any], *args: Any) -> Any:
     """A task on a worker (:func:`~bnncompress.executors.single_threaded`), after which what its copies of
-    its arguments kept for their passes is let go (``end_task``: a fitted transform's rotated rows): the worker
+    its fits kept for their passes is let go (``kept.end_task()``: a fitted transform's rotated rows): the worker
     holds a task's arguments as long as its result, so a 2.15e9-weight pack on two workers grew past 9.8 GB each."""
     try:
         return single_threaded(fn, *args)
     finally:
         for held in (a for arg in args for a in (arg if isinstance(arg, tuple) else (arg,))):
-            end = getattr(held, "end_task", None)
-            if callable(end):
-                end()
+            for fit in (held, getattr(held, "fitted", None)):  # (a fallback's fit: its method's)
+                end = getattr(getattr(fit, "kept", None), "end_task", None)  # (a PassData)
+                if callable(end):
+                    end()
 
 
 def package_digest() -> str:

@@ -167,11 +167,6 @@ class FittedQuantizer(ABC):
         """On the driver after fitting, with the rate-control sample (or None): per-weight values may be attached."""
         return sample
 
-    def end_task(self) -> None:
-        """A task given this (a worker's copy) is over: what it kept for its passes is let go (:class:`PassData`)."""
-        if self.kept is not None:
-            self.kept.end_task()
-
     def keep_pass_data(self, limit: int) -> None:
         """Keep up to ``limit`` bytes of per-block values every pass would recompute (:attr:`kept`: a
         transform's rotated coordinates; the pack's tensors share one budget); 0 drops them."""
@@ -238,11 +233,6 @@ class Fallback(FittedQuantizer):
 
     def prepare_sample(self, sample: Block | None) -> Block | None:
         return self.fitted.prepare_sample(sample)
-
-    def end_task(self) -> None:
-        """A task given this (a worker's copy) is over: what it kept for its passes is let go (:class:`PassData`)."""
-        if self.kept is not None:
-            self.kept.end_task()
 
     def keep_pass_data(self, limit: int) -> None:
         self.fitted.keep_pass_data(limit)
