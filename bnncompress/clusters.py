@@ -132,10 +132,9 @@ def cluster_task(fn: Callable[..., Any], *args: Any) -> Any:
         return single_threaded(fn, *args)
     finally:
         for held in (a for arg in args for a in (arg if isinstance(arg, tuple) else (arg,))):
-            for fit in (held, getattr(held, "fitted", None)):  # (a fallback's fit: its method's)
-                end = getattr(getattr(fit, "kept", None), "end_task", None)  # (a PassData)
-                if callable(end):
-                    end()
+            end = getattr(getattr(held, "kept", None), "end_task", None)  # (a fit's PassData)
+            if callable(end):
+                end()
 
 
 def package_digest() -> str:

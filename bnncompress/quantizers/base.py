@@ -206,6 +206,10 @@ class Fallback(FittedQuantizer):
     def values_per_symbol(self) -> int:  # type: ignore[override]
         return self.fitted.values_per_symbol
 
+    @property
+    def kept(self) -> PassData | None:  # type: ignore[override]
+        return self.fitted.kept
+
     def subvectors(self, state: Any) -> int:
         return self.fitted.subvectors(state)
 
