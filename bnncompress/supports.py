@@ -288,6 +288,16 @@ def ignored_warning(keys: list[Any]) -> str:
     return f"{IGNORED}{len(keys)} parameter(s) that are not guide loc/scale pairs: {listed}"
 
 
+def messenger_warning(guide: str) -> str:
+    """The warning for AutoNormal-like ``<guide>.locs.X`` / ``.scales.X`` whose scales are constrained positive,
+    as an AutoMessenger's are (AutoNormal's are softplus_positive)."""
+    return (
+        f"the scales of guide '{guide}' are constrained positive, not softplus_positive as AutoNormal's: "
+        "if it is an AutoRegressiveMessenger, its locs and scales act on a prior draw and the values packed are "
+        "wrong (an AutoNormalMessenger's are right); pack an AutoNormal guide instead"
+    )
+
+
 def unknown_support_warning(names: list[str]) -> str | None:
     """The one warning for Pyro sites ``names`` read without their model (None for none): a param store
     does not record supports, so every site loads unconstrained; the names that suggest a non-real

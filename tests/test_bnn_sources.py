@@ -178,6 +178,75 @@ def test_ivon_optimizer_posterior(tmp_path):
     bnncompress.load(tmp_path / "mv.bnc").load_into(Net())
 
 
+def _ivon_trained(net, **options):
+    ivon = pytest.importorskip("ivon")
+    torch.manual_seed(0)
+    opt = ivon.IVON([p for p in net.parameters() if p.requires_grad], lr=0.05, ess=64, **options)
+    x = torch.randn(32, net[0].in_features if isinstance(net, torch.nn.Sequential) else 4)
+    for _ in range(3):
+        with opt.sampled_params(train=True):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+        opt.step()
+    return opt
+
+
+def test_ivon_posterior_inside_sampled_params_is_refused_not_packed_from_the_sample():
+    net = Net()
+    opt = _ivon_trained(net)
+    means = net.fc1.weight.detach().clone()
+    with opt.sampled_params():  # the parameters hold a draw; the means are only in ivon's generator
+        assert not torch.equal(net.fc1.weight, means)
+        with pytest.raises(PosteriorError, match=r"inside optimizer.sampled_params\(\)"):
+            bnncompress.ivon_posterior(net, opt)
+    post = bnncompress.ivon_posterior(net, opt)  # after the block: the means
+    np.testing.assert_array_equal(post.tensors["fc1.weight"].loc, means.numpy())
+
+
+def test_ivon_posterior_names_the_parameters_and_buffers_it_leaves_out():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2))
+    net[2].requires_grad_(False)  # a frozen head, left out of the optimizer
+    post = bnncompress.ivon_posterior(net, _ivon_trained(net))
+    assert post.names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert any("not packed" in w and "2.weight, 2.bias" in w for w in post.warnings), post.warnings
+    assert any("buffers" in w and "1.running_mean, 1.running_var" in w for w in post.warnings), post.warnings
+
+
+def test_ivon_scales_of_low_precision_parameters_are_computed_in_float64():
+    ivon = pytest.importorskip("ivon")
+    net = torch.nn.Linear(4, 3).half()
+    opt = ivon.IVON(net.parameters(), lr=0.1, ess=1e5)  # ess * hess overflows float16 (65504)
+    group = opt.param_groups[0]
+    exact = 1 / np.sqrt(1e5 * (group["hess"].double().numpy() + group["weight_decay"]))
+    post = bnncompress.ivon_posterior(net, opt)
+    np.testing.assert_allclose(post.tensors["weight"].scale.reshape(-1), exact[:12], rtol=1e-6)
+    assert post.tensors["weight"].dtype == "float16"
+
+
+@pytest.mark.parametrize("guide_class", ["AutoRegressiveMessenger", "AutoNormal"])
+def test_a_messenger_guides_store_read_as_autonormal_says_its_values_may_be_wrong(tmp_path, guide_class):
+    from pyro.infer import autoguide
+
+    def model():
+        pyro.sample("a", dist.Normal(3.0, 2.0).expand([3]).to_event(1))
+
+    class Wrapper(PyroModule):  # a module holding its guide: the store's keys are guide.locs.a, guide.scales.a
+        def __init__(self):
+            super().__init__()
+            self.guide = getattr(autoguide, guide_class)(model)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    wrapper = Wrapper()
+    svi = SVI(model, wrapper.guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
+    for _ in range(5):
+        svi.step()
+    assert sorted(pyro.get_param_store().keys()) == ["guide.locs.a", "guide.scales.a"]
+    pyro.get_param_store().save(tmp_path / "store.pt")
+    warned = [w for w in read_posterior(tmp_path / "store.pt").warnings if "AutoRegressiveMessenger" in w]
+    assert len(warned) == (guide_class != "AutoNormal"), warned
+
+
 def test_load_into_reports_mismatches(tmp_path):
     rng = np.random.default_rng(0)
     post = {

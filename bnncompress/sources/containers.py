@@ -12,9 +12,9 @@ import numpy as np
 
 from ..errors import ArchiveError, NotAPosteriorError, PosteriorError
 from ..posterior import FLAT_LATENT_NAME, Posterior, make_tensor
-from ..supports import constrain, constraint_of, ignored_warning, unknown_support_warning
+from ..supports import constrain, constraint_of, ignored_warning, messenger_warning, unknown_support_warning
 from ..vocabulary import decode_words, validate_words
-from .pickledconstraints import PickledConstraint
+from .pickledconstraints import PickledConstraint, constraint_name
 
 NOT_MEAN_FIELD = "is not mean-field: packing its marginal standard deviations drops the correlations between weights"
 
@@ -165,6 +165,8 @@ def _pairs_from_param_store(
     for prefix, its_sites in sites.items():  # (once per guide: a store of 4,000 sites)
         own = [k[len(prefix) + 1 :] for k in params if isinstance(k, str) and k.startswith(prefix + ".")]
         _refuse_other_guides(own, its_sites, where)
+        if any(constraint_name(constraints.get(f"{prefix}.scales.{s}")) == "_GreaterThan" for s in its_sites):
+            warnings.append(messenger_warning(prefix))  # (AutoNormal's scales are softplus_positive)
     for key in params:
         if not isinstance(key, str) or key in used:
             continue
@@ -192,8 +194,7 @@ def _pairs_from_param_store(
             "a Gaussian posterior (AutoIAFNormal, AutoDelta) or one that keeps it outside the store (pack the live "
             "guide laplace_approximation() returns); save a normal guide's parameters after training"
         )
-    ignored = [k for k in params if k not in used]
-    if ignored:
+    if ignored := [k for k in params if k not in used]:
         warnings.append(ignored_warning(ignored))
     points.update({k: params[k] for k in ignored if isinstance(k, str)})  # as stored: unconstrained
     return pairs, f"Pyro param store ({', '.join(sorted(guides))})"
@@ -289,8 +290,7 @@ def _pairs_from_guide_state_dict(sd: Mapping, where: str, warnings: list[str]) -
         pairs.add(FLAT_LATENT_NAME, "loc", (sd["loc"], scale))
     if not pairs:
         raise PosteriorError(f"{where}: found guide state-dict keys but no loc/scale pairs")
-    ignored = [k for k in sd if k not in used]  # (said, as the param store's are: they may have meant something)
-    if ignored:
+    if ignored := [k for k in sd if k not in used]:  # (said, as the param store's are: they may have meant something)
         warnings.append(ignored_warning(ignored))
     if FLAT_LATENT_NAME not in pairs:
         return pairs, "Pyro guide state dict"

@@ -3,7 +3,10 @@ AutoLowRankMultivariateNormal, TyXe's), and IVON optimizers (:func:`ivon_posteri
 
 from __future__ import annotations
 
+import gc
+import inspect
 import sys
+import types
 from typing import Any
 
 from ..errors import PosteriorError
@@ -79,7 +82,10 @@ def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
     """The Gaussian posterior an IVON optimizer (ivon-opt) holds for ``model``'s parameters.
 
     Means are the parameters; scale = 1 / sqrt(ess * (hess + weight_decay)) per weight, as
-    defined by IVON (Shen et al., 2024). Names are ``model.named_parameters()`` names.
+    defined by IVON (Shen et al., 2024), computed in float64. Names are ``model.named_parameters()``
+    names. Call it outside ``optimizer.sampled_params()`` (inside, the parameters hold a sample: refused).
+    The model's parameters the optimizer does not hold, and its buffers (a BatchNorm's statistics),
+    are not in the posterior: a warning names them.
 
     Example:
         >>> import torch, ivon                                          # doctest: +SKIP
@@ -88,18 +94,50 @@ def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
     """
     import torch
 
+    if _sampling(optimizer):
+        raise PosteriorError(
+            "ivon_posterior was called inside optimizer.sampled_params(): the model's parameters hold a sample "
+            "of the posterior, not its means; call it after the with-block"
+        )
     names = {id(p): n for n, p in model.named_parameters()}
     pairs = {}
     with torch.no_grad():
         for group in optimizer.param_groups:
             if "hess" not in group or "ess" not in group:
                 raise PosteriorError("the optimizer is not IVON: its parameter groups have no 'hess' and 'ess'")
-            scale = 1.0 / torch.sqrt(group["ess"] * (group["hess"] + group["weight_decay"]))
+            # in float64: a float16 optimizer's ess * hess overflows past 65504 (a training set's size)
+            scale = 1.0 / torch.sqrt(group["ess"] * (group["hess"].double() + group["weight_decay"]))
             offset = 0
             for p in group["params"]:
                 if id(p) not in names:
                     raise PosteriorError("the IVON optimizer holds a parameter that is not in the model")
-                pairs[names[id(p)]] = (p.detach(), scale[offset : offset + p.numel()].view_as(p))
+                pairs[names[id(p)]] = (p.detach(), scale[offset : offset + p.numel()].view(p.shape))
                 offset += p.numel()
+    warnings = []
+    left = [n for n, _ in model.named_parameters() if n not in pairs]
+    if left:  # (a frozen part: load_into(strict=False) would keep a fresh module's values, silently)
+        warnings.append(f"not in the IVON optimizer, so not packed: the model's parameter(s) {_listed(left)}")
+    buffers = [n for n, b in model.named_buffers() if b is not None]
+    if buffers:
+        warnings.append(
+            f"the model's buffers are not in the posterior (IVON holds parameters only): {_listed(buffers)}; "
+            "load_into() leaves a module's own; copy them from the trained model"
+        )
     tensors = {n: make_tensor(n, loc, scale, "IVON optimizer") for n, (loc, scale) in pairs.items()}
-    return Posterior(tensors, None, "IVON optimizer state")
+    return Posterior(tensors, None, "IVON optimizer state", warnings)
+
+
+def _sampling(optimizer: Any) -> bool:
+    """Whether a ``with optimizer.sampled_params():`` block is open: ivon-opt keeps the means only in that
+    suspended generator (its local ``param_avg``), and the parameters hold a draw until the block ends."""
+    code = getattr(getattr(getattr(type(optimizer), "sampled_params", None), "__wrapped__", None), "__code__", None)
+    for holder in gc.get_referrers(optimizer) if code is not None else ():
+        if isinstance(holder, types.GeneratorType):  # Python >= 3.11: the generator holds its frame's locals
+            holder = holder.gi_frame if inspect.getgeneratorstate(holder) == inspect.GEN_SUSPENDED else None
+        if isinstance(holder, types.FrameType) and holder.f_code is code and "param_avg" in holder.f_locals:
+            return True
+    return False
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" ... ({len(names)} in all)" if len(names) > 5 else "")

@@ -99,6 +99,18 @@ class PickledConstraint:
         raise NotPlain(f"constraint {self.name} has no numpy transform here")
 
 
+def constraint_name(constraint: Any) -> str | None:
+    """The class name of a torch / Pyro constraint, read with torch or without (None for none).
+
+    Example:
+        >>> constraint_name(PickledConstraint.named("pyro.distributions.constraints", "_SoftplusPositive"))
+        '_SoftplusPositive'
+    """
+    if constraint is None:
+        return None
+    return constraint.name if isinstance(constraint, PickledConstraint) else type(constraint).__name__
+
+
 def _chunked(x: np.ndarray, function: Any, chunk: int = 1 << 16) -> np.ndarray:
     """``function`` of ``x`` in float64, rounded once to ``x``'s dtype, a chunk at a time (so the
     float64 temporaries stay small)."""
