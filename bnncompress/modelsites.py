@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .contents import support_text
 from .errors import ArgumentTypeError, PosteriorError
 from .forksafe import renew_after_fork, runs_alone
 from .modulebuffers import buffers_kept
@@ -216,6 +217,24 @@ def _point_site(key: str, wanted: dict) -> str | None:
         if name in wanted:
             return name
     return None
+
+
+def check_guides_supports(guide: Posterior, modelled: Posterior) -> None:
+    """Refuse a ``model`` given with a live guide (``guide``: its own supports, from the model it traced) that gives
+    one of its sites another kind of support (``modelled``: the posterior ``with_model`` made): another model.
+    Bounds may differ (ones that depend on other sites are recorded at another point)."""
+
+    def kind(posterior: Posterior, name: str) -> Any:
+        return (posterior.supports.get(name) or {}).get("constraint")
+
+    differ = [n for n in guide.tensors if kind(guide, n) != kind(modelled, n)]
+    if differ:
+        text = {n: (support_text(modelled.supports.get(n)), support_text(guide.supports.get(n))) for n in differ[:5]}
+        shown = ", ".join(f"{n} ({new or 'real'}; the guide's {old or 'real'})" for n, (new, old) in text.items())
+        raise PosteriorError(
+            f"the model gives the guide's site(s) other supports than the model the guide traced: {shown}; "
+            "give the model the guide was trained with, or none (a live guide knows its model)"
+        )
 
 
 def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> Any:

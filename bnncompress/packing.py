@@ -27,7 +27,7 @@ from .errors import ArgumentTypeError, OptionError, QualityWarning
 from .files import check_output_path
 from .gzipped import StoredVocabulary
 from .kernelcache import compile_in_child
-from .modelsites import with_model
+from .modelsites import check_guides_supports, with_model
 from .pipeline import fit_jobs, quantize_and_code
 from .posterior import Posterior, StoredTensor
 from .progress import Progress, no_progress
@@ -137,7 +137,8 @@ def pack(
     ``model(*model_args)`` under a trace, once, or twice where a site has bounds: a second trace at random values
     tells whether they depend on other sites): each latent site's support is recorded, so loading
     returns constrained values (the posterior median); a flat AutoDiagonalNormal ``latent`` is
-    split into the model's sites. A live AutoGuide knows its model already.
+    split into the model's sites. A live AutoGuide knows its model already (one given with it that gives its
+    sites other kinds of support is refused).
 
     Example:
         >>> import bnncompress, numpy as np, tempfile, os
@@ -176,7 +177,10 @@ def pack(
     if not lazy:  # read it whole now (what the user asked for, and faster for small files)
         posterior = posterior.load()
     if model is not None:
-        posterior = with_model(posterior, model, tuple(model_args))
+        modelled = with_model(posterior, model, tuple(model_args))
+        if is_pyro_guide(source):  # (its own supports are those of the model it traced)
+            check_guides_supports(posterior, modelled)
+        posterior = modelled
     if names and model is not None:  # (the model's sites are known once it has been traced)
         posterior = _select(posterior, names, vocab is not None, True)
     posterior.check()  # the tensors selected, before any is packed (one left out may hold a NaN)

@@ -114,6 +114,22 @@ def test_positive_unit_interval_and_simplex_sites(guide_class, tmp_path):
     assert np.allclose(a.rows("mix", [0, 2]), a["mix"][[0, 2]])
 
 
+def test_a_live_guide_with_a_model_that_gives_its_sites_other_supports_is_refused(tmp_path):
+    def edited_model():  # the same sites, but p on the half-line (Gamma: nonnegative) instead of (0, 1)
+        scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        p = pyro.sample("p", dist.Gamma(2.0, 2.0))
+        mix = pyro.sample("mix", dist.Dirichlet(torch.ones(3)))
+        target = torch.cat([scale.reshape(1), p.reshape(1), mix])
+        pyro.sample("obs", dist.Normal(target, 0.05).to_event(1), obs=torch.tensor([2.0, 0.8, 0.6, 0.3, 0.1]))
+
+    guide = fit(constrained_model, AutoNormal, (), steps=20)
+    with pytest.raises(bnncompress.PosteriorError, match=r"p \(nonnegative; the guide's unit_interval\)"):
+        bnncompress.pack(guide, tmp_path / "edited.bnc", method="float16", model=edited_model)
+    assert not (tmp_path / "edited.bnc").exists()
+    bnncompress.pack(guide, tmp_path / "same.bnc", method="float16", model=constrained_model)
+    assert bnncompress.load(tmp_path / "same.bnc").record("p").params["support"] == {"constraint": "unit_interval"}
+
+
 def test_info_shows_recorded_supports(tmp_path):
     guide = fit(constrained_model, AutoNormal, (), steps=50)
     with warnings.catch_warnings():
