@@ -10,6 +10,7 @@ three passes. A lookup should cost the same whatever the cache's size.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -46,4 +47,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()
