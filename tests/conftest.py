@@ -19,8 +19,19 @@ LEE = Path(os.path.dirname(gensim.__file__)) / "test" / "test_data" / "lee_backg
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject.toml): a test process per CPU this process may run on, at most 8 (each imports torch)."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Compile the kernels the tests call in a second process (tests/warm_kernels.py) while the tests run."""
+    """Compile the kernels the tests call in a second process (tests/warm_kernels.py) while the tests run.
+
+    Under pytest-xdist only the controlling process starts it, not each test process.
+    """
+    if hasattr(session.config, "workerinput"):
+        return
     work = tempfile.mkdtemp(prefix="bnncompress-warm-")
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("warm_kernels.py")), work],
