@@ -219,18 +219,6 @@ def _point_site(key: str, wanted: dict) -> str | None:
     return None
 
 
-def _nested_flat_guide(tensors: dict[str, Any], sites: list) -> dict[str, Any]:
-    """A flat guide two modules deep (``inner.guide.loc``) reads as a TyXe site named ``guide``: with the model
-    known, the one 1-D tensor that is no site of it and holds exactly the values of the sites no tensor holds
-    is that guide's flat latent (renamed so, and split below)."""
-    names = {name for name, _, _ in sites}
-    unheld = sum(int(np.prod(shape, dtype=np.int64)) for name, _, shape in sites if name not in tensors)
-    fits = [n for n, t in tensors.items() if n not in names and len(t.shape) == 1 and t.shape[0] == unheld]
-    if FLAT_LATENT_NAME in tensors or unheld == 0 or len(fits) != 1:
-        return tensors
-    return {FLAT_LATENT_NAME if name == fits[0] else name: tensor for name, tensor in tensors.items()}
-
-
 def check_guides_supports(guide: Posterior, modelled: Posterior) -> None:
     """Refuse a ``model`` given with a live guide (``guide``: its own supports, from the model it traced) that gives
     one of its sites another kind of support (``modelled``: the posterior ``with_model`` made): another model.
@@ -265,7 +253,7 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
             f"the model {getattr(model, '__name__', type(model).__name__)} samples no continuous latent site when "
             "called; give the function or module instance that runs the model (a class is neither)"
         )
-    tensors = _nested_flat_guide(dict(posterior.tensors), sites)
+    tensors = dict(posterior.tensors)
     latent_site = next((shape for name, _, shape in sites if name == FLAT_LATENT_NAME), None)
     flat_guide = FLAT_LATENT_NAME in tensors and tuple(tensors[FLAT_LATENT_NAME].shape) != latent_site  # (a site
     # may be named 'latent' itself: then the tensor of that name is the site's, or a flat guide's that holds it)

@@ -232,29 +232,6 @@ def test_flat_latent_param_store_split_into_sites_with_model(guide_class, tmp_pa
         assert float((net(x) - expected).pow(2).mean().sqrt()) < 0.2 * float((expected - y).pow(2).mean().sqrt())
 
 
-def test_a_flat_guide_two_modules_deep_is_split_into_the_models_sites(tmp_path):
-    class Holder(PyroModule):  # its guide's parameters: inner.guide.loc, inner.guide.scale (read as a TyXe site)
-        def __init__(self):
-            super().__init__()
-            self.inner = PyroModule()
-            self.inner.guide = AutoDiagonalNormal(constrained_model)
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    guide = Holder().inner.guide
-    svi = SVI(constrained_model, guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
-    for _ in range(20):
-        svi.step()
-    assert sorted(pyro.get_param_store().keys()) == ["inner.guide.loc", "inner.guide.scale"]
-    pyro.get_param_store().save(tmp_path / "store.pt")
-    result = bnncompress.pack(tmp_path / "store.pt", tmp_path / "n.bnc", method="float16", model=constrained_model)
-    assert not any("not latent sample sites" in w or "in no tensor" in w for w in result.warnings), result.warnings
-    a = bnncompress.load(tmp_path / "n.bnc")
-    assert sorted(a.names) == ["mix", "p", "scale"]
-    for site, median in guide.median().items():
-        np.testing.assert_allclose(a[site], median.detach().numpy(), rtol=2e-3, atol=1e-3)
-
-
 def test_model_that_needs_arguments_or_does_not_fit_is_refused(regression, tmp_path):
     model, guide, x, y, store = regression
     with pytest.raises(bnncompress.PosteriorError, match="model_args"):
