@@ -68,7 +68,7 @@ def model_sites(
         moved = [n for n, s, _ in sites if has_bounds(s) and n in other and _spec(other[n]["fn"].support) != _spec(s)]
         if moved:
             warnings.append(
-                f"the bounds of site(s) {', '.join(moved[:10])} depend on other sites of the model; they are "
+                f"{MOVED}{', '.join(moved[:10])} depend on other sites of the model; they are "
                 "recorded at the model's feasible point (as AutoNormal's default initialization), which may "
                 "not be the bounds at the posterior"
             )
@@ -219,15 +219,27 @@ def _point_site(key: str, wanted: dict) -> str | None:
     return None
 
 
+#: The warning naming sites whose bounds depend on other sites (the names follow).
+MOVED = "the bounds of site(s) "
+#: Constraints that map the real line the same way (biject_to) as another one.
+_SAME_TRANSFORM = {"nonnegative": "positive", "greater_than_eq": "greater_than"}
+
+
 def check_guides_supports(guide: Posterior, modelled: Posterior) -> None:
     """Refuse a ``model`` given with a live guide (``guide``: its own supports, from the model it traced) that gives
     one of its sites another kind of support (``modelled``: the posterior ``with_model`` made): another model.
-    Bounds may differ (ones that depend on other sites are recorded at another point)."""
+    Bounds that depend on other sites may differ (the guide records them at another point); positive and
+    nonnegative, greater_than and greater_than_eq, are the same (one transform)."""
 
-    def kind(posterior: Posterior, name: str) -> Any:
-        return (posterior.supports.get(name) or {}).get("constraint")
+    def spec(posterior: Posterior, name: str) -> dict:
+        spec = dict(posterior.supports.get(name) or {"constraint": "real"})
+        spec["constraint"] = _SAME_TRANSFORM.get(spec["constraint"], spec["constraint"])
+        return spec if name not in moved else {"constraint": spec["constraint"]}
 
-    differ = [n for n in guide.tensors if kind(guide, n) != kind(modelled, n)]
+    moved = {
+        n for w in modelled.warnings if w.startswith(MOVED) for n in w[len(MOVED) :].split(" depend ")[0].split(", ")
+    }
+    differ = [n for n in guide.tensors if spec(guide, n) != spec(modelled, n)]
     if differ:
         text = {n: (support_text(modelled.supports.get(n)), support_text(guide.supports.get(n))) for n in differ[:5]}
         shown = ", ".join(f"{n} ({new or 'real'}; the guide's {old or 'real'})" for n, (new, old) in text.items())

@@ -3,6 +3,8 @@ into the plain nn.Module they came from."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -201,6 +203,16 @@ def test_ivon_posterior_inside_sampled_params_is_refused_not_packed_from_the_sam
             bnncompress.ivon_posterior(net, opt)
     post = bnncompress.ivon_posterior(net, opt)  # after the block: the means
     np.testing.assert_array_equal(post.tensors["fc1.weight"].loc, means.numpy())
+
+    class Logged(type(opt)):  # a subclass with its own sampled_params around ivon's
+        @contextlib.contextmanager
+        def sampled_params(self, train=False):
+            with super().sampled_params(train):
+                yield
+
+    opt.__class__ = Logged
+    with opt.sampled_params(), pytest.raises(PosteriorError, match="sampled_params"):
+        bnncompress.ivon_posterior(net, opt)
 
 
 def test_ivon_posterior_names_the_parameters_and_buffers_it_leaves_out():

@@ -130,6 +130,19 @@ def test_a_live_guide_with_a_model_that_gives_its_sites_other_supports_is_refuse
     assert bnncompress.load(tmp_path / "same.bnc").record("p").params["support"] == {"constraint": "unit_interval"}
 
 
+def test_a_live_guides_bounds_are_compared_and_supports_of_one_transform_are_the_same(tmp_path):
+    def model(low=0.0, high=5.0, gamma=False):
+        s = pyro.sample("s", dist.Uniform(low, high))
+        r = pyro.sample("r", dist.Gamma(2.0, 1.0) if gamma else dist.LogNormal(0.0, 1.0))
+        pyro.sample("obs", dist.Normal(s + r, 0.1), obs=torch.tensor(2.0))
+
+    guide = fit(model, AutoNormal, (), steps=10)
+    with pytest.raises(bnncompress.PosteriorError, match=r"s \(interval\(1, 50\); the guide's interval\(0, 5\)\)"):
+        bnncompress.pack(guide, tmp_path / "b.bnc", method="float16", model=model, model_args=(1.0, 50.0))
+    # r nonnegative (Gamma) instead of positive: loaded through the same transform
+    bnncompress.pack(guide, tmp_path / "g.bnc", method="float16", model=model, model_args=(0.0, 5.0, True))
+
+
 def test_info_shows_recorded_supports(tmp_path):
     guide = fit(constrained_model, AutoNormal, (), steps=50)
     with warnings.catch_warnings():

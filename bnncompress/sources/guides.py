@@ -83,7 +83,8 @@ def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
 
     Means are the parameters; scale = 1 / sqrt(ess * (hess + weight_decay)) per weight, as
     defined by IVON (Shen et al., 2024), computed in float64. Names are ``model.named_parameters()``
-    names. Call it outside ``optimizer.sampled_params()`` (inside, the parameters hold a sample: refused).
+    names. Call it outside ``optimizer.sampled_params()`` (inside, the parameters hold a sample: refused; after a
+    block left by an exception ivon-opt leaves them holding it, which cannot be told).
     The model's parameters the optimizer does not hold, and its buffers (a BatchNorm's statistics),
     are not in the posterior: a warning names them.
 
@@ -117,7 +118,8 @@ def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
     left = [n for n, _ in model.named_parameters() if n not in pairs]
     if left:  # (a frozen part: load_into(strict=False) would keep a fresh module's values, silently)
         warnings.append(f"not in the IVON optimizer, so not packed: the model's parameter(s) {_listed(left)}")
-    buffers = [n for n, b in model.named_buffers() if b is not None]
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    buffers = [n for n in model.state_dict(keep_vars=True) if n not in params]  # (persistent: a fresh module's differ)
     if buffers:
         warnings.append(
             f"the model's buffers are not in the posterior (IVON holds parameters only): {_listed(buffers)}; "
@@ -130,11 +132,12 @@ def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
 def _sampling(optimizer: Any) -> bool:
     """Whether a ``with optimizer.sampled_params():`` block is open: ivon-opt keeps the means only in that
     suspended generator (its local ``param_avg``), and the parameters hold a draw until the block ends."""
-    code = getattr(getattr(getattr(type(optimizer), "sampled_params", None), "__wrapped__", None), "__code__", None)
-    for holder in gc.get_referrers(optimizer) if code is not None else ():
+    methods = [c.__dict__["sampled_params"] for c in type(optimizer).__mro__ if "sampled_params" in c.__dict__]
+    codes = {getattr(getattr(m, "__wrapped__", None), "__code__", None) for m in methods} - {None}  # (a subclass's too)
+    for holder in gc.get_referrers(optimizer) if codes else ():
         if isinstance(holder, types.GeneratorType):  # Python >= 3.11: the generator holds its frame's locals
             holder = holder.gi_frame if inspect.getgeneratorstate(holder) == inspect.GEN_SUSPENDED else None
-        if isinstance(holder, types.FrameType) and holder.f_code is code and "param_avg" in holder.f_locals:
+        if isinstance(holder, types.FrameType) and holder.f_code in codes and "param_avg" in holder.f_locals:
             return True
     return False
 
