@@ -169,7 +169,8 @@ def _check_outputs(csv_path: Any, plot_path: Any, force: bool, source: Any) -> N
         targets += list(plot_paths(plot_path).values())
         kind = targets[-1].suffix.lstrip(".")
         if kind.lower() not in FigureCanvasBase.get_supported_filetypes():
-            raise OptionError(f"figures cannot be written as .{kind} files; give «plot_path» a .png, .pdf or .svg name")
+            supported = ", ".join(f".{k}" for k in sorted(FigureCanvasBase.get_supported_filetypes()))
+            raise OptionError(f"figures cannot be written as .{kind} files; give «plot_path» one of {supported}")
     for i, target in enumerate(targets):
         if any(os.path.abspath(target) == os.path.abspath(t) for t in targets[:i]):
             raise OptionError(f"the CSV '{csv_path}' would be overwritten by a figure; choose another «csv_path»")
