@@ -28,6 +28,7 @@ def model_sites(
     model_kwargs: dict | None = None,
     held: set[str] | None = None,
     warnings: list[str] | None = None,
+    moved: set[str] | None = None,
 ) -> list[tuple[str, Any, Any]]:
     """``(name, support, unconstrained shape)`` of every continuous latent (unobserved) sample site
     of ``model``, traced with ``model_args`` at its feasible point (every site at 0 unconstrained, as
@@ -36,7 +37,7 @@ def model_sites(
     trace order (the order of an AutoContinuous guide's flat latent), a subsampled plate's dimension at its
     full size (as AutoNormal's parameters). Discrete sites are left out (no continuous guide holds them),
     unless ``held`` names them: then PosteriorError. Sites whose bounds depend on other sites (they move
-    in a second trace at a random point) are named in ``warnings``."""
+    in a second trace at a random point) are named in ``warnings`` and added to ``moved``."""
     from torch.distributions import biject_to
 
     trace = _trace_model(model, model_args, model_kwargs, random=False)
@@ -63,12 +64,16 @@ def model_sites(
                 if -len(shape) <= frame.dim - event_dim < 0:
                     shape[frame.dim - event_dim] = frame.full_size
         sites.append((name, support, tuple(shape)))
-    if warnings is not None and any(has_bounds(s) for _, s, _ in sites):
+    if (warnings is not None or moved is not None) and any(has_bounds(s) for _, s, _ in sites):
         other = _trace_model(model, model_args, model_kwargs, random=True).nodes
-        moved = [n for n, s, _ in sites if has_bounds(s) and n in other and _spec(other[n]["fn"].support) != _spec(s)]
-        if moved:
+        dependent = [
+            n for n, s, _ in sites if has_bounds(s) and n in other and _spec(other[n]["fn"].support) != _spec(s)
+        ]
+        if moved is not None:
+            moved.update(dependent)
+        if dependent and warnings is not None:
             warnings.append(
-                f"{MOVED}{', '.join(moved[:10])} depend on other sites of the model; they are "
+                f"the bounds of site(s) {', '.join(dependent[:10])} depend on other sites of the model; they are "
                 "recorded at the model's feasible point (as AutoNormal's default initialization), which may "
                 "not be the bounds at the posterior"
             )
@@ -219,29 +224,24 @@ def _point_site(key: str, wanted: dict) -> str | None:
     return None
 
 
-#: The warning naming sites whose bounds depend on other sites (the names follow).
-MOVED = "the bounds of site(s) "
 #: Constraints that map the real line the same way (biject_to) as another one.
 _SAME_TRANSFORM = {"nonnegative": "positive", "greater_than_eq": "greater_than"}
 
 
-def check_guides_supports(guide: Posterior, modelled: Posterior) -> None:
-    """Refuse a ``model`` given with a live guide (``guide``: its own supports, from the model it traced) that gives
-    one of its sites another kind of support (``modelled``: the posterior ``with_model`` made): another model.
-    Bounds that depend on other sites may differ (the guide records them at another point); positive and
-    nonnegative, greater_than and greater_than_eq, are the same (one transform)."""
+def _refuse_other_supports(names: list[str], own: dict, modelled: dict, moved: set[str]) -> None:
+    """Refuse a model given with a live guide (its ``own`` supports, from the model it traced) that gives one of
+    its sites ``names`` another support (``modelled``): another model. Bounds that depend on other sites
+    (``moved``) may differ (the guide records them at another point); positive and nonnegative, greater_than and
+    greater_than_eq, are the same (one transform)."""
 
-    def spec(posterior: Posterior, name: str) -> dict:
-        spec = dict(posterior.supports.get(name) or {"constraint": "real"})
+    def spec(supports: dict, name: str) -> dict:
+        spec = dict(supports.get(name) or {"constraint": "real"})
         spec["constraint"] = _SAME_TRANSFORM.get(spec["constraint"], spec["constraint"])
         return spec if name not in moved else {"constraint": spec["constraint"]}
 
-    moved = {
-        n for w in modelled.warnings if w.startswith(MOVED) for n in w[len(MOVED) :].split(" depend ")[0].split(", ")
-    }
-    differ = [n for n in guide.tensors if spec(guide, n) != spec(modelled, n)]
+    differ = [n for n in names if spec(own, n) != spec(modelled, n)]
     if differ:
-        text = {n: (support_text(modelled.supports.get(n)), support_text(guide.supports.get(n))) for n in differ[:5]}
+        text = {n: (support_text(modelled.get(n)), support_text(own.get(n))) for n in differ[:5]}
         shown = ", ".join(f"{n} ({new or 'real'}; the guide's {old or 'real'})" for n, (new, old) in text.items())
         raise PosteriorError(
             f"the model gives the guide's site(s) other supports than the model the guide traced: {shown}; "
@@ -249,17 +249,22 @@ def check_guides_supports(guide: Posterior, modelled: Posterior) -> None:
         )
 
 
-def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None) -> Any:
+def with_model(
+    posterior: Any, model: Any, model_args: tuple = (), model_kwargs: dict | None = None, own_supports: bool = False
+) -> Any:
     """``posterior`` with the supports of ``model``'s latent sites recorded, and a flat
     AutoDiagonalNormal-style ``latent`` split into the model's sites that the posterior does not
     already hold (their unconstrained shapes, in trace order: the guide's ``_unpack_latent``
     layout; an AutoGuideList's other parts hold the rest). A flat ``latent`` of every site beside
-    per-site parameters (two guides of the same sites in one store) is refused: which was trained is unknown."""
+    per-site parameters (two guides of the same sites in one store) is refused: which was trained is unknown.
+    ``own_supports``: the posterior's supports are its live guide's own, and a model that gives a site another
+    is refused."""
     if not callable(model):
         kind = type(model).__name__
         raise ArgumentTypeError(f"«model» must be a Pyro model (a callable or a PyroModule), not a {kind}")
     warnings = [w for w in posterior.warnings if not w.startswith(SUPPORT_UNKNOWN)]
-    sites = model_sites(model, tuple(model_args), model_kwargs, held=set(posterior.tensors), warnings=warnings)
+    moved: set[str] = set()
+    sites = model_sites(model, tuple(model_args), model_kwargs, set(posterior.tensors), warnings, moved)
     if not sites:  # (a PyroModule class where an instance was meant, a model of observed sites only)
         raise PosteriorError(
             f"the model {getattr(model, '__name__', type(model).__name__)} samples no continuous latent site when "
@@ -338,4 +343,6 @@ def with_model(posterior: Any, model: Any, model_args: tuple = (), model_kwargs:
     fitting = [(n, s) for n, s, shape in sites if n in tensors and (n, shape) not in unlike]
     recorded = {n: spec for n, spec in posterior.supports.items() if n in tensors and n not in known}
     supports = {**recorded, **site_supports(fitting, "model", warnings)}
+    if own_supports:
+        _refuse_other_supports(list(posterior.tensors), posterior.supports, supports, moved)
     return Posterior(tensors, posterior.vocab, posterior.source, warnings, supports)

@@ -27,7 +27,7 @@ from .errors import ArgumentTypeError, OptionError, QualityWarning
 from .files import check_output_path
 from .gzipped import StoredVocabulary
 from .kernelcache import compile_in_child
-from .modelsites import check_guides_supports, with_model
+from .modelsites import with_model
 from .pipeline import fit_jobs, quantize_and_code
 from .posterior import Posterior, StoredTensor
 from .progress import Progress, no_progress
@@ -177,10 +177,7 @@ def pack(
     if not lazy:  # read it whole now (what the user asked for, and faster for small files)
         posterior = posterior.load()
     if model is not None:
-        modelled = with_model(posterior, model, tuple(model_args))
-        if is_pyro_guide(source):  # (its own supports are those of the model it traced)
-            check_guides_supports(posterior, modelled)
-        posterior = modelled
+        posterior = with_model(posterior, model, tuple(model_args), own_supports=is_pyro_guide(source))
     if names and model is not None:  # (the model's sites are known once it has been traced)
         posterior = _select(posterior, names, vocab is not None, True)
     posterior.check()  # the tensors selected, before any is packed (one left out may hold a NaN)

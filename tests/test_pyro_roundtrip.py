@@ -143,6 +143,19 @@ def test_a_live_guides_bounds_are_compared_and_supports_of_one_transform_are_the
     bnncompress.pack(guide, tmp_path / "g.bnc", method="float16", model=model, model_args=(0.0, 5.0, True))
 
 
+def test_a_live_guides_bounds_that_depend_on_other_sites_may_differ_however_many(tmp_path):
+    def model():  # twelve bounds that follow b: the warning names ten of them, none is refused
+        b = pyro.sample("b", dist.LogNormal(0.0, 1.0))
+        for i in range(12):
+            pyro.sample(f"u{i:02d}", dist.Uniform(0.0, b))
+
+    guide = fit(model, AutoDiagonalNormal, (), steps=5)  # its prototype: b at its prior median, not at 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QualityWarning)
+        result = bnncompress.pack(guide, tmp_path / "m.bnc", method="float16", model=model)
+    assert any("u09 depend on other sites" in w for w in result.warnings), result.warnings
+
+
 def test_info_shows_recorded_supports(tmp_path):
     guide = fit(constrained_model, AutoNormal, (), steps=50)
     with warnings.catch_warnings():

@@ -115,7 +115,7 @@ def ivon_posterior(model: Any, optimizer: Any) -> Posterior:
                 pairs[names[id(p)]] = (p.detach(), scale[offset : offset + p.numel()].view(p.shape))
                 offset += p.numel()
     warnings = []
-    left = [n for n, _ in model.named_parameters() if n not in pairs]
+    left = [n for n in names.values() if n not in pairs]
     if left:  # (a frozen part: load_into(strict=False) would keep a fresh module's values, silently)
         warnings.append(f"not in the IVON optimizer, so not packed: the model's parameter(s) {_listed(left)}")
     params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
